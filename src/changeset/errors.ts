@@ -1,0 +1,22 @@
+import { TwinlayerError, type ErrorContext } from '../log/errors.js';
+
+/** The changeset is malformed or hostile; nothing was written. `context.entry` names the offending entry. */
+export class ChangesetRejectedError extends TwinlayerError {
+  constructor(message: string, context: ErrorContext = {}, options?: { cause?: unknown }) {
+    super('CHANGESET_REJECTED', message, context, options);
+  }
+}
+
+/** A helper tool (getfattr, setfattr, mknod, sync) failed; the operation may be retried whole. */
+export class ChangesetToolError extends TwinlayerError {
+  constructor(message: string, context: ErrorContext = {}, options?: { cause?: unknown }) {
+    super('CHANGESET_TOOL_FAILED', message, context, options);
+  }
+}
+
+/** The staging target itself is unusable (upper dir a symlink, tmp dir inside it or on another file system). */
+export class StageTargetError extends TwinlayerError {
+  constructor(message: string, context: ErrorContext = {}) {
+    super('STAGE_TARGET_INVALID', message, context);
+  }
+}

@@ -1,0 +1,11 @@
+// The changeset unit: reading an upper dir into an OCI-layer tar (pusher) and staging one into an upper dir
+// (puller). See DESIGN.md "Changeset format" and THREATS.md "Changeset content".
+export type { Limits } from './limits.js';
+export { defaultLimits } from './limits.js';
+export type { ChangesetKind, ChangesetCounts, BuiltChangeset } from './tracker.js';
+export { UpperTracker } from './tracker.js';
+export type { SerializedIndex } from './shipped-index.js';
+export type { StageTarget, StageResult } from './stage.js';
+export { stageChangeset } from './stage.js';
+export { ChangesetRejectedError } from './errors.js';
+export { relPathIsExcluded } from './paths.js';

@@ -1,0 +1,86 @@
+// Writes an uncompressed tar to a temp file (so a torn entry can be cut off by truncating back to its start),
+// then gzips it deterministically (level 1, gzip mtime 0) into the final file while hashing the output.
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGzip } from 'node:zlib';
+import { encodeEntryHeaders, endOfArchive, paddingFor, type TarEntry } from './tar-format.js';
+
+export class TarFileWriter {
+  readonly #fh: FileHandle;
+  #pos = 0;
+
+  private constructor(fh: FileHandle) {
+    this.#fh = fh;
+  }
+
+  static async create(path: string): Promise<TarFileWriter> {
+    return new TarFileWriter(await open(path, 'wx', 0o600));
+  }
+
+  get position(): number {
+    return this.#pos;
+  }
+
+  async #write(buf: Buffer): Promise<void> {
+    let off = 0;
+    while (off < buf.length) {
+      const { bytesWritten } = await this.#fh.write(buf, off, buf.length - off, this.#pos);
+      off += bytesWritten;
+      this.#pos += bytesWritten;
+    }
+  }
+
+  async writeHeader(e: TarEntry): Promise<void> {
+    await this.#write(encodeEntryHeaders(e));
+  }
+
+  async writeBody(chunk: Buffer): Promise<void> {
+    await this.#write(chunk);
+  }
+
+  async padBody(size: number): Promise<void> {
+    const pad = paddingFor(size);
+    if (pad > 0) await this.#write(Buffer.alloc(pad));
+  }
+
+  /** Writes a whole entry whose body (if any) is in memory. */
+  async writeEntry(e: TarEntry, body?: Buffer): Promise<void> {
+    await this.writeHeader(e);
+    if (body !== undefined && body.length > 0) {
+      await this.writeBody(body);
+      await this.padBody(body.length);
+    }
+  }
+
+  async truncateTo(pos: number): Promise<void> {
+    await this.#fh.truncate(pos);
+    this.#pos = pos;
+  }
+
+  async finish(): Promise<void> {
+    await this.#write(endOfArchive);
+    await this.#fh.close();
+  }
+
+  async abandon(): Promise<void> {
+    await this.#fh.close().catch(() => undefined);
+  }
+}
+
+/** Gzips `src` into `dst` deterministically; returns the sha256 and size of the bytes written. */
+export async function gzipAndHash(src: string, dst: string): Promise<{ digest: string; size: number }> {
+  const hash = createHash('sha256');
+  let size = 0;
+  const tap = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      size += chunk.length;
+      cb(null, chunk);
+    },
+  });
+  await pipeline(createReadStream(src), createGzip({ level: 1 }), tap, createWriteStream(dst, { flags: 'wx', mode: 0o600 }));
+  return { digest: hash.digest('hex'), size };
+}

@@ -1,0 +1,98 @@
+// The subcommands. Each builds its units from the frozen config and runs until a signal.
+import { writeFile } from 'node:fs/promises';
+import type { Config } from '../config/schema.js';
+import { createLogger, type Logger } from '../log/logger.js';
+import { Pusher } from '../pusher/index.js';
+import { Puller } from '../puller/index.js';
+import { startS3Server } from '../s3server/index.js';
+import { createHookApp, serveHook } from '../vrrp-hook/index.js';
+import { openBucket, openDocker } from './runtime-deps.js';
+import { onShutdown } from './shutdown.js';
+
+export function loggerFor(config: Config): Logger {
+  return createLogger({ level: config.logLevel });
+}
+
+export async function runPush(config: Config, log: Logger): Promise<void> {
+  const { bucket, store } = await openBucket(config, log);
+  const pusher = new Pusher({
+    runtime: openDocker(config, log),
+    bucket,
+    log,
+    hostId: config.hostId,
+    group: config.group,
+    label: config.label,
+    stateDir: config.stateDir,
+    excludes: config.excludes,
+    debounceQuietMs: config.debounceQuietMs,
+    debounceMaxMs: config.debounceMaxMs,
+    uploadConcurrency: config.uploadConcurrency,
+    reconcileIntervalMs: config.reconcileIntervalMs,
+  });
+  const done = onShutdown(log, async () => {
+    await pusher.stop();
+    store.destroy();
+  });
+  await pusher.start();
+  await done;
+}
+
+export async function runPull(config: Config, log: Logger): Promise<void> {
+  const { bucket, store } = await openBucket(config, log);
+  const puller = new Puller({
+    runtime: openDocker(config, log),
+    bucket,
+    log,
+    group: config.group,
+    stateDir: config.stateDir,
+    pollIntervalMs: config.pollIntervalMs,
+    downloadConcurrency: config.downloadConcurrency,
+    startConcurrency: config.startConcurrency,
+  });
+  await puller.open();
+  const app = createHookApp({
+    token: config.hookToken,
+    promoter: puller,
+    log: log.child({ unit: 'vrrp-hook' }),
+    finalizeDeadlineMs: config.finalizeDeadlineMs,
+    bootTimeoutMs: config.bootTimeoutMs,
+  });
+  let server: Awaited<ReturnType<typeof serveHook>>;
+  try {
+    server = await serveHook(app, { listen: config.hookListen, token: config.hookToken, allowNoToken: config.hookAllowNoToken });
+  } catch (err) {
+    await puller.stop();
+    throw err;
+  }
+  log.info('hook listening', { address: server.address, port: server.port });
+  const done = onShutdown(log, async () => {
+    await server.close();
+    await puller.stop();
+    store.destroy();
+  });
+  puller.start();
+  await done;
+}
+
+export async function runStatus(config: Config): Promise<number> {
+  const url = `http://${config.hookListen}/v1/status`;
+  const headers: Record<string, string> = config.hookToken ? { authorization: `Bearer ${config.hookToken}` } : {};
+  const res = await fetch(url, { headers, signal: AbortSignal.timeout(5000) }).catch((err: unknown) => {
+    throw new Error(`cannot reach the puller's hook at ${url}: ${(err as Error).message}`);
+  });
+  process.stdout.write(JSON.stringify(await res.json(), null, 2) + '\n');
+  return res.ok ? 0 : 1;
+}
+
+export async function runS3(flags: Map<string, string>, log: Logger): Promise<void> {
+  const listen = flags.get('listen') ?? '127.0.0.1:9000';
+  const m = /^(.+):(\d+)$/.exec(listen);
+  if (!m) throw new Error(`--listen: expected HOST:PORT, got ${JSON.stringify(listen)}`);
+  const dir = flags.get('dir') ?? './s3-data';
+  const buckets = (flags.get('bucket') ?? 'twinlayer').split(',').filter(Boolean);
+  const server = await startS3Server({ dir, host: m[1]!, port: Number(m[2]), buckets, silent: true });
+  log.info('embedded S3 server listening (development and tests only)', { endpoint: server.endpoint, dir, buckets });
+  const portFile = flags.get('port-file');
+  if (portFile) await writeFile(portFile, String(server.port));
+  await onShutdown(log, () => server.close());
+}

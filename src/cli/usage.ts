@@ -1,0 +1,13 @@
+export const usage = `twinlayer — keeps stopped twins of Docker containers current through an S3 bucket
+
+Usage:
+  twinlayer push   [--config FILE]   primary: watch protected containers and ship their changes
+  twinlayer pull   [--config FILE]   standby: stage changes into twins and serve the VRRP hook
+  twinlayer status [--config FILE]   print the puller's status (through its hook)
+  twinlayer s3 [--dir DIR] [--listen HOST:PORT] [--bucket NAME]
+                                     embedded S3 server for development and tests (not production)
+  twinlayer demo [--keep]            two-host failover demo in network namespaces (root)
+
+Configuration: a YAML/JSON file (--config or TWINLAYER_CONFIG) and TWINLAYER_* variables; see README.md.
+Containers opt in with the label twinlayer.enable=true.
+`;

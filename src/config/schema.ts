@@ -1,0 +1,50 @@
+// The one configuration schema: every key, its env var and its default. Parsed once at the edge (cli), frozen.
+import { hostname } from 'node:os';
+import { z } from 'zod';
+
+const ms = (def: number, min = 1) => z.coerce.number().int().min(min).default(def);
+const bool = (def: boolean) =>
+  z.union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no'])])
+    .transform((v) => v === true || v === 'true' || v === '1' || v === 'yes')
+    .default(def);
+const listenAddress = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[0-9.]+|localhost):\d{1,5}$/, 'expected HOST:PORT');
+
+export const configSchema = z.strictObject({
+  /** S3 endpoint URL; unset means AWS S3 in `region`. */
+  endpoint: z.url().optional(),
+  bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'expected an S3 bucket name of 3-63 lowercase characters'),
+  prefix: z.string().regex(/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/, 'expected slash-separated words without leading or trailing slash').default('twinlayer'),
+  region: z.string().min(1).default('us-east-1'),
+  /** Path-style addressing (MinIO, s3rver, most self-hosted servers). */
+  pathStyle: bool(false),
+  group: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'expected 1-64 of A-Z a-z 0-9 . _ -').default('default'),
+  hostId: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'expected 1-64 of A-Z a-z 0-9 . _ -').default(hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 64) || 'host'),
+  dockerSocket: z.string().min(1).default('/var/run/docker.sock'),
+  label: z.string().min(1).default('twinlayer.enable'),
+  stateDir: z.string().min(1).default('/var/lib/twinlayer'),
+  debounceQuietMs: ms(50),
+  debounceMaxMs: ms(500),
+  uploadConcurrency: ms(4),
+  downloadConcurrency: ms(4),
+  startConcurrency: ms(8),
+  pollIntervalMs: ms(250, 10),
+  reconcileIntervalMs: ms(60_000, 100),
+  /** Paths (relative to the container root) never shipped; a trailing /** excludes a subtree. */
+  excludes: z.union([z.array(z.string()), z.string().transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean))]).default([]),
+  hookListen: listenAddress.default('127.0.0.1:7450'),
+  hookToken: z.string().min(16, 'expected at least 16 characters').optional(),
+  hookAllowNoToken: bool(false),
+  finalizeDeadlineMs: ms(1000),
+  bootTimeoutMs: ms(15_000),
+  logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+});
+
+export type Config = Readonly<z.infer<typeof configSchema>>;
+export type ConfigKey = keyof z.infer<typeof configSchema>;
+
+/** TWINLAYER_* name of each key: camelCase -> UPPER_SNAKE. */
+export function envName(key: string): string {
+  return 'TWINLAYER_' + key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
+}
+
+export const configKeys = Object.keys(configSchema.shape) as ConfigKey[];

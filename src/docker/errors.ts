@@ -1,0 +1,49 @@
+// Errors of the docker unit. Each has a stable code and names the container (or engine) it is about.
+import { TwinlayerError } from '../log/errors.js';
+import type { ErrorContext } from '../log/errors.js';
+
+/** The engine's storage setup is one whose upper dirs twinlayer cannot resolve or trust (not overlay2, redirect_dir/metacopy, containerd snapshotter). */
+export class EngineUnsupportedError extends TwinlayerError {
+  constructor(reason: string, context: ErrorContext = {}) {
+    super('DOCKER_ENGINE_UNSUPPORTED', `docker engine unsupported: ${reason}`, context);
+  }
+}
+
+/** A container's GraphDriver dirs are missing, not overlay2, or point somewhere we must not write. */
+export class LayerResolveError extends TwinlayerError {
+  constructor(reason: string, context: ErrorContext, options?: { cause?: unknown }) {
+    super('DOCKER_LAYER_REFUSED', `cannot use the container's layers: ${reason}`, context, options);
+  }
+}
+
+/** A twin cannot be created or adopted: a same-named container is not a twin, or runs another image. */
+export class TwinRefusedError extends TwinlayerError {
+  readonly reason: string;
+  constructor(reason: string, context: ErrorContext) {
+    super('DOCKER_TWIN_REFUSED', `twin refused: ${reason}`, context);
+    this.reason = reason;
+  }
+}
+
+/** The image the twin needs is not present on this engine (no registry is assumed reachable). */
+export class ImageMissingError extends TwinlayerError {
+  constructor(imageId: string, context: ErrorContext) {
+    super('DOCKER_IMAGE_MISSING', `image ${imageId} is not present on this engine`, { ...context, imageId, hint: 'load the image (docker load) or let it be shipped' });
+  }
+}
+
+export class ContainerNotFoundError extends TwinlayerError {
+  constructor(context: ErrorContext, options?: { cause?: unknown }) {
+    super('DOCKER_CONTAINER_NOT_FOUND', 'container not found', context, options);
+  }
+}
+
+/** Any other failure of a Docker API call, with the operation and the HTTP status when there was one. */
+export class DockerApiError extends TwinlayerError {
+  readonly statusCode: number | undefined;
+  constructor(operation: string, statusCode: number | undefined, context: ErrorContext, options?: { cause?: unknown }) {
+    const detail = options?.cause instanceof Error ? `: ${options.cause.message}` : '';
+    super('DOCKER_API', `docker ${operation} failed${statusCode === undefined ? '' : ` (HTTP ${statusCode})`}${detail}`, context, options);
+    this.statusCode = statusCode;
+  }
+}

@@ -1,0 +1,310 @@
+// DockerRuntime: the one seam between twinlayer and a Docker engine (dockerode over the engine's unix socket).
+import Docker from 'dockerode';
+import PQueue from 'p-queue';
+import { performance } from 'node:perf_hooks';
+import { silentLogger } from '../log/logger.js';
+import type { Logger } from '../log/logger.js';
+import type { ErrorContext } from '../log/errors.js';
+import { engineFactsFromInfo } from './engine-facts.js';
+import type { EngineFacts } from './engine-facts.js';
+import { ContainerNotFoundError, DockerApiError, ImageMissingError, TwinRefusedError } from './errors.js';
+import { TWIN_LABEL } from './labels.js';
+import { layersFromGraphDriver, verifyUpperDirOnDisk } from './layers.js';
+import type { OverlayLayers } from './layers.js';
+import { readMountPoints } from './mountinfo.js';
+import { imageInspectSchema, inspectSchema, listSchema } from './schemas.js';
+import type { ContainerInspect } from './schemas.js';
+import { createOptionsFromSpec, specFromInspect } from './spec.js';
+import type { TwinSpec } from './spec.js';
+
+export interface ProtectedContainer {
+  id: string;
+  name: string;
+  imageId: string;
+  imageRef: string;
+  running: boolean;
+  layers: OverlayLayers;
+}
+
+/** A labelled container that could not be protected, with the reason (for the status). */
+export interface RefusedContainer {
+  id: string;
+  name: string;
+  error: Error;
+}
+
+export type TwinState =
+  | { state: 'absent' }
+  | { state: 'stopped' | 'running'; id: string; mounted: boolean; layers: OverlayLayers; imageId: string; isTwin: boolean };
+
+export interface StartResult {
+  name: string;
+  ok: boolean;
+  ms: number;
+  error?: string;
+  /** The engine answered 304: the container was already running (counted as ok). */
+  alreadyRunning?: boolean;
+}
+
+export interface DockerRuntimeOptions {
+  /** The engine's API socket, e.g. /var/run/docker.sock. */
+  socketPath: string;
+  /** Default: a logger that drops everything. */
+  log?: Logger;
+  /** Where to look for the twins' overlay mounts. Default /proc/self/mountinfo. An engine started in another
+   *  mount namespace (e.g. under `ip netns exec`) mounts there: pass `/proc/<dockerd pid>/mountinfo`. */
+  mountInfoPath?: string;
+}
+
+function statusOf(err: unknown): number | undefined {
+  if (typeof err === 'object' && err !== null && 'statusCode' in err && typeof err.statusCode === 'number') return err.statusCode;
+  return undefined;
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+export class DockerRuntime {
+  readonly #docker: Docker;
+  readonly #log: Logger;
+  readonly #mountInfoPath: string;
+  #facts: EngineFacts | undefined;
+
+  constructor(opts: DockerRuntimeOptions) {
+    this.#docker = new Docker({ socketPath: opts.socketPath });
+    this.#log = opts.log ?? silentLogger;
+    this.#mountInfoPath = opts.mountInfoPath ?? '/proc/self/mountinfo';
+  }
+
+  /** docker info; throws EngineUnsupportedError naming the reason unless the upper dirs can be resolved and trusted. */
+  async checkEngine(): Promise<EngineFacts> {
+    let raw: unknown;
+    try {
+      raw = await this.#docker.info();
+    } catch (cause) {
+      throw new DockerApiError('info', statusOf(cause), {}, { cause });
+    }
+    this.#facts = engineFactsFromInfo(raw);
+    return this.#facts;
+  }
+
+  async #dataRoot(): Promise<string> {
+    return (this.#facts ?? (await this.checkEngine())).dataRoot;
+  }
+
+  /** Containers (running or not) labelled `${label}=true` that are not twins, with resolved layers. A labelled
+   *  container whose layers are refused is logged as a warning and left out; listProtectedDetailed returns it. */
+  async listProtected(label: string): Promise<ProtectedContainer[]> {
+    const { containers, refused } = await this.listProtectedDetailed(label);
+    for (const r of refused) this.#log.warn('labelled container not protected', { container: r.name, id: r.id, error: r.error });
+    return containers;
+  }
+
+  async listProtectedDetailed(label: string): Promise<{ containers: ProtectedContainer[]; refused: RefusedContainer[] }> {
+    let raw: unknown;
+    try {
+      raw = await this.#docker.listContainers({ all: true, filters: JSON.stringify({ label: [`${label}=true`] }) });
+    } catch (cause) {
+      throw new DockerApiError('list containers', statusOf(cause), { label }, { cause });
+    }
+    const entries = this.#parse(listSchema, raw, 'list containers', {});
+    const containers: ProtectedContainer[] = [];
+    const refused: RefusedContainer[] = [];
+    for (const entry of entries) {
+      if (entry.Labels?.[TWIN_LABEL] === 'true') continue;
+      const name = (entry.Names?.[0] ?? entry.Id).replace(/^\//, '');
+      const inspect = await this.#inspectOrNull(entry.Id);
+      if (inspect === null) continue; // removed between list and inspect
+      try {
+        const layers = await this.#layersOf(inspect);
+        containers.push({
+          id: inspect.Id,
+          name: inspect.Name.replace(/^\//, ''),
+          imageId: inspect.Image,
+          imageRef: inspect.Config.Image,
+          running: inspect.State.Running,
+          layers,
+        });
+      } catch (error) {
+        refused.push({ id: entry.Id, name, error: error instanceof Error ? error : new Error(String(error)) });
+      }
+    }
+    containers.sort((a, b) => a.name.localeCompare(b.name));
+    return { containers, refused };
+  }
+
+  /** inspect + the overlay2 dirs, refused (LayerResolveError) unless overlay2, present, absolute, under
+   *  `${dataRoot}/overlay2/`, and the upper dir is a real directory reached without symlinks. */
+  async resolveLayers(idOrName: string): Promise<OverlayLayers> {
+    return this.#layersOf(await this.#inspect(idOrName));
+  }
+
+  async captureSpec(idOrName: string): Promise<TwinSpec> {
+    return specFromInspect(await this.#inspect(idOrName), new Date());
+  }
+
+  /** Creates the twin (stopped, labelled, restart policy off, by image id) unless it exists. An existing container
+   *  of that name that is not a twin, or a twin of another image, is refused with TwinRefusedError. */
+  async ensureTwin(spec: TwinSpec): Promise<TwinState> {
+    const context: ErrorContext = { container: spec.name };
+    // Two attempts: a concurrent creator can win between our inspect and our create (HTTP 409).
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const existing = await this.#inspectOrNull(spec.name);
+      if (existing !== null) {
+        this.#assertAdoptable(existing, spec);
+        return this.#stateOf(existing);
+      }
+      if (!(await this.imagePresent(spec.imageId))) throw new ImageMissingError(spec.imageId, context);
+      try {
+        await this.#docker.createContainer(createOptionsFromSpec(spec));
+        this.#log.info('twin created', { container: spec.name, imageId: spec.imageId });
+        return this.twinState(spec.name);
+      } catch (cause) {
+        if (statusOf(cause) === 409 && attempt === 0) continue;
+        throw new DockerApiError('create twin', statusOf(cause), context, { cause });
+      }
+    }
+    throw new DockerApiError('create twin', 409, { ...context, hint: 'name kept conflicting' });
+  }
+
+  #assertAdoptable(existing: ContainerInspect, spec: TwinSpec): void {
+    const context: ErrorContext = { container: spec.name, id: existing.Id };
+    if (existing.Config.Labels?.[TWIN_LABEL] !== 'true') {
+      throw new TwinRefusedError(`a container named "${spec.name}" exists and is not a twin (no ${TWIN_LABEL}=true label)`, context);
+    }
+    if (existing.Image !== spec.imageId) {
+      throw new TwinRefusedError(`the twin's image ${existing.Image} differs from the primary's ${spec.imageId}`, context);
+    }
+  }
+
+  async twinState(name: string): Promise<TwinState> {
+    const inspect = await this.#inspectOrNull(name);
+    return inspect === null ? { state: 'absent' } : this.#stateOf(inspect);
+  }
+
+  /** Starts the containers in parallel, at most `concurrency` at once; one result per name, in the given order. */
+  async startContainers(names: string[], concurrency: number): Promise<StartResult[]> {
+    if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`Expected \`concurrency\` to be an integer >= 1, got ${concurrency}`);
+    const queue = new PQueue({ concurrency });
+    const results = await Promise.all(
+      names.map((name) =>
+        queue.add(async (): Promise<StartResult> => {
+          const t0 = performance.now();
+          const ms = (): number => Math.round((performance.now() - t0) * 10) / 10;
+          try {
+            await this.#docker.getContainer(name).start();
+            return { name, ok: true, ms: ms() };
+          } catch (cause) {
+            const status = statusOf(cause);
+            if (status === 304) return { name, ok: true, ms: ms(), alreadyRunning: true };
+            return { name, ok: false, ms: ms(), error: status === 404 ? 'no such container' : messageOf(cause).trim() };
+          }
+        }, { throwOnTimeout: true }),
+      ),
+    );
+    return results;
+  }
+
+  /** Stops a container (SIGTERM, then SIGKILL after timeoutSeconds); a stopped one is fine. */
+  async stopContainer(idOrName: string, timeoutSeconds = 10): Promise<void> {
+    try {
+      await this.#docker.getContainer(idOrName).stop({ t: timeoutSeconds });
+    } catch (cause) {
+      const status = statusOf(cause);
+      if (status === 304) return;
+      if (status === 404) throw new ContainerNotFoundError({ container: idOrName }, { cause });
+      throw new DockerApiError('stop', status, { container: idOrName }, { cause });
+    }
+  }
+
+  /** True when an image with exactly this id (sha256:...) is on the engine. */
+  async imagePresent(imageId: string): Promise<boolean> {
+    try {
+      const raw: unknown = await this.#docker.getImage(imageId).inspect();
+      return this.#parse(imageInspectSchema, raw, 'inspect image', { imageId }).Id === imageId;
+    } catch (cause) {
+      if (statusOf(cause) === 404) return false;
+      throw new DockerApiError('inspect image', statusOf(cause), { imageId }, { cause });
+    }
+  }
+
+  /** `docker export`: the container's merged filesystem as a tar stream. */
+  async exportContainer(idOrName: string): Promise<NodeJS.ReadableStream> {
+    try {
+      return await this.#docker.getContainer(idOrName).export();
+    } catch (cause) {
+      if (statusOf(cause) === 404) throw new ContainerNotFoundError({ container: idOrName }, { cause });
+      throw new DockerApiError('export', statusOf(cause), { container: idOrName }, { cause });
+    }
+  }
+
+  /** `docker save` of one image: a tar stream that loadImage (on another engine) turns into the same image id. */
+  async saveImage(imageId: string): Promise<NodeJS.ReadableStream> {
+    try {
+      return await this.#docker.getImage(imageId).get();
+    } catch (cause) {
+      throw new DockerApiError('save image', statusOf(cause), { imageId }, { cause });
+    }
+  }
+
+  /** `docker load` from a tar stream made by saveImage; resolves when the engine has read it all. */
+  async loadImage(tar: NodeJS.ReadableStream): Promise<void> {
+    try {
+      const res = await this.#docker.loadImage(tar, { quiet: true });
+      // The engine reports per-line JSON progress; an error inside it still comes with HTTP 200.
+      const body = await new Promise<string>((resolve, reject) => {
+        let text = '';
+        res.on('data', (chunk: Buffer) => (text += chunk.toString('utf8')));
+        res.on('end', () => resolve(text));
+        res.on('error', reject);
+      });
+      if (/"error(Detail)?"\s*:/.test(body)) throw new Error(body.trim().slice(0, 500));
+    } catch (cause) {
+      throw new DockerApiError('load image', statusOf(cause), {}, { cause });
+    }
+  }
+
+  async #stateOf(inspect: ContainerInspect): Promise<TwinState> {
+    const layers = await this.#layersOf(inspect);
+    const mounts = await readMountPoints(this.#mountInfoPath);
+    return {
+      state: inspect.State.Running ? 'running' : 'stopped',
+      id: inspect.Id,
+      mounted: mounts.has(layers.mergedDir),
+      layers,
+      imageId: inspect.Image,
+      isTwin: inspect.Config.Labels?.[TWIN_LABEL] === 'true',
+    };
+  }
+
+  async #layersOf(inspect: ContainerInspect): Promise<OverlayLayers> {
+    const context: ErrorContext = { container: inspect.Name.replace(/^\//, ''), id: inspect.Id };
+    const layers = layersFromGraphDriver(inspect.GraphDriver, await this.#dataRoot(), context);
+    await verifyUpperDirOnDisk(layers.upperDir, context);
+    return layers;
+  }
+
+  async #inspect(idOrName: string): Promise<ContainerInspect> {
+    const inspect = await this.#inspectOrNull(idOrName);
+    if (inspect === null) throw new ContainerNotFoundError({ container: idOrName });
+    return inspect;
+  }
+
+  async #inspectOrNull(idOrName: string): Promise<ContainerInspect | null> {
+    let raw: unknown;
+    try {
+      raw = await this.#docker.getContainer(idOrName).inspect();
+    } catch (cause) {
+      if (statusOf(cause) === 404) return null;
+      throw new DockerApiError('inspect', statusOf(cause), { container: idOrName }, { cause });
+    }
+    return this.#parse(inspectSchema, raw, 'inspect', { container: idOrName });
+  }
+
+  #parse<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: Error } }, raw: unknown, what: string, context: ErrorContext): T {
+    const result = schema.safeParse(raw);
+    if (!result.success) throw new DockerApiError(`${what} (response did not parse)`, undefined, context, { cause: result.error });
+    return result.data;
+  }
+}

@@ -1,0 +1,54 @@
+// zod schemas for the Docker API responses this unit reads. Only the fields we use are declared; the rest passes through.
+import { z } from 'zod';
+
+const nullableArray = z.array(z.string()).nullable().optional();
+const stringRecord = z.record(z.string(), z.string()).nullable().optional();
+
+export const infoSchema = z.looseObject({
+  Driver: z.string(),
+  // Pairs such as ["Native Overlay Diff", "true"]; null on some drivers.
+  DriverStatus: z.array(z.array(z.string())).nullable().optional(),
+  DockerRootDir: z.string(),
+  ServerVersion: z.string(),
+});
+export type DockerInfo = z.infer<typeof infoSchema>;
+
+const portBindingSchema = z.looseObject({ HostIp: z.string().optional(), HostPort: z.string().optional() });
+
+export const inspectSchema = z.looseObject({
+  Id: z.string(),
+  Name: z.string(),
+  Image: z.string(),
+  State: z.looseObject({ Status: z.string(), Running: z.boolean() }),
+  Config: z.looseObject({
+    Hostname: z.string().optional(),
+    User: z.string().optional(),
+    ExposedPorts: z.record(z.string(), z.unknown()).nullable().optional(),
+    Env: nullableArray,
+    Cmd: nullableArray,
+    Image: z.string(),
+    WorkingDir: z.string().optional(),
+    Entrypoint: nullableArray,
+    Labels: stringRecord,
+  }),
+  HostConfig: z.looseObject({
+    NetworkMode: z.string().optional(),
+    PortBindings: z.record(z.string(), z.array(portBindingSchema).nullable()).nullable().optional(),
+    RestartPolicy: z.looseObject({ Name: z.string().optional() }).nullable().optional(),
+  }),
+  GraphDriver: z.looseObject({
+    Name: z.string(),
+    Data: z.record(z.string(), z.string()).nullable().optional(),
+  }),
+});
+export type ContainerInspect = z.infer<typeof inspectSchema>;
+
+export const listEntrySchema = z.looseObject({
+  Id: z.string(),
+  Names: z.array(z.string()).nullable().optional(),
+  Labels: stringRecord,
+  State: z.string().optional(),
+});
+export const listSchema = z.array(listEntrySchema);
+
+export const imageInspectSchema = z.looseObject({ Id: z.string() });

@@ -1,0 +1,42 @@
+// What the standby has staged, per container, kept durably (write + fsync + rename after each staged commit).
+// A crash anywhere leaves the seq of the last fully staged commit; re-staging from there converges.
+import { join } from 'node:path';
+import { z } from 'zod';
+import { readFileIfExists, writeFileDurable } from '../state/atomic-file.js';
+
+const containerStateSchema = z.object({
+  generation: z.number().int().nonnegative(),
+  seq: z.number().int().nonnegative(),
+  digest: z.string().nullable(),
+  stagedAt: z.string().nullable(),
+});
+export type AppliedContainer = z.infer<typeof containerStateSchema>;
+
+const appliedStateSchema = z.object({
+  version: z.literal(1),
+  group: z.string(),
+  generation: z.number().int().nonnegative(),
+  /** Every journal record at or below this seq of `generation` is staged or waits in no queue. */
+  cursor: z.number().int().nonnegative(),
+  containers: z.record(z.string(), containerStateSchema),
+});
+export type AppliedState = z.infer<typeof appliedStateSchema>;
+
+export class AppliedStateFile {
+  readonly path: string;
+  constructor(stateDir: string, group: string) {
+    this.path = join(stateDir, 'pull', group, 'applied.json');
+  }
+
+  async load(group: string): Promise<AppliedState> {
+    const text = await readFileIfExists(this.path);
+    if (text === null) return { version: 1, group, generation: 0, cursor: 0, containers: {} };
+    const parsed = appliedStateSchema.safeParse(JSON.parse(text));
+    if (!parsed.success) throw new Error(`applied state ${this.path} is unreadable: ${parsed.error.issues[0]?.message ?? 'invalid'}; move it away to restage from the bucket`);
+    return parsed.data;
+  }
+
+  async save(state: AppliedState): Promise<void> {
+    await writeFileDurable(this.path, JSON.stringify(state, null, 1));
+  }
+}

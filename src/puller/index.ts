@@ -1,0 +1,1 @@
+export { Puller, type PullerOptions, type ContainerReport, type PollReport } from './puller.js';

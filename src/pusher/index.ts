@@ -1,0 +1,3 @@
+export { Pusher, type PusherOptions } from './pusher.js';
+export { BurstCollector, mergeScopes, type Burst, type BurstScope } from './burst.js';
+export type { ReplicatorStatus } from './replicator.js';

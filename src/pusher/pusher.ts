@@ -1,0 +1,212 @@
+// The primary's daemon: finds protected containers, publishes their specs, watches their upper dirs and ships
+// every burst of changes as a commit. A periodic reconcile catches whatever the watcher missed.
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { watch, type FSWatcher } from 'chokidar';
+import PQueue from 'p-queue';
+import { UpperTracker, type SerializedIndex } from '../changeset/index.js';
+import type { DockerRuntime, ProtectedContainer } from '../docker/index.js';
+import type { Logger } from '../log/logger.js';
+import { JournalWriter, type Bucket, type Generation } from '../store/index.js';
+import { BurstCollector } from './burst.js';
+import { chooseGeneration } from './generation.js';
+import { ContainerReplicator, type ReplicatorStatus } from './replicator.js';
+import { ShippedStateStore } from './shipped-state.js';
+
+export interface PusherOptions {
+  runtime: DockerRuntime;
+  bucket: Bucket;
+  log: Logger;
+  hostId: string;
+  group: string;
+  label: string;
+  stateDir: string;
+  excludes: readonly string[];
+  debounceQuietMs: number;
+  debounceMaxMs: number;
+  uploadConcurrency: number;
+  reconcileIntervalMs: number;
+  /** How often to look for new protected containers. */
+  discoverIntervalMs?: number;
+}
+
+interface Watched {
+  container: ProtectedContainer;
+  replicator: ContainerReplicator;
+  collector: BurstCollector;
+  watcher: FSWatcher;
+}
+
+export class Pusher {
+  #opts: PusherOptions;
+  #watched = new Map<string, Watched>();
+  #uploads: PQueue;
+  #shipped: ShippedStateStore;
+  #journal: JournalWriter | null = null;
+  #generation: Generation | null = null;
+  #timers: NodeJS.Timeout[] = [];
+  #discovering: Promise<void> | null = null;
+  #stopped = false;
+
+  constructor(opts: PusherOptions) {
+    this.#opts = opts;
+    this.#uploads = new PQueue({ concurrency: opts.uploadConcurrency });
+    this.#shipped = new ShippedStateStore(opts.stateDir, opts.group);
+  }
+
+  get generation(): Generation | null {
+    return this.#generation;
+  }
+
+  /** Checks the engine, takes the writer position, ships a first sync of every protected container and starts watching. */
+  async start(): Promise<void> {
+    const { runtime, bucket, log, hostId } = this.#opts;
+    await runtime.checkEngine();
+    const position = await chooseGeneration(bucket, hostId);
+    this.#generation = position.generation;
+    this.#journal = new JournalWriter(bucket, { generation: position.generation, writer: hostId, head: position.head });
+    log.info('pusher writing', { generation: position.generation, opened: position.opened, seq: position.head?.seq ?? 0 });
+    await this.discover();
+    const discoverEvery = this.#opts.discoverIntervalMs ?? 2000;
+    this.#timers.push(setInterval(() => void this.discover().catch((err: unknown) => log.warn('discovery failed', { err })), discoverEvery));
+    this.#timers.push(setInterval(() => this.#reconcileAll(), this.#opts.reconcileIntervalMs));
+  }
+
+  /** Finds protected containers not yet watched (also ones started after the pusher). */
+  async discover(): Promise<void> {
+    if (this.#discovering) return this.#discovering;
+    this.#discovering = this.#discoverOnce().finally(() => {
+      this.#discovering = null;
+    });
+    return this.#discovering;
+  }
+
+  async #discoverOnce(): Promise<void> {
+    const { runtime, label, log } = this.#opts;
+    const containers = await runtime.listProtected(label);
+    for (const container of containers) {
+      if (this.#stopped || this.#watched.has(container.name)) continue;
+      try {
+        await this.#protect(container);
+      } catch (err) {
+        log.error('cannot protect container', { container: container.name, err });
+      }
+    }
+  }
+
+  async #protect(container: ProtectedContainer): Promise<void> {
+    const { runtime, bucket, log, stateDir, excludes } = this.#opts;
+    const journal = this.#journal;
+    const generation = this.#generation;
+    if (journal === null || generation === null) throw new Error('pusher not started');
+    const spec = await runtime.captureSpec(container.id);
+    await bucket.putSpec(container.name, spec);
+    const { shipped, needFull } = await this.#recoverShipped(container.name, generation, journal);
+    const workDir = join(stateDir, 'push', 'work', container.name);
+    await mkdir(workDir, { recursive: true });
+    const clog = log.child({ container: container.name });
+    const replicator = new ContainerReplicator({
+      name: container.name,
+      generation,
+      makeTracker: (s) => new UpperTracker({ upperDir: container.layers.upperDir, workDir, excludes, ...(s ? { shipped: s } : {}), log: clog }),
+      shipped,
+      needFull,
+      bucket,
+      journal,
+      uploads: this.#uploads,
+      shippedState: this.#shipped,
+      log: clog,
+    });
+    const collector = new BurstCollector({
+      quietMs: this.#opts.debounceQuietMs,
+      maxMs: this.#opts.debounceMaxMs,
+      onFlush: (burst) => replicator.submit(burst),
+    });
+    const upper = container.layers.upperDir;
+    const watcher = watch(upper, { ignoreInitial: true, followSymlinks: false, persistent: true, ignorePermissionErrors: true });
+    const relOf = (path: string): string | null => (path === upper ? '' : path.startsWith(upper + '/') ? path.slice(upper.length + 1) : null);
+    const note = (path: string): void => {
+      const rel = relOf(path);
+      if (rel !== null) collector.add(rel);
+    };
+    watcher.on('all', (_event, path) => note(path));
+    // chokidar stats what it reports, following links: a container's absolute symlink points at a host path and
+    // is dropped. The raw inotify event still names it, so it is fed to the tracker too.
+    watcher.on('raw', (_event, name, details) => {
+      const watched = (details as { watchedPath?: unknown }).watchedPath;
+      if (typeof watched !== 'string' || typeof name !== 'string' || name === '') return;
+      note(watched);
+      note(join(watched, name));
+    });
+    watcher.on('error', (err) => {
+      // An overflowed or failed watch costs a full comparison, never a lost change.
+      clog.warn('watcher error; reconciling', { err });
+      collector.addReconcile();
+    });
+    await new Promise<void>((resolve) => watcher.once('ready', () => resolve()));
+    this.#watched.set(container.name, { container, replicator, collector, watcher });
+    log.info('protecting', { container: container.name, upperDir: upper, firstSync: needFull ? 'full' : 'reconcile' });
+    collector.addReconcile();
+    collector.flush();
+  }
+
+  /** The shipped state to resume from, or a full sync when it cannot be trusted. */
+  async #recoverShipped(name: string, generation: Generation, journal: JournalWriter): Promise<{ shipped: SerializedIndex | undefined; needFull: boolean }> {
+    const lastSeq = journal.lastSeqOf(name);
+    if (lastSeq === 0) return { shipped: undefined, needFull: true };
+    const committed = await this.#shipped.load(name, false);
+    const pending = await this.#shipped.load(name, true);
+    await this.#shipped.clearPending(name);
+    if (committed && committed.generation === generation && committed.lastSeq === lastSeq) return { shipped: committed.shipped, needFull: false };
+    if (pending && pending.generation === generation) {
+      // Crashed after publishing and before recording it: the record's digest says whether pending went out.
+      const record = await this.#opts.bucket.readRecord(generation, lastSeq);
+      if (record && record.digest === pending.digest) return { shipped: pending.shipped, needFull: false };
+    }
+    return { shipped: undefined, needFull: true };
+  }
+
+  #reconcileAll(): void {
+    for (const w of this.#watched.values()) w.collector.addReconcile();
+  }
+
+  /** Ships everything pending now and waits until it is published (tests and shutdown call this). */
+  async syncOnce(): Promise<void> {
+    for (const w of this.#watched.values()) {
+      w.collector.flush();
+      w.replicator.wake();
+    }
+    await Promise.all([...this.#watched.values()].map((w) => w.replicator.idle()));
+  }
+
+  /** Forces a reconcile of every container and waits for it. */
+  async reconcileNow(): Promise<void> {
+    this.#reconcileAll();
+    await this.syncOnce();
+  }
+
+  status(): { generation: number | null; containers: ReplicatorStatus[] } {
+    return { generation: this.#generation, containers: [...this.#watched.values()].map((w) => w.replicator.status()) };
+  }
+
+  /** Stops watching; ships what is pending within `deadlineMs`. */
+  async stop(deadlineMs = 10_000): Promise<void> {
+    this.#stopped = true;
+    for (const t of this.#timers) clearInterval(t);
+    this.#timers = [];
+    await this.#discovering?.catch(() => undefined);
+    await Promise.all([...this.#watched.values()].map((w) => w.watcher.close()));
+    let timer: NodeJS.Timeout | undefined;
+    const drained = await Promise.race([
+      this.syncOnce().then(() => true),
+      new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), deadlineMs); }),
+    ]);
+    clearTimeout(timer);
+    if (!drained) this.#opts.log.warn('stopping with changes not yet shipped; the next start reconciles them', { deadlineMs });
+    for (const w of this.#watched.values()) {
+      w.collector.close();
+      await w.replicator.close();
+    }
+    this.#watched.clear();
+  }
+}

@@ -1,0 +1,180 @@
+// Ships one container's upper dir: one build/upload/publish at a time; bursts that arrive meanwhile coalesce
+// into the next changeset (bounded memory); failures keep the work pending and retry with backoff.
+import { rm } from 'node:fs/promises';
+import type PQueue from 'p-queue';
+import type { SerializedIndex, UpperTracker } from '../changeset/index.js';
+import type { Logger } from '../log/logger.js';
+import { asDigest, type Bucket, type JournalWriter } from '../store/index.js';
+import { mergeScopes, type Burst, type BurstScope } from './burst.js';
+import type { ShippedStateStore } from './shipped-state.js';
+
+export interface ReplicatorStatus {
+  name: string;
+  lastSeq: number;
+  lastPublishedAt: string | null;
+  pendingSince: string | null;
+  consecutiveFailures: number;
+  lastError: string | null;
+}
+
+export interface ReplicatorDeps {
+  name: string;
+  generation: number;
+  /** Makes the tracker from a shipped state (undefined: nothing shipped yet). */
+  makeTracker: (shipped: SerializedIndex | undefined) => UpperTracker;
+  shipped: SerializedIndex | undefined;
+  /** Ship everything (kind full) on the first build: no trustworthy shipped state. */
+  needFull: boolean;
+  bucket: Bucket;
+  journal: JournalWriter;
+  uploads: PQueue;
+  shippedState: ShippedStateStore;
+  log: Logger;
+  /** Backoff after a failed ship; doubles up to maxBackoffMs. */
+  baseBackoffMs?: number;
+  maxBackoffMs?: number;
+}
+
+export class ContainerReplicator {
+  readonly name: string;
+  #deps: ReplicatorDeps;
+  #tracker: UpperTracker;
+  #needFull: boolean;
+  #pending: BurstScope | null = null;
+  #pendingSince: number | null = null;
+  #running: Promise<void> | null = null;
+  #closed = false;
+  #failures = 0;
+  #lastError: string | null = null;
+  #lastPublishedAt: number | null = null;
+  #backoffTimer: NodeJS.Timeout | null = null;
+  #wakeBackoff: (() => void) | null = null;
+
+  constructor(deps: ReplicatorDeps) {
+    this.name = deps.name;
+    this.#deps = deps;
+    this.#needFull = deps.needFull;
+    this.#tracker = deps.makeTracker(deps.shipped);
+  }
+
+  /** Queue a burst; starts shipping unless a ship is in flight (then it joins the next one). */
+  submit(burst: Burst): void {
+    if (this.#closed) return;
+    this.#pending = mergeScopes(this.#pending, burst.scope);
+    this.#pendingSince = Math.min(this.#pendingSince ?? burst.firstEventAt, burst.firstEventAt);
+    this.#kick();
+  }
+
+  /** Resolves when nothing is pending and nothing is in flight (or after the first failure, if failFast). */
+  async idle(): Promise<void> {
+    for (let i = 0; i < 1_000_000 && this.#running; i++) await this.#running;
+  }
+
+  /** Stop retrying backoffs right away (used by syncOnce and shutdown). */
+  wake(): void {
+    this.#wakeBackoff?.();
+  }
+
+  status(): ReplicatorStatus {
+    return {
+      name: this.name,
+      lastSeq: this.#deps.journal.lastSeqOf(this.name),
+      lastPublishedAt: this.#lastPublishedAt === null ? null : new Date(this.#lastPublishedAt).toISOString(),
+      pendingSince: this.#pendingSince === null ? null : new Date(this.#pendingSince).toISOString(),
+      consecutiveFailures: this.#failures,
+      lastError: this.#lastError,
+    };
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.wake();
+    await this.idle();
+  }
+
+  #kick(): void {
+    if (this.#running) return;
+    this.#running = this.#drain().finally(() => {
+      this.#running = null;
+    });
+  }
+
+  async #drain(): Promise<void> {
+    while (this.#pending !== null && !this.#closed) {
+      const scope = this.#pending;
+      const firstWriteAt = this.#pendingSince ?? Date.now();
+      this.#pending = null;
+      this.#pendingSince = null;
+      try {
+        await this.#shipOnce(scope, firstWriteAt);
+        this.#failures = 0;
+        this.#lastError = null;
+      } catch (err) {
+        this.#pending = mergeScopes(this.#pending, scope);
+        this.#pendingSince = Math.min(this.#pendingSince ?? firstWriteAt, firstWriteAt);
+        this.#failures++;
+        this.#lastError = (err as Error).message;
+        this.#deps.log.warn('ship failed; will retry', { container: this.name, failures: this.#failures, err });
+        await this.#backoff();
+      }
+    }
+  }
+
+  async #shipOnce(scope: BurstScope, firstWriteAt: number): Promise<void> {
+    const { bucket, journal, uploads, shippedState, log, generation } = this.#deps;
+    const tracker = this.#tracker;
+    const built = await tracker.build(this.#needFull ? 'full' : scope);
+    if (built === null) return;
+    try {
+      if (built.torn.length > 0) {
+        // Files that changed while being read go out in the next changeset, never torn.
+        this.#pending = mergeScopes(this.#pending, new Set(built.torn));
+        this.#pendingSince ??= Date.now();
+      }
+      const digest = asDigest(built.digest);
+      await uploads.add(() => bucket.uploadBlob(built.file, digest), { throwOnTimeout: true });
+      // The pending state is what we will have shipped once the record is out; if we crash after publishing,
+      // the record's digest tells the next start that this state is the true one.
+      const before = tracker.serialize();
+      tracker.commit(built);
+      await shippedState.save(this.name, true, { generation, lastSeq: journal.lastSeqOf(this.name), digest: built.digest, shipped: tracker.serialize() });
+      let record;
+      try {
+        record = await journal.publish({
+          container: this.name,
+          digest,
+          size: built.size,
+          kind: built.kind,
+          counts: built.counts,
+          firstWriteAt: new Date(firstWriteAt),
+        });
+      } catch (err) {
+        this.#tracker = this.#deps.makeTracker(before);
+        throw err;
+      }
+      this.#needFull = false;
+      this.#lastPublishedAt = Date.now();
+      await shippedState.save(this.name, false, { generation, lastSeq: record.seq, digest: built.digest, shipped: tracker.serialize() });
+      await shippedState.clearPending(this.name);
+      log.info('published', {
+        container: this.name, seq: record.seq, kind: built.kind, files: built.counts.files, deletions: built.counts.deletions,
+        bytes: built.counts.bytes, size: built.size, lagMs: this.#lastPublishedAt - firstWriteAt,
+      });
+    } finally {
+      await rm(built.file, { force: true });
+    }
+  }
+
+  async #backoff(): Promise<void> {
+    const base = this.#deps.baseBackoffMs ?? 200;
+    const max = this.#deps.maxBackoffMs ?? 10_000;
+    const ms = Math.min(max, base * 2 ** Math.min(this.#failures - 1, 16)) * (0.5 + Math.random() / 2);
+    await new Promise<void>((resolve) => {
+      this.#wakeBackoff = resolve;
+      this.#backoffTimer = setTimeout(resolve, ms);
+    });
+    if (this.#backoffTimer) clearTimeout(this.#backoffTimer);
+    this.#backoffTimer = null;
+    this.#wakeBackoff = null;
+  }
+}

@@ -1,0 +1,46 @@
+// What the pusher shipped per container, kept durably so a restart ships only the difference.
+// Two files per container: `<name>.json` (committed: matches the record at lastSeq) and `<name>.pending.json`
+// (written before a record is published). After a crash between the two, the bucket decides which one is true.
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import type { SerializedIndex } from '../changeset/index.js';
+import { readFileIfExists, writeFileDurable } from '../state/atomic-file.js';
+
+const serializedIndexSchema = z.object({ version: z.literal(1), entries: z.array(z.tuple([z.string(), z.unknown()])) });
+
+const shippedFileSchema = z.object({
+  version: z.literal(1),
+  generation: z.number().int().positive(),
+  lastSeq: z.number().int().nonnegative(),
+  digest: z.string().regex(/^[0-9a-f]{64}$/).nullable(),
+  shipped: serializedIndexSchema,
+});
+export type ShippedFile = z.infer<typeof shippedFileSchema>;
+
+export class ShippedStateStore {
+  readonly #dir: string;
+  constructor(stateDir: string, group: string) {
+    this.#dir = join(stateDir, 'push', group);
+  }
+
+  #file(name: string, pending: boolean): string {
+    return join(this.#dir, `${name}${pending ? '.pending' : ''}.json`);
+  }
+
+  async load(name: string, pending: boolean): Promise<ShippedFile | null> {
+    const text = await readFileIfExists(this.#file(name, pending));
+    if (text === null) return null;
+    const parsed = shippedFileSchema.safeParse(JSON.parse(text));
+    // A state file we cannot read only costs a full sync; it never blocks the pusher.
+    return parsed.success ? parsed.data : null;
+  }
+
+  async save(name: string, pending: boolean, state: { generation: number; lastSeq: number; digest: string | null; shipped: SerializedIndex }): Promise<void> {
+    await writeFileDurable(this.#file(name, pending), JSON.stringify({ version: 1, ...state }));
+  }
+
+  async clearPending(name: string): Promise<void> {
+    await rm(this.#file(name, true), { force: true });
+  }
+}

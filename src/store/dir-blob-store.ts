@@ -1,0 +1,158 @@
+// A BlobStore on a local directory: key "a/b/c" is the file <root>/a/b/c. For unit tests and local experiments.
+// Unlike S3 it cannot hold both "a" and "a/b", and it refuses keys that are not safe relative paths.
+import { createHash, randomBytes } from 'node:crypto';
+import { copyFile, mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import type { BlobStore } from './blob-store.js';
+import { InvalidKeyError, ObjectTooLargeError } from './errors.js';
+
+/** Temp files live here, on the same filesystem, so a rename publishes an object atomically. */
+const TMP_DIR = '.dirblobstore-tmp';
+
+function errno(err: unknown): string {
+  return typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'string' ? (err as { code: string }).code : '';
+}
+
+const missing = (err: unknown): boolean => errno(err) === 'ENOENT' || errno(err) === 'ENOTDIR' || errno(err) === 'EISDIR';
+
+function compareKeys(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+}
+
+export class DirBlobStore implements BlobStore {
+  readonly rootDir: string;
+
+  constructor(rootDir: string) {
+    if (typeof rootDir !== 'string' || rootDir === '') throw new TypeError(`Expected \`rootDir\` to be a non-empty path, got ${JSON.stringify(rootDir)}`);
+    this.rootDir = rootDir;
+  }
+
+  #path(key: string): string {
+    if (key.length === 0 || key.length > 1024) throw new InvalidKeyError(key, 'expected 1 to 1024 characters');
+    if (key.includes('\0')) throw new InvalidKeyError(key, 'NUL character');
+    const segments = key.split('/');
+    for (const seg of segments) {
+      if (seg === '' || seg === '.' || seg === '..') throw new InvalidKeyError(key, 'empty, "." or ".." path segment');
+    }
+    if (segments[0] === TMP_DIR) throw new InvalidKeyError(key, `${TMP_DIR} is reserved`);
+    return join(this.rootDir, ...segments);
+  }
+
+  async #tmp(): Promise<string> {
+    const dir = join(this.rootDir, TMP_DIR);
+    await mkdir(dir, { recursive: true });
+    return join(dir, randomBytes(8).toString('hex'));
+  }
+
+  async put(key: string, body: Buffer | { file: string }): Promise<void> {
+    const dest = this.#path(key);
+    const tmp = await this.#tmp();
+    try {
+      if (Buffer.isBuffer(body)) await writeFile(tmp, body);
+      else await copyFile(body.file, tmp);
+      await mkdir(join(dest, '..'), { recursive: true });
+      await rename(tmp, dest);
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw err;
+    }
+  }
+
+  async getBuffer(key: string, maxBytes: number): Promise<Buffer | null> {
+    const path = this.#path(key);
+    try {
+      const st = await stat(path);
+      if (!st.isFile()) return null;
+      if (st.size > maxBytes) throw new ObjectTooLargeError(key, st.size, maxBytes);
+      const buf = await readFile(path);
+      if (buf.length > maxBytes) throw new ObjectTooLargeError(key, buf.length, maxBytes);
+      return buf;
+    } catch (err) {
+      if (missing(err)) return null;
+      throw err;
+    }
+  }
+
+  async getToFile(key: string, file: string): Promise<boolean> {
+    const path = this.#path(key);
+    try {
+      if (!(await stat(path)).isFile()) return false;
+    } catch (err) {
+      if (missing(err)) return false;
+      throw err;
+    }
+    // Errors from here on are about the destination (or a race with delete) and are reported as they are.
+    const tmp = `${file}.part-${randomBytes(6).toString('hex')}`;
+    try {
+      await copyFile(path, tmp);
+      await rename(tmp, file);
+      return true;
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw err;
+    }
+  }
+
+  async getIfNoneMatch(
+    key: string,
+    etag: string | undefined,
+    maxBytes: number,
+  ): Promise<{ status: 'missing' } | { status: 'unchanged' } | { status: 'ok'; body: Buffer; etag: string }> {
+    const body = await this.getBuffer(key, maxBytes);
+    if (body === null) return { status: 'missing' };
+    // Quoted MD5, as S3 gives for single-part objects.
+    const current = `"${createHash('md5').update(body).digest('hex')}"`;
+    if (etag !== undefined && etag === current) return { status: 'unchanged' };
+    return { status: 'ok', body, etag: current };
+  }
+
+  async exists(key: string): Promise<boolean> {
+    try {
+      return (await stat(this.#path(key))).isFile();
+    } catch (err) {
+      if (missing(err)) return false;
+      throw err;
+    }
+  }
+
+  async *list(prefix: string, startAfter?: string): AsyncIterable<string> {
+    // Walk only the directory the prefix names (its part up to the last "/"); the rest is filtered by name.
+    const cut = prefix.lastIndexOf('/');
+    const dirPart = cut === -1 ? '' : prefix.slice(0, cut);
+    if (dirPart !== '' && dirPart.split('/').some((s) => s === '' || s === '.' || s === '..' || s.includes('\0'))) return;
+    const keys: string[] = [];
+    // Iterative walk; bounded by the number of entries under the directory.
+    const stack: string[] = [dirPart];
+    while (stack.length > 0) {
+      const rel = stack.pop() ?? '';
+      let entries;
+      try {
+        entries = await readdir(rel === '' ? this.rootDir : join(this.rootDir, rel), { withFileTypes: true });
+      } catch (err) {
+        if (missing(err)) continue;
+        throw err;
+      }
+      for (const e of entries) {
+        const key = rel === '' ? e.name : `${rel}/${e.name}`;
+        if (rel === '' && e.name === TMP_DIR) continue;
+        if (e.isDirectory()) {
+          // Skip subtrees that cannot hold a key with this prefix.
+          if (key.startsWith(prefix) || prefix.startsWith(`${key}/`)) stack.push(key);
+        } else if (e.isFile() && key.startsWith(prefix) && (startAfter === undefined || compareKeys(key, startAfter) > 0)) {
+          keys.push(key);
+        }
+      }
+    }
+    keys.sort(compareKeys);
+    yield* keys;
+  }
+
+  async delete(key: string): Promise<void> {
+    try {
+      await unlink(this.#path(key));
+    } catch (err) {
+      if (!missing(err)) throw err;
+    }
+  }
+}

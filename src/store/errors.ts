@@ -1,0 +1,61 @@
+// Errors of the store unit, each with a stable code and the key/endpoint an operator needs.
+import { TwinlayerError, type ErrorContext } from '../log/errors.js';
+
+/** The S3 endpoint did not answer (refused, reset, timed out) within the retry budget. */
+export class StoreUnreachableError extends TwinlayerError {
+  constructor(message: string, context: ErrorContext & { endpoint: string; bucket: string }, cause?: unknown) {
+    super('STORE_UNREACHABLE', message, context, { cause });
+  }
+}
+
+/** The endpoint answers but the bucket does not exist. */
+export class BucketMissingError extends TwinlayerError {
+  constructor(message: string, context: ErrorContext & { endpoint: string; bucket: string }, cause?: unknown) {
+    super('BUCKET_MISSING', message, context, { cause });
+  }
+}
+
+/** A request failed with an answer that retrying will not change (403, 400, ...) or after all retries. */
+export class StoreRequestError extends TwinlayerError {
+  constructor(message: string, context: ErrorContext, cause?: unknown) {
+    super('STORE_REQUEST_FAILED', message, context, { cause });
+  }
+}
+
+/** An object is larger than the caller allowed to read into memory. */
+export class ObjectTooLargeError extends TwinlayerError {
+  constructor(key: string, size: number, maxBytes: number) {
+    super('OBJECT_TOO_LARGE', `object is ${size} bytes or more, more than the ${maxBytes} allowed`, { key, size, maxBytes });
+  }
+}
+
+/** A key a BlobStore cannot represent (DirBlobStore: empty segments, `.`/`..`, NUL). */
+export class InvalidKeyError extends TwinlayerError {
+  constructor(key: string, reason: string) {
+    super('KEY_INVALID', `invalid object key: ${reason}`, { key: JSON.stringify(key) });
+  }
+}
+
+/** A downloaded blob's size or sha256 does not match its name, after every retry. */
+export class BlobDigestMismatchError extends TwinlayerError {
+  constructor(key: string, expected: { digest: string; size: number }, got: { digest: string; size: number }, attempts: number) {
+    super('BLOB_DIGEST_MISMATCH', `blob content does not match its digest after ${attempts} attempt(s): expected ${expected.size} bytes sha256 ${expected.digest}, got ${got.size} bytes sha256 ${got.digest}`, {
+      key,
+      hint: 'the object under this key is corrupt or was replaced; it is never staged',
+    });
+  }
+}
+
+/** A commit record names a blob that is not in the bucket. */
+export class BlobMissingError extends TwinlayerError {
+  constructor(key: string) {
+    super('BLOB_MISSING', 'blob not found in the bucket', { key });
+  }
+}
+
+/** A head, record or spec in the bucket does not parse. */
+export class BucketObjectInvalidError extends TwinlayerError {
+  constructor(what: 'head' | 'record' | 'spec', key: string, reason: string) {
+    super(what === 'head' ? 'HEAD_INVALID' : what === 'record' ? 'RECORD_INVALID' : 'SPEC_INVALID', `${what} does not parse: ${reason}`, { key });
+  }
+}

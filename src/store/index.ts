@@ -1,0 +1,19 @@
+// The store unit: bucket layout, commit records, head pointer, blob transfer with digest check.
+export { asDigest, asGeneration, asSeq, isDigest, MAX_RECORD_BYTES, MAX_SPEC_BYTES, type Digest, type Generation, type Seq } from './types.js';
+export { defaultRetryPolicy, type BlobStore, type RetryPolicy } from './blob-store.js';
+export { S3BlobStore, isRetryableS3Error, type S3BlobStoreOptions } from './s3-blob-store.js';
+export { DirBlobStore } from './dir-blob-store.js';
+export { commitRecordSchema, headSchema, type CommitCounts, type CommitRecord, type Head } from './records.js';
+export { formatSeq, KeyLayout } from './keys.js';
+export { Bucket, type BucketOptions, type JournalItem } from './bucket.js';
+export { JournalWriter, recoverHead, type JournalWriterOptions, type PublishInput } from './journal.js';
+export {
+  BlobDigestMismatchError,
+  BlobMissingError,
+  BucketMissingError,
+  BucketObjectInvalidError,
+  InvalidKeyError,
+  ObjectTooLargeError,
+  StoreRequestError,
+  StoreUnreachableError,
+} from './errors.js';

@@ -1,0 +1,191 @@
+// Publication for one generation (single writer): strictly increasing seqs, each record written after the
+// previous one, the head after the record. Call publish only once the blob's uploadBlob has resolved: a
+// record must never be visible before its blob is complete.
+import { TwinlayerError } from '../log/errors.js';
+import { silentLogger, type Logger } from '../log/logger.js';
+import type { Bucket } from './bucket.js';
+import type { CommitCounts, CommitRecord, Head } from './records.js';
+import { asSeq, containerNameRe, writerRe, type Digest, type Generation, type Seq } from './types.js';
+
+export interface PublishInput {
+  container: string;
+  digest: Digest;
+  size: number;
+  kind: 'delta' | 'full';
+  counts: CommitCounts;
+  firstWriteAt: Date;
+}
+
+export interface JournalWriterOptions {
+  generation: Generation;
+  /** Host id written into records and the head. */
+  writer: string;
+  /** Resume after this head (from recoverHead); null starts the generation at seq 1. */
+  head: Head | null;
+  /** Where a failed head write is reported (the publish itself still resolves). */
+  log?: Logger;
+}
+
+export class JournalWriter {
+  readonly #bucket: Bucket;
+  readonly #generation: Generation;
+  readonly #writer: string;
+  #lastSeq: Seq;
+  readonly #containers = new Map<string, Seq>();
+  /** The tail of the publication chain; every publish waits for the one before it. */
+  #tail: Promise<unknown> = Promise.resolve();
+  /** A record write that failed on our side may still have landed; resolved before the next seq is chosen. */
+  #uncertain: CommitRecord | null = null;
+  #headDirty = false;
+  readonly #log: Logger;
+
+  constructor(bucket: Bucket, opts: JournalWriterOptions) {
+    if (!writerRe.test(opts.writer)) throw new TypeError(`Expected \`writer\` to be 1-64 of A-Z a-z 0-9 . _ -, got ${JSON.stringify(opts.writer)}`);
+    if (opts.head !== null && opts.head.generation !== opts.generation) {
+      throw new TypeError(`Expected \`head\` of generation ${opts.generation}, got generation ${opts.head.generation}`);
+    }
+    this.#bucket = bucket;
+    this.#generation = opts.generation;
+    this.#writer = opts.writer;
+    this.#log = opts.log ?? silentLogger;
+    this.#lastSeq = opts.head?.seq ?? asSeq(0);
+    for (const [name, s] of Object.entries(opts.head?.containers ?? {})) this.#containers.set(name, s);
+  }
+
+  get lastSeq(): Seq {
+    return this.#lastSeq;
+  }
+
+  lastSeqOf(container: string): Seq {
+    return this.#containers.get(container) ?? asSeq(0);
+  }
+
+  /** True when the last head write failed; the next publish (or flushHead) writes it again. */
+  get headDirty(): boolean {
+    return this.#headDirty;
+  }
+
+  /**
+   * Publishes one commit: waits for earlier publishes, takes the next seq, writes the record, then the head.
+   * Resolves once the record is durable in the bucket. A failed head write does not fail the publish (the record
+   * is out); it is logged and the next publish (or flushHead) writes the head again. Rejects when the record write
+   * failed; the seq is then reused by the next publish unless the write turns out to have landed.
+   */
+  publish(input: PublishInput): Promise<CommitRecord> {
+    if (!containerNameRe.test(input.container)) return Promise.reject(new TypeError(`Expected a container name, got ${JSON.stringify(input.container)}`));
+    const run = this.#tail.then(() => this.#publishNow(input));
+    this.#tail = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Writes the head again after a failed head write. */
+  flushHead(): Promise<void> {
+    const run = this.#tail.then(async () => {
+      if (this.#headDirty) await this.#writeHead();
+    });
+    this.#tail = run.catch(() => undefined);
+    return run;
+  }
+
+  async #publishNow(input: PublishInput): Promise<CommitRecord> {
+    await this.#settleUncertain();
+    const seq = asSeq(this.#lastSeq + 1);
+    const rec: CommitRecord = {
+      version: 1,
+      seq,
+      parentSeq: this.lastSeqOf(input.container),
+      generation: this.#generation,
+      container: input.container,
+      digest: input.digest,
+      size: input.size,
+      kind: input.kind,
+      counts: { files: input.counts.files, deletions: input.counts.deletions, bytes: input.counts.bytes },
+      firstWriteAt: input.firstWriteAt.toISOString(),
+      publishedAt: new Date().toISOString(),
+      writer: this.#writer,
+    };
+    try {
+      await this.#bucket.writeRecord(rec);
+    } catch (err) {
+      // Rejected before any request (invalid input) leaves nothing uncertain.
+      if (!(err instanceof TwinlayerError && err.code === 'RECORD_INVALID')) this.#uncertain = rec;
+      throw err;
+    }
+    this.#advance(rec);
+    await this.#writeHead().catch((err: unknown) => {
+      this.#log.warn('head write failed; the next publish writes it again', { key: this.#bucket.headKey(this.#generation), seq: rec.seq, error: err });
+    });
+    return rec;
+  }
+
+  #advance(rec: CommitRecord): void {
+    this.#lastSeq = rec.seq;
+    this.#containers.set(rec.container, rec.seq);
+  }
+
+  /** After a failed record write: if the record is in the bucket after all, it counts; else its seq is free. */
+  async #settleUncertain(): Promise<void> {
+    const rec = this.#uncertain;
+    if (rec === null) return;
+    const found = await this.#bucket.readRecord(this.#generation, rec.seq).catch((err: unknown) => {
+      if (err instanceof TwinlayerError && err.code === 'RECORD_INVALID') return 'invalid' as const;
+      throw err;
+    });
+    if (found === 'invalid') {
+      // Something unparsable sits at that seq: never overwrite a journal entry; skip past it (pullers stop there).
+      this.#lastSeq = rec.seq;
+    } else if (found !== null) {
+      this.#advance(found);
+    }
+    this.#uncertain = null;
+  }
+
+  async #writeHead(): Promise<void> {
+    const head: Head = {
+      version: 1,
+      generation: this.#generation,
+      seq: this.#lastSeq,
+      writer: this.#writer,
+      updatedAt: new Date().toISOString(),
+      containers: Object.fromEntries(this.#containers),
+    };
+    try {
+      await this.#bucket.writeHead(head);
+      this.#headDirty = false;
+    } catch (err) {
+      this.#headDirty = true;
+      throw err;
+    }
+  }
+}
+
+/**
+ * At pusher start: the head of generation g reconciled with its journal. A crash between writing a record and
+ * writing the head leaves the head behind; the records after it are folded in (seq, last seq per container) and
+ * the head is written back. A gap or a record that does not parse does not stop the seq from moving past it, so
+ * a writer resuming from this head never reuses a seq. Null when the generation has neither head nor records.
+ */
+export async function recoverHead(bucket: Bucket, g: Generation): Promise<Head | null> {
+  const res = await bucket.readHead(g);
+  const start = res.status === 'ok' ? res.head : null;
+  let seq = start?.seq ?? asSeq(0);
+  let writer = start?.writer;
+  const containers: Record<string, Seq> = { ...(start?.containers ?? {}) };
+  let moved = false;
+  for await (const item of bucket.listRecords(g, seq)) {
+    if ('record' in item) {
+      containers[item.record.container] = item.seq;
+      writer ??= item.record.writer;
+    }
+    seq = item.seq;
+    moved = true;
+  }
+  if (!moved) return start;
+  if (writer === undefined) {
+    // Only unusable records and no head: nothing tells who wrote this generation.
+    throw new TwinlayerError('HEAD_UNRECOVERABLE', `generation ${g} has journal entries but neither a head nor a readable record`, { key: bucket.headKey(g) });
+  }
+  const head: Head = { version: 1, generation: g, seq, writer, updatedAt: new Date().toISOString(), containers };
+  await bucket.writeHead(head);
+  return head;
+}

@@ -1,0 +1,348 @@
+// The S3 implementation of BlobStore: the only file that talks to the AWS SDK. Retries are ours (the SDK's are
+// off) so that every request, a streamed upload included, gets the same bounded backoff with full jitter.
+import { randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { rename, rm, stat } from 'node:fs/promises';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectsCommand,
+  PutObjectCommand,
+  S3Client,
+  type S3ClientConfig,
+} from '@aws-sdk/client-s3';
+
+import { TwinlayerError } from '../log/errors.js';
+import { silentLogger, type Logger } from '../log/logger.js';
+import { defaultRetryPolicy, type BlobStore, type RetryPolicy } from './blob-store.js';
+import { BucketMissingError, ObjectTooLargeError, StoreRequestError, StoreUnreachableError } from './errors.js';
+import { checkRetryPolicy, withRetries } from './retry.js';
+
+export interface S3BlobStoreOptions {
+  bucket: string;
+  region: string;
+  /** Custom endpoint (MinIO, s3rver); unset means AWS S3. */
+  endpoint?: string | undefined;
+  /** Path-style addressing (MinIO, s3rver). */
+  pathStyle: boolean;
+  /** Unset: the SDK's default chain (env AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, profile, instance role...). */
+  credentials?: { accessKeyId: string; secretAccessKey: string };
+  /** Default { attempts: 6, baseMs: 100, maxMs: 5000 }. */
+  retry?: RetryPolicy;
+  /** A request whose socket stays idle this long (no answer, a stalled body) fails and is retried. Default 30000. */
+  requestTimeoutMs?: number;
+  log?: Logger;
+}
+
+type Metadata = { httpStatusCode?: number };
+const networkCodes = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ECONNABORTED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'ERR_STREAM_PREMATURE_CLOSE']);
+const throttleNames = new Set(['SlowDown', 'Throttling', 'ThrottlingException', 'RequestThrottled', 'RequestTimeout', 'TooManyRequestsException']);
+
+function statusOf(err: unknown): number | undefined {
+  if (typeof err !== 'object' || err === null) return undefined;
+  const meta = (err as { $metadata?: Metadata }).$metadata;
+  const status = meta?.httpStatusCode;
+  // The SDK reports transport failures with an empty $metadata; only a real HTTP status counts.
+  return typeof status === 'number' && status > 0 ? status : undefined;
+}
+
+function nameOf(err: unknown): string {
+  return err instanceof Error ? err.name : '';
+}
+
+function codeOf(err: unknown): string {
+  const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
+  return typeof code === 'string' ? code : '';
+}
+
+const localFsCodes = new Set(['ENOENT', 'EACCES', 'EPERM', 'ENOSPC', 'EROFS', 'EISDIR', 'ENOTDIR', 'EEXIST', 'EMFILE', 'ENFILE', 'EDQUOT', 'EXDEV']);
+
+/** A local file problem (the upload source is gone, the download dir is full): not the store's fault. */
+function isLocalFsError(err: unknown): boolean {
+  return localFsCodes.has(codeOf(err));
+}
+
+/** No HTTP answer at all: the connection failed, was reset, or timed out. */
+function isTransportError(err: unknown): boolean {
+  if (err instanceof TwinlayerError || isLocalFsError(err)) return false;
+  if (statusOf(err) !== undefined) return false;
+  if (networkCodes.has(codeOf(err)) || nameOf(err) === 'TimeoutError') return true;
+  // Programming errors are not the network's fault; anything else without an answer (a torn body the SDK
+  // could not parse, an odd socket error) is treated as transport trouble.
+  return err instanceof Error && !(err instanceof TypeError || err instanceof RangeError || err instanceof ReferenceError);
+}
+
+/** Transport errors, 5xx, 429 and throttling answers are retried; other 4xx and our own errors are not. */
+export function isRetryableS3Error(err: unknown): boolean {
+  if (err instanceof TwinlayerError) return false;
+  const status = statusOf(err);
+  if (status === undefined) return isTransportError(err);
+  return status >= 500 || status === 429 || throttleNames.has(nameOf(err));
+}
+
+function isNotFound(err: unknown): boolean {
+  return statusOf(err) === 404 || nameOf(err) === 'NoSuchKey' || nameOf(err) === 'NotFound';
+}
+
+function isNoSuchBucket(err: unknown): boolean {
+  return nameOf(err) === 'NoSuchBucket';
+}
+
+/** A short stable description of an SDK error for messages and logs. */
+function describe(err: unknown): string {
+  const status = statusOf(err);
+  const code = codeOf(err);
+  const msg = err instanceof Error ? err.message : String(err);
+  return [status === undefined ? '' : `HTTP ${status}`, nameOf(err), code, msg].filter((s) => s !== '').join(' ');
+}
+
+/** A body stream that counts bytes and fails once more than `limit` pass. */
+function byteLimiter(limit: number, key: string): Transform & { bytes: number } {
+  let bytes = 0;
+  const t = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      bytes += chunk.length;
+      t.bytes = bytes;
+      if (bytes > limit) cb(new ObjectTooLargeError(key, bytes, limit));
+      else cb(null, chunk);
+    },
+  }) as Transform & { bytes: number };
+  t.bytes = 0;
+  return t;
+}
+
+function bodyStream(body: unknown, key: string): Readable {
+  if (body instanceof Readable) return body;
+  throw new StoreRequestError('the S3 client returned a body that is not a Node stream', { key });
+}
+
+async function readAll(stream: Readable, maxBytes: number, key: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  const limiter = byteLimiter(maxBytes, key);
+  await pipeline(stream, limiter, async (source: AsyncIterable<Buffer>) => {
+    for await (const chunk of source) chunks.push(chunk);
+  });
+  return Buffer.concat(chunks);
+}
+
+export class S3BlobStore implements BlobStore {
+  readonly bucket: string;
+  readonly endpoint: string;
+  readonly #client: S3Client;
+  readonly #retry: RetryPolicy;
+  readonly #log: Logger;
+
+  constructor(opts: S3BlobStoreOptions) {
+    if (typeof opts.bucket !== 'string' || opts.bucket === '') throw new TypeError(`Expected \`bucket\` to be a non-empty string, got ${JSON.stringify(opts.bucket)}`);
+    this.bucket = opts.bucket;
+    this.endpoint = opts.endpoint ?? `https://s3.${opts.region}.amazonaws.com`;
+    this.#retry = checkRetryPolicy(opts.retry ?? defaultRetryPolicy);
+    this.#log = opts.log ?? silentLogger;
+    const timeout = opts.requestTimeoutMs ?? 30_000;
+    if (!Number.isInteger(timeout) || timeout < 1) throw new TypeError(`Expected \`requestTimeoutMs\` to be a positive integer, got ${String(timeout)}`);
+    const config: S3ClientConfig = {
+      region: opts.region,
+      forcePathStyle: opts.pathStyle,
+      maxAttempts: 1,
+      requestHandler: { connectionTimeout: timeout, socketTimeout: timeout },
+    };
+    if (opts.endpoint !== undefined) {
+      config.endpoint = opts.endpoint;
+      // Servers other than AWS (s3rver, older MinIO) reject or mangle the SDK's default CRC trailers.
+      config.requestChecksumCalculation = 'WHEN_REQUIRED';
+      config.responseChecksumValidation = 'WHEN_REQUIRED';
+    }
+    if (opts.credentials !== undefined) config.credentials = { ...opts.credentials };
+    this.#client = new S3Client(config);
+  }
+
+  /** HeadBucket with a short timeout and no retry: tells "unreachable" from "no such bucket" at start. */
+  async checkReachable(timeoutMs = 3_000): Promise<void> {
+    const where = { endpoint: this.endpoint, bucket: this.bucket };
+    try {
+      await this.#client.send(new HeadBucketCommand({ Bucket: this.bucket }), { abortSignal: AbortSignal.timeout(timeoutMs) });
+    } catch (err) {
+      const status = statusOf(err);
+      if (status === 404 || isNoSuchBucket(err)) {
+        throw new BucketMissingError(`bucket ${this.bucket} does not exist at ${this.endpoint}`, { ...where, hint: 'create it (minio/ has a bootstrap script) or fix the bucket setting' }, err);
+      }
+      if (status === 403) {
+        throw new StoreRequestError(`access to bucket ${this.bucket} at ${this.endpoint} denied`, { ...where, hint: 'check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) and the bucket policy' }, err);
+      }
+      if (status === undefined) {
+        throw new StoreUnreachableError(`S3 endpoint ${this.endpoint} unreachable (bucket ${this.bucket}) within ${timeoutMs} ms: ${describe(err)}`, { ...where, hint: 'check the endpoint setting and that the server is up' }, err);
+      }
+      throw new StoreRequestError(`checking bucket ${this.bucket} at ${this.endpoint} failed: ${describe(err)}`, where, err);
+    }
+  }
+
+  destroy(): void {
+    this.#client.destroy();
+  }
+
+  /** One logical request: retried per the policy; the final error names endpoint, bucket and key. */
+  async #request<T>(op: string, key: string, attempt: () => Promise<T>): Promise<T> {
+    let tries = 0;
+    try {
+      return await withRetries(
+        this.#retry,
+        () => {
+          tries++;
+          return attempt();
+        },
+        isRetryableS3Error,
+        (err, n, delayMs) => this.#log.debug('s3 request retried', { op, key, attempt: n, delayMs, error: describe(err) }),
+      );
+    } catch (err) {
+      throw this.#finalError(op, key, err, tries);
+    }
+  }
+
+  #finalError(op: string, key: string, err: unknown, tries: number): unknown {
+    if (err instanceof TwinlayerError || isLocalFsError(err)) return err;
+    const ctx = { endpoint: this.endpoint, bucket: this.bucket, key, op, attempts: tries };
+    if (isNoSuchBucket(err)) return new BucketMissingError(`bucket ${this.bucket} does not exist at ${this.endpoint}`, ctx, err);
+    if (statusOf(err) === undefined) return new StoreUnreachableError(`S3 ${op} failed after ${tries} attempt(s), endpoint ${this.endpoint} unreachable: ${describe(err)}`, ctx, err);
+    return new StoreRequestError(`S3 ${op} failed after ${tries} attempt(s): ${describe(err)}`, ctx, err);
+  }
+
+  async put(key: string, body: Buffer | { file: string }): Promise<void> {
+    await this.#request('put', key, async () => {
+      if (Buffer.isBuffer(body)) {
+        await this.#client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length }));
+        return;
+      }
+      // A fresh stream per attempt: a retried upload starts from the first byte.
+      const size = (await stat(body.file)).size;
+      const stream = createReadStream(body.file);
+      try {
+        await this.#client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: stream, ContentLength: size }));
+      } finally {
+        stream.destroy();
+      }
+    });
+  }
+
+  async getBuffer(key: string, maxBytes: number): Promise<Buffer | null> {
+    return this.#request('get', key, async () => {
+      let out;
+      try {
+        out = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+      } catch (err) {
+        if (isNotFound(err) && !isNoSuchBucket(err)) return null;
+        throw err;
+      }
+      const stream = bodyStream(out.Body, key);
+      if (out.ContentLength !== undefined && out.ContentLength > maxBytes) {
+        stream.destroy();
+        throw new ObjectTooLargeError(key, out.ContentLength, maxBytes);
+      }
+      const buf = await readAll(stream, maxBytes, key);
+      if (out.ContentLength !== undefined && buf.length !== out.ContentLength) {
+        throw Object.assign(new Error(`short body: ${buf.length} of ${out.ContentLength} bytes`), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+      }
+      return buf;
+    });
+  }
+
+  async getToFile(key: string, file: string): Promise<boolean> {
+    return this.#request('get', key, async () => {
+      let out;
+      try {
+        out = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+      } catch (err) {
+        if (isNotFound(err) && !isNoSuchBucket(err)) return false;
+        throw err;
+      }
+      const stream = bodyStream(out.Body, key);
+      // Written beside the target and renamed: a half download never appears under `file`.
+      const tmp = `${file}.part-${randomBytes(6).toString('hex')}`;
+      try {
+        const counter = byteLimiter(Number.MAX_SAFE_INTEGER, key);
+        await pipeline(stream, counter, createWriteStream(tmp));
+        if (out.ContentLength !== undefined && counter.bytes !== out.ContentLength) {
+          throw Object.assign(new Error(`short body: ${counter.bytes} of ${out.ContentLength} bytes`), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+        }
+        await rename(tmp, file);
+      } catch (err) {
+        stream.destroy();
+        await rm(tmp, { force: true });
+        throw err;
+      }
+      return true;
+    });
+  }
+
+  async getIfNoneMatch(
+    key: string,
+    etag: string | undefined,
+    maxBytes: number,
+  ): Promise<{ status: 'missing' } | { status: 'unchanged' } | { status: 'ok'; body: Buffer; etag: string }> {
+    return this.#request('get', key, async () => {
+      let out;
+      try {
+        out = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(etag === undefined ? {} : { IfNoneMatch: etag }) }));
+      } catch (err) {
+        if (statusOf(err) === 304) return { status: 'unchanged' as const };
+        if (isNotFound(err) && !isNoSuchBucket(err)) return { status: 'missing' as const };
+        throw err;
+      }
+      const stream = bodyStream(out.Body, key);
+      if (out.ContentLength !== undefined && out.ContentLength > maxBytes) {
+        stream.destroy();
+        throw new ObjectTooLargeError(key, out.ContentLength, maxBytes);
+      }
+      const body = await readAll(stream, maxBytes, key);
+      if (out.ContentLength !== undefined && body.length !== out.ContentLength) {
+        throw Object.assign(new Error(`short body: ${body.length} of ${out.ContentLength} bytes`), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+      }
+      if (out.ETag === undefined) throw new StoreRequestError('the S3 server answered without an ETag', { key, endpoint: this.endpoint });
+      return { status: 'ok' as const, body, etag: out.ETag };
+    });
+  }
+
+  async exists(key: string): Promise<boolean> {
+    return this.#request('head', key, async () => {
+      try {
+        await this.#client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+        return true;
+      } catch (err) {
+        if (isNotFound(err) && !isNoSuchBucket(err)) return false;
+        throw err;
+      }
+    });
+  }
+
+  /**
+   * ListObjects (v1) paginated by Marker = the last key of the previous page. v2 continuation tokens would do the
+   * same on AWS and MinIO, but s3rver encrypts them with DES, which OpenSSL 3 (Node 18+) refuses: it answers 500.
+   */
+  async *list(prefix: string, startAfter?: string): AsyncIterable<string> {
+    let marker = startAfter;
+    // Bounded by the bucket's size: every page moves the marker strictly forward or ends the listing.
+    for (;;) {
+      const page = await this.#request('list', prefix, () =>
+        this.#client.send(new ListObjectsCommand({ Bucket: this.bucket, Prefix: prefix, MaxKeys: 1000, ...(marker === undefined ? {} : { Marker: marker }) })),
+      );
+      let last: string | undefined;
+      for (const obj of page.Contents ?? []) {
+        if (obj.Key === undefined) continue;
+        last = obj.Key;
+        yield obj.Key;
+      }
+      if (page.IsTruncated !== true || last === undefined || last === marker) return;
+      marker = last;
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.#request('delete', key, async () => {
+      await this.#client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+    });
+  }
+}

@@ -1,0 +1,17 @@
+// vrrp-hook: the endpoint keepalived's notify script calls; finalize + boot; status, health and metrics routes.
+export type {
+  ContainerFinalize,
+  ContainerStart,
+  ContainerStatus,
+  FinalizeReport,
+  HookOptions,
+  Promoter,
+  StartReport,
+  StatusReport,
+} from './types.js';
+export type { BootOutcome, BootPhase, BootResult, BootSnapshot, BootTotals, MasterAnswer } from './boot.js';
+export type { Notification } from './notification.js';
+export type { ServeOptions, ServedHook } from './serve.js';
+export { createHookApp } from './app.js';
+export { serveHook, isLoopback, parseListen } from './serve.js';
+export { HookError, type HookErrorCode } from './errors.js';

@@ -1,0 +1,214 @@
+// Issue 2 end to end: two real Docker engines, the embedded S3 server, `twinlayer push` on engine A and
+// `twinlayer pull` on engine B as real processes. Writes made with `docker exec` in a protected container on A
+// reach the stopped twin on B; `docker export` of both are equal (less the files Docker manages). The puller and
+// the pusher are killed (SIGKILL) mid-stream and restarted, and everything still converges.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm, readdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import Docker from 'dockerode';
+import { startS3Server } from '../../src/s3server/index.js';
+import { Bucket, S3BlobStore } from '../../src/store/index.js';
+import { silentLogger } from '../../src/log/logger.js';
+import { startEngine, dockerCli, type Engine } from '../support/engine.js';
+import { importBusyboxImage, copyImage } from '../support/busybox-image.js';
+import { readExport, diffTrees } from '../support/export-tree.js';
+import { freePort, spawnTwinlayer, waitFor, type TwinlayerProcess } from '../support/twinlayer.js';
+
+const BUCKET = 'twinlayer-e2e';
+const TOKEN = 'e2e-token-0123456789abcdef';
+const creds = { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1' };
+
+describe('push on A, pull on B, through S3', { timeout: 600_000 }, () => {
+  let base: string;
+  let s3: Awaited<ReturnType<typeof startS3Server>>;
+  let engA: Engine;
+  let engB: Engine;
+  let bucket: Bucket;
+  let store: S3BlobStore;
+  const procs: TwinlayerProcess[] = [];
+  let pusher: TwinlayerProcess;
+  let puller: TwinlayerProcess;
+  let hookPort: number;
+
+  const env = (side: 'a' | 'b'): Record<string, string> => ({
+    ...creds,
+    TWINLAYER_ENDPOINT: s3.endpoint,
+    TWINLAYER_BUCKET: BUCKET,
+    TWINLAYER_PATH_STYLE: 'true',
+    TWINLAYER_GROUP: 'e2e',
+    TWINLAYER_HOST_ID: side === 'a' ? 'host-a' : 'host-b',
+    TWINLAYER_DOCKER_SOCKET: side === 'a' ? engA.socketPath : engB.socketPath,
+    TWINLAYER_STATE_DIR: join(base, `state-${side}`),
+    TWINLAYER_POLL_INTERVAL_MS: '50',
+    TWINLAYER_RECONCILE_INTERVAL_MS: '5000',
+    TWINLAYER_HOOK_LISTEN: `127.0.0.1:${hookPort}`,
+    TWINLAYER_HOOK_TOKEN: TOKEN,
+    TWINLAYER_LOG_LEVEL: 'debug',
+  });
+  const startPusher = (): TwinlayerProcess => {
+    const p = spawnTwinlayer(['push'], env('a'));
+    procs.push(p);
+    return p;
+  };
+  const startPuller = (): TwinlayerProcess => {
+    const p = spawnTwinlayer(['pull'], env('b'));
+    procs.push(p);
+    return p;
+  };
+  const exec = (cmd: string): Promise<string> => dockerCli(engA, ['exec', 'web', 'sh', '-c', cmd]);
+
+  /** The head's seq for `web`, and B's durably staged seq for it. */
+  async function positions(): Promise<{ head: number; staged: number; generation: number }> {
+    const gens = await bucket.listGenerations();
+    const g = gens.at(-1);
+    if (g === undefined) return { head: 0, staged: -1, generation: 0 };
+    const head = await bucket.readHead(g);
+    const headSeq = head.status === 'ok' ? head.head.containers['web'] ?? 0 : 0;
+    const text = await readFile(join(base, 'state-b', 'pull', 'e2e', 'applied.json'), 'utf8').catch(() => null);
+    const applied = text ? (JSON.parse(text) as { containers: Record<string, { seq: number; generation: number }> }) : null;
+    const mine = applied?.containers['web'];
+    return { head: headSeq, staged: mine && mine.generation === g ? mine.seq : -1, generation: g };
+  }
+
+  /** Waits until `marker` holds `value` on the twin's upper dir, then until B staged everything in the head. */
+  async function waitConverged(marker: string, value: string, timeoutMs = 60_000): Promise<void> {
+    const twinUpper = await upperOf(engB, 'web');
+    await waitFor(`marker ${marker}=${value} staged on B`, timeoutMs, async () => {
+      const got = await readFile(join(twinUpper, marker), 'utf8').catch(() => null);
+      return got?.trim() === value ? true : undefined;
+    });
+    await waitFor('B staged the head seq', timeoutMs, async () => {
+      const p = await positions();
+      return p.head > 0 && p.staged === p.head ? true : undefined;
+    });
+  }
+
+  async function upperOf(engine: Engine, name: string): Promise<string> {
+    return waitFor(`container ${name} on ${engine.name}`, 30_000, async () => {
+      const info = (await new Docker({ socketPath: engine.socketPath }).getContainer(name).inspect()) as { GraphDriver: { Data: Record<string, string> | null } };
+      return info.GraphDriver.Data?.['UpperDir'];
+    });
+  }
+
+  async function assertExportsEqual(): Promise<void> {
+    const a = new Docker({ socketPath: engA.socketPath });
+    const b = new Docker({ socketPath: engB.socketPath });
+    const [ta, tb] = await Promise.all([readExport(await a.getContainer('web').export()), readExport(await b.getContainer('web').export())]);
+    const diff = diffTrees(ta, tb);
+    assert.deepEqual(diff, [], `docker export of primary and twin differ:\n${diff.slice(0, 20).join('\n')}`);
+    assert.ok(ta.size > 20, 'the export holds the image and the changes');
+  }
+
+  before(async () => {
+    base = await mkdtemp(join(tmpdir(), 'tl-e2e-'));
+    s3 = await startS3Server({ dir: join(base, 's3'), buckets: [BUCKET], silent: true });
+    hookPort = await freePort();
+    [engA, engB] = await Promise.all([startEngine({ name: 'e2e-a' }), startEngine({ name: 'e2e-b' })]);
+    await importBusyboxImage(engA.socketPath, 'tl-busybox:e2e');
+    await copyImage(engA.socketPath, engB.socketPath, 'tl-busybox:e2e');
+    await dockerCli(engA, ['run', '-d', '--name', 'web', '--label', 'twinlayer.enable=true', '--network', 'none', 'tl-busybox:e2e', 'sh', '-c', 'while true; do sleep 1; done']);
+    await dockerCli(engA, ['run', '-d', '--name', 'bystander', '--network', 'none', 'tl-busybox:e2e', 'sh', '-c', 'while true; do sleep 1; done']);
+    store = new S3BlobStore({ bucket: BUCKET, region: 'us-east-1', endpoint: s3.endpoint, pathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
+    bucket = new Bucket(store, { prefix: 'twinlayer', group: 'e2e', log: silentLogger });
+  });
+
+  after(async () => {
+    await Promise.allSettled(procs.map((p) => p.kill('SIGKILL')));
+    store?.destroy();
+    const results = await Promise.allSettled([engA?.stop(), engB?.stop()]);
+    await s3?.close();
+    if (base) await rm(base, { recursive: true, force: true });
+    for (const r of results) if (r.status === 'rejected') throw r.reason;
+  });
+
+  it('creates the stopped twin on B and stages the first sync', async () => {
+    pusher = startPusher();
+    puller = startPuller();
+    await exec('echo v1 > /etc/marker');
+    await waitConverged('etc/marker', 'v1');
+    const twin = (await new Docker({ socketPath: engB.socketPath }).getContainer('web').inspect()) as { State: { Running: boolean }; Config: { Labels: Record<string, string> }; HostConfig: { RestartPolicy: { Name: string } } };
+    assert.equal(twin.State.Running, false);
+    assert.equal(twin.Config.Labels['twinlayer.twin'], 'true');
+    assert.ok(['no', ''].includes(twin.HostConfig.RestartPolicy.Name));
+    const others = await new Docker({ socketPath: engB.socketPath }).listContainers({ all: true });
+    assert.deepEqual(others.map((c) => c.Names[0]), ['/web'], 'only the labelled container is replicated');
+    await assertExportsEqual();
+  });
+
+  it('replicates writes, overwrites, appends, deletes of image files, a recreated dir, links and modes', async () => {
+    await exec([
+      'echo "listen 80" > /etc/app.conf',
+      'echo "listen 8080" > /etc/app.conf',
+      'echo extra >> /etc/app/b.conf',
+      'rm /etc/app/a.conf',
+      'rm -rf /srv/data && mkdir -p /srv/data/fresh && echo new > /srv/data/fresh/file',
+      'ln -s /etc/app.conf /etc/app.link',
+      'ln /etc/app.conf /etc/app.hard',
+      ': > /etc/empty',
+      'chmod 4750 /etc/app.conf',
+      'chown 100000:100001 /etc/app/b.conf',
+      'mkdir -p /var/lib/big && dd if=/dev/urandom of=/var/lib/big/blob bs=1024 count=3072 2>/dev/null',
+      'mv /var/www/index.html /var/www/moved.html',
+      'echo v2 > /etc/marker',
+    ].join(' && '));
+    await waitConverged('etc/marker', 'v2');
+    await assertExportsEqual();
+  });
+
+  it('converges after the puller is killed with SIGKILL mid-stream and restarted', async () => {
+    const writer = exec('i=0; while [ $i -lt 60 ]; do echo $i > /srv/data/fresh/n$((i % 7)); echo $i >> /etc/app.conf; i=$((i+1)); sleep 0.02; done; echo v3 > /etc/marker');
+    await new Promise((r) => setTimeout(r, 400));
+    await puller.kill('SIGKILL');
+    const before = await positions();
+    puller = startPuller();
+    await writer;
+    await waitConverged('etc/marker', 'v3');
+    const after = await positions();
+    assert.ok(after.staged >= before.staged, 'the staged seq never goes back');
+    const twinUpper = await upperOf(engB, 'web');
+    const tmpLeftovers = (await readdir(dirname(twinUpper))).filter((n) => n !== 'diff' && n !== 'link' && n !== 'lower' && n !== 'work' && n !== 'twinlayer-tmp');
+    assert.deepEqual(tmpLeftovers, [], 'nothing but Docker\'s own entries and our tmp dir beside the upper dir');
+    await assertExportsEqual();
+  });
+
+  it('converges after the pusher is killed with SIGKILL mid-stream and restarted', async () => {
+    const writer = exec('i=0; while [ $i -lt 60 ]; do echo p$i > /srv/data/fresh/p$((i % 5)); i=$((i+1)); sleep 0.02; done; rm /srv/data/fresh/p1; echo v4 > /etc/marker');
+    await new Promise((r) => setTimeout(r, 500));
+    await pusher.kill('SIGKILL');
+    await writer;
+    pusher = startPusher();
+    await waitConverged('etc/marker', 'v4');
+    await assertExportsEqual();
+  });
+
+  it('a second puller on the same state dir exits at start', async () => {
+    const second = spawnTwinlayer(['pull'], { ...env('b'), TWINLAYER_HOOK_LISTEN: `127.0.0.1:${await freePort()}` });
+    procs.push(second);
+    const code = await second.exited;
+    assert.equal(code, 2);
+    assert.match(second.lines.join('\n'), /another twinlayer process .* holds the state dir lock/);
+  });
+
+  it('pauses staging while the twin runs, and says so', async () => {
+    await dockerCli(engB, ['start', 'web']);
+    const upper = await upperOf(engB, 'web');
+    const before = await readFile(join(upper, 'etc/marker'), 'utf8');
+    await exec('echo v5 > /etc/marker');
+    await waitFor('the head moves past what B staged', 30_000, async () => {
+      const p = await positions();
+      return p.head > p.staged ? true : undefined;
+    });
+    const status = await waitFor('status reports the paused twin', 10_000, async () => {
+      const res = await fetch(`http://127.0.0.1:${hookPort}/v1/status`, { headers: { authorization: `Bearer ${TOKEN}` } });
+      const body = (await res.json()) as { containers?: Array<{ name: string; reason?: string; lag: number | null }> };
+      const web = body.containers?.find((c) => c.name === 'web');
+      return web?.reason?.includes('running') ? web : undefined;
+    });
+    assert.ok((status.lag ?? 0) > 0);
+    assert.equal(await readFile(join(upper, 'etc/marker'), 'utf8'), before, 'nothing written into a running twin');
+    await dockerCli(engB, ['stop', '-t', '1', 'web']);
+    await waitConverged('etc/marker', 'v5');
+  });
+});

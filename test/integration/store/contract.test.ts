@@ -1,0 +1,153 @@
+// One contract for every BlobStore: the local-directory store and the S3 store on a real s3rver.
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+
+import { DirBlobStore, ObjectTooLargeError, type BlobStore, type S3BlobStore } from '../../../src/store/index.js';
+import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
+
+async function collect(it: AsyncIterable<string>): Promise<string[]> {
+  const out: string[] = [];
+  for await (const k of it) out.push(k);
+  return out;
+}
+
+/** Runs `fn` over `items` with at most `limit` in flight. */
+async function eachLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const item = items[next++] as T;
+      await fn(item);
+    }
+  };
+  await Promise.all(Array.from({ length: limit }, worker));
+}
+
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+interface Impl {
+  name: string;
+  setup(): Promise<{ store: BlobStore; teardown: () => Promise<void> }>;
+}
+
+const impls: Impl[] = [
+  {
+    name: 'DirBlobStore',
+    async setup() {
+      const dir = await mkdtemp(join(tmpdir(), 'twinlayer-dirstore-'));
+      return { store: new DirBlobStore(dir), teardown: () => rm(dir, { recursive: true, force: true }) };
+    },
+  },
+  {
+    name: 'S3BlobStore on s3rver',
+    async setup() {
+      const s3: TestS3 = await withS3();
+      const store: S3BlobStore = testS3Store(s3);
+      return {
+        store,
+        teardown: async () => {
+          store.destroy();
+          await s3.close();
+        },
+      };
+    },
+  },
+];
+
+for (const impl of impls) {
+  describe(`BlobStore contract: ${impl.name}`, () => {
+    let store: BlobStore;
+    let teardown: (() => Promise<void>) | undefined;
+    let work: string;
+
+    before(async () => {
+      work = await mkdtemp(join(tmpdir(), 'twinlayer-contract-'));
+      const made = await impl.setup();
+      store = made.store;
+      teardown = () => made.teardown();
+    });
+    after(async () => {
+      await teardown?.();
+      await rm(work, { recursive: true, force: true });
+    });
+
+    it('puts and gets a buffer; a missing key is null; overwrite replaces', async () => {
+      await store.put('c/one', Buffer.from('first'));
+      assert.equal((await store.getBuffer('c/one', 100))?.toString(), 'first');
+      await store.put('c/one', Buffer.from('second'));
+      assert.equal((await store.getBuffer('c/one', 100))?.toString(), 'second');
+      assert.equal(await store.getBuffer('c/none', 100), null);
+      await store.put('c/empty', Buffer.alloc(0));
+      assert.equal((await store.getBuffer('c/empty', 100))?.length, 0);
+    });
+
+    it('refuses to read more than maxBytes into memory', async () => {
+      await store.put('c/big', randomBytes(2048));
+      await assert.rejects(store.getBuffer('c/big', 2047), ObjectTooLargeError);
+      assert.equal((await store.getBuffer('c/big', 2048))?.length, 2048);
+    });
+
+    it('uploads from a file and streams into a file', async () => {
+      const body = randomBytes(3 * 1024 * 1024 + 17);
+      const src = join(work, 'src.bin');
+      await writeFile(src, body);
+      await store.put('c/file', { file: src });
+      const dest = join(work, 'dest.bin');
+      assert.equal(await store.getToFile('c/file', dest), true);
+      assert.equal(sha(await readFile(dest)), sha(body));
+      assert.equal(await store.getToFile('c/missing', join(work, 'never.bin')), false);
+      // A local problem is reported as such (not as a missing object, not retried as a network fault).
+      await assert.rejects(store.getToFile('c/file', join(work, 'no-such-dir', 'x.bin')), { code: 'ENOENT' });
+      await assert.rejects(store.put('c/nofile', { file: join(work, 'no-such-file') }), { code: 'ENOENT' });
+      // Neither the missing download nor the finished one leaves a temp file behind.
+      assert.deepEqual((await readdir(work)).sort(), ['dest.bin', 'src.bin']);
+    });
+
+    it('answers conditional GETs: missing, ok with an ETag, unchanged, ok again after a change', async () => {
+      assert.deepEqual(await store.getIfNoneMatch('c/head', undefined, 1024), { status: 'missing' });
+      await store.put('c/head', Buffer.from('{"seq":1}'));
+      const first = await store.getIfNoneMatch('c/head', undefined, 1024);
+      assert.equal(first.status, 'ok');
+      if (first.status !== 'ok') return;
+      assert.equal(first.body.toString(), '{"seq":1}');
+      assert.deepEqual(await store.getIfNoneMatch('c/head', first.etag, 1024), { status: 'unchanged' });
+      await store.put('c/head', Buffer.from('{"seq":2}'));
+      const second = await store.getIfNoneMatch('c/head', first.etag, 1024);
+      assert.equal(second.status, 'ok');
+      if (second.status !== 'ok') return;
+      assert.equal(second.body.toString(), '{"seq":2}');
+      assert.notEqual(second.etag, first.etag);
+      await assert.rejects(store.getIfNoneMatch('c/head', undefined, 3), ObjectTooLargeError);
+    });
+
+    it('tells whether a key exists and deletes (deleting a missing key is fine)', async () => {
+      await store.put('c/del', Buffer.from('x'));
+      assert.equal(await store.exists('c/del'), true);
+      assert.equal(await store.exists('c/de'), false);
+      await store.delete('c/del');
+      assert.equal(await store.exists('c/del'), false);
+      assert.equal(await store.getBuffer('c/del', 10), null);
+      await store.delete('c/del');
+    });
+
+    it('lists more than 1000 keys in order, by prefix, after startAfter', async () => {
+      const keys = Array.from({ length: 1234 }, (_, i) => `many/k-${String(i).padStart(5, '0')}`);
+      await eachLimit(keys, 32, (k) => store.put(k, Buffer.from(k)));
+      await store.put('manyx/other', Buffer.from('x'));
+      await store.put('man', Buffer.from('x'));
+
+      assert.deepEqual(await collect(store.list('many/')), keys);
+      assert.deepEqual(await collect(store.list('many/', 'many/k-00999')), keys.slice(1000));
+      assert.deepEqual(await collect(store.list('many/', 'many/k-01233')), []);
+      assert.deepEqual(await collect(store.list('many/k-0123')), keys.slice(1230, 1234).filter((k) => k.startsWith('many/k-0123')));
+      assert.deepEqual(await collect(store.list('nothing-here/')), []);
+      const all = await collect(store.list('man'));
+      assert.equal(all.length, keys.length + 2);
+      assert.ok(all.includes('man') && all.includes('manyx/other'));
+    });
+  });
+}

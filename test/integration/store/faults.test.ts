@@ -1,0 +1,159 @@
+// The S3 store through a fault proxy: resets, throttling, 5xx, hangs and torn bodies are retried and succeed;
+// other 4xx are not retried; an unreachable endpoint or a missing bucket gives a clear error.
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, afterEach, before, describe, it } from 'node:test';
+
+import {
+  asDigest,
+  Bucket,
+  BucketMissingError,
+  S3BlobStore,
+  StoreRequestError,
+  StoreUnreachableError,
+} from '../../../src/store/index.js';
+import { startFaultProxy, type FaultProxy } from '../../support/fault-proxy.js';
+import { TEST_REGION, testS3Store, uniqueBucketName, withS3, type TestS3 } from '../../support/s3.js';
+
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+describe('S3BlobStore under faults', () => {
+  let s3: TestS3;
+  let proxy: FaultProxy;
+  let store: S3BlobStore;
+  let work: string;
+  const others: S3BlobStore[] = [];
+
+  before(async () => {
+    s3 = await withS3();
+    proxy = await startFaultProxy(s3.endpoint);
+    // A short idle timeout so a hung request fails fast; five attempts with millisecond backoff.
+    store = testS3Store({ endpoint: proxy.endpoint, bucket: s3.bucket }, { requestTimeoutMs: 300 });
+    work = await mkdtemp(join(tmpdir(), 'twinlayer-faults-'));
+  });
+  afterEach(() => proxy.pass());
+  after(async () => {
+    store?.destroy();
+    for (const o of others) o.destroy();
+    await proxy?.close();
+    await s3?.close();
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it('retries connection resets on put and get', async () => {
+    proxy.fail('reset', 2);
+    await store.put('f/reset', Buffer.from('survives resets'));
+    proxy.fail('reset', 2);
+    assert.equal((await store.getBuffer('f/reset', 100))?.toString(), 'survives resets');
+    assert.equal(proxy.stats.faults.reset, 4);
+  });
+
+  it('retries 503 SlowDown and 500', async () => {
+    await store.put('f/slow', Buffer.from('throttled'));
+    proxy.fail('slowdown', 3);
+    assert.equal((await store.getBuffer('f/slow', 100))?.toString(), 'throttled');
+    proxy.fail('error500', 2);
+    const keys: string[] = [];
+    for await (const k of store.list('f/')) keys.push(k);
+    assert.ok(keys.includes('f/slow'));
+    proxy.fail('slowdown', 2);
+    assert.equal(await store.exists('f/slow'), true);
+    assert.equal(proxy.stats.faults.slowdown, 5);
+    assert.equal(proxy.stats.faults.error500, 2);
+  });
+
+  it('times out a hung request and retries it', async () => {
+    await store.put('f/hang', Buffer.from('patience'));
+    proxy.fail('hang', 1);
+    assert.equal((await store.getBuffer('f/hang', 100))?.toString(), 'patience');
+    assert.equal(proxy.stats.faults.hang, 1);
+  });
+
+  it('re-uploads a streamed file from its first byte after a reset', async () => {
+    const body = randomBytes(2 * 1024 * 1024);
+    const src = join(work, 'up.bin');
+    await writeFile(src, body);
+    proxy.fail('reset', 1);
+    await store.put('f/file', { file: src });
+    proxy.fail('truncate', 2);
+    const out = join(work, 'down.bin');
+    assert.equal(await store.getToFile('f/file', out), true);
+    assert.equal(sha(await readFile(out)), sha(body));
+    assert.equal(proxy.stats.faults.truncate, 2);
+  });
+
+  it('downloads a blob through torn bodies and verifies it', async () => {
+    const bucket = new Bucket(store, { prefix: 'tl', group: 'faults' });
+    const body = randomBytes(300_000);
+    const src = join(work, 'blob.bin');
+    await writeFile(src, body);
+    const d = asDigest(sha(body));
+    proxy.fail('slowdown', 1);
+    await bucket.uploadBlob(src, d);
+    proxy.fail('truncate', 2);
+    await bucket.downloadBlob(d, body.length, join(work, 'blob.out'));
+    assert.equal(sha(await readFile(join(work, 'blob.out'))), d);
+  });
+
+  it('gives up after the bounded attempts with the last error', async () => {
+    const before = proxy.stats.requests;
+    proxy.fail('slowdown', Infinity);
+    await assert.rejects(store.getBuffer('f/slow', 100), (err: unknown) => {
+      assert.ok(err instanceof StoreRequestError);
+      assert.match(err.message, /after 5 attempt\(s\).*SlowDown/);
+      return true;
+    });
+    assert.equal(proxy.stats.requests - before, 5);
+  });
+
+  it('does not retry a 403', async () => {
+    // s3rver does not check SigV4 signatures, but it knows its one access key id.
+    const wrongKey = new S3BlobStore({
+      bucket: s3.bucket, region: TEST_REGION, endpoint: proxy.endpoint, pathStyle: true,
+      credentials: { accessKeyId: 'NOBODY', secretAccessKey: 'wrong' }, retry: { attempts: 5, baseMs: 1, maxMs: 5 },
+    });
+    others.push(wrongKey);
+    const before = proxy.stats.requests;
+    await assert.rejects(wrongKey.getBuffer('f/slow', 100), (err: unknown) => err instanceof StoreRequestError && /HTTP 403/.test(err.message));
+    assert.equal(proxy.stats.requests - before, 1);
+  });
+
+  it('reports an unreachable endpoint by name, and recovers when it returns', async () => {
+    await proxy.refuse();
+    try {
+      await assert.rejects(store.checkReachable(1000), (err: unknown) => {
+        assert.ok(err instanceof StoreUnreachableError);
+        assert.equal(err.code, 'STORE_UNREACHABLE');
+        assert.ok(err.message.includes(proxy.endpoint), err.message);
+        assert.ok(err.message.includes(s3.bucket), err.message);
+        return true;
+      });
+      await assert.rejects(store.getBuffer('f/slow', 100), (err: unknown) => err instanceof StoreUnreachableError && err.message.includes(proxy.endpoint));
+    } finally {
+      await proxy.accept();
+    }
+    await store.checkReachable(1000);
+    assert.equal((await store.getBuffer('f/slow', 100))?.toString(), 'throttled');
+  });
+
+  it('reports a hanging endpoint as unreachable within the timeout', async () => {
+    proxy.fail('hang', Infinity);
+    await assert.rejects(store.checkReachable(200), StoreUnreachableError);
+  });
+
+  it('reports a missing bucket', async () => {
+    const missing = testS3Store({ endpoint: proxy.endpoint, bucket: uniqueBucketName('missing') });
+    others.push(missing);
+    await assert.rejects(missing.checkReachable(1000), (err: unknown) => {
+      assert.ok(err instanceof BucketMissingError);
+      assert.equal(err.code, 'BUCKET_MISSING');
+      assert.ok(err.message.includes(missing.bucket) && err.message.includes(proxy.endpoint), err.message);
+      return true;
+    });
+    await assert.rejects(missing.getBuffer('x', 10), BucketMissingError);
+    await assert.rejects(missing.put('x', Buffer.from('x')), BucketMissingError);
+  });
+});

@@ -1,0 +1,389 @@
+// Test harness: starts private Docker engines (dockerd) with their own roots and sockets, and stops them
+// completely (containers, dockerd, its containerd and shims, mounts, dirs). Never touches a system-wide dockerd.
+import { spawn, execFile } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, openSync, closeSync } from 'node:fs';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import Docker from 'dockerode';
+
+const execFileP = promisify(execFile);
+
+export interface Engine {
+  name: string;
+  socketPath: string;
+  dataRoot: string;
+  execRoot: string;
+  /** PID of dockerd (setpriv and nsenter exec in place, so this is dockerd itself). */
+  pid: number;
+  /** The engine's view of mounts, `/proc/<pid>/mountinfo` (same mount namespace as ours: netns engines join only the network namespace). */
+  mountInfoPath: string;
+  /** The dir holding everything of this engine (removed by stop). */
+  baseDir: string;
+  /** Path of dockerd's log file. */
+  logPath: string;
+  stop(): Promise<void>;
+}
+
+export interface StartEngineOptions {
+  /** Short name (letters, digits, dashes); part of the temp dir name. */
+  name: string;
+  /** Parent dir for the engine's own temp dir (default os.tmpdir()). Keep it short: the socket path must fit 107 bytes. */
+  baseDir?: string;
+  /** Run dockerd inside this existing network namespace (made with `ip netns add`); joined with `nsenter --net`. */
+  netns?: string;
+  /** Receives dockerd's log tail when start fails and a line per lifecycle step. */
+  log?: (line: string) => void;
+  /** More dockerd flags, appended after the harness's own. */
+  extraArgs?: string[];
+  /** Bound for /_ping to answer (default 30 s). */
+  startTimeoutMs?: number;
+}
+
+const live = new Set<EngineImpl>();
+
+// A test process that dies without running `after` still takes its engines down: dockerd gets SIGTERM from the
+// kernel when we exit (setpriv --pdeathsig) and, for a normal exit, from this hook.
+process.on('exit', () => {
+  for (const e of live) {
+    try {
+      process.kill(e.pid, 'SIGTERM');
+    } catch {
+      // already gone
+    }
+  }
+});
+
+/** Stops every engine this process started and has not stopped yet. Use in `after`. */
+export async function stopAllEngines(): Promise<void> {
+  const errors: unknown[] = [];
+  for (const e of [...live]) {
+    try {
+      await e.stop();
+    } catch (err) {
+      errors.push(err);
+    }
+  }
+  if (errors.length > 0) throw new AggregateError(errors, `stopping ${errors.length} engine(s) failed`);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A process that is a zombie (exited, not reaped) counts as gone. */
+async function isRunning(pid: number): Promise<boolean> {
+  if (!isAlive(pid)) return false;
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
+async function waitGone(pid: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (!(await isRunning(pid))) return true;
+    await sleep(50);
+  }
+  return !(await isRunning(pid));
+}
+
+async function ping(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = request({ socketPath, path: '/_ping', method: 'GET', timeout: 1000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.on('error', () => resolve(false));
+    req.on('timeout', () => {
+      req.destroy();
+      resolve(false);
+    });
+    req.end();
+  });
+}
+
+async function logTail(logPath: string, lines = 40): Promise<string> {
+  try {
+    return (await readFile(logPath, 'utf8')).split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+function unescapeMountPath(p: string): string {
+  return p.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8)));
+}
+
+/** Mount points at or under `dir` in our mount namespace, deepest first. */
+async function mountsUnder(dir: string): Promise<string[]> {
+  const text = await readFile('/proc/self/mountinfo', 'utf8');
+  const points = text
+    .split('\n')
+    .map((line) => line.split(' ')[4])
+    .filter((p): p is string => p !== undefined)
+    .map(unescapeMountPath)
+    .filter((p) => p === dir || p.startsWith(dir + '/'));
+  return [...new Set(points)].sort((a, b) => b.length - a.length);
+}
+
+/** PIDs (other than ours) whose command line mentions `marker` (our engine's unique base dir): containerd, shims. */
+async function pidsMentioning(marker: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    if (pid === process.pid) continue;
+    try {
+      const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8');
+      if (cmdline.includes(marker)) pids.push(pid);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return pids;
+}
+
+class EngineImpl implements Engine {
+  readonly name: string;
+  readonly baseDir: string;
+  readonly socketPath: string;
+  readonly dataRoot: string;
+  readonly execRoot: string;
+  readonly logPath: string;
+  readonly child: ChildProcess;
+  readonly pid: number;
+  readonly mountInfoPath: string;
+  readonly #log: (line: string) => void;
+  #stopping: Promise<void> | undefined;
+
+  constructor(init: { name: string; baseDir: string; child: ChildProcess; log: (line: string) => void }) {
+    this.name = init.name;
+    this.baseDir = init.baseDir;
+    this.socketPath = join(init.baseDir, 'docker.sock');
+    this.dataRoot = join(init.baseDir, 'data');
+    this.execRoot = join(init.baseDir, 'exec');
+    this.logPath = join(init.baseDir, 'dockerd.log');
+    this.child = init.child;
+    if (init.child.pid === undefined) throw new Error(`engine ${init.name}: dockerd did not spawn`);
+    this.pid = init.child.pid;
+    this.mountInfoPath = `/proc/${this.pid}/mountinfo`;
+    this.#log = init.log;
+  }
+
+  stop(): Promise<void> {
+    this.#stopping ??= this.#stop();
+    return this.#stopping;
+  }
+
+  async #deleteRuncContainers(problems: string[]): Promise<void> {
+    const runtimeRoot = join(this.execRoot, 'runtime-runc');
+    let namespaces: string[];
+    try {
+      namespaces = await readdir(runtimeRoot);
+    } catch {
+      return;
+    }
+    for (const ns of namespaces) {
+      const root = join(runtimeRoot, ns);
+      let ids: string[];
+      try {
+        ids = (await readdir(root)).filter((id) => /^[0-9a-f]{64}$/.test(id));
+      } catch {
+        continue;
+      }
+      for (const id of ids) {
+        try {
+          await execFileP('runc', ['--root', root, 'delete', '--force', id], { timeout: 10_000 });
+          this.#log(`engine ${this.name}: runc deleted leftover container ${id.slice(0, 12)}`);
+        } catch (err) {
+          problems.push(`runc delete ${id.slice(0, 12)}: ${String(err)}`);
+        }
+      }
+    }
+  }
+
+  async #stop(): Promise<void> {
+    const problems: string[] = [];
+    // 1. Remove all containers first: dockerd would otherwise wait up to 10 s per container that ignores SIGTERM.
+    if (await isRunning(this.pid)) {
+      try {
+        const docker = new Docker({ socketPath: this.socketPath, timeout: 15_000 });
+        const list = await docker.listContainers({ all: true });
+        await Promise.all(list.map((c) => docker.getContainer(c.Id).remove({ force: true, v: true }).catch((err: unknown) => {
+          problems.push(`remove ${c.Id}: ${String(err)}`);
+        })));
+      } catch (err) {
+        problems.push(`list containers: ${String(err)}`);
+      }
+    }
+    let containerdPid: number | undefined;
+    try {
+      containerdPid = Number((await readFile(join(this.execRoot, 'containerd', 'containerd.pid'), 'utf8')).trim()) || undefined;
+    } catch {
+      // dockerd may have died before starting containerd
+    }
+    // 2. SIGTERM dockerd, SIGKILL after a bound.
+    if (await isRunning(this.pid)) {
+      this.child.kill('SIGTERM');
+      if (!(await waitGone(this.pid, 15_000))) {
+        problems.push('dockerd ignored SIGTERM for 15 s; sent SIGKILL');
+        this.child.kill('SIGKILL');
+        await waitGone(this.pid, 5_000);
+      }
+    }
+    // 3. Containers whose dockerd died without stopping them: runc (under our exec root) kills them and removes
+    //    their cgroups. A container's init ignores SIGTERM from outside, so nothing else would end it.
+    await this.#deleteRuncContainers(problems);
+    // 4. Its containerd and any shim: dockerd stops them on a clean exit; after a SIGKILL they may linger.
+    const leftovers = new Set(await pidsMentioning(this.baseDir));
+    if (containerdPid !== undefined && (await isRunning(containerdPid))) leftovers.add(containerdPid);
+    for (const pid of leftovers) {
+      try {
+        process.kill(pid, 'SIGTERM');
+      } catch {
+        // gone
+      }
+    }
+    for (const pid of leftovers) {
+      if (!(await waitGone(pid, 5_000))) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone
+        }
+        await waitGone(pid, 2_000);
+      }
+    }
+    // 5. Mounts left under our dirs (overlay merged dirs, netns files, the data-root bind), deepest first.
+    for (let round = 0; round < 3; round++) {
+      const mounts = await mountsUnder(this.baseDir);
+      if (mounts.length === 0) break;
+      for (const m of mounts) {
+        try {
+          await execFileP('umount', [m]);
+        } catch {
+          try {
+            await execFileP('umount', ['-l', m]);
+          } catch (err) {
+            if (round === 2) problems.push(`umount ${m}: ${String(err)}`);
+          }
+        }
+      }
+    }
+    // 6. The dirs.
+    const remaining = await mountsUnder(this.baseDir);
+    if (remaining.length === 0) {
+      await rm(this.baseDir, { recursive: true, force: true, maxRetries: 3 });
+    } else {
+      problems.push(`left ${this.baseDir} in place: still mounted ${remaining.join(', ')}`);
+    }
+    live.delete(this);
+    this.#log(`engine ${this.name} stopped`);
+    if (problems.length > 0) throw new Error(`engine ${this.name} stop: ${problems.join('; ')}`);
+  }
+}
+
+/** Starts dockerd with its own data root, exec root, socket, pidfile and an empty daemon.json, no bridge, no
+ *  iptables. Waits (bounded) for /_ping; on failure stops what started and throws with the tail of dockerd's log. */
+export async function startEngine(opts: StartEngineOptions): Promise<Engine> {
+  if (!/^[a-zA-Z0-9-]{1,24}$/.test(opts.name)) throw new Error(`engine name must be 1-24 letters, digits or dashes, got "${opts.name}"`);
+  const log = opts.log ?? (() => undefined);
+  const baseDir = await mkdtemp(join(opts.baseDir ?? tmpdir(), `twl-${opts.name}-`));
+  const socketPath = join(baseDir, 'docker.sock');
+  if (Buffer.byteLength(socketPath) > 100) throw new Error(`socket path too long for a unix socket: ${socketPath}`);
+  const configFile = join(baseDir, 'daemon.json');
+  // An explicit empty config: /etc/docker/daemon.json of the machine must not leak into a test engine.
+  await writeFile(configFile, '{}\n');
+  const logPath = join(baseDir, 'dockerd.log');
+  const args = [
+    '--config-file', configFile,
+    '--data-root', join(baseDir, 'data'),
+    '--exec-root', join(baseDir, 'exec'),
+    '--pidfile', join(baseDir, 'docker.pid'),
+    '-H', `unix://${socketPath}`,
+    '--storage-driver', 'overlay2',
+    '--bridge=none',
+    '--iptables=false',
+  ];
+  if (opts.netns === undefined) args.push('--ip-masq=false');
+  args.push(...(opts.extraArgs ?? []));
+  const dockerd = '/usr/sbin/dockerd';
+  if (!existsSync(dockerd)) throw new Error(`${dockerd} not found: apt-get install -y docker.io`);
+  // setpriv --pdeathsig: the kernel sends SIGTERM to dockerd when this process dies, even by SIGKILL.
+  // Both setpriv and nsenter exec in place, so the child's pid is dockerd's.
+  // In a network namespace: nsenter --net joins only the network namespace. (`ip netns exec` would also give dockerd
+  // a private mount namespace with a fresh /sys, where the cgroup mounts dockerd needs are missing.)
+  let inner = [dockerd, ...args];
+  if (opts.netns !== undefined) {
+    const nsFile = `/var/run/netns/${opts.netns}`;
+    if (!/^[a-zA-Z0-9_.-]+$/.test(opts.netns) || !existsSync(nsFile)) {
+      await rm(baseDir, { recursive: true, force: true });
+      throw new Error(`engine ${opts.name}: network namespace "${opts.netns}" does not exist (${nsFile}); create it with ip netns add`);
+    }
+    inner = ['/usr/bin/nsenter', `--net=${nsFile}`, ...inner];
+  }
+  const command = existsSync('/usr/bin/setpriv') ? ['/usr/bin/setpriv', '--pdeathsig', 'TERM', ...inner] : inner;
+  const fd = openSync(logPath, 'a');
+  let child: ChildProcess;
+  try {
+    const [file, ...rest] = command as [string, ...string[]];
+    const env: NodeJS.ProcessEnv = { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin' };
+    child = spawn(file, rest, { stdio: ['ignore', fd, fd], env });
+  } finally {
+    closeSync(fd);
+  }
+  const engine = new EngineImpl({ name: opts.name, baseDir, child, log });
+  live.add(engine);
+  let exited: string | undefined;
+  child.on('exit', (code, signal) => (exited = `exited with code ${code} signal ${signal}`));
+  child.on('error', (err) => (exited = `failed to spawn: ${err.message}`));
+  log(`engine ${opts.name}: dockerd pid ${engine.pid} at ${baseDir}${opts.netns ? ` in netns ${opts.netns}` : ''}`);
+  const deadline = Date.now() + (opts.startTimeoutMs ?? 30_000);
+  let up = false;
+  while (Date.now() < deadline && exited === undefined) {
+    if (await ping(socketPath)) {
+      up = true;
+      break;
+    }
+    await sleep(100);
+  }
+  if (!up) {
+    const why = exited ?? `no answer on /_ping within ${opts.startTimeoutMs ?? 30_000} ms`;
+    const tail = await logTail(logPath);
+    try {
+      await engine.stop();
+    } catch (err) {
+      log(`cleanup after failed start: ${String(err)}`);
+    }
+    throw new Error(`engine ${opts.name}: dockerd ${why}\n--- dockerd log tail ---\n${tail}`);
+  }
+  return engine;
+}
+
+/** Runs the docker CLI against an engine; rejects with stderr on failure. */
+export async function dockerCli(engine: Pick<Engine, 'socketPath'>, args: string[], timeoutMs = 30_000): Promise<string> {
+  try {
+    const { stdout } = await execFileP('docker', ['-H', `unix://${engine.socketPath}`, ...args], { timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 });
+    return stdout;
+  } catch (err) {
+    const stderr = typeof err === 'object' && err !== null && 'stderr' in err ? String(err.stderr) : '';
+    throw new Error(`docker ${args.join(' ')}: ${stderr || String(err)}`, { cause: err });
+  }
+}

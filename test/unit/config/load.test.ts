@@ -1,0 +1,66 @@
+import { describe, it, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError, loadConfig } from '../../../src/config/load.js';
+import { configKeys, envName } from '../../../src/config/schema.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'tl-config-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function rejects(fn: () => unknown, key: string | undefined, pattern: RegExp): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
+    assert.equal(err.context.key, key);
+    assert.match(err.message, pattern);
+    return true;
+  });
+}
+
+describe('loadConfig', () => {
+  it('applies defaults and reads TWINLAYER_* variables', () => {
+    const c = loadConfig({ env: { TWINLAYER_BUCKET: 'twins', TWINLAYER_DEBOUNCE_QUIET_MS: '20', TWINLAYER_PATH_STYLE: 'true', TWINLAYER_EXCLUDES: 'tmp/**, var/cache/**' } });
+    assert.equal(c.bucket, 'twins');
+    assert.equal(c.debounceQuietMs, 20);
+    assert.equal(c.debounceMaxMs, 500);
+    assert.equal(c.pathStyle, true);
+    assert.deepEqual(c.excludes, ['tmp/**', 'var/cache/**']);
+    assert.equal(c.hookListen, '127.0.0.1:7450');
+    assert.ok(Object.isFrozen(c));
+  });
+
+  it('names the key of a wrong type with its env var and the value', () => {
+    rejects(() => loadConfig({ env: { TWINLAYER_BUCKET: 'twins', TWINLAYER_POLL_INTERVAL_MS: 'soon' } }), 'pollIntervalMs', /pollIntervalMs.*TWINLAYER_POLL_INTERVAL_MS.*"soon"/);
+  });
+
+  it('refuses a missing bucket, naming it', () => {
+    rejects(() => loadConfig({ env: {} }), 'bucket', /`bucket` \(env TWINLAYER_BUCKET\)/);
+  });
+
+  it('refuses a bad endpoint URL and a too-short bucket name', () => {
+    rejects(() => loadConfig({ env: { TWINLAYER_BUCKET: 'twins', TWINLAYER_ENDPOINT: 'not a url' } }), 'endpoint', /endpoint/);
+    rejects(() => loadConfig({ env: { TWINLAYER_BUCKET: 'ab' } }), 'bucket', /3-63/);
+  });
+
+  it('reads a YAML file, lets env win, and refuses unknown keys in it', () => {
+    const file = join(dir, 'c.yaml');
+    writeFileSync(file, 'bucket: from-file\ngroup: edge\npollIntervalMs: 100\n');
+    const c = loadConfig({ env: { TWINLAYER_GROUP: 'core' }, file });
+    assert.equal(c.bucket, 'from-file');
+    assert.equal(c.group, 'core');
+    assert.equal(c.pollIntervalMs, 100);
+    const bad = join(dir, 'bad.yaml');
+    writeFileSync(bad, 'bucket: twins\nbuckett: typo\n');
+    rejects(() => loadConfig({ env: {}, file: bad }), undefined, /unknown config key.*buckett/);
+  });
+
+  it('refuses debounceMaxMs below debounceQuietMs', () => {
+    rejects(() => loadConfig({ env: { TWINLAYER_BUCKET: 'twins', TWINLAYER_DEBOUNCE_QUIET_MS: '100', TWINLAYER_DEBOUNCE_MAX_MS: '50' } }), 'debounceMaxMs', /debounceMaxMs/);
+  });
+
+  it('maps every key to a TWINLAYER_ variable', () => {
+    for (const key of configKeys) assert.match(envName(key), /^TWINLAYER_[A-Z0-9_]+$/);
+    assert.equal(envName('hookAllowNoToken'), 'TWINLAYER_HOOK_ALLOW_NO_TOKEN');
+  });
+});

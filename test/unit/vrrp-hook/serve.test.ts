@@ -1,0 +1,207 @@
+// serveHook's token policy, and the hook over the wire: infra/keepalived/notify.sh run with curl against it.
+import { strict as assert } from 'node:assert';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+import { createLogger, silentLogger } from '../../../src/log/logger.js';
+import { createHookApp, HookError, isLoopback, serveHook, type ServedHook } from '../../../src/vrrp-hook/index.js';
+import { TestPromoter } from './test-promoter.js';
+
+const TOKEN = 'wire-token-0123456789abcdef';
+const NOTIFY = fileURLToPath(new URL('../../../infra/keepalived/notify.sh', import.meta.url));
+
+function app(promoter = new TestPromoter(), log = silentLogger) {
+  return createHookApp({ token: TOKEN, promoter, log, finalizeDeadlineMs: 1000, bootTimeoutMs: 5000 });
+}
+
+async function refuses(p: Promise<ServedHook>, code: string): Promise<void> {
+  await assert.rejects(p, (err: unknown) => err instanceof HookError && err.code === code);
+}
+
+describe('serveHook token policy', () => {
+  it('refuses a non-loopback listen without a token, even with allowNoToken', async () => {
+    for (const listen of ['0.0.0.0:0', '192.0.2.10:7450', '[::]:0', 'hook.example:7450']) {
+      await refuses(serveHook(app(), { listen, token: undefined, allowNoToken: true }), 'HOOK_NO_TOKEN');
+      await refuses(serveHook(app(), { listen, token: '', allowNoToken: false }), 'HOOK_NO_TOKEN');
+    }
+  });
+
+  it('refuses no token on loopback unless allowNoToken', async () => {
+    await refuses(serveHook(app(), { listen: '127.0.0.1:0', token: undefined, allowNoToken: false }), 'HOOK_NO_TOKEN');
+    const served = await serveHook(app(), { listen: '127.0.0.1:0', token: undefined, allowNoToken: true });
+    try {
+      assert.equal(served.address, '127.0.0.1');
+      assert.ok(served.port > 0);
+      const res = await fetch(`http://127.0.0.1:${served.port}/healthz`);
+      assert.equal(await res.text(), 'ok');
+    } finally {
+      await served.close();
+    }
+  });
+
+  it('refuses a listen address it cannot parse', async () => {
+    for (const listen of ['7450', '127.0.0.1', '127.0.0.1:99999', ':7450', '::1:7450']) {
+      await refuses(serveHook(app(), { listen, token: TOKEN, allowNoToken: false }), 'HOOK_BAD_LISTEN');
+    }
+  });
+
+  it('names a port already in use', async () => {
+    const first = await serveHook(app(), { listen: '127.0.0.1:0', token: TOKEN, allowNoToken: false });
+    try {
+      await refuses(serveHook(app(), { listen: `127.0.0.1:${first.port}`, token: TOKEN, allowNoToken: false }), 'HOOK_LISTEN_FAILED');
+    } finally {
+      await first.close();
+    }
+  });
+
+  it('knows loopback hosts', () => {
+    for (const h of ['127.0.0.1', '127.1.2.3', '::1', 'localhost', '::ffff:127.0.0.1']) assert.equal(isLoopback(h), true, h);
+    for (const h of ['0.0.0.0', '::', '10.0.0.1', '192.0.2.1', '128.0.0.1', 'example.com', '::2']) assert.equal(isLoopback(h), false, h);
+  });
+});
+
+interface Run { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
+
+/** Runs notify.sh with only the environment given (keepalived's is nearly empty too); never throws. */
+function notify(args: string[], env: Record<string, string>): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile('sh', [NOTIFY, ...args], { env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', ...env }, timeout: 30_000 }, (err, stdout, stderr) => {
+      const e = err as (Error & { code?: unknown; signal?: NodeJS.Signals | null }) | null;
+      resolve({ code: e === null ? 0 : typeof e.code === 'number' ? e.code : null, signal: e?.signal ?? null, stdout, stderr });
+    });
+  });
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+describe('notify.sh over the wire', () => {
+  let dir: string;
+  let promoter: TestPromoter;
+  let served: ServedHook;
+  let url: string;
+  const logs: string[] = [];
+  const noEnvFile = (): string => join(dir, 'absent.env');
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'twinlayer-hook-'));
+    promoter = new TestPromoter();
+    served = await serveHook(app(promoter, createLogger({ level: 'debug', write: (l) => logs.push(l) })), {
+      listen: '127.0.0.1:0', token: TOKEN, allowNoToken: false,
+    });
+    url = `http://127.0.0.1:${served.port}/v1/vrrp`;
+  });
+  after(async () => {
+    await served.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a wrong token exits non-zero and starts nothing', async () => {
+    const run = await notify(['INSTANCE', 'VI_1', 'MASTER', '100'], { TWINLAYER_HOOK_URL: url, TWINLAYER_HOOK_TOKEN: 'wrong-token-0123456789', TWINLAYER_ENV_FILE: noEnvFile() });
+    assert.notEqual(run.code, 0);
+    assert.equal(run.signal, null);
+    assert.match(run.stderr, /401|invalid bearer token/);
+    assert.deepEqual(promoter.calls, []);
+  });
+
+  it('no token at all exits non-zero and starts nothing', async () => {
+    const run = await notify(['INSTANCE', 'VI_1', 'MASTER', '100'], { TWINLAYER_HOOK_URL: url, TWINLAYER_ENV_FILE: noEnvFile() });
+    assert.notEqual(run.code, 0);
+    assert.deepEqual(promoter.calls, []);
+  });
+
+  it('a BACKUP with a name needing JSON escapes reaches the hook verbatim (token from a file)', async () => {
+    const tokenFile = join(dir, 'token');
+    await writeFile(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
+    const name = 'VI "1" \\ \\n $(id) `x` ünï {}';
+    const run = await notify(['INSTANCE', name, 'BACKUP', '50'], { TWINLAYER_HOOK_URL: url, TWINLAYER_HOOK_TOKEN_FILE: tokenFile, TWINLAYER_ENV_FILE: noEnvFile() });
+    assert.equal(run.code, 0, run.stderr);
+    const seen = logs.map((l) => JSON.parse(l) as { msg: string; name?: string; state?: string; priority?: number })
+      .find((l) => l.msg === 'vrrp notification' && l.state === 'BACKUP');
+    assert.equal(seen?.name, name);
+    assert.equal(seen?.priority, 50);
+    assert.deepEqual(promoter.calls, []);
+    // Control characters still make valid JSON; the hook then refuses them by name, not as malformed JSON.
+    const tab = await notify(['INSTANCE', 'VI\t1', 'BACKUP', '50'], { TWINLAYER_HOOK_URL: url, TWINLAYER_HOOK_TOKEN: TOKEN, TWINLAYER_ENV_FILE: noEnvFile() });
+    assert.notEqual(tab.code, 0);
+    assert.match(tab.stderr, /`name`: expected no control characters/);
+  });
+
+  it('MASTER exits 0 and boots once; URL and token from the env file keepalived cannot pass', async () => {
+    const envFile = join(dir, 'twinlayer.env');
+    await writeFile(envFile, `# comment\nTWINLAYER_HOOK_LISTEN=127.0.0.1:${served.port}\nTWINLAYER_HOOK_TOKEN="${TOKEN}"\n`, { mode: 0o600 });
+    const run = await notify(['INSTANCE', 'VI_1', 'MASTER', '150'], { TWINLAYER_ENV_FILE: envFile });
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stderr, /"outcome":"booted"/);
+    const again = await notify(['GROUP', 'G1', 'MASTER', '0'], { TWINLAYER_HOOK_URL: url, TWINLAYER_HOOK_TOKEN: TOKEN, TWINLAYER_ENV_FILE: noEnvFile() });
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(promoter.count('finalize'), 1);
+    assert.equal(promoter.count('startTwins'), 1);
+  });
+
+  it('a state the hook rejects exits non-zero with the reason', async () => {
+    const run = await notify(['INSTANCE', 'VI_1', 'PRIMARY', '100'], { TWINLAYER_HOOK_URL: url, TWINLAYER_HOOK_TOKEN: TOKEN, TWINLAYER_ENV_FILE: noEnvFile() });
+    assert.notEqual(run.code, 0);
+    assert.match(run.stderr, /`state`/);
+  });
+
+  it('an unreachable port exits non-zero by itself, within its timeout', async () => {
+    const port = await freePort();
+    const run = await notify(['INSTANCE', 'VI_1', 'MASTER', '100'], {
+      TWINLAYER_HOOK_URL: `http://127.0.0.1:${port}/v1/vrrp`, TWINLAYER_HOOK_TOKEN: TOKEN, TWINLAYER_HOOK_TIMEOUT: '3', TWINLAYER_ENV_FILE: noEnvFile(),
+    });
+    assert.notEqual(run.code, 0);
+    assert.equal(run.signal, null, 'the script ended itself rather than being killed by the test');
+    assert.match(run.stderr, /curl exit/);
+  });
+
+  it('a hook that accepts but never answers is cut off by TWINLAYER_HOOK_TIMEOUT', async () => {
+    const sockets = new Set<Socket>();
+    const silent = createServer((socket) => { sockets.add(socket); });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = silent.address() as { port: number };
+      const run = await notify(['INSTANCE', 'VI_1', 'MASTER', '100'], {
+        TWINLAYER_HOOK_URL: `http://127.0.0.1:${port}/v1/vrrp`, TWINLAYER_HOOK_TOKEN: TOKEN, TWINLAYER_HOOK_TIMEOUT: '1', TWINLAYER_ENV_FILE: noEnvFile(),
+      });
+      assert.equal(run.code, 28, run.stderr); // curl: operation timed out
+      assert.equal(run.signal, null);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
+    }
+  });
+
+  it('a promotion the hook reports as failed exits 4', async () => {
+    const failing = new TestPromoter();
+    failing.startError = new Error('docker socket gone');
+    const other = await serveHook(app(failing), { listen: '127.0.0.1:0', token: TOKEN, allowNoToken: false });
+    try {
+      const run = await notify(['INSTANCE', 'VI_1', 'MASTER', '100'], {
+        TWINLAYER_HOOK_URL: `http://127.0.0.1:${other.port}/v1/vrrp`, TWINLAYER_HOOK_TOKEN: TOKEN, TWINLAYER_ENV_FILE: noEnvFile(),
+      });
+      assert.equal(run.code, 4, run.stderr);
+      assert.match(run.stderr, /promotion failed.*docker socket gone/);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('missing arguments exit 2', async () => {
+    const run = await notify(['INSTANCE'], { TWINLAYER_ENV_FILE: noEnvFile() });
+    assert.equal(run.code, 2);
+  });
+});
