@@ -122,7 +122,9 @@ export async function runFailover(opts: FailoverOptions = {}): Promise<FailoverR
       await dockerCli(primary.engine, ['exec', 'web', 'sh', '-c', `echo '${content}' > /var/www/index.html`]);
       mark(`write: version ${v} of the page inside the primary container`);
       const seq = await poll(`version ${v} in the bucket`, waitMs, 5, async () => {
+        const t = performance.now();
         const s = await headSeq();
+        if (performance.now() - t > 300) log(`  note: reading the head took ${Math.round(performance.now() - t)} ms`);
         return s > before ? s : undefined;
       });
       mark(`in bucket: commit ${seq}`);

@@ -1,5 +1,6 @@
 // The subcommands. Each builds its units from the frozen config and runs until a signal.
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { Pusher } from '../pusher/index.js';
@@ -74,14 +75,22 @@ export async function runPull(config: Config, log: Logger): Promise<void> {
   await done;
 }
 
+/** Prints this host's pusher status (its status file) and puller status (through the hook), whichever exist. */
 export async function runStatus(config: Config): Promise<number> {
+  const out: Record<string, unknown> = {};
+  const pushFile = join(config.stateDir, 'push', config.group, 'status.json');
+  const pushText = await readFile(pushFile, 'utf8').catch(() => null);
+  if (pushText !== null) out['pusher'] = JSON.parse(pushText) as unknown;
   const url = `http://${config.hookListen}/v1/status`;
   const headers: Record<string, string> = config.hookToken ? { authorization: `Bearer ${config.hookToken}` } : {};
-  const res = await fetch(url, { headers, signal: AbortSignal.timeout(5000) }).catch((err: unknown) => {
-    throw new Error(`cannot reach the puller's hook at ${url}: ${(err as Error).message}`);
-  });
-  process.stdout.write(JSON.stringify(await res.json(), null, 2) + '\n');
-  return res.ok ? 0 : 1;
+  try {
+    const res = await fetch(url, { headers, signal: AbortSignal.timeout(5000) });
+    out['puller'] = res.ok ? ((await res.json()) as unknown) : { error: `hook answered HTTP ${res.status}` };
+  } catch (err) {
+    if (pushText === null) throw new Error(`no pusher status at ${pushFile} and no puller hook at ${url}: ${(err as Error).message}`);
+  }
+  process.stdout.write(JSON.stringify(out, null, 2) + '\n');
+  return 0;
 }
 
 export async function runS3(flags: Map<string, string>, log: Logger): Promise<void> {

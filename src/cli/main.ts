@@ -44,7 +44,9 @@ try {
 } catch (err) {
   const e = err as Error;
   const code = err instanceof TwinlayerError ? err.code : 'ERROR';
-  const startupError = err instanceof TwinlayerError && /^(CONFIG_|STORE_|BUCKET_|ENGINE_|STATE_LOCKED)/.test(err.code);
+  // Every TwinlayerError that reaches the top is a start-up refusal (config, bucket, engine, lock, hook listen):
+  // the running loops handle their own errors. Exit 2 tells systemd and scripts "fix the setup", not "retry".
+  const startupError = err instanceof TwinlayerError;
   process.stderr.write(`twinlayer: ${e.message}${code !== 'ERROR' ? ` [${code}]` : ''}\n`);
   process.exitCode = startupError ? 2 : 1;
 }

@@ -1,6 +1,7 @@
 // The primary's daemon: finds protected containers, publishes their specs, watches their upper dirs and ships
 // every burst of changes as a commit. A periodic reconcile catches whatever the watcher missed.
 import { mkdir } from 'node:fs/promises';
+import { writeFileDurable } from '../state/atomic-file.js';
 import { join } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import PQueue from 'p-queue';
@@ -70,6 +71,20 @@ export class Pusher {
     const discoverEvery = this.#opts.discoverIntervalMs ?? 2000;
     this.#timers.push(setInterval(() => void this.discover().catch((err: unknown) => log.warn('discovery failed', { err })), discoverEvery));
     this.#timers.push(setInterval(() => this.#reconcileAll(), this.#opts.reconcileIntervalMs));
+    this.#timers.push(setInterval(() => void this.#writeStatus().catch((err: unknown) => log.warn('cannot write status file', { err })), 1000));
+  }
+
+  /** `<stateDir>/push/<group>/status.json`: what `twinlayer status` shows of this pusher (lag, failures). */
+  get statusFile(): string {
+    return join(this.#opts.stateDir, 'push', this.#opts.group, 'status.json');
+  }
+
+  #lastStatus = '';
+  async #writeStatus(): Promise<void> {
+    const text = JSON.stringify({ writer: this.#opts.hostId, ...this.status() });
+    if (text === this.#lastStatus) return;
+    this.#lastStatus = text;
+    await writeFileDurable(this.statusFile, JSON.stringify({ ...JSON.parse(text) as object, updatedAt: new Date().toISOString() }, null, 1));
   }
 
   /** Finds protected containers not yet watched (also ones started after the pusher). */

@@ -13,6 +13,8 @@ export interface ReplicatorStatus {
   lastSeq: number;
   lastPublishedAt: string | null;
   pendingSince: string | null;
+  /** How long the oldest change not yet published has waited (ms); 0 when nothing waits. */
+  lagMs: number;
   consecutiveFailures: number;
   lastError: string | null;
 }
@@ -42,6 +44,8 @@ export class ContainerReplicator {
   #needFull: boolean;
   #pending: BurstScope | null = null;
   #pendingSince: number | null = null;
+  /** First write of the changeset being shipped now; null when nothing is in flight. */
+  #inFlightSince: number | null = null;
   #running: Promise<void> | null = null;
   #closed = false;
   #failures = 0;
@@ -81,9 +85,16 @@ export class ContainerReplicator {
       lastSeq: this.#deps.journal.lastSeqOf(this.name),
       lastPublishedAt: this.#lastPublishedAt === null ? null : new Date(this.#lastPublishedAt).toISOString(),
       pendingSince: this.#pendingSince === null ? null : new Date(this.#pendingSince).toISOString(),
+      lagMs: this.#oldestUnpublished() === null ? 0 : Date.now() - (this.#oldestUnpublished() ?? 0),
       consecutiveFailures: this.#failures,
       lastError: this.#lastError,
     };
+  }
+
+  #oldestUnpublished(): number | null {
+    const a = this.#pendingSince;
+    const b = this.#inFlightSince;
+    return a === null ? b : b === null ? a : Math.min(a, b);
   }
 
   async close(): Promise<void> {
@@ -105,6 +116,7 @@ export class ContainerReplicator {
       const firstWriteAt = this.#pendingSince ?? Date.now();
       this.#pending = null;
       this.#pendingSince = null;
+      this.#inFlightSince = firstWriteAt;
       try {
         await this.#shipOnce(scope, firstWriteAt);
         this.#failures = 0;
@@ -114,8 +126,10 @@ export class ContainerReplicator {
         this.#pendingSince = Math.min(this.#pendingSince ?? firstWriteAt, firstWriteAt);
         this.#failures++;
         this.#lastError = (err as Error).message;
-        this.#deps.log.warn('ship failed; will retry', { container: this.name, failures: this.#failures, err });
+        this.#deps.log.warn('ship failed; will retry', { container: this.name, failures: this.#failures, lagMs: Date.now() - (this.#pendingSince ?? firstWriteAt), err });
         await this.#backoff();
+      } finally {
+        this.#inFlightSince = null;
       }
     }
   }

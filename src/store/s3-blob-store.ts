@@ -174,6 +174,9 @@ export class S3BlobStore implements BlobStore {
       if (status === 403) {
         throw new StoreRequestError(`access to bucket ${this.bucket} at ${this.endpoint} denied`, { ...where, hint: 'check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) and the bucket policy' }, err);
       }
+      if ((err as { name?: unknown }).name === 'CredentialsProviderError') {
+        throw new StoreRequestError(`no S3 credentials found for bucket ${this.bucket} at ${this.endpoint}`, { ...where, hint: 'set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or an instance role)' }, err);
+      }
       if (status === undefined) {
         throw new StoreUnreachableError(`S3 endpoint ${this.endpoint} unreachable (bucket ${this.bucket}) within ${timeoutMs} ms: ${describe(err)}`, { ...where, hint: 'check the endpoint setting and that the server is up' }, err);
       }

@@ -15,6 +15,7 @@ import { startEngine, dockerCli, type Engine } from '../support/engine.js';
 import { importBusyboxImage, copyImage } from '../support/busybox-image.js';
 import { readExport, diffTrees } from '../support/export-tree.js';
 import { freePort, spawnTwinlayer, waitFor, type TwinlayerProcess } from '../support/twinlayer.js';
+import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js';
 
 const BUCKET = 'twinlayer-e2e';
 const TOKEN = 'e2e-token-0123456789abcdef';
@@ -31,10 +32,13 @@ describe('push on A, pull on B, through S3', { timeout: 600_000 }, () => {
   let pusher: TwinlayerProcess;
   let puller: TwinlayerProcess;
   let hookPort: number;
+  /** Each side reaches the bucket through its own proxy, so a test can cut one side off. */
+  let proxyA: FaultProxy;
+  let proxyB: FaultProxy;
 
   const env = (side: 'a' | 'b'): Record<string, string> => ({
     ...creds,
-    TWINLAYER_ENDPOINT: s3.endpoint,
+    TWINLAYER_ENDPOINT: side === 'a' ? proxyA.endpoint : proxyB.endpoint,
     TWINLAYER_BUCKET: BUCKET,
     TWINLAYER_PATH_STYLE: 'true',
     TWINLAYER_GROUP: 'e2e',
@@ -104,6 +108,8 @@ describe('push on A, pull on B, through S3', { timeout: 600_000 }, () => {
   before(async () => {
     base = await mkdtemp(join(tmpdir(), 'tl-e2e-'));
     s3 = await startS3Server({ dir: join(base, 's3'), buckets: [BUCKET], silent: true });
+    proxyA = await startFaultProxy(s3.endpoint);
+    proxyB = await startFaultProxy(s3.endpoint);
     hookPort = await freePort();
     [engA, engB] = await Promise.all([startEngine({ name: 'e2e-a' }), startEngine({ name: 'e2e-b' })]);
     await importBusyboxImage(engA.socketPath, 'tl-busybox:e2e');
@@ -118,6 +124,8 @@ describe('push on A, pull on B, through S3', { timeout: 600_000 }, () => {
     await Promise.allSettled(procs.map((p) => p.kill('SIGKILL')));
     store?.destroy();
     const results = await Promise.allSettled([engA?.stop(), engB?.stop()]);
+    await proxyA?.close();
+    await proxyB?.close();
     await s3?.close();
     if (base) await rm(base, { recursive: true, force: true });
     for (const r of results) if (r.status === 'rejected') throw r.reason;
@@ -210,5 +218,47 @@ describe('push on A, pull on B, through S3', { timeout: 600_000 }, () => {
     assert.equal(await readFile(join(upper, 'etc/marker'), 'utf8'), before, 'nothing written into a running twin');
     await dockerCli(engB, ['stop', '-t', '1', 'web']);
     await waitConverged('etc/marker', 'v5');
+  });
+
+  it('the bucket unreachable for a while: the pusher keeps the changes, reports the lag, and catches up', async () => {
+    await proxyA.refuse();
+    await exec('i=0; while [ $i -lt 40 ]; do echo o$i > /srv/data/fresh/outage$((i % 4)); i=$((i+1)); sleep 0.05; done; echo v6 > /etc/marker');
+    const statusFile = join(base, 'state-a', 'push', 'e2e', 'status.json');
+    const lagging = await waitFor('the pusher status shows a growing lag', 30_000, async () => {
+      const st = JSON.parse(await readFile(statusFile, 'utf8')) as { containers: Array<{ name: string; lagMs: number; consecutiveFailures: number }> };
+      const web = st.containers.find((c) => c.name === 'web');
+      return web && web.lagMs > 1500 && web.consecutiveFailures > 0 ? web : undefined;
+    }, 200);
+    assert.ok(lagging.lagMs > 1500);
+    assert.equal(pusher.child.exitCode, null, 'the pusher keeps running through the outage');
+    await proxyA.accept();
+    await waitConverged('etc/marker', 'v6');
+    await assertExportsEqual();
+  });
+
+  it('MASTER with the bucket unreachable starts the twin from what is staged', async (t) => {
+    await exec('echo v7 > /etc/marker');
+    await waitConverged('etc/marker', 'v7');
+    await proxyB.refuse();
+    const res = await fetch(`http://127.0.0.1:${hookPort}/v1/vrrp`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ type: 'INSTANCE', name: 'VI_1', state: 'MASTER', priority: 100 }),
+    });
+    const body = (await res.json()) as { outcome: string; finalize: { bucketReachable: boolean; containers: Array<{ name: string; stagedSeq: number }> }; start: { containers: Array<{ name: string; ok: boolean }> } };
+    t.diagnostic(`hook answer: ${JSON.stringify(body)}`);
+    assert.equal(res.status, 200);
+    assert.equal(body.outcome, 'booted');
+    assert.equal(body.finalize.bucketReachable, false);
+    assert.deepEqual(body.start.containers.map((c) => [c.name, c.ok]), [['web', true]]);
+    const twin = (await new Docker({ socketPath: engB.socketPath }).getContainer('web').inspect()) as { State: { Running: boolean } };
+    assert.equal(twin.State.Running, true);
+    const again = await fetch(`http://127.0.0.1:${hookPort}/v1/vrrp`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ type: 'INSTANCE', name: 'VI_1', state: 'MASTER', priority: 100 }),
+    });
+    assert.equal(((await again.json()) as { outcome: string }).outcome, 'booted', 'a second MASTER returns the same outcome and starts nothing');
+    await proxyB.accept();
   });
 });
