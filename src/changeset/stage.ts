@@ -4,7 +4,7 @@
 // component without following it).
 import { randomBytes } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
-import { chmod, lchown, link, lstat, lutimes, mkdir, open, readdir, rename, rm, symlink, unlink } from 'node:fs/promises';
+import { access, chmod, lchown, link, lstat, lutimes, mkdir, open, readdir, rename, rm, symlink, unlink } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { realpath } from 'node:fs/promises';
 import type { Logger } from '../log/logger.js';
@@ -50,6 +50,8 @@ async function checkTarget(target: StageTarget): Promise<{ upper: string; tmp: s
  *  applies it into upperDir and syncs the file system. Re-staging the same changeset converges. */
 export async function stageChangeset(blobFile: string, kind: ChangesetKind, target: StageTarget, opts: { limits?: Limits; log?: Logger } = {}): Promise<StageResult> {
   const limits = opts.limits ?? defaultLimits;
+  // A missing or unreadable blob is an I/O error to retry, not a hostile changeset.
+  await access(blobFile, fsc.R_OK);
   const { upper, tmp } = await checkTarget(target);
   const plan = await validateChangeset(blobFile, kind, upper, limits);
   const applier = new Applier(upper, tmp, plan, kind);

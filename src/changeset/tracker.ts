@@ -141,10 +141,14 @@ export class UpperTracker {
       const minimal: string[] = [];
       for (const r of sorted) if (!minimal.some((m) => isAtOrUnder(r, m))) minimal.push(r);
       for (const r of minimal) await scan.walk(r, false);
+      // A path created and removed between two builds still changed its parent dir's mtime.
+      for (const r of roots) if (r !== '') scan.dirtyParents.add(r);
     }
     await scan.complete(full);
-    const result = await this.#write(scan, full);
-    this.#pending = new Set(result?.torn ?? scan.torn);
+    const torn: string[] = [...scan.torn];
+    const result = await this.#write(scan, full, torn);
+    // Torn paths stay dirty: every later build looks at them again, whatever its scope.
+    this.#pending = new Set(torn);
     return result;
   }
 
@@ -154,7 +158,7 @@ export class UpperTracker {
     this.#log.warn('changeset: path skipped', { path: rel, reason: why });
   };
 
-  async #write(scan: Scan, full: boolean): Promise<BuiltChangeset | null> {
+  async #write(scan: Scan, full: boolean, torn: string[]): Promise<BuiltChangeset | null> {
     const shipping = scan.shipping();
     const vanished = full ? [] : scan.topVanished();
     if (shipping.length === 0 && vanished.length === 0) return null;
@@ -205,7 +209,6 @@ export class UpperTracker {
     const file = join(this.#workDir, `changeset-${id}.tar.gz`);
     const writer = await TarFileWriter.create(tmpTar);
     const tornGroups = new Set<string>();
-    const torn: string[] = [...scan.torn];
     const counts: ChangesetCounts = { files: 0, deletions: 0, bytes: 0 };
     const delta: IndexDelta = { full, deleteUnder: [], remove: [], set: [] };
     let entries = 0;
@@ -347,6 +350,9 @@ class Scan {
   readonly #warn: (rel: string, why: string) => void;
   readonly #children = new Map<string, string[]>();
   readonly #byIno = new Map<number, string[]>();
+  readonly #recheck = new Set<string>();
+  /** Paths named by events whose ancestors must be compared even when they themselves ship nothing. */
+  readonly dirtyParents = new Set<string>();
 
   constructor(upper: string, index: ReadonlyMap<string, ShippedRec>, excludes: readonly string[], warn: (rel: string, why: string) => void) {
     this.#upper = upper;
@@ -373,6 +379,29 @@ class Scan {
   #isNewDir(path: string, st: BigIntStats): boolean {
     const old = this.#index.get(path);
     return old === undefined || old.t !== 'd' || old.ino !== Number(st.ino);
+  }
+
+  /** A removed or replaced hard link changes its siblings' link count (and ctime) without an event naming them. */
+  #noteVanished(path: string): void {
+    this.vanished.add(path);
+    this.#recheckSiblings(path, null);
+  }
+
+  #recheckSiblings(path: string, st: BigIntStats | null): void {
+    const rec = this.#index.get(path);
+    if (rec?.t === 'd' && (st === null || !st.isDirectory() || Number(st.ino) !== rec.ino)) {
+      // The old dir and all it held are gone: so are the hard links it held.
+      const stack = [...(this.#children.get(path) ?? [])];
+      for (let i = 0; i < stack.length; i++) {
+        const p = stack[i] ?? '';
+        const r = this.#index.get(p);
+        if (r?.t === 'd') stack.push(...(this.#children.get(p) ?? []));
+        else if (r?.t === 'f') for (const sibling of this.#byIno.get(r.ino) ?? []) if (!isAtOrUnder(sibling, path)) this.#recheck.add(sibling);
+      }
+      return;
+    }
+    if (rec?.t !== 'f' || (st !== null && st.isFile() && Number(st.ino) === rec.ino)) return;
+    for (const sibling of this.#byIno.get(rec.ino) ?? []) if (sibling !== path) this.#recheck.add(sibling);
   }
 
   #live(path: string): boolean {
@@ -404,7 +433,7 @@ class Scan {
     }
     const st = await lstatOrNull(join(this.#upper, rel));
     if (st === null) {
-      if (rel !== '' && this.#live(rel)) this.vanished.add(rel);
+      if (rel !== '' && this.#live(rel)) this.#noteVanished(rel);
       return;
     }
     const kind = kindOf(st);
@@ -420,6 +449,7 @@ class Scan {
         if (!forced) this.forcedRoots.push(rel);
         childForced = true;
       }
+      this.#recheckSiblings(rel, st);
       this.cands.set(rel, { path: rel, st, kind, forced, opaque: false });
       this.vanished.delete(rel);
     }
@@ -443,7 +473,7 @@ class Scan {
       await this.#visit(child, childForced);
     }
     for (const old of this.#children.get(rel) ?? []) {
-      if (!present.has(old) && this.#live(old) && !relPathIsExcluded(old, this.#excludes)) this.vanished.add(old);
+      if (!present.has(old) && this.#live(old) && !relPathIsExcluded(old, this.#excludes)) this.#noteVanished(old);
     }
   }
 
@@ -477,6 +507,13 @@ class Scan {
   async complete(full: boolean): Promise<void> {
     for (let round = 0; round < 10_000; round++) {
       let grew = false;
+      for (const p of [...this.#recheck]) {
+        this.#recheck.delete(p);
+        if (this.cands.has(p) || this.vanished.has(p) || this.covered(p)) continue;
+        if (ancestorsOf(p).some((a) => this.vanished.has(a))) continue;
+        await this.#visit(p, false);
+        grew = true;
+      }
       // Hard-link siblings of shipped files ship together.
       for (const c of this.shipping()) {
         if (c.kind !== 'f' || c.st.nlink <= 1n) continue;
@@ -500,12 +537,18 @@ class Scan {
         }
       }
       // Ancestors of shipped entries: included when they differ from what was shipped; a new one is walked whole.
-      const needParents = [...this.shipping(), ...[...this.vanished].map((v) => ({ path: v }))];
+      const needParents = [
+        ...this.shipping().map((c) => ({ path: c.path, hint: false })),
+        ...[...this.vanished].map((v) => ({ path: v, hint: false })),
+        ...[...this.dirtyParents].map((v) => ({ path: v, hint: true })),
+      ];
+      this.dirtyParents.clear();
       for (const c of needParents) {
         for (const a of ancestorsOf(c.path)) {
           if (this.cands.has(a)) continue;
           const st = await lstatOrNull(join(this.#upper, a));
           if (st === null || !st.isDirectory()) {
+            if (c.hint) break;
             // Raced with a removal: leave this path for the next build.
             this.torn.push(c.path);
             this.cands.delete(c.path);

@@ -85,9 +85,9 @@ export async function runStatus(config: Config): Promise<number> {
   const headers: Record<string, string> = config.hookToken ? { authorization: `Bearer ${config.hookToken}` } : {};
   try {
     const res = await fetch(url, { headers, signal: AbortSignal.timeout(5000) });
-    out['puller'] = res.ok ? ((await res.json()) as unknown) : { error: `hook answered HTTP ${res.status}` };
+    out['puller'] = res.ok ? await res.json() : { error: `hook answered HTTP ${res.status}` };
   } catch (err) {
-    if (pushText === null) throw new Error(`no pusher status at ${pushFile} and no puller hook at ${url}: ${(err as Error).message}`);
+    if (pushText === null) throw new Error(`no pusher status at ${pushFile} and no puller hook at ${url}: ${(err as Error).message}`, { cause: err });
   }
   process.stdout.write(JSON.stringify(out, null, 2) + '\n');
   return 0;

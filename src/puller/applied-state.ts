@@ -9,6 +9,9 @@ const containerStateSchema = z.object({
   seq: z.number().int().nonnegative(),
   digest: z.string().nullable(),
   stagedAt: z.string().nullable(),
+  /** The twin container the seq describes. A twin removed and recreated has an empty upper dir: a seq recorded for
+   *  another container id means nothing for it, and it is restaged from the journal. Absent in older files. */
+  twinId: z.string().optional(),
 });
 export type AppliedContainer = z.infer<typeof containerStateSchema>;
 
@@ -36,7 +39,13 @@ export class AppliedStateFile {
     return parsed.data;
   }
 
-  async save(state: AppliedState): Promise<void> {
-    await writeFileDurable(this.path, JSON.stringify(state, null, 1));
+  #saving: Promise<void> = Promise.resolve();
+
+  /** Saves are serialized and each serializes the state when its turn comes: two containers staged in parallel
+   *  used to race their renames, and the older snapshot could land last (the file then lagged the memory). */
+  save(state: AppliedState): Promise<void> {
+    const run = this.#saving.then(() => writeFileDurable(this.path, JSON.stringify(state, null, 1)));
+    this.#saving = run.catch(() => undefined);
+    return run;
   }
 }

@@ -4,10 +4,11 @@ import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import PQueue from 'p-queue';
 import { ChangesetRejectedError, stageChangeset } from '../changeset/index.js';
-import { twinSpecSchema, type DockerRuntime, type TwinState } from '../docker/index.js';
+import { twinSpecSchema, type DockerRuntime, type TwinSpec, type TwinState } from '../docker/index.js';
+import { TwinlayerError } from '../log/errors.js';
 import type { Logger } from '../log/logger.js';
 import { acquireStateLock, type StateLock } from '../state/lock.js';
-import type { Bucket, CommitRecord, Generation, Head } from '../store/index.js';
+import { BucketObjectInvalidError, ObjectTooLargeError, type Bucket, type CommitRecord, type Generation, type Head } from '../store/index.js';
 import { AppliedStateFile, type AppliedState } from './applied-state.js';
 
 export interface PullerOptions {
@@ -44,10 +45,26 @@ export interface PollReport {
 
 interface ContainerRuntimeState {
   queue: CommitRecord[];
-  /** Why staging stopped for this container (a journal gap, a refused twin, a running twin); null when flowing. */
+  /** Why staging stopped for this container (a journal gap, a running twin); null when flowing. */
   blocked: string | null;
+  /** Why this container is not replicated at all (no or bad spec, a same-named container that is not its twin or
+   *  runs another image, image absent); examined again every poll so an operator's fix is picked up. */
+  refused: string | null;
+  /** The parsed spec.json; re-read while the container is refused. */
+  spec: TwinSpec | null;
   twin: ContainerReport['twin'];
   lastError: string | null;
+  /** The twin is not the container the applied seq describes (removed and recreated): rebuild its queue. */
+  restage: boolean;
+  /** The explained gap at the queue head: looked up once per blocked record, not once per poll. */
+  gap: { seq: number; reason: string } | null;
+}
+
+/** A container that cannot be replicated because of its spec (not a fault of the poll). */
+class TwinRefusal extends TwinlayerError {
+  constructor(reason: string) {
+    super('TWIN_SPEC_REFUSED', reason, {});
+  }
 }
 
 export class Puller {
@@ -70,6 +87,12 @@ export class Puller {
   #lastError: string | null = null;
   #role: 'standby' | 'promoting' | 'master' = 'standby';
   #blobDir: string;
+  /** Journal seqs that were missing or did not parse, reported until every container has staged past them. */
+  #journalProblems = new Map<number, string>();
+  /** stageChangeset calls in progress; startTwins waits for these, not for a poll stuck on the network. */
+  #stagings = new Set<Promise<unknown>>();
+  /** Set by startTwins: no staging starts any more (the twins now own their layers). */
+  #twinsStarting = false;
 
   constructor(opts: PullerOptions) {
     this.#o = opts;
@@ -135,7 +158,7 @@ export class Puller {
         this.#etag = head.etag;
       }
       if (this.#head && this.#head.seq > this.#readSeq) await this.#readJournal(state, this.#head.seq);
-      await this.#ensureTwins();
+      await this.#ensureTwins(state);
       staged = await this.#stageQueues(state, signal);
       this.#lastPollAt = Date.now();
       this.#lastError = null;
@@ -162,7 +185,11 @@ export class Puller {
     this.#readSeq = 0;
     this.#head = null;
     this.#etag = undefined;
-    for (const c of this.#containers.values()) c.queue = [];
+    this.#journalProblems.clear();
+    for (const c of this.#containers.values()) {
+      c.queue = [];
+      c.gap = null;
+    }
     await this.#file.save(state);
   }
 
@@ -174,7 +201,7 @@ export class Puller {
       if ('error' in item) {
         // We cannot tell whose record is missing; each container's parent chain stops the one it belongs to.
         this.#o.log.error('journal gap or unreadable record', { seq: item.seq, generation: state.generation, reason: item.error });
-        this.#lastError = `journal seq ${item.seq}: ${item.error}`;
+        this.#journalProblems.set(item.seq, item.error);
       } else {
         const c = this.#container(item.record.container);
         if (item.record.kind === 'full') c.queue = [];
@@ -187,41 +214,104 @@ export class Puller {
   #container(name: string): ContainerRuntimeState {
     let c = this.#containers.get(name);
     if (!c) {
-      c = { queue: [], blocked: null, twin: 'absent', lastError: null };
+      c = { queue: [], blocked: null, refused: null, spec: null, twin: 'absent', lastError: null, restage: false, gap: null };
       this.#containers.set(name, c);
     }
     return c;
   }
 
-  /** Creates twins for every spec in the bucket that has none yet. */
-  async #ensureTwins(): Promise<void> {
+  /**
+   * Every poll, for every container with a spec: its twin exists (created from the spec when absent, e.g. after a
+   * `docker rm`), is a twin, runs the spec's image, and is the container the applied seq describes. A recreated
+   * twin has an empty upper dir, so its applied seq is dropped and its queue rebuilt from the journal (from the last
+   * full commit). One inspect per container per poll; spec.json is read again only while a container is refused.
+   */
+  async #ensureTwins(state: AppliedState): Promise<void> {
     const names = new Set([...(await this.#o.bucket.listSpecNames()), ...this.#containers.keys()]);
     for (const name of names) {
       const c = this.#container(name);
-      if (c.twin !== 'absent') continue;
-      const raw = await this.#o.bucket.getSpec(name);
-      const spec = twinSpecSchema.safeParse(raw);
-      if (!spec.success || spec.data.name !== name) {
-        c.twin = 'refused';
-        c.blocked = `spec.json of ${name} is invalid: ${spec.success ? 'name differs' : spec.error.issues[0]?.message ?? 'invalid'}`;
-        continue;
-      }
       try {
-        const twin = await this.#o.runtime.ensureTwin(spec.data);
-        c.twin = twin.state === 'absent' ? 'absent' : twin.state;
+        c.spec ??= await this.#readSpec(name);
+        const twin = await this.#o.runtime.ensureTwin(c.spec);
+        c.refused = null;
+        c.twin = twin.state;
+        if (twin.state !== 'absent') this.#checkTwinId(state, name, c, twin.id);
       } catch (err) {
+        // Refusals and Docker failures stop this container only; bucket failures fail the poll.
+        if (!(err instanceof TwinRefusal) && !(err instanceof TwinlayerError && err.code.startsWith('DOCKER_'))) throw err;
+        const reason = err.message;
+        if (c.refused !== reason) this.#o.log.error('twin refused; this container is not replicated', { container: name, err });
         c.twin = 'refused';
-        c.blocked = (err as Error).message;
-        this.#o.log.error('twin refused', { container: name, err });
+        c.refused = reason;
+        c.spec = null;
       }
     }
+    const restage = [...this.#containers.entries()].filter(([, c]) => c.restage).map(([n]) => n);
+    if (restage.length > 0) await this.#requeue(state, restage);
+  }
+
+  async #readSpec(name: string): Promise<TwinSpec> {
+    let raw: unknown;
+    try {
+      raw = await this.#o.bucket.getSpec(name);
+    } catch (err) {
+      // A spec that does not parse refuses its own container, not the whole poll.
+      if (err instanceof BucketObjectInvalidError || err instanceof ObjectTooLargeError) throw new TwinRefusal(`spec.json of ${name}: ${err.message}`);
+      throw err;
+    }
+    if (raw === undefined) throw new TwinRefusal(`no spec.json for ${name} in the bucket`);
+    const spec = twinSpecSchema.safeParse(raw);
+    if (!spec.success) throw new TwinRefusal(`spec.json of ${name} is invalid: ${spec.error.issues[0]?.message ?? 'invalid'}`);
+    if (spec.data.name !== name) throw new TwinRefusal(`spec.json of ${name} names another container (${JSON.stringify(spec.data.name)})`);
+    return spec.data;
+  }
+
+  /** Marks the container for restaging when its twin is not the container its applied seq was staged into. */
+  #checkTwinId(state: AppliedState, name: string, c: ContainerRuntimeState, id: string): void {
+    const applied = state.containers[name];
+    if (applied === undefined) return;
+    if (applied.twinId === undefined) {
+      // A state file from before twin ids were recorded: adopt the twin we find (saved with the next commit).
+      applied.twinId = id;
+      return;
+    }
+    if (applied.twinId !== id && !c.restage) {
+      this.#o.log.warn('twin was replaced; its applied seq no longer describes it, restaging from the journal', { container: name, stagedSeq: applied.seq, oldTwin: applied.twinId, newTwin: id });
+      c.restage = true;
+    }
+  }
+
+  /** Rebuilds the queues of `names` from the journal up to what was read (a full commit resets a queue), drops their
+   *  applied seqs and saves: their twins start from an empty upper dir. A crash before the save detects it again. */
+  async #requeue(state: AppliedState, names: string[]): Promise<void> {
+    const queues = new Map<string, CommitRecord[]>(names.map((n) => [n, []]));
+    if (state.generation !== 0 && this.#readSeq > 0) {
+      for await (const item of this.#o.bucket.listRecords(state.generation as Generation, 0)) {
+        if (item.seq > this.#readSeq) break;
+        if (!('record' in item)) continue;
+        const q = queues.get(item.record.container);
+        if (q === undefined) continue;
+        if (item.record.kind === 'full') q.length = 0;
+        q.push(item.record);
+      }
+    }
+    for (const [name, q] of queues) {
+      const c = this.#container(name);
+      c.queue = q;
+      c.gap = null;
+      c.blocked = null;
+      c.restage = false;
+      delete state.containers[name];
+    }
+    state.cursor = this.#durableCursor();
+    await this.#file.save(state);
   }
 
   async #stageQueues(state: AppliedState, signal: AbortSignal): Promise<number> {
     const queue = new PQueue({ concurrency: this.#o.downloadConcurrency });
     let staged = 0;
     const jobs = [...this.#containers.entries()]
-      .filter(([, c]) => c.queue.length > 0)
+      .filter(([, c]) => c.queue.length > 0 && c.refused === null && !c.restage)
       .map(([name, c]) => queue.add(async () => {
         staged += await this.#stageContainer(state, name, c, signal);
       }));
@@ -231,7 +321,7 @@ export class Puller {
 
   async #stageContainer(state: AppliedState, name: string, c: ContainerRuntimeState, signal: AbortSignal): Promise<number> {
     let staged = 0;
-    while (c.queue.length > 0 && !signal.aborted) {
+    while (c.queue.length > 0 && !signal.aborted && !this.#twinsStarting) {
       const record = c.queue[0]!;
       const applied = state.containers[name];
       const appliedSeq = applied && applied.generation === record.generation ? applied.seq : null;
@@ -240,8 +330,12 @@ export class Puller {
         continue;
       }
       if (record.kind !== 'full' && appliedSeq !== record.parentSeq) {
-        c.blocked = `journal gap: record ${record.seq} follows ${record.parentSeq}, staged is ${appliedSeq ?? 'nothing'} of generation ${record.generation}; waiting for a full checkpoint`;
-        this.#o.log.error('staging stopped at a gap', { container: name, seq: record.seq, parentSeq: record.parentSeq, stagedSeq: appliedSeq });
+        if (c.gap?.seq !== record.seq) {
+          const why = await this.#explainParent(record, name);
+          c.gap = { seq: record.seq, reason: `journal gap: record ${record.seq} follows ${record.parentSeq}, staged is ${appliedSeq ?? 'nothing'} of generation ${record.generation}; ${why}; waiting for a full checkpoint` };
+          this.#o.log.error('staging stopped at a gap', { container: name, seq: record.seq, parentSeq: record.parentSeq, stagedSeq: appliedSeq, reason: why });
+        }
+        c.blocked = c.gap.reason;
         return staged;
       }
       const twin = await this.#o.runtime.twinState(name);
@@ -250,15 +344,34 @@ export class Puller {
         c.twin = twin.state;
         return staged;
       }
+      // Defence in depth: never write into a container that is not this spec's twin, or another twin than the one
+      // the applied seq describes (ensureTwins checks both at the start of the poll; the engine may change since).
+      if (!twin.isTwin || twin.imageId !== c.spec?.imageId) {
+        c.blocked = `container ${name} is not a twin of image ${c.spec?.imageId ?? '(no spec)'}; nothing staged`;
+        return staged;
+      }
+      if (applied?.twinId !== undefined && applied.twinId !== twin.id) {
+        c.restage = true;
+        c.blocked = 'twin was replaced; restaging from the journal';
+        return staged;
+      }
       const blob = join(this.#blobDir, `${record.digest}.${record.seq}`);
       try {
         await this.#download(record, blob, signal);
         if (signal.aborted) break;
-        await stageChangeset(blob, record.kind, { upperDir: twin.layers.upperDir, tmpDir: join(dirname(twin.layers.upperDir), 'twinlayer-tmp') }, { log: this.#o.log.child({ container: name }) });
+        if (signal.aborted || this.#twinsStarting) break;
+        const staging = stageChangeset(blob, record.kind, { upperDir: twin.layers.upperDir, tmpDir: join(dirname(twin.layers.upperDir), 'twinlayer-tmp') }, { log: this.#o.log.child({ container: name }) });
+        this.#stagings.add(staging);
+        try {
+          await staging;
+        } finally {
+          this.#stagings.delete(staging);
+        }
         const after = await this.#o.runtime.twinState(name);
         if (!this.#stageable(after)) throw new Error(`twin ${name} started while a commit was being staged; restaging later`);
-        state.containers[name] = { generation: record.generation, seq: record.seq, digest: record.digest, stagedAt: new Date().toISOString() };
+        state.containers[name] = { generation: record.generation, seq: record.seq, digest: record.digest, stagedAt: new Date().toISOString(), twinId: twin.id };
         c.queue.shift();
+        c.gap = null;
         state.cursor = this.#durableCursor();
         await this.#file.save(state);
         c.blocked = null;
@@ -275,6 +388,36 @@ export class Puller {
       }
     }
     return staged;
+  }
+
+  /** What the record at `record.parentSeq` is, for the operator: missing, unparsable, another container's, unstaged. */
+  async #explainParent(record: CommitRecord, name: string): Promise<string> {
+    const p = record.parentSeq;
+    if (p === 0) return 'it is the first record of this container in the generation but is not a full commit';
+    const known = this.#journalProblems.get(p);
+    if (known !== undefined) return `record ${p} is unusable: ${known}`;
+    try {
+      const parent = await this.#o.bucket.readRecord(record.generation, p);
+      if (parent === null) return `record ${p} is missing from the bucket`;
+      if (parent.container !== name) return `record ${p} belongs to container ${parent.container}, not ${name}`;
+      return `record ${p} of ${name} was not staged`;
+    } catch (err) {
+      if (err instanceof BucketObjectInvalidError) return `record ${p} is unusable: ${err.message}`;
+      return `record ${p} could not be read: ${(err as Error).message}`;
+    }
+  }
+
+  /** A journal problem stays reported until every container has staged past it (then nobody can still need it). */
+  #journalAlert(): string | null {
+    const state = this.#state;
+    for (const seq of [...this.#journalProblems.keys()]) {
+      const passed = [...this.#containers.keys()].every((n) => this.#stagedSeq(n) > seq);
+      if (passed && state !== null) this.#journalProblems.delete(seq);
+    }
+    const first = [...this.#journalProblems.entries()].sort((a, b) => a[0] - b[0])[0];
+    if (first === undefined) return null;
+    const more = this.#journalProblems.size > 1 ? ` (and ${this.#journalProblems.size - 1} more)` : '';
+    return `journal seq ${first[0]}: ${first[1]}${more}; staging stops for the container it belonged to`;
   }
 
   /** Every record at or below this seq is staged or not ours to stage; a restart re-reads from here. */
@@ -308,32 +451,54 @@ export class Puller {
     }
   }
 
-  /** Pauses polling, then stages what is newer within deadlineMs; on bucket failure goes on with what is staged. */
+  /** Pauses polling, then stages what is newer within deadlineMs; on bucket failure goes on with what is staged.
+   *  Returns at the deadline even when a bucket request hangs (after any commit being staged right then is done):
+   *  the poll goes on in the background but stages nothing more once aborted. */
   async finalize(deadlineMs: number): Promise<{ ms: number; bucketReachable: boolean; timedOut: boolean; containers: Array<{ name: string; stagedSeq: number; latestSeq: number | null; error?: string }> }> {
     const started = Date.now();
     this.#paused = true;
     this.#role = 'promoting';
     const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(), deadlineMs);
-    let report: PollReport;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<null>((resolve) => {
+      timer = setTimeout(() => {
+        controller.abort();
+        resolve(null);
+      }, deadlineMs);
+    });
+    const poll = this.pollOnce(controller.signal);
+    let report: PollReport | null;
     try {
-      report = await this.pollOnce(controller.signal);
+      report = await Promise.race([poll, deadline]);
+      // At the deadline: a poll that is only finishing a commit returns right after it; one waiting on the bucket does not.
+      if (report === null) report = await Promise.race([poll, this.#stagingsDone().then(() => null)]);
     } finally {
       clearTimeout(timer);
     }
+    if (report === null) {
+      this.#lastError = `the bucket did not answer within the ${deadlineMs} ms finalize deadline; going on with what is staged`;
+      this.#o.log.warn('finalize deadline passed while waiting for the bucket', { deadlineMs });
+      report = { ms: Date.now() - started, bucketReachable: false, staged: 0, timedOut: true, error: this.#lastError };
+    }
     const containers = [...this.#containers.keys()].sort().map((name) => {
       const c = this.#containers.get(name)!;
-      const error = c.blocked ?? c.lastError ?? undefined;
+      const error = c.refused ?? c.blocked ?? c.lastError ?? undefined;
       return { name, stagedSeq: this.#stagedSeq(name), latestSeq: this.#latestSeq(name), ...(error ? { error } : {}) };
     });
     return { ms: Date.now() - started, bucketReachable: report.bucketReachable, timedOut: report.timedOut, containers };
+  }
+
+  async #stagingsDone(): Promise<void> {
+    while (this.#stagings.size > 0) await Promise.allSettled([...this.#stagings]);
   }
 
   /** Starts every twin in parallel with bounded concurrency; polling stays paused (the twins now own their layers). */
   async startTwins(): Promise<{ ms: number; containers: Array<{ name: string; ok: boolean; ms: number; error?: string }> }> {
     const started = Date.now();
     this.#paused = true;
-    while (this.#inFlight) await this.#inFlight;
+    // No staging starts from here on; one in progress finishes first. A poll stuck on the bucket is not waited for.
+    this.#twinsStarting = true;
+    await this.#stagingsDone();
     const names = [...this.#containers.entries()].filter(([, c]) => c.twin === 'stopped' || c.twin === 'running').map(([n]) => n).sort();
     const results = await this.#o.runtime.startContainers(names, this.#o.startConcurrency);
     for (const r of results) if (r.ok) this.#container(r.name).twin = 'running';
@@ -355,7 +520,7 @@ export class Puller {
       const c = this.#containers.get(name)!;
       const latest = this.#latestSeq(name);
       const stagedSeq = this.#stagedSeq(name);
-      const reason = c.blocked ?? c.lastError;
+      const reason = c.refused ?? c.blocked ?? c.lastError;
       return { name, latestSeq: latest, stagedSeq, lag: latest === null ? null : Math.max(0, latest - stagedSeq), twin: c.twin, ...(reason ? { reason } : {}) };
     });
     return Promise.resolve({
@@ -363,7 +528,7 @@ export class Puller {
       generation: this.#state?.generation || null,
       containers,
       lastPollAt: this.#lastPollAt === null ? null : new Date(this.#lastPollAt).toISOString(),
-      lastError: this.#lastError,
+      lastError: this.#lastError ?? this.#journalAlert(),
     });
   }
 

@@ -1,6 +1,6 @@
 // The primary's daemon: finds protected containers, publishes their specs, watches their upper dirs and ships
 // every burst of changes as a commit. A periodic reconcile catches whatever the watcher missed.
-import { mkdir } from 'node:fs/promises';
+import { lstat, mkdir } from 'node:fs/promises';
 import { writeFileDurable } from '../state/atomic-file.js';
 import { join } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
@@ -144,14 +144,32 @@ export class Pusher {
       const rel = relOf(path);
       if (rel !== null) collector.add(rel);
     };
-    watcher.on('all', (_event, path) => note(path));
+    // A path chokidar watches as a file that turned into a directory (see the raw handler below) shows up as a
+    // 'change' of that path; re-adding it makes chokidar watch inside.
+    const watchIfDirectory = (path: string): void => {
+      void lstat(path).then((st) => {
+        if (!st.isDirectory()) return;
+        watcher.add(path);
+        note(path);
+      }, () => undefined);
+    };
+    watcher.on('all', (event, path) => {
+      note(path);
+      if (event === 'change') watchIfDirectory(path);
+    });
     // chokidar stats what it reports, following links: a container's absolute symlink points at a host path and
     // is dropped. The raw inotify event still names it, so it is fed to the tracker too.
-    watcher.on('raw', (_event, name, details) => {
+    watcher.on('raw', (event, name, details) => {
       const watched = (details as { watchedPath?: unknown }).watchedPath;
       if (typeof watched !== 'string' || typeof name !== 'string' || name === '') return;
       note(watched);
-      note(join(watched, name));
+      const path = join(watched, name);
+      note(path);
+      // overlayfs turns a whiteout (a char device chokidar took for a file) into a directory by a rename when the
+      // container recreates a deleted image dir; chokidar keeps treating it as a file and never watches inside.
+      // Re-adding a directory that appeared by rename makes chokidar watch it; noting it again afterwards has the
+      // tracker walk it, so nothing written before the new watch took hold is missed.
+      if (event === 'rename') watchIfDirectory(path);
     });
     watcher.on('error', (err) => {
       // An overflowed or failed watch costs a full comparison, never a lost change.

@@ -138,6 +138,7 @@ export class ContainerReplicator {
     const { bucket, journal, uploads, shippedState, log, generation } = this.#deps;
     const tracker = this.#tracker;
     const built = await tracker.build(this.#needFull ? 'full' : scope);
+    log.debug('built', { container: this.name, scope: this.#needFull ? 'full' : scope === 'reconcile' ? scope : [...scope].slice(0, 50), files: built?.counts.files ?? 0, torn: built?.torn ?? [] });
     if (built === null) return;
     try {
       if (built.torn.length > 0) {

@@ -145,6 +145,14 @@ describe('push on A, pull on B, through S3', { timeout: 600_000 }, () => {
     await assertExportsEqual();
   });
 
+  it('picks up a protected container started after the pusher', async () => {
+    await dockerCli(engA, ['run', '-d', '--name', 'late', '--label', 'twinlayer.enable=true', '--network', 'none', 'tl-busybox:e2e', 'sh', '-c', 'echo late > /late.txt; while true; do sleep 1; done']);
+    const upper = await upperOf(engB, 'late');
+    await waitFor('late.txt staged into the twin of the late container', 30_000, async () => ((await readFile(join(upper, 'late.txt'), 'utf8').catch(() => null)) === 'late\n' ? true : undefined));
+    const twin = (await new Docker({ socketPath: engB.socketPath }).getContainer('late').inspect()) as { State: { Running: boolean } };
+    assert.equal(twin.State.Running, false);
+  });
+
   it('replicates writes, overwrites, appends, deletes of image files, a recreated dir, links and modes', async () => {
     await exec([
       'echo "listen 80" > /etc/app.conf',
@@ -181,14 +189,18 @@ describe('push on A, pull on B, through S3', { timeout: 600_000 }, () => {
     await assertExportsEqual();
   });
 
-  it('converges after the pusher is killed with SIGKILL mid-stream and restarted', async () => {
-    const writer = exec('i=0; while [ $i -lt 60 ]; do echo p$i > /srv/data/fresh/p$((i % 5)); i=$((i+1)); sleep 0.02; done; rm /srv/data/fresh/p1; echo v4 > /etc/marker');
-    await new Promise((r) => setTimeout(r, 500));
-    await pusher.kill('SIGKILL');
-    await writer;
-    pusher = startPusher();
-    await waitConverged('etc/marker', 'v4');
-    await assertExportsEqual();
+  it('converges after the pusher is killed with SIGKILL at several points mid-stream and restarted', async () => {
+    // Different moments of the pusher's life: right after start (first reconcile), mid-burst, during uploads.
+    for (const [round, delayMs] of [[1, 150], [2, 450], [3, 900]] as const) {
+      const writer = exec(`i=0; while [ $i -lt 40 ]; do echo p${round}-$i > /srv/data/fresh/p$((i % 5)); dd if=/dev/urandom of=/srv/data/fresh/bulk$((i % 3)) bs=65536 count=4 2>/dev/null; i=$((i+1)); sleep 0.02; done; rm -f /srv/data/fresh/p$((${round} % 5)); echo v4-${round} > /etc/marker`);
+      await new Promise((r) => setTimeout(r, delayMs));
+      await pusher.kill('SIGKILL');
+      await writer;
+      pusher = startPusher();
+      await waitConverged('etc/marker', `v4-${round}`);
+      await assertExportsEqual();
+      await new Promise((r) => setTimeout(r, delayMs));
+    }
   });
 
   it('a second puller on the same state dir exits at start', async () => {
@@ -250,7 +262,7 @@ describe('push on A, pull on B, through S3', { timeout: 600_000 }, () => {
     assert.equal(res.status, 200);
     assert.equal(body.outcome, 'booted');
     assert.equal(body.finalize.bucketReachable, false);
-    assert.deepEqual(body.start.containers.map((c) => [c.name, c.ok]), [['web', true]]);
+    assert.deepEqual(body.start.containers.map((c) => [c.name, c.ok]), [['late', true], ['web', true]]);
     const twin = (await new Docker({ socketPath: engB.socketPath }).getContainer('web').inspect()) as { State: { Running: boolean } };
     assert.equal(twin.State.Running, true);
     const again = await fetch(`http://127.0.0.1:${hookPort}/v1/vrrp`, {

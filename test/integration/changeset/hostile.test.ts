@@ -91,6 +91,14 @@ describe('staging refuses hostile changesets', () => {
     await expectRejected(await blob([ok, dir('evil/sub')]), 'evil/sub');
     await expectRejected(await blob([ok, file('evil/.wh.file')]), 'evil/.wh.file');
   });
+  it('refuses writing through a symlink staged by an earlier changeset', async () => {
+    await stageChangeset(await blob([symlinkEntry('s2', sentinel)]), 'delta', { upperDir: upper, tmpDir });
+    assert.equal((await lstat(join(upper, 's2'))).isSymbolicLink(), true);
+    await expectRejected(await blob([ok, file('s2/pwn')]), 's2/pwn');
+    await expectRejected(await blob([ok, file('s2/file', 'overwrite')]), 's2/file');
+    await expectRejected(await blob([ok, hardlinkEntry('h', 's2/file')]), 'h');
+    assert.equal(await readFile(join(sentinel, 'file'), 'utf8'), 'do not touch');
+  });
   it('refuses entries under a non-directory', async () => {
     await expectRejected(await blob([ok, file('notdir/x')]), 'notdir/x');
     await expectRejected(await blob([ok, file('f'), file('f/x')]), 'f/x');

@@ -1,0 +1,195 @@
+// Shared by the puller tests: the test plays the primary (real changesets from UpperTracker published with a
+// JournalWriter, or crafted records and tars for hostile cases), and reads back what the puller did.
+import { createHash } from 'node:crypto';
+import { lstat, mkdir, readFile, readdir, readlink, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+
+import { UpperTracker } from '../../../src/changeset/index.js';
+import { DockerRuntime, twinSpecSchema, type TwinSpec } from '../../../src/docker/index.js';
+import { createLogger, type Logger } from '../../../src/log/logger.js';
+import { Puller } from '../../../src/puller/index.js';
+import {
+  asDigest, Bucket, JournalWriter, type BlobStore, type CommitRecord, type Digest, type Generation, type Seq,
+} from '../../../src/store/index.js';
+
+export const WRITER = 'test-primary';
+
+/** A twin spec as the primary would publish it, for a busybox image present on the standby. */
+export function twinSpec(name: string, imageId: string): TwinSpec {
+  return twinSpecSchema.parse({
+    version: 1, name, image: 'tl-busybox:puller', imageId, cmd: ['sh'], entrypoint: null, env: [], labels: {},
+    workingDir: '', user: '', exposedPorts: [], portBindings: {}, networkMode: 'none', capturedAt: new Date().toISOString(),
+  });
+}
+
+/** Collects log lines so a test can show them on failure and look for an alert. */
+export function collectingLogger(): { log: Logger; lines: string[] } {
+  const lines: string[] = [];
+  return { log: createLogger({ level: 'debug', write: (l) => lines.push(l) }), lines };
+}
+
+/** One primary container: an upper dir the test writes into, and the tracker that turns it into changesets. */
+export class PrimaryContainer {
+  readonly name: string;
+  readonly upper: string;
+  readonly #tracker: UpperTracker;
+  readonly #primary: Primary;
+  #first = true;
+
+  constructor(primary: Primary, name: string, upper: string, work: string) {
+    this.name = name;
+    this.upper = upper;
+    this.#primary = primary;
+    this.#tracker = new UpperTracker({ upperDir: upper, workDir: work });
+  }
+
+  /** Applies `change` to the upper dir, builds the changeset (full the first time or when asked), uploads, publishes. */
+  async commit(change: (upper: string) => Promise<void>, kind?: 'full'): Promise<CommitRecord> {
+    await change(this.upper);
+    const full = kind === 'full' || this.#first;
+    const built = await this.#tracker.build(full ? 'full' : 'reconcile');
+    if (built === null) throw new Error(`commit of ${this.name}: nothing changed`);
+    try {
+      await this.#primary.bucket.uploadBlob(built.file, asDigest(built.digest));
+      const rec = await this.#primary.journal.publish({
+        container: this.name, digest: asDigest(built.digest), size: built.size, kind: built.kind, counts: built.counts, firstWriteAt: new Date(),
+      });
+      this.#tracker.commit(built);
+      this.#first = false;
+      return rec;
+    } finally {
+      await rm(built.file, { force: true });
+    }
+  }
+}
+
+/** The test's primary: a journal writer of one generation and containers under `root`. */
+export class Primary {
+  readonly bucket: Bucket;
+  readonly journal: JournalWriter;
+  readonly #root: string;
+
+  constructor(bucket: Bucket, root: string, generation = 1) {
+    this.bucket = bucket;
+    this.#root = root;
+    this.journal = new JournalWriter(bucket, { generation: generation as Generation, writer: WRITER, head: null });
+  }
+
+  async container(name: string, imageId: string): Promise<PrimaryContainer> {
+    const upper = join(this.#root, name, 'upper');
+    const work = join(this.#root, name, 'work');
+    await mkdir(upper, { recursive: true });
+    await mkdir(work, { recursive: true });
+    await this.bucket.putSpec(name, twinSpec(name, imageId));
+    return new PrimaryContainer(this, name, upper, work);
+  }
+}
+
+export function sha256(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** Puts gzip bytes under their content address; returns the digest and size a record names. */
+export async function putBlob(store: BlobStore, bucket: Bucket, gz: Buffer): Promise<{ digest: Digest; size: number }> {
+  const digest = asDigest(sha256(gz));
+  await store.put(bucket.blobKey(digest), gz);
+  return { digest, size: gz.length };
+}
+
+export function gz(tar: Buffer): Buffer {
+  return gzipSync(tar, { level: 1 });
+}
+
+/** A commit record as a pusher writes it. */
+export function craftRecord(r: { generation?: number; seq: number; parentSeq: number; container: string; digest: Digest; size: number; kind?: 'delta' | 'full' }): CommitRecord {
+  return {
+    version: 1,
+    seq: r.seq as Seq,
+    parentSeq: r.parentSeq as Seq,
+    generation: (r.generation ?? 1) as Generation,
+    container: r.container,
+    digest: r.digest,
+    size: r.size,
+    kind: r.kind ?? 'delta',
+    counts: { files: 1, deletions: 0, bytes: 1 },
+    firstWriteAt: new Date().toISOString(),
+    publishedAt: new Date().toISOString(),
+    writer: WRITER,
+  };
+}
+
+export async function writeHead(bucket: Bucket, seq: number, containers: Record<string, number>, generation = 1): Promise<void> {
+  await bucket.writeHead({
+    version: 1, generation: generation as Generation, seq: seq as Seq, writer: WRITER, updatedAt: new Date().toISOString(),
+    containers: containers as Record<string, Seq>,
+  });
+}
+
+export interface AppliedFile {
+  generation: number;
+  cursor: number;
+  containers: Record<string, { generation: number; seq: number; twinId?: string }>;
+}
+
+export async function readApplied(stateDir: string, group: string): Promise<AppliedFile | null> {
+  const text = await readFile(join(stateDir, 'pull', group, 'applied.json'), 'utf8').catch(() => null);
+  return text === null ? null : (JSON.parse(text) as AppliedFile);
+}
+
+export async function appliedSeq(stateDir: string, group: string, name: string): Promise<number> {
+  return (await readApplied(stateDir, group))?.containers[name]?.seq ?? 0;
+}
+
+/** The tree under `dir`: relative path -> kind and content hash (files), target (links), mode. Bounded by `max`. */
+export async function treeOf(dir: string, max = 100_000): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  const walk = async (rel: string): Promise<void> => {
+    for (const name of (await readdir(join(dir, rel))).sort()) {
+      if (out.size >= max) throw new Error(`tree of ${dir} has more than ${max} entries`);
+      const r = rel === '' ? name : `${rel}/${name}`;
+      const st = await lstat(join(dir, r));
+      const mode = (st.mode & 0o7777).toString(8);
+      if (st.isDirectory()) {
+        out.set(r, `d ${mode}`);
+        await walk(r);
+      } else if (st.isSymbolicLink()) {
+        out.set(r, `l ${await readlink(join(dir, r))}`);
+      } else if (st.isFile()) {
+        out.set(r, `f ${mode} ${sha256(await readFile(join(dir, r)))}`);
+      } else {
+        out.set(r, `o ${st.mode.toString(8)} ${st.rdev}`);
+      }
+    }
+  };
+  await walk('');
+  return out;
+}
+
+export function diffTrees(a: Map<string, string>, b: Map<string, string>): string[] {
+  const out: string[] = [];
+  for (const [k, v] of a) if (b.get(k) !== v) out.push(`${k}: ${v} vs ${b.get(k) ?? '(absent)'}`);
+  for (const [k, v] of b) if (!a.has(k)) out.push(`${k}: (absent) vs ${v}`);
+  return out;
+}
+
+/** A Puller on the engine, opened; the caller stops it. */
+export async function openPuller(opts: { socketPath: string; mountInfoPath: string; bucket: Bucket; group: string; stateDir: string; log: Logger; maxRecordsPerPoll?: number }): Promise<Puller> {
+  const puller = new Puller({
+    runtime: new DockerRuntime({ socketPath: opts.socketPath, mountInfoPath: opts.mountInfoPath }),
+    bucket: opts.bucket,
+    log: opts.log,
+    group: opts.group,
+    stateDir: opts.stateDir,
+    pollIntervalMs: 50,
+    downloadConcurrency: 4,
+    startConcurrency: 4,
+    ...(opts.maxRecordsPerPoll === undefined ? {} : { maxRecordsPerPoll: opts.maxRecordsPerPoll }),
+  });
+  await puller.open();
+  return puller;
+}
+
+export function bucketFor(store: BlobStore, group: string, log?: Logger): Bucket {
+  return new Bucket(store, { prefix: 'twinlayer', group, ...(log === undefined ? {} : { log }) });
+}
