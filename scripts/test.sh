@@ -13,4 +13,4 @@ echo "== tests" >&2
 mapfile -t files < <(find test/unit test/integration test/e2e -name '*.test.ts' 2>/dev/null | sort)
 if [ "${#files[@]}" -eq 0 ]; then echo "test: no test files found" >&2; exit 1; fi
 # One file at a time: the integration files start their own engines and the machine has two cores.
-exec node --import tsx --test --test-concurrency=1 --test-timeout=900000 "$@" "${files[@]}"
+exec node --import tsx --import ./test/support/setup.ts --test --test-concurrency=1 --test-timeout=900000 "$@" "${files[@]}"

@@ -12,6 +12,7 @@ import { Bucket, S3BlobStore } from '../../src/store/index.js';
 import { createLab, type Lab } from './index.js';
 import { dockerCli } from '../../test/support/engine.js';
 import { importBusyboxImage, copyImage } from '../../test/support/busybox-image.js';
+import { waitFor } from '../../test/support/twinlayer.js';
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BUCKET = 'twinlayer-demo';
@@ -97,7 +98,7 @@ export async function runFailover(opts: FailoverOptions = {}): Promise<FailoverR
       const r = await lab!.exec(lab!.bridgeNetns, ['curl', '-s', '--max-time', '0.5', `http://${lab!.vip}:${PORT}/index.html`], { timeoutMs: 3000 });
       return r.code === 0 ? r.stdout : null;
     };
-    await poll('the page on the virtual IP', waitMs, 20, async () => ((await fetchPage()) !== null ? true : undefined));
+    await waitFor('the page on the virtual IP', waitMs, async () => ((await fetchPage()) !== null ? true : undefined), 20);
     mark('the page answers on the virtual IP (from the primary)');
 
     const versions: string[] = [];
@@ -121,14 +122,14 @@ export async function runFailover(opts: FailoverOptions = {}): Promise<FailoverR
       const before = await headSeq();
       await dockerCli(primary.engine, ['exec', 'web', 'sh', '-c', `echo '${content}' > /var/www/index.html`]);
       mark(`write: version ${v} of the page inside the primary container`);
-      const seq = await poll(`version ${v} in the bucket`, waitMs, 5, async () => {
+      const seq = await waitFor(`version ${v} in the bucket`, waitMs, async () => {
         const t = performance.now();
         const s = await headSeq();
         if (performance.now() - t > 300) log(`  note: reading the head took ${Math.round(performance.now() - t)} ms`);
         return s > before ? s : undefined;
-      });
+      }, 5);
       mark(`in bucket: commit ${seq}`);
-      await poll(`commit ${seq} staged on the standby`, waitMs, 5, async () => ((await stagedSeq()) >= seq ? true : undefined));
+      await waitFor(`commit ${seq} staged on the standby`, waitMs, async () => ((await stagedSeq()) >= seq ? true : undefined), 5);
       mark(`staged: commit ${seq} in the stopped twin's upper layer`);
       versions.push(content);
     }
@@ -138,19 +139,19 @@ export async function runFailover(opts: FailoverOptions = {}): Promise<FailoverR
     await lab.killHost('primary');
     await lab.waitForVip('standby', waitMs);
     const masterAt = mark('standby is MASTER (holds the virtual IP); keepalived runs notify.sh -> hook');
-    const twinAt = await poll('the twin running on the standby', waitMs, 10, async () => {
+    const twinAt = await waitFor('the twin running on the standby', waitMs, async () => {
       const out = await dockerCli(standby.engine!, ['inspect', '-f', '{{.State.Running}}', 'web']).catch(() => '');
       return out.trim() === 'true' ? mark('twin started') : undefined;
-    });
+    }, 10);
     let served = '';
-    const goodAt = await poll('the last version on the virtual IP', waitMs, 10, async () => {
+    const goodAt = await waitFor('the last version on the virtual IP', waitMs, async () => {
       const page = await fetchPage();
       if (page?.trim() === lastInBucket) {
         served = page.trim();
         return mark('first good response from the twin on the virtual IP');
       }
       return undefined;
-    });
+    }, 10);
     const hookStatus = await lab.exec('standby', ['curl', '-s', '--max-time', '2', '-H', `authorization: Bearer ${token}`, 'http://127.0.0.1:7450/v1/status']).then((r) => JSON.parse(r.stdout) as unknown).catch(() => null);
     return {
       timeline, versions, served, lastInBucket, hookStatus,
@@ -169,19 +170,4 @@ async function teardown(s3: { close(): Promise<void> } | null, lab: Lab | null, 
   await lab?.destroy().catch((err: unknown) => problems.push(String(err)));
   mark('lab torn down');
   if (problems.length > 0) throw new Error(`teardown: ${problems.join('; ')}`);
-}
-
-async function poll<T>(what: string, timeoutMs: number, everyMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = performance.now() + timeoutMs;
-  let last: unknown;
-  while (performance.now() < deadline) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last instanceof Error ? ` (last error: ${last.message})` : ''}`);
 }
