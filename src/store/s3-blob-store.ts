@@ -36,6 +36,8 @@ export interface S3BlobStoreOptions {
   retry?: RetryPolicy;
   /** A request whose socket stays idle this long (no answer, a stalled body) fails and is retried. Default 30000. */
   requestTimeoutMs?: number;
+  /** Whole-attempt bound for small objects (head, records, specs); a stalled answer is retried. Default 2000. */
+  smallRequestTimeoutMs?: number;
   log?: Logger;
 }
 
@@ -136,6 +138,7 @@ export class S3BlobStore implements BlobStore {
   readonly #client: S3Client;
   readonly #retry: RetryPolicy;
   readonly #log: Logger;
+  readonly #smallRequestTimeoutMs: number;
 
   constructor(opts: S3BlobStoreOptions) {
     if (typeof opts.bucket !== 'string' || opts.bucket === '') throw new TypeError(`Expected \`bucket\` to be a non-empty string, got ${JSON.stringify(opts.bucket)}`);
@@ -145,6 +148,12 @@ export class S3BlobStore implements BlobStore {
     this.#log = opts.log ?? silentLogger;
     const timeout = opts.requestTimeoutMs ?? 30_000;
     if (!Number.isInteger(timeout) || timeout < 1) throw new TypeError(`Expected \`requestTimeoutMs\` to be a positive integer, got ${String(timeout)}`);
+    // s3rver (and a struggling server) can leave a GET racing a PUT of the same key unanswered until its socket
+    // times out; a head poll must not wait that long when a retry answers at once.
+    this.#smallRequestTimeoutMs = opts.smallRequestTimeoutMs ?? 2_000;
+    if (!Number.isInteger(this.#smallRequestTimeoutMs) || this.#smallRequestTimeoutMs < 1) {
+      throw new TypeError(`Expected \`smallRequestTimeoutMs\` to be a positive integer, got ${String(this.#smallRequestTimeoutMs)}`);
+    }
     const config: S3ClientConfig = {
       region: opts.region,
       forcePathStyle: opts.pathStyle,
@@ -232,25 +241,8 @@ export class S3BlobStore implements BlobStore {
   }
 
   async getBuffer(key: string, maxBytes: number): Promise<Buffer | null> {
-    return this.#request('get', key, async () => {
-      let out;
-      try {
-        out = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
-      } catch (err) {
-        if (isNotFound(err) && !isNoSuchBucket(err)) return null;
-        throw err;
-      }
-      const stream = bodyStream(out.Body, key);
-      if (out.ContentLength !== undefined && out.ContentLength > maxBytes) {
-        stream.destroy();
-        throw new ObjectTooLargeError(key, out.ContentLength, maxBytes);
-      }
-      const buf = await readAll(stream, maxBytes, key);
-      if (out.ContentLength !== undefined && buf.length !== out.ContentLength) {
-        throw Object.assign(new Error(`short body: ${buf.length} of ${out.ContentLength} bytes`), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
-      }
-      return buf;
-    });
+    const r = await this.getIfNoneMatch(key, undefined, maxBytes);
+    return r.status === 'ok' ? r.body : null;
   }
 
   async getToFile(key: string, file: string): Promise<boolean> {
@@ -281,15 +273,17 @@ export class S3BlobStore implements BlobStore {
     });
   }
 
+  /** Small objects (heads, records, specs): each attempt, body included, is bounded by smallRequestTimeoutMs. */
   async getIfNoneMatch(
     key: string,
     etag: string | undefined,
     maxBytes: number,
   ): Promise<{ status: 'missing' } | { status: 'unchanged' } | { status: 'ok'; body: Buffer; etag: string }> {
     return this.#request('get', key, async () => {
+      const abortSignal = AbortSignal.timeout(this.#smallRequestTimeoutMs);
       let out;
       try {
-        out = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(etag === undefined ? {} : { IfNoneMatch: etag }) }));
+        out = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(etag === undefined ? {} : { IfNoneMatch: etag }) }), { abortSignal });
       } catch (err) {
         if (statusOf(err) === 304) return { status: 'unchanged' as const };
         if (isNotFound(err) && !isNoSuchBucket(err)) return { status: 'missing' as const };
