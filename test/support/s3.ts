@@ -70,7 +70,7 @@ export function s3Env(s3: { endpoint: string; bucket: string }): Record<string, 
 /** An S3BlobStore on the test server (or on a fault proxy in front of it); call destroy() when done. */
 export function testS3Store(
   s3: { endpoint: string; bucket: string },
-  opts: { retry?: RetryPolicy; requestTimeoutMs?: number; log?: Logger; bucket?: string } = {},
+  opts: { retry?: RetryPolicy; requestTimeoutMs?: number; smallRequestTimeoutMs?: number; log?: Logger; bucket?: string } = {},
 ): S3BlobStore {
   return new S3BlobStore({
     bucket: opts.bucket ?? s3.bucket,
@@ -80,6 +80,7 @@ export function testS3Store(
     credentials: { ...TEST_CREDENTIALS },
     retry: opts.retry ?? TEST_RETRY,
     requestTimeoutMs: opts.requestTimeoutMs ?? 5_000,
+    ...(opts.smallRequestTimeoutMs === undefined ? {} : { smallRequestTimeoutMs: opts.smallRequestTimeoutMs }),
     ...(opts.log === undefined ? {} : { log: opts.log }),
   });
 }

@@ -72,6 +72,23 @@ describe('S3BlobStore under faults', () => {
     assert.equal(proxy.stats.faults.hang, 1);
   });
 
+  it('bounds a small GET whose answer stalls, even when the socket timeout is long, and retries it', async () => {
+    const patient = testS3Store({ endpoint: proxy.endpoint, bucket: s3.bucket }, { requestTimeoutMs: 60_000, smallRequestTimeoutMs: 300 });
+    try {
+      await patient.put('f/head.json', Buffer.from('{"seq":1}'));
+      const hangsBefore = proxy.stats.faults.hang;
+      proxy.fail('hang', 1);
+      const started = Date.now();
+      const got = await patient.getIfNoneMatch('f/head.json', undefined, 1024);
+      assert.equal(got.status, 'ok');
+      assert.equal(proxy.stats.faults.hang, hangsBefore + 1);
+      // One bounded attempt plus a retry, far below the 60 s socket timeout.
+      assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
+    } finally {
+      patient.destroy();
+    }
+  });
+
   it('re-uploads a streamed file from its first byte after a reset', async () => {
     const body = randomBytes(2 * 1024 * 1024);
     const src = join(work, 'up.bin');
