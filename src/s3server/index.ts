@@ -46,6 +46,21 @@ export async function startS3Server(opts: S3ServerOptions): Promise<S3Server> {
     vhostBuckets: false,
     configureBuckets: (opts.buckets ?? []).map((name) => ({ name })),
   });
+  // s3rver opens an object's file before it looks at If-None-Match and never closes it on a 304: one leaked
+  // descriptor per conditional GET, which kills a server polled every few ms within minutes. Answer 304 here,
+  // after s3rver served the object, and close its stream.
+  server.middleware.unshift(async (ctx, next) => {
+    const noneMatch = ctx.request.headers['if-none-match'];
+    if (ctx.method !== 'GET' || typeof noneMatch !== 'string') return next();
+    delete ctx.request.headers['if-none-match'];
+    await next();
+    if (ctx.status === 200 && (noneMatch === '*' || ctx.response.get('ETag') === noneMatch)) {
+      const body = ctx.body as { destroy?: () => void } | null;
+      body?.destroy?.();
+      ctx.body = null;
+      ctx.status = 304;
+    }
+  });
   const address = await server.run();
   const urlHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   let closed: Promise<void> | undefined;

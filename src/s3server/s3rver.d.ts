@@ -19,6 +19,16 @@ declare module 's3rver' {
     run(): Promise<AddressInfo>;
     close(): Promise<void>;
     httpServer?: import('node:http').Server;
+    /** Koa's middleware list; composed when run() starts the server. */
+    middleware: Array<(ctx: S3rverContext, next: () => Promise<void>) => Promise<void>>;
+  }
+
+  interface S3rverContext {
+    method: string;
+    status: number;
+    body: unknown;
+    request: { headers: Record<string, string | string[] | undefined> };
+    response: { get(field: string): string };
   }
 
   export default S3rver;
