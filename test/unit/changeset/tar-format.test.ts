@@ -1,13 +1,14 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { defaultLimits } from '../../../src/changeset/limits.js';
 import { formatPaxTime, parsePaxBody, parsePaxTime, type TarEntry } from '../../../src/changeset/tar-format.js';
 import { readChangeset } from '../../../src/changeset/tar-reader.js';
-import { gzipAndHash, TarFileWriter } from '../../../src/changeset/tar-writer.js';
+import { chooseGzipLevel, gzipAndHash, TarFileWriter } from '../../../src/changeset/tar-writer.js';
 
 const entries: Array<{ e: TarEntry; body?: Buffer }> = [
   { e: { path: 'etc', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtimeNs: 1_700_000_000_000_000_000n, size: 0, xattrs: [] } },
@@ -83,6 +84,31 @@ describe('PAX records', () => {
     assert.equal(ok.get('path')?.toString(), 'ab');
     for (const bad of ['12 path=ab\n', '11 path=abX', 'x path=ab\n', '0 =\n', '11 path=ab\n11 path=ab\n', '6 =ab\n']) {
       assert.equal(typeof parsePaxBody(Buffer.from(bad)), 'string', bad);
+    }
+  });
+});
+
+describe('gzip level choice', () => {
+  it('stores data that does not compress and compresses data that does, the same way every time', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tl-gzlevel-'));
+    try {
+      const random = join(dir, 'random.tar');
+      const text = join(dir, 'text.tar');
+      const small = join(dir, 'small.tar');
+      await writeFile(random, randomBytes(3 * 1024 * 1024));
+      await writeFile(text, Buffer.from('listen 8080\nserver_name example\n'.repeat(100_000)));
+      await writeFile(small, randomBytes(64 * 1024));
+      assert.equal(await chooseGzipLevel(random), 0);
+      assert.equal(await chooseGzipLevel(text), 1);
+      assert.equal(await chooseGzipLevel(small), 1);
+      const a = await gzipAndHash(random, join(dir, 'a.gz'));
+      const b = await gzipAndHash(random, join(dir, 'b.gz'));
+      assert.equal(a.digest, b.digest);
+      assert.ok(a.size >= 3 * 1024 * 1024, 'stored, not deflated');
+      const t = await gzipAndHash(text, join(dir, 't.gz'));
+      assert.ok(t.size < (await stat(text)).size / 10, 'text is deflated');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });
