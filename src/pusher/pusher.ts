@@ -8,7 +8,7 @@ import PQueue from 'p-queue';
 import { UpperTracker, type SerializedIndex } from '../changeset/index.js';
 import type { DockerRuntime, ProtectedContainer } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
-import { JournalWriter, type Bucket, type Generation } from '../store/index.js';
+import { asSeq, JournalWriter, type Bucket, type Generation } from '../store/index.js';
 import { BurstCollector } from './burst.js';
 import { chooseGeneration } from './generation.js';
 import { ContainerReplicator, type ReplicatorStatus } from './replicator.js';
@@ -64,8 +64,15 @@ export class Pusher {
     const { runtime, bucket, log, hostId } = this.#opts;
     await runtime.checkEngine();
     const position = await chooseGeneration(bucket, hostId);
+    let head = position.head;
+    if (position.opened) {
+      // Claim the new generation at once: pullers follow it (and stop following the old writer) and create twins
+      // from the specs before the first commit arrives.
+      head = { version: 1, generation: position.generation, seq: asSeq(0), writer: hostId, updatedAt: new Date().toISOString(), containers: {} };
+      await bucket.writeHead(head);
+    }
     this.#generation = position.generation;
-    this.#journal = new JournalWriter(bucket, { generation: position.generation, writer: hostId, head: position.head });
+    this.#journal = new JournalWriter(bucket, { generation: position.generation, writer: hostId, head });
     log.info('pusher writing', { generation: position.generation, opened: position.opened, seq: position.head?.seq ?? 0 });
     await this.discover();
     const discoverEvery = this.#opts.discoverIntervalMs ?? 2000;

@@ -153,6 +153,15 @@ describe('push on A, pull on B, through S3', { timeout: 600_000 }, () => {
     assert.equal(twin.State.Running, false);
   });
 
+  it('creates the twin of a protected container that never writes', async () => {
+    await dockerCli(engA, ['run', '-d', '--name', 'quiet', '--label', 'twinlayer.enable=true', '--network', 'none', '--read-only', 'tl-busybox:e2e', 'sleep', '100000']);
+    const twin = await waitFor('the twin of the quiet container on B', 30_000, async () => {
+      const list = await new Docker({ socketPath: engB.socketPath }).listContainers({ all: true, filters: { name: ['^/quiet$'] } });
+      return list[0];
+    }, 100);
+    assert.equal(twin.State, 'created');
+  });
+
   it('replicates writes, overwrites, appends, deletes of image files, a recreated dir, links and modes', async () => {
     await exec([
       'echo "listen 80" > /etc/app.conf',
@@ -262,7 +271,7 @@ describe('push on A, pull on B, through S3', { timeout: 600_000 }, () => {
     assert.equal(res.status, 200);
     assert.equal(body.outcome, 'booted');
     assert.equal(body.finalize.bucketReachable, false);
-    assert.deepEqual(body.start.containers.map((c) => [c.name, c.ok]), [['late', true], ['web', true]]);
+    assert.deepEqual(body.start.containers.map((c) => [c.name, c.ok]), [['late', true], ['quiet', true], ['web', true]]);
     const twin = (await new Docker({ socketPath: engB.socketPath }).getContainer('web').inspect()) as { State: { Running: boolean } };
     assert.equal(twin.State.Running, true);
     const again = await fetch(`http://127.0.0.1:${hookPort}/v1/vrrp`, {

@@ -361,7 +361,8 @@ describe('puller faults and hostile input', { timeout: 240_000 }, () => {
     const oldId = (await readApplied(c.stateDir, c.group))?.containers['rm-a']?.twinId;
     assert.ok(oldId, 'the applied state records which twin the seq describes');
     await dockerCli(engine, ['rm', 'rm-a']);
-    await p.pollOnce();
+    // Twins are checked every twinCheckEvery polls (default 20) and whenever the head moves.
+    for (let i = 0; i < 21 && (await runtime.twinState('rm-a')).state === 'absent'; i++) await p.pollOnce();
     const twin = await runtime.twinState('rm-a');
     if (twin.state === 'absent') assert.fail('the twin is recreated from its spec');
     assert.notEqual(twin.id, oldId);
