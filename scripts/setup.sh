@@ -12,6 +12,11 @@ command -v setfattr >/dev/null 2>&1 || need+=(attr)
 command -v keepalived >/dev/null 2>&1 || need+=(keepalived)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The benchmark's peer (issue 4): lsyncd mirroring with rsync.
+if [ "${TWINLAYER_SETUP_BENCH:-0}" = 1 ]; then
+  command -v lsyncd >/dev/null 2>&1 || need+=(lsyncd)
+  command -v rsync >/dev/null 2>&1 || need+=(rsync)
+fi
 if [ "${#need[@]}" -gt 0 ]; then
   echo "setup: installing Debian packages: ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -1,0 +1,178 @@
+// `npm run bench` (full, < 20 min on 2 cores) and `npm run bench -- --quick` (< 3 min): twinlayer's sync and
+// recovery on the workloads of the published reference, with floors and the lsyncd peer measured in the same run.
+// Writes bench/results/<date>.json and .md (quick: <date>-quick.*); a full run also updates latest.md.
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { performance } from 'node:perf_hooks';
+import { promisify } from 'node:util';
+import { imageSize, makeServiceImage, startCluster, stopCluster, type Cluster } from './lib/cluster.js';
+import { profileBulk } from './profile.js';
+import { runRecoveryPoint } from './recovery.js';
+import { renderReport, renderStdout, type BenchResult } from './report.js';
+import { changeKinds, runSyncWorkload } from './sync.js';
+
+const execFileP = promisify(execFile);
+
+// The AWS SDK warns once per process under Node 20 that its 2027 releases need Node 22 (bin/twinlayer.js does the same).
+const emitWarning = process.emitWarning.bind(process);
+process.emitWarning = ((warning: string | Error, ...rest: unknown[]): void => {
+  const text = typeof warning === 'string' ? warning : warning.message;
+  if (/NodeVersionSupportWarning|require node >=22/.test(text) || (typeof rest[0] === 'object' && rest[0] !== null && (rest[0] as { type?: unknown }).type === 'NodeVersionSupportWarning') || rest[0] === 'NodeVersionSupportWarning') return;
+  (emitWarning as (w: string | Error, ...r: unknown[]) => void)(warning, ...rest);
+});
+const resultsDir = join(dirname(fileURLToPath(import.meta.url)), 'results');
+
+interface Plan {
+  mode: 'full' | 'quick';
+  sizes: number[];
+  samples: number;
+  bulkSamples: Record<number, number>;
+  lsyncdBulkSamples: number;
+  profileSizes: number[];
+  recoveryRuns: number;
+  counts: number[];
+  idleWindowMs: number;
+  pollIntervalMs: number;
+  headPollMs: number;
+}
+
+function planFor(argv: string[]): { plan: Plan; only: Set<string> } {
+  const quick = argv.includes('--quick');
+  const onlyArg = argv.find((a) => a.startsWith('--only='));
+  const only = new Set(onlyArg ? onlyArg.slice('--only='.length).split(',') : ['sync', 'recovery']);
+  for (const a of argv) if (a !== '--quick' && !a.startsWith('--only=')) throw new Error(`unknown argument ${a}; expected --quick and/or --only=sync,recovery`);
+  const plan: Plan = quick
+    ? { mode: 'quick', sizes: [46, 107, 206], samples: 5, bulkSamples: { 46: 2, 107: 2, 206: 1 }, lsyncdBulkSamples: 1, profileSizes: [46], recoveryRuns: 2, counts: [10], idleWindowMs: 10_000, pollIntervalMs: 20, headPollMs: 5 }
+    : { mode: 'full', sizes: [46, 107, 206], samples: 30, bulkSamples: { 46: 30, 107: 15, 206: 10 }, lsyncdBulkSamples: 5, profileSizes: [46, 107, 206], recoveryRuns: 5, counts: [10, 20, 40], idleWindowMs: 30_000, pollIntervalMs: 20, headPollMs: 5 };
+  return { plan, only };
+}
+
+async function machine(): Promise<Record<string, string>> {
+  const run = async (cmd: string, args: string[]): Promise<string> => (await execFileP(cmd, args).catch(() => ({ stdout: '?' }))).stdout.trim();
+  return {
+    cpus: `${cpus().length} x ${cpus()[0]?.model ?? '?'}`,
+    kernel: await run('uname', ['-r']),
+    dockerd: await run('dockerd', ['--version']),
+    node: process.version,
+    lsyncd: (await run('lsyncd', ['--version'])).split('\n')[0] ?? '?',
+    rsync: (await run('rsync', ['--version'])).split('\n')[0] ?? '?',
+  };
+}
+
+/** Between workloads (nothing talks to S3 then): see startS3Process on s3rver's descriptor leak. */
+async function restartS3(c: Cluster, log: (line: string) => void): Promise<void> {
+  const fds = await c.s3.openFds();
+  await c.s3.restart();
+  log(`S3 server restarted (it held ${fds} descriptors)`);
+}
+
+async function main(): Promise<void> {
+  const { plan, only } = planFor(process.argv.slice(2));
+  const started = performance.now();
+  const startedAt = new Date();
+  const log = (line: string): void => {
+    process.stdout.write(`[${((performance.now() - started) / 1000).toFixed(0).padStart(4)} s] ${line}\n`);
+  };
+  log(`twinlayer bench, ${plan.mode} mode`);
+  const base = await mkdtemp(join(tmpdir(), 'tlb-'));
+  let cluster: Cluster | null = null;
+  let interrupted = false;
+  const onSignal = (): void => {
+    interrupted = true;
+    log('interrupted: cleaning up');
+    void (cluster ? stopCluster(cluster) : Promise.resolve()).finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    cluster = await startCluster(base, () => undefined);
+    log('engines A and B and the S3 server up');
+    const sizesNeeded = [...new Set([...plan.sizes, 46])];
+    const images: Record<number, number> = {};
+    for (const mb of sizesNeeded) {
+      await makeServiceImage(cluster, mb);
+      images[mb] = await imageSize(cluster, mb);
+      log(`image ${mb} MB ready (${(images[mb] / 1e6).toFixed(1)} MB)`);
+    }
+    const day = startedAt.toISOString().slice(0, 10);
+    const stem = plan.mode === 'quick' ? `${day}-quick` : day;
+    const result: BenchResult = {
+      date: startedAt.toISOString(),
+      mode: plan.mode,
+      durationSeconds: 0,
+      machine: await machine(),
+      plan: { ...plan },
+      images,
+      sync: [],
+      profile: [],
+      recovery: [],
+      errors: [],
+    };
+    // Written after every workload, so a failure late in the run keeps what was measured.
+    const save = async (): Promise<void> => {
+      result.durationSeconds = Math.round((performance.now() - started) / 1000);
+      await writeFile(join(resultsDir, `${stem}.json`), JSON.stringify(result, null, 2) + '\n');
+    };
+    /** A failed workload is recorded and the run goes on: the report names it. */
+    const attempt = async (what: string, work: () => Promise<void>): Promise<void> => {
+      try {
+        await work();
+      } catch (err) {
+        const text = err instanceof Error ? err.message : String(err);
+        result.errors.push(`${what}: ${text}`);
+        log(`FAILED ${what}: ${text}`);
+      }
+      await save();
+    };
+    if (only.has('sync')) {
+      for (const mb of plan.sizes) {
+        await attempt(`sync ${mb} MB`, async () => {
+          await restartS3(cluster!, log);
+          const changes = changeKinds(mb, plan.samples, plan.bulkSamples[mb] ?? 3, plan.lsyncdBulkSamples);
+          const points = await runSyncWorkload(cluster!, mb, { pollIntervalMs: plan.pollIntervalMs, headPollMs: plan.headPollMs, changes, log });
+          result.sync.push(...points);
+          for (const p of points) log(`  ${mb} MB ${p.change}: bucket ${p.bucket.median} ms, twin ${p.twin.median} ms, floor ${p.floorPut.median} ms, lsyncd ${p.lsyncd.median} ms`);
+        });
+      }
+      await attempt('bulk profile', async () => {
+        await restartS3(cluster!, log);
+        for (const mb of plan.profileSizes) {
+          result.profile.push(await profileBulk(cluster!.s3.endpoint, base, mb * 1_000_000));
+          log(`  profile of a ${mb} MB change: ${JSON.stringify(result.profile.at(-1))}`);
+        }
+      });
+    }
+    if (only.has('recovery')) {
+      const points: Array<[number, number]> = [...plan.sizes.map((mb): [number, number] => [mb, 1]), ...plan.counts.map((n): [number, number] => [46, n])];
+      const largest = Math.max(...plan.counts);
+      for (const [mb, n] of points) {
+        await attempt(`recovery ${n} x ${mb} MB`, async () => {
+          await restartS3(cluster!, log);
+          result.recovery.push(await runRecoveryPoint(cluster!, mb, n, {
+            runs: plan.recoveryRuns,
+            pollIntervalMs: plan.pollIntervalMs,
+            ...(n === largest ? { idleWindowMs: plan.idleWindowMs } : {}),
+            log,
+          }));
+        });
+      }
+    }
+    await save();
+    const md = renderReport(result);
+    await writeFile(join(resultsDir, `${stem}.md`), md);
+    if (plan.mode === 'full' && only.has('sync') && only.has('recovery') && result.errors.length === 0) await writeFile(join(resultsDir, 'latest.md'), md);
+    process.stdout.write('\n' + renderStdout(result) + '\n');
+    log(`wrote bench/results/${stem}.json and .md in ${result.durationSeconds} s${result.errors.length > 0 ? `; ${result.errors.length} workload(s) FAILED` : ''}`);
+    if (result.errors.length > 0) process.exitCode = 1;
+  } finally {
+    if (!interrupted) {
+      if (cluster) await stopCluster(cluster).catch((err: unknown) => log(`cleanup: ${String(err)}`));
+      await rm(base, { recursive: true, force: true });
+    }
+  }
+}
+
+await main();
