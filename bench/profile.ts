@@ -1,24 +1,24 @@
 // Where the time of a bulk sync goes: the pusher's and the puller's steps run one by one, in process, on one
 // changed file of the given size (random bytes, as in the bulk workload), against the bench's S3 server.
 // Used by run.ts for the report; also runnable alone: node --import tsx bench/profile.ts [MB ...]
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
-import { createGzip } from 'node:zlib';
 import { stageChangeset, UpperTracker } from '../src/changeset/index.js';
+import { gzipAndHash } from '../src/changeset/tar-writer.js';
 import { S3RVER_CREDENTIALS } from '../src/s3server/index.js';
 import { asDigest, Bucket, S3BlobStore } from '../src/store/index.js';
 import { BUCKET, PutFloor, startS3Process } from './lib/s3.js';
 
 export interface BulkProfile {
   bytes: number;
-  /** Pusher: UpperTracker.build (read file -> temp tar -> gzip level 1 + sha256 -> .tar.gz). */
+  /** Pusher: UpperTracker.build (read file -> temp tar -> gzip (level by sampling) + sha256 -> .tar.gz). */
   buildMs: number;
-  /** Of which: gzip level 1 + sha256 of the tar alone. */
+  /** Of which: the pusher's gzip step (gzipAndHash: level chosen by sampling) + sha256 alone. */
   gzipHashMs: number;
   /** A plain copy of the same bytes (the disk's share of build). */
   copyMs: number;
@@ -53,16 +53,8 @@ export async function profileBulk(endpoint: string, baseDir: string, bytes: numb
     const build = await timed(() => tracker.build('full'));
     const built = build.value;
     if (built === null) throw new Error('profile: nothing built');
-    const gz = await timed(async () => {
-      const hash = createHash('sha256');
-      await pipeline(createReadStream(raw), createGzip({ level: 1 }), async function* (src: AsyncIterable<Buffer>) {
-        for await (const chunk of src) {
-          hash.update(chunk);
-          yield chunk;
-        }
-      }, createWriteStream(join(dir, 'gz-only')));
-      return hash.digest('hex');
-    });
+    // The pusher's own compression step (level chosen by sampling: 0 for this random payload) on the same bytes.
+    const gz = await timed(async () => (await gzipAndHash(raw, join(dir, 'gz-only'))).digest);
     const copy = await timed(() => pipeline(createReadStream(raw), createWriteStream(join(dir, 'copy-only'))));
     await rm(join(dir, 'gz-only'));
     await rm(join(dir, 'copy-only'));

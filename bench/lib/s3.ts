@@ -80,7 +80,9 @@ function plainGet(url: string): Promise<{ status: number; etag: string | undefin
       res.on('error', reject);
     });
     req.on('error', reject);
-    req.setTimeout(5_000, () => req.destroy(new Error(`GET ${url} timed out`)));
+    // s3rver can leave a GET that races a PUT of the same key unanswered until its socket times out (~5 s);
+    // the observer retries after 300 ms instead, as twinlayer's own client does after smallRequestTimeoutMs.
+    req.setTimeout(300, () => req.destroy(new Error(`GET ${url} timed out`)));
   });
 }
 
