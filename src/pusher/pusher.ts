@@ -1,9 +1,8 @@
 // The primary's daemon: finds protected containers, publishes their specs, watches their upper dirs and ships
 // every burst of changes as a commit. A periodic reconcile catches whatever the watcher missed.
-import { lstat, mkdir } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { writeFileDurable } from '../state/atomic-file.js';
 import { join } from 'node:path';
-import { watch, type FSWatcher } from 'chokidar';
 import PQueue from 'p-queue';
 import { UpperTracker, type SerializedIndex } from '../changeset/index.js';
 import type { DockerRuntime, ProtectedContainer } from '../docker/index.js';
@@ -13,6 +12,7 @@ import { BurstCollector } from './burst.js';
 import { chooseGeneration } from './generation.js';
 import { ContainerReplicator, type ReplicatorStatus } from './replicator.js';
 import { ShippedStateStore } from './shipped-state.js';
+import { watchUpper, type UpperWatch } from './upper-watcher.js';
 
 export interface PusherOptions {
   runtime: DockerRuntime;
@@ -35,7 +35,7 @@ interface Watched {
   container: ProtectedContainer;
   replicator: ContainerReplicator;
   collector: BurstCollector;
-  watcher: FSWatcher;
+  watcher: UpperWatch;
 }
 
 export class Pusher {
@@ -106,24 +106,44 @@ export class Pusher {
   async #discoverOnce(): Promise<void> {
     const { runtime, label, log } = this.#opts;
     const containers = await runtime.listProtected(label);
+    const present = new Set(containers.map((c) => c.name));
+    for (const [name, w] of this.#watched) {
+      if (!present.has(name)) await this.#unprotect(name, w, 'container gone or no longer labelled');
+    }
     for (const container of containers) {
-      if (this.#stopped || this.#watched.has(container.name)) continue;
+      if (this.#stopped) return;
+      const watched = this.#watched.get(container.name);
+      // `docker rm` + `docker run` under the same name (a compose update): a new upper dir, shipped in full.
+      const replaced = watched !== undefined && watched.container.id !== container.id;
+      if (watched && !replaced) continue;
+      if (watched) await this.#unprotect(container.name, watched, 'container replaced');
       try {
-        await this.#protect(container);
+        await this.#protect(container, replaced);
       } catch (err) {
         log.error('cannot protect container', { container: container.name, err });
       }
     }
   }
 
-  async #protect(container: ProtectedContainer): Promise<void> {
+  /** Stops watching a container; what was pending is shipped first when the old upper dir still exists. */
+  async #unprotect(name: string, w: Watched, why: string): Promise<void> {
+    this.#watched.delete(name);
+    await w.watcher.close();
+    w.collector.flush();
+    await w.replicator.close();
+    w.collector.close();
+    this.#opts.log.info('no longer watching', { container: name, reason: why });
+  }
+
+  async #protect(container: ProtectedContainer, forceFull = false): Promise<void> {
     const { runtime, bucket, log, stateDir, excludes } = this.#opts;
     const journal = this.#journal;
     const generation = this.#generation;
     if (journal === null || generation === null) throw new Error('pusher not started');
     const spec = await runtime.captureSpec(container.id);
     await bucket.putSpec(container.name, spec);
-    const { shipped, needFull } = await this.#recoverShipped(container.name, generation, journal);
+    const recovered = await this.#recoverShipped(container.name, generation, journal);
+    const { shipped, needFull } = forceFull ? { shipped: undefined, needFull: true } : recovered;
     const workDir = join(stateDir, 'push', 'work', container.name);
     await mkdir(workDir, { recursive: true });
     const clog = log.child({ container: container.name });
@@ -145,45 +165,16 @@ export class Pusher {
       onFlush: (burst) => replicator.submit(burst),
     });
     const upper = container.layers.upperDir;
-    const watcher = watch(upper, { ignoreInitial: true, followSymlinks: false, persistent: true, ignorePermissionErrors: true });
-    const relOf = (path: string): string | null => (path === upper ? '' : path.startsWith(upper + '/') ? path.slice(upper.length + 1) : null);
-    const note = (path: string): void => {
-      const rel = relOf(path);
-      if (rel !== null) collector.add(rel);
-    };
-    // A path chokidar watches as a file that turned into a directory (see the raw handler below) shows up as a
-    // 'change' of that path; re-adding it makes chokidar watch inside.
-    const watchIfDirectory = (path: string): void => {
-      void lstat(path).then((st) => {
-        if (!st.isDirectory()) return;
-        watcher.add(path);
-        note(path);
-      }, () => undefined);
-    };
-    watcher.on('all', (event, path) => {
-      note(path);
-      if (event === 'change') watchIfDirectory(path);
+    const watcher = await watchUpper({
+      upperDir: upper,
+      onPath: (rel) => collector.add(rel),
+      onLost: (err) => {
+        // An overflowed or failed watch costs a full comparison, never a lost change.
+        clog.warn('watcher error; reconciling', { err });
+        collector.addReconcile();
+      },
+      log: clog,
     });
-    // chokidar stats what it reports, following links: a container's absolute symlink points at a host path and
-    // is dropped. The raw inotify event still names it, so it is fed to the tracker too.
-    watcher.on('raw', (event, name, details) => {
-      const watched = (details as { watchedPath?: unknown }).watchedPath;
-      if (typeof watched !== 'string' || typeof name !== 'string' || name === '') return;
-      note(watched);
-      const path = join(watched, name);
-      note(path);
-      // overlayfs turns a whiteout (a char device chokidar took for a file) into a directory by a rename when the
-      // container recreates a deleted image dir; chokidar keeps treating it as a file and never watches inside.
-      // Re-adding a directory that appeared by rename makes chokidar watch it; noting it again afterwards has the
-      // tracker walk it, so nothing written before the new watch took hold is missed.
-      if (event === 'rename') watchIfDirectory(path);
-    });
-    watcher.on('error', (err) => {
-      // An overflowed or failed watch costs a full comparison, never a lost change.
-      clog.warn('watcher error; reconciling', { err });
-      collector.addReconcile();
-    });
-    await new Promise<void>((resolve) => watcher.once('ready', () => resolve()));
     this.#watched.set(container.name, { container, replicator, collector, watcher });
     log.info('protecting', { container: container.name, upperDir: upper, firstSync: needFull ? 'full' : 'reconcile' });
     collector.addReconcile();

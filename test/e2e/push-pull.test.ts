@@ -153,6 +153,17 @@ describe('push on A, pull on B, through S3', { timeout: 600_000 }, () => {
     assert.equal(twin.State.Running, false);
   });
 
+  it('ships a protected container recreated under the same name in full', async () => {
+    await dockerCli(engA, ['rm', '-f', 'late']);
+    await dockerCli(engA, ['run', '-d', '--name', 'late', '--label', 'twinlayer.enable=true', '--network', 'none', 'tl-busybox:e2e', 'sh', '-c', 'echo again > /late2.txt; while true; do sleep 1; done']);
+    const upper = await upperOf(engB, 'late');
+    await waitFor('the recreated container\'s file on the twin, the old one gone', 30_000, async () => {
+      const fresh = await readFile(join(upper, 'late2.txt'), 'utf8').catch(() => null);
+      const old = await readFile(join(upper, 'late.txt'), 'utf8').catch(() => null);
+      return fresh === 'again\n' && old === null ? true : undefined;
+    });
+  });
+
   it('creates the twin of a protected container that never writes', async () => {
     await dockerCli(engA, ['run', '-d', '--name', 'quiet', '--label', 'twinlayer.enable=true', '--network', 'none', '--read-only', 'tl-busybox:e2e', 'sleep', '100000']);
     const twin = await waitFor('the twin of the quiet container on B', 30_000, async () => {

@@ -1,0 +1,100 @@
+// Watches one container's upper dir with chokidar and reports every path that may have changed (relative to the
+// upper dir). chokidar alone misses changes there, so three things complement it:
+// - chokidar stats what it reports, following links: a container's absolute symlink points at a host path and is
+//   dropped; the raw inotify event still names it.
+// - overlayfs turns a whiteout (a char device chokidar took for a file) into a directory by a rename when the
+//   container recreates a deleted image dir, and copies whole directories up by rename; chokidar keeps such a path
+//   as a file or reads the parent only once a second, and never watches inside.
+// - so a directory that appears is added to the watch, and walked again shortly after (its subdirectories added,
+//   its path reported so the tracker compares the whole subtree): whatever was written before the new watch took
+//   hold is found by that walk, whatever comes after by events.
+// The periodic reconcile in the pusher stays the last line: a missed event delays a change, it never loses it.
+import { lstat, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { watch, type FSWatcher } from 'chokidar';
+import type { Logger } from '../log/logger.js';
+
+/** When a new directory is walked again after it appeared (ms). */
+const FOLLOW_UP_MS = [100, 500, 2000] as const;
+/** Directories added per follow-up walk at most; a larger new tree is left to the reconcile. */
+const MAX_DIRS_PER_WALK = 10_000;
+
+export interface UpperWatch {
+  close(): Promise<void>;
+}
+
+export interface UpperWatchOptions {
+  upperDir: string;
+  /** A path (relative to the upper dir; '' is the root) that may have changed. */
+  onPath: (rel: string) => void;
+  /** The watch failed or overflowed: everything must be compared. */
+  onLost: (err: unknown) => void;
+  log: Logger;
+}
+
+export async function watchUpper(opts: UpperWatchOptions): Promise<UpperWatch> {
+  const { upperDir: upper, onPath, onLost, log } = opts;
+  const watcher: FSWatcher = watch(upper, { ignoreInitial: true, followSymlinks: false, persistent: true, ignorePermissionErrors: true });
+  const timers = new Set<NodeJS.Timeout>();
+  let closed = false;
+
+  const note = (path: string): void => {
+    if (path === upper) onPath('');
+    else if (path.startsWith(upper + '/')) onPath(path.slice(upper.length + 1));
+  };
+
+  const addSubdirs = async (dir: string): Promise<void> => {
+    const queue = [dir];
+    for (let n = 0; queue.length > 0 && n < MAX_DIRS_PER_WALK && !closed; n++) {
+      const d = queue.shift()!;
+      watcher.add(d);
+      const entries = await readdir(d, { withFileTypes: true }).catch(() => []);
+      for (const e of entries) if (e.isDirectory()) queue.push(join(d, e.name));
+    }
+  };
+
+  const onDirectoryAppeared = (path: string): void => {
+    if (closed) return;
+    log.debug('watching a directory that appeared', { path });
+    watcher.add(path);
+    note(path);
+    for (const ms of FOLLOW_UP_MS) {
+      const t = setTimeout(() => {
+        timers.delete(t);
+        if (closed) return;
+        void addSubdirs(path).then(() => note(path), (err: unknown) => log.debug('follow-up walk failed', { path, err }));
+      }, ms);
+      timers.add(t);
+    }
+  };
+
+  const checkDirectory = (path: string): void => {
+    void lstat(path).then((st) => {
+      if (st.isDirectory()) onDirectoryAppeared(path);
+    }, () => undefined);
+  };
+
+  watcher.on('all', (event, path) => {
+    note(path);
+    if (event === 'addDir') onDirectoryAppeared(path);
+    else if (event === 'change') checkDirectory(path);
+  });
+  watcher.on('raw', (event, name, details) => {
+    const watched = (details as { watchedPath?: unknown }).watchedPath;
+    if (typeof watched !== 'string' || typeof name !== 'string' || name === '') return;
+    note(watched);
+    const path = join(watched, name);
+    note(path);
+    if (event === 'rename') checkDirectory(path);
+  });
+  watcher.on('error', (err) => onLost(err));
+  await new Promise<void>((resolve) => watcher.once('ready', () => resolve()));
+  return {
+    async close() {
+      closed = true;
+      for (const t of timers) clearTimeout(t);
+      timers.clear();
+      await watcher.close();
+    },
+  };
+}
