@@ -10,6 +10,7 @@ import type { Logger } from '../log/logger.js';
 import { acquireStateLock, type StateLock } from '../state/lock.js';
 import { BucketObjectInvalidError, ObjectTooLargeError, type Bucket, type CommitRecord, type Generation, type Head } from '../store/index.js';
 import { AppliedStateFile, type AppliedState } from './applied-state.js';
+import type { ContainerStatus, FinalizeReport, StartReport, StatusReport } from './reports.js';
 
 export interface PullerOptions {
   runtime: DockerRuntime;
@@ -29,15 +30,6 @@ export interface PullerOptions {
   maxRecordsPerPoll?: number;
 }
 
-export interface ContainerReport {
-  name: string;
-  latestSeq: number | null;
-  stagedSeq: number;
-  lag: number | null;
-  twin: 'absent' | 'stopped' | 'running' | 'refused';
-  reason?: string;
-}
-
 export interface PollReport {
   ms: number;
   bucketReachable: boolean;
@@ -55,7 +47,7 @@ interface ContainerRuntimeState {
   refused: string | null;
   /** The parsed spec.json; re-read while the container is refused. */
   spec: TwinSpec | null;
-  twin: ContainerReport['twin'];
+  twin: ContainerStatus['twin'];
   lastError: string | null;
   /** The twin is not the container the applied seq describes (removed and recreated): rebuild its queue. */
   restage: boolean;
@@ -473,7 +465,7 @@ export class Puller {
   /** Pauses polling, then stages what is newer within deadlineMs; on bucket failure goes on with what is staged.
    *  Returns at the deadline even when a bucket request hangs (after any commit being staged right then is done):
    *  the poll goes on in the background but stages nothing more once aborted. */
-  async finalize(deadlineMs: number): Promise<{ ms: number; bucketReachable: boolean; timedOut: boolean; containers: Array<{ name: string; stagedSeq: number; latestSeq: number | null; error?: string }> }> {
+  async finalize(deadlineMs: number): Promise<FinalizeReport> {
     const started = Date.now();
     this.#paused = true;
     this.#role = 'promoting';
@@ -512,7 +504,7 @@ export class Puller {
   }
 
   /** Starts every twin in parallel with bounded concurrency; polling stays paused (the twins now own their layers). */
-  async startTwins(): Promise<{ ms: number; containers: Array<{ name: string; ok: boolean; ms: number; error?: string }> }> {
+  async startTwins(): Promise<StartReport> {
     const started = Date.now();
     this.#paused = true;
     // No staging starts from here on; one in progress finishes first. A poll stuck on the bucket is not waited for.
@@ -534,8 +526,8 @@ export class Puller {
     return this.#head?.containers[name] ?? null;
   }
 
-  async status(): Promise<{ role: 'standby' | 'promoting' | 'master'; generation: number | null; containers: ContainerReport[]; lastPollAt: string | null; lastError: string | null }> {
-    const containers = [...this.#containers.keys()].sort().map((name): ContainerReport => {
+  async status(): Promise<StatusReport> {
+    const containers = [...this.#containers.keys()].sort().map((name): ContainerStatus => {
       const c = this.#containers.get(name)!;
       const latest = this.#latestSeq(name);
       const stagedSeq = this.#stagedSeq(name);

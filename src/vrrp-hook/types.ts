@@ -1,25 +1,9 @@
 // The seam between the hook and the puller: what a promotion needs, and the reports it hands back.
 import type { Logger } from '../log/logger.js';
 
-export interface ContainerFinalize { name: string; stagedSeq: number; latestSeq: number | null; error?: string }
-export interface FinalizeReport { ms: number; bucketReachable: boolean; timedOut: boolean; containers: ContainerFinalize[] }
-export interface ContainerStart { name: string; ok: boolean; ms: number; error?: string }
-export interface StartReport { ms: number; containers: ContainerStart[] }
-export interface ContainerStatus {
-  name: string;
-  latestSeq: number | null;
-  stagedSeq: number;
-  lag: number | null;
-  twin: 'absent' | 'stopped' | 'running' | 'refused';
-  reason?: string;
-}
-export interface StatusReport {
-  role: 'standby' | 'promoting' | 'master';
-  generation: number | null;
-  containers: ContainerStatus[];
-  lastPollAt: string | null;
-  lastError: string | null;
-}
+// The reports are the puller's own types (the hook may import the puller; never the other way round).
+import type { FinalizeReport, StartReport, StatusReport } from '../puller/index.js';
+export type { ContainerFinalize, ContainerStart, ContainerStatus, FinalizeReport, StartReport, StatusReport } from '../puller/index.js';
 
 /** Implemented by the puller; the hook drives a promotion through it and nothing else. */
 export interface Promoter {

@@ -1,0 +1,20 @@
+// What the puller reports about a promotion and its state. The vrrp-hook serves these as they are.
+export interface ContainerFinalize { name: string; stagedSeq: number; latestSeq: number | null; error?: string }
+export interface FinalizeReport { ms: number; bucketReachable: boolean; timedOut: boolean; containers: ContainerFinalize[] }
+export interface ContainerStart { name: string; ok: boolean; ms: number; error?: string }
+export interface StartReport { ms: number; containers: ContainerStart[] }
+export interface ContainerStatus {
+  name: string;
+  latestSeq: number | null;
+  stagedSeq: number;
+  lag: number | null;
+  twin: 'absent' | 'stopped' | 'running' | 'refused';
+  reason?: string;
+}
+export interface StatusReport {
+  role: 'standby' | 'promoting' | 'master';
+  generation: number | null;
+  containers: ContainerStatus[];
+  lastPollAt: string | null;
+  lastError: string | null;
+}
