@@ -113,6 +113,7 @@ export async function gzipAndHash(src: string, dst: string): Promise<{ digest: s
     },
   });
   const level = await chooseGzipLevel(src);
-  await pipeline(createReadStream(src), createGzip({ level }), tap, createWriteStream(dst, { flags: 'wx', mode: 0o600 }));
+  // 1 MiB chunks: each zlib chunk is a round trip to the thread pool (16 KiB ones cost a second per 200 MB).
+  await pipeline(createReadStream(src, { highWaterMark: 1 << 20 }), createGzip({ level, chunkSize: 1 << 20 }), tap, createWriteStream(dst, { flags: 'wx', mode: 0o600 }));
   return { digest: hash.digest('hex'), size };
 }
