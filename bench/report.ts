@@ -137,7 +137,7 @@ export function renderReport(r: BenchResult): string {
     out.push('Profile of a bulk change, each step of the pipeline run alone in process (`bench/profile.ts`) on one changed file of random bytes:');
     out.push('');
     out.push(table(
-      ['changed bytes', 'pusher: build (tar + gzip + sha256)', 'of which gzip level 1 + sha256', 'plain copy of the bytes', 'pusher: upload', 'puller: download + sha256', 'puller: stage (gunzip, untar, fsync, rename)', 'floor: one PutObject'],
+      ['changed bytes', 'pusher: build (tar + gzip + sha256)', 'of which gzip (level by sampling: 0 for this random payload) + sha256', 'plain copy of the bytes', 'pusher: upload', 'puller: download + sha256', 'puller: stage (gunzip, untar, fsync, rename)', 'floor: one PutObject'],
       r.profile.map((p) => [`${(p.bytes / 1e6).toFixed(0)} MB`, ms(p.buildMs), ms(p.gzipHashMs), ms(p.copyMs), ms(p.uploadMs), ms(p.downloadMs), ms(p.stageMs), ms(p.floorPutMs)]),
     ));
     out.push('');
