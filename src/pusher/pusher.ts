@@ -88,10 +88,11 @@ export class Pusher {
 
   #lastStatus = '';
   async #writeStatus(): Promise<void> {
-    const text = JSON.stringify({ writer: this.#opts.hostId, ...this.status() });
+    const status = { writer: this.#opts.hostId, ...this.status() };
+    const text = JSON.stringify(status);
     if (text === this.#lastStatus) return;
     this.#lastStatus = text;
-    await writeFileDurable(this.statusFile, JSON.stringify({ ...JSON.parse(text) as object, updatedAt: new Date().toISOString() }, null, 1));
+    await writeFileDurable(this.statusFile, JSON.stringify({ ...status, updatedAt: new Date().toISOString() }, null, 1));
   }
 
   /** Finds protected containers not yet watched (also ones started after the pusher). */

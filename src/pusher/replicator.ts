@@ -80,12 +80,13 @@ export class ContainerReplicator {
   }
 
   status(): ReplicatorStatus {
+    const oldest = this.#oldestUnpublished();
     return {
       name: this.name,
       lastSeq: this.#deps.journal.lastSeqOf(this.name),
       lastPublishedAt: this.#lastPublishedAt === null ? null : new Date(this.#lastPublishedAt).toISOString(),
       pendingSince: this.#pendingSince === null ? null : new Date(this.#pendingSince).toISOString(),
-      lagMs: this.#oldestUnpublished() === null ? 0 : Date.now() - (this.#oldestUnpublished() ?? 0),
+      lagMs: oldest === null ? 0 : Date.now() - oldest,
       consecutiveFailures: this.#failures,
       lastError: this.#lastError,
     };
