@@ -223,14 +223,22 @@ class EngineImpl implements Engine {
     const problems: string[] = [];
     // 1. Remove all containers first: dockerd would otherwise wait up to 10 s per container that ignores SIGTERM.
     if (await isRunning(this.pid)) {
+      const apiProblems: string[] = [];
       try {
         const docker = new Docker({ socketPath: this.socketPath, timeout: 15_000 });
         const list = await docker.listContainers({ all: true });
         await Promise.all(list.map((c) => docker.getContainer(c.Id).remove({ force: true, v: true }).catch((err: unknown) => {
-          problems.push(`remove ${c.Id}: ${String(err)}`);
+          apiProblems.push(`remove ${c.Id}: ${String(err)}`);
         })));
       } catch (err) {
-        problems.push(`list containers: ${String(err)}`);
+        apiProblems.push(`list containers: ${String(err)}`);
+      }
+      // A dockerd that was just SIGKILLed is still exiting for a few ms (its threads are torn down; /proc shows it
+      // running): its listening socket accepts our connection and the exit resets it (ECONNRESET). Its containers
+      // are then reaped by runc in step 3, so a failed API call is a problem only if dockerd is still alive.
+      if (apiProblems.length > 0) {
+        if (await waitGone(this.pid, 2_000)) this.#log(`engine ${this.name}: API gone while stopping (dockerd exited): ${apiProblems.join('; ')}`);
+        else problems.push(...apiProblems);
       }
     }
     let containerdPid: number | undefined;
