@@ -12,6 +12,8 @@ command -v setfattr >/dev/null 2>&1 || need+=(attr)
 command -v keepalived >/dev/null 2>&1 || need+=(keepalived)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The state-dir lock is flock(2) through util-linux's flock(1) (Essential on Debian; checked anyway).
+[ -x /usr/bin/flock ] || need+=(util-linux)
 # The benchmark's peer (issue 4): lsyncd mirroring with rsync.
 if [ "${TWINLAYER_SETUP_BENCH:-0}" = 1 ]; then
   command -v lsyncd >/dev/null 2>&1 || need+=(lsyncd)
