@@ -7,7 +7,7 @@ import PQueue from 'p-queue';
 import { UpperTracker, type SerializedIndex } from '../changeset/index.js';
 import type { DockerRuntime, ProtectedContainer } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
-import { asSeq, JournalWriter, type Bucket, type Generation } from '../store/index.js';
+import { asSeq, JournalWriter, type Bucket, type Generation, type HeadStatus } from '../store/index.js';
 import { BurstCollector } from './burst.js';
 import { chooseGeneration } from './generation.js';
 import { ContainerReplicator, type ReplicatorStatus } from './replicator.js';
@@ -72,7 +72,7 @@ export class Pusher {
       await bucket.writeHead(head);
     }
     this.#generation = position.generation;
-    this.#journal = new JournalWriter(bucket, { generation: position.generation, writer: hostId, head });
+    this.#journal = new JournalWriter(bucket, { generation: position.generation, writer: hostId, head, log: log.child({ unit: 'journal' }) });
     log.info('pusher writing', { generation: position.generation, opened: position.opened, seq: position.head?.seq ?? 0 });
     await this.discover();
     const discoverEvery = this.#opts.discoverIntervalMs ?? 2000;
@@ -217,8 +217,13 @@ export class Pusher {
     await this.syncOnce();
   }
 
-  status(): { generation: number | null; containers: ReplicatorStatus[] } {
-    return { generation: this.#generation, containers: [...this.#watched.values()].map((w) => w.replicator.status()) };
+  /** `head.behind` while the head pointer pullers poll lags the journal (its write is being retried). */
+  status(): { generation: number | null; head: HeadStatus | null; containers: ReplicatorStatus[] } {
+    return {
+      generation: this.#generation,
+      head: this.#journal?.headStatus() ?? null,
+      containers: [...this.#watched.values()].map((w) => w.replicator.status()),
+    };
   }
 
   /** Stops watching; ships what is pending within `deadlineMs`. */
@@ -240,5 +245,7 @@ export class Pusher {
       await w.replicator.close();
     }
     this.#watched.clear();
+    // Last: the replicators' publishes are done; this ends the background head retry.
+    await this.#journal?.close();
   }
 }

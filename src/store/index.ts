@@ -6,7 +6,16 @@ export { DirBlobStore } from './dir-blob-store.js';
 export { commitRecordSchema, headSchema, type CommitCounts, type CommitRecord, type Head } from './records.js';
 export { formatSeq, KeyLayout } from './keys.js';
 export { Bucket, type BucketOptions, type JournalItem } from './bucket.js';
-export { JournalWriter, recoverHead, type JournalWriterOptions, type PublishInput } from './journal.js';
+export {
+  defaultHeadRetry,
+  headRetryDelay,
+  JournalWriter,
+  recoverHead,
+  type HeadRetryPolicy,
+  type HeadStatus,
+  type JournalWriterOptions,
+  type PublishInput,
+} from './journal.js';
 export {
   BlobDigestMismatchError,
   BlobMissingError,

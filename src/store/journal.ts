@@ -1,6 +1,8 @@
 // Publication for one generation (single writer): strictly increasing seqs, each record written after the
 // previous one, the head after the record. Call publish only once the blob's uploadBlob has resolved: a
-// record must never be visible before its blob is complete.
+// record must never be visible before its blob is complete. Pullers poll only the head, so a failed head write
+// is retried in the background until the head covers every published record: otherwise a quiet container's
+// last commit would stay invisible until its next one.
 import { TwinlayerError } from '../log/errors.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import type { Bucket } from './bucket.js';
@@ -24,6 +26,41 @@ export interface JournalWriterOptions {
   head: Head | null;
   /** Where a failed head write is reported (the publish itself still resolves). */
   log?: Logger;
+  /**
+   * Waits between background head writes after a failed one: doubling from `baseMs` up to `maxMs`, each wait
+   * drawn from [cap/2, cap] (jitter, never a hot loop). Default `{ baseMs: 100, maxMs: 5000 }`.
+   */
+  headRetry?: HeadRetryPolicy;
+}
+
+export interface HeadRetryPolicy {
+  baseMs: number;
+  maxMs: number;
+}
+
+export const defaultHeadRetry: HeadRetryPolicy = { baseMs: 100, maxMs: 5_000 };
+
+/** What status shows of the head pointer. */
+export interface HeadStatus {
+  /** The head in the bucket may not cover every published record. */
+  behind: boolean;
+  /** Failed head writes since the head last covered every record. */
+  failures: number;
+  lastError: string | null;
+  /** When the background retry writes the head next; null when none is scheduled. */
+  nextRetryAt: string | null;
+}
+
+/** The wait before background head write number `retry` (0-based). */
+export function headRetryDelay(policy: HeadRetryPolicy, retry: number, random: () => number = Math.random): number {
+  const cap = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.min(retry, 30));
+  return Math.floor(cap / 2 + (random() * cap) / 2);
+}
+
+function checkHeadRetry(p: HeadRetryPolicy): HeadRetryPolicy {
+  if (!Number.isFinite(p.baseMs) || p.baseMs < 1) throw new TypeError(`Expected \`headRetry.baseMs\` to be a number >= 1, got ${String(p.baseMs)}`);
+  if (!Number.isFinite(p.maxMs) || p.maxMs < p.baseMs) throw new TypeError(`Expected \`headRetry.maxMs\` to be a number >= baseMs, got ${String(p.maxMs)}`);
+  return { baseMs: p.baseMs, maxMs: p.maxMs };
 }
 
 export class JournalWriter {
@@ -37,6 +74,12 @@ export class JournalWriter {
   /** A record write that failed on our side may still have landed; resolved before the next seq is chosen. */
   #uncertain: CommitRecord | null = null;
   #headDirty = false;
+  #headFailures = 0;
+  #headError: string | null = null;
+  readonly #headRetry: HeadRetryPolicy;
+  #retryTimer: NodeJS.Timeout | null = null;
+  #retryAt: number | null = null;
+  #closed = false;
   readonly #log: Logger;
 
   constructor(bucket: Bucket, opts: JournalWriterOptions) {
@@ -48,6 +91,7 @@ export class JournalWriter {
     this.#generation = opts.generation;
     this.#writer = opts.writer;
     this.#log = opts.log ?? silentLogger;
+    this.#headRetry = checkHeadRetry(opts.headRetry ?? defaultHeadRetry);
     this.#lastSeq = opts.head?.seq ?? asSeq(0);
     for (const [name, s] of Object.entries(opts.head?.containers ?? {})) this.#containers.set(name, s);
   }
@@ -60,31 +104,59 @@ export class JournalWriter {
     return this.#containers.get(container) ?? asSeq(0);
   }
 
-  /** True when the last head write failed; the next publish (or flushHead) writes it again. */
+  /** True when the last head write failed; the background retry (or the next publish, or flushHead) writes it again. */
   get headDirty(): boolean {
     return this.#headDirty;
+  }
+
+  headStatus(): HeadStatus {
+    return {
+      behind: this.#headDirty,
+      failures: this.#headFailures,
+      lastError: this.#headError,
+      nextRetryAt: this.#retryAt === null ? null : new Date(this.#retryAt).toISOString(),
+    };
   }
 
   /**
    * Publishes one commit: waits for earlier publishes, takes the next seq, writes the record, then the head.
    * Resolves once the record is durable in the bucket. A failed head write does not fail the publish (the record
-   * is out); it is logged and the next publish (or flushHead) writes the head again. Rejects when the record write
-   * failed; the seq is then reused by the next publish unless the write turns out to have landed.
+   * is out); it is logged and retried in the background until a head write succeeds (see `headRetry`). Rejects
+   * when the record write failed; the seq is then reused by the next publish unless the write turns out to have
+   * landed. Rejects after close().
    */
   publish(input: PublishInput): Promise<CommitRecord> {
+    if (this.#closed) return Promise.reject(new TwinlayerError('JOURNAL_CLOSED', `journal writer of generation ${this.#generation} is closed`, { container: input.container }));
     if (!containerNameRe.test(input.container)) return Promise.reject(new TypeError(`Expected a container name, got ${JSON.stringify(input.container)}`));
     const run = this.#tail.then(() => this.#publishNow(input));
     this.#tail = run.catch(() => undefined);
     return run;
   }
 
-  /** Writes the head again after a failed head write. */
+  /** Writes the head now if the last head write failed (in turn with publishes); rejects when that write fails. */
   flushHead(): Promise<void> {
     const run = this.#tail.then(async () => {
       if (this.#headDirty) await this.#writeHead();
     });
     this.#tail = run.catch(() => undefined);
     return run;
+  }
+
+  /**
+   * Stops the background head retry and waits for the publish or head write in flight. A head still behind then
+   * stays behind until the next writer of this generation starts (recoverHead folds the records in).
+   */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#cancelRetry();
+    await this.#tail;
+    if (this.#headDirty) {
+      this.#log.warn('journal closed with the head behind the last record; the next start writes it', {
+        key: this.#bucket.headKey(this.#generation),
+        seq: this.#lastSeq,
+        error: this.#headError,
+      });
+    }
   }
 
   async #publishNow(input: PublishInput): Promise<CommitRecord> {
@@ -112,10 +184,30 @@ export class JournalWriter {
       throw err;
     }
     this.#advance(rec);
-    await this.#writeHead().catch((err: unknown) => {
-      this.#log.warn('head write failed; the next publish writes it again', { key: this.#bucket.headKey(this.#generation), seq: rec.seq, error: err });
-    });
+    await this.#writeHead().catch(() => undefined);
     return rec;
+  }
+
+  #scheduleRetry(): void {
+    if (this.#closed || this.#retryTimer !== null) return;
+    const delay = headRetryDelay(this.#headRetry, this.#headFailures - 1);
+    this.#retryAt = Date.now() + delay;
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = null;
+      this.#retryAt = null;
+      // In turn with publishes: a head is never written concurrently with another, so never out of order.
+      this.#tail = this.#tail.then(async () => {
+        if (!this.#closed && this.#headDirty) await this.#writeHead().catch(() => undefined);
+      });
+    }, delay);
+    // A pending retry alone does not keep the process alive; its owner calls close() when it stops.
+    this.#retryTimer.unref();
+  }
+
+  #cancelRetry(): void {
+    if (this.#retryTimer !== null) clearTimeout(this.#retryTimer);
+    this.#retryTimer = null;
+    this.#retryAt = null;
   }
 
   #advance(rec: CommitRecord): void {
@@ -151,11 +243,22 @@ export class JournalWriter {
     };
     try {
       await this.#bucket.writeHead(head);
-      this.#headDirty = false;
     } catch (err) {
       this.#headDirty = true;
+      this.#headFailures++;
+      this.#headError = err instanceof Error ? err.message : String(err);
+      const fields = { key: this.#bucket.headKey(this.#generation), seq: head.seq, failures: this.#headFailures, error: err };
+      // Warn once per outage, not once per retry.
+      if (this.#headFailures === 1) this.#log.warn('head write failed; retrying in the background', fields);
+      else this.#log.debug('head write failed again', fields);
+      this.#scheduleRetry();
       throw err;
     }
+    if (this.#headFailures > 0) this.#log.info('head written again', { key: this.#bucket.headKey(this.#generation), seq: head.seq, failures: this.#headFailures });
+    this.#headDirty = false;
+    this.#headFailures = 0;
+    this.#headError = null;
+    this.#cancelRetry();
   }
 }
 

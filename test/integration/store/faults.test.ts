@@ -1,5 +1,6 @@
 // The S3 store through a fault proxy: resets, throttling, 5xx, hangs and torn bodies are retried and succeed;
-// other 4xx are not retried; an unreachable endpoint or a missing bucket gives a clear error.
+// other 4xx are not retried; an unreachable endpoint or a missing bucket gives a clear error; a head write that
+// fails after the last publish is retried by the journal writer until the head covers that publish.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -11,12 +12,16 @@ import {
   asDigest,
   Bucket,
   BucketMissingError,
+  JournalWriter,
   S3BlobStore,
   StoreRequestError,
   StoreUnreachableError,
+  type Generation,
 } from '../../../src/store/index.js';
 import { startFaultProxy, type FaultProxy } from '../../support/fault-proxy.js';
-import { TEST_REGION, testS3Store, uniqueBucketName, withS3, type TestS3 } from '../../support/s3.js';
+import { TEST_REGION, TEST_RETRY, testS3Store, uniqueBucketName, withS3, type TestS3 } from '../../support/s3.js';
+import { waitFor } from '../../support/twinlayer.js';
+import { logCollector, WrappedStore } from './helpers.js';
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
@@ -124,6 +129,53 @@ describe('S3BlobStore under faults', () => {
       return true;
     });
     assert.equal(proxy.stats.requests - before, 5);
+  });
+
+  it('brings the head up to the last publish by itself once the store answers again', async () => {
+    const g = 1 as Generation;
+    // The writer goes through the proxy; the test reads the bucket directly.
+    const wrap = new WrappedStore(store);
+    const bucket = new Bucket(wrap, { prefix: 'tl', group: 'head-retry' });
+    const direct = testS3Store(s3);
+    others.push(direct);
+    const reader = new Bucket(direct, { prefix: 'tl', group: 'head-retry' });
+    const headSeq = async (): Promise<number | null> => {
+      const res = await reader.readHead(g);
+      return res.status === 'ok' ? res.head.seq : null;
+    };
+    const { log, lines } = logCollector();
+    const jw = new JournalWriter(bucket, { generation: g, writer: 'host-a', head: null, log, headRetry: { baseMs: 20, maxMs: 200 } });
+    const publish = () => jw.publish({
+      container: 'web', digest: asDigest('cd'.repeat(32)), size: 1, kind: 'delta', counts: { files: 1, deletions: 0, bytes: 1 }, firstWriteAt: new Date(0),
+    });
+    try {
+      await publish();
+      assert.equal(await headSeq(), 1);
+      // The store fails every request from the moment the last record has landed: its head write fails.
+      const faultsBefore = proxy.stats.faults.error500;
+      wrap.afterPut = (key) => {
+        if (key.includes('/journal/')) proxy.fail('error500', Infinity);
+      };
+      const last = await publish();
+      wrap.afterPut = undefined;
+      assert.equal(last.seq, 2);
+      assert.equal(jw.headDirty, true);
+      const faultsAtPublish = proxy.stats.faults.error500;
+      assert.equal(faultsAtPublish - faultsBefore, TEST_RETRY.attempts, 'the publish\'s own head write spent its attempts');
+      // Background head writes keep failing for a while (two more rounds of attempts), and nothing is published.
+      await waitFor('background head writes against the failing store', 20_000, () =>
+        Promise.resolve(proxy.stats.faults.error500 >= faultsAtPublish + 2 * TEST_RETRY.attempts ? true : undefined), 10);
+      assert.equal(await headSeq(), 1, 'the head is still behind while the store fails');
+      assert.ok(jw.headStatus().failures >= 3);
+      proxy.pass();
+      await waitFor('the head to reach seq 2', 20_000, async () => ((await headSeq()) === 2 ? true : undefined));
+      await waitFor('the writer to see its head written', 5_000, () => Promise.resolve(jw.headDirty ? undefined : true), 10);
+      assert.equal(jw.lastSeq, 2);
+      assert.ok(lines.some((l) => l['msg'] === 'head written again' && l['seq'] === 2));
+    } finally {
+      wrap.afterPut = undefined;
+      await jw.close();
+    }
   });
 
   it('does not retry a 403', async () => {

@@ -55,8 +55,8 @@ export function logCollector(): { log: Logger; lines: Array<Record<string, unkno
 /** Delegates to a real store; hooks run before each call; `keysRead` records every key the caller touched. */
 export class WrappedStore implements BlobStore {
   readonly keysRead: string[] = [];
-  beforePut: ((key: string) => Promise<void> | void) | undefined;
-  afterPut: ((key: string) => Promise<void> | void) | undefined;
+  beforePut: ((key: string, body: Buffer | { file: string }) => Promise<void> | void) | undefined;
+  afterPut: ((key: string, body: Buffer | { file: string }) => Promise<void> | void) | undefined;
   beforeGetToFile: ((key: string, calls: number) => Promise<void>) | undefined;
   getToFileCalls = 0;
   /** Keys a real S3 may hold but s3rver cannot (NUL, "..": it maps keys to paths); merged into listings. */
@@ -66,10 +66,10 @@ export class WrappedStore implements BlobStore {
   constructor(readonly inner: BlobStore) {}
 
   async put(key: string, body: Buffer | { file: string }): Promise<void> {
-    await this.beforePut?.(key);
+    await this.beforePut?.(key, body);
     await this.inner.put(key, body);
     this.puts.push(key);
-    await this.afterPut?.(key);
+    await this.afterPut?.(key, body);
   }
   getBuffer(key: string, maxBytes: number): Promise<Buffer | null> {
     this.keysRead.push(key);
