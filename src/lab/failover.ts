@@ -7,12 +7,12 @@ import { copyFile, chmod, readFile, writeFile } from 'node:fs/promises';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
-import { startS3Server, S3RVER_CREDENTIALS } from '../../src/s3server/index.js';
-import { Bucket, S3BlobStore } from '../../src/store/index.js';
+import { startS3Server, S3RVER_CREDENTIALS } from '../s3server/index.js';
+import { Bucket, S3BlobStore } from '../store/index.js';
 import { createLab, type Lab } from './index.js';
-import { dockerCli } from '../../test/support/engine.js';
-import { importBusyboxImage, copyImage } from '../../test/support/busybox-image.js';
-import { waitFor } from '../../test/support/twinlayer.js';
+import { dockerCli } from './engine.js';
+import { importBusyboxImage, copyImage } from './busybox-image.js';
+import { waitFor } from './wait.js';
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BUCKET = 'twinlayer-demo';
