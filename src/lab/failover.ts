@@ -89,7 +89,11 @@ export async function runFailover(opts: FailoverOptions = {}): Promise<FailoverR
     await lab.startKeepalived({
       notify: { primary: primaryNotify, standby: notify },
       advertIntSec: opts.advertIntSec ?? 0.1,
-      env: { TWINLAYER_HOOK_URL: 'http://127.0.0.1:7450/v1/vrrp', TWINLAYER_HOOK_TOKEN: token, TWINLAYER_ENV_FILE: '/nonexistent', TWINLAYER_HOOK_TIMEOUT: '20' },
+      // The VRRP state file in the lab dir: never the machine's /run/twinlayer.
+      env: {
+        TWINLAYER_HOOK_URL: 'http://127.0.0.1:7450/v1/vrrp', TWINLAYER_HOOK_TOKEN: token, TWINLAYER_ENV_FILE: '/nonexistent', TWINLAYER_HOOK_TIMEOUT: '20',
+        TWINLAYER_VRRP_STATE_FILE: join(lab.dir, 'standby-vrrp-state'),
+      },
     });
     await lab.waitForVip('primary', waitMs);
     mark(`keepalived: primary is MASTER and holds the virtual IP ${lab.vip}`);
