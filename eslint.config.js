@@ -1,7 +1,13 @@
 // Lint rules: typed rules for promises (every promise awaited or handled) and the seam rule from STYLE.md:
-// only src/store/s3*.ts imports the AWS SDK and only src/docker/ imports dockerode.
+// only src/store/s3*.ts imports the AWS SDK and only src/docker/ imports dockerode. Arrows point down: the lab
+// (src/lab: namespaces, private engines) is imported by src/demo only, never by a unit the product runs.
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
+
+const AWS = { group: ['@aws-sdk/*'], message: 'Only src/store/s3-blob-store.ts talks to the AWS SDK.' };
+const DOCKERODE = { group: ['dockerode'], message: 'Only src/docker/ talks to dockerode.' };
+const LAB = { regex: '(^|/)lab/', message: 'Only src/demo imports the lab (src/lab).' };
+const restrict = (...patterns) => ['error', { patterns }];
 
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', 'bench/results/**', 'eslint.config.js', 'bin/**'] },
@@ -14,15 +20,12 @@ export default tseslint.config(
       '@typescript-eslint/no-misused-promises': 'error',
       '@typescript-eslint/no-explicit-any': 'error',
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
-      'no-restricted-imports': ['error', {
-        patterns: [
-          { group: ['@aws-sdk/*'], message: 'Only src/store/s3-blob-store.ts talks to the AWS SDK.' },
-          { group: ['dockerode'], message: 'Only src/docker/ talks to dockerode.' },
-        ],
-      }],
+      'no-restricted-imports': restrict(AWS, DOCKERODE),
     },
   },
-  { files: ['src/store/s3-blob-store.ts', 'src/store/s3-*.ts', 'test/**/*.ts', 'bench/**/*.ts'], rules: { 'no-restricted-imports': 'off' } },
-  { files: ['src/docker/**/*.ts'], rules: { 'no-restricted-imports': ['error', { patterns: [{ group: ['@aws-sdk/*'], message: 'docker does not talk to S3.' }] }] } },
+  { files: ['src/**/*.ts'], ignores: ['src/lab/**', 'src/demo/**'], rules: { 'no-restricted-imports': restrict(AWS, DOCKERODE, LAB) } },
+  { files: ['src/store/s3-*.ts'], rules: { 'no-restricted-imports': restrict(DOCKERODE, LAB) } },
+  { files: ['src/docker/**/*.ts'], rules: { 'no-restricted-imports': restrict({ ...AWS, message: 'docker does not talk to S3.' }, LAB) } },
+  { files: ['test/**/*.ts', 'bench/**/*.ts'], rules: { 'no-restricted-imports': 'off' } },
   { files: ['test/**/*.ts', 'bench/**/*.ts'], rules: { '@typescript-eslint/no-floating-promises': ['error', { allowForKnownSafeCalls: [{ from: 'package', package: 'node:test', name: ['describe', 'it', 'test', 'suite'] }] }] } },
 );

@@ -4,7 +4,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { runFailover } from '../infra/lab/failover.js';
+import { runFailover } from '../src/lab/failover.js';
 
 const runsArg = process.argv.indexOf('--runs');
 const runs = runsArg === -1 ? 5 : Number(process.argv[runsArg + 1]);

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import PQueue from 'p-queue';
-import { dockerCli } from '../test/support/engine.js';
+import { dockerCli } from '../src/lab/engine.js';
 import { startFaultProxy, type FaultProxy } from '../test/support/fault-proxy.js';
 import { freePort } from '../test/support/twinlayer.js';
 import {

@@ -5,9 +5,10 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import PQueue from 'p-queue';
 import { DockerRuntime } from '../../src/docker/index.js';
-import { copyImage, importBusyboxImage } from '../../test/support/busybox-image.js';
-import { dockerCli, startEngine, type Engine } from '../../test/support/engine.js';
-import { spawnTwinlayer, waitFor, type TwinlayerProcess } from '../../test/support/twinlayer.js';
+import { copyImage, importBusyboxImage } from '../../src/lab/busybox-image.js';
+import { dockerCli, startEngine, type Engine } from '../../src/lab/engine.js';
+import { spawnTwinlayer, type TwinlayerProcess } from '../../test/support/twinlayer.js';
+import { waitFor } from '../../src/lab/wait.js';
 import { BUCKET, PREFIX, S3_ENV, startS3Process, type S3Process } from './s3.js';
 
 /** The busybox root filesystem (binary + applet links + a few files) is about this many bytes. */

@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { S3RVER_CREDENTIALS } from '../../src/s3server/index.js';
-import { spawnTwinlayer, waitFor, type TwinlayerProcess } from '../../test/support/twinlayer.js';
+import { spawnTwinlayer, type TwinlayerProcess } from '../../test/support/twinlayer.js';
+import { waitFor } from '../../src/lab/wait.js';
 
 export const BUCKET = 'twinlayer-bench';
 export const PREFIX = 'twinlayer';

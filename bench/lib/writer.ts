@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { watch, type FSWatcher } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
-import type { Engine } from '../../test/support/engine.js';
+import type { Engine } from '../../src/lab/engine.js';
 
 export class ContainerShell {
   readonly #child: ChildProcess;

@@ -4,8 +4,8 @@ export async function runDemo(_opts: { keep: boolean }): Promise<number> {
     process.stderr.write('twinlayer demo: run as root (network namespaces, Docker engines, keepalived)\n');
     return 2;
   }
-  // The lab lives with the test support code; it is loaded only for the demo.
-  const { runFailover } = await import('../../infra/lab/failover.js');
+  // The lab (namespaces, engines, keepalived) is loaded only for the demo, not by the other commands.
+  const { runFailover } = await import('../lab/failover.js');
   const out = (line: string): void => void process.stdout.write(line + '\n');
   out('twinlayer demo: primary and standby hosts in network namespaces, keepalived (VRRPv3), the embedded S3 server\n');
   const verbose = process.env['TWINLAYER_DEMO_VERBOSE'] === '1';

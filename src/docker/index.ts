@@ -1,6 +1,6 @@
 // Public surface of the docker unit. Only this folder imports dockerode.
 export { DockerRuntime } from './runtime.js';
-export type { DockerRuntimeOptions, ProtectedContainer, RefusedContainer, StartResult, TwinState } from './runtime.js';
+export type { DockerRuntimeOptions, ProtectedContainer, RefusedContainer, RemoveFailure, StartResult, TwinState } from './runtime.js';
 export { engineFactsFromInfo } from './engine-facts.js';
 export type { EngineFacts } from './engine-facts.js';
 export { checkUpperDirFacts, layersFromGraphDriver, verifyUpperDirOnDisk } from './layers.js';

@@ -1,4 +1,5 @@
-// The body notify.sh posts: keepalived's notify arguments TYPE NAME STATE PRIORITY, parsed once with zod.
+// The body notify.sh posts: keepalived's notify arguments TYPE NAME STATE PRIORITY and when the call started,
+// parsed once with zod.
 import { z } from 'zod';
 
 /** keepalived priorities are 0-255; the script passes them as text, a hand-written client as a number. */
@@ -13,6 +14,9 @@ export const notificationSchema = z.strictObject({
   name: z.string().min(1).max(256).regex(/^[^\p{Cc}]*$/u, 'expected no control characters'),
   state: z.enum(['MASTER', 'BACKUP', 'FAULT', 'STOP', 'DELETED']),
   priority,
+  // When notify.sh started (nanoseconds since the epoch, as digits): keepalived runs notify scripts
+  // asynchronously, so calls can arrive out of order; this orders them. Absent from hand-written calls.
+  at: z.string().regex(/^\d{1,20}$/, 'expected 1-20 digits').optional(),
 });
 
 export type Notification = z.infer<typeof notificationSchema>;

@@ -4,7 +4,7 @@
 // that reached the bucket, from the twin.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { runFailover } from '../../infra/lab/failover.js';
+import { runFailover } from '../../src/lab/failover.js';
 
 describe('failover in the two-host lab', { timeout: 300_000 }, () => {
   it('the twin serves the last content in the bucket on the virtual IP after the primary dies', async (t) => {

@@ -11,10 +11,11 @@ import Docker from 'dockerode';
 import { startS3Server } from '../../src/s3server/index.js';
 import { Bucket, S3BlobStore } from '../../src/store/index.js';
 import { silentLogger } from '../../src/log/logger.js';
-import { startEngine, dockerCli, type Engine } from '../support/engine.js';
-import { importBusyboxImage, copyImage } from '../support/busybox-image.js';
+import { startEngine, dockerCli, type Engine } from '../../src/lab/engine.js';
+import { importBusyboxImage, copyImage } from '../../src/lab/busybox-image.js';
 import { readExport, diffTrees } from '../support/export-tree.js';
-import { freePort, spawnTwinlayer, waitFor, type TwinlayerProcess } from '../support/twinlayer.js';
+import { freePort, spawnTwinlayer, type TwinlayerProcess } from '../support/twinlayer.js';
+import { waitFor } from '../../src/lab/wait.js';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js';
 
 const BUCKET = 'twinlayer-e2e';

@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { S3BlobStore } from '../../../src/store/index.js';
 import { S3RVER_CREDENTIALS } from '../../../src/s3server/index.js';
-import { freePort, spawnTwinlayer, waitFor, type TwinlayerProcess } from '../../support/twinlayer.js';
+import { freePort, spawnTwinlayer, type TwinlayerProcess } from '../../support/twinlayer.js';
+import { waitFor } from '../../../src/lab/wait.js';
 
 describe('twinlayer s3', { timeout: 60_000 }, () => {
   let dir = '';

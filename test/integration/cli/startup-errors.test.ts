@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startS3Server, S3RVER_CREDENTIALS } from '../../../src/s3server/index.js';
 import { freePort, spawnTwinlayer } from '../../support/twinlayer.js';
-import { startEngine, type Engine } from '../../support/engine.js';
+import { startEngine, type Engine } from '../../../src/lab/engine.js';
 
 const creds = { AWS_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey };
 

@@ -8,9 +8,9 @@ import { existsSync } from 'node:fs';
 import { readFile, readdir } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { DockerRuntime } from '../../../src/docker/index.js';
-import { importBusyboxImage } from '../../support/busybox-image.js';
-import { dockerCli, startEngine, stopAllEngines } from '../../support/engine.js';
-import type { Engine } from '../../support/engine.js';
+import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
+import { dockerCli, startEngine, stopAllEngines } from '../../../src/lab/engine.js';
+import type { Engine } from '../../../src/lab/engine.js';
 
 const execFileP = promisify(execFile);
 const netns = `twl-h-${randomBytes(3).toString('hex')}`;

@@ -16,9 +16,9 @@ import {
   verifyUpperDirOnDisk,
 } from '../../../src/docker/index.js';
 import type { TwinSpec } from '../../../src/docker/index.js';
-import { copyImage, importBusyboxImage } from '../../support/busybox-image.js';
-import { dockerCli, startEngine, stopAllEngines } from '../../support/engine.js';
-import type { Engine } from '../../support/engine.js';
+import { copyImage, importBusyboxImage } from '../../../src/lab/busybox-image.js';
+import { dockerCli, startEngine, stopAllEngines } from '../../../src/lab/engine.js';
+import type { Engine } from '../../../src/lab/engine.js';
 
 const LABEL = 'twinlayer.enable';
 const suffix = randomBytes(3).toString('hex');
@@ -218,5 +218,15 @@ describe('DockerRuntime on real engines', { timeout: 120_000 }, () => {
     assert.throws(() => layersFromGraphDriver({ Name: 'overlay2', Data: { ...data, UpperDir: '/etc' } }, a.dataRoot, ctx), LayerResolveError);
     assert.throws(() => layersFromGraphDriver({ Name: 'overlay2', Data: { ...data, UpperDir: `${a.dataRoot}/overlay2/../../x` } }, a.dataRoot, ctx), LayerResolveError);
     await assert.rejects(rtA.resolveLayers('no-such-container'), /container not found container=no-such-container/);
+  });
+
+  // Last: it empties engine B.
+  it('removeAllContainers force-removes every container of the engine, running or stopped, twin or not', async () => {
+    await dockerCli(b, ['run', '-d', '--name', `plain-${suffix}`, '--network', 'none', TAG, 'sh', '-c', 'exec sleep 3600']);
+    const states = (await dockerCli(b, ['ps', '-a', '--format', '{{.State}}'])).trim().split('\n');
+    assert.ok(states.includes('running') && states.includes('created'), `expected running and created containers on B, got ${states.join(',')}`);
+    assert.deepEqual(await rtB.removeAllContainers(), []);
+    assert.equal((await dockerCli(b, ['ps', '-aq'])).trim(), '');
+    assert.deepEqual(await rtB.removeAllContainers(), [], 'an empty engine is fine');
   });
 });

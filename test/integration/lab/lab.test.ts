@@ -7,10 +7,10 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { Lab } from '../../../infra/lab/index.js';
-import { createLab, isAlive } from '../../../infra/lab/index.js';
-import { importBusyboxImage } from '../../support/busybox-image.js';
-import { dockerCli } from '../../support/engine.js';
+import type { Lab } from '../../../src/lab/index.js';
+import { createLab, isAlive } from '../../../src/lab/index.js';
+import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
+import { dockerCli } from '../../../src/lab/engine.js';
 
 const logLines: string[] = [];
 const log = (line: string): void => {

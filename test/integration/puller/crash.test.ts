@@ -10,10 +10,11 @@ import { dirname, join } from 'node:path';
 
 import { DockerRuntime } from '../../../src/docker/index.js';
 import type { S3BlobStore } from '../../../src/store/index.js';
-import { startEngine, type Engine } from '../../support/engine.js';
-import { importBusyboxImage } from '../../support/busybox-image.js';
+import { startEngine, type Engine } from '../../../src/lab/engine.js';
+import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
 import { s3Env, testS3Store, withS3, type TestS3 } from '../../support/s3.js';
-import { freePort, spawnTwinlayer, waitFor, type TwinlayerProcess } from '../../support/twinlayer.js';
+import { freePort, spawnTwinlayer, type TwinlayerProcess } from '../../support/twinlayer.js';
+import { waitFor } from '../../../src/lab/wait.js';
 import { bucketFor, diffTrees, Primary, readApplied, sha256, treeOf } from './helpers.js';
 
 const GROUP = 'crash';

@@ -92,6 +92,10 @@ describe('validation', () => {
     ['priority out of range', { ...master, priority: 256 }, /`priority`/],
     ['priority as digits out of range', { ...master, priority: '999' }, /`priority`/],
     ['fractional priority', { ...master, priority: 1.5 }, /`priority`/],
+    ['at as a number', { ...master, at: 1764620000123 }, /`at`/],
+    ['at that is not digits', { ...master, at: '1764620000.123' }, /`at`/],
+    ['at of 21 digits', { ...master, at: '1'.repeat(21) }, /`at`/],
+    ['empty at', { ...master, at: '' }, /`at`/],
     ['name of the wrong type', { ...master, name: 42 }, /`name`/],
     ['empty name', { ...master, name: '' }, /`name`/],
     ['name with a newline', { ...master, name: 'VI_1\nforged log line' }, /`name`/],
@@ -138,6 +142,14 @@ describe('validation', () => {
     const res = await post(makeApp(promoter), { ...master, priority: '100' });
     assert.equal(res.status, 200);
     assert.equal((await json<MasterBody>(res)).outcome, 'booted');
+  });
+
+  it('at as 1-20 digits (when notify.sh started, in ns) is accepted', async () => {
+    for (const at of ['1764620000123456789', '18446744073709551615', '0']) {
+      const res = await post(makeApp(new TestPromoter()), { ...master, priority: '100', at });
+      assert.equal(res.status, 200, at);
+      assert.equal((await json<MasterBody>(res)).outcome, 'booted');
+    }
   });
 });
 

@@ -1,19 +1,17 @@
 // serveHook's token policy, and the hook over the wire: infra/keepalived/notify.sh run with curl against it.
 import { strict as assert } from 'node:assert';
-import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 
 import { createLogger, silentLogger } from '../../../src/log/logger.js';
 import { createHookApp, HookError, isLoopback, serveHook, type ServedHook } from '../../../src/vrrp-hook/index.js';
+import { notifyRunner, type NotifyRun } from './notify-script.js';
 import { TestPromoter } from './test-promoter.js';
 
 const TOKEN = 'wire-token-0123456789abcdef';
-const NOTIFY = fileURLToPath(new URL('../../../infra/keepalived/notify.sh', import.meta.url));
 
 function app(promoter = new TestPromoter(), log = silentLogger) {
   return createHookApp({ token: TOKEN, promoter, log, finalizeDeadlineMs: 1000, bootTimeoutMs: 5000 });
@@ -65,18 +63,6 @@ describe('serveHook token policy', () => {
   });
 });
 
-interface Run { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
-
-/** Runs notify.sh with only the environment given (keepalived's is nearly empty too); never throws. */
-function notify(args: string[], env: Record<string, string>): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile('sh', [NOTIFY, ...args], { env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', ...env }, timeout: 30_000 }, (err, stdout, stderr) => {
-      const e = err as (Error & { code?: unknown; signal?: NodeJS.Signals | null }) | null;
-      resolve({ code: e === null ? 0 : typeof e.code === 'number' ? e.code : null, signal: e?.signal ?? null, stdout, stderr });
-    });
-  });
-}
-
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
@@ -93,11 +79,13 @@ describe('notify.sh over the wire', () => {
   let promoter: TestPromoter;
   let served: ServedHook;
   let url: string;
+  let notify: (args: string[], env: Record<string, string>) => Promise<NotifyRun>;
   const logs: string[] = [];
   const noEnvFile = (): string => join(dir, 'absent.env');
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'twinlayer-hook-'));
+    notify = notifyRunner(join(dir, 'vrrp-state'));
     promoter = new TestPromoter();
     served = await serveHook(app(promoter, createLogger({ level: 'debug', write: (l) => logs.push(l) })), {
       listen: '127.0.0.1:0', token: TOKEN, allowNoToken: false,
@@ -129,6 +117,8 @@ describe('notify.sh over the wire', () => {
     const name = 'VI "1" \\ \\n $(id) `x` ünï {}';
     const run = await notify(['INSTANCE', name, 'BACKUP', '50'], { TWINLAYER_HOOK_URL: url, TWINLAYER_HOOK_TOKEN_FILE: tokenFile, TWINLAYER_ENV_FILE: noEnvFile() });
     assert.equal(run.code, 0, run.stderr);
+    // The hook's answer is logged for BACKUP as for MASTER.
+    assert.match(run.stderr, /BACKUP 50 at \d{19}: \{"state":"BACKUP","acknowledged":true\}/);
     const seen = logs.map((l) => JSON.parse(l) as { msg: string; name?: string; state?: string; priority?: number })
       .find((l) => l.msg === 'vrrp notification' && l.state === 'BACKUP');
     assert.equal(seen?.name, name);
@@ -140,12 +130,14 @@ describe('notify.sh over the wire', () => {
     assert.match(tab.stderr, /`name`: expected no control characters/);
   });
 
-  it('MASTER exits 0 and boots once; URL and token from the env file keepalived cannot pass', async () => {
+  it('MASTER exits 0 and boots once; URL, token and state file from the env file keepalived cannot pass', async () => {
     const envFile = join(dir, 'twinlayer.env');
-    await writeFile(envFile, `# comment\nTWINLAYER_HOOK_LISTEN=127.0.0.1:${served.port}\nTWINLAYER_HOOK_TOKEN="${TOKEN}"\n`, { mode: 0o600 });
-    const run = await notify(['INSTANCE', 'VI_1', 'MASTER', '150'], { TWINLAYER_ENV_FILE: envFile });
+    const stateFile = join(dir, 'from-env', 'vrrp-state');
+    await writeFile(envFile, `# comment\nTWINLAYER_HOOK_LISTEN=127.0.0.1:${served.port}\nTWINLAYER_HOOK_TOKEN="${TOKEN}"\nTWINLAYER_VRRP_STATE_FILE=${stateFile}\n`, { mode: 0o600 });
+    const run = await notify(['INSTANCE', 'VI_1', 'MASTER', '150'], { TWINLAYER_ENV_FILE: envFile, TWINLAYER_VRRP_STATE_FILE: '' });
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stderr, /"outcome":"booted"/);
+    assert.match(await readFile(stateFile, 'utf8'), /^MASTER \d{19}\n$/);
     const again = await notify(['GROUP', 'G1', 'MASTER', '0'], { TWINLAYER_HOOK_URL: url, TWINLAYER_HOOK_TOKEN: TOKEN, TWINLAYER_ENV_FILE: noEnvFile() });
     assert.equal(again.code, 0, again.stderr);
     assert.equal(promoter.count('finalize'), 1);

@@ -1,5 +1,5 @@
-import { TwinlayerError } from '../../src/log/errors.js';
-import type { ErrorContext } from '../../src/log/errors.js';
+import { TwinlayerError } from '../log/errors.js';
+import type { ErrorContext } from '../log/errors.js';
 
 /** Codes: LAB_COMMAND (a setup command failed), LAB_TIMEOUT (a bounded wait ran out), LAB_STATE (API misuse), LAB_SUBNET. */
 export class LabError extends TwinlayerError {

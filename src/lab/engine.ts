@@ -1,5 +1,5 @@
-// Test harness: starts private Docker engines (dockerd) with their own roots and sockets, and stops them
-// completely (containers, dockerd, its containerd and shims, mounts, dirs). Never touches a system-wide dockerd.
+// Private Docker engines for the lab, the demo and the tests: starts dockerd with its own roots and socket, and
+// stops it completely (containers, dockerd, its containerd and shims, mounts, dirs). Never touches a system-wide dockerd.
 import { spawn, execFile } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, openSync, closeSync } from 'node:fs';
@@ -8,7 +8,7 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import Docker from 'dockerode';
+import { DockerRuntime } from '../docker/index.js';
 
 const execFileP = promisify(execFile);
 
@@ -225,13 +225,10 @@ class EngineImpl implements Engine {
     if (await isRunning(this.pid)) {
       const apiProblems: string[] = [];
       try {
-        const docker = new Docker({ socketPath: this.socketPath, timeout: 15_000 });
-        const list = await docker.listContainers({ all: true });
-        await Promise.all(list.map((c) => docker.getContainer(c.Id).remove({ force: true, v: true }).catch((err: unknown) => {
-          apiProblems.push(`remove ${c.Id}: ${String(err)}`);
-        })));
+        const failures = await new DockerRuntime({ socketPath: this.socketPath, requestTimeoutMs: 15_000 }).removeAllContainers();
+        for (const f of failures) apiProblems.push(`remove ${f.id}: ${f.error}`);
       } catch (err) {
-        apiProblems.push(`list containers: ${String(err)}`);
+        apiProblems.push(String(err));
       }
       // A dockerd that was just SIGKILLed is still exiting for a few ms (its threads are torn down; /proc shows it
       // running): its listening socket accepts our connection and the exit resets it (ECONNRESET). Its containers

@@ -5,7 +5,7 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Engine } from '../../test/support/engine.js';
+import type { Engine } from './engine.js';
 import { LabError } from './errors.js';
 import type { Forward } from './forward.js';
 import { startForward } from './forward.js';
@@ -61,7 +61,7 @@ export interface Lab {
    * other process in its namespace, then take its eth0 down and drop the VIP from it (a dead host answers nothing).
    */
   killHost(host: string): Promise<void>;
-  /** Start a Docker engine inside each host's namespace (test/support/engine.ts). */
+  /** Start a Docker engine inside each host's namespace (engine.ts). */
   startEngines(): Promise<void>;
   /** Tear everything down; idempotent; safe after partial setup failure. */
   destroy(): Promise<void>;
@@ -261,7 +261,7 @@ export async function createLab(opts: CreateLabOptions = {}): Promise<Lab> {
     },
 
     async startEngines() {
-      const { startEngine } = await import('../../test/support/engine.js');
+      const { startEngine } = await import('./engine.js');
       for (const h of hosts) {
         if (h.engine) continue;
         if (dead.has(h.name)) throw new LabError('LAB_STATE', `host ${h.name} was killed`);

@@ -7,12 +7,12 @@ import { copyFile, chmod, readFile, writeFile } from 'node:fs/promises';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
-import { startS3Server, S3RVER_CREDENTIALS } from '../../src/s3server/index.js';
-import { Bucket, S3BlobStore } from '../../src/store/index.js';
+import { startS3Server, S3RVER_CREDENTIALS } from '../s3server/index.js';
+import { Bucket, S3BlobStore } from '../store/index.js';
 import { createLab, type Lab } from './index.js';
-import { dockerCli } from '../../test/support/engine.js';
-import { importBusyboxImage, copyImage } from '../../test/support/busybox-image.js';
-import { waitFor } from '../../test/support/twinlayer.js';
+import { dockerCli } from './engine.js';
+import { importBusyboxImage, copyImage } from './busybox-image.js';
+import { waitFor } from './wait.js';
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BUCKET = 'twinlayer-demo';
@@ -89,7 +89,11 @@ export async function runFailover(opts: FailoverOptions = {}): Promise<FailoverR
     await lab.startKeepalived({
       notify: { primary: primaryNotify, standby: notify },
       advertIntSec: opts.advertIntSec ?? 0.1,
-      env: { TWINLAYER_HOOK_URL: 'http://127.0.0.1:7450/v1/vrrp', TWINLAYER_HOOK_TOKEN: token, TWINLAYER_ENV_FILE: '/nonexistent', TWINLAYER_HOOK_TIMEOUT: '20' },
+      // The VRRP state file in the lab dir: never the machine's /run/twinlayer.
+      env: {
+        TWINLAYER_HOOK_URL: 'http://127.0.0.1:7450/v1/vrrp', TWINLAYER_HOOK_TOKEN: token, TWINLAYER_ENV_FILE: '/nonexistent', TWINLAYER_HOOK_TIMEOUT: '20',
+        TWINLAYER_VRRP_STATE_FILE: join(lab.dir, 'standby-vrrp-state'),
+      },
     });
     await lab.waitForVip('primary', waitMs);
     mark(`keepalived: primary is MASTER and holds the virtual IP ${lab.vip}`);

@@ -1,4 +1,5 @@
-// Test images without a registry: a busybox root filesystem from Debian's busybox-static, imported with `docker import`.
+// Images for the lab, the demo and the tests without a registry: a busybox root filesystem from Debian's
+// busybox-static, imported with `docker import`. Through the docker CLI: the lab stays off the dockerode seam.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -6,8 +7,8 @@ import { chmod, copyFile, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import Docker from 'dockerode';
 import { create as createTar } from 'tar';
+import { dockerCli } from './engine.js';
 
 const execFileP = promisify(execFile);
 const BUSYBOX = '/bin/busybox';
@@ -55,13 +56,7 @@ export async function buildBusyboxRootfs(dir: string, opts: BusyboxImageOptions 
   }
 }
 
-async function drain(stream: NodeJS.ReadableStream): Promise<string> {
-  let text = '';
-  for await (const chunk of stream) text += typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
-  return text;
-}
-
-/** Builds the busybox rootfs, tars it and imports it (`docker import` through the API) as `tag`. Returns the image id.
+/** Builds the busybox rootfs, tars it and imports it (`docker import`) as `tag`. Returns the image id.
  *  Note: two imports of the same tar get different ids (the config records the import time); use copyImage to get
  *  the same image id on a second engine. */
 export async function importBusyboxImage(socketPath: string, tag: string, opts: BusyboxImageOptions = {}): Promise<string> {
@@ -72,32 +67,33 @@ export async function importBusyboxImage(socketPath: string, tag: string, opts: 
     await buildBusyboxRootfs(root, opts);
     const tarPath = join(work, 'rootfs.tar');
     await createTar({ file: tarPath, cwd: root }, ['.']);
-    const colon = tag.lastIndexOf(':');
-    const repo = colon > 0 ? tag.slice(0, colon) : tag;
-    const version = colon > 0 ? tag.slice(colon + 1) : 'latest';
     const cmd = opts.cmd ?? ['sh'];
-    const changes = cmd.length > 0 ? [`CMD ${JSON.stringify(cmd)}`] : [];
-    const docker = new Docker({ socketPath });
-    const progress = await docker.importImage(tarPath, { repo, tag: version, changes });
-    const body = await drain(progress);
-    if (/"error(Detail)?"\s*:/.test(body)) throw new Error(`docker import ${tag}: ${body.slice(0, 500)}`);
-    const info = (await docker.getImage(tag).inspect()) as { Id?: unknown };
-    if (typeof info.Id !== 'string') throw new Error(`docker import ${tag}: no image id`);
-    return info.Id;
+    const changes = cmd.length > 0 ? ['--change', `CMD ${JSON.stringify(cmd)}`] : [];
+    await dockerCli({ socketPath }, ['import', ...changes, tarPath, tag]);
+    return await imageId(socketPath, tag);
   } finally {
     await rm(work, { recursive: true, force: true });
   }
 }
 
-/** `docker save` on one engine piped into `docker load` on another: the image keeps its id (and its tags). */
+/** `docker save` on one engine, `docker load` on another: the image keeps its id (and its tags). */
 export async function copyImage(fromSocketPath: string, toSocketPath: string, ref: string): Promise<string> {
-  const from = new Docker({ socketPath: fromSocketPath });
-  const to = new Docker({ socketPath: toSocketPath });
-  const tar = await from.getImage(ref).get();
-  const body = await drain(await to.loadImage(tar, { quiet: true }));
-  if (/"error(Detail)?"\s*:/.test(body)) throw new Error(`docker load of ${ref}: ${body.slice(0, 500)}`);
-  const a = (await from.getImage(ref).inspect()) as { Id?: unknown };
-  const b = (await to.getImage(ref).inspect()) as { Id?: unknown };
-  if (typeof a.Id !== 'string' || a.Id !== b.Id) throw new Error(`copyImage ${ref}: ids differ (${String(a.Id)} vs ${String(b.Id)})`);
-  return a.Id;
+  const work = await mkdtemp(join(tmpdir(), 'twl-img-'));
+  try {
+    const tarPath = join(work, 'image.tar');
+    await dockerCli({ socketPath: fromSocketPath }, ['save', '-o', tarPath, ref], 120_000);
+    await dockerCli({ socketPath: toSocketPath }, ['load', '-q', '-i', tarPath], 120_000);
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+  const a = await imageId(fromSocketPath, ref);
+  const b = await imageId(toSocketPath, ref);
+  if (a !== b) throw new Error(`copyImage ${ref}: ids differ (${a} vs ${b})`);
+  return a;
+}
+
+async function imageId(socketPath: string, ref: string): Promise<string> {
+  const id = (await dockerCli({ socketPath }, ['image', 'inspect', '-f', '{{.Id}}', ref])).trim();
+  if (!/^sha256:[0-9a-f]{64}$/.test(id)) throw new Error(`docker image inspect ${ref}: no image id (got "${id.slice(0, 100)}")`);
+  return id;
 }
