@@ -1,6 +1,7 @@
 // The part of s3rver (3.7, no bundled types) that src/s3server uses.
 declare module 's3rver' {
   import type { AddressInfo } from 'node:net';
+  import type { IncomingMessage, Server } from 'node:http';
 
   interface S3rverOptions {
     address?: string;
@@ -14,11 +15,27 @@ declare module 's3rver' {
     configureBuckets?: Array<{ name: string; configs?: Array<string | Buffer> }>;
   }
 
+  /** s3rver's FilesystemStore (lib/stores/filesystem.js): the methods its controllers call to change objects. */
+  interface S3rverStore {
+    existsObject(bucket: string, key: string): Promise<boolean>;
+    /** The file behind a key: resource `object`, `object.md5` or `metadata.json`. */
+    getResourcePath(bucket: string, key: string, resource: string): string;
+    /** Throws an error with code ENOENT when the object is missing; `etag` is the quoted MD5 hex. */
+    getMetadata(bucket: string, key: string): Promise<{ etag: string }>;
+    /** `content` is the request (a stream) or a Buffer; it resolves once the body went through, not once on disk. */
+    putObject(object: { bucket: string; key: string; content?: unknown }): Promise<{ size: number; md5: string }>;
+    copyObject(srcBucket: string, srcKey: string, destBucket: string, destKey: string, replacementMetadata?: unknown): Promise<unknown>;
+    deleteObject(bucket: string, key: string): Promise<void>;
+    putObjectMultipart(bucket: string, uploadId: string, parts: unknown): Promise<{ size: number; md5: string }>;
+    putPart(bucket: string, uploadId: string, partNumber: number, content: unknown): Promise<{ size: number; md5: string }>;
+    putSubresource(bucket: string, key: string | undefined, resource: unknown): Promise<void>;
+  }
+
   class S3rver {
     constructor(options: S3rverOptions);
     run(): Promise<AddressInfo>;
     close(): Promise<void>;
-    httpServer?: import('node:http').Server;
+    httpServer?: Server;
     /** Koa's middleware list; composed when run() starts the server. */
     middleware: Array<(ctx: S3rverContext, next: () => Promise<void>) => Promise<void>>;
   }
@@ -27,9 +44,23 @@ declare module 's3rver' {
     method: string;
     status: number;
     body: unknown;
+    req: IncomingMessage;
+    /** Shared by every request through Koa's context prototype; a request may shadow it with its own. */
+    store: S3rverStore;
     request: { headers: Record<string, string | string[] | undefined> };
     response: { get(field: string): string };
   }
 
+  export type { S3rverContext, S3rverStore };
   export default S3rver;
+}
+
+declare module 's3rver/lib/models/error.js' {
+  /** s3rver's error: its `code` picks the HTTP status (PreconditionFailed 412, NotImplemented 501) and the XML body. */
+  class S3Error extends Error {
+    constructor(code: string, message?: string, detail?: Record<string, string>);
+    readonly code: string;
+    readonly status: number;
+  }
+  export default S3Error;
 }

@@ -2,6 +2,18 @@
 export interface BlobStore {
   /** Writes the whole object; a file body is streamed from disk. */
   put(key: string, body: Buffer | { file: string }): Promise<void>;
+  /**
+   * Creates the object only if the key does not exist (S3 `If-None-Match: *`), atomically against every other
+   * writer of the key: true when this call created it, false when the key existed (HTTP 412).
+   * When an attempt's answer was lost and a retry finds the key taken, the stored bytes decide: equal to `body`
+   * counts as this call's own write. So give each writer's body something only it writes (host, time).
+   */
+  putIfAbsent(key: string, body: Buffer): Promise<boolean>;
+  /**
+   * Replaces the object only while its ETag is `etag` (S3 `If-Match`; the ETag as getIfNoneMatch returned it):
+   * true when replaced, false when the object is missing or is another version. Lost answers as putIfAbsent.
+   */
+  putIfMatch(key: string, body: Buffer, etag: string): Promise<boolean>;
   /** The object's bytes, null when missing; throws ObjectTooLargeError when larger than maxBytes. */
   getBuffer(key: string, maxBytes: number): Promise<Buffer | null>;
   /** Streams the object into `file` (written to a temp name and renamed); false when missing. */

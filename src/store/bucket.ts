@@ -1,4 +1,5 @@
-// The bucket as twinlayer sees it: blobs, journal records, head pointers and twin specs under one prefix/group.
+// The bucket as twinlayer sees it: blobs, journal records, head pointers, twin specs, generation claims and
+// divergent tails under one prefix/group.
 // Everything read back is untrusted: keys are parsed strictly, bodies size-limited and parsed with zod.
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -9,12 +10,28 @@ import type { z } from 'zod';
 import { silentLogger, type Logger } from '../log/logger.js';
 import type { BlobStore } from './blob-store.js';
 import { BlobDigestMismatchError, BlobMissingError, BucketObjectInvalidError, ObjectTooLargeError } from './errors.js';
-import { KeyLayout } from './keys.js';
-import { commitRecordSchema, headSchema, zodReason, type CommitRecord, type Head } from './records.js';
-import { asSeq, MAX_RECORD_BYTES, MAX_SPEC_BYTES, type Digest, type Generation, type Seq } from './types.js';
+import { KeyLayout, type DivergentKeyParts } from './keys.js';
+import {
+  claimSchema,
+  commitRecordSchema,
+  divergentRecordSchema,
+  headSchema,
+  zodReason,
+  type Claim,
+  type CommitRecord,
+  type DivergentRecord,
+  type Head,
+} from './records.js';
+import { asSeq, MAX_GENERATION, MAX_RECORD_BYTES, MAX_SPEC_BYTES, type Digest, type Generation, type Seq } from './types.js';
 
 /** One step of the journal: a record, or why the record at this seq cannot be used (missing, does not parse). */
 export type JournalItem = { seq: Seq; record: CommitRecord } | { seq: Seq; error: string };
+
+/** A saved divergent tail, or why the record under a well-formed key cannot be used. */
+export type DivergentItem = { key: string; record: DivergentRecord } | { key: string; error: string };
+
+/** The outcome of a claim: won, or lost to `holder` (null when the claim object there is gone or not a claim). */
+export type ClaimOutcome = { won: true } | { won: false; holder: Claim | null };
 
 export interface BucketOptions {
   /** Key prefix (slash-separated words); "" for none. */
@@ -27,6 +44,8 @@ export interface BucketOptions {
 
 /** Records read ahead while listRecords' consumer handles the current one. */
 const READ_AHEAD = 16;
+/** Claims newerClaim reads one by one above the owned generation before it lists the generations instead. */
+const CLAIM_WALK_LIMIT = 32;
 /** The highest key possible under a generation's prefix (U+10FFFF is the largest UTF-8 sequence). */
 const AFTER_ALL = '\u{10FFFF}';
 
@@ -80,6 +99,9 @@ export class Bucket {
   }
   specKey(name: string): string {
     return this.layout.specKey(name);
+  }
+  claimKey(g: Generation): string {
+    return this.layout.claimKey(g);
   }
 
   /**
@@ -258,6 +280,139 @@ export class Bucket {
     }
   }
 
+  /**
+   * Claims `claim.generation` by creating its claim.json only if it does not exist (If-None-Match: *): of all
+   * hosts claiming one generation, exactly one wins. A loser gets the holder's claim, which may be its own from
+   * an earlier attempt (a restart between claim and record): compare `holder.host`.
+   */
+  async claimGeneration(claim: Claim): Promise<ClaimOutcome> {
+    const key = this.claimKey(claim.generation);
+    const checked = claimSchema.safeParse(claim);
+    if (!checked.success) throw new BucketObjectInvalidError('claim', key, zodReason(checked.error));
+    if (await this.store.putIfAbsent(key, Buffer.from(JSON.stringify(checked.data, null, 2) + '\n'))) return { won: true };
+    try {
+      return { won: false, holder: await this.readClaim(claim.generation) };
+    } catch (err) {
+      if (!(err instanceof BucketObjectInvalidError)) throw err;
+      // The generation is taken all the same: nothing can replace the object there.
+      this.#log.warn('generation taken by an object that is not a valid claim', { key, error: err.message });
+      return { won: false, holder: null };
+    }
+  }
+
+  /** The claim of generation g; null when there is none; BucketObjectInvalidError when it does not parse or names another generation. */
+  async readClaim(g: Generation): Promise<Claim | null> {
+    const key = this.claimKey(g);
+    let body;
+    try {
+      body = await this.store.getBuffer(key, MAX_RECORD_BYTES);
+    } catch (err) {
+      if (err instanceof ObjectTooLargeError) throw new BucketObjectInvalidError('claim', key, `larger than ${MAX_RECORD_BYTES} bytes`);
+      throw err;
+    }
+    if (body === null) return null;
+    const claim = parseJson(body, claimSchema, 'claim', key);
+    if (claim.generation !== g) throw new BucketObjectInvalidError('claim', key, `names generation ${claim.generation}`);
+    return claim;
+  }
+
+  /**
+   * The newest generation in the bucket with its claim (null when it has none: opened by a pusher before claims
+   * existed); null for an empty bucket. Lists the generations (one LIST round each, see listGenerations): for
+   * start-up and promotion, not for the once-a-second fencing check (newerClaim).
+   */
+  async newestClaim(): Promise<{ generation: Generation; claim: Claim | null } | null> {
+    const newest = (await this.listGenerations()).at(-1);
+    if (newest === undefined) return null;
+    return { generation: newest, claim: await this.readClaim(newest) };
+  }
+
+  /**
+   * The newest claim above generation `owned`, or null when there is none: the self-fencing check of the primary
+   * that owns `owned`. While nothing changed it costs one GET (a 404) of gen/<owned+1>/claim.json.
+   *
+   * Why probing owned+1 is enough: a promotion claims newest+1, where newest counts claims too (a generation's
+   * claim is its first object), and a claim is a create that fails when the key exists. So no claim of g+2 is
+   * made before the claim of g+1 exists, and claims are never deleted while a newer generation lives: any claim
+   * above `owned` implies one at owned+1. This holds for generations opened by a claim; one opened by a head only
+   * (pushers before claims) is not seen here. A LIST is no cheaper: keys sort as text (gen/10 before gen/9), so
+   * "after generation g" is not a key range.
+   * From owned+1 it reads upward to the newest claim; after CLAIM_WALK_LIMIT claims it lists instead.
+   * Throws BucketObjectInvalidError for a claim on the way that does not parse.
+   */
+  async newerClaim(owned: Generation): Promise<{ generation: Generation; claim: Claim } | null> {
+    let newest: { generation: Generation; claim: Claim } | null = null;
+    for (let g = owned + 1, steps = 0; g <= MAX_GENERATION; g++, steps++) {
+      if (steps === CLAIM_WALK_LIMIT) {
+        const listed = await this.newestClaim();
+        const above = newest?.generation ?? owned;
+        return listed !== null && listed.claim !== null && listed.generation > above ? { generation: listed.generation, claim: listed.claim } : newest;
+      }
+      const claim = await this.readClaim(g as Generation);
+      if (claim === null) return newest;
+      newest = { generation: g as Generation, claim };
+    }
+    return newest;
+  }
+
+  /**
+   * Saves a divergent tail: the changeset `file` (sha256 `record.digest`, `record.size` bytes, computed by the
+   * caller) under blobs/, then the record that points at it. Returns the record's key. Saving the same tail again
+   * writes the same keys.
+   */
+  async putDivergent(record: DivergentRecord, file: string): Promise<string> {
+    const checked = divergentRecordSchema.safeParse(record);
+    if (!checked.success) throw new BucketObjectInvalidError('divergent', this.layout.divergentPrefix, zodReason(checked.error));
+    const key = this.layout.divergentKey(checked.data);
+    await this.uploadBlob(file, checked.data.digest);
+    await this.store.put(key, Buffer.from(JSON.stringify(checked.data, null, 2) + '\n'));
+    return key;
+  }
+
+  /**
+   * Every saved divergent tail (of `host` only, when given), in key order. Keys outside the layout are ignored
+   * and logged; a record that does not parse or disagrees with its key is an error item.
+   */
+  async listDivergent(host?: string): Promise<DivergentItem[]> {
+    const prefix = host === undefined ? this.layout.divergentPrefix : this.layout.divergentHostPrefix(host);
+    const hostile = new HostileKeys();
+    const found: Array<{ key: string; parts: DivergentKeyParts }> = [];
+    for await (const key of this.store.list(prefix)) {
+      const parts = this.layout.parseDivergentKey(key);
+      if (parts === null || (host !== undefined && parts.host !== host)) hostile.note(key);
+      else found.push({ key, parts });
+    }
+    hostile.report(this.#log, prefix);
+    const items: DivergentItem[] = [];
+    // A few reads in flight at a time; there are few tails, each a small record.
+    for (let i = 0; i < found.length; i += READ_AHEAD) {
+      items.push(...(await Promise.all(found.slice(i, i + READ_AHEAD).map((f) => this.#readDivergent(f.key, f.parts)))));
+    }
+    return items;
+  }
+
+  async #readDivergent(key: string, parts: DivergentKeyParts): Promise<DivergentItem> {
+    let body;
+    try {
+      body = await this.store.getBuffer(key, MAX_RECORD_BYTES);
+    } catch (err) {
+      if (err instanceof ObjectTooLargeError) return { key, error: `record is larger than ${MAX_RECORD_BYTES} bytes` };
+      throw err;
+    }
+    if (body === null) return { key, error: 'record listed but missing' };
+    let record: DivergentRecord;
+    try {
+      record = parseJson(body, divergentRecordSchema, 'divergent', key);
+    } catch (err) {
+      if (err instanceof BucketObjectInvalidError) return { key, error: err.message };
+      throw err;
+    }
+    if (record.host !== parts.host || record.generation !== parts.generation || record.container !== parts.container || record.digest !== parts.digest) {
+      return { key, error: `record names host ${record.host} generation ${record.generation} container ${record.container} digest ${record.digest}, not its key's` };
+    }
+    return { key, record };
+  }
+
   async putSpec(name: string, spec: unknown): Promise<void> {
     await this.store.put(this.specKey(name), Buffer.from(JSON.stringify(spec, null, 2) + '\n'));
   }
@@ -287,7 +442,7 @@ export class Bucket {
   }
 }
 
-function parseJson<T>(body: Buffer, schema: z.ZodType<T>, what: 'head' | 'record', key: string): T {
+function parseJson<T>(body: Buffer, schema: z.ZodType<T>, what: ConstructorParameters<typeof BucketObjectInvalidError>[0], key: string): T {
   let json: unknown;
   try {
     json = JSON.parse(body.toString('utf8'));

@@ -1,11 +1,15 @@
 // A BlobStore on a local directory: key "a/b/c" is the file <root>/a/b/c. For unit tests and local experiments.
 // Unlike S3 it cannot hold both "a" and "a/b", and it refuses keys that are not safe relative paths.
+// Conditional writes: putIfAbsent links a complete temp file to the key, which fails if the key exists, so it is
+// atomic even across processes; putIfMatch (check, then rename) is atomic only against writers in this process,
+// whose writes of a key run one at a time.
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFile, mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { copyFile, link, mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import type { BlobStore } from './blob-store.js';
 import { InvalidKeyError, ObjectTooLargeError } from './errors.js';
+import { KeyedMutex } from './keyed-mutex.js';
 
 /** Temp files live here, on the same filesystem, so a rename publishes an object atomically. */
 const TMP_DIR = '.dirblobstore-tmp';
@@ -16,12 +20,22 @@ function errno(err: unknown): string {
 
 const missing = (err: unknown): boolean => errno(err) === 'ENOENT' || errno(err) === 'ENOTDIR' || errno(err) === 'EISDIR';
 
+/** S3's ETag of a single-part object: the quoted MD5 of its bytes. */
+function etagOf(body: Buffer): string {
+  return `"${createHash('md5').update(body).digest('hex')}"`;
+}
+
+function unquote(etag: string): string {
+  return etag.length >= 2 && etag.startsWith('"') && etag.endsWith('"') ? etag.slice(1, -1) : etag;
+}
+
 function compareKeys(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
 }
 
 export class DirBlobStore implements BlobStore {
   readonly rootDir: string;
+  readonly #writes = new KeyedMutex();
 
   constructor(rootDir: string) {
     if (typeof rootDir !== 'string' || rootDir === '') throw new TypeError(`Expected \`rootDir\` to be a non-empty path, got ${JSON.stringify(rootDir)}`);
@@ -47,6 +61,10 @@ export class DirBlobStore implements BlobStore {
 
   async put(key: string, body: Buffer | { file: string }): Promise<void> {
     const dest = this.#path(key);
+    await this.#writes.run(key, () => this.#replace(dest, body));
+  }
+
+  async #replace(dest: string, body: Buffer | { file: string }): Promise<void> {
     const tmp = await this.#tmp();
     try {
       if (Buffer.isBuffer(body)) await writeFile(tmp, body);
@@ -57,6 +75,34 @@ export class DirBlobStore implements BlobStore {
       await rm(tmp, { force: true });
       throw err;
     }
+  }
+
+  async putIfAbsent(key: string, body: Buffer): Promise<boolean> {
+    const dest = this.#path(key);
+    return this.#writes.run(key, async () => {
+      const tmp = await this.#tmp();
+      try {
+        await writeFile(tmp, body);
+        await mkdir(join(dest, '..'), { recursive: true });
+        await link(tmp, dest);
+        return true;
+      } catch (err) {
+        if (errno(err) === 'EEXIST') return false;
+        throw err;
+      } finally {
+        await rm(tmp, { force: true });
+      }
+    });
+  }
+
+  async putIfMatch(key: string, body: Buffer, etag: string): Promise<boolean> {
+    const dest = this.#path(key);
+    return this.#writes.run(key, async () => {
+      const current = await this.getBuffer(key, Number.MAX_SAFE_INTEGER);
+      if (current === null || unquote(etagOf(current)) !== unquote(etag)) return false;
+      await this.#replace(dest, body);
+      return true;
+    });
   }
 
   async getBuffer(key: string, maxBytes: number): Promise<Buffer | null> {
@@ -101,8 +147,7 @@ export class DirBlobStore implements BlobStore {
   ): Promise<{ status: 'missing' } | { status: 'unchanged' } | { status: 'ok'; body: Buffer; etag: string }> {
     const body = await this.getBuffer(key, maxBytes);
     if (body === null) return { status: 'missing' };
-    // Quoted MD5, as S3 gives for single-part objects.
-    const current = `"${createHash('md5').update(body).digest('hex')}"`;
+    const current = etagOf(body);
     if (etag !== undefined && etag === current) return { status: 'unchanged' };
     return { status: 'ok', body, etag: current };
   }
@@ -149,10 +194,13 @@ export class DirBlobStore implements BlobStore {
   }
 
   async delete(key: string): Promise<void> {
-    try {
-      await unlink(this.#path(key));
-    } catch (err) {
-      if (!missing(err)) throw err;
-    }
+    const path = this.#path(key);
+    await this.#writes.run(key, async () => {
+      try {
+        await unlink(path);
+      } catch (err) {
+        if (!missing(err)) throw err;
+      }
+    });
   }
 }

@@ -53,9 +53,17 @@ export class BlobMissingError extends TwinlayerError {
   }
 }
 
-/** A head, record or spec in the bucket does not parse. */
+const invalidCodes = {
+  head: 'HEAD_INVALID',
+  record: 'RECORD_INVALID',
+  spec: 'SPEC_INVALID',
+  claim: 'CLAIM_INVALID',
+  divergent: 'DIVERGENT_INVALID',
+} as const;
+
+/** A head, record, spec, claim or divergent-tail record in the bucket does not parse (or disagrees with its key). */
 export class BucketObjectInvalidError extends TwinlayerError {
-  constructor(what: 'head' | 'record' | 'spec', key: string, reason: string) {
-    super(what === 'head' ? 'HEAD_INVALID' : what === 'record' ? 'RECORD_INVALID' : 'SPEC_INVALID', `${what} does not parse: ${reason}`, { key });
+  constructor(what: keyof typeof invalidCodes, key: string, reason: string) {
+    super(invalidCodes[what], `${what} does not parse: ${reason}`, { key });
   }
 }

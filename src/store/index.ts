@@ -3,9 +3,19 @@ export { asDigest, asGeneration, asSeq, isDigest, MAX_RECORD_BYTES, MAX_SPEC_BYT
 export { defaultRetryPolicy, type BlobStore, type RetryPolicy } from './blob-store.js';
 export { S3BlobStore, isRetryableS3Error, type S3BlobStoreOptions } from './s3-blob-store.js';
 export { DirBlobStore } from './dir-blob-store.js';
-export { commitRecordSchema, headSchema, type CommitCounts, type CommitRecord, type Head } from './records.js';
-export { formatSeq, KeyLayout } from './keys.js';
-export { Bucket, type BucketOptions, type JournalItem } from './bucket.js';
+export {
+  claimSchema,
+  commitRecordSchema,
+  divergentRecordSchema,
+  headSchema,
+  type Claim,
+  type CommitCounts,
+  type CommitRecord,
+  type DivergentRecord,
+  type Head,
+} from './records.js';
+export { formatSeq, KeyLayout, type DivergentKeyParts } from './keys.js';
+export { Bucket, type BucketOptions, type ClaimOutcome, type DivergentItem, type JournalItem } from './bucket.js';
 export {
   defaultHeadRetry,
   headRetryDelay,

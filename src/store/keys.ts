@@ -1,6 +1,6 @@
 // The bucket layout (DESIGN.md "Bucket layout"): building keys, and parsing listed keys back, strictly.
 // A listed key is untrusted: it is accepted only when it is exactly what we would have built.
-import { containerNameRe, MAX_GENERATION, MAX_SEQ, type Digest, type Generation, type Seq } from './types.js';
+import { containerNameRe, isDigest, MAX_GENERATION, MAX_SEQ, writerRe, type Digest, type Generation, type Seq } from './types.js';
 
 const prefixRe = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
 const groupRe = /^[A-Za-z0-9._-]{1,64}$/;
@@ -8,6 +8,25 @@ const seqFileRe = /^([0-9]{16})\.json$/;
 const generationRe = /^(0|[1-9][0-9]{0,15})$/;
 
 export const SEQ_DIGITS = 16;
+
+/** Where a divergent tail is saved: the host that held it, the generation it wrote, the container, the blob. */
+export interface DivergentKeyParts {
+  host: string;
+  generation: Generation;
+  container: string;
+  digest: Digest;
+}
+
+function parseGeneration(text: string): Generation | null {
+  if (!generationRe.test(text)) return null;
+  const n = Number(text);
+  return Number.isSafeInteger(n) && n <= MAX_GENERATION ? (n as Generation) : null;
+}
+
+/** A host id that is also a safe key segment ("." and ".." match the writer pattern but name directories). */
+function isHostSegment(host: string): boolean {
+  return writerRe.test(host) && host !== '.' && host !== '..';
+}
 
 export function formatSeq(seq: Seq): string {
   return String(seq).padStart(SEQ_DIGITS, '0');
@@ -37,6 +56,11 @@ export class KeyLayout {
     return `${this.generationPrefix(g)}head.json`;
   }
 
+  /** Who owns generation g: created once, conditionally (If-None-Match: *), by the host that won it. */
+  claimKey(g: Generation): string {
+    return `${this.generationPrefix(g)}claim.json`;
+  }
+
   journalPrefix(g: Generation): string {
     return `${this.generationPrefix(g)}journal/`;
   }
@@ -58,6 +82,47 @@ export class KeyLayout {
     return `${this.base}/blobs/sha256/${d.slice(0, 2)}/${d}`;
   }
 
+  /*
+   * Divergent tails: what a demoted host held beyond the claim that superseded it (DESIGN.md "Roles, promotion,
+   * fencing"). One small record per saved changeset,
+   *   <base>/divergent/<host>/<generation>/<container>/<digest>.json
+   * where <generation> is the generation the host wrote and <digest> the sha256 of the changeset, stored like
+   * every changeset under blobs/ (content-addressed, verified on download). Naming the record by its blob keeps
+   * every tail ever saved (a second demotion, a resumed save) and makes saving the same bytes again idempotent;
+   * the record is zod-parsed and must agree with its key. Listing by host or host/generation is a prefix.
+   */
+  get divergentPrefix(): string {
+    return `${this.base}/divergent/`;
+  }
+
+  /** The tails one host saved. */
+  divergentHostPrefix(host: string): string {
+    if (!isHostSegment(host)) throw new TypeError(`Expected a host id of 1-64 of A-Z a-z 0-9 . _ - (not "." or ".."), got ${JSON.stringify(host)}`);
+    return `${this.divergentPrefix}${host}/`;
+  }
+
+  divergentKey(p: DivergentKeyParts): string {
+    const hostPrefix = this.divergentHostPrefix(p.host);
+    if (!containerNameRe.test(p.container)) throw new TypeError(`Expected a container name of [A-Za-z0-9][A-Za-z0-9_.-]{0,127}, got ${JSON.stringify(p.container)}`);
+    if (!Number.isSafeInteger(p.generation) || p.generation < 0) throw new TypeError(`Expected a generation to be a non-negative safe integer, got ${String(p.generation)}`);
+    if (!isDigest(p.digest)) throw new TypeError(`Expected a digest of 64 lowercase hex characters, got ${JSON.stringify(p.digest)}`);
+    return `${hostPrefix}${p.generation}/${p.container}/${p.digest}.json`;
+  }
+
+  /** The parts of a divergent record's key; null unless the key is exactly what divergentKey builds. */
+  parseDivergentKey(key: string): DivergentKeyParts | null {
+    const prefix = this.divergentPrefix;
+    if (!key.startsWith(prefix)) return null;
+    const parts = key.slice(prefix.length).split('/');
+    if (parts.length !== 4) return null;
+    const [host, gText, container, file] = parts as [string, string, string, string];
+    const generation = parseGeneration(gText);
+    if (!isHostSegment(host) || generation === null || !containerNameRe.test(container) || !file.endsWith('.json')) return null;
+    const digest = file.slice(0, -'.json'.length);
+    if (!isDigest(digest)) return null;
+    return { host, generation, container, digest };
+  }
+
   /** The seq a journal key names, or null unless the key is exactly journalKey(g, seq) for a seq >= 1. */
   parseJournalKey(g: Generation, key: string): Seq | null {
     const prefix = this.journalPrefix(g);
@@ -68,19 +133,16 @@ export class KeyLayout {
     return Number.isSafeInteger(n) && n >= 1 && n <= MAX_SEQ ? (n as Seq) : null;
   }
 
-  /** The generation of a key "gen/<g>/head.json" or "gen/<g>/journal/<seq>.json"; null for anything else. */
+  /** The generation of a key "gen/<g>/head.json", "gen/<g>/claim.json" or "gen/<g>/journal/<seq>.json"; else null. */
   parseGenerationKey(key: string): Generation | null {
     const prefix = this.generationsPrefix;
     if (!key.startsWith(prefix)) return null;
     const rest = key.slice(prefix.length);
     const slash = rest.indexOf('/');
     if (slash === -1) return null;
-    const gText = rest.slice(0, slash);
-    if (!generationRe.test(gText)) return null;
-    const n = Number(gText);
-    if (!Number.isSafeInteger(n) || n > MAX_GENERATION) return null;
-    const g = n as Generation;
-    if (key === this.headKey(g) || this.parseJournalKey(g, key) !== null) return g;
+    const g = parseGeneration(rest.slice(0, slash));
+    if (g === null) return null;
+    if (key === this.headKey(g) || key === this.claimKey(g) || this.parseJournalKey(g, key) !== null) return g;
     return null;
   }
 

@@ -1,4 +1,5 @@
-// The JSON documents in the bucket: commit records and the head pointer. Parsed with zod, strictly.
+// The JSON documents in the bucket: commit records, the head pointer, generation claims and divergent-tail
+// records. Parsed with zod, strictly.
 import { z } from 'zod';
 
 import { containerNameRe, MAX_GENERATION, MAX_SEQ, writerRe, type Digest, type Generation, type Seq } from './types.js';
@@ -39,6 +40,49 @@ export interface Head {
   containers: Record<string, Seq>;
 }
 
+/** Who owns a generation, and from what it started (DESIGN.md "Roles, promotion, fencing"). */
+export interface Claim {
+  version: 1;
+  /** The generation claimed; the claim lives at gen/<generation>/claim.json. */
+  generation: Generation;
+  /** Host id of the claimer (the writer of the generation). */
+  host: string;
+  /** ISO time of the claim. */
+  claimedAt: string;
+  from: {
+    /** The generation the claimer followed when it was promoted; 0 when it followed none. */
+    generation: Generation;
+    /** Per container, the seq of `from.generation` it had finalized (staged) when it claimed. */
+    containers: Record<string, Seq>;
+  };
+}
+
+/**
+ * A divergent tail: a changeset of what a demoted host's container held beyond the claim that superseded it.
+ * Saved for an operator, never applied. The changeset is the blob `digest` under blobs/.
+ */
+export interface DivergentRecord {
+  version: 1;
+  /** The demoted host that held the tail. */
+  host: string;
+  /** The generation that host wrote. */
+  generation: Generation;
+  /** The generation whose claim superseded it: `fromSeq` is that claim's seq for the container. */
+  claimGeneration: Generation;
+  container: string;
+  /** The claim's finalized seq for this container (0 when the claim had none): the tail starts after it. */
+  fromSeq: Seq;
+  /** The last seq this host published for the container in `generation` (0 when none). */
+  lastShippedSeq: Seq;
+  digest: Digest;
+  size: number;
+  counts: CommitCounts;
+  /** ISO time the tail was saved. */
+  savedAt: string;
+  /** Why it was saved (demoted by BACKUP, fenced by a newer claim, ...), for the operator. */
+  reason: string;
+}
+
 const count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 const seq = z.number().int().min(1).max(MAX_SEQ).transform((n) => n as Seq);
 const seqOrZero = z.number().int().min(0).max(MAX_SEQ).transform((n) => n as Seq);
@@ -71,6 +115,33 @@ export const headSchema: z.ZodType<Head> = z.strictObject({
   updatedAt: isoTime,
   containers: z.record(container, seq),
 }).refine((h) => Object.values(h.containers).every((s) => s <= h.seq), { message: 'a container seq is above the head seq', path: ['containers'] });
+
+export const claimSchema: z.ZodType<Claim> = z.strictObject({
+  version: z.literal(1),
+  generation,
+  host: writer,
+  claimedAt: isoTime,
+  from: z.strictObject({
+    generation,
+    containers: z.record(container, seqOrZero),
+  }),
+}).refine((c) => c.from.generation < c.generation, { message: 'a claim follows an older generation', path: ['from', 'generation'] });
+
+export const divergentRecordSchema: z.ZodType<DivergentRecord> = z.strictObject({
+  version: z.literal(1),
+  host: writer,
+  generation,
+  claimGeneration: generation,
+  container,
+  fromSeq: seqOrZero,
+  lastShippedSeq: seqOrZero,
+  digest,
+  size: count,
+  counts: z.strictObject({ files: count, deletions: count, bytes: count }),
+  savedAt: isoTime,
+  // Shown to operators: one printable line.
+  reason: z.string().min(1).max(500).regex(/^[^\p{Cc}]+$/u, 'expected one line without control characters'),
+}).refine((r) => r.generation < r.claimGeneration, { message: 'a tail is superseded by a newer generation', path: ['claimGeneration'] });
 
 /** A short one-line reason from a zod error, for logs and error items. */
 export function zodReason(err: z.ZodError): string {

@@ -91,6 +91,16 @@ function isNotFound(err: unknown): boolean {
   return statusOf(err) === 404 || nameOf(err) === 'NoSuchKey' || nameOf(err) === 'NotFound';
 }
 
+/** The condition of a conditional write did not hold (412); not an error to retry. */
+function isPreconditionFailed(err: unknown): boolean {
+  return statusOf(err) === 412 || nameOf(err) === 'PreconditionFailed';
+}
+
+/** AWS answers 409 ConditionalRequestConflict while another conditional write of the key is under way: retry. */
+function isRetryableConditional(err: unknown): boolean {
+  return isRetryableS3Error(err) || (statusOf(err) === 409 && nameOf(err) === 'ConditionalRequestConflict');
+}
+
 function isNoSuchBucket(err: unknown): boolean {
   return nameOf(err) === 'NoSuchBucket';
 }
@@ -198,7 +208,7 @@ export class S3BlobStore implements BlobStore {
   }
 
   /** One logical request: retried per the policy; the final error names endpoint, bucket and key. */
-  async #request<T>(op: string, key: string, attempt: () => Promise<T>): Promise<T> {
+  async #request<T>(op: string, key: string, attempt: () => Promise<T>, isRetryable: (err: unknown) => boolean = isRetryableS3Error): Promise<T> {
     let tries = 0;
     try {
       return await withRetries(
@@ -207,7 +217,7 @@ export class S3BlobStore implements BlobStore {
           tries++;
           return attempt();
         },
-        isRetryableS3Error,
+        isRetryable,
         (err, n, delayMs) => this.#log.debug('s3 request retried', { op, key, attempt: n, delayMs, error: describe(err) }),
       );
     } catch (err) {
@@ -238,6 +248,55 @@ export class S3BlobStore implements BlobStore {
         stream.destroy();
       }
     });
+  }
+
+  async putIfAbsent(key: string, body: Buffer): Promise<boolean> {
+    return this.#conditionalPut('put-if-absent', key, body, { IfNoneMatch: '*' });
+  }
+
+  async putIfMatch(key: string, body: Buffer, etag: string): Promise<boolean> {
+    if (typeof etag !== 'string' || etag === '') throw new TypeError(`Expected \`etag\` to be a non-empty string, got ${JSON.stringify(etag)}`);
+    return this.#conditionalPut('put-if-match', key, body, { IfMatch: etag });
+  }
+
+  /**
+   * A conditional PUT: 412 (and 404, AWS's answer to If-Match on a missing key) means "condition failed" and is
+   * not retried. Once an attempt has failed without a clear answer, its write may have happened; if a retry then
+   * fails the condition, the stored bytes tell whether that write was ours.
+   */
+  async #conditionalPut(op: string, key: string, body: Buffer, condition: { IfNoneMatch: '*' } | { IfMatch: string }): Promise<boolean> {
+    let mayHaveWritten = false;
+    return this.#request(
+      op,
+      key,
+      async () => {
+        try {
+          await this.#client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, ...condition }));
+          return true;
+        } catch (err) {
+          const failed = isPreconditionFailed(err) || ('IfMatch' in condition && isNotFound(err) && !isNoSuchBucket(err));
+          if (!failed) {
+            mayHaveWritten = true;
+            throw err;
+          }
+          if (!mayHaveWritten) return false;
+          this.#log.debug('conditional put failed its condition after an unanswered attempt; comparing the stored object', { op, key });
+          return this.#holds(key, body);
+        }
+      },
+      isRetryableConditional,
+    );
+  }
+
+  /** Whether the object under `key` is exactly `body` (a larger object is not). */
+  async #holds(key: string, body: Buffer): Promise<boolean> {
+    try {
+      const current = await this.getIfNoneMatch(key, undefined, body.length);
+      return current.status === 'ok' && current.body.equals(body);
+    } catch (err) {
+      if (err instanceof ObjectTooLargeError) return false;
+      throw err;
+    }
   }
 
   async getBuffer(key: string, maxBytes: number): Promise<Buffer | null> {

@@ -1,17 +1,19 @@
 // An HTTP proxy on 127.0.0.1 in front of an S3 server whose behaviour a test flips per request:
 // pass through, reset the connection, hang (the client times out), answer 503 SlowDown or 500, truncate a
-// response body, or refuse connections altogether (nothing listening on the port).
+// response body, lose the answer of a request the server did carry out, or refuse connections altogether
+// (nothing listening on the port).
 import http from 'node:http';
 import type { Socket } from 'node:net';
 
-export type Fault = 'reset' | 'hang' | 'slowdown' | 'error500' | 'truncate';
+export type Fault = 'reset' | 'hang' | 'slowdown' | 'error500' | 'truncate' | 'lose-answer';
 
 export interface FaultProxy {
   endpoint: string;
   port: number;
   /**
    * The next `count` requests (default 1; Infinity until pass()) get `fault`. `truncate` counts GET requests only:
-   * it sends the real headers and half the body, then cuts the connection.
+   * it sends the real headers and half the body, then cuts the connection. `lose-answer` forwards the request,
+   * waits for the server's whole answer, then resets the client's connection instead of relaying it.
    */
   fail(fault: Fault, count?: number): void;
   /** Back to pass-through for every request. */
@@ -34,7 +36,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   const sockets = new Set<Socket>();
   let fault: Fault | null = null;
   let remaining = 0;
-  const stats = { requests: 0, faults: { reset: 0, hang: 0, slowdown: 0, error500: 0, truncate: 0 } as Record<Fault, number> };
+  const stats = { requests: 0, faults: { reset: 0, hang: 0, slowdown: 0, error500: 0, truncate: 0, 'lose-answer': 0 } as Record<Fault, number> };
 
   const take = (method: string): Fault | null => {
     if (fault === null || remaining <= 0) return null;
@@ -72,6 +74,11 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     const upReq = http.request(
       { host: up.hostname, port: up.port, method: req.method, path: req.url, headers: req.headers, agent },
       (upRes) => {
+        if (f === 'lose-answer') {
+          upRes.resume();
+          upRes.on('end', () => req.socket.resetAndDestroy());
+          return;
+        }
         res.writeHead(upRes.statusCode ?? 502, upRes.headers);
         if (f !== 'truncate') {
           upRes.pipe(res);

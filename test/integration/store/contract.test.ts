@@ -134,6 +134,54 @@ for (const impl of impls) {
       await store.delete('c/del');
     });
 
+    it('putIfAbsent creates a missing key only; the existing object is kept', async () => {
+      assert.equal(await store.putIfAbsent('cond/claim.json', Buffer.from('host-a')), true);
+      assert.equal((await store.getBuffer('cond/claim.json', 100))?.toString(), 'host-a');
+      assert.equal(await store.putIfAbsent('cond/claim.json', Buffer.from('host-b')), false);
+      // Even the same bytes again: this call did not create the object.
+      assert.equal(await store.putIfAbsent('cond/claim.json', Buffer.from('host-a')), false);
+      assert.equal((await store.getBuffer('cond/claim.json', 100))?.toString(), 'host-a');
+      await store.delete('cond/claim.json');
+      assert.equal(await store.putIfAbsent('cond/claim.json', Buffer.from('host-c')), true);
+      assert.equal((await store.getBuffer('cond/claim.json', 100))?.toString(), 'host-c');
+      assert.equal(await store.putIfAbsent('cond/empty', Buffer.alloc(0)), true);
+      assert.equal(await store.putIfAbsent('cond/empty', Buffer.alloc(0)), false);
+      assert.equal((await store.getBuffer('cond/empty', 100))?.length, 0);
+    });
+
+    it('putIfAbsent: of 20 concurrent creates of one key exactly one wins, and its body is stored', async () => {
+      for (let round = 0; round < 5; round++) {
+        const key = `cond/race/${round}`;
+        const bodies = Array.from({ length: 20 }, (_, i) => Buffer.from(`writer ${i} round ${round}`));
+        const results = await Promise.all(bodies.map((b) => store.putIfAbsent(key, b)));
+        const winners = results.flatMap((won, i) => (won ? [i] : []));
+        assert.equal(winners.length, 1, `round ${round}: ${results.join(',')}`);
+        assert.deepEqual(await store.getBuffer(key, 100), bodies[winners[0] ?? -1]);
+      }
+    });
+
+    it('putIfMatch replaces only the version it names; missing keys and stale ETags are refused', async () => {
+      assert.equal(await store.putIfMatch('cond/head', Buffer.from('v1'), '"0123456789abcdef0123456789abcdef"'), false);
+      assert.equal(await store.exists('cond/head'), false);
+      await store.put('cond/head', Buffer.from('v1'));
+      const v1 = await store.getIfNoneMatch('cond/head', undefined, 100);
+      assert.equal(v1.status, 'ok');
+      if (v1.status !== 'ok') return;
+      assert.equal(await store.putIfMatch('cond/head', Buffer.from('v2'), v1.etag), true);
+      const v2 = await store.getIfNoneMatch('cond/head', undefined, 100);
+      assert.equal(v2.status === 'ok' ? v2.body.toString() : v2.status, 'v2');
+      assert.equal(await store.putIfMatch('cond/head', Buffer.from('v3'), v1.etag), false);
+      assert.equal((await store.getBuffer('cond/head', 100))?.toString(), 'v2');
+
+      // Ten writers that all read v2: one replaces it, the others find another version.
+      if (v2.status !== 'ok') return;
+      const bodies = Array.from({ length: 10 }, (_, i) => Buffer.from(`v3 by ${i}`));
+      const results = await Promise.all(bodies.map((b) => store.putIfMatch('cond/head', b, v2.etag)));
+      const winners = results.flatMap((won, i) => (won ? [i] : []));
+      assert.equal(winners.length, 1, results.join(','));
+      assert.deepEqual(await store.getBuffer('cond/head', 100), bodies[winners[0] ?? -1]);
+    });
+
     it('lists more than 1000 keys in order, by prefix, after startAfter', async () => {
       const keys = Array.from({ length: 1234 }, (_, i) => `many/k-${String(i).padStart(5, '0')}`);
       await eachLimit(keys, 32, (k) => store.put(k, Buffer.from(k)));

@@ -120,6 +120,47 @@ describe('S3BlobStore under faults', () => {
     assert.equal(sha(await readFile(join(work, 'blob.out'))), d);
   });
 
+  it('a conditional create whose answer was lost is still ours: the retry sees 412 and finds our bytes', async () => {
+    proxy.fail('lose-answer', 1);
+    assert.equal(await store.putIfAbsent('f/claim-lost-answer', Buffer.from('{"host":"a"}')), true);
+    assert.equal(proxy.stats.faults['lose-answer'], 1);
+    assert.equal((await store.getBuffer('f/claim-lost-answer', 100))?.toString(), '{"host":"a"}');
+    // Someone else's claim is not mistaken for ours: lose the answer of a create that did not happen.
+    proxy.fail('lose-answer', 1);
+    assert.equal(await store.putIfAbsent('f/claim-lost-answer', Buffer.from('{"host":"b"}')), false);
+    assert.equal((await store.getBuffer('f/claim-lost-answer', 100))?.toString(), '{"host":"a"}');
+  });
+
+  it('a conditional create that failed before reaching the server, then finds the key taken, lost', async () => {
+    await store.put('f/claim-taken', Buffer.from('{"host":"a"}'));
+    proxy.fail('reset', 1);
+    assert.equal(await store.putIfAbsent('f/claim-taken', Buffer.from('{"host":"b"}')), false);
+    // A larger object than ours is not ours either (read back with our size as the limit).
+    proxy.fail('error500', 1);
+    assert.equal(await store.putIfAbsent('f/claim-taken', Buffer.from('{"h":1}')), false);
+    assert.equal((await store.getBuffer('f/claim-taken', 100))?.toString(), '{"host":"a"}');
+  });
+
+  it('an If-Match replacement whose answer was lost is still ours', async () => {
+    await store.put('f/head-im', Buffer.from('v1'));
+    const v1 = await store.getIfNoneMatch('f/head-im', undefined, 100);
+    assert.equal(v1.status, 'ok');
+    if (v1.status !== 'ok') return;
+    proxy.fail('lose-answer', 1);
+    assert.equal(await store.putIfMatch('f/head-im', Buffer.from('v2'), v1.etag), true);
+    assert.equal((await store.getBuffer('f/head-im', 100))?.toString(), 'v2');
+    assert.equal(await store.putIfMatch('f/head-im', Buffer.from('v3'), v1.etag), false);
+  });
+
+  it('does not retry a failed condition: one request, answer false', async () => {
+    await store.put('f/claim-once', Buffer.from('x'));
+    const before = proxy.stats.requests;
+    assert.equal(await store.putIfAbsent('f/claim-once', Buffer.from('y')), false);
+    assert.equal(await store.putIfMatch('f/claim-once', Buffer.from('y'), '"00000000000000000000000000000000"'), false);
+    assert.equal(await store.putIfMatch('f/claim-none', Buffer.from('y'), '"00000000000000000000000000000000"'), false);
+    assert.equal(proxy.stats.requests - before, 3);
+  });
+
   it('gives up after the bounded attempts with the last error', async () => {
     const before = proxy.stats.requests;
     proxy.fail('slowdown', Infinity);

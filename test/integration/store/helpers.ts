@@ -71,6 +71,20 @@ export class WrappedStore implements BlobStore {
     this.puts.push(key);
     await this.afterPut?.(key, body);
   }
+  async putIfAbsent(key: string, body: Buffer): Promise<boolean> {
+    await this.beforePut?.(key);
+    const created = await this.inner.putIfAbsent(key, body);
+    if (created) this.puts.push(key);
+    await this.afterPut?.(key);
+    return created;
+  }
+  async putIfMatch(key: string, body: Buffer, etag: string): Promise<boolean> {
+    await this.beforePut?.(key);
+    const replaced = await this.inner.putIfMatch(key, body, etag);
+    if (replaced) this.puts.push(key);
+    await this.afterPut?.(key);
+    return replaced;
+  }
   getBuffer(key: string, maxBytes: number): Promise<Buffer | null> {
     this.keysRead.push(key);
     return this.inner.getBuffer(key, maxBytes);

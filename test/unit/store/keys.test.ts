@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 
 import fc from 'fast-check';
 
-import { formatSeq, KeyLayout, type Generation, type Seq } from '../../../src/store/index.js';
+import { asDigest, formatSeq, KeyLayout, type Digest, type Generation, type Seq } from '../../../src/store/index.js';
 
 const g = (n: number): Generation => n as Generation;
 const layout = new KeyLayout('tl', 'pair');
@@ -58,5 +58,54 @@ describe('KeyLayout', () => {
       assert.equal(layout.parseSpecKey(sp + k), null, JSON.stringify(k));
     }
     assert.throws(() => layout.specKey('../../x'), TypeError);
+  });
+
+  it('builds and parses claim keys; a generation holding only a claim counts', () => {
+    assert.equal(layout.claimKey(g(8)), 'tl/pair/gen/8/claim.json');
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), (gen) => {
+        assert.equal(layout.parseGenerationKey(layout.claimKey(g(gen))), gen);
+      }),
+    );
+    const gp = 'tl/pair/gen/';
+    for (const k of ['1/claim.json.tmp', '1/Claim.json', '1/claim.JSON', '1/claim.json/x', '1/claim', '01/claim.json', '1/journal/claim.json', '1/claims.json',
+      '1/claim.json\0', '1/ claim.json', '../1/claim.json', '1/../claim.json', '9007199254740992/claim.json']) {
+      assert.equal(layout.parseGenerationKey(gp + k), null, JSON.stringify(k));
+    }
+  });
+
+  it('builds and parses divergent-tail keys, for any host, generation, container and digest', () => {
+    const host = fc.stringMatching(/^[A-Za-z0-9._-]{1,64}$/).filter((h) => h !== '.' && h !== '..');
+    const container = fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/);
+    const digest = fc.stringMatching(/^[0-9a-f]{64}$/).map((d) => d as Digest);
+    fc.assert(
+      fc.property(host, fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), container, digest, (h, gen, c, d) => {
+        const parts = { host: h, generation: g(gen), container: c, digest: d };
+        const key = layout.divergentKey(parts);
+        assert.ok(key.startsWith(layout.divergentHostPrefix(h)));
+        assert.deepEqual(layout.parseDivergentKey(key), parts);
+      }),
+    );
+    const d = asDigest('ab'.repeat(32));
+    assert.equal(layout.divergentKey({ host: 'host-a', generation: g(3), container: 'web', digest: d }), `tl/pair/divergent/host-a/3/web/${d}.json`);
+  });
+
+  it('refuses hostile divergent-tail keys, and refuses to build keys from hostile parts', () => {
+    const d = 'ab'.repeat(32);
+    const dp = 'tl/pair/divergent/';
+    const hostile = [
+      `../3/web/${d}.json`, `./3/web/${d}.json`, `host-a/../web/${d}.json`, `host-a/3/../${d}.json`, `host-a/3/web/../${d}.json`,
+      `host-a/03/web/${d}.json`, `host-a/-3/web/${d}.json`, `host-a/3/-web/${d}.json`, `host-a/3/web/${d.toUpperCase()}.json`,
+      `host-a/3/web/${d}`, `host-a/3/web/${d}.json.tmp`, `host-a/3/web/${d.slice(2)}.json`, `host-a/3/web/sub/${d}.json`,
+      `host-a/3/${d}.json`, `host a/3/web/${d}.json`, `host-a/3/web/${d}.json\0`, `/host-a/3/web/${d}.json`, `host-a//3/web/${d}.json`,
+      `${'h'.repeat(65)}/3/web/${d}.json`, `host-a/9007199254740992/web/${d}.json`, `host-a/3/web/record.json`, '',
+    ];
+    for (const k of hostile) assert.equal(layout.parseDivergentKey(dp + k), null, JSON.stringify(k));
+    assert.equal(layout.parseDivergentKey(`other/${dp}host-a/3/web/${d}.json`), null);
+    const good = { host: 'host-a', generation: g(3), container: 'web', digest: asDigest(d) };
+    for (const bad of [{ host: '..' }, { host: '.' }, { host: 'a/b' }, { host: '' }, { container: '../x' }, { generation: g(-1) }, { generation: g(1.5) }, { digest: 'xyz' as Digest }]) {
+      assert.throws(() => layout.divergentKey({ ...good, ...bad }), TypeError, JSON.stringify(bad));
+    }
+    assert.throws(() => layout.divergentHostPrefix('..'), TypeError);
   });
 });

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { asDigest, commitRecordSchema, headSchema } from '../../../src/store/index.js';
+import { asDigest, claimSchema, commitRecordSchema, divergentRecordSchema, headSchema } from '../../../src/store/index.js';
 import { record } from '../../integration/store/helpers.js';
 
 describe('commitRecordSchema', () => {
@@ -48,5 +48,67 @@ describe('headSchema', () => {
     for (const b of [{ ...head, x: 1 }, { ...head, containers: { '../x': 1 } }, { ...head, containers: { web: 10 } }, { ...head, containers: { web: 0 } }, { ...head, generation: -1 }]) {
       assert.equal(headSchema.safeParse(b).success, false, JSON.stringify(b));
     }
+  });
+});
+
+describe('claimSchema', () => {
+  const claim = { version: 1, generation: 5, host: 'host-b', claimedAt: new Date().toISOString(), from: { generation: 4, containers: { web: 17, dns: 0 } } };
+  it('accepts a claim, the first one (following nothing) included', () => {
+    assert.deepEqual(claimSchema.parse(JSON.parse(JSON.stringify(claim))), claim);
+    assert.equal(claimSchema.safeParse({ ...claim, generation: 1, from: { generation: 0, containers: {} } }).success, true);
+  });
+  it('refuses extra fields, bad hosts, names and seqs, and a claim that does not follow an older generation', () => {
+    const bad: unknown[] = [
+      { ...claim, extra: 1 },
+      { ...claim, version: 2 },
+      { ...claim, host: 'host b' },
+      { ...claim, host: '' },
+      { ...claim, host: 'h'.repeat(65) },
+      { ...claim, claimedAt: 'now' },
+      { ...claim, generation: 0, from: { generation: 0, containers: {} } },
+      { ...claim, generation: 5.5 },
+      { ...claim, generation: '5' },
+      { ...claim, from: { generation: 5, containers: {} } },
+      { ...claim, from: { generation: 6, containers: {} } },
+      { ...claim, from: { generation: 4, containers: { '../x': 1 } } },
+      { ...claim, from: { generation: 4, containers: { web: -1 } } },
+      { ...claim, from: { generation: 4, containers: { web: 1.5 } } },
+      { ...claim, from: { generation: 4, containers: {}, extra: 1 } },
+      { ...claim, from: { generation: 4 } },
+      { version: 1, generation: 5, host: 'host-b', claimedAt: claim.claimedAt },
+    ];
+    for (const b of bad) assert.equal(claimSchema.safeParse(b).success, false, JSON.stringify(b));
+  });
+});
+
+describe('divergentRecordSchema', () => {
+  const rec = {
+    version: 1, host: 'host-a', generation: 4, claimGeneration: 5, container: 'web', fromSeq: 17, lastShippedSeq: 19,
+    digest: 'cd'.repeat(32), size: 2048, counts: { files: 3, deletions: 1, bytes: 4000 }, savedAt: new Date().toISOString(),
+    reason: 'demoted: generation 5 claimed by host-b',
+  };
+  it('accepts a record, a tail of never-shipped changes included', () => {
+    assert.deepEqual(divergentRecordSchema.parse(JSON.parse(JSON.stringify(rec))), rec);
+    assert.equal(divergentRecordSchema.safeParse({ ...rec, fromSeq: 0, lastShippedSeq: 0 }).success, true);
+  });
+  it('refuses anything else', () => {
+    const bad: unknown[] = [
+      { ...rec, extra: 1 },
+      { ...rec, host: '../x' },
+      { ...rec, container: '.web' },
+      { ...rec, digest: 'CD'.repeat(32) },
+      { ...rec, size: -1 },
+      { ...rec, fromSeq: -1 },
+      { ...rec, lastShippedSeq: 'x' },
+      { ...rec, counts: { files: 1, deletions: 0 } },
+      { ...rec, savedAt: 'today' },
+      { ...rec, reason: '' },
+      { ...rec, reason: 'two\nlines' },
+      { ...rec, reason: '\u001b[31mred' },
+      { ...rec, reason: 'x'.repeat(501) },
+      { ...rec, claimGeneration: 4 },
+      { ...rec, claimGeneration: 3 },
+    ];
+    for (const b of bad) assert.equal(divergentRecordSchema.safeParse(b).success, false, JSON.stringify(b));
   });
 });
