@@ -8,14 +8,14 @@ import type { ErrorContext } from '../log/errors.js';
 import { engineFactsFromInfo } from './engine-facts.js';
 import type { EngineFacts } from './engine-facts.js';
 import { ContainerNotFoundError, DockerApiError, ImageMissingError, TwinRefusedError } from './errors.js';
-import { TWIN_LABEL } from './labels.js';
+import { GROUP_LABEL, SPEC_LABEL, TWIN_LABEL } from './labels.js';
 import { layersFromGraphDriver, verifyUpperDirOnDisk } from './layers.js';
 import type { OverlayLayers } from './layers.js';
 import { readMountPoints } from './mountinfo.js';
 import { imageInspectSchema, inspectSchema, listSchema } from './schemas.js';
 import type { ContainerInspect } from './schemas.js';
 import { createOptionsFromSpec, specFromInspect } from './spec.js';
-import type { TwinSpec } from './spec.js';
+import type { RestartPolicy, TwinSpec } from './spec.js';
 
 export interface ProtectedContainer {
   id: string;
@@ -23,7 +23,14 @@ export interface ProtectedContainer {
   imageId: string;
   imageRef: string;
   running: boolean;
+  /** Created by twinlayer from a spec (label twinlayer.twin=true): a promoted twin, in the agent. */
+  isTwin: boolean;
   layers: OverlayLayers;
+}
+
+export interface ListProtectedOptions {
+  /** Also list twins that carry the opt-in label (the agent: the role decides what is pushed, not a label). */
+  includeTwins?: boolean;
 }
 
 /** A labelled container that could not be protected, with the reason (for the status). */
@@ -35,7 +42,16 @@ export interface RefusedContainer {
 
 export type TwinState =
   | { state: 'absent' }
-  | { state: 'stopped' | 'running'; id: string; mounted: boolean; layers: OverlayLayers; imageId: string; isTwin: boolean };
+  | {
+    state: 'stopped' | 'running';
+    id: string;
+    mounted: boolean;
+    layers: OverlayLayers;
+    imageId: string;
+    isTwin: boolean;
+    /** The digest of the spec the twin was created from (label); null for a twin made before it was recorded. */
+    specDigest: string | null;
+  };
 
 export interface StartResult {
   name: string;
@@ -103,13 +119,13 @@ export class DockerRuntime {
 
   /** Containers (running or not) labelled `${label}=true` that are not twins, with resolved layers. A labelled
    *  container whose layers are refused is logged as a warning and left out; listProtectedDetailed returns it. */
-  async listProtected(label: string): Promise<ProtectedContainer[]> {
-    const { containers, refused } = await this.listProtectedDetailed(label);
+  async listProtected(label: string, opts: ListProtectedOptions = {}): Promise<ProtectedContainer[]> {
+    const { containers, refused } = await this.listProtectedDetailed(label, opts);
     for (const r of refused) this.#log.warn('labelled container not protected', { container: r.name, id: r.id, error: r.error });
     return containers;
   }
 
-  async listProtectedDetailed(label: string): Promise<{ containers: ProtectedContainer[]; refused: RefusedContainer[] }> {
+  async listProtectedDetailed(label: string, opts: ListProtectedOptions = {}): Promise<{ containers: ProtectedContainer[]; refused: RefusedContainer[] }> {
     let raw: unknown;
     try {
       raw = await this.#docker.listContainers({ all: true, filters: JSON.stringify({ label: [`${label}=true`] }) });
@@ -120,7 +136,7 @@ export class DockerRuntime {
     const containers: ProtectedContainer[] = [];
     const refused: RefusedContainer[] = [];
     for (const entry of entries) {
-      if (entry.Labels?.[TWIN_LABEL] === 'true') continue;
+      if (entry.Labels?.[TWIN_LABEL] === 'true' && opts.includeTwins !== true) continue;
       const name = (entry.Names?.[0] ?? entry.Id).replace(/^\//, '');
       const inspect = await this.#inspectOrNull(entry.Id);
       if (inspect === null) continue; // removed between list and inspect
@@ -132,6 +148,7 @@ export class DockerRuntime {
           imageId: inspect.Image,
           imageRef: inspect.Config.Image,
           running: inspect.State.Running,
+          isTwin: inspect.Config.Labels?.[TWIN_LABEL] === 'true',
           layers,
         });
       } catch (error) {
@@ -154,7 +171,7 @@ export class DockerRuntime {
 
   /** Creates the twin (stopped, labelled, restart policy off, by image id) unless it exists. An existing container
    *  of that name that is not a twin, or a twin of another image, is refused with TwinRefusedError. */
-  async ensureTwin(spec: TwinSpec): Promise<TwinState> {
+  async ensureTwin(spec: TwinSpec, group?: string): Promise<TwinState> {
     const context: ErrorContext = { container: spec.name };
     // Two attempts: a concurrent creator can win between our inspect and our create (HTTP 409).
     for (let attempt = 0; attempt < 2; attempt++) {
@@ -165,7 +182,7 @@ export class DockerRuntime {
       }
       if (!(await this.imagePresent(spec.imageId))) throw new ImageMissingError(spec.imageId, context);
       try {
-        await this.#docker.createContainer(createOptionsFromSpec(spec));
+        await this.#docker.createContainer(createOptionsFromSpec(spec, group));
         this.#log.info('twin created', { container: spec.name, imageId: spec.imageId });
         return this.twinState(spec.name);
       } catch (cause) {
@@ -249,6 +266,44 @@ export class DockerRuntime {
     return failures;
   }
 
+  /** Names of the containers twinlayer created as twins of `group` (labels twinlayer.twin, twinlayer.group), running or not. */
+  async listTwinNames(group: string): Promise<string[]> {
+    let raw: unknown;
+    try {
+      raw = await this.#docker.listContainers({ all: true, filters: JSON.stringify({ label: [`${TWIN_LABEL}=true`, `${GROUP_LABEL}=${group}`] }) });
+    } catch (cause) {
+      throw new DockerApiError('list twins', statusOf(cause), {}, { cause });
+    }
+    const entries = this.#parse(listSchema, raw, 'list twins', {});
+    return entries.map((e) => (e.Names?.[0] ?? e.Id).replace(/^\//, '')).sort();
+  }
+
+  /** `docker update --restart`: a twin runs with `no`; a promoted one gets its primary's policy back. */
+  async setRestartPolicy(idOrName: string, policy: RestartPolicy): Promise<void> {
+    const RestartPolicy = policy.name === 'on-failure' ? { Name: policy.name, MaximumRetryCount: policy.maximumRetryCount } : { Name: policy.name };
+    try {
+      await this.#docker.getContainer(idOrName).update({ RestartPolicy });
+    } catch (cause) {
+      if (statusOf(cause) === 404) throw new ContainerNotFoundError({ container: idOrName }, { cause });
+      throw new DockerApiError('update restart policy', statusOf(cause), { container: idOrName, policy: policy.name }, { cause });
+    }
+  }
+
+  /** The restart policy a container runs with now. */
+  async restartPolicyOf(idOrName: string): Promise<RestartPolicy> {
+    return specFromInspect(await this.#inspect(idOrName), new Date()).restartPolicy ?? { name: 'no', maximumRetryCount: 0 };
+  }
+
+  /** `docker rm` (stopped containers only; named volumes are kept). A missing container is fine. */
+  async removeContainer(idOrName: string): Promise<void> {
+    try {
+      await this.#docker.getContainer(idOrName).remove({ force: false, v: false });
+    } catch (cause) {
+      if (statusOf(cause) === 404) return;
+      throw new DockerApiError('remove', statusOf(cause), { container: idOrName }, { cause });
+    }
+  }
+
   /** True when an image with exactly this id (sha256:...) is on the engine. */
   async imagePresent(imageId: string): Promise<boolean> {
     try {
@@ -306,6 +361,7 @@ export class DockerRuntime {
       layers,
       imageId: inspect.Image,
       isTwin: inspect.Config.Labels?.[TWIN_LABEL] === 'true',
+      specDigest: inspect.Config.Labels?.[SPEC_LABEL] ?? null,
     };
   }
 

@@ -34,7 +34,7 @@ export const inspectSchema = z.looseObject({
   HostConfig: z.looseObject({
     NetworkMode: z.string().optional(),
     PortBindings: z.record(z.string(), z.array(portBindingSchema).nullable()).nullable().optional(),
-    RestartPolicy: z.looseObject({ Name: z.string().optional() }).nullable().optional(),
+    RestartPolicy: z.looseObject({ Name: z.string().optional(), MaximumRetryCount: z.number().int().optional() }).nullable().optional(),
   }),
   GraphDriver: z.looseObject({
     Name: z.string(),

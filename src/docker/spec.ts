@@ -1,13 +1,24 @@
 // The twin spec: what the standby needs from the primary's `docker inspect` to create an equivalent stopped twin.
 import { z } from 'zod';
 import type { ContainerCreateOptions } from 'dockerode';
-import { ENABLE_LABEL, TWIN_LABEL } from './labels.js';
+import { createHash } from 'node:crypto';
+import { GROUP_LABEL, OWN_LABELS, SPEC_LABEL, TWIN_LABEL } from './labels.js';
 import type { ContainerInspect } from './schemas.js';
 
 export interface PortBinding {
   hostIp: string;
   hostPort: string;
 }
+
+/** Docker's restart policies; a twin runs with `no` until it is promoted, then gets the primary's back. */
+export type RestartPolicyName = 'no' | 'always' | 'unless-stopped' | 'on-failure';
+export interface RestartPolicy {
+  name: RestartPolicyName;
+  /** Only for on-failure; 0 = unlimited. */
+  maximumRetryCount: number;
+}
+
+export const NO_RESTART: RestartPolicy = Object.freeze({ name: 'no', maximumRetryCount: 0 });
 
 export interface TwinSpec {
   version: 1;
@@ -24,6 +35,8 @@ export interface TwinSpec {
   exposedPorts: string[];
   portBindings: Record<string, PortBinding[]>;
   networkMode: string;
+  /** The primary's restart policy, restored on promotion. Absent in specs captured before it was recorded: `no`. */
+  restartPolicy?: RestartPolicy;
   /** Only when set explicitly on the primary (Docker's default is the short container id). */
   hostname?: string;
   capturedAt: string;
@@ -46,6 +59,10 @@ export const twinSpecSchema: z.ZodType<TwinSpec> = z.object({
   exposedPorts: z.array(z.string().regex(/^\d{1,5}(\/(tcp|udp|sctp))?$/, 'port/proto')),
   portBindings: z.record(z.string(), z.array(z.object({ hostIp: z.string(), hostPort: z.string() }))),
   networkMode: z.string().min(1),
+  restartPolicy: z.strictObject({
+    name: z.enum(['no', 'always', 'unless-stopped', 'on-failure']),
+    maximumRetryCount: z.number().int().min(0).max(1_000_000),
+  }).exactOptional(),
   hostname: z.string().min(1).max(253).exactOptional(),
   capturedAt: z.iso.datetime(),
 });
@@ -65,12 +82,13 @@ export function specFromInspect(inspect: ContainerInspect, capturedAt: Date): Tw
     cmd: config.Cmd ?? null,
     entrypoint: config.Entrypoint ?? null,
     env: config.Env ?? [],
-    labels: { ...(config.Labels ?? {}) },
+    labels: Object.fromEntries(Object.entries(config.Labels ?? {}).filter(([k]) => !OWN_LABELS.includes(k))),
     workingDir: config.WorkingDir ?? '',
     user: config.User ?? '',
     exposedPorts: Object.keys(config.ExposedPorts ?? {}).sort(),
     portBindings,
     networkMode: host.NetworkMode ?? 'default',
+    restartPolicy: restartPolicyOf(host.RestartPolicy),
     capturedAt: capturedAt.toISOString(),
   };
   const hostname = config.Hostname;
@@ -78,16 +96,42 @@ export function specFromInspect(inspect: ContainerInspect, capturedAt: Date): Tw
   return spec;
 }
 
-/** Pure: the labels of a twin — the primary's minus the opt-in label (a twin must never be protected itself) plus ours. */
-export function twinLabels(spec: TwinSpec): Record<string, string> {
-  const labels: Record<string, string> = {};
-  for (const [k, v] of Object.entries(spec.labels)) if (k !== ENABLE_LABEL && k !== TWIN_LABEL) labels[k] = v;
+/** Docker reports an unset policy as "" (or omits it): both mean `no`. Unknown names are refused by the schema. */
+function restartPolicyOf(raw: { Name?: string | undefined; MaximumRetryCount?: number | undefined } | null | undefined): RestartPolicy {
+  const name = raw?.Name ?? '';
+  if (name === 'always' || name === 'unless-stopped') return { name, maximumRetryCount: 0 };
+  if (name === 'on-failure') return { name, maximumRetryCount: Math.max(0, raw?.MaximumRetryCount ?? 0) };
+  return { ...NO_RESTART };
+}
+
+/** Pure: the labels of a twin — all of the primary's (the opt-in label included: a twin is a full replica, and the
+ *  role, not a label, decides whether it is pushed) plus ours, which marks a container twinlayer created and may
+ *  stage into. */
+export function twinLabels(spec: TwinSpec, group?: string): Record<string, string> {
+  const labels: Record<string, string> = { ...spec.labels };
   labels[TWIN_LABEL] = 'true';
+  labels[SPEC_LABEL] = specDigest(spec);
+  if (group !== undefined) labels[GROUP_LABEL] = group;
   return labels;
 }
 
+/** Pure: what identifies how a twin is created from a spec — everything but the capture time (key order fixed). */
+export function specDigest(spec: TwinSpec): string {
+  const { capturedAt: _capturedAt, ...config } = spec;
+  return createHash('sha256').update(stableJson(config)).digest('hex');
+}
+
+function stableJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(stableJson).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>).filter(([, v]) => v !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${stableJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
 /** Pure: the create request for a twin — same config, by image id, restart policy off. */
-export function createOptionsFromSpec(spec: TwinSpec): ContainerCreateOptions {
+export function createOptionsFromSpec(spec: TwinSpec, group?: string): ContainerCreateOptions {
   const exposed: Record<string, object> = {};
   for (const port of spec.exposedPorts) exposed[port] = {};
   const bindings: Record<string, Array<{ HostIp: string; HostPort: string }>> = {};
@@ -96,7 +140,7 @@ export function createOptionsFromSpec(spec: TwinSpec): ContainerCreateOptions {
     name: spec.name,
     Image: spec.imageId,
     Env: spec.env,
-    Labels: twinLabels(spec),
+    Labels: twinLabels(spec, group),
     WorkingDir: spec.workingDir,
     User: spec.user,
     ExposedPorts: exposed,

@@ -11,6 +11,7 @@ import {
   LayerResolveError,
   TwinRefusedError,
   inspectSchema,
+  specDigest,
   layersFromGraphDriver,
   twinSpecSchema,
   verifyUpperDirOnDisk,
@@ -125,9 +126,9 @@ describe('DockerRuntime on real engines', { timeout: 120_000 }, () => {
     assert.equal(await rtB.imagePresent(`sha256:${'0'.repeat(64)}`), false);
   });
 
-  it('ensureTwin creates a stopped, labelled twin with restart policy no; again is a no-op', async () => {
+  it('ensureTwin creates a stopped, labelled full replica with restart policy no; again is a no-op', async () => {
     assert.deepEqual(await rtB.twinState('web'), { state: 'absent' });
-    const state = await rtB.ensureTwin(spec);
+    const state = await rtB.ensureTwin(spec, 'g1');
     assert.equal(state.state, 'stopped');
     assert.equal(state.isTwin, true);
     assert.equal(state.mounted, false);
@@ -137,7 +138,16 @@ describe('DockerRuntime on real engines', { timeout: 120_000 }, () => {
     const inspect = await inspectJson(b, 'web');
     assert.equal(inspect.State.Running, false);
     assert.equal(inspect.HostConfig.RestartPolicy?.Name, 'no');
-    assert.deepEqual(inspect.Config.Labels, { 'twinlayer.twin': 'true', 'com.example.role': 'web' });
+    assert.deepEqual(inspect.Config.Labels, {
+      'twinlayer.twin': 'true',
+      'twinlayer.enable': 'true',
+      'twinlayer.group': 'g1',
+      'twinlayer.spec-digest': specDigest(spec),
+      'com.example.role': 'web',
+    });
+    assert.equal(state.specDigest, specDigest(spec));
+    assert.deepEqual(await rtB.listTwinNames('g1'), ['web']);
+    assert.deepEqual(await rtB.listTwinNames('other'), [], 'the twins of another group are not ours');
     assert.ok(inspect.Config.Env?.includes('FOO=bar'));
     assert.deepEqual(inspect.Config.Cmd, spec.cmd);
     assert.equal(inspect.HostConfig.NetworkMode, 'none');
@@ -147,8 +157,14 @@ describe('DockerRuntime on real engines', { timeout: 120_000 }, () => {
     assert.equal(again.id, state.id);
     const all = (await dockerCli(b, ['ps', '-aq', '--no-trunc'])).trim().split('\n');
     assert.deepEqual(all, [state.id]);
-    // A twin is never itself protected.
+    // A twin carries the opt-in label, but only the agent's role makes it protected.
     assert.deepEqual(await rtB.listProtected(LABEL), []);
+    assert.deepEqual((await rtB.listProtected(LABEL, { includeTwins: true })).map((c) => [c.name, c.isTwin]), [['web', true]]);
+    // Promoted, it gets a restart policy back; demoted, `no` again.
+    await rtB.setRestartPolicy('web', { name: 'on-failure', maximumRetryCount: 3 });
+    assert.deepEqual(await rtB.restartPolicyOf('web'), { name: 'on-failure', maximumRetryCount: 3 });
+    await rtB.setRestartPolicy('web', { name: 'no', maximumRetryCount: 0 });
+    assert.equal((await inspectJson(b, 'web')).HostConfig.RestartPolicy?.Name, 'no');
   });
 
   it('ensureTwin refuses a same-named non-twin, a twin of another image, and a missing image', async () => {

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import { strict as assert } from 'node:assert';
-import { createOptionsFromSpec, inspectSchema, specFromInspect, twinSpecSchema } from '../../../src/docker/index.js';
+import { createOptionsFromSpec, inspectSchema, specDigest, specFromInspect, twinSpecSchema } from '../../../src/docker/index.js';
 import type { TwinSpec } from '../../../src/docker/index.js';
 import { fixture } from './fixtures.js';
 
@@ -29,6 +29,7 @@ describe('specFromInspect', () => {
       exposedPorts: ['80/tcp'],
       portBindings: { '80/tcp': [{ hostIp: '', hostPort: '8080' }] },
       networkMode: 'none',
+      restartPolicy: { name: 'no', maximumRetryCount: 0 },
       capturedAt: '2026-01-02T03:04:05.678Z',
     };
     assert.deepEqual(spec, expected);
@@ -81,12 +82,18 @@ describe('twinSpecSchema', () => {
 describe('createOptionsFromSpec', () => {
   const spec = specFromInspect(inspectSchema.parse(fixture('inspect-running.json')), capturedAt);
 
-  it('creates by image id with restart policy off and the twin label instead of the opt-in label', () => {
-    const o = createOptionsFromSpec({ ...spec, labels: { ...spec.labels, 'com.example.role': 'dns', 'twinlayer.twin': 'false' } });
+  it('creates a full replica by image id: the primary\'s labels (opt-in label included) plus ours, restart policy off', () => {
+    const o = createOptionsFromSpec({ ...spec, labels: { ...spec.labels, 'com.example.role': 'dns', 'twinlayer.twin': 'false' }, restartPolicy: { name: 'always', maximumRetryCount: 0 } }, 'g1');
     assert.equal(o.name, 'c1');
     assert.equal(o.Image, spec.imageId);
-    assert.deepEqual(o.Labels, { 'com.example.role': 'dns', 'twinlayer.twin': 'true' });
-    assert.deepEqual(o.HostConfig?.RestartPolicy, { Name: 'no' });
+    assert.deepEqual(o.Labels, {
+      'twinlayer.enable': 'true',
+      'com.example.role': 'dns',
+      'twinlayer.twin': 'true',
+      'twinlayer.group': 'g1',
+      'twinlayer.spec-digest': specDigest({ ...spec, labels: { ...spec.labels, 'com.example.role': 'dns', 'twinlayer.twin': 'false' }, restartPolicy: { name: 'always', maximumRetryCount: 0 } }),
+    });
+    assert.deepEqual(o.HostConfig?.RestartPolicy, { Name: 'no' }, 'a twin never restarts by itself');
     assert.equal(o.HostConfig?.NetworkMode, 'none');
     assert.deepEqual(o.HostConfig?.PortBindings, { '80/tcp': [{ HostIp: '', HostPort: '8080' }] });
     assert.deepEqual(o.ExposedPorts, { '80/tcp': {} });
@@ -101,5 +108,37 @@ describe('createOptionsFromSpec', () => {
     assert.equal('Hostname' in o, false);
     assert.equal(createOptionsFromSpec({ ...spec, hostname: 'r1' }).Hostname, 'r1');
     assert.deepEqual(createOptionsFromSpec({ ...spec, entrypoint: [] }).Entrypoint, []);
+  });
+});
+
+describe('restart policy and spec digest', () => {
+  it('captures the primary\'s restart policy; Docker\'s empty policy is no; specs without one still parse', () => {
+    const raw = inspectFixture() as { HostConfig: { RestartPolicy: { Name: string; MaximumRetryCount: number } } };
+    for (const [name, count, want] of [['always', 0, { name: 'always', maximumRetryCount: 0 }], ['on-failure', 3, { name: 'on-failure', maximumRetryCount: 3 }], ['', 0, { name: 'no', maximumRetryCount: 0 }]] as const) {
+      raw.HostConfig.RestartPolicy = { Name: name, MaximumRetryCount: count };
+      assert.deepEqual(specFromInspect(inspectSchema.parse(raw), new Date()).restartPolicy, want);
+    }
+    const { restartPolicy: _r, ...old } = specFromInspect(inspectSchema.parse(inspectFixture()), new Date());
+    assert.equal(twinSpecSchema.safeParse(old).success, true, 'a spec captured before restart policies were recorded');
+    assert.equal(twinSpecSchema.safeParse({ ...old, restartPolicy: { name: 'sometimes', maximumRetryCount: 0 } }).success, false);
+  });
+
+  it('never captures twinlayer\'s own labels into a spec (a promoted twin\'s spec is the user\'s config)', () => {
+    const raw = inspectFixture() as { Config: { Labels: Record<string, string> } };
+    raw.Config.Labels = { ...raw.Config.Labels, 'twinlayer.twin': 'true', 'twinlayer.spec-digest': 'x', 'twinlayer.group': 'g' };
+    const labels = specFromInspect(inspectSchema.parse(raw), new Date()).labels;
+    assert.equal('twinlayer.twin' in labels || 'twinlayer.spec-digest' in labels || 'twinlayer.group' in labels, false);
+    assert.equal(labels['twinlayer.enable'], 'true');
+  });
+
+  it('the digest ignores the capture time and key order, and changes with the config', () => {
+    const a = specFromInspect(inspectSchema.parse(inspectFixture()), new Date(1));
+    const b = specFromInspect(inspectSchema.parse(inspectFixture()), new Date(2));
+    assert.equal(specDigest(a), specDigest(b));
+    const reordered = Object.fromEntries(Object.entries(a).reverse()) as typeof a;
+    assert.equal(specDigest(reordered), specDigest(a));
+    assert.notEqual(specDigest({ ...a, env: [...a.env, 'X=1'] }), specDigest(a));
+    assert.notEqual(specDigest({ ...a, imageId: `sha256:${'1'.repeat(64)}` }), specDigest(a));
+    assert.notEqual(specDigest({ ...a, restartPolicy: { name: 'always', maximumRetryCount: 0 } }), specDigest(a));
   });
 });
