@@ -157,12 +157,16 @@ describe('push on A, pull on B, through S3', { timeout: 600_000 }, () => {
   it('ships a protected container recreated under the same name in full', async () => {
     await dockerCli(engA, ['rm', '-f', 'late']);
     await dockerCli(engA, ['run', '-d', '--name', 'late', '--label', 'twinlayer.enable=true', '--network', 'none', 'tl-busybox:e2e', 'sh', '-c', 'echo again > /late2.txt; while true; do sleep 1; done']);
-    const upper = await upperOf(engB, 'late');
+    // Its spec changed (another command), so the stopped twin is recreated from the new spec: look up its upper dir
+    // on every probe.
     await waitFor('the recreated container\'s file on the twin, the old one gone', 30_000, async () => {
+      const upper = await upperOf(engB, 'late');
       const fresh = await readFile(join(upper, 'late2.txt'), 'utf8').catch(() => null);
       const old = await readFile(join(upper, 'late.txt'), 'utf8').catch(() => null);
       return fresh === 'again\n' && old === null ? true : undefined;
     });
+    const twin = (await new Docker({ socketPath: engB.socketPath }).getContainer('late').inspect()) as { Config: { Cmd: string[] } };
+    assert.match(twin.Config.Cmd.join(' '), /late2\.txt/, 'the twin runs the recreated container\'s command');
   });
 
   it('creates the twin of a protected container that never writes', async () => {

@@ -1,0 +1,49 @@
+// What the puller keeps per container while it runs (the durable part is in applied-state.ts).
+import type { TwinSpec } from '../docker/index.js';
+import type { CommitRecord } from '../store/index.js';
+import type { ContainerStatus } from './reports.js';
+
+export interface ContainerRuntimeState {
+  queue: CommitRecord[];
+  /** Why staging stopped for this container (a journal gap, a running twin); null when flowing. */
+  blocked: string | null;
+  /** Why this container is not replicated at all (no or bad spec, a same-named container that is not its twin or
+   *  runs another image, image absent); examined again every poll so an operator's fix is picked up. */
+  refused: string | null;
+  /** The parsed spec.json; re-read while the container is refused and after every full commit (the primary puts
+   *  its spec before the first, full, commit of a new or recreated container and of a new generation). */
+  spec: TwinSpec | null;
+  specStale: boolean;
+  twin: ContainerStatus['twin'];
+  lastError: string | null;
+  /** The twin is not the container the applied seq describes (removed and recreated): rebuild its queue. */
+  restage: boolean;
+  /** The explained gap at the queue head: looked up once per blocked record, not once per poll. */
+  gap: { seq: number; reason: string } | null;
+}
+
+/** Every container the puller has heard of (journal, specs), created on first mention. */
+export class ContainerStates {
+  readonly #map = new Map<string, ContainerRuntimeState>();
+
+  get(name: string): ContainerRuntimeState {
+    let c = this.#map.get(name);
+    if (!c) {
+      c = { queue: [], blocked: null, refused: null, spec: null, specStale: false, twin: 'absent', lastError: null, restage: false, gap: null };
+      this.#map.set(name, c);
+    }
+    return c;
+  }
+
+  names(): string[] {
+    return [...this.#map.keys()];
+  }
+
+  entries(): [string, ContainerRuntimeState][] {
+    return [...this.#map.entries()];
+  }
+
+  values(): ContainerRuntimeState[] {
+    return [...this.#map.values()];
+  }
+}

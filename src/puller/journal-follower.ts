@@ -1,0 +1,156 @@
+// Following the journal of the newest generation: which generation, its head (a conditional GET), the records past
+// the read position queued per container, and the cursor a restart resumes from.
+import type { Logger } from '../log/logger.js';
+import { BucketObjectInvalidError, type Bucket, type CommitRecord, type Generation, type Head } from '../store/index.js';
+import type { AppliedState, AppliedStateFile } from './applied-state.js';
+import type { ContainerStates } from './container-state.js';
+
+export interface JournalFollowerOptions {
+  bucket: Bucket;
+  log: Logger;
+  file: AppliedStateFile;
+  /** Look for a newer generation every this many polls. */
+  generationCheckEvery: number;
+  /** At most this many journal records are read in one poll. */
+  maxRecordsPerPoll: number;
+}
+
+export class JournalFollower {
+  readonly #o: JournalFollowerOptions;
+  readonly #containers: ContainerStates;
+  #head: Head | null = null;
+  #etag: string | undefined;
+  #polls = 0;
+  /** Journal read position (in memory); the durable cursor never passes a record still queued. */
+  #readSeq = 0;
+  /** Journal seqs that were missing or did not parse, reported until every container has staged past them. */
+  readonly #problems = new Map<number, string>();
+
+  constructor(opts: JournalFollowerOptions, containers: ContainerStates) {
+    this.#o = opts;
+    this.#containers = containers;
+  }
+
+  /** Resume reading after the durable cursor (at open). */
+  resumeFrom(cursor: number): void {
+    this.#readSeq = cursor;
+  }
+
+  latestSeq(name: string): number | null {
+    return this.#head?.containers[name] ?? null;
+  }
+
+  /** Switches to the newest generation when one appeared (checked every few polls; always while following none). */
+  async followNewestGeneration(state: AppliedState): Promise<void> {
+    if (state.generation !== 0 && this.#polls++ % this.#o.generationCheckEvery !== 0) return;
+    const newest = (await this.#o.bucket.listGenerations()).at(-1);
+    if (newest === undefined || newest <= state.generation) return;
+    this.#o.log.info('following new generation', { from: state.generation, to: newest });
+    state.generation = newest;
+    state.cursor = 0;
+    this.#readSeq = 0;
+    this.#head = null;
+    this.#etag = undefined;
+    this.#problems.clear();
+    for (const c of this.#containers.values()) {
+      c.queue = [];
+      c.gap = null;
+    }
+    await this.#o.file.save(state);
+  }
+
+  /** Reads the head (conditionally) and queues the records it announces; true when the head moved. */
+  async readNew(state: AppliedState): Promise<boolean> {
+    const head = await this.#o.bucket.readHead(state.generation as Generation, this.#etag);
+    if (head.status === 'ok') {
+      this.#head = head.head;
+      this.#etag = head.etag;
+    }
+    if (this.#head && this.#head.seq > this.#readSeq) await this.#readJournal(state, this.#head.seq);
+    return head.status === 'ok';
+  }
+
+  async #readJournal(state: AppliedState, headSeq: number): Promise<void> {
+    let read = 0;
+    for await (const item of this.#o.bucket.listRecords(state.generation as Generation, this.#readSeq)) {
+      if (item.seq > headSeq || read++ >= this.#o.maxRecordsPerPoll) break;
+      if ('error' in item) {
+        // We cannot tell whose record is missing; each container's parent chain stops the one it belongs to.
+        this.#o.log.error('journal gap or unreadable record', { seq: item.seq, generation: state.generation, reason: item.error });
+        this.#problems.set(item.seq, item.error);
+      } else {
+        const c = this.#containers.get(item.record.container);
+        if (item.record.kind === 'full') {
+          c.queue = [];
+          c.specStale = true;
+        }
+        c.queue.push(item.record);
+      }
+      this.#readSeq = item.seq;
+    }
+  }
+
+  /** Rebuilds the queues of `names` from the journal up to what was read (a full commit resets a queue), drops their
+   *  applied seqs and saves: their twins start from an empty upper dir. A crash before the save detects it again. */
+  async requeue(state: AppliedState, names: string[]): Promise<void> {
+    const queues = new Map<string, CommitRecord[]>(names.map((n) => [n, []]));
+    if (state.generation !== 0 && this.#readSeq > 0) {
+      for await (const item of this.#o.bucket.listRecords(state.generation as Generation, 0)) {
+        if (item.seq > this.#readSeq) break;
+        if (!('record' in item)) continue;
+        const q = queues.get(item.record.container);
+        if (q === undefined) continue;
+        if (item.record.kind === 'full') q.length = 0;
+        q.push(item.record);
+      }
+    }
+    for (const [name, q] of queues) {
+      const c = this.#containers.get(name);
+      c.queue = q;
+      c.gap = null;
+      c.blocked = null;
+      c.restage = false;
+      delete state.containers[name];
+    }
+    state.cursor = this.durableCursor();
+    await this.#o.file.save(state);
+  }
+
+  /** Every record at or below this seq is staged or not ours to stage; a restart re-reads from here. */
+  durableCursor(): number {
+    let cursor = this.#readSeq;
+    for (const c of this.#containers.values()) {
+      const first = c.queue[0];
+      if (first && first.seq - 1 < cursor) cursor = first.seq - 1;
+    }
+    return cursor;
+  }
+
+  /** What the record at `record.parentSeq` is, for the operator: missing, unparsable, another container's, unstaged. */
+  async explainParent(record: CommitRecord, name: string): Promise<string> {
+    const p = record.parentSeq;
+    if (p === 0) return 'it is the first record of this container in the generation but is not a full commit';
+    const known = this.#problems.get(p);
+    if (known !== undefined) return `record ${p} is unusable: ${known}`;
+    try {
+      const parent = await this.#o.bucket.readRecord(record.generation, p);
+      if (parent === null) return `record ${p} is missing from the bucket`;
+      if (parent.container !== name) return `record ${p} belongs to container ${parent.container}, not ${name}`;
+      return `record ${p} of ${name} was not staged`;
+    } catch (err) {
+      if (err instanceof BucketObjectInvalidError) return `record ${p} is unusable: ${err.message}`;
+      return `record ${p} could not be read: ${(err as Error).message}`;
+    }
+  }
+
+  /** A journal problem stays reported until every container has staged past it (then nobody can still need it). */
+  alert(stagedSeq: (name: string) => number): string | null {
+    for (const seq of [...this.#problems.keys()]) {
+      if (this.#containers.names().every((n) => stagedSeq(n) > seq)) this.#problems.delete(seq);
+    }
+    const first = [...this.#problems.entries()].sort((a, b) => a[0] - b[0])[0];
+    if (first === undefined) return null;
+    const more = this.#problems.size > 1 ? ` (and ${this.#problems.size - 1} more)` : '';
+    return `journal seq ${first[0]}: ${first[1]}${more}; staging stops for the container it belonged to`;
+  }
+}
