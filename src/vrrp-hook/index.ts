@@ -4,7 +4,10 @@ export type {
   ContainerStart,
   ContainerStatus,
   FinalizeReport,
+  HandlerHookOptions,
   HookOptions,
+  PromoterHookOptions,
+  VrrpHandler,
   Promoter,
   StartReport,
   StatusReport,
@@ -13,5 +16,6 @@ export type { BootOutcome, BootPhase, BootResult, BootSnapshot, BootTotals, Mast
 export type { Notification } from './notification.js';
 export type { ServeOptions, ServedHook } from './serve.js';
 export { createHookApp } from './app.js';
+export { BootHandler } from './boot-handler.js';
 export { serveHook, isLoopback, parseListen } from './serve.js';
 export { HookError, type HookErrorCode } from './errors.js';

@@ -1,5 +1,6 @@
 // The seam between the hook and the puller: what a promotion needs, and the reports it hands back.
 import type { Logger } from '../log/logger.js';
+import type { Notification } from './notification.js';
 
 // The reports are the puller's own types (the hook may import the puller; never the other way round).
 import type { FinalizeReport, StartReport, StatusReport } from '../puller/index.js';
@@ -14,17 +15,38 @@ export interface Promoter {
   status(): Promise<StatusReport>;
 }
 
-export interface HookOptions {
+/** What acts on the notifications: the once-only boot of `twinlayer pull` (BootHandler), or the agent. */
+export interface VrrpHandler {
+  /** Acts on one valid notification; the object is the JSON answer (200). */
+  notify(n: Notification): Promise<object>;
+  /** GET /v1/status; a rejection answers 503 with the reason. */
+  status(): Promise<object>;
+  /** Prometheus text lines about the handler's own state. */
+  metrics(): string;
+}
+
+interface HookCommonOptions {
   /** Bearer token every mutating or revealing route requires; undefined disables auth (serveHook allows that on loopback only). */
   token: string | undefined;
-  promoter: Promoter;
   log: Logger;
-  /** Passed to Promoter.finalize: how long the last catch-up may take before twins start with what is staged. */
-  finalizeDeadlineMs: number;
-  /** Bounds the MASTER response from the first MASTER on; the boot itself goes on in the background. */
-  bootTimeoutMs: number;
   /** Largest accepted request body in bytes; default 4096. */
   maxBodyBytes?: number;
   /** Extra Prometheus text lines appended to GET /metrics (the puller's own gauges). */
   metrics?: () => string;
 }
+
+/** `twinlayer pull`: the once-only promotion through a Promoter. */
+export interface PromoterHookOptions extends HookCommonOptions {
+  promoter: Promoter;
+  /** Passed to Promoter.finalize: how long the last catch-up may take before twins start with what is staged. */
+  finalizeDeadlineMs: number;
+  /** Bounds the MASTER response from the first MASTER on; the boot itself goes on in the background. */
+  bootTimeoutMs: number;
+}
+
+/** `twinlayer agent`: every notification goes to the handler. */
+export interface HandlerHookOptions extends HookCommonOptions {
+  handler: VrrpHandler;
+}
+
+export type HookOptions = PromoterHookOptions | HandlerHookOptions;
