@@ -9,7 +9,7 @@ import type { DockerRuntime, ProtectedContainer } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import { asSeq, JournalWriter, type Bucket, type Generation, type HeadStatus } from '../store/index.js';
 import { BurstCollector } from './burst.js';
-import { chooseGeneration } from './generation.js';
+import { chooseGeneration, type WriterPosition } from './generation.js';
 import { ContainerReplicator, type ReplicatorStatus } from './replicator.js';
 import { ShippedStateStore } from './shipped-state.js';
 import { watchUpper, type UpperWatch } from './upper-watcher.js';
@@ -29,6 +29,12 @@ export interface PusherOptions {
   reconcileIntervalMs: number;
   /** How often to look for new protected containers. */
   discoverIntervalMs?: number;
+  /** The generation to write, chosen by the caller (the agent, which claimed it); default: chooseGeneration. */
+  position?: WriterPosition;
+  /** Protect labelled twins too (the agent: a promoted twin is protected; the role decides, not a label). */
+  includeTwins?: boolean;
+  /** Runs before every record is published; rejecting stops the publish (the agent's self-fence). */
+  beforePublish?: () => Promise<void>;
 }
 
 interface Watched {
@@ -63,7 +69,7 @@ export class Pusher {
   async start(): Promise<void> {
     const { runtime, bucket, log, hostId } = this.#opts;
     await runtime.checkEngine();
-    const position = await chooseGeneration(bucket, hostId);
+    const position = this.#opts.position ?? (await chooseGeneration(bucket, hostId));
     let head = position.head;
     if (position.opened) {
       // Claim the new generation at once: pullers follow it (and stop following the old writer) and create twins
@@ -72,7 +78,13 @@ export class Pusher {
       await bucket.writeHead(head);
     }
     this.#generation = position.generation;
-    this.#journal = new JournalWriter(bucket, { generation: position.generation, writer: hostId, head, log: log.child({ unit: 'journal' }) });
+    this.#journal = new JournalWriter(bucket, {
+      generation: position.generation,
+      writer: hostId,
+      head,
+      log: log.child({ unit: 'journal' }),
+      ...(this.#opts.beforePublish ? { beforePublish: this.#opts.beforePublish } : {}),
+    });
     log.info('pusher writing', { generation: position.generation, opened: position.opened, seq: position.head?.seq ?? 0 });
     await this.discover();
     const discoverEvery = this.#opts.discoverIntervalMs ?? 2000;
@@ -106,7 +118,7 @@ export class Pusher {
 
   async #discoverOnce(): Promise<void> {
     const { runtime, label, log } = this.#opts;
-    const containers = await runtime.listProtected(label);
+    const containers = await runtime.listProtected(label, { includeTwins: this.#opts.includeTwins === true });
     const present = new Set(containers.map((c) => c.name));
     for (const [name, w] of this.#watched) {
       if (!present.has(name)) await this.#unprotect(name, w, 'container gone or no longer labelled');
@@ -224,6 +236,27 @@ export class Pusher {
       head: this.#journal?.headStatus() ?? null,
       containers: [...this.#watched.values()].map((w) => w.replicator.status()),
     };
+  }
+
+  /** Names of the containers being protected now. */
+  protectedNames(): string[] {
+    return [...this.#watched.keys()].sort();
+  }
+
+  /** Stops at once without shipping what is pending (a demoted or fenced primary must publish nothing more); a
+   *  commit already being published finishes. What was not shipped stays in the upper dirs and the shipped state. */
+  async halt(): Promise<void> {
+    this.#stopped = true;
+    for (const t of this.#timers) clearInterval(t);
+    this.#timers = [];
+    await this.#discovering?.catch(() => undefined);
+    await Promise.all([...this.#watched.values()].map((w) => w.watcher.close()));
+    for (const w of this.#watched.values()) {
+      w.collector.close();
+      await w.replicator.close();
+    }
+    this.#watched.clear();
+    await this.#journal?.close();
   }
 
   /** Stops watching; ships what is pending within `deadlineMs`. */

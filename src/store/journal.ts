@@ -31,6 +31,8 @@ export interface JournalWriterOptions {
    * drawn from [cap/2, cap] (jitter, never a hot loop). Default `{ baseMs: 100, maxMs: 5000 }`.
    */
   headRetry?: HeadRetryPolicy;
+  /** Runs before each record is written; a rejection fails the publish with nothing written (a fenced writer). */
+  beforePublish?: () => Promise<void>;
 }
 
 export interface HeadRetryPolicy {
@@ -81,6 +83,7 @@ export class JournalWriter {
   #retryAt: number | null = null;
   #closed = false;
   readonly #log: Logger;
+  readonly #beforePublish: (() => Promise<void>) | undefined;
 
   constructor(bucket: Bucket, opts: JournalWriterOptions) {
     if (!writerRe.test(opts.writer)) throw new TypeError(`Expected \`writer\` to be 1-64 of A-Z a-z 0-9 . _ -, got ${JSON.stringify(opts.writer)}`);
@@ -92,6 +95,7 @@ export class JournalWriter {
     this.#writer = opts.writer;
     this.#log = opts.log ?? silentLogger;
     this.#headRetry = checkHeadRetry(opts.headRetry ?? defaultHeadRetry);
+    this.#beforePublish = opts.beforePublish;
     this.#lastSeq = opts.head?.seq ?? asSeq(0);
     for (const [name, s] of Object.entries(opts.head?.containers ?? {})) this.#containers.set(name, s);
   }
@@ -160,6 +164,7 @@ export class JournalWriter {
   }
 
   async #publishNow(input: PublishInput): Promise<CommitRecord> {
+    await this.#beforePublish?.();
     await this.#settleUncertain();
     const seq = asSeq(this.#lastSeq + 1);
     const rec: CommitRecord = {
