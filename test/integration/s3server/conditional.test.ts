@@ -13,7 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import S3rver from 's3rver';
 
 import { startS3Server, type S3Server } from '../../../src/s3server/index.js';
-import { waitFor } from '../../support/twinlayer.js';
+import { waitFor } from '../../../src/lab/wait.js';
 
 const BUCKET = 'cond-test';
 const md5 = (s: string): string => `"${createHash('md5').update(s).digest('hex')}"`;

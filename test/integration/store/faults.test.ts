@@ -20,7 +20,7 @@ import {
 } from '../../../src/store/index.js';
 import { startFaultProxy, type FaultProxy } from '../../support/fault-proxy.js';
 import { TEST_REGION, TEST_RETRY, testS3Store, uniqueBucketName, withS3, type TestS3 } from '../../support/s3.js';
-import { waitFor } from '../../support/twinlayer.js';
+import { waitFor } from '../../../src/lab/wait.js';
 import { logCollector, WrappedStore } from './helpers.js';
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');

@@ -72,17 +72,17 @@ export class WrappedStore implements BlobStore {
     await this.afterPut?.(key, body);
   }
   async putIfAbsent(key: string, body: Buffer): Promise<boolean> {
-    await this.beforePut?.(key);
+    await this.beforePut?.(key, body);
     const created = await this.inner.putIfAbsent(key, body);
     if (created) this.puts.push(key);
-    await this.afterPut?.(key);
+    await this.afterPut?.(key, body);
     return created;
   }
   async putIfMatch(key: string, body: Buffer, etag: string): Promise<boolean> {
-    await this.beforePut?.(key);
+    await this.beforePut?.(key, body);
     const replaced = await this.inner.putIfMatch(key, body, etag);
     if (replaced) this.puts.push(key);
-    await this.afterPut?.(key);
+    await this.afterPut?.(key, body);
     return replaced;
   }
   getBuffer(key: string, maxBytes: number): Promise<Buffer | null> {

@@ -21,7 +21,7 @@ import {
   type PublishInput,
 } from '../../../src/store/index.js';
 import { collect, describeItems, logCollector, WrappedStore } from '../../integration/store/helpers.js';
-import { waitFor } from '../../support/twinlayer.js';
+import { waitFor } from '../../../src/lab/wait.js';
 
 const g1 = 1 as Generation;
 const input = (container: string, size = 1): PublishInput => ({
