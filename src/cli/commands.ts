@@ -1,6 +1,7 @@
 // The subcommands. Each builds its units from the frozen config and runs until a signal.
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Agent, AgentHookHandler } from '../agent/index.js';
 import type { Config } from '../config/schema.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { Pusher } from '../pusher/index.js';
@@ -72,6 +73,53 @@ export async function runPull(config: Config, log: Logger): Promise<void> {
     store.destroy();
   });
   puller.start();
+  await done;
+}
+
+/** `twinlayer agent`: one process per host, either role, serving the hook on every host. */
+export async function runAgent(config: Config, log: Logger): Promise<void> {
+  const { bucket, store } = await openBucket(config, log, { requireReachable: false });
+  const agent = new Agent({
+    runtime: openDocker(config, log),
+    bucket,
+    log,
+    hostId: config.hostId,
+    group: config.group,
+    label: config.label,
+    stateDir: config.stateDir,
+    excludes: config.excludes,
+    debounceQuietMs: config.debounceQuietMs,
+    debounceMaxMs: config.debounceMaxMs,
+    uploadConcurrency: config.uploadConcurrency,
+    reconcileIntervalMs: config.reconcileIntervalMs,
+    pollIntervalMs: config.pollIntervalMs,
+    downloadConcurrency: config.downloadConcurrency,
+    startConcurrency: config.startConcurrency,
+    finalizeDeadlineMs: config.finalizeDeadlineMs,
+    bootTimeoutMs: config.bootTimeoutMs,
+    vrrpStateFile: config.vrrpStateFile,
+    fenceIntervalMs: config.fenceIntervalMs,
+    backupSettleMs: config.backupSettleMs,
+    stopTimeoutSeconds: config.stopTimeoutSeconds,
+  });
+  await agent.open();
+  const app = createHookApp({ token: config.hookToken, handler: new AgentHookHandler(agent), log: log.child({ unit: 'vrrp-hook' }) });
+  let server: Awaited<ReturnType<typeof serveHook>>;
+  try {
+    // The hook listens before the first role is decided: keepalived's calls are taken (and ordered) from the start.
+    server = await serveHook(app, { listen: config.hookListen, token: config.hookToken, allowNoToken: config.hookAllowNoToken });
+  } catch (err) {
+    await agent.stop();
+    throw err;
+  }
+  log.info('hook listening', { address: server.address, port: server.port });
+  const done = onShutdown(log, async () => {
+    await server.close();
+    await agent.stop();
+    store.destroy();
+  });
+  await agent.start();
+  log.info('agent started', { role: agent.role });
   await done;
 }
 

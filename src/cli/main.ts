@@ -1,9 +1,9 @@
-// twinlayer CLI entry: push | pull | status | s3 | demo. Config errors exit 2 naming the key.
+// twinlayer CLI entry: agent | push | pull | status | s3 | demo. Config errors exit 2 naming the key.
 import { loadConfig } from '../config/load.js';
 import { TwinlayerError } from '../log/errors.js';
 import { createLogger } from '../log/logger.js';
 import { parseArgs } from './args.js';
-import { loggerFor, runPull, runPush, runS3, runStatus } from './commands.js';
+import { loggerFor, runAgent, runPull, runPush, runS3, runStatus } from './commands.js';
 import { usage } from './usage.js';
 
 const flagNames = new Set(['config', 'dir', 'listen', 'bucket', 'port-file', 'help', 'keep', 'runs']);
@@ -25,6 +25,9 @@ async function main(argv: readonly string[]): Promise<number> {
   const config = loadConfig({ file: flags.get('config') });
   const log = loggerFor(config).child({ cmd: command, host: config.hostId });
   switch (command) {
+    case 'agent':
+      await runAgent(config, log);
+      return 0;
     case 'push':
       await runPush(config, log);
       return 0;

@@ -2,9 +2,11 @@
 import { DockerRuntime } from '../docker/index.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
-import { Bucket, S3BlobStore } from '../store/index.js';
+import { Bucket, S3BlobStore, StoreUnreachableError } from '../store/index.js';
 
-export async function openBucket(config: Config, log: Logger): Promise<{ bucket: Bucket; store: S3BlobStore }> {
+/** `requireReachable: false` (the agent): a host must come up and decide from its own record while the bucket is
+ *  down; a bucket that answers but does not exist still stops the start. */
+export async function openBucket(config: Config, log: Logger, opts: { requireReachable?: boolean } = {}): Promise<{ bucket: Bucket; store: S3BlobStore }> {
   const store = new S3BlobStore({
     bucket: config.bucket,
     region: config.region,
@@ -12,7 +14,12 @@ export async function openBucket(config: Config, log: Logger): Promise<{ bucket:
     pathStyle: config.pathStyle,
     log,
   });
-  await store.checkReachable();
+  try {
+    await store.checkReachable();
+  } catch (err) {
+    if (opts.requireReachable !== false || !(err instanceof StoreUnreachableError)) throw err;
+    log.warn('the bucket is unreachable at start; going on', { bucket: config.bucket, err });
+  }
   return { bucket: new Bucket(store, { prefix: config.prefix, group: config.group, log }), store };
 }
 

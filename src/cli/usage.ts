@@ -1,9 +1,10 @@
 export const usage = `twinlayer — keeps stopped twins of Docker containers current through an S3 bucket
 
 Usage:
-  twinlayer push   [--config FILE]   primary: watch protected containers and ship their changes
-  twinlayer pull   [--config FILE]   standby: stage changes into twins and serve the VRRP hook
-  twinlayer status [--config FILE]   print the puller's status (through its hook)
+  twinlayer agent  [--config FILE]   one per host: primary or standby, switching on VRRP and fenced through the bucket
+  twinlayer push   [--config FILE]   fixed role, primary: watch protected containers and ship their changes
+  twinlayer pull   [--config FILE]   fixed role, standby: stage changes into twins and serve the VRRP hook
+  twinlayer status [--config FILE]   print this host's status (through its hook; the pusher's status file)
   twinlayer s3 [--dir DIR] [--listen HOST:PORT] [--bucket NAME]
                                      embedded S3 server for development and tests (not production)
   twinlayer demo [--keep]            two-host failover demo in network namespaces (root)

@@ -36,6 +36,14 @@ export const configSchema = z.strictObject({
   hookAllowNoToken: bool(false),
   finalizeDeadlineMs: ms(1000),
   bootTimeoutMs: ms(15_000),
+  /** The agent: notify.sh records the latest VRRP state here; read at start (the hook may have been down). */
+  vrrpStateFile: z.string().min(1).default('/run/twinlayer/vrrp-state'),
+  /** The agent as primary looks for a successor of its generation this often (at most once a second). */
+  fenceIntervalMs: z.coerce.number().int().min(50).max(1000).default(500),
+  /** The agent as primary, told BACKUP/FAULT, waits this long for a MASTER that cancels it (VRRP flaps). */
+  backupSettleMs: z.coerce.number().int().min(0).max(60_000).default(1000),
+  /** Grace period of docker stop when the agent demotes (then SIGKILL). */
+  stopTimeoutSeconds: z.coerce.number().int().min(0).max(300).default(1),
   logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
 });
 

@@ -1,0 +1,86 @@
+// Self-fencing of a primary: at least once per interval, and before a publish when the last check is older than
+// that, it looks for a successor of its generation. Seeing one, it publishes nothing more and reports it once.
+import { TwinlayerError } from '../log/errors.js';
+import type { Logger } from '../log/logger.js';
+import type { Bucket, Generation } from '../store/index.js';
+import { successorOf, type Ownership } from './ownership.js';
+
+export class FencedError extends TwinlayerError {
+  constructor(generation: Generation, by: Ownership) {
+    super('FENCED', `generation ${generation} is no longer the newest: host ${by.owner ?? '(unknown)'} owns generation ${by.generation}; publishing nothing more`, { generation, owner: by.owner ?? '' });
+  }
+}
+
+export interface FenceOptions {
+  bucket: Bucket;
+  generation: Generation;
+  intervalMs: number;
+  log: Logger;
+  /** Called once, when a successor is first seen. */
+  onFenced: (by: Ownership) => void;
+}
+
+export class Fence {
+  readonly #o: FenceOptions;
+  #lastOkAt = 0;
+  #fencedBy: Ownership | null = null;
+  #timer: NodeJS.Timeout | null = null;
+  #checking: Promise<void> | null = null;
+
+  constructor(opts: FenceOptions) {
+    this.#o = opts;
+  }
+
+  get fencedBy(): Ownership | null {
+    return this.#fencedBy;
+  }
+
+  get generation(): Generation {
+    return this.#o.generation;
+  }
+
+  /** The last time the bucket confirmed nobody took over (epoch ms; 0 never). */
+  get lastConfirmedAt(): number {
+    return this.#lastOkAt;
+  }
+
+  start(): void {
+    if (this.#timer !== null) return;
+    this.#timer = setInterval(() => {
+      this.check().catch((err: unknown) => this.#o.log.warn('fence check failed; checking again', { generation: this.#o.generation, err }));
+    }, this.#o.intervalMs);
+  }
+
+  stop(): void {
+    if (this.#timer !== null) clearInterval(this.#timer);
+    this.#timer = null;
+  }
+
+  /** One look at the bucket (concurrent callers share it). Rejects when the bucket does not answer. */
+  check(): Promise<void> {
+    this.#checking ??= this.#checkOnce().finally(() => {
+      this.#checking = null;
+    });
+    return this.#checking;
+  }
+
+  async #checkOnce(): Promise<void> {
+    if (this.#fencedBy !== null) return;
+    const startedAt = Date.now();
+    const successor = await successorOf(this.#o.bucket, this.#o.generation);
+    if (successor === null) {
+      this.#lastOkAt = Math.max(this.#lastOkAt, startedAt);
+      return;
+    }
+    this.#fencedBy = successor;
+    this.stop();
+    this.#o.log.error('fenced: a newer generation exists; this host stops publishing and demotes', { generation: this.#o.generation, newer: successor.generation, owner: successor.owner });
+    this.#o.onFenced(successor);
+  }
+
+  /** Before each publish: fenced → FencedError; a confirmation older than the interval → a fresh check first. */
+  async assertOwner(): Promise<void> {
+    if (this.#fencedBy === null && Date.now() - this.#lastOkAt >= this.#o.intervalMs) await this.check();
+    if (this.#fencedBy !== null) throw new FencedError(this.#o.generation, this.#fencedBy);
+  }
+}

@@ -1,0 +1,55 @@
+// What the agent reports: its role, the generation it writes or follows, and what its last transitions did.
+import type { FinalizeReport, StartReport, StatusReport } from '../puller/index.js';
+import type { ReplicatorStatus } from '../pusher/index.js';
+import type { VrrpState } from './vrrp-intent.js';
+
+export type Role = 'primary' | 'standby' | 'promoting' | 'demoting';
+
+export type ClaimState =
+  | { status: 'won'; generation: number }
+  /** MASTER while the bucket did not answer: the twins run from what was staged; claimed when it answers. */
+  | { status: 'pending'; generation: number; since: string; lastError: string | null }
+  | { status: 'lost'; generation: number; holder: string | null }
+  /** Resumed as the owner of the newest generation (no new claim). */
+  | { status: 'owner'; generation: number };
+
+export type PromotionOutcome = 'booted' | 'partial' | 'failed' | 'lost-claim' | 'already-primary';
+
+export interface PromotionReport {
+  outcome: PromotionOutcome;
+  startedAt: string;
+  ms: number;
+  finalize: FinalizeReport | null;
+  claim: ClaimState | null;
+  start: StartReport | null;
+  /** Containers whose restart policy could not be restored. */
+  restartPolicyErrors: { name: string; error: string }[];
+  errors: string[];
+}
+
+export interface DemotionReport {
+  reason: string;
+  startedAt: string;
+  finishedAt: string | null;
+  stopped: { name: string; ok: boolean; error?: string }[];
+  divergent: { container: string; key: string }[];
+  errors: string[];
+}
+
+export interface AgentStatus {
+  role: Role;
+  host: string;
+  /** The generation written (primary) or followed (standby). */
+  generation: number | null;
+  vrrp: { state: VrrpState | null; at: string | null; source: string | null };
+  /** Set after a fence or a lost claim while VRRP still says MASTER: no promotion until VRRP leaves MASTER. */
+  fenced: string | null;
+  claim: ClaimState | null;
+  lastPromotion: PromotionReport | null;
+  lastDemotion: DemotionReport | null;
+  /** Divergent tails this host saved (since its start). */
+  divergent: { container: string; key: string }[];
+  /** Per container: the puller's view on a standby, the pusher's on a primary. */
+  containers: StatusReport['containers'] | (ReplicatorStatus & { running?: boolean })[];
+  lastError: string | null;
+}
