@@ -59,21 +59,28 @@ export async function runPull(config: Config, log: Logger): Promise<void> {
     finalizeDeadlineMs: config.finalizeDeadlineMs,
     bootTimeoutMs: config.bootTimeoutMs,
   });
+  const { shutdown } = await serveUntilShutdown(config, log, app, puller, store);
+  puller.start();
+  await shutdown;
+}
+
+/** Serves the hook; a failed listen stops the daemon and throws. Resolves with the shutdown (first signal: close the
+ *  hook, stop the daemon, release the S3 client). */
+async function serveUntilShutdown(config: Config, log: Logger, app: Parameters<typeof serveHook>[0], daemon: { stop(): Promise<void> }, store: { destroy(): void }): Promise<{ shutdown: Promise<void> }> {
   let server: Awaited<ReturnType<typeof serveHook>>;
   try {
     server = await serveHook(app, { listen: config.hookListen, token: config.hookToken, allowNoToken: config.hookAllowNoToken });
   } catch (err) {
-    await puller.stop();
+    await daemon.stop();
     throw err;
   }
   log.info('hook listening', { address: server.address, port: server.port });
-  const done = onShutdown(log, async () => {
+  const shutdown = onShutdown(log, async () => {
     await server.close();
-    await puller.stop();
+    await daemon.stop();
     store.destroy();
   });
-  puller.start();
-  await done;
+  return { shutdown };
 }
 
 /** `twinlayer agent`: one process per host, either role, serving the hook on every host. */
@@ -104,23 +111,11 @@ export async function runAgent(config: Config, log: Logger): Promise<void> {
   });
   await agent.open();
   const app = createHookApp({ token: config.hookToken, handler: new AgentHookHandler(agent), log: log.child({ unit: 'vrrp-hook' }) });
-  let server: Awaited<ReturnType<typeof serveHook>>;
-  try {
-    // The hook listens before the first role is decided: keepalived's calls are taken (and ordered) from the start.
-    server = await serveHook(app, { listen: config.hookListen, token: config.hookToken, allowNoToken: config.hookAllowNoToken });
-  } catch (err) {
-    await agent.stop();
-    throw err;
-  }
-  log.info('hook listening', { address: server.address, port: server.port });
-  const done = onShutdown(log, async () => {
-    await server.close();
-    await agent.stop();
-    store.destroy();
-  });
+  // The hook listens before the first role is decided: keepalived's calls are taken (and ordered) from the start.
+  const { shutdown } = await serveUntilShutdown(config, log, app, agent, store);
   await agent.start();
   log.info('agent started', { role: agent.role });
-  await done;
+  await shutdown;
 }
 
 /** Prints this host's pusher status (its status file) and puller status (through the hook), whichever exist. */
