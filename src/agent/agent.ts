@@ -1,18 +1,21 @@
 // One agent per host: the primary (runs and pushes its protected containers) or the standby (keeps stopped twins
 // current), switching by itself. keepalived decides who serves (the latest VRRP state this host was told), the
-// bucket decides who replicates (the owner of the newest generation). Every transition runs in one serial loop, so
-// nothing runs twice in parallel and a burst of notifications converges on the latest state.
+// bucket decides who replicates (the owner of the newest generation). Every transition, the first decision at start
+// included, runs in one serial loop, so nothing runs twice in parallel and a burst of notifications converges on
+// the latest state.
 import { join } from 'node:path';
 import PQueue from 'p-queue';
-import { NO_RESTART, twinSpecSchema, type DockerRuntime, type ProtectedContainer, type StartResult, type TwinSpec } from '../docker/index.js';
+import { NO_RESTART, type DockerRuntime, type ProtectedContainer, type StartResult, type TwinSpec } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import { Puller } from '../puller/index.js';
 import { Pusher } from '../pusher/index.js';
 import { acquireStateLock, type StateLock } from '../state/lock.js';
-import { recoverHead, type Bucket, type Generation, type Seq } from '../store/index.js';
+import { recoverHead, type Bucket, type Generation } from '../store/index.js';
+import { claimGeneration, type ClaimBasis } from './claims.js';
 import { saveDivergentTail } from './divergent.js';
 import { Fence } from './fence.js';
-import { newestOwnership, type Ownership } from './ownership.js';
+import { newestOwnership, ownershipOf, type Ownership } from './ownership.js';
+import { RestartPolicies } from './restart-policies.js';
 import { RoleFileStore } from './role-file.js';
 import type { AgentStatus, ClaimState, DemotionReport, PromotionReport, Role } from './types.js';
 import { readVrrpStateFile, VrrpIntent, type Offer, type VrrpEvent, type VrrpState } from './vrrp-intent.js';
@@ -46,8 +49,10 @@ export interface AgentOptions {
   stopTimeoutSeconds: number;
   /** How long a decision waits for the bucket (at start, for a claim) before going on without it. Default 1000. */
   bucketDecisionMs?: number;
-  /** Retry interval of work that waits for the bucket (a pending claim, a demotion waiting for its successor). */
+  /** First retry interval of work that waits for the bucket; doubles up to 10 s. Default 500. */
   retryIntervalMs?: number;
+  /** How often a standby checks that it runs nothing it must not (and whether a fenced MASTER may take over). */
+  standbyCheckMs?: number;
 }
 
 export interface NotifyAnswer {
@@ -63,7 +68,7 @@ export interface NotifyAnswer {
 
 const message = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
-/** `p`, or `undefined` after `ms` (p goes on; its rejection is handled). */
+/** `p`, or `{ done: false }` after `ms` (p goes on; its rejection is handled). */
 async function within<T>(p: Promise<T>, ms: number): Promise<{ done: true; value: T } | { done: false }> {
   let timer: NodeJS.Timeout | undefined;
   p.catch(() => undefined);
@@ -77,44 +82,64 @@ async function within<T>(p: Promise<T>, ms: number): Promise<{ done: true; value
   }
 }
 
+const MAX_RETRY_MS = 10_000;
+
 export class Agent {
   readonly #o: AgentOptions;
   readonly #log: Logger;
   readonly #intent = new VrrpIntent();
   readonly #roleFile: RoleFileStore;
+  readonly #policies: RestartPolicies;
+  #initialized = false;
   #role: Role = 'standby';
-  /** Why this host must not promote although VRRP says MASTER (fenced, lost claim); cleared when VRRP leaves MASTER. */
+  /** Why this host must not promote although VRRP says MASTER (fenced, lost claim); cleared when VRRP leaves MASTER
+   *  or when the owner of the newest generation releases it. */
   #fenced: string | null = null;
   #puller: Puller | null = null;
+  /** A puller being stopped in the background (its last poll may wait on an unreachable bucket). */
+  #pullerStopping: Promise<void> | null = null;
   #pusher: Pusher | null = null;
   #fence: Fence | null = null;
   /** The generation this host writes (primary) or last wrote (demoting). */
   #owned: Generation | null = null;
+  /** The owned generation was taken from this host's own record while the bucket was down: checked before pushing. */
+  #ownerUnverified = false;
   #claim: ClaimState | null = null;
-  /** What the pending claim finalized from. */
-  #claimFrom: { generation: number; containers: Record<string, number> } | null = null;
+  #claimBasis: ClaimBasis | null = null;
+  /** This host released its generation (left MASTER with no successor); withdrawn when it resumes. */
+  #released = false;
+  /** Demoting because VRRP said so (not fenced): release the generation while no successor exists. */
+  #releaseWhenAlone = false;
   #lastPromotion: PromotionReport | null = null;
   #lastDemotion: DemotionReport | null = null;
   #divergent: { container: string; key: string }[] = [];
+  /** Tails saved, by container and successor generation: a retried demotion does not upload them again. */
+  readonly #tailsSaved = new Set<string>();
   #lastError: string | null = null;
   #lock: StateLock | null = null;
   #loop: Promise<void> | null = null;
   #again = false;
   #timer: NodeJS.Timeout | null = null;
+  #retryMs: number;
   #stopped = false;
   /** A primary whose pusher could not start yet (bucket down, claim pending, policies unknown). */
   #pushPending = false;
-  #pendingPolicies = new Set<string>();
 
   constructor(opts: AgentOptions) {
     if (opts.fenceIntervalMs > 1000) throw new RangeError(`Expected \`fenceIntervalMs\` to be at most 1000, got ${opts.fenceIntervalMs}`);
     this.#o = opts;
     this.#log = opts.log.child({ unit: 'agent' });
     this.#roleFile = new RoleFileStore(opts.stateDir, opts.group);
+    this.#policies = new RestartPolicies({ runtime: opts.runtime, bucket: opts.bucket, log: this.#log, askMs: this.#decisionMs });
+    this.#retryMs = opts.retryIntervalMs ?? 500;
   }
 
   get role(): Role {
     return this.#role;
+  }
+
+  get #decisionMs(): number {
+    return this.#o.bucketDecisionMs ?? 1000;
   }
 
   /** Takes the agent's lock, checks the engine, reads the VRRP state notify.sh recorded; starts nothing yet. */
@@ -136,9 +161,8 @@ export class Agent {
     }
   }
 
-  /** Decides the first role and converges; resolves once the first transition is done. */
+  /** Decides the first role (in the loop, like every transition) and converges; resolves when that is done. */
   async start(): Promise<void> {
-    await this.#decideInitialRole();
     this.#kick();
     await this.#settled();
   }
@@ -167,8 +191,7 @@ export class Agent {
   }
 
   #generation(): number | null {
-    if (this.#role === 'standby') return this.#followed();
-    return this.#owned;
+    return this.#role === 'standby' ? this.#followed() : (this.#owned ?? this.#claim?.generation ?? null);
   }
 
   #followed(): number | null {
@@ -177,6 +200,13 @@ export class Agent {
     } catch {
       return null;
     }
+  }
+
+  /** A generation known to exist, to probe the newest from (no listing of every generation). A pending claim's
+   *  generation may never exist: its basis does. */
+  #knownGeneration(): number {
+    const claimed = this.#claim !== null && this.#claim.status !== 'pending' ? this.#claim.generation : 0;
+    return Math.max(this.#owned ?? 0, this.#followed() ?? 0, this.#claimBasis?.generation ?? 0, claimed);
   }
 
   // ---- the loop ------------------------------------------------------------------------------------------------
@@ -200,11 +230,10 @@ export class Agent {
       let moved = false;
       try {
         moved = await this.#step();
-        this.#lastError = null;
       } catch (err) {
         this.#lastError = message(err);
-        this.#log.error('transition failed; trying again', { role: this.#role, err });
-        this.#schedule(this.#o.retryIntervalMs ?? 1000);
+        this.#log.error('transition failed; trying again', { role: this.#role, retryMs: this.#retryMs, err });
+        this.#retryLater();
       }
       if (!moved && !this.#again) return;
     }
@@ -224,11 +253,22 @@ export class Agent {
     }, ms);
   }
 
+  /** Work that waits for the bucket retries with backoff (doubling to 10 s), reset by success. */
+  #retryLater(): void {
+    this.#schedule(this.#retryMs);
+    this.#retryMs = Math.min(MAX_RETRY_MS, this.#retryMs * 2);
+  }
+
+  #succeeded(): void {
+    this.#retryMs = this.#o.retryIntervalMs ?? 500;
+    this.#lastError = null;
+  }
+
   #wantsPrimary(): boolean {
     return this.#intent.state === 'MASTER' && this.#fenced === null;
   }
 
-  /** VRRP said this host is not MASTER (and the settle time of a flap has passed): true; unknown: false. */
+  /** VRRP said this host is not MASTER (and the settle time of a flap has passed). Unknown is not "leave". */
   #toldToLeave(): { leave: boolean; waitMs: number } {
     const latest = this.#intent.latest;
     if (latest === null || latest.state === 'MASTER') return { leave: false, waitMs: 0 };
@@ -238,41 +278,36 @@ export class Agent {
 
   /** One transition; true when the role moved (the loop looks again). */
   async #step(): Promise<boolean> {
+    if (!this.#initialized) {
+      await this.#decideInitialRole();
+      this.#initialized = true;
+      return true;
+    }
     switch (this.#role) {
       case 'standby':
         if (this.#wantsPrimary()) {
           await this.#promote();
           return true;
         }
-        return this.#checkStandbyInvariant();
+        return this.#checkStandby();
       case 'primary': {
+        const fencedBy = this.#fence?.fencedBy ?? null;
+        if (fencedBy !== null && this.#fenced === null) this.#fenced = `host ${fencedBy.owner ?? '(unknown)'} owns generation ${fencedBy.generation}`;
         if (this.#fenced !== null) {
-          await this.#stopServing(this.#fenced);
+          await this.#stopServing(this.#fenced, { release: false });
           return true;
         }
         const { leave, waitMs } = this.#toldToLeave();
         if (leave) {
-          await this.#stopServing(`VRRP ${this.#intent.state ?? ''}`);
+          await this.#stopServing(`VRRP ${this.#intent.state ?? ''}`, { release: true });
           return true;
         }
         if (waitMs > 0) this.#schedule(waitMs);
         else if (this.#pushPending) await this.#startPushing();
         return false;
       }
-      case 'demoting': {
-        const newest = await this.#askBucket(() => newestOwnership(this.#o.bucket));
-        if (newest.ok && this.#wantsPrimary() && (newest.value === null || newest.value.owner === this.#o.hostId)) {
-          // MASTER again before anyone took over: this host still owns the newest generation.
-          await this.#resumePrimary(newest.value?.generation ?? null, 'VRRP MASTER again before any successor');
-          return true;
-        }
-        if (newest.ok && newest.value !== null && newest.value.owner !== null && newest.value.owner !== this.#o.hostId) {
-          await this.#finishDemotion(newest.value);
-          return true;
-        }
-        this.#schedule(this.#o.retryIntervalMs ?? 500);
-        return false;
-      }
+      case 'demoting':
+        return this.#stepDemoting();
       case 'promoting':
         return false;
     }
@@ -280,8 +315,8 @@ export class Agent {
 
   async #askBucket<T>(ask: () => Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: string }> {
     try {
-      const r = await within(ask(), this.#o.bucketDecisionMs ?? 1000);
-      return r.done ? { ok: true, value: r.value } : { ok: false, error: `the bucket did not answer within ${this.#o.bucketDecisionMs ?? 1000} ms` };
+      const r = await within(ask(), this.#decisionMs);
+      return r.done ? { ok: true, value: r.value } : { ok: false, error: `the bucket did not answer within ${this.#decisionMs} ms` };
     } catch (err) {
       return { ok: false, error: message(err) };
     }
@@ -293,38 +328,43 @@ export class Agent {
     const saved = await this.#roleFile.load();
     const vrrp = this.#intent.state;
     const toldBackup = vrrp !== null && vrrp !== 'MASTER';
-    // A host told it is not MASTER stops its containers first and asks the bucket after (within 2 s of start).
-    if (toldBackup && saved?.role === 'primary') {
+    const wasPrimary = saved?.role === 'primary' && saved.generation > 0;
+    // A former primary told it is not MASTER stops its containers first and asks the bucket after (within 2 s of
+    // its start); Docker may have restarted them with their restart policies.
+    if (toldBackup && wasPrimary) {
       this.#owned = saved.generation as Generation;
-      await this.#stopServing(`started while VRRP says ${vrrp}`);
+      await this.#stopServing(`started while VRRP says ${vrrp}`, { release: true });
       return;
     }
-    const newest = await this.#askBucket(() => newestOwnership(this.#o.bucket));
+    const newest = await this.#askBucket(() => newestOwnership(this.#o.bucket, saved?.generation ?? 0));
     if (!newest.ok) {
       this.#log.warn('the bucket did not answer at start; deciding from this host\'s own record', { error: newest.error, saved: saved?.role ?? null, vrrp });
-      if (saved?.role === 'primary' && saved.generation > 0 && !toldBackup) {
-        await this.#resumePrimary(saved.generation as Generation, 'restarted as the primary (bucket unreachable)');
+      if (wasPrimary && !toldBackup) {
+        this.#ownerUnverified = true;
+        await this.#resumePrimary(saved.generation as Generation, 'restarted as the primary (bucket unreachable; ownership checked before pushing)');
       } else {
-        await this.#becomeStandby('start: bucket unreachable and this host was not the primary');
+        await this.#becomeStandby('start: the bucket is unreachable and this host was not the primary');
       }
       return;
     }
     const own = newest.value;
-    if (own !== null && own.owner === this.#o.hostId && !toldBackup) {
-      await this.#resumePrimary(own.generation, 'restarted as the owner of the newest generation');
-      return;
-    }
-    if (own !== null && own.owner !== null && own.owner !== this.#o.hostId) {
-      // Another host took over while this one was away: whatever Docker restarted here is stale.
-      this.#owned = saved?.role === 'primary' ? (saved.generation as Generation) : null;
-      await this.#stopServing(`host ${own.owner} owns generation ${own.generation}`);
-      return;
-    }
     if (own !== null && own.owner === this.#o.hostId) {
-      this.#owned = own.generation;
-      await this.#stopServing(`started while VRRP says ${vrrp ?? '(unknown)'}`);
+      if (toldBackup) {
+        this.#owned = own.generation;
+        await this.#stopServing(`started while VRRP says ${vrrp}`, { release: true });
+      } else {
+        await this.#resumePrimary(own.generation, 'restarted as the owner of the newest generation');
+      }
       return;
     }
+    if (own !== null && own.owner !== null && wasPrimary) {
+      // Another host took over while this one was away: whatever Docker restarted here is stale.
+      this.#owned = saved.generation as Generation;
+      await this.#stopServing(`host ${own.owner} owns generation ${own.generation}`, { release: false });
+      return;
+    }
+    // A standby (or a new host): its twins are current or will be; anything that must not run here is found by
+    // the standby check, which saves tails for those containers only.
     await this.#becomeStandby('start');
   }
 
@@ -332,6 +372,8 @@ export class Agent {
 
   async #becomeStandby(why: string): Promise<void> {
     if (this.#puller === null) {
+      if (this.#pullerStopping !== null) await this.#pullerStopping;
+      this.#pullerStopping = null;
       const puller = new Puller({
         runtime: this.#o.runtime,
         bucket: this.#o.bucket,
@@ -348,23 +390,48 @@ export class Agent {
     }
     this.#role = 'standby';
     this.#owned = null;
+    this.#ownerUnverified = false;
     this.#claim = null;
+    this.#released = false;
     await this.#roleFile.save('standby', this.#followed() ?? 0);
+    this.#succeeded();
     this.#log.info('standby', { why, fenced: this.#fenced });
-    this.#schedule(2000);
+    this.#schedule(this.#o.standbyCheckMs ?? 2000);
   }
 
-  /** A standby runs no protected container and keeps no container that is not a twin, once another host owns the
-   *  newest generation (a host that restarted its stale containers, a first install with containers on both). */
-  async #checkStandbyInvariant(): Promise<boolean> {
-    this.#schedule(2000);
+  /**
+   * Every few seconds on a standby: it runs no protected container and keeps none that is not a twin once another
+   * host owns the newest generation (a host whose Docker restarted stale containers, the same service started on
+   * both hosts); and a host that stood down while VRRP still calls it MASTER takes over when the owner released.
+   */
+  async #checkStandby(): Promise<boolean> {
+    this.#schedule(this.#o.standbyCheckMs ?? 2000);
+    if (this.#fenced !== null && this.#intent.state === 'MASTER') {
+      const released = await this.#askBucket(async () => {
+        const newest = await this.#o.bucket.newestGenerationFrom(this.#knownGeneration() as Generation);
+        return newest === 0 ? null : this.#o.bucket.readRelease(newest);
+      });
+      if (released.ok && released.value !== null) {
+        this.#log.warn('the owner of the newest generation released it while VRRP calls this host MASTER: taking over', { release: released.value, fenced: this.#fenced });
+        this.#fenced = null;
+        return true;
+      }
+    }
     const containers = await this.#o.runtime.listProtected(this.#o.label, { includeTwins: true });
     const stale = containers.filter((c) => c.running || !c.isTwin);
     if (stale.length === 0) return false;
-    const newest = await this.#askBucket(() => newestOwnership(this.#o.bucket));
+    const newest = await this.#askBucket(() => newestOwnership(this.#o.bucket, this.#knownGeneration()));
     if (!newest.ok || newest.value === null || newest.value.owner === null || newest.value.owner === this.#o.hostId) return false;
-    await this.#stopServing(`host ${newest.value.owner} owns generation ${newest.value.generation}; ${stale.map((c) => c.name).join(', ')} must not run here`);
-    return true;
+    const successor = newest.value;
+    const running = stale.filter((c) => c.running);
+    if (running.length > 0) {
+      await this.#stopServing(`host ${successor.owner ?? '?'} owns generation ${successor.generation}; ${running.map((c) => c.name).join(', ')} must not run here`, { release: false });
+      return true;
+    }
+    // Stopped containers that are no twins: their tails are saved, then they give way to twins once the owner has
+    // published a full checkpoint of them.
+    await this.#replaceNonTwins(stale, (this.#owned ?? 0) as Generation, successor, this.#lastDemotion);
+    return false;
   }
 
   // ---- promotion -----------------------------------------------------------------------------------------------
@@ -376,6 +443,7 @@ export class Agent {
     this.#role = 'promoting';
     this.#log.info('promotion started', { finalizeDeadlineMs: this.#o.finalizeDeadlineMs });
     const puller = this.#puller;
+    let twinsStarted = false;
     try {
       if (puller !== null) {
         try {
@@ -385,8 +453,17 @@ export class Agent {
           report.errors.push(`finalize: ${message(err)}`);
         }
       }
-      const from = puller?.position() ?? { generation: 0, containers: {} };
-      report.claim = await this.#claimNext(from);
+      if (!this.#wantsPrimary()) {
+        // VRRP left MASTER while we finalized (a one-sided blip): claiming now would fence the host that serves.
+        report.outcome = 'abandoned';
+        this.#log.warn('promotion abandoned: VRRP left MASTER while finalizing', { vrrp: this.#intent.state });
+        puller?.resume();
+        this.#role = 'standby';
+        return;
+      }
+      const basis = puller?.position() ?? { generation: 0, containers: {} };
+      this.#claimBasis = basis;
+      report.claim = await this.#claimNext(basis, false);
       if (report.claim.status === 'lost') {
         report.outcome = 'lost-claim';
         this.#fenced = `lost the claim of generation ${report.claim.generation} to ${report.claim.holder ?? 'another host'}`;
@@ -397,35 +474,45 @@ export class Agent {
       }
       const specs = puller?.specs() ?? new Map<string, TwinSpec>();
       const start = puller !== null ? await puller.startTwins() : { ms: 0, containers: [] };
+      twinsStarted = true;
       // Protected containers that are no twins (a first promotion: the user's own containers) run too.
-      const others = await this.#startProtected(new Set(start.containers.map((c) => c.name)));
-      start.containers.push(...others);
+      start.containers.push(...(await this.#startProtected(new Set(start.containers.map((c) => c.name)))));
       report.start = start;
       if (puller !== null) {
-        await puller.stop();
+        // Not awaited: its last poll may wait on an unreachable bucket; it stages nothing more (the twins run).
+        this.#pullerStopping = puller.stop().catch((err: unknown) => this.#log.warn('puller stop failed', { err }));
         this.#puller = null;
       }
-      const started = start.containers.filter((c) => c.ok).map((c) => c.name);
-      await this.#restoreRestartPolicies(started, specs, report);
-      const failed = start.containers.length - started.length;
-      const expected = Object.keys(from.containers).length;
-      report.outcome = failed > 0 && started.length === 0 ? 'failed' : failed > 0 ? 'partial' : started.length === 0 && expected > 0 ? 'failed' : 'booted';
+      // Every protected container gets its policy back, also one that failed to start: the pusher captures it.
+      const protectedNames = (await this.#o.runtime.listProtected(this.#o.label, { includeTwins: true })).map((c) => c.name);
+      report.restartPolicyErrors = await this.#policies.restore(protectedNames, specs);
+      const started = start.containers.filter((c) => c.ok).length;
+      const failed = start.containers.length - started;
+      const expected = Object.keys(basis.containers).length;
+      report.outcome = failed > 0 && started === 0 ? 'failed' : failed > 0 ? 'partial' : started === 0 && expected > 0 ? 'failed' : 'booted';
       this.#role = 'primary';
-      this.#owned = report.claim.generation as Generation;
       this.#claim = report.claim;
-      await this.#roleFile.save('primary', this.#owned);
+      // Owned (and recorded as the primary) only once the generation is ours: a restart must not resume, and a
+      // demotion must not count as written, a generation whose claim never landed.
+      this.#owned = report.claim.status === 'pending' ? null : (report.claim.generation as Generation);
+      this.#ownerUnverified = false;
+      this.#released = false;
+      if (this.#owned !== null) await this.#roleFile.save('primary', this.#owned);
       this.#pushPending = true;
       await this.#startPushing();
     } catch (err) {
       report.errors.push(message(err));
       report.outcome = 'failed';
-      if (this.#puller !== null) {
+      if (!twinsStarted && this.#puller !== null) {
         // Failed before the twins started: still the standby (a later MASTER tries again).
         this.#puller.resume();
         this.#role = 'standby';
-      } else {
+      } else if (twinsStarted) {
         this.#role = 'primary';
+        if (report.claim !== null && report.claim.status !== 'pending') this.#owned ??= report.claim.generation as Generation;
         this.#pushPending = true;
+      } else {
+        this.#role = 'standby';
       }
       throw err;
     } finally {
@@ -438,42 +525,12 @@ export class Agent {
 
   /** Claims the generation after the one followed. Without an answer in time the claim stays pending (the twins
    *  boot from what is staged) and is made when the bucket answers. */
-  async #claimNext(from: { generation: number; containers: Record<string, number> }): Promise<ClaimState> {
-    const generation = (from.generation + 1) as Generation;
-    this.#claimFrom = from;
-    const r = await this.#askBucket(() => this.#claimOnce(generation, from));
+  async #claimNext(basis: ClaimBasis, late: boolean): Promise<ClaimState> {
+    const generation = (basis.generation + 1) as Generation;
+    const r = await this.#askBucket(() => claimGeneration({ bucket: this.#o.bucket, hostId: this.#o.hostId, log: this.#log }, generation, basis, { late }));
     if (r.ok) return r.value;
     this.#log.warn('claim pending: the bucket did not answer; the twins boot from what is staged', { generation, error: r.error });
     return { status: 'pending', generation, since: new Date().toISOString(), lastError: r.error };
-  }
-
-  async #claimOnce(generation: Generation, from: { generation: number; containers: Record<string, number> }): Promise<ClaimState> {
-    const newest = (await this.#o.bucket.listGenerations()).at(-1) ?? 0;
-    if (newest > generation) {
-      // Someone took over after what we staged: theirs wins.
-      const holder = await this.#o.bucket.readClaim(newest as Generation).catch(() => null);
-      return { status: 'lost', generation: newest, holder: holder?.host ?? null };
-    }
-    if (newest < generation) {
-      const result = await this.#o.bucket.claimGeneration({
-        version: 1,
-        generation,
-        host: this.#o.hostId,
-        claimedAt: new Date().toISOString(),
-        from: { generation: from.generation as Generation, containers: from.containers as Record<string, Seq> },
-      });
-      if (result.won) {
-        this.#log.info('claimed generation', { generation, from });
-        return { status: 'won', generation };
-      }
-    }
-    // The generation exists: ours when an earlier attempt landed although its answer did not reach us in time.
-    const holder = await this.#o.bucket.readClaim(generation);
-    if (holder?.host === this.#o.hostId) {
-      this.#log.info('claimed generation (an earlier attempt had landed)', { generation, claimedAt: holder.claimedAt });
-      return { status: 'won', generation };
-    }
-    return { status: 'lost', generation, holder: holder?.host ?? null };
   }
 
   async #startProtected(skip: ReadonlySet<string>): Promise<StartResult[]> {
@@ -482,41 +539,8 @@ export class Agent {
     return names.length === 0 ? [] : this.#o.runtime.startContainers(names, this.#o.startConcurrency);
   }
 
-  /** Twins run with restart policy `no`; promoted, they get their primary's back (from the spec). A container whose
-   *  spec the bucket does not have keeps its policy; one whose spec cannot be read now is retried before pushing
-   *  starts (the pusher captures the spec, policy included, from the running container). */
-  async #restoreRestartPolicies(names: string[], specs: ReadonlyMap<string, TwinSpec>, report: PromotionReport | null): Promise<void> {
-    for (const name of names) {
-      const spec = specs.get(name) ?? (await this.#specFromBucket(name));
-      if (spec === 'unknown') {
-        this.#pendingPolicies.add(name);
-        continue;
-      }
-      this.#pendingPolicies.delete(name);
-      if (spec === null) continue;
-      try {
-        await this.#o.runtime.setRestartPolicy(name, spec.restartPolicy ?? NO_RESTART);
-      } catch (err) {
-        this.#pendingPolicies.add(name);
-        report?.restartPolicyErrors.push({ name, error: message(err) });
-      }
-    }
-  }
-
-  async #specFromBucket(name: string): Promise<TwinSpec | null | 'unknown'> {
-    const r = await this.#askBucket(() => this.#o.bucket.getSpec(name));
-    if (!r.ok) return 'unknown';
-    if (r.value === undefined) return null;
-    const parsed = twinSpecSchema.safeParse(r.value);
-    if (!parsed.success) {
-      this.#log.warn('spec in the bucket does not parse; the container keeps its restart policy', { container: name, reason: parsed.error.issues[0]?.message });
-      return null;
-    }
-    return parsed.data;
-  }
-
-  /** The primary's replication: claim (when pending), restart policies (when unknown), then the pusher in the owned
-   *  generation behind the fence. Retried by the loop until it is done. */
+  /** The primary's replication: claim (when pending), restart policies (when unknown), ownership (when taken from
+   *  this host's own record), then the pusher in the owned generation behind the fence. Retried with backoff. */
   async #startPushing(): Promise<void> {
     if (this.#pusher !== null) {
       this.#pushPending = false;
@@ -524,21 +548,31 @@ export class Agent {
     }
     try {
       if (this.#claim?.status === 'pending') {
-        const from = this.#claimFrom ?? { generation: this.#claim.generation - 1, containers: {} };
-        const r = await this.#askBucket(() => this.#claimOnce(this.#claim!.generation as Generation, from));
-        if (!r.ok) throw new Error(`claim still pending: ${r.error}`);
-        this.#claim = r.value;
-        if (r.value.status === 'lost') {
-          this.#fenced = `lost the claim of generation ${r.value.generation} to ${r.value.holder ?? 'another host'} (made late: the bucket was unreachable at MASTER)`;
-          this.#log.error('lost the late claim; demoting', { claim: r.value });
+        const claim = await this.#claimNext(this.#claimBasis ?? { generation: this.#claim.generation - 1, containers: {} }, true);
+        if (claim.status === 'pending') throw new Error(`claim of generation ${claim.generation} still pending: ${claim.lastError ?? ''}`);
+        this.#claim = claim;
+        if (claim.status === 'lost') {
+          this.#fenced = `lost the claim of generation ${claim.generation} to ${claim.holder ?? 'another host'} (made late: the bucket was unreachable at MASTER)`;
+          this.#log.error('lost the late claim; demoting', { claim });
           this.#kick();
           return;
         }
+        this.#owned = claim.generation as Generation;
+        await this.#roleFile.save('primary', this.#owned);
       }
-      if (this.#pendingPolicies.size > 0) await this.#restoreRestartPolicies([...this.#pendingPolicies], new Map(), null);
-      if (this.#pendingPolicies.size > 0) throw new Error(`restart policies unknown for ${[...this.#pendingPolicies].join(', ')} (no spec readable)`);
       const generation = this.#owned;
       if (generation === null) throw new Error('no generation to write');
+      if (this.#ownerUnverified) {
+        const own = await ownershipOf(this.#o.bucket, generation);
+        if (own.owner !== this.#o.hostId) {
+          this.#fenced = `generation ${generation} (resumed from this host's own record) is owned by ${own.owner ?? 'nobody'}`;
+          this.#log.error('the generation this host resumed is not its own; demoting', { generation, owner: own.owner });
+          this.#kick();
+          return;
+        }
+        this.#ownerUnverified = false;
+      }
+      if (!(await this.#policies.retryPending())) throw new Error(`restart policies unknown for ${this.#policies.pending.join(', ')} (no spec readable)`);
       const fence = new Fence({
         bucket: this.#o.bucket,
         generation,
@@ -581,12 +615,14 @@ export class Agent {
       this.#fence = fence;
       this.#pushPending = false;
       if (this.#claim?.status === 'won') this.#claim = { status: 'owner', generation };
+      this.#succeeded();
       this.#log.info('primary: pushing', { generation, containers: pusher.protectedNames() });
     } catch (err) {
       this.#pushPending = true;
+      if (this.#claim?.status === 'pending') this.#claim = { ...this.#claim, lastError: message(err) };
       this.#lastError = message(err);
-      this.#log.warn('primary cannot push yet; trying again', { err });
-      this.#schedule(this.#o.retryIntervalMs ?? 1000);
+      this.#log.warn('primary cannot push yet; trying again', { retryMs: this.#retryMs, err });
+      this.#retryLater();
     }
   }
 
@@ -595,32 +631,38 @@ export class Agent {
     this.#log.info('resuming as the primary', { generation, why });
     const t0 = Date.now();
     const report: PromotionReport = { outcome: 'already-primary', startedAt: new Date(t0).toISOString(), ms: 0, finalize: null, claim: null, start: null, restartPolicyErrors: [], errors: [] };
+    this.#lastPromotion = report;
     if (this.#puller !== null) {
-      await this.#puller.stop();
+      this.#pullerStopping = this.#puller.stop().catch((err: unknown) => this.#log.warn('puller stop failed', { err }));
       this.#puller = null;
+    }
+    if (this.#released && generation !== null) {
+      // Withdraw the release: nobody took over (a successor would have been seen first).
+      await this.#o.bucket.deleteRelease(generation).catch((err: unknown) => report.errors.push(`withdraw release: ${message(err)}`));
+      this.#released = false;
     }
     const started = await this.#startProtected(new Set());
     report.start = { ms: Date.now() - t0, containers: started };
-    const running = (await this.#o.runtime.listProtected(this.#o.label, { includeTwins: true })).map((c) => c.name);
-    await this.#restoreRestartPolicies(running, new Map(), report);
+    const names = (await this.#o.runtime.listProtected(this.#o.label, { includeTwins: true })).map((c) => c.name);
+    report.restartPolicyErrors = await this.#policies.restore(names, new Map());
     this.#role = 'primary';
     if (generation === null) {
       // Nothing claimed yet (an empty bucket): claim the first generation.
-      this.#claimFrom = { generation: 0, containers: {} };
-      this.#claim = await this.#claimNext(this.#claimFrom);
+      this.#claimBasis = { generation: 0, containers: {} };
+      this.#claim = await this.#claimNext(this.#claimBasis, false);
+      report.claim = this.#claim;
       if (this.#claim.status === 'lost') {
         this.#fenced = `lost the claim of generation ${this.#claim.generation}`;
         return;
       }
-      this.#owned = this.#claim.generation as Generation;
+      this.#owned = this.#claim.status === 'pending' ? null : (this.#claim.generation as Generation);
     } else {
       this.#owned = generation;
       this.#claim = { status: 'owner', generation };
     }
     report.claim = this.#claim;
     report.ms = Date.now() - t0;
-    this.#lastPromotion = report;
-    await this.#roleFile.save('primary', this.#owned);
+    if (this.#owned !== null && !this.#ownerUnverified) await this.#roleFile.save('primary', this.#owned);
     this.#pushPending = true;
     await this.#startPushing();
   }
@@ -628,8 +670,10 @@ export class Agent {
   // ---- demotion ------------------------------------------------------------------------------------------------
 
   /** First half of a demotion, at once: publish nothing more, stop the protected containers, restart policy `no`.
-   *  The divergent tail is saved once a successor's claim says what it finalized from (#finishDemotion). */
-  async #stopServing(reason: string): Promise<void> {
+   *  The divergent tails are saved once a successor's claim says what it finalized from (#finishDemotion). Leaving
+   *  because VRRP said so (not fenced), this host releases its generation, so a host that stood down while still
+   *  called MASTER may take over. */
+  async #stopServing(reason: string, opts: { release: boolean }): Promise<void> {
     this.#role = 'demoting';
     const report: DemotionReport = { reason, startedAt: new Date().toISOString(), finishedAt: null, stopped: [], divergent: [], errors: [] };
     this.#lastDemotion = report;
@@ -640,7 +684,7 @@ export class Agent {
     this.#pusher = null;
     this.#pushPending = false;
     if (this.#puller !== null) {
-      await this.#puller.stop();
+      this.#pullerStopping = this.#puller.stop().catch((err: unknown) => this.#log.warn('puller stop failed', { err }));
       this.#puller = null;
     }
     const containers = await this.#o.runtime.listProtected(this.#o.label, { includeTwins: true });
@@ -658,11 +702,40 @@ export class Agent {
     })));
     // Halted after the containers are down: what they wrote until then is in their upper dirs (the tail).
     await pusher?.halt();
-    this.#log.info('demoting: containers stopped; waiting for the successor to save the divergent tail', { stopped: report.stopped });
+    this.#releaseWhenAlone = opts.release;
+    this.#log.info('demoting: containers stopped; waiting for a successor to save the divergent tails', { stopped: report.stopped });
   }
 
-  /** Second half: save each container's divergent tail, turn what is not a twin into one (removed; the puller creates
-   *  it from the successor's spec), then follow the successor as the standby. */
+  async #stepDemoting(): Promise<boolean> {
+    const newest = await this.#askBucket(() => newestOwnership(this.#o.bucket, this.#knownGeneration()));
+    if (!newest.ok) {
+      this.#lastError = newest.error;
+      this.#retryLater();
+      return false;
+    }
+    const own = newest.value;
+    const ours = own === null || own.owner === this.#o.hostId;
+    if (ours && this.#wantsPrimary()) {
+      // MASTER again before anyone took over: this host still owns the newest generation.
+      await this.#resumePrimary(own?.generation ?? null, 'VRRP MASTER again before any successor');
+      return true;
+    }
+    if (!ours && own.owner !== null) {
+      await this.#finishDemotion(own);
+      return true;
+    }
+    if (ours && own !== null && this.#releaseWhenAlone && !this.#released) {
+      await this.#o.bucket.putRelease({ version: 1, generation: own.generation, host: this.#o.hostId, releasedAt: new Date().toISOString(), reason: this.#lastDemotion?.reason ?? 'left MASTER' });
+      this.#released = true;
+      this.#log.warn('released generation: no successor yet; a host that VRRP calls MASTER may take over', { generation: own.generation });
+    }
+    this.#retryLater();
+    return false;
+  }
+
+  /** Second half: save the divergent tails, then follow the successor as the standby. As a former primary every
+   *  protected container may hold a tail; as a standby only those that ran or are no twins. Containers that are
+   *  no twins give way to twins once the successor has published a full checkpoint of them. */
   async #finishDemotion(successor: Ownership): Promise<void> {
     const report = this.#lastDemotion;
     const oldGeneration = (this.#owned ?? 0) as Generation;
@@ -672,16 +745,37 @@ export class Agent {
         await this.#o.runtime.setRestartPolicy(c.id, NO_RESTART);
         await this.#o.runtime.stopContainer(c.id, this.#o.stopTimeoutSeconds);
       }
-      await this.#saveTail(c, oldGeneration, successor, report);
-      // A container that is not a twin cannot be staged into: it is removed (its tail is saved) and comes back as a
-      // twin of the successor's container. Twins stay; the successor's first full commit replaces their content.
-      if (!c.isTwin) await this.#o.runtime.removeContainer(c.id);
     }
+    const mayHoldTail = this.#owned !== null ? containers : containers.filter((c) => c.running || !c.isTwin);
+    for (const c of mayHoldTail) await this.#saveTail(c, oldGeneration, successor, report);
+    this.#owned = null;
+    this.#released = false;
+    this.#releaseWhenAlone = false;
     if (report !== null) report.finishedAt = new Date().toISOString();
     await this.#becomeStandby(`demoted: host ${successor.owner ?? '?'} owns generation ${successor.generation}`);
+    await this.#replaceNonTwins(containers.filter((c) => !c.isTwin), oldGeneration, successor, report);
+  }
+
+  /** Stopped containers that are no twins: the tail first, then removed once the successor's generation has a
+   *  full checkpoint of them (its first commit of each container is one), so the puller recreates them as twins.
+   *  Until then they stay (stopped): the only local copy is never dropped before the new primary has it. */
+  async #replaceNonTwins(containers: ProtectedContainer[], oldGeneration: Generation, successor: Ownership, report: DemotionReport | null): Promise<void> {
+    if (containers.length === 0) return;
+    const head = await this.#o.bucket.readHead(successor.generation);
+    for (const c of containers) {
+      await this.#saveTail(c, oldGeneration, successor, report);
+      if (head.status !== 'ok' || head.head.containers[c.name] === undefined) {
+        this.#log.info('keeping the stopped container until the new primary has a full checkpoint of it', { container: c.name, generation: successor.generation });
+        continue;
+      }
+      await this.#o.runtime.removeContainer(c.id);
+      this.#log.info('removed the stopped container; it comes back as a twin of the new primary\'s', { container: c.name, generation: successor.generation });
+    }
   }
 
   async #saveTail(c: ProtectedContainer, oldGeneration: Generation, successor: Ownership, report: DemotionReport | null): Promise<void> {
+    const done = `${c.name}@${successor.generation}`;
+    if (this.#tailsSaved.has(done)) return;
     const saved = await saveDivergentTail(
       { bucket: this.#o.bucket, log: this.#log, hostId: this.#o.hostId, group: this.#o.group, stateDir: this.#o.stateDir, excludes: this.#o.excludes },
       c,
@@ -689,6 +783,7 @@ export class Agent {
       { generation: successor.generation, claim: successor.claim },
       report?.reason ?? `host ${successor.owner ?? '?'} owns generation ${successor.generation}`,
     );
+    this.#tailsSaved.add(done);
     if (saved === null) return;
     const entry = { container: c.name, key: saved.key };
     this.#divergent.push(entry);
@@ -709,6 +804,8 @@ export class Agent {
       vrrp: { state: latest?.state ?? null, at: latest?.at?.toString() ?? null, source: latest?.source ?? null },
       fenced: this.#fenced,
       claim: this.#claim,
+      released: this.#released,
+      pendingRestartPolicies: this.#policies.pending,
       lastPromotion: this.#lastPromotion,
       lastDemotion: this.#lastDemotion,
       divergent: this.#divergent,
@@ -727,6 +824,7 @@ export class Agent {
     this.#pusher = null;
     await this.#puller?.stop();
     this.#puller = null;
+    await this.#pullerStopping;
     await this.#lock?.release();
     this.#lock = null;
   }

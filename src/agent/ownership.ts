@@ -9,10 +9,11 @@ export interface Ownership {
   claim: Claim | null;
 }
 
-/** The newest generation and its owner; null for an empty bucket. */
-export async function newestOwnership(bucket: Bucket): Promise<Ownership | null> {
-  const generation = (await bucket.listGenerations()).at(-1);
-  if (generation === undefined) return null;
+/** The newest generation and its owner; null for an empty bucket. `hint`, a generation known to exist (followed,
+ *  owned), makes it a probe upward from there instead of a listing of every generation. */
+export async function newestOwnership(bucket: Bucket, hint = 0): Promise<Ownership | null> {
+  const generation = await bucket.newestGenerationFrom(hint as Generation);
+  if (generation === 0) return null;
   return ownershipOf(bucket, generation);
 }
 

@@ -13,7 +13,8 @@ export type ClaimState =
   /** Resumed as the owner of the newest generation (no new claim). */
   | { status: 'owner'; generation: number };
 
-export type PromotionOutcome = 'booted' | 'partial' | 'failed' | 'lost-claim' | 'already-primary';
+/** `abandoned`: VRRP left MASTER while finalizing, so nothing was claimed or started. */
+export type PromotionOutcome = 'booted' | 'partial' | 'failed' | 'lost-claim' | 'abandoned' | 'already-primary';
 
 export interface PromotionReport {
   outcome: PromotionOutcome;
@@ -45,6 +46,10 @@ export interface AgentStatus {
   /** Set after a fence or a lost claim while VRRP still says MASTER: no promotion until VRRP leaves MASTER. */
   fenced: string | null;
   claim: ClaimState | null;
+  /** This host released its generation (left MASTER with no successor yet). */
+  released: boolean;
+  /** Promoted containers whose restart policy could not be restored yet (no spec readable); pushing waits. */
+  pendingRestartPolicies: string[];
   lastPromotion: PromotionReport | null;
   lastDemotion: DemotionReport | null;
   /** Divergent tails this host saved (since its start). */

@@ -43,8 +43,9 @@ export class JournalFollower {
   /** Switches to the newest generation when one appeared (checked every few polls; always while following none). */
   async followNewestGeneration(state: AppliedState): Promise<void> {
     if (state.generation !== 0 && this.#polls++ % this.#o.generationCheckEvery !== 0) return;
-    const newest = (await this.#o.bucket.listGenerations()).at(-1);
-    if (newest === undefined || newest <= state.generation) return;
+    // Probing upward from the followed generation costs two small GETs, however many generations the bucket keeps.
+    const newest = await this.#o.bucket.newestGenerationFrom(state.generation as Generation);
+    if (newest <= state.generation) return;
     this.#o.log.info('following new generation', { from: state.generation, to: newest });
     state.generation = newest;
     state.cursor = 0;
@@ -59,14 +60,17 @@ export class JournalFollower {
     await this.#o.file.save(state);
   }
 
-  /** Reads the head (conditionally) and queues the records it announces; true when the head moved. */
-  async readNew(state: AppliedState): Promise<boolean> {
+  /** Reads the head (conditionally) and queues the records it announces; true when the head moved. `pastHead`
+   *  (finalize) lists the journal beyond the head too: a record whose head write failed is in the bucket all the
+   *  same, and a promotion must not leave it behind. */
+  async readNew(state: AppliedState, pastHead = false): Promise<boolean> {
     const head = await this.#o.bucket.readHead(state.generation as Generation, this.#etag);
     if (head.status === 'ok') {
       this.#head = head.head;
       this.#etag = head.etag;
     }
-    if (this.#head && this.#head.seq > this.#readSeq) await this.#readJournal(state, this.#head.seq);
+    if (pastHead) await this.#readJournal(state, Number.MAX_SAFE_INTEGER);
+    else if (this.#head && this.#head.seq > this.#readSeq) await this.#readJournal(state, this.#head.seq);
     return head.status === 'ok';
   }
 

@@ -106,15 +106,15 @@ export class Puller {
   }
 
   /** One poll: head, new records, stage what can be staged. Concurrent callers share the poll in flight. */
-  async pollOnce(signal?: AbortSignal): Promise<PollReport> {
+  async pollOnce(signal?: AbortSignal, opts: { pastHead?: boolean } = {}): Promise<PollReport> {
     while (this.#inFlight) await this.#inFlight;
-    this.#inFlight = this.#poll(signal ?? new AbortController().signal).finally(() => {
+    this.#inFlight = this.#poll(signal ?? new AbortController().signal, opts.pastHead === true).finally(() => {
       this.#inFlight = null;
     });
     return this.#inFlight;
   }
 
-  async #poll(signal: AbortSignal): Promise<PollReport> {
+  async #poll(signal: AbortSignal, pastHead: boolean): Promise<PollReport> {
     const started = Date.now();
     const state = this.#requireState();
     let staged = 0;
@@ -125,8 +125,11 @@ export class Puller {
         if (this.#keeper.due(false)) await this.#keeper.ensureTwins(state);
         return this.#report(started, true, 0, signal, null);
       }
-      const headMoved = await this.#journal.readNew(state);
+      const headMoved = await this.#journal.readNew(state, pastHead);
+      // A poll overtaken by a finalize deadline touches no twin any more: they are being started.
+      if (signal.aborted) return this.#report(started, true, 0, signal, null);
       if (this.#keeper.due(headMoved)) await this.#keeper.ensureTwins(state);
+      if (signal.aborted) return this.#report(started, true, 0, signal, null);
       staged = await this.#stager.stageQueues(state, signal);
       this.#lastPollAt = Date.now();
       this.#lastError = null;
@@ -157,7 +160,7 @@ export class Puller {
         resolve(null);
       }, deadlineMs);
     });
-    const poll = this.pollOnce(controller.signal);
+    const poll = this.pollOnce(controller.signal, { pastHead: true });
     let report: PollReport | null;
     try {
       report = await Promise.race([poll, deadline]);
@@ -258,6 +261,7 @@ export class Puller {
     return this.#state;
   }
 
+  /** Stops polling; waits for the poll in flight (bounded by its own requests' retries), then releases the lock. */
   async stop(): Promise<void> {
     this.#stopped = true;
     this.#wake?.();

@@ -1,6 +1,6 @@
 // The primary's daemon: finds protected containers, publishes their specs, watches their upper dirs and ships
 // every burst of changes as a commit. A periodic reconcile catches whatever the watcher missed.
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { writeFileDurable } from '../state/atomic-file.js';
 import { join } from 'node:path';
 import PQueue from 'p-queue';
@@ -154,6 +154,8 @@ export class Pusher {
     const generation = this.#generation;
     if (journal === null || generation === null) throw new Error('pusher not started');
     const spec = await runtime.captureSpec(container.id);
+    // A fenced writer must not replace the group's specs either (the agent's fence; a no-op for `push`).
+    await this.#opts.beforePublish?.();
     await bucket.putSpec(container.name, spec);
     const recovered = await this.#recoverShipped(container.name, generation, journal);
     const { shipped, needFull } = forceFull ? { shipped: undefined, needFull: true } : recovered;
@@ -257,6 +259,8 @@ export class Pusher {
     }
     this.#watched.clear();
     await this.#journal?.close();
+    // A halted pusher is no longer this host's pusher: `twinlayer status` must not show its last figures as current.
+    await rm(this.statusFile, { force: true });
   }
 
   /** Stops watching; ships what is pending within `deadlineMs`. */

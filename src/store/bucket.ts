@@ -16,11 +16,13 @@ import {
   commitRecordSchema,
   divergentRecordSchema,
   headSchema,
+  releaseSchema,
   zodReason,
   type Claim,
   type CommitRecord,
   type DivergentRecord,
   type Head,
+  type Release,
 } from './records.js';
 import { asSeq, MAX_GENERATION, MAX_RECORD_BYTES, MAX_SPEC_BYTES, type Digest, type Generation, type Seq } from './types.js';
 
@@ -351,6 +353,53 @@ export class Bucket {
       const claim = await this.readClaim(g as Generation);
       if (claim === null) return newest;
       newest = { generation: g as Generation, claim };
+    }
+    return newest;
+  }
+
+  /** Marks generation g released by its owner (see Release). */
+  async putRelease(release: Release): Promise<void> {
+    const key = this.layout.releaseKey(release.generation);
+    const checked = releaseSchema.safeParse(release);
+    if (!checked.success) throw new BucketObjectInvalidError('release', key, zodReason(checked.error));
+    await this.store.put(key, Buffer.from(JSON.stringify(checked.data, null, 2) + '\n'));
+  }
+
+  /** The release of generation g; null when it is not released; BucketObjectInvalidError when it does not parse. */
+  async readRelease(g: Generation): Promise<Release | null> {
+    const key = this.layout.releaseKey(g);
+    let body;
+    try {
+      body = await this.store.getBuffer(key, MAX_RECORD_BYTES);
+    } catch (err) {
+      if (err instanceof ObjectTooLargeError) throw new BucketObjectInvalidError('release', key, `larger than ${MAX_RECORD_BYTES} bytes`);
+      throw err;
+    }
+    if (body === null) return null;
+    const release = parseJson(body, releaseSchema, 'release', key);
+    if (release.generation !== g) throw new BucketObjectInvalidError('release', key, `names generation ${release.generation}`);
+    return release;
+  }
+
+  async deleteRelease(g: Generation): Promise<void> {
+    await this.store.delete(this.layout.releaseKey(g));
+  }
+
+  /**
+   * The newest generation that exists (a claim or a head) at or above `from`, found by probing from+1 upward: two
+   * small GETs while nothing changed, however many generations the bucket keeps (listGenerations costs one LIST
+   * round per generation). Generations are opened one past the newest their opener saw, so there are no holes to
+   * jump. `from` itself is returned when nothing newer exists (whether or not it exists); from 0, and after
+   * CLAIM_WALK_LIMIT steps, it lists instead.
+   */
+  async newestGenerationFrom(from: Generation): Promise<Generation> {
+    if (from === 0) return (await this.listGenerations()).at(-1) ?? from;
+    let newest = from;
+    for (let g = from + 1, steps = 0; g <= MAX_GENERATION; g++, steps++) {
+      if (steps === CLAIM_WALK_LIMIT) return Math.max(newest, (await this.listGenerations()).at(-1) ?? 0) as Generation;
+      const exists = (await this.store.exists(this.layout.claimKey(g as Generation))) || (await this.store.exists(this.headKey(g as Generation)));
+      if (!exists) return newest;
+      newest = g as Generation;
     }
     return newest;
   }

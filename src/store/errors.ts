@@ -59,6 +59,7 @@ const invalidCodes = {
   spec: 'SPEC_INVALID',
   claim: 'CLAIM_INVALID',
   divergent: 'DIVERGENT_INVALID',
+  release: 'RELEASE_INVALID',
 } as const;
 
 /** A head, record, spec, claim or divergent-tail record in the bucket does not parse (or disagrees with its key). */

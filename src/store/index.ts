@@ -8,11 +8,13 @@ export {
   commitRecordSchema,
   divergentRecordSchema,
   headSchema,
+  releaseSchema,
   type Claim,
   type CommitCounts,
   type CommitRecord,
   type DivergentRecord,
   type Head,
+  type Release,
 } from './records.js';
 export { formatSeq, KeyLayout, type DivergentKeyParts } from './keys.js';
 export { Bucket, type BucketOptions, type ClaimOutcome, type DivergentItem, type JournalItem } from './bucket.js';

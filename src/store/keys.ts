@@ -61,6 +61,11 @@ export class KeyLayout {
     return `${this.generationPrefix(g)}claim.json`;
   }
 
+  /** Written by the owner of g when it leaves MASTER with no successor yet: another host may take over. */
+  releaseKey(g: Generation): string {
+    return `${this.generationPrefix(g)}released.json`;
+  }
+
   journalPrefix(g: Generation): string {
     return `${this.generationPrefix(g)}journal/`;
   }
@@ -142,7 +147,7 @@ export class KeyLayout {
     if (slash === -1) return null;
     const g = parseGeneration(rest.slice(0, slash));
     if (g === null) return null;
-    if (key === this.headKey(g) || key === this.claimKey(g) || this.parseJournalKey(g, key) !== null) return g;
+    if (key === this.headKey(g) || key === this.claimKey(g) || key === this.releaseKey(g) || this.parseJournalKey(g, key) !== null) return g;
     return null;
   }
 

@@ -58,6 +58,18 @@ export interface Claim {
 }
 
 /**
+ * The owner of a generation let it go: it left VRRP MASTER with no successor, so a host that stood down while
+ * VRRP still called it MASTER (fenced, or a lost claim) may take over. Removed when the owner resumes.
+ */
+export interface Release {
+  version: 1;
+  generation: Generation;
+  host: string;
+  releasedAt: string;
+  reason: string;
+}
+
+/**
  * A divergent tail: a changeset of what a demoted host's container held beyond the claim that superseded it.
  * Saved for an operator, never applied. The changeset is the blob `digest` under blobs/.
  */
@@ -126,6 +138,14 @@ export const claimSchema: z.ZodType<Claim> = z.strictObject({
     containers: z.record(container, seqOrZero),
   }),
 }).refine((c) => c.from.generation < c.generation, { message: 'a claim follows an older generation', path: ['from', 'generation'] });
+
+export const releaseSchema: z.ZodType<Release> = z.strictObject({
+  version: z.literal(1),
+  generation,
+  host: writer,
+  releasedAt: isoTime,
+  reason: z.string().min(1).max(500).regex(/^[^\p{Cc}]+$/u, 'expected one line without control characters'),
+});
 
 export const divergentRecordSchema: z.ZodType<DivergentRecord> = z.strictObject({
   version: z.literal(1),

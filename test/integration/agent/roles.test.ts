@@ -329,4 +329,21 @@ describe('twinlayer agent: roles, fencing, failback', { timeout: 900_000 }, () =
     assert.ok(stoppedAt - startedAt <= 2000, `stopped ${stoppedAt - startedAt} ms after the agent's first log line`);
     await waitRole('a', 'standby', 6, 30_000);
   });
+
+  it('a one-sided VRRP blip (MASTER then BACKUP on the standby only): the blip\'s claim fences the primary, the blipped host releases, the fenced MASTER takes over again', async () => {
+    // B is primary of generation 6 and VRRP MASTER; A is its standby. A alone sees MASTER, then BACKUP.
+    const answer = await notify('a', 'MASTER');
+    assert.equal(answer.promotion?.claim?.generation, 7);
+    await notify('a', 'BACKUP');
+    // B was fenced by generation 7 while still MASTER; A left MASTER with no successor and released 7; B takes over.
+    const sb = await waitRole('b', 'primary', 8, 30_000);
+    assert.equal(sb.fenced, null);
+    await waitRole('a', 'standby', 8, 30_000);
+    assert.equal((await inspect('b'))!.State.Running, true);
+    assert.equal((await inspect('a'))!.State.Running, false);
+    const release = await bucket.readRelease(7 as never);
+    assert.equal(release?.host, 'host-a');
+    await exec('b', 'echo v9 > /etc/marker');
+    await waitStaged('a', 'etc/marker', 'v9\n');
+  });
 });
