@@ -44,7 +44,7 @@ export async function saveDivergentTail(deps: DivergentDeps, container: Protecte
   const lastShippedSeq = oldGeneration === 0 ? 0 : await lastCommitAfter(bucket, oldGeneration, container.name, fromSeq);
 
   const shipped = await new ShippedStateStore(stateDir, deps.group).load(container.name, false);
-  const baseline = shipped !== null && shipped.generation === oldGeneration ? shipped.shipped : undefined;
+  const baseline = shipped !== null && shipped.generation === oldGeneration && shipped.containerId === container.id ? shipped.shipped : undefined;
   const workDir = join(stateDir, 'agent', deps.group, 'divergent-work', container.name);
   await mkdir(workDir, { recursive: true });
   const tracker = (withBaseline: boolean): UpperTracker => new UpperTracker({

@@ -128,7 +128,7 @@ export class Puller {
       const headMoved = await this.#journal.readNew(state, pastHead);
       // A poll overtaken by a finalize deadline touches no twin any more: they are being started.
       if (signal.aborted) return this.#report(started, true, 0, signal, null);
-      if (this.#keeper.due(headMoved)) await this.#keeper.ensureTwins(state);
+      if (this.#keeper.due(headMoved || pastHead)) await this.#keeper.ensureTwins(state);
       if (signal.aborted) return this.#report(started, true, 0, signal, null);
       staged = await this.#stager.stageQueues(state, signal);
       this.#lastPollAt = Date.now();

@@ -4,7 +4,7 @@ import { rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import PQueue from 'p-queue';
 import { ChangesetRejectedError, stageChangeset } from '../changeset/index.js';
-import type { DockerRuntime, TwinState } from '../docker/index.js';
+import { specDigest, type DockerRuntime, type TwinState } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Bucket, CommitRecord } from '../store/index.js';
 import type { AppliedState, AppliedStateFile } from './applied-state.js';
@@ -101,6 +101,13 @@ export class Stager {
       // the applied seq describes (ensureTwins checks both at the start of the poll; the engine may change since).
       if (!twin.isTwin || twin.imageId !== c.spec?.imageId) {
         c.blocked = `container ${name} is not a twin of image ${c.spec?.imageId ?? '(no spec)'}; nothing staged`;
+        return staged;
+      }
+      // A twin made from an older spec (the primary was recreated) gets no commit of the new container: it is
+      // recreated from the new spec first (twin-keeper), so a failover never boots new files in an old config.
+      if (c.specStale || (twin.specDigest !== null && twin.specDigest !== specDigest(c.spec))) {
+        this.#keeper.checkSoon();
+        c.blocked = 'the twin was made from an older spec; it is recreated before staging';
         return staged;
       }
       if (applied?.twinId !== undefined && applied.twinId !== twin.id) {

@@ -157,13 +157,14 @@ export class Pusher {
     // A fenced writer must not replace the group's specs either (the agent's fence; a no-op for `push`).
     await this.#opts.beforePublish?.();
     await bucket.putSpec(container.name, spec);
-    const recovered = await this.#recoverShipped(container.name, generation, journal);
+    const recovered = await this.#recoverShipped(container.name, container.id, generation, journal);
     const { shipped, needFull } = forceFull ? { shipped: undefined, needFull: true } : recovered;
     const workDir = join(stateDir, 'push', 'work', container.name);
     await mkdir(workDir, { recursive: true });
     const clog = log.child({ container: container.name });
     const replicator = new ContainerReplicator({
       name: container.name,
+      containerId: container.id,
       generation,
       makeTracker: (s) => new UpperTracker({ upperDir: container.layers.upperDir, workDir, excludes, ...(s ? { shipped: s } : {}), log: clog }),
       shipped,
@@ -197,14 +198,15 @@ export class Pusher {
   }
 
   /** The shipped state to resume from, or a full sync when it cannot be trusted. */
-  async #recoverShipped(name: string, generation: Generation, journal: JournalWriter): Promise<{ shipped: SerializedIndex | undefined; needFull: boolean }> {
+  async #recoverShipped(name: string, containerId: string, generation: Generation, journal: JournalWriter): Promise<{ shipped: SerializedIndex | undefined; needFull: boolean }> {
     const lastSeq = journal.lastSeqOf(name);
     if (lastSeq === 0) return { shipped: undefined, needFull: true };
     const committed = await this.#shipped.load(name, false);
     const pending = await this.#shipped.load(name, true);
     await this.#shipped.clearPending(name);
-    if (committed && committed.generation === generation && committed.lastSeq === lastSeq) return { shipped: committed.shipped, needFull: false };
-    if (pending && pending.generation === generation) {
+    // A state of another container of this name (removed and run again between two discoveries): full.
+    if (committed && committed.generation === generation && committed.lastSeq === lastSeq && committed.containerId === containerId) return { shipped: committed.shipped, needFull: false };
+    if (pending && pending.generation === generation && pending.containerId === containerId) {
       // Crashed after publishing and before recording it: the record's digest says whether pending went out.
       const record = await this.#opts.bucket.readRecord(generation, lastSeq);
       if (record && record.digest === pending.digest) return { shipped: pending.shipped, needFull: false };

@@ -21,6 +21,8 @@ export interface ReplicatorStatus {
 
 export interface ReplicatorDeps {
   name: string;
+  /** The Docker container id whose upper dir is shipped (kept with the shipped state). */
+  containerId: string;
   generation: number;
   /** Makes the tracker from a shipped state (undefined: nothing shipped yet). */
   makeTracker: (shipped: SerializedIndex | undefined) => UpperTracker;
@@ -153,7 +155,7 @@ export class ContainerReplicator {
       // the record's digest tells the next start that this state is the true one.
       const before = tracker.serialize();
       tracker.commit(built);
-      await shippedState.save(this.name, true, { generation, lastSeq: journal.lastSeqOf(this.name), digest: built.digest, shipped: tracker.serialize() });
+      await shippedState.save(this.name, true, { generation, lastSeq: journal.lastSeqOf(this.name), digest: built.digest, containerId: this.#deps.containerId, shipped: tracker.serialize() });
       let record;
       try {
         record = await journal.publish({
@@ -170,7 +172,7 @@ export class ContainerReplicator {
       }
       this.#needFull = false;
       this.#lastPublishedAt = Date.now();
-      await shippedState.save(this.name, false, { generation, lastSeq: record.seq, digest: built.digest, shipped: tracker.serialize() });
+      await shippedState.save(this.name, false, { generation, lastSeq: record.seq, digest: built.digest, containerId: this.#deps.containerId, shipped: tracker.serialize() });
       await shippedState.clearPending(this.name);
       log.info('published', {
         container: this.name, seq: record.seq, kind: built.kind, files: built.counts.files, deletions: built.counts.deletions,

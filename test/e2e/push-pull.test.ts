@@ -79,15 +79,20 @@ describe('push on A, pull on B, through S3', { timeout: 600_000 }, () => {
 
   /** Waits until `marker` holds `value` on the twin's upper dir, then until B staged everything in the head. */
   async function waitConverged(marker: string, value: string, timeoutMs = 60_000): Promise<void> {
-    const twinUpper = await upperOf(engB, 'web');
-    await waitFor(`marker ${marker}=${value} staged on B`, timeoutMs, async () => {
-      const got = await readFile(join(twinUpper, marker), 'utf8').catch(() => null);
-      return got?.trim() === value ? true : undefined;
-    });
-    await waitFor('B staged the head seq', timeoutMs, async () => {
-      const p = await positions();
-      return p.head > 0 && p.staged === p.head ? true : undefined;
-    });
+    try {
+      await waitFor(`marker ${marker}=${value} staged on B`, timeoutMs, async () => {
+        const got = await readFile(join(await upperOf(engB, 'web'), marker), 'utf8').catch(() => null);
+        return got?.trim() === value ? true : undefined;
+      });
+      await waitFor('B staged the head seq', timeoutMs, async () => {
+        const p = await positions();
+        return p.head > 0 && p.staged === p.head ? true : undefined;
+      });
+    } catch (err) {
+      // What the daemons said last is what explains a timeout.
+      const tail = (p: TwinlayerProcess | undefined, name: string): string => `--- ${name} (exit ${p?.child.exitCode ?? 'running'}) ---\n${p?.lines.slice(-25).join('\n') ?? '(not started)'}`;
+      throw new Error(`${(err as Error).message}\n${tail(puller, 'puller')}\n${tail(pusher, 'pusher')}`, { cause: err });
+    }
   }
 
   async function upperOf(engine: Engine, name: string): Promise<string> {
@@ -159,14 +164,26 @@ describe('push on A, pull on B, through S3', { timeout: 600_000 }, () => {
     await dockerCli(engA, ['run', '-d', '--name', 'late', '--label', 'twinlayer.enable=true', '--network', 'none', 'tl-busybox:e2e', 'sh', '-c', 'echo again > /late2.txt; while true; do sleep 1; done']);
     // Its spec changed (another command), so the stopped twin is recreated from the new spec: look up its upper dir
     // on every probe.
-    await waitFor('the recreated container\'s file on the twin, the old one gone', 30_000, async () => {
+    await waitFor('the recreated container\'s file on a twin of the recreated container, the old file gone', 30_000, async () => {
+      const twin = (await new Docker({ socketPath: engB.socketPath }).getContainer('late').inspect()) as { Config: { Cmd: string[] } };
+      if (!twin.Config.Cmd.join(' ').includes('late2.txt')) return undefined;
       const upper = await upperOf(engB, 'late');
       const fresh = await readFile(join(upper, 'late2.txt'), 'utf8').catch(() => null);
       const old = await readFile(join(upper, 'late.txt'), 'utf8').catch(() => null);
       return fresh === 'again\n' && old === null ? true : undefined;
     });
-    const twin = (await new Docker({ socketPath: engB.socketPath }).getContainer('late').inspect()) as { Config: { Cmd: string[] } };
-    assert.match(twin.Config.Cmd.join(' '), /late2\.txt/, 'the twin runs the recreated container\'s command');
+    // Removed, seen gone by a discovery (every 2 s), then run again: a new upper dir all the same, shipped in full.
+    await dockerCli(engA, ['rm', '-f', 'late']);
+    await new Promise((r) => setTimeout(r, 2500));
+    await dockerCli(engA, ['run', '-d', '--name', 'late', '--label', 'twinlayer.enable=true', '--network', 'none', 'tl-busybox:e2e', 'sh', '-c', 'echo third > /late3.txt; while true; do sleep 1; done']);
+    await waitFor('the third container\'s file on a twin of it, the second one\'s gone', 30_000, async () => {
+      const twin = (await new Docker({ socketPath: engB.socketPath }).getContainer('late').inspect()) as { Config: { Cmd: string[] } };
+      if (!twin.Config.Cmd.join(' ').includes('late3.txt')) return undefined;
+      const upper = await upperOf(engB, 'late');
+      const fresh = await readFile(join(upper, 'late3.txt'), 'utf8').catch(() => null);
+      const old = await readFile(join(upper, 'late2.txt'), 'utf8').catch(() => null);
+      return fresh === 'third\n' && old === null ? true : undefined;
+    });
   });
 
   it('creates the twin of a protected container that never writes', async () => {
