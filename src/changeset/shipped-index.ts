@@ -2,6 +2,7 @@
 // Serialized as JSON by the pusher; parsed with zod on load.
 import { z } from 'zod';
 import type { BigIntStats } from 'node:fs';
+import { ancestorsOf } from './paths.js';
 
 export type RecKind = 'f' | 'd' | 'l' | 'w';
 
@@ -72,4 +73,26 @@ export function sameRec(a: ShippedRec | undefined, b: ShippedRec): boolean {
   if (a === undefined || a.t !== b.t) return false;
   if (a.t === 'w') return true;
   return a.ino === b.ino && a.size === b.size && a.m === b.m && a.c === b.c && a.mode === b.mode && a.uid === b.uid && a.gid === b.gid && a.o === b.o;
+}
+
+/** The index change a build implies, applied by commit() once its changeset is published. */
+export interface IndexDelta {
+  full: boolean;
+  /** Paths whose shipped subtree the changeset replaces: what the index held under them is dropped. */
+  deleteUnder: string[];
+  /** Paths removed from the upper: dropped with everything under them. */
+  remove: string[];
+  set: Array<[string, ShippedRec]>;
+}
+
+export function applyDelta(index: Map<string, ShippedRec>, delta: IndexDelta): void {
+  if (delta.full) index.clear();
+  if (delta.deleteUnder.length > 0 || delta.remove.length > 0) {
+    const roots = new Set([...delta.deleteUnder, ...delta.remove]);
+    for (const key of [...index.keys()]) {
+      if (ancestorsOf(key).some((a) => roots.has(a))) index.delete(key);
+    }
+  }
+  for (const path of delta.remove) index.delete(path);
+  for (const [path, rec] of delta.set) index.set(path, rec);
 }
