@@ -1,5 +1,6 @@
 // Writes one scan's changes as a changeset file (tar, then deterministic gzip and its digest), with the index
-// delta the tracker adopts once the changeset is published. Torn entries are left out and reported.
+// delta the tracker adopts once the changeset is published. Torn entries are left out and reported; entries read
+// within a timestamp tick of their last change are recorded with their fingerprint (racy.ts).
 import { randomBytes } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -7,6 +8,7 @@ import type { BuiltChangeset, ChangesetCounts } from './built-changeset.js';
 import { copyEntry } from './copy-entry.js';
 import { planEntries, zeroEntry } from './entry-plan.js';
 import { baseOf, comparePaths } from './paths.js';
+import { Fingerprint, isRacy } from './racy.js';
 import { recFromStat, whiteoutRec, type IndexDelta } from './shipped-index.js';
 import { gzipAndHash, TarFileWriter } from './tar-writer.js';
 import type { Scan } from './upper-scan.js';
@@ -29,6 +31,8 @@ export async function writeChangeset(scan: Scan, workDir: string, full: boolean,
   const file = join(workDir, `changeset-${id}.tar.gz`);
   const writer = await TarFileWriter.create(tmpTar);
   const tornGroups = new Set<string>();
+  /** Hard-link group -> fingerprint of its first member: the others share its inode, so its content and xattrs. */
+  const groupPrints = new Map<string, string>();
   const counts: ChangesetCounts = { files: 0, deletions: 0, bytes: 0 };
   const delta: IndexDelta = { full, deleteUnder: [], remove: [], set: [] };
   let entries = 0;
@@ -45,7 +49,9 @@ export async function writeChangeset(scan: Scan, workDir: string, full: boolean,
         torn.push(c.path);
         continue;
       }
-      const ok = await copyEntry(writer, scan.abs(c.path), c, plan.linkTo, counts);
+      const racy = isRacy(c.st, scan.startNs);
+      const print = racy && plan.linkTo === undefined ? new Fingerprint(c.xattrs) : undefined;
+      const ok = await copyEntry(writer, scan.abs(c.path), c, plan.linkTo, counts, print);
       if (!ok) {
         torn.push(c.path);
         if (plan.group !== undefined) tornGroups.add(plan.group);
@@ -53,7 +59,14 @@ export async function writeChangeset(scan: Scan, workDir: string, full: boolean,
       }
       entries++;
       counts.files++;
-      delta.set.push([c.path, recFromStat(c.kind === 'd' ? 'd' : c.kind === 'l' ? 'l' : 'f', c.st, c.opaque)]);
+      const rec = recFromStat(c.kind === 'd' ? 'd' : c.kind === 'l' ? 'l' : 'f', c.st, c.opaque);
+      if (print !== undefined) {
+        rec.h = print.digest();
+        if (plan.group !== undefined) groupPrints.set(plan.group, rec.h);
+      } else if (racy) {
+        rec.h = (plan.group === undefined ? undefined : groupPrints.get(plan.group)) ?? '';
+      }
+      delta.set.push([c.path, rec]);
       if (c.kind !== 'd' || scan.newDirs.has(c.path) || (c.opaque && scan.covered(c.path))) delta.deleteUnder.push(c.path);
     }
     for (const c of shipping) {

@@ -1,13 +1,16 @@
 // Copies one node of the upper dir into the tar, never torn (stable-read.ts): an entry whose node changed while
-// being read is cut off again.
+// being read is cut off again. A racily clean node (racy.ts) also feeds what is read to its fingerprint.
 import type { ChangesetCounts } from './built-changeset.js';
+import type { Fingerprint } from './racy.js';
 import { readFileStable, readLinkStable } from './stable-read.js';
 import type { TarEntry } from './tar-format.js';
 import type { TarFileWriter } from './tar-writer.js';
 import type { Cand } from './upper-node.js';
 
 /** Writes `c` (a file, dir, symlink, or a hard link to `linkTo`); false when it changed while being read (torn). */
-export async function copyEntry(writer: TarFileWriter, abs: string, c: Cand, linkTo: string | undefined, counts: ChangesetCounts): Promise<boolean> {
+export async function copyEntry(
+  writer: TarFileWriter, abs: string, c: Cand, linkTo: string | undefined, counts: ChangesetCounts, print?: Fingerprint,
+): Promise<boolean> {
   const base: TarEntry = {
     path: c.path,
     type: 'dir',
@@ -25,6 +28,7 @@ export async function copyEntry(writer: TarFileWriter, abs: string, c: Cand, lin
   if (c.kind === 'l') {
     const target = await readLinkStable(abs, c.st);
     if (target === null) return false;
+    print?.update(target);
     await writer.writeEntry({ ...base, type: 'symlink', linkpath: target });
     return true;
   }
@@ -34,7 +38,10 @@ export async function copyEntry(writer: TarFileWriter, abs: string, c: Cand, lin
   }
   const size = Number(c.st.size);
   const start = writer.position;
-  const ok = await readFileStable(abs, c.st, () => writer.writeHeader({ ...base, type: 'file', size }), (chunk) => writer.writeBody(chunk));
+  const ok = await readFileStable(abs, c.st, () => writer.writeHeader({ ...base, type: 'file', size }), async (chunk) => {
+    print?.update(chunk);
+    await writer.writeBody(chunk);
+  });
   if (!ok) {
     await writer.truncateTo(start);
     return false;

@@ -1,7 +1,9 @@
 // Completes one scan's candidate set until it is closed: hard-link siblings ship together, ancestors of what ships
-// are compared, xattrs are read for what may ship, and a dir that carries its opaque marker ships its whole subtree.
+// are compared, xattrs are read for what may ship, racily clean nodes have their content checked, and a dir that
+// carries its opaque marker ships its whole subtree.
 import { ancestorsOf, relPathIsExcluded } from './paths.js';
-import { statDiffers } from './shipped-compare.js';
+import { fingerprintNow, isRacy } from './racy.js';
+import { needsContentCheck, needsXattrs } from './shipped-compare.js';
 import { lstatOrNull } from './upper-node.js';
 import type { Scan } from './upper-scan.js';
 import { readXattrs } from './xattr.js';
@@ -16,6 +18,7 @@ export async function completeScan(scan: Scan, full: boolean): Promise<void> {
     grew = (await addHardLinkSiblings(scan)) || grew;
     grew = (await addAncestors(scan)) || grew;
     await readCandXattrs(scan);
+    grew = (await checkRacilyClean(scan)) || grew;
     grew = (await walkOpaqueSubtrees(scan, full)) || grew;
     if (!grew) return;
   }
@@ -96,7 +99,7 @@ async function addAncestors(scan: Scan): Promise<boolean> {
 
 /** Xattrs of everything that may ship (dirs need them to know whether they are opaque). */
 async function readCandXattrs(scan: Scan): Promise<void> {
-  const need = [...scan.cands.values()].filter((c) => c.kind !== 'w' && c.xattrs === undefined && (c.forced || statDiffers(scan.index, c)));
+  const need = [...scan.cands.values()].filter((c) => c.kind !== 'w' && c.xattrs === undefined && (c.forced || needsXattrs(scan.index, c)));
   if (need.length > 0) {
     const got = await readXattrs(need.map((c) => scan.abs(c.path)));
     for (const c of need) {
@@ -107,6 +110,20 @@ async function readCandXattrs(scan: Scan): Promise<void> {
   for (const c of scan.cands.values()) {
     if (c.kind === 'd' && c.xattrs === undefined) c.opaque = scan.index.get(c.path)?.o === true;
   }
+}
+
+/** Nodes shipped within a tick of their last change whose stat still matches: the fingerprint decides. One whose
+ *  timestamps are now older than the window, unchanged, is trusted by stat again (scan.settled). */
+async function checkRacilyClean(scan: Scan): Promise<boolean> {
+  let grew = false;
+  for (const c of [...scan.cands.values()]) {
+    if (!needsContentCheck(scan.index, c)) continue;
+    const now = await fingerprintNow(scan.abs(c.path), c);
+    c.racy = now !== null && now === scan.index.get(c.path)?.h ? 'same' : 'changed';
+    if (c.racy === 'changed') grew = true;
+    else if (!isRacy(c.st, scan.startNs)) scan.settled.add(c.path);
+  }
+  return grew;
 }
 
 /** A dir that is (newly, or replaced while) opaque ships its marker, so it must ship its whole subtree. */

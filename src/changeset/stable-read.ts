@@ -1,5 +1,6 @@
 // Torn-read detection: a node is read between stats that must all show what the scan saw (inode, size, mtime,
-// ctime); a writer that changed it meanwhile makes the read fail, never a mix of two versions.
+// ctime); a writer that changed it meanwhile makes the read fail, never a mix of two versions. Within one timestamp
+// tick a change can keep every stat field as it was: racy.ts covers that case.
 import { constants as fsc, type BigIntStats } from 'node:fs';
 import { open, readlink } from 'node:fs/promises';
 import { isMissing, lstatOrNull } from './upper-node.js';

@@ -8,7 +8,9 @@ import { writeChangeset } from './changeset-writer.js';
 import { defaultLimits } from './limits.js';
 import { comparePaths, isAtOrUnder, relPathProblem } from './paths.js';
 import { completeScan } from './scan-closure.js';
-import { applyDelta, parseIndex, serializeIndex, type IndexDelta, type SerializedIndex, type ShippedRec } from './shipped-index.js';
+import {
+  applyDelta, dropRacyMarks, parseIndex, serializeIndex, type IndexDelta, type SerializedIndex, type ShippedRec,
+} from './shipped-index.js';
 import { Scan } from './upper-scan.js';
 
 /** Remembers what was shipped for one upper dir and builds the next changeset. */
@@ -51,6 +53,8 @@ export class UpperTracker {
       await this.#walkNamed(scan, scope);
     }
     await completeScan(scan, full);
+    // A fact about what is on disk and what was shipped, whether or not this build is published.
+    dropRacyMarks(this.#index, scan.settled);
     const torn: string[] = [...scan.torn];
     const written = await writeChangeset(scan, this.#workDir, full, torn);
     // Torn paths stay dirty: every later build looks at them again, whatever its scope.

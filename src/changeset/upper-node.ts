@@ -15,6 +15,8 @@ export interface Cand {
   forced: boolean;
   xattrs?: Xattrs;
   opaque: boolean;
+  /** A racily clean node whose stat matches the index: whether its fingerprint still does (racy.ts). */
+  racy?: 'same' | 'changed';
 }
 
 export function kindOf(st: BigIntStats): NodeKind | null {

@@ -4,6 +4,7 @@ import type { BigIntStats } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ancestorsOf, baseOf, comparePaths, isAtOrUnder, isReservedName, joinRel, parentOf, relPathIsExcluded } from './paths.js';
+import { scanClockNs } from './racy.js';
 import { candShips, isNewDir, type ShippedIndex } from './shipped-compare.js';
 import { isMissing, kindOf, lstatOrNull, type Cand } from './upper-node.js';
 
@@ -14,6 +15,8 @@ export class Scan {
   readonly index: ShippedIndex;
   readonly excludes: readonly string[];
   readonly warn: WarnOnce;
+  /** Taken before the first stat: a node changed within a tick of it is racily clean (racy.ts). */
+  readonly startNs = scanClockNs();
   readonly cands = new Map<string, Cand>();
   readonly vanished = new Set<string>();
   /** Roots of subtrees walked in full (new/replaced dirs, dirs that became opaque, the whole tree for 'full'). */
@@ -24,6 +27,8 @@ export class Scan {
   readonly recheck = new Set<string>();
   /** Paths named by events whose ancestors must be compared even when they themselves ship nothing. */
   readonly dirtyParents = new Set<string>();
+  /** Racily clean paths found unchanged with timestamps old enough to trust their stat again. */
+  readonly settled = new Set<string>();
   readonly #children = new Map<string, string[]>();
   readonly #byIno = new Map<number, string[]>();
 
