@@ -2,7 +2,7 @@
 // (puller). See DESIGN.md "Changeset format" and THREATS.md "Changeset content".
 export type { Limits } from './limits.js';
 export { defaultLimits } from './limits.js';
-export type { ChangesetKind, ChangesetCounts, BuiltChangeset } from './tracker.js';
+export type { ChangesetKind, ChangesetCounts, BuiltChangeset } from './built-changeset.js';
 export { UpperTracker } from './tracker.js';
 export type { SerializedIndex } from './shipped-index.js';
 export type { StageTarget, StageResult } from './stage.js';

@@ -13,7 +13,7 @@ import { defaultLimits, type Limits } from './limits.js';
 import { joinRel, parentOf, tarPathMeaning } from './paths.js';
 import type { TarEntry } from './tar-format.js';
 import { readChangeset } from './tar-reader.js';
-import type { ChangesetKind } from './tracker.js';
+import type { ChangesetKind } from './built-changeset.js';
 import { validateChangeset, type StagePlan } from './validate.js';
 import { makeWhiteoutNode } from './whiteout-node.js';
 import { readXattrs, removeXattr, writeXattrs } from './xattr.js';

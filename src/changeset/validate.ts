@@ -8,7 +8,7 @@ import { maxNameBytes, type Limits } from './limits.js';
 import { ancestorsOf, isAtOrUnder, parentOf, relPathProblem, tarPathMeaning } from './paths.js';
 import type { TarEntry } from './tar-format.js';
 import { readChangeset } from './tar-reader.js';
-import type { ChangesetKind } from './tracker.js';
+import type { ChangesetKind } from './built-changeset.js';
 
 export type Meaning = 'plain' | 'whiteout' | 'opaque';
 

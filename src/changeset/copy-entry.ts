@@ -1,0 +1,52 @@
+// Copies one node of the upper dir into the tar, never torn (stable-read.ts): an entry whose node changed while
+// being read is cut off again. A racily clean node (racy.ts) also feeds what is read to its fingerprint.
+import type { ChangesetCounts } from './built-changeset.js';
+import type { Fingerprint } from './racy.js';
+import { readFileStable, readLinkStable } from './stable-read.js';
+import type { TarEntry } from './tar-format.js';
+import type { TarFileWriter } from './tar-writer.js';
+import type { Cand } from './upper-node.js';
+
+/** Writes `c` (a file, dir, symlink, or a hard link to `linkTo`); false when it changed while being read (torn). */
+export async function copyEntry(
+  writer: TarFileWriter, abs: string, c: Cand, linkTo: string | undefined, counts: ChangesetCounts, print?: Fingerprint,
+): Promise<boolean> {
+  const base: TarEntry = {
+    path: c.path,
+    type: 'dir',
+    mode: Number(c.st.mode) & 0o7777,
+    uid: Number(c.st.uid),
+    gid: Number(c.st.gid),
+    mtimeNs: c.st.mtimeNs,
+    size: 0,
+    xattrs: (c.xattrs ?? []).filter(([n]) => !n.startsWith('trusted.overlay.')),
+  };
+  if (c.kind === 'd') {
+    await writer.writeEntry(base);
+    return true;
+  }
+  if (c.kind === 'l') {
+    const target = await readLinkStable(abs, c.st);
+    if (target === null) return false;
+    print?.update(target);
+    await writer.writeEntry({ ...base, type: 'symlink', linkpath: target });
+    return true;
+  }
+  if (linkTo !== undefined) {
+    await writer.writeEntry({ path: c.path, type: 'hardlink', mode: base.mode, uid: base.uid, gid: base.gid, mtimeNs: base.mtimeNs, size: 0, linkpath: linkTo, xattrs: [] });
+    return true;
+  }
+  const size = Number(c.st.size);
+  const start = writer.position;
+  const ok = await readFileStable(abs, c.st, () => writer.writeHeader({ ...base, type: 'file', size }), async (chunk) => {
+    print?.update(chunk);
+    await writer.writeBody(chunk);
+  });
+  if (!ok) {
+    await writer.truncateTo(start);
+    return false;
+  }
+  await writer.padBody(size);
+  counts.bytes += size;
+  return true;
+}
