@@ -23,6 +23,14 @@ export { LabError } from './errors.js';
 export type { LabProcess } from './processes.js';
 export type { RunResult } from './run.js';
 
+/** A relay from the lab to a service of the root namespace; refuse() cuts the path (accept() heals it). */
+export interface RootForward {
+  host: string;
+  port: number;
+  refuse(): Promise<void>;
+  accept(): Promise<void>;
+}
+
 export interface LabHost {
   name: string;
   netns: string;
@@ -47,9 +55,9 @@ export interface Lab {
   /** Run a command inside a host's namespace (or the bridge namespace when `host` is bridgeNetns), bounded by a timeout (default 15 s). */
   exec(host: string, cmd: string[], opts?: { timeoutMs?: number }): Promise<RunResult>;
   /** Start a long-running process inside a host's namespace; the lab kills it on killHost/destroy. */
-  spawn(host: string, cmd: string[], opts?: { env?: Record<string, string> }): Promise<LabProcess>;
+  spawn(host: string, cmd: string[], opts?: { env?: Record<string, string>; onLine?: (line: string) => void }): Promise<LabProcess>;
   /** Relay rootAddress:port to 127.0.0.1:targetPort of the root namespace (port 0 picks one); closed by destroy(). */
-  forwardToRoot(targetPort: number, port?: number): Promise<{ host: string; port: number }>;
+  forwardToRoot(targetPort: number, port?: number): Promise<RootForward>;
   /** Start keepalived in every host, host 0 first and alone until it holds the VIP (so it is MASTER), then the others. */
   startKeepalived(opts: { notify: Record<string, string>; advertIntSec?: number; env?: Record<string, string>; timeoutMs?: number }): Promise<void>;
   /**
@@ -189,6 +197,7 @@ export async function createLab(opts: CreateLabOptions = {}): Promise<Lab> {
       const p = await spawnLogged(`${host} ${cmd[0] ?? ''}`, 'ip', ['netns', 'exec', nsOf(host), ...cmd], {
         env: { ...process.env, ...o.env },
         log,
+        ...(o.onLine ? { onLine: o.onLine } : {}),
       });
       processes.add(p);
       return p;
@@ -197,7 +206,7 @@ export async function createLab(opts: CreateLabOptions = {}): Promise<Lab> {
     async forwardToRoot(targetPort, port = 0) {
       const f = await startForward(t.rootAddress, port, '127.0.0.1', targetPort);
       forwards.push(f);
-      return { host: f.host, port: f.port };
+      return { host: f.host, port: f.port, refuse: () => f.refuse(), accept: () => f.accept() };
     },
 
     async startKeepalived(o) {
