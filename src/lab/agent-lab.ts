@@ -330,10 +330,18 @@ export class AgentLab {
     await this.healBucket(host);
   }
 
-  /** Whether the protected container runs on `host` (false when absent). */
-  async running(host: string): Promise<boolean> {
-    const out = await dockerCli(this.engine(host), ['inspect', '-f', '{{.State.Running}}', WEB]).catch(() => '');
-    return out.trim() === 'true';
+  /** Epoch ms when container `ref` on `host` last started (Docker's State.StartedAt). */
+  async startedAt(host: string, ref: string = WEB): Promise<number> {
+    const text = (await dockerCli(this.engine(host), ['inspect', '-f', '{{.State.StartedAt}}', ref])).trim();
+    const at = Date.parse(text);
+    if (!Number.isFinite(at)) throw new Error(`docker inspect ${ref} on ${host}: no StartedAt (got ${JSON.stringify(text)})`);
+    return at;
+  }
+
+  /** The id of container `ref` (name or id) on `host` while it runs; null when it is stopped or absent. */
+  async runningId(host: string, ref: string = WEB): Promise<string | null> {
+    const [running, id] = (await dockerCli(this.engine(host), ['inspect', '-f', '{{.State.Running}} {{.Id}}', ref]).catch(() => '')).trim().split(' ');
+    return running === 'true' && id !== undefined ? id : null;
   }
 
   /** Closes the S3 server and destroys the lab; a teardown failure is reported, never hidden. */

@@ -82,17 +82,13 @@ describe('twinlayer agent with keepalived: three failovers, rejoins after a rebo
     const l = L();
     const primary = l.other(host);
     await l.revive(host);
-    const stale = await waitFor(`the stale container running again on ${host} (restart policy)`, WAIT, async () => {
-      const id = (await dockerCli(l.engine(host), ['inspect', '-f', '{{.State.Running}} {{.Id}}', WEB]).catch(() => '')).trim().split(' ');
-      return id[0] === 'true' ? id[1] : undefined;
-    }, 50);
+    const stale = await waitFor(`the stale container running again on ${host} (restart policy)`, WAIT, async () => (await l.runningId(host)) ?? undefined, 50);
     // Watched from outside while the agent starts: the moment it is seen stopped (or removed: a container that is
     // no twin is replaced by one after its tail is saved) bounds the real stop from above.
     let stoppedSeenAt: number | undefined;
     const watching = (async () => {
       for (let i = 0; i < 2000 && stoppedSeenAt === undefined; i++) {
-        const out = await dockerCli(l.engine(host), ['inspect', '-f', '{{.State.Running}}', stale]).catch(() => 'gone');
-        if (out.trim() !== 'true') stoppedSeenAt = Date.now();
+        if ((await l.runningId(host, stale)) === null) stoppedSeenAt = Date.now();
         else await new Promise((r) => setTimeout(r, 20));
       }
     })();
