@@ -250,9 +250,11 @@ export class AgentLab {
     }
   }
 
-  /** The page on the VIP, fetched from the bridge namespace (a neutral client); null when nothing answers 200. */
+  /** The page on the VIP, fetched from the bridge namespace (a neutral client); null when nothing answers 200. A
+   *  short connect timeout: right after a kill the client's ARP entry still names the dead host, whose SYNs vanish,
+   *  and a longer wait would blur the moment the new MASTER answers (its gratuitous ARP updates the entry). */
   async fetchPage(): Promise<string | null> {
-    const r = await this.lab.exec(this.lab.bridgeNetns, ['curl', '-s', '--fail', '--max-time', '0.5', `http://${this.lab.vip}:${WEB_PORT}/index.html`], { timeoutMs: 3_000 });
+    const r = await this.lab.exec(this.lab.bridgeNetns, ['curl', '-s', '--fail', '--connect-timeout', '0.1', '--max-time', '0.5', `http://${this.lab.vip}:${WEB_PORT}/index.html`], { timeoutMs: 3_000 });
     return r.code === 0 ? r.stdout : null;
   }
 
@@ -320,13 +322,16 @@ export class AgentLab {
 
   /**
    * Back as after a reboot: network up, the engine restarted on its data root (its restart policies bring the
-   * stale container back), the host's /run emptied (the VRRP state file), its path to the bucket healed.
+   * stale container back), the host's /run emptied (the VRRP state file, unless `keepVrrpStateFile`: a host whose
+   * agent and keepalived died but whose /run survived), its path to the bucket healed.
    * The caller then starts the agent and keepalived (startAgent, lab.startKeepalivedOn), in that order.
    */
-  async revive(host: string): Promise<void> {
+  async revive(host: string, opts: { keepVrrpStateFile?: boolean } = {}): Promise<void> {
     await this.lab.reviveHost(host);
-    await rm(vrrpStateFile(this.lab, host), { force: true });
-    await rm(`${vrrpStateFile(this.lab, host)}.lock`, { force: true });
+    if (opts.keepVrrpStateFile !== true) {
+      await rm(vrrpStateFile(this.lab, host), { force: true });
+      await rm(`${vrrpStateFile(this.lab, host)}.lock`, { force: true });
+    }
     await this.healBucket(host);
   }
 

@@ -3,7 +3,7 @@
 // failovers in a row, A→B→A→B, with writes between each: the whole primary is SIGKILLed (agent, keepalived,
 // dockerd, containerd, the container), the VIP serves the latest version that reached the bucket, and the killed
 // host comes back as after a reboot (engine with its restart policies, agent, keepalived) and converges as the
-// standby. Before the second kill the primary is cut off from the bucket and writes what can never reach it: that
+// standby (the last time with its VRRP state file still saying MASTER, as if /run had survived). Before the second kill the primary is cut off from the bucket and writes what can never reach it: that
 // divergent tail is found under divergent/ after it rejoins, byte-exact, and not in the new primary's container.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -67,8 +67,11 @@ describe('twinlayer agent with keepalived: three failovers, rejoins after a rebo
       return Date.now();
     }, 10);
     assert.equal(await l.lab.vipHolder(), standby);
-    const s = await l.status(standby);
-    assert.equal(s?.role, 'primary');
+    // The twin answers a little before its promotion is over (restart policy, pusher): its report's ms is set at the end.
+    const s = await waitFor(`${standby}'s promotion over`, WAIT, async () => {
+      const st = await l.status(standby);
+      return st?.role === 'primary' && (st.lastPromotion?.ms ?? 0) > 0 ? st : undefined;
+    }, 20);
     assert.equal(s.lastPromotion?.outcome, 'booted');
     assert.equal((await inspect(standby))?.HostConfig.RestartPolicy.Name, 'unless-stopped', 'the promoted twin has its restart policy back');
     return firstGood - killedAt;
@@ -78,10 +81,10 @@ describe('twinlayer agent with keepalived: three failovers, rejoins after a rebo
    * The killed host comes back as after a reboot: its engine restarts the stale container (restart policy), its
    * agent stops it within 2 s of its first log line, keepalived rejoins as BACKUP, and it converges as the standby.
    */
-  async function rejoin(host: string, ctx: { diagnostic(msg: string): void }): Promise<void> {
+  async function rejoin(host: string, ctx: { diagnostic(msg: string): void }, opts: { keepVrrpStateFile?: boolean } = {}): Promise<void> {
     const l = L();
     const primary = l.other(host);
-    await l.revive(host);
+    await l.revive(host, opts);
     const stale = await waitFor(`the stale container running again on ${host} (restart policy)`, WAIT, async () => (await l.runningId(host)) ?? undefined, 50);
     // Watched from outside while the agent starts: the moment it is seen stopped (or removed: a container that is
     // no twin is replaced by one after its tail is saved) bounds the real stop from above.
@@ -193,7 +196,12 @@ describe('twinlayer agent with keepalived: three failovers, rejoins after a rebo
     await writeVersion(a);
     const ms = await killAndServe(a);
     ctx.diagnostic(`A→B: kill → first good response ${ms} ms`);
-    await rejoin(a, ctx);
+    // This time the host's /run survived: its VRRP state file still says MASTER, from before B's claim. That MASTER
+    // is superseded: the agent must not promote on it (it would take generation 5 from B, which serves).
+    await rejoin(a, ctx, { keepVrrpStateFile: true });
+    const s = await l.status(a);
+    assert.equal(s?.fenced, null, 'keepalived\'s BACKUP lifted the latch');
+    assert.equal((await l.bucket.listGenerations()).at(-1), 4, 'A claimed nothing on its stale MASTER');
     await writeVersion(b);
     await waitFor('A converged on B\'s latest write', WAIT, () => l.converged(a), 50);
     const gens = await l.bucket.listGenerations();
