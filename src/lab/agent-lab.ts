@@ -130,7 +130,9 @@ export class AgentLab {
       for (const h of lab.hosts) {
         await writeFile(join(lab.dir, `notify-${h.name}.sh`), `#!/bin/sh\nTWINLAYER_VRRP_STATE_FILE='${vrrpStateFile(lab, h.name)}' exec '${notify}' "$@"\n`, { mode: 0o755 });
       }
-      const store = new S3BlobStore({ bucket: AGENT_LAB_BUCKET, region: 'us-east-1', endpoint: s3.endpoint, pathStyle: true, credentials: S3RVER_CREDENTIALS });
+      // The lab's own view of the bucket (never the agents'): s3rver can leave a GET racing a PUT of the same key
+      // unanswered for seconds; a short bound and a retry keep the observer from lagging behind what it observes.
+      const store = new S3BlobStore({ bucket: AGENT_LAB_BUCKET, region: 'us-east-1', endpoint: s3.endpoint, pathStyle: true, credentials: S3RVER_CREDENTIALS, smallRequestTimeoutMs: 300 });
       return new AgentLab({ lab, s3, store, forwards, opts });
     } catch (err) {
       await s3?.close().catch(() => undefined);

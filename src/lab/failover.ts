@@ -99,27 +99,27 @@ export async function runFailover(opts: FailoverOptions = {}): Promise<FailoverR
   const waitMs = opts.waitMs ?? 30_000;
   const start = Date.now();
   const timeline: TimelineEvent[] = [];
-  // Agent events carry their own time and arrive through a pipe: held until the next mark, then shown in order.
+  // Agent events carry their own time and arrive through a pipe, a little late: every event is held this long,
+  // then shown in time order.
+  const HOLD_MS = 300;
   let held: TimelineEvent[] = [];
-  const show = (e: TimelineEvent): void => log(`${String(e.ms).padStart(6)} ms  ${e.event}`);
   const flush = (until: number): void => {
     const due = held.filter((e) => e.ms <= until).sort((x, y) => x.ms - y.ms);
     held = held.filter((e) => e.ms > until);
-    due.forEach(show);
+    for (const e of due) log(`${String(e.ms).padStart(6)} ms  ${e.event}`);
+  };
+  const printer = setInterval(() => flush(Date.now() - start - HOLD_MS), 100);
+  const record = (e: TimelineEvent): void => {
+    timeline.push(e);
+    held.push(e);
   };
   const mark = (event: string, at = Date.now()): number => {
-    const e = { event, ms: at - start };
-    timeline.push(e);
-    flush(e.ms);
-    show(e);
+    record({ event, ms: at - start });
     return at;
   };
   const onAgentLine = (host: string, l: AgentLogLine): void => {
     const event = agentEvent(host, l);
-    if (event === null) return;
-    const e = { event, ms: Date.parse(l.time) - start };
-    timeline.push(e);
-    held.push(e);
+    if (event !== null) record({ event, ms: Date.parse(l.time) - start });
   };
 
   let al: AgentLab | null = null;
@@ -233,13 +233,12 @@ export async function runFailover(opts: FailoverOptions = {}): Promise<FailoverR
     const failback = await failoverOf(b, a, versions.at(-1) ?? '', 'second failover (failback)');
     return { timeline: timeline.sort((x, y) => x.ms - y.ms), versions, failover, rejoin, failback, finalStatus: await l.status(a) };
   } finally {
-    if (al !== null) {
-      try {
-        await al.destroy();
-      } finally {
-        mark('lab torn down');
-        flush(Number.POSITIVE_INFINITY);
-      }
+    try {
+      await al?.destroy();
+    } finally {
+      mark('lab torn down');
+      clearInterval(printer);
+      flush(Number.POSITIVE_INFINITY);
     }
   }
 }
