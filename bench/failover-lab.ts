@@ -28,8 +28,9 @@ const metrics = {
   'b→a: kill → twins started': [] as number[],
   'a→b: MASTER → first full checkpoint in the bucket': [] as number[],
   'b→a: MASTER → first full checkpoint in the bucket': [] as number[],
-  'returning host: agent start → stale container stopped': [] as number[],
-  'returning host: agent start → standby converged': [] as number[],
+  'returning host: agent spawned → stale container stopped': [] as number[],
+  'returning host: agent\'s first log line → stale container stopped': [] as number[],
+  'returning host: agent spawned → standby converged': [] as number[],
   'returning host: agent\'s first log line → standby converged': [] as number[],
 };
 type Metric = keyof typeof metrics;
@@ -48,8 +49,9 @@ for (let run = 1; run <= runs; run++) {
     'b→a: kill → twins started': r.failback.killToTwinStartedMs,
     'a→b: MASTER → first full checkpoint in the bucket': r.failover.masterToFullCheckpointMs,
     'b→a: MASTER → first full checkpoint in the bucket': r.failback.masterToFullCheckpointMs,
-    'returning host: agent start → stale container stopped': r.rejoin.agentStartToStaleStoppedMs,
-    'returning host: agent start → standby converged': r.rejoin.agentStartToConvergedMs,
+    'returning host: agent spawned → stale container stopped': r.rejoin.agentSpawnToStaleStoppedMs,
+    'returning host: agent\'s first log line → stale container stopped': r.rejoin.agentStartToStaleStoppedMs,
+    'returning host: agent spawned → standby converged': r.rejoin.agentStartToConvergedMs,
     'returning host: agent\'s first log line → standby converged': r.rejoin.agentFirstLineToConvergedMs,
   };
   for (const [k, v] of Object.entries(values) as [Metric, number][]) metrics[k].push(v);

@@ -26,7 +26,7 @@ export async function runDemo(_opts: { keep: boolean }): Promise<number> {
   out('');
   leg('failover', r.failover);
   out(`rejoin of ${r.rejoin.host} as the standby`);
-  out(`  stale container restarted by Docker, stopped by the agent: ${r.rejoin.staleRestartedByDocker ? `${r.rejoin.agentStartToStaleStoppedMs} ms after its start` : 'no stale container seen'}`);
+  out(`  stale container restarted by Docker, stopped by the agent: ${r.rejoin.staleRestartedByDocker ? `${r.rejoin.agentStartToStaleStoppedMs} ms after its first log line (${r.rejoin.agentSpawnToStaleStoppedMs} ms after its spawn)` : 'no stale container seen'}`);
   out(`  agent start -> standby converged: ${r.rejoin.agentStartToConvergedMs} ms (${r.rejoin.agentFirstLineToConvergedMs} ms from its first log line)`);
   out(`  VIP stayed on the new primary (nopreempt): ${r.rejoin.vipStayed ? 'yes' : 'NO'}`);
   leg('second failover (failback)', r.failback);

@@ -120,8 +120,10 @@ export class AgentLab {
       if (!a?.engine || !b?.engine) throw new Error('lab engines did not start');
       await importBusyboxImage(a.engine.socketPath, 'tl-web:lab');
       await copyImage(a.engine.socketPath, b.engine.socketPath, 'tl-web:lab');
+      // httpd under a shell that ends on SIGTERM, as a real service does (PID 1 has no default handler: a bare httpd
+      // would sit out docker stop's whole grace period).
       await dockerCli(a.engine, ['run', '-d', '--name', WEB, '--label', 'twinlayer.enable=true', '--restart', 'unless-stopped', '--network', 'host',
-        'tl-web:lab', 'httpd', '-f', '-p', String(WEB_PORT), '-h', '/var/www']);
+        'tl-web:lab', 'sh', '-c', `trap 'exit 0' TERM; httpd -f -p ${WEB_PORT} -h /var/www & wait`]);
       // keepalived insists that notify scripts are root-owned and not writable by others: a copy in the lab dir, and
       // per host a wrapper naming that host's VRRP state file (its /run/twinlayer/vrrp-state).
       const notify = join(lab.dir, 'notify.sh');

@@ -36,6 +36,8 @@ export interface Rejoin {
   staleRestartedByDocker: boolean;
   /** The agent's first log line → the stale container seen stopped (an upper bound). */
   agentStartToStaleStoppedMs: number;
+  /** The same from the agent process's spawn (with Node's and the TypeScript loader's start). */
+  agentSpawnToStaleStoppedMs: number;
   /** Agent spawned → role standby, following the newest generation, its twin staged to the head. */
   agentStartToConvergedMs: number;
   /** The same from the agent's first log line (without Node's and the TypeScript loader's start). */
@@ -128,7 +130,7 @@ export async function runFailover(opts: FailoverOptions = {}): Promise<FailoverR
     const l = al;
     const [a, b] = l.hosts;
     mark(`lab up: hosts ${a} and ${b} in network namespaces, a Docker engine in each, the S3 server in the root namespace`);
-    mark(`protected web service running on ${a} (busybox httpd, --network host, --restart unless-stopped)`);
+    mark(`protected web service running on ${a} (busybox httpd, --network host, --restart unless-stopped, label twinlayer.enable=true)`);
     await Promise.all([l.startAgent(a), l.startAgent(b)]);
     mark('twinlayer agent running on both hosts');
     await l.startKeepalived();
@@ -223,6 +225,7 @@ export async function runFailover(opts: FailoverOptions = {}): Promise<FailoverR
       host: a,
       staleRestartedByDocker: stale !== null,
       agentStartToStaleStoppedMs: staleStoppedAt === undefined ? Number.NaN : staleStoppedAt - firstLineAt,
+      agentSpawnToStaleStoppedMs: staleStoppedAt === undefined ? Number.NaN : staleStoppedAt - agentA.spawnedAt,
       agentStartToConvergedMs: converged.at - agentA.spawnedAt,
       agentFirstLineToConvergedMs: converged.at - firstLineAt,
       vipStayed: (await l.lab.vipHolder()) === b,
