@@ -2,9 +2,12 @@
 // keepalived (VRRPv3, nopreempt, notify.sh for every state) on both, one Docker engine per host. a is killed (SIGKILL
 // of everything), b serves the last version in the bucket on the VIP; a comes back as after a reboot and rejoins as
 // the standby; b is killed and a serves again: a failover and a failback with their timeline.
+// Also the fixed roles: `twinlayer push` on the primary, `twinlayer pull` with its hook on the standby, keepalived's
+// notify.sh calling that hook; after SIGKILL of the primary's keepalived and engine, the twin serves the last content.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { runFailover } from '../../src/lab/failover.js';
+import { runPushPullFailover } from '../../src/lab/push-pull-failover.js';
 
 describe('failover and failback in the two-host lab (the demo scenario)', { timeout: 300_000 }, () => {
   it('b serves the last content in the bucket after a dies; a rejoins as standby; a serves again after b dies', async (t) => {
@@ -38,5 +41,21 @@ describe('failover and failback in the two-host lab (the demo scenario)', { time
       /^a: demoting/, /^a: stale containers stopped/, /^old primary a rejoined as the standby/, /^second failover \(failback\): b killed/, /^a: claimed generation 3/];
     const idx = order.map(at);
     assert.deepEqual(idx, [...idx].sort((x, y) => x - y), `timeline order: ${order.map((re, i) => `${re.source}@${idx[i]}`).join(', ')}`);
+  });
+});
+
+describe('fixed roles: push and pull, failover in the two-host lab', { timeout: 300_000 }, () => {
+  it('the twin serves the last content in the bucket on the virtual IP after the primary dies', async (t) => {
+    const lines: string[] = [];
+    const result = await runPushPullFailover({ versions: 3, log: (l) => lines.push(l) });
+    t.diagnostic(`timeline:\n${result.timeline.map((e) => `${String(e.ms).padStart(6)} ms  ${e.event}`).join('\n')}`);
+    t.diagnostic(`kill -> standby MASTER ${result.killToMasterMs} ms, -> twin started ${result.killToTwinStartedMs} ms, -> first good response ${result.killToFirstGoodMs} ms`);
+    assert.equal(result.versions.length, 3);
+    assert.equal(result.served, result.lastInBucket, 'the twin serves the last version that was in the bucket');
+    assert.ok(result.killToMasterMs <= result.killToTwinStartedMs && result.killToTwinStartedMs <= result.killToFirstGoodMs);
+    const status = result.hookStatus as { role?: string; hook?: { phase?: string; result?: { outcome?: string } }; containers?: Array<{ name: string; twin: string }> };
+    assert.equal(status.role, 'master');
+    assert.equal(status.hook?.result?.outcome, 'booted');
+    assert.deepEqual(status.containers?.map((c) => [c.name, c.twin]), [['web', 'running']]);
   });
 });
