@@ -148,8 +148,9 @@ export async function runFailover(opts: FailoverOptions = {}): Promise<FailoverR
       const h = await l.waitInBucket(before, `version ${versions.length + 1}`);
       mark(`in bucket: generation ${h.generation} commit ${h.seq}`);
       await waitFor(`commit ${h.seq} staged on ${standby}`, waitMs, async () => {
-        const c = (await l.status(standby))?.containers.find((x) => x.name === WEB);
-        return c?.stagedSeq !== undefined && c.stagedSeq >= h.seq && (await l.status(standby))?.generation === h.generation ? true : undefined;
+        const st = await l.status(standby);
+        const staged = st?.containers.find((x) => x.name === WEB)?.stagedSeq ?? 0;
+        return st?.generation === h.generation && staged >= h.seq ? true : undefined;
       }, 10);
       mark(`staged: commit ${h.seq} in the stopped twin on ${standby}`);
       versions.push(content);
