@@ -357,6 +357,7 @@ export class Agent {
       }
       return;
     }
+    if (own !== null && own.owner !== null) this.#fenceSupersededMaster(own);
     if (own !== null && own.owner !== null && wasPrimary) {
       // Another host took over while this one was away: whatever Docker restarted here is stale.
       this.#owned = saved.generation as Generation;
@@ -366,6 +367,21 @@ export class Agent {
     // A standby (or a new host): its twins are current or will be; anything that must not run here is found by
     // the standby check, which saves tails for those containers only.
     await this.#becomeStandby('start');
+  }
+
+  /** A MASTER read from the state file that is older than another host's claim of the newest generation was
+   *  superseded while this agent was down (its keepalived died with it and left the file, or a split brain the other
+   *  host won): promoting on it would take the generation from the host that serves. This host stays down, as a
+   *  fenced one does, until VRRP tells it something newer (keepalived starting again says BACKUP first). A MASTER
+   *  stamped after the claim is news (keepalived made this host MASTER while the agent was down): it promotes. */
+  #fenceSupersededMaster(own: Ownership): void {
+    const latest = this.#intent.latest;
+    if (latest?.source !== 'state-file' || latest.state !== 'MASTER' || own.claim === null) return;
+    const claimedAt = Date.parse(own.claim.claimedAt);
+    const masterAt = latest.at === null ? null : Number(latest.at / 1_000_000n);
+    if (masterAt !== null && !(Number.isFinite(claimedAt) && masterAt < claimedAt)) return;
+    this.#fenced = `the VRRP state file says MASTER${masterAt === null ? '' : ` since ${new Date(masterAt).toISOString()}`}, before host ${own.owner ?? '?'} claimed generation ${own.generation} at ${own.claim.claimedAt}`;
+    this.#log.warn('MASTER in the VRRP state file is older than the newest claim: not promoting on it', { fenced: this.#fenced });
   }
 
   // ---- standby -------------------------------------------------------------------------------------------------

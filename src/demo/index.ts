@@ -1,4 +1,7 @@
-// `twinlayer demo`: the two-host failover in network namespaces, printed as a timeline. Needs root.
+// `twinlayer demo`: failover and failback between two hosts in network namespaces, `twinlayer agent` on both,
+// printed as a timeline. Needs root.
+import type { FailoverLeg } from '../lab/failover.js';
+
 export async function runDemo(_opts: { keep: boolean }): Promise<number> {
   if (process.getuid?.() !== 0) {
     process.stderr.write('twinlayer demo: run as root (network namespaces, Docker engines, keepalived)\n');
@@ -7,14 +10,26 @@ export async function runDemo(_opts: { keep: boolean }): Promise<number> {
   // The lab (namespaces, engines, keepalived) is loaded only for the demo, not by the other commands.
   const { runFailover } = await import('../lab/failover.js');
   const out = (line: string): void => void process.stdout.write(line + '\n');
-  out('twinlayer demo: primary and standby hosts in network namespaces, keepalived (VRRPv3), the embedded S3 server\n');
+  out('twinlayer demo: hosts a and b in network namespaces, `twinlayer agent` and keepalived (VRRPv3, nopreempt) on both,');
+  out('the embedded S3 server; a fails over to b, comes back as after a reboot and rejoins as the standby, then b fails back to a\n');
   const verbose = process.env['TWINLAYER_DEMO_VERBOSE'] === '1';
-  const result = await runFailover({ log: (line) => (verbose || !line.startsWith('  lab:') ? out(line) : undefined) });
+  const r = await runFailover({ log: (line) => (verbose || !line.startsWith('  lab:') ? out(line) : undefined) });
+  const leg = (title: string, x: FailoverLeg): void => {
+    out(`${title} ${x.from} -> ${x.to} (generation ${x.generation})`);
+    out(`  served on the virtual IP:         ${x.served}`);
+    out(`  last version in the bucket:       ${x.lastInBucket}`);
+    out(`  kill -> ${x.to} MASTER:                ${x.killToMasterMs} ms`);
+    out(`  kill -> twin started:             ${x.killToTwinStartedMs} ms`);
+    out(`  kill -> first good response:      ${x.killToFirstGoodMs} ms`);
+    out(`  MASTER -> first full checkpoint:  ${x.masterToFullCheckpointMs} ms`);
+  };
   out('');
-  out(`served by the twin on the virtual IP: ${result.served}`);
-  out(`last version in the bucket before the kill: ${result.lastInBucket}`);
-  out(`kill -> standby MASTER:        ${result.killToMasterMs} ms`);
-  out(`kill -> twin started:          ${result.killToTwinStartedMs} ms`);
-  out(`kill -> first good response:   ${result.killToFirstGoodMs} ms`);
-  return result.served === result.lastInBucket ? 0 : 1;
+  leg('failover', r.failover);
+  out(`rejoin of ${r.rejoin.host} as the standby`);
+  out(`  stale container restarted by Docker, stopped by the agent: ${r.rejoin.staleRestartedByDocker ? `${r.rejoin.agentStartToStaleStoppedMs} ms after its first log line (${r.rejoin.agentSpawnToStaleStoppedMs} ms after its spawn)` : 'no stale container seen'}`);
+  out(`  agent start -> standby converged: ${r.rejoin.agentStartToConvergedMs} ms (${r.rejoin.agentFirstLineToConvergedMs} ms from its first log line)`);
+  out(`  VIP stayed on the new primary (nopreempt): ${r.rejoin.vipStayed ? 'yes' : 'NO'}`);
+  leg('second failover (failback)', r.failback);
+  const ok = r.failover.served === r.failover.lastInBucket && r.failback.served === r.failback.lastInBucket && r.rejoin.vipStayed && r.finalStatus?.role === 'primary';
+  return ok ? 0 : 1;
 }

@@ -17,14 +17,24 @@ export interface Engine {
   socketPath: string;
   dataRoot: string;
   execRoot: string;
-  /** PID of dockerd (setpriv and nsenter exec in place, so this is dockerd itself). */
-  pid: number;
+  /** PID of dockerd (setpriv and nsenter exec in place, so this is dockerd itself); a new one after restart(). */
+  readonly pid: number;
   /** The engine's view of mounts, `/proc/<pid>/mountinfo` (same mount namespace as ours: netns engines join only the network namespace). */
-  mountInfoPath: string;
+  readonly mountInfoPath: string;
   /** The dir holding everything of this engine (removed by stop). */
   baseDir: string;
   /** Path of dockerd's log file. */
   logPath: string;
+  /**
+   * Starts dockerd again, as after a reboot, once it has died (SIGKILLed with its host): on the same data root, exec
+   * root and socket, so Docker applies its restart policies (`always`, `unless-stopped` containers come back). What
+   * the dead engine left is cleaned up first, as a reboot would: runc state (and any container process that survived),
+   * containerd and shims, every mount under the engine's dir, the exec root, the pidfile and the socket. The data
+   * root stays. Throws while dockerd still runs or after stop().
+   */
+  restart(): Promise<void>;
+  /** The init pids of the engine's containers as runc records them (whatever their network namespace). */
+  containerPids(): Promise<number[]>;
   stop(): Promise<void>;
 }
 
@@ -50,6 +60,8 @@ const live = new Set<EngineImpl>();
 process.on('exit', () => {
   for (const e of live) {
     try {
+      // Only a dockerd that still runs: the pid of one that exited (a killed host) may be another process's now.
+      if (e.child.exitCode !== null || e.child.signalCode !== null) continue;
       process.kill(e.pid, 'SIGTERM');
     } catch {
       // already gone
@@ -167,91 +179,158 @@ class EngineImpl implements Engine {
   readonly dataRoot: string;
   readonly execRoot: string;
   readonly logPath: string;
-  readonly child: ChildProcess;
-  readonly pid: number;
-  readonly mountInfoPath: string;
+  readonly #command: string[];
+  readonly #startTimeoutMs: number;
   readonly #log: (line: string) => void;
+  #child: ChildProcess | undefined;
+  #exited: string | undefined;
   #stopping: Promise<void> | undefined;
+  #restarting: Promise<void> | undefined;
 
-  constructor(init: { name: string; baseDir: string; child: ChildProcess; log: (line: string) => void }) {
+  constructor(init: { name: string; baseDir: string; command: string[]; startTimeoutMs: number; log: (line: string) => void }) {
     this.name = init.name;
     this.baseDir = init.baseDir;
     this.socketPath = join(init.baseDir, 'docker.sock');
     this.dataRoot = join(init.baseDir, 'data');
     this.execRoot = join(init.baseDir, 'exec');
     this.logPath = join(init.baseDir, 'dockerd.log');
-    this.child = init.child;
-    if (init.child.pid === undefined) throw new Error(`engine ${init.name}: dockerd did not spawn`);
-    this.pid = init.child.pid;
-    this.mountInfoPath = `/proc/${this.pid}/mountinfo`;
+    this.#command = init.command;
+    this.#startTimeoutMs = init.startTimeoutMs;
     this.#log = init.log;
   }
 
+  get child(): ChildProcess {
+    if (this.#child === undefined) throw new Error(`engine ${this.name}: dockerd not launched`);
+    return this.#child;
+  }
+
+  get pid(): number {
+    const pid = this.child.pid;
+    if (pid === undefined) throw new Error(`engine ${this.name}: dockerd did not spawn`);
+    return pid;
+  }
+
+  get mountInfoPath(): string {
+    return `/proc/${this.pid}/mountinfo`;
+  }
+
+  /** Spawns dockerd and waits (bounded) for /_ping; throws with the tail of its log when it does not answer. */
+  async launch(): Promise<void> {
+    const fd = openSync(this.logPath, 'a');
+    try {
+      const [file, ...rest] = this.#command as [string, ...string[]];
+      const env: NodeJS.ProcessEnv = { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin' };
+      this.#child = spawn(file, rest, { stdio: ['ignore', fd, fd], env });
+    } finally {
+      closeSync(fd);
+    }
+    const child = this.#child;
+    this.#exited = undefined;
+    child.on('exit', (code, signal) => {
+      if (this.#child === child) this.#exited = `exited with code ${code} signal ${signal}`;
+    });
+    child.on('error', (err) => {
+      if (this.#child === child) this.#exited = `failed to spawn: ${err.message}`;
+    });
+    if (child.pid === undefined) {
+      // 'error' follows on the next tick; wait for it so the message names the cause.
+      await sleep(50);
+      throw new Error(`engine ${this.name}: dockerd ${this.#exited ?? 'did not spawn'}`);
+    }
+    this.#log(`engine ${this.name}: dockerd pid ${child.pid} at ${this.baseDir}`);
+    const deadline = Date.now() + this.#startTimeoutMs;
+    while (Date.now() < deadline && this.#exited === undefined) {
+      if (await ping(this.socketPath)) return;
+      await sleep(100);
+    }
+    const why = this.#exited ?? `no answer on /_ping within ${this.#startTimeoutMs} ms`;
+    throw new Error(`engine ${this.name}: dockerd ${why}\n--- dockerd log tail ---\n${await logTail(this.logPath)}`);
+  }
+
   stop(): Promise<void> {
-    this.#stopping ??= this.#stop();
+    this.#stopping ??= (this.#restarting ?? Promise.resolve()).catch(() => undefined).then(() => this.#stop());
     return this.#stopping;
   }
 
-  async #deleteRuncContainers(problems: string[]): Promise<void> {
+  restart(): Promise<void> {
+    if (this.#stopping !== undefined) return Promise.reject(new Error(`engine ${this.name}: stopped; it cannot be restarted`));
+    if (this.#restarting !== undefined) return Promise.reject(new Error(`engine ${this.name}: already restarting`));
+    const p = this.#restart().finally(() => {
+      if (this.#restarting === p) this.#restarting = undefined;
+    });
+    this.#restarting = p;
+    return p;
+  }
+
+  async #restart(): Promise<void> {
+    const pid = this.#runningPid();
+    if (pid !== null && (await isRunning(pid))) {
+      throw new Error(`engine ${this.name}: dockerd (pid ${pid}) still runs; restart() is for an engine whose dockerd died`);
+    }
+    const problems: string[] = [];
+    await this.#releaseLeftovers(problems);
+    if (problems.length > 0) throw new Error(`engine ${this.name} restart: what the dead engine left could not be cleaned up: ${problems.join('; ')}`);
+    // Gone after a reboot (/run is a tmpfs): the exec root (runc and containerd state, netns files), the pidfile
+    // (its pid may belong to another process by now) and the socket.
+    await rm(this.execRoot, { recursive: true, force: true, maxRetries: 3 });
+    await rm(join(this.baseDir, 'docker.pid'), { force: true });
+    await rm(this.socketPath, { force: true });
+    this.#log(`engine ${this.name}: restarting dockerd on data root ${this.dataRoot}`);
+    await this.launch();
+  }
+
+  /** runc's state dirs of this engine's containers: <exec root>/runtime-runc/<namespace>/<64 hex>. */
+  async #runcContainers(): Promise<{ root: string; id: string }[]> {
     const runtimeRoot = join(this.execRoot, 'runtime-runc');
+    const out: { root: string; id: string }[] = [];
     let namespaces: string[];
     try {
       namespaces = await readdir(runtimeRoot);
     } catch {
-      return;
+      return out;
     }
     for (const ns of namespaces) {
       const root = join(runtimeRoot, ns);
-      let ids: string[];
       try {
-        ids = (await readdir(root)).filter((id) => /^[0-9a-f]{64}$/.test(id));
+        for (const id of await readdir(root)) if (/^[0-9a-f]{64}$/.test(id)) out.push({ root, id });
       } catch {
-        continue;
+        // not a dir
       }
-      for (const id of ids) {
-        try {
-          await execFileP('runc', ['--root', root, 'delete', '--force', id], { timeout: 10_000 });
-          this.#log(`engine ${this.name}: runc deleted leftover container ${id.slice(0, 12)}`);
-        } catch (err) {
-          problems.push(`runc delete ${id.slice(0, 12)}: ${String(err)}`);
-        }
+    }
+    return out;
+  }
+
+  async containerPids(): Promise<number[]> {
+    const pids: number[] = [];
+    for (const { root, id } of await this.#runcContainers()) {
+      try {
+        const state = JSON.parse(await readFile(join(root, id, 'state.json'), 'utf8')) as { init_process_pid?: unknown };
+        if (typeof state.init_process_pid === 'number' && state.init_process_pid > 0) pids.push(state.init_process_pid);
+      } catch {
+        // being created or deleted
+      }
+    }
+    return pids;
+  }
+
+  async #deleteRuncContainers(problems: string[]): Promise<void> {
+    for (const { root, id } of await this.#runcContainers()) {
+      try {
+        await execFileP('runc', ['--root', root, 'delete', '--force', id], { timeout: 10_000 });
+        this.#log(`engine ${this.name}: runc deleted leftover container ${id.slice(0, 12)}`);
+      } catch (err) {
+        problems.push(`runc delete ${id.slice(0, 12)}: ${String(err)}`);
       }
     }
   }
 
-  async #stop(): Promise<void> {
-    const problems: string[] = [];
-    // 1. Remove all containers first: dockerd would otherwise wait up to 10 s per container that ignores SIGTERM.
-    if (await isRunning(this.pid)) {
-      const apiProblems: string[] = [];
-      try {
-        const failures = await new DockerRuntime({ socketPath: this.socketPath, requestTimeoutMs: 15_000 }).removeAllContainers();
-        for (const f of failures) apiProblems.push(`remove ${f.id}: ${f.error}`);
-      } catch (err) {
-        apiProblems.push(String(err));
-      }
-      // A dockerd that was just SIGKILLed is still exiting for a few ms (its threads are torn down; /proc shows it
-      // running): its listening socket accepts our connection and the exit resets it (ECONNRESET). Its containers
-      // are then reaped by runc in step 3, so a failed API call is a problem only if dockerd is still alive.
-      if (apiProblems.length > 0) {
-        if (await waitGone(this.pid, 2_000)) this.#log(`engine ${this.name}: API gone while stopping (dockerd exited): ${apiProblems.join('; ')}`);
-        else problems.push(...apiProblems);
-      }
-    }
+  /** Steps 3-5 of stop (and what restart cleans up): what a dead dockerd leaves behind, except the dirs. */
+  async #releaseLeftovers(problems: string[]): Promise<void> {
     let containerdPid: number | undefined;
     try {
       containerdPid = Number((await readFile(join(this.execRoot, 'containerd', 'containerd.pid'), 'utf8')).trim()) || undefined;
     } catch {
       // dockerd may have died before starting containerd
-    }
-    // 2. SIGTERM dockerd, SIGKILL after a bound.
-    if (await isRunning(this.pid)) {
-      this.child.kill('SIGTERM');
-      if (!(await waitGone(this.pid, 15_000))) {
-        problems.push('dockerd ignored SIGTERM for 15 s; sent SIGKILL');
-        this.child.kill('SIGKILL');
-        await waitGone(this.pid, 5_000);
-      }
     }
     // 3. Containers whose dockerd died without stopping them: runc (under our exec root) kills them and removes
     //    their cgroups. A container's init ignores SIGTERM from outside, so nothing else would end it.
@@ -292,6 +371,48 @@ class EngineImpl implements Engine {
         }
       }
     }
+  }
+
+  /** dockerd's pid while it may run; null when it never spawned. */
+  #runningPid(): number | null {
+    return this.#child?.pid ?? null;
+  }
+
+  async #stop(): Promise<void> {
+    const problems: string[] = [];
+    const pid = this.#runningPid();
+    if (pid === null) {
+      await rm(this.baseDir, { recursive: true, force: true, maxRetries: 3 });
+      live.delete(this);
+      return;
+    }
+    // 1. Remove all containers first: dockerd would otherwise wait up to 10 s per container that ignores SIGTERM.
+    if (await isRunning(pid)) {
+      const apiProblems: string[] = [];
+      try {
+        const failures = await new DockerRuntime({ socketPath: this.socketPath, requestTimeoutMs: 15_000 }).removeAllContainers();
+        for (const f of failures) apiProblems.push(`remove ${f.id}: ${f.error}`);
+      } catch (err) {
+        apiProblems.push(String(err));
+      }
+      // A dockerd that was just SIGKILLed is still exiting for a few ms (its threads are torn down; /proc shows it
+      // running): its listening socket accepts our connection and the exit resets it (ECONNRESET). Its containers
+      // are then reaped by runc in step 3, so a failed API call is a problem only if dockerd is still alive.
+      if (apiProblems.length > 0) {
+        if (await waitGone(pid, 2_000)) this.#log(`engine ${this.name}: API gone while stopping (dockerd exited): ${apiProblems.join('; ')}`);
+        else problems.push(...apiProblems);
+      }
+    }
+    // 2. SIGTERM dockerd, SIGKILL after a bound.
+    if (await isRunning(pid)) {
+      this.child.kill('SIGTERM');
+      if (!(await waitGone(pid, 15_000))) {
+        problems.push('dockerd ignored SIGTERM for 15 s; sent SIGKILL');
+        this.child.kill('SIGKILL');
+        await waitGone(pid, 5_000);
+      }
+    }
+    await this.#releaseLeftovers(problems);
     // 6. The dirs.
     const remaining = await mountsUnder(this.baseDir);
     if (remaining.length === 0) {
@@ -316,7 +437,6 @@ export async function startEngine(opts: StartEngineOptions): Promise<Engine> {
   const configFile = join(baseDir, 'daemon.json');
   // An explicit empty config: /etc/docker/daemon.json of the machine must not leak into a test engine.
   await writeFile(configFile, '{}\n');
-  const logPath = join(baseDir, 'dockerd.log');
   const args = [
     '--config-file', configFile,
     '--data-root', join(baseDir, 'data'),
@@ -345,39 +465,18 @@ export async function startEngine(opts: StartEngineOptions): Promise<Engine> {
     inner = ['/usr/bin/nsenter', `--net=${nsFile}`, ...inner];
   }
   const command = existsSync('/usr/bin/setpriv') ? ['/usr/bin/setpriv', '--pdeathsig', 'TERM', ...inner] : inner;
-  const fd = openSync(logPath, 'a');
-  let child: ChildProcess;
-  try {
-    const [file, ...rest] = command as [string, ...string[]];
-    const env: NodeJS.ProcessEnv = { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin' };
-    child = spawn(file, rest, { stdio: ['ignore', fd, fd], env });
-  } finally {
-    closeSync(fd);
-  }
-  const engine = new EngineImpl({ name: opts.name, baseDir, child, log });
+  if (opts.netns !== undefined) log(`engine ${opts.name}: in netns ${opts.netns}`);
+  const engine = new EngineImpl({ name: opts.name, baseDir, command, startTimeoutMs: opts.startTimeoutMs ?? 30_000, log });
   live.add(engine);
-  let exited: string | undefined;
-  child.on('exit', (code, signal) => (exited = `exited with code ${code} signal ${signal}`));
-  child.on('error', (err) => (exited = `failed to spawn: ${err.message}`));
-  log(`engine ${opts.name}: dockerd pid ${engine.pid} at ${baseDir}${opts.netns ? ` in netns ${opts.netns}` : ''}`);
-  const deadline = Date.now() + (opts.startTimeoutMs ?? 30_000);
-  let up = false;
-  while (Date.now() < deadline && exited === undefined) {
-    if (await ping(socketPath)) {
-      up = true;
-      break;
-    }
-    await sleep(100);
-  }
-  if (!up) {
-    const why = exited ?? `no answer on /_ping within ${opts.startTimeoutMs ?? 30_000} ms`;
-    const tail = await logTail(logPath);
+  try {
+    await engine.launch();
+  } catch (err) {
     try {
       await engine.stop();
-    } catch (err) {
-      log(`cleanup after failed start: ${String(err)}`);
+    } catch (e) {
+      log(`cleanup after failed start: ${String(e)}`);
     }
-    throw new Error(`engine ${opts.name}: dockerd ${why}\n--- dockerd log tail ---\n${tail}`);
+    throw err;
   }
   return engine;
 }

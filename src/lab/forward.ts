@@ -7,6 +7,10 @@ import type { Server } from 'node:net';
 export interface Forward {
   host: string;
   port: number;
+  /** Cuts the path: stops listening and drops open connections (clients get ECONNREFUSED) until accept(). */
+  refuse(): Promise<void>;
+  /** Listens again on the same address and port. */
+  accept(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -27,21 +31,28 @@ export function startForward(listenHost: string, listenPort: number, targetHost:
     client.pipe(upstream);
     upstream.pipe(client);
   });
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(listenPort, listenHost, () => {
-      server.off('error', reject);
-      const addr = server.address();
-      const port = typeof addr === 'object' && addr ? addr.port : listenPort;
-      resolve({
-        host: listenHost,
-        port,
-        close: () =>
-          new Promise<void>((res) => {
-            for (const s of sockets) s.destroy();
-            server.close(() => res());
-          }),
+  const listen = (port: number): Promise<number> =>
+    new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, listenHost, () => {
+        server.off('error', reject);
+        const addr = server.address();
+        resolve(typeof addr === 'object' && addr ? addr.port : port);
       });
     });
-  });
+  const stop = (): Promise<void> =>
+    new Promise<void>((res) => {
+      for (const s of sockets) s.destroy();
+      if (!server.listening) return res();
+      server.close(() => res());
+    });
+  return listen(listenPort).then((port) => ({
+    host: listenHost,
+    port,
+    refuse: stop,
+    accept: async () => {
+      if (!server.listening) await listen(port);
+    },
+    close: stop,
+  }));
 }

@@ -9,7 +9,7 @@ import type { Engine } from './engine.js';
 import { LabError } from './errors.js';
 import type { Forward } from './forward.js';
 import { startForward } from './forward.js';
-import type { RunningKeepalived } from './keepalived.js';
+import type { KeepalivedPlan, RunningKeepalived } from './keepalived.js';
 import { startKeepalived } from './keepalived.js';
 import type { LabProcess } from './processes.js';
 import { isAlive, killHard, spawnLogged, withDescendants } from './processes.js';
@@ -22,6 +22,14 @@ import { buildTopology, netnsPids, planTopology, teardownTopology } from './topo
 export { LabError } from './errors.js';
 export type { LabProcess } from './processes.js';
 export type { RunResult } from './run.js';
+
+/** A relay from the lab to a service of the root namespace; refuse() cuts the path (accept() heals it). */
+export interface RootForward {
+  host: string;
+  port: number;
+  refuse(): Promise<void>;
+  accept(): Promise<void>;
+}
 
 export interface LabHost {
   name: string;
@@ -47,20 +55,33 @@ export interface Lab {
   /** Run a command inside a host's namespace (or the bridge namespace when `host` is bridgeNetns), bounded by a timeout (default 15 s). */
   exec(host: string, cmd: string[], opts?: { timeoutMs?: number }): Promise<RunResult>;
   /** Start a long-running process inside a host's namespace; the lab kills it on killHost/destroy. */
-  spawn(host: string, cmd: string[], opts?: { env?: Record<string, string> }): Promise<LabProcess>;
+  spawn(host: string, cmd: string[], opts?: { env?: Record<string, string>; onLine?: (line: string) => void }): Promise<LabProcess>;
   /** Relay rootAddress:port to 127.0.0.1:targetPort of the root namespace (port 0 picks one); closed by destroy(). */
-  forwardToRoot(targetPort: number, port?: number): Promise<{ host: string; port: number }>;
+  forwardToRoot(targetPort: number, port?: number): Promise<RootForward>;
   /** Start keepalived in every host, host 0 first and alone until it holds the VIP (so it is MASTER), then the others. */
   startKeepalived(opts: { notify: Record<string, string>; advertIntSec?: number; env?: Record<string, string>; timeoutMs?: number }): Promise<void>;
+  /**
+   * Start keepalived again in one host whose keepalived is not running (after reviveHost), with the configuration
+   * startKeepalived gave it (same instance, priority, notify script and env). BACKUP + nopreempt: it joins as BACKUP
+   * while another host holds the VIP. Resolves once keepalived runs (not after an election).
+   */
+  startKeepalivedOn(host: string): Promise<void>;
   /** Which host holds the VIP now; null when none. Throws LAB_STATE if more than one does (split brain). */
   vipHolder(): Promise<string | null>;
   /** Bounded wait until `host` holds the VIP; returns the ms waited. */
   waitForVip(host: string, timeoutMs: number): Promise<number>;
   /**
-   * Simulate the host dying: SIGKILL its keepalived, its engine (dockerd, containerd, shims, containers) and every
-   * other process in its namespace, then take its eth0 down and drop the VIP from it (a dead host answers nothing).
+   * Simulate the host dying: SIGKILL its keepalived, its engine (dockerd, containerd, shims, containers, also those
+   * outside the host's network namespace) and every other process in its namespace, then take its eth0 down and drop the VIP from it (a dead host answers nothing).
    */
   killHost(host: string): Promise<void>;
+  /**
+   * Bring a killed host back as after a reboot: eth0 up again, its Docker engine started again on the same data root
+   * (Engine.restart: Docker applies its restart policies, so `always`/`unless-stopped` containers run again). The
+   * caller then starts its own processes (lab.spawn) and keepalived (startKeepalivedOn). What lived in the host's
+   * /run is the caller's to clear (the lab keeps no such state).
+   */
+  reviveHost(host: string): Promise<void>;
   /** Start a Docker engine inside each host's namespace (engine.ts). */
   startEngines(): Promise<void>;
   /** Tear everything down; idempotent; safe after partial setup failure. */
@@ -88,6 +109,8 @@ export async function createLab(opts: CreateLabOptions = {}): Promise<Lab> {
   let topology: Topology | undefined;
   const processes = new Set<LabProcess>();
   const keepaliveds = new Map<string, RunningKeepalived>();
+  /** What startKeepalived was given, for startKeepalivedOn. */
+  let keepalivedSetup: { plans: Map<string, KeepalivedPlan>; env?: Record<string, string> } | undefined;
   const forwards: Forward[] = [];
   const dead = new Set<string>();
   let destroyed: Promise<void> | undefined;
@@ -174,6 +197,7 @@ export async function createLab(opts: CreateLabOptions = {}): Promise<Lab> {
       const p = await spawnLogged(`${host} ${cmd[0] ?? ''}`, 'ip', ['netns', 'exec', nsOf(host), ...cmd], {
         env: { ...process.env, ...o.env },
         log,
+        ...(o.onLine ? { onLine: o.onLine } : {}),
       });
       processes.add(p);
       return p;
@@ -182,7 +206,7 @@ export async function createLab(opts: CreateLabOptions = {}): Promise<Lab> {
     async forwardToRoot(targetPort, port = 0) {
       const f = await startForward(t.rootAddress, port, '127.0.0.1', targetPort);
       forwards.push(f);
-      return { host: f.host, port: f.port };
+      return { host: f.host, port: f.port, refuse: () => f.refuse(), accept: () => f.accept() };
     },
 
     async startKeepalived(o) {
@@ -193,29 +217,54 @@ export async function createLab(opts: CreateLabOptions = {}): Promise<Lab> {
       for (const h of hosts) if (!o.notify[h.name]) throw new LabError('LAB_STATE', `no notify script for host ${h.name}`);
       // Generous: the first election waits out the master-down interval (~3 adverts) plus keepalived's start.
       const timeoutMs = o.timeoutMs ?? 10_000 + advert * 5_000;
+      keepalivedSetup = { plans: new Map(), ...(o.env ? { env: o.env } : {}) };
       for (const [i, h] of hosts.entries()) {
-        const k = await startKeepalived(
-          {
-            labId: id,
-            host: h.name,
-            netns: h.netns,
-            ip: h.ip,
-            peers: hosts.filter((x) => x !== h).map((x) => x.ip),
-            vip: t.vip,
-            vrid,
-            priority: Math.max(1, 150 - i * 50),
-            advertIntSec: advert,
-            notify: o.notify[h.name] ?? '',
-            dir,
-          },
-          { ...(o.env ? { env: o.env } : {}), log },
-        );
+        const plan: KeepalivedPlan = {
+          labId: id,
+          host: h.name,
+          netns: h.netns,
+          ip: h.ip,
+          peers: hosts.filter((x) => x !== h).map((x) => x.ip),
+          vip: t.vip,
+          vrid,
+          priority: Math.max(1, 150 - i * 50),
+          advertIntSec: advert,
+          notify: o.notify[h.name] ?? '',
+          dir,
+        };
+        keepalivedSetup.plans.set(h.name, plan);
+        const k = await startKeepalived(plan, { ...(o.env ? { env: o.env } : {}), log });
         keepaliveds.set(h.name, k);
         processes.add(k.proc);
         // Host 0 alone first: with every instance BACKUP + nopreempt, the first one up wins deterministically.
         if (i === 0) await lab.waitForVip(h.name, timeoutMs);
       }
       log(`lab ${id}: keepalived up (vrid ${vrid}, advert ${advert}s), ${hosts[0]?.name ?? ''} holds ${t.vip}`);
+    },
+
+    async startKeepalivedOn(host) {
+      hostByName(host);
+      const plan = keepalivedSetup?.plans.get(host);
+      if (keepalivedSetup === undefined || plan === undefined) throw new LabError('LAB_STATE', `startKeepalivedOn(${host}): startKeepalived was never called in lab ${id}`);
+      if (dead.has(host)) throw new LabError('LAB_STATE', `startKeepalivedOn(${host}): the host is dead; reviveHost first`);
+      if (keepaliveds.get(host)?.proc.running === true) throw new LabError('LAB_STATE', `keepalived already runs in ${host}`);
+      // A killed keepalived leaves its pidfiles; with them it refuses to start ("daemon is already running"). A reboot
+      // clears them (/run).
+      await rm(join(dir, `keepalived-${host}.pid`), { force: true });
+      await rm(join(dir, `keepalived-${host}.vrrp.pid`), { force: true });
+      const k = await startKeepalived(plan, { ...(keepalivedSetup.env ? { env: keepalivedSetup.env } : {}), log });
+      keepaliveds.set(host, k);
+      processes.add(k.proc);
+      // Running means its VRRP child is up (keepalived exits at once on a bad start).
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const child = await k.vrrpPid();
+        if (child !== null && (await isAlive(child))) break;
+        if (!k.proc.running) throw new LabError('LAB_STATE', `keepalived of ${host} exited at start (see the lab log)`);
+        if (Date.now() > deadline) throw new LabError('LAB_TIMEOUT', `keepalived of ${host}: no VRRP child within 10 s`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      log(`lab ${id}: keepalived started again in ${host}`);
     },
 
     async vipHolder() {
@@ -248,7 +297,7 @@ export async function createLab(opts: CreateLabOptions = {}): Promise<Lab> {
         const child = await k.vrrpPid();
         if (child !== null) roots.push(child);
       }
-      if (h.engine) roots.push(h.engine.pid);
+      if (h.engine) roots.push(h.engine.pid, ...(await h.engine.containerPids()));
       roots.push(...(await netnsPids(h.netns)));
       const pids = await withDescendants(roots);
       const survivors = await killHard(pids);
@@ -258,6 +307,16 @@ export async function createLab(opts: CreateLabOptions = {}): Promise<Lab> {
       await run('ip', ['netns', 'exec', h.netns, 'ip', 'addr', 'del', `${t.vip}/24`, 'dev', 'eth0']);
       await run('ip', ['netns', 'exec', h.netns, 'ip', 'link', 'set', 'eth0', 'down']);
       log(`lab ${id}: killed ${host} (${pids.length} processes)`);
+    },
+
+    async reviveHost(host) {
+      const h = hostByName(host);
+      if (!dead.has(host)) throw new LabError('LAB_STATE', `reviveHost(${host}): the host was not killed`);
+      const up = await run('ip', ['netns', 'exec', h.netns, 'ip', 'link', 'set', 'eth0', 'up'], { timeoutMs: 5_000 });
+      if (up.code !== 0) throw new LabError('LAB_COMMAND', `reviveHost(${host}): eth0 up: ${up.stderr.trim()}`);
+      dead.delete(host);
+      if (h.engine) await h.engine.restart();
+      log(`lab ${id}: revived ${host}${h.engine ? ` (engine pid ${h.engine.pid})` : ''}`);
     },
 
     async startEngines() {

@@ -17,7 +17,7 @@ export function spawnLogged(
   label: string,
   file: string,
   args: readonly string[],
-  opts: { env?: NodeJS.ProcessEnv; log?: (line: string) => void } = {},
+  opts: { env?: NodeJS.ProcessEnv; log?: (line: string) => void; onLine?: (line: string) => void } = {},
 ): Promise<LabProcess> {
   return new Promise((resolve, reject) => {
     const child = spawn(file, [...args], { stdio: ['ignore', 'pipe', 'pipe'], ...(opts.env ? { env: opts.env } : {}) });
@@ -30,7 +30,10 @@ export function spawnLogged(
     });
     for (const stream of [child.stdout, child.stderr]) {
       const rl = createInterface({ input: stream });
-      rl.on('line', (line) => opts.log?.(`[${label}] ${line}`));
+      rl.on('line', (line) => {
+        opts.onLine?.(line);
+        opts.log?.(`[${label}] ${line}`);
+      });
     }
     child.once('error', (err) => {
       running = false;

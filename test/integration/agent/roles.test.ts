@@ -41,10 +41,11 @@ interface NotifyAnswer {
 }
 interface Inspect { Id: string; State: { Running: boolean; StartedAt: string }; Config: { Labels: Record<string, string> }; HostConfig: { RestartPolicy: { Name: string } } }
 
-/** notify.sh's stamp: ns since the epoch, strictly increasing within this test process. */
+/** notify.sh's stamp: ns since the epoch (the clock, as notify.sh takes it), strictly increasing within this test process. */
 let lastAt = BigInt(Date.now()) * 1_000_000n;
 function nextAt(): bigint {
-  lastAt += 1_000_000n;
+  const now = BigInt(Date.now()) * 1_000_000n;
+  lastAt = now > lastAt ? now : lastAt + 1_000_000n;
   return lastAt;
 }
 
@@ -330,20 +331,55 @@ describe('twinlayer agent: roles, fencing, failback', { timeout: 900_000 }, () =
     await waitRole('a', 'standby', 6, 30_000);
   });
 
-  it('a one-sided VRRP blip (MASTER then BACKUP on the standby only): the blip\'s claim fences the primary, the blipped host releases, the fenced MASTER takes over again', async () => {
-    // B is primary of generation 6 and VRRP MASTER; A is its standby. A alone sees MASTER, then BACKUP.
-    const answer = await notify('a', 'MASTER');
-    assert.equal(answer.promotion?.claim?.generation, 7);
-    await notify('a', 'BACKUP');
-    // B was fenced by generation 7 while still MASTER; A left MASTER with no successor and released 7; B takes over.
-    const sb = await waitRole('b', 'primary', 8, 30_000);
-    assert.equal(sb.fenced, null);
-    await waitRole('a', 'standby', 8, 30_000);
-    assert.equal((await inspect('b'))!.State.Running, true);
+  it('an agent that starts with a MASTER in its state file older than another host\'s claim stays down; a MASTER newer than the claim promotes it', async () => {
+    // A is B's standby of generation 6. Its agent dies with its keepalived, which had last recorded MASTER: a record
+    // from before B's claim (a host coming back after it lost the generation, the file kept).
+    const claim6 = (await bucket.readClaim(6 as never))!;
+    await agents.a!.kill('SIGKILL');
+    const before = BigInt(Date.parse(claim6.claimedAt) - 5_000) * 1_000_000n;
+    await writeFile(join(base, 'vrrp-a'), `MASTER ${before}\n`);
+    await startAgent('a');
+    const s = await waitRole('a', 'standby', 6);
+    assert.ok(s.fenced?.includes('VRRP state file says MASTER'), `A stays down on a superseded MASTER: ${JSON.stringify(s)}`);
+    assert.equal((await bucket.listGenerations()).at(-1), 6, 'A claimed nothing');
     assert.equal((await inspect('a'))!.State.Running, false);
-    const release = await bucket.readRelease(7 as never);
-    assert.equal(release?.host, 'host-a');
-    await exec('b', 'echo v9 > /etc/marker');
-    await waitStaged('a', 'etc/marker', 'v9\n');
+    assert.equal((await inspect('b'))!.State.Running, true);
+    assert.equal((await status('b')).role, 'primary');
+    // A follows B as a working standby.
+    await exec('b', 'echo v7 > /etc/marker');
+    await waitStaged('a', 'etc/marker', 'v7\n');
+    assert.equal((await bucket.listGenerations()).at(-1), 6);
+    // keepalived, back, says BACKUP first: the latch is lifted.
+    await notify('a', 'BACKUP');
+    assert.equal((await status('a')).fenced, null);
+
+    // A MASTER recorded after B's claim is news (keepalived made A MASTER while its agent was down): A promotes.
+    await agents.a!.kill('SIGKILL');
+    await notify('b', 'BACKUP');
+    await writeFile(join(base, 'vrrp-a'), `MASTER ${nextAt()}\n`);
+    await startAgent('a');
+    const p = await waitRole('a', 'primary', 7);
+    assert.equal(p.fenced, null);
+    assert.equal((await bucket.readClaim(7 as never))?.host, 'host-a');
+    assert.equal((await inspect('a'))!.State.Running, true);
+    assert.equal((await exec('a', 'cat /etc/marker')).trim(), 'v7');
+    await waitRole('b', 'standby', 7);
+  });
+
+  it('a one-sided VRRP blip (MASTER then BACKUP on the standby only): the blip\'s claim fences the primary, the blipped host releases, the fenced MASTER takes over again', async () => {
+    // A is primary of generation 7 and VRRP MASTER; B is its standby. B alone sees MASTER, then BACKUP.
+    const answer = await notify('b', 'MASTER');
+    assert.equal(answer.promotion?.claim?.generation, 8);
+    await notify('b', 'BACKUP');
+    // A was fenced by generation 8 while still MASTER; B left MASTER with no successor and released 8; A takes over.
+    const sa = await waitRole('a', 'primary', 9, 30_000);
+    assert.equal(sa.fenced, null);
+    await waitRole('b', 'standby', 9, 30_000);
+    assert.equal((await inspect('a'))!.State.Running, true);
+    assert.equal((await inspect('b'))!.State.Running, false);
+    const release = await bucket.readRelease(8 as never);
+    assert.equal(release?.host, 'host-b');
+    await exec('a', 'echo v9 > /etc/marker');
+    await waitStaged('b', 'etc/marker', 'v9\n');
   });
 });

@@ -113,6 +113,31 @@ describe('lab: keepalived election, VIP and failover', () => {
     assert.equal(await until('standby page on the VIP', 5_000, async () => ((await fetchVip(l)) === 'served by standby' ? 'ok' : undefined)), 'ok');
   });
 
+  test('a killed host revived with its keepalived started again rejoins as BACKUP; the VIP stays (nopreempt)', async () => {
+    assert.ok(lab);
+    const l = lab;
+    await assert.rejects(l.startKeepalivedOn('primary'), /dead/, 'keepalived of a dead host does not start');
+    await assert.rejects(l.reviveHost('standby'), /not killed/);
+    const before = (await events(l, 'primary')).length;
+    await l.reviveHost('primary');
+    // eth0 is up again: the standby reaches the primary's own address.
+    const primaryIp = l.hosts[0]?.ip ?? '';
+    const ping = await l.exec('standby', ['/bin/busybox', 'ping', '-c', '1', '-W', '1', primaryIp], { timeoutMs: 5_000 });
+    assert.equal(ping.code, 0, `standby pings the revived primary: ${ping.stderr}`);
+    await l.startKeepalivedOn('primary');
+    await assert.rejects(l.startKeepalivedOn('primary'), /already runs/);
+    const backup = await until('BACKUP notify on the revived primary', 10_000, async () => (await events(l, 'primary')).slice(before).find((e) => e[3] === 'BACKUP'));
+    assert.deepEqual(backup.slice(1), ['INSTANCE', `tl_${l.id}`, 'BACKUP', '150', 'env-ok']);
+    // Several advert intervals (0.1 s) later the standby still holds the VIP although the primary's priority is higher.
+    const settleUntil = Date.now() + 1_000;
+    while (Date.now() < settleUntil) {
+      assert.equal(await l.vipHolder(), 'standby');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal((await events(l, 'primary')).slice(before).some((e) => e[3] === 'MASTER'), false, 'the revived primary did not take the VIP');
+    assert.equal(await until('standby page on the VIP', 5_000, async () => ((await fetchVip(l)) === 'served by standby' ? 'ok' : undefined)), 'ok');
+  });
+
   test('destroy leaves no namespace, veth, process or temp dir behind', async () => {
     assert.ok(lab);
     const l = lab;
@@ -131,6 +156,9 @@ describe('lab: keepalived election, VIP and failover', () => {
 
 describe('lab: a Docker engine inside each host namespace', () => {
   let lab: Lab | undefined;
+  /** A container on host 0 with `--restart always` (no network: it lives outside the host's namespace). */
+  let keeperPid = 0;
+  let revivedKeeperPid = 0;
 
   before(async () => {
     assert.equal(process.getuid?.(), 0, 'the lab needs root (network namespaces, dockerd)');
@@ -166,13 +194,46 @@ describe('lab: a Docker engine inside each host namespace', () => {
     assert.equal(await until(`${a.name}'s container from ${b.name}`, 10_000, () => get(b.name, a.ip)), `container on ${a.name}\n`);
     assert.equal(await until(`${b.name}'s container from ${a.name}`, 10_000, () => get(a.name, b.ip)), `container on ${b.name}\n`);
 
-    const dockerdPid = a.engine?.pid ?? 0;
+    assert.ok(a.engine);
+    await dockerCli(a.engine, ['run', '-d', '--name', 'keeper', '--restart', 'always', '--network', 'none', 'tl-lab-busybox:1', 'sleep', '3600']);
+    keeperPid = Number((await dockerCli(a.engine, ['inspect', '-f', '{{.State.Pid}}', 'keeper'])).trim());
+    assert.ok(keeperPid > 0);
+    const dockerdPid = a.engine.pid;
     await l.killHost(a.name);
     assert.equal(await isAlive(dockerdPid), false, 'dockerd of the killed host is gone');
     assert.equal(await isAlive(containerPids.get(a.name) ?? 0), false, 'container process of the killed host is gone');
+    assert.equal(await isAlive(keeperPid), false, 'a container outside the host\'s network namespace is gone too');
     assert.equal(await isAlive(containerPids.get(b.name) ?? 0), true, 'the other host keeps running');
     const r = await l.exec(b.name, ['curl', '-sS', '--max-time', '1', `http://${a.ip}:8080/`], { timeoutMs: 3_000 });
     assert.notEqual(r.code, 0, 'a killed host answers nothing');
+  });
+
+  test('reviveHost restarts the engine on its data root: restart policies apply, the stale container runs again', async () => {
+    assert.ok(lab);
+    const l = lab;
+    const [a, b] = l.hosts;
+    assert.ok(a?.engine && b?.engine);
+    const engine = a.engine;
+    const oldPid = engine.pid;
+    await l.reviveHost(a.name);
+    assert.notEqual(engine.pid, oldPid, 'a new dockerd');
+    assert.ok(netnsPidsOf(a.netns).includes(engine.pid), `the revived dockerd runs inside ${a.netns}`);
+    await assert.rejects(engine.restart(), /still runs/, 'restart refuses a live dockerd');
+    // `--restart always` came back by itself; `web` (no policy) stays exited.
+    const state = async (name: string): Promise<string> => (await dockerCli(engine, ['inspect', '-f', '{{.State.Status}} {{.State.Pid}}', name])).trim();
+    const keeper = await until('keeper running again', 30_000, async () => {
+      const [status, pid] = (await state('keeper')).split(' ');
+      return status === 'running' && Number(pid) > 0 ? Number(pid) : undefined;
+    });
+    assert.notEqual(keeper, keeperPid, 'keeper was started again (a new process)');
+    assert.match(await state('web'), /^exited /);
+    revivedKeeperPid = keeper;
+    // The revived host serves again on its address.
+    await dockerCli(engine, ['start', 'web']);
+    assert.equal(await until(`${a.name}'s container from ${b.name} after revive`, 10_000, async () => {
+      const r = await l.exec(b.name, ['curl', '-sS', '--max-time', '1', `http://${a.ip}:8080/`], { timeoutMs: 3_000 });
+      return r.code === 0 ? r.stdout : undefined;
+    }), `container on ${a.name}\n`);
   });
 
   test('destroy stops the surviving engine and leaves no namespace, mount or process behind', async () => {
@@ -180,6 +241,8 @@ describe('lab: a Docker engine inside each host namespace', () => {
     const l = lab;
     const pids = [...l.hosts.flatMap((h) => netnsPidsOf(h.netns)), ...l.hosts.map((h) => h.engine?.pid ?? 0).filter((p) => p > 0)];
     assert.ok(pids.length > 0, 'the standby engine still runs before destroy');
+    assert.ok(revivedKeeperPid > 0 && (await isAlive(revivedKeeperPid)), 'the revived engine\'s container runs before destroy');
+    pids.push(revivedKeeperPid);
     await l.destroy();
     for (const pid of pids) assert.equal(await isAlive(pid), false, `pid ${pid} still alive`);
     const left = netnsList().split('\n').map((line) => line.split(' ')[0]);

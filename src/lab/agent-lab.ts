@@ -1,0 +1,368 @@
+// Two lab hosts, each running `twinlayer agent` beside its own Docker engine, keepalived on both calling notify.sh
+// for every state, the embedded S3 server in the root namespace reached through one relay per host (which can be
+// cut to take a host off the bucket). A protected busybox httpd (`--network host --restart unless-stopped`) serves
+// a page on the VIP. The set-up shared by `twinlayer demo`, `npm run bench:failover` and
+// test/e2e/agent-failover.test.ts; the scenarios themselves are the caller's.
+import { randomBytes } from 'node:crypto';
+import { chmod, copyFile, rm, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+import { S3RVER_CREDENTIALS, startS3Server, type S3Server } from '../s3server/index.js';
+import { Bucket, S3BlobStore, type Generation } from '../store/index.js';
+import { copyImage, importBusyboxImage } from './busybox-image.js';
+import { dockerCli, type Engine } from './engine.js';
+import { createLab, type Lab, type LabProcess, type RootForward } from './index.js';
+import { waitFor } from './wait.js';
+
+const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const AGENT_LAB_BUCKET = 'twinlayer-lab';
+export const AGENT_LAB_GROUP = 'lab';
+/** The protected container and the port its page is served on (all addresses, so also the VIP). */
+export const WEB = 'web';
+export const WEB_PORT = 8080;
+const HOOK = '127.0.0.1:7450';
+
+/** The part of an agent's GET /v1/status the lab reads (zod: it is another process's output). */
+const statusSchema = z.looseObject({
+  role: z.enum(['primary', 'standby', 'promoting', 'demoting']),
+  host: z.string(),
+  generation: z.number().nullable(),
+  vrrp: z.looseObject({ state: z.string().nullable(), at: z.string().nullable() }),
+  fenced: z.string().nullable(),
+  claim: z.looseObject({ status: z.string(), generation: z.number() }).nullable(),
+  lastPromotion: z.looseObject({
+    outcome: z.string(),
+    startedAt: z.string(),
+    ms: z.number(),
+    start: z.looseObject({ containers: z.array(z.looseObject({ name: z.string(), ok: z.boolean() })) }).nullable(),
+  }).nullable(),
+  divergent: z.array(z.looseObject({ container: z.string(), key: z.string() })),
+  containers: z.array(z.looseObject({
+    name: z.string(),
+    stagedSeq: z.number().optional(),
+    latestSeq: z.number().nullable().optional(),
+    twin: z.string().optional(),
+    lastSeq: z.number().optional(),
+    consecutiveFailures: z.number().optional(),
+    lastError: z.string().nullable().optional(),
+  })),
+  lastError: z.string().nullable(),
+});
+export type AgentStatusView = z.infer<typeof statusSchema>;
+
+/** One JSON log line of an agent, as far as the lab reads it. */
+const logLineSchema = z.looseObject({ time: z.string(), level: z.string(), msg: z.string() });
+export type AgentLogLine = z.infer<typeof logLineSchema> & Record<string, unknown>;
+
+export interface AgentRun {
+  host: string;
+  proc: LabProcess;
+  /** Epoch ms when the agent process was spawned. */
+  spawnedAt: number;
+  /** Its JSON log lines so far. */
+  lines: AgentLogLine[];
+  /** The first line matching, bounded; rejects when the agent exits first. */
+  waitForLine(what: string, match: (l: AgentLogLine) => boolean, timeoutMs: number): Promise<AgentLogLine>;
+}
+
+export interface AgentLabOptions {
+  log?: (line: string) => void;
+  /** keepalived's advert_int (s); default 0.1. */
+  advertIntSec?: number;
+  /** Every wait's bound (ms); default 30 s. */
+  waitMs?: number;
+  /** Called with every agent log line (parsed), e.g. to build a timeline. */
+  onAgentLine?: (host: string, line: AgentLogLine) => void;
+  /** More TWINLAYER_* settings for the agents. */
+  agentEnv?: Record<string, string>;
+}
+
+export class AgentLab {
+  readonly lab: Lab;
+  readonly bucket: Bucket;
+  readonly token = randomBytes(16).toString('hex');
+  /** Host names: a (keepalived's preferred MASTER at the start) and b. */
+  readonly hosts: readonly [string, string];
+  readonly #o: AgentLabOptions;
+  readonly #s3: S3Server;
+  readonly #store: S3BlobStore;
+  readonly #forwards: ReadonlyMap<string, RootForward>;
+  readonly #agents = new Map<string, AgentRun>();
+  readonly #waitMs: number;
+
+  private constructor(init: { lab: Lab; s3: S3Server; store: S3BlobStore; forwards: Map<string, RootForward>; opts: AgentLabOptions }) {
+    this.lab = init.lab;
+    this.#s3 = init.s3;
+    this.#store = init.store;
+    this.bucket = new Bucket(init.store, { prefix: 'twinlayer', group: AGENT_LAB_GROUP });
+    this.#forwards = init.forwards;
+    this.#o = init.opts;
+    this.#waitMs = init.opts.waitMs ?? 30_000;
+    const [a, b] = init.lab.hosts;
+    this.hosts = [a?.name ?? 'a', b?.name ?? 'b'];
+  }
+
+  /**
+   * Builds everything up to the protected container running on host a; no agent and no keepalived yet
+   * (startAgent, startKeepalived). On failure, tears down what it made.
+   */
+  static async create(opts: AgentLabOptions = {}): Promise<AgentLab> {
+    const log = opts.log ?? ((): void => undefined);
+    const lab = await createLab({ hosts: ['a', 'b'], log });
+    let s3: S3Server | null = null;
+    try {
+      await lab.startEngines();
+      s3 = await startS3Server({ dir: join(lab.dir, 's3'), buckets: [AGENT_LAB_BUCKET], silent: true });
+      const forwards = new Map<string, RootForward>();
+      for (const h of lab.hosts) forwards.set(h.name, await lab.forwardToRoot(s3.port));
+      const [a, b] = lab.hosts;
+      if (!a?.engine || !b?.engine) throw new Error('lab engines did not start');
+      await importBusyboxImage(a.engine.socketPath, 'tl-web:lab');
+      await copyImage(a.engine.socketPath, b.engine.socketPath, 'tl-web:lab');
+      // httpd under a shell that ends on SIGTERM, as a real service does (PID 1 has no default handler: a bare httpd
+      // would sit out docker stop's whole grace period).
+      await dockerCli(a.engine, ['run', '-d', '--name', WEB, '--label', 'twinlayer.enable=true', '--restart', 'unless-stopped', '--network', 'host',
+        'tl-web:lab', 'sh', '-c', `trap 'exit 0' TERM; httpd -f -p ${WEB_PORT} -h /var/www & wait`]);
+      // keepalived insists that notify scripts are root-owned and not writable by others: a copy in the lab dir, and
+      // per host a wrapper naming that host's VRRP state file (its /run/twinlayer/vrrp-state).
+      const notify = join(lab.dir, 'notify.sh');
+      await copyFile(join(repoRoot, 'infra', 'keepalived', 'notify.sh'), notify);
+      await chmod(notify, 0o755);
+      for (const h of lab.hosts) {
+        await writeFile(join(lab.dir, `notify-${h.name}.sh`), `#!/bin/sh\nTWINLAYER_VRRP_STATE_FILE='${vrrpStateFile(lab, h.name)}' exec '${notify}' "$@"\n`, { mode: 0o755 });
+      }
+      // The lab's own view of the bucket (never the agents'): s3rver can leave a GET racing a PUT of the same key
+      // unanswered for seconds; a short bound and a retry keep the observer from lagging behind what it observes.
+      const store = new S3BlobStore({ bucket: AGENT_LAB_BUCKET, region: 'us-east-1', endpoint: s3.endpoint, pathStyle: true, credentials: S3RVER_CREDENTIALS, smallRequestTimeoutMs: 300 });
+      return new AgentLab({ lab, s3, store, forwards, opts });
+    } catch (err) {
+      await s3?.close().catch(() => undefined);
+      await lab.destroy().catch((e: unknown) => log(`cleanup after a failed set-up: ${String(e)}`));
+      throw err;
+    }
+  }
+
+  engine(host: string): Engine {
+    const e = this.lab.hosts.find((h) => h.name === host)?.engine;
+    if (e === undefined) throw new Error(`no engine on lab host ${host}`);
+    return e;
+  }
+
+  other(host: string): string {
+    return host === this.hosts[0] ? this.hosts[1] : this.hosts[0];
+  }
+
+  hostId(host: string): string {
+    return `host-${host}`;
+  }
+
+  agent(host: string): AgentRun | undefined {
+    return this.#agents.get(host);
+  }
+
+  /** Starts `twinlayer agent` inside the host's namespace; resolves once it logged "agent started" (its first role settled). */
+  async startAgent(host: string): Promise<AgentRun> {
+    const engine = this.engine(host);
+    const fwd = this.#forwards.get(host);
+    if (fwd === undefined) throw new Error(`no bucket path for lab host ${host}`);
+    const env: Record<string, string> = {
+      AWS_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey, AWS_REGION: 'us-east-1',
+      TWINLAYER_ENDPOINT: `http://${fwd.host}:${fwd.port}`, TWINLAYER_BUCKET: AGENT_LAB_BUCKET, TWINLAYER_PATH_STYLE: 'true',
+      TWINLAYER_GROUP: AGENT_LAB_GROUP, TWINLAYER_HOST_ID: this.hostId(host),
+      TWINLAYER_DOCKER_SOCKET: engine.socketPath, TWINLAYER_STATE_DIR: join(this.lab.dir, `state-${host}`),
+      TWINLAYER_HOOK_LISTEN: HOOK, TWINLAYER_HOOK_TOKEN: this.token, TWINLAYER_VRRP_STATE_FILE: vrrpStateFile(this.lab, host),
+      TWINLAYER_POLL_INTERVAL_MS: '50', TWINLAYER_FENCE_INTERVAL_MS: '200', TWINLAYER_BACKUP_SETTLE_MS: '300', TWINLAYER_STOP_TIMEOUT_SECONDS: '1',
+      TWINLAYER_RECONCILE_INTERVAL_MS: '5000', TWINLAYER_LOG_LEVEL: 'info',
+      ...this.#o.agentEnv,
+    };
+    const lines: AgentLogLine[] = [];
+    const waiters = new Set<{ match: (l: AgentLogLine) => boolean; resolve: (l: AgentLogLine) => void }>();
+    const spawnedAt = Date.now();
+    const proc = await this.lab.spawn(host, [process.execPath, join(repoRoot, 'bin', 'twinlayer.js'), 'agent'], {
+      env,
+      onLine: (text) => {
+        let parsed: AgentLogLine;
+        try {
+          const r = logLineSchema.safeParse(JSON.parse(text));
+          if (!r.success) return;
+          parsed = r.data;
+        } catch {
+          return;
+        }
+        lines.push(parsed);
+        this.#o.onAgentLine?.(host, parsed);
+        for (const w of [...waiters]) {
+          if (w.match(parsed)) {
+            waiters.delete(w);
+            w.resolve(parsed);
+          }
+        }
+      },
+    });
+    const run: AgentRun = {
+      host, proc, spawnedAt, lines,
+      waitForLine: (what, match, timeoutMs) => {
+        const found = lines.find(match);
+        if (found) return Promise.resolve(found);
+        return new Promise((resolve, reject) => {
+          const w = {
+            match,
+            resolve: (l: AgentLogLine): void => {
+              clearTimeout(timer);
+              resolve(l);
+            },
+          };
+          const timer = setTimeout(() => {
+            waiters.delete(w);
+            reject(new Error(`agent on ${host}: no log line "${what}" within ${timeoutMs} ms; last lines:\n${lines.slice(-10).map((l) => JSON.stringify(l)).join('\n')}`));
+          }, timeoutMs);
+          waiters.add(w);
+          void proc.exited.then((x) => {
+            if (!waiters.has(w)) return;
+            waiters.delete(w);
+            clearTimeout(timer);
+            reject(new Error(`agent on ${host} exited (${x.code ?? x.signal ?? '?'}) before "${what}"; last lines:\n${lines.slice(-10).map((l) => JSON.stringify(l)).join('\n')}`));
+          });
+        });
+      },
+    };
+    this.#agents.set(host, run);
+    await run.waitForLine('agent started', (l) => l.msg === 'agent started', this.#waitMs);
+    return run;
+  }
+
+  /** keepalived on both hosts, a first and alone until it holds the VIP (so a is MASTER), notify.sh for every state. */
+  async startKeepalived(): Promise<void> {
+    await this.lab.startKeepalived({
+      notify: Object.fromEntries(this.hosts.map((h) => [h, join(this.lab.dir, `notify-${h}.sh`)])),
+      advertIntSec: this.#o.advertIntSec ?? 0.1,
+      // keepalived passes its environment to notify scripts; the env file is never the machine's.
+      env: { TWINLAYER_HOOK_URL: `http://${HOOK}/v1/vrrp`, TWINLAYER_HOOK_TOKEN: this.token, TWINLAYER_ENV_FILE: '/nonexistent', TWINLAYER_HOOK_TIMEOUT: '20' },
+    });
+  }
+
+  /** The agent's GET /v1/status, asked inside the host's namespace; null when it does not answer. */
+  async status(host: string): Promise<AgentStatusView | null> {
+    const r = await this.lab.exec(host, ['curl', '-s', '--fail', '--max-time', '2', '-H', `authorization: Bearer ${this.token}`, `http://${HOOK}/v1/status`], { timeoutMs: 5_000 });
+    if (r.code !== 0) return null;
+    try {
+      const parsed = statusSchema.safeParse(JSON.parse(r.stdout));
+      return parsed.success ? parsed.data : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** The page on the VIP, fetched from the bridge namespace (a neutral client); null when nothing answers 200. A
+   *  short connect timeout: right after a kill the client's ARP entry still names the dead host, whose SYNs vanish,
+   *  and a longer wait would blur the moment the new MASTER answers (its gratuitous ARP updates the entry). */
+  async fetchPage(): Promise<string | null> {
+    const r = await this.lab.exec(this.lab.bridgeNetns, ['curl', '-s', '--fail', '--connect-timeout', '0.1', '--max-time', '0.5', `http://${this.lab.vip}:${WEB_PORT}/index.html`], { timeoutMs: 3_000 });
+    return r.code === 0 ? r.stdout : null;
+  }
+
+  /** Writes `content` to `path` inside the protected container on `host`. */
+  async write(host: string, path: string, content: string): Promise<void> {
+    if (/['\n]/.test(content) || !/^\/[A-Za-z0-9/._-]+$/.test(path)) throw new Error(`write: content without quotes/newlines and a plain path, got ${JSON.stringify([path, content])}`);
+    await dockerCli(this.engine(host), ['exec', WEB, 'sh', '-c', `echo '${content}' > ${path}`]);
+  }
+
+  /** The newest generation and its head's seq of the protected container (0 before any commit). */
+  async head(): Promise<{ generation: number; seq: number; containers: Record<string, number> }> {
+    const g = (await this.bucket.listGenerations()).at(-1);
+    if (g === undefined) return { generation: 0, seq: 0, containers: {} };
+    const head = await this.bucket.readHead(g);
+    if (head.status !== 'ok') return { generation: g, seq: 0, containers: {} };
+    return { generation: g, seq: head.head.containers[WEB] ?? 0, containers: { ...head.head.containers } };
+  }
+
+  /** Waits until the head of the newest generation moved past `after` for the protected container; returns its seq. */
+  waitInBucket(after: { generation: number; seq: number }, what: string): Promise<{ generation: number; seq: number }> {
+    return waitFor(`${what} in the bucket`, this.#waitMs, async () => {
+      const h = await this.head();
+      return h.generation > after.generation || (h.generation === after.generation && h.seq > after.seq) ? h : undefined;
+    }, 10);
+  }
+
+  /** Epoch ms of the first full checkpoint of `container` in generation `g`; undefined while there is none. */
+  async firstFullAt(g: number, container = WEB): Promise<number | undefined> {
+    for await (const item of this.bucket.listRecords(g as Generation, 0)) {
+      if ('record' in item && item.record.container === container && item.record.kind === 'full') return Date.parse(item.record.publishedAt);
+    }
+    return undefined;
+  }
+
+  /**
+   * The standby on `host` has converged: role standby, following the newest generation, every container of the
+   * head staged to the head's seq in a stopped twin. Returns the status, or undefined.
+   */
+  async converged(host: string): Promise<AgentStatusView | undefined> {
+    const s = await this.status(host);
+    if (s?.role !== 'standby') return undefined;
+    const head = await this.head();
+    if (head.generation === 0 || s.generation !== head.generation || Object.keys(head.containers).length === 0) return undefined;
+    for (const [name, seq] of Object.entries(head.containers)) {
+      const c = s.containers.find((x) => x.name === name);
+      if (c?.stagedSeq !== seq || c.twin !== 'stopped') return undefined;
+    }
+    return s;
+  }
+
+  /** Cuts (or heals) the host's path to the bucket: its relay refuses connections. */
+  async cutBucket(host: string): Promise<void> {
+    await this.#forwards.get(host)?.refuse();
+  }
+
+  async healBucket(host: string): Promise<void> {
+    await this.#forwards.get(host)?.accept();
+  }
+
+  /** SIGKILL of the whole host: agent, keepalived, dockerd, containerd, shims, containers (lab.killHost). */
+  async kill(host: string): Promise<void> {
+    await this.lab.killHost(host);
+    this.#agents.delete(host);
+  }
+
+  /**
+   * Back as after a reboot: network up, the engine restarted on its data root (its restart policies bring the
+   * stale container back), the host's /run emptied (the VRRP state file, unless `keepVrrpStateFile`: a host whose
+   * agent and keepalived died but whose /run survived), its path to the bucket healed.
+   * The caller then starts the agent and keepalived (startAgent, lab.startKeepalivedOn), in that order.
+   */
+  async revive(host: string, opts: { keepVrrpStateFile?: boolean } = {}): Promise<void> {
+    await this.lab.reviveHost(host);
+    if (opts.keepVrrpStateFile !== true) {
+      await rm(vrrpStateFile(this.lab, host), { force: true });
+      await rm(`${vrrpStateFile(this.lab, host)}.lock`, { force: true });
+    }
+    await this.healBucket(host);
+  }
+
+  /** Epoch ms when container `ref` on `host` last started (Docker's State.StartedAt). */
+  async startedAt(host: string, ref: string = WEB): Promise<number> {
+    const text = (await dockerCli(this.engine(host), ['inspect', '-f', '{{.State.StartedAt}}', ref])).trim();
+    const at = Date.parse(text);
+    if (!Number.isFinite(at)) throw new Error(`docker inspect ${ref} on ${host}: no StartedAt (got ${JSON.stringify(text)})`);
+    return at;
+  }
+
+  /** The id of container `ref` (name or id) on `host` while it runs; null when it is stopped or absent. */
+  async runningId(host: string, ref: string = WEB): Promise<string | null> {
+    const [running, id] = (await dockerCli(this.engine(host), ['inspect', '-f', '{{.State.Running}} {{.Id}}', ref]).catch(() => '')).trim().split(' ');
+    return running === 'true' && id !== undefined ? id : null;
+  }
+
+  /** Closes the S3 server and destroys the lab; a teardown failure is reported, never hidden. */
+  async destroy(): Promise<void> {
+    const problems: string[] = [];
+    this.#store.destroy();
+    await this.#s3.close().catch((err: unknown) => problems.push(String(err)));
+    await this.lab.destroy().catch((err: unknown) => problems.push(String(err)));
+    if (problems.length > 0) throw new Error(`agent lab teardown: ${problems.join('; ')}`);
+  }
+}
+
+function vrrpStateFile(lab: Lab, host: string): string {
+  return join(lab.dir, `vrrp-state-${host}`);
+}
