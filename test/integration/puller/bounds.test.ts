@@ -184,6 +184,26 @@ describe('puller against gzip bombs and slow blobs', { timeout: 300_000 }, () =>
     assert.equal(await appliedSeq(c.stateDir, c.group, 'slow'), 1);
   });
 
+  it('refuses a twin whose spec joins another container\'s or the host\'s network namespace; the status says why', async () => {
+    const c = await newCase('netns', ['net-ok']);
+    const hostile = [['net-container', 'container:net-ok'], ['net-ns', 'ns:/proc/1/ns/net']] as const;
+    for (const [name, mode] of hostile) {
+      await c.bucket.putSpec(name, { ...twinSpec(name, imageId), networkMode: mode });
+      await c.publish(name, gz(tarOf([tarFile('base', name)])), { kind: 'full' });
+    }
+    const ok = await c.publish('net-ok', gz(tarOf([tarFile('more', 'ok')])));
+    await c.puller.pollOnce();
+    assert.equal(await appliedSeq(c.stateDir, c.group, 'net-ok'), ok.seq, 'the others flow');
+    for (const [name, mode] of hostile) {
+      const st = (await c.puller.status()).containers.find((x) => x.name === name);
+      assert.equal(st?.twin, 'refused', `${name}: ${JSON.stringify(st)}`);
+      assert.match(st?.reason ?? '', /networkMode/);
+      assert.ok(st?.reason?.includes(JSON.stringify(mode)), `${name}: the reason names the mode: ${st?.reason}`);
+      assert.equal((await runtime.twinState(name)).state, 'absent', `${name}: no twin created`);
+      assert.equal(await appliedSeq(c.stateDir, c.group, name), 0);
+    }
+  });
+
   async function upperOf(name: string): Promise<string> {
     const t = await runtime.twinState(name);
     if (t.state === 'absent') assert.fail(`twin ${name} exists`);
