@@ -111,7 +111,13 @@ export class Stager {
       const onAbort = (): void => controller.abort();
       signal.addEventListener('abort', onAbort, { once: true });
       c.staging = true;
-      const promise = this.#stageContainer(state, name, c, controller.signal).finally(() => {
+      // Nobody may be waiting (the daemon's polls do not): a failure outside staging proper (Docker, statfs) is
+      // reported on the container, never left as an unhandled rejection.
+      const promise = this.#stageContainer(state, name, c, controller.signal).catch((err: unknown) => {
+        c.lastError = (err as Error).message;
+        this.#o.log.warn('staging failed; the staged seq did not move', { container: name, err });
+        return 0;
+      }).finally(() => {
         signal.removeEventListener('abort', onAbort);
         c.staging = false;
         this.#tasks.delete(name);
