@@ -20,3 +20,11 @@ export class StageTargetError extends TwinlayerError {
     super('STAGE_TARGET_INVALID', message, context);
   }
 }
+
+/** The target has too little free space for the changeset right now; nothing was written. Unlike a rejection this
+ *  says nothing about the changeset itself: retry once space is freed. */
+export class ChangesetNoRoomError extends TwinlayerError {
+  constructor(message: string, context: ErrorContext = {}) {
+    super('CHANGESET_NO_ROOM', message, context);
+  }
+}

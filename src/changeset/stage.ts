@@ -8,6 +8,7 @@ import { access, chmod, lchown, link, lstat, lutimes, mkdir, open, readdir, rena
 import { join, relative, resolve } from 'node:path';
 import { realpath } from 'node:fs/promises';
 import type { Logger } from '../log/logger.js';
+import type { DeclaredChangeset } from './declared.js';
 import { ChangesetRejectedError, StageTargetError } from './errors.js';
 import { defaultLimits, type Limits } from './limits.js';
 import { joinRel, parentOf, tarPathMeaning } from './paths.js';
@@ -21,11 +22,24 @@ import { syncFileSystem } from './tools.js';
 
 export interface StageTarget { upperDir: string; tmpDir: string }
 export interface StageResult { entries: number; files: number; deletions: number; bytes: number }
+export interface StageOptions {
+  limits?: Limits;
+  log?: Logger;
+  /** What the commit record declares: the blob is refused as soon as it holds more. */
+  declared?: DeclaredChangeset;
+  /** Aborts validation (between chunks) and keeps applying from starting; an apply under way is finished. */
+  signal?: AbortSignal;
+}
 
 const opaqueXattr = 'trusted.overlay.opaque';
+/** xattrs are written in batches (one setfattr per batch), so what waits for it stays small whatever the changeset. */
+const xattrBatchItems = 4096;
+const xattrBatchBytes = 4 * 1024 * 1024;
 
-function secs(ns: bigint): number {
-  return Number(ns) / 1e9;
+/** A time utimes(2) sets exactly: seconds as a number; before 1970 a Date, since Node turns a negative number into
+ *  "now". Validation bounds the range. */
+function timeOf(ns: bigint): number | Date {
+  return ns < 0n ? new Date(Number(ns / 1_000_000n)) : Number(ns) / 1e9;
 }
 
 async function checkTarget(target: StageTarget): Promise<{ upper: string; tmp: string }> {
@@ -46,14 +60,22 @@ async function checkTarget(target: StageTarget): Promise<{ upper: string; tmp: s
   return { upper, tmp };
 }
 
-/** Validates the whole changeset first (throws ChangesetRejectedError naming the entry; nothing written), then
- *  applies it into upperDir and syncs the file system. Re-staging the same changeset converges. */
-export async function stageChangeset(blobFile: string, kind: ChangesetKind, target: StageTarget, opts: { limits?: Limits; log?: Logger } = {}): Promise<StageResult> {
+/** Validates the whole changeset first (throws ChangesetRejectedError naming the entry, ChangesetNoRoomError, or the
+ *  signal's reason; nothing written), then applies it into upperDir and syncs the file system. Re-staging the same
+ *  changeset converges. */
+export async function stageChangeset(blobFile: string, kind: ChangesetKind, target: StageTarget, opts: StageOptions = {}): Promise<StageResult> {
   const limits = opts.limits ?? defaultLimits;
+  opts.signal?.throwIfAborted();
   // A missing or unreadable blob is an I/O error to retry, not a hostile changeset.
   await access(blobFile, fsc.R_OK);
   const { upper, tmp } = await checkTarget(target);
-  const plan = await validateChangeset(blobFile, kind, upper, limits);
+  const plan = await validateChangeset(blobFile, {
+    kind, upperDir: upper, tmpDir: tmp, limits,
+    ...(opts.declared === undefined ? {} : { declared: opts.declared }),
+    ...(opts.signal === undefined ? {} : { signal: opts.signal }),
+  });
+  // The last point where a deadline may stop staging: nothing is written yet.
+  opts.signal?.throwIfAborted();
   const applier = new Applier(upper, tmp, plan, kind);
   try {
     await applier.run(blobFile, limits);
@@ -71,9 +93,9 @@ class Applier {
   readonly #kind: ChangesetKind;
   readonly #temps = new Set<string>();
   #template: string | null = null;
-  readonly #dirs: TarEntry[] = [];
-  readonly #preexistingDirs = new Set<string>();
-  readonly #xattrItems: Array<{ path: string; xattrs: ReadonlyArray<readonly [string, Buffer]> }> = [];
+  /** xattrs waiting for the next batch; `preexisting` marks a dir updated in place, whose stale xattrs go. */
+  #xattrItems: Array<{ path: string; xattrs: ReadonlyArray<readonly [string, Buffer]>; preexisting?: boolean }> = [];
+  #xattrBytes = 0;
 
   constructor(upper: string, tmp: string, plan: StagePlan, kind: ChangesetKind) {
     this.#upper = upper;
@@ -106,8 +128,8 @@ class Applier {
       if (meaning.kind === 'opaque') {
         await this.#assertRealDir(meaning.dir, e.path);
         await this.#prune(meaning.dir);
-        const own = this.#plan.byTarget.get(meaning.dir);
-        if (own === undefined) this.#xattrItems.push({ path: this.#abs(meaning.dir), xattrs: [[opaqueXattr, Buffer.from('y')]] });
+        // A dir entry of this changeset gets the flag with its own xattrs.
+        if (!this.#plan.targets.has(meaning.dir)) await this.#queueXattrs({ path: this.#abs(meaning.dir), xattrs: [[opaqueXattr, Buffer.from('y')]] });
         return;
       }
       if (meaning.kind === 'whiteout') {
@@ -130,10 +152,11 @@ class Applier {
           break;
       }
     });
-    await this.#applyXattrs();
-    // Directory mtimes last: writing their children changed them.
-    for (const d of this.#dirs.reverse()) {
-      await lutimes(this.#abs(d.path), secs(d.mtimeNs), secs(d.mtimeNs));
+    await this.#flushXattrs();
+    // Directory mtimes last: writing their children changed them (setting a dir's own mtime changes no parent's).
+    for (const [rel, ns] of this.#plan.dirMtimes) {
+      const t = timeOf(ns);
+      await lutimes(this.#abs(rel), t, t);
     }
     await syncFileSystem(this.#upper);
   }
@@ -155,10 +178,10 @@ class Applier {
     const names = await readdir(this.#abs(dir), { withFileTypes: true });
     for (const d of names) {
       const child = joinRel(dir, d.name);
-      const planned = this.#plan.byTarget.get(child);
+      const planned = this.#plan.targets.get(child);
       if (planned === undefined) {
         await rm(this.#abs(child), { recursive: true, force: true });
-      } else if (d.isDirectory() && planned.meaning === 'plain' && planned.e.type === 'dir') {
+      } else if (d.isDirectory() && planned === 'dir') {
         await this.#prune(child);
       }
     }
@@ -167,18 +190,16 @@ class Applier {
   async #dir(e: TarEntry): Promise<void> {
     const abs = this.#abs(e.path);
     const st = await lstat(abs).catch(() => null);
-    if (st?.isDirectory() === true) {
-      this.#preexistingDirs.add(e.path);
-    } else {
+    const preexisting = st?.isDirectory() === true;
+    if (!preexisting) {
       if (st !== null) await rm(abs, { force: true });
       await mkdir(abs, { mode: 0o700 });
     }
     await lchown(abs, e.uid, e.gid);
     await chmod(abs, e.mode);
-    this.#dirs.push(e);
     const xattrs = [...e.xattrs];
     if (this.#plan.opaqueDirs.has(e.path)) xattrs.push([opaqueXattr, Buffer.from('y')]);
-    this.#xattrItems.push({ path: abs, xattrs });
+    await this.#queueXattrs({ path: abs, xattrs, preexisting });
   }
 
   async #file(e: TarEntry, chunks: AsyncGenerator<Buffer>): Promise<void> {
@@ -197,25 +218,27 @@ class Applier {
       // chown before chmod: chown clears setuid/setgid.
       await fh.chown(e.uid, e.gid);
       await fh.chmod(e.mode);
-      await fh.utimes(secs(e.mtimeNs), secs(e.mtimeNs));
+      const t = timeOf(e.mtimeNs);
+      await fh.utimes(t, t);
     } finally {
       await fh.close();
     }
     await this.#removeDirAt(e.path);
     await rename(tmp, this.#abs(e.path));
     this.#temps.delete(tmp);
-    if (e.xattrs.length > 0) this.#xattrItems.push({ path: this.#abs(e.path), xattrs: e.xattrs });
+    if (e.xattrs.length > 0) await this.#queueXattrs({ path: this.#abs(e.path), xattrs: e.xattrs });
   }
 
   async #symlink(e: TarEntry): Promise<void> {
     const tmp = this.#tempName();
     await symlink(e.linkpath ?? '', tmp);
     await lchown(tmp, e.uid, e.gid);
-    await lutimes(tmp, secs(e.mtimeNs), secs(e.mtimeNs));
+    const t = timeOf(e.mtimeNs);
+    await lutimes(tmp, t, t);
     await this.#removeDirAt(e.path);
     await rename(tmp, this.#abs(e.path));
     this.#temps.delete(tmp);
-    if (e.xattrs.length > 0) this.#xattrItems.push({ path: this.#abs(e.path), xattrs: e.xattrs });
+    if (e.xattrs.length > 0) await this.#queueXattrs({ path: this.#abs(e.path), xattrs: e.xattrs });
   }
 
   /** Renames `tmp` over `rel`; when both already name the same inode rename does nothing, so drop `tmp`. */
@@ -253,12 +276,22 @@ class Applier {
     await this.#renameIn(tmp, rel);
   }
 
-  async #applyXattrs(): Promise<void> {
+  async #queueXattrs(item: { path: string; xattrs: ReadonlyArray<readonly [string, Buffer]>; preexisting?: boolean }): Promise<void> {
+    if (item.xattrs.length === 0 && item.preexisting !== true) return;
+    this.#xattrItems.push(item);
+    for (const [, v] of item.xattrs) this.#xattrBytes += v.length;
+    if (this.#xattrItems.length >= xattrBatchItems || this.#xattrBytes >= xattrBatchBytes) await this.#flushXattrs();
+  }
+
+  async #flushXattrs(): Promise<void> {
+    const items = this.#xattrItems;
+    this.#xattrItems = [];
+    this.#xattrBytes = 0;
     // Dirs updated in place keep old xattrs: drop those the changeset no longer carries.
-    const pre = [...this.#preexistingDirs].map((d) => this.#abs(d));
+    const pre = items.filter((i) => i.preexisting === true).map((i) => i.path);
     if (pre.length > 0) {
       const current = await readXattrs(pre);
-      const wanted = new Map(this.#xattrItems.map((i) => [i.path, new Set(i.xattrs.map(([n]) => n))]));
+      const wanted = new Map(items.map((i) => [i.path, new Set(i.xattrs.map(([n]) => n))]));
       const removals = new Map<string, string[]>();
       for (const [path, list] of current) {
         for (const [name] of list) {
@@ -272,6 +305,6 @@ class Applier {
       }
       for (const [name, paths] of removals) await removeXattr(name, paths);
     }
-    await writeXattrs(this.#xattrItems, this.#tmp);
+    await writeXattrs(items, this.#tmp);
   }
 }

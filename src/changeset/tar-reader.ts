@@ -1,12 +1,14 @@
 // Strict, bounded streaming reader of a gzip'd changeset tar. Pulls gunzip output chunk by chunk, so memory stays
-// at a few chunks whatever the blob holds; the uncompressed byte count is checked as it grows, which stops gzip
-// bombs. Anything it does not understand is refused with ChangesetRejectedError.
+// at a few chunks whatever the blob holds; the uncompressed byte count is checked as it grows against the total
+// limit and the expansion ratio of this blob, which stops gzip bombs after reading no more than that. Anything it
+// does not understand is refused with ChangesetRejectedError; an abort signal stops it between chunks.
 import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { createGunzip } from 'node:zlib';
+import { expansionBound } from './declared.js';
 import { ChangesetRejectedError } from './errors.js';
-import type { Limits } from './limits.js';
+import { maxTrailingZeroBytes, maxXattrValueBytes, type Limits } from './limits.js';
 import { blockSize, decodeHeaderBlock, paddingFor, parsePaxBody, parsePaxTime, removeOnlyKey, type EntryType, type TarEntry } from './tar-format.js';
-import { maxXattrValueBytes } from './limits.js';
 
 export interface EntryBody {
   readonly size: number;
@@ -29,14 +31,18 @@ const maxUid = 0xfffffffe;
 class ByteSource {
   readonly #it: AsyncIterator<Buffer>;
   readonly #limit: number;
+  readonly #limitWhy: string;
+  readonly #signal: AbortSignal | undefined;
   #buf: Buffer = Buffer.alloc(0);
   #total = 0;
   #done = false;
   entry = '<stream>';
 
-  constructor(it: AsyncIterator<Buffer>, limit: number) {
+  constructor(it: AsyncIterator<Buffer>, limit: number, limitWhy: string, signal: AbortSignal | undefined) {
     this.#it = it;
     this.#limit = limit;
+    this.#limitWhy = limitWhy;
+    this.#signal = signal;
   }
 
   get total(): number {
@@ -46,6 +52,7 @@ class ByteSource {
   /** Pulls one more chunk; false at the end of the stream. */
   async #pull(): Promise<boolean> {
     if (this.#done) return false;
+    this.#signal?.throwIfAborted();
     let r: IteratorResult<Buffer>;
     try {
       r = await this.#it.next();
@@ -58,19 +65,45 @@ class ByteSource {
     }
     this.#total += r.value.length;
     if (this.#total > this.#limit) {
-      throw new ChangesetRejectedError(`uncompressed size exceeds the limit of ${this.#limit} bytes`, { entry: this.entry });
+      throw new ChangesetRejectedError(`uncompressed size exceeds ${this.#limit} bytes (${this.#limitWhy}); stopped reading there`, { entry: this.entry });
     }
-    this.#buf = this.#buf.length === 0 ? r.value : Buffer.concat([this.#buf, r.value]);
+    this.#next = r.value;
     return true;
   }
 
-  /** Exactly n bytes (n small), or null when the stream ends cleanly before the first byte. */
+  /** The chunk #pull read last, until it becomes #buf. */
+  #next: Buffer | null = null;
+
+  /** Once the current chunk is used up: makes the next one current. */
+  async #advance(): Promise<boolean> {
+    if (!(await this.#pull()) || this.#next === null) return false;
+    this.#buf = this.#next;
+    this.#next = null;
+    return true;
+  }
+
+  /** Exactly n bytes (n small), or null when the stream ends cleanly before the first byte. A block cut by a chunk
+   *  boundary is assembled from copies of its two parts; the chunks themselves are never concatenated (that copied
+   *  a whole 1 MiB chunk per boundary, garbage that grew the peak RSS by tens of MB). */
   async readExact(n: number): Promise<Buffer | null> {
-    while (this.#buf.length < n) {
-      if (!(await this.#pull())) {
-        if (this.#buf.length === 0) return null;
-        throw new ChangesetRejectedError('truncated tar stream', { entry: this.entry });
+    if (this.#buf.length < n) {
+      const head = Buffer.from(this.#buf);
+      const parts: Buffer[] = [head];
+      let have = head.length;
+      this.#buf = Buffer.alloc(0);
+      while (have < n) {
+        if (!(await this.#pull()) || this.#next === null) {
+          if (have === 0) return null;
+          throw new ChangesetRejectedError('truncated tar stream', { entry: this.entry });
+        }
+        const chunk = this.#next;
+        this.#next = null;
+        const part = chunk.subarray(0, n - have);
+        parts.push(part);
+        have += part.length;
+        this.#buf = chunk.subarray(part.length);
       }
+      return Buffer.concat(parts, n);
     }
     const out = this.#buf.subarray(0, n);
     this.#buf = this.#buf.subarray(n);
@@ -81,7 +114,7 @@ class ByteSource {
   async *take(n: number): AsyncGenerator<Buffer> {
     let left = n;
     while (left > 0) {
-      if (this.#buf.length === 0 && !(await this.#pull())) {
+      if (this.#buf.length === 0 && !(await this.#advance())) {
         throw new ChangesetRejectedError('truncated tar stream', { entry: this.entry });
       }
       const part = this.#buf.subarray(0, Math.min(left, this.#buf.length));
@@ -97,12 +130,15 @@ class ByteSource {
     }
   }
 
-  /** Consumes the rest, which must be zero padding. */
-  async drainZeros(): Promise<void> {
+  /** Consumes the rest, which must be zero padding of at most `max` bytes. */
+  async drainZeros(max: number): Promise<void> {
+    let seen = 0;
     for (;;) {
       if (this.#buf.some((b) => b !== 0)) throw new ChangesetRejectedError('data after the end of the archive', { entry: this.entry });
+      seen += this.#buf.length;
+      if (seen > max) throw new ChangesetRejectedError(`more than ${max} bytes of padding after the end of the archive`, { entry: this.entry });
       this.#buf = Buffer.alloc(0);
-      if (!(await this.#pull())) return;
+      if (!(await this.#advance())) return;
     }
   }
 }
@@ -122,15 +158,23 @@ function uidValue(text: Buffer | undefined, fallback: number | undefined, what: 
 }
 
 /** Reads every entry of `file` in order and calls `onEntry` for each. Validates framing, checksums and limits;
- *  path safety and tree rules are the caller's (see validate.ts). */
-export async function readChangeset(file: string, limits: Limits, onEntry: (e: TarEntry, body: EntryBody) => Promise<void>): Promise<ReadSummary> {
+ *  path safety and tree rules are the caller's (see validate.ts). `signal` aborts between chunks (throws its reason). */
+export async function readChangeset(
+  file: string,
+  limits: Limits,
+  onEntry: (e: TarEntry, body: EntryBody) => Promise<void>,
+  opts: { signal?: AbortSignal } = {},
+): Promise<ReadSummary> {
+  const stored = (await stat(file)).size;
+  const bound = expansionBound(stored, limits);
+  const why = bound === limits.maxTotalBytes ? 'the limit on uncompressed bytes' : `${limits.maxExpansionRatio}:1 expansion of a ${stored}-byte blob`;
   // Large chunks: each zlib chunk is a round trip to the thread pool, and 16 KiB ones made reading 200 MB take a second.
   const gunzip = createGunzip({ chunkSize: 1 << 20 });
   const input = createReadStream(file, { highWaterMark: 1 << 20 });
   input.on('error', (err) => gunzip.destroy(err));
   input.pipe(gunzip);
   const it = gunzip[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-  const src = new ByteSource(it, limits.maxTotalBytes);
+  const src = new ByteSource(it, bound, why, opts.signal);
   let entries = 0;
   try {
     let pax: Map<string, Buffer> | null = null;
@@ -143,7 +187,7 @@ export async function readChangeset(file: string, limits: Limits, onEntry: (e: T
         const second = await src.readExact(blockSize);
         if (second === null || second.some((b) => b !== 0)) reject('malformed end-of-archive marker', src.entry);
         if (pax !== null) reject('PAX header without an entry', src.entry);
-        await src.drainZeros();
+        await src.drainZeros(maxTrailingZeroBytes);
         break;
       }
       src.entry = h.path || '<unnamed>';

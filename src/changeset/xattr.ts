@@ -1,9 +1,10 @@
 // Extended attributes through Debian's attr tools, many paths per spawn. Never follows symlinks (-h).
-import { writeFile, rm } from 'node:fs/promises';
+import { open, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ChangesetToolError } from './errors.js';
 import { batches, runTool, runToolOk } from './tools.js';
+import { xattrFootprint } from './xattr-rules.js';
 
 export type Xattrs = Array<[string, Buffer]>;
 
@@ -81,4 +82,33 @@ export async function writeXattrs(items: ReadonlyArray<{ path: string; xattrs: R
 /** Removes one xattr name from each path (each path must carry it). */
 export async function removeXattr(name: string, absPaths: readonly string[]): Promise<void> {
   for (const batch of batches(absPaths)) await runToolOk('setfattr', ['-h', '-x', name, '--', ...batch]);
+}
+
+/** How the kernel says an inode's xattrs do not fit: ENOSPC (ext4 without ea_inode), E2BIG, ERANGE. */
+const noRoom = /No space left on device|Argument list too long|Numerical result out of range/;
+
+/**
+ * Whether xattrs of these names and value sizes fit one inode of the file system holding `tmpDir`: sets the same number of names,
+ * of the same lengths (at least), with values of the same sizes, as `trusted.*` on a scratch file there (trusted.*
+ * is stored like user.* and security.* without their checks). Returns the kernel's refusal, or null when they fit.
+ * Other failures (no such tool, no xattr support at all) throw ChangesetToolError.
+ */
+export async function probeXattrRoom(tmpDir: string, layout: ReadonlyArray<readonly [name: string, valueBytes: number]>): Promise<string | null> {
+  const file = join(tmpDir, `.xattr-probe-${randomBytes(6).toString('hex')}`);
+  const probe: Array<[string, Buffer]> = layout.map(([name, valueBytes], i) => {
+    const suffix = name.slice(name.indexOf('.') + 1);
+    return [`trusted.p${i}`.padEnd('trusted.'.length + suffix.length, 'x'), Buffer.alloc(valueBytes, 0x61)];
+  });
+  await (await open(file, 'wx', 0o600)).close();
+  try {
+    await writeXattrs([{ path: file, xattrs: probe }], tmpDir);
+    return null;
+  } catch (err) {
+    if (err instanceof ChangesetToolError && noRoom.test(err.message)) {
+      return `its xattrs (${xattrFootprint(layout)} bytes on disk) do not fit one inode of the target file system: ${err.message.replace(/^setfattr failed \(exit \d+\): /, '')}`;
+    }
+    throw err;
+  } finally {
+    await rm(file, { force: true });
+  }
 }

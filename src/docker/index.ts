@@ -5,7 +5,7 @@ export { engineFactsFromInfo } from './engine-facts.js';
 export type { EngineFacts } from './engine-facts.js';
 export { checkUpperDirFacts, layersFromGraphDriver, verifyUpperDirOnDisk } from './layers.js';
 export type { OverlayLayers, UpperDirFacts } from './layers.js';
-export { createOptionsFromSpec, specDigest, specFromInspect, twinLabels, twinSpecSchema } from './spec.js';
+export { createOptionsFromSpec, networkModeProblem, NETWORK_MODES, specDigest, specFromInspect, twinLabels, twinSpecSchema } from './spec.js';
 export type { PortBinding, RestartPolicy, RestartPolicyName, TwinSpec } from './spec.js';
 export { NO_RESTART } from './spec.js';
 export { inspectSchema, infoSchema } from './schemas.js';

@@ -45,6 +45,22 @@ export interface TwinSpec {
 // Container names as Docker accepts them; the name also becomes a bucket key segment elsewhere.
 const containerName = z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]{1,127}$/, 'a Docker container name');
 
+/** Network modes a twin may be created with: Docker's own modes and user-defined networks, named with Docker's
+ *  name charset (or by id). `container:<x>` would join whatever container has that name on the standby, and
+ *  `ns:<path>` any network namespace of the standby host (`ns:/proc/1/ns/net` is the host's): neither is the
+ *  primary's network, and a spec is read from the bucket. */
+export const NETWORK_MODES = ['none', 'host', 'bridge', 'default'] as const;
+const networkName = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$/;
+
+/** Why a spec's networkMode cannot be recreated on the standby, or null. */
+export function networkModeProblem(mode: string): string | null {
+  if ((NETWORK_MODES as readonly string[]).includes(mode) || networkName.test(mode)) return null;
+  const shown = JSON.stringify(mode.slice(0, 80));
+  if (mode.startsWith('container:')) return `networkMode ${shown} joins another container's network namespace, which the standby cannot recreate (it would join whatever container has that name there)`;
+  if (mode.startsWith('ns:')) return `networkMode ${shown} joins a network namespace of the standby host by path; twins are not created in one`;
+  return `networkMode ${shown} is not none, host, bridge, default or a Docker network name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)`;
+}
+
 export const twinSpecSchema: z.ZodType<TwinSpec> = z.object({
   version: z.literal(1),
   name: containerName,
@@ -58,7 +74,10 @@ export const twinSpecSchema: z.ZodType<TwinSpec> = z.object({
   user: z.string(),
   exposedPorts: z.array(z.string().regex(/^\d{1,5}(\/(tcp|udp|sctp))?$/, 'port/proto')),
   portBindings: z.record(z.string(), z.array(z.object({ hostIp: z.string(), hostPort: z.string() }))),
-  networkMode: z.string().min(1),
+  networkMode: z.string().superRefine((mode, ctx) => {
+    const problem = networkModeProblem(mode);
+    if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
+  }),
   restartPolicy: z.strictObject({
     name: z.enum(['no', 'always', 'unless-stopped', 'on-failure']),
     maximumRetryCount: z.number().int().min(0).max(1_000_000),

@@ -20,6 +20,10 @@ export interface ContainerRuntimeState {
   restage: boolean;
   /** The explained gap at the queue head: looked up once per blocked record, not once per poll. */
   gap: { seq: number; reason: string } | null;
+  /** A task of the stager is working on this container: the keeper leaves its twin alone meanwhile. */
+  staging: boolean;
+  /** The commit at the queue head whose changeset was refused (until a commit is staged again). */
+  refusedCommit: { seq: number; digest: string; reason: string } | null;
 }
 
 /** Every container the puller has heard of (journal, specs), created on first mention. */
@@ -29,7 +33,7 @@ export class ContainerStates {
   get(name: string): ContainerRuntimeState {
     let c = this.#map.get(name);
     if (!c) {
-      c = { queue: [], blocked: null, refused: null, spec: null, specStale: false, twin: 'absent', lastError: null, restage: false, gap: null };
+      c = { queue: [], blocked: null, refused: null, spec: null, specStale: false, twin: 'absent', lastError: null, restage: false, gap: null, staging: false, refusedCommit: null };
       this.#map.set(name, c);
     }
     return c;

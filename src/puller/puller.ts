@@ -3,6 +3,7 @@
 // finalizes (a last bounded catch-up) and starts the twins.
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Limits } from '../changeset/index.js';
 import type { DockerRuntime, TwinSpec } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import { acquireStateLock, type StateLock } from '../state/lock.js';
@@ -30,6 +31,8 @@ export interface PullerOptions {
   twinCheckEvery?: number;
   /** At most this many journal records are read in one poll. */
   maxRecordsPerPoll?: number;
+  /** Bounds on changesets (default: the changeset unit's defaults, see src/changeset/limits.ts). */
+  limits?: Limits;
 }
 
 export interface PollReport {
@@ -66,7 +69,10 @@ export class Puller {
     const { runtime, bucket, log } = opts;
     this.#journal = new JournalFollower({ bucket, log, file: this.#file, generationCheckEvery: opts.generationCheckEvery ?? 20, maxRecordsPerPoll: opts.maxRecordsPerPoll ?? 10_000 }, this.#containers);
     this.#keeper = new TwinKeeper({ runtime, bucket, log, checkEvery: opts.twinCheckEvery ?? 20, group: opts.group }, this.#containers, this.#journal);
-    this.#stager = new Stager({ runtime, bucket, log, file: this.#file, blobDir: this.#blobDir, downloadConcurrency: opts.downloadConcurrency }, this.#containers, this.#journal, this.#keeper);
+    this.#stager = new Stager({
+      runtime, bucket, log, file: this.#file, blobDir: this.#blobDir, downloadConcurrency: opts.downloadConcurrency,
+      ...(opts.limits === undefined ? {} : { limits: opts.limits }),
+    }, this.#containers, this.#journal, this.#keeper);
   }
 
   /** Takes the state-dir lock, loads the staged state and checks the engine; does not poll yet. */
@@ -93,7 +99,9 @@ export class Puller {
 
   async #run(): Promise<void> {
     while (!this.#stopped) {
-      if (!this.#paused) await this.pollOnce();
+      // The loop does not wait for staging: a container's commits go on staging in its own task while the next polls
+      // read the journal and start the others (one big or hostile blob holds back nobody else).
+      if (!this.#paused) await this.#pollShared(new AbortController().signal, false);
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, this.#o.pollIntervalMs);
         this.#wake = () => {
@@ -105,16 +113,22 @@ export class Puller {
     }
   }
 
-  /** One poll: head, new records, stage what can be staged. Concurrent callers share the poll in flight. */
+  /** One poll: head, new records, stage what can be staged, and wait until every container's staging is done (also
+   *  staging a poll of the daemon started). Concurrent callers share the poll in flight. `pastHead` (finalize) reads
+   *  the journal beyond the head too. */
   async pollOnce(signal?: AbortSignal, opts: { pastHead?: boolean } = {}): Promise<PollReport> {
+    return this.#pollShared(signal ?? new AbortController().signal, true, opts.pastHead === true);
+  }
+
+  async #pollShared(signal: AbortSignal, waitForStaging: boolean, pastHead = false): Promise<PollReport> {
     while (this.#inFlight) await this.#inFlight;
-    this.#inFlight = this.#poll(signal ?? new AbortController().signal, opts.pastHead === true).finally(() => {
+    this.#inFlight = this.#poll(signal, waitForStaging, pastHead).finally(() => {
       this.#inFlight = null;
     });
     return this.#inFlight;
   }
 
-  async #poll(signal: AbortSignal, pastHead: boolean): Promise<PollReport> {
+  async #poll(signal: AbortSignal, waitForStaging: boolean, pastHead: boolean): Promise<PollReport> {
     const started = Date.now();
     const state = this.#requireState();
     let staged = 0;
@@ -130,7 +144,7 @@ export class Puller {
       if (signal.aborted) return this.#report(started, true, 0, signal, null);
       if (this.#keeper.due(headMoved || pastHead)) await this.#keeper.ensureTwins(state);
       if (signal.aborted) return this.#report(started, true, 0, signal, null);
-      staged = await this.#stager.stageQueues(state, signal);
+      staged = await this.#stager.stageQueues(state, signal, waitForStaging);
       this.#lastPollAt = Date.now();
       this.#lastError = null;
       return this.#report(started, true, staged, signal, null);
@@ -146,8 +160,9 @@ export class Puller {
   }
 
   /** Pauses polling, then stages what is newer within deadlineMs; on bucket failure goes on with what is staged.
-   *  Returns at the deadline even when a bucket request hangs (after any commit being staged right then is done):
-   *  the poll goes on in the background but stages nothing more once aborted. */
+   *  Returns at the deadline even when a bucket request hangs or a blob is being validated (after any commit being
+   *  applied right then is done): downloads and validations in progress are abandoned, the poll goes on in the
+   *  background but stages nothing more once aborted. */
   async finalize(deadlineMs: number): Promise<FinalizeReport> {
     const started = Date.now();
     this.#paused = true;
@@ -157,6 +172,8 @@ export class Puller {
     const deadline = new Promise<null>((resolve) => {
       timer = setTimeout(() => {
         controller.abort();
+        // Also the tasks the daemon's polls started: a bomb being validated must not delay MASTER.
+        this.#stager.abortAll();
         resolve(null);
       }, deadlineMs);
     });
@@ -245,7 +262,10 @@ export class Puller {
       const latest = this.#latestSeq(name);
       const stagedSeq = this.#stagedSeq(name);
       const reason = c.refused ?? c.blocked ?? c.lastError;
-      return { name, latestSeq: latest, stagedSeq, lag: latest === null ? null : Math.max(0, latest - stagedSeq), twin: c.twin, ...(reason ? { reason } : {}) };
+      return {
+        name, latestSeq: latest, stagedSeq, lag: latest === null ? null : Math.max(0, latest - stagedSeq), twin: c.twin,
+        ...(reason ? { reason } : {}), ...(c.refusedCommit ? { refusedCommit: { ...c.refusedCommit } } : {}),
+      };
     });
     return Promise.resolve({
       role: this.#role,
@@ -267,6 +287,7 @@ export class Puller {
     this.#wake?.();
     await this.#loop;
     while (this.#inFlight) await this.#inFlight.catch(() => undefined);
+    await this.#stager.drain();
     await this.#lock?.release();
     this.#lock = null;
   }

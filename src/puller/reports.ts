@@ -10,6 +10,9 @@ export interface ContainerStatus {
   lag: number | null;
   twin: 'absent' | 'stopped' | 'running' | 'refused';
   reason?: string;
+  /** The commit whose changeset was refused (hostile, or beyond the limits): neither fetched nor validated again;
+   *  the container waits for a full checkpoint. */
+  refusedCommit?: { seq: number; digest: string; reason: string };
 }
 export interface StatusReport {
   role: 'standby' | 'promoting' | 'master';

@@ -1,9 +1,17 @@
 // Staging: each container's queue, in order, into its stopped twin's upper dir — fetched, verified, staged whole,
-// then the staged seq recorded durably. A gap, a running twin or a replaced twin stops that container only.
+// then the staged seq recorded durably. A gap, a running twin, a replaced twin or a refused commit stops that
+// container only.
+//
+// Containers do not wait for each other: each has its own task, which outlives the poll that started it (the daemon
+// polls on while a big blob is validated), and at most `downloadConcurrency` commits are fetched and staged at once,
+// so one slow or hostile blob holds one slot, not the others. A commit whose changeset was refused is remembered by
+// container and digest and neither downloaded nor validated again. Promotion aborts validations in progress.
 import { rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import PQueue from 'p-queue';
-import { ChangesetRejectedError, stageChangeset } from '../changeset/index.js';
+import {
+  bytesNeeded, ChangesetRejectedError, declaredProblem, defaultLimits, roomProblem, stageChangeset, type Limits,
+} from '../changeset/index.js';
 import { specDigest, type DockerRuntime, type TwinState } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Bucket, CommitRecord } from '../store/index.js';
@@ -19,7 +27,18 @@ export interface StagerOptions {
   file: AppliedStateFile;
   /** Where blobs are downloaded to (emptied at open). */
   blobDir: string;
+  /** Commits fetched and staged at once, over all containers. */
   downloadConcurrency: number;
+  /** Bounds on changesets (default: the changeset unit's defaults). */
+  limits?: Limits;
+}
+
+/** Refused commits remembered (by container and digest); the oldest are forgotten beyond this. */
+const maxRemembered = 1024;
+
+interface Task {
+  promise: Promise<number>;
+  controller: AbortController;
 }
 
 function stageable(twin: TwinState): boolean {
@@ -28,9 +47,15 @@ function stageable(twin: TwinState): boolean {
 
 export class Stager {
   readonly #o: StagerOptions;
+  readonly #limits: Limits;
   readonly #containers: ContainerStates;
   readonly #journal: JournalFollower;
   readonly #keeper: TwinKeeper;
+  readonly #slots: PQueue;
+  /** One task per container with work, started by a poll, running until its queue is done or it is stopped. */
+  readonly #tasks = new Map<string, Task>();
+  /** Refused commits by `container\ndigest`: their reason. */
+  readonly #refused = new Map<string, string>();
   /** stageChangeset calls in progress; a promotion waits for these, not for a poll stuck on the network. */
   readonly #stagings = new Set<Promise<unknown>>();
   /** Set when the twins are about to start: no staging starts any more (the twins then own their layers). */
@@ -38,14 +63,17 @@ export class Stager {
 
   constructor(opts: StagerOptions, containers: ContainerStates, journal: JournalFollower, keeper: TwinKeeper) {
     this.#o = opts;
+    this.#limits = opts.limits ?? defaultLimits;
     this.#containers = containers;
     this.#journal = journal;
     this.#keeper = keeper;
+    this.#slots = new PQueue({ concurrency: opts.downloadConcurrency });
   }
 
-  /** No staging starts from now on; resolves once the ones in progress are done. */
+  /** No staging starts from now on and validations in progress stop; resolves once applies in progress are done. */
   async freeze(): Promise<void> {
     this.#frozen = true;
+    this.abortAll();
     while (this.#stagings.size > 0) await Promise.allSettled([...this.#stagings]);
   }
 
@@ -58,26 +86,67 @@ export class Stager {
     this.#frozen = false;
   }
 
-  async stageQueues(state: AppliedState, signal: AbortSignal): Promise<number> {
-    const queue = new PQueue({ concurrency: this.#o.downloadConcurrency });
+  /** Stops every container's task where it stands: downloads and validations are abandoned, an apply under way
+   *  finishes (a deadline must not wait for a blob being validated, nor leave a commit half applied). */
+  abortAll(): void {
+    for (const t of this.#tasks.values()) t.controller.abort();
+  }
+
+  /** Aborts every task and waits for all of them to end (at stop). */
+  async drain(): Promise<void> {
+    this.abortAll();
+    while (this.#tasks.size > 0) await Promise.allSettled([...this.#tasks.values()].map((t) => t.promise));
+  }
+
+  /**
+   * Starts a task for every container that has commits to stage and none running. With `wait` (a poll that must
+   * report what it staged, a finalize), resolves once every task, also those started earlier, is done, with the
+   * number of commits staged meanwhile; without it, at once with 0. `signal` aborts the tasks it started.
+   */
+  async stageQueues(state: AppliedState, signal: AbortSignal, wait = true): Promise<number> {
+    for (const [name, c] of this.#containers.entries()) {
+      if (this.#frozen || signal.aborted) break;
+      if (c.queue.length === 0 || c.refused !== null || c.restage || this.#tasks.has(name)) continue;
+      const controller = new AbortController();
+      const onAbort = (): void => controller.abort();
+      signal.addEventListener('abort', onAbort, { once: true });
+      c.staging = true;
+      // Nobody may be waiting (the daemon's polls do not): a failure outside staging proper (Docker, statfs) is
+      // reported on the container, never left as an unhandled rejection.
+      const promise = this.#stageContainer(state, name, c, controller.signal).catch((err: unknown) => {
+        c.lastError = (err as Error).message;
+        this.#o.log.warn('staging failed; the staged seq did not move', { container: name, err });
+        return 0;
+      }).finally(() => {
+        signal.removeEventListener('abort', onAbort);
+        c.staging = false;
+        this.#tasks.delete(name);
+      });
+      this.#tasks.set(name, { promise, controller });
+    }
+    if (!wait) return 0;
     let staged = 0;
-    const jobs = this.#containers.entries()
-      .filter(([, c]) => c.queue.length > 0 && c.refused === null && !c.restage)
-      .map(([name, c]) => queue.add(async () => {
-        staged += await this.#stageContainer(state, name, c, signal);
-      }));
-    await Promise.all(jobs);
-    return staged;
+    const waited = new Set<Promise<number>>();
+    for (;;) {
+      const pending = [...this.#tasks.values()].map((t) => t.promise).filter((p) => !waited.has(p));
+      if (pending.length === 0) return staged;
+      for (const p of pending) waited.add(p);
+      for (const r of await Promise.allSettled(pending)) if (r.status === 'fulfilled') staged += r.value;
+    }
   }
 
   async #stageContainer(state: AppliedState, name: string, c: ContainerRuntimeState, signal: AbortSignal): Promise<number> {
     let staged = 0;
     while (c.queue.length > 0 && !signal.aborted && !this.#frozen) {
       const record = c.queue[0]!;
+      // A poll may replace the queue meanwhile (a full commit, a new generation): only this record leaves it.
+      const done = (): void => {
+        if (c.queue[0] === record) c.queue.shift();
+      };
       const applied = state.containers[name];
       const appliedSeq = applied && applied.generation === record.generation ? applied.seq : null;
       if (appliedSeq !== null && appliedSeq >= record.seq) {
-        c.queue.shift();
+        done();
         continue;
       }
       if (record.kind !== 'full' && appliedSeq !== record.parentSeq) {
@@ -87,6 +156,16 @@ export class Stager {
           this.#o.log.error('staging stopped at a gap', { container: name, seq: record.seq, parentSeq: record.parentSeq, stagedSeq: appliedSeq, reason: why });
         }
         c.blocked = c.gap.reason;
+        return staged;
+      }
+      const remembered = this.#refused.get(refusalKey(name, record));
+      if (remembered !== undefined) {
+        this.#showRefusal(c, record, remembered);
+        return staged;
+      }
+      const declared = declaredProblem({ ...record.counts, size: record.size }, this.#limits);
+      if (declared !== null) {
+        this.#refuse(name, c, record, declared);
         return staged;
       }
       const twin = await this.#o.runtime.twinState(name);
@@ -115,38 +194,83 @@ export class Stager {
         c.blocked = 'twin was replaced; restaging from the journal';
         return staged;
       }
+      const upperDir = twin.layers.upperDir;
+      // Not downloaded when it cannot fit (the disk may be freed: checked again next poll, not remembered).
+      const room = await roomProblem(upperDir, bytesNeeded(record.counts));
+      if (room !== null) {
+        if (c.lastError !== room) this.#o.log.warn('staging waits for free disk space', { container: name, seq: record.seq, reason: room });
+        c.lastError = room;
+        return staged;
+      }
       const blob = join(this.#o.blobDir, `${record.digest}.${record.seq}`);
       try {
-        await this.#download(record, blob, signal);
-        if (signal.aborted || this.#frozen) break;
-        const staging = stageChangeset(blob, record.kind, { upperDir: twin.layers.upperDir, tmpDir: join(dirname(twin.layers.upperDir), 'twinlayer-tmp') }, { log: this.#o.log.child({ container: name }) });
-        this.#stagings.add(staging);
-        try {
-          await staging;
-        } finally {
-          this.#stagings.delete(staging);
-        }
+        const ok = await this.#slots.add(async () => {
+          if (signal.aborted || this.#frozen) return false;
+          await this.#download(record, blob, signal);
+          if (signal.aborted || this.#frozen) return false;
+          const staging = stageChangeset(blob, record.kind, { upperDir, tmpDir: join(dirname(upperDir), 'twinlayer-tmp') }, {
+            limits: this.#limits, log: this.#o.log.child({ container: name }), declared: { ...record.counts, size: record.size }, signal,
+          });
+          this.#stagings.add(staging);
+          try {
+            await staging;
+          } finally {
+            this.#stagings.delete(staging);
+          }
+          return true;
+        }, { signal, throwOnTimeout: true });
+        if (!ok) break;
         const after = await this.#o.runtime.twinState(name);
         if (!stageable(after)) throw new Error(`twin ${name} started while a commit was being staged; restaging later`);
         state.containers[name] = { generation: record.generation, seq: record.seq, digest: record.digest, stagedAt: new Date().toISOString(), twinId: twin.id };
-        c.queue.shift();
+        done();
         c.gap = null;
         state.cursor = this.#journal.durableCursor();
         await this.#o.file.save(state);
         c.blocked = null;
         c.lastError = null;
+        c.refusedCommit = null;
         staged++;
         this.#o.log.debug('staged', { container: name, seq: record.seq, kind: record.kind });
       } catch (err) {
+        if (signal.aborted) {
+          // Nothing was written (an apply under way is never aborted); the commit is staged by a later poll.
+          this.#o.log.info('staging stopped by a deadline; the staged seq did not move', { container: name, seq: record.seq });
+          return staged;
+        }
+        if (err instanceof ChangesetRejectedError) {
+          this.#refuse(name, c, record, err.message);
+          return staged;
+        }
+        // I/O errors, a full disk (ChangesetNoRoomError), a tool failing: retried whole by a later poll.
         c.lastError = (err as Error).message;
-        const level = err instanceof ChangesetRejectedError ? 'error' : 'warn';
-        this.#o.log[level]('staging failed; the staged seq did not move', { container: name, seq: record.seq, err });
+        this.#o.log.warn('staging failed; the staged seq did not move', { container: name, seq: record.seq, err });
         return staged;
       } finally {
         await rm(blob, { force: true });
       }
     }
     return staged;
+  }
+
+  /** A changeset refused for what it holds (or declares) is refused for good: remembered, so it is neither fetched
+   *  nor validated again, and the container waits for a full checkpoint that resets its queue. */
+  #refuse(name: string, c: ContainerRuntimeState, record: CommitRecord, reason: string): void {
+    this.#o.log.error('changeset refused; this container waits for a full checkpoint', { container: name, seq: record.seq, digest: record.digest, reason });
+    const key = refusalKey(name, record);
+    this.#refused.delete(key);
+    this.#refused.set(key, reason);
+    while (this.#refused.size > maxRemembered) {
+      const oldest = this.#refused.keys().next();
+      if (oldest.done === true) break;
+      this.#refused.delete(oldest.value);
+    }
+    this.#showRefusal(c, record, reason);
+  }
+
+  #showRefusal(c: ContainerRuntimeState, record: CommitRecord, reason: string): void {
+    c.refusedCommit = { seq: record.seq, digest: record.digest, reason };
+    c.blocked = `commit ${record.seq} (blob ${record.digest.slice(0, 12)}) refused: ${reason}; waiting for a full checkpoint`;
   }
 
   async #download(record: CommitRecord, file: string, signal: AbortSignal): Promise<void> {
@@ -165,4 +289,8 @@ export class Stager {
       download.catch(() => undefined);
     }
   }
+}
+
+function refusalKey(name: string, record: CommitRecord): string {
+  return `${name}\n${record.digest}`;
 }

@@ -60,6 +60,11 @@ export class TwinKeeper {
     const names = new Set([...(await this.#o.bucket.listSpecNames()), ...this.#containers.names()]);
     for (const name of names) {
       const c = this.#containers.get(name);
+      // Its twin is being staged into: neither replaced nor re-checked now, but at the next poll.
+      if (c.staging) {
+        this.checkSoon();
+        continue;
+      }
       try {
         if (c.spec === null || c.specStale) {
           c.spec = await this.#readSpec(name);
@@ -80,7 +85,7 @@ export class TwinKeeper {
         c.spec = null;
       }
     }
-    const restage = this.#containers.entries().filter(([, c]) => c.restage).map(([n]) => n);
+    const restage = this.#containers.entries().filter(([, c]) => c.restage && !c.staging).map(([n]) => n);
     if (restage.length > 0) await this.#journal.requeue(state, restage);
   }
 

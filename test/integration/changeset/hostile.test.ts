@@ -4,6 +4,7 @@
 import { after, before, beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { statfs } from 'node:fs/promises';
 import { gzipSync } from 'node:zlib';
 import { lstat, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -174,6 +175,118 @@ describe('staging refuses hostile changesets', () => {
   it('refuses a full changeset whose entries lack their parents', async () => {
     await expectRejected(await blob([file('d/only')]), 'd/only', undefined, 'full');
   });
+
+  // What passed validation before and then failed while being applied, leaving what was renamed in so far.
+  describe('content the kernel would refuse halfway through staging', () => {
+    const capV2 = (magic: number): Buffer => {
+      const b = Buffer.alloc(20);
+      b.writeUInt32LE(magic, 0);
+      b.writeUInt32LE(0x400, 4);
+      return b;
+    };
+    it('refuses a malformed security.capability (size, magic, v3 root id)', async () => {
+      const tool = (v: Buffer): Piece => file('tool', 'x', { mode: 0o755, xattrs: [['security.capability', v]] });
+      await expectRejected(await blob([ok, tool(capV2(0x0200_0001).subarray(0, 19))]), 'tool');
+      await expectRejected(await blob([ok, tool(capV2(0x0100_0000))]), 'tool');
+      await expectRejected(await blob([ok, tool(capV2(0x0200_0003))]), 'tool');
+      const v3 = Buffer.concat([capV2(0x0300_0000), Buffer.from('ffffffff', 'hex')]);
+      await expectRejected(await blob([ok, tool(v3)]), 'tool');
+      // A v3 value in a v2 size, and the reverse.
+      await expectRejected(await blob([ok, tool(capV2(0x0300_0000))]), 'tool');
+      await expectRejected(await blob([ok, tool(Buffer.concat([capV2(0x0200_0000), Buffer.alloc(4)]))]), 'tool');
+    });
+    it('refuses a user.* xattr on a symlink, and ACLs the kernel refuses', async () => {
+      await expectRejected(await blob([ok, entry({ path: 'ln', type: 'symlink', linkpath: 'aaa-first', xattrs: [['user.note', Buffer.from('x')]] })]), 'ln');
+      const acl = (...entries: Array<[number, number, number]>): Buffer => {
+        const b = Buffer.alloc(4 + 8 * entries.length);
+        b.writeUInt32LE(2, 0);
+        entries.forEach(([tag, perm, id], i) => {
+          b.writeUInt16LE(tag, 4 + 8 * i);
+          b.writeUInt16LE(perm, 6 + 8 * i);
+          b.writeUInt32LE(id, 8 + 8 * i);
+        });
+        return b;
+      };
+      const minimal = acl([1, 6, 0xffffffff], [4, 4, 0xffffffff], [0x20, 4, 0xffffffff]);
+      await expectRejected(await blob([ok, entry({ path: 'ln', type: 'symlink', linkpath: 'x', xattrs: [['system.posix_acl_access', minimal]] })]), 'ln');
+      await expectRejected(await blob([ok, file('f', 'x', { xattrs: [['system.posix_acl_default', minimal]] })]), 'f');
+      // A named user without a mask; out of order; a bad version.
+      await expectRejected(await blob([ok, file('f', 'x', { xattrs: [['system.posix_acl_access', acl([1, 6, 0], [2, 6, 1000], [4, 4, 0], [0x20, 4, 0])]] })]), 'f');
+      await expectRejected(await blob([ok, file('f', 'x', { xattrs: [['system.posix_acl_access', acl([4, 4, 0], [1, 6, 0], [0x20, 4, 0])]] })]), 'f');
+      const v3 = Buffer.from(minimal);
+      v3.writeUInt32LE(3, 0);
+      await expectRejected(await blob([ok, file('f', 'x', { xattrs: [['system.posix_acl_access', v3]] })]), 'f');
+    });
+    it('refuses an mtime utimes cannot set (10^20 s)', async () => {
+      const far = 10n ** 20n * 1_000_000_000n;
+      await expectRejected(await blob([ok, file('f', 'x', { mtimeNs: far })]), 'f');
+      await expectRejected(await blob([ok, dir('d', { mtimeNs: -(10n ** 12n) * 1_000_000_000n })]), 'd');
+    });
+    it('refuses an opaque marker at the root of a changeset', async () => {
+      await expectRejected(await blob([ok, file('.wh..wh..opq', '')]), '.wh..wh..opq');
+    });
+    it('refuses a child before its new parent, and paths that do not fit PATH_MAX under the upper dir', async () => {
+      await expectRejected(await blob([ok, file('newdir/x'), dir('newdir')]), 'newdir/x');
+      // Within the changeset's own limit (4096 bytes) but not with the upper dir's path in front of it.
+      const parts = [...Array.from({ length: 20 }, () => 'q'.repeat(200)), 'r'.repeat(60)];
+      const deep = parts.join('/');
+      assert.ok(Buffer.byteLength(deep) <= defaultLimits.maxPathBytes && Buffer.byteLength(upper) + 1 + deep.length > 4095);
+      const pieces: Piece[] = [ok];
+      for (let i = 1; i < parts.length; i++) pieces.push(dir(parts.slice(0, i).join('/')));
+      pieces.push(file(deep));
+      await expectRejected(await blob(pieces), deep);
+      await expectRejected(await blob([ok, symlinkEntry('ln', 't'.repeat(4096))]), 'ln');
+    });
+    it('refuses a hard link whose target a later entry replaces, and an opaque marker that removes what an earlier entry needs', async () => {
+      await expectRejected(await blob([ok, hardlinkEntry('h', 'd/kept'), file('d/kept', 'new')]), 'd/kept');
+      await expectRejected(await blob([ok, file('d/sub/x'), file('d/.wh..wh..opq', '')]), 'd/.wh..wh..opq');
+      await expectRejected(await blob([ok, hardlinkEntry('h', 'd/kept'), file('d/.wh..wh..opq', '')]), 'd/.wh..wh..opq');
+    });
+  });
+});
+
+// ext4 without `ea_inode` keeps all of an inode's xattrs in one block (about 4 KiB): values the VFS accepts
+// (64 KiB) fail there with ENOSPC. A small ext4 of the test's own makes the case exact whatever /tmp is.
+describe('staging refuses xattrs the target file system cannot hold', () => {
+  let img = '';
+  let mnt = '';
+  let mounted = false;
+  before(async () => {
+    requireRoot();
+    base = await mkdtemp('/tmp/twinlayer-cs-xattr-');
+    img = join(base, 'fs.img');
+    mnt = join(base, 'mnt');
+    await mkdir(mnt);
+    execFileSync('truncate', ['-s', '16M', img]);
+    execFileSync('mkfs.ext4', ['-q', '-F', '-O', '^ea_inode', '-b', '4096', img]);
+    execFileSync('mount', ['-o', 'loop', img, mnt]);
+    mounted = true;
+  });
+  after(async () => {
+    if (mounted) execFileSync('umount', [mnt]);
+    if (base !== '') await rm(base, { recursive: true, force: true });
+  });
+  beforeEach(async () => {
+    const caseDir = join(mnt, `case-${n++}`);
+    upper = join(caseDir, 'upper');
+    tmpDir = join(caseDir, 'tmp');
+    sentinel = join(caseDir, 'sentinel');
+    await mkdir(join(upper, 'd'), { recursive: true });
+    await mkdir(tmpDir);
+    await mkdir(sentinel);
+  });
+
+  it('refuses one value too large for an inode, and several that do not fit together; stages what fits', async () => {
+    assert.equal((await statfs(mnt)).type, 0xef53, 'the case runs on ext4');
+    const ok = file('aaa-first', 'fine');
+    await expectRejected(await blob([ok, file('big', 'x', { xattrs: [['user.big', Buffer.alloc(8000, 1)]] })]), 'big');
+    await expectRejected(await blob([ok, file('many', 'x', { xattrs: [['user.a', Buffer.alloc(1500, 1)], ['user.b', Buffer.alloc(1500, 2)], ['user.c', Buffer.alloc(1500, 3)]] })]), 'many');
+    await expectRejected(await blob([ok, dir('d', { xattrs: [['trusted.big', Buffer.alloc(5000, 1)]] })]), 'd');
+    const fits = await blob([ok, file('fits', 'x', { xattrs: [['user.a', Buffer.alloc(1500, 1)], ['user.b', Buffer.alloc(1500, 2)]] })]);
+    await stageChangeset(fits, 'delta', { upperDir: upper, tmpDir });
+    assert.match(xattrDump(join(upper, 'fits')), /user\.b=0x0202/);
+    assert.deepEqual(await readdir(tmpDir), []);
+  });
 });
 
 describe('staging writes the overlayfs objects exactly', () => {
@@ -261,6 +374,12 @@ describe('staging writes the overlayfs objects exactly', () => {
     assert.equal(sg.uid, 4_000_000_000);
     const bin = await lstat(join(upper, 'bin'));
     assert.equal(bin.uid, 100000);
+  });
+
+  it('sets mtimes before 1970 exactly (Node turns a negative number into "now")', async () => {
+    const ns = -86_400n * 365n * 1_000_000_000n + 250_000_000n;
+    await stage(await blob([file('old', 'x', { mtimeNs: ns }), dir('olddir', { mtimeNs: ns })]));
+    for (const p of ['old', 'olddir']) assert.equal((await lstat(join(upper, p), { bigint: true })).mtimeNs, ns, p);
   });
 
   it('a full changeset leaves exactly its own paths', async () => {

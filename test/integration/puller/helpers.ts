@@ -3,14 +3,15 @@
 import { createHash } from 'node:crypto';
 import { lstat, mkdir, readFile, readdir, readlink, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { gzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync } from 'node:zlib';
 
 import { UpperTracker } from '../../../src/changeset/index.js';
+import { blockSize, decodeHeaderBlock, paddingFor, parsePaxBody } from '../../../src/changeset/tar-format.js';
 import { DockerRuntime, twinSpecSchema, type TwinSpec } from '../../../src/docker/index.js';
 import { createLogger, type Logger } from '../../../src/log/logger.js';
 import { Puller } from '../../../src/puller/index.js';
 import {
-  asDigest, Bucket, JournalWriter, type BlobStore, type CommitRecord, type Digest, type Generation, type Seq,
+  asDigest, Bucket, JournalWriter, type BlobStore, type CommitCounts, type CommitRecord, type Digest, type Generation, type Seq,
 } from '../../../src/store/index.js';
 
 export const WRITER = 'test-primary';
@@ -90,11 +91,48 @@ export function sha256(data: Buffer): string {
   return createHash('sha256').update(data).digest('hex');
 }
 
-/** Puts gzip bytes under their content address; returns the digest and size a record names. */
-export async function putBlob(store: BlobStore, bucket: Bucket, gz: Buffer): Promise<{ digest: Digest; size: number }> {
+/** Puts gzip bytes under their content address; returns the digest, size and counts a record names. */
+export async function putBlob(store: BlobStore, bucket: Bucket, gz: Buffer): Promise<{ digest: Digest; size: number; counts: CommitCounts }> {
   const digest = asDigest(sha256(gz));
   await store.put(bucket.blobKey(digest), gz);
-  return { digest, size: gz.length };
+  return { digest, size: gz.length, counts: countsOf(gz) };
+}
+
+/** The counts a pusher would record for a crafted changeset (files, deletions, file bytes); stops counting at
+ *  anything it cannot read (hostile blobs are refused for that anyway). */
+export function countsOf(gz: Buffer): CommitCounts {
+  const counts: CommitCounts = { files: 0, deletions: 0, bytes: 0 };
+  let tar: Buffer;
+  try {
+    tar = gunzipSync(gz);
+  } catch {
+    return counts;
+  }
+  let pax: Map<string, Buffer> | null = null;
+  for (let off = 0; off + blockSize <= tar.length;) {
+    const h = decodeHeaderBlock(tar.subarray(off, off + blockSize));
+    if (h === null || typeof h === 'string') break;
+    const size = Number(pax?.get('size')?.toString() ?? h.size ?? 0);
+    off += blockSize;
+    if (h.typeKey === 'x') {
+      const body = parsePaxBody(tar.subarray(off, off + size));
+      pax = typeof body === 'string' ? null : body;
+      off += size + paddingFor(size);
+      continue;
+    }
+    const path = pax?.get('path')?.toString() ?? h.path;
+    pax = null;
+    const base = path.replace(/\/$/, '').split('/').pop() ?? '';
+    if (base === '.wh..wh..opq') {
+      // not counted
+    } else if (base.startsWith('.wh.')) counts.deletions++;
+    else {
+      counts.files++;
+      if (h.typeKey === '0') counts.bytes += size;
+    }
+    off += size + paddingFor(size);
+  }
+  return counts;
 }
 
 export function gz(tar: Buffer): Buffer {
@@ -102,7 +140,7 @@ export function gz(tar: Buffer): Buffer {
 }
 
 /** A commit record as a pusher writes it. */
-export function craftRecord(r: { generation?: number; seq: number; parentSeq: number; container: string; digest: Digest; size: number; kind?: 'delta' | 'full' }): CommitRecord {
+export function craftRecord(r: { generation?: number; seq: number; parentSeq: number; container: string; digest: Digest; size: number; kind?: 'delta' | 'full'; counts?: CommitCounts }): CommitRecord {
   return {
     version: 1,
     seq: r.seq as Seq,
@@ -112,7 +150,7 @@ export function craftRecord(r: { generation?: number; seq: number; parentSeq: nu
     digest: r.digest,
     size: r.size,
     kind: r.kind ?? 'delta',
-    counts: { files: 1, deletions: 0, bytes: 1 },
+    counts: r.counts ?? { files: 1, deletions: 0, bytes: 1 },
     firstWriteAt: new Date().toISOString(),
     publishedAt: new Date().toISOString(),
     writer: WRITER,

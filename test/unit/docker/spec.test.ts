@@ -77,6 +77,25 @@ describe('twinSpecSchema', () => {
       assert.equal(twinSpecSchema.safeParse({ ...good, ...patch }).success, false);
     });
   }
+
+  const reason = (networkMode: string): string => {
+    const r = twinSpecSchema.safeParse({ ...good, networkMode });
+    return r.success ? 'accepted' : r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
+  };
+  it('accepts the network modes a twin can be recreated with: Docker\'s own and user-defined networks', () => {
+    for (const mode of ['none', 'host', 'bridge', 'default', 'my-net', 'net_1.internal', 'a', 'f'.repeat(64)]) assert.equal(reason(mode), 'accepted', mode);
+  });
+  it('refuses container:<x> and ns:<path> network modes, saying why', () => {
+    assert.match(reason('container:web'), /^networkMode: .*joins another container's network namespace/);
+    assert.match(reason('container:0123456789ab'), /another container's network namespace/);
+    assert.match(reason('ns:/proc/1/ns/net'), /^networkMode: .*network namespace of the standby host by path/);
+    assert.match(reason('ns:/var/run/netns/x'), /by path/);
+  });
+  it('refuses network modes outside Docker\'s name charset', () => {
+    for (const mode of ['', ' host', 'a b', 'net/x', '-net', '.net', 'net\n', 'é', 'x'.repeat(256)]) {
+      assert.match(reason(mode), /not none, host, bridge, default or a Docker network name/, JSON.stringify(mode));
+    }
+  });
 });
 
 describe('createOptionsFromSpec', () => {
