@@ -83,7 +83,7 @@ function agentEvent(host: string, l: AgentLogLine): string | null {
       return f('kind') === 'full' ? `${host}: first full checkpoint of ${String(f('container'))} in the bucket (seq ${String(f('seq'))})` : null;
     case 'demoting: stopping the protected containers':
       return `${host}: demoting (${String(f('reason'))}): stopping the protected containers`;
-    case 'demoting: containers stopped; waiting for the successor to save the divergent tail':
+    case 'demoting: containers stopped; waiting for a successor to save the divergent tails':
       return `${host}: stale containers stopped`;
     case 'divergent tail saved: this host held changes the new primary does not have; they are NOT applied':
       return `${host}: divergent tail of ${String(f('container'))} saved under divergent/ (not applied)`;

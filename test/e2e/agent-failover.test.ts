@@ -209,4 +209,53 @@ describe('twinlayer agent with keepalived: three failovers, rejoins after a rebo
     assert.deepEqual(await Promise.all([1, 2, 3, 4].map(async (g) => (await l.bucket.readClaim(g as never))?.host)), [l.hostId(a), l.hostId(b), l.hostId(a), l.hostId(b)]);
     assert.equal((await l.fetchPage())?.trim(), latest);
   });
+
+  it('split brain: VRRP between the hosts cut, the bucket reachable by both: within 2 s of the claim one host owns the newest generation and runs web; healed, one primary remains', async (ctx) => {
+    const l = L();
+    const primary = await l.lab.vipHolder();
+    assert.ok(primary !== null);
+    const other = l.other(primary);
+    const before = await l.head();
+    const holdsVip = async (h: string): Promise<boolean> => (await l.lab.exec(h, ['ip', '-4', 'addr', 'show', 'dev', 'eth0'])).stdout.includes(`${l.lab.vip}/`);
+    // VRRP (IP protocol 112) dropped both ways; the bucket (TCP through the bridge) still flows.
+    const rule = ['INPUT', '-p', 'vrrp', '-j', 'DROP'];
+    for (const h of l.hosts) {
+      const r = await l.lab.exec(h, ['iptables', '-I', ...rule]);
+      assert.equal(r.code, 0, `iptables in ${h}: ${r.stderr}`);
+    }
+    try {
+      await waitFor('both hosts hold the VIP (split brain)', WAIT, async () => ((await holdsVip(primary)) && (await holdsVip(other)) ? true : undefined), 50);
+      const st = await waitFor(`${other} promoted in a new generation`, WAIT, async () => {
+        const s = await l.status(other);
+        return s?.role === 'primary' && (s.generation ?? 0) > before.generation && (s.lastPromotion?.ms ?? 0) > 0 ? s : undefined;
+      }, 50);
+      const claim = await l.bucket.readClaim(st.generation as never);
+      assert.equal(claim?.host, l.hostId(other));
+      const claimedAt = Date.parse(claim?.claimedAt ?? '');
+      const stoppedAt = await waitFor(`${primary} stops web`, WAIT, async () => ((await l.runningId(primary)) === null ? Date.now() : undefined), 20);
+      ctx.diagnostic(`split brain: claim → the fenced host's web stopped ${stoppedAt - claimedAt} ms`);
+      assert.ok(stoppedAt - claimedAt <= 2000, `${primary} stopped web ${stoppedAt - claimedAt} ms after the claim`);
+      assert.equal(await l.bucket.newestGenerationFrom(st.generation as never), st.generation, 'exactly one newest generation');
+      assert.notEqual(await l.runningId(other), null, `${other} runs web`);
+      const sp = await waitFor(`${primary} standing down while VRRP calls it MASTER`, WAIT, async () => {
+        const s = await l.status(primary);
+        return s?.role === 'standby' && s.fenced !== null ? s : undefined;
+      }, 50);
+      assert.equal(sp.vrrp.state, 'MASTER');
+    } finally {
+      for (const h of l.hosts) await l.lab.exec(h, ['iptables', '-D', ...rule]);
+    }
+    // Healed: keepalived keeps one MASTER; whichever it is, the agents converge on it (an owner that goes BACKUP
+    // releases its generation, and the fenced MASTER takes over).
+    const winner = await waitFor('one VIP holder again', WAIT, async () => (await l.lab.vipHolder().catch(() => null)) ?? undefined, 100);
+    await waitFor(`${winner} primary with web running, the other a standby with web stopped`, WAIT, async () => {
+      const sw = await l.status(winner);
+      const so = await l.status(l.other(winner));
+      const ok = sw?.role === 'primary' && sw.fenced === null && so?.role === 'standby' && (await l.runningId(winner)) !== null && (await l.runningId(l.other(winner))) === null;
+      return ok ? true : undefined;
+    }, 100);
+    assert.equal((await l.fetchPage())?.trim(), latest, 'the VIP serves the latest version that reached the bucket');
+    await writeVersion(winner);
+    await waitFor('the standby converged on the winner\'s write', WAIT, () => l.converged(l.other(winner)), 50);
+  });
 });
