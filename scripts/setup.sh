@@ -14,6 +14,11 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 # The state-dir lock is flock(2) through util-linux's flock(1) (Essential on Debian; checked anyway).
 [ -x /usr/bin/flock ] || need+=(util-linux)
+# Tests: the split-brain e2e drops VRRP with iptables in the lab hosts; the racy-clean tests loop-mount ext3;
+# the systemd units are checked with systemd-analyze verify.
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
+command -v mkfs.ext3 >/dev/null 2>&1 || need+=(e2fsprogs)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # The benchmark's peer (issue 4): lsyncd mirroring with rsync.
 if [ "${TWINLAYER_SETUP_BENCH:-0}" = 1 ]; then
   command -v lsyncd >/dev/null 2>&1 || need+=(lsyncd)

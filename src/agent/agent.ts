@@ -14,7 +14,7 @@ import { recoverHead, type Bucket, type Generation } from '../store/index.js';
 import { claimGeneration, type ClaimBasis } from './claims.js';
 import { saveDivergentTail } from './divergent.js';
 import { Fence } from './fence.js';
-import { newestOwnership, ownershipOf, type Ownership } from './ownership.js';
+import { newestOwnership, ownershipOf, successorOf, type Ownership } from './ownership.js';
 import { RestartPolicies } from './restart-policies.js';
 import { RoleFileStore } from './role-file.js';
 import type { AgentStatus, ClaimState, DemotionReport, PromotionReport, Role } from './types.js';
@@ -110,6 +110,10 @@ export class Agent {
   #released = false;
   /** Demoting because VRRP said so (not fenced): release the generation while no successor exists. */
   #releaseWhenAlone = false;
+  /** Protected containers that ran on this host since the last demotion finished: they may hold a tail. */
+  readonly #ranHere = new Set<string>();
+  /** Resumed while the bucket was down: a release of ours may still be there; withdrawn before pushing. */
+  #withdrawRelease = false;
   #lastPromotion: PromotionReport | null = null;
   #lastDemotion: DemotionReport | null = null;
   #divergent: { container: string; key: string }[] = [];
@@ -341,7 +345,7 @@ export class Agent {
       this.#log.warn('the bucket did not answer at start; deciding from this host\'s own record', { error: newest.error, saved: saved?.role ?? null, vrrp });
       if (wasPrimary && !toldBackup) {
         this.#ownerUnverified = true;
-        await this.#resumePrimary(saved.generation as Generation, 'restarted as the primary (bucket unreachable; ownership checked before pushing)');
+        await this.#resumePrimary(saved.generation as Generation, 'restarted as the primary (bucket unreachable; ownership checked before pushing)', false);
       } else {
         await this.#becomeStandby('start: the bucket is unreachable and this host was not the primary');
       }
@@ -353,7 +357,7 @@ export class Agent {
         this.#owned = own.generation;
         await this.#stopServing(`started while VRRP says ${vrrp}`, { release: true });
       } else {
-        await this.#resumePrimary(own.generation, 'restarted as the owner of the newest generation');
+        await this.#resumePrimary(own.generation, 'restarted as the owner of the newest generation', true);
       }
       return;
     }
@@ -480,6 +484,11 @@ export class Agent {
       const basis = puller?.position() ?? { generation: 0, containers: {} };
       this.#claimBasis = basis;
       report.claim = await this.#claimNext(basis, false);
+      // Recorded at once: a failure after the twins start must still leave a pending claim to make.
+      if (report.claim.status !== 'lost') {
+        this.#claim = report.claim;
+        this.#owned = report.claim.status === 'pending' ? null : (report.claim.generation as Generation);
+      }
       if (report.claim.status === 'lost') {
         report.outcome = 'lost-claim';
         this.#fenced = `lost the claim of generation ${report.claim.generation} to ${report.claim.holder ?? 'another host'}`;
@@ -578,6 +587,10 @@ export class Agent {
       }
       const generation = this.#owned;
       if (generation === null) throw new Error('no generation to write');
+      if (this.#withdrawRelease) {
+        await this.#o.bucket.deleteRelease(generation);
+        this.#withdrawRelease = false;
+      }
       if (this.#ownerUnverified) {
         const own = await ownershipOf(this.#o.bucket, generation);
         if (own.owner !== this.#o.hostId) {
@@ -643,7 +656,7 @@ export class Agent {
   }
 
   /** Primary again in a generation this host owns (restart, or MASTER back before anyone took over). */
-  async #resumePrimary(generation: Generation | null, why: string): Promise<void> {
+  async #resumePrimary(generation: Generation | null, why: string, bucketAnswered: boolean): Promise<void> {
     this.#log.info('resuming as the primary', { generation, why });
     const t0 = Date.now();
     const report: PromotionReport = { outcome: 'already-primary', startedAt: new Date(t0).toISOString(), ms: 0, finalize: null, claim: null, start: null, restartPolicyErrors: [], errors: [] };
@@ -652,9 +665,21 @@ export class Agent {
       this.#pullerStopping = this.#puller.stop().catch((err: unknown) => this.#log.warn('puller stop failed', { err }));
       this.#puller = null;
     }
-    if (this.#released && generation !== null) {
-      // Withdraw the release: nobody took over (a successor would have been seen first).
-      await this.#o.bucket.deleteRelease(generation).catch((err: unknown) => report.errors.push(`withdraw release: ${message(err)}`));
+    if (generation !== null) {
+      if (bucketAnswered) {
+        // Any release of ours is withdrawn before a container starts (also one an earlier run of this agent wrote);
+        // a failure leaves the role as it is and is retried. Then a host that took over on it meanwhile wins.
+        await this.#o.bucket.deleteRelease(generation);
+        const successor = await successorOf(this.#o.bucket, generation);
+        if (successor !== null) {
+          this.#owned = generation;
+          this.#released = false;
+          await this.#stopServing(`host ${successor.owner ?? '(unknown)'} owns generation ${successor.generation}`, { release: false });
+          return;
+        }
+      } else {
+        this.#withdrawRelease = true;
+      }
       this.#released = false;
     }
     const started = await this.#startProtected(new Set());
@@ -703,23 +728,36 @@ export class Agent {
       this.#pullerStopping = this.#puller.stop().catch((err: unknown) => this.#log.warn('puller stop failed', { err }));
       this.#puller = null;
     }
+    this.#releaseWhenAlone = opts.release;
+    try {
+      await this.#stopProtected(report);
+    } finally {
+      // Halted after the containers are down (what they wrote until then is in their upper dirs: the tail), and
+      // halted also when stopping them failed: a demoting host publishes nothing more either way.
+      await pusher?.halt();
+    }
+    this.#log.info('demoting: containers stopped; waiting for a successor to save the divergent tails', { stopped: report.stopped });
+  }
+
+  /** Restart policy `no`, then stop, every protected container; remembers which ran (they may hold a tail). */
+  async #stopProtected(report: DemotionReport | null): Promise<boolean> {
     const containers = await this.#o.runtime.listProtected(this.#o.label, { includeTwins: true });
     const queue = new PQueue({ concurrency: this.#o.startConcurrency });
+    let allStopped = true;
     // The policy first: an engine restarted meanwhile must not bring an `always` container back.
     await Promise.all(containers.map((c) => queue.add(async () => {
+      if (c.running) this.#ranHere.add(c.name);
       try {
         await this.#o.runtime.setRestartPolicy(c.id, NO_RESTART);
         if (c.running) await this.#o.runtime.stopContainer(c.id, this.#o.stopTimeoutSeconds);
-        report.stopped.push({ name: c.name, ok: true });
+        report?.stopped.push({ name: c.name, ok: true });
       } catch (err) {
-        report.stopped.push({ name: c.name, ok: false, error: message(err) });
-        report.errors.push(`${c.name}: ${message(err)}`);
+        allStopped = false;
+        report?.stopped.push({ name: c.name, ok: false, error: message(err) });
+        report?.errors.push(`${c.name}: ${message(err)}`);
       }
     })));
-    // Halted after the containers are down: what they wrote until then is in their upper dirs (the tail).
-    await pusher?.halt();
-    this.#releaseWhenAlone = opts.release;
-    this.#log.info('demoting: containers stopped; waiting for a successor to save the divergent tails', { stopped: report.stopped });
+    return allStopped;
   }
 
   async #stepDemoting(): Promise<boolean> {
@@ -730,10 +768,11 @@ export class Agent {
       return false;
     }
     const own = newest.value;
-    const ours = own === null || own.owner === this.#o.hostId;
+    // A generation of ours whose claim and head are gone (a reset bucket) is still ours to resume or release.
+    const ours = own === null || own.owner === this.#o.hostId || (own.owner === null && own.generation === this.#owned);
     if (ours && this.#wantsPrimary()) {
       // MASTER again before anyone took over: this host still owns the newest generation.
-      await this.#resumePrimary(own?.generation ?? null, 'VRRP MASTER again before any successor');
+      await this.#resumePrimary(own?.generation ?? null, 'VRRP MASTER again before any successor', true);
       return true;
     }
     if (!ours && own.owner !== null) {
@@ -741,6 +780,11 @@ export class Agent {
       return true;
     }
     if (ours && own !== null && this.#releaseWhenAlone && !this.#released) {
+      // Released only when nothing of ours runs: another host takes over on it.
+      if (!(await this.#stopProtected(null))) {
+        this.#retryLater();
+        return false;
+      }
       await this.#o.bucket.putRelease({ version: 1, generation: own.generation, host: this.#o.hostId, releasedAt: new Date().toISOString(), reason: this.#lastDemotion?.reason ?? 'left MASTER' });
       this.#released = true;
       this.#log.warn('released generation: no successor yet; a host that VRRP calls MASTER may take over', { generation: own.generation });
@@ -762,11 +806,12 @@ export class Agent {
         await this.#o.runtime.stopContainer(c.id, this.#o.stopTimeoutSeconds);
       }
     }
-    const mayHoldTail = this.#owned !== null ? containers : containers.filter((c) => c.running || !c.isTwin);
+    const mayHoldTail = this.#owned !== null ? containers : containers.filter((c) => c.running || !c.isTwin || this.#ranHere.has(c.name));
     for (const c of mayHoldTail) await this.#saveTail(c, oldGeneration, successor, report);
     this.#owned = null;
     this.#released = false;
     this.#releaseWhenAlone = false;
+    this.#ranHere.clear();
     if (report !== null) report.finishedAt = new Date().toISOString();
     await this.#becomeStandby(`demoted: host ${successor.owner ?? '?'} owns generation ${successor.generation}`);
     await this.#replaceNonTwins(containers.filter((c) => !c.isTwin), oldGeneration, successor, report);
