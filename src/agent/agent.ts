@@ -5,12 +5,13 @@
 // the latest state.
 import { join } from 'node:path';
 import PQueue from 'p-queue';
-import { NO_RESTART, type DockerRuntime, type ProtectedContainer, type StartResult, type TwinSpec } from '../docker/index.js';
+import { NO_RESTART, type ProtectedContainer, type StartResult, type TwinSpec } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
-import { Puller } from '../puller/index.js';
-import { Pusher } from '../pusher/index.js';
+import { Puller, type PullerOptions } from '../puller/index.js';
+import { Pusher, type PusherOptions } from '../pusher/index.js';
 import { acquireStateLock, type StateLock } from '../state/lock.js';
-import { recoverHead, type Bucket, type Generation } from '../store/index.js';
+import { recoverHead, type Generation } from '../store/index.js';
+import { messageOf as message, within } from './bounded.js';
 import { claimGeneration, type ClaimBasis } from './claims.js';
 import { saveDivergentTail } from './divergent.js';
 import { Fence } from './fence.js';
@@ -20,22 +21,12 @@ import { RoleFileStore } from './role-file.js';
 import type { AgentStatus, ClaimState, DemotionReport, PromotionReport, Role } from './types.js';
 import { readVrrpStateFile, VrrpIntent, type Offer, type VrrpEvent, type VrrpState } from './vrrp-intent.js';
 
-export interface AgentOptions {
-  runtime: DockerRuntime;
-  bucket: Bucket;
-  log: Logger;
-  hostId: string;
-  group: string;
-  label: string;
-  stateDir: string;
-  excludes: readonly string[];
-  debounceQuietMs: number;
-  debounceMaxMs: number;
-  uploadConcurrency: number;
-  reconcileIntervalMs: number;
-  pollIntervalMs: number;
-  downloadConcurrency: number;
-  startConcurrency: number;
+/** The agent builds the primary's pusher and the standby's puller from these, so they are those units' own keys;
+ *  what a role decides (generation, twins, fence) is the agent's to set. */
+type PushSettings = Omit<PusherOptions, 'position' | 'includeTwins' | 'beforePublish' | 'discoverIntervalMs'>;
+type PullSettings = Pick<PullerOptions, 'pollIntervalMs' | 'downloadConcurrency' | 'startConcurrency'>;
+
+export interface AgentOptions extends PushSettings, PullSettings {
   finalizeDeadlineMs: number;
   /** Bounds a MASTER answer; the promotion goes on in the background. */
   bootTimeoutMs: number;
@@ -64,22 +55,6 @@ export interface NotifyAnswer {
   promotion: PromotionReport | null;
   /** True when the answer was given before the transition finished (bootTimeoutMs). */
   timedOut: boolean;
-}
-
-const message = (err: unknown): string => (err instanceof Error ? err.message : String(err));
-
-/** `p`, or `{ done: false }` after `ms` (p goes on; its rejection is handled). */
-async function within<T>(p: Promise<T>, ms: number): Promise<{ done: true; value: T } | { done: false }> {
-  let timer: NodeJS.Timeout | undefined;
-  p.catch(() => undefined);
-  try {
-    return await Promise.race([
-      p.then((value) => ({ done: true as const, value })),
-      new Promise<{ done: false }>((resolve) => { timer = setTimeout(() => resolve({ done: false }), Math.max(0, ms)); }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 const MAX_RETRY_MS = 10_000;
@@ -501,7 +476,8 @@ export class Agent {
       const start = puller !== null ? await puller.startTwins() : { ms: 0, containers: [] };
       twinsStarted = true;
       // Protected containers that are no twins (a first promotion: the user's own containers) run too.
-      start.containers.push(...(await this.#startProtected(new Set(start.containers.map((c) => c.name)))));
+      const others = await this.#startProtected(new Set(start.containers.map((c) => c.name)));
+      start.containers.push(...others.results);
       report.start = start;
       if (puller !== null) {
         // Not awaited: its last poll may wait on an unreachable bucket; it stages nothing more (the twins run).
@@ -509,8 +485,7 @@ export class Agent {
         this.#puller = null;
       }
       // Every protected container gets its policy back, also one that failed to start: the pusher captures it.
-      const protectedNames = (await this.#o.runtime.listProtected(this.#o.label, { includeTwins: true })).map((c) => c.name);
-      report.restartPolicyErrors = await this.#policies.restore(protectedNames, specs);
+      report.restartPolicyErrors = await this.#policies.restore(others.names, specs);
       const started = start.containers.filter((c) => c.ok).length;
       const failed = start.containers.length - started;
       const expected = Object.keys(basis.containers).length;
@@ -558,10 +533,13 @@ export class Agent {
     return { status: 'pending', generation, since: new Date().toISOString(), lastError: r.error };
   }
 
-  async #startProtected(skip: ReadonlySet<string>): Promise<StartResult[]> {
+  /** Starts the protected containers not in `skip` that are stopped; `names` is every protected container (one
+   *  listing serves both the start and the restart policies). */
+  async #startProtected(skip: ReadonlySet<string>): Promise<{ results: StartResult[]; names: string[] }> {
     const containers = await this.#o.runtime.listProtected(this.#o.label, { includeTwins: true });
-    const names = containers.filter((c) => !skip.has(c.name) && !c.running).map((c) => c.name);
-    return names.length === 0 ? [] : this.#o.runtime.startContainers(names, this.#o.startConcurrency);
+    const toStart = containers.filter((c) => !skip.has(c.name) && !c.running).map((c) => c.name);
+    const results = toStart.length === 0 ? [] : await this.#o.runtime.startContainers(toStart, this.#o.startConcurrency);
+    return { results, names: containers.map((c) => c.name) };
   }
 
   /** The primary's replication: claim (when pending), restart policies (when unknown), ownership (when taken from
@@ -683,9 +661,8 @@ export class Agent {
       this.#released = false;
     }
     const started = await this.#startProtected(new Set());
-    report.start = { ms: Date.now() - t0, containers: started };
-    const names = (await this.#o.runtime.listProtected(this.#o.label, { includeTwins: true })).map((c) => c.name);
-    report.restartPolicyErrors = await this.#policies.restore(names, new Map());
+    report.start = { ms: Date.now() - t0, containers: started.results };
+    report.restartPolicyErrors = await this.#policies.restore(started.names, new Map());
     this.#role = 'primary';
     if (generation === null) {
       // Nothing claimed yet (an empty bucket): claim the first generation.

@@ -4,8 +4,8 @@
 import { NO_RESTART, twinSpecSchema, type DockerRuntime, type TwinSpec } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Bucket } from '../store/index.js';
+import { messageOf as message, within } from './bounded.js';
 
-const message = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 export class RestartPolicies {
   readonly #runtime: DockerRuntime;
@@ -60,13 +60,9 @@ export class RestartPolicies {
   async #specFromBucket(name: string): Promise<TwinSpec | null | 'unknown'> {
     let raw: unknown;
     try {
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), this.#askMs); });
-      const got = this.#bucket.getSpec(name);
-      got.catch(() => undefined);
-      const r = await Promise.race([got, timeout]).finally(() => clearTimeout(timer));
-      if (r === 'timeout') return 'unknown';
-      raw = r;
+      const r = await within(this.#bucket.getSpec(name), this.#askMs);
+      if (!r.done) return 'unknown';
+      raw = r.value;
     } catch {
       return 'unknown';
     }

@@ -303,19 +303,23 @@ export class Bucket {
   }
 
   /** The claim of generation g; null when there is none; BucketObjectInvalidError when it does not parse or names another generation. */
-  async readClaim(g: Generation): Promise<Claim | null> {
-    const key = this.claimKey(g);
+  readClaim(g: Generation): Promise<Claim | null> {
+    return this.#readOfGeneration(g, this.claimKey(g), claimSchema, 'claim');
+  }
+
+  /** A small object of generation g (claim, release): size-bounded, zod-parsed, and naming g itself. */
+  async #readOfGeneration<T extends { generation: Generation }>(g: Generation, key: string, schema: z.ZodType<T>, what: 'claim' | 'release'): Promise<T | null> {
     let body;
     try {
       body = await this.store.getBuffer(key, MAX_RECORD_BYTES);
     } catch (err) {
-      if (err instanceof ObjectTooLargeError) throw new BucketObjectInvalidError('claim', key, `larger than ${MAX_RECORD_BYTES} bytes`);
+      if (err instanceof ObjectTooLargeError) throw new BucketObjectInvalidError(what, key, `larger than ${MAX_RECORD_BYTES} bytes`);
       throw err;
     }
     if (body === null) return null;
-    const claim = parseJson(body, claimSchema, 'claim', key);
-    if (claim.generation !== g) throw new BucketObjectInvalidError('claim', key, `names generation ${claim.generation}`);
-    return claim;
+    const parsed = parseJson(body, schema, what, key);
+    if (parsed.generation !== g) throw new BucketObjectInvalidError(what, key, `names generation ${parsed.generation}`);
+    return parsed;
   }
 
   /**
@@ -366,19 +370,8 @@ export class Bucket {
   }
 
   /** The release of generation g; null when it is not released; BucketObjectInvalidError when it does not parse. */
-  async readRelease(g: Generation): Promise<Release | null> {
-    const key = this.layout.releaseKey(g);
-    let body;
-    try {
-      body = await this.store.getBuffer(key, MAX_RECORD_BYTES);
-    } catch (err) {
-      if (err instanceof ObjectTooLargeError) throw new BucketObjectInvalidError('release', key, `larger than ${MAX_RECORD_BYTES} bytes`);
-      throw err;
-    }
-    if (body === null) return null;
-    const release = parseJson(body, releaseSchema, 'release', key);
-    if (release.generation !== g) throw new BucketObjectInvalidError('release', key, `names generation ${release.generation}`);
-    return release;
+  readRelease(g: Generation): Promise<Release | null> {
+    return this.#readOfGeneration(g, this.layout.releaseKey(g), releaseSchema, 'release');
   }
 
   async deleteRelease(g: Generation): Promise<void> {
