@@ -18,7 +18,7 @@ import {
   StoreUnreachableError,
   type Generation,
 } from '../../../src/store/index.js';
-import { startFaultProxy, type FaultProxy } from '../../support/fault-proxy.js';
+import { startFaultProxy, type FaultProxy } from '../../../src/lab/fault-proxy.js';
 import { TEST_REGION, TEST_RETRY, testS3Store, uniqueBucketName, withS3, type TestS3 } from '../../support/s3.js';
 import { waitFor } from '../../../src/lab/wait.js';
 import { logCollector, WrappedStore } from './helpers.js';
