@@ -67,11 +67,11 @@ const MIN = 60_000;
 
 export function quickPlan(): ChaosPlan {
   return {
-    mode: 'quick', containers: 16, soakMs: 150_000, agentKillFreeTailMs: 75_000, writesPerSecond: 4,
+    mode: 'quick', containers: 16, soakMs: 180_000, agentKillFreeTailMs: 110_000, writesPerSecond: 4,
     killsPusher: 2, killsPuller: 2, killsEnginePrimary: 1, killsEngineStandby: 1, downMs: [300, 2_000],
     outagesMs: [20_000, 4_000], diskFullsMs: [12_000], netFaultGapMs: 6_000,
     faultConvergeBoundMs: 90_000, finalConvergeMs: 120_000, agentStartMs: 60_000, sampleMs: 2_000,
-    leak: { warmUpMs: 20_000, minWindowMs: 50_000, rssGrowthMb: 48, rssGrowthFraction: 0.35, fdGrowth: 24 },
+    leak: { warmUpMs: 15_000, minWindowMs: 60_000, rssGrowthMb: 48, rssGrowthFraction: 0.35, fdGrowth: 24 },
     standbyFsMb: 512,
   };
 }

@@ -21,7 +21,7 @@ export function renderChaosReport(r: SoakResult, plan: ChaosPlan, machine: Recor
   out.push(`| divergences (docker export, twin vs primary; promoted vs primary) | ${r.divergences.length} |`);
   out.push(`| longest convergence after a fault | ${s(r.convergence.longestMs)} raw; ${s(r.convergence.longestAttributableMs)} not overlapped by other faults${r.convergence.longest ? ` (${r.convergence.longest.kind}: ${r.convergence.longest.detail})` : ''} |`);
   out.push(`| final convergence (last write → every twin staged) | ${s(r.finalConvergeMs)} |`);
-  if (r.failover) out.push(`| failover at the end | ${r.failover.outcome ?? '?'}, ${r.failover.promoted} containers started with all ${r.failover.commitsBeforeMaster} commits of the generation; MASTER → booted ${s(r.failover.masterToBootedMs)} |`);
+  if (r.failover) out.push(`| failover at the end (SIGKILL of the whole primary) | ${r.failover.outcome ?? '?'}, ${r.failover.promoted} containers started, each equal to its primary: all ${r.failover.commitsBeforeMaster} commits that reached the bucket before MASTER are in them; MASTER → booted ${s(r.failover.masterToBootedMs)} |`);
   out.push(`| leaks | ${r.processes.filter((p) => p.leak).length} of ${r.processes.filter((p) => p.judged).length} process lives judged |`, '');
 
   out.push('## Convergence after each kind of fault', '');
@@ -49,6 +49,11 @@ export function renderChaosReport(r: SoakResult, plan: ChaosPlan, machine: Recor
     }
     out.push('');
   }
+  out.push('## Error lines of the agents', '', 'Expected under faults (a Docker engine down, the bucket out); counted by message.', '');
+  const errs = Object.entries(r.agentErrors).sort((x, y) => y[1] - x[1]);
+  if (errs.length === 0) out.push('None.');
+  for (const [msg, n] of errs) out.push(`- ${n} × ${msg}`);
+  out.push('');
   out.push('## Failures', '');
   if (r.failures.length === 0) out.push('None.');
   for (const f of r.failures) out.push(`- ${f.split('\n').join('\n  ')}`);

@@ -55,6 +55,8 @@ export interface SoakResult {
   processes: LeakVerdict[];
   series: Series[];
   agentRestarts: Record<string, number>;
+  /** Error lines the agents logged, by message (a fault is expected to cause some). */
+  agentErrors: Record<string, number>;
   unexpectedExits: string[];
   failures: string[];
 }
@@ -70,11 +72,15 @@ class Fatal extends Error {}
 async function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   if (signal?.aborted === true) return;
   await new Promise<void>((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
+    const onAbort = (): void => {
       clearTimeout(t);
       resolve();
-    }, { once: true });
+    };
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
 
@@ -181,6 +187,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
   let commits = 0;
   let generationCount = 0;
   const proxyStats: SoakResult['proxy'] = {};
+  /** Error lines of the agents, by message. */
+  const agentErrors: Record<string, number> = {};
   /** Set once the soak kills or tears down the agents itself (the final failover, teardown). */
   let expectExits = false;
 
@@ -190,8 +198,17 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
   const stop = new AbortController();
   try {
     al = await AgentLab.create({
-      // The agents' errors (while nobody tears them down) and the lab's own trouble; not every line.
-      log: (l) => { if (!expectExits && (l.includes('"level":"error"') || /^lab .*(fail|incomplete)/.test(l))) log(`  lab: ${l.slice(0, 600)}`); },
+      // The agents' errors (the first of each message; all are counted for the report) and the lab's own trouble.
+      log: (l) => {
+        if (expectExits) return;
+        if (l.includes('"level":"error"')) {
+          const msg = /"msg":"([^"]*)"/.exec(l)?.[1] ?? '?';
+          agentErrors[msg] = (agentErrors[msg] ?? 0) + 1;
+          if (agentErrors[msg] === 1) log(`  agent error (first of its kind): ${l.slice(0, 700)}`);
+        } else if (/^lab .*(fail|incomplete)/.test(l)) {
+          log(`  lab: ${l}`);
+        }
+      },
       waitMs: plan.agentStartMs,
       faultProxies: true,
       engineBaseDirs: { [STANDBY]: fs.dir },
@@ -535,6 +552,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
 
     // --- a failover at the end: everything that reached the bucket before MASTER must be in the promoted containers ---
     const before = await l.head();
+    const commitsBeforeMaster = commits;
     expectExits = true;
     const killedAt = Date.now();
     await l.kill(PRIMARY);
@@ -561,7 +579,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       }
       failover = {
         headBeforeKill: before.containers,
-        commitsBeforeMaster: Object.values(before.containers).reduce((s, x) => s + x, 0),
+        commitsBeforeMaster,
         outcome: promoted.lastPromotion?.outcome ?? null,
         promoted: started.length,
         masterToBootedMs: promoted.lastPromotion?.ms ?? null,
@@ -605,6 +623,6 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     convergence: {
       probes: convergences.length, longestMs: Math.max(0, ...convergences.map((c) => c.ms)), longestAttributableMs: longest?.attributableMs ?? 0, longest, byKind, all: convergences,
     },
-    divergences, failover, processes, series, agentRestarts, unexpectedExits, failures,
+    divergences, failover, processes, series, agentRestarts, agentErrors, unexpectedExits, failures,
   };
 }
