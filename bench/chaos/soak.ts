@@ -193,10 +193,19 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
   let expectExits = false;
 
   log(`chaos soak ${plan.mode}, seed ${seed}: ${plan.containers} containers, ${Math.round(plan.soakMs / 1000)} s of writes and faults; schedule ${JSON.stringify(countKinds(schedule))}`);
+  // SIGINT/SIGTERM once the lab is being made: its own handler tears it down and exits, and the exit hook of
+  // mountSmallFs unmounts. Before that, only the mount exists: exit, and the hook unmounts it.
+  let labStarted = false;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (!labStarted) process.exit(sig === 'SIGINT' ? 130 : 143);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   const fs = await mountSmallFs(plan.standbyFsMb);
   let al: AgentLab | null = null;
   const stop = new AbortController();
   try {
+    labStarted = true;
     al = await AgentLab.create({
       // The agents' errors (the first of each message; all are counted for the report) and the lab's own trouble.
       log: (l) => {
@@ -593,6 +602,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     expectExits = true;
     if (al !== null) await al.destroy().catch((err: unknown) => fail(`teardown: ${String(err)}`));
     await fs.unmount().catch((err: unknown) => fail(`unmount ${fs.dir}: ${String(err)}`));
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
   }
 
   const processes = series.map((s) => judgeSeries(s, plan.leak));
