@@ -187,6 +187,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
   let commits = 0;
   let generationCount = 0;
   const proxyStats: SoakResult['proxy'] = {};
+  /** Lines of the agents that are not JSON (start-up refusals), newest last. */
+  const plainLines: string[] = [];
   /** Error lines of the agents, by message. */
   const agentErrors: Record<string, number> = {};
   /** Set once the soak kills or tears down the agents itself (the final failover, teardown). */
@@ -210,7 +212,12 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       // The agents' errors (the first of each message; all are counted for the report) and the lab's own trouble.
       log: (l) => {
         if (expectExits) return;
-        if (l.includes('"level":"error"')) {
+        // What an agent prints that is not a JSON log line (a start-up refusal on stderr) is always shown.
+        const plain = /^\[([ab]) \S*node\] (?!\{)(.*)$/.exec(l);
+        if (plain !== null) {
+          plainLines.push(`${plain[1] ?? '?'}: ${plain[2] ?? ''}`);
+          log(`  agent output: ${l.slice(0, 700)}`);
+        } else if (l.includes('"level":"error"')) {
           const msg = /"msg":"([^"]*)"/.exec(l)?.[1] ?? '?';
           agentErrors[msg] = (agentErrors[msg] ?? 0) + 1;
           if (agentErrors[msg] === 1) log(`  agent error (first of its kind): ${l.slice(0, 700)}`);
@@ -219,6 +226,10 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
         }
       },
       waitMs: plan.agentStartMs,
+      // 1 s adverts: with 0.1 s, a loaded 2-core machine (40 containers restarting after an engine kill) misses
+      // enough of the MASTER's adverts that the standby's keepalived turns MASTER for a moment — a failover the
+      // schedule did not ask for (the agent abandons the promotion when BACKUP follows within its settle time).
+      advertIntSec: 1,
       faultProxies: true,
       engineBaseDirs: { [STANDBY]: fs.dir },
     });
@@ -341,7 +352,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       try {
         await startAgent(host);
       } catch (err) {
-        throw new Fatal(`agent on ${host} did not start again after a SIGKILL: ${(err as Error).message}`);
+        throw new Fatal(`agent on ${host} did not start again after a SIGKILL: ${(err as Error).message}; its other output: ${plainLines.filter((x) => x.startsWith(`${host}:`)).slice(-5).join(' | ') || '(none)'}`);
       }
       agentRestarts[host] = (agentRestarts[host] ?? 0) + 1;
       faults.end(f);
