@@ -249,6 +249,18 @@ describe('S3BlobStore under faults', () => {
     assert.equal((await store.getBuffer('f/slow', 100))?.toString(), 'throttled');
   });
 
+  it('reports a bucket that answers 503 SlowDown or 500 as unavailable, not as a setup error', async () => {
+    for (const fault of ['slowdown', 'error500'] as const) {
+      proxy.fail(fault, Infinity);
+      try {
+        await assert.rejects(store.checkReachable(1000), (err: unknown) => err instanceof StoreUnreachableError && /HTTP 50[03]/.test(err.message));
+      } finally {
+        proxy.pass();
+      }
+    }
+    await store.checkReachable(1000);
+  });
+
   it('reports a hanging endpoint as unreachable within the timeout', async () => {
     proxy.fail('hang', Infinity);
     await assert.rejects(store.checkReachable(200), StoreUnreachableError);
