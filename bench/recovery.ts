@@ -7,7 +7,7 @@ import http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import PQueue from 'p-queue';
 import { dockerCli } from '../src/lab/engine.js';
-import { startFaultProxy, type FaultProxy } from '../test/support/fault-proxy.js';
+import { startFaultProxy, type FaultProxy } from '../src/lab/fault-proxy.js';
 import { freePort } from '../test/support/twinlayer.js';
 import {
   removeContainers, runServices, spawnPuller, spawnPusher, waitAllStaged, type Cluster, type GroupOptions, type Service,

@@ -12,6 +12,7 @@ import { S3RVER_CREDENTIALS, startS3Server, type S3Server } from '../s3server/in
 import { Bucket, S3BlobStore, type Generation } from '../store/index.js';
 import { copyImage, importBusyboxImage } from './busybox-image.js';
 import { dockerCli, type Engine } from './engine.js';
+import { startFaultProxy, type FaultProxy } from './fault-proxy.js';
 import { createLab, type Lab, type LabProcess, type RootForward } from './index.js';
 import { waitFor } from './wait.js';
 
@@ -76,6 +77,10 @@ export interface AgentLabOptions {
   onAgentLine?: (host: string, line: AgentLogLine) => void;
   /** More TWINLAYER_* settings for the agents. */
   agentEnv?: Record<string, string>;
+  /** Put a fault proxy (fault-proxy.ts) between each host's relay and the S3 server: `faultProxy(host)`. */
+  faultProxies?: boolean;
+  /** Parent dir of a host's engine (data root included), e.g. a small file system of the caller's; default the lab dir. */
+  engineBaseDirs?: Partial<Record<string, string>>;
 }
 
 export class AgentLab {
@@ -88,15 +93,17 @@ export class AgentLab {
   readonly #s3: S3Server;
   readonly #store: S3BlobStore;
   readonly #forwards: ReadonlyMap<string, RootForward>;
+  readonly #proxies: ReadonlyMap<string, FaultProxy>;
   readonly #agents = new Map<string, AgentRun>();
   readonly #waitMs: number;
 
-  private constructor(init: { lab: Lab; s3: S3Server; store: S3BlobStore; forwards: Map<string, RootForward>; opts: AgentLabOptions }) {
+  private constructor(init: { lab: Lab; s3: S3Server; store: S3BlobStore; forwards: Map<string, RootForward>; proxies: Map<string, FaultProxy>; opts: AgentLabOptions }) {
     this.lab = init.lab;
     this.#s3 = init.s3;
     this.#store = init.store;
     this.bucket = new Bucket(init.store, { prefix: 'twinlayer', group: AGENT_LAB_GROUP });
     this.#forwards = init.forwards;
+    this.#proxies = init.proxies;
     this.#o = init.opts;
     this.#waitMs = init.opts.waitMs ?? 30_000;
     const [a, b] = init.lab.hosts;
@@ -111,11 +118,20 @@ export class AgentLab {
     const log = opts.log ?? ((): void => undefined);
     const lab = await createLab({ hosts: ['a', 'b'], log });
     let s3: S3Server | null = null;
+    const proxies = new Map<string, FaultProxy>();
     try {
-      await lab.startEngines();
+      await lab.startEngines(opts.engineBaseDirs ? { baseDirs: opts.engineBaseDirs } : {});
       s3 = await startS3Server({ dir: join(lab.dir, 's3'), buckets: [AGENT_LAB_BUCKET], silent: true });
       const forwards = new Map<string, RootForward>();
-      for (const h of lab.hosts) forwards.set(h.name, await lab.forwardToRoot(s3.port));
+      for (const h of lab.hosts) {
+        let port = s3.port;
+        if (opts.faultProxies === true) {
+          const proxy = await startFaultProxy(s3.endpoint);
+          proxies.set(h.name, proxy);
+          port = proxy.port;
+        }
+        forwards.set(h.name, await lab.forwardToRoot(port));
+      }
       const [a, b] = lab.hosts;
       if (!a?.engine || !b?.engine) throw new Error('lab engines did not start');
       await importBusyboxImage(a.engine.socketPath, 'tl-web:lab');
@@ -135,8 +151,9 @@ export class AgentLab {
       // The lab's own view of the bucket (never the agents'): s3rver can leave a GET racing a PUT of the same key
       // unanswered for seconds; a short bound and a retry keep the observer from lagging behind what it observes.
       const store = new S3BlobStore({ bucket: AGENT_LAB_BUCKET, region: 'us-east-1', endpoint: s3.endpoint, pathStyle: true, credentials: S3RVER_CREDENTIALS, smallRequestTimeoutMs: 300 });
-      return new AgentLab({ lab, s3, store, forwards, opts });
+      return new AgentLab({ lab, s3, store, forwards, proxies, opts });
     } catch (err) {
+      for (const p of proxies.values()) await p.close().catch(() => undefined);
       await s3?.close().catch(() => undefined);
       await lab.destroy().catch((e: unknown) => log(`cleanup after a failed set-up: ${String(e)}`));
       throw err;
@@ -309,6 +326,13 @@ export class AgentLab {
     return s;
   }
 
+  /** The fault proxy on the host's path to the bucket (AgentLabOptions.faultProxies). */
+  faultProxy(host: string): FaultProxy {
+    const p = this.#proxies.get(host);
+    if (p === undefined) throw new Error(`no fault proxy for lab host ${host} (create the lab with faultProxies)`);
+    return p;
+  }
+
   /** Cuts (or heals) the host's path to the bucket: its relay refuses connections. */
   async cutBucket(host: string): Promise<void> {
     await this.#forwards.get(host)?.refuse();
@@ -357,6 +381,7 @@ export class AgentLab {
   async destroy(): Promise<void> {
     const problems: string[] = [];
     this.#store.destroy();
+    for (const p of this.#proxies.values()) await p.close().catch((err: unknown) => problems.push(String(err)));
     await this.#s3.close().catch((err: unknown) => problems.push(String(err)));
     await this.lab.destroy().catch((err: unknown) => problems.push(String(err)));
     if (problems.length > 0) throw new Error(`agent lab teardown: ${problems.join('; ')}`);

@@ -30,6 +30,9 @@ export interface BusyboxImageOptions {
   payloadBytes?: number;
   /** CMD of the image; default ["sh"]; [] for none. */
   cmd?: string[];
+  /** Files of this machine copied into the image at the same path (e.g. a dynamically linked tool and the
+   *  libraries `ldd` names for it: busybox has no setfattr). */
+  hostFiles?: string[];
 }
 
 /** Builds the root filesystem into `dir` (must exist and be empty). */
@@ -49,6 +52,13 @@ export async function buildBusyboxRootfs(dir: string, opts: BusyboxImageOptions 
     const file = join(dir, rel);
     await mkdir(join(file, '..'), { recursive: true });
     await writeFile(file, content);
+  }
+  for (const file of opts.hostFiles ?? []) {
+    if (!file.startsWith('/')) throw new Error(`hostFiles: expected an absolute path, got ${JSON.stringify(file)}`);
+    const to = join(dir, file);
+    await mkdir(join(to, '..'), { recursive: true });
+    await copyFile(file, to);
+    await chmod(to, 0o755);
   }
   if (opts.payloadBytes !== undefined && opts.payloadBytes > 0) {
     await mkdir(join(dir, 'payload'));

@@ -82,8 +82,9 @@ export interface Lab {
    * /run is the caller's to clear (the lab keeps no such state).
    */
   reviveHost(host: string): Promise<void>;
-  /** Start a Docker engine inside each host's namespace (engine.ts). */
-  startEngines(): Promise<void>;
+  /** Start a Docker engine inside each host's namespace (engine.ts); `baseDirs` puts a host's engine (data root,
+   *  exec root, socket) under a dir of the caller's, e.g. a small file system of its own. */
+  startEngines(opts?: { baseDirs?: Partial<Record<string, string>> }): Promise<void>;
   /** Tear everything down; idempotent; safe after partial setup failure. */
   destroy(): Promise<void>;
 }
@@ -319,14 +320,14 @@ export async function createLab(opts: CreateLabOptions = {}): Promise<Lab> {
       log(`lab ${id}: revived ${host}${h.engine ? ` (engine pid ${h.engine.pid})` : ''}`);
     },
 
-    async startEngines() {
+    async startEngines(o = {}) {
       const { startEngine } = await import('./engine.js');
       for (const h of hosts) {
         if (h.engine) continue;
         if (dead.has(h.name)) throw new LabError('LAB_STATE', `host ${h.name} was killed`);
         // engine.ts accepts 1-24 letters, digits, dashes.
         const name = `tl-${id}-${h.name.replace(/[^a-zA-Z0-9-]/g, '-')}`.slice(0, 24);
-        h.engine = await startEngine({ name, baseDir: dir, netns: h.netns, log });
+        h.engine = await startEngine({ name, baseDir: o.baseDirs?.[h.name] ?? dir, netns: h.netns, log });
       }
     },
 

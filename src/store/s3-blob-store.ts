@@ -199,6 +199,12 @@ export class S3BlobStore implements BlobStore {
       if (status === undefined) {
         throw new StoreUnreachableError(`S3 endpoint ${this.endpoint} unreachable (bucket ${this.bucket}) within ${timeoutMs} ms: ${describe(err)}`, { ...where, hint: 'check the endpoint setting and that the server is up' }, err);
       }
+      // A 5xx or 429 (SlowDown, InternalError: a HEAD carries no body to name them) says nothing about the setup: the
+      // server is there but not serving now. Found by the chaos soak: an agent restarted during a burst of 503s
+      // refused to start (exit 2) instead of coming up from its own record.
+      if (status >= 500 || status === 429) {
+        throw new StoreUnreachableError(`S3 endpoint ${this.endpoint} unavailable (bucket ${this.bucket}): HTTP ${status} ${describe(err)}`, { ...where, hint: 'the server answers but does not serve now; it should pass' }, err);
+      }
       throw new StoreRequestError(`checking bucket ${this.bucket} at ${this.endpoint} failed: ${describe(err)}`, where, err);
     }
   }

@@ -16,7 +16,7 @@ import { importBusyboxImage, copyImage } from '../../src/lab/busybox-image.js';
 import { readExport, diffTrees } from '../support/export-tree.js';
 import { freePort, spawnTwinlayer, type TwinlayerProcess } from '../support/twinlayer.js';
 import { waitFor } from '../../src/lab/wait.js';
-import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js';
+import { startFaultProxy, type FaultProxy } from '../../src/lab/fault-proxy.js';
 
 const BUCKET = 'twinlayer-e2e';
 const TOKEN = 'e2e-token-0123456789abcdef';

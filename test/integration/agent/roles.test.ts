@@ -17,7 +17,7 @@ import { importBusyboxImage, copyImage } from '../../../src/lab/busybox-image.js
 import { waitFor } from '../../../src/lab/wait.js';
 import { readExport, diffTrees } from '../../support/export-tree.js';
 import { freePort, spawnTwinlayer, type TwinlayerProcess } from '../../support/twinlayer.js';
-import { startFaultProxy, type FaultProxy } from '../../support/fault-proxy.js';
+import { startFaultProxy, type FaultProxy } from '../../../src/lab/fault-proxy.js';
 
 const BUCKET = 'twinlayer-agent';
 const TOKEN = 'agent-token-0123456789abcdef';

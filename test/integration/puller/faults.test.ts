@@ -13,7 +13,7 @@ import type { Puller } from '../../../src/puller/index.js';
 import { type Bucket, type S3BlobStore, type Generation, type Seq } from '../../../src/store/index.js';
 import { dockerCli, startEngine, type Engine } from '../../../src/lab/engine.js';
 import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
-import { startFaultProxy, type FaultProxy } from '../../support/fault-proxy.js';
+import { startFaultProxy, type FaultProxy } from '../../../src/lab/fault-proxy.js';
 import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
 import { dir as tarDir, file as tarFile, symlinkEntry, tarOf } from '../changeset/craft-tar.js';
 import {

@@ -19,7 +19,7 @@ import {
   type S3BlobStore,
   type Seq,
 } from '../../../src/store/index.js';
-import { startFaultProxy, type FaultProxy } from '../../support/fault-proxy.js';
+import { startFaultProxy, type FaultProxy } from '../../../src/lab/fault-proxy.js';
 import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
 import { logCollector, WrappedStore } from './helpers.js';
 

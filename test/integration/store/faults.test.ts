@@ -18,7 +18,7 @@ import {
   StoreUnreachableError,
   type Generation,
 } from '../../../src/store/index.js';
-import { startFaultProxy, type FaultProxy } from '../../support/fault-proxy.js';
+import { startFaultProxy, type FaultProxy } from '../../../src/lab/fault-proxy.js';
 import { TEST_REGION, TEST_RETRY, testS3Store, uniqueBucketName, withS3, type TestS3 } from '../../support/s3.js';
 import { waitFor } from '../../../src/lab/wait.js';
 import { logCollector, WrappedStore } from './helpers.js';
@@ -247,6 +247,18 @@ describe('S3BlobStore under faults', () => {
     }
     await store.checkReachable(1000);
     assert.equal((await store.getBuffer('f/slow', 100))?.toString(), 'throttled');
+  });
+
+  it('reports a bucket that answers 503 SlowDown or 500 as unavailable, not as a setup error', async () => {
+    for (const fault of ['slowdown', 'error500'] as const) {
+      proxy.fail(fault, Infinity);
+      try {
+        await assert.rejects(store.checkReachable(1000), (err: unknown) => err instanceof StoreUnreachableError && /HTTP 50[03]/.test(err.message));
+      } finally {
+        proxy.pass();
+      }
+    }
+    await store.checkReachable(1000);
   });
 
   it('reports a hanging endpoint as unreachable within the timeout', async () => {

@@ -1,3 +1,4 @@
+// Lives in the lab (not test/support) because the chaos soak (bench/chaos) drives it too.
 // An HTTP proxy on 127.0.0.1 in front of an S3 server whose behaviour a test flips per request:
 // pass through, reset the connection, hang (the client times out), answer 503 SlowDown or 500, truncate a
 // response body, lose the answer of a request the server did carry out, or refuse connections altogether

@@ -1,0 +1,108 @@
+// Resident memory and open descriptors of each twinlayer process over time, from /proc, and the leak criterion
+// the soak applies to them (pure, so it has unit tests).
+import { readdir, readFile } from 'node:fs/promises';
+import type { LeakBounds } from './plan.js';
+
+export interface Sample {
+  /** ms since the soak started. */
+  t: number;
+  rssMb: number;
+  fds: number;
+}
+
+/** One life of one process: a restarted agent is a new series. */
+export interface Series {
+  name: string;
+  pid: number;
+  /** ms since the soak started. */
+  startedAt: number;
+  samples: Sample[];
+}
+
+export interface LeakVerdict {
+  name: string;
+  pid: number;
+  judged: boolean;
+  /** Why the series was not judged, or what the fits say. */
+  note: string;
+  windowMs: number;
+  rssFirstMb: number;
+  rssLastMb: number;
+  /** Growth of the least-squares line of RSS over the judged window (MB). */
+  rssFitGrowthMb: number;
+  fdsFirst: number;
+  fdsLast: number;
+  fdsMax: number;
+  fdFitGrowth: number;
+  leak: boolean;
+}
+
+export async function sampleProcess(pid: number, t: number): Promise<Sample | null> {
+  try {
+    const status = await readFile(`/proc/${pid}/status`, 'utf8');
+    const m = /^VmRSS:\s+(\d+) kB$/m.exec(status);
+    if (m === null) return null;
+    const fds = (await readdir(`/proc/${pid}/fd`)).length;
+    return { t, rssMb: Math.round((Number(m[1]) / 1024) * 10) / 10, fds };
+  } catch {
+    return null; // exited
+  }
+}
+
+/** Slope (per ms) of the least-squares line through (t, y). */
+function slope(points: readonly { t: number; y: number }[]): number {
+  const n = points.length;
+  const mt = points.reduce((s, p) => s + p.t, 0) / n;
+  const my = points.reduce((s, p) => s + p.y, 0) / n;
+  let num = 0;
+  let den = 0;
+  for (const p of points) {
+    num += (p.t - mt) * (p.y - my);
+    den += (p.t - mt) ** 2;
+  }
+  return den === 0 ? 0 : num / den;
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? (s[mid] ?? 0) : ((s[mid - 1] ?? 0) + (s[mid] ?? 0)) / 2;
+}
+
+/**
+ * A series leaks when, after its warm-up and over at least minWindowMs:
+ * - RSS: the least-squares line grows by more than rssGrowthMb AND by more than rssGrowthFraction of the median
+ *   of the window's first quarter (GC sawtooth and a pool filling up stay under both), or
+ * - descriptors: the line grows by more than fdGrowth AND the last quarter never drops to the first quarter's
+ *   maximum (a burst of connections that closes again is not a leak).
+ */
+export function judgeSeries(s: Series, bounds: LeakBounds): LeakVerdict {
+  const from = s.startedAt + bounds.warmUpMs;
+  const win = s.samples.filter((x) => x.t >= from);
+  const base: LeakVerdict = {
+    name: s.name, pid: s.pid, judged: false, note: '', windowMs: 0, rssFirstMb: 0, rssLastMb: 0, rssFitGrowthMb: 0,
+    fdsFirst: 0, fdsLast: 0, fdsMax: Math.max(0, ...s.samples.map((x) => x.fds)), fdFitGrowth: 0, leak: false,
+  };
+  const first = win[0];
+  const last = win.at(-1);
+  if (first === undefined || last === undefined || win.length < 8 || last.t - first.t < bounds.minWindowMs) {
+    return { ...base, note: `not judged: ${first && last ? Math.round((last.t - first.t) / 1000) : 0} s after warm-up (< ${Math.round(bounds.minWindowMs / 1000)} s)` };
+  }
+  const windowMs = last.t - first.t;
+  const q = Math.max(2, Math.floor(win.length / 4));
+  const head = win.slice(0, q);
+  const tail = win.slice(-q);
+  const rssGrowth = slope(win.map((x) => ({ t: x.t, y: x.rssMb }))) * windowMs;
+  const fdGrowth = slope(win.map((x) => ({ t: x.t, y: x.fds }))) * windowMs;
+  const rssBase = median(head.map((x) => x.rssMb));
+  const rssLeak = rssGrowth > bounds.rssGrowthMb && rssGrowth > bounds.rssGrowthFraction * rssBase;
+  const fdLeak = fdGrowth > bounds.fdGrowth && Math.min(...tail.map((x) => x.fds)) > Math.max(...head.map((x) => x.fds));
+  const r1 = (x: number): number => Math.round(x * 10) / 10;
+  return {
+    ...base, judged: true, windowMs,
+    rssFirstMb: first.rssMb, rssLastMb: last.rssMb, rssFitGrowthMb: r1(rssGrowth),
+    fdsFirst: first.fds, fdsLast: last.fds, fdFitGrowth: r1(fdGrowth),
+    leak: rssLeak || fdLeak,
+    note: `${rssLeak ? `RSS grows ${r1(rssGrowth)} MB over ${Math.round(windowMs / 1000)} s (from ${rssBase} MB)` : ''}${rssLeak && fdLeak ? '; ' : ''}${fdLeak ? `descriptors grow ${r1(fdGrowth)} over ${Math.round(windowMs / 1000)} s` : ''}` || 'flat',
+  };
+}

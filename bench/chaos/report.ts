@@ -1,0 +1,62 @@
+// The chaos soak's Markdown report (the JSON is the SoakResult itself).
+import type { ChaosPlan } from './plan.js';
+import type { SoakResult } from './soak.js';
+
+const s = (ms: number | null): string => (ms === null ? '—' : ms >= 10_000 ? `${(ms / 1000).toFixed(0)} s` : `${(ms / 1000).toFixed(1)} s`);
+
+export function renderChaosReport(r: SoakResult, plan: ChaosPlan, machine: Record<string, string>): string {
+  const out: string[] = [];
+  const verdict = r.failures.length === 0 ? 'PASS' : `FAIL (${r.failures.length})`;
+  out.push(`# twinlayer chaos soak — ${r.startedAt.slice(0, 10)} (${r.mode}, seed ${r.seed}): ${verdict}`, '');
+  out.push(`Run took ${Math.round(r.totalS / 60)} min (${r.soakS} s of writes and faults) on ${machine['cpus'] ?? '?'}; kernel ${machine['kernel'] ?? '?'}; ${machine['dockerd'] ?? '?'}; Node ${machine['node'] ?? '?'}.`);
+  out.push(`Two lab hosts in network namespaces, each with its own dockerd and \`twinlayer agent\`, keepalived on both (a MASTER); the embedded S3 server behind a fault proxy per host; the standby's Docker data root on a ${plan.standbyFsMb} MiB loop-mounted ext4. ${r.containers} protected containers (+ web) written to at random (${plan.writesPerSecond}/s target). Replay with \`npm run chaos -- ${r.mode === 'quick' ? '--quick ' : r.mode === 'full' ? '' : `--minutes=${r.mode.replace('min', '')} `}--seed=${r.seed}\`.`, '');
+  out.push('| figure | value |', '|---|---|');
+  out.push(`| kills survived (SIGKILL) | ${r.kills.survived} of ${r.kills.total} (pusher ${r.kills.byKind['kill-pusher']}, puller ${r.kills.byKind['kill-puller']}, primary engine ${r.kills.byKind['kill-engine-primary']}, standby engine ${r.kills.byKind['kill-engine-standby']}) |`);
+  out.push(`| bucket outages | ${r.outage.count}, ${r.outage.seconds} s in all, longest ${r.outage.longestS} s |`);
+  out.push(`| standby disk full | ${r.diskFull.count}, ${r.diskFull.seconds} s in all |`);
+  const net = (['reset', 'slowdown', 'truncate', 'stall', 'lose-answer', 'error500'] as const).map((k) => `${k} ${r.injected[k]}`).join(', ');
+  out.push(`| fault-proxy faults (times injected) | ${net} |`);
+  out.push(`| writes (docker exec) | ${r.writes.ok} ok, ${r.writes.failed} failed (engine down), ${r.writes.perSecond}/s |`);
+  out.push(`| commits in the bucket | ${r.commits} in ${r.generations} generation(s) |`);
+  out.push(`| divergences (docker export, twin vs primary; promoted vs primary) | ${r.divergences.length} |`);
+  out.push(`| longest convergence after a fault | ${s(r.convergence.longestMs)} raw; ${s(r.convergence.longestAttributableMs)} not overlapped by other faults${r.convergence.longest ? ` (${r.convergence.longest.kind}: ${r.convergence.longest.detail})` : ''} |`);
+  out.push(`| final convergence (last write → every twin staged) | ${s(r.finalConvergeMs)} |`);
+  if (r.failover) out.push(`| failover at the end (SIGKILL of the whole primary) | ${r.failover.outcome ?? '?'}, ${r.failover.promoted} containers started, each equal to its primary: all ${r.failover.commitsBeforeMaster} commits that reached the bucket before MASTER are in them; MASTER → booted ${s(r.failover.masterToBootedMs)} |`);
+  out.push(`| leaks | ${r.processes.filter((p) => p.leak).length} of ${r.processes.filter((p) => p.judged).length} process lives judged |`, '');
+
+  out.push('## Convergence after each kind of fault', '');
+  out.push('A probe is written on the primary when a fault ends; the time is until the standby staged it. "Attributable" leaves out the time other faults (kills, outages, a full disk) overlapped.', '');
+  out.push('| fault | probes | longest | longest attributable |', '|---|---|---|---|');
+  for (const [kind, k] of Object.entries(r.convergence.byKind).sort()) out.push(`| ${kind} | ${k.n} | ${s(k.maxMs)} | ${s(k.maxAttributableMs)} |`);
+  out.push('');
+
+  out.push('## Memory and descriptors of each twinlayer process', '');
+  out.push(`Each life of an agent (a SIGKILL starts a new one) is sampled every ${plan.sampleMs / 1000} s. Leak criterion, after a warm-up of ${plan.leak.warmUpMs / 1000} s and over at least ${plan.leak.minWindowMs / 1000} s: the least-squares line of RSS grows by more than ${plan.leak.rssGrowthMb} MB and by more than ${plan.leak.rssGrowthFraction * 100} % of the window's first-quarter median, or that of the open descriptors by more than ${plan.leak.fdGrowth} with the last quarter never back down to the first quarter's maximum. The last ${Math.round(plan.agentKillFreeTailMs / 1000)} s of the soak kill no agent, so the last life of each is long enough to judge.`, '');
+  out.push('| process | samples | judged window | RSS first → last (fit growth) | fds first → last, max (fit growth) | verdict |', '|---|---|---|---|---|---|');
+  for (const v of r.processes) {
+    const n = r.series.find((x) => x.name === v.name)?.samples.length ?? 0;
+    if (!v.judged && n < 3) continue;
+    out.push(`| ${v.name} | ${n} | ${v.judged ? `${Math.round(v.windowMs / 1000)} s` : '—'} | ${v.judged ? `${v.rssFirstMb} → ${v.rssLastMb} MB (${v.rssFitGrowthMb >= 0 ? '+' : ''}${v.rssFitGrowthMb})` : '—'} | ${v.judged ? `${v.fdsFirst} → ${v.fdsLast}, ${v.fdsMax} (${v.fdFitGrowth >= 0 ? '+' : ''}${v.fdFitGrowth})` : `max ${v.fdsMax}`} | ${v.leak ? `**LEAK**: ${v.note}` : v.note} |`);
+  }
+  out.push('');
+  const longLives = r.series.filter((x) => r.processes.find((v) => v.name === x.name)?.judged === true);
+  if (longLives.length > 0) {
+    out.push('RSS (MB) / descriptors over time of the judged lives (one column a tenth of the life):', '');
+    for (const x of longLives) {
+      const step = Math.max(1, Math.floor(x.samples.length / 10));
+      const pts = x.samples.filter((_, i) => i % step === 0).map((p) => `${Math.round(p.t / 1000)} s: ${Math.round(p.rssMb)}/${p.fds}`);
+      out.push(`- ${x.name}: ${pts.join(', ')}`);
+    }
+    out.push('');
+  }
+  out.push('## Error lines of the agents', '', 'Expected under faults (a Docker engine down, the bucket out); counted by message.', '');
+  const errs = Object.entries(r.agentErrors).sort((x, y) => y[1] - x[1]);
+  if (errs.length === 0) out.push('None.');
+  for (const [msg, n] of errs) out.push(`- ${n} × ${msg}`);
+  out.push('');
+  out.push('## Failures', '');
+  if (r.failures.length === 0) out.push('None.');
+  for (const f of r.failures) out.push(`- ${f.split('\n').join('\n  ')}`);
+  out.push('');
+  return out.join('\n');
+}

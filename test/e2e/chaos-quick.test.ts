@@ -1,0 +1,45 @@
+// Issue 8 item 1 in CI: `npm run chaos -- --quick` on every submission. The soak runs in a process of its own
+// (bench/chaos.ts: two engines, the agents, keepalived, the S3 server behind fault proxies, a full disk on the
+// standby), exits non-zero on any divergence, leak or convergence timeout, and its JSON report is checked here:
+// every kind of fault happened, every kill was survived, no twin differs from its primary.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FAULT_KINDS } from '../../bench/chaos/plan.js';
+import type { SoakResult } from '../../bench/chaos/soak.js';
+import { repoRoot } from '../support/twinlayer.js';
+
+describe('chaos soak, quick', { timeout: 600_000 }, () => {
+  it('survives every kind of fault with no divergence, no leak and no convergence timeout', async (t) => {
+    const out = await mkdtemp(join(tmpdir(), 'tl-chaos-'));
+    try {
+      const child = spawn(process.execPath, ['--import', 'tsx', join(repoRoot, 'bench', 'chaos.ts'), '--quick', `--results-dir=${out}`], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+      const lines: string[] = [];
+      const keep = (b: Buffer): void => {
+        for (const l of b.toString('utf8').split('\n')) if (l !== '') lines.push(l);
+      };
+      child.stdout.on('data', keep);
+      child.stderr.on('data', keep);
+      const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+      const seed = lines.find((l) => l.includes('seed'));
+      t.diagnostic(seed ?? '(no seed line)');
+      assert.equal(code, 0, `the quick soak failed:\n${lines.filter((l) => !l.startsWith('|')).slice(-40).join('\n')}`);
+      const json = (await readdir(out)).find((f) => f.endsWith('.json'));
+      assert.ok(json, 'a JSON report was written');
+      const r = JSON.parse(await readFile(join(out, json), 'utf8')) as SoakResult;
+      for (const k of FAULT_KINDS) assert.ok(r.injected[k] >= 1, `no ${k} injected`);
+      assert.equal(r.kills.survived, r.kills.total);
+      assert.deepEqual(r.divergences, []);
+      assert.deepEqual(r.failures, []);
+      assert.ok(r.commits > r.containers, 'commits reached the bucket');
+      assert.ok(r.failover !== null && r.failover.promoted === r.containers + 1, 'the final failover started every container');
+      assert.ok(r.processes.some((p) => p.judged), 'at least one agent life was judged for leaks');
+      t.diagnostic(`kills ${r.kills.total}, outage ${r.outage.seconds} s, commits ${r.commits}, longest convergence ${r.convergence.longestAttributableMs} ms`);
+    } finally {
+      await rm(out, { recursive: true, force: true });
+    }
+  });
+});
