@@ -15,6 +15,7 @@ import { silentLogger } from '../../../src/log/logger.js';
 import { createHookApp } from '../../../src/vrrp-hook/index.js';
 import { startEngine, dockerCli, type Engine } from '../../../src/lab/engine.js';
 import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
+import { testSignatures } from '../../support/signing.js';
 
 const BUCKET = 'twinlayer-inproc';
 const TOKEN = 'inproc-token-0123456789abcdef';
@@ -47,7 +48,7 @@ describe('agent hook in process', { timeout: 180_000 }, () => {
     await importBusyboxImage(engine.socketPath, 'tl-busybox:inproc');
     await dockerCli(engine, ['run', '-d', '--name', 'web', '--label', 'twinlayer.enable=true', '--network', 'none', 'tl-busybox:inproc', 'sh', '-c', "trap 'exit 0' TERM; while true; do sleep 0.2; done"]);
     store = new S3BlobStore({ bucket: BUCKET, region: 'us-east-1', endpoint: s3.endpoint, pathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
-    bucket = new Bucket(store, { prefix: 'twinlayer', group: 'inproc', log: silentLogger });
+    bucket = new Bucket(store, { prefix: 'twinlayer', group: 'inproc', signatures: testSignatures(), log: silentLogger });
     agent = new Agent({
       runtime: new DockerRuntime({ socketPath: engine.socketPath }),
       bucket,

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { startS3Server, S3RVER_CREDENTIALS } from '../../../src/s3server/index.js';
 import { freePort, spawnTwinlayer } from '../../support/twinlayer.js';
 import { startEngine, type Engine } from '../../../src/lab/engine.js';
+import { GroupKeys } from '../../../src/lab/group-keys.js';
 
 const creds = { AWS_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey };
 
@@ -23,9 +24,11 @@ describe('start-up refusals', { timeout: 180_000 }, () => {
   let dir: string;
   let s3: Awaited<ReturnType<typeof startS3Server>>;
   let engine: Engine;
+  let keys: GroupKeys;
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'tl-cli-'));
+    keys = await GroupKeys.create(join(dir, 'keys'), ['cli-a', 'cli-b']);
     s3 = await startS3Server({ dir: join(dir, 's3'), buckets: ['present'], silent: true });
     engine = await startEngine({ name: 'cli' });
   });
@@ -38,6 +41,7 @@ describe('start-up refusals', { timeout: 180_000 }, () => {
   const base = (): Record<string, string> => ({
     ...creds, TWINLAYER_ENDPOINT: s3.endpoint, TWINLAYER_BUCKET: 'present', TWINLAYER_PATH_STYLE: 'true',
     TWINLAYER_STATE_DIR: join(dir, 'state'), TWINLAYER_DOCKER_SOCKET: engine.socketPath,
+    TWINLAYER_HOST_ID: 'cli-a', ...keys.env('cli-a'),
   });
 
   it('a wrong type names the key, its variable and the value', async () => {
