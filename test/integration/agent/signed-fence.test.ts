@@ -7,9 +7,9 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Agent } from '../../../src/agent/index.js';
-import { DockerRuntime } from '../../../src/docker/index.js';
+import type { Agent } from '../../../src/agent/index.js';
 import { startS3Server } from '../../../src/s3server/index.js';
+import { inProcessAgent } from '../../support/agent.js';
 import { Bucket, S3BlobStore, Signatures, SigningKey, type Generation, type Seq } from '../../../src/store/index.js';
 import { silentLogger } from '../../../src/log/logger.js';
 import { startEngine, dockerCli, type Engine } from '../../../src/lab/engine.js';
@@ -39,29 +39,7 @@ describe('agent: a keyless claim of the next generation fences nobody', { timeou
     store = new S3BlobStore({ bucket: BUCKET, region: 'us-east-1', endpoint: s3.endpoint, pathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
     const keys = await GroupKeys.create(join(base, 'keys'), ['host-a', 'host-b']);
     observer = new Bucket(store, { prefix: 'twinlayer', group: GROUP, signatures: keys.signatures() });
-    agent = new Agent({
-      runtime: new DockerRuntime({ socketPath: engine.socketPath }),
-      bucket: new Bucket(store, { prefix: 'twinlayer', group: GROUP, signatures: keys.signatures('host-a'), log: silentLogger }),
-      log: silentLogger,
-      hostId: 'host-a',
-      group: GROUP,
-      label: 'twinlayer.enable',
-      stateDir: join(base, 'state'),
-      excludes: [],
-      debounceQuietMs: 20,
-      debounceMaxMs: 200,
-      uploadConcurrency: 2,
-      reconcileIntervalMs: 60_000,
-      pollIntervalMs: 50,
-      downloadConcurrency: 2,
-      startConcurrency: 4,
-      finalizeDeadlineMs: 500,
-      bootTimeoutMs: 10_000,
-      vrrpStateFile: undefined,
-      fenceIntervalMs: 200,
-      backupSettleMs: 400,
-      stopTimeoutSeconds: 1,
-    });
+    agent = inProcessAgent({ socketPath: engine.socketPath, bucket: new Bucket(store, { prefix: 'twinlayer', group: GROUP, signatures: keys.signatures('host-a'), log: silentLogger }), hostId: 'host-a', group: GROUP, stateDir: join(base, 'state') });
     await agent.open();
     await agent.start();
   });
