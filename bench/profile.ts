@@ -13,6 +13,7 @@ import { gzipAndHash } from '../src/changeset/tar-writer.js';
 import { S3RVER_CREDENTIALS } from '../src/s3server/index.js';
 import { asDigest, Bucket, S3BlobStore } from '../src/store/index.js';
 import { BUCKET, PutFloor, startS3Process } from './lib/s3.js';
+import { testSignatures } from '../test/support/signing.js';
 
 export interface BulkProfile {
   bytes: number;
@@ -58,7 +59,7 @@ export async function profileBulk(endpoint: string, baseDir: string, bytes: numb
     const copy = await timed(() => pipeline(createReadStream(raw), createWriteStream(join(dir, 'copy-only'))));
     await rm(join(dir, 'gz-only'));
     await rm(join(dir, 'copy-only'));
-    const bucket = new Bucket(store, { prefix: `profile-${randomBytes(4).toString('hex')}`, group: 'p' });
+    const bucket = new Bucket(store, { signatures: testSignatures(), prefix: `profile-${randomBytes(4).toString('hex')}`, group: 'p' });
     const digest = asDigest(built.digest);
     const upload = await timed(() => bucket.uploadBlob(built.file, digest));
     const blob = join(dir, 'blob.tar.gz');

@@ -7,6 +7,7 @@ import PQueue from 'p-queue';
 import { DockerRuntime } from '../../src/docker/index.js';
 import { copyImage, importBusyboxImage } from '../../src/lab/busybox-image.js';
 import { dockerCli, startEngine, type Engine } from '../../src/lab/engine.js';
+import { GroupKeys } from '../../src/lab/group-keys.js';
 import { spawnTwinlayer, type TwinlayerProcess } from '../../test/support/twinlayer.js';
 import { waitFor } from '../../src/lab/wait.js';
 import { BUCKET, PREFIX, S3_ENV, startS3Process, type S3Process } from './s3.js';
@@ -22,11 +23,15 @@ export interface Cluster {
   runtimeA: DockerRuntime;
   runtimeB: DockerRuntime;
   token: string;
+  /** The signing keys of bench-a and bench-b: both sign and trust both. */
+  keys: GroupKeys;
   /** Every twinlayer process started, for cleanup. */
   procs: Set<TwinlayerProcess>;
 }
 
 export async function startCluster(base: string, log: (line: string) => void): Promise<Cluster> {
+  // First: nothing to clean up when it fails.
+  const keys = await GroupKeys.create(join(base, 'keys'), ['bench-a', 'bench-b']);
   const s3 = await startS3Process(join(base, 's3'));
   const engines = await Promise.allSettled([startEngine({ name: 'bench-a', log }), startEngine({ name: 'bench-b', log })]);
   const [a, b] = engines.map((e) => (e.status === 'fulfilled' ? e.value : null));
@@ -40,6 +45,7 @@ export async function startCluster(base: string, log: (line: string) => void): P
     s3,
     a,
     b,
+    keys,
     runtimeA: new DockerRuntime({ socketPath: a.socketPath }),
     runtimeB: new DockerRuntime({ socketPath: b.socketPath }),
     token: randomBytes(16).toString('hex'),
@@ -136,6 +142,7 @@ export function twinlayerEnv(c: Cluster, side: 'a' | 'b', o: GroupOptions): Reco
     TWINLAYER_GROUP: o.group,
     TWINLAYER_LABEL: o.label,
     TWINLAYER_HOST_ID: side === 'a' ? 'bench-a' : 'bench-b',
+    ...c.keys.env(side === 'a' ? 'bench-a' : 'bench-b'),
     TWINLAYER_DOCKER_SOCKET: side === 'a' ? c.a.socketPath : c.b.socketPath,
     TWINLAYER_STATE_DIR: join(c.base, `state-${o.group}-${side}`),
     TWINLAYER_POLL_INTERVAL_MS: String(o.pollIntervalMs),

@@ -849,6 +849,7 @@ export class Agent {
       divergent: this.#divergent,
       containers,
       lastError: this.#lastError,
+      signatures: this.#o.bucket.signatureStatus(),
     };
   }
 

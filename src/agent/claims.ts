@@ -1,7 +1,7 @@
 // Claiming a generation for a promotion (DESIGN.md "Roles, promotion, fencing"): a conditional create of
 // gen/<g>/claim.json, one past the generation the promoting host followed. Exactly one host wins a generation.
 import type { Logger } from '../log/logger.js';
-import type { Bucket, Generation, Seq } from '../store/index.js';
+import { REFUSED_GENERATION_SKIP, type Bucket, type Generation, type Seq } from '../store/index.js';
 import type { ClaimState } from './types.js';
 
 /** What a promotion finalized from: the generation followed and the staged seq per container. */
@@ -21,7 +21,9 @@ export interface ClaimDeps {
  * we staged) or another host's claim is there; won when ours is, also when an earlier attempt landed although its
  * answer did not reach us. A late claim (made when the bucket answered again, after the twins booted from what was
  * staged) is also refused when the followed generation moved past what we staged: its writer kept the bucket and
- * kept publishing, and taking over would leave what reached the bucket behind.
+ * kept publishing, and taking over would leave what reached the bucket behind. A claim key taken by something that
+ * is no claim the group signed (a bucket writer without a key) is passed over: the next generation is claimed, up to
+ * REFUSED_GENERATION_SKIP of them, as every probe of the newest generation passes over it too.
  */
 export async function claimGeneration(deps: ClaimDeps, generation: Generation, basis: ClaimBasis, opts: { late: boolean }): Promise<ClaimState> {
   const { bucket, hostId, log } = deps;
@@ -32,30 +34,39 @@ export async function claimGeneration(deps: ClaimDeps, generation: Generation, b
     if (holder?.host === hostId) return { status: 'owner', generation: newest };
     return { status: 'lost', generation: newest, holder: holder?.host ?? null };
   }
-  if (newest < generation) {
-    if (opts.late && basis.generation > 0) {
-      const moved = await followedGenerationMoved(bucket, basis);
-      if (moved !== null) {
-        log.error('late claim refused: the followed generation moved on while this host was cut off', { generation, followed: basis.generation, moved });
-        const head = await bucket.readHead(basis.generation as Generation);
-        return { status: 'lost', generation: basis.generation, holder: head.status === 'ok' ? head.head.writer : null };
-      }
+  if (newest === generation) return claimedAlready(deps, generation);
+  if (opts.late && basis.generation > 0) {
+    const moved = await followedGenerationMoved(bucket, basis);
+    if (moved !== null) {
+      log.error('late claim refused: the followed generation moved on while this host was cut off', { generation, followed: basis.generation, moved });
+      const head = await bucket.readHead(basis.generation as Generation);
+      return { status: 'lost', generation: basis.generation, holder: head.status === 'ok' ? head.head.writer : null };
     }
+  }
+  for (let g = generation, skipped = 0; ; g = (g + 1) as Generation, skipped++) {
     const result = await bucket.claimGeneration({
       version: 1,
-      generation,
+      generation: g,
       host: hostId,
       claimedAt: new Date().toISOString(),
       from: { generation: basis.generation as Generation, containers: basis.containers as Record<string, Seq> },
     });
     if (result.won) {
-      log.info('claimed generation', { generation, from: basis });
-      return { status: 'won', generation };
+      log.info('claimed generation', { generation: g, from: basis, ...(skipped > 0 ? { passedOver: skipped } : {}) });
+      return { status: 'won', generation: g };
     }
+    if (result.holder !== null) return result.holder.host === hostId ? claimedAlready(deps, g) : { status: 'lost', generation: g, holder: result.holder.host };
+    // Junk at the claim key (logged and in the status by the bucket): neither a holder nor ours.
+    if (skipped >= REFUSED_GENERATION_SKIP) return { status: 'lost', generation: g, holder: null };
+    log.warn('generation taken by an object the group did not sign; claiming the next one', { generation: g });
   }
-  const holder = await bucket.readClaim(generation);
-  if (holder?.host === hostId) {
-    log.info('claimed generation (an earlier attempt had landed)', { generation, claimedAt: holder.claimedAt });
+}
+
+/** Generation `generation` exists: ours (an earlier attempt landed although its answer was lost) or lost. */
+async function claimedAlready(deps: ClaimDeps, generation: Generation): Promise<ClaimState> {
+  const holder = await deps.bucket.readClaim(generation);
+  if (holder?.host === deps.hostId) {
+    deps.log.info('claimed generation (an earlier attempt had landed)', { generation, claimedAt: holder.claimedAt });
     return { status: 'won', generation };
   }
   return { status: 'lost', generation, holder: holder?.host ?? null };

@@ -1,5 +1,7 @@
 // Who replicates: the owner of the newest generation (DESIGN.md "Roles, promotion, fencing"). A generation made by
-// an agent has a claim; one opened by `twinlayer push` has only its head, whose writer owns it.
+// an agent has a claim; one opened by `twinlayer push` has only its head, whose writer owns it. Only claims and heads
+// signed by a key the group trusts count (the bucket refuses the rest): a bucket writer without a key can neither
+// take a generation over nor fence its owner.
 import type { Bucket, Claim, Generation } from '../store/index.js';
 
 export interface Ownership {
@@ -24,11 +26,11 @@ export async function ownershipOf(bucket: Bucket, generation: Generation): Promi
   return { generation, owner: head.status === 'ok' ? head.head.writer : null, claim: null };
 }
 
-/** Anything claimed or opened after generation g: a claim or a head of g+1. Claims are made one past the newest
- *  generation their maker saw, so a writer of g that sees no g+1 knows nobody took over (two small GETs). */
+/** Anything claimed or opened after generation g: a claim or a head of g+1 (past junk a bucket writer without a key
+ *  left there, see Bucket.nextGeneration). Claims are made one past the newest generation their maker saw, so a
+ *  writer of g that sees no g+1 knows nobody took over (two small GETs). */
 export async function successorOf(bucket: Bucket, g: Generation): Promise<Ownership | null> {
-  const next = (g + 1) as Generation;
-  const own = await ownershipOf(bucket, next);
-  if (own.claim !== null || own.owner !== null) return own;
-  return null;
+  const next = await bucket.nextGeneration(g);
+  if (next === null) return null;
+  return { generation: next.generation, owner: next.claim?.host ?? next.head?.writer ?? null, claim: next.claim };
 }

@@ -1,6 +1,7 @@
 // What the agent reports: its role, the generation it writes or follows, and what its last transitions did.
 import type { FinalizeReport, StartReport, StatusReport } from '../puller/index.js';
 import type { ReplicatorStatus } from '../pusher/index.js';
+import type { SignatureStatus } from '../store/index.js';
 import type { VrrpState } from './vrrp-intent.js';
 
 export type Role = 'primary' | 'standby' | 'promoting' | 'demoting';
@@ -57,4 +58,6 @@ export interface AgentStatus {
   /** Per container: the puller's view on a standby, the pusher's on a primary. */
   containers: StatusReport['containers'] | (ReplicatorStatus & { running?: boolean })[];
   lastError: string | null;
+  /** Whose signatures are accepted, and the bucket objects refused (unsigned, badly signed, replayed). */
+  signatures: SignatureStatus;
 }

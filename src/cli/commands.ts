@@ -2,11 +2,13 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Agent, AgentHookHandler } from '../agent/index.js';
+import { loadKeyConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { Pusher } from '../pusher/index.js';
 import { Puller } from '../puller/index.js';
 import { startS3Server } from '../s3server/index.js';
+import { readSigningKeyFile, SigningKey, writeNewSigningKey } from '../store/index.js';
 import { createHookApp, serveHook } from '../vrrp-hook/index.js';
 import { openBucket, openDocker } from './runtime-deps.js';
 import { onShutdown } from './shutdown.js';
@@ -16,7 +18,7 @@ export function loggerFor(config: Config): Logger {
 }
 
 export async function runPush(config: Config, log: Logger): Promise<void> {
-  const { bucket, store } = await openBucket(config, log);
+  const { bucket, store } = await openBucket(config, log, 'push');
   const pusher = new Pusher({
     runtime: openDocker(config, log),
     bucket,
@@ -40,7 +42,7 @@ export async function runPush(config: Config, log: Logger): Promise<void> {
 }
 
 export async function runPull(config: Config, log: Logger): Promise<void> {
-  const { bucket, store } = await openBucket(config, log);
+  const { bucket, store } = await openBucket(config, log, 'pull');
   const puller = new Puller({
     runtime: openDocker(config, log),
     bucket,
@@ -85,7 +87,7 @@ async function serveUntilShutdown(config: Config, log: Logger, app: Parameters<t
 
 /** `twinlayer agent`: one process per host, either role, serving the hook on every host. */
 export async function runAgent(config: Config, log: Logger): Promise<void> {
-  const { bucket, store } = await openBucket(config, log, { requireReachable: false });
+  const { bucket, store } = await openBucket(config, log, 'agent', { requireReachable: false });
   const agent = new Agent({
     runtime: openDocker(config, log),
     bucket,
@@ -147,4 +149,24 @@ export async function runS3(flags: Map<string, string>, log: Logger): Promise<vo
   const portFile = flags.get('port-file');
   if (portFile) await writeFile(portFile, String(server.port));
   await onShutdown(log, () => server.close());
+}
+
+/** `twinlayer keygen`: a new private key for this host at `--out` (default: signingKeyFile), mode 0600, never over an
+ *  existing file; prints the public key line for trustedKeys on stdout. */
+export async function runKeygen(flags: Map<string, string>): Promise<number> {
+  const { hostId, signingKeyFile } = loadKeyConfig({ file: flags.get('config') });
+  const out = flags.get('out') ?? signingKeyFile;
+  const key = SigningKey.generate(hostId);
+  await writeNewSigningKey(out, key);
+  process.stdout.write(`${key.publicLine}\n`);
+  process.stderr.write(`twinlayer: wrote the private key of ${hostId} to ${out} (mode 0600); add the line above to trustedKeys on every host of the group\n`);
+  return 0;
+}
+
+/** `twinlayer pubkey`: the trustedKeys line of this host's private key (`--key`, default: signingKeyFile). */
+export async function runPubkey(flags: Map<string, string>): Promise<number> {
+  const { hostId, signingKeyFile } = loadKeyConfig({ file: flags.get('config') });
+  const key = await readSigningKeyFile(flags.get('key') ?? signingKeyFile, hostId);
+  process.stdout.write(`${key.publicLine}\n`);
+  return 0;
 }

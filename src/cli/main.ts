@@ -1,12 +1,12 @@
-// twinlayer CLI entry: agent | push | pull | status | s3 | demo. Config errors exit 2 naming the key.
+// twinlayer CLI entry: agent | push | pull | status | keygen | pubkey | s3 | demo. Config errors exit 2 naming the key.
 import { loadConfig } from '../config/load.js';
 import { TwinlayerError } from '../log/errors.js';
 import { createLogger } from '../log/logger.js';
 import { parseArgs } from './args.js';
-import { loggerFor, runAgent, runPull, runPush, runS3, runStatus } from './commands.js';
+import { loggerFor, runAgent, runKeygen, runPubkey, runPull, runPush, runS3, runStatus } from './commands.js';
 import { usage } from './usage.js';
 
-const flagNames = new Set(['config', 'dir', 'listen', 'bucket', 'port-file', 'help', 'keep', 'runs']);
+const flagNames = new Set(['config', 'dir', 'listen', 'bucket', 'port-file', 'help', 'keep', 'runs', 'out', 'key']);
 
 async function main(argv: readonly string[]): Promise<number> {
   const { command, flags } = parseArgs(argv, flagNames);
@@ -18,6 +18,8 @@ async function main(argv: readonly string[]): Promise<number> {
     await runS3(flags, createLogger({ level: 'info' }));
     return 0;
   }
+  if (command === 'keygen') return runKeygen(flags);
+  if (command === 'pubkey') return runPubkey(flags);
   if (command === 'demo') {
     const { runDemo } = await import('../demo/index.js');
     return runDemo({ keep: flags.get('keep') === 'true' });

@@ -3,10 +3,13 @@ import { DockerRuntime } from '../docker/index.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import { Bucket, S3BlobStore, StoreUnreachableError } from '../store/index.js';
+import { signaturesFor, type BucketRole } from './signing.js';
 
 /** `requireReachable: false` (the agent): a host must come up and decide from its own record while the bucket is
- *  down; a bucket that answers but does not exist still stops the start. */
-export async function openBucket(config: Config, log: Logger, opts: { requireReachable?: boolean } = {}): Promise<{ bucket: Bucket; store: S3BlobStore }> {
+ *  down; a bucket that answers but does not exist still stops the start. The signature set-up is checked first: it
+ *  needs nothing but the config and the key file. */
+export async function openBucket(config: Config, log: Logger, role: BucketRole, opts: { requireReachable?: boolean } = {}): Promise<{ bucket: Bucket; store: S3BlobStore }> {
+  const signatures = await signaturesFor(config, role, log);
   const store = new S3BlobStore({
     bucket: config.bucket,
     region: config.region,
@@ -20,7 +23,7 @@ export async function openBucket(config: Config, log: Logger, opts: { requireRea
     if (opts.requireReachable !== false || !(err instanceof StoreUnreachableError)) throw err;
     log.warn('the bucket is unreachable at start; going on', { bucket: config.bucket, err });
   }
-  return { bucket: new Bucket(store, { prefix: config.prefix, group: config.group, log }), store };
+  return { bucket: new Bucket(store, { prefix: config.prefix, group: config.group, signatures, log }), store };
 }
 
 export function openDocker(config: Config, log: Logger): DockerRuntime {

@@ -5,6 +5,9 @@ Usage:
   twinlayer push   [--config FILE]   fixed role, primary: watch protected containers and ship their changes
   twinlayer pull   [--config FILE]   fixed role, standby: stage changes into twins and serve the VRRP hook
   twinlayer status [--config FILE]   print this host's status (through its hook; the pusher's status file)
+  twinlayer keygen [--out FILE]      new signing key for this host (mode 0600; default signingKeyFile, never
+                                     replaced); prints the line to add to trustedKeys on every host
+  twinlayer pubkey [--key FILE]      print the trustedKeys line of this host's signing key
   twinlayer s3 [--dir DIR] [--listen HOST:PORT] [--bucket NAME]
                                      embedded S3 server for development and tests (not production)
   twinlayer demo [--keep]            two-host failover demo in network namespaces (root)

@@ -1,6 +1,7 @@
 // Reads the optional config file (YAML or JSON) and TWINLAYER_* variables; env wins. A bad value names its key.
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
+import type { z } from 'zod';
 
 import { TwinlayerError } from '../log/errors.js';
 import { configKeys, configSchema, envName, type Config } from './schema.js';
@@ -36,7 +37,8 @@ export interface LoadOptions {
   overrides?: Record<string, unknown>;
 }
 
-export function loadConfig(options: LoadOptions = {}): Config {
+/** The raw values: file, then env, then overrides. */
+function gather(options: LoadOptions): Record<string, unknown> {
   const env = options.env ?? process.env;
   const file = options.file ?? env['TWINLAYER_CONFIG'];
   const raw: Record<string, unknown> = file ? readFile(file) : {};
@@ -45,17 +47,33 @@ export function loadConfig(options: LoadOptions = {}): Config {
     if (value !== undefined && value !== '') raw[key] = value;
   }
   for (const [k, v] of Object.entries(options.overrides ?? {})) if (v !== undefined) raw[k] = v;
+  return raw;
+}
+
+/** Only the keys `twinlayer keygen` needs (hostId, signingKeyFile), from the same sources: it needs no bucket. */
+export function loadKeyConfig(options: LoadOptions = {}): Readonly<{ hostId: string; signingKeyFile: string }> {
+  const all = gather(options);
+  const raw = { hostId: all['hostId'], signingKeyFile: all['signingKeyFile'] };
+  const result = configSchema.pick({ hostId: true, signingKeyFile: true }).safeParse(raw);
+  if (!result.success) throw configError(result.error, raw);
+  return Object.freeze(result.data);
+}
+
+function configError(error: z.ZodError, raw: Record<string, unknown>): ConfigError {
+  const issue = error.issues[0];
+  const key = issue?.path[0] === undefined ? undefined : String(issue.path[0]);
+  const where = key === undefined ? '' : `config key \`${key}\` (env ${envName(key)})`;
+  const got = key === undefined ? '' : `, got ${JSON.stringify(raw[key]) ?? 'nothing'}`;
+  const reason = issue?.code === 'unrecognized_keys'
+    ? `unknown config key(s): ${issue.keys.join(', ')}`
+    : `${where}: ${issue?.message ?? 'invalid'}${got}`;
+  return new ConfigError(reason, key);
+}
+
+export function loadConfig(options: LoadOptions = {}): Config {
+  const raw = gather(options);
   const result = configSchema.safeParse(raw);
-  if (!result.success) {
-    const issue = result.error.issues[0];
-    const key = issue?.path[0] === undefined ? undefined : String(issue.path[0]);
-    const where = key === undefined ? '' : `config key \`${key}\` (env ${envName(key)})`;
-    const got = key === undefined ? '' : `, got ${JSON.stringify(raw[key]) ?? 'nothing'}`;
-    const reason = issue?.code === 'unrecognized_keys'
-      ? `unknown config key(s): ${issue.keys.join(', ')}`
-      : `${where}: ${issue?.message ?? 'invalid'}${got}`;
-    throw new ConfigError(reason, key);
-  }
+  if (!result.success) throw configError(result.error, raw);
   const config = result.data;
   if (config.debounceMaxMs < config.debounceQuietMs) {
     throw new ConfigError(`config key \`debounceMaxMs\` (env ${envName('debounceMaxMs')}): must be >= debounceQuietMs (${config.debounceQuietMs}), got ${config.debounceMaxMs}`, 'debounceMaxMs');

@@ -2,11 +2,16 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 
+import { publicKeyLineRe } from '../store/signing-keys.js';
+
 const ms = (def: number, min = 1) => z.coerce.number().int().min(min).default(def);
 const bool = (def: boolean) =>
   z.union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no'])])
     .transform((v) => v === true || v === 'true' || v === '1' || v === 'yes')
     .default(def);
+/** A list from a YAML/JSON array, or from one string of items separated by commas (an env variable). */
+const list = (item: z.ZodType<string, string>) =>
+  z.union([z.array(z.string()), z.string().transform((s) => s.split(/[,\n]/).map((x) => x.trim()).filter(Boolean))]).pipe(z.array(item));
 const listenAddress = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[0-9.]+|localhost):\d{1,5}$/, 'expected HOST:PORT');
 
 export const configSchema = z.strictObject({
@@ -31,6 +36,14 @@ export const configSchema = z.strictObject({
   reconcileIntervalMs: ms(60_000, 100),
   /** Paths (relative to the container root) never shipped; a trailing /** excludes a subtree. */
   excludes: z.union([z.array(z.string()), z.string().transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean))]).default([]),
+  /** This host's Ed25519 private key (PEM, mode 0600, made by `twinlayer keygen`): signs every object it writes. */
+  signingKeyFile: z.string().min(1).default('/etc/twinlayer/signing.key'),
+  /** The group's public keys, one line per host (two while a host's key is rotated) as `twinlayer keygen` prints it;
+   *  only objects signed by one of them are accepted. */
+  trustedKeys: list(z.string().trim().regex(publicKeyLineRe, 'expected "[<hostId> ]ed25519:<44 base64 characters>" as `twinlayer keygen` prints it')).refine((a) => a.length <= 64, 'expected at most 64 keys').default([]),
+  /** Accept bucket objects that no trusted key signed, and write unsigned without a key: only while moving a group to
+   *  signed commits (anyone who can write the bucket can then choose what the standby stages and boots). */
+  acceptUnsigned: bool(false),
   hookListen: listenAddress.default('127.0.0.1:7450'),
   hookToken: z.string().min(16, 'expected at least 16 characters').optional(),
   hookAllowNoToken: bool(false),

@@ -13,6 +13,7 @@ import { Bucket, S3BlobStore, type Generation } from '../store/index.js';
 import { copyImage, importBusyboxImage } from './busybox-image.js';
 import { dockerCli, type Engine } from './engine.js';
 import { startFaultProxy, type FaultProxy } from './fault-proxy.js';
+import { GroupKeys } from './group-keys.js';
 import { createLab, type Lab, type LabProcess, type RootForward } from './index.js';
 import { waitFor } from './wait.js';
 
@@ -86,6 +87,8 @@ export interface AgentLabOptions {
 export class AgentLab {
   readonly lab: Lab;
   readonly bucket: Bucket;
+  /** Each host's signing key; every agent trusts all of them (and the lab's own view of the bucket does). */
+  readonly keys: GroupKeys;
   readonly token = randomBytes(16).toString('hex');
   /** Host names: a (keepalived's preferred MASTER at the start) and b. */
   readonly hosts: readonly [string, string];
@@ -97,11 +100,12 @@ export class AgentLab {
   readonly #agents = new Map<string, AgentRun>();
   readonly #waitMs: number;
 
-  private constructor(init: { lab: Lab; s3: S3Server; store: S3BlobStore; forwards: Map<string, RootForward>; proxies: Map<string, FaultProxy>; opts: AgentLabOptions }) {
+  private constructor(init: { lab: Lab; s3: S3Server; store: S3BlobStore; keys: GroupKeys; forwards: Map<string, RootForward>; proxies: Map<string, FaultProxy>; opts: AgentLabOptions }) {
     this.lab = init.lab;
     this.#s3 = init.s3;
     this.#store = init.store;
-    this.bucket = new Bucket(init.store, { prefix: 'twinlayer', group: AGENT_LAB_GROUP });
+    this.keys = init.keys;
+    this.bucket = new Bucket(init.store, { prefix: 'twinlayer', group: AGENT_LAB_GROUP, signatures: init.keys.signatures() });
     this.#forwards = init.forwards;
     this.#proxies = init.proxies;
     this.#o = init.opts;
@@ -150,8 +154,9 @@ export class AgentLab {
       }
       // The lab's own view of the bucket (never the agents'): s3rver can leave a GET racing a PUT of the same key
       // unanswered for seconds; a short bound and a retry keep the observer from lagging behind what it observes.
+      const keys = await GroupKeys.create(join(lab.dir, 'keys'), lab.hosts.map((h) => agentHostId(h.name)));
       const store = new S3BlobStore({ bucket: AGENT_LAB_BUCKET, region: 'us-east-1', endpoint: s3.endpoint, pathStyle: true, credentials: S3RVER_CREDENTIALS, smallRequestTimeoutMs: 300 });
-      return new AgentLab({ lab, s3, store, forwards, proxies, opts });
+      return new AgentLab({ lab, s3, store, keys, forwards, proxies, opts });
     } catch (err) {
       for (const p of proxies.values()) await p.close().catch(() => undefined);
       await s3?.close().catch(() => undefined);
@@ -171,7 +176,7 @@ export class AgentLab {
   }
 
   hostId(host: string): string {
-    return `host-${host}`;
+    return agentHostId(host);
   }
 
   agent(host: string): AgentRun | undefined {
@@ -191,6 +196,7 @@ export class AgentLab {
       TWINLAYER_HOOK_LISTEN: HOOK, TWINLAYER_HOOK_TOKEN: this.token, TWINLAYER_VRRP_STATE_FILE: vrrpStateFile(this.lab, host),
       TWINLAYER_POLL_INTERVAL_MS: '50', TWINLAYER_FENCE_INTERVAL_MS: '200', TWINLAYER_BACKUP_SETTLE_MS: '300', TWINLAYER_STOP_TIMEOUT_SECONDS: '1',
       TWINLAYER_RECONCILE_INTERVAL_MS: '5000', TWINLAYER_LOG_LEVEL: 'info',
+      ...this.keys.env(this.hostId(host)),
       ...this.#o.agentEnv,
     };
     const lines: AgentLogLine[] = [];
@@ -386,6 +392,10 @@ export class AgentLab {
     await this.lab.destroy().catch((err: unknown) => problems.push(String(err)));
     if (problems.length > 0) throw new Error(`agent lab teardown: ${problems.join('; ')}`);
   }
+}
+
+function agentHostId(host: string): string {
+  return `host-${host}`;
 }
 
 function vrrpStateFile(lab: Lab, host: string): string {

@@ -12,6 +12,7 @@ import { startS3Server, S3RVER_CREDENTIALS } from '../s3server/index.js';
 import { Bucket, S3BlobStore } from '../store/index.js';
 import { createLab, type Lab } from './index.js';
 import { dockerCli } from './engine.js';
+import { GroupKeys } from './group-keys.js';
 import { importBusyboxImage, copyImage } from './busybox-image.js';
 import type { TimelineEvent } from './failover.js';
 import { waitFor } from './wait.js';
@@ -70,6 +71,8 @@ export async function runPushPullFailover(opts: PushPullFailoverOptions = {}): P
     mark('protected web service running on the primary (busybox httpd, --network host)');
 
     const token = randomBytes(16).toString('hex');
+    // Each host its own key, both trusting both: the commits are signed as in production.
+    const keys = await GroupKeys.create(join(lab.dir, 'keys'), ['primary', 'standby']);
     const common = {
       AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1',
       TWINLAYER_ENDPOINT: `http://${s3Fwd.host}:${s3Fwd.port}`, TWINLAYER_BUCKET: BUCKET, TWINLAYER_PATH_STYLE: 'true',
@@ -78,8 +81,8 @@ export async function runPushPullFailover(opts: PushPullFailoverOptions = {}): P
     const stateDir = (h: string): string => join(lab!.dir, `state-${h}`);
     const node = process.execPath;
     const bin = join(repoRoot, 'bin', 'twinlayer.js');
-    await lab.spawn('primary', [node, bin, 'push'], { env: { ...common, TWINLAYER_HOST_ID: 'primary', TWINLAYER_DOCKER_SOCKET: primary.engine.socketPath, TWINLAYER_STATE_DIR: stateDir('primary') } });
-    await lab.spawn('standby', [node, bin, 'pull'], { env: { ...common, TWINLAYER_HOST_ID: 'standby', TWINLAYER_DOCKER_SOCKET: standby.engine.socketPath, TWINLAYER_STATE_DIR: stateDir('standby'), TWINLAYER_HOOK_LISTEN: '127.0.0.1:7450' } });
+    await lab.spawn('primary', [node, bin, 'push'], { env: { ...common, TWINLAYER_HOST_ID: 'primary', ...keys.env('primary'), TWINLAYER_DOCKER_SOCKET: primary.engine.socketPath, TWINLAYER_STATE_DIR: stateDir('primary') } });
+    await lab.spawn('standby', [node, bin, 'pull'], { env: { ...common, TWINLAYER_HOST_ID: 'standby', ...keys.env('standby'), TWINLAYER_DOCKER_SOCKET: standby.engine.socketPath, TWINLAYER_STATE_DIR: stateDir('standby'), TWINLAYER_HOOK_LISTEN: '127.0.0.1:7450' } });
 
     // keepalived insists that notify scripts are root-owned and not writable by others: copy ours into the lab dir.
     const notify = join(lab.dir, 'notify.sh');
@@ -114,7 +117,7 @@ export async function runPushPullFailover(opts: PushPullFailoverOptions = {}): P
     };
     const store = new S3BlobStore({ bucket: BUCKET, region: 'us-east-1', endpoint: s3.endpoint, pathStyle: true, credentials: S3RVER_CREDENTIALS });
     cleanups.push(() => store.destroy());
-    const bucket = new Bucket(store, { prefix: 'twinlayer', group: 'demo' });
+    const bucket = new Bucket(store, { prefix: 'twinlayer', group: 'demo', signatures: keys.signatures() });
     const headSeq = async (): Promise<number> => {
       const g = (await bucket.listGenerations()).at(-1);
       if (g === undefined) return 0;

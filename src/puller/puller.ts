@@ -273,6 +273,7 @@ export class Puller {
       containers,
       lastPollAt: this.#lastPollAt === null ? null : new Date(this.#lastPollAt).toISOString(),
       lastError: this.#lastError ?? this.#journal.alert((n) => this.#stagedSeq(n)),
+      signatures: this.#o.bucket.signatureStatus(),
     });
   }
 

@@ -1,4 +1,6 @@
 // What the puller reports about a promotion and its state. The vrrp-hook serves these as they are.
+import type { SignatureStatus } from '../store/index.js';
+
 export interface ContainerFinalize { name: string; stagedSeq: number; latestSeq: number | null; error?: string }
 export interface FinalizeReport { ms: number; bucketReachable: boolean; timedOut: boolean; containers: ContainerFinalize[] }
 export interface ContainerStart { name: string; ok: boolean; ms: number; error?: string }
@@ -20,4 +22,6 @@ export interface StatusReport {
   containers: ContainerStatus[];
   lastPollAt: string | null;
   lastError: string | null;
+  /** Whose signatures are accepted, and the bucket objects refused (unsigned, badly signed, replayed). */
+  signatures: SignatureStatus;
 }

@@ -11,9 +11,9 @@ export interface WriterPosition {
 }
 
 export async function chooseGeneration(bucket: Bucket, hostId: string): Promise<WriterPosition> {
-  const generations = await bucket.listGenerations();
-  const newest = generations.at(-1);
-  if (newest !== undefined) {
+  // The newest generation the group made (signed claim or head): a forged one is passed over, never continued.
+  const newest = await bucket.newestGeneration();
+  if (newest !== null) {
     const head = await recoverHead(bucket, newest);
     if (head !== null && head.writer === hostId) return { generation: newest, head, opened: false };
   }

@@ -100,7 +100,7 @@ export class Pusher {
 
   #lastStatus = '';
   async #writeStatus(): Promise<void> {
-    const status = { writer: this.#opts.hostId, ...this.status() };
+    const status = { writer: this.#opts.hostId, ...this.status(), signatures: this.#opts.bucket.signatureStatus() };
     const text = JSON.stringify(status);
     if (text === this.#lastStatus) return;
     this.#lastStatus = text;

@@ -1,14 +1,18 @@
 // The bucket as twinlayer sees it: blobs, journal records, head pointers, twin specs, generation claims and
 // divergent tails under one prefix/group.
-// Everything read back is untrusted: keys are parsed strictly, bodies size-limited and parsed with zod.
+// Everything read back is untrusted: keys are parsed strictly, bodies size-limited, signatures checked against the
+// group's trusted keys (signatures.ts) and bodies parsed with zod. Every small object is written signed by this
+// host's key; blobs need no signature of their own: the signed record names their digest and size.
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { rename, rm, stat } from 'node:fs/promises';
 
-import type { z } from 'zod';
+import { z } from 'zod';
 
+import { TwinlayerError } from '../log/errors.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import type { BlobStore } from './blob-store.js';
+import type { SignedKind } from './canonical.js';
 import { BlobDigestMismatchError, BlobMissingError, BucketObjectInvalidError, ObjectTooLargeError } from './errors.js';
 import { KeyLayout, type DivergentKeyParts } from './keys.js';
 import {
@@ -24,21 +28,45 @@ import {
   type Head,
   type Release,
 } from './records.js';
+import { Refusals, type RefusalsView } from './refusals.js';
+import { Signatures, type SignaturePolicyView } from './signatures.js';
 import { asSeq, MAX_GENERATION, MAX_RECORD_BYTES, MAX_SPEC_BYTES, type Digest, type Generation, type Seq } from './types.js';
 
-/** One step of the journal: a record, or why the record at this seq cannot be used (missing, does not parse). */
+/** One step of the journal: a record, or why the record at this seq cannot be used (missing, refused). */
 export type JournalItem = { seq: Seq; record: CommitRecord } | { seq: Seq; error: string };
 
 /** A saved divergent tail, or why the record under a well-formed key cannot be used. */
 export type DivergentItem = { key: string; record: DivergentRecord } | { key: string; error: string };
 
-/** The outcome of a claim: won, or lost to `holder` (null when the claim object there is gone or not a claim). */
+/** The outcome of a claim: won, or lost to `holder` (null when the object there is not a claim the group signed:
+ *  junk from a bucket writer without a key, which takes the generation all the same). */
 export type ClaimOutcome = { won: true } | { won: false; holder: Claim | null };
+
+/** A head as read; `refused` when the object there is not acceptable (unsigned, badly signed, another generation's,
+ *  not parsing): logged once and listed in signatureStatus(). */
+export type HeadRead = { status: 'missing' } | { status: 'unchanged' } | { status: 'refused'; reason: string } | { status: 'ok'; head: Head; etag: string };
+
+/**
+ * A generation the group made: its claim (an agent's promotion) or, without one, its head (opened by `twinlayer
+ * push`), signed by a trusted key. `head` is read only when there is no acceptable claim.
+ */
+export interface GenerationFound {
+  generation: Generation;
+  claim: Claim | null;
+  head: Head | null;
+}
+
+/** What status shows of signatures: the set-up and what was refused. */
+export interface SignatureStatus extends SignaturePolicyView {
+  refused: RefusalsView;
+}
 
 export interface BucketOptions {
   /** Key prefix (slash-separated words); "" for none. */
   prefix: string;
   group: string;
+  /** How this host signs what it writes and whose signatures it accepts. */
+  signatures: Signatures;
   log?: Logger;
   /** Downloads of a blob whose content does not match its digest, before giving up. Default 3. */
   blobRetries?: number;
@@ -46,8 +74,16 @@ export interface BucketOptions {
 
 /** Records read ahead while listRecords' consumer handles the current one. */
 const READ_AHEAD = 16;
-/** Claims newerClaim reads one by one above the owned generation before it lists the generations instead. */
+/** Generations probed one by one above a known one before the generations are listed instead. */
 const CLAIM_WALK_LIMIT = 32;
+/**
+ * Refused generations in a row that an upward probe passes over. A bucket writer without a key can put junk at the
+ * next generation's claim key (a conditional create then fails there): a promotion claims past it, and every
+ * probe (pullers, the fence, the claimer) walks past it the same way, so they all agree which generation is newest.
+ */
+export const REFUSED_GENERATION_SKIP = 8;
+/** Generations a listing examines from the top without finding one the group made, before it gives up. */
+export const MAX_UNSIGNED_GENERATIONS = 64;
 /** The highest key possible under a generation's prefix (U+10FFFF is the largest UTF-8 sequence). */
 const AFTER_ALL = '\u{10FFFF}';
 
@@ -65,6 +101,21 @@ class HostileKeys {
   }
 }
 
+/** How one kind of small object is read: its schema, the host it names (a key bound to a host signs only for that
+ *  host), and its agreement with the key it was read at. */
+interface Decoder<T> {
+  kind: SignedKind;
+  schema: z.ZodType<T>;
+  host: (v: T) => string | null;
+  check: (v: T) => string | null;
+}
+
+type Decoded<T> = { ok: true; value: T } | { ok: false; reason: string };
+type Small<T> = { state: 'absent' } | { state: 'ok'; value: T } | { state: 'refused'; reason: string };
+type GenerationState = { state: 'valid'; found: GenerationFound } | { state: 'refused' } | { state: 'absent' };
+
+const anySpec: z.ZodType<unknown> = z.unknown();
+
 async function sha256File(file: string): Promise<string> {
   const hash = createHash('sha256');
   for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
@@ -75,16 +126,26 @@ function compareUtf8(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
 }
 
+function ofGeneration<T extends { generation: Generation }>(g: Generation): (v: T) => string | null {
+  return (v) => (v.generation === g ? null : `names generation ${v.generation}, not its key's ${g}`);
+}
+
 export class Bucket {
   readonly store: BlobStore;
   readonly layout: KeyLayout;
+  readonly #group: string;
+  readonly #sig: Signatures;
+  readonly #refusals: Refusals;
   readonly #log: Logger;
   readonly #blobRetries: number;
 
   constructor(store: BlobStore, opts: BucketOptions) {
     this.store = store;
     this.layout = new KeyLayout(opts.prefix, opts.group);
+    this.#group = opts.group;
+    this.#sig = opts.signatures;
     this.#log = opts.log ?? silentLogger;
+    this.#refusals = new Refusals(this.#log);
     const retries = opts.blobRetries ?? 3;
     if (!Number.isInteger(retries) || retries < 1 || retries > 20) throw new TypeError(`Expected \`blobRetries\` to be an integer from 1 to 20, got ${String(retries)}`);
     this.#blobRetries = retries;
@@ -105,6 +166,73 @@ export class Bucket {
   claimKey(g: Generation): string {
     return this.layout.claimKey(g);
   }
+
+  /** The signature set-up and the objects refused so far (for status). */
+  signatureStatus(): SignatureStatus {
+    return { ...this.#sig.view(), refused: this.#refusals.view() };
+  }
+
+  // ---- signing and checking small objects --------------------------------------------------------------------
+
+  /** A key below `<prefix>/<group>/`: what a signature binds, so a copy under another prefix of the group verifies. */
+  #rel(key: string): string {
+    return key.slice(this.layout.base.length + 1);
+  }
+
+  #encode(kind: SignedKind, key: string, body: object): Buffer {
+    return Buffer.from(JSON.stringify(this.#sig.seal({ group: this.#group, kind, key: this.#rel(key) }, body), null, 2) + '\n');
+  }
+
+  #refuse(kind: SignedKind, key: string, reason: string): { ok: false; reason: string } {
+    this.#refusals.note(key, kind, reason);
+    return { ok: false, reason };
+  }
+
+  /** A small object's bytes read at `key`: JSON, signed by a trusted key for this key and group, parsing, naming
+   *  the host its signer may sign for, agreeing with its key. Anything else is refused (logged once per key). */
+  #decode<T>(d: Decoder<T>, key: string, body: Buffer): Decoded<T> {
+    let json: unknown;
+    try {
+      json = JSON.parse(body.toString('utf8'));
+    } catch (err) {
+      return this.#refuse(d.kind, key, `not JSON: ${(err as Error).message}`);
+    }
+    const opened = this.#sig.open({ group: this.#group, kind: d.kind, key: this.#rel(key) }, json);
+    if (!opened.ok) return this.#refuse(d.kind, key, opened.reason);
+    const parsed = d.schema.safeParse(opened.body);
+    if (!parsed.success) return this.#refuse(d.kind, key, `does not parse: ${zodReason(parsed.error)}`);
+    const problem = d.check(parsed.data) ?? Signatures.hostProblem(opened.signer, d.host(parsed.data));
+    if (problem !== null) return this.#refuse(d.kind, key, problem);
+    this.#refusals.clear(key);
+    return { ok: true, value: parsed.data };
+  }
+
+  async #readSmall<T>(d: Decoder<T>, key: string, maxBytes = MAX_RECORD_BYTES): Promise<Small<T>> {
+    let body;
+    try {
+      body = await this.store.getBuffer(key, maxBytes);
+    } catch (err) {
+      if (err instanceof ObjectTooLargeError) return { state: 'refused', reason: this.#refuse(d.kind, key, `larger than ${maxBytes} bytes`).reason };
+      throw err;
+    }
+    if (body === null) return { state: 'absent' };
+    const r = this.#decode(d, key, body);
+    return r.ok ? { state: 'ok', value: r.value } : { state: 'refused', reason: r.reason };
+  }
+
+  #headDecoder(g: Generation): Decoder<Head> {
+    return { kind: 'head', schema: headSchema, host: (h) => h.writer, check: ofGeneration(g) };
+  }
+
+  #claimDecoder(g: Generation): Decoder<Claim> {
+    return { kind: 'claim', schema: claimSchema, host: (c) => c.host, check: ofGeneration(g) };
+  }
+
+  #releaseDecoder(g: Generation): Decoder<Release> {
+    return { kind: 'release', schema: releaseSchema, host: (r) => r.host, check: ofGeneration(g) };
+  }
+
+  // ---- blobs -------------------------------------------------------------------------------------------------
 
   /**
    * Uploads a changeset file under its content address; skips the upload when the key exists (same bytes).
@@ -144,7 +272,13 @@ export class Bucket {
     throw new BlobDigestMismatchError(key, { digest, size }, got, this.#blobRetries);
   }
 
-  /** Generations present in the bucket (a head or a journal record), ascending. One LIST round per generation. */
+  // ---- generations -------------------------------------------------------------------------------------------
+
+  /**
+   * Generation numbers with keys in the bucket (a head, a claim, a release or a journal record), ascending, as the
+   * keys say: unchecked, so for observers. Decisions use newestGeneration / newestGenerationFrom, which only count
+   * generations the group signed. One LIST round per generation.
+   */
   async listGenerations(): Promise<Generation[]> {
     const found = new Set<Generation>();
     const hostile = new HostileKeys();
@@ -172,69 +306,104 @@ export class Bucket {
     return [...found].sort((a, b) => a - b);
   }
 
+  /** Whether generation g was made by the group (an acceptable claim, else an acceptable head), is there but
+   *  refused (objects present, none acceptable), or is absent. Two small GETs at most. */
+  async #generation(g: Generation): Promise<GenerationState> {
+    const claim = await this.#readSmall(this.#claimDecoder(g), this.claimKey(g));
+    if (claim.state === 'ok') return { state: 'valid', found: { generation: g, claim: claim.value, head: null } };
+    const head = await this.#readSmall(this.#headDecoder(g), this.headKey(g));
+    if (head.state === 'ok') return { state: 'valid', found: { generation: g, claim: null, head: head.value } };
+    return claim.state === 'refused' || head.state === 'refused' ? { state: 'refused' } : { state: 'absent' };
+  }
+
+  /**
+   * The newest generation the group made, from a listing: the listed generations from the top, the first the group
+   * made wins. Refused ones (a forged `gen/9007199254740991/`) are passed over, each logged once and shown in
+   * the status; after MAX_UNSIGNED_GENERATIONS of them GENERATIONS_REFUSED: the work stays bounded.
+   */
+  async #newestListed(): Promise<GenerationFound | null> {
+    const listed = await this.listGenerations();
+    let passed = 0;
+    for (let i = listed.length - 1; i >= 0; i--) {
+      const g = listed[i] as Generation;
+      const st = await this.#generation(g);
+      if (st.state === 'valid') return st.found;
+      if (st.state === 'absent') this.#refusals.note(this.layout.generationPrefix(g), 'generation', 'listed, but it has neither a claim nor a head');
+      if (++passed >= MAX_UNSIGNED_GENERATIONS) {
+        throw new TwinlayerError('GENERATIONS_REFUSED', `none of the ${passed} newest generations in the bucket (${listed.at(-1)} down to ${g}) was made by the group: no claim or head signed by a trusted key`, {
+          key: this.layout.generationsPrefix,
+          hint: 'someone who can write the bucket but holds no key put them there; remove them (the refused keys are in the status)',
+        });
+      }
+    }
+    return null;
+  }
+
+  /** The newest generation the group made (listing the generations), or null when there is none. */
+  async newestGeneration(): Promise<Generation | null> {
+    return (await this.#newestListed())?.generation ?? null;
+  }
+
   /** The head of generation g, with a conditional GET when `etag` is given. */
-  async readHead(g: Generation, etag?: string): Promise<{ status: 'missing' } | { status: 'unchanged' } | { status: 'ok'; head: Head; etag: string }> {
+  async readHead(g: Generation, etag?: string): Promise<HeadRead> {
     const key = this.headKey(g);
-    const res = await this.store.getIfNoneMatch(key, etag, MAX_RECORD_BYTES);
+    let res;
+    try {
+      res = await this.store.getIfNoneMatch(key, etag, MAX_RECORD_BYTES);
+    } catch (err) {
+      if (err instanceof ObjectTooLargeError) return { status: 'refused', reason: this.#refuse('head', key, `larger than ${MAX_RECORD_BYTES} bytes`).reason };
+      throw err;
+    }
     if (res.status !== 'ok') return res;
-    const head = parseJson(res.body, headSchema, 'head', key);
-    if (head.generation !== g) throw new BucketObjectInvalidError('head', key, `names generation ${head.generation}`);
-    return { status: 'ok', head, etag: res.etag };
+    const r = this.#decode(this.#headDecoder(g), key, res.body);
+    return r.ok ? { status: 'ok', head: r.value, etag: res.etag } : { status: 'refused', reason: r.reason };
   }
 
   async writeHead(head: Head): Promise<void> {
     const key = this.headKey(head.generation);
     const checked = headSchema.safeParse(head);
     if (!checked.success) throw new BucketObjectInvalidError('head', key, zodReason(checked.error));
-    await this.store.put(key, Buffer.from(JSON.stringify(checked.data, null, 2) + '\n'));
+    await this.store.put(key, this.#encode('head', key, checked.data));
   }
+
+  // ---- the journal -------------------------------------------------------------------------------------------
 
   /** Writes a commit record. Only after its blob is complete (JournalWriter.publish after uploadBlob). */
   async writeRecord(rec: CommitRecord): Promise<void> {
     const key = this.journalKey(rec.generation, rec.seq);
     const checked = commitRecordSchema.safeParse(rec);
     if (!checked.success) throw new BucketObjectInvalidError('record', key, zodReason(checked.error));
-    await this.store.put(key, Buffer.from(JSON.stringify(checked.data, null, 2) + '\n'));
+    await this.store.put(key, this.#encode('record', key, checked.data));
   }
 
-  /** The record at seq s; null when missing; BucketObjectInvalidError when it does not parse or names another seq. */
+  /** The record at seq s; null when missing; BucketObjectInvalidError when it is refused (see #decode). */
   async readRecord(g: Generation, s: Seq): Promise<CommitRecord | null> {
-    const item = await this.#readItem(g, s, true);
-    if (item === null) return null;
-    if ('error' in item) throw new BucketObjectInvalidError('record', this.journalKey(g, s), item.error);
-    return item.record;
+    const key = this.journalKey(g, s);
+    const r = await this.#readSmall(this.#recordDecoder(g, s), key);
+    if (r.state === 'refused') throw new BucketObjectInvalidError('record', key, r.reason);
+    return r.state === 'ok' ? r.value : null;
   }
 
-  async #readItem(g: Generation, s: Seq, missingIsNull: true): Promise<JournalItem | null>;
-  async #readItem(g: Generation, s: Seq, missingIsNull: false): Promise<JournalItem>;
-  async #readItem(g: Generation, s: Seq, missingIsNull: boolean): Promise<JournalItem | null> {
-    const key = this.journalKey(g, s);
-    let body;
-    try {
-      body = await this.store.getBuffer(key, MAX_RECORD_BYTES);
-    } catch (err) {
-      if (err instanceof ObjectTooLargeError) return { seq: s, error: `record is larger than ${MAX_RECORD_BYTES} bytes` };
-      throw err;
-    }
-    if (body === null) return missingIsNull ? null : { seq: s, error: 'record listed but missing' };
-    let json: unknown;
-    try {
-      json = JSON.parse(body.toString('utf8'));
-    } catch (err) {
-      return { seq: s, error: `record is not JSON: ${(err as Error).message}` };
-    }
-    const parsed = commitRecordSchema.safeParse(json);
-    if (!parsed.success) return { seq: s, error: `record does not parse: ${zodReason(parsed.error)}` };
-    if (parsed.data.seq !== s || parsed.data.generation !== g) {
-      return { seq: s, error: `record names generation ${parsed.data.generation} seq ${parsed.data.seq}, not its key's` };
-    }
-    return { seq: s, record: parsed.data };
+  #recordDecoder(g: Generation, s: Seq): Decoder<CommitRecord> {
+    return {
+      kind: 'record',
+      schema: commitRecordSchema,
+      host: (rec) => rec.writer,
+      check: (rec) => (rec.seq === s && rec.generation === g ? null : `names generation ${rec.generation} seq ${rec.seq}, not its key's`),
+    };
+  }
+
+  async #readItem(g: Generation, s: Seq): Promise<JournalItem> {
+    const r = await this.#readSmall(this.#recordDecoder(g, s), this.journalKey(g, s));
+    if (r.state === 'absent') return { seq: s, error: 'record listed but missing' };
+    return r.state === 'ok' ? { seq: s, record: r.value } : { seq: s, error: `record refused: ${r.reason}` };
   }
 
   /**
    * Journal items with seq > afterSeq in seq order. The seqs come from parsed key names (all pages of the listing);
    * a missing range yields one error item at its first missing seq, then the listing goes on after it; a record
-   * that does not parse yields an error item. Keys outside the layout are ignored and logged, never used.
+   * that is refused (unsigned, badly signed, not parsing) yields an error item. Keys outside the layout are ignored
+   * and logged, never used.
    */
   async *listRecords(g: Generation, afterSeq: number): AsyncIterable<JournalItem> {
     const after = asSeq(afterSeq);
@@ -267,7 +436,7 @@ export class Bucket {
         if (step === undefined) break;
         const p: Promise<JournalItem> =
           step.gapTo === undefined
-            ? this.#readItem(g, step.seq, false)
+            ? this.#readItem(g, step.seq)
             : Promise.resolve({ seq: step.seq, error: `missing from the journal: seq ${step.seq}${step.gapTo > step.seq ? `..${step.gapTo}` : ''}` });
         // Marked handled now; the rejection is rethrown when the consumer reaches it.
         p.catch(() => undefined);
@@ -282,81 +451,84 @@ export class Bucket {
     }
   }
 
+  // ---- claims and releases -----------------------------------------------------------------------------------
+
   /**
    * Claims `claim.generation` by creating its claim.json only if it does not exist (If-None-Match: *): of all
    * hosts claiming one generation, exactly one wins. A loser gets the holder's claim, which may be its own from
-   * an earlier attempt (a restart between claim and record): compare `holder.host`.
+   * an earlier attempt (a restart between claim and record): compare `holder.host`. Signatures are deterministic
+   * (Ed25519), so a retry of a lost answer writes the same bytes and the store recognizes its own write.
    */
   async claimGeneration(claim: Claim): Promise<ClaimOutcome> {
     const key = this.claimKey(claim.generation);
     const checked = claimSchema.safeParse(claim);
     if (!checked.success) throw new BucketObjectInvalidError('claim', key, zodReason(checked.error));
-    if (await this.store.putIfAbsent(key, Buffer.from(JSON.stringify(checked.data, null, 2) + '\n'))) return { won: true };
-    try {
-      return { won: false, holder: await this.readClaim(claim.generation) };
-    } catch (err) {
-      if (!(err instanceof BucketObjectInvalidError)) throw err;
-      // The generation is taken all the same: nothing can replace the object there.
-      this.#log.warn('generation taken by an object that is not a valid claim', { key, error: err.message });
-      return { won: false, holder: null };
-    }
+    if (await this.store.putIfAbsent(key, this.#encode('claim', key, checked.data))) return { won: true };
+    const holder = await this.#readSmall(this.#claimDecoder(claim.generation), key);
+    if (holder.state === 'ok') return { won: false, holder: holder.value };
+    // The generation is taken all the same: nothing can replace the object there.
+    this.#log.warn('generation taken by an object that is not a claim the group signed', { key, reason: holder.state === 'refused' ? holder.reason : 'gone again' });
+    return { won: false, holder: null };
   }
 
-  /** The claim of generation g; null when there is none; BucketObjectInvalidError when it does not parse or names another generation. */
-  readClaim(g: Generation): Promise<Claim | null> {
-    return this.#readOfGeneration(g, this.claimKey(g), claimSchema, 'claim');
-  }
-
-  /** A small object of generation g (claim, release): size-bounded, zod-parsed, and naming g itself. */
-  async #readOfGeneration<T extends { generation: Generation }>(g: Generation, key: string, schema: z.ZodType<T>, what: 'claim' | 'release'): Promise<T | null> {
-    let body;
-    try {
-      body = await this.store.getBuffer(key, MAX_RECORD_BYTES);
-    } catch (err) {
-      if (err instanceof ObjectTooLargeError) throw new BucketObjectInvalidError(what, key, `larger than ${MAX_RECORD_BYTES} bytes`);
-      throw err;
-    }
-    if (body === null) return null;
-    const parsed = parseJson(body, schema, what, key);
-    if (parsed.generation !== g) throw new BucketObjectInvalidError(what, key, `names generation ${parsed.generation}`);
-    return parsed;
+  /** The claim of generation g; null when there is none or it is refused (logged once, in signatureStatus). */
+  async readClaim(g: Generation): Promise<Claim | null> {
+    const r = await this.#readSmall(this.#claimDecoder(g), this.claimKey(g));
+    return r.state === 'ok' ? r.value : null;
   }
 
   /**
-   * The newest generation in the bucket with its claim (null when it has none: opened by a pusher before claims
-   * existed); null for an empty bucket. Lists the generations (one LIST round each, see listGenerations): for
-   * start-up and promotion, not for the once-a-second fencing check (newerClaim).
+   * The newest generation the group made with its claim (null when it has none: opened by `twinlayer push`); null
+   * when the group made none. Lists the generations (one LIST round each, see listGenerations): for start-up and
+   * promotion, not for the once-a-second fencing check (nextGeneration).
    */
   async newestClaim(): Promise<{ generation: Generation; claim: Claim | null } | null> {
-    const newest = (await this.listGenerations()).at(-1);
-    if (newest === undefined) return null;
-    return { generation: newest, claim: await this.readClaim(newest) };
+    const found = await this.#newestListed();
+    return found === null ? null : { generation: found.generation, claim: found.claim };
   }
 
   /**
-   * The newest claim above generation `owned`, or null when there is none: the self-fencing check of the primary
-   * that owns `owned`. While nothing changed it costs one GET (a 404) of gen/<owned+1>/claim.json.
+   * The first generation above g the group made, or null: the self-fencing check of the owner of g. While nothing
+   * changed it costs two GETs (404s) of gen/<g+1>/claim.json and head.json.
    *
-   * Why probing owned+1 is enough: a promotion claims newest+1, where newest counts claims too (a generation's
+   * Why probing upward is enough: a promotion claims newest+1, where newest counts claims too (a generation's
    * claim is its first object), and a claim is a create that fails when the key exists. So no claim of g+2 is
-   * made before the claim of g+1 exists, and claims are never deleted while a newer generation lives: any claim
-   * above `owned` implies one at owned+1. This holds for generations opened by a claim; one opened by a head only
-   * (pushers before claims) is not seen here. A LIST is no cheaper: keys sort as text (gen/10 before gen/9), so
-   * "after generation g" is not a key range.
-   * From owned+1 it reads upward to the newest claim; after CLAIM_WALK_LIMIT claims it lists instead.
-   * Throws BucketObjectInvalidError for a claim on the way that does not parse.
+   * made before g+1 is taken, and claims are never deleted while a newer generation lives. A LIST is no cheaper:
+   * keys sort as text (gen/10 before gen/9), so "after generation g" is not a key range. Junk at g+1 (a bucket
+   * writer without a key) is passed over, up to REFUSED_GENERATION_SKIP generations in a row, as claimers pass it.
+   */
+  async nextGeneration(g: Generation): Promise<GenerationFound | null> {
+    let refused = 0;
+    for (let n = g + 1; n <= MAX_GENERATION && refused <= REFUSED_GENERATION_SKIP; n++) {
+      const st = await this.#generation(n as Generation);
+      if (st.state === 'valid') return st.found;
+      if (st.state === 'absent') return null;
+      refused++;
+    }
+    return null;
+  }
+
+  /**
+   * The newest claim above generation `owned`, or null when there is none, probing upward as nextGeneration does
+   * (generations opened by a head only are walked past). After CLAIM_WALK_LIMIT steps it lists instead.
    */
   async newerClaim(owned: Generation): Promise<{ generation: Generation; claim: Claim } | null> {
     let newest: { generation: Generation; claim: Claim } | null = null;
+    let refused = 0;
     for (let g = owned + 1, steps = 0; g <= MAX_GENERATION; g++, steps++) {
       if (steps === CLAIM_WALK_LIMIT) {
         const listed = await this.newestClaim();
         const above = newest?.generation ?? owned;
         return listed !== null && listed.claim !== null && listed.generation > above ? { generation: listed.generation, claim: listed.claim } : newest;
       }
-      const claim = await this.readClaim(g as Generation);
-      if (claim === null) return newest;
-      newest = { generation: g as Generation, claim };
+      const st = await this.#generation(g as Generation);
+      if (st.state === 'absent') return newest;
+      if (st.state === 'refused') {
+        if (++refused > REFUSED_GENERATION_SKIP) return newest;
+        continue;
+      }
+      refused = 0;
+      if (st.found.claim !== null) newest = { generation: g as Generation, claim: st.found.claim };
     }
     return newest;
   }
@@ -366,12 +538,13 @@ export class Bucket {
     const key = this.layout.releaseKey(release.generation);
     const checked = releaseSchema.safeParse(release);
     if (!checked.success) throw new BucketObjectInvalidError('release', key, zodReason(checked.error));
-    await this.store.put(key, Buffer.from(JSON.stringify(checked.data, null, 2) + '\n'));
+    await this.store.put(key, this.#encode('release', key, checked.data));
   }
 
-  /** The release of generation g; null when it is not released; BucketObjectInvalidError when it does not parse. */
-  readRelease(g: Generation): Promise<Release | null> {
-    return this.#readOfGeneration(g, this.layout.releaseKey(g), releaseSchema, 'release');
+  /** The release of generation g; null when it is not released or the object there is refused. */
+  async readRelease(g: Generation): Promise<Release | null> {
+    const r = await this.#readSmall(this.#releaseDecoder(g), this.layout.releaseKey(g));
+    return r.state === 'ok' ? r.value : null;
   }
 
   async deleteRelease(g: Generation): Promise<void> {
@@ -379,23 +552,31 @@ export class Bucket {
   }
 
   /**
-   * The newest generation that exists (a claim or a head) at or above `from`, found by probing from+1 upward: two
-   * small GETs while nothing changed, however many generations the bucket keeps (listGenerations costs one LIST
-   * round per generation). Generations are opened one past the newest their opener saw, so there are no holes to
-   * jump. `from` itself is returned when nothing newer exists (whether or not it exists); from 0, and after
-   * CLAIM_WALK_LIMIT steps, it lists instead.
+   * The newest generation the group made at or above `from`, found by probing from+1 upward: two small GETs while
+   * nothing changed, however many generations the bucket keeps (listGenerations costs one LIST round per
+   * generation). Generations are opened one past the newest their opener saw, so there are no holes to jump but
+   * refused ones (see REFUSED_GENERATION_SKIP). `from` itself is returned when nothing newer exists (whether or not
+   * it exists); from 0, and after CLAIM_WALK_LIMIT steps, it lists instead.
    */
   async newestGenerationFrom(from: Generation): Promise<Generation> {
-    if (from === 0) return (await this.listGenerations()).at(-1) ?? from;
+    if (from === 0) return (await this.#newestListed())?.generation ?? from;
     let newest = from;
+    let refused = 0;
     for (let g = from + 1, steps = 0; g <= MAX_GENERATION; g++, steps++) {
-      if (steps === CLAIM_WALK_LIMIT) return Math.max(newest, (await this.listGenerations()).at(-1) ?? 0) as Generation;
-      const exists = (await this.store.exists(this.layout.claimKey(g as Generation))) || (await this.store.exists(this.headKey(g as Generation)));
-      if (!exists) return newest;
+      if (steps === CLAIM_WALK_LIMIT) return Math.max(newest, (await this.#newestListed())?.generation ?? 0) as Generation;
+      const st = await this.#generation(g as Generation);
+      if (st.state === 'absent') break;
+      if (st.state === 'refused') {
+        if (++refused > REFUSED_GENERATION_SKIP) break;
+        continue;
+      }
+      refused = 0;
       newest = g as Generation;
     }
     return newest;
   }
+
+  // ---- divergent tails ---------------------------------------------------------------------------------------
 
   /**
    * Saves a divergent tail: the changeset `file` (sha256 `record.digest`, `record.size` bytes, computed by the
@@ -407,13 +588,13 @@ export class Bucket {
     if (!checked.success) throw new BucketObjectInvalidError('divergent', this.layout.divergentPrefix, zodReason(checked.error));
     const key = this.layout.divergentKey(checked.data);
     await this.uploadBlob(file, checked.data.digest);
-    await this.store.put(key, Buffer.from(JSON.stringify(checked.data, null, 2) + '\n'));
+    await this.store.put(key, this.#encode('divergent', key, checked.data));
     return key;
   }
 
   /**
    * Every saved divergent tail (of `host` only, when given), in key order. Keys outside the layout are ignored
-   * and logged; a record that does not parse or disagrees with its key is an error item.
+   * and logged; a record that is refused or disagrees with its key is an error item.
    */
   async listDivergent(host?: string): Promise<DivergentItem[]> {
     const prefix = host === undefined ? this.layout.divergentPrefix : this.layout.divergentHostPrefix(host);
@@ -434,41 +615,35 @@ export class Bucket {
   }
 
   async #readDivergent(key: string, parts: DivergentKeyParts): Promise<DivergentItem> {
-    let body;
-    try {
-      body = await this.store.getBuffer(key, MAX_RECORD_BYTES);
-    } catch (err) {
-      if (err instanceof ObjectTooLargeError) return { key, error: `record is larger than ${MAX_RECORD_BYTES} bytes` };
-      throw err;
-    }
-    if (body === null) return { key, error: 'record listed but missing' };
-    let record: DivergentRecord;
-    try {
-      record = parseJson(body, divergentRecordSchema, 'divergent', key);
-    } catch (err) {
-      if (err instanceof BucketObjectInvalidError) return { key, error: err.message };
-      throw err;
-    }
-    if (record.host !== parts.host || record.generation !== parts.generation || record.container !== parts.container || record.digest !== parts.digest) {
-      return { key, error: `record names host ${record.host} generation ${record.generation} container ${record.container} digest ${record.digest}, not its key's` };
-    }
-    return { key, record };
+    const r = await this.#readSmall<DivergentRecord>({
+      kind: 'divergent',
+      schema: divergentRecordSchema,
+      host: (rec) => rec.host,
+      check: (rec) => (rec.host === parts.host && rec.generation === parts.generation && rec.container === parts.container && rec.digest === parts.digest
+        ? null
+        : `record names host ${rec.host} generation ${rec.generation} container ${rec.container} digest ${rec.digest}, not its key's`),
+    }, key);
+    if (r.state === 'absent') return { key, error: 'record listed but missing' };
+    return r.state === 'ok' ? { key, record: r.value } : { key, error: `divergent record refused: ${r.reason}` };
   }
 
-  async putSpec(name: string, spec: unknown): Promise<void> {
-    await this.store.put(this.specKey(name), Buffer.from(JSON.stringify(spec, null, 2) + '\n'));
+  // ---- twin specs --------------------------------------------------------------------------------------------
+
+  async putSpec(name: string, spec: object): Promise<void> {
+    const key = this.specKey(name);
+    await this.store.put(key, this.#encode('spec', key, spec));
   }
 
-  /** The parsed JSON spec of a container; undefined when there is none. The caller validates its shape. */
+  /**
+   * The JSON spec of a container, its signature checked; undefined when there is none; BucketObjectInvalidError when
+   * it is refused (unsigned, badly signed, another container's, not JSON). The caller validates its shape.
+   */
   async getSpec(name: string): Promise<unknown> {
     const key = this.specKey(name);
-    const body = await this.store.getBuffer(key, MAX_SPEC_BYTES);
-    if (body === null) return undefined;
-    try {
-      return JSON.parse(body.toString('utf8')) as unknown;
-    } catch (err) {
-      throw new BucketObjectInvalidError('spec', key, `not JSON: ${(err as Error).message}`);
-    }
+    const r = await this.#readSmall({ kind: 'spec', schema: anySpec, host: () => null, check: () => null }, key, MAX_SPEC_BYTES);
+    if (r.state === 'absent') return undefined;
+    if (r.state === 'refused') throw new BucketObjectInvalidError('spec', key, r.reason);
+    return r.value;
   }
 
   async listSpecNames(): Promise<string[]> {
@@ -482,16 +657,4 @@ export class Bucket {
     hostile.report(this.#log, this.layout.specsPrefix);
     return names.sort();
   }
-}
-
-function parseJson<T>(body: Buffer, schema: z.ZodType<T>, what: ConstructorParameters<typeof BucketObjectInvalidError>[0], key: string): T {
-  let json: unknown;
-  try {
-    json = JSON.parse(body.toString('utf8'));
-  } catch (err) {
-    throw new BucketObjectInvalidError(what, key, `not JSON: ${(err as Error).message}`);
-  }
-  const parsed = schema.safeParse(json);
-  if (!parsed.success) throw new BucketObjectInvalidError(what, key, zodReason(parsed.error));
-  return parsed.data;
 }

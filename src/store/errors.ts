@@ -62,9 +62,10 @@ const invalidCodes = {
   release: 'RELEASE_INVALID',
 } as const;
 
-/** A head, record, spec, claim or divergent-tail record in the bucket does not parse (or disagrees with its key). */
+/** A head, record, spec, claim or divergent-tail record refused: not signed by a trusted key for its key and group,
+ *  not parsing, or disagreeing with its key (read); or not valid (write). */
 export class BucketObjectInvalidError extends TwinlayerError {
   constructor(what: keyof typeof invalidCodes, key: string, reason: string) {
-    super(invalidCodes[what], `${what} does not parse: ${reason}`, { key });
+    super(invalidCodes[what], `${what} refused: ${reason}`, { key });
   }
 }

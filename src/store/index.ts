@@ -17,7 +17,31 @@ export {
   type Release,
 } from './records.js';
 export { formatSeq, KeyLayout, type DivergentKeyParts } from './keys.js';
-export { Bucket, type BucketOptions, type ClaimOutcome, type DivergentItem, type JournalItem } from './bucket.js';
+export {
+  Bucket,
+  MAX_UNSIGNED_GENERATIONS,
+  REFUSED_GENERATION_SKIP,
+  type BucketOptions,
+  type ClaimOutcome,
+  type DivergentItem,
+  type GenerationFound,
+  type HeadRead,
+  type JournalItem,
+  type SignatureStatus,
+} from './bucket.js';
+export { canonicalJson, signedBytes, SIGNED_KINDS, type SignedContext, type SignedKind } from './canonical.js';
+export { Signatures, signatureSchema, type ObjectPlace, type Opened, type SignaturePolicyView, type SignaturesOptions } from './signatures.js';
+export {
+  formatPublicKeyLine,
+  keyIdOf,
+  publicKeyLineRe,
+  readSigningKeyFile,
+  SigningKey,
+  SigningKeyError,
+  TrustedKey,
+  writeNewSigningKey,
+} from './signing-keys.js';
+export type { Refusal, RefusalsView } from './refusals.js';
 export {
   defaultHeadRetry,
   headRetryDelay,

@@ -15,6 +15,7 @@ import { startEngine, dockerCli, type Engine } from '../../src/lab/engine.js';
 import { importBusyboxImage, copyImage } from '../../src/lab/busybox-image.js';
 import { readExport, diffTrees } from '../support/export-tree.js';
 import { freePort, spawnTwinlayer, type TwinlayerProcess } from '../support/twinlayer.js';
+import { GroupKeys } from '../../src/lab/group-keys.js';
 import { waitFor } from '../../src/lab/wait.js';
 import { startFaultProxy, type FaultProxy } from '../../src/lab/fault-proxy.js';
 
@@ -29,6 +30,7 @@ describe('push on A, pull on B, through S3', { timeout: 600_000 }, () => {
   let engB: Engine;
   let bucket: Bucket;
   let store: S3BlobStore;
+  let keys: GroupKeys;
   const procs: TwinlayerProcess[] = [];
   let pusher: TwinlayerProcess;
   let puller: TwinlayerProcess;
@@ -44,6 +46,7 @@ describe('push on A, pull on B, through S3', { timeout: 600_000 }, () => {
     TWINLAYER_PATH_STYLE: 'true',
     TWINLAYER_GROUP: 'e2e',
     TWINLAYER_HOST_ID: side === 'a' ? 'host-a' : 'host-b',
+    ...keys.env(side === 'a' ? 'host-a' : 'host-b'),
     TWINLAYER_DOCKER_SOCKET: side === 'a' ? engA.socketPath : engB.socketPath,
     TWINLAYER_STATE_DIR: join(base, `state-${side}`),
     TWINLAYER_POLL_INTERVAL_MS: '50',
@@ -113,6 +116,7 @@ describe('push on A, pull on B, through S3', { timeout: 600_000 }, () => {
 
   before(async () => {
     base = await mkdtemp(join(tmpdir(), 'tl-e2e-'));
+    keys = await GroupKeys.create(join(base, 'keys'), ['host-a', 'host-b']);
     s3 = await startS3Server({ dir: join(base, 's3'), buckets: [BUCKET], silent: true });
     proxyA = await startFaultProxy(s3.endpoint);
     proxyB = await startFaultProxy(s3.endpoint);
@@ -123,7 +127,7 @@ describe('push on A, pull on B, through S3', { timeout: 600_000 }, () => {
     await dockerCli(engA, ['run', '-d', '--name', 'web', '--label', 'twinlayer.enable=true', '--network', 'none', 'tl-busybox:e2e', 'sh', '-c', 'while true; do sleep 1; done']);
     await dockerCli(engA, ['run', '-d', '--name', 'bystander', '--network', 'none', 'tl-busybox:e2e', 'sh', '-c', 'while true; do sleep 1; done']);
     store = new S3BlobStore({ bucket: BUCKET, region: 'us-east-1', endpoint: s3.endpoint, pathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
-    bucket = new Bucket(store, { prefix: 'twinlayer', group: 'e2e', log: silentLogger });
+    bucket = new Bucket(store, { signatures: keys.signatures(), prefix: 'twinlayer', group: 'e2e', log: silentLogger });
   });
 
   after(async () => {

@@ -14,6 +14,7 @@ import { startEngine, dockerCli, type Engine } from '../../../src/lab/engine.js'
 import { importBusyboxImage, copyImage } from '../../../src/lab/busybox-image.js';
 import { waitFor } from '../../../src/lab/wait.js';
 import { freePort, spawnTwinlayer, type TwinlayerProcess } from '../../support/twinlayer.js';
+import { GroupKeys } from '../../../src/lab/group-keys.js';
 
 const BUCKET = 'twinlayer-race';
 const TOKEN = 'race-token-0123456789abcdef';
@@ -29,6 +30,7 @@ describe('twinlayer agent: claim race', { timeout: 300_000 }, () => {
   const port: Partial<Record<Side, number>> = {};
   const procs: TwinlayerProcess[] = [];
   let store: S3BlobStore;
+  let keys: GroupKeys;
 
   const env = (side: Side): Record<string, string> => ({
     ...creds,
@@ -37,6 +39,7 @@ describe('twinlayer agent: claim race', { timeout: 300_000 }, () => {
     TWINLAYER_PATH_STYLE: 'true',
     TWINLAYER_GROUP: 'race',
     TWINLAYER_HOST_ID: `host-${side}`,
+    ...keys.env(`host-${side}`),
     TWINLAYER_DOCKER_SOCKET: eng[side]!.socketPath,
     TWINLAYER_STATE_DIR: join(base, `state-${side}`),
     TWINLAYER_POLL_INTERVAL_MS: '50',
@@ -67,6 +70,7 @@ describe('twinlayer agent: claim race', { timeout: 300_000 }, () => {
 
   before(async () => {
     base = await mkdtemp(join(tmpdir(), 'tl-race-'));
+    keys = await GroupKeys.create(join(base, 'keys'), ['host-a', 'host-b']);
     s3 = await startS3Server({ dir: join(base, 's3'), buckets: [BUCKET], silent: true });
     port.a = await freePort();
     port.b = await freePort();
@@ -103,7 +107,7 @@ describe('twinlayer agent: claim race', { timeout: 300_000 }, () => {
     assert.deepEqual([...outcomes].sort(), ['booted', 'lost-claim']);
     const winner: Side = ra.promotion?.claim?.status === 'won' ? 'a' : 'b';
     const loser: Side = winner === 'a' ? 'b' : 'a';
-    const bucket = new Bucket(store, { prefix: 'twinlayer', group: 'race', log: silentLogger });
+    const bucket = new Bucket(store, { signatures: keys.signatures(), prefix: 'twinlayer', group: 'race', log: silentLogger });
     assert.deepEqual(await bucket.listGenerations(), [1]);
     assert.equal((await bucket.readClaim(1 as Generation))?.host, `host-${winner}`);
     assert.equal((winner === 'a' ? rb : ra).role, 'standby');

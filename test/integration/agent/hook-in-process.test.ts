@@ -7,14 +7,15 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Hono } from 'hono';
-import { Agent, AgentHookHandler } from '../../../src/agent/index.js';
-import { DockerRuntime } from '../../../src/docker/index.js';
+import { AgentHookHandler, type Agent } from '../../../src/agent/index.js';
 import { startS3Server } from '../../../src/s3server/index.js';
+import { inProcessAgent } from '../../support/agent.js';
 import { Bucket, S3BlobStore } from '../../../src/store/index.js';
 import { silentLogger } from '../../../src/log/logger.js';
 import { createHookApp } from '../../../src/vrrp-hook/index.js';
 import { startEngine, dockerCli, type Engine } from '../../../src/lab/engine.js';
 import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
+import { testSignatures } from '../../support/signing.js';
 
 const BUCKET = 'twinlayer-inproc';
 const TOKEN = 'inproc-token-0123456789abcdef';
@@ -47,30 +48,8 @@ describe('agent hook in process', { timeout: 180_000 }, () => {
     await importBusyboxImage(engine.socketPath, 'tl-busybox:inproc');
     await dockerCli(engine, ['run', '-d', '--name', 'web', '--label', 'twinlayer.enable=true', '--network', 'none', 'tl-busybox:inproc', 'sh', '-c', "trap 'exit 0' TERM; while true; do sleep 0.2; done"]);
     store = new S3BlobStore({ bucket: BUCKET, region: 'us-east-1', endpoint: s3.endpoint, pathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
-    bucket = new Bucket(store, { prefix: 'twinlayer', group: 'inproc', log: silentLogger });
-    agent = new Agent({
-      runtime: new DockerRuntime({ socketPath: engine.socketPath }),
-      bucket,
-      log: silentLogger,
-      hostId: 'host-a',
-      group: 'inproc',
-      label: 'twinlayer.enable',
-      stateDir: join(base, 'state'),
-      excludes: [],
-      debounceQuietMs: 20,
-      debounceMaxMs: 200,
-      uploadConcurrency: 2,
-      reconcileIntervalMs: 60_000,
-      pollIntervalMs: 50,
-      downloadConcurrency: 2,
-      startConcurrency: 4,
-      finalizeDeadlineMs: 500,
-      bootTimeoutMs: 10_000,
-      vrrpStateFile: undefined,
-      fenceIntervalMs: 200,
-      backupSettleMs: 400,
-      stopTimeoutSeconds: 1,
-    });
+    bucket = new Bucket(store, { prefix: 'twinlayer', group: 'inproc', signatures: testSignatures(), log: silentLogger });
+    agent = inProcessAgent({ socketPath: engine.socketPath, bucket, hostId: 'host-a', group: 'inproc', stateDir: join(base, 'state') });
     await agent.open();
     app = createHookApp({ token: TOKEN, handler: new AgentHookHandler(agent), log: silentLogger });
     await agent.start();

@@ -17,6 +17,7 @@ import { importBusyboxImage, copyImage } from '../../../src/lab/busybox-image.js
 import { waitFor } from '../../../src/lab/wait.js';
 import { readExport, diffTrees } from '../../support/export-tree.js';
 import { freePort, spawnTwinlayer, type TwinlayerProcess } from '../../support/twinlayer.js';
+import { GroupKeys } from '../../../src/lab/group-keys.js';
 import { startFaultProxy, type FaultProxy } from '../../../src/lab/fault-proxy.js';
 
 const BUCKET = 'twinlayer-agent';
@@ -58,6 +59,7 @@ describe('twinlayer agent: roles, fencing, failback', { timeout: 900_000 }, () =
   const agents: Partial<Record<Side, TwinlayerProcess>> = {};
   const all: TwinlayerProcess[] = [];
   let store: S3BlobStore;
+  let keys: GroupKeys;
   let bucket: Bucket;
 
   const engine = (side: Side): Engine => eng[side]!;
@@ -76,6 +78,7 @@ describe('twinlayer agent: roles, fencing, failback', { timeout: 900_000 }, () =
     TWINLAYER_PATH_STYLE: 'true',
     TWINLAYER_GROUP: GROUP,
     TWINLAYER_HOST_ID: `host-${side}`,
+    ...keys.env(`host-${side}`),
     TWINLAYER_DOCKER_SOCKET: engine(side).socketPath,
     TWINLAYER_STATE_DIR: join(base, `state-${side}`),
     TWINLAYER_POLL_INTERVAL_MS: '50',
@@ -146,6 +149,7 @@ describe('twinlayer agent: roles, fencing, failback', { timeout: 900_000 }, () =
 
   before(async () => {
     base = await mkdtemp(join(tmpdir(), 'tl-agent-'));
+    keys = await GroupKeys.create(join(base, 'keys'), ['host-a', 'host-b']);
     s3 = await startS3Server({ dir: join(base, 's3'), buckets: [BUCKET], silent: true });
     proxy.a = await startFaultProxy(s3.endpoint);
     proxy.b = await startFaultProxy(s3.endpoint);
@@ -158,7 +162,7 @@ describe('twinlayer agent: roles, fencing, failback', { timeout: 900_000 }, () =
     await dockerCli(engine('a'), ['run', '-d', '--name', 'web', '--label', 'twinlayer.enable=true', '--label', 'app=web', '--restart', 'unless-stopped', '--network', 'none',
       'tl-busybox:agent', 'sh', '-c', "trap 'exit 0' TERM; while true; do sleep 0.2; done"]);
     store = new S3BlobStore({ bucket: BUCKET, region: 'us-east-1', endpoint: s3.endpoint, pathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
-    bucket = new Bucket(store, { prefix: 'twinlayer', group: GROUP, log: silentLogger });
+    bucket = new Bucket(store, { signatures: keys.signatures(), prefix: 'twinlayer', group: GROUP, log: silentLogger });
   });
 
   after(async () => {

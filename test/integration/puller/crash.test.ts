@@ -14,6 +14,7 @@ import { startEngine, type Engine } from '../../../src/lab/engine.js';
 import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
 import { s3Env, testS3Store, withS3, type TestS3 } from '../../support/s3.js';
 import { freePort, spawnTwinlayer, type TwinlayerProcess } from '../../support/twinlayer.js';
+import { testKey } from '../../support/signing.js';
 import { waitFor } from '../../../src/lab/wait.js';
 import { bucketFor, diffTrees, Primary, readApplied, sha256, treeOf } from './helpers.js';
 
@@ -68,6 +69,8 @@ describe('puller killed with SIGKILL while staging', { timeout: 240_000 }, () =>
       ...s3Env(s3),
       TWINLAYER_GROUP: GROUP,
       TWINLAYER_HOST_ID: 'standby',
+      // The test's primary signs with the test key (bucketFor).
+      TWINLAYER_TRUSTED_KEYS: testKey.publicLine,
       TWINLAYER_DOCKER_SOCKET: engine.socketPath,
       TWINLAYER_STATE_DIR: stateDir,
       TWINLAYER_POLL_INTERVAL_MS: '50',

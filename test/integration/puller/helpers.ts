@@ -13,6 +13,7 @@ import { Puller } from '../../../src/puller/index.js';
 import {
   asDigest, Bucket, JournalWriter, type BlobStore, type CommitCounts, type CommitRecord, type Digest, type Generation, type Seq,
 } from '../../../src/store/index.js';
+import { testSignatures } from '../../support/signing.js';
 
 export const WRITER = 'test-primary';
 
@@ -229,5 +230,5 @@ export async function openPuller(opts: { socketPath: string; mountInfoPath: stri
 }
 
 export function bucketFor(store: BlobStore, group: string, log?: Logger): Bucket {
-  return new Bucket(store, { prefix: 'twinlayer', group, ...(log === undefined ? {} : { log }) });
+  return new Bucket(store, { signatures: testSignatures(), prefix: 'twinlayer', group, ...(log === undefined ? {} : { log }) });
 }

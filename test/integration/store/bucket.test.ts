@@ -15,11 +15,18 @@ import {
   JournalWriter,
   recoverHead,
   type Generation,
+  type HeadRead,
   type S3BlobStore,
   type Seq,
 } from '../../../src/store/index.js';
 import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
 import { collect, describeItems, eachLimit, logCollector, record, WrappedStore } from './helpers.js';
+import { sealed, testSignatures } from '../../support/signing.js';
+
+function refusedReason(r: HeadRead): string {
+  assert.equal(r.status, 'refused', JSON.stringify(r));
+  return r.status === 'refused' ? r.reason : '';
+}
 
 const g = (n: number): Generation => n as Generation;
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
@@ -31,7 +38,7 @@ describe('Bucket on s3rver', () => {
   let groupNo = 0;
   /** A fresh group per test: tests share the server, never keys. */
   const fresh = (extra: { log?: import('../../../src/log/logger.js').Logger; wrap?: WrappedStore } = {}): Bucket =>
-    new Bucket(extra.wrap ?? store, { prefix: 'tl/test', group: `g${++groupNo}`, ...(extra.log === undefined ? {} : { log: extra.log }) });
+    new Bucket(extra.wrap ?? store, { signatures: testSignatures(), prefix: 'tl/test', group: `g${++groupNo}`, ...(extra.log === undefined ? {} : { log: extra.log }) });
   /** Places an object file straight into s3rver's directory, as a hostile writer with disk access could. */
   const placeRaw = async (key: string, body: string): Promise<void> => {
     const path = join(s3.bucketDir, `${key}._S3rver_object`);
@@ -51,7 +58,7 @@ describe('Bucket on s3rver', () => {
   });
 
   it('builds the documented keys', () => {
-    const b = new Bucket(store, { prefix: 'tl', group: 'pair1' });
+    const b = new Bucket(store, { signatures: testSignatures(), prefix: 'tl', group: 'pair1' });
     const d = asDigest('0f'.repeat(32));
     assert.equal(b.blobKey(d), `tl/pair1/blobs/sha256/0f/${d}`);
     assert.equal(b.headKey(g(3)), 'tl/pair1/gen/3/head.json');
@@ -77,7 +84,7 @@ describe('Bucket on s3rver', () => {
 
   it('refuses a corrupt blob after its retries and leaves no file', async () => {
     const wrap = new WrappedStore(store);
-    const b = new Bucket(wrap, { prefix: 'tl/test', group: `g${++groupNo}`, blobRetries: 3 });
+    const b = new Bucket(wrap, { signatures: testSignatures(), prefix: 'tl/test', group: `g${++groupNo}`, blobRetries: 3 });
     const good = randomBytes(5000);
     const d = asDigest(sha(good));
     const bad = Buffer.from(good);
@@ -101,7 +108,7 @@ describe('Bucket on s3rver', () => {
 
   it('fetches again when the blob is fixed between attempts', async () => {
     const wrap = new WrappedStore(store);
-    const b = new Bucket(wrap, { prefix: 'tl/test', group: `g${++groupNo}` });
+    const b = new Bucket(wrap, { signatures: testSignatures(), prefix: 'tl/test', group: `g${++groupNo}` });
     const good = randomBytes(5000);
     const d = asDigest(sha(good));
     await store.put(b.blobKey(d), randomBytes(5000));
@@ -207,14 +214,20 @@ describe('Bucket on s3rver', () => {
     await b.writeHead({ ...head, seq: 4 as Seq });
     const second = await b.readHead(g(1), first.etag);
     assert.ok(second.status === 'ok' && second.head.seq === 4);
-    await store.put(b.headKey(g(2)), Buffer.from(JSON.stringify({ ...head, generation: 2, containers: { '-bad': 1 } })));
-    await assert.rejects(b.readHead(g(2)), { code: 'HEAD_INVALID' });
+    // Refused, whether signed or not: a hostile container name, another generation's head, no signature.
+    await store.put(b.headKey(g(2)), sealed(b, 'head', b.headKey(g(2)), { ...head, generation: 2, containers: { '-bad': 1 } }));
+    assert.match(refusedReason(await b.readHead(g(2))), /does not parse: containers/);
+    await store.put(b.headKey(g(2)), Buffer.from(JSON.stringify({ ...head, generation: 2 })));
+    assert.match(refusedReason(await b.readHead(g(2))), /not signed/);
     // JSON.parse makes "__proto__" an own key; it must not reach the parsed head's prototype.
-    await store.put(b.headKey(g(4)), Buffer.from(JSON.stringify({ ...head, generation: 4 }).replace('"containers":{', '"containers":{"__proto__":{"polluted":1},')));
-    const proto = await b.readHead(g(4)).catch(() => null);
-    assert.ok(proto === null || (proto.status === 'ok' && Object.getPrototypeOf(proto.head.containers) === Object.prototype && !('polluted' in proto.head.containers)));
-    await store.put(b.headKey(g(3)), Buffer.from(JSON.stringify(head))); // names generation 1
-    await assert.rejects(b.readHead(g(3)), { code: 'HEAD_INVALID' });
+    const polluted = JSON.parse(JSON.stringify({ ...head, generation: 4 }).replace('"containers":{', '"containers":{"__proto__":{"polluted":1},')) as object;
+    await store.put(b.headKey(g(4)), sealed(b, 'head', b.headKey(g(4)), polluted));
+    const proto = await b.readHead(g(4));
+    assert.ok(proto.status === 'refused' || (proto.status === 'ok' && Object.getPrototypeOf(proto.head.containers) === Object.prototype && !('polluted' in proto.head.containers)));
+    await store.put(b.headKey(g(3)), sealed(b, 'head', b.headKey(g(3)), head)); // names generation 1
+    assert.match(refusedReason(await b.readHead(g(3))), /names generation 1, not its key's 3/);
+    const refused = b.signatureStatus().refused.recent.map((r) => r.key);
+    assert.ok(refused.includes(b.headKey(g(2))) && refused.includes(b.headKey(g(3))), JSON.stringify(refused));
   });
 
   it('stores and lists specs, ignoring hostile names', async () => {

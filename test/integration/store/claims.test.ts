@@ -11,17 +11,18 @@ import { after, before, describe, it } from 'node:test';
 import {
   asDigest,
   Bucket,
-  BucketObjectInvalidError,
   MAX_RECORD_BYTES,
   type Claim,
   type DivergentRecord,
   type Generation,
   type S3BlobStore,
   type Seq,
+  type Signatures,
 } from '../../../src/store/index.js';
 import { startFaultProxy, type FaultProxy } from '../../../src/lab/fault-proxy.js';
 import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
 import { logCollector, WrappedStore } from './helpers.js';
+import { sealed, testSignatures } from '../../support/signing.js';
 
 const g = (n: number): Generation => n as Generation;
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
@@ -45,7 +46,7 @@ describe('generation claims on s3rver', () => {
   let work: string;
   let groupNo = 0;
   let group = '';
-  const opts = (): { prefix: string; group: string } => ({ prefix: 'tl/claims', group });
+  const opts = (): { prefix: string; group: string; signatures: Signatures } => ({ prefix: 'tl/claims', group, signatures: testSignatures() });
   const freshGroup = (): void => {
     group = `g${++groupNo}`;
   };
@@ -109,27 +110,41 @@ describe('generation claims on s3rver', () => {
     const { log, lines } = logCollector();
     const b = new Bucket(storeA, { ...opts(), log });
     assert.equal(await b.readClaim(g(1)), null);
+    // Signed by a trusted key, so each is refused for what it says, not for its signature.
+    const signedAt2 = (body: object): Buffer => sealed(b, 'claim', b.claimKey(g(2)), body);
     const bodies: Array<[string, Buffer]> = [
       ['not JSON', Buffer.from('{"version":1,')],
       ['an array', Buffer.from('[]')],
-      ['another generation', Buffer.from(JSON.stringify(claim(3, 'host-a')))],
-      ['an unknown field', Buffer.from(JSON.stringify({ ...claim(2, 'host-a'), admin: true }))],
-      ['a hostile host', Buffer.from(JSON.stringify({ ...claim(2, 'host-a'), host: '../../etc' }))],
-      ['a hostile container', Buffer.from(JSON.stringify({ ...claim(2, 'host-a'), from: { generation: 1, containers: { '../x': 1 } } }))],
+      ['unsigned', Buffer.from(JSON.stringify(claim(2, 'host-a')))],
+      ['another generation', signedAt2(claim(3, 'host-a'))],
+      ['an unknown field', signedAt2({ ...claim(2, 'host-a'), admin: true })],
+      ['a hostile host', signedAt2({ ...claim(2, 'host-a'), host: '../../etc' })],
+      ['a hostile container', signedAt2({ ...claim(2, 'host-a'), from: { generation: 1, containers: { '../x': 1 } } })],
       ['too large', Buffer.alloc(MAX_RECORD_BYTES + 1, 0x20)],
     ];
+    const reasons: Record<string, RegExp> = {
+      'not JSON': /^not JSON/,
+      'an array': /not a JSON object/,
+      unsigned: /^not signed/,
+      'another generation': /names generation 3, not its key's 2/,
+      'an unknown field': /does not parse: .*admin/,
+      'a hostile host': /does not parse: host/,
+      'a hostile container': /does not parse: from\.containers/,
+      'too large': /larger than/,
+    };
     for (const [what, body] of bodies) {
       await storeA.put(b.claimKey(g(2)), body);
-      await assert.rejects(b.readClaim(g(2)), (err: unknown) => {
-        assert.ok(err instanceof BucketObjectInvalidError, what);
-        assert.equal(err.code, 'CLAIM_INVALID', what);
-        assert.equal(err.context['key'], b.claimKey(g(2)));
-        return true;
-      });
+      // Refused: read as no claim, logged once and listed in the status with the reason.
+      assert.equal(await b.readClaim(g(2)), null, what);
+      const refused = b.signatureStatus().refused.recent[0];
+      assert.equal(refused?.key, b.claimKey(g(2)), what);
+      assert.equal(refused.kind, 'claim', what);
+      assert.match(refused.reason, reasons[what] ?? /^$/, what);
     }
+    assert.ok(lines.some((l) => l['msg'] === 'bucket object refused: nothing is staged, booted or decided from it' && l['key'] === JSON.stringify(b.claimKey(g(2)))));
     // The generation is taken all the same: a claim loses, with no holder to name, and says why in the log.
     assert.deepEqual(await b.claimGeneration(claim(2, 'host-b')), { won: false, holder: null });
-    assert.ok(lines.some((l) => l['msg'] === 'generation taken by an object that is not a valid claim' && l['key'] === b.claimKey(g(2))));
+    assert.ok(lines.some((l) => l['msg'] === 'generation taken by an object that is not a claim the group signed' && l['key'] === b.claimKey(g(2))));
     // An invalid claim is refused before anything is written.
     await assert.rejects(b.claimGeneration({ ...claim(4, 'host-b'), host: 'bad host' }), { code: 'CLAIM_INVALID' });
     await assert.rejects(b.claimGeneration(claim(4, 'host-b', 4)), { code: 'CLAIM_INVALID' });
@@ -150,14 +165,14 @@ describe('generation claims on s3rver', () => {
     assert.deepEqual(await b.newestClaim(), { generation: 10, claim: c10 });
   });
 
-  it('the fencing probe costs one GET while nothing changed and finds every newer claim', async () => {
+  it('the fencing probe costs two GETs while nothing changed and finds every newer claim', async () => {
     freshGroup();
     const wrap = new WrappedStore(storeA);
     const b = new Bucket(wrap, opts());
     await b.claimGeneration(claim(1, 'host-a', 0));
     wrap.keysRead.length = 0;
     assert.equal(await b.newerClaim(g(1)), null);
-    assert.deepEqual(wrap.keysRead, [b.claimKey(g(2))]);
+    assert.deepEqual(wrap.keysRead, [b.claimKey(g(2)), b.headKey(g(2))]);
 
     const c2 = claim(2, 'host-b', 1);
     const c3 = claim(3, 'host-a', 2);
@@ -176,9 +191,13 @@ describe('generation claims on s3rver', () => {
     assert.equal(far?.claim.host, 'host-a');
     assert.ok(wrap.keysRead.length < 45, `read ${wrap.keysRead.length} keys`);
 
-    // A claim on the way that does not parse is reported, not skipped.
+    // A claim on the way that is refused (junk from a bucket writer without a key) is passed over and reported.
     await storeA.put(b.claimKey(g(46)), Buffer.from('{}'));
-    await assert.rejects(b.newerClaim(g(44)), { code: 'CLAIM_INVALID' });
+    assert.equal((await b.newerClaim(g(44)))?.generation, 45);
+    const c47 = claim(47, 'host-b', 45);
+    await b.claimGeneration(c47);
+    assert.deepEqual(await b.newerClaim(g(44)), { generation: 47, claim: c47 });
+    assert.equal(b.signatureStatus().refused.recent[0]?.key, b.claimKey(g(46)));
   });
 });
 
@@ -216,7 +235,7 @@ describe('divergent tails on s3rver', () => {
   it('saves a tail as a content-addressed blob plus a record, and lists it back', async () => {
     const { log, lines } = logCollector();
     const wrap = new WrappedStore(store);
-    const b = new Bucket(wrap, { prefix: 'tl', group: 'div', log });
+    const b = new Bucket(wrap, { signatures: testSignatures(), prefix: 'tl', group: 'div', log });
     assert.deepEqual(await b.listDivergent(), []);
     const t1 = await tailFile('t1', 3000);
     const t2 = await tailFile('t2', 500);
@@ -241,14 +260,15 @@ describe('divergent tails on s3rver', () => {
     await store.put(`${dp}host-a/4/web/${t1.digest}.json.tmp`, Buffer.from('{}'));
     wrap.injected = [`${dp}../4/web/${t1.digest}.json`, `${dp}host-a/4/web/../../x/${t1.digest}.json`];
     const liar = tailRecord('host-a', 'web', t2); // names t2's digest
-    await store.put(b.layout.divergentKey({ host: 'host-a', generation: g(4), container: 'web', digest: asDigest('ef'.repeat(32)) }), Buffer.from(JSON.stringify(liar)));
+    const liarKey = b.layout.divergentKey({ host: 'host-a', generation: g(4), container: 'web', digest: asDigest('ef'.repeat(32)) });
+    await store.put(liarKey, sealed(b, 'divergent', liarKey, liar));
     await store.put(b.layout.divergentKey({ host: 'host-a', generation: g(4), container: 'web', digest: asDigest('01'.repeat(32)) }), Buffer.from('{"version":1'));
     const items = await b.listDivergent('host-a');
     assert.equal(items.length, 3);
     const errors = items.filter((i) => 'error' in i);
     assert.equal(errors.length, 2);
     assert.ok(errors.some((e) => 'error' in e && /not its key's/.test(e.error)), JSON.stringify(errors));
-    assert.ok(errors.some((e) => 'error' in e && /does not parse/.test(e.error)), JSON.stringify(errors));
+    assert.ok(errors.some((e) => 'error' in e && /not JSON/.test(e.error)), JSON.stringify(errors));
     assert.ok(items.some((i) => 'record' in i && i.key === k1));
     assert.ok(lines.some((l) => l['msg'] === 'ignored keys that are not in the bucket layout' && l['count'] === 3), JSON.stringify(lines));
     // Listing every host also meets the key that climbs out of the host's folder.
@@ -257,7 +277,7 @@ describe('divergent tails on s3rver', () => {
   });
 
   it('refuses to save an invalid record and writes nothing', async () => {
-    const b = new Bucket(store, { prefix: 'tl', group: 'div-bad' });
+    const b = new Bucket(store, { signatures: testSignatures(), prefix: 'tl', group: 'div-bad' });
     const t = await tailFile('bad', 100);
     for (const bad of [{ reason: 'line\nbreak' }, { claimGeneration: g(4) }, { container: '../x' }, { host: 'host a' }]) {
       await assert.rejects(b.putDivergent({ ...tailRecord('host-a', 'web', t), ...bad }, t.file), { code: 'DIVERGENT_INVALID' }, JSON.stringify(bad));

@@ -22,6 +22,7 @@ import { startFaultProxy, type FaultProxy } from '../../../src/lab/fault-proxy.j
 import { TEST_REGION, TEST_RETRY, testS3Store, uniqueBucketName, withS3, type TestS3 } from '../../support/s3.js';
 import { waitFor } from '../../../src/lab/wait.js';
 import { logCollector, WrappedStore } from './helpers.js';
+import { testSignatures } from '../../support/signing.js';
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
@@ -108,7 +109,7 @@ describe('S3BlobStore under faults', () => {
   });
 
   it('downloads a blob through torn bodies and verifies it', async () => {
-    const bucket = new Bucket(store, { prefix: 'tl', group: 'faults' });
+    const bucket = new Bucket(store, { signatures: testSignatures(), prefix: 'tl', group: 'faults' });
     const body = randomBytes(300_000);
     const src = join(work, 'blob.bin');
     await writeFile(src, body);
@@ -176,10 +177,10 @@ describe('S3BlobStore under faults', () => {
     const g = 1 as Generation;
     // The writer goes through the proxy; the test reads the bucket directly.
     const wrap = new WrappedStore(store);
-    const bucket = new Bucket(wrap, { prefix: 'tl', group: 'head-retry' });
+    const bucket = new Bucket(wrap, { signatures: testSignatures(), prefix: 'tl', group: 'head-retry' });
     const direct = testS3Store(s3);
     others.push(direct);
-    const reader = new Bucket(direct, { prefix: 'tl', group: 'head-retry' });
+    const reader = new Bucket(direct, { signatures: testSignatures(), prefix: 'tl', group: 'head-retry' });
     const headSeq = async (): Promise<number | null> => {
       const res = await reader.readHead(g);
       return res.status === 'ok' ? res.head.seq : null;

@@ -62,6 +62,8 @@ export class WrappedStore implements BlobStore {
   /** Keys a real S3 may hold but s3rver cannot (NUL, "..": it maps keys to paths); merged into listings. */
   injected: string[] = [];
   readonly puts: string[] = [];
+  /** LIST calls (each may be several pages). */
+  lists = 0;
 
   constructor(readonly inner: BlobStore) {}
 
@@ -104,6 +106,7 @@ export class WrappedStore implements BlobStore {
     return this.inner.exists(key);
   }
   async *list(prefix: string, startAfter?: string): AsyncIterable<string> {
+    this.lists++;
     const all = [...(await collect(this.inner.list(prefix, startAfter)))];
     for (const k of this.injected) if (k.startsWith(prefix) && (startAfter === undefined || Buffer.compare(Buffer.from(k), Buffer.from(startAfter)) > 0)) all.push(k);
     all.sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, loadConfig } from '../../../src/config/load.js';
+import { ConfigError, loadConfig, loadKeyConfig } from '../../../src/config/load.js';
 import { configKeys, envName } from '../../../src/config/schema.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tl-config-'));
@@ -32,6 +32,23 @@ describe('loadConfig', () => {
 
   it('names the key of a wrong type with its env var and the value', () => {
     rejects(() => loadConfig({ env: { TWINLAYER_BUCKET: 'twins', TWINLAYER_POLL_INTERVAL_MS: 'soon' } }), 'pollIntervalMs', /pollIntervalMs.*TWINLAYER_POLL_INTERVAL_MS.*"soon"/);
+  });
+
+  it('reads the group\'s keys from a comma-separated variable or a YAML list; signed by default', () => {
+    const a = 'host-a ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=';
+    const b = 'host-b ed25519:PUAXw+hDiVqStwqnTRt+vJyYLM8uxJaMwM1V8Sr0Zgw=';
+    const fromEnv = loadConfig({ env: { TWINLAYER_BUCKET: 'twins', TWINLAYER_TRUSTED_KEYS: ` ${a}, ${b} ` } });
+    assert.deepEqual(fromEnv.trustedKeys, [a, b]);
+    assert.equal(fromEnv.acceptUnsigned, false);
+    assert.equal(fromEnv.signingKeyFile, '/etc/twinlayer/signing.key');
+    const file = join(dir, 'keys.yaml');
+    writeFileSync(file, `bucket: twins\ntrustedKeys:\n  - ${a}\n  - ${b}\nacceptUnsigned: true\n`);
+    const fromFile = loadConfig({ file, env: {} });
+    assert.deepEqual(fromFile.trustedKeys, [a, b]);
+    assert.equal(fromFile.acceptUnsigned, true);
+    rejects(() => loadConfig({ env: { TWINLAYER_BUCKET: 'twins', TWINLAYER_TRUSTED_KEYS: `${a},host-b ed25519:nope` } }), 'trustedKeys', /`trustedKeys` \(env TWINLAYER_TRUSTED_KEYS\): expected "\[<hostId> \]ed25519:/);
+    // keygen needs no bucket.
+    assert.deepEqual({ ...loadKeyConfig({ env: { TWINLAYER_HOST_ID: 'h1', TWINLAYER_SIGNING_KEY_FILE: '/k' } }) }, { hostId: 'h1', signingKeyFile: '/k' });
   });
 
   it('refuses a missing bucket, naming it', () => {

@@ -22,6 +22,7 @@ import {
 } from '../../../src/store/index.js';
 import { collect, describeItems, logCollector, WrappedStore } from '../../integration/store/helpers.js';
 import { waitFor } from '../../../src/lab/wait.js';
+import { testSignatures } from '../../support/signing.js';
 
 const g1 = 1 as Generation;
 const input = (container: string, size = 1): PublishInput => ({
@@ -34,7 +35,7 @@ describe('JournalWriter', () => {
   const writers: JournalWriter[] = [];
   const setup = (opts: { headRetry?: HeadRetryPolicy } = {}) => {
     const wrap = new WrappedStore(new DirBlobStore(join(root, `s${++n}`)));
-    const bucket = new Bucket(wrap, { prefix: 'tl', group: 'g' });
+    const bucket = new Bucket(wrap, { signatures: testSignatures(), prefix: 'tl', group: 'g' });
     const { log, lines } = logCollector();
     const jw = new JournalWriter(bucket, { generation: g1, writer: 'host-a', head: null, log, ...opts });
     writers.push(jw);
@@ -43,7 +44,9 @@ describe('JournalWriter', () => {
   /** The seq inside a head.json body the writer is about to put. */
   const headSeq = (body: Buffer | { file: string }): number => {
     assert.ok(Buffer.isBuffer(body), 'a head is written from memory');
-    return headSchema.parse(JSON.parse(body.toString('utf8'))).seq;
+    const { signature, ...head } = JSON.parse(body.toString('utf8')) as Record<string, unknown>;
+    assert.ok(signature !== undefined, 'heads are written signed');
+    return headSchema.parse(head).seq;
   };
   const bucketHeadSeq = async (bucket: Bucket): Promise<number | null> => {
     const res = await bucket.readHead(g1);
