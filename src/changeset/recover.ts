@@ -39,3 +39,14 @@ export async function recoverStaging(target: StageTarget, isRecorded: (intent: S
   for (const name of await readdir(tmp)) if (isStrayTemp(name)) await rm(join(tmp, name), { recursive: true, force: true });
   return outcome;
 }
+
+/** Discards a commit left half staged without undoing it: for a twin that runs, whose container owns its upper dir.
+ *  Returns whether there was one. */
+export async function abandonStaging(target: StageTarget): Promise<boolean> {
+  const { tmp } = await checkTarget(target);
+  const dir = join(tmp, txnDirName);
+  const st = await lstat(dir).catch(() => null);
+  if (st === null) return false;
+  await discardTxn(dir);
+  return true;
+}

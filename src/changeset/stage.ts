@@ -35,7 +35,7 @@ export interface StageOptions {
   /** Which commit this is, written into the undo log's intent: recovery rolls it forward when the caller recorded it. */
   intent?: StageIntent;
   /** Records the commit as staged (durably), once it is applied and synced, before its undo log is discarded. When
-   *  it throws, the commit is undone. */
+   *  it throws, the log stays: recoverStaging then rolls the commit forward or undoes it by what is recorded. */
   record?: () => Promise<void>;
 }
 
@@ -64,7 +64,6 @@ export async function stageChangeset(blobFile: string, kind: ChangesetKind, targ
   const txn = await StagingTxn.begin(upper, tmp, kind, opts.intent ?? null);
   try {
     await new Applier(upper, txn, plan, kind, opts.signal).run(blobFile, limits);
-    await opts.record?.();
   } catch (err) {
     let steps: number;
     try {
@@ -73,6 +72,13 @@ export async function stageChangeset(blobFile: string, kind: ChangesetKind, targ
       throw new StageUndoError(`staging failed (${(err as Error).message}) and undoing it failed: ${(undoErr as Error).message}`, { path: upper }, { cause: undoErr });
     }
     opts.log?.info('commit undone after a failure midway', { path: upper, steps, reason: (err as Error).message });
+    throw err;
+  }
+  try {
+    await opts.record?.();
+  } catch (err) {
+    // Whether the record landed is unknown: the log stays, and recovery goes by what the caller finds recorded.
+    await txn.leave();
     throw err;
   }
   await txn.discard();

@@ -170,6 +170,11 @@ export class StagingTxn {
     await fh?.close();
   }
 
+  /** Leaves the txn in place for recoverStaging. */
+  async leave(): Promise<void> {
+    await this.#close();
+  }
+
   /** The commit is applied, synced and recorded: the log and the undo area go. */
   async discard(): Promise<void> {
     await this.#close();
