@@ -255,7 +255,24 @@ async function* segmentsBackward(fh: FileHandle, start: number, size: number): A
   yield carry;
 }
 
-/** Replays a txn's log in reverse into `upper`, then syncs the file system. Returns the number of steps undone. */
+/** The log's records after the header, last first, parsed; a line torn by kill -9 (after the last newline) was never
+ *  acted on and is skipped. */
+async function* recordsBackward(fh: FileHandle, start: number): AsyncGenerator<UndoRecord> {
+  const size = (await fh.stat()).size;
+  let first = true;
+  let lineNo = 0;
+  for await (const seg of segmentsBackward(fh, start, size)) {
+    if (first) {
+      first = false;
+      continue;
+    }
+    lineNo++;
+    yield parseRecordLine(seg.toString('utf8'), `undo log line ${lineNo} from the end`);
+  }
+}
+
+/** Replays a txn's log in reverse into `upper`, then syncs the file system. The whole log is checked first: one that
+ *  does not parse changes nothing (UndoLogCorruptError). Returns the number of steps undone. */
 export async function undoTxn(upper: string, dir: string): Promise<number> {
   let fh: FileHandle;
   try {
@@ -269,17 +286,10 @@ export async function undoTxn(upper: string, dir: string): Promise<number> {
   try {
     const { header, end } = await readHeaderOf(fh);
     if (header === null) return 0;
-    const size = (await fh.stat()).size;
-    let first = true;
-    let lineNo = 0;
-    for await (const seg of segmentsBackward(fh, end, size)) {
-      if (first) {
-        // What follows the last newline: a line torn by kill -9 was never acted on.
-        first = false;
-        continue;
-      }
-      lineNo++;
-      const record = parseRecordLine(seg.toString('utf8'), `undo log line ${lineNo} from the end`);
+    let records = 0;
+    for await (const _ of recordsBackward(fh, end)) records++;
+    if (records === 0) return 0;
+    for await (const record of recordsBackward(fh, end)) {
       await undoer.undo(record);
       steps++;
     }

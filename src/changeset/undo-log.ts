@@ -122,11 +122,3 @@ export function parseHeader(firstLine: string | null): UndoHeader | null {
   if (!parsed.success) throw new UndoLogCorruptError(`header: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
   return parsed.data;
 }
-
-/** Splits a block of log text into complete lines; the rest (a line still being written when the process died, or
- *  the start of one split by a read boundary) is returned apart. */
-export function completeLines(text: string): { lines: string[]; rest: string } {
-  const end = text.lastIndexOf('\n');
-  if (end < 0) return { lines: [], rest: text };
-  return { lines: text.slice(0, end).split('\n'), rest: text.slice(end + 1) };
-}
