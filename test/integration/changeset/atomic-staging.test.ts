@@ -154,10 +154,10 @@ describe('atomic staging under kill -9', { timeout: 900_000 }, () => {
     return text !== null && JSON.stringify(JSON.parse(text)) === JSON.stringify(intentOf(s));
   };
 
-  /** Starts the staging process; kills it with SIGKILL once its undo log holds `killAtLogBytes` bytes (Infinity: once
-   *  the apply is over and the log gone). Resolves with its exit, and the largest size the log reached. Progress,
+  /** Starts the staging process; kills it with SIGKILL `thenWaitMs` after its undo log holds `killAtLogBytes` bytes
+   *  (Infinity: once the apply is over and the log gone). Resolves with its exit, and the largest size the log reached. Progress,
    *  not time, picks the moment: the kills land inside the apply however fast the machine is. */
-  function stageInChild(s: Scenario, killAtLogBytes: number | null): Promise<{ signal: string | null; code: number | null; maxLogBytes: number; killedInApply: boolean }> {
+  function stageInChild(s: Scenario, killAtLogBytes: number | null, thenWaitMs = 0): Promise<{ signal: string | null; code: number | null; maxLogBytes: number; killedInApply: boolean }> {
     return new Promise((resolve, reject) => {
       const p = spawn(process.execPath, ['--import', 'tsx', child, s.blob, s.kind, ov.upper, tmpDir, recorded(), JSON.stringify(intentOf(s))], { stdio: ['ignore', 'pipe', 'pipe'] });
       let stderr = '';
@@ -178,7 +178,8 @@ describe('atomic staging under kill -9', { timeout: 900_000 }, () => {
           }
           const due = killAtLogBytes !== null && (size !== null ? size >= killAtLogBytes : seen && killAtLogBytes === Infinity);
           if (due) {
-            killedInApply = size !== null;
+            if (thenWaitMs > 0) await new Promise((r) => setTimeout(r, thenWaitMs));
+            killedInApply = await lstat(log).then(() => true, () => false);
             p.kill('SIGKILL');
             return;
           }
@@ -239,10 +240,12 @@ describe('atomic staging under kill -9', { timeout: 900_000 }, () => {
     let midApply = 0;
     for (let k = 0; k < KILLS; k++) {
       await resetUpper();
-      // Mostly inside the apply (at a random point of its log); some after it (the record and the discard).
-      const f = random() * 1.15;
-      const at = f > 1 ? Infinity : Math.ceil(f * s.logBytes);
-      const r = await stageInChild(s, at);
+      // Mostly inside the apply, at a random point of its log; a quarter once the log is complete (xattrs of existing
+      // dirs and dir mtimes being set, the sync, the record); a few after it (the discard).
+      const f = random();
+      const at = f < 0.65 ? Math.ceil((f / 0.65) * s.logBytes) : f < 0.9 ? s.logBytes : Infinity;
+      const wait = f >= 0.65 && f < 0.9 ? Math.floor(random() * 60) : 0;
+      const r = await stageInChild(s, at, wait);
       // What the puller's applied state would say: recorded once the commit was applied, synced and recorded.
       const rec = await isRecorded(s);
       const outcome: RecoveryOutcome = await recoverStaging({ upperDir: ov.upper, tmpDir }, (i) => rec && JSON.stringify(i) === JSON.stringify(intentOf(s))).catch((err: unknown) => {
@@ -251,7 +254,7 @@ describe('atomic staging under kill -9', { timeout: 900_000 }, () => {
       const now = await upperState(ov.upper);
       const asBefore = diffStates(beforeState, now, 2000n);
       const asAfter = diffStates(s.after, now, null);
-      const where = `kill ${k} at ${at} of ${s.logBytes} bytes of undo log (seed ${seed}, outcome ${JSON.stringify(outcome)}, recorded ${rec})`;
+      const where = `kill ${k} ${wait} ms after ${at} of ${s.logBytes} bytes of undo log (seed ${seed}, outcome ${JSON.stringify(outcome)}, recorded ${rec})`;
       if (asBefore.length === 0) tally['before']!++;
       else if (asAfter.length === 0) tally['after']!++;
       else assert.fail(`${where}: the upper dir is neither the state before nor the state after the commit.\nvs before: ${asBefore.join('\n')}\nvs after: ${asAfter.join('\n')}`);
