@@ -266,6 +266,9 @@ export class Stager {
           return;
         }
         state.containers[name] = { generation: record.generation, seq: record.seq, digest: record.digest, stagedAt: new Date().toISOString(), twinId: twin.id };
+        // Out of the queue before the cursor is computed: the cursor stops before the first record still queued.
+        done();
+        c.gap = null;
         state.cursor = this.#journal.durableCursor();
         // A failed save leaves the undo log: recovery then goes by what is recorded (rolled forward once a later save
         // lands, undone after a restart that finds the commit unrecorded).
@@ -300,8 +303,6 @@ export class Stager {
         }, { signal, throwOnTimeout: true });
         if (!ok) break;
         if (twinStarted) throw new Error(`twin ${name} started while a commit was being staged; restaging later`);
-        done();
-        c.gap = null;
         c.blocked = null;
         c.lastError = null;
         c.refusedCommit = null;
