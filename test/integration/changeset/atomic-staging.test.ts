@@ -2,8 +2,9 @@
 // random moments of the apply — while a full commit prunes, while whiteouts remove dirs and files, while opaque dirs
 // drop stale children, while existing dirs get new owners, modes and xattrs — and recovery then leaves the upper
 // dir, file by file (type, content, mode, owner, mtime, xattrs, hard links, presence), exactly as before the commit
-// or exactly as after it, never a mix; staging the commit again converges; the merged overlayfs view of the result
-// hides what the commit whited out. Root only (mknod, chown, trusted.* xattrs, overlay mounts).
+// or exactly as after it, never a mix; staging the commit again converges. A failure midway (EPERM) and an abort
+// midway (the finalize deadline) are undone at once. The merged overlayfs view of the result hides what the commit
+// whited out. Root only (mknod, chown, chattr, trusted.* xattrs, overlay mounts).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
@@ -295,6 +296,42 @@ describe('atomic staging under kill -9', { timeout: 900_000 }, () => {
     const outcome = await recoverStaging({ upperDir: ov.upper, tmpDir }, (i) => JSON.stringify(i) === JSON.stringify(intentOf(s)));
     assert.equal(outcome.action, 'rolled-forward');
     assert.deepEqual(diffStates(s.after, await upperState(ov.upper), null), []);
+    assert.deepEqual(await readdir(tmpDir), []);
+  });
+
+  it('a failure midway (an entry the kernel will not replace) is undone at once: exactly the state before', async () => {
+    await resetUpper();
+    // Immutable: renaming it away fails with EPERM, late in the delta (d2 sorts after d0, d1 and the whiteouts).
+    const stuck = join(ov.upper, 'd2', fname(59));
+    await run('chattr', ['+i', stuck]);
+    try {
+      const was = await upperState(ov.upper);
+      await assert.rejects(stageChangeset(await writeGz(join(base, 'eperm-b.tar.gz'), tarOf(commitB())), 'delta', { upperDir: ov.upper, tmpDir }), { code: 'EPERM' });
+      assert.deepEqual(diffStates(was, await upperState(ov.upper), 2000n), [], 'undone');
+      assert.deepEqual(await readdir(tmpDir), []);
+    } finally {
+      await run('chattr', ['-i', stuck]);
+    }
+  });
+
+  it('an abort midway (the finalize deadline) is undone at once: exactly the state before', async () => {
+    await resetUpper();
+    const was = await upperState(ov.upper);
+    const controller = new AbortController();
+    const log = join(tmpDir, 'txn', 'undo.log');
+    // Aborted once the apply is well under way (its undo log past 4 KiB), from the same process as a deadline is.
+    const timer = setInterval(() => {
+      void lstat(log).then((st) => {
+        if (st.size > 4096) controller.abort(new Error('finalize deadline'));
+      }, () => undefined);
+    }, 1);
+    try {
+      await assert.rejects(stageChangeset(await writeGz(join(base, 'abort-b.tar.gz'), tarOf(commitB())), 'delta', { upperDir: ov.upper, tmpDir }, { signal: controller.signal }), /finalize deadline/);
+    } finally {
+      clearInterval(timer);
+    }
+    assert.ok(controller.signal.aborted);
+    assert.deepEqual(diffStates(was, await upperState(ov.upper), 2000n), [], 'undone');
     assert.deepEqual(await readdir(tmpDir), []);
   });
 
