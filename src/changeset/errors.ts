@@ -28,3 +28,18 @@ export class ChangesetNoRoomError extends TwinlayerError {
     super('CHANGESET_NO_ROOM', message, context);
   }
 }
+
+/** A commit failed and undoing it failed too: its undo log stays beside the upper dir, and recovery (recoverStaging)
+ *  must succeed before anything else is staged into, or boots from, that upper dir. */
+export class StageUndoError extends TwinlayerError {
+  constructor(message: string, context: ErrorContext = {}, options?: { cause?: unknown }) {
+    super('STAGE_UNDO_FAILED', message, context, options);
+  }
+}
+
+/** The upper dir holds a commit left half staged (its undo log is there): recoverStaging first. */
+export class StagePendingError extends TwinlayerError {
+  constructor(message: string, context: ErrorContext = {}) {
+    super('STAGE_PENDING', message, context);
+  }
+}

@@ -11,3 +11,7 @@ export type { DeclaredChangeset } from './declared.js';
 export { bytesNeeded, declaredProblem, roomProblem } from './declared.js';
 export { ChangesetNoRoomError, ChangesetRejectedError } from './errors.js';
 export { relPathIsExcluded } from './paths.js';
+export type { StageIntent } from './undo-log.js';
+export type { RecoveryOutcome } from './staging-txn.js';
+export { abandonStaging, recoverStaging } from './recover.js';
+export { StagePendingError, StageUndoError } from './errors.js';

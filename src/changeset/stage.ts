@@ -1,34 +1,42 @@
-// Standby side: validate the whole changeset (validate.ts), then apply it into a stopped twin's upper dir.
+// Standby side: validate the whole changeset (validate.ts), then apply it into a stopped twin's upper dir as one
+// undoable step (staging-txn.ts): a failure, an abort or a crash midway leaves the upper dir as it was before.
 // Nothing is written through a symlink: every parent is a real directory checked with lstat; files, symlinks,
-// hard links and whiteouts are made under a temp name in tmpDir and renamed in (rename replaces the final
-// component without following it).
+// hard links and whiteouts are made under a temp name in the txn dir and renamed in (rename replaces the final
+// component without following it); what they replace or remove is moved into the undo area, not deleted.
 import { randomBytes } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
-import { access, chmod, lchown, link, lstat, lutimes, mkdir, open, readdir, rename, rm, symlink, unlink } from 'node:fs/promises';
-import { join, relative, resolve } from 'node:path';
-import { realpath } from 'node:fs/promises';
+import { access, chmod, lchown, link, lstat, lutimes, mkdir, open, readdir, rename, symlink } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Logger } from '../log/logger.js';
 import type { DeclaredChangeset } from './declared.js';
-import { ChangesetRejectedError, StageTargetError } from './errors.js';
+import { ChangesetRejectedError, StageUndoError } from './errors.js';
 import { defaultLimits, type Limits } from './limits.js';
 import { joinRel, parentOf, tarPathMeaning } from './paths.js';
+import { checkTarget, type StageTarget } from './stage-target.js';
+import { StagingTxn, timeOf } from './staging-txn.js';
 import type { TarEntry } from './tar-format.js';
 import { readChangeset } from './tar-reader.js';
 import type { ChangesetKind } from './built-changeset.js';
+import type { StageIntent } from './undo-log.js';
 import { validateChangeset, type StagePlan } from './validate.js';
 import { makeWhiteoutNode } from './whiteout-node.js';
 import { readXattrs, removeXattr, writeXattrs } from './xattr.js';
 import { syncFileSystem } from './tools.js';
 
-export interface StageTarget { upperDir: string; tmpDir: string }
+export type { StageTarget } from './stage-target.js';
 export interface StageResult { entries: number; files: number; deletions: number; bytes: number }
 export interface StageOptions {
   limits?: Limits;
   log?: Logger;
   /** What the commit record declares: the blob is refused as soon as it holds more. */
   declared?: DeclaredChangeset;
-  /** Aborts validation (between chunks) and keeps applying from starting; an apply under way is finished. */
+  /** Aborts validation (between chunks) or the apply (between entries; what was applied is undone). */
   signal?: AbortSignal;
+  /** Which commit this is, written into the undo log's intent: recovery rolls it forward when the caller recorded it. */
+  intent?: StageIntent;
+  /** Records the commit as staged (durably), once it is applied and synced, before its undo log is discarded. When
+   *  it throws, the log stays: recoverStaging then rolls the commit forward or undoes it by what is recorded. */
+  record?: () => Promise<void>;
 }
 
 const opaqueXattr = 'trusted.overlay.opaque';
@@ -36,33 +44,11 @@ const opaqueXattr = 'trusted.overlay.opaque';
 const xattrBatchItems = 4096;
 const xattrBatchBytes = 4 * 1024 * 1024;
 
-/** A time utimes(2) sets exactly: seconds as a number; before 1970 a Date, since Node turns a negative number into
- *  "now". Validation bounds the range. */
-function timeOf(ns: bigint): number | Date {
-  return ns < 0n ? new Date(Number(ns / 1_000_000n)) : Number(ns) / 1e9;
-}
-
-async function checkTarget(target: StageTarget): Promise<{ upper: string; tmp: string }> {
-  const upper = resolve(target.upperDir);
-  const ust = await lstat(upper).catch((err: unknown) => {
-    throw new StageTargetError(`upper dir cannot be read: ${(err as Error).message}`, { path: upper });
-  });
-  if (!ust.isDirectory()) throw new StageTargetError('upper dir is not a directory (or is a symlink)', { path: upper });
-  const tmp = resolve(target.tmpDir);
-  await mkdir(tmp, { recursive: true, mode: 0o700 });
-  const tst = await lstat(tmp);
-  if (!tst.isDirectory()) throw new StageTargetError('tmp dir is not a directory (or is a symlink)', { path: tmp });
-  if (tst.dev !== ust.dev) throw new StageTargetError('tmp dir must be on the same file system as the upper dir', { path: tmp });
-  const rel = relative(await realpath(upper), await realpath(tmp));
-  if (rel === '' || (!rel.startsWith('..') && !rel.startsWith('/'))) {
-    throw new StageTargetError('tmp dir must lie outside the upper dir', { path: tmp });
-  }
-  return { upper, tmp };
-}
-
 /** Validates the whole changeset first (throws ChangesetRejectedError naming the entry, ChangesetNoRoomError, or the
- *  signal's reason; nothing written), then applies it into upperDir and syncs the file system. Re-staging the same
- *  changeset converges. */
+ *  signal's reason; nothing written), then applies it into upperDir, syncs the file system and calls `record`. A
+ *  failure or an abort while applying undoes what was applied and rethrows (StageUndoError when undoing failed too:
+ *  recoverStaging must then run before the upper dir is used). Throws StagePendingError when an earlier commit was
+ *  left half staged there. Re-staging the same changeset converges. */
 export async function stageChangeset(blobFile: string, kind: ChangesetKind, target: StageTarget, opts: StageOptions = {}): Promise<StageResult> {
   const limits = opts.limits ?? defaultLimits;
   opts.signal?.throwIfAborted();
@@ -74,69 +60,87 @@ export async function stageChangeset(blobFile: string, kind: ChangesetKind, targ
     ...(opts.declared === undefined ? {} : { declared: opts.declared }),
     ...(opts.signal === undefined ? {} : { signal: opts.signal }),
   });
-  // The last point where a deadline may stop staging: nothing is written yet.
   opts.signal?.throwIfAborted();
-  const applier = new Applier(upper, tmp, plan, kind);
+  const txn = await StagingTxn.begin(upper, tmp, kind, opts.intent ?? null);
   try {
-    await applier.run(blobFile, limits);
-  } finally {
-    await applier.cleanup();
+    await new Applier(upper, txn, plan, kind, opts.signal).run(blobFile, limits);
+  } catch (err) {
+    let steps: number;
+    try {
+      steps = await txn.undo();
+    } catch (undoErr) {
+      throw new StageUndoError(`staging failed (${(err as Error).message}) and undoing it failed: ${(undoErr as Error).message}`, { path: upper }, { cause: undoErr });
+    }
+    opts.log?.info('commit undone after a failure midway', { path: upper, steps, reason: (err as Error).message });
+    throw err;
   }
+  try {
+    await opts.record?.();
+  } catch (err) {
+    // Whether the record landed is unknown: the log stays, and recovery goes by what the caller finds recorded.
+    await txn.leave();
+    throw err;
+  }
+  await txn.discard();
   opts.log?.debug('changeset staged', { path: upper, entries: plan.entries, files: plan.files, deletions: plan.deletions, bytes: plan.bytes });
   return { entries: plan.entries, files: plan.files, deletions: plan.deletions, bytes: plan.bytes };
 }
 
+interface XattrItem {
+  rel: string;
+  xattrs: ReadonlyArray<readonly [string, Buffer]>;
+  /** A dir updated in place: its stale xattrs go. */
+  preexisting?: boolean;
+  /** The path existed before the commit: its xattrs are logged before they change. */
+  existing?: boolean;
+}
+
 class Applier {
   readonly #upper: string;
-  readonly #tmp: string;
+  readonly #txn: StagingTxn;
   readonly #plan: StagePlan;
   readonly #kind: ChangesetKind;
-  readonly #temps = new Set<string>();
+  readonly #signal: AbortSignal | undefined;
   #template: string | null = null;
-  /** xattrs waiting for the next batch; `preexisting` marks a dir updated in place, whose stale xattrs go. */
-  #xattrItems: Array<{ path: string; xattrs: ReadonlyArray<readonly [string, Buffer]>; preexisting?: boolean }> = [];
+  #xattrItems: XattrItem[] = [];
   #xattrBytes = 0;
 
-  constructor(upper: string, tmp: string, plan: StagePlan, kind: ChangesetKind) {
+  constructor(upper: string, txn: StagingTxn, plan: StagePlan, kind: ChangesetKind, signal: AbortSignal | undefined) {
     this.#upper = upper;
-    this.#tmp = tmp;
+    this.#txn = txn;
     this.#plan = plan;
     this.#kind = kind;
+    this.#signal = signal;
   }
 
   #abs(rel: string): string {
-    return join(this.#upper, rel);
+    return rel === '' ? this.#upper : join(this.#upper, rel);
   }
 
+  /** Temp names live in the txn dir: whatever a crash leaves there goes with it. */
   #tempName(): string {
-    const p = join(this.#tmp, `.stage-${randomBytes(8).toString('hex')}`);
-    this.#temps.add(p);
-    return p;
-  }
-
-  async cleanup(): Promise<void> {
-    for (const p of this.#temps) await rm(p, { force: true, recursive: true });
-    this.#temps.clear();
+    return join(this.#txn.dir, `t-${randomBytes(8).toString('hex')}`);
   }
 
   async run(blobFile: string, limits: Limits): Promise<void> {
-    // A full changeset replaces the tree: drop everything it does not name first (frees space too).
+    // A full changeset replaces the tree: drop everything it does not name first.
     if (this.#kind === 'full') await this.#prune('');
     await readChangeset(blobFile, limits, async (e, body) => {
+      this.#signal?.throwIfAborted();
       const meaning = tarPathMeaning(e.path);
       if (typeof meaning === 'string') throw new ChangesetRejectedError(meaning, { entry: e.path });
       if (meaning.kind === 'opaque') {
-        await this.#assertRealDir(meaning.dir, e.path);
+        await this.#parentDir(meaning.dir, e.path);
         await this.#prune(meaning.dir);
-        // A dir entry of this changeset gets the flag with its own xattrs.
-        if (!this.#plan.targets.has(meaning.dir)) await this.#queueXattrs({ path: this.#abs(meaning.dir), xattrs: [[opaqueXattr, Buffer.from('y')]] });
+        // A dir entry of this changeset gets the flag with its own xattrs; a dir on disk changes in place.
+        if (!this.#plan.targets.has(meaning.dir)) await this.#queueXattrs({ rel: meaning.dir, xattrs: [[opaqueXattr, Buffer.from('y')]], existing: true });
         return;
       }
       if (meaning.kind === 'whiteout') {
         await this.#whiteout(meaning.target, e.removeOnly === true);
         return;
       }
-      await this.#assertRealDir(parentOf(e.path), e.path);
+      await this.#parentDir(parentOf(e.path), e.path);
       switch (e.type) {
         case 'dir':
           await this.#dir(e);
@@ -152,8 +156,10 @@ class Applier {
           break;
       }
     });
+    this.#signal?.throwIfAborted();
     await this.#flushXattrs();
     // Directory mtimes last: writing their children changed them (setting a dir's own mtime changes no parent's).
+    // Each dir entry was noted (its old times logged, or created) when it was written.
     for (const [rel, ns] of this.#plan.dirMtimes) {
       const t = timeOf(ns);
       await lutimes(this.#abs(rel), t, t);
@@ -161,26 +167,34 @@ class Applier {
     await syncFileSystem(this.#upper);
   }
 
-  /** Defence in depth: validation already proved this, but never write below anything but a real directory. */
-  async #assertRealDir(rel: string, entry: string): Promise<void> {
-    const st = await lstat(this.#abs(rel));
+  /** Defence in depth (validation already proved it): `rel` is a real directory. Its owner, mode and times are
+   *  logged before the first change to it or its entries. */
+  async #parentDir(rel: string, entry: string): Promise<void> {
+    if (this.#txn.isNoted(rel)) return;
+    const st = await lstat(this.#abs(rel), { bigint: true });
     if (!st.isDirectory()) throw new ChangesetRejectedError(`parent ${rel || '.'} is not a real directory`, { entry });
+    this.#txn.noteDir(rel, st);
   }
 
-  /** Removes whatever is at `rel`, a whole subtree included, without following links. */
-  async #removeDirAt(rel: string): Promise<void> {
-    const st = await lstat(this.#abs(rel)).catch(() => null);
-    if (st?.isDirectory() === true) await rm(this.#abs(rel), { recursive: true, force: true });
-  }
-
-  /** Removes children under `dir` (recursively) that this changeset does not name. */
+  /** Moves children under `dir` (recursively) that this changeset does not name into the undo area. Names on disk
+   *  that are not UTF-8 cannot be named by a changeset: they go too. */
   async #prune(dir: string): Promise<void> {
-    const names = await readdir(this.#abs(dir), { withFileTypes: true });
+    const absDir = this.#abs(dir);
+    const names = await readdir(absDir, { withFileTypes: true, encoding: 'buffer' });
     for (const d of names) {
-      const child = joinRel(dir, d.name);
+      const raw = d.name;
+      const name = raw.toString('utf8');
+      const child = joinRel(dir, name);
+      if (!Buffer.from(name, 'utf8').equals(raw)) {
+        await this.#parentDir(dir, child);
+        const relBytes = Buffer.concat([Buffer.from(dir === '' ? '' : `${dir}/`, 'utf8'), raw]);
+        await this.#txn.clearRaw(relBytes, Buffer.concat([Buffer.from(`${absDir}/`, 'utf8'), raw]));
+        continue;
+      }
       const planned = this.#plan.targets.get(child);
       if (planned === undefined) {
-        await rm(this.#abs(child), { recursive: true, force: true });
+        await this.#parentDir(dir, child);
+        await this.#txn.clear(child, false);
       } else if (d.isDirectory() && planned === 'dir') {
         await this.#prune(child);
       }
@@ -189,17 +203,26 @@ class Applier {
 
   async #dir(e: TarEntry): Promise<void> {
     const abs = this.#abs(e.path);
-    const st = await lstat(abs).catch(() => null);
+    const st = await lstat(abs, { bigint: true }).catch(() => null);
     const preexisting = st?.isDirectory() === true;
-    if (!preexisting) {
-      if (st !== null) await rm(abs, { force: true });
+    if (preexisting) {
+      this.#txn.noteDir(e.path, st);
+    } else {
+      await this.#txn.clear(e.path, true);
       await mkdir(abs, { mode: 0o700 });
+      this.#txn.noteNewDir(e.path);
     }
     await lchown(abs, e.uid, e.gid);
     await chmod(abs, e.mode);
     const xattrs = [...e.xattrs];
     if (this.#plan.opaqueDirs.has(e.path)) xattrs.push([opaqueXattr, Buffer.from('y')]);
-    await this.#queueXattrs({ path: abs, xattrs, preexisting });
+    await this.#queueXattrs({ rel: e.path, xattrs, preexisting, existing: preexisting });
+  }
+
+  /** Puts the temp `tmp` at `rel`; what was there goes to the undo area. */
+  async #renameIn(tmp: string, rel: string): Promise<void> {
+    await this.#txn.clear(rel, true);
+    await rename(tmp, this.#abs(rel));
   }
 
   async #file(e: TarEntry, chunks: AsyncGenerator<Buffer>): Promise<void> {
@@ -223,10 +246,8 @@ class Applier {
     } finally {
       await fh.close();
     }
-    await this.#removeDirAt(e.path);
-    await rename(tmp, this.#abs(e.path));
-    this.#temps.delete(tmp);
-    if (e.xattrs.length > 0) await this.#queueXattrs({ path: this.#abs(e.path), xattrs: e.xattrs });
+    await this.#renameIn(tmp, e.path);
+    if (e.xattrs.length > 0) await this.#queueXattrs({ rel: e.path, xattrs: e.xattrs });
   }
 
   async #symlink(e: TarEntry): Promise<void> {
@@ -235,23 +256,13 @@ class Applier {
     await lchown(tmp, e.uid, e.gid);
     const t = timeOf(e.mtimeNs);
     await lutimes(tmp, t, t);
-    await this.#removeDirAt(e.path);
-    await rename(tmp, this.#abs(e.path));
-    this.#temps.delete(tmp);
-    if (e.xattrs.length > 0) await this.#queueXattrs({ path: this.#abs(e.path), xattrs: e.xattrs });
-  }
-
-  /** Renames `tmp` over `rel`; when both already name the same inode rename does nothing, so drop `tmp`. */
-  async #renameIn(tmp: string, rel: string): Promise<void> {
-    await this.#removeDirAt(rel);
-    await rename(tmp, this.#abs(rel));
-    await unlink(tmp).catch(() => undefined);
-    this.#temps.delete(tmp);
+    await this.#renameIn(tmp, e.path);
+    if (e.xattrs.length > 0) await this.#queueXattrs({ rel: e.path, xattrs: e.xattrs });
   }
 
   async #hardlink(e: TarEntry): Promise<void> {
     const target = e.linkpath ?? '';
-    await this.#assertRealDir(parentOf(target), e.path);
+    await this.#parentDir(parentOf(target), e.path);
     const st = await lstat(this.#abs(target));
     if (!st.isFile()) throw new ChangesetRejectedError('hard link target is not a regular file', { entry: e.path });
     const tmp = this.#tempName();
@@ -261,9 +272,9 @@ class Applier {
   }
 
   async #whiteout(rel: string, removeOnly: boolean): Promise<void> {
-    await this.#assertRealDir(parentOf(rel), rel);
+    await this.#parentDir(parentOf(rel), rel);
     if (removeOnly) {
-      await rm(this.#abs(rel), { recursive: true, force: true });
+      await this.#txn.clear(rel, false);
       return;
     }
     if (this.#template === null) {
@@ -276,7 +287,7 @@ class Applier {
     await this.#renameIn(tmp, rel);
   }
 
-  async #queueXattrs(item: { path: string; xattrs: ReadonlyArray<readonly [string, Buffer]>; preexisting?: boolean }): Promise<void> {
+  async #queueXattrs(item: XattrItem): Promise<void> {
     if (item.xattrs.length === 0 && item.preexisting !== true) return;
     this.#xattrItems.push(item);
     for (const [, v] of item.xattrs) this.#xattrBytes += v.length;
@@ -287,24 +298,26 @@ class Applier {
     const items = this.#xattrItems;
     this.#xattrItems = [];
     this.#xattrBytes = 0;
+    // Paths that existed before the commit: their xattrs now are what undo restores, logged before any changes.
+    const existing = items.filter((i) => i.existing === true).map((i) => this.#abs(i.rel));
+    const current = existing.length > 0 ? await readXattrs(existing) : new Map<string, Array<[string, Buffer]>>();
+    this.#txn.xattrsBefore(items.filter((i) => i.existing === true).map((i) => [i.rel, current.get(this.#abs(i.rel)) ?? []] as const));
     // Dirs updated in place keep old xattrs: drop those the changeset no longer carries.
-    const pre = items.filter((i) => i.preexisting === true).map((i) => i.path);
-    if (pre.length > 0) {
-      const current = await readXattrs(pre);
-      const wanted = new Map(items.map((i) => [i.path, new Set(i.xattrs.map(([n]) => n))]));
-      const removals = new Map<string, string[]>();
-      for (const [path, list] of current) {
-        for (const [name] of list) {
-          if (wanted.get(path)?.has(name) === true) continue;
-          // overlayfs' own bookkeeping stays, except an opaque flag a full changeset no longer carries.
-          if (name.startsWith('trusted.overlay.') && !(name === opaqueXattr && this.#kind === 'full')) continue;
-          const l = removals.get(name) ?? [];
-          l.push(path);
-          removals.set(name, l);
-        }
+    const removals = new Map<string, string[]>();
+    for (const i of items) {
+      if (i.preexisting !== true) continue;
+      const abs = this.#abs(i.rel);
+      const wanted = new Set(i.xattrs.map(([n]) => n));
+      for (const [name] of current.get(abs) ?? []) {
+        if (wanted.has(name)) continue;
+        // overlayfs' own bookkeeping stays, except an opaque flag a full changeset no longer carries.
+        if (name.startsWith('trusted.overlay.') && !(name === opaqueXattr && this.#kind === 'full')) continue;
+        const l = removals.get(name) ?? [];
+        l.push(abs);
+        removals.set(name, l);
       }
-      for (const [name, paths] of removals) await removeXattr(name, paths);
     }
-    await writeXattrs(items, this.#tmp);
+    for (const [name, paths] of removals) await removeXattr(name, paths);
+    await writeXattrs(items.map((i) => ({ path: this.#abs(i.rel), xattrs: i.xattrs })), this.#txn.dir);
   }
 }

@@ -82,6 +82,7 @@ export class Puller {
       this.#state = await this.#file.load(this.#o.group);
       this.#journal.resumeFrom(this.#state.cursor);
       await this.#o.runtime.checkEngine();
+      await this.#recoverTwins(this.#state);
       await rm(this.#blobDir, { recursive: true, force: true });
       await mkdir(this.#blobDir, { recursive: true });
     } catch (err) {
@@ -89,6 +90,26 @@ export class Puller {
       this.#lock = null;
       throw err;
     }
+  }
+
+  /** Every twin of the group, and every container the staged state names: a commit a crash left half staged is
+   *  completed (it was recorded) or undone before anything else happens to it. */
+  async #recoverTwins(state: AppliedState): Promise<void> {
+    const names = new Set([...(await this.#o.runtime.listTwinNames(this.#o.group)), ...Object.keys(state.containers)]);
+    for (const name of [...names].sort()) await this.#recoverTwin(state, name);
+  }
+
+  /** Returns the reason the twin still holds a commit left half staged, or null. */
+  async #recoverTwin(state: AppliedState, name: string): Promise<string | null> {
+    try {
+      await this.#stager.recover(state, name, await this.#o.runtime.twinState(name));
+    } catch (err) {
+      const c = this.#containers.get(name);
+      c.lastError = `a commit left half staged could not be undone: ${(err as Error).message}`;
+      this.#o.log.error('a commit left half staged could not be undone; nothing is staged into this twin, nor does it boot, until it is', { container: name, err });
+    }
+    if (!this.#stager.pendingRecovery().includes(name)) return null;
+    return this.#containers.get(name).lastError ?? 'its twin is mounted; a commit left half staged waits to be undone';
   }
 
   /** Polls until stop(); each poll is bounded and errors only delay the next one. */
@@ -160,9 +181,9 @@ export class Puller {
   }
 
   /** Pauses polling, then stages what is newer within deadlineMs; on bucket failure goes on with what is staged.
-   *  Returns at the deadline even when a bucket request hangs or a blob is being validated (after any commit being
-   *  applied right then is done): downloads and validations in progress are abandoned, the poll goes on in the
-   *  background but stages nothing more once aborted. */
+   *  Returns at the deadline even when a bucket request hangs or a blob is being validated or applied: downloads and
+   *  validations in progress are abandoned, a commit being applied is undone (the twin keeps the one before), the
+   *  poll goes on in the background but stages nothing more once aborted. */
   async finalize(deadlineMs: number): Promise<FinalizeReport> {
     const started = Date.now();
     this.#paused = true;
@@ -181,7 +202,7 @@ export class Puller {
     let report: PollReport | null;
     try {
       report = await Promise.race([poll, deadline]);
-      // At the deadline: a poll that is only finishing a commit returns right after it; one waiting on the bucket does not.
+      // At the deadline: a poll that is only undoing a commit returns right after it; one waiting on the bucket does not.
       if (report === null) report = await Promise.race([poll, this.#stager.idle().then(() => null)]);
     } finally {
       clearTimeout(timer);
@@ -205,7 +226,7 @@ export class Puller {
   async startTwins(): Promise<StartReport> {
     const started = Date.now();
     this.#paused = true;
-    // No staging starts from here on; one in progress finishes first. A poll stuck on the bucket is not waited for.
+    // No staging starts from here on; one in progress is undone first. A poll stuck on the bucket is not waited for.
     await this.#stager.freeze();
     const names = new Set([...(await this.#o.runtime.listTwinNames(this.#o.group))]);
     for (const [name, c] of this.#containers.entries()) if (c.twin === 'stopped' || c.twin === 'running') names.add(name);
@@ -217,7 +238,15 @@ export class Puller {
       if (twin.state !== 'absent' && twin.isTwin) names.add(name);
       else missing.push(name);
     }
+    // A commit left half staged (a crash, or a failure whose undo failed) is completed or undone first; a twin where
+    // that fails does not boot half a commit.
+    const held: Array<{ name: string; error: string }> = [];
+    for (const name of this.#stager.pendingRecovery()) {
+      const why = await this.#recoverTwin(this.#requireState(), name);
+      if (why !== null && names.delete(name)) held.push({ name, error: `not started: ${why}` });
+    }
     const results = await this.#o.runtime.startContainers([...names].sort(), this.#o.startConcurrency);
+    for (const h of held) results.push({ name: h.name, ok: false, ms: 0, error: h.error });
     for (const name of missing.sort()) results.push({ name, ok: false, ms: 0, error: 'no twin container on this host (the staged state names it)' });
     for (const r of results) if (r.ok) this.#containers.get(r.name).twin = 'running';
     this.#role = 'master';

@@ -10,7 +10,8 @@ import { rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import PQueue from 'p-queue';
 import {
-  bytesNeeded, ChangesetRejectedError, declaredProblem, defaultLimits, roomProblem, stageChangeset, type Limits,
+  abandonStaging, bytesNeeded, ChangesetRejectedError, declaredProblem, defaultLimits, recoverStaging, roomProblem, stageChangeset,
+  StagePendingError, StageUndoError, type Limits, type StageIntent, type StageTarget,
 } from '../changeset/index.js';
 import { specDigest, type DockerRuntime, type TwinState } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
@@ -45,6 +46,18 @@ function stageable(twin: TwinState): boolean {
   return twin.state === 'stopped' && !twin.mounted;
 }
 
+/** Where a twin's commits are staged: its upper dir, and a tmp dir beside it (same file system, outside it). */
+export function stageTargetOf(upperDir: string): StageTarget {
+  return { upperDir, tmpDir: join(dirname(upperDir), 'twinlayer-tmp') };
+}
+
+/** Whether the applied state records the commit an undo log's intent names: then that commit was complete. */
+function recorded(state: AppliedState, name: string, i: StageIntent): boolean {
+  const a = state.containers[name];
+  return i.container === name && a !== undefined && a.generation === i.generation && a.seq === i.seq && a.digest === i.digest
+    && (a.twinId === undefined || a.twinId === i.twinId);
+}
+
 export class Stager {
   readonly #o: StagerOptions;
   readonly #limits: Limits;
@@ -60,6 +73,9 @@ export class Stager {
   readonly #stagings = new Set<Promise<unknown>>();
   /** Set when the twins are about to start: no staging starts any more (the twins then own their layers). */
   #frozen = false;
+  /** Containers whose twin may hold a commit left half staged (a crash, or a failure whose undo failed too): it is
+   *  recovered before anything is staged into it again, and before it boots. */
+  readonly #pending = new Set<string>();
 
   constructor(opts: StagerOptions, containers: ContainerStates, journal: JournalFollower, keeper: TwinKeeper) {
     this.#o = opts;
@@ -70,7 +86,7 @@ export class Stager {
     this.#slots = new PQueue({ concurrency: opts.downloadConcurrency });
   }
 
-  /** No staging starts from now on and validations in progress stop; resolves once applies in progress are done. */
+  /** No staging starts from now on, validations stop and applies in progress are undone; resolves once they are. */
   async freeze(): Promise<void> {
     this.#frozen = true;
     this.abortAll();
@@ -86,8 +102,8 @@ export class Stager {
     this.#frozen = false;
   }
 
-  /** Stops every container's task where it stands: downloads and validations are abandoned, an apply under way
-   *  finishes (a deadline must not wait for a blob being validated, nor leave a commit half applied). */
+  /** Stops every container's task where it stands: downloads and validations are abandoned, an apply under way is
+   *  undone (a deadline must not wait for a blob being validated or applied, nor leave a commit half applied). */
   abortAll(): void {
     for (const t of this.#tasks.values()) t.controller.abort();
   }
@@ -96,6 +112,42 @@ export class Stager {
   async drain(): Promise<void> {
     this.abortAll();
     while (this.#tasks.size > 0) await Promise.allSettled([...this.#tasks.values()].map((t) => t.promise));
+  }
+
+  /** Containers that may hold a commit left half staged. */
+  pendingRecovery(): string[] {
+    return [...this.#pending].sort();
+  }
+
+  /**
+   * Completes or undoes a commit left half staged in `name`'s twin (recoverStaging): rolled forward when the applied
+   * state records it, undone otherwise. A twin that runs is its container's now: a log left there is discarded, never
+   * replayed into it. A twin mounted but stopped waits. Throws when undoing fails (the container stays pending).
+   */
+  async recover(state: AppliedState, name: string, twin: TwinState): Promise<void> {
+    if (twin.state === 'absent' || !twin.isTwin) {
+      this.#pending.delete(name);
+      return;
+    }
+    const target = stageTargetOf(twin.layers.upperDir);
+    if (twin.state === 'running') {
+      if (await abandonStaging(target)) this.#o.log.error('a running twin holds a commit left half staged; it cannot be undone under its container', { container: name });
+      this.#pending.delete(name);
+      return;
+    }
+    if (twin.mounted) {
+      this.#pending.add(name);
+      return;
+    }
+    this.#pending.add(name);
+    const outcome = await recoverStaging(target, (i) => recorded(state, name, i), this.#o.log.child({ container: name }));
+    this.#pending.delete(name);
+    if (outcome.action === 'undone' && outcome.rebooted) {
+      // The machine restarted meanwhile: lines of the undo log may have been lost with the page cache, so the upper
+      // dir is not trusted; the whole tree is staged again from the latest full checkpoint.
+      this.#o.log.warn('a commit was interrupted by a restart of the machine; restaging from the latest full checkpoint', { container: name });
+      this.#containers.get(name).restage = true;
+    }
   }
 
   /**
@@ -203,30 +255,54 @@ export class Stager {
         return staged;
       }
       const blob = join(this.#o.blobDir, `${record.digest}.${record.seq}`);
+      const intent: StageIntent = { container: name, twinId: twin.id, generation: record.generation, seq: record.seq, digest: record.digest };
+      let twinStarted = false;
+      /** Called once the commit is applied and synced; its undo log is discarded after it returns. */
+      const recordStaged = async (): Promise<void> => {
+        const after = await this.#o.runtime.twinState(name);
+        if (!stageable(after)) {
+          // Complete on disk, but the container owns its upper dir now: nothing is undone under it, nothing recorded.
+          twinStarted = true;
+          return;
+        }
+        state.containers[name] = { generation: record.generation, seq: record.seq, digest: record.digest, stagedAt: new Date().toISOString(), twinId: twin.id };
+        // Out of the queue before the cursor is computed: the cursor stops before the first record still queued.
+        done();
+        c.gap = null;
+        state.cursor = this.#journal.durableCursor();
+        // A failed save leaves the undo log: recovery then goes by what is recorded (rolled forward once a later save
+        // lands, undone after a restart that finds the commit unrecorded).
+        this.#pending.add(name);
+        await this.#o.file.save(state);
+        this.#pending.delete(name);
+      };
       try {
+        if (this.#pending.has(name)) {
+          await this.recover(state, name, twin);
+          if (c.restage) return staged;
+        }
         const ok = await this.#slots.add(async () => {
           if (signal.aborted || this.#frozen) return false;
           await this.#download(record, blob, signal);
           if (signal.aborted || this.#frozen) return false;
-          const staging = stageChangeset(blob, record.kind, { upperDir, tmpDir: join(dirname(upperDir), 'twinlayer-tmp') }, {
+          const staging = stageChangeset(blob, record.kind, stageTargetOf(upperDir), {
             limits: this.#limits, log: this.#o.log.child({ container: name }), declared: { ...record.counts, size: record.size }, signal,
+            intent, record: recordStaged,
           });
           this.#stagings.add(staging);
           try {
             await staging;
+          } catch (err) {
+            // Otherwise undone already (or never begun). A record that did not land marked it pending itself.
+            if (err instanceof StageUndoError || err instanceof StagePendingError) this.#pending.add(name);
+            throw err;
           } finally {
             this.#stagings.delete(staging);
           }
           return true;
         }, { signal, throwOnTimeout: true });
         if (!ok) break;
-        const after = await this.#o.runtime.twinState(name);
-        if (!stageable(after)) throw new Error(`twin ${name} started while a commit was being staged; restaging later`);
-        state.containers[name] = { generation: record.generation, seq: record.seq, digest: record.digest, stagedAt: new Date().toISOString(), twinId: twin.id };
-        done();
-        c.gap = null;
-        state.cursor = this.#journal.durableCursor();
-        await this.#o.file.save(state);
+        if (twinStarted) throw new Error(`twin ${name} started while a commit was being staged; restaging later`);
         c.blocked = null;
         c.lastError = null;
         c.refusedCommit = null;
@@ -234,7 +310,7 @@ export class Stager {
         this.#o.log.debug('staged', { container: name, seq: record.seq, kind: record.kind });
       } catch (err) {
         if (signal.aborted) {
-          // Nothing was written (an apply under way is never aborted); the commit is staged by a later poll.
+          // Validation abandoned, or the apply undone: the twin holds the previous commit; a later poll stages this one.
           this.#o.log.info('staging stopped by a deadline; the staged seq did not move', { container: name, seq: record.seq });
           return staged;
         }
@@ -242,7 +318,7 @@ export class Stager {
           this.#refuse(name, c, record, err.message);
           return staged;
         }
-        // I/O errors, a full disk (ChangesetNoRoomError), a tool failing: retried whole by a later poll.
+        // I/O errors, a full disk (ChangesetNoRoomError), a tool failing: undone, retried whole by a later poll.
         c.lastError = (err as Error).message;
         this.#o.log.warn('staging failed; the staged seq did not move', { container: name, seq: record.seq, err });
         return staged;

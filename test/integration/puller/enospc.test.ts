@@ -1,6 +1,6 @@
 // ENOSPC while staging: the standby engine's data root lives on a small loop-mounted ext4 that this test makes.
 // A changeset larger than the free space is refused before anything is written; one that runs out of inodes
-// midway fails with ENOSPC. Either way the applied seq does not move and the status says why; once space is freed
+// midway fails with ENOSPC and is undone at once (atomic staging). Either way the applied seq does not move and the status says why; once space is freed
 // (ballast the test put on the same file system is deleted), the same commit is retried whole (THREATS.md
 // "Crashes and storage faults"). Growing the file system online (resize2fs) is not possible here: this machine's
 // root lacks CAP_SYS_RESOURCE ("Permission denied to resize filesystem"), and an offline resize would need the
@@ -21,6 +21,7 @@ import { dockerCli, startEngine, type Engine } from '../../../src/lab/engine.js'
 import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
 import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
 import { dir as tarDir, file as tarFile, tarOf } from '../changeset/craft-tar.js';
+import { diffStates, upperState } from '../../support/upper-state.js';
 import { appliedSeq, bucketFor, collectingLogger, craftRecord, gz, openPuller, putBlob, sha256, twinSpec, writeHead } from './helpers.js';
 
 const execFileP = promisify(execFile);
@@ -125,10 +126,12 @@ describe('puller on a standby whose disk is full', { timeout: 240_000 }, () => {
     assert.equal(sha256(await readFile(join(upper, 'big.bin'))), sha256(big), 'staged whole');
     assert.equal(await reason(), '');
 
-    // 2. Out of inodes midway (the byte budget passes): ENOSPC from the kernel.
+    // 2. Out of inodes midway (the byte budget passes): ENOSPC from the kernel, after `base` was already replaced and
+    // files were created. The commit is undone at once: the upper dir is, file by file, as before it.
     held = await ballast(4 * MB, 100);
+    const beforeCommit = await upperState(upper);
     const count = 300;
-    const pieces = [tarDir('many')];
+    const pieces = [tarFile('base', 'rewritten by commit 3'), tarDir('many')];
     for (let i = 0; i < count; i++) pieces.push(tarFile(`many/f${String(i).padStart(6, '0')}`, String(i)));
     await publish(tarOf(pieces));
     await puller.pollOnce();
@@ -136,12 +139,15 @@ describe('puller on a standby whose disk is full', { timeout: 240_000 }, () => {
     assert.match(await reason(), /ENOSPC|no space/i, `the status says why: ${await reason()}`);
     assert.ok(lines.some((l) => l.includes('staging failed') && l.includes('ENOSPC')), 'logged');
     const tmpLeft = await readdir(join(upper, '..', 'twinlayer-tmp'));
-    assert.deepEqual(tmpLeft, [], 'no temp files left behind');
+    assert.deepEqual(tmpLeft, [], 'no temp files, undo log or undo area left behind');
+    assert.deepEqual(diffStates(beforeCommit, await upperState(upper)), [], 'undone: the upper dir is exactly as before the commit');
+    assert.ok(lines.some((l) => l.includes('commit undone after a failure midway')), 'the undo is logged');
     await rm(held, { recursive: true });
     await puller.pollOnce();
     assert.equal(await appliedSeq(stateDir, GROUP, NAME), 3, 'retried whole once there is room');
     assert.equal((await readdir(join(upper, 'many'))).length, count);
     assert.equal(await readFile(join(upper, 'many', `f${String(count - 1).padStart(6, '0')}`), 'utf8'), String(count - 1));
+    assert.equal(await readFile(join(upper, 'base'), 'utf8'), 'rewritten by commit 3');
     assert.equal(await reason(), '');
   });
 });
