@@ -128,7 +128,9 @@ export function specFromInspect(inspect: ContainerInspect, capturedAt: Date): Tw
     capturedAt: capturedAt.toISOString(),
   };
   const hostname = config.Hostname;
-  if (hostname !== undefined && hostname !== '' && hostname !== inspect.Id.slice(0, 12)) spec.hostname = hostname;
+  // In the host's UTS namespace the hostname is the host's own (and Docker refuses to be given one).
+  const ownUts = host['UTSMode'] !== 'host';
+  if (ownUts && hostname !== undefined && hostname !== '' && hostname !== inspect.Id.slice(0, 12)) spec.hostname = hostname;
   const run = runSettingsFromInspect({ id: inspect.Id, hostname, config, hostConfig: host, networks: inspect.NetworkSettings?.Networks });
   spec.config = run.config;
   spec.hostConfig = run.hostConfig;

@@ -52,6 +52,12 @@ describe('specFromInspect', () => {
     assert.equal('hostname' in dflt, false);
   });
 
+  it('does not carry the hostname of a container in the host\'s UTS namespace (it is the host\'s; Docker refuses one)', () => {
+    const spec = specFromInspect(inspectSchema.parse(inspectFixture((o) => { o['Config']!['Hostname'] = 'primary-host'; o['HostConfig']!['UTSMode'] = 'host'; })), capturedAt);
+    assert.equal('hostname' in spec, false);
+    assert.equal(spec.hostConfig?.UTSMode, 'host');
+  });
+
   it('maps null Env/Labels/ExposedPorts/PortBindings to empty values', () => {
     const spec = specFromInspect(inspectSchema.parse(inspectFixture((o) => {
       o['Config']!['Env'] = null;
