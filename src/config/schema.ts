@@ -11,7 +11,7 @@ const bool = (def: boolean) =>
 // A list from the file, or a comma-separated env var.
 const list = <T extends z.ZodType>(item: T) =>
   z.preprocess((v) => (typeof v === 'string' ? v.split(',').map((x) => x.trim()).filter(Boolean) : v), z.array(item));
-const absoluteDir = z.string().regex(/^\/([^/\0]+\/)*[^/\0]*$/, 'expected an absolute path without a trailing slash')
+const absoluteDir = z.string().regex(/^(\/|(\/[^/\0]+)+)$/, 'expected an absolute path without a trailing slash')
   .refine((p) => !p.split('/').includes('..') && !p.split('/').includes('.'), 'expected a normalized path');
 const listenAddress = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[0-9.]+|localhost):\d{1,5}$/, 'expected HOST:PORT');
 
