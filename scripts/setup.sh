@@ -39,3 +39,22 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   npm ci --no-audit --no-fund --loglevel=error
   echo "$want" > "$stamp"
 fi
+
+# The real-service images of the tests and the demo (issue 9): debootstrap builds one Debian rootfs with dnsmasq,
+# nginx, openssl and nftables into /var/cache/twinlayer (outside the clone, so the next clean clone on this machine
+# reuses it; scripts/service-rootfs.sh), and the host side gets the clients the tests ask them with: dig
+# (bind9-dnsutils), busybox's udhcpc, curl. The first build takes about a minute; cached, nothing.
+service_images() {
+  local need=()
+  command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+  command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
+  command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+  if [ "${#need[@]}" -gt 0 ]; then
+    echo "setup: installing Debian packages: ${need[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+  bash scripts/service-rootfs.sh >/dev/null
+}
+service_images

@@ -24,7 +24,7 @@ import { readVrrpStateFile, VrrpIntent, type Offer, type VrrpEvent, type VrrpSta
 /** The agent builds the primary's pusher and the standby's puller from these, so they are those units' own keys;
  *  what a role decides (generation, twins, fence) is the agent's to set. */
 type PushSettings = Omit<PusherOptions, 'position' | 'includeTwins' | 'beforePublish' | 'discoverIntervalMs'>;
-type PullSettings = Pick<PullerOptions, 'pollIntervalMs' | 'downloadConcurrency' | 'startConcurrency'>;
+type PullSettings = Pick<PullerOptions, 'pollIntervalMs' | 'downloadConcurrency' | 'startConcurrency' | 'twinPolicy' | 'trustUnsignedSpecs'>;
 
 export interface AgentOptions extends PushSettings, PullSettings {
   finalizeDeadlineMs: number;
@@ -378,6 +378,8 @@ export class Agent {
         pollIntervalMs: this.#o.pollIntervalMs,
         downloadConcurrency: this.#o.downloadConcurrency,
         startConcurrency: this.#o.startConcurrency,
+        ...(this.#o.twinPolicy === undefined ? {} : { twinPolicy: this.#o.twinPolicy }),
+        ...(this.#o.trustUnsignedSpecs === undefined ? {} : { trustUnsignedSpecs: this.#o.trustUnsignedSpecs }),
       });
       await puller.open();
       puller.start();

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { Agent, AgentHookHandler } from '../agent/index.js';
 import { loadKeyConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
+import { twinPolicyOf } from '../config/twin-policy.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { Pusher } from '../pusher/index.js';
 import { Puller } from '../puller/index.js';
@@ -52,6 +53,8 @@ export async function runPull(config: Config, log: Logger): Promise<void> {
     pollIntervalMs: config.pollIntervalMs,
     downloadConcurrency: config.downloadConcurrency,
     startConcurrency: config.startConcurrency,
+    twinPolicy: twinPolicyOf(config),
+    trustUnsignedSpecs: config.trustUnsignedSpecs,
   });
   await puller.open();
   const app = createHookApp({
@@ -104,6 +107,8 @@ export async function runAgent(config: Config, log: Logger): Promise<void> {
     pollIntervalMs: config.pollIntervalMs,
     downloadConcurrency: config.downloadConcurrency,
     startConcurrency: config.startConcurrency,
+    twinPolicy: twinPolicyOf(config),
+    trustUnsignedSpecs: config.trustUnsignedSpecs,
     finalizeDeadlineMs: config.finalizeDeadlineMs,
     bootTimeoutMs: config.bootTimeoutMs,
     vrrpStateFile: config.vrrpStateFile,

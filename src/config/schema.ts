@@ -1,7 +1,7 @@
 // The one configuration schema: every key, its env var and its default. Parsed once at the edge (cli), frozen.
 import { hostname } from 'node:os';
 import { z } from 'zod';
-
+import { HOST_NAMESPACES } from '../docker/twin-policy.js';
 import { publicKeyLineRe } from '../store/signing-keys.js';
 
 const ms = (def: number, min = 1) => z.coerce.number().int().min(min).default(def);
@@ -9,9 +9,11 @@ const bool = (def: boolean) =>
   z.union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no'])])
     .transform((v) => v === true || v === 'true' || v === '1' || v === 'yes')
     .default(def);
-/** A list from a YAML/JSON array, or from one string of items separated by commas (an env variable). */
-const list = (item: z.ZodType<string, string>) =>
-  z.union([z.array(z.string()), z.string().transform((s) => s.split(/[,\n]/).map((x) => x.trim()).filter(Boolean))]).pipe(z.array(item));
+/** A list from a YAML/JSON array, or from one string of items separated by commas or newlines (an env variable). */
+const list = <T extends z.ZodType>(item: T) =>
+  z.preprocess((v) => (typeof v === 'string' ? v.split(/[,\n]/).map((x) => x.trim()).filter(Boolean) : v), z.array(item));
+const absoluteDir = z.string().regex(/^(\/|(\/[^/\0]+)+)$/, 'expected an absolute path without a trailing slash')
+  .refine((p) => !p.split('/').includes('..') && !p.split('/').includes('.'), 'expected a normalized path');
 const listenAddress = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[0-9.]+|localhost):\d{1,5}$/, 'expected HOST:PORT');
 
 export const configSchema = z.strictObject({
@@ -44,6 +46,24 @@ export const configSchema = z.strictObject({
   /** Accept bucket objects that no trusted key signed, and write unsigned without a key: only while moving a group to
    *  signed commits (anyone who can write the bucket can then choose what the standby stages and boots). */
   acceptUnsigned: bool(false),
+  // The twin policy (issue 9): what a twin may be created with. A spec's privileged fields are honoured only when the
+  // spec is trusted (signed by a key the group trusts), and then only as far as these keys allow.
+  /** Honour privileged fields of specs no trusted key signed: anyone who can write the bucket gets them on this host. */
+  trustUnsignedSpecs: bool(false),
+  /** `--privileged`, device cgroup rules, a cgroup parent. */
+  allowPrivileged: bool(false),
+  /** Capabilities a twin may add (without CAP_); ALL for any. */
+  allowedCapabilities: list(z.string().regex(/^(CAP_)?[A-Za-z_]{1,64}$/, 'expected capability names')).default(['NET_ADMIN', 'NET_RAW', 'NET_BIND_SERVICE', 'NET_BROADCAST']),
+  /** Host devices a twin may map in. */
+  allowedDevices: list(absoluteDir).default(['/dev/net/tun']),
+  /** Host directories under which a twin's bind-mount sources may lie (symlinks resolved). */
+  allowedBindRoots: list(absoluteDir).default([]),
+  /** Namespaces a twin may share with the host. */
+  allowedHostNamespaces: list(z.enum(HOST_NAMESPACES)).default(['network']),
+  /** Sysctls a twin may set: names, or prefixes ending in * (net.*). */
+  allowedSysctls: list(z.string().regex(/^[a-z0-9_]+(\.[a-zA-Z0-9_-]+)*(\.\*)?$/, 'expected sysctl names or prefixes like net.*')).default(['net.*']),
+  /** Security options beyond no-new-privileges: seccomp, apparmor, SELinux labels, systempaths. */
+  allowSecurityOpts: bool(false),
   hookListen: listenAddress.default('127.0.0.1:7450'),
   hookToken: z.string().min(16, 'expected at least 16 characters').optional(),
   hookAllowNoToken: bool(false),

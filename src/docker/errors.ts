@@ -25,6 +25,16 @@ export class TwinRefusedError extends TwinlayerError {
   }
 }
 
+/** A twin must not be created from this spec: it asks for what the standby cannot recreate, for privileges without
+ *  being trusted, or for what the host's policy refuses. `problems` names each field. */
+export class TwinSpecRefusedError extends TwinlayerError {
+  readonly problems: string[];
+  constructor(problems: string[], context: ErrorContext) {
+    super('DOCKER_TWIN_SPEC_REFUSED', `twin not created: ${problems.join('; ')}`, context);
+    this.problems = problems;
+  }
+}
+
 /** The image the twin needs is not present on this engine (no registry is assumed reachable). */
 export class ImageMissingError extends TwinlayerError {
   constructor(imageId: string, context: ErrorContext) {

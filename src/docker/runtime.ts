@@ -7,15 +7,18 @@ import type { Logger } from '../log/logger.js';
 import type { ErrorContext } from '../log/errors.js';
 import { engineFactsFromInfo } from './engine-facts.js';
 import type { EngineFacts } from './engine-facts.js';
-import { ContainerNotFoundError, DockerApiError, ImageMissingError, TwinRefusedError } from './errors.js';
+import { ContainerNotFoundError, DockerApiError, ImageMissingError, TwinRefusedError, TwinSpecRefusedError } from './errors.js';
 import { GROUP_LABEL, SPEC_LABEL, TWIN_LABEL } from './labels.js';
 import { layersFromGraphDriver, verifyUpperDirOnDisk } from './layers.js';
 import type { OverlayLayers } from './layers.js';
 import { readMountPoints } from './mountinfo.js';
-import { imageInspectSchema, inspectSchema, listSchema } from './schemas.js';
+import { imageInspectSchema, inspectSchema, listSchema, networkInspectSchema } from './schemas.js';
 import type { ContainerInspect } from './schemas.js';
-import { createOptionsFromSpec, specFromInspect } from './spec.js';
+import { additionalNetworks, createOptionsFromSpec, specFromInspect } from './spec.js';
 import type { RestartPolicy, TwinSpec } from './spec.js';
+import { standbyProblems } from './standby-checks.js';
+import { DEFAULT_TWIN_POLICY, specRefusals } from './twin-policy.js';
+import type { TwinPolicy } from './twin-policy.js';
 
 export interface ProtectedContainer {
   id: string;
@@ -72,6 +75,15 @@ export interface DockerRuntimeOptions {
   mountInfoPath?: string;
   /** Bound for each API request (ms); a request past it fails. Default: none (the engine's own pace). */
   requestTimeoutMs?: number;
+}
+
+export interface EnsureTwinOptions {
+  /** Labelled on the twin (twinlayer.group). */
+  group?: string;
+  /** The spec is trusted (signed by a key the group trusts): only then are its privileged fields honoured. */
+  trusted: boolean;
+  /** The host's policy on privileged fields. Default DEFAULT_TWIN_POLICY. */
+  policy?: TwinPolicy;
 }
 
 /** What removeAllContainers could not remove, by container id. */
@@ -169,10 +181,16 @@ export class DockerRuntime {
     return specFromInspect(await this.#inspect(idOrName), new Date());
   }
 
-  /** Creates the twin (stopped, labelled, restart policy off, by image id) unless it exists. An existing container
+  /** Creates the twin (stopped, labelled, restart policy off, by image id, with every run setting of the spec) unless
+   *  it exists. Refused with TwinSpecRefusedError, before anything is created or adopted, when the spec asks for what
+   *  this host cannot recreate, for privileges while not trusted, or for what the policy refuses. An existing container
    *  of that name that is not a twin, or a twin of another image, is refused with TwinRefusedError. */
-  async ensureTwin(spec: TwinSpec, group?: string): Promise<TwinState> {
+  async ensureTwin(spec: TwinSpec, opts: EnsureTwinOptions): Promise<TwinState> {
     const context: ErrorContext = { container: spec.name };
+    const policy = opts.policy ?? DEFAULT_TWIN_POLICY;
+    const refusals = specRefusals(spec, { trusted: opts.trusted, policy });
+    if (refusals.length === 0) refusals.push(...(await standbyProblems(spec, policy, (name) => this.#networkSubnets(name))));
+    if (refusals.length > 0) throw new TwinSpecRefusedError(refusals, context);
     // Two attempts: a concurrent creator can win between our inspect and our create (HTTP 409).
     for (let attempt = 0; attempt < 2; attempt++) {
       const existing = await this.#inspectOrNull(spec.name);
@@ -181,16 +199,47 @@ export class DockerRuntime {
         return this.#stateOf(existing);
       }
       if (!(await this.imagePresent(spec.imageId))) throw new ImageMissingError(spec.imageId, context);
+      let id: string;
       try {
-        await this.#docker.createContainer(createOptionsFromSpec(spec, group));
-        this.#log.info('twin created', { container: spec.name, imageId: spec.imageId });
-        return this.twinState(spec.name);
+        id = (await this.#docker.createContainer(createOptionsFromSpec(spec, opts.group))).id;
       } catch (cause) {
         if (statusOf(cause) === 409 && attempt === 0) continue;
         throw new DockerApiError('create twin', statusOf(cause), context, { cause });
       }
+      await this.#connectAdditionalNetworks(id, spec);
+      this.#log.info('twin created', { container: spec.name, imageId: spec.imageId });
+      return this.twinState(spec.name);
     }
     throw new DockerApiError('create twin', 409, { ...context, hint: 'name kept conflicting' });
+  }
+
+  /** The networks beyond the one given at create, as on the primary; a twin that cannot join them all is removed
+   *  again (no twin rather than one that differs). */
+  async #connectAdditionalNetworks(id: string, spec: TwinSpec): Promise<void> {
+    for (const [network, endpoint] of additionalNetworks(spec)) {
+      try {
+        // Docker's own JSON, nulls included (which dockerode's types do not admit).
+        await this.#docker.getNetwork(network).connect({ Container: id, EndpointConfig: endpoint as object });
+      } catch (cause) {
+        await this.#docker.getContainer(id).remove({ force: true }).catch(() => undefined);
+        throw new DockerApiError('connect twin to network', statusOf(cause), { container: spec.name, network }, { cause });
+      }
+    }
+  }
+
+  /** The subnets of a network of this engine, null when there is none of that name. */
+  async #networkSubnets(name: string): Promise<{ subnets: string[] } | null> {
+    let raw: unknown;
+    try {
+      raw = await this.#docker.getNetwork(name).inspect();
+    } catch (cause) {
+      if (statusOf(cause) === 404) return null;
+      throw new DockerApiError('inspect network', statusOf(cause), { network: name }, { cause });
+    }
+    const network = this.#parse(networkInspectSchema, raw, 'inspect network', { network: name });
+    // A network named by id prefix or by another network's id is not the one the spec names.
+    if (network.Name !== name) return null;
+    return { subnets: (network.IPAM?.Config ?? []).map((c) => c.Subnet ?? '').filter((s) => s !== '') };
   }
 
   #assertAdoptable(existing: ContainerInspect, spec: TwinSpec): void {

@@ -40,6 +40,8 @@ export const inspectSchema = z.looseObject({
     Name: z.string(),
     Data: z.record(z.string(), z.string()).nullable().optional(),
   }),
+  // The networks the container is attached to; each endpoint is parsed where the spec takes it (spec-run.ts).
+  NetworkSettings: z.looseObject({ Networks: z.record(z.string(), z.unknown()).nullable().optional() }).nullable().optional(),
 });
 export type ContainerInspect = z.infer<typeof inspectSchema>;
 
@@ -52,3 +54,11 @@ export const listEntrySchema = z.looseObject({
 export const listSchema = z.array(listEntrySchema);
 
 export const imageInspectSchema = z.looseObject({ Id: z.string() });
+
+/** A network as `docker network inspect` shows it: the subnets a static address of a twin must lie in. */
+export const networkInspectSchema = z.looseObject({
+  Name: z.string(),
+  Id: z.string(),
+  IPAM: z.looseObject({ Config: z.array(z.looseObject({ Subnet: z.string().optional() })).nullable().optional() }).nullable().optional(),
+});
+export type NetworkInspect = z.infer<typeof networkInspectSchema>;

@@ -4,6 +4,8 @@ import type { ContainerCreateOptions } from 'dockerode';
 import { createHash } from 'node:crypto';
 import { GROUP_LABEL, OWN_LABELS, SPEC_LABEL, TWIN_LABEL } from './labels.js';
 import type { ContainerInspect } from './schemas.js';
+import { configSchema, endpointSchema, hostConfigSchema, runSettingsFromInspect } from './spec-run.js';
+import type { EndpointSpec, RunConfig, RunHostConfig } from './spec-run.js';
 
 export interface PortBinding {
   hostIp: string;
@@ -39,6 +41,16 @@ export interface TwinSpec {
   restartPolicy?: RestartPolicy;
   /** Only when set explicitly on the primary (Docker's default is the short container id). */
   hostname?: string;
+  /** The rest of Config and HostConfig that defines how the container runs, under Docker's names (spec-run.ts):
+   *  capabilities, devices, sysctls, security options, ulimits, resources, mounts, tmpfs, init, stop signal and
+   *  timeout, healthcheck, log config, extra hosts, DNS. Absent in specs captured before they were recorded. */
+  config?: RunConfig;
+  hostConfig?: RunHostConfig;
+  /** The networks the container is attached to (beyond host/none), with what was set on each: static addresses,
+   *  aliases, driver options. The one named by networkMode is given at create, the others connected after. */
+  networks?: Record<string, EndpointSpec>;
+  /** What the primary's container has that a twin cannot be created with; a standby refuses a spec listing any. */
+  unsupported?: string[];
   capturedAt: string;
 }
 
@@ -83,6 +95,11 @@ export const twinSpecSchema: z.ZodType<TwinSpec> = z.object({
     maximumRetryCount: z.number().int().min(0).max(1_000_000),
   }).exactOptional(),
   hostname: z.string().min(1).max(253).exactOptional(),
+  config: configSchema.exactOptional(),
+  hostConfig: hostConfigSchema.exactOptional(),
+  networks: z.record(z.string().regex(networkName, 'a Docker network name'), endpointSchema)
+    .refine((n) => Object.keys(n).length <= 64, 'at most 64 networks').exactOptional(),
+  unsupported: z.array(z.string().max(1024)).max(256).exactOptional(),
   capturedAt: z.iso.datetime(),
 });
 
@@ -111,8 +128,26 @@ export function specFromInspect(inspect: ContainerInspect, capturedAt: Date): Tw
     capturedAt: capturedAt.toISOString(),
   };
   const hostname = config.Hostname;
-  if (hostname !== undefined && hostname !== '' && hostname !== inspect.Id.slice(0, 12)) spec.hostname = hostname;
+  // In the host's UTS namespace the hostname is the host's own (and Docker refuses to be given one).
+  const ownUts = host['UTSMode'] !== 'host';
+  if (ownUts && hostname !== undefined && hostname !== '' && hostname !== inspect.Id.slice(0, 12)) spec.hostname = hostname;
+  const run = runSettingsFromInspect({ id: inspect.Id, hostname, config, hostConfig: host, networks: inspect.NetworkSettings?.Networks });
+  spec.config = run.config;
+  spec.hostConfig = run.hostConfig;
+  spec.networks = run.networks;
+  spec.unsupported = run.unsupported;
   return spec;
+}
+
+/** The network a twin is created on (named by networkMode); `default` is the bridge network. */
+export function primaryNetworkOf(spec: TwinSpec): string {
+  return spec.networkMode === 'default' ? 'bridge' : spec.networkMode;
+}
+
+/** Pure: the networks connected after create (`docker network connect`), in name order. */
+export function additionalNetworks(spec: TwinSpec): Array<[string, EndpointSpec]> {
+  const primary = primaryNetworkOf(spec);
+  return Object.entries(spec.networks ?? {}).filter(([name]) => name !== primary).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
 }
 
 /** Docker reports an unset policy as "" (or omits it): both mean `no`. Unknown names are refused by the schema. */
@@ -155,7 +190,9 @@ export function createOptionsFromSpec(spec: TwinSpec, group?: string): Container
   for (const port of spec.exposedPorts) exposed[port] = {};
   const bindings: Record<string, Array<{ HostIp: string; HostPort: string }>> = {};
   for (const [port, list] of Object.entries(spec.portBindings)) bindings[port] = list.map((b) => ({ HostIp: b.hostIp, HostPort: b.hostPort }));
-  const options: ContainerCreateOptions = {
+  // The run settings are Docker's own JSON (null included, which dockerode's types do not admit): passed as they are.
+  const options = {
+    ...spec.config,
     name: spec.name,
     Image: spec.imageId,
     Env: spec.env,
@@ -163,8 +200,10 @@ export function createOptionsFromSpec(spec: TwinSpec, group?: string): Container
     WorkingDir: spec.workingDir,
     User: spec.user,
     ExposedPorts: exposed,
-    HostConfig: { NetworkMode: spec.networkMode, PortBindings: bindings, RestartPolicy: { Name: 'no' } },
-  };
+    HostConfig: { ...spec.hostConfig, NetworkMode: spec.networkMode, PortBindings: bindings, RestartPolicy: { Name: 'no' } },
+  } as ContainerCreateOptions;
+  const endpoint = spec.networks?.[primaryNetworkOf(spec)];
+  if (endpoint !== undefined) options.NetworkingConfig = { EndpointsConfig: { [primaryNetworkOf(spec)]: endpoint as object } };
   // null means "the image's default": leave the field out rather than override it with an empty list.
   if (spec.cmd !== null) options.Cmd = spec.cmd;
   if (spec.entrypoint !== null) options.Entrypoint = spec.entrypoint;

@@ -13,6 +13,8 @@ export interface ContainerRuntimeState {
   /** The parsed spec.json; re-read while the container is refused and after every full commit (the primary puts
    *  its spec before the first, full, commit of a new or recreated container and of a new generation). */
   spec: TwinSpec | null;
+  /** The spec is trusted (its privileged fields may be honoured): see TwinKeeper's spec reader. */
+  specTrusted: boolean;
   specStale: boolean;
   twin: ContainerStatus['twin'];
   lastError: string | null;
@@ -33,7 +35,7 @@ export class ContainerStates {
   get(name: string): ContainerRuntimeState {
     let c = this.#map.get(name);
     if (!c) {
-      c = { queue: [], blocked: null, refused: null, spec: null, specStale: false, twin: 'absent', lastError: null, restage: false, gap: null, staging: false, refusedCommit: null };
+      c = { queue: [], blocked: null, refused: null, spec: null, specTrusted: false, specStale: false, twin: 'absent', lastError: null, restage: false, gap: null, staging: false, refusedCommit: null };
       this.#map.set(name, c);
     }
     return c;

@@ -4,7 +4,7 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Limits } from '../changeset/index.js';
-import type { DockerRuntime, TwinSpec } from '../docker/index.js';
+import type { DockerRuntime, TwinPolicy, TwinSpec } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import { acquireStateLock, type StateLock } from '../state/lock.js';
 import type { Bucket } from '../store/index.js';
@@ -33,6 +33,10 @@ export interface PullerOptions {
   maxRecordsPerPoll?: number;
   /** Bounds on changesets (default: the changeset unit's defaults, see src/changeset/limits.ts). */
   limits?: Limits;
+  /** What this host lets a trusted spec ask for (twin-keeper.ts). Default DEFAULT_TWIN_POLICY. */
+  twinPolicy?: TwinPolicy;
+  /** Honour privileged fields of unsigned specs (twin-keeper.ts). Default false. */
+  trustUnsignedSpecs?: boolean;
 }
 
 export interface PollReport {
@@ -68,7 +72,11 @@ export class Puller {
     this.#blobDir = join(opts.stateDir, 'pull', opts.group, 'blobs');
     const { runtime, bucket, log } = opts;
     this.#journal = new JournalFollower({ bucket, log, file: this.#file, generationCheckEvery: opts.generationCheckEvery ?? 20, maxRecordsPerPoll: opts.maxRecordsPerPoll ?? 10_000 }, this.#containers);
-    this.#keeper = new TwinKeeper({ runtime, bucket, log, checkEvery: opts.twinCheckEvery ?? 20, group: opts.group }, this.#containers, this.#journal);
+    this.#keeper = new TwinKeeper({
+      runtime, bucket, log, checkEvery: opts.twinCheckEvery ?? 20, group: opts.group,
+      ...(opts.twinPolicy === undefined ? {} : { policy: opts.twinPolicy }),
+      ...(opts.trustUnsignedSpecs === undefined ? {} : { trustUnsignedSpecs: opts.trustUnsignedSpecs }),
+    }, this.#containers, this.#journal);
     this.#stager = new Stager({
       runtime, bucket, log, file: this.#file, blobDir: this.#blobDir, downloadConcurrency: opts.downloadConcurrency,
       ...(opts.limits === undefined ? {} : { limits: opts.limits }),

@@ -1,6 +1,6 @@
 // Keeping the twins: every container with a spec has a stopped twin created from it, of the spec's image, and is
 // the container its applied seq describes. Checked every few polls and whenever the head moved.
-import { specDigest, twinSpecSchema, type DockerRuntime, type TwinSpec } from '../docker/index.js';
+import { DEFAULT_TWIN_POLICY, specDigest, TwinSpecRefusedError, twinSpecSchema, type DockerRuntime, type TwinPolicy, type TwinSpec } from '../docker/index.js';
 import { TwinlayerError } from '../log/errors.js';
 import type { Logger } from '../log/logger.js';
 import { BucketObjectInvalidError, ObjectTooLargeError, type Bucket } from '../store/index.js';
@@ -23,6 +23,11 @@ export interface TwinKeeperOptions {
   checkEvery: number;
   /** Labelled on the twins this keeper creates. */
   group: string;
+  /** What this host lets a trusted spec ask for (privileged fields). Default DEFAULT_TWIN_POLICY. */
+  policy?: TwinPolicy;
+  /** Honour privileged fields of specs no trusted key signed: anyone who can write the bucket then gets them on this
+   *  host. For a group whose bucket is as trusted as its hosts. Default false. */
+  trustUnsignedSpecs?: boolean;
 }
 
 export class TwinKeeper {
@@ -67,17 +72,20 @@ export class TwinKeeper {
       }
       try {
         if (c.spec === null || c.specStale) {
-          c.spec = await this.#readSpec(name);
+          const read = await this.#readSpec(name);
+          c.spec = read.spec;
+          c.specTrusted = read.trusted;
           c.specStale = false;
           await this.#replaceOutdatedTwin(name, c.spec);
         }
-        const twin = await this.#o.runtime.ensureTwin(c.spec, this.#o.group);
+        const twin = await this.#o.runtime.ensureTwin(c.spec, { group: this.#o.group, trusted: c.specTrusted, policy: this.#o.policy ?? DEFAULT_TWIN_POLICY });
         c.refused = null;
         c.twin = twin.state;
         if (twin.state !== 'absent') this.#checkTwinId(state, name, c, twin.id);
       } catch (err) {
         // Refusals and Docker failures stop this container only; bucket failures fail the poll.
         if (!(err instanceof TwinRefusal) && !(err instanceof TwinlayerError && err.code.startsWith('DOCKER_'))) throw err;
+        if (err instanceof TwinSpecRefusedError) await this.#removeRefusedTwin(name);
         const reason = err.message;
         if (c.refused !== reason) this.#o.log.error('twin refused; this container is not replicated', { container: name, err });
         c.twin = 'refused';
@@ -102,20 +110,31 @@ export class TwinKeeper {
     await this.#o.runtime.removeContainer(twin.id);
   }
 
-  async #readSpec(name: string): Promise<TwinSpec> {
-    let raw: unknown;
+  /** A stopped twin of a spec this host now refuses (its policy changed, a bind source or network went away) would
+   *  start on promotion as a container that differs from the primary's: it is removed. A running one is left alone. */
+  async #removeRefusedTwin(name: string): Promise<void> {
+    const twin = await this.#o.runtime.twinState(name);
+    if (twin.state !== 'stopped' || !twin.isTwin || twin.mounted) return;
+    this.#o.log.warn('removing the stopped twin of a refused spec', { container: name, id: twin.id });
+    await this.#o.runtime.removeContainer(twin.id);
+  }
+
+  /** The spec and whether it is trusted: signed by a key the group trusts, or every spec is (trustUnsignedSpecs). */
+  async #readSpec(name: string): Promise<{ spec: TwinSpec; trusted: boolean }> {
+    let read: { spec: unknown; signer: unknown } | undefined;
     try {
-      raw = await this.#o.bucket.getSpec(name);
+      read = await this.#o.bucket.getSignedSpec(name);
     } catch (err) {
       // A spec that does not parse refuses its own container, not the whole poll.
       if (err instanceof BucketObjectInvalidError || err instanceof ObjectTooLargeError) throw new TwinRefusal(`spec.json of ${name}: ${err.message}`);
       throw err;
     }
-    if (raw === undefined) throw new TwinRefusal(`no spec.json for ${name} in the bucket`);
-    const spec = twinSpecSchema.safeParse(raw);
+    if (read === undefined) throw new TwinRefusal(`no spec.json for ${name} in the bucket`);
+    const spec = twinSpecSchema.safeParse(read.spec);
     if (!spec.success) throw new TwinRefusal(`spec.json of ${name} is invalid: ${spec.error.issues[0]?.message ?? 'invalid'}`);
     if (spec.data.name !== name) throw new TwinRefusal(`spec.json of ${name} names another container (${JSON.stringify(spec.data.name)})`);
-    return spec.data;
+    const signedByTrustedKey = read.signer !== null;
+    return { spec: spec.data, trusted: signedByTrustedKey || this.#o.trustUnsignedSpecs === true };
   }
 
   /** Marks the container for restaging when its twin is not the container its applied seq was staged into. */

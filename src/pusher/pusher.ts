@@ -154,6 +154,7 @@ export class Pusher {
     const generation = this.#generation;
     if (journal === null || generation === null) throw new Error('pusher not started');
     const spec = await runtime.captureSpec(container.id);
+    if ((spec.unsupported ?? []).length > 0) log.warn('the container has settings a twin cannot be created with; standbys will refuse it', { container: container.name, unsupported: spec.unsupported });
     // A fenced writer must not replace the group's specs either (the agent's fence; a no-op for `push`).
     await this.#opts.beforePublish?.();
     await bucket.putSpec(container.name, spec);

@@ -30,6 +30,7 @@ import {
 } from './records.js';
 import { Refusals, type RefusalsView } from './refusals.js';
 import { Signatures, type SignaturePolicyView } from './signatures.js';
+import type { TrustedKey } from './signing-keys.js';
 import { asSeq, MAX_GENERATION, MAX_RECORD_BYTES, MAX_SPEC_BYTES, type Digest, type Generation, type Seq } from './types.js';
 
 /** One step of the journal: a record, or why the record at this seq cannot be used (missing, refused). */
@@ -110,8 +111,8 @@ interface Decoder<T> {
   check: (v: T) => string | null;
 }
 
-type Decoded<T> = { ok: true; value: T } | { ok: false; reason: string };
-type Small<T> = { state: 'absent' } | { state: 'ok'; value: T } | { state: 'refused'; reason: string };
+type Decoded<T> = { ok: true; value: T; signer: TrustedKey | null } | { ok: false; reason: string };
+type Small<T> = { state: 'absent' } | { state: 'ok'; value: T; signer: TrustedKey | null } | { state: 'refused'; reason: string };
 type GenerationState = { state: 'valid'; found: GenerationFound } | { state: 'refused' } | { state: 'absent' };
 
 const anySpec: z.ZodType<unknown> = z.unknown();
@@ -204,7 +205,7 @@ export class Bucket {
     const problem = d.check(parsed.data) ?? Signatures.hostProblem(opened.signer, d.host(parsed.data));
     if (problem !== null) return this.#refuse(d.kind, key, problem);
     this.#refusals.clear(key);
-    return { ok: true, value: parsed.data };
+    return { ok: true, value: parsed.data, signer: opened.signer };
   }
 
   async #readSmall<T>(d: Decoder<T>, key: string, maxBytes = MAX_RECORD_BYTES): Promise<Small<T>> {
@@ -217,7 +218,7 @@ export class Bucket {
     }
     if (body === null) return { state: 'absent' };
     const r = this.#decode(d, key, body);
-    return r.ok ? { state: 'ok', value: r.value } : { state: 'refused', reason: r.reason };
+    return r.ok ? { state: 'ok', value: r.value, signer: r.signer } : { state: 'refused', reason: r.reason };
   }
 
   #headDecoder(g: Generation): Decoder<Head> {
@@ -639,11 +640,17 @@ export class Bucket {
    * it is refused (unsigned, badly signed, another container's, not JSON). The caller validates its shape.
    */
   async getSpec(name: string): Promise<unknown> {
+    return (await this.getSignedSpec(name))?.spec;
+  }
+
+  /** getSpec with the key that signed it: null for an unsigned spec accepted under acceptUnsigned, whose privileged
+   *  fields a standby does not honour. */
+  async getSignedSpec(name: string): Promise<{ spec: unknown; signer: TrustedKey | null } | undefined> {
     const key = this.specKey(name);
     const r = await this.#readSmall({ kind: 'spec', schema: anySpec, host: () => null, check: () => null }, key, MAX_SPEC_BYTES);
     if (r.state === 'absent') return undefined;
     if (r.state === 'refused') throw new BucketObjectInvalidError('spec', key, r.reason);
-    return r.value;
+    return { spec: r.value, signer: r.signer };
   }
 
   async listSpecNames(): Promise<string[]> {

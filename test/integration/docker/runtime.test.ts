@@ -128,7 +128,7 @@ describe('DockerRuntime on real engines', { timeout: 120_000 }, () => {
 
   it('ensureTwin creates a stopped, labelled full replica with restart policy no; again is a no-op', async () => {
     assert.deepEqual(await rtB.twinState('web'), { state: 'absent' });
-    const state = await rtB.ensureTwin(spec, 'g1');
+    const state = await rtB.ensureTwin(spec, { group: 'g1', trusted: false });
     assert.equal(state.state, 'stopped');
     assert.equal(state.isTwin, true);
     assert.equal(state.mounted, false);
@@ -152,7 +152,7 @@ describe('DockerRuntime on real engines', { timeout: 120_000 }, () => {
     assert.deepEqual(inspect.Config.Cmd, spec.cmd);
     assert.equal(inspect.HostConfig.NetworkMode, 'none');
 
-    const again = await rtB.ensureTwin(spec);
+    const again = await rtB.ensureTwin(spec, { trusted: false });
     assert.ok(again.state !== 'absent');
     assert.equal(again.id, state.id);
     const all = (await dockerCli(b, ['ps', '-aq', '--no-trunc'])).trim().split('\n');
@@ -169,20 +169,20 @@ describe('DockerRuntime on real engines', { timeout: 120_000 }, () => {
 
   it('ensureTwin refuses a same-named non-twin, a twin of another image, and a missing image', async () => {
     await dockerCli(b, ['create', '--name', 'imposter', '--network', 'none', TAG, 'sh']);
-    await assert.rejects(rtB.ensureTwin({ ...spec, name: 'imposter' }), (err: unknown) => {
+    await assert.rejects(rtB.ensureTwin({ ...spec, name: 'imposter' }, { trusted: false }), (err: unknown) => {
       assert.ok(err instanceof TwinRefusedError);
       assert.match(err.message, /exists and is not a twin/);
       assert.equal(err.context.container, 'imposter');
       return true;
     });
     await dockerCli(b, ['create', '--name', 'oldtwin', '--network', 'none', '-l', 'twinlayer.twin=true', `twl-other-${suffix}:1`, 'sh']);
-    await assert.rejects(rtB.ensureTwin({ ...spec, name: 'oldtwin' }), (err: unknown) => {
+    await assert.rejects(rtB.ensureTwin({ ...spec, name: 'oldtwin' }, { trusted: false }), (err: unknown) => {
       assert.ok(err instanceof TwinRefusedError);
       assert.match(err.message, /image .* differs from the primary's/);
       return true;
     });
     const missing = `sha256:${'1'.repeat(64)}`;
-    await assert.rejects(rtB.ensureTwin({ ...spec, name: 'noimage', imageId: missing }), (err: unknown) => {
+    await assert.rejects(rtB.ensureTwin({ ...spec, name: 'noimage', imageId: missing }, { trusted: false }), (err: unknown) => {
       assert.ok(err instanceof ImageMissingError);
       assert.match(err.message, /is not present/);
       return true;
@@ -193,7 +193,7 @@ describe('DockerRuntime on real engines', { timeout: 120_000 }, () => {
   it('startContainers starts 5 twins with concurrency 3; twinState shows them running and mounted', async () => {
     const names = [0, 1, 2, 3, 4].map((i) => `twin-${i}`);
     for (const name of names) {
-      const s = await rtB.ensureTwin({ ...spec, name });
+      const s = await rtB.ensureTwin({ ...spec, name }, { trusted: false });
       assert.ok(s.state === 'stopped' && !s.mounted, name);
     }
     const results = await rtB.startContainers(names, 3);

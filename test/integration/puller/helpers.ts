@@ -7,7 +7,7 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 
 import { UpperTracker } from '../../../src/changeset/index.js';
 import { blockSize, decodeHeaderBlock, paddingFor, parsePaxBody } from '../../../src/changeset/tar-format.js';
-import { DockerRuntime, twinSpecSchema, type TwinSpec } from '../../../src/docker/index.js';
+import { DockerRuntime, twinSpecSchema, type TwinPolicy, type TwinSpec } from '../../../src/docker/index.js';
 import { createLogger, type Logger } from '../../../src/log/logger.js';
 import { Puller } from '../../../src/puller/index.js';
 import {
@@ -213,7 +213,10 @@ export function diffTrees(a: Map<string, string>, b: Map<string, string>): strin
 }
 
 /** A Puller on the engine, opened; the caller stops it. */
-export async function openPuller(opts: { socketPath: string; mountInfoPath: string; bucket: Bucket; group: string; stateDir: string; log: Logger; maxRecordsPerPoll?: number }): Promise<Puller> {
+export async function openPuller(opts: {
+  socketPath: string; mountInfoPath: string; bucket: Bucket; group: string; stateDir: string; log: Logger; maxRecordsPerPoll?: number;
+  twinPolicy?: TwinPolicy; trustUnsignedSpecs?: boolean;
+}): Promise<Puller> {
   const puller = new Puller({
     runtime: new DockerRuntime({ socketPath: opts.socketPath, mountInfoPath: opts.mountInfoPath }),
     bucket: opts.bucket,
@@ -224,6 +227,8 @@ export async function openPuller(opts: { socketPath: string; mountInfoPath: stri
     downloadConcurrency: 4,
     startConcurrency: 4,
     ...(opts.maxRecordsPerPoll === undefined ? {} : { maxRecordsPerPoll: opts.maxRecordsPerPoll }),
+    ...(opts.twinPolicy === undefined ? {} : { twinPolicy: opts.twinPolicy }),
+    ...(opts.trustUnsignedSpecs === undefined ? {} : { trustUnsignedSpecs: opts.trustUnsignedSpecs }),
   });
   await puller.open();
   return puller;

@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, loadConfig, loadKeyConfig } from '../../../src/config/load.js';
 import { configKeys, envName } from '../../../src/config/schema.js';
+import { twinPolicyOf } from '../../../src/config/twin-policy.js';
+import { DEFAULT_TWIN_POLICY } from '../../../src/docker/twin-policy.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tl-config-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -70,6 +72,30 @@ describe('loadConfig', () => {
     const bad = join(dir, 'bad.yaml');
     writeFileSync(bad, 'bucket: twins\nbuckett: typo\n');
     rejects(() => loadConfig({ env: {}, file: bad }), undefined, /unknown config key.*buckett/);
+  });
+
+  it('reads the twin policy: safe defaults, lists from env or file, bad entries named by key', () => {
+    const d = twinPolicyOf(loadConfig({ env: { TWINLAYER_BUCKET: 'twins' } }));
+    assert.deepEqual(d, DEFAULT_TWIN_POLICY);
+    assert.equal(loadConfig({ env: { TWINLAYER_BUCKET: 'twins' } }).trustUnsignedSpecs, false);
+    const c = loadConfig({ env: {
+      TWINLAYER_BUCKET: 'twins', TWINLAYER_ALLOWED_CAPABILITIES: 'NET_ADMIN, CAP_SYS_TIME', TWINLAYER_ALLOWED_BIND_ROOTS: '/srv/twins,/etc/app',
+      TWINLAYER_ALLOWED_HOST_NAMESPACES: 'network,pid', TWINLAYER_ALLOWED_SYSCTLS: 'net.*,kernel.msgmax', TWINLAYER_ALLOW_PRIVILEGED: 'yes',
+      TWINLAYER_TRUST_UNSIGNED_SPECS: 'true',
+    } });
+    assert.deepEqual(twinPolicyOf(c), {
+      ...DEFAULT_TWIN_POLICY, allowPrivileged: true, allowedCapabilities: ['NET_ADMIN', 'CAP_SYS_TIME'], allowedBindRoots: ['/srv/twins', '/etc/app'],
+      allowedHostNamespaces: ['network', 'pid'], allowedSysctls: ['net.*', 'kernel.msgmax'],
+    });
+    assert.equal(c.trustUnsignedSpecs, true);
+    const file = join(dir, 'policy.yaml');
+    writeFileSync(file, 'bucket: twins\nallowedDevices: [/dev/net/tun, /dev/ppp]\n');
+    assert.deepEqual(loadConfig({ env: {}, file }).allowedDevices, ['/dev/net/tun', '/dev/ppp']);
+    rejects(() => loadConfig({ env: { TWINLAYER_BUCKET: 'twins', TWINLAYER_ALLOWED_HOST_NAMESPACES: 'network,mount' } }), 'allowedHostNamespaces', /allowedHostNamespaces/);
+    rejects(() => loadConfig({ env: { TWINLAYER_BUCKET: 'twins', TWINLAYER_ALLOWED_BIND_ROOTS: 'srv' } }), 'allowedBindRoots', /absolute path/);
+    rejects(() => loadConfig({ env: { TWINLAYER_BUCKET: 'twins', TWINLAYER_ALLOWED_BIND_ROOTS: '/srv/' } }), 'allowedBindRoots', /without a trailing slash/);
+    rejects(() => loadConfig({ env: { TWINLAYER_BUCKET: 'twins', TWINLAYER_ALLOWED_BIND_ROOTS: '/srv/../etc' } }), 'allowedBindRoots', /normalized/);
+    rejects(() => loadConfig({ env: { TWINLAYER_BUCKET: 'twins', TWINLAYER_ALLOWED_SYSCTLS: 'net/ipv4' } }), 'allowedSysctls', /sysctl/);
   });
 
   it('refuses debounceMaxMs below debounceQuietMs', () => {

@@ -14,7 +14,7 @@ function inspectFixture(patch: (o: Record<string, Record<string, unknown>>) => v
 
 describe('specFromInspect', () => {
   it('maps a real docker inspect of `docker run -l twinlayer.enable=true -e FOO=bar -p 8080:80 --network none`', () => {
-    const spec = specFromInspect(inspectSchema.parse(inspectFixture()), capturedAt);
+    const { config, hostConfig, networks, unsupported, ...spec } = specFromInspect(inspectSchema.parse(inspectFixture()), capturedAt);
     const expected: TwinSpec = {
       version: 1,
       name: 'c1',
@@ -33,6 +33,16 @@ describe('specFromInspect', () => {
       capturedAt: '2026-01-02T03:04:05.678Z',
     };
     assert.deepEqual(spec, expected);
+    // The run settings under Docker's names, as inspect shows them; the none network is the mode, not an attachment.
+    assert.deepEqual(unsupported, []);
+    assert.deepEqual(networks, {});
+    assert.equal(hostConfig?.CgroupnsMode, 'host');
+    assert.equal(hostConfig?.IpcMode, 'private');
+    assert.equal(hostConfig?.ShmSize, 67108864);
+    assert.deepEqual(hostConfig?.LogConfig, { Type: 'json-file', Config: {} });
+    assert.equal('MaskedPaths' in (hostConfig ?? {}), false, 'derived by Docker from Privileged and SecurityOpt');
+    assert.equal('RestartPolicy' in (hostConfig ?? {}), false, 'the spec\'s own field');
+    assert.deepEqual(config, { Domainname: '', AttachStdin: false, AttachStdout: false, AttachStderr: false, Tty: false, OpenStdin: false, StdinOnce: false, Volumes: null });
   });
 
   it('keeps an explicit hostname and drops Docker\'s default (the short id)', () => {
@@ -40,6 +50,12 @@ describe('specFromInspect', () => {
     assert.equal(custom.hostname, 'router1');
     const dflt = specFromInspect(inspectSchema.parse(inspectFixture()), capturedAt);
     assert.equal('hostname' in dflt, false);
+  });
+
+  it('does not carry the hostname of a container in the host\'s UTS namespace (it is the host\'s; Docker refuses one)', () => {
+    const spec = specFromInspect(inspectSchema.parse(inspectFixture((o) => { o['Config']!['Hostname'] = 'primary-host'; o['HostConfig']!['UTSMode'] = 'host'; })), capturedAt);
+    assert.equal('hostname' in spec, false);
+    assert.equal(spec.hostConfig?.UTSMode, 'host');
   });
 
   it('maps null Env/Labels/ExposedPorts/PortBindings to empty values', () => {
