@@ -77,7 +77,6 @@ export async function runPushPullFailover(opts: PushPullFailoverOptions = {}): P
       AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1',
       TWINLAYER_ENDPOINT: `http://${s3Fwd.host}:${s3Fwd.port}`, TWINLAYER_BUCKET: BUCKET, TWINLAYER_PATH_STYLE: 'true',
       TWINLAYER_GROUP: 'demo', TWINLAYER_POLL_INTERVAL_MS: '50', TWINLAYER_HOOK_TOKEN: token, TWINLAYER_LOG_LEVEL: 'info',
-      // web runs in host networking, a privileged field of its spec; the lab's specs are not signed.
     };
     const stateDir = (h: string): string => join(lab!.dir, `state-${h}`);
     const node = process.execPath;
