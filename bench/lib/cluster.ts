@@ -149,8 +149,6 @@ export function twinlayerEnv(c: Cluster, side: 'a' | 'b', o: GroupOptions): Reco
     TWINLAYER_HOOK_LISTEN: `127.0.0.1:${o.hookPort ?? 7450}`,
     TWINLAYER_HOOK_TOKEN: c.token,
     TWINLAYER_LOG_LEVEL: o.logLevel ?? 'info',
-    // The services run in host networking, a privileged field of their specs; the bench's specs are not signed.
-    TWINLAYER_TRUST_UNSIGNED_SPECS: 'true',
   };
 }
 
