@@ -55,6 +55,7 @@ export async function stageChangeset(blobFile: string, kind: ChangesetKind, targ
   // A missing or unreadable blob is an I/O error to retry, not a hostile changeset.
   await access(blobFile, fsc.R_OK);
   const { upper, tmp } = await checkTarget(target);
+  await StagingTxn.assertNone(tmp);
   const plan = await validateChangeset(blobFile, {
     kind, upperDir: upper, tmpDir: tmp, limits,
     ...(opts.declared === undefined ? {} : { declared: opts.declared }),

@@ -77,6 +77,13 @@ export class StagingTxn {
     this.#fh = fh;
   }
 
+  /** Throws StagePendingError when a commit left half staged is still there (checked before validation, which may
+   *  take long, as well as by begin). */
+  static async assertNone(tmp: string): Promise<void> {
+    const dir = join(tmp, txnDirName);
+    if ((await lstatOrNull(dir)) !== null) throw new StagePendingError('a commit left half staged is still to be recovered', { path: dir });
+  }
+
   /** Writes and syncs the intent; throws StagePendingError when a commit left half staged is still there. */
   static async begin(upper: string, tmp: string, kind: ChangesetKind, intent: StageIntent | null): Promise<StagingTxn> {
     const dir = join(tmp, txnDirName);

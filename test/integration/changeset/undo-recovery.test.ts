@@ -6,10 +6,11 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { recoverStaging } from '../../../src/changeset/index.js';
+import { recoverStaging, stageChangeset } from '../../../src/changeset/index.js';
 import { currentBootId } from '../../../src/changeset/staging-txn.js';
 import { requireRoot } from '../../support/overlay.js';
 import { diffStates, upperState, type UpperState } from '../../support/upper-state.js';
+import { file, tarOf, writeGz } from './craft-tar.js';
 
 let base = '';
 let upper = '';
@@ -134,6 +135,18 @@ describe('undo log recovery', () => {
       await rm(join(tmp, 'txn'), { recursive: true, force: true });
       await expectUntouched([JSON.stringify(h)], { 0: 'evil' });
     }
+  });
+
+  it('refuses to stage over a commit left half staged until it is recovered', async () => {
+    await writeFile(join(upper, 'created'), 'made by the interrupted commit');
+    await writeTxn([await header(), JSON.stringify({ o: 'C', p: 'created' })]);
+    const blob = await writeGz(join(base, 'case', 'next.tar.gz'), tarOf([file('next', 'the next commit')]));
+    const was = await upperState(upper);
+    await assert.rejects(stageChangeset(blob, 'delta', target()), { code: 'STAGE_PENDING' });
+    assert.deepEqual(diffStates(was, await upperState(upper), 0n), []);
+    await recoverStaging(target(), () => false);
+    await stageChangeset(blob, 'delta', target());
+    assert.deepEqual((await readdir(upper)).sort(), ['link', 'next', 'sub']);
   });
 
   it('does not follow a log that is a symlink', async () => {
