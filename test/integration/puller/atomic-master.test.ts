@@ -19,6 +19,7 @@ import { dockerCli, startEngine, type Engine } from '../../../src/lab/engine.js'
 import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
 import { waitFor } from '../../../src/lab/wait.js';
 import { s3Env, testS3Store, withS3, type TestS3 } from '../../support/s3.js';
+import { testKeyEnv } from '../../support/signing.js';
 import { freePort, spawnTwinlayer, type TwinlayerProcess } from '../../support/twinlayer.js';
 import { diffStates, upperState, type UpperState } from '../../support/upper-state.js';
 import { dir as tarDir, file as tarFile, tarOf, type Piece } from '../changeset/craft-tar.js';
@@ -179,6 +180,7 @@ describe('MASTER while a commit is being staged', { timeout: 600_000 }, () => {
       TWINLAYER_HOOK_LISTEN: `127.0.0.1:${await freePort()}`,
       TWINLAYER_HOOK_TOKEN: 'atomic-master-token-0123456789',
       TWINLAYER_LOG_LEVEL: 'debug',
+      ...(await testKeyEnv(base)),
     };
     const first = spawnTwinlayer(['pull'], env);
     procs.push(first);
