@@ -11,10 +11,11 @@ import { join } from 'node:path';
 import { DEFAULT_TWIN_POLICY, DockerRuntime, twinSpecSchema } from '../../../src/docker/index.js';
 import type { RunHostConfig, TwinPolicy, TwinSpec } from '../../../src/docker/index.js';
 import type { Puller } from '../../../src/puller/index.js';
-import type { S3BlobStore } from '../../../src/store/index.js';
+import { Bucket, Signatures, type S3BlobStore } from '../../../src/store/index.js';
 import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
 import { dockerCli, startEngine, type Engine } from '../../../src/lab/engine.js';
 import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
+import { testKey } from '../../support/signing.js';
 import { bucketFor, collectingLogger, openPuller, twinSpec } from './helpers.js';
 
 describe('puller: the twin policy, reported per container', { timeout: 300_000 }, () => {
@@ -46,8 +47,11 @@ describe('puller: the twin policy, reported per container', { timeout: 300_000 }
   const spec = (name: string, host: RunHostConfig = {}, extra: Partial<TwinSpec> = {}): TwinSpec =>
     twinSpecSchema.parse({ ...twinSpec(name, imageId), hostConfig: host, config: {}, networks: {}, unsupported: [], ...extra });
 
-  async function group(name: string, specs: TwinSpec[], opts: { policy?: TwinPolicy; trustUnsignedSpecs?: boolean }): Promise<{ puller: Puller; open: (o: { policy?: TwinPolicy; trustUnsignedSpecs?: boolean }) => Promise<Puller> }> {
-    const bucket = bucketFor(store, name);
+  /** `unsigned`: the specs are written with no key and read under acceptUnsigned (a group moving to signed commits). */
+  async function group(name: string, specs: TwinSpec[], opts: { policy?: TwinPolicy; trustUnsignedSpecs?: boolean; unsigned?: boolean }): Promise<{ puller: Puller; open: (o: { policy?: TwinPolicy; trustUnsignedSpecs?: boolean }) => Promise<Puller> }> {
+    const bucket = opts.unsigned === true
+      ? new Bucket(store, { prefix: 'twinlayer', group: name, signatures: new Signatures({ signer: null, trusted: [testKey.trusted], acceptUnsigned: true }) })
+      : bucketFor(store, name);
     for (const s of specs) await bucket.putSpec(s.name, s);
     const stateDir = join(base, name);
     await mkdir(stateDir, { recursive: true });
@@ -83,7 +87,7 @@ describe('puller: the twin policy, reported per container', { timeout: 300_000 }
       spec('caps', { CapAdd: ['CAP_NET_ADMIN'] }),
       spec('hostnet', {}, { networkMode: 'host' }),
       spec('links', {}, { unsupported: ['HostConfig.Links is set (["/db:/web/db"]) and is not recreated on a twin'] }),
-    ], {});
+    ], { unsigned: true });
     assert.equal((await statusOf(puller, 'plain')).twin, 'stopped');
     assert.equal((await dockerCli(engine, ['inspect', '-f', '{{.HostConfig.Memory}} {{.HostConfig.Init}}', 'plain'])).trim(), '67108864 true');
     await assertRefused(puller, 'caps', /not signed by a key the group trusts and asks for HostConfig\.CapAdd NET_ADMIN/);
