@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs what twinlayer's tests and demo need on a Debian machine that has Node and npm: Debian packages
-# (Docker engine, busybox for test images, attr tools, keepalived, iproute2, curl) and the npm dependencies.
-# Fast when everything is already there.
+# Installs what twinlayer's tests and demo need on a Debian machine that has npm: Node 24 when the machine's Node
+# is older than 22.18 (scripts/node-env.sh), Debian packages (Docker engine, busybox for test images, attr tools,
+# keepalived, iproute2, curl) and the npm dependencies. Fast when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/node-env.sh
 
 need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)

@@ -218,7 +218,7 @@ export class Stager {
             this.#stagings.delete(staging);
           }
           return true;
-        }, { signal, throwOnTimeout: true });
+        }, { signal });
         if (!ok) break;
         const after = await this.#o.runtime.twinState(name);
         if (!stageable(after)) throw new Error(`twin ${name} started while a commit was being staged; restaging later`);
