@@ -40,3 +40,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   npm ci --no-audit --no-fund --loglevel=error
   echo "$want" > "$stamp"
 fi
+
+# The compiled JavaScript that bin/twinlayer.js runs (dist/, `npm run build`), rebuilt when a source or the build
+# config is newer than the last build (tsc leaves dist/.tsbuildinfo alone when nothing changed: touched after).
+if [ ! -f dist/.tsbuildinfo ] || [ -n "$(find src tsconfig.json tsconfig.build.json package-lock.json -newer dist/.tsbuildinfo -print -quit)" ]; then
+  echo "setup: npm run build" >&2
+  npm run build --silent
+  touch dist/.tsbuildinfo
+fi

@@ -1,0 +1,41 @@
+// `twinlayer agent`: one process per host, either role, serving the hook on every host.
+import { Agent, AgentHookHandler } from '../agent/index.js';
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../log/logger.js';
+import { createHookApp } from '../vrrp-hook/index.js';
+import { openBucket, openDocker } from './runtime-deps.js';
+import { serveUntilShutdown } from './serve.js';
+
+export async function run(config: Config, log: Logger): Promise<void> {
+  const { bucket, store } = await openBucket(config, log, { requireReachable: false });
+  const agent = new Agent({
+    runtime: openDocker(config, log),
+    bucket,
+    log,
+    hostId: config.hostId,
+    group: config.group,
+    label: config.label,
+    stateDir: config.stateDir,
+    excludes: config.excludes,
+    debounceQuietMs: config.debounceQuietMs,
+    debounceMaxMs: config.debounceMaxMs,
+    uploadConcurrency: config.uploadConcurrency,
+    reconcileIntervalMs: config.reconcileIntervalMs,
+    pollIntervalMs: config.pollIntervalMs,
+    downloadConcurrency: config.downloadConcurrency,
+    startConcurrency: config.startConcurrency,
+    finalizeDeadlineMs: config.finalizeDeadlineMs,
+    bootTimeoutMs: config.bootTimeoutMs,
+    vrrpStateFile: config.vrrpStateFile,
+    fenceIntervalMs: config.fenceIntervalMs,
+    backupSettleMs: config.backupSettleMs,
+    stopTimeoutSeconds: config.stopTimeoutSeconds,
+  });
+  await agent.open();
+  const app = createHookApp({ token: config.hookToken, handler: new AgentHookHandler(agent), log: log.child({ unit: 'vrrp-hook' }) });
+  // The hook listens before the first role is decided: keepalived's calls are taken (and ordered) from the start.
+  const { shutdown } = await serveUntilShutdown(config, log, app, agent, store);
+  await agent.start();
+  log.info('agent started', { role: agent.role });
+  await shutdown;
+}

@@ -1,0 +1,32 @@
+// `twinlayer pull`: fixed role, standby: stages changes into twins and serves the VRRP hook.
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../log/logger.js';
+import { Puller } from '../puller/index.js';
+import { createHookApp } from '../vrrp-hook/index.js';
+import { openBucket, openDocker } from './runtime-deps.js';
+import { serveUntilShutdown } from './serve.js';
+
+export async function run(config: Config, log: Logger): Promise<void> {
+  const { bucket, store } = await openBucket(config, log);
+  const puller = new Puller({
+    runtime: openDocker(config, log),
+    bucket,
+    log,
+    group: config.group,
+    stateDir: config.stateDir,
+    pollIntervalMs: config.pollIntervalMs,
+    downloadConcurrency: config.downloadConcurrency,
+    startConcurrency: config.startConcurrency,
+  });
+  await puller.open();
+  const app = createHookApp({
+    token: config.hookToken,
+    promoter: puller,
+    log: log.child({ unit: 'vrrp-hook' }),
+    finalizeDeadlineMs: config.finalizeDeadlineMs,
+    bootTimeoutMs: config.bootTimeoutMs,
+  });
+  const { shutdown } = await serveUntilShutdown(config, log, app, puller, store);
+  puller.start();
+  await shutdown;
+}

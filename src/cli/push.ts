@@ -1,0 +1,30 @@
+// `twinlayer push`: fixed role, primary: watches the protected containers and ships their changes.
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../log/logger.js';
+import { Pusher } from '../pusher/index.js';
+import { openBucket, openDocker } from './runtime-deps.js';
+import { onShutdown } from './shutdown.js';
+
+export async function run(config: Config, log: Logger): Promise<void> {
+  const { bucket, store } = await openBucket(config, log);
+  const pusher = new Pusher({
+    runtime: openDocker(config, log),
+    bucket,
+    log,
+    hostId: config.hostId,
+    group: config.group,
+    label: config.label,
+    stateDir: config.stateDir,
+    excludes: config.excludes,
+    debounceQuietMs: config.debounceQuietMs,
+    debounceMaxMs: config.debounceMaxMs,
+    uploadConcurrency: config.uploadConcurrency,
+    reconcileIntervalMs: config.reconcileIntervalMs,
+  });
+  const done = onShutdown(log, async () => {
+    await pusher.stop();
+    store.destroy();
+  });
+  await pusher.start();
+  await done;
+}
