@@ -1,7 +1,8 @@
 // Process start → hook answering: how long a (re)started `twinlayer agent` takes from its spawn until its VRRP hook
-// answers (GET /v1/status 200), and its RSS then and once its role is decided, for each way of running the
-// sources. The agent talks to a private Docker engine and the embedded S3 server (in processes of their own), with
-// a fresh state dir per run; runs alternate between the variants so drift of the machine hits them alike.
+// answers (GET /v1/status 200), the CPU time it used until then, and its RSS then and once its role is decided, for
+// each way of running the sources. The agent talks to a private Docker engine and the embedded S3 server (in
+// processes of their own), with a fresh state dir per run; runs alternate between the variants so drift of the
+// machine hits them alike.
 // Prints a table (median, min, max) and writes bench/results/<date>-startup.json.
 //
 //   node --import tsx bench/startup.ts [--runs 7] [--variants bin,strip,tsx] [--node PATH] [--bin PATH] [--tag NAME]
@@ -58,6 +59,9 @@ interface Sample {
   hookMs: number;
   /** spawn → the log line "agent started" (first role decided and converged) (ms). */
   startedMs: number;
+  /** CPU time (user + system) the process had used when the hook first answered (ms): unlike the wall times, it
+   *  does not grow when other work shares the machine's cores. */
+  cpuAtHookMs: number;
   /** VmRSS when the hook first answered, and 2 s after the agent started (MB); VmHWM then (MB). */
   rssAtHookMB: number;
   rssIdleMB: number;
@@ -66,6 +70,17 @@ interface Sample {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const mb = (kb: number): number => Math.round(kb / 102.4) / 10;
+
+/** getconf CLK_TCK on Linux x86-64 and arm64. */
+const TICKS_PER_SECOND = 100;
+
+async function cpuMs(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name (which may hold spaces) start at the closing parenthesis; utime and stime are
+  // fields 14 and 15 of stat, i.e. 11 and 12 after the state field.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS_PER_SECOND;
+}
 
 async function memKb(pid: number): Promise<{ rss: number; hwm: number }> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
@@ -123,14 +138,14 @@ async function once(variant: Variant, engine: Engine, s3: S3Process, base: strin
       if ((await hookStatus(port, token)) === 200) hookMs = performance.now() - t0;
       else await sleep(2);
     }
-    const atHook = await memKb(child.pid!);
+    const [atHook, cpuAtHookMs] = await Promise.all([memKb(child.pid!), cpuMs(child.pid!)]);
     for (const deadline = t0 + 30_000; startedAt === null; await sleep(10)) {
       if (child.exitCode !== null || performance.now() > deadline) throw fail('no "agent started" line within 30 s');
     }
     const startedMs = (startedAt as number) - t0;
     await sleep(2_000);
     const idle = await memKb(child.pid!);
-    return { hookMs: Math.round(hookMs * 10) / 10, startedMs: Math.round(startedMs * 10) / 10, rssAtHookMB: mb(atHook.rss), rssIdleMB: mb(idle.rss), peakMB: mb(idle.hwm) };
+    return { hookMs: Math.round(hookMs * 10) / 10, startedMs: Math.round(startedMs * 10) / 10, cpuAtHookMs, rssAtHookMB: mb(atHook.rss), rssIdleMB: mb(idle.rss), peakMB: mb(idle.hwm) };
   } finally {
     child.kill('SIGTERM');
     const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
@@ -140,7 +155,7 @@ async function once(variant: Variant, engine: Engine, s3: S3Process, base: strin
   }
 }
 
-interface VariantResult { variant: Variant; what: string; samples: Sample[]; hookMs: Summary; startedMs: Summary; rssAtHookMB: Summary; rssIdleMB: Summary; peakMB: Summary }
+interface VariantResult { variant: Variant; what: string; samples: Sample[]; hookMs: Summary; cpuAtHookMs: Summary; startedMs: Summary; rssAtHookMB: Summary; rssIdleMB: Summary; peakMB: Summary }
 
 const base = await mkdtemp(join(tmpdir(), 'tl-startup-'));
 let engine: Engine | null = null;
@@ -165,17 +180,17 @@ try {
     for (const v of active) {
       const s = await once(v, engine, s3, base, run);
       samples.get(v)!.push(s);
-      process.stdout.write(`run ${run} ${v}: hook ${s.hookMs} ms, started ${s.startedMs} ms, RSS ${s.rssAtHookMB} MB at the hook, ${s.rssIdleMB} MB idle, peak ${s.peakMB} MB\n`);
+      process.stdout.write(`run ${run} ${v}: hook ${s.hookMs} ms (CPU ${s.cpuAtHookMs} ms), started ${s.startedMs} ms, RSS ${s.rssAtHookMB} MB at the hook, ${s.rssIdleMB} MB idle, peak ${s.peakMB} MB\n`);
     }
   }
   const results: VariantResult[] = active.map((v) => {
     const xs = samples.get(v)!;
     const of = (k: keyof Sample): Summary => summarize(xs.map((s) => s[k]));
-    return { variant: v, what: entries[v].what, samples: xs, hookMs: of('hookMs'), startedMs: of('startedMs'), rssAtHookMB: of('rssAtHookMB'), rssIdleMB: of('rssIdleMB'), peakMB: of('peakMB') };
+    return { variant: v, what: entries[v].what, samples: xs, hookMs: of('hookMs'), cpuAtHookMs: of('cpuAtHookMs'), startedMs: of('startedMs'), rssAtHookMB: of('rssAtHookMB'), rssIdleMB: of('rssIdleMB'), peakMB: of('peakMB') };
   });
   const cell = (s: Summary): string => `${s.median} (${s.min}–${s.max})`;
-  const header = ['variant', 'spawn → hook answers, ms', 'spawn → agent started, ms', 'RSS at the hook, MB', 'RSS idle, MB', 'peak RSS, MB'];
-  const rows = results.map((r) => [`${r.variant}: ${r.what}`, cell(r.hookMs), cell(r.startedMs), cell(r.rssAtHookMB), cell(r.rssIdleMB), cell(r.peakMB)]);
+  const header = ['variant', 'spawn → hook answers, ms', 'CPU used by then, ms', 'spawn → agent started, ms', 'RSS at the hook, MB', 'RSS idle, MB', 'peak RSS, MB'];
+  const rows = results.map((r) => [`${r.variant}: ${r.what}`, cell(r.hookMs), cell(r.cpuAtHookMs), cell(r.startedMs), cell(r.rssAtHookMB), cell(r.rssIdleMB), cell(r.peakMB)]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const fmt = (r: string[]): string => r.map((c, i) => c.padEnd(widths[i]!)).join(' | ');
   process.stdout.write(`\ntwinlayer agent start-up on ${nodeVersion}, median (min–max) of ${runs} runs\n${fmt(header)}\n${widths.map((w) => '-'.repeat(w)).join('-|-')}\n${rows.map(fmt).join('\n')}\n`);
