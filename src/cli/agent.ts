@@ -3,7 +3,7 @@ import { Agent, AgentHookHandler } from '../agent/index.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import { createHookApp } from '../vrrp-hook/index.js';
-import { openBucket, openDocker } from './runtime-deps.js';
+import { openBucket, openDocker, pullSettings, pushSettings } from './runtime-deps.js';
 import { serveUntilShutdown } from './serve.js';
 
 export async function run(config: Config, log: Logger): Promise<void> {
@@ -12,18 +12,8 @@ export async function run(config: Config, log: Logger): Promise<void> {
     runtime: openDocker(config, log),
     bucket,
     log,
-    hostId: config.hostId,
-    group: config.group,
-    label: config.label,
-    stateDir: config.stateDir,
-    excludes: config.excludes,
-    debounceQuietMs: config.debounceQuietMs,
-    debounceMaxMs: config.debounceMaxMs,
-    uploadConcurrency: config.uploadConcurrency,
-    reconcileIntervalMs: config.reconcileIntervalMs,
-    pollIntervalMs: config.pollIntervalMs,
-    downloadConcurrency: config.downloadConcurrency,
-    startConcurrency: config.startConcurrency,
+    ...pushSettings(config),
+    ...pullSettings(config),
     finalizeDeadlineMs: config.finalizeDeadlineMs,
     bootTimeoutMs: config.bootTimeoutMs,
     vrrpStateFile: config.vrrpStateFile,

@@ -3,7 +3,7 @@ import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import { Puller } from '../puller/index.js';
 import { createHookApp } from '../vrrp-hook/index.js';
-import { openBucket, openDocker } from './runtime-deps.js';
+import { openBucket, openDocker, pullSettings } from './runtime-deps.js';
 import { serveUntilShutdown } from './serve.js';
 
 export async function run(config: Config, log: Logger): Promise<void> {
@@ -12,11 +12,7 @@ export async function run(config: Config, log: Logger): Promise<void> {
     runtime: openDocker(config, log),
     bucket,
     log,
-    group: config.group,
-    stateDir: config.stateDir,
-    pollIntervalMs: config.pollIntervalMs,
-    downloadConcurrency: config.downloadConcurrency,
-    startConcurrency: config.startConcurrency,
+    ...pullSettings(config),
   });
   await puller.open();
   const app = createHookApp({

@@ -2,7 +2,7 @@
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import { Pusher } from '../pusher/index.js';
-import { openBucket, openDocker } from './runtime-deps.js';
+import { openBucket, openDocker, pushSettings } from './runtime-deps.js';
 import { onShutdown } from './shutdown.js';
 
 export async function run(config: Config, log: Logger): Promise<void> {
@@ -11,15 +11,7 @@ export async function run(config: Config, log: Logger): Promise<void> {
     runtime: openDocker(config, log),
     bucket,
     log,
-    hostId: config.hostId,
-    group: config.group,
-    label: config.label,
-    stateDir: config.stateDir,
-    excludes: config.excludes,
-    debounceQuietMs: config.debounceQuietMs,
-    debounceMaxMs: config.debounceMaxMs,
-    uploadConcurrency: config.uploadConcurrency,
-    reconcileIntervalMs: config.reconcileIntervalMs,
+    ...pushSettings(config),
   });
   const done = onShutdown(log, async () => {
     await pusher.stop();
