@@ -1,18 +1,19 @@
 #!/usr/bin/env node
-// Runs the TypeScript CLI through tsx's loader (installed as a dependency), so there is no build step to forget.
-import { fileURLToPath, pathToFileURL } from 'node:url';
+// The twinlayer command. It runs the compiled JavaScript in dist/ (built from src/ by `npm run build`, which
+// scripts/setup.sh runs): a start loads no TypeScript loader and depends on no transpile cache.
+import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { register } from 'tsx/esm/api';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
-// The AWS SDK warns on every start under Node 20 that its 2027 releases need Node 22; say it once, as a log line.
-const emitWarning = process.emitWarning.bind(process);
-process.emitWarning = (warning, ...rest) => {
-  const text = typeof warning === 'string' ? warning : warning?.message ?? '';
-  const type = typeof rest[0] === 'string' ? rest[0] : rest[0]?.type;
-  if (type === 'NodeVersionSupportWarning' || /NodeVersionSupportWarning/.test(text)) return;
-  emitWarning(warning, ...rest);
-};
-
-register();
+const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
+if (major < 22 || (major === 22 && minor < 18)) {
+  process.stderr.write(`twinlayer: needs Node >= 22.18 (24 recommended); ${process.execPath} is ${process.version} (README: "Running it for real")\n`);
+  process.exit(2);
+}
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-await import(pathToFileURL(join(root, 'src', 'cli', 'main.ts')).href);
+const main = join(root, 'dist', 'cli', 'main.js');
+if (!existsSync(main)) {
+  process.stderr.write(`twinlayer: ${main} is missing: build it with \`npm run build\` in ${root} (README: "Running it for real")\n`);
+  process.exit(2);
+}
+await import(pathToFileURL(main).href);

@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "bench: run as root (dockerd, overlay mounts)" >&2; exit 1; fi
+source scripts/node-env.sh
 TWINLAYER_SETUP_BENCH=1 bash scripts/setup.sh
 exec node --import tsx bench/run.ts "$@"

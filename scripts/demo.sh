@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "demo: run as root (network namespaces, dockerd, keepalived)" >&2; exit 1; fi
+source scripts/node-env.sh
 bash scripts/setup.sh
 exec node bin/twinlayer.js demo "$@"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs what twinlayer's tests and demo need on a Debian machine that has Node and npm: Debian packages
-# (Docker engine, busybox for test images, attr tools, keepalived, iproute2, curl) and the npm dependencies.
-# Fast when everything is already there.
+# Installs what twinlayer's tests and demo need on a Debian machine that has npm: Node 24 when the machine's Node
+# is older than 22.18 (scripts/node-env.sh), Debian packages (Docker engine, busybox for test images, attr tools,
+# keepalived, iproute2, curl) and the npm dependencies. Fast when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/node-env.sh
 
 need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
@@ -58,3 +59,11 @@ service_images() {
   bash scripts/service-rootfs.sh >/dev/null
 }
 service_images
+
+# The compiled JavaScript that bin/twinlayer.js runs (dist/, `npm run build`), rebuilt when a source or the build
+# config is newer than the last build (tsc leaves dist/.tsbuildinfo alone when nothing changed: touched after).
+if [ ! -f dist/.tsbuildinfo ] || [ -n "$(find src tsconfig.json tsconfig.build.json package-lock.json -newer dist/.tsbuildinfo -print -quit)" ]; then
+  echo "setup: npm run build" >&2
+  npm run build --silent
+  touch dist/.tsbuildinfo
+fi

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "test: run as root (overlay mounts, dockerd, network namespaces)" >&2; exit 1; fi
+source scripts/node-env.sh
 bash scripts/setup.sh
 echo "== typecheck" >&2
 npx tsc -p tsconfig.json --noEmit

@@ -1,12 +1,23 @@
 // twinlayer CLI entry: agent | push | pull | status | keygen | pubkey | s3 | demo. Config errors exit 2 naming the key.
+// Each command's modules (and so its dependencies: the AWS SDK, dockerode, hono, chokidar, s3rver, the lab) are
+// imported when that command runs, not at every start.
 import { loadConfig } from '../config/load.js';
+import type { Config } from '../config/schema.js';
 import { TwinlayerError } from '../log/errors.js';
-import { createLogger } from '../log/logger.js';
+import { createLogger, type Logger } from '../log/logger.js';
 import { parseArgs } from './args.js';
-import { loggerFor, runAgent, runKeygen, runPubkey, runPull, runPush, runS3, runStatus } from './commands.js';
+import { importDevOnly } from './dev-only.js';
 import { usage } from './usage.js';
 
 const flagNames = new Set(['config', 'dir', 'listen', 'bucket', 'port-file', 'help', 'keep', 'runs', 'out', 'key']);
+
+/** The commands that run from a config, each loaded on use. */
+const daemons: Record<string, () => Promise<{ run: (config: Config, log: Logger) => Promise<number | void> }>> = {
+  agent: () => import('./agent.js'),
+  push: () => import('./push.js'),
+  pull: () => import('./pull.js'),
+  status: () => import('./status.js'),
+};
 
 async function main(argv: readonly string[]): Promise<number> {
   const { command, flags } = parseArgs(argv, flagNames);
@@ -15,33 +26,29 @@ async function main(argv: readonly string[]): Promise<number> {
     return command === undefined && !flags.has('help') ? 2 : 0;
   }
   if (command === 's3') {
-    await runS3(flags, createLogger({ level: 'info' }));
+    const { run } = await import('./s3.js');
+    await run(flags, createLogger({ level: 'info' }));
     return 0;
   }
-  if (command === 'keygen') return runKeygen(flags);
-  if (command === 'pubkey') return runPubkey(flags);
+  if (command === 'keygen' || command === 'pubkey') {
+    const { runKeygen, runPubkey } = await import('./keys.js');
+    return command === 'keygen' ? runKeygen(flags) : runPubkey(flags);
+  }
   if (command === 'demo') {
-    const { runDemo } = await import('../demo/index.js');
-    return runDemo({ keep: flags.get('keep') === 'true' });
+    return importDevOnly('demo', 'runs the lab with the embedded S3 server', ' (or run `npm run demo`, which does)', async () => {
+      const { runDemo } = await import('../demo/index.js');
+      return runDemo({ keep: flags.get('keep') === 'true' });
+    });
+  }
+  const load = daemons[command];
+  if (load === undefined) {
+    process.stderr.write(`unknown command ${JSON.stringify(command)}\n${usage}`);
+    return 2;
   }
   const config = loadConfig({ file: flags.get('config') });
-  const log = loggerFor(config).child({ cmd: command, host: config.hostId });
-  switch (command) {
-    case 'agent':
-      await runAgent(config, log);
-      return 0;
-    case 'push':
-      await runPush(config, log);
-      return 0;
-    case 'pull':
-      await runPull(config, log);
-      return 0;
-    case 'status':
-      return runStatus(config);
-    default:
-      process.stderr.write(`unknown command ${JSON.stringify(command)}\n${usage}`);
-      return 2;
-  }
+  const log = createLogger({ level: config.logLevel }).child({ cmd: command, host: config.hostId });
+  const { run } = await load();
+  return (await run(config, log)) ?? 0;
 }
 
 try {
@@ -49,8 +56,9 @@ try {
 } catch (err) {
   const e = err as Error;
   const code = err instanceof TwinlayerError ? err.code : 'ERROR';
-  // Every TwinlayerError that reaches the top is a start-up refusal (config, bucket, engine, lock, hook listen):
-  // the running loops handle their own errors. Exit 2 tells systemd and scripts "fix the setup", not "retry".
+  // Every TwinlayerError that reaches the top is a start-up refusal (config, bucket, engine, lock, hook listen,
+  // missing development dependencies): the running loops handle their own errors. Exit 2 tells systemd and scripts
+  // "fix the setup", not "retry".
   const startupError = err instanceof TwinlayerError;
   process.stderr.write(`twinlayer: ${e.message}${code !== 'ERROR' ? ` [${code}]` : ''}\n`);
   process.exitCode = startupError ? 2 : 1;

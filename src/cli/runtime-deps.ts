@@ -1,5 +1,7 @@
-// Builds the outside-world seams from a validated config: the bucket (checked reachable) and the Docker runtime.
+// Builds the outside-world seams from a validated config (the bucket, checked reachable, and the Docker runtime) and
+// the pusher's and puller's settings, which `push`, `pull` and the agent's two roles share.
 import { DockerRuntime } from '../docker/index.js';
+import { twinPolicyOf } from '../config/twin-policy.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import { Bucket, S3BlobStore, StoreUnreachableError } from '../store/index.js';
@@ -28,4 +30,32 @@ export async function openBucket(config: Config, log: Logger, role: BucketRole, 
 
 export function openDocker(config: Config, log: Logger): DockerRuntime {
   return new DockerRuntime({ socketPath: config.dockerSocket, log });
+}
+
+/** The pusher's settings (`twinlayer push`, the agent as primary). */
+export function pushSettings(config: Config) {
+  return {
+    hostId: config.hostId,
+    group: config.group,
+    label: config.label,
+    stateDir: config.stateDir,
+    excludes: config.excludes,
+    debounceQuietMs: config.debounceQuietMs,
+    debounceMaxMs: config.debounceMaxMs,
+    uploadConcurrency: config.uploadConcurrency,
+    reconcileIntervalMs: config.reconcileIntervalMs,
+  };
+}
+
+/** The puller's settings (`twinlayer pull`, the agent as standby). */
+export function pullSettings(config: Config) {
+  return {
+    group: config.group,
+    stateDir: config.stateDir,
+    pollIntervalMs: config.pollIntervalMs,
+    downloadConcurrency: config.downloadConcurrency,
+    startConcurrency: config.startConcurrency,
+    twinPolicy: twinPolicyOf(config),
+    trustUnsignedSpecs: config.trustUnsignedSpecs,
+  };
 }

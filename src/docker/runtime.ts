@@ -274,7 +274,7 @@ export class DockerRuntime {
             if (status === 304) return { name, ok: true, ms: ms(), alreadyRunning: true };
             return { name, ok: false, ms: ms(), error: status === 404 ? 'no such container' : messageOf(cause).trim() };
           }
-        }, { throwOnTimeout: true }),
+        }),
       ),
     );
     return results;

@@ -300,7 +300,7 @@ export class Stager {
             this.#stagings.delete(staging);
           }
           return true;
-        }, { signal, throwOnTimeout: true });
+        }, { signal });
         if (!ok) break;
         if (twinStarted) throw new Error(`twin ${name} started while a commit was being staged; restaging later`);
         c.blocked = null;

@@ -150,7 +150,7 @@ export class ContainerReplicator {
         this.#pendingSince ??= Date.now();
       }
       const digest = asDigest(built.digest);
-      await uploads.add(() => bucket.uploadBlob(built.file, digest), { throwOnTimeout: true });
+      await uploads.add(() => bucket.uploadBlob(built.file, digest));
       // The pending state is what we will have shipped once the record is out; if we crash after publishing,
       // the record's digest tells the next start that this state is the true one.
       const before = tracker.serialize();

@@ -99,13 +99,19 @@ export async function putBlob(store: BlobStore, bucket: Bucket, gz: Buffer): Pro
   return { digest, size: gz.length, counts: countsOf(gz) };
 }
 
+/** countsOf reads crafted changesets up to this size; anything larger is a bomb and counts as empty. */
+const COUNTS_MAX_TAR_BYTES = 256 * 1024 * 1024;
+
 /** The counts a pusher would record for a crafted changeset (files, deletions, file bytes); stops counting at
  *  anything it cannot read (hostile blobs are refused for that anyway). */
 export function countsOf(gz: Buffer): CommitCounts {
   const counts: CommitCounts = { files: 0, deletions: 0, bytes: 0 };
   let tar: Buffer;
   try {
-    tar = gunzipSync(gz);
+    // Bounded: the hostile blobs are gzip bombs (64 GiB of zeros). Node 20 refused any Buffer over 4 GiB, so an
+    // unbounded gunzipSync failed fast there; from Node 22 Buffers may be far larger and it inflated until the
+    // machine ran out of memory.
+    tar = gunzipSync(gz, { maxOutputLength: COUNTS_MAX_TAR_BYTES });
   } catch {
     return counts;
   }
