@@ -54,7 +54,7 @@ export interface FailoverResult {
   kind: FailoverKind | 'final-kill';
   from: string;
   to: string;
-  /** Soak time of the kill or the stop (s). */
+  /** When the kill or the stop came (s since the run started). */
   atS: number;
   generations: [number, number];
   outcome: string | null;
