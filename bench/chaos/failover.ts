@@ -58,7 +58,11 @@ export interface FailoverResult {
   atS: number;
   generations: [number, number];
   outcome: string | null;
-  /** The kill or stop → the promotion over (twins started, restart policies back). */
+  /** The kill or stop → the promotion started (keepalived's MASTER reached the agent). */
+  triggerToMasterMs: number | null;
+  /** The promotion itself: finalize, claim, twins started, restart policies back. */
+  promotionMs: number | null;
+  /** The kill or stop → the promotion over. */
   triggerToBootedMs: number | null;
   finalizeMs: number | null;
   finalizeTimedOut: boolean;
@@ -102,7 +106,7 @@ export async function runFailover(d: FailoverDeps, n: number, kind: FailoverKind
   const g = d.roles.generation;
   const t0 = Date.now();
   const r: FailoverResult = {
-    n, kind, from: O, to: N, atS: Math.round(d.now() / 1000), generations: [g, 0], outcome: null, triggerToBootedMs: null, finalizeMs: null,
+    n, kind, from: O, to: N, atS: Math.round(d.now() / 1000), generations: [g, 0], outcome: null, triggerToMasterMs: null, promotionMs: null, triggerToBootedMs: null, finalizeMs: null,
     finalizeTimedOut: false, commitsBeforeMaster: 0, commitsBeforeMasterOldGeneration: 0, notFinalized: [], markersChecked: 0,
     newestCommitMarkers: 0, lostWrites: 0, tails: 0, lostWritesAccounted: 0, rejoinMs: null, failures: [],
   };
@@ -134,6 +138,8 @@ export async function runFailover(d: FailoverDeps, n: number, kind: FailoverKind
   const g2 = st.generation ?? 0;
   r.generations = [g, g2];
   r.outcome = promotion.outcome;
+  r.triggerToMasterMs = masterAt - t0;
+  r.promotionMs = promotion.ms;
   r.triggerToBootedMs = masterAt + promotion.ms - t0;
   const extra = demotionSchema.safeParse(st);
   const finalize = extra.success ? extra.data.lastPromotion?.finalize ?? null : null;

@@ -33,9 +33,9 @@ export function renderChaosReport(r: SoakResult, plan: ChaosPlan, machine: Recor
 
   out.push('## Failovers', '');
   out.push('The whole primary SIGKILLed (agent, keepalived, engine, containers; back later as after a reboot) or its keepalived stopped (the host runs on and demotes itself). "Before MASTER": the server answered the commit\'s PUT before the new primary\'s promotion started. Every such commit must be within what the new primary\'s claim finalized, and each promoted container must hold, file by file, the markers of its newest one and every acknowledged marker finalized; the acknowledged writes it lacks must be in the old primary\'s divergent tail. The last row is the kill after the soak.', '');
-  out.push('| # | kind | at | from → to | generations | kill/stop → booted | finalize | commits before MASTER (old generation) | markers checked | lost writes → in tails | back as standby |', '|---|---|---|---|---|---|---|---|---|---|---|');
+  out.push('| # | kind | at | from → to | generations | kill/stop → MASTER → booted | finalize | commits before MASTER (old generation) | markers checked | lost writes → in tails | back as standby |', '|---|---|---|---|---|---|---|---|---|---|---|');
   for (const f of fo) {
-    out.push(`| ${f.n} | ${f.kind} | ${f.atS} s | ${f.from} → ${f.to} | ${f.generations[0]} → ${f.generations[1]} | ${s(f.triggerToBootedMs)} (${f.outcome ?? '?'}) | ${s(f.finalizeMs)}${f.finalizeTimedOut ? ' TIMED OUT' : ''} | ${f.commitsBeforeMaster} (${f.commitsBeforeMasterOldGeneration}) | ${f.markersChecked} | ${f.lostWrites} → ${f.lostWritesAccounted} in ${f.tails} tail(s) | ${s(f.rejoinMs)} |`);
+    out.push(`| ${f.n} | ${f.kind} | ${f.atS} s | ${f.from} → ${f.to} | ${f.generations[0]} → ${f.generations[1]} | ${s(f.triggerToMasterMs)} → ${s(f.triggerToBootedMs)} (${f.outcome ?? '?'}) | ${s(f.finalizeMs)}${f.finalizeTimedOut ? ' TIMED OUT' : ''} | ${f.commitsBeforeMaster} (${f.commitsBeforeMasterOldGeneration}) | ${f.markersChecked} | ${f.lostWrites} → ${f.lostWritesAccounted} in ${f.tails} tail(s) | ${s(f.rejoinMs)} |`);
   }
   out.push('');
 

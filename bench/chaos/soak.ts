@@ -400,11 +400,10 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     };
 
     // --- failovers: one at a time, never beside a kill, an outage or a full disk (those wait for it, and it waits
-    // for them): a bucket out of reach at MASTER boots by design from what is staged, which is not what is checked ---
+    // for them): a bucket out of reach at MASTER boots by design from what is staged, which is not what is checked.
+    // Whoever passes the gate begins its fault in the same synchronous run (no await between), so a failover that
+    // closes the gate next sees it as blocking ---
     let failoverGate: Promise<void> | null = null;
-    const afterFailover = async (): Promise<void> => {
-      while (failoverGate !== null) await failoverGate;
-    };
     const failoverDeps: FailoverDeps = {
       lab: l, plan, names, protectedNames, journal: jv, book, roles, log, now, pauseWrites, resumeWrites,
       agentKilled: (host) => {
@@ -418,7 +417,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       },
     };
     const failover = async (kind: FailoverKind | 'final-kill', keepVrrpStateFile: boolean): Promise<void> => {
-      await afterFailover();
+      while (failoverGate !== null) await failoverGate;
       let open = (): void => undefined;
       failoverGate = new Promise<void>((resolve) => (open = resolve));
       try {
@@ -452,12 +451,20 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
         case 'kill-puller':
         case 'kill-engine-primary':
         case 'kill-engine-standby': {
-          await afterFailover();
-          const host = ev.kind === 'kill-pusher' || ev.kind === 'kill-engine-primary' ? roles.primary : roles.standby;
-          const target = ev.kind.startsWith('kill-engine') ? `engine-${host}` : `agent-${host}`;
-          // One kill of a target at a time: a kill that comes while the target is still down waits (bounded).
-          for (let i = 0; targetBusy.has(target) || (target.startsWith('agent') && agentDown.has(host)); i++) {
-            if (i > 1200 || stop.signal.aborted) return;
+          // The role is the host's at the moment of the kill. One kill of a target at a time: a kill that comes while
+          // the target is still down waits (bounded), as one that comes during a failover does.
+          let host: string;
+          let target: string;
+          for (let waited = 0; ; waited += 100) {
+            if (stop.signal.aborted || waited > 120_000) return;
+            if (failoverGate !== null) {
+              await failoverGate;
+              waited = 0;
+              continue;
+            }
+            host = ev.kind === 'kill-pusher' || ev.kind === 'kill-engine-primary' ? roles.primary : roles.standby;
+            target = ev.kind.startsWith('kill-engine') ? `engine-${host}` : `agent-${host}`;
+            if (!targetBusy.has(target) && !(target.startsWith('agent') && agentDown.has(host))) break;
             await sleep(100);
           }
           targetBusy.add(target);
@@ -469,11 +476,11 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
           return;
         }
         case 'outage':
-          await afterFailover();
+          while (failoverGate !== null) await failoverGate;
           if (outageActive || stop.signal.aborted) return;
           return outage(ev.ms);
         case 'disk-full':
-          await afterFailover();
+          while (failoverGate !== null) await failoverGate;
           if (ballast !== null || stop.signal.aborted) return;
           return diskFull(ev.ms);
         default:
