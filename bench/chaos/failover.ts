@@ -47,6 +47,8 @@ export interface FailoverDeps {
   agentKilled(host: string): void;
   /** Starts the agent on `host` again (a new life, sampled for leaks). */
   startAgent(host: string): Promise<void>;
+  /** The faults that began in [from, to] (ms since the soak started), for the record of a finalize that timed out. */
+  faultsBetween(from: number, to: number): string[];
 }
 
 export interface FailoverResult {
@@ -66,6 +68,8 @@ export interface FailoverResult {
   triggerToBootedMs: number | null;
   finalizeMs: number | null;
   finalizeTimedOut: boolean;
+  /** When the finalize timed out: what it said per container left behind, and the faults of the minute before. */
+  finalizeTimeout: { containers: string[]; faults: string[] } | null;
   /** Commits in the bucket before MASTER (all generations), and of the old generation. */
   commitsBeforeMaster: number;
   commitsBeforeMasterOldGeneration: number;
@@ -87,8 +91,13 @@ export interface FailoverResult {
 const demotionSchema = z.looseObject({
   lastDemotion: z.looseObject({ startedAt: z.string(), finishedAt: z.string().nullable() }).nullable().optional(),
   lastPromotion: z.looseObject({
-    finalize: z.looseObject({ ms: z.number(), timedOut: z.boolean() }).nullable().optional(),
+    finalize: z.looseObject({
+      ms: z.number(),
+      timedOut: z.boolean(),
+      containers: z.array(z.looseObject({ name: z.string(), stagedSeq: z.number(), latestSeq: z.number().nullable(), error: z.string().optional() })),
+    }).nullable().optional(),
   }).nullable(),
+  lastError: z.string().nullable().optional(),
 });
 
 async function upper(docker: Docker, name: string): Promise<string> {
@@ -107,7 +116,7 @@ export async function runFailover(d: FailoverDeps, n: number, kind: FailoverKind
   const t0 = Date.now();
   const r: FailoverResult = {
     n, kind, from: O, to: N, atS: Math.round(d.now() / 1000), generations: [g, 0], outcome: null, triggerToMasterMs: null, promotionMs: null, triggerToBootedMs: null, finalizeMs: null,
-    finalizeTimedOut: false, commitsBeforeMaster: 0, commitsBeforeMasterOldGeneration: 0, notFinalized: [], markersChecked: 0,
+    finalizeTimedOut: false, finalizeTimeout: null, commitsBeforeMaster: 0, commitsBeforeMasterOldGeneration: 0, notFinalized: [], markersChecked: 0,
     newestCommitMarkers: 0, lostWrites: 0, tails: 0, lostWritesAccounted: 0, rejoinMs: null, failures: [],
   };
   const bad = (msg: string): void => {
@@ -145,6 +154,15 @@ export async function runFailover(d: FailoverDeps, n: number, kind: FailoverKind
   const finalize = extra.success ? extra.data.lastPromotion?.finalize ?? null : null;
   r.finalizeMs = finalize?.ms ?? null;
   r.finalizeTimedOut = finalize?.timedOut === true;
+  if (r.finalizeTimedOut && finalize) {
+    const behind = finalize.containers.filter((c) => c.error !== undefined || (c.latestSeq !== null && c.stagedSeq < c.latestSeq));
+    const masterRel = d.now() - (Date.now() - masterAt);
+    r.finalizeTimeout = {
+      containers: behind.map((c) => `${c.name}: staged ${c.stagedSeq} of ${c.latestSeq ?? '?'}${c.error === undefined ? '' : ` (${c.error})`}`),
+      faults: d.faultsBetween(masterRel - 60_000, d.now()),
+    };
+    d.log(`failover ${n}: the finalize timed out (${extra.data?.lastError ?? '?'}); behind: ${r.finalizeTimeout.containers.join('; ') || 'none'}; faults of the minute before: ${r.finalizeTimeout.faults.join('; ') || 'none'}`);
+  }
   if (promotion.outcome !== 'booted') bad(`the promotion's outcome is ${promotion.outcome}`);
   const started = new Set((promotion.start?.containers ?? []).filter((c) => c.ok).map((c) => c.name));
   for (const name of d.protectedNames) if (!started.has(name)) bad(`${name} was not started on ${N} at MASTER`);

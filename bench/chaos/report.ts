@@ -37,6 +37,9 @@ export function renderChaosReport(r: SoakResult, plan: ChaosPlan, machine: Recor
   for (const f of fo) {
     out.push(`| ${f.n} | ${f.kind} | ${f.atS} s | ${f.from} → ${f.to} | ${f.generations[0]} → ${f.generations[1]} | ${s(f.triggerToMasterMs)} → ${s(f.triggerToBootedMs)} (${f.outcome ?? '?'}) | ${s(f.finalizeMs)}${f.finalizeTimedOut ? ' TIMED OUT' : ''} | ${f.commitsBeforeMaster} (${f.commitsBeforeMasterOldGeneration}) | ${f.markersChecked} | ${f.lostWrites} → ${f.lostWritesAccounted} in ${f.tails} tail(s) | ${s(f.rejoinMs)} |`);
   }
+  for (const f of fo) {
+    if (f.finalizeTimeout) out.push('', `Failover ${f.n}: the finalize hit its deadline; behind: ${f.finalizeTimeout.containers.join('; ') || 'none'}; faults in the minute before: ${f.finalizeTimeout.faults.join('; ') || 'none'}.`);
+  }
   out.push('');
 
   out.push('## Convergence after each kind of fault', '');

@@ -415,6 +415,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
         await startAgent(host);
         agentRestarts[host] = (agentRestarts[host] ?? 0) + 1;
       },
+      faultsBetween: (from, to) => faults.intervals.filter((f) => f.start >= from && f.start <= to).map((f) => `${f.kind} (${f.detail}) at ${Math.round(f.start / 1000)} s`),
     };
     const failover = async (kind: FailoverKind | 'final-kill', keepVrrpStateFile: boolean): Promise<void> => {
       while (failoverGate !== null) await failoverGate;
