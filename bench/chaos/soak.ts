@@ -405,7 +405,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     // closes the gate next sees it as blocking ---
     let failoverGate: Promise<void> | null = null;
     const failoverDeps: FailoverDeps = {
-      lab: l, plan, names, protectedNames, journal: jv, book, roles, log, now, pauseWrites, resumeWrites,
+      lab: l, plan, names, protectedNames, journal: jv, book, docker: dockerOf, roles, log, now, pauseWrites, resumeWrites,
       agentKilled: (host) => {
         const life = lives.get(host);
         if (life !== undefined) life.killedByUs = true;
