@@ -12,7 +12,7 @@ import type Docker from 'dockerode';
 import { z } from 'zod';
 import type { AgentLab, AgentStatusView } from '../../src/lab/agent-lab.js';
 import { waitFor } from '../../src/lab/wait.js';
-import type { Generation } from '../../src/store/index.js';
+import type { DivergentRecord, Generation } from '../../src/store/index.js';
 import type { JournalView } from './journal-view.js';
 import { judgePromoted, markersInUpper, ranges, type MarkerBook } from './markers.js';
 import type { ChaosPlan, FailoverKind } from './plan.js';
@@ -107,8 +107,29 @@ async function upper(docker: Docker, name: string): Promise<string> {
   return dir;
 }
 
-/** Runs one failover from roles.primary to roles.standby; `final`: the last one, after the soak (no rejoin). */
-export async function runFailover(d: FailoverDeps, n: number, kind: FailoverKind | 'final-kill', opts: { keepVrrpStateFile: boolean }): Promise<FailoverResult> {
+export interface FailoverOptions {
+  /** A killed host comes back with its VRRP state file still saying MASTER. */
+  keepVrrpStateFile: boolean;
+  /** Called once the new primary is checked and the old one's agent and keepalived run again: other faults may come
+   *  again (they wait while a failover's checks and restarts are under way). */
+  exclusiveOver: () => void;
+  /** ms since `from` (ms since the soak started) that no other fault that blocks replication explains. */
+  unexplainedSince: (from: number) => number;
+}
+
+/** Waits for `probe`, bounded by `boundMs` of time no other fault explains (an outage may come meanwhile). */
+async function waitUnexplained<T>(what: string, boundMs: number, o: FailoverOptions, from: number, probe: () => Promise<T | undefined>, everyMs: number): Promise<T> {
+  for (;;) {
+    const v = await probe().catch(() => undefined);
+    if (v !== undefined) return v;
+    const ms = o.unexplainedSince(from);
+    if (ms > boundMs) throw new Error(`timed out waiting for ${what}: ${Math.round(ms / 1000)} s that no other fault explains`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** Runs one failover from roles.primary to roles.standby; kind final-kill: the last one, after the soak (no rejoin). */
+export async function runFailover(d: FailoverDeps, n: number, kind: FailoverKind | 'final-kill', opts: FailoverOptions): Promise<FailoverResult> {
   const l = d.lab;
   const step = d.plan.failoverStepMs;
   const O = d.roles.primary;
@@ -218,6 +239,7 @@ export async function runFailover(d: FailoverDeps, n: number, kind: FailoverKind
   if (kind === 'final-kill') {
     // Everything had converged before this kill: no acknowledged write may be missing.
     for (const [name, ms] of lost) bad(`${name}: acknowledged writes (markers ${ranges(ms)}) were not finalized although the standby had converged`);
+    opts.exclusiveOver();
     return r;
   }
 
@@ -227,17 +249,27 @@ export async function runFailover(d: FailoverDeps, n: number, kind: FailoverKind
     await d.startAgent(O);
   }
   await l.lab.startKeepalivedOn(O);
-  await waitFor(`${O} demoted, its divergent tails saved`, step, async () => {
-    const s = await l.status(O);
-    const dem = demotionSchema.safeParse(s).data?.lastDemotion;
-    return s?.role === 'standby' && dem?.finishedAt != null && Date.parse(dem.startedAt) >= t0 ? true : undefined;
-  }, 250);
-  const items = await l.bucket.listDivergent(l.hostId(O));
+  // From here other faults come again: the old primary may be killed again while it demotes, its engine too, the
+  // bucket may go out. Its tails are looked for in the bucket, whichever life of its agent saved them.
+  opts.exclusiveOver();
+  const from = d.now();
+  const accountFor = new Set([...lost.keys(), ...r.notFinalized.map((x) => x.container)]);
+  const ofThis = (items: Awaited<ReturnType<typeof l.bucket.listDivergent>>): DivergentRecord[] =>
+    items.flatMap((i) => ('record' in i ? [i.record] : [])).filter((t) => t.generation === g && t.claimGeneration === g2);
+  let items = await waitUnexplained(`${O} a standby with a divergent tail for ${[...accountFor].join(', ') || 'no container'}`, step, opts, from, async () => {
+    if ((await l.status(O))?.role !== 'standby') return undefined;
+    const found = await l.bucket.listDivergent(l.hostId(O));
+    const tails = ofThis(found);
+    return [...accountFor].every((name) => tails.some((t) => t.container === name)) ? found : undefined;
+  }, 500).catch((err: unknown) => {
+    bad((err as Error).message);
+    return null;
+  });
+  items ??= await l.bucket.listDivergent(l.hostId(O));
   for (const i of items) if ('error' in i) bad(`divergent record ${i.key}: ${i.error}`);
-  const tails = items.flatMap((i) => ('record' in i ? [i.record] : [])).filter((t) => t.generation === g && t.claimGeneration === g2);
+  const tails = ofThis(items);
   r.tails = tails.length;
   await d.journal.refresh(g);
-  const accountFor = new Set([...lost.keys(), ...r.notFinalized.map((x) => x.container)]);
   for (const name of accountFor) {
     const mine = tails.filter((t) => t.container === name);
     const writes = lost.get(name) ?? [];
@@ -257,7 +289,7 @@ export async function runFailover(d: FailoverDeps, n: number, kind: FailoverKind
       if (!mine.some((t) => t.fromSeq === nf.finalized && t.lastShippedSeq >= nf.seq)) bad(`${name}: commit ${g}/${nf.seq} was not finalized and ${O}'s tail does not name it (${JSON.stringify(mine.map((t) => [t.fromSeq, t.lastShippedSeq]))})`);
     }
   }
-  await waitFor(`${O} caught up as the standby of generation ${g2}`, step, async () => {
+  await waitUnexplained(`${O} caught up as the standby of generation ${g2}`, step, opts, from, async () => {
     const head = await l.head();
     const s = await l.status(O);
     return caughtUp(s, head) ? true : undefined;

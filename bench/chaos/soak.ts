@@ -185,8 +185,25 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     // --- agents: start, watch for deaths we did not cause, sample RSS and descriptors ---
     const lives = new Map<string, { run: AgentRun; series: Series; killedByUs: boolean }>();
     const agentDown = new Set<string>();
+    /** Hosts whose engine the soak has killed and not started again yet, and when each was last started again. */
+    const enginesDown = new Set<string>();
+    const engineUpAt = new Map<string, number>();
     const startAgent = async (host: string): Promise<void> => {
-      const run = await l.startAgent(host);
+      // An agent refuses to start while its Docker engine does not answer (exit 2); systemd's Restart=always
+      // (RestartSec=1s, infra/systemd) starts it again until it does. So does the soak, while it has the engine down.
+      let run: AgentRun;
+      for (const deadline = Date.now() + plan.agentStartMs; ;) {
+        const attempt = Date.now();
+        try {
+          run = await l.startAgent(host);
+          break;
+        } catch (err) {
+          const engineWasDown = enginesDown.has(host) || (engineUpAt.get(host) ?? 0) >= attempt;
+          if (!engineWasDown || Date.now() > deadline) throw err;
+          log(`agent on ${host} refused to start while its engine was down; again in 1 s (as systemd would)`);
+          await sleep(1000);
+        }
+      }
       const s: Series = { name: `agent-${host}#${series.filter((x) => x.name.startsWith(`agent-${host}#`)).length + 1}`, pid: run.proc.pid, startedAt: now(), samples: [] };
       series.push(s);
       const life = { run, series: s, killedByUs: false };
@@ -300,7 +317,6 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     };
 
     // --- faults ---
-    const enginesDown = new Set<string>();
     const targetBusy = new Set<string>();
     const killAgent = async (host: string, downMs: number, kind: KillKind): Promise<void> => {
       const life = lives.get(host);
@@ -341,6 +357,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
         }
       }
       enginesDown.delete(host);
+      engineUpAt.set(host, Date.now());
       if (host === roles.primary) {
         // Docker's restart policy brings the protected containers back: wait for them, as the end of this fault.
         await waitFor(`the protected containers running again on ${host}`, 120_000, async () => {
@@ -399,11 +416,13 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       running.add(q);
     };
 
-    // --- failovers: one at a time, never beside a kill, an outage or a full disk (those wait for it, and it waits
-    // for them): a bucket out of reach at MASTER boots by design from what is staged, which is not what is checked.
-    // Whoever passes the gate begins its fault in the same synchronous run (no await between), so a failover that
-    // closes the gate next sees it as blocking ---
+    // --- failovers: one at a time (the chain); from the moment one is due until the new primary is checked and the
+    // old one's agent and keepalived run again, no kill, outage or full disk (they wait at the gate, and it waits for
+    // those under way): a bucket out of reach at MASTER boots by design from what is staged, which is not what is
+    // checked. Whoever passes the gate begins its fault in the same synchronous run (no await between), so a failover
+    // that closes the gate next sees it as blocking ---
     let failoverGate: Promise<void> | null = null;
+    let failoverChain: Promise<unknown> = Promise.resolve();
     const failoverDeps: FailoverDeps = {
       lab: l, plan, names, protectedNames, journal: jv, book, docker: dockerOf, roles, log, now, pauseWrites, resumeWrites,
       agentKilled: (host) => {
@@ -417,19 +436,32 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       },
       faultsBetween: (from, to) => faults.intervals.filter((f) => f.start >= from && f.start <= to).map((f) => `${f.kind} (${f.detail}) at ${Math.round(f.start / 1000)} s`),
     };
-    const failover = async (kind: FailoverKind | 'final-kill', keepVrrpStateFile: boolean): Promise<void> => {
-      while (failoverGate !== null) await failoverGate;
+    const failover = (kind: FailoverKind | 'final-kill', keepVrrpStateFile: boolean): Promise<void> => {
+      const run = failoverChain.then(() => failoverNow(kind, keepVrrpStateFile));
+      failoverChain = run.catch(() => undefined);
+      return run;
+    };
+    const failoverNow = async (kind: FailoverKind | 'final-kill', keepVrrpStateFile: boolean): Promise<void> => {
       let open = (): void => undefined;
       failoverGate = new Promise<void>((resolve) => (open = resolve));
+      let over = false;
+      const exclusiveOver = (): void => {
+        if (over) return;
+        over = true;
+        failoverGate = null;
+        open();
+      };
       try {
         const longest = Math.max(0, ...plan.outagesMs, ...plan.diskFullsMs);
-        await waitFor('no kill, outage or full disk in progress', longest + 120_000, () => Promise.resolve(faults.blocked() ? undefined : true), 200);
+        await waitFor('no kill, outage or full disk in progress', longest + 120_000, () => Promise.resolve(faults.blocked() && !stop.signal.aborted ? undefined : true), 200);
         if (stop.signal.aborted && kind !== 'final-kill') return;
         const f = faults.begin(kind === 'final-kill' ? 'failover-kill' : kind, `${roles.primary} → ${roles.standby}${keepVrrpStateFile ? ', VRRP state file kept' : ''}`);
         if (kind !== 'final-kill') injected[kind]++;
         let r: FailoverResult;
         try {
-          r = await runFailover(failoverDeps, failovers.length + 1, kind, { keepVrrpStateFile });
+          r = await runFailover(failoverDeps, failovers.length + 1, kind, {
+            keepVrrpStateFile, exclusiveOver, unexplainedSince: (from) => now() - from - faults.blockedMs(from, now(), f.id),
+          });
         } catch (err) {
           throw new Fatal(`failover ${failovers.length + 1} (${kind}, ${roles.primary} → ${roles.standby}): ${(err as Error).message}`);
         }
@@ -438,8 +470,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
         faults.end(f);
         if (kind !== 'final-kill') probe(f);
       } finally {
-        failoverGate = null;
-        open();
+        exclusiveOver();
       }
     };
 
