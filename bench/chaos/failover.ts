@@ -98,7 +98,6 @@ const demotionSchema = z.looseObject({
       containers: z.array(z.looseObject({ name: z.string(), stagedSeq: z.number(), latestSeq: z.number().nullable(), error: z.string().optional() })),
     }).nullable().optional(),
   }).nullable(),
-  lastError: z.string().nullable().optional(),
 });
 
 async function upper(docker: Docker, name: string): Promise<string> {
@@ -183,7 +182,7 @@ export async function runFailover(d: FailoverDeps, n: number, kind: FailoverKind
       containers: behind.map((c) => `${c.name}: staged ${c.stagedSeq} of ${c.latestSeq ?? '?'}${c.error === undefined ? '' : ` (${c.error})`}`),
       faults: d.faultsBetween(masterRel - 60_000, d.now()),
     };
-    d.log(`failover ${n}: the finalize timed out (${extra.data?.lastError ?? '?'}); behind: ${r.finalizeTimeout.containers.join('; ') || 'none'}; faults of the minute before: ${r.finalizeTimeout.faults.join('; ') || 'none'}`);
+    d.log(`failover ${n}: the finalize timed out after ${finalize.ms} ms; behind: ${r.finalizeTimeout.containers.join('; ') || 'none'}; faults of the minute before: ${r.finalizeTimeout.faults.join('; ') || 'none'}`);
   }
   if (promotion.outcome !== 'booted') bad(`the promotion's outcome is ${promotion.outcome}`);
   const started = new Set((promotion.start?.containers ?? []).filter((c) => c.ok).map((c) => c.name));

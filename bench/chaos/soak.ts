@@ -192,6 +192,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       // An agent refuses to start while its Docker engine does not answer (exit 2); systemd's Restart=always
       // (RestartSec=1s, infra/systemd) starts it again until it does. So does the soak, while it has the engine down.
       let run: AgentRun;
+      let retrying = false;
       for (const deadline = Date.now() + plan.agentStartMs; ;) {
         const attempt = Date.now();
         try {
@@ -200,7 +201,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
         } catch (err) {
           const engineWasDown = enginesDown.has(host) || (engineUpAt.get(host) ?? 0) >= attempt;
           if (!engineWasDown || Date.now() > deadline) throw err;
-          log(`agent on ${host} refused to start while its engine was down; again in 1 s (as systemd would)`);
+          if (!retrying) log(`agent on ${host} refused to start while its engine is down; starting it again every second (as systemd would)`);
+          retrying = true;
           await sleep(1000);
         }
       }
