@@ -111,8 +111,8 @@ export function fullPlan(minutes = 50): ChaosPlan {
     netFaultGapMs: 8_000,
     faultConvergeBoundMs: 180_000, finalConvergeMs: 300_000, agentStartMs: longest + 2 * MIN, sampleMs: 5_000,
     leak: { warmUpMs: 60_000, minWindowMs: Math.min(10 * MIN, Math.round(minutes * MIN * 0.25)), rssGrowthMb: 48, rssGrowthFraction: 0.25, fdGrowth: 24 },
-    // One about every 9 min, at least two (one there, one back).
-    failovers: Math.max(2, Math.round(minutes / 9)), failoverRoomMs: 3 * MIN, failoverStepMs: 4 * MIN, finalizeDeadlineMs: 5_000,
+    // At least two (one there, one back); the full run 5, one every 8.4 min.
+    failovers: Math.max(2, Math.round(minutes / 10)), failoverRoomMs: 3 * MIN, failoverStepMs: 4 * MIN, finalizeDeadlineMs: 5_000,
     standbyFsMb: 1024,
   };
 }

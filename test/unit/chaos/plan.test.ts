@@ -30,7 +30,7 @@ describe('chaos schedule', () => {
     }
   });
 
-  it('has failovers of both kinds in the middle of every soak, a kill of the whole host first, one about every 9 min in the full run', () => {
+  it('has failovers of both kinds in the middle of every soak, a kill of the whole host first, one every 8-9 min in the full run', () => {
     for (let seed = 0; seed < 20; seed++) {
       for (const plan of [quickPlan(), fullPlan(), fullPlan(12)]) {
         const fo = drawSchedule(plan, new Prng(seed)).filter((f) => f.kind === 'failover-kill' || f.kind === 'failover-keepalived');
@@ -40,7 +40,7 @@ describe('chaos schedule', () => {
         for (const f of fo) assert.ok(f.at >= plan.soakMs * 0.1 && f.at < plan.soakMs - plan.failoverRoomMs, `seed ${seed}, ${plan.mode}: failover at ${f.at} ms`);
       }
     }
-    assert.ok(fullPlan().failovers >= 5 && fullPlan().failovers <= 7);
+    assert.equal(fullPlan().failovers, 5);
     assert.equal(fullPlan().containers, 40);
   });
 
