@@ -24,7 +24,7 @@ export interface Convergence {
 }
 
 /** Kinds during which replication cannot make progress, whoever is waiting. */
-const BLOCKING: ReadonlySet<FaultKind> = new Set(['kill-pusher', 'kill-puller', 'kill-engine-primary', 'kill-engine-standby', 'outage', 'disk-full']);
+const BLOCKING: ReadonlySet<FaultKind> = new Set(['kill-pusher', 'kill-puller', 'kill-engine-primary', 'kill-engine-standby', 'outage', 'disk-full', 'failover-kill', 'failover-keepalived']);
 
 export class FaultLog {
   readonly intervals: FaultInterval[] = [];

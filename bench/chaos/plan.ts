@@ -7,13 +7,18 @@ export type KillKind = (typeof KILL_KINDS)[number];
 /** Faults of the fault proxy on one host's path to the bucket (`stall`: the request is never answered). */
 export const NET_KINDS = ['reset', 'slowdown', 'truncate', 'stall', 'lose-answer', 'error500'] as const;
 export type NetKind = (typeof NET_KINDS)[number];
-export type FaultKind = KillKind | NetKind | 'outage' | 'disk-full';
-export const FAULT_KINDS: readonly FaultKind[] = [...KILL_KINDS, ...NET_KINDS, 'outage', 'disk-full'];
+/** Failovers in the middle of the soak: the whole primary host SIGKILLed (agent, keepalived, engine, containers;
+ *  revived later as after a reboot), or its keepalived stopped (the host runs on and demotes itself). */
+export const FAILOVER_KINDS = ['failover-kill', 'failover-keepalived'] as const;
+export type FailoverKind = (typeof FAILOVER_KINDS)[number];
+export type FaultKind = KillKind | NetKind | FailoverKind | 'outage' | 'disk-full';
+export const FAULT_KINDS: readonly FaultKind[] = [...KILL_KINDS, ...NET_KINDS, ...FAILOVER_KINDS, 'outage', 'disk-full'];
 
 export type ScheduledFault =
   | { at: number; kind: KillKind; /** How long the killed process stays down before it is started again. */ downMs: number }
   | { at: number; kind: 'outage' | 'disk-full'; ms: number }
-  | { at: number; kind: NetKind; host: 'primary' | 'standby'; count: number };
+  | { at: number; kind: NetKind; host: 'primary' | 'standby'; count: number }
+  | { at: number; kind: FailoverKind; /** A killed host comes back with its VRRP state file still saying MASTER (its /run survived). */ keepVrrpStateFile: boolean };
 
 export interface LeakBounds {
   /** Samples of a process's first warmUpMs are not judged (caches, JIT, connection pools fill). */
@@ -59,7 +64,18 @@ export interface ChaosPlan {
   /** Sampling period of RSS and descriptors of each twinlayer process (ms). */
   sampleMs: number;
   leak: LeakBounds;
-  /** Size of the standby's loop-mounted file system holding its Docker data root (MiB). */
+  /** Failovers in the middle of the soak (every other one a kill of the whole primary, the first included). */
+  failovers: number;
+  /** The last part of the soak in which no failover starts, so the last one is over before the writes stop. */
+  failoverRoomMs: number;
+  /** Bound for each step of a failover: the promotion, the old primary back as the standby, its tails saved. */
+  failoverStepMs: number;
+  /** The agents' finalize deadline: ten times the longest finalize seen without a fault in the way (0.5 s), so a
+   *  standby a few commits behind catches up at MASTER and "every commit that reached the bucket before MASTER is in
+   *  the promoted container" is what is checked; below the 30 s request timeout, so a stalled request makes a
+   *  finalize time out, say so, and leave out what the old primary's divergent tail must then hold. */
+  finalizeDeadlineMs: number;
+  /** Size of each host's loop-mounted file system holding its Docker data root (MiB); the standby's is filled. */
   standbyFsMb: number;
 }
 
@@ -72,6 +88,7 @@ export function quickPlan(): ChaosPlan {
     outagesMs: [20_000, 4_000], diskFullsMs: [12_000], netFaultGapMs: 6_000,
     faultConvergeBoundMs: 90_000, finalConvergeMs: 120_000, agentStartMs: 60_000, sampleMs: 2_000,
     leak: { warmUpMs: 15_000, minWindowMs: 60_000, rssGrowthMb: 48, rssGrowthFraction: 0.35, fdGrowth: 24 },
+    failovers: 2, failoverRoomMs: 45_000, failoverStepMs: 90_000, finalizeDeadlineMs: 5_000,
     standbyFsMb: 512,
   };
 }
@@ -94,6 +111,8 @@ export function fullPlan(minutes = 50): ChaosPlan {
     netFaultGapMs: 8_000,
     faultConvergeBoundMs: 180_000, finalConvergeMs: 300_000, agentStartMs: longest + 2 * MIN, sampleMs: 5_000,
     leak: { warmUpMs: 60_000, minWindowMs: Math.min(10 * MIN, Math.round(minutes * MIN * 0.25)), rssGrowthMb: 48, rssGrowthFraction: 0.25, fdGrowth: 24 },
+    // At least two (one there, one back); the full run 5, one every 8.4 min.
+    failovers: Math.max(2, Math.round(minutes / 10)), failoverRoomMs: 3 * MIN, failoverStepMs: 4 * MIN, finalizeDeadlineMs: 5_000,
     standbyFsMb: 1024,
   };
 }
@@ -143,6 +162,16 @@ export function drawSchedule(plan: ChaosPlan, prng: Prng): ScheduledFault[] {
     if (t >= end) break;
     const kind = net[i] ?? prng.pick(NET_KINDS);
     out.push({ at: t, kind, host: prng.next() < 0.5 ? 'primary' : 'standby', count: prng.int(1, 4) });
+  }
+  // Failovers last (a seed gives the other faults it gave before they existed): one per slice of the middle of the
+  // soak; a kill of the whole host restarts its agent, so none falls in the agent-kill-free tail.
+  const foFrom = Math.round(plan.soakMs * 0.1);
+  const slice = (plan.soakMs - plan.failoverRoomMs - foFrom) / plan.failovers;
+  for (let i = 0; i < plan.failovers; i++) {
+    const lo = foFrom + i * slice;
+    const kill = i % 2 === 0 && lo < agentEnd - 5_000;
+    const at = Math.floor(prng.range(lo, kill ? Math.min(lo + slice, agentEnd) : lo + slice));
+    out.push({ at, kind: kill ? 'failover-kill' : 'failover-keepalived', keepVrrpStateFile: kill && prng.next() < 0.3 });
   }
   return out.sort((x, y) => x.at - y.at);
 }

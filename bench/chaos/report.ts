@@ -1,5 +1,6 @@
 // The chaos soak's Markdown report (the JSON is the SoakResult itself).
 import type { ChaosPlan } from './plan.js';
+import type { FailoverResult } from './failover.js';
 import type { SoakResult } from './soak.js';
 
 const s = (ms: number | null): string => (ms === null ? '—' : ms >= 10_000 ? `${(ms / 1000).toFixed(0)} s` : `${(ms / 1000).toFixed(1)} s`);
@@ -14,6 +15,9 @@ export function renderChaosReport(r: SoakResult, plan: ChaosPlan, machine: Recor
   out.push(`| kills survived (SIGKILL) | ${r.kills.survived} of ${r.kills.total} (pusher ${r.kills.byKind['kill-pusher']}, puller ${r.kills.byKind['kill-puller']}, primary engine ${r.kills.byKind['kill-engine-primary']}, standby engine ${r.kills.byKind['kill-engine-standby']}) |`);
   out.push(`| bucket outages | ${r.outage.count}, ${r.outage.seconds} s in all, longest ${r.outage.longestS} s |`);
   out.push(`| standby disk full | ${r.diskFull.count}, ${r.diskFull.seconds} s in all |`);
+  const mid = r.failovers.filter((f) => f.kind !== 'final-kill');
+  const kindsOf = (k: string): number => mid.filter((f) => f.kind === k).length;
+  out.push(`| failovers during the soak | ${mid.length} (whole primary host SIGKILLed ${kindsOf('failover-kill')}, its keepalived stopped ${kindsOf('failover-keepalived')}), + 1 after it; details below |`);
   const net = (['reset', 'slowdown', 'truncate', 'stall', 'lose-answer', 'error500'] as const).map((k) => `${k} ${r.injected[k]}`).join(', ');
   out.push(`| fault-proxy faults (times injected) | ${net} |`);
   out.push(`| writes (docker exec) | ${r.writes.ok} ok, ${r.writes.failed} failed (engine down), ${r.writes.perSecond}/s |`);
@@ -21,8 +25,22 @@ export function renderChaosReport(r: SoakResult, plan: ChaosPlan, machine: Recor
   out.push(`| divergences (docker export, twin vs primary; promoted vs primary) | ${r.divergences.length} |`);
   out.push(`| longest convergence after a fault | ${s(r.convergence.longestMs)} raw; ${s(r.convergence.longestAttributableMs)} not overlapped by other faults${r.convergence.longest ? ` (${r.convergence.longest.kind}: ${r.convergence.longest.detail})` : ''} |`);
   out.push(`| final convergence (last write → every twin staged) | ${s(r.finalConvergeMs)} |`);
-  if (r.failover) out.push(`| failover at the end (SIGKILL of the whole primary) | ${r.failover.outcome ?? '?'}, ${r.failover.promoted} containers started, each equal to its primary: all ${r.failover.commitsBeforeMaster} commits that reached the bucket before MASTER are in them; MASTER → booted ${s(r.failover.masterToBootedMs)} |`);
+  const fo = r.failovers;
+  const sum = (f: (x: FailoverResult) => number): number => fo.reduce((a, x) => a + f(x), 0);
+  out.push(`| commits before MASTER checked in the promoted containers | ${sum((x) => x.commitsBeforeMasterOldGeneration)} of the old generations over ${fo.length} failovers (${sum((x) => x.markersChecked)} marker files checked, ${sum((x) => x.newestCommitMarkers)} of them from the newest commit of each container); ${sum((x) => x.notFinalized.length)} left out by a finalize that timed out |`);
+  out.push(`| acknowledged writes on an old primary after what it shipped (divergent tails) | ${sum((x) => x.lostWrites)}, of which ${sum((x) => x.lostWritesAccounted)} found in ${sum((x) => x.tails)} divergent tail(s) |`);
   out.push(`| leaks | ${r.processes.filter((p) => p.leak).length} of ${r.processes.filter((p) => p.judged).length} process lives judged |`, '');
+
+  out.push('## Failovers', '');
+  out.push('The whole primary SIGKILLed (agent, keepalived, engine, containers; back later as after a reboot) or its keepalived stopped (the host runs on and demotes itself). "Before MASTER": the server answered the commit\'s PUT before the new primary\'s promotion started. Every such commit must be within what the new primary\'s claim finalized, and each promoted container must hold, file by file, the markers of its newest one and every acknowledged marker finalized; the acknowledged writes it lacks must be in the old primary\'s divergent tail. The last row is the kill after the soak.', '');
+  out.push('| # | kind | at | from → to | generations | kill/stop → MASTER → booted | finalize | commits before MASTER (old generation) | markers checked | lost writes → in tails | back as standby |', '|---|---|---|---|---|---|---|---|---|---|---|');
+  for (const f of fo) {
+    out.push(`| ${f.n} | ${f.kind} | ${f.atS} s | ${f.from} → ${f.to} | ${f.generations[0]} → ${f.generations[1]} | ${s(f.triggerToMasterMs)} → ${s(f.triggerToBootedMs)} (${f.outcome ?? '?'}) | ${s(f.finalizeMs)}${f.finalizeTimedOut ? ' TIMED OUT' : ''} | ${f.commitsBeforeMaster} (${f.commitsBeforeMasterOldGeneration}) | ${f.markersChecked} | ${f.lostWrites} → ${f.lostWritesAccounted} in ${f.tails} tail(s) | ${s(f.rejoinMs)} |`);
+  }
+  for (const f of fo) {
+    if (f.finalizeTimeout) out.push('', `Failover ${f.n}: the finalize hit its deadline; behind: ${f.finalizeTimeout.containers.join('; ') || 'none'}; faults in the minute before: ${f.finalizeTimeout.faults.join('; ') || 'none'}.`);
+  }
+  out.push('');
 
   out.push('## Convergence after each kind of fault', '');
   out.push('A probe is written on the primary when a fault ends; the time is until the standby staged it. "Attributable" leaves out the time other faults (kills, outages, a full disk) overlapped.', '');

@@ -1,11 +1,12 @@
 // The chaos soak itself: the agent lab (two hosts, a Docker engine and `twinlayer agent` in each, keepalived, the
-// embedded S3 server behind a fault proxy per host), the standby's Docker data root on a small loop-mounted file
-// system, N protected containers written to at random, and the seeded fault schedule (plan.ts) played against
-// them. Then writes and faults stop, everything must converge, every twin must equal its primary (`docker
-// export`), and the primary is killed: the promoted containers must hold everything that reached the bucket.
-import { execFile, execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, statfs } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+// embedded S3 server behind a fault proxy per host), each host's Docker data root on a small loop-mounted file
+// system, N protected containers written to at random on whichever host is primary, and the seeded fault schedule
+// (plan.ts) played against them, failovers included (failover.ts: each checks that the promoted containers hold
+// every commit that reached the bucket before MASTER, and that the old primary's divergent tail holds the
+// acknowledged writes they lack). Then writes and faults stop, everything must converge, every twin must equal its
+// primary (`docker export`), and the primary is killed once more, checked the same way.
+import { execFile } from 'node:child_process';
+import { readFile, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import Docker from 'dockerode';
@@ -15,16 +16,23 @@ import { dockerCli } from '../../src/lab/engine.js';
 import type { Fault } from '../../src/lab/fault-proxy.js';
 import { killHard, withDescendants } from '../../src/lab/processes.js';
 import { waitFor } from '../../src/lab/wait.js';
-import { diffTrees, readExport, type Tree } from '../../test/support/export-tree.js';
+import { diffTrees, type Tree } from '../../test/support/export-tree.js';
+import { runFailover, type FailoverDeps, type FailoverResult, type Roles } from './failover.js';
 import { FaultLog, type Convergence, type FaultInterval } from './faults.js';
+import { JournalView } from './journal-view.js';
 import { judgeSeries, sampleProcess, type LeakVerdict, type Series } from './leak.js';
-import { countKinds, drawSchedule, type ChaosPlan, type FaultKind, type KillKind, type NetKind, type ScheduledFault } from './plan.js';
+import { markerScript, MarkerBook } from './markers.js';
+import { countKinds, drawSchedule, type ChaosPlan, type FailoverKind, type FaultKind, type KillKind, type NetKind, type ScheduledFault } from './plan.js';
 import { Prng } from './prng.js';
+import { dockerExec, exportTree, mountSmallFs, sleep, upperDir, withLibraries } from './tools.js';
 import { drawOp, OPS, type Op } from './workload.js';
 
 const execFileP = promisify(execFile);
-const PRIMARY = 'a';
-const STANDBY = 'b';
+/** keepalived's first MASTER; the other host starts as the standby. Roles change with every failover. */
+const FIRST_PRIMARY = 'a';
+const FIRST_STANDBY = 'b';
+/** At most this many writes in flight (each to another container). */
+const WRITES_IN_FLIGHT = 6;
 const IMAGE = 'tl-chaos:lab';
 /** The container the convergence probes are written to. */
 const PROBE_CONTAINER = 'c01';
@@ -51,7 +59,8 @@ export interface SoakResult {
   finalConvergeMs: number | null;
   convergence: { probes: number; longestMs: number; longestAttributableMs: number; longest: Convergence | null; byKind: Record<string, { n: number; maxMs: number; maxAttributableMs: number }>; all: Convergence[] };
   divergences: Divergence[];
-  failover: { headBeforeKill: Record<string, number>; commitsBeforeMaster: number; outcome: string | null; promoted: number; masterToBootedMs: number | null } | null;
+  /** Every failover, the final one (kind final-kill, after the soak) last. */
+  failovers: FailoverResult[];
   processes: LeakVerdict[];
   series: Series[];
   agentRestarts: Record<string, number>;
@@ -68,96 +77,6 @@ export interface SoakOptions {
 }
 
 class Fatal extends Error {}
-
-async function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  if (signal?.aborted === true) return;
-  await new Promise<void>((resolve) => {
-    const onAbort = (): void => {
-      clearTimeout(t);
-      resolve();
-    };
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
-
-/** `sh -c script` inside `name` through the engine's API (a docker CLI per write would cost a process each). */
-async function dockerExec(docker: Docker, name: string, script: string, timeoutMs = 30_000): Promise<number> {
-  const run = (async () => {
-    const ex = await docker.getContainer(name).exec({ Cmd: ['sh', '-c', script], AttachStdout: true, AttachStderr: true });
-    const stream = await ex.start({ hijack: true, stdin: false });
-    await new Promise<void>((resolve, reject) => {
-      stream.on('end', resolve);
-      stream.on('close', resolve);
-      stream.on('error', reject);
-      stream.resume();
-    });
-    const info = await ex.inspect();
-    return info.ExitCode ?? -1;
-  })();
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`docker exec in ${name}: no answer within ${timeoutMs} ms`)), timeoutMs);
-  });
-  try {
-    return await Promise.race([run, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-async function upperDir(docker: Docker, name: string): Promise<string | undefined> {
-  const info = (await docker.getContainer(name).inspect()) as { GraphDriver: { Data: Record<string, string> | null } };
-  return info.GraphDriver.Data?.['UpperDir'];
-}
-
-async function exportTree(docker: Docker, name: string): Promise<Tree> {
-  return readExport(await docker.getContainer(name).export());
-}
-
-/** A loop-mounted ext4 of `sizeMb` under a fresh temp dir; the standby's engine lives on it. */
-async function mountSmallFs(sizeMb: number): Promise<{ dir: string; unmount(): Promise<void> }> {
-  const base = await mkdtemp(join(tmpdir(), 'tlc-'));
-  const img = join(base, 'fs.img');
-  const dir = join(base, 'm');
-  await mkdir(dir);
-  await execFileP('truncate', ['-s', `${sizeMb}M`, img]);
-  await execFileP('mkfs.ext4', ['-q', '-F', '-m', '0', img], { timeout: 60_000 });
-  await execFileP('mount', ['-o', 'loop', img, dir]);
-  let mounted = true;
-  // An exit without the normal teardown (SIGINT: the lab's own handler destroys it and exits) still unmounts.
-  const unmountSync = (): void => {
-    if (!mounted) return;
-    try {
-      execFileSync('umount', ['-l', dir], { timeout: 10_000 });
-      execFileSync('rm', ['-rf', base], { timeout: 30_000 });
-    } catch {
-      // best effort on the way out
-    }
-  };
-  process.on('exit', unmountSync);
-  return {
-    dir,
-    async unmount() {
-      if (!mounted) return;
-      // mount -o loop sets autoclear: the loop device goes with the last unmount.
-      await execFileP('umount', [dir]).catch(async () => execFileP('umount', ['-l', dir]));
-      mounted = false;
-      process.off('exit', unmountSync);
-      await rm(base, { recursive: true, force: true });
-    },
-  };
-}
-
-/** The files `ldd` names for a binary (it runs in a busybox image that has no libc). */
-async function withLibraries(binary: string): Promise<string[]> {
-  const { stdout } = await execFileP('ldd', [binary]);
-  const libs = [...stdout.matchAll(/(\/\S+) \(0x/g)].map((m) => m[1]).filter((p): p is string => p !== undefined);
-  return [binary, ...libs];
-}
 
 export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
   const { plan, seed, log } = opts;
@@ -178,12 +97,12 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
   const series: Series[] = [];
   const unexpectedExits: string[] = [];
   const injected = Object.fromEntries(Object.keys(countKinds([])).map((k) => [k, 0])) as Record<FaultKind, number>;
-  const agentRestarts: Record<string, number> = { [PRIMARY]: 0, [STANDBY]: 0 };
+  const agentRestarts: Record<string, number> = { [FIRST_PRIMARY]: 0, [FIRST_STANDBY]: 0 };
   const writes = { ok: 0, failed: 0, byOp: Object.fromEntries(OPS.map((o) => [o, 0])) as Record<Op, number> };
   let finalConvergeMs: number | null = null;
   let soakS = 0;
   const divergences: Divergence[] = [];
-  let failover: SoakResult['failover'] = null;
+  const failovers: FailoverResult[] = [];
   let commits = 0;
   let generationCount = 0;
   const proxyStats: SoakResult['proxy'] = {};
@@ -203,10 +122,19 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const fs = await mountSmallFs(plan.standbyFsMb);
+  // Both hosts on a small file system of their own: the standby's is the one filled, and either host is the standby
+  // in turn.
+  const smallFs = new Map<string, Awaited<ReturnType<typeof mountSmallFs>>>();
   let al: AgentLab | null = null;
+  let journal: JournalView | null = null;
   const stop = new AbortController();
   try {
+    for (const host of [FIRST_PRIMARY, FIRST_STANDBY]) smallFs.set(host, await mountSmallFs(plan.standbyFsMb));
+    const fsOf = (host: string): string => {
+      const dir = smallFs.get(host)?.dir;
+      if (dir === undefined) throw new Error(`no file system for host ${host}`);
+      return dir;
+    };
     labStarted = true;
     al = await AgentLab.create({
       // The agents' errors (the first of each message; all are counted for the report) and the lab's own trouble.
@@ -231,26 +159,53 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       // schedule did not ask for (the agent abandons the promotion when BACKUP follows within its settle time).
       advertIntSec: 1,
       faultProxies: true,
-      engineBaseDirs: { [STANDBY]: fs.dir },
+      engineBaseDirs: { [FIRST_PRIMARY]: fsOf(FIRST_PRIMARY), [FIRST_STANDBY]: fsOf(FIRST_STANDBY) },
+      agentEnv: { TWINLAYER_FINALIZE_DEADLINE_MS: String(plan.finalizeDeadlineMs) },
     });
     const l = al;
-    const dockerOf = (host: string): Docker => new Docker({ socketPath: l.engine(host).socketPath });
-    const dA = dockerOf(PRIMARY);
-    const dB = dockerOf(STANDBY);
-    log(`lab ${l.lab.id} up; the standby's engine on a ${plan.standbyFsMb} MiB ext4 at ${fs.dir}`);
-    await importBusyboxImage(l.engine(PRIMARY).socketPath, IMAGE, { cmd: [], hostFiles: await withLibraries('/usr/bin/setfattr') });
-    await copyImage(l.engine(PRIMARY).socketPath, l.engine(STANDBY).socketPath, IMAGE);
+    const jv = new JournalView(l.bucket, join(l.lab.dir, 'chaos-blobs'));
+    journal = jv;
+    for (const host of l.hosts) l.faultProxy(host).onAnswer((a) => jv.noteAnswer(a));
+    const dockers = new Map<string, Docker>();
+    const dockerOf = (host: string): Docker => {
+      let d = dockers.get(host);
+      if (d === undefined) dockers.set(host, (d = new Docker({ socketPath: l.engine(host).socketPath })));
+      return d;
+    };
+    const roles: Roles = { primary: FIRST_PRIMARY, standby: FIRST_STANDBY, generation: 0 };
+    log(`lab ${l.lab.id} up; each engine on a ${plan.standbyFsMb} MiB ext4 (${l.hosts.map((h) => `${h}: ${fsOf(h)}`).join(', ')})`);
+    await importBusyboxImage(l.engine(FIRST_PRIMARY).socketPath, IMAGE, { cmd: [], hostFiles: await withLibraries('/usr/bin/setfattr') });
+    await copyImage(l.engine(FIRST_PRIMARY).socketPath, l.engine(FIRST_STANDBY).socketPath, IMAGE);
     for (const name of names) {
-      await dockerCli(l.engine(PRIMARY), ['run', '-d', '--name', name, '--label', 'twinlayer.enable=true', '--restart', 'unless-stopped', '--network', 'none',
+      await dockerCli(l.engine(FIRST_PRIMARY), ['run', '-d', '--name', name, '--label', 'twinlayer.enable=true', '--restart', 'unless-stopped', '--network', 'none',
         IMAGE, 'sh', '-c', "trap 'exit 0' TERM; mkdir -p /data; while true; do sleep 1; done"]);
     }
-    log(`${names.length} protected containers (+ ${WEB}) running on ${PRIMARY}`);
+    log(`${names.length} protected containers (+ ${WEB}) running on ${FIRST_PRIMARY}`);
 
     // --- agents: start, watch for deaths we did not cause, sample RSS and descriptors ---
     const lives = new Map<string, { run: AgentRun; series: Series; killedByUs: boolean }>();
     const agentDown = new Set<string>();
+    /** Hosts whose engine the soak has killed and not started again yet, and when each was last started again. */
+    const enginesDown = new Set<string>();
+    const engineUpAt = new Map<string, number>();
     const startAgent = async (host: string): Promise<void> => {
-      const run = await l.startAgent(host);
+      // An agent refuses to start while its Docker engine does not answer (exit 2); systemd's Restart=always
+      // (RestartSec=1s, infra/systemd) starts it again until it does. So does the soak, while it has the engine down.
+      let run: AgentRun;
+      let retrying = false;
+      for (const deadline = Date.now() + plan.agentStartMs; ;) {
+        const attempt = Date.now();
+        try {
+          run = await l.startAgent(host);
+          break;
+        } catch (err) {
+          const engineWasDown = enginesDown.has(host) || (engineUpAt.get(host) ?? 0) >= attempt;
+          if (!engineWasDown || Date.now() > deadline) throw err;
+          if (!retrying) log(`agent on ${host} refused to start while its engine is down; starting it again every second (as systemd would)`);
+          retrying = true;
+          await sleep(1000);
+        }
+      }
       const s: Series = { name: `agent-${host}#${series.filter((x) => x.name.startsWith(`agent-${host}#`)).length + 1}`, pid: run.proc.pid, startedAt: now(), samples: [] };
       series.push(s);
       const life = { run, series: s, killedByUs: false };
@@ -263,19 +218,44 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
         fail(msg);
       });
     };
-    await Promise.all([startAgent(PRIMARY), startAgent(STANDBY)]);
+    await Promise.all([startAgent(FIRST_PRIMARY), startAgent(FIRST_STANDBY)]);
     await l.startKeepalived();
-    await waitFor(`${PRIMARY} primary`, 60_000, async () => ((await l.status(PRIMARY))?.claim?.status === 'owner' ? true : undefined), 100);
+    const first = await waitFor(`${FIRST_PRIMARY} primary`, 60_000, async () => {
+      const st = await l.status(FIRST_PRIMARY);
+      return st?.claim?.status === 'owner' ? st : undefined;
+    }, 100);
+    roles.generation = first.generation ?? 0;
     const setupConverge = Date.now();
     // A container without changes (web) has no commit; its twin is made from its spec all the same.
     await waitFor('the first full sync of every container on the standby', 120_000, async () => {
-      const st = await l.converged(STANDBY);
+      const st = await l.converged(FIRST_STANDBY);
       return st !== undefined && protectedNames.every((n) => st.containers.some((c) => c.name === n && c.twin === 'stopped')) ? true : undefined;
     }, 500).catch(async (err: unknown) => {
-      const st = await l.status(STANDBY);
+      const st = await l.status(FIRST_STANDBY);
       throw new Fatal(`${(err as Error).message}; head ${JSON.stringify(await l.head())}; standby status ${JSON.stringify(st)}`);
     });
-    log(`agents up, ${PRIMARY} MASTER, standby converged in ${Date.now() - setupConverge} ms; soak starts`);
+    log(`agents up, ${FIRST_PRIMARY} MASTER (generation ${roles.generation}), standby converged in ${Date.now() - setupConverge} ms; soak starts`);
+
+    // --- writes go to whichever host is primary now; a failover pauses them while it checks the new primary ---
+    const book = new MarkerBook(names, roles.primary);
+    const inflight = new Set<Promise<unknown>>();
+    let writeHost: string | null = roles.primary;
+    const pauseWrites = async (): Promise<void> => {
+      writeHost = null;
+      await Promise.all([...inflight]);
+    };
+    const resumeWrites = (): void => {
+      writeHost = roles.primary;
+    };
+    /** A command in a container of the primary, counted in flight (so a pause waits for it); null while paused. */
+    const onPrimary = (name: string, script: string): Promise<number> | null => {
+      const host = writeHost;
+      if (host === null) return null;
+      const p = dockerExec(dockerOf(host), name, script);
+      const settled = p.catch(() => undefined).finally(() => inflight.delete(settled));
+      inflight.add(settled);
+      return p;
+    };
 
     const sampler = setInterval(() => {
       for (const life of lives.values()) {
@@ -291,7 +271,9 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     const probePoller = setInterval(() => {
       void (async () => {
         try {
-          const upper = await upperDir(dB, PROBE_CONTAINER);
+          // Only a twin: the old primary's own container, still there after a failover, holds probes that never
+          // reached the bucket.
+          const upper = await upperDir(dockerOf(roles.standby), PROBE_CONTAINER, { twinOnly: true });
           if (upper === undefined) return;
           const v = Number.parseInt(await readFile(join(upper, 'probe'), 'utf8'), 10);
           if (Number.isFinite(v) && v > probeSeen) probeSeen = v;
@@ -310,14 +292,14 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       const endedAt = f.end ?? now();
       probeChain.push((async () => {
         const n = ++probeWritten;
-        // The write itself waits out a primary engine that is down.
+        // The write itself waits out a primary engine that is down, and a failover.
         for (let i = 0; ; i++) {
           try {
-            if ((await dockerExec(dA, PROBE_CONTAINER, `echo ${n} > /probe`)) === 0) break;
+            if ((await onPrimary(PROBE_CONTAINER, `echo ${n} > /probe`)) === 0) break;
           } catch {
             // engine down
           }
-          if (i > 600) return fail(`probe ${n} after ${f.kind} (${f.detail}) could not be written on ${PRIMARY}/${PROBE_CONTAINER} for 5 min`);
+          if (i > 600) return fail(`probe ${n} after ${f.kind} (${f.detail}) could not be written on ${roles.primary}/${PROBE_CONTAINER} for 5 min`);
           await sleep(500);
         }
         const seen = new Promise<void>((resolve) => probeWaiters.add({ n, resolve }));
@@ -330,14 +312,13 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
             return;
           }
           if (attributableMs > plan.faultConvergeBoundMs) {
-            return fail(`convergence timeout: ${PROBE_CONTAINER}'s probe ${n}, written after ${f.kind} (${f.detail}) ended at ${Math.round(endedAt / 1000)} s, not staged on ${STANDBY} after ${Math.round(ms / 1000)} s (${Math.round(attributableMs / 1000)} s not explained by other faults); standby has probe ${probeSeen}`);
+            return fail(`convergence timeout: ${PROBE_CONTAINER}'s probe ${n}, written after ${f.kind} (${f.detail}) ended at ${Math.round(endedAt / 1000)} s, not staged on ${roles.standby} after ${Math.round(ms / 1000)} s (${Math.round(attributableMs / 1000)} s not explained by other faults); standby has probe ${probeSeen}`);
           }
         }
       })());
     };
 
     // --- faults ---
-    const enginesDown = new Set<string>();
     const targetBusy = new Set<string>();
     const killAgent = async (host: string, downMs: number, kind: KillKind): Promise<void> => {
       const life = lives.get(host);
@@ -378,10 +359,11 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
         }
       }
       enginesDown.delete(host);
-      if (host === PRIMARY) {
+      engineUpAt.set(host, Date.now());
+      if (host === roles.primary) {
         // Docker's restart policy brings the protected containers back: wait for them, as the end of this fault.
         await waitFor(`the protected containers running again on ${host}`, 120_000, async () => {
-          const list = await dA.listContainers({ filters: { label: ['twinlayer.enable=true'] } });
+          const list = await dockerOf(host).listContainers({ filters: { label: ['twinlayer.enable=true'] } });
           return list.length === protectedNames.length ? true : undefined;
         }, 250).catch((err: unknown) => fail(`engine ${host} restarted but its containers did not all run again: ${(err as Error).message}`));
       }
@@ -390,13 +372,14 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     };
     let ballast: string | null = null;
     const diskFull = async (ms: number): Promise<void> => {
-      const f = faults.begin('disk-full', `${STANDBY}'s data root, ${Math.round(ms / 1000)} s`);
+      const host = roles.standby;
+      const f = faults.begin('disk-full', `${host}'s data root, ${Math.round(ms / 1000)} s`);
       injected['disk-full']++;
-      ballast = join(fs.dir, 'ballast');
-      const st = await statfs(fs.dir);
+      ballast = join(fsOf(host), 'ballast');
+      const st = await statfs(fsOf(host));
       const bytes = st.bavail * st.bsize - 64 * 1024;
       if (bytes > 0) await execFileP('fallocate', ['-l', String(bytes), ballast]).catch((err: unknown) => log(`fallocate: ${String(err)}`));
-      log(`disk full on ${STANDBY}: ${Math.round(bytes / 1048576)} MiB of ballast, ${(await statfs(fs.dir)).bavail * st.bsize} bytes left`);
+      log(`disk full on ${host}: ${Math.round(bytes / 1048576)} MiB of ballast, ${(await statfs(fsOf(host))).bavail * st.bsize} bytes left`);
       await sleep(ms, stop.signal);
       await rm(ballast, { force: true });
       ballast = null;
@@ -408,11 +391,9 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       const f = faults.begin('outage', `${Math.round(ms / 1000)} s`);
       injected.outage++;
       outageActive = true;
-      await l.cutBucket(PRIMARY);
-      await l.cutBucket(STANDBY);
+      for (const host of l.hosts) await l.cutBucket(host);
       await sleep(ms, stop.signal);
-      await l.healBucket(PRIMARY);
-      await l.healBucket(STANDBY);
+      for (const host of l.hosts) await l.healBucket(host);
       outageActive = false;
       faults.end(f);
       probe(f);
@@ -436,17 +417,88 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       }).finally(() => running.delete(q));
       running.add(q);
     };
+
+    // --- failovers: one at a time (the chain); from the moment one is due until the new primary is checked and the
+    // old one's agent and keepalived run again, no kill, outage or full disk (they wait at the gate, and it waits for
+    // those under way): a bucket out of reach at MASTER boots by design from what is staged, which is not what is
+    // checked. Whoever passes the gate begins its fault in the same synchronous run (no await between), so a failover
+    // that closes the gate next sees it as blocking ---
+    let failoverGate: Promise<void> | null = null;
+    let failoverChain: Promise<unknown> = Promise.resolve();
+    const failoverDeps: FailoverDeps = {
+      lab: l, plan, names, protectedNames, journal: jv, book, docker: dockerOf, roles, log, now, pauseWrites, resumeWrites,
+      agentKilled: (host) => {
+        const life = lives.get(host);
+        if (life !== undefined) life.killedByUs = true;
+        agentDown.add(host);
+      },
+      startAgent: async (host) => {
+        await startAgent(host);
+        agentRestarts[host] = (agentRestarts[host] ?? 0) + 1;
+      },
+      faultsBetween: (from, to) => faults.intervals.filter((f) => f.start >= from && f.start <= to).map((f) => `${f.kind} (${f.detail}) at ${Math.round(f.start / 1000)} s`),
+    };
+    const failover = (kind: FailoverKind | 'final-kill', keepVrrpStateFile: boolean): Promise<void> => {
+      const run = failoverChain.then(() => failoverNow(kind, keepVrrpStateFile));
+      failoverChain = run.catch(() => undefined);
+      return run;
+    };
+    const failoverNow = async (kind: FailoverKind | 'final-kill', keepVrrpStateFile: boolean): Promise<void> => {
+      let open = (): void => undefined;
+      failoverGate = new Promise<void>((resolve) => (open = resolve));
+      let over = false;
+      const exclusiveOver = (): void => {
+        if (over) return;
+        over = true;
+        failoverGate = null;
+        open();
+      };
+      try {
+        const longest = Math.max(0, ...plan.outagesMs, ...plan.diskFullsMs);
+        await waitFor('no kill, outage or full disk in progress', longest + 120_000, () => Promise.resolve(faults.blocked() && !stop.signal.aborted ? undefined : true), 200);
+        if (stop.signal.aborted && kind !== 'final-kill') return;
+        const f = faults.begin(kind === 'final-kill' ? 'failover-kill' : kind, `${roles.primary} → ${roles.standby}${keepVrrpStateFile ? ', VRRP state file kept' : ''}`);
+        if (kind !== 'final-kill') injected[kind]++;
+        let r: FailoverResult;
+        try {
+          r = await runFailover(failoverDeps, failovers.length + 1, kind, {
+            keepVrrpStateFile, exclusiveOver, unexplainedSince: (from) => now() - from - faults.blockedMs(from, now(), f.id),
+          });
+        } catch (err) {
+          throw new Fatal(`failover ${failovers.length + 1} (${kind}, ${roles.primary} → ${roles.standby}): ${(err as Error).message}`);
+        }
+        failovers.push(r);
+        for (const x of r.failures) fail(x);
+        faults.end(f);
+        if (kind !== 'final-kill') probe(f);
+      } finally {
+        exclusiveOver();
+      }
+    };
+
     const play = async (ev: ScheduledFault): Promise<void> => {
       switch (ev.kind) {
+        case 'failover-kill':
+        case 'failover-keepalived':
+          return failover(ev.kind, ev.keepVrrpStateFile);
         case 'kill-pusher':
         case 'kill-puller':
         case 'kill-engine-primary':
         case 'kill-engine-standby': {
-          const host = ev.kind === 'kill-pusher' || ev.kind === 'kill-engine-primary' ? PRIMARY : STANDBY;
-          const target = ev.kind.startsWith('kill-engine') ? `engine-${host}` : `agent-${host}`;
-          // One kill of a target at a time: a kill that comes while the target is still down waits (bounded).
-          for (let i = 0; targetBusy.has(target) || (target.startsWith('agent') && agentDown.has(host)); i++) {
-            if (i > 1200 || stop.signal.aborted) return;
+          // The role is the host's at the moment of the kill. One kill of a target at a time: a kill that comes while
+          // the target is still down waits (bounded), as one that comes during a failover does.
+          let host: string;
+          let target: string;
+          for (let waited = 0; ; waited += 100) {
+            if (stop.signal.aborted || waited > 120_000) return;
+            if (failoverGate !== null) {
+              await failoverGate;
+              waited = 0;
+              continue;
+            }
+            host = ev.kind === 'kill-pusher' || ev.kind === 'kill-engine-primary' ? roles.primary : roles.standby;
+            target = ev.kind.startsWith('kill-engine') ? `engine-${host}` : `agent-${host}`;
+            if (!targetBusy.has(target) && !(target.startsWith('agent') && agentDown.has(host))) break;
             await sleep(100);
           }
           targetBusy.add(target);
@@ -458,40 +510,49 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
           return;
         }
         case 'outage':
-          if (outageActive) return;
+          while (failoverGate !== null) await failoverGate;
+          if (outageActive || stop.signal.aborted) return;
           return outage(ev.ms);
         case 'disk-full':
-          if (ballast !== null) return;
+          while (failoverGate !== null) await failoverGate;
+          if (ballast !== null || stop.signal.aborted) return;
           return diskFull(ev.ms);
         default:
-          netFault(ev.kind, ev.host === 'primary' ? PRIMARY : STANDBY, ev.count);
+          netFault(ev.kind, ev.host === 'primary' ? roles.primary : roles.standby, ev.count);
       }
     };
 
     // --- the soak: writes and the schedule ---
     const soakStart = now();
     const writer = (async () => {
-      const inflight = new Set<Promise<void>>();
       const gap = 1000 / plan.writesPerSecond;
       while (!stop.signal.aborted && now() - soakStart < plan.soakMs) {
-        if (inflight.size < 6) {
-          const name = writePrng.pick(names);
-          const { op, script } = drawOp(writePrng);
-          const p = dockerExec(dA, name, script).then((code) => {
-            if (code === 0) {
-              writes.ok++;
-              writes.byOp[op]++;
-            } else {
+        const name = writePrng.pick(names);
+        // One write per container at a time: its marker then exists only after every acknowledged one below it.
+        const w = writeHost !== null && book.inFlight() < WRITES_IN_FLIGHT ? book.begin(name) : null;
+        if (w !== null) {
+          const { op, script } = drawOp(writePrng, markerScript(w.n));
+          const p = onPrimary(name, script);
+          if (p === null) {
+            book.end(name, w, false);
+          } else {
+            void p.then((code) => {
+              book.end(name, w, code === 0);
+              if (code === 0) {
+                writes.ok++;
+                writes.byOp[op]++;
+              } else {
+                writes.failed++;
+              }
+            }, () => {
+              book.end(name, w, false);
               writes.failed++;
-            }
-          }, () => {
-            writes.failed++;
-          }).finally(() => inflight.delete(p));
-          inflight.add(p);
+            });
+          }
         }
         await sleep(writePrng.range(0.5, 1.5) * gap, stop.signal);
       }
-      await Promise.all(inflight);
+      await Promise.all([...inflight]);
     })();
     let lastReport = 0;
     for (const ev of schedule) {
@@ -512,35 +573,38 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
 
     // --- everything stops, heals and converges ---
     stop.abort(); // ends the outage and disk-full waits early
-    for (const host of [PRIMARY, STANDBY]) l.faultProxy(host).pass();
+    for (const host of l.hosts) l.faultProxy(host).pass();
     await Promise.all([...running]);
-    for (const host of [PRIMARY, STANDBY]) {
+    for (const host of l.hosts) {
       await l.healBucket(host);
       l.faultProxy(host).pass();
       if (!lives.get(host)?.run.proc.running) await startAgent(host).catch((err: unknown) => fail(`agent on ${host} could not be started for the final convergence: ${String(err)}`));
     }
     if (failures.some((x) => x.startsWith('agent') || x.startsWith('engine'))) throw new Fatal('the lab is not whole after the soak (see the failures above)');
+    const [P, S] = [roles.primary, roles.standby];
+    const [dP, dS] = [dockerOf(P), dockerOf(S)];
+    log(`${P} is the primary, ${S} the standby (generation ${roles.generation}) after ${failovers.length} failover(s)`);
     const token = `final-${seed}-${Date.now()}`;
     const finalStart = Date.now();
     for (const name of protectedNames) {
-      await waitFor(`the final marker written in ${name} on ${PRIMARY}`, 60_000, async () => ((await dockerExec(dA, name, `echo ${token} > /chaos-final`)) === 0 ? true : undefined), 500);
+      await waitFor(`the final marker written in ${name} on ${P}`, 60_000, async () => ((await dockerExec(dP, name, `echo ${token} > /chaos-final`)) === 0 ? true : undefined), 500);
     }
     let lagging: string[] = [];
     try {
       await waitFor('every twin holding the final marker and the standby staged to the head', plan.finalConvergeMs, async () => {
         lagging = [];
         for (const name of protectedNames) {
-          const upper = await upperDir(dB, name).catch(() => undefined);
+          const upper = await upperDir(dS, name, { twinOnly: true }).catch(() => undefined);
           const v = upper === undefined ? null : await readFile(join(upper, 'chaos-final'), 'utf8').catch(() => null);
           if (v?.trim() !== token) lagging.push(name);
         }
         if (lagging.length > 0) return undefined;
-        return (await l.converged(STANDBY)) !== undefined ? true : undefined;
+        return (await l.converged(S)) !== undefined ? true : undefined;
       }, 500);
       finalConvergeMs = Date.now() - finalStart;
       log(`converged ${finalConvergeMs} ms after the last marker write`);
     } catch (err) {
-      const st = await l.status(STANDBY);
+      const st = await l.status(S);
       const detail = (st?.containers ?? []).filter((c) => lagging.includes(c.name) || c.lastError).map((c) => `${c.name}: staged ${c.stagedSeq ?? '?'} twin ${c.twin ?? '?'} error ${c.lastError ?? '-'}`).join('; ');
       throw new Fatal(`final convergence timeout after ${plan.finalConvergeMs} ms: ${lagging.length > 0 ? `twins without the final marker: ${lagging.join(', ')}` : 'the standby did not report every container staged to the head'}; ${detail} (${(err as Error).message})`);
     }
@@ -551,60 +615,40 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     // --- the oracle: docker export of every twin equals its primary's ---
     const primaryTrees = new Map<string, Tree>();
     for (const name of protectedNames) {
-      const [ta, tb] = await Promise.all([exportTree(dA, name), exportTree(dB, name)]);
+      const [ta, tb] = await Promise.all([exportTree(dP, name), exportTree(dS, name)]);
       primaryTrees.set(name, ta);
       const diff = diffTrees(ta, tb, ['primary', 'twin']);
       if (diff.length > 0) {
         divergences.push({ container: name, phase: 'twin', differences: diff.slice(0, 20) });
-        fail(`divergence: twin of ${name} on ${STANDBY} differs from its primary:\n${diff.slice(0, 10).join('\n')}`);
+        fail(`divergence: twin of ${name} on ${S} differs from its primary:\n${diff.slice(0, 10).join('\n')}`);
       }
     }
     log(`compared ${protectedNames.length} exports: ${divergences.length} divergent`);
 
     clearInterval(sampler);
-    const gens = await l.bucket.listGenerations();
-    generationCount = gens.length;
-    for (const g of gens) for await (const item of l.bucket.listRecords(g, 0)) if ('record' in item) commits++;
-    for (const host of [PRIMARY, STANDBY]) {
+    commits = await jv.refreshAll();
+    generationCount = (await l.bucket.listGenerations()).length;
+    for (const p of jv.problems) fail(`bucket: ${p}`);
+    const head = await l.head();
+    if (head.generation !== roles.generation) fail(`the newest generation is ${head.generation}, not ${roles.generation}: a failover happened outside the schedule`);
+    for (const host of l.hosts) {
       const p = l.faultProxy(host);
       proxyStats[host] = { requests: p.stats.requests, faults: { ...p.stats.faults } };
     }
 
-    // --- a failover at the end: everything that reached the bucket before MASTER must be in the promoted containers ---
-    const before = await l.head();
-    const commitsBeforeMaster = commits;
+    // --- a failover at the end, checked as the others, and each promoted container equal to its primary before ---
     expectExits = true;
-    const killedAt = Date.now();
-    await l.kill(PRIMARY);
-    const promoted = await waitFor(`${STANDBY} promoted`, 120_000, async () => {
-      const st = await l.status(STANDBY);
-      return st?.role === 'primary' && (st.lastPromotion?.ms ?? 0) > 0 ? st : undefined;
-    }, 100).catch((err: unknown) => {
-      fail(`failover: ${STANDBY} was not promoted: ${String(err)}`);
-      return null;
-    });
-    if (promoted !== null) {
-      const started = (promoted.lastPromotion?.start?.containers ?? []).filter((c) => c.ok).map((c) => c.name);
+    await failover('final-kill', false);
+    const last = failovers.at(-1);
+    if (last?.kind === 'final-kill') {
+      const dN = dockerOf(last.to);
       for (const name of protectedNames) {
-        if (!started.includes(name)) {
-          divergences.push({ container: name, phase: 'promoted', differences: ['not started at MASTER'] });
-          fail(`failover: ${name} was not started on ${STANDBY} at MASTER (outcome ${promoted.lastPromotion?.outcome ?? '?'})`);
-          continue;
-        }
-        const diff = diffTrees(primaryTrees.get(name) ?? (new Map() as Tree), await exportTree(dB, name), ['primary before the kill', 'promoted']);
+        const diff = diffTrees(primaryTrees.get(name) ?? (new Map() as Tree), await exportTree(dN, name), ['primary before the kill', 'promoted']);
         if (diff.length > 0) {
           divergences.push({ container: name, phase: 'promoted', differences: diff.slice(0, 20) });
-          fail(`failover: promoted ${name} on ${STANDBY} lacks what reached the bucket before MASTER:\n${diff.slice(0, 10).join('\n')}`);
+          fail(`failover: promoted ${name} on ${last.to} lacks what reached the bucket before MASTER:\n${diff.slice(0, 10).join('\n')}`);
         }
       }
-      failover = {
-        headBeforeKill: before.containers,
-        commitsBeforeMaster,
-        outcome: promoted.lastPromotion?.outcome ?? null,
-        promoted: started.length,
-        masterToBootedMs: promoted.lastPromotion?.ms ?? null,
-      };
-      log(`failover: ${STANDBY} ${failover.outcome ?? '?'} ${started.length} containers in ${Date.now() - killedAt} ms after the kill; ${divergences.filter((d) => d.phase === 'promoted').length} differ from the primary`);
     }
   } catch (err) {
     fail(err instanceof Fatal ? err.message : `soak aborted: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
@@ -612,7 +656,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     stop.abort();
     expectExits = true;
     if (al !== null) await al.destroy().catch((err: unknown) => fail(`teardown: ${String(err)}`));
-    await fs.unmount().catch((err: unknown) => fail(`unmount ${fs.dir}: ${String(err)}`));
+    await journal?.close();
+    for (const fs of smallFs.values()) await fs.unmount().catch((err: unknown) => fail(`unmount ${fs.dir}: ${String(err)}`));
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
@@ -645,6 +690,6 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     convergence: {
       probes: convergences.length, longestMs: Math.max(0, ...convergences.map((c) => c.ms)), longestAttributableMs: longest?.attributableMs ?? 0, longest, byKind, all: convergences,
     },
-    divergences, failover, processes, series, agentRestarts, agentErrors, unexpectedExits, failures,
+    divergences, failovers, processes, series, agentRestarts, agentErrors, unexpectedExits, failures,
   };
 }

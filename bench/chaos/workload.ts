@@ -36,8 +36,9 @@ function content(prng: Prng, path: string, op: '>' | '>>'): string {
   return `head -c ${bytes} /dev/urandom ${op} ${path}`;
 }
 
-/** One operation as a shell script; failures inside (a missing file) are part of the mix, never fatal. */
-export function drawOp(prng: Prng): { op: Op; script: string } {
+/** One operation as a shell script; failures inside (a missing file) are part of the mix, never fatal. `then` runs
+ *  after it and gives the script's exit status (the soak's marker, markers.ts). */
+export function drawOp(prng: Prng, then = 'exit 0'): { op: Op; script: string } {
   const op = prng.weighted(WEIGHTS);
   const f = file(prng);
   const parent = `mkdir -p ${f.slice(0, f.lastIndexOf('/'))}`;
@@ -107,5 +108,5 @@ export function drawOp(prng: Prng): { op: Op; script: string } {
       break;
     }
   }
-  return { op, script: `{ ${s}; } >/dev/null 2>&1; exit 0` };
+  return { op, script: `{ ${s}; } >/dev/null 2>&1; ${then}` };
 }

@@ -8,6 +8,9 @@ import type { Socket } from 'node:net';
 
 export type Fault = 'reset' | 'hang' | 'slowdown' | 'error500' | 'truncate' | 'lose-answer';
 
+/** An answer of the server behind the proxy: by then it has carried the request out (`at`: epoch ms). */
+export interface ProxyAnswer { method: string; path: string; status: number; at: number }
+
 export interface FaultProxy {
   endpoint: string;
   port: number;
@@ -24,6 +27,9 @@ export interface FaultProxy {
   /** Listens again on the same port. */
   accept(): Promise<void>;
   readonly stats: { requests: number; faults: Record<Fault, number> };
+  /** Calls `listener` with every answer of the server, also one the proxy then loses or truncates (the chaos soak
+   *  learns when a commit reached the bucket); returns a function that removes it. */
+  onAnswer(listener: (a: ProxyAnswer) => void): () => void;
   close(): Promise<void>;
 }
 
@@ -37,6 +43,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   const sockets = new Set<Socket>();
   let fault: Fault | null = null;
   let remaining = 0;
+  const listeners = new Set<(a: ProxyAnswer) => void>();
   const stats = { requests: 0, faults: { reset: 0, hang: 0, slowdown: 0, error500: 0, truncate: 0, 'lose-answer': 0 } as Record<Fault, number> };
 
   const take = (method: string): Fault | null => {
@@ -75,6 +82,8 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     const upReq = http.request(
       { host: up.hostname, port: up.port, method: req.method, path: req.url, headers: req.headers, agent },
       (upRes) => {
+        const answer: ProxyAnswer = { method: req.method ?? '', path: req.url ?? '', status: upRes.statusCode ?? 0, at: Date.now() };
+        for (const l of listeners) l(answer);
         if (f === 'lose-answer') {
           upRes.resume();
           upRes.on('end', () => req.socket.resetAndDestroy());
@@ -144,6 +153,10 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     },
     refuse: stop,
     accept: () => listen(port),
+    onAnswer(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
     async close() {
       await stop();
       agent.destroy();

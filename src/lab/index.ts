@@ -66,6 +66,12 @@ export interface Lab {
    * while another host holds the VIP. Resolves once keepalived runs (not after an election).
    */
   startKeepalivedOn(host: string): Promise<void>;
+  /**
+   * Stop one host's keepalived as an operator would (SIGTERM): it leaves as a VRRP router does (a priority-0 advert,
+   * so a peer takes over at once; the VIP removed; notify with STOP) while the rest of the host runs on. Resolves once
+   * it has exited (bounded); startKeepalivedOn brings it back.
+   */
+  stopKeepalivedOn(host: string): Promise<void>;
   /** Which host holds the VIP now; null when none. Throws LAB_STATE if more than one does (split brain). */
   vipHolder(): Promise<string | null>;
   /** Bounded wait until `host` holds the VIP; returns the ms waited. */
@@ -266,6 +272,18 @@ export async function createLab(opts: CreateLabOptions = {}): Promise<Lab> {
         await new Promise((r) => setTimeout(r, 20));
       }
       log(`lab ${id}: keepalived started again in ${host}`);
+    },
+
+    async stopKeepalivedOn(host) {
+      hostByName(host);
+      const k = keepaliveds.get(host);
+      if (k === undefined || !k.proc.running) throw new LabError('LAB_STATE', `stopKeepalivedOn(${host}): keepalived does not run there`);
+      k.proc.kill('SIGTERM');
+      let timer: NodeJS.Timeout | undefined;
+      const exited = await Promise.race([k.proc.exited.then(() => true), new Promise<false>((r) => (timer = setTimeout(() => r(false), 10_000)))]);
+      clearTimeout(timer);
+      if (!exited) throw new LabError('LAB_TIMEOUT', `keepalived of ${host} did not exit within 10 s of SIGTERM`);
+      log(`lab ${id}: keepalived stopped in ${host}`);
     },
 
     async vipHolder() {

@@ -35,9 +35,16 @@ describe('chaos soak, quick', { timeout: 600_000 }, () => {
       assert.deepEqual(r.divergences, []);
       assert.deepEqual(r.failures, []);
       assert.ok(r.commits > r.containers, 'commits reached the bucket');
-      assert.ok(r.failover !== null && r.failover.promoted === r.containers + 1, 'the final failover started every container');
+      const mid = r.failovers.filter((f) => f.kind !== 'final-kill');
+      assert.ok(mid.some((f) => f.kind === 'failover-kill') && mid.some((f) => f.kind === 'failover-keepalived'), `failovers of both kinds during the soak: ${JSON.stringify(mid.map((f) => f.kind))}`);
+      assert.equal(r.failovers.at(-1)?.kind, 'final-kill', 'the final failover ran');
+      for (const f of r.failovers) {
+        assert.deepEqual(f.failures, []);
+        assert.ok(f.commitsBeforeMasterOldGeneration > 0 && f.markersChecked > 0, `failover ${f.n} checked commits and markers`);
+        assert.equal(f.lostWritesAccounted, f.kind === 'final-kill' ? 0 : f.lostWrites, `failover ${f.n}: every lost write is in a divergent tail`);
+      }
       assert.ok(r.processes.some((p) => p.judged), 'at least one agent life was judged for leaks');
-      t.diagnostic(`kills ${r.kills.total}, outage ${r.outage.seconds} s, commits ${r.commits}, longest convergence ${r.convergence.longestAttributableMs} ms`);
+      t.diagnostic(`kills ${r.kills.total}, outage ${r.outage.seconds} s, commits ${r.commits}, failovers ${r.failovers.length}, longest convergence ${r.convergence.longestAttributableMs} ms`);
     } finally {
       await rm(out, { recursive: true, force: true });
     }

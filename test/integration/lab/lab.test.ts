@@ -138,6 +138,24 @@ describe('lab: keepalived election, VIP and failover', () => {
     assert.equal(await until('standby page on the VIP', 5_000, async () => ((await fetchVip(l)) === 'served by standby' ? 'ok' : undefined)), 'ok');
   });
 
+  test('stopping the MASTER\'s keepalived (SIGTERM) hands the VIP over at once, notified STOP; started again it rejoins as BACKUP', async () => {
+    assert.ok(lab);
+    const l = lab;
+    assert.equal(await l.vipHolder(), 'standby');
+    const [beforeP, beforeS] = [(await events(l, 'primary')).length, (await events(l, 'standby')).length];
+    await l.stopKeepalivedOn('standby');
+    await assert.rejects(l.stopKeepalivedOn('standby'), /does not run/);
+    await until('MASTER notify on the primary', 5_000, async () => (await events(l, 'primary')).slice(beforeP).find((e) => e[3] === 'MASTER'));
+    await until('STOP notify on the standby', 5_000, async () => (await events(l, 'standby')).slice(beforeS).find((e) => e[3] === 'STOP'));
+    await l.waitForVip('primary', 5_000);
+    // Its httpd died with the host kill above: the revived host serves again.
+    await l.spawn('primary', ['/bin/busybox', 'httpd', '-f', '-p', `${l.vip}:8080`, '-h', join(l.dir, 'www-primary')]);
+    assert.equal(await until('primary page on the VIP', 5_000, async () => ((await fetchVip(l)) === 'served by primary' ? 'ok' : undefined)), 'ok');
+    await l.startKeepalivedOn('standby');
+    await until('BACKUP notify on the standby', 10_000, async () => (await events(l, 'standby')).slice(beforeS).find((e) => e[3] === 'BACKUP'));
+    assert.equal(await l.vipHolder(), 'primary');
+  });
+
   test('destroy leaves no namespace, veth, process or temp dir behind', async () => {
     assert.ok(lab);
     const l = lab;

@@ -25,9 +25,29 @@ describe('chaos schedule', () => {
       assert.ok(counts['kill-pusher'] + counts['kill-puller'] + counts['kill-engine-primary'] + counts['kill-engine-standby'] >= 100);
       assert.ok(full.some((f) => f.kind === 'outage' && f.ms === 300_000));
       for (const f of full) assert.ok(f.at >= 0 && f.at < plan.soakMs);
-      const agentKills = full.filter((f) => f.kind === 'kill-pusher' || f.kind === 'kill-puller');
+      const agentKills = full.filter((f) => f.kind === 'kill-pusher' || f.kind === 'kill-puller' || f.kind === 'failover-kill');
       assert.ok(agentKills.every((f) => f.at < plan.soakMs - plan.agentKillFreeTailMs), 'no agent kill in the tail');
     }
+  });
+
+  it('has failovers of both kinds in the middle of every soak, a kill of the whole host first, one every 8-9 min in the full run', () => {
+    for (let seed = 0; seed < 20; seed++) {
+      for (const plan of [quickPlan(), fullPlan(), fullPlan(12)]) {
+        const fo = drawSchedule(plan, new Prng(seed)).filter((f) => f.kind === 'failover-kill' || f.kind === 'failover-keepalived');
+        assert.equal(fo.length, plan.failovers);
+        assert.equal(fo[0]?.kind, 'failover-kill', `seed ${seed}, ${plan.mode}: the first failover kills the host`);
+        assert.ok(fo.some((f) => f.kind === 'failover-keepalived'), `seed ${seed}, ${plan.mode}: a keepalived stop too`);
+        for (const f of fo) assert.ok(f.at >= plan.soakMs * 0.1 && f.at < plan.soakMs - plan.failoverRoomMs, `seed ${seed}, ${plan.mode}: failover at ${f.at} ms`);
+      }
+    }
+    assert.equal(fullPlan().failovers, 5);
+    assert.equal(fullPlan().containers, 40);
+  });
+
+  it('draws the faults of a seed as before failovers existed (replays stay replays)', () => {
+    const withFailovers = drawSchedule(fullPlan(12), new Prng(20261206)).filter((f) => f.kind !== 'failover-kill' && f.kind !== 'failover-keepalived');
+    const without = drawSchedule({ ...fullPlan(12), failovers: 0 }, new Prng(20261206));
+    assert.deepEqual(withFailovers, without);
   });
 
   it('places outages without overlap, each ending before the soak does', () => {
