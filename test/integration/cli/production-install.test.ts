@@ -10,6 +10,7 @@ import { cp, mkdir, mkdtemp, rm, stat, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { promisify } from 'node:util';
+import { testKeyEnv } from '../../support/signing.js';
 import { freePort, repoRoot } from '../../support/twinlayer.js';
 
 const execFileP = promisify(execFile);
@@ -86,6 +87,8 @@ describe('a production install (npm ci --omit=dev)', { timeout: 180_000 }, () =>
       AWS_ACCESS_KEY_ID: 'x', AWS_SECRET_ACCESS_KEY: 'y', AWS_REGION: 'us-east-1',
       TWINLAYER_STATE_DIR: join(dir, 'state'), TWINLAYER_DOCKER_SOCKET: join(dir, 'no-docker.sock'), TWINLAYER_VRRP_STATE_FILE: join(dir, 'vrrp-state'),
       TWINLAYER_HOOK_LISTEN: `127.0.0.1:${closed}`, TWINLAYER_HOOK_ALLOW_NO_TOKEN: 'true',
+      // Signed, as every daemon must be by default: the signature set-up (node:crypto, the key file) loads too.
+      ...(await testKeyEnv(dir)),
     };
     const unreachable = new RegExp(`S3 endpoint http://127\\.0\\.0\\.1:${closed} unreachable .*\\[STORE_UNREACHABLE\\]`);
     const cases: Array<[string, number, RegExp]> = [
