@@ -69,6 +69,39 @@ function median(xs: readonly number[]): number {
   return s.length % 2 === 1 ? (s[mid] ?? 0) : ((s[mid - 1] ?? 0) + (s[mid] ?? 0)) / 2;
 }
 
+/** A failover, from its start until the old primary is back as the standby (ms since the soak started). */
+export interface RoleSwitch {
+  from: number;
+  to: number;
+}
+
+/**
+ * The stretches of a life in which its agent kept one role: a role switch (promotion, demotion) is the agent's
+ * peak of memory — finalize, boots, a full checkpoint or a staged one per container — and what the allocator keeps
+ * of that peak is a step in RSS, not a growth (bench/role-switch-memory.ts: the V8 heap flat over switch after
+ * switch while RSS steps up and then stays level). So growth is judged within one role, after a warm-up each.
+ */
+export function judgeLife(s: Series, bounds: LeakBounds, switches: readonly RoleSwitch[]): LeakVerdict {
+  const end = s.samples.at(-1)?.t ?? s.startedAt;
+  const cuts = switches.filter((w) => w.to > s.startedAt && w.from < end).sort((x, y) => x.from - y.from);
+  const stretches: { from: number; to: number }[] = [];
+  let from = s.startedAt;
+  for (const w of cuts) {
+    stretches.push({ from, to: Math.max(from, w.from) });
+    from = Math.max(from, w.to);
+  }
+  stretches.push({ from, to: Infinity });
+  const verdicts = stretches.map((x) => judgeSeries({ ...s, startedAt: x.from, samples: s.samples.filter((y) => y.t >= x.from && y.t < x.to) }, bounds));
+  const judged = verdicts.filter((v) => v.judged);
+  const worst = judged.find((v) => v.leak) ?? judged.sort((x, y) => y.windowMs - x.windowMs)[0];
+  const fdsMax = Math.max(0, ...s.samples.map((x) => x.fds));
+  if (worst === undefined) {
+    const longest = verdicts.at(-1);
+    return { ...(longest ?? judgeSeries(s, bounds)), fdsMax, note: `${longest?.note ?? 'not judged'}${cuts.length > 0 ? ` (longest stretch without a role switch; ${cuts.length} switch(es) in this life)` : ''}` };
+  }
+  return { ...worst, fdsMax, note: `${worst.note}${cuts.length > 0 ? ` (judged after the role switch of this life; ${judged.length} of ${stretches.length} stretch(es) long enough)` : ''}` };
+}
+
 /**
  * A series leaks when, after its warm-up and over at least minWindowMs:
  * - RSS: the least-squares line grows by more than rssGrowthMb AND by more than rssGrowthFraction of the median

@@ -20,7 +20,7 @@ import { diffTrees, type Tree } from '../../test/support/export-tree.js';
 import { runFailover, type FailoverDeps, type FailoverResult, type Roles } from './failover.js';
 import { FaultLog, type Convergence, type FaultInterval } from './faults.js';
 import { JournalView } from './journal-view.js';
-import { judgeSeries, sampleProcess, type LeakVerdict, type Series } from './leak.js';
+import { judgeLife, sampleProcess, type LeakVerdict, type RoleSwitch, type Series } from './leak.js';
 import { markerScript, MarkerBook } from './markers.js';
 import { countKinds, drawSchedule, type ChaosPlan, type FailoverKind, type FaultKind, type KillKind, type NetKind, type ScheduledFault } from './plan.js';
 import { Prng } from './prng.js';
@@ -95,6 +95,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
   const faults = new FaultLog(now);
   const convergences: Convergence[] = [];
   const series: Series[] = [];
+  /** Failovers, from start to the old primary back as the standby: RSS is judged for growth between them. */
+  const roleSwitches: RoleSwitch[] = [];
   const unexpectedExits: string[] = [];
   const injected = Object.fromEntries(Object.keys(countKinds([])).map((k) => [k, 0])) as Record<FaultKind, number>;
   const agentRestarts: Record<string, number> = { [FIRST_PRIMARY]: 0, [FIRST_STANDBY]: 0 };
@@ -460,6 +462,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
         const f = faults.begin(kind === 'final-kill' ? 'failover-kill' : kind, `${roles.primary} → ${roles.standby}${keepVrrpStateFile ? ', VRRP state file kept' : ''}`);
         if (kind !== 'final-kill') injected[kind]++;
         let r: FailoverResult;
+        const switchFrom = now();
         try {
           r = await runFailover(failoverDeps, failovers.length + 1, kind, {
             keepVrrpStateFile, exclusiveOver, unexplainedSince: (from) => now() - from - faults.blockedMs(from, now(), f.id),
@@ -468,6 +471,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
           throw new Fatal(`failover ${failovers.length + 1} (${kind}, ${roles.primary} → ${roles.standby}): ${(err as Error).message}`);
         }
         failovers.push(r);
+        roleSwitches.push({ from: switchFrom, to: now() });
         for (const x of r.failures) fail(x);
         faults.end(f);
         if (kind !== 'final-kill') probe(f);
@@ -662,7 +666,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     process.off('SIGTERM', onSignal);
   }
 
-  const processes = series.map((s) => judgeSeries(s, plan.leak));
+  const processes = series.map((s) => judgeLife(s, plan.leak, roleSwitches));
   for (const v of processes) if (v.leak) fail(`leak: ${v.name} (pid ${v.pid}): ${v.note}`);
   const killsByKind = { 'kill-pusher': injected['kill-pusher'], 'kill-puller': injected['kill-puller'], 'kill-engine-primary': injected['kill-engine-primary'], 'kill-engine-standby': injected['kill-engine-standby'] };
   const killTotal = Object.values(killsByKind).reduce((s, x) => s + x, 0);

@@ -852,6 +852,7 @@ export class Agent {
       containers,
       lastError: this.#lastError,
       signatures: this.#o.bucket.signatureStatus(),
+      memory: processMemory(),
     };
   }
 
@@ -869,4 +870,10 @@ export class Agent {
     await this.#lock?.release();
     this.#lock = null;
   }
+}
+
+function processMemory(): AgentStatus['memory'] {
+  const m = process.memoryUsage();
+  const mb = (x: number): number => Math.round((x / 2 ** 20) * 10) / 10;
+  return { rssMb: mb(m.rss), heapUsedMb: mb(m.heapUsed), heapTotalMb: mb(m.heapTotal), externalMb: mb(m.external) };
 }

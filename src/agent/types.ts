@@ -60,4 +60,14 @@ export interface AgentStatus {
   lastError: string | null;
   /** Whose signatures are accepted, and the bucket objects refused (unsigned, badly signed, replayed). */
   signatures: SignatureStatus;
+  /** This process's memory (MB): what an operator watches for growth over months. */
+  memory: ProcessMemory;
+}
+
+export interface ProcessMemory {
+  rssMb: number;
+  heapUsedMb: number;
+  heapTotalMb: number;
+  /** Memory of Buffers and other objects outside the V8 heap. */
+  externalMb: number;
 }

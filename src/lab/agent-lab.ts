@@ -50,6 +50,7 @@ const statusSchema = z.looseObject({
     lastError: z.string().nullable().optional(),
   })),
   lastError: z.string().nullable(),
+  memory: z.object({ rssMb: z.number(), heapUsedMb: z.number(), heapTotalMb: z.number(), externalMb: z.number() }).optional(),
 });
 export type AgentStatusView = z.infer<typeof statusSchema>;
 

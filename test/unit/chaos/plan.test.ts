@@ -3,7 +3,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { FaultLog } from '../../../bench/chaos/faults.js';
-import { judgeSeries, type Series } from '../../../bench/chaos/leak.js';
+import { judgeLife, judgeSeries, type Series } from '../../../bench/chaos/leak.js';
 import { countKinds, drawSchedule, FAULT_KINDS, fullPlan, quickPlan } from '../../../bench/chaos/plan.js';
 import { Prng } from '../../../bench/chaos/prng.js';
 import { drawOp } from '../../../bench/chaos/workload.js';
@@ -96,6 +96,20 @@ describe('leak criterion', () => {
     assert.equal(judgeSeries(series((t) => ({ rssMb: 100 + t, fds: 40 }), 50_000), bounds).judged, false);
     assert.equal(judgeSeries(series((t) => ({ rssMb: t < 10_000 ? 50 + t / 100 : 150, fds: 40 })), bounds).leak, false, 'growth in the warm-up is not judged');
   });
+  it('judges growth within one role: a step at a failover is not a leak, growth after it is', () => {
+    const step = series((t) => ({ rssMb: t < 120_000 ? 150 : 230, fds: 40 }));
+    assert.equal(judgeSeries(step, bounds).leak, true, 'the whole life: the step looks like growth');
+    const v = judgeLife(step, bounds, [{ from: 110_000, to: 140_000 }]);
+    assert.equal(v.judged, true, v.note);
+    assert.equal(v.leak, false, v.note);
+    const after = judgeLife(series((t) => ({ rssMb: t < 120_000 ? 150 : 150 + (t - 120_000) / 1000, fds: 40 })), bounds, [{ from: 110_000, to: 140_000 }]);
+    assert.equal(after.leak, true, `growth after the switch: ${after.note}`);
+    const before = judgeLife(series((t) => ({ rssMb: t < 110_000 ? 150 + t / 1000 : 300, fds: 40 })), bounds, [{ from: 110_000, to: 140_000 }]);
+    assert.equal(before.leak, true, `growth before the switch: ${before.note}`);
+    const unjudged = judgeLife(series((t) => ({ rssMb: 150 + t, fds: 40 })), bounds, [{ from: 50_000, to: 260_000 }]);
+    assert.equal(unjudged.judged, false, 'no stretch long enough');
+    assert.match(unjudged.note, /switch/);
+  });
 });
 
 describe('fault accounting', () => {
@@ -115,4 +129,5 @@ describe('fault accounting', () => {
     assert.equal(log.blockedMs(25, 40, a.id), 5);
     assert.equal(log.blocked(), false);
   });
+
 });
