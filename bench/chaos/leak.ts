@@ -8,6 +8,8 @@ export interface Sample {
   t: number;
   rssMb: number;
   fds: number;
+  /** The process's V8 heap in use plus its external memory (Buffers), from its status; absent when it did not answer. */
+  heapMb?: number;
 }
 
 /** One life of one process: a restarted agent is a new series. */
@@ -34,6 +36,9 @@ export interface LeakVerdict {
   fdsLast: number;
   fdsMax: number;
   fdFitGrowth: number;
+  /** The heap (heapUsed + external) over the whole life, role switches included: fit growth (MB), or null when not
+   *  judged. */
+  heapFitGrowthMb: number | null;
   leak: boolean;
 }
 
@@ -95,11 +100,17 @@ export function judgeLife(s: Series, bounds: LeakBounds, switches: readonly Role
   const judged = verdicts.filter((v) => v.judged);
   const worst = judged.find((v) => v.leak) ?? judged.sort((x, y) => y.windowMs - x.windowMs)[0];
   const fdsMax = Math.max(0, ...s.samples.map((x) => x.fds));
+  // The heap is what the program holds, whatever the allocator keeps: judged over the whole life, switches included.
+  const heapSamples = s.samples.flatMap((x) => (x.heapMb === undefined ? [] : [{ t: x.t, rssMb: x.heapMb, fds: 0 }]));
+  const heap = judgeSeries({ ...s, samples: heapSamples }, bounds);
+  const heapPart = heap.judged ? (heap.leak ? `heap ${heap.note.replace(/^RSS /, '')}` : `heap flat (${heap.rssFirstMb} → ${heap.rssLastMb} MB, fit ${heap.rssFitGrowthMb >= 0 ? '+' : ''}${heap.rssFitGrowthMb})`) : 'heap not judged';
+  const heapFields = { heapFitGrowthMb: heap.judged ? heap.rssFitGrowthMb : null };
+  const switchesPart = cuts.length > 0 ? `; ${cuts.length} role switch(es) in this life, RSS judged in ${judged.length} of ${stretches.length} stretch(es) between them` : '';
   if (worst === undefined) {
-    const longest = verdicts.at(-1);
-    return { ...(longest ?? judgeSeries(s, bounds)), fdsMax, note: `${longest?.note ?? 'not judged'}${cuts.length > 0 ? ` (longest stretch without a role switch; ${cuts.length} switch(es) in this life)` : ''}` };
+    const longest = verdicts.at(-1) ?? judgeSeries(s, bounds);
+    return { ...longest, ...heapFields, judged: heap.judged, windowMs: heap.windowMs, fdsMax, leak: heap.leak, note: `RSS ${longest.note}; ${heapPart}${switchesPart}` };
   }
-  return { ...worst, fdsMax, note: `${worst.note}${cuts.length > 0 ? ` (judged after the role switch of this life; ${judged.length} of ${stretches.length} stretch(es) long enough)` : ''}` };
+  return { ...worst, ...heapFields, fdsMax, leak: worst.leak || heap.leak, note: `${worst.note}; ${heapPart}${switchesPart}` };
 }
 
 /**
@@ -114,7 +125,7 @@ export function judgeSeries(s: Series, bounds: LeakBounds): LeakVerdict {
   const win = s.samples.filter((x) => x.t >= from);
   const base: LeakVerdict = {
     name: s.name, pid: s.pid, judged: false, note: '', windowMs: 0, rssFirstMb: 0, rssLastMb: 0, rssFitGrowthMb: 0,
-    fdsFirst: 0, fdsLast: 0, fdsMax: Math.max(0, ...s.samples.map((x) => x.fds)), fdFitGrowth: 0, leak: false,
+    fdsFirst: 0, fdsLast: 0, fdsMax: Math.max(0, ...s.samples.map((x) => x.fds)), fdFitGrowth: 0, heapFitGrowthMb: null, leak: false,
   };
   const first = win[0];
   const last = win.at(-1);

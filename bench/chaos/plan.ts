@@ -110,7 +110,7 @@ export function fullPlan(minutes = 50): ChaosPlan {
     outagesMs: outagesMs.slice(0, keep), diskFullsMs: [90_000, 45_000, 20_000].slice(0, Math.max(1, Math.round(3 * f))),
     netFaultGapMs: 8_000,
     faultConvergeBoundMs: 180_000, finalConvergeMs: 300_000, agentStartMs: longest + 2 * MIN, sampleMs: 5_000,
-    leak: { warmUpMs: 60_000, minWindowMs: Math.min(10 * MIN, Math.round(minutes * MIN * 0.25)), rssGrowthMb: 48, rssGrowthFraction: 0.25, fdGrowth: 24 },
+    leak: { warmUpMs: 60_000, minWindowMs: Math.min(5 * MIN, Math.round(minutes * MIN * 0.25)), rssGrowthMb: 48, rssGrowthFraction: 0.25, fdGrowth: 24 },
     // At least two (one there, one back); the full run 5, one every 8.4 min.
     failovers: Math.max(2, Math.round(minutes / 10)), failoverRoomMs: 3 * MIN, failoverStepMs: 4 * MIN, finalizeDeadlineMs: 5_000,
     standbyFsMb: 1024,

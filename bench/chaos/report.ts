@@ -49,20 +49,20 @@ export function renderChaosReport(r: SoakResult, plan: ChaosPlan, machine: Recor
   out.push('');
 
   out.push('## Memory and descriptors of each twinlayer process', '');
-  out.push(`Each life of an agent (a SIGKILL starts a new one) is sampled every ${plan.sampleMs / 1000} s. Leak criterion, after a warm-up of ${plan.leak.warmUpMs / 1000} s and over at least ${plan.leak.minWindowMs / 1000} s: the least-squares line of RSS grows by more than ${plan.leak.rssGrowthMb} MB and by more than ${plan.leak.rssGrowthFraction * 100} % of the window's first-quarter median, or that of the open descriptors by more than ${plan.leak.fdGrowth} with the last quarter never back down to the first quarter's maximum. Growth is judged within one role: each stretch of a life between failovers (from a failover's start until the old primary is back as the standby) is judged on its own, after its own warm-up, because what the allocator keeps of a role switch's peak is a step in RSS, not a growth (\`npm run bench:role-memory\`: the V8 heap level over switch after switch while RSS steps up and then stays level). The last ${Math.round(plan.agentKillFreeTailMs / 1000)} s of the soak kill no agent and the last ${Math.round(plan.failoverRoomMs / 1000)} s start no failover, so the last life of each is long enough to judge.`, '');
-  out.push('| process | samples | judged window | RSS first → last (fit growth) | fds first → last, max (fit growth) | verdict |', '|---|---|---|---|---|---|');
+  out.push(`Each life of an agent (a SIGKILL starts a new one) is sampled every ${plan.sampleMs / 1000} s. Leak criterion, after a warm-up of ${plan.leak.warmUpMs / 1000} s and over at least ${plan.leak.minWindowMs / 1000} s: the least-squares line of RSS grows by more than ${plan.leak.rssGrowthMb} MB and by more than ${plan.leak.rssGrowthFraction * 100} % of the window's first-quarter median, or that of the open descriptors by more than ${plan.leak.fdGrowth} with the last quarter never back down to the first quarter's maximum. RSS growth is judged within one role: each stretch of a life between failovers (from a failover's start until the old primary is back as the standby) is judged on its own, after its own warm-up, because what the allocator keeps of a role switch's peak is a step in RSS, not a growth (\`npm run bench:role-memory\`: the V8 heap level over switch after switch while RSS steps up and then stays level). The last ${Math.round(plan.agentKillFreeTailMs / 1000)} s of the soak kill no agent and the last ${Math.round(plan.failoverRoomMs / 1000)} s start no failover, so the last life of each is long enough to judge. The heap (V8's heap in use plus external memory, from each agent's status) is judged by the same criterion over the whole life, role switches included: what the program itself holds.`, '');
+  out.push('| process | samples | judged window | RSS first → last (fit growth) | heap fit growth | fds first → last, max (fit growth) | verdict |', '|---|---|---|---|---|---|---|');
   for (const v of r.processes) {
     const n = r.series.find((x) => x.name === v.name)?.samples.length ?? 0;
     if (!v.judged && n < 3) continue;
-    out.push(`| ${v.name} | ${n} | ${v.judged ? `${Math.round(v.windowMs / 1000)} s` : '—'} | ${v.judged ? `${v.rssFirstMb} → ${v.rssLastMb} MB (${v.rssFitGrowthMb >= 0 ? '+' : ''}${v.rssFitGrowthMb})` : '—'} | ${v.judged ? `${v.fdsFirst} → ${v.fdsLast}, ${v.fdsMax} (${v.fdFitGrowth >= 0 ? '+' : ''}${v.fdFitGrowth})` : `max ${v.fdsMax}`} | ${v.leak ? `**LEAK**: ${v.note}` : v.note} |`);
+    out.push(`| ${v.name} | ${n} | ${v.judged ? `${Math.round(v.windowMs / 1000)} s` : '—'} | ${v.judged && v.rssFirstMb > 0 ? `${v.rssFirstMb} → ${v.rssLastMb} MB (${v.rssFitGrowthMb >= 0 ? '+' : ''}${v.rssFitGrowthMb})` : '—'} | ${v.heapFitGrowthMb === null ? '—' : `${v.heapFitGrowthMb >= 0 ? '+' : ''}${v.heapFitGrowthMb} MB`} | ${v.judged ? `${v.fdsFirst} → ${v.fdsLast}, ${v.fdsMax} (${v.fdFitGrowth >= 0 ? '+' : ''}${v.fdFitGrowth})` : `max ${v.fdsMax}`} | ${v.leak ? `**LEAK**: ${v.note}` : v.note} |`);
   }
   out.push('');
   const longLives = r.series.filter((x) => r.processes.find((v) => v.name === x.name)?.judged === true);
   if (longLives.length > 0) {
-    out.push('RSS (MB) / descriptors over time of the judged lives (one column a tenth of the life):', '');
+    out.push('RSS (MB) / heap (MB) / descriptors over time of the judged lives (one column a tenth of the life):', '');
     for (const x of longLives) {
       const step = Math.max(1, Math.floor(x.samples.length / 10));
-      const pts = x.samples.filter((_, i) => i % step === 0).map((p) => `${Math.round(p.t / 1000)} s: ${Math.round(p.rssMb)}/${p.fds}`);
+      const pts = x.samples.filter((_, i) => i % step === 0).map((p) => `${Math.round(p.t / 1000)} s: ${Math.round(p.rssMb)}/${p.heapMb === undefined ? '?' : Math.round(p.heapMb)}/${p.fds}`);
       out.push(`- ${x.name}: ${pts.join(', ')}`);
     }
     out.push('');

@@ -262,7 +262,11 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     const sampler = setInterval(() => {
       for (const life of lives.values()) {
         if (!life.run.proc.running) continue;
-        void sampleProcess(life.series.pid, now()).then((x) => { if (x !== null) life.series.samples.push(x); });
+        // The heap from the agent's status (its answer may lag the /proc sample by the status round trip).
+        void Promise.all([sampleProcess(life.series.pid, now()), l.status(life.run.host)]).then(([x, st]) => {
+          if (x === null) return;
+          life.series.samples.push(st?.memory ? { ...x, heapMb: Math.round((st.memory.heapUsedMb + st.memory.externalMb) * 10) / 10 } : x);
+        });
       }
     }, plan.sampleMs);
 

@@ -110,6 +110,19 @@ describe('leak criterion', () => {
     assert.equal(unjudged.judged, false, 'no stretch long enough');
     assert.match(unjudged.note, /switch/);
   });
+
+  it('judges the heap over the whole life, role switches included', () => {
+    const withHeap = (heap: (t: number) => number): Series => {
+      const s = series((t) => ({ rssMb: t < 120_000 ? 150 : 230, fds: 40 }));
+      return { ...s, samples: s.samples.map((x) => ({ ...x, heapMb: heap(x.t) })) };
+    };
+    const flat = judgeLife(withHeap((t) => 40 + ((t / 5000) % 4) * 6), bounds, [{ from: 110_000, to: 140_000 }]);
+    assert.equal(flat.leak, false, flat.note);
+    assert.match(flat.note, /heap flat/);
+    const growing = judgeLife(withHeap((t) => 40 + t / 2000), bounds, [{ from: 50_000, to: 260_000 }]);
+    assert.equal(growing.judged, true, growing.note);
+    assert.equal(growing.leak, true, `a heap that grows across switches: ${growing.note}`);
+  });
 });
 
 describe('fault accounting', () => {
