@@ -272,13 +272,14 @@ export class Puller {
     const problems = await this.#o.runtime.bindSourceProblemsOf(name, policy);
     if (problems.length === 0) return null;
     const reason = `not started: ${problems.join('; ')}`;
-    this.#containers.get(name).lastError = reason;
+    this.#containers.get(name).notStarted = reason;
     this.#o.log.error('twin not started: a bind-mount source is missing or moved since the twin was created (Docker would mount an empty directory or follow the link)', { container: name, problems });
     return reason;
   }
 
   /** Back to following after a finalize that did not end in a boot (the agent lost its claim): polling resumes. */
   resume(): void {
+    for (const c of this.#containers.values()) c.notStarted = null;
     this.#paused = false;
     this.#stager.thaw();
     this.#role = 'standby';
@@ -348,9 +349,11 @@ export class Puller {
   }
 }
 
-/** The one reason a container is not as it should be: refused, held for what this host lacks, blocked, failed. */
+/** The one reason a container is not as it should be: refused, not started, held for what this host lacks, blocked,
+ *  failed. */
 function reasonOf(c: ContainerRuntimeState): string | null {
   if (c.refused !== null) return c.refused;
+  if (c.notStarted !== null) return c.notStarted;
   const first = c.hostProblems[0];
   if (first !== undefined) return `held since ${first.since}: this host lacks what the twin needs: ${c.hostProblems.map((p) => p.problem).join('; ')}`;
   return c.blocked ?? c.lastError;

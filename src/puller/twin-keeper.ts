@@ -72,24 +72,25 @@ export class TwinKeeper {
    */
   async ensureTwins(state: AppliedState): Promise<void> {
     const names = new Set([...(await this.#o.bucket.listSpecNames()), ...this.#containers.names()]);
-    await this.#ensure(state, names);
+    await this.#ensure(state, names, true);
   }
 
   /** Between the full checks: the twins held for what this host lacked, checked again (no bucket request). */
   async recheckHeld(state: AppliedState): Promise<void> {
     const held = this.#containers.entries().filter(([, c]) => c.hostProblems.length > 0).map(([n]) => n);
-    if (held.length > 0) await this.#ensure(state, held);
+    if (held.length > 0) await this.#ensure(state, held, false);
   }
 
-  async #ensure(state: AppliedState, names: Iterable<string>): Promise<void> {
+  async #ensure(state: AppliedState, names: Iterable<string>, full: boolean): Promise<void> {
     const policy = this.#o.policy ?? DEFAULT_TWIN_POLICY;
     // One lookup per network or volume in this pass, however many twins name it.
     const lookups = this.#o.runtime.hostLookups();
     for (const name of names) {
       const c = this.#containers.get(name);
-      // Its twin is being staged into: neither replaced nor re-checked now, but at the next poll.
+      // Its twin is being staged into: neither replaced nor re-checked now, but at the next poll (a held one is
+      // checked every poll anyway).
       if (c.staging) {
-        this.checkSoon();
+        if (full) this.checkSoon();
         continue;
       }
       try {
@@ -102,7 +103,8 @@ export class TwinKeeper {
           c.twin = 'refused';
           c.refused = reason;
           c.spec = null;
-          this.#hold(name, c, []);
+          // Refused outright: nothing the host could add changes that.
+          c.hostProblems = [];
           continue;
         }
         // The engine did not answer, or the image is not here (yet): held, the spec and the twin kept as they are.
