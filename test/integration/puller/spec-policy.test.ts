@@ -274,11 +274,16 @@ describe('puller: the twin policy, reported per container', { timeout: 300_000 }
     const policy: TwinPolicy = { ...DEFAULT_TWIN_POLICY, allowedBindRoots: [roots] };
     const logger = collectingLogger();
     const sleeper = (name: string, host: RunHostConfig): TwinSpec => ({ ...spec(name, host), cmd: ['sleep', '3600'] });
-    const { puller } = await group('g-start', [
-      sleeper('s-gone', { Binds: [`${roots}/www:/www`] }),
+    const { bucket, open } = await groupUnopened('g-start', [
       sleeper('s-link', { Mounts: [{ Type: 'bind', Source: `${roots}/conf`, Target: '/conf' }] }),
       sleeper('s-kept', { Binds: [`${roots}/kept:/kept:ro`] }),
-    ], { policy, log: logger.log });
+    ], {});
+    const primary = new Primary(bucket, join(base, 'start-primary'));
+    const gone = await primary.container('s-gone', imageId);
+    await bucket.putSpec('s-gone', sleeper('s-gone', { Binds: [`${roots}/www:/www`] }));
+    await gone.commit(async (u) => writeFile(join(u, 'index.html'), 'staged\n'));
+    const puller = await open({ policy, log: logger.log });
+    assert.equal(await appliedSeq(join(base, 'g-start'), 'g-start', 's-gone'), 1, 'staged');
     for (const name of ['s-gone', 's-link', 's-kept']) assert.equal((await statusOf(puller, name)).twin, 'stopped');
     await rm(join(roots, 'www'), { recursive: true });
     await rm(join(roots, 'conf'), { recursive: true });
@@ -298,6 +303,9 @@ describe('puller: the twin policy, reported per container', { timeout: 300_000 }
     }
     assert.equal((await runtime.twinState('s-kept')).state, 'running');
     assert.equal(existsSync(join(roots, 'www')), false, 'Docker did not get to create the missing source');
+    const kept = await runtime.twinState('s-gone');
+    assert.ok(kept.state === 'stopped');
+    assert.equal(await readFile(join(kept.layers.upperDir, 'index.html'), 'utf8'), 'staged\n', 'what was staged stays');
     await dockerCli(engine, ['rm', '-f', 's-kept']);
   });
 });
