@@ -2,6 +2,7 @@
 // engine runs on, but whoever talks to it through the relay finds it gone (ENOENT, the socket file is removed) and
 // back. Connections open at the cut are destroyed, so a keep-alive pool cannot reach the engine either.
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { relayConnection } from '../../src/lab/forward.js';
 
 export interface UnixRelay {
   path: string;
@@ -16,21 +17,7 @@ export async function startUnixRelay(path: string, upstream: string): Promise<Un
   const open = new Set<Socket>();
   let server: Server | null = null;
   const listen = async (): Promise<void> => {
-    const s = createServer((client) => {
-      const up = createConnection(upstream);
-      open.add(client);
-      open.add(up);
-      const end = (): void => {
-        client.destroy();
-        up.destroy();
-        open.delete(client);
-        open.delete(up);
-      };
-      client.on('error', end).on('close', end);
-      up.on('error', end).on('close', end);
-      client.pipe(up);
-      up.pipe(client);
-    });
+    const s = createServer((client) => relayConnection(client, createConnection(upstream), open));
     await new Promise<void>((resolve, reject) => {
       s.once('error', reject);
       s.listen(path, () => resolve());
