@@ -1,6 +1,7 @@
 // The one configuration schema: every key, its env var and its default. Parsed once at the edge (cli), frozen.
 import { hostname } from 'node:os';
 import { z } from 'zod';
+import { hostIpEntryProblem, parsePortRange } from '../docker/host-ports.js';
 import { HOST_NAMESPACES } from '../docker/twin-policy.js';
 import { publicKeyLineRe } from '../store/signing-keys.js';
 
@@ -64,6 +65,21 @@ export const configSchema = z.strictObject({
   allowedSysctls: list(z.string().regex(/^[a-z0-9_]+(\.[a-zA-Z0-9_-]+)*(\.\*)?$/, 'expected sysctl names or prefixes like net.*')).default(['net.*']),
   /** Security options beyond no-new-privileges: seccomp, apparmor, SELinux labels, systempaths. */
   allowSecurityOpts: bool(false),
+  /** Host ports a twin may publish: PORT or LOW-HIGH, optionally /tcp, /udp or /sctp. Privileged ports (below 1024)
+   *  are where the host's own services listen: list each one a service needs (53/udp). */
+  allowedHostPorts: list(z.string().superRefine((entry, ctx) => {
+    const parsed = parsePortRange(entry);
+    if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: `expected PORT or LOW-HIGH with an optional /tcp, /udp or /sctp: ${parsed}` });
+  })).default(['1024-65535']),
+  /** Host addresses or CIDRs a twin's port bindings may name; the wildcard address needs none. */
+  allowedHostIps: list(z.string().superRefine((entry, ctx) => {
+    const problem = hostIpEntryProblem(entry);
+    if (problem !== null) ctx.addIssue({ code: 'custom', message: `expected IP addresses or CIDRs: ${problem}` });
+  })).default([]),
+  /** Drivers a named volume a twin mounts may have on this host. */
+  allowedVolumeDrivers: list(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$/, 'expected volume driver names')).default(['local']),
+  /** Named volumes on this host with driver options other than a bind under allowedBindRoots (NFS, a block device). */
+  allowVolumeOptions: bool(false),
   hookListen: listenAddress.default('127.0.0.1:7450'),
   hookToken: z.string().min(16, 'expected at least 16 characters').optional(),
   hookAllowNoToken: bool(false),

@@ -11,5 +11,9 @@ export function twinPolicyOf(config: Config): TwinPolicy {
     allowedHostNamespaces: Object.freeze([...config.allowedHostNamespaces]),
     allowedSysctls: Object.freeze([...config.allowedSysctls]),
     allowSecurityOpts: config.allowSecurityOpts,
+    allowedHostPorts: Object.freeze([...config.allowedHostPorts]),
+    allowedHostIps: Object.freeze([...config.allowedHostIps]),
+    allowedVolumeDrivers: Object.freeze([...config.allowedVolumeDrivers]),
+    allowVolumeOptions: config.allowVolumeOptions,
   });
 }

@@ -7,6 +7,9 @@ export interface EngineFacts {
   dataRoot: string;
   driver: string;
   serverVersion: string;
+  /** The cgroup namespace a container gets unless it asks: `private` when docker info lists the cgroupns security
+   *  option (cgroup v2, or dockerd's default-cgroupns-mode), else the host's. */
+  cgroupnsDefault: 'host' | 'private';
 }
 
 const CONTAINERD_SNAPSHOTTER = 'io.containerd.snapshotter.v1';
@@ -50,5 +53,6 @@ export function engineFactsFromInfo(raw: unknown): EngineFacts {
   if (!path.isAbsolute(info.DockerRootDir) || path.normalize(info.DockerRootDir) !== info.DockerRootDir) {
     throw new EngineUnsupportedError(`DockerRootDir "${info.DockerRootDir}" is not a normalized absolute path`, context);
   }
-  return { dataRoot: info.DockerRootDir, driver: info.Driver, serverVersion: info.ServerVersion };
+  const cgroupns = (info.SecurityOptions ?? []).some((o) => o.split(',').includes('name=cgroupns'));
+  return { dataRoot: info.DockerRootDir, driver: info.Driver, serverVersion: info.ServerVersion, cgroupnsDefault: cgroupns ? 'private' : 'host' };
 }

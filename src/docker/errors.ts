@@ -35,6 +35,16 @@ export class TwinSpecRefusedError extends TwinlayerError {
   }
 }
 
+/** A twin cannot be created from this spec yet: this host lacks what it needs (a bind source, a device, a network,
+ *  a plain named volume). A fact of the host that may change any moment, unlike a refused spec: checked again. */
+export class TwinHostNotReadyError extends TwinlayerError {
+  readonly problems: string[];
+  constructor(problems: string[], context: ErrorContext) {
+    super('DOCKER_TWIN_HOST_NOT_READY', `twin not created yet, this host lacks what its spec needs: ${problems.join('; ')}`, context);
+    this.problems = problems;
+  }
+}
+
 /** The image the twin needs is not present on this engine (no registry is assumed reachable). */
 export class ImageMissingError extends TwinlayerError {
   constructor(imageId: string, context: ErrorContext) {

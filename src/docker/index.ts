@@ -1,6 +1,6 @@
 // Public surface of the docker unit. Only this folder imports dockerode.
 export { DockerRuntime } from './runtime.js';
-export type { DockerRuntimeOptions, EnsureTwinOptions, ListProtectedOptions, ProtectedContainer, RefusedContainer, RemoveFailure, StartResult, TwinState } from './runtime.js';
+export type { DockerRuntimeOptions, EnsureTwinOptions, StartCheck, ListProtectedOptions, ProtectedContainer, RefusedContainer, RemoveFailure, StartResult, TwinState } from './runtime.js';
 export { engineFactsFromInfo } from './engine-facts.js';
 export type { EngineFacts } from './engine-facts.js';
 export { checkUpperDirFacts, layersFromGraphDriver, verifyUpperDirOnDisk } from './layers.js';
@@ -8,13 +8,16 @@ export type { OverlayLayers, UpperDirFacts } from './layers.js';
 export { additionalNetworks, createOptionsFromSpec, networkModeProblem, NETWORK_MODES, primaryNetworkOf, specDigest, specFromInspect, twinLabels, twinSpecSchema } from './spec.js';
 export { parseBind, runSettingsFromInspect, CONFIG_KEYS, HOST_CONFIG_KEYS } from './spec-run.js';
 export type { EndpointSpec, MountSpec, RunConfig, RunHostConfig, RunSettings } from './spec-run.js';
-export { capabilityName, DEFAULT_TWIN_POLICY, HOST_NAMESPACES, privilegesOf, specRefusals } from './twin-policy.js';
-export type { HostNamespace, Privilege, TwinPolicy, TwinTrust } from './twin-policy.js';
-export { standbyProblems } from './standby-checks.js';
+export { capabilityName, DEFAULT_TWIN_POLICY, gatedFieldsOf, HOST_NAMESPACES, privilegesOf, specRefusals, STRICT_ENGINE_DEFAULTS } from './twin-policy.js';
+export type { EngineDefaults, HostNamespace, Privilege, TwinPolicy, TwinTrust } from './twin-policy.js';
+export { bindSourceProblems, standbyProblems, volumeNames } from './standby-checks.js';
+export type { HostLookups, VolumeFacts } from './standby-checks.js';
+export { EPHEMERAL_PORTS, hostBindingsOf, hostIpAllowed, hostIpEntryProblem, parsePortRange, portsAllowed } from './host-ports.js';
+export type { HostBinding, PortRange, Protocol } from './host-ports.js';
 export type { PortBinding, RestartPolicy, RestartPolicyName, TwinSpec } from './spec.js';
 export { NO_RESTART } from './spec.js';
 export { inspectSchema, infoSchema } from './schemas.js';
 export type { ContainerInspect, DockerInfo } from './schemas.js';
 export { parseMountPoints, readMountPoints } from './mountinfo.js';
 export { ENABLE_LABEL, SPEC_LABEL, TWIN_LABEL } from './labels.js';
-export { ContainerNotFoundError, DockerApiError, EngineUnsupportedError, ImageMissingError, LayerResolveError, TwinRefusedError, TwinSpecRefusedError } from './errors.js';
+export { ContainerNotFoundError, DockerApiError, EngineUnsupportedError, ImageMissingError, LayerResolveError, TwinHostNotReadyError, TwinRefusedError, TwinSpecRefusedError } from './errors.js';

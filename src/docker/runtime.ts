@@ -7,18 +7,21 @@ import type { Logger } from '../log/logger.js';
 import type { ErrorContext } from '../log/errors.js';
 import { engineFactsFromInfo } from './engine-facts.js';
 import type { EngineFacts } from './engine-facts.js';
-import { ContainerNotFoundError, DockerApiError, ImageMissingError, TwinRefusedError, TwinSpecRefusedError } from './errors.js';
+import { ContainerNotFoundError, DockerApiError, ImageMissingError, TwinHostNotReadyError, TwinRefusedError, TwinSpecRefusedError } from './errors.js';
 import { GROUP_LABEL, SPEC_LABEL, TWIN_LABEL } from './labels.js';
 import { layersFromGraphDriver, verifyUpperDirOnDisk } from './layers.js';
 import type { OverlayLayers } from './layers.js';
 import { readMountPoints } from './mountinfo.js';
-import { imageInspectSchema, inspectSchema, listSchema, networkInspectSchema } from './schemas.js';
+import { imageInspectSchema, inspectSchema, listSchema, networkInspectSchema, volumeInspectSchema } from './schemas.js';
 import type { ContainerInspect } from './schemas.js';
+import { z } from 'zod';
+import { parseBind } from './spec-run.js';
 import { additionalNetworks, createOptionsFromSpec, specFromInspect } from './spec.js';
 import type { RestartPolicy, TwinSpec } from './spec.js';
-import { standbyProblems } from './standby-checks.js';
+import { bindSourceProblems, standbyProblems } from './standby-checks.js';
+import type { HostLookups, VolumeFacts } from './standby-checks.js';
 import { DEFAULT_TWIN_POLICY, specRefusals } from './twin-policy.js';
-import type { TwinPolicy } from './twin-policy.js';
+import type { EngineDefaults, TwinPolicy } from './twin-policy.js';
 
 export interface ProtectedContainer {
   id: string;
@@ -84,7 +87,18 @@ export interface EnsureTwinOptions {
   trusted: boolean;
   /** The host's policy on privileged fields. Default DEFAULT_TWIN_POLICY. */
   policy?: TwinPolicy;
+  /** What this host lacks for the spec, when the caller has just checked (hostProblems); checked here otherwise. */
+  hostProblems?: readonly string[];
 }
+
+/** Checked right before a twin starts (startContainers' beforeStart): a reason not to start it, or null. */
+export type StartCheck = (name: string) => Promise<string | null>;
+
+// The bind sources of a container as its inspect shows them.
+const bindsOfInspect = z.looseObject({
+  Binds: z.array(z.string()).nullable().optional(),
+  Mounts: z.array(z.looseObject({ Type: z.string().optional(), Source: z.string().optional() })).nullable().optional(),
+});
 
 /** What removeAllContainers could not remove, by container id. */
 export interface RemoveFailure {
@@ -181,15 +195,68 @@ export class DockerRuntime {
     return specFromInspect(await this.#inspect(idOrName), new Date());
   }
 
+  /** What every container of this engine gets anyway (a spec asking for it asks for no privilege). */
+  async engineDefaults(): Promise<EngineDefaults> {
+    return { cgroupnsMode: (this.#facts ?? (await this.checkEngine())).cgroupnsDefault };
+  }
+
+  /** Why a twin must not be created from this spec on this engine under `policy` (specRefusals); empty when it may. */
+  async specRefusals(spec: TwinSpec, trusted: boolean, policy: TwinPolicy = DEFAULT_TWIN_POLICY): Promise<string[]> {
+    return specRefusals(spec, { trusted, policy, engine: await this.engineDefaults() });
+  }
+
+  /** Lookups of this engine's networks and volumes, each name asked once (one pass over many twins). */
+  hostLookups(): HostLookups {
+    const networks = new Map<string, Promise<{ subnets: string[] } | null>>();
+    const volumes = new Map<string, Promise<VolumeFacts | null>>();
+    const once = <T>(cache: Map<string, Promise<T>>, name: string, ask: () => Promise<T>): Promise<T> => {
+      let p = cache.get(name);
+      if (p === undefined) {
+        p = ask();
+        cache.set(name, p);
+      }
+      return p;
+    };
+    return {
+      network: (name) => once(networks, name, () => this.#networkSubnets(name)),
+      volume: (name) => once(volumes, name, () => this.#volume(name)),
+    };
+  }
+
+  /** What this host lacks to create the spec's twin as the primary's container is (standby-checks.ts). */
+  async hostProblems(spec: TwinSpec, policy: TwinPolicy = DEFAULT_TWIN_POLICY, lookups: HostLookups = this.hostLookups()): Promise<string[]> {
+    return standbyProblems(spec, policy, lookups);
+  }
+
+  /** What is wrong now with the bind-mount sources of an existing container (missing, or resolving out of the
+   *  policy's bind roots): Docker would mount a missing source as a new empty directory, and follows a symlink. */
+  async bindSourceProblemsOf(idOrName: string, policy: TwinPolicy = DEFAULT_TWIN_POLICY): Promise<string[]> {
+    const inspect = await this.#inspect(idOrName);
+    const host = bindsOfInspect.safeParse(inspect.HostConfig);
+    if (!host.success) throw new DockerApiError('inspect (HostConfig.Binds/Mounts did not parse)', undefined, { container: idOrName }, { cause: host.error });
+    const sources: string[] = [];
+    for (const b of host.data.Binds ?? []) {
+      const parsed = parseBind(b);
+      if (typeof parsed !== 'string') {
+        if (parsed.kind === 'bind') sources.push(parsed.source);
+      } else if (b.startsWith('/')) {
+        sources.push(b.split(':')[0] ?? b);
+      }
+    }
+    for (const m of host.data.Mounts ?? []) if (m.Type === 'bind' && m.Source !== undefined) sources.push(m.Source);
+    return bindSourceProblems(sources, policy);
+  }
+
   /** Creates the twin (stopped, labelled, restart policy off, by image id, with every run setting of the spec) unless
    *  it exists. Refused with TwinSpecRefusedError, before anything is created or adopted, when the spec asks for what
    *  this host cannot recreate, for privileges while not trusted, or for what the policy refuses. An existing container
-   *  of that name that is not a twin, or a twin of another image, is refused with TwinRefusedError. */
+   *  of that name that is not a twin, or a twin of another image, is refused with TwinRefusedError. An existing twin
+   *  is adopted whatever this host lacks now (the caller reports that); none is created while it lacks something
+   *  (TwinHostNotReadyError). */
   async ensureTwin(spec: TwinSpec, opts: EnsureTwinOptions): Promise<TwinState> {
     const context: ErrorContext = { container: spec.name };
     const policy = opts.policy ?? DEFAULT_TWIN_POLICY;
-    const refusals = specRefusals(spec, { trusted: opts.trusted, policy });
-    if (refusals.length === 0) refusals.push(...(await standbyProblems(spec, policy, (name) => this.#networkSubnets(name))));
+    const refusals = await this.specRefusals(spec, opts.trusted, policy);
     if (refusals.length > 0) throw new TwinSpecRefusedError(refusals, context);
     // Two attempts: a concurrent creator can win between our inspect and our create (HTTP 409).
     for (let attempt = 0; attempt < 2; attempt++) {
@@ -198,6 +265,8 @@ export class DockerRuntime {
         this.#assertAdoptable(existing, spec);
         return this.#stateOf(existing);
       }
+      const lacking = opts.hostProblems ?? (await this.hostProblems(spec, policy));
+      if (lacking.length > 0) throw new TwinHostNotReadyError([...lacking], context);
       if (!(await this.imagePresent(spec.imageId))) throw new ImageMissingError(spec.imageId, context);
       let id: string;
       try {
@@ -242,6 +311,19 @@ export class DockerRuntime {
     return { subnets: (network.IPAM?.Config ?? []).map((c) => c.Subnet ?? '').filter((s) => s !== '') };
   }
 
+  /** A named volume of this engine, null when there is none of that name. */
+  async #volume(name: string): Promise<VolumeFacts | null> {
+    let raw: unknown;
+    try {
+      raw = await this.#docker.getVolume(name).inspect();
+    } catch (cause) {
+      if (statusOf(cause) === 404) return null;
+      throw new DockerApiError('inspect volume', statusOf(cause), { volume: name }, { cause });
+    }
+    const volume = this.#parse(volumeInspectSchema, raw, 'inspect volume', { volume: name });
+    return volume.Name === name ? { driver: volume.Driver, options: volume.Options ?? {} } : null;
+  }
+
   #assertAdoptable(existing: ContainerInspect, spec: TwinSpec): void {
     const context: ErrorContext = { container: spec.name, id: existing.Id };
     if (existing.Config.Labels?.[TWIN_LABEL] !== 'true') {
@@ -257,8 +339,9 @@ export class DockerRuntime {
     return inspect === null ? { state: 'absent' } : this.#stateOf(inspect);
   }
 
-  /** Starts the containers in parallel, at most `concurrency` at once; one result per name, in the given order. */
-  async startContainers(names: string[], concurrency: number): Promise<StartResult[]> {
+  /** Starts the containers in parallel, at most `concurrency` at once; one result per name, in the given order.
+   *  `beforeStart` runs in each one's slot right before its start: a reason it returns leaves the container stopped. */
+  async startContainers(names: string[], concurrency: number, beforeStart?: StartCheck): Promise<StartResult[]> {
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`Expected \`concurrency\` to be an integer >= 1, got ${concurrency}`);
     const queue = new PQueue({ concurrency });
     const results = await Promise.all(
@@ -267,6 +350,8 @@ export class DockerRuntime {
           const t0 = performance.now();
           const ms = (): number => Math.round((performance.now() - t0) * 10) / 10;
           try {
+            const refused = beforeStart === undefined ? null : await beforeStart(name);
+            if (refused !== null) return { name, ok: false, ms: ms(), error: refused };
             await this.#docker.getContainer(name).start();
             return { name, ok: true, ms: ms() };
           } catch (cause) {

@@ -10,6 +10,9 @@ export const infoSchema = z.looseObject({
   DriverStatus: z.array(z.array(z.string())).nullable().optional(),
   DockerRootDir: z.string(),
   ServerVersion: z.string(),
+  // ["name=seccomp,profile=default", "name=cgroupns", ...]: cgroupns is there when containers get a private cgroup
+  // namespace unless they ask for the host's.
+  SecurityOptions: z.array(z.string()).nullable().optional(),
 });
 export type DockerInfo = z.infer<typeof infoSchema>;
 
@@ -62,3 +65,10 @@ export const networkInspectSchema = z.looseObject({
   IPAM: z.looseObject({ Config: z.array(z.looseObject({ Subnet: z.string().optional() })).nullable().optional() }).nullable().optional(),
 });
 export type NetworkInspect = z.infer<typeof networkInspectSchema>;
+
+/** A volume as `docker volume inspect` shows it: what a twin mounting it by name gets. */
+export const volumeInspectSchema = z.looseObject({
+  Name: z.string(),
+  Driver: z.string(),
+  Options: z.record(z.string(), z.string()).nullable().optional(),
+});

@@ -1,13 +1,24 @@
 // What a spec may make a twin do on the standby. A spec comes from the bucket, and a spec that asks for privileges
-// (privileged mode, capabilities, devices, host namespaces, bind mounts, sysctls, weakened confinement) is a way to
-// root on the standby: such fields are honoured only from a spec the group trusts (signed by a key it trusts), and the
-// standby's own policy (config) may refuse them anyway. Pure: the caller says whether the spec is trusted.
+// (privileged mode, capabilities, devices, host namespaces, bind mounts, sysctls, weakened confinement, host ports
+// where the host's own services live) is a way to root on the standby: such fields are honoured only from a spec the
+// group trusts (signed by a key it trusts), and the standby's own policy (config) may refuse them anyway. Pure: the
+// caller says whether the spec is trusted and what the standby's engine gives every container anyway.
+import { describeBinding, hostBindingsOf, hostIpAllowed, isWildcardIp, portsAllowed } from './host-ports.js';
 import type { TwinSpec } from './spec.js';
 import { parseBind } from './spec-run.js';
 
-/** The namespaces a container may share with its host (`--network host`, `--pid host`, ...). */
-export const HOST_NAMESPACES = ['network', 'pid', 'ipc', 'uts', 'userns'] as const;
+/** The namespaces a container may share with its host (`--network host`, `--pid host`, `--cgroupns host`, ...). */
+export const HOST_NAMESPACES = ['network', 'pid', 'ipc', 'uts', 'userns', 'cgroup'] as const;
 export type HostNamespace = (typeof HOST_NAMESPACES)[number];
+
+/** What the standby's engine gives every container that does not say otherwise: asking for it is no privilege. */
+export interface EngineDefaults {
+  /** The engine's default cgroup namespace: `host` on cgroup v1 (unless dockerd says otherwise), `private` on v2. */
+  cgroupnsMode: 'host' | 'private';
+}
+
+/** When nothing is known of the engine: every `host` is a privilege. */
+export const STRICT_ENGINE_DEFAULTS: EngineDefaults = Object.freeze({ cgroupnsMode: 'private' });
 
 /** The standby's host-side policy: what it lets a trusted spec ask for. */
 export interface TwinPolicy {
@@ -25,10 +36,23 @@ export interface TwinPolicy {
   allowedSysctls: readonly string[];
   /** Security options other than no-new-privileges: seccomp, apparmor, SELinux labels, unmasked system paths. */
   allowSecurityOpts: boolean;
+  /** Host ports a twin may publish: `PORT`, `LOW-HIGH`, either with `/tcp`, `/udp` or `/sctp` (none: any protocol).
+   *  A binding without a host port gets one of Linux's default ephemeral range (32768-60999), checked as such. */
+  allowedHostPorts: readonly string[];
+  /** Host addresses (or CIDRs) a port binding may name; the wildcard (no address, 0.0.0.0, ::) needs none. */
+  allowedHostIps: readonly string[];
+  /** Drivers a named volume the twin mounts may have on this host (one that exists before the twin does). */
+  allowedVolumeDrivers: readonly string[];
+  /** A named volume on this host with driver options other than a bind of a path under allowedBindRoots (an NFS
+   *  share, a block device, a tmpfs): the twin gets whatever they mount. */
+  allowVolumeOptions: boolean;
 }
 
 /** Defaults for network services: the capabilities and the tun device a router, DHCP server or firewall needs,
- *  host networking, net.* sysctls; no privileged mode, no bind mounts, no other host namespace. */
+ *  host networking, net.* sysctls, unprivileged host ports on the wildcard address; no privileged mode, no bind
+ *  mounts, no other host namespace, no privileged host port (the host's own services listen there, and Docker's
+ *  DNAT rules for a published port take its traffic even from a service that has the port bound), no specific host
+ *  address, only plain local volumes. */
 export const DEFAULT_TWIN_POLICY: TwinPolicy = Object.freeze({
   allowPrivileged: false,
   allowedCapabilities: Object.freeze(['NET_ADMIN', 'NET_RAW', 'NET_BIND_SERVICE', 'NET_BROADCAST']),
@@ -37,6 +61,10 @@ export const DEFAULT_TWIN_POLICY: TwinPolicy = Object.freeze({
   allowedHostNamespaces: Object.freeze(['network'] as HostNamespace[]),
   allowedSysctls: Object.freeze(['net.*']),
   allowSecurityOpts: false,
+  allowedHostPorts: Object.freeze(['1024-65535']),
+  allowedHostIps: Object.freeze([]),
+  allowedVolumeDrivers: Object.freeze(['local']),
+  allowVolumeOptions: false,
 });
 
 /** One privileged field of a spec: where it is (Docker's name), its value, and whether a policy allows it. */
@@ -46,6 +74,8 @@ export interface Privilege {
   /** The policy key that decides it; null when trust alone is enough. */
   policyKey: keyof TwinPolicy | null;
   allowedBy(policy: TwinPolicy): boolean;
+  /** Only a trusted spec may ask for it (false: the policy decides, trusted or not, e.g. an unprivileged host port). */
+  needsTrust: boolean;
 }
 
 /** CAP_NET_ADMIN, net_admin and NET_ADMIN name the same capability. */
@@ -79,12 +109,13 @@ export function bindSources(spec: TwinSpec): string[] {
   return out;
 }
 
-/** Pure: every privileged field the spec asks for. */
-export function privilegesOf(spec: TwinSpec): Privilege[] {
+/** Pure: every field of the spec the trust or the policy decides on, privileged or not (an unprivileged host port is
+ *  no privilege, yet must lie in allowedHostPorts). */
+export function gatedFieldsOf(spec: TwinSpec, engine: EngineDefaults = STRICT_ENGINE_DEFAULTS): Privilege[] {
   const h = spec.hostConfig ?? {};
   const out: Privilege[] = [];
-  const add = (field: string, value: string, policyKey: keyof TwinPolicy | null, allowedBy: (p: TwinPolicy) => boolean): void => {
-    out.push({ field, value, policyKey, allowedBy });
+  const add = (field: string, value: string, policyKey: keyof TwinPolicy | null, allowedBy: (p: TwinPolicy) => boolean, needsTrust = true): void => {
+    out.push({ field, value, policyKey, allowedBy, needsTrust });
   };
   if (h.Privileged === true) add('HostConfig.Privileged', 'true', 'allowPrivileged', (p) => p.allowPrivileged);
   for (const cap of h.CapAdd ?? []) {
@@ -101,12 +132,23 @@ export function privilegesOf(spec: TwinSpec): Privilege[] {
   const namespaces: Array<[HostNamespace, string, string | undefined]> = [
     ['network', 'NetworkMode', spec.networkMode], ['pid', 'HostConfig.PidMode', h.PidMode], ['ipc', 'HostConfig.IpcMode', h.IpcMode],
     ['uts', 'HostConfig.UTSMode', h.UTSMode], ['userns', 'HostConfig.UsernsMode', h.UsernsMode],
+    // The host's cgroup namespace is what every container of a cgroup v1 engine gets: a privilege only where the
+    // engine's default is private (cgroup v2), which a spec captured on a v1 primary says `host` for.
+    ['cgroup', 'HostConfig.CgroupnsMode', engine.cgroupnsMode === 'host' ? undefined : h.CgroupnsMode],
   ];
   for (const [ns, field, mode] of namespaces) {
     if (mode === 'host') add(field, 'host', 'allowedHostNamespaces', (p) => p.allowedHostNamespaces.includes(ns));
   }
   for (const source of bindSources(spec)) {
     add('HostConfig.Binds/Mounts', source, 'allowedBindRoots', (p) => p.allowedBindRoots.some((root) => isAtOrUnder(source, root)));
+  }
+  for (const b of hostBindingsOf(spec)) {
+    const shown = describeBinding(b);
+    const { range } = b;
+    // A privileged port is where the host's own services listen (sshd, a resolver): taking it needs trust.
+    const privileged = range === null || range.low < 1024;
+    add(b.field, shown, 'allowedHostPorts', (p) => range !== null && portsAllowed(range, b.protocol, p.allowedHostPorts), privileged);
+    if (!isWildcardIp(b.hostIp)) add(b.field, shown, 'allowedHostIps', (p) => hostIpAllowed(b.hostIp, p.allowedHostIps));
   }
   for (const name of Object.keys(h.Sysctls ?? {})) add('HostConfig.Sysctls', name, 'allowedSysctls', (p) => sysctlAllowed(name, p.allowedSysctls));
   const logDriver = h.LogConfig?.Type ?? '';
@@ -115,10 +157,17 @@ export function privilegesOf(spec: TwinSpec): Privilege[] {
   return out;
 }
 
+/** Pure: every privileged field the spec asks for (honoured only from a trusted spec). */
+export function privilegesOf(spec: TwinSpec, engine: EngineDefaults = STRICT_ENGINE_DEFAULTS): Privilege[] {
+  return gatedFieldsOf(spec, engine).filter((p) => p.needsTrust);
+}
+
 export interface TwinTrust {
   /** The spec is signed by a key the group trusts (or the host trusts its bucket's specs as a whole). */
   trusted: boolean;
   policy: TwinPolicy;
+  /** What the standby's engine gives every container anyway. Default STRICT_ENGINE_DEFAULTS. */
+  engine?: EngineDefaults;
 }
 
 function describe(p: Privilege): string {
@@ -131,11 +180,12 @@ function describe(p: Privilege): string {
  */
 export function specRefusals(spec: TwinSpec, trust: TwinTrust): string[] {
   const refusals = (spec.unsupported ?? []).map((u) => `not recreated: ${u}`);
-  const privileges = privilegesOf(spec);
+  const gated = gatedFieldsOf(spec, trust.engine);
+  const privileges = gated.filter((p) => p.needsTrust);
   if (!trust.trusted && privileges.length > 0) {
     refusals.push(`the spec is not signed by a key the group trusts and asks for ${privileges.map(describe).join(', ')}: privileged fields are honoured only from a signed spec`);
   }
-  for (const p of privileges) {
+  for (const p of gated) {
     if (p.policyKey === null || p.allowedBy(trust.policy)) continue;
     const setting = trust.policy[p.policyKey];
     refusals.push(`the host policy refuses ${describe(p)} (${p.policyKey}: ${Array.isArray(setting) ? (setting.length === 0 ? 'none' : setting.join(', ')) : String(setting)})`);

@@ -2,7 +2,23 @@
 // that listens on the root namespace's loopback only (the S3 server, for instance), so hosts reach it at
 // `rootAddress:port` without the service having to bind anything else.
 import { createConnection, createServer } from 'node:net';
-import type { Server } from 'node:net';
+import type { Server, Socket } from 'node:net';
+
+/** Pipes `client` and `upstream` into each other, both kept in `open` until either ends (then both are destroyed). */
+export function relayConnection(client: Socket, upstream: Socket, open: Set<Socket>): void {
+  open.add(client);
+  open.add(upstream);
+  const drop = (): void => {
+    client.destroy();
+    upstream.destroy();
+    open.delete(client);
+    open.delete(upstream);
+  };
+  client.on('error', drop).on('close', drop);
+  upstream.on('error', drop).on('close', drop);
+  client.pipe(upstream);
+  upstream.pipe(client);
+}
 
 export interface Forward {
   host: string;
@@ -15,22 +31,8 @@ export interface Forward {
 }
 
 export function startForward(listenHost: string, listenPort: number, targetHost: string, targetPort: number): Promise<Forward> {
-  const sockets = new Set<import('node:net').Socket>();
-  const server: Server = createServer((client) => {
-    const upstream = createConnection({ host: targetHost, port: targetPort });
-    sockets.add(client);
-    sockets.add(upstream);
-    const drop = (): void => {
-      client.destroy();
-      upstream.destroy();
-      sockets.delete(client);
-      sockets.delete(upstream);
-    };
-    client.on('error', drop).on('close', drop);
-    upstream.on('error', drop).on('close', drop);
-    client.pipe(upstream);
-    upstream.pipe(client);
-  });
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((client) => relayConnection(client, createConnection({ host: targetHost, port: targetPort }), sockets));
   const listen = (port: number): Promise<number> =>
     new Promise((resolve, reject) => {
       server.once('error', reject);

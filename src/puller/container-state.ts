@@ -26,6 +26,16 @@ export interface ContainerRuntimeState {
   staging: boolean;
   /** The commit at the queue head whose changeset was refused (until a commit is staged again). */
   refusedCommit: { seq: number; digest: string; reason: string } | null;
+  /** What this host lacks for the twin (a bind source, a device, a network, the engine's answer), each since when:
+   *  the twin is held as it is (kept with its staged data, none created), checked again every poll. */
+  hostProblems: HostProblem[];
+  /** Why its twin was not started at the last promotion (a bind source gone since it was created). */
+  notStarted: string | null;
+}
+
+export interface HostProblem {
+  problem: string;
+  since: string;
 }
 
 /** Every container the puller has heard of (journal, specs), created on first mention. */
@@ -35,7 +45,7 @@ export class ContainerStates {
   get(name: string): ContainerRuntimeState {
     let c = this.#map.get(name);
     if (!c) {
-      c = { queue: [], blocked: null, refused: null, spec: null, specTrusted: false, specStale: false, twin: 'absent', lastError: null, restage: false, gap: null, staging: false, refusedCommit: null };
+      c = { queue: [], blocked: null, refused: null, spec: null, specTrusted: false, specStale: false, twin: 'absent', lastError: null, restage: false, gap: null, staging: false, refusedCommit: null, hostProblems: [], notStarted: null };
       this.#map.set(name, c);
     }
     return c;

@@ -4,12 +4,12 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Limits } from '../changeset/index.js';
-import type { DockerRuntime, TwinPolicy, TwinSpec } from '../docker/index.js';
+import { DEFAULT_TWIN_POLICY, type DockerRuntime, type TwinPolicy, type TwinSpec } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import { acquireStateLock, type StateLock } from '../state/lock.js';
 import type { Bucket } from '../store/index.js';
 import { AppliedStateFile, type AppliedState } from './applied-state.js';
-import { ContainerStates } from './container-state.js';
+import { ContainerStates, type ContainerRuntimeState } from './container-state.js';
 import { JournalFollower } from './journal-follower.js';
 import type { ContainerStatus, FinalizeReport, StartReport, StatusReport } from './reports.js';
 import { Stager } from './stager.js';
@@ -166,12 +166,14 @@ export class Puller {
       if (state.generation === 0) {
         // No commit yet, but specs may be there: twins exist before the first change.
         if (this.#keeper.due(false)) await this.#keeper.ensureTwins(state);
+        else await this.#keeper.recheckHeld(state);
         return this.#report(started, true, 0, signal, null);
       }
       const headMoved = await this.#journal.readNew(state, pastHead);
       // A poll overtaken by a finalize deadline touches no twin any more: they are being started.
       if (signal.aborted) return this.#report(started, true, 0, signal, null);
       if (this.#keeper.due(headMoved || pastHead)) await this.#keeper.ensureTwins(state);
+      else await this.#keeper.recheckHeld(state);
       if (signal.aborted) return this.#report(started, true, 0, signal, null);
       staged = await this.#stager.stageQueues(state, signal, waitForStaging);
       this.#lastPollAt = Date.now();
@@ -222,7 +224,7 @@ export class Puller {
     }
     const containers = this.#containers.names().sort().map((name) => {
       const c = this.#containers.get(name);
-      const error = c.refused ?? c.blocked ?? c.lastError ?? undefined;
+      const error = reasonOf(c) ?? undefined;
       return { name, stagedSeq: this.#stagedSeq(name), latestSeq: this.#latestSeq(name), ...(error ? { error } : {}) };
     });
     return { ms: Date.now() - started, bucketReachable: report.bucketReachable, timedOut: report.timedOut, containers };
@@ -253,7 +255,8 @@ export class Puller {
       const why = await this.#recoverTwin(this.#requireState(), name);
       if (why !== null && names.delete(name)) held.push({ name, error: `not started: ${why}` });
     }
-    const results = await this.#o.runtime.startContainers([...names].sort(), this.#o.startConcurrency);
+    const policy = this.#o.twinPolicy ?? DEFAULT_TWIN_POLICY;
+    const results = await this.#o.runtime.startContainers([...names].sort(), this.#o.startConcurrency, (name) => this.#startCheck(name, policy));
     for (const h of held) results.push({ name: h.name, ok: false, ms: 0, error: h.error });
     for (const name of missing.sort()) results.push({ name, ok: false, ms: 0, error: 'no twin container on this host (the staged state names it)' });
     for (const r of results) if (r.ok) this.#containers.get(r.name).twin = 'running';
@@ -261,8 +264,22 @@ export class Puller {
     return { ms: Date.now() - started, containers: results };
   }
 
+  /** Right before a twin starts: its bind sources are still there and still under the bind roots. A source removed
+   *  since the twin was created would be mounted as a new empty directory (Docker creates it), and a symlink put in
+   *  its place is followed: either is a twin that silently differs, so it is not started. Other lacks (a network, a
+   *  device) make the start itself fail, loudly. */
+  async #startCheck(name: string, policy: TwinPolicy): Promise<string | null> {
+    const problems = await this.#o.runtime.bindSourceProblemsOf(name, policy);
+    if (problems.length === 0) return null;
+    const reason = `not started: ${problems.join('; ')}`;
+    this.#containers.get(name).notStarted = reason;
+    this.#o.log.error('twin not started: a bind-mount source is missing or moved since the twin was created (Docker would mount an empty directory or follow the link)', { container: name, problems });
+    return reason;
+  }
+
   /** Back to following after a finalize that did not end in a boot (the agent lost its claim): polling resumes. */
   resume(): void {
+    for (const c of this.#containers.values()) c.notStarted = null;
     this.#paused = false;
     this.#stager.thaw();
     this.#role = 'standby';
@@ -298,10 +315,11 @@ export class Puller {
       const c = this.#containers.get(name);
       const latest = this.#latestSeq(name);
       const stagedSeq = this.#stagedSeq(name);
-      const reason = c.refused ?? c.blocked ?? c.lastError;
+      const reason = reasonOf(c);
       return {
         name, latestSeq: latest, stagedSeq, lag: latest === null ? null : Math.max(0, latest - stagedSeq), twin: c.twin,
         ...(reason ? { reason } : {}), ...(c.refusedCommit ? { refusedCommit: { ...c.refusedCommit } } : {}),
+        ...(c.hostProblems.length > 0 ? { hostProblems: c.hostProblems.map((p) => ({ ...p })) } : {}),
       };
     });
     return Promise.resolve({
@@ -329,4 +347,14 @@ export class Puller {
     await this.#lock?.release();
     this.#lock = null;
   }
+}
+
+/** The one reason a container is not as it should be: refused, not started, held for what this host lacks, blocked,
+ *  failed. */
+function reasonOf(c: ContainerRuntimeState): string | null {
+  if (c.refused !== null) return c.refused;
+  if (c.notStarted !== null) return c.notStarted;
+  const first = c.hostProblems[0];
+  if (first !== undefined) return `held since ${first.since}: this host lacks what the twin needs: ${c.hostProblems.map((p) => p.problem).join('; ')}`;
+  return c.blocked ?? c.lastError;
 }

@@ -15,6 +15,9 @@ export interface ContainerStatus {
   /** The commit whose changeset was refused (hostile, or beyond the limits): neither fetched nor validated again;
    *  the container waits for a full checkpoint. */
   refusedCommit?: { seq: number; digest: string; reason: string };
+  /** What this host lacks for the twin, each since when: the twin is held (an existing one kept with what is staged
+   *  into it, none created) and checked again every poll. */
+  hostProblems?: Array<{ problem: string; since: string }>;
 }
 export interface StatusReport {
   role: 'standby' | 'promoting' | 'master';

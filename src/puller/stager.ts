@@ -222,8 +222,9 @@ export class Stager {
       }
       const twin = await this.#o.runtime.twinState(name);
       if (twin.state === 'absent' || !stageable(twin)) {
-        // A twin removed since the last check is recreated by the next poll.
-        if (twin.state === 'absent') this.#keeper.checkSoon();
+        // A twin removed since the last check is recreated by the next poll; one held for what this host lacks is
+        // checked every poll anyway.
+        if (twin.state === 'absent' && c.hostProblems.length === 0) this.#keeper.checkSoon();
         c.blocked = twin.state === 'absent' ? 'twin absent' : 'twin is running or mounted; staging paused';
         c.twin = twin.state;
         return staged;

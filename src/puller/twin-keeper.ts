@@ -1,11 +1,20 @@
 // Keeping the twins: every container with a spec has a stopped twin created from it, of the spec's image, and is
-// the container its applied seq describes. Checked every few polls and whenever the head moved.
-import { DEFAULT_TWIN_POLICY, specDigest, TwinSpecRefusedError, twinSpecSchema, type DockerRuntime, type TwinPolicy, type TwinSpec } from '../docker/index.js';
+// the container its applied seq describes. Checked every few polls and whenever the head moved; a twin held for what
+// this host lacks is checked every poll.
+//
+// Two kinds of "no": a spec that is refused (it asks for what the policy or the trust refuses, or what no twin can
+// have) removes its stopped twin, since the spec itself will not change its mind. What this host lacks for the twin
+// (a bind source, a device, a network, the image, an engine that answers) is a fact of the moment: the twin is held
+// as it is, with its staged data, none is created meanwhile, and it is created or kept once the host has it.
+import {
+  DEFAULT_TWIN_POLICY, LayerResolveError, specDigest, TwinHostNotReadyError, TwinRefusedError, TwinSpecRefusedError, twinSpecSchema,
+  type DockerRuntime, type HostLookups, type TwinPolicy, type TwinSpec, type TwinState,
+} from '../docker/index.js';
 import { TwinlayerError } from '../log/errors.js';
 import type { Logger } from '../log/logger.js';
 import { BucketObjectInvalidError, ObjectTooLargeError, type Bucket } from '../store/index.js';
 import type { AppliedState } from './applied-state.js';
-import type { ContainerRuntimeState, ContainerStates } from './container-state.js';
+import type { ContainerRuntimeState, ContainerStates, HostProblem } from './container-state.js';
 import type { JournalFollower } from './journal-follower.js';
 
 /** A container that cannot be replicated because of its spec (not a fault of the poll). */
@@ -63,38 +72,87 @@ export class TwinKeeper {
    */
   async ensureTwins(state: AppliedState): Promise<void> {
     const names = new Set([...(await this.#o.bucket.listSpecNames()), ...this.#containers.names()]);
+    await this.#ensure(state, names, true);
+  }
+
+  /** Between the full checks: the twins held for what this host lacked, checked again (no bucket request). */
+  async recheckHeld(state: AppliedState): Promise<void> {
+    const held = this.#containers.entries().filter(([, c]) => c.hostProblems.length > 0).map(([n]) => n);
+    if (held.length > 0) await this.#ensure(state, held, false);
+  }
+
+  async #ensure(state: AppliedState, names: Iterable<string>, full: boolean): Promise<void> {
+    const policy = this.#o.policy ?? DEFAULT_TWIN_POLICY;
+    // One lookup per network or volume in this pass, however many twins name it.
+    const lookups = this.#o.runtime.hostLookups();
     for (const name of names) {
       const c = this.#containers.get(name);
-      // Its twin is being staged into: neither replaced nor re-checked now, but at the next poll.
+      // Its twin is being staged into: neither replaced nor re-checked now, but at the next poll (a held one is
+      // checked every poll anyway).
       if (c.staging) {
-        this.checkSoon();
+        if (full) this.checkSoon();
         continue;
       }
       try {
-        if (c.spec === null || c.specStale) {
-          const read = await this.#readSpec(name);
-          c.spec = read.spec;
-          c.specTrusted = read.trusted;
-          c.specStale = false;
-          await this.#replaceOutdatedTwin(name, c.spec);
-        }
-        const twin = await this.#o.runtime.ensureTwin(c.spec, { group: this.#o.group, trusted: c.specTrusted, policy: this.#o.policy ?? DEFAULT_TWIN_POLICY });
-        c.refused = null;
-        c.twin = twin.state;
-        if (twin.state !== 'absent') this.#checkTwinId(state, name, c, twin.id);
+        await this.#ensureOne(state, name, c, policy, lookups);
       } catch (err) {
-        // Refusals and Docker failures stop this container only; bucket failures fail the poll.
-        if (!(err instanceof TwinRefusal) && !(err instanceof TwinlayerError && err.code.startsWith('DOCKER_'))) throw err;
-        if (err instanceof TwinSpecRefusedError) await this.#removeRefusedTwin(name);
-        const reason = err.message;
-        if (c.refused !== reason) this.#o.log.error('twin refused; this container is not replicated', { container: name, err });
-        c.twin = 'refused';
-        c.refused = reason;
-        c.spec = null;
+        if (err instanceof TwinRefusal || err instanceof TwinSpecRefusedError || err instanceof TwinRefusedError || err instanceof LayerResolveError) {
+          if (err instanceof TwinSpecRefusedError) await this.#removeRefusedTwin(name);
+          const reason = err.message;
+          if (c.refused !== reason) this.#o.log.error('twin refused; this container is not replicated', { container: name, err });
+          c.twin = 'refused';
+          c.refused = reason;
+          c.spec = null;
+          // Refused outright: nothing the host could add changes that.
+          c.hostProblems = [];
+          continue;
+        }
+        // The engine did not answer, or the image is not here (yet): held, the spec and the twin kept as they are.
+        // Bucket failures fail the poll.
+        if (!(err instanceof TwinlayerError && err.code.startsWith('DOCKER_'))) throw err;
+        this.#hold(name, c, [err.message]);
       }
     }
     const restage = this.#containers.entries().filter(([, c]) => c.restage && !c.staging).map(([n]) => n);
     if (restage.length > 0) await this.#journal.requeue(state, restage);
+  }
+
+  async #ensureOne(state: AppliedState, name: string, c: ContainerRuntimeState, policy: TwinPolicy, lookups: HostLookups): Promise<void> {
+    if (c.spec === null || c.specStale) {
+      const read = await this.#readSpec(name);
+      c.spec = read.spec;
+      c.specTrusted = read.trusted;
+      c.specStale = false;
+      await this.#replaceOutdatedTwin(name, c.spec);
+    }
+    const lacking = await this.#o.runtime.hostProblems(c.spec, policy, lookups);
+    let twin: TwinState;
+    try {
+      twin = await this.#o.runtime.ensureTwin(c.spec, { group: this.#o.group, trusted: c.specTrusted, policy, hostProblems: lacking });
+    } catch (err) {
+      // None created while the host lacks something; an existing twin was adopted above it.
+      if (!(err instanceof TwinHostNotReadyError)) throw err;
+      twin = { state: 'absent' };
+    }
+    c.refused = null;
+    c.twin = twin.state;
+    this.#hold(name, c, lacking);
+    if (twin.state !== 'absent') this.#checkTwinId(state, name, c, twin.id);
+  }
+
+  /** Records what this host lacks for the twin, each problem with the time it was first seen; logs a change. */
+  #hold(name: string, c: ContainerRuntimeState, problems: string[]): void {
+    const before = new Map(c.hostProblems.map((p) => [p.problem, p.since]));
+    const now = new Date().toISOString();
+    const next: HostProblem[] = problems.map((problem) => ({ problem, since: before.get(problem) ?? now }));
+    const changed = next.length !== before.size || next.some((p) => !before.has(p.problem));
+    c.hostProblems = next;
+    if (!changed) return;
+    if (next.length > 0) {
+      this.#o.log.warn('twin held: this host lacks what its spec needs; an existing twin is kept with what is staged into it, none is created, checked again every poll', { container: name, twin: c.twin, problems });
+    } else {
+      this.#o.log.info('this host has what the twin needs again', { container: name, twin: c.twin });
+    }
   }
 
   /** A stopped twin twinlayer created from another spec of this container (the primary was recreated with another
@@ -110,8 +168,9 @@ export class TwinKeeper {
     await this.#o.runtime.removeContainer(twin.id);
   }
 
-  /** A stopped twin of a spec this host now refuses (its policy changed, a bind source or network went away) would
-   *  start on promotion as a container that differs from the primary's: it is removed. A running one is left alone. */
+  /** A stopped twin of a spec this host now refuses (its policy changed, or the spec asks for what it refuses) would
+   *  start on promotion as a container the policy does not allow: it is removed. A running one is left alone. What
+   *  the host lacks (a bind source, a network) never removes a twin: it holds it. */
   async #removeRefusedTwin(name: string): Promise<void> {
     const twin = await this.#o.runtime.twinState(name);
     if (twin.state !== 'stopped' || !twin.isTwin || twin.mounted) return;

@@ -11,7 +11,7 @@ import { strict as assert } from 'node:assert';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  DEFAULT_TWIN_POLICY, DockerRuntime, HOST_NAMESPACES, TwinSpecRefusedError, twinSpecSchema,
+  DEFAULT_TWIN_POLICY, DockerRuntime, HOST_NAMESPACES, TwinHostNotReadyError, TwinSpecRefusedError, twinSpecSchema,
 } from '../../../src/docker/index.js';
 import type { TwinPolicy, TwinSpec } from '../../../src/docker/index.js';
 import { copyImage, importBusyboxImage } from '../../../src/lab/busybox-image.js';
@@ -108,7 +108,10 @@ describe('spec round trip: the twin is the same container', { timeout: 600_000 }
     await mkdir(join(bindRoot, 'data'), { recursive: true });
     await mkdir(join(bindRoot, 'conf'), { recursive: true });
     await writeFile(join(bindRoot, 'conf', 'svc.conf'), 'port=53\n');
-    policy = { ...DEFAULT_TWIN_POLICY, allowPrivileged: true, allowedBindRoots: [bindRoot], allowedHostNamespaces: [...HOST_NAMESPACES], allowSecurityOpts: true };
+    policy = {
+      ...DEFAULT_TWIN_POLICY, allowPrivileged: true, allowedBindRoots: [bindRoot], allowedHostNamespaces: [...HOST_NAMESPACES], allowSecurityOpts: true,
+      allowedHostIps: ['127.0.0.1'],
+    };
 
     await dockerCli(a, ['run', '-d', '-i', '-t', '--name', 'full', '-l', 'twinlayer.enable=true', '-l', 'com.example.role=dns', '-e', 'A=1',
       '--hostname', 'svc1', '--domainname', 'example.test', '--workdir', '/srv', '--user', '0:0', '--group-add', '10', '--read-only',
@@ -190,9 +193,10 @@ describe('spec round trip: the twin is the same container', { timeout: 600_000 }
   });
 
   describe('refusals: reported, and no twin created', () => {
-    async function refused(spec: TwinSpec, trust: { trusted: boolean; policy: TwinPolicy }): Promise<string[]> {
+    /** Refused (the spec, the trust, the policy), or not created while this host lacks something (`lacking`). */
+    async function refused(spec: TwinSpec, trust: { trusted: boolean; policy: TwinPolicy }, lacking = false): Promise<string[]> {
       const err = await rtB.ensureTwin(spec, { group: 'g', ...trust }).then(() => null, (e: unknown) => e);
-      assert.ok(err instanceof TwinSpecRefusedError, `refused: ${String(err)}`);
+      assert.ok(err instanceof (lacking ? TwinHostNotReadyError : TwinSpecRefusedError), `refused: ${String(err)}`);
       assert.equal(err.context.container, spec.name);
       assert.deepEqual(await rtB.twinState(spec.name), { state: 'absent' }, 'no twin');
       const all = await dockerCli(b, ['ps', '-a', '--format', '{{.Names}}']);
@@ -220,26 +224,27 @@ describe('spec round trip: the twin is the same container', { timeout: 600_000 }
         `the host policy refuses HostConfig.SecurityOpt seccomp=unconfined (allowSecurityOpts: false)`,
         `the host policy refuses HostConfig.Binds/Mounts ${bindRoot}/data (allowedBindRoots: none)`,
         `the host policy refuses HostConfig.Binds/Mounts ${bindRoot}/conf (allowedBindRoots: none)`,
+        'the host policy refuses HostConfig.PortBindings 53/udp -> 127.0.0.1:5353 (allowedHostIps: none)',
       ]);
       const priv = await refused({ ...specs.get('priv')!, name: 'r-policy-priv' }, { trusted: true, policy: DEFAULT_TWIN_POLICY });
       assert.ok(priv.some((p) => p.includes('HostConfig.Privileged true (allowPrivileged: false)')), priv.join('\n'));
       assert.ok(priv.some((p) => p.includes('HostConfig.PidMode host (allowedHostNamespaces: network)')), priv.join('\n'));
     });
 
-    it('what the standby lacks: a bind source, a network, a device, a subnet that holds the static address', async () => {
+    it('what the standby lacks, none created meanwhile: a bind source, a network, a device, a subnet that holds the static address', async () => {
       const full = specs.get('full')!;
       const binds = (full.hostConfig?.Binds ?? []).map((bind) => bind.replace(`${bindRoot}/data:`, `${bindRoot}/gone:`));
-      assert.deepEqual(await refused(renamed('r-bind', { hostConfig: { ...full.hostConfig, Binds: binds } }), { trusted: true, policy }), [
+      assert.deepEqual(await refused(renamed('r-bind', { hostConfig: { ...full.hostConfig, Binds: binds } }), { trusted: true, policy }, true), [
         `bind-mount source ${bindRoot}/gone does not exist on this host (ENOENT)`,
       ]);
       const ghost = { ...full.networks, ghostnet: { IPAMConfig: null, Aliases: null, DriverOpts: null } };
-      assert.deepEqual(await refused(renamed('r-net', { networks: ghost }), { trusted: true, policy }), ['network ghostnet does not exist on this host']);
+      assert.deepEqual(await refused(renamed('r-net', { networks: ghost }), { trusted: true, policy }, true), ['network ghostnet does not exist on this host']);
       const devices = [{ PathOnHost: '/dev/twl-absent', PathInContainer: '/dev/x', CgroupPermissions: 'rwm' }];
-      assert.deepEqual(await refused(renamed('r-dev', { hostConfig: { ...full.hostConfig, Devices: devices } }), { trusted: true, policy: { ...policy, allowedDevices: ['/dev/twl-absent'] } }), [
+      assert.deepEqual(await refused(renamed('r-dev', { hostConfig: { ...full.hostConfig, Devices: devices } }), { trusted: true, policy: { ...policy, allowedDevices: ['/dev/twl-absent'] } }, true), [
         'device /dev/twl-absent does not exist on this host (ENOENT)',
       ]);
       const moved = { ...full.networks, svcnet: { IPAMConfig: { IPv4Address: '172.30.9.10' }, Aliases: ['dns1'], DriverOpts: null } };
-      assert.deepEqual(await refused(renamed('r-subnet', { networks: moved }), { trusted: true, policy }), [
+      assert.deepEqual(await refused(renamed('r-subnet', { networks: moved }), { trusted: true, policy }, true), [
         'network svcnet on this host (172.30.1.0/24) does not hold the static address 172.30.9.10',
       ]);
     });

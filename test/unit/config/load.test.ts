@@ -98,6 +98,26 @@ describe('loadConfig', () => {
     rejects(() => loadConfig({ env: { TWINLAYER_BUCKET: 'twins', TWINLAYER_ALLOWED_SYSCTLS: 'net/ipv4' } }), 'allowedSysctls', /sysctl/);
   });
 
+  it('reads the host-side gates: host ports and addresses, volume drivers and options, the cgroup namespace', () => {
+    const d = loadConfig({ env: { TWINLAYER_BUCKET: 'twins' } });
+    assert.deepEqual([d.allowedHostPorts, d.allowedHostIps, d.allowedVolumeDrivers, d.allowVolumeOptions], [['1024-65535'], [], ['local'], false]);
+    const c = loadConfig({ env: {
+      TWINLAYER_BUCKET: 'twins', TWINLAYER_ALLOWED_HOST_PORTS: '53/udp, 443/tcp,8000-8999', TWINLAYER_ALLOWED_HOST_IPS: '127.0.0.1,10.0.0.0/24,fd00::/64',
+      TWINLAYER_ALLOWED_VOLUME_DRIVERS: 'local,rexray/ebs', TWINLAYER_ALLOW_VOLUME_OPTIONS: 'true', TWINLAYER_ALLOWED_HOST_NAMESPACES: 'network,cgroup',
+    } });
+    assert.deepEqual(twinPolicyOf(c), {
+      ...DEFAULT_TWIN_POLICY, allowedHostPorts: ['53/udp', '443/tcp', '8000-8999'], allowedHostIps: ['127.0.0.1', '10.0.0.0/24', 'fd00::/64'],
+      allowedVolumeDrivers: ['local', 'rexray/ebs'], allowVolumeOptions: true, allowedHostNamespaces: ['network', 'cgroup'],
+    });
+    rejects(() => loadConfig({ env: { TWINLAYER_BUCKET: 'twins', TWINLAYER_ALLOWED_HOST_PORTS: '53/icmp' } }), 'allowedHostPorts', /PORT or LOW-HIGH/);
+    rejects(() => loadConfig({ env: { TWINLAYER_BUCKET: 'twins', TWINLAYER_ALLOWED_HOST_PORTS: '9000-8000' } }), 'allowedHostPorts', /within 1-65535/);
+    rejects(() => loadConfig({ env: { TWINLAYER_BUCKET: 'twins', TWINLAYER_ALLOWED_HOST_PORTS: '0' } }), 'allowedHostPorts', /within 1-65535/);
+    rejects(() => loadConfig({ env: { TWINLAYER_BUCKET: 'twins', TWINLAYER_ALLOWED_HOST_IPS: 'localhost' } }), 'allowedHostIps', /not an IP address or CIDR/);
+    rejects(() => loadConfig({ env: { TWINLAYER_BUCKET: 'twins', TWINLAYER_ALLOWED_HOST_IPS: '10.0.0.0/33' } }), 'allowedHostIps', /prefix length/);
+    rejects(() => loadConfig({ env: { TWINLAYER_BUCKET: 'twins', TWINLAYER_ALLOWED_VOLUME_DRIVERS: 'bad driver' } }), 'allowedVolumeDrivers', /volume driver/);
+    rejects(() => loadConfig({ env: { TWINLAYER_BUCKET: 'twins', TWINLAYER_ALLOW_VOLUME_OPTIONS: 'maybe' } }), 'allowVolumeOptions', /allowVolumeOptions/);
+  });
+
   it('refuses debounceMaxMs below debounceQuietMs', () => {
     rejects(() => loadConfig({ env: { TWINLAYER_BUCKET: 'twins', TWINLAYER_DEBOUNCE_QUIET_MS: '100', TWINLAYER_DEBOUNCE_MAX_MS: '50' } }), 'debounceMaxMs', /debounceMaxMs/);
   });

@@ -19,7 +19,12 @@ function refused(raw: unknown, reason: RegExp): void {
 describe('engineFactsFromInfo', () => {
   it('accepts overlay2 with native overlay diff and returns the data root', () => {
     const facts = engineFactsFromInfo(fixture('info-overlay2.json'));
-    assert.deepEqual(facts, { dataRoot: '/tmp/twl-probe-emdM/data', driver: 'overlay2', serverVersion: '20.10.24+dfsg1' });
+    assert.deepEqual(facts, { dataRoot: '/tmp/twl-probe-emdM/data', driver: 'overlay2', serverVersion: '20.10.24+dfsg1', cgroupnsDefault: 'host' });
+  });
+
+  it('tells the default cgroup namespace from the cgroupns security option (cgroup v2, or default-cgroupns-mode=private)', () => {
+    assert.equal(engineFactsFromInfo(withInfo({ SecurityOptions: ['name=seccomp,profile=default', 'name=cgroupns'] })).cgroupnsDefault, 'private');
+    assert.equal(engineFactsFromInfo(withInfo({ SecurityOptions: null })).cgroupnsDefault, 'host');
   });
 
   it('refuses the containerd snapshotter image store, naming it', () => {

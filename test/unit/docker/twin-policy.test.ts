@@ -5,34 +5,41 @@ import { strict as assert } from 'node:assert';
 import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DEFAULT_TWIN_POLICY, inspectSchema, privilegesOf, specFromInspect, specRefusals, standbyProblems } from '../../../src/docker/index.js';
-import type { RunHostConfig, TwinPolicy, TwinSpec } from '../../../src/docker/index.js';
+import { DEFAULT_TWIN_POLICY, hostIpAllowed, inspectSchema, portsAllowed, privilegesOf, specFromInspect, specRefusals, standbyProblems, twinSpecSchema } from '../../../src/docker/index.js';
+import type { HostLookups, RunHostConfig, TwinPolicy, TwinSpec, VolumeFacts } from '../../../src/docker/index.js';
 import { fixture } from './fixtures.js';
 
 const base = specFromInspect(inspectSchema.parse(fixture('inspect-running.json')), new Date());
 const full = specFromInspect(inspectSchema.parse(fixture('inspect-full.json')), new Date());
 const withHost = (patch: RunHostConfig, spec: TwinSpec = base): TwinSpec => ({ ...spec, hostConfig: { ...spec.hostConfig, ...patch } });
-const trusted = (policy: Partial<TwinPolicy> = {}) => ({ trusted: true, policy: { ...DEFAULT_TWIN_POLICY, ...policy } });
-const untrusted = { trusted: false, policy: DEFAULT_TWIN_POLICY };
+// The fixtures come from a cgroup v1 engine, whose containers share the host's cgroup namespace unless they ask.
+const v1 = { cgroupnsMode: 'host' } as const;
+const trusted = (policy: Partial<TwinPolicy> = {}) => ({ trusted: true, policy: { ...DEFAULT_TWIN_POLICY, ...policy }, engine: v1 });
+const untrusted = { trusted: false, policy: DEFAULT_TWIN_POLICY, engine: v1 };
+// The engine's networks and volumes, as the runtime looks them up (the real lookups are exercised in test/integration).
+const lookups = (volumes: Record<string, VolumeFacts> = {}): HostLookups => ({
+  network: (name) => Promise.resolve(name === 'svcnet' ? { subnets: ['172.31.250.0/24', 'fd00:1::/64'] } : null),
+  volume: (name) => Promise.resolve(volumes[name] ?? null),
+});
 
 describe('privilegesOf', () => {
   it('a plain container asks for nothing privileged (Docker\'s defaults: cgroupns host, ipc private, json-file logs, runc)', () => {
-    assert.deepEqual(privilegesOf(base), []);
+    assert.deepEqual(privilegesOf(base, v1), []);
     assert.deepEqual(specRefusals(base, untrusted), []);
   });
 
   it('lists each privileged field of a container that uses them', () => {
-    const described = privilegesOf(full).map((p) => `${p.field} ${p.value}`);
+    const described = privilegesOf(full, v1).map((p) => `${p.field} ${p.value}`);
     assert.deepEqual(described, [
       'HostConfig.CapAdd NET_ADMIN', 'HostConfig.CapAdd NET_RAW', 'HostConfig.Devices /dev/net/tun',
-      'HostConfig.Binds/Mounts /tmp/fs-scratch/bindsrc', 'HostConfig.Sysctls net.ipv4.ip_forward',
+      'HostConfig.Binds/Mounts /tmp/fs-scratch/bindsrc', 'HostConfig.PortBindings 53/udp -> 127.0.0.1:5353', 'HostConfig.Sysctls net.ipv4.ip_forward',
     ]);
     const all = withHost({
       Privileged: true, DeviceCgroupRules: ['c *:* rwm'], CgroupParent: '/system.slice', SecurityOpt: ['no-new-privileges:true', 'seccomp=unconfined', 'apparmor=unconfined'],
       PidMode: 'host', IpcMode: 'host', UTSMode: 'host', UsernsMode: 'host', LogConfig: { Type: 'syslog', Config: { 'syslog-address': 'udp://192.0.2.1:514' } },
       Runtime: 'kata', Mounts: [{ Type: 'bind', Source: '/etc', Target: '/host-etc' }],
     }, { ...base, networkMode: 'host' });
-    assert.deepEqual(privilegesOf(all).map((p) => p.field), [
+    assert.deepEqual(privilegesOf(all, v1).map((p) => p.field), [
       'HostConfig.Privileged', 'HostConfig.DeviceCgroupRules', 'HostConfig.CgroupParent', 'HostConfig.SecurityOpt', 'HostConfig.SecurityOpt',
       'NetworkMode', 'HostConfig.PidMode', 'HostConfig.IpcMode', 'HostConfig.UTSMode', 'HostConfig.UsernsMode', 'HostConfig.Binds/Mounts',
       'HostConfig.LogConfig.Type', 'HostConfig.Runtime',
@@ -43,15 +50,16 @@ describe('privilegesOf', () => {
 describe('specRefusals', () => {
   it('an untrusted spec with privileged fields is refused, naming every field', () => {
     const refusals = specRefusals(full, untrusted);
-    assert.equal(refusals.length, 2, refusals.join('\n'));
+    assert.equal(refusals.length, 3, refusals.join('\n'));
     assert.match(refusals[0] ?? '', /not signed by a key the group trusts and asks for HostConfig\.CapAdd NET_ADMIN, HostConfig\.CapAdd NET_RAW, HostConfig\.Devices \/dev\/net\/tun, .*HostConfig\.Sysctls net\.ipv4\.ip_forward/);
     // The policy is applied too: the bind mount would be refused even from a signed spec.
     assert.match(refusals[1] ?? '', /host policy refuses HostConfig\.Binds\/Mounts \/tmp\/fs-scratch\/bindsrc \(allowedBindRoots: none\)/);
+    assert.match(refusals[2] ?? '', /host policy refuses HostConfig\.PortBindings 53\/udp -> 127\.0\.0\.1:5353 \(allowedHostIps: none\)/);
     assert.deepEqual(specRefusals({ ...base, networkMode: 'host' }, untrusted).length, 1, 'host networking is privileged');
   });
 
   it('a trusted spec gets what the default policy allows: network capabilities, the tun device, net.* sysctls, host networking', () => {
-    assert.deepEqual(specRefusals(withHost({ Binds: null }, full), trusted()), []);
+    assert.deepEqual(specRefusals(withHost({ Binds: null }, full), trusted({ allowedHostIps: ['127.0.0.1'] })), []);
     assert.deepEqual(specRefusals({ ...base, networkMode: 'host' }, trusted()), []);
     assert.deepEqual(specRefusals(withHost({ CapAdd: ['net_bind_service', 'CAP_NET_BROADCAST'] }), trusted()), []);
   });
@@ -94,8 +102,7 @@ describe('specRefusals', () => {
 });
 
 describe('standbyProblems (this host\'s files, devices and networks)', () => {
-  // The engine's networks, as the runtime looks them up (the real lookup is exercised in test/integration/docker).
-  const networks = (name: string): Promise<{ subnets: string[] } | null> => Promise.resolve(name === 'svcnet' ? { subnets: ['172.31.250.0/24', 'fd00:1::/64'] } : null);
+  const networks = lookups();
 
   it('reports a missing bind source, a symlink out of the bind roots, a missing device or one that is not a device, a missing network and a static address outside the subnet', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'twl-standby-'));
@@ -126,6 +133,114 @@ describe('standbyProblems (this host\'s files, devices and networks)', () => {
       assert.equal(problems[5], 'network svcnet on this host (172.31.250.0/24, fd00:1::/64) does not hold the static address 172.31.99.10');
       const fixed = { ...spec, hostConfig: { ...spec.hostConfig, Binds: [`${dir}/root/data:/data`], Devices: [] }, networks: { svcnet: { IPAMConfig: { IPv4Address: '172.31.250.10', IPv6Address: 'fd00:1::10' }, Aliases: null, DriverOpts: null } } };
       assert.deepEqual(await standbyProblems(fixed, policy, networks), []);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('the host-side gates: host ports and addresses, the cgroup namespace, named volumes', () => {
+  const ports = (bindings: TwinSpec['portBindings'], patch: Partial<TwinSpec> = {}): TwinSpec => ({ ...base, portBindings: bindings, ...patch });
+
+  it('portsAllowed: every port of the range in the union of the entries of that protocol', () => {
+    assert.equal(portsAllowed({ low: 8080, high: 8080 }, 'tcp', ['1024-65535']), true);
+    assert.equal(portsAllowed({ low: 53, high: 53 }, 'udp', ['1024-65535']), false);
+    assert.equal(portsAllowed({ low: 53, high: 53 }, 'udp', ['53/udp']), true);
+    assert.equal(portsAllowed({ low: 53, high: 53 }, 'tcp', ['53/udp']), false);
+    assert.equal(portsAllowed({ low: 8000, high: 8010 }, 'tcp', ['8000-8004', '8005/tcp', '8006-8010/tcp']), true);
+    assert.equal(portsAllowed({ low: 8000, high: 8010 }, 'tcp', ['8000-8004', '8006-8010']), false, '8005 is not covered');
+    assert.equal(portsAllowed({ low: 80, high: 80 }, 'tcp', []), false);
+  });
+
+  it('hostIpAllowed: addresses and CIDRs, v4 and v6', () => {
+    assert.equal(hostIpAllowed('127.0.0.1', ['127.0.0.1']), true);
+    assert.equal(hostIpAllowed('10.0.0.7', ['10.0.0.0/24']), true);
+    assert.equal(hostIpAllowed('10.0.1.7', ['10.0.0.0/24']), false);
+    assert.equal(hostIpAllowed('fd00::5', ['fd00::/64']), true);
+    assert.equal(hostIpAllowed('not-an-ip', ['0.0.0.0/0']), false);
+    assert.equal(hostIpAllowed('127.0.0.1', []), false);
+  });
+
+  it('a privileged host port or a specific host address is refused by default, naming the key, and needs trust', () => {
+    const cases: Array<[TwinSpec, RegExp]> = [
+      [ports({ '53/udp': [{ hostIp: '', hostPort: '53' }] }), /^the host policy refuses HostConfig\.PortBindings 53\/udp -> \*:53 \(allowedHostPorts: 1024-65535\)$/],
+      [ports({ '80/tcp': [{ hostIp: '0.0.0.0', hostPort: '1-2000' }] }), /refuses HostConfig\.PortBindings 80\/tcp -> \*:1-2000 \(allowedHostPorts: 1024-65535\)/],
+      [ports({ '80/tcp': [{ hostIp: '192.0.2.10', hostPort: '8080' }] }), /refuses HostConfig\.PortBindings 80\/tcp -> 192\.0\.2\.10:8080 \(allowedHostIps: none\)/],
+      [ports({ '80/tcp': [{ hostIp: '::1', hostPort: '8080' }] }), /refuses HostConfig\.PortBindings 80\/tcp -> \[::1\]:8080 \(allowedHostIps: none\)/],
+      [ports({ '80/tcp': [{ hostIp: '', hostPort: 'http' }] }), /refuses HostConfig\.PortBindings 80\/tcp -> \*:http \(allowedHostPorts: 1024-65535\)/],
+    ];
+    for (const [spec, want] of cases) {
+      const refusals = specRefusals(spec, trusted());
+      assert.equal(refusals.length, 1, refusals.join('\n'));
+      assert.match(refusals[0] ?? '', want);
+      assert.match(specRefusals(spec, untrusted)[0] ?? '', /not signed by a key the group trusts and asks for HostConfig\.PortBindings/);
+    }
+  });
+
+  it('an unprivileged host port on the wildcard address needs no trust, yet must lie in allowedHostPorts', () => {
+    const web = ports({ '80/tcp': [{ hostIp: '', hostPort: '8080' }], '443/tcp': [{ hostIp: '::', hostPort: '8443' }] });
+    assert.deepEqual(specRefusals(web, untrusted), []);
+    assert.deepEqual(specRefusals(web, trusted()), []);
+    assert.deepEqual(specRefusals(web, trusted({ allowedHostPorts: ['8080/tcp'] })), ['the host policy refuses HostConfig.PortBindings 443/tcp -> *:8443 (allowedHostPorts: 8080/tcp)']);
+    // Docker picks a port of the ephemeral range: 32768-60999 must be allowed.
+    const ephemeral = ports({}, { exposedPorts: ['80/tcp'], hostConfig: { ...base.hostConfig, PublishAllPorts: true } });
+    assert.deepEqual(specRefusals(ephemeral, trusted()), []);
+    assert.deepEqual(specRefusals(ephemeral, trusted({ allowedHostPorts: ['8000-9000'] })), ['the host policy refuses HostConfig.PublishAllPorts 80/tcp -> *:(ephemeral) (allowedHostPorts: 8000-9000)']);
+  });
+
+  it('the policy opens what it names: listed ports, listed addresses', () => {
+    const dns = ports({ '53/udp': [{ hostIp: '192.0.2.53', hostPort: '53' }], '53/tcp': [{ hostIp: '192.0.2.53', hostPort: '53' }] });
+    assert.deepEqual(specRefusals(dns, trusted({ allowedHostPorts: ['53'], allowedHostIps: ['192.0.2.0/24'] })), []);
+    assert.equal(specRefusals(dns, trusted({ allowedHostPorts: ['53/udp'], allowedHostIps: ['192.0.2.53'] })).length, 1, '53/tcp is not listed');
+  });
+
+  it('CgroupnsMode host is a host namespace where the engine\'s default is private, and nothing where it is the default', () => {
+    const cg = withHost({ CgroupnsMode: 'host' });
+    const v2 = { cgroupnsMode: 'private' } as const;
+    assert.deepEqual(specRefusals(cg, { ...trusted(), engine: v2 }), ['the host policy refuses HostConfig.CgroupnsMode host (allowedHostNamespaces: network)']);
+    assert.match(specRefusals(cg, { ...untrusted, engine: v2 })[0] ?? '', /not signed .* asks for HostConfig\.CgroupnsMode host/);
+    assert.deepEqual(specRefusals(cg, { ...trusted({ allowedHostNamespaces: ['network', 'cgroup'] }), engine: v2 }), []);
+    assert.deepEqual(specRefusals(cg, trusted()), [], 'a cgroup v1 engine gives every container the host\'s cgroup namespace');
+    assert.deepEqual(specRefusals(withHost({ CgroupnsMode: 'private' }), { ...untrusted, engine: v2 }), []);
+    // Not knowing the engine is strict.
+    assert.equal(specRefusals(cg, { trusted: true, policy: DEFAULT_TWIN_POLICY }).length, 1);
+  });
+
+  it('--volumes-from and --link are never recreated: the primary records them, and a spec cannot carry them', () => {
+    const inspect = inspectSchema.parse(fixture('inspect-running.json'));
+    const spec = specFromInspect({ ...inspect, HostConfig: { ...inspect.HostConfig, VolumesFrom: ['db:ro'], Links: ['/db:/web/db'] } }, new Date());
+    assert.deepEqual([...(spec.unsupported ?? [])].sort(), [
+      'HostConfig.Links is set (["/db:/web/db"]) and is not recreated on a twin', 'HostConfig.VolumesFrom is set (["db:ro"]) and is not recreated on a twin',
+    ]);
+    for (const key of ['VolumesFrom', 'Links']) {
+      const hostile = twinSpecSchema.safeParse({ ...JSON.parse(JSON.stringify(base)) as object, hostConfig: { [key]: ['db'] } });
+      assert.equal(hostile.success, false, `a spec with HostConfig.${key} does not parse`);
+    }
+    assert.equal(specRefusals(spec, trusted({ allowPrivileged: true })).length, 2);
+  });
+
+  it('named volumes on this host: a bind in disguise is held to the bind roots, other options and drivers to their keys', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'twl-volumes-'));
+    try {
+      await mkdir(join(dir, 'root/leases'), { recursive: true });
+      const vols = lookups({
+        plain: { driver: 'local', options: {} },
+        etc: { driver: 'local', options: { type: 'none', o: 'bind', device: '/etc' } },
+        leases: { driver: 'local', options: { type: 'none', o: 'bind', device: join(dir, 'root/leases') } },
+        gone: { driver: 'local', options: { type: 'none', o: 'bind', device: join(dir, 'root/gone') } },
+        nfs: { driver: 'local', options: { type: 'nfs', o: 'addr=192.0.2.1,rw', device: ':/export' } },
+        ebs: { driver: 'rexray/ebs', options: {} },
+      });
+      const policy = { ...DEFAULT_TWIN_POLICY, allowedBindRoots: [join(dir, 'root')] };
+      const spec = withHost({ Binds: ['plain:/a', 'etc:/b', 'leases:/c', 'absent:/d'], Mounts: [{ Type: 'volume', Source: 'gone', Target: '/e' }, { Type: 'volume', Source: 'nfs', Target: '/f' }, { Type: 'volume', Source: 'ebs', Target: '/g' }] });
+      assert.deepEqual(await standbyProblems(spec, policy, vols), [
+        `named volume ebs on this host has driver rexray/ebs, which the host policy refuses (allowedVolumeDrivers: local)`,
+        `named volume etc on this host binds /etc, which the host policy refuses (allowedBindRoots: ${dir}/root)`,
+        `named volume gone on this host binds ${dir}/root/gone, which does not exist on this host (ENOENT)`,
+        `named volume nfs on this host has driver options type=nfs,o=addr=192.0.2.1,rw,device=:/export, which the host policy refuses (allowVolumeOptions: false)`,
+      ]);
+      const open = { ...policy, allowedVolumeDrivers: ['local', 'rexray/ebs'], allowVolumeOptions: true, allowedBindRoots: [join(dir, 'root'), '/etc'] };
+      assert.deepEqual(await standbyProblems(withHost({ Binds: ['plain:/a', 'etc:/b', 'leases:/c', 'nfs:/f', 'ebs:/g'] }), open, vols), []);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
