@@ -161,6 +161,9 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       // schedule did not ask for (the agent abandons the promotion when BACKUP follows within its settle time).
       advertIntSec: 1,
       faultProxies: true,
+      // A host revived with 41 containers under their restart policy, on a machine shared with other jobs, took
+      // over 30 s to answer /_ping (seed 20261206, load average 13).
+      engineStartTimeoutMs: 180_000,
       engineBaseDirs: { [FIRST_PRIMARY]: fsOf(FIRST_PRIMARY), [FIRST_STANDBY]: fsOf(FIRST_STANDBY) },
       agentEnv: { TWINLAYER_FINALIZE_DEADLINE_MS: String(plan.finalizeDeadlineMs) },
     });

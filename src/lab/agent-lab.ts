@@ -83,6 +83,9 @@ export interface AgentLabOptions {
   faultProxies?: boolean;
   /** Parent dir of a host's engine (data root included), e.g. a small file system of the caller's; default the lab dir. */
   engineBaseDirs?: Partial<Record<string, string>>;
+  /** Each engine's bound for /_ping at start and restart (default 30 s): dockerd answers only once it has restored
+   *  its containers, which takes longer with many of them on a busy machine. */
+  engineStartTimeoutMs?: number;
 }
 
 export class AgentLab {
@@ -125,7 +128,7 @@ export class AgentLab {
     let s3: S3Server | null = null;
     const proxies = new Map<string, FaultProxy>();
     try {
-      await lab.startEngines(opts.engineBaseDirs ? { baseDirs: opts.engineBaseDirs } : {});
+      await lab.startEngines({ ...(opts.engineBaseDirs ? { baseDirs: opts.engineBaseDirs } : {}), ...(opts.engineStartTimeoutMs === undefined ? {} : { startTimeoutMs: opts.engineStartTimeoutMs }) });
       s3 = await startS3Server({ dir: join(lab.dir, 's3'), buckets: [AGENT_LAB_BUCKET], silent: true });
       const forwards = new Map<string, RootForward>();
       for (const h of lab.hosts) {

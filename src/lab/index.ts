@@ -90,7 +90,8 @@ export interface Lab {
   reviveHost(host: string): Promise<void>;
   /** Start a Docker engine inside each host's namespace (engine.ts); `baseDirs` puts a host's engine (data root,
    *  exec root, socket) under a dir of the caller's, e.g. a small file system of its own. */
-  startEngines(opts?: { baseDirs?: Partial<Record<string, string>> }): Promise<void>;
+  /** `startTimeoutMs`: each engine's bound for /_ping, at start and at every restart (engine.ts; default 30 s). */
+  startEngines(opts?: { baseDirs?: Partial<Record<string, string>>; startTimeoutMs?: number }): Promise<void>;
   /** Tear everything down; idempotent; safe after partial setup failure. */
   destroy(): Promise<void>;
 }
@@ -345,7 +346,7 @@ export async function createLab(opts: CreateLabOptions = {}): Promise<Lab> {
         if (dead.has(h.name)) throw new LabError('LAB_STATE', `host ${h.name} was killed`);
         // engine.ts accepts 1-24 letters, digits, dashes.
         const name = `tl-${id}-${h.name.replace(/[^a-zA-Z0-9-]/g, '-')}`.slice(0, 24);
-        h.engine = await startEngine({ name, baseDir: o.baseDirs?.[h.name] ?? dir, netns: h.netns, log });
+        h.engine = await startEngine({ name, baseDir: o.baseDirs?.[h.name] ?? dir, netns: h.netns, log, ...(o.startTimeoutMs === undefined ? {} : { startTimeoutMs: o.startTimeoutMs }) });
       }
     },
 
