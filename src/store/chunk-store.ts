@@ -1,0 +1,145 @@
+// Chunks of large files in the bucket (<base>/chunks/sha256/<2 hex>/<64 hex>): each stored once, gzip'd, named by
+// the sha256 of its uncompressed bytes, so the same bytes in any file of any container are one object. Blobs need
+// no signature: the signed record names the chunk list, whose digest covers every chunk's digest and length.
+//
+// Uploading: a chunk this process uploaded or saw in the bucket is known and costs nothing; any other costs a HEAD
+// (a few hundredths of a cent per thousand) before its upload, so a chunk another container or an earlier run
+// stored is never sent twice. The known set is bounded (oldest forgotten first): forgetting only costs a HEAD.
+// A chunk that disappears from the bucket (nothing deletes chunks yet; GC must keep every chunk a retained record's
+// list names) would make the commits naming it unstageable.
+import { createHash } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
+import { gunzip as gunzipCb, gzip as gzipCb } from 'node:zlib';
+import { silentLogger, type Logger } from '../log/logger.js';
+import type { BlobStore } from './blob-store.js';
+import { BlobDigestMismatchError, BlobMissingError, ObjectTooLargeError } from './errors.js';
+import type { KeyLayout } from './keys.js';
+import { asDigest } from './types.js';
+
+const gzip = promisify(gzipCb);
+const gunzip = promisify(gunzipCb);
+
+export interface ChunkStoreOptions {
+  log?: Logger;
+  /** Digests remembered as present in the bucket. Default 200,000 (about 25 GiB of chunks; ~20 MB of memory). */
+  maxKnown?: number;
+  /** Downloads of a chunk that does not match its digest, before giving up. Default 3. */
+  retries?: number;
+}
+
+/** What the uploads of this process cost, for status and benchmarks. */
+export interface ChunkUploadStats {
+  heads: number;
+  uploaded: number;
+  /** Stored (gzip) bytes sent. */
+  uploadedBytes: number;
+  /** Chunks not sent because the bucket had them (HEAD) or they were known. */
+  skipped: number;
+}
+
+/** The most a stored chunk of `size` bytes may take: gzip's framing and deflate's stored blocks on data that does not
+ *  compress (5 bytes each 16 KiB at level 1 worst case), with room to spare. */
+export function maxStoredChunkBytes(size: number): number {
+  return size + Math.ceil(size / 1024) + 1024;
+}
+
+export class ChunkStore {
+  readonly #store: BlobStore;
+  readonly #layout: KeyLayout;
+  readonly #log: Logger;
+  readonly #maxKnown: number;
+  readonly #retries: number;
+  readonly #known = new Set<string>();
+  readonly #inFlight = new Map<string, Promise<void>>();
+  readonly stats: ChunkUploadStats = { heads: 0, uploaded: 0, uploadedBytes: 0, skipped: 0 };
+
+  constructor(store: BlobStore, layout: KeyLayout, opts: ChunkStoreOptions = {}) {
+    this.#store = store;
+    this.#layout = layout;
+    this.#log = opts.log ?? silentLogger;
+    this.#maxKnown = opts.maxKnown ?? 200_000;
+    this.#retries = opts.retries ?? 3;
+  }
+
+  /** Whether the bucket is known to hold the chunk (no request). */
+  readonly known = (digest: string): boolean => this.#known.has(digest);
+
+  #remember(digest: string): void {
+    this.#known.delete(digest);
+    this.#known.add(digest);
+    while (this.#known.size > this.#maxKnown) {
+      const oldest = this.#known.values().next();
+      if (oldest.done === true) break;
+      this.#known.delete(oldest.value);
+    }
+  }
+
+  /** Makes sure the bucket holds the chunk `digest`, whose bytes are the file `file`: nothing when known, else a HEAD,
+   *  and an upload when the bucket lacks it. Concurrent calls for one digest share one upload. */
+  async ensure(digest: string, file: string): Promise<void> {
+    if (this.#known.has(digest)) {
+      this.stats.skipped++;
+      return;
+    }
+    const running = this.#inFlight.get(digest);
+    if (running !== undefined) return running;
+    const p = this.#ensureNow(digest, file).finally(() => this.#inFlight.delete(digest));
+    this.#inFlight.set(digest, p);
+    return p;
+  }
+
+  async #ensureNow(digest: string, file: string): Promise<void> {
+    const key = this.#layout.chunkKey(asDigest(digest));
+    this.stats.heads++;
+    if (await this.#store.exists(key)) {
+      this.stats.skipped++;
+      this.#remember(digest);
+      return;
+    }
+    const body = await gzip(await readFile(file), { level: 1 });
+    await this.#store.put(key, body);
+    this.stats.uploaded++;
+    this.stats.uploadedBytes += body.length;
+    this.#remember(digest);
+  }
+
+  /**
+   * Downloads the chunk `digest` of `size` bytes into `file` (created, never replaced), after checking its length and
+   * sha256; a stored object larger than a chunk of `size` can be is not read, one that inflates past `size` is cut
+   * off there. A mismatch is fetched again, up to `retries` times, then BlobDigestMismatchError; BlobMissingError
+   * when the bucket lacks it.
+   */
+  async fetch(digest: string, size: number, file: string): Promise<void> {
+    const key = this.#layout.chunkKey(asDigest(digest));
+    let got = { digest: '', size: -1 };
+    for (let attempt = 1; attempt <= this.#retries; attempt++) {
+      let stored: Buffer | null = null;
+      try {
+        stored = await this.#store.getBuffer(key, maxStoredChunkBytes(size));
+        if (stored === null) throw new BlobMissingError(key);
+      } catch (err) {
+        if (!(err instanceof ObjectTooLargeError)) throw err;
+        got = { digest: '(not computed: stored object too large)', size: -1 };
+      }
+      if (stored !== null) {
+        let bytes: Buffer | null = null;
+        try {
+          bytes = await gunzip(stored, { maxOutputLength: size });
+        } catch (err) {
+          got = { digest: `(not computed: ${(err as Error).message})`, size: -1 };
+        }
+        if (bytes !== null) {
+          const actual = createHash('sha256').update(bytes).digest('hex');
+          if (bytes.length === size && actual === digest) {
+            await writeFile(file, bytes, { flag: 'wx', mode: 0o600 });
+            return;
+          }
+          got = { digest: actual, size: bytes.length };
+        }
+      }
+      this.#log.warn('chunk does not match its digest; fetching again', { key, attempt, expectedSize: size, size: got.size });
+    }
+    throw new BlobDigestMismatchError(key, { digest, size }, got, this.#retries);
+  }
+}
