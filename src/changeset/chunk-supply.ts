@@ -126,8 +126,9 @@ export class ChunkSupply {
     }
     const missing = [...needed].filter(([d]) => !this.#sources.has(d));
     let next = 0;
+    let failed = false;
     const worker = async (): Promise<void> => {
-      for (let i = next++; i < missing.length; i = next++) {
+      for (let i = next++; i < missing.length && !failed; i = next++) {
         o.signal?.throwIfAborted();
         const [digest, size] = missing[i]!;
         const file = join(this.#dir, digest);
@@ -137,7 +138,12 @@ export class ChunkSupply {
         this.stats.fetchedBytes += size;
       }
     };
-    await Promise.all(Array.from({ length: Math.min(o.concurrency ?? 8, missing.length) }, worker));
+    // Every worker ends before this returns (or throws): close() must not race a download still writing.
+    const settled = await Promise.allSettled(Array.from({ length: Math.min(o.concurrency ?? 8, missing.length) }, () => worker().catch((err: unknown) => {
+      failed = true;
+      throw err;
+    })));
+    for (const r of settled) if (r.status === 'rejected') throw r.reason;
   }
 
   /** Writes `f`'s content into `out` from offset 0, checking each chunk and the whole file against their digests

@@ -68,8 +68,8 @@ export interface CutChunk {
 }
 
 /**
- * Cuts a byte stream into chunks as it is fed. `onChunk` gets each chunk's bytes (possibly in several parts, views of
- * the caller's buffers, valid only during the call) with its digest once the chunk is complete. The last chunk is what
+ * Cuts a byte stream into chunks as it is fed. `onChunk` gets each chunk's bytes (possibly in several parts, valid
+ * only during the call) with its digest once the chunk is complete. The last chunk is what
  * is left at `end()`.
  */
 export class Chunker {
@@ -92,7 +92,8 @@ export class Chunker {
       const end = cut < 0 ? buf.length : cut;
       const part = buf.subarray(start, end);
       this.#sha.update(part);
-      this.#parts.push(part);
+      // A part the chunk goes on past outlives this call: the caller may reuse `buf` for its next read.
+      this.#parts.push(cut < 0 ? Buffer.from(part) : part);
       start = end;
       if (cut >= 0) await this.#emit();
     }

@@ -3,7 +3,7 @@
 // already holds; once the commit is staged, the index takes in the new list.
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ChunkIndex, parseChunkList, type ChunkList, type Limits, type StageChunks } from '../changeset/index.js';
+import { ChangesetRejectedError, ChunkIndex, chunkListProblem, parseChunkList, type ChunkList, type Limits, type StageChunks } from '../changeset/index.js';
 import type { Bucket, ChunkStore, CommitRecord } from '../store/index.js';
 
 export interface ChunkedCommit {
@@ -28,6 +28,8 @@ export async function openChunkedCommit(
   const index = await ChunkIndex.load(indexFile(o.indexDir, name), twinId);
   let list: ChunkList | null = null;
   if (declared !== undefined) {
+    const problem = chunkListProblem(declared, o.limits);
+    if (problem !== null) throw new ChangesetRejectedError(`chunk list: ${problem}`, { entry: '<chunk list>' });
     const listFile = `${blob}.chunks.json.gz`;
     try {
       await o.bucket.downloadBlob(declared.digest, declared.size, listFile);
