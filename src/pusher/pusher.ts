@@ -166,6 +166,8 @@ export class Pusher {
     const recovered = await this.#recoverShipped(container.name, container.id, generation, journal);
     const { shipped, needFull } = forceFull ? { shipped: undefined, needFull: true } : recovered;
     const workDir = join(stateDir, 'push', 'work', container.name);
+    // What a killed pusher left there (a changeset, a spool of chunks as large as the files it held) is never resumed.
+    await rm(workDir, { recursive: true, force: true });
     await mkdir(workDir, { recursive: true });
     const clog = log.child({ container: container.name });
     const replicator = new ContainerReplicator({
