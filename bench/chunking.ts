@@ -10,7 +10,9 @@
 //   new206   a new 206 MB file: ship (build + upload) and stage (download + validate + apply) times
 //   small    a 4 KiB file rewritten: ship and stage times
 // Shipped = stored bytes sent in PUTs (changesets, lists, chunks); stored = the bucket's objects after the workload.
-// Usage: node --import tsx bench/chunking.ts   (root: overlay mounts). Prints a table, writes
+// The embedded S3 server runs as its own process (`twinlayer s3`, from dist/: `npm run build` first), so its CPU does
+// not share the bench's event loop.
+// Usage: node --import tsx bench/chunking.ts [--only=append,edit,same40,new206,small]   (root: overlay mounts). Prints a table, writes
 // bench/results/<date>-chunking.json. The large files are pseudo-random (AES-CTR of zeros): they do not compress.
 import { createCipheriv, randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
@@ -24,7 +26,8 @@ import { promisify } from 'node:util';
 
 import { stageChangeset, summarize, UpperTracker } from '../src/changeset/index.js';
 import { openChunkedCommit } from '../src/puller/chunked-commit.js';
-import { startS3Server, S3RVER_CREDENTIALS } from '../src/s3server/index.js';
+import { S3RVER_CREDENTIALS } from '../src/s3server/index.js';
+import { BUCKET, startS3Process } from './lib/s3.js';
 import {
   asDigest, Bucket, ChunkStore, S3BlobStore, Signatures, SigningKey, type BlobStore, type CommitRecord,
 } from '../src/store/index.js';
@@ -113,7 +116,7 @@ class Pair {
     if (built === null) return null;
     const c = built.chunks;
     if (c !== undefined) {
-      await Promise.all([...c.spool].map(([d, f]) => this.env.pushChunks.ensure(d, f)));
+      await this.env.pushChunks.ensureAll(c.spool);
       await this.env.bucket.uploadBlob(c.file, asDigest(c.digest));
     }
     await this.env.bucket.uploadBlob(built.file, asDigest(built.digest));
@@ -158,8 +161,9 @@ interface Env { twinFetched: number; base: string; store: CountingStore; bucket:
 
 async function withEnv<T>(mode: string, fn: (env: Env) => Promise<T>): Promise<T> {
   const base = await mkdtemp(join(tmpdir(), `tl-bench-chunk-${mode}-`));
-  const server = await startS3Server({ dir: join(base, 's3'), buckets: ['bench'] });
-  const s3 = new S3BlobStore({ bucket: 'bench', region: 'us-east-1', endpoint: server.endpoint, pathStyle: true, credentials: S3RVER_CREDENTIALS });
+  await mkdir(join(base, 's3'), { recursive: true });
+  const server = await startS3Process(join(base, 's3'));
+  const s3 = new S3BlobStore({ bucket: BUCKET, region: 'us-east-1', endpoint: server.endpoint, pathStyle: true, credentials: S3RVER_CREDENTIALS });
   const store = new CountingStore(s3);
   const key = SigningKey.generate(null);
   const bucket = new Bucket(store, { prefix: 'twinlayer', group: 'bench', signatures: new Signatures({ signer: key, trusted: [key.trusted], acceptUnsigned: false }) });
@@ -171,7 +175,7 @@ async function withEnv<T>(mode: string, fn: (env: Env) => Promise<T>): Promise<T
   } finally {
     for (const m of env.mounts) await run('umount', ['-l', m.merged]).catch(() => undefined);
     s3.destroy();
-    await server.close();
+    await server.stop();
     await rm(base, { recursive: true, force: true });
   }
 }
@@ -282,7 +286,10 @@ const fmt = (n: number): string => (n >= MB ? `${(n / MB).toFixed(2)} MB` : `${(
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('bench/chunking.ts needs root (overlay mounts)');
   const rows: Row[] = [];
-  for (const w of [appendWorkload, editWorkload, same40Workload, new206Workload, smallWorkload]) {
+  const all = { append: appendWorkload, edit: editWorkload, same40: same40Workload, new206: new206Workload, small: smallWorkload };
+  const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length).split(',');
+  for (const [id, w] of Object.entries(all)) {
+    if (only !== undefined && !only.includes(id)) continue;
     for (const [mode, chunked] of [['whole', false], ['chunks', true]] as const) {
       const r = await w(mode, chunked);
       rows.push(r);

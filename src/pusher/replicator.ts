@@ -199,7 +199,8 @@ export class ContainerReplicator {
     const store = this.#deps.chunks;
     if (store === undefined) throw new Error('a changeset with chunks, and no chunk store to upload them to');
     const { uploads, bucket } = this.#deps;
-    await Promise.all([...c.spool].map(([d, file]) => uploads.add(() => store.ensure(d, file))));
+    // One slot of the shared queue: the chunk store runs its own small requests in parallel within it.
+    await uploads.add(() => store.ensureAll(c.spool));
     const listDigest = asDigest(c.digest);
     await uploads.add(() => bucket.uploadBlob(c.file, listDigest));
     return { digest: listDigest, size: c.size, ...summarize(c.list) };

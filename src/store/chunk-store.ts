@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import { gunzip as gunzipCb, gzip as gzipCb } from 'node:zlib';
+import { deflateRawSync, gunzip as gunzipCb, gzip as gzipCb } from 'node:zlib';
 import { silentLogger, type Logger } from '../log/logger.js';
 import type { BlobStore } from './blob-store.js';
 import { BlobDigestMismatchError, BlobMissingError, ObjectTooLargeError } from './errors.js';
@@ -26,7 +26,14 @@ export interface ChunkStoreOptions {
   maxKnown?: number;
   /** Downloads of a chunk that does not match its digest, before giving up. Default 3. */
   retries?: number;
+  /** Chunk uploads (each a HEAD and maybe a PUT) in flight at once for one commit. Default 16: chunks are small
+   *  requests, bound by round trips rather than bandwidth. */
+  concurrency?: number;
 }
+
+/** HEADs of a commit's first unknown chunks; when every one of them is missing, the rest of the commit's chunks are
+ *  sent without a HEAD (new data: a HEAD per chunk would double the requests for nothing). */
+const probeHeads = 8;
 
 /** What the uploads of this process cost, for status and benchmarks. */
 export interface ChunkUploadStats {
@@ -44,14 +51,23 @@ export function maxStoredChunkBytes(size: number): number {
   return size + Math.ceil(size / 1024) + 1024;
 }
 
+/** Whether deflate is worth its time on `bytes`: a sample of 16 KiB from the middle shrinks by a tenth at level 1.
+ *  Deflate at level 1 runs at about 40 MB/s on data that does not compress; level 0 only frames it. */
+function compresses(bytes: Buffer): boolean {
+  const n = Math.min(bytes.length, 16 * 1024);
+  const start = Math.floor((bytes.length - n) / 2);
+  return deflateRawSync(bytes.subarray(start, start + n), { level: 1 }).length < n * 0.9;
+}
+
 export class ChunkStore {
   readonly #store: BlobStore;
   readonly #layout: KeyLayout;
   readonly #log: Logger;
   readonly #maxKnown: number;
   readonly #retries: number;
+  readonly #concurrency: number;
   readonly #known = new Set<string>();
-  readonly #inFlight = new Map<string, Promise<void>>();
+  readonly #inFlight = new Map<string, Promise<'found' | 'sent'>>();
   readonly stats: ChunkUploadStats = { heads: 0, uploaded: 0, uploadedBytes: 0, skipped: 0 };
 
   constructor(store: BlobStore, layout: KeyLayout, opts: ChunkStoreOptions = {}) {
@@ -60,7 +76,35 @@ export class ChunkStore {
     this.#log = opts.log ?? silentLogger;
     this.#maxKnown = opts.maxKnown ?? 200_000;
     this.#retries = opts.retries ?? 3;
+    this.#concurrency = opts.concurrency ?? 16;
   }
+
+  /**
+   * Makes sure the bucket holds every chunk of `spool` (digest -> file of its bytes), `concurrency` at a time. The first
+   * chunks not known go through a HEAD; when all of those were missing, the others are sent without one (a chunk
+   * sent twice is the same object: only bandwidth is lost, and only when new data happens to repeat old).
+   */
+  async ensureAll(spool: Iterable<readonly [string, string]>): Promise<void> {
+    const todo = [...spool].filter(([d]) => {
+      if (!this.#known.has(d)) return true;
+      this.stats.skipped++;
+      return false;
+    });
+    let next = 0;
+    let probed = 0;
+    let found = 0;
+    const worker = async (): Promise<void> => {
+      for (let i = next++; i < todo.length; i = next++) {
+        const [d, file] = todo[i]!;
+        const head = probed < probeHeads || found > 0;
+        if (head) probed++;
+        if ((await this.ensure(d, file, head)) === 'found') found++;
+      }
+    };
+    const settled = await Promise.allSettled(Array.from({ length: Math.min(this.#concurrency, todo.length) }, worker));
+    for (const r of settled) if (r.status === 'rejected') throw r.reason;
+  }
+
 
   /** Whether the bucket is known to hold the chunk (no request). */
   readonly known = (digest: string): boolean => this.#known.has(digest);
@@ -77,31 +121,35 @@ export class ChunkStore {
 
   /** Makes sure the bucket holds the chunk `digest`, whose bytes are the file `file`: nothing when known, else a HEAD,
    *  and an upload when the bucket lacks it. Concurrent calls for one digest share one upload. */
-  async ensure(digest: string, file: string): Promise<void> {
+  async ensure(digest: string, file: string, head = true): Promise<'known' | 'found' | 'sent'> {
     if (this.#known.has(digest)) {
       this.stats.skipped++;
-      return;
+      return 'known';
     }
     const running = this.#inFlight.get(digest);
     if (running !== undefined) return running;
-    const p = this.#ensureNow(digest, file).finally(() => this.#inFlight.delete(digest));
+    const p = this.#ensureNow(digest, file, head).finally(() => this.#inFlight.delete(digest));
     this.#inFlight.set(digest, p);
     return p;
   }
 
-  async #ensureNow(digest: string, file: string): Promise<void> {
+  async #ensureNow(digest: string, file: string, head: boolean): Promise<'found' | 'sent'> {
     const key = this.#layout.chunkKey(asDigest(digest));
-    this.stats.heads++;
-    if (await this.#store.exists(key)) {
-      this.stats.skipped++;
-      this.#remember(digest);
-      return;
+    if (head) {
+      this.stats.heads++;
+      if (await this.#store.exists(key)) {
+        this.stats.skipped++;
+        this.#remember(digest);
+        return 'found';
+      }
     }
-    const body = await gzip(await readFile(file), { level: 1 });
+    const bytes = await readFile(file);
+    const body = await gzip(bytes, { level: compresses(bytes) ? 1 : 0 });
     await this.#store.put(key, body);
     this.stats.uploaded++;
     this.stats.uploadedBytes += body.length;
     this.#remember(digest);
+    return 'sent';
   }
 
   /**

@@ -53,7 +53,7 @@ describe('large files in chunks, primary overlay to twin overlay through the buc
     let uploaded = built.size;
     const c = built.chunks;
     if (c !== undefined) {
-      await Promise.all([...c.spool].map(([d, f]) => pushChunks.ensure(d, f)));
+      await pushChunks.ensureAll(c.spool);
       await pushBucket.uploadBlob(c.file, asDigest(c.digest));
       uploaded += c.size;
     }
