@@ -7,13 +7,13 @@
 // stored is never sent twice. The known set is bounded (oldest forgotten first): forgetting only costs a HEAD.
 // A chunk that disappears from the bucket (nothing deletes chunks yet; GC must keep every chunk a retained record's
 // list names) would make the commits naming it unstageable.
-import { createHash } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { deflateRawSync, gunzip as gunzipCb, gzip as gzipCb } from 'node:zlib';
 import { silentLogger, type Logger } from '../log/logger.js';
 import type { BlobStore } from './blob-store.js';
-import { BlobDigestMismatchError, BlobMissingError, ObjectTooLargeError } from './errors.js';
+import { BlobDigestMismatchError, BlobMissingError } from './errors.js';
 import type { KeyLayout } from './keys.js';
 import { asDigest } from './types.js';
 
@@ -154,21 +154,25 @@ export class ChunkStore {
 
   /**
    * Downloads the chunk `digest` of `size` bytes into `file` (created, never replaced), after checking its length and
-   * sha256; a stored object larger than a chunk of `size` can be is not read, one that inflates past `size` is cut
-   * off there. A mismatch is fetched again, up to `retries` times, then BlobDigestMismatchError; BlobMissingError
+   * sha256; a stored object larger than a chunk of `size` can be is not read into memory, one that inflates past `size`
+   * is cut off there. A mismatch is fetched again, up to `retries` times, then BlobDigestMismatchError; BlobMissingError
    * when the bucket lacks it.
    */
   async fetch(digest: string, size: number, file: string): Promise<void> {
     const key = this.#layout.chunkKey(asDigest(digest));
     let got = { digest: '', size: -1 };
+    const tmp = `${file}.gz-${randomBytes(6).toString('hex')}`;
     for (let attempt = 1; attempt <= this.#retries; attempt++) {
+      // Streamed to a file with the blob's long request timeout (a chunk is up to a megabyte: the small-object
+      // timeout would fail it on a slow link), then read back only when its size fits a chunk of `size` bytes.
       let stored: Buffer | null = null;
       try {
-        stored = await this.#store.getBuffer(key, maxStoredChunkBytes(size));
-        if (stored === null) throw new BlobMissingError(key);
-      } catch (err) {
-        if (!(err instanceof ObjectTooLargeError)) throw err;
-        got = { digest: '(not computed: stored object too large)', size: -1 };
+        if (!(await this.#store.getToFile(key, tmp))) throw new BlobMissingError(key);
+        const storedSize = (await stat(tmp)).size;
+        if (storedSize <= maxStoredChunkBytes(size)) stored = await readFile(tmp);
+        else got = { digest: `(not computed: ${storedSize} bytes stored)`, size: -1 };
+      } finally {
+        await rm(tmp, { force: true });
       }
       if (stored !== null) {
         let bytes: Buffer | null = null;
