@@ -90,21 +90,31 @@ export class ChunkStore {
       this.stats.skipped++;
       return false;
     });
-    let next = 0;
-    let probed = 0;
-    let found = 0;
-    const worker = async (): Promise<void> => {
-      for (let i = next++; i < todo.length; i = next++) {
-        const [d, file] = todo[i]!;
-        const head = probed < probeHeads || found > 0;
-        if (head) probed++;
-        if ((await this.ensure(d, file, head)) === 'found') found++;
-      }
-    };
-    const settled = await Promise.allSettled(Array.from({ length: Math.min(this.#concurrency, todo.length) }, worker));
-    for (const r of settled) if (r.status === 'rejected') throw r.reason;
+    // The probe ends before the rest starts: its answers decide whether the rest is HEADed.
+    const probe = await this.#pool(todo.slice(0, probeHeads), true);
+    await this.#pool(todo.slice(probeHeads), probe.includes('found'));
   }
 
+  /** Ensures `items`, `concurrency` at a time; every one ends before this returns (or throws the first failure). */
+  async #pool(items: ReadonlyArray<readonly [string, string]>, head: boolean): Promise<Array<'known' | 'found' | 'sent'>> {
+    const out: Array<'known' | 'found' | 'sent'> = [];
+    let next = 0;
+    let failed = false;
+    const worker = async (): Promise<void> => {
+      for (let i = next++; i < items.length && !failed; i = next++) {
+        const [d, file] = items[i]!;
+        try {
+          out[i] = await this.ensure(d, file, head);
+        } catch (err) {
+          failed = true;
+          throw err;
+        }
+      }
+    };
+    const settled = await Promise.allSettled(Array.from({ length: Math.min(this.#concurrency, items.length) }, worker));
+    for (const r of settled) if (r.status === 'rejected') throw r.reason;
+    return out;
+  }
 
   /** Whether the bucket is known to hold the chunk (no request). */
   readonly known = (digest: string): boolean => this.#known.has(digest);
