@@ -47,5 +47,6 @@ export async function copyChunked(
   const chunks = await chunker.end();
   const digest = whole.digest('hex');
   await writer.writeEntry({ ...base, type: 'file', size: 0, chunked: digest });
-  return { path: c.path, size: Number(c.st.size), digest, chunks: chunks.map((k) => [k.digest, k.size] as const) };
+  // The tar path (base.path): the list names entries as the changeset does.
+  return { path: base.path, size: Number(c.st.size), digest, chunks: chunks.map((k) => [k.digest, k.size] as const) };
 }
