@@ -609,6 +609,7 @@ export class Agent {
         debounceMaxMs: this.#o.debounceMaxMs,
         uploadConcurrency: this.#o.uploadConcurrency,
         reconcileIntervalMs: this.#o.reconcileIntervalMs,
+        ...(this.#o.chunkThresholdBytes === undefined ? {} : { chunkThresholdBytes: this.#o.chunkThresholdBytes }),
         position: { generation, head, opened: opened && head === null },
         includeTwins: true,
         beforePublish: () => fence.assertOwner(),

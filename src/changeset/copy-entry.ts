@@ -1,15 +1,26 @@
 // Copies one node of the upper dir into the tar, never torn (stable-read.ts): an entry whose node changed while
 // being read is cut off again. A racily clean node (racy.ts) also feeds what is read to its fingerprint.
 import type { ChangesetCounts } from './built-changeset.js';
+import type { ChunkedFile } from './chunk-list.js';
+import { copyChunked, type Spool } from './chunked-copy.js';
 import type { Fingerprint } from './racy.js';
 import { readFileStable, readLinkStable } from './stable-read.js';
 import type { TarEntry } from './tar-format.js';
 import type { TarFileWriter } from './tar-writer.js';
 import type { Cand } from './upper-node.js';
 
-/** Writes `c` (a file, dir, symlink, or a hard link to `linkTo`); false when it changed while being read (torn). */
+/** Where a file to be shipped in chunks goes: its chunks to the spool, its list entry to `files`. */
+export interface ChunkTarget {
+  spoolDir: string;
+  spool: Spool;
+  known: (digest: string) => boolean;
+  files: ChunkedFile[];
+}
+
+/** Writes `c` (a file, dir, symlink, or a hard link to `linkTo`); false when it changed while being read (torn). A
+ *  regular file with `chunk` goes out as chunks (chunked-copy.ts). */
 export async function copyEntry(
-  writer: TarFileWriter, abs: string, c: Cand, linkTo: string | undefined, counts: ChangesetCounts, print?: Fingerprint,
+  writer: TarFileWriter, abs: string, c: Cand, linkTo: string | undefined, counts: ChangesetCounts, print?: Fingerprint, chunk?: ChunkTarget,
 ): Promise<boolean> {
   const base: TarEntry = {
     path: c.path,
@@ -34,6 +45,12 @@ export async function copyEntry(
   }
   if (linkTo !== undefined) {
     await writer.writeEntry({ path: c.path, type: 'hardlink', mode: base.mode, uid: base.uid, gid: base.gid, mtimeNs: base.mtimeNs, size: 0, linkpath: linkTo, xattrs: [] });
+    return true;
+  }
+  if (chunk !== undefined) {
+    const file = await copyChunked(writer, abs, c, base, chunk.spoolDir, chunk.spool, chunk.known, print);
+    if (file === null) return false;
+    chunk.files.push(file);
     return true;
   }
   const size = Number(c.st.size);

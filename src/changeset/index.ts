@@ -2,7 +2,11 @@
 // (puller). See DESIGN.md "Changeset format" and THREATS.md "Changeset content".
 export type { Limits } from './limits.js';
 export { defaultLimits } from './limits.js';
-export type { ChangesetKind, ChangesetCounts, BuiltChangeset } from './built-changeset.js';
+export type { ChangesetKind, ChangesetCounts, BuiltChangeset, BuiltChunks } from './built-changeset.js';
+export type { ChunkingOptions } from './chunked-copy.js';
+export type { ChunkList, ChunkListDeclared, ChunkedFile, ChunkRef } from './chunk-list.js';
+export { chunkListProblem, encodeChunkList, parseChunkList, summarize } from './chunk-list.js';
+export { avgChunkBytes, Chunker, maxChunkBytes, minChunkBytes, type CutChunk } from './chunker.js';
 export { UpperTracker } from './tracker.js';
 export type { SerializedIndex } from './shipped-index.js';
 export type { StageTarget, StageResult, StageOptions } from './stage.js';
@@ -15,3 +19,6 @@ export type { StageIntent } from './undo-log.js';
 export type { RecoveryOutcome } from './staging-txn.js';
 export { abandonStaging, recoverStaging } from './recover.js';
 export { StagePendingError, StageUndoError } from './errors.js';
+export { ChunkIndex } from './chunk-index.js';
+export type { StageChunks } from './stage.js';
+export type { ChunkLocation, FetchChunk, SupplyStats } from './chunk-supply.js';

@@ -29,6 +29,14 @@ export interface Limits {
    *  typical paths are 30-100. The rest of validation keeps nothing per entry, so this bounds its memory.
    *  Default 64 MiB. */
   maxIndexBytes: number;
+  /** Most chunks a commit's chunk list may name (chunk-list.ts), checked against the record before the list is
+   *  fetched and again while it is parsed. 16 GiB (maxTotalBytes) in chunks of the 32 KiB minimum. Default 524,288. */
+  maxChunks: number;
+  /** Most bytes of a chunk list, stored and uncompressed (JSON, about 75 bytes a chunk). Default 48 MiB. */
+  maxChunkListBytes: number;
+  /** Largest chunk accepted. The chunker cuts at 512 KiB at most (chunker.ts); twice that leaves room for a later
+   *  chunker without letting one chunk hold more than a bounded buffer. Default 1 MiB. */
+  maxChunkBytes: number;
 }
 
 export const defaultLimits: Limits = Object.freeze({
@@ -39,6 +47,9 @@ export const defaultLimits: Limits = Object.freeze({
   maxPaxBytes: 256 * 1024,
   maxXattrBytes: 64 * 1024 * 1024,
   maxIndexBytes: 64 * 1024 * 1024,
+  maxChunks: 524_288,
+  maxChunkListBytes: 48 * 1024 * 1024,
+  maxChunkBytes: 1024 * 1024,
 });
 
 /** Uncompressed bytes always allowed before `maxExpansionRatio` applies: a tiny blob of a few empty files expands

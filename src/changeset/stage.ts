@@ -14,6 +14,8 @@ import { defaultLimits, type Limits } from './limits.js';
 import { joinRel, parentOf, tarPathMeaning } from './paths.js';
 import { checkTarget, type StageTarget } from './stage-target.js';
 import { StagingTxn, timeOf } from './staging-txn.js';
+import type { ChunkedFile, ChunkList } from './chunk-list.js';
+import { ChunkSupply, type ChunkLocation, type FetchChunk, type SupplyStats } from './chunk-supply.js';
 import type { TarEntry } from './tar-format.js';
 import { readChangeset } from './tar-reader.js';
 import type { ChangesetKind } from './built-changeset.js';
@@ -24,7 +26,21 @@ import { readXattrs, removeXattr, writeXattrs } from './xattr.js';
 import { syncFileSystem } from './tools.js';
 
 export type { StageTarget } from './stage-target.js';
-export interface StageResult { entries: number; files: number; deletions: number; bytes: number }
+export interface StageResult {
+  entries: number; files: number; deletions: number; bytes: number;
+  /** Chunks of chunked files taken from the upper dir and fetched (when the commit has a chunk list). */
+  chunks?: SupplyStats;
+}
+
+/** A commit's chunk list, parsed and bounded (chunk-list.ts), and where its chunks come from (chunk-supply.ts). */
+export interface StageChunks {
+  list: ChunkList;
+  /** The twin's chunk index (chunk-index.ts): where the upper dir may hold a chunk. */
+  locate: (digest: string) => ChunkLocation | undefined;
+  fetch: FetchChunk;
+  /** Fetched chunks wait here until the commit is applied (created, then removed). */
+  dir: string;
+}
 export interface StageOptions {
   limits?: Limits;
   log?: Logger;
@@ -37,6 +53,8 @@ export interface StageOptions {
   /** Records the commit as staged (durably), once it is applied and synced, before its undo log is discarded. When
    *  it throws, the log stays: recoverStaging then rolls the commit forward or undoes it by what is recorded. */
   record?: () => Promise<void>;
+  /** Required when the commit record names a chunk list. */
+  chunks?: StageChunks;
 }
 
 const opaqueXattr = 'trusted.overlay.opaque';
@@ -60,11 +78,29 @@ export async function stageChangeset(blobFile: string, kind: ChangesetKind, targ
     kind, upperDir: upper, tmpDir: tmp, limits,
     ...(opts.declared === undefined ? {} : { declared: opts.declared }),
     ...(opts.signal === undefined ? {} : { signal: opts.signal }),
+    ...(opts.chunks === undefined ? {} : { chunks: opts.chunks.list }),
   });
+  opts.signal?.throwIfAborted();
+  // Every chunk is at hand and checked before the first write (a missing or corrupt chunk changes nothing).
+  const c = opts.chunks;
+  const supply = c === undefined ? null : await ChunkSupply.prepare({
+    list: c.list, upperDir: upper, locate: c.locate, fetch: c.fetch, dir: c.dir, ...(opts.signal === undefined ? {} : { signal: opts.signal }),
+  });
+  try {
+    return await applyAndRecord(blobFile, kind, upper, tmp, plan, limits, opts, supply);
+  } finally {
+    await supply?.close();
+  }
+}
+
+async function applyAndRecord(
+  blobFile: string, kind: ChangesetKind, upper: string, tmp: string, plan: StagePlan, limits: Limits, opts: StageOptions, supply: ChunkSupply | null,
+): Promise<StageResult> {
   opts.signal?.throwIfAborted();
   const txn = await StagingTxn.begin(upper, tmp, kind, opts.intent ?? null);
   try {
-    await new Applier(upper, txn, plan, kind, opts.signal).run(blobFile, limits);
+    const chunked = supply === null ? null : { supply, files: new Map((opts.chunks?.list.files ?? []).map((f) => [f.path, f])) };
+    await new Applier(upper, txn, plan, kind, opts.signal, chunked).run(blobFile, limits);
   } catch (err) {
     let steps: number;
     try {
@@ -84,7 +120,7 @@ export async function stageChangeset(blobFile: string, kind: ChangesetKind, targ
   }
   await txn.discard();
   opts.log?.debug('changeset staged', { path: upper, entries: plan.entries, files: plan.files, deletions: plan.deletions, bytes: plan.bytes });
-  return { entries: plan.entries, files: plan.files, deletions: plan.deletions, bytes: plan.bytes };
+  return { entries: plan.entries, files: plan.files, deletions: plan.deletions, bytes: plan.bytes, ...(supply === null ? {} : { chunks: supply.stats }) };
 }
 
 interface XattrItem {
@@ -102,11 +138,16 @@ class Applier {
   readonly #plan: StagePlan;
   readonly #kind: ChangesetKind;
   readonly #signal: AbortSignal | undefined;
+  readonly #chunked: { supply: ChunkSupply; files: ReadonlyMap<string, ChunkedFile> } | null;
   #template: string | null = null;
   #xattrItems: XattrItem[] = [];
   #xattrBytes = 0;
 
-  constructor(upper: string, txn: StagingTxn, plan: StagePlan, kind: ChangesetKind, signal: AbortSignal | undefined) {
+  constructor(
+    upper: string, txn: StagingTxn, plan: StagePlan, kind: ChangesetKind, signal: AbortSignal | undefined,
+    chunked: { supply: ChunkSupply; files: ReadonlyMap<string, ChunkedFile> } | null,
+  ) {
+    this.#chunked = chunked;
     this.#upper = upper;
     this.#txn = txn;
     this.#plan = plan;
@@ -231,6 +272,12 @@ class Applier {
     const fh = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
     try {
       let pos = 0;
+      if (e.chunked !== undefined) {
+        // Validation matched the entry with its chunk list and the supply gathered every chunk of it.
+        const f = this.#chunked?.files.get(e.path);
+        if (f === undefined || this.#chunked === null) throw new ChangesetRejectedError('an entry shipped in chunks without its chunk list', { entry: e.path });
+        await this.#chunked.supply.write(fh, f);
+      }
       for await (const chunk of chunks) {
         let off = 0;
         while (off < chunk.length) {

@@ -23,9 +23,13 @@ export interface TarEntry {
   /** On a whiteout: remove the path from the upper dir without leaving a whiteout device (PAX
    *  `TWINLAYER.removeonly=1`; OCI tools that ignore it apply an ordinary whiteout, which is equivalent there). */
   removeOnly?: boolean;
+  /** On a regular file with an empty body: the sha256 of its content, shipped as chunks named in the commit's chunk
+   *  list (chunk-list.ts), PAX `TWINLAYER.chunked=<sha256>`. An OCI tool that ignores it extracts an empty file. */
+  chunked?: string;
 }
 
 export const removeOnlyKey = 'TWINLAYER.removeonly';
+export const chunkedKey = 'TWINLAYER.chunked';
 
 export const blockSize = 512;
 const typeFlag: Record<EntryType, 'File' | 'Directory' | 'SymbolicLink' | 'Link'> = {
@@ -85,6 +89,7 @@ export function encodeEntryHeaders(e: TarEntry): Buffer {
   if (e.gid > maxOctal8) records.push(paxRecord('gid', Buffer.from(String(e.gid))));
   if (e.size > maxOctal12) records.push(paxRecord('size', Buffer.from(String(e.size))));
   if (e.removeOnly === true) records.push(paxRecord(removeOnlyKey, Buffer.from('1')));
+  if (e.chunked !== undefined) records.push(paxRecord(chunkedKey, Buffer.from(e.chunked)));
   for (const [name, value] of e.xattrs) records.push(paxRecord(`SCHILY.xattr.${name}`, value));
 
   const out: Buffer[] = [];

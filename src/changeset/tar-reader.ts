@@ -8,7 +8,7 @@ import { createGunzip } from 'node:zlib';
 import { expansionBound } from './declared.js';
 import { ChangesetRejectedError } from './errors.js';
 import { maxTrailingZeroBytes, maxXattrValueBytes, type Limits } from './limits.js';
-import { blockSize, decodeHeaderBlock, paddingFor, parsePaxBody, parsePaxTime, removeOnlyKey, type EntryType, type TarEntry } from './tar-format.js';
+import { blockSize, decodeHeaderBlock, paddingFor, parsePaxBody, parsePaxTime, removeOnlyKey, chunkedKey, type EntryType, type TarEntry } from './tar-format.js';
 
 export interface EntryBody {
   readonly size: number;
@@ -290,6 +290,13 @@ function buildEntry(
   if (removeOnly !== undefined) {
     if (removeOnly.toString('latin1') !== '1') reject(`bad ${removeOnlyKey}`, entryName);
     entry.removeOnly = true;
+  }
+  const chunked = p.get(chunkedKey);
+  if (chunked !== undefined) {
+    const d = chunked.toString('latin1');
+    if (!/^[0-9a-f]{64}$/.test(d)) reject(`bad ${chunkedKey}`, entryName);
+    if (type !== 'file' || size !== 0) reject(`${chunkedKey} on an entry that is not an empty regular file`, entryName);
+    entry.chunked = d;
   }
   const xattrs: Array<[string, Buffer]> = [];
   for (const [key, value] of p) {

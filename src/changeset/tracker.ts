@@ -5,6 +5,7 @@ import type { Logger } from '../log/logger.js';
 import { silentLogger } from '../log/logger.js';
 import type { BuiltChangeset } from './built-changeset.js';
 import { writeChangeset } from './changeset-writer.js';
+import type { ChunkingOptions } from './chunked-copy.js';
 import { defaultLimits } from './limits.js';
 import { comparePaths, isAtOrUnder, relPathProblem } from './paths.js';
 import { completeScan } from './scan-closure.js';
@@ -19,12 +20,15 @@ export class UpperTracker {
   readonly #workDir: string;
   readonly #excludes: readonly string[];
   readonly #log: Logger;
+  readonly #chunking: ChunkingOptions | undefined;
   #index: Map<string, ShippedRec>;
   #pending = new Set<string>();
   readonly #warned = new Set<string>();
   readonly #deltas = new WeakMap<BuiltChangeset, IndexDelta>();
 
-  constructor(opts: { upperDir: string; workDir: string; excludes?: readonly string[]; shipped?: SerializedIndex; log?: Logger }) {
+  /** `chunking`: ship files above its threshold as chunks (none without it). */
+  constructor(opts: { upperDir: string; workDir: string; excludes?: readonly string[]; shipped?: SerializedIndex; log?: Logger; chunking?: ChunkingOptions }) {
+    this.#chunking = opts.chunking;
     this.#upper = opts.upperDir;
     this.#workDir = opts.workDir;
     this.#excludes = opts.excludes ?? [];
@@ -56,7 +60,7 @@ export class UpperTracker {
     // A fact about what is on disk and what was shipped, whether or not this build is published.
     dropRacyMarks(this.#index, scan.settled);
     const torn: string[] = [...scan.torn];
-    const written = await writeChangeset(scan, this.#workDir, full, torn);
+    const written = await writeChangeset(scan, this.#workDir, full, torn, this.#chunking);
     // Torn paths stay dirty: every later build looks at them again, whatever its scope.
     this.#pending = new Set(torn);
     if (written === null) return null;

@@ -16,6 +16,7 @@ import { ancestorsOf, parentOf, relPathProblem, tarPathMeaning } from './paths.j
 import type { TarEntry } from './tar-format.js';
 import { readChangeset } from './tar-reader.js';
 import type { ChangesetKind } from './built-changeset.js';
+import type { ChunkedFile, ChunkList } from './chunk-list.js';
 import { probeXattrRoom } from './xattr.js';
 import { xattrFootprint, xattrProblem } from './xattr-rules.js';
 
@@ -45,6 +46,9 @@ export interface ValidateOptions {
   /** What the commit record declares; the blob may not hold more. */
   declared?: DeclaredChangeset;
   signal?: AbortSignal;
+  /** The commit's chunk list (parsed and bounded, chunk-list.ts): each chunked entry must be in it, and it may name
+   *  nothing else. */
+  chunks?: ChunkList;
 }
 
 // Bits of an index value. The low three say what this changeset makes of the path (0: nothing).
@@ -88,6 +92,9 @@ class Validator {
   #xattrBytes = 0;
   #opaqueMarkers = 0;
   #free = Infinity;
+  readonly #chunked = new Map<string, ChunkedFile>();
+  #chunkedUsed = 0;
+  #chunkedBytes = 0;
   /** The entry whose xattrs take the most room, probed on the target before anything is written. */
   #widest: { entry: string; footprint: number; layout: Array<readonly [string, number]> } | null = null;
   readonly plan: StagePlan;
@@ -96,6 +103,7 @@ class Validator {
     this.#o = o;
     this.#disk = new DiskView(o.upperDir);
     this.#maxRel = Math.min(o.limits.maxPathBytes, pathMaxBytes - 1 - Buffer.byteLength(o.upperDir) - 1);
+    for (const f of o.chunks?.files ?? []) this.#chunked.set(f.path, f);
     const index = this.#index;
     this.plan = {
       targets: {
@@ -144,6 +152,7 @@ class Validator {
     }
     this.#checkXattrs(e);
     if (e.removeOnly === true && meaning.kind !== 'whiteout') reject('remove-only flag on an entry that is not a whiteout', e.path);
+    if (e.chunked !== undefined && meaning.kind !== 'plain') reject('a whiteout or opaque marker shipped in chunks', e.path);
     p.entries++;
 
     if (meaning.kind === 'opaque') {
@@ -181,8 +190,15 @@ class Validator {
       p.bytes += e.size;
       if (declared !== undefined && p.bytes > declared.bytes) reject(`the file bodies pass the ${declared.bytes} bytes the commit record declares`, e.path);
     }
+    if (e.chunked !== undefined) {
+      const f = this.#chunked.get(e.path);
+      if (f === undefined) reject('an entry shipped in chunks that the chunk list does not name', e.path);
+      if (f.digest !== e.chunked) reject(`the entry names sha256 ${e.chunked}, its chunk list ${f.digest}`, e.path);
+      this.#chunkedUsed++;
+      this.#chunkedBytes += f.size;
+    }
     // The disk budget is checked as it grows, not at the end: a header declaring 70 GiB stops the read right there.
-    const need = bytesNeeded({ files: p.files, deletions: p.deletions, bytes: p.bytes });
+    const need = bytesNeeded({ files: p.files, deletions: p.deletions, bytes: p.bytes }) + this.#chunkedBytes;
     if (need > this.#free) {
       throw new ChangesetNoRoomError(`changeset needs at least ${need} bytes, the target has ${this.#free} free`, { entry: e.path, path: this.#o.upperDir, hint: 'free disk space on the standby' });
     }
@@ -270,6 +286,7 @@ class Validator {
   }
 
   async finish(): Promise<void> {
+    if (this.#chunkedUsed !== this.#chunked.size) reject(`the chunk list names ${this.#chunked.size} files, the changeset ships ${this.#chunkedUsed} in chunks`, '<chunk list>');
     const w = this.#widest;
     if (w !== null) {
       const why = await probeXattrRoom(this.#o.tmpDir, w.layout);

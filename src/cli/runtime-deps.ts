@@ -44,6 +44,7 @@ export function pushSettings(config: Config) {
     debounceMaxMs: config.debounceMaxMs,
     uploadConcurrency: config.uploadConcurrency,
     reconcileIntervalMs: config.reconcileIntervalMs,
+    chunkThresholdBytes: config.chunkThresholdBytes,
   };
 }
 

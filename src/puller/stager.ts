@@ -10,12 +10,13 @@ import { rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import PQueue from 'p-queue';
 import {
-  abandonStaging, bytesNeeded, ChangesetRejectedError, declaredProblem, defaultLimits, recoverStaging, roomProblem, stageChangeset,
+  abandonStaging, bytesNeeded, ChangesetRejectedError, chunkListProblem, declaredProblem, defaultLimits, recoverStaging, roomProblem, stageChangeset,
   StagePendingError, StageUndoError, type Limits, type StageIntent, type StageTarget,
 } from '../changeset/index.js';
 import { specDigest, type DockerRuntime, type TwinState } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
-import type { Bucket, CommitRecord } from '../store/index.js';
+import { ChunkStore, type Bucket, type CommitRecord } from '../store/index.js';
+import { openChunkedCommit } from './chunked-commit.js';
 import type { AppliedState, AppliedStateFile } from './applied-state.js';
 import type { ContainerRuntimeState, ContainerStates } from './container-state.js';
 import type { JournalFollower } from './journal-follower.js';
@@ -32,6 +33,8 @@ export interface StagerOptions {
   downloadConcurrency: number;
   /** Bounds on changesets (default: the changeset unit's defaults). */
   limits?: Limits;
+  /** Where each twin's chunk index is kept (chunk-index.ts). Default: `chunk-index` beside blobDir. */
+  chunkIndexDir?: string;
 }
 
 /** Refused commits remembered (by container and digest); the oldest are forgotten beyond this. */
@@ -65,6 +68,7 @@ export class Stager {
   readonly #journal: JournalFollower;
   readonly #keeper: TwinKeeper;
   readonly #slots: PQueue;
+  readonly #chunks: ChunkStore;
   /** One task per container with work, started by a poll, running until its queue is done or it is stopped. */
   readonly #tasks = new Map<string, Task>();
   /** Refused commits by `container\ndigest`: their reason. */
@@ -84,6 +88,7 @@ export class Stager {
     this.#journal = journal;
     this.#keeper = keeper;
     this.#slots = new PQueue({ concurrency: opts.downloadConcurrency });
+    this.#chunks = new ChunkStore(opts.bucket.store, opts.bucket.layout, { log: opts.log.child({ unit: 'chunks' }) });
   }
 
   /** No staging starts from now on, validations stop and applies in progress are undone; resolves once they are. */
@@ -215,7 +220,8 @@ export class Stager {
         this.#showRefusal(c, record, remembered);
         return staged;
       }
-      const declared = declaredProblem({ ...record.counts, size: record.size }, this.#limits);
+      const declared = declaredProblem({ ...record.counts, size: record.size }, this.#limits)
+        ?? (record.chunks === undefined ? null : chunkListProblem(record.chunks, this.#limits));
       if (declared !== null) {
         this.#refuse(name, c, record, declared);
         return staged;
@@ -249,7 +255,7 @@ export class Stager {
       }
       const upperDir = twin.layers.upperDir;
       // Not downloaded when it cannot fit (the disk may be freed: checked again next poll, not remembered).
-      const room = await roomProblem(upperDir, bytesNeeded(record.counts));
+      const room = await roomProblem(upperDir, bytesNeeded(record.counts) + (record.chunks?.bytes ?? 0));
       if (room !== null) {
         if (c.lastError !== room) this.#o.log.warn('staging waits for free disk space', { container: name, seq: record.seq, reason: room });
         c.lastError = room;
@@ -286,9 +292,16 @@ export class Stager {
           if (signal.aborted || this.#frozen) return false;
           await this.#download(record, blob, signal);
           if (signal.aborted || this.#frozen) return false;
+          const chunked = await openChunkedCommit({
+            bucket: this.#o.bucket, chunks: this.#chunks, limits: this.#limits, indexDir: this.#o.chunkIndexDir ?? join(dirname(this.#o.blobDir), 'chunk-index'),
+          }, name, twin.id, record, blob);
           const staging = stageChangeset(blob, record.kind, stageTargetOf(upperDir), {
             limits: this.#limits, log: this.#o.log.child({ container: name }), declared: { ...record.counts, size: record.size }, signal,
-            intent, record: recordStaged,
+            intent, record: recordStaged, ...(chunked.stage === undefined ? {} : { chunks: chunked.stage }),
+          }).then(async (r) => {
+            // Only a hint for the next commits (every chunk read through it is checked): a failure costs downloads.
+            if (!twinStarted) await chunked.adopt().catch((err: unknown) => this.#o.log.warn('cannot save the chunk index', { container: name, err }));
+            return r;
           });
           this.#stagings.add(staging);
           try {

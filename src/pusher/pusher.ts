@@ -7,7 +7,7 @@ import PQueue from 'p-queue';
 import { UpperTracker, type SerializedIndex } from '../changeset/index.js';
 import type { DockerRuntime, ProtectedContainer } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
-import { asSeq, JournalWriter, type Bucket, type Generation, type HeadStatus } from '../store/index.js';
+import { asSeq, ChunkStore, JournalWriter, type Bucket, type Generation, type HeadStatus } from '../store/index.js';
 import { BurstCollector } from './burst.js';
 import { chooseGeneration, type WriterPosition } from './generation.js';
 import { ContainerReplicator, type ReplicatorStatus } from './replicator.js';
@@ -35,6 +35,8 @@ export interface PusherOptions {
   includeTwins?: boolean;
   /** Runs before every record is published; rejecting stops the publish (the agent's self-fence). */
   beforePublish?: () => Promise<void>;
+  /** Regular files larger than this ship as content-defined chunks (src/changeset/chunker.ts). Default 1 MiB. */
+  chunkThresholdBytes?: number;
 }
 
 interface Watched {
@@ -49,6 +51,8 @@ export class Pusher {
   #watched = new Map<string, Watched>();
   #uploads: PQueue;
   #shipped: ShippedStateStore;
+  /** Shared by every container: a chunk one of them uploaded is known to all (the same file in 40 containers). */
+  readonly chunks: ChunkStore;
   #journal: JournalWriter | null = null;
   #generation: Generation | null = null;
   #timers: NodeJS.Timeout[] = [];
@@ -59,6 +63,7 @@ export class Pusher {
     this.#opts = opts;
     this.#uploads = new PQueue({ concurrency: opts.uploadConcurrency });
     this.#shipped = new ShippedStateStore(opts.stateDir, opts.group);
+    this.chunks = new ChunkStore(opts.bucket.store, opts.bucket.layout, { log: opts.log.child({ unit: 'chunks' }) });
   }
 
   get generation(): Generation | null {
@@ -161,13 +166,19 @@ export class Pusher {
     const recovered = await this.#recoverShipped(container.name, container.id, generation, journal);
     const { shipped, needFull } = forceFull ? { shipped: undefined, needFull: true } : recovered;
     const workDir = join(stateDir, 'push', 'work', container.name);
+    // What a killed pusher left there (a changeset, a spool of chunks as large as the files it held) is never resumed.
+    await rm(workDir, { recursive: true, force: true });
     await mkdir(workDir, { recursive: true });
     const clog = log.child({ container: container.name });
     const replicator = new ContainerReplicator({
       name: container.name,
       containerId: container.id,
       generation,
-      makeTracker: (s) => new UpperTracker({ upperDir: container.layers.upperDir, workDir, excludes, ...(s ? { shipped: s } : {}), log: clog }),
+      makeTracker: (s) => new UpperTracker({
+        upperDir: container.layers.upperDir, workDir, excludes, ...(s ? { shipped: s } : {}), log: clog,
+        chunking: { thresholdBytes: this.#opts.chunkThresholdBytes ?? 1024 * 1024, known: this.chunks.known },
+      }),
+      chunks: this.chunks,
       shipped,
       needFull,
       bucket,

@@ -2,9 +2,9 @@
 // into the next changeset (bounded memory); failures keep the work pending and retry with backoff.
 import { rm } from 'node:fs/promises';
 import type PQueue from 'p-queue';
-import type { SerializedIndex, UpperTracker } from '../changeset/index.js';
+import { summarize, type BuiltChangeset, type SerializedIndex, type UpperTracker } from '../changeset/index.js';
 import type { Logger } from '../log/logger.js';
-import { asDigest, type Bucket, type JournalWriter } from '../store/index.js';
+import { asDigest, type Bucket, type ChunkStore, type CommitChunks, type JournalWriter } from '../store/index.js';
 import { mergeScopes, type Burst, type BurstScope } from './burst.js';
 import type { ShippedStateStore } from './shipped-state.js';
 
@@ -32,6 +32,8 @@ export interface ReplicatorDeps {
   bucket: Bucket;
   journal: JournalWriter;
   uploads: PQueue;
+  /** Where the chunks of large files go (a changeset built with chunking names them). */
+  chunks?: ChunkStore;
   shippedState: ShippedStateStore;
   log: Logger;
   /** Backoff after a failed ship; doubles up to maxBackoffMs. */
@@ -150,6 +152,8 @@ export class ContainerReplicator {
         this.#pendingSince ??= Date.now();
       }
       const digest = asDigest(built.digest);
+      // Chunks, then their list, then the changeset: the record is published only once all it names is durable.
+      const chunks = await this.#uploadChunks(built);
       await uploads.add(() => bucket.uploadBlob(built.file, digest));
       // The pending state is what we will have shipped once the record is out; if we crash after publishing,
       // the record's digest tells the next start that this state is the true one.
@@ -165,6 +169,7 @@ export class ContainerReplicator {
           kind: built.kind,
           counts: built.counts,
           firstWriteAt: new Date(firstWriteAt),
+          ...(chunks === undefined ? {} : { chunks }),
         });
       } catch (err) {
         this.#tracker = this.#deps.makeTracker(before);
@@ -180,7 +185,25 @@ export class ContainerReplicator {
       });
     } finally {
       await rm(built.file, { force: true });
+      if (built.chunks !== undefined) {
+        await rm(built.chunks.spoolDir, { recursive: true, force: true });
+        await rm(built.chunks.file, { force: true });
+      }
     }
+  }
+
+  /** Uploads the chunks the bucket lacks and the chunk list; what the record says of them. */
+  async #uploadChunks(built: BuiltChangeset): Promise<CommitChunks | undefined> {
+    const c = built.chunks;
+    if (c === undefined) return undefined;
+    const store = this.#deps.chunks;
+    if (store === undefined) throw new Error('a changeset with chunks, and no chunk store to upload them to');
+    const { uploads, bucket } = this.#deps;
+    // One slot of the shared queue: the chunk store runs its own small requests in parallel within it.
+    await uploads.add(() => store.ensureAll(c.spool));
+    const listDigest = asDigest(c.digest);
+    await uploads.add(() => bucket.uploadBlob(c.file, listDigest));
+    return { digest: listDigest, size: c.size, ...summarize(c.list) };
   }
 
   async #backoff(): Promise<void> {

@@ -3,6 +3,7 @@ export { asDigest, asGeneration, asSeq, isDigest, MAX_RECORD_BYTES, MAX_SPEC_BYT
 export { defaultRetryPolicy, type BlobStore, type RetryPolicy } from './blob-store.js';
 export { S3BlobStore, isRetryableS3Error, type S3BlobStoreOptions } from './s3-blob-store.js';
 export { DirBlobStore } from './dir-blob-store.js';
+export { ChunkStore, maxStoredChunkBytes, type ChunkStoreOptions, type ChunkUploadStats } from './chunk-store.js';
 export {
   claimSchema,
   commitRecordSchema,
@@ -10,6 +11,7 @@ export {
   headSchema,
   releaseSchema,
   type Claim,
+  type CommitChunks,
   type CommitCounts,
   type CommitRecord,
   type DivergentRecord,

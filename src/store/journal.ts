@@ -6,7 +6,7 @@
 import { TwinlayerError } from '../log/errors.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import type { Bucket } from './bucket.js';
-import type { CommitCounts, CommitRecord, Head } from './records.js';
+import type { CommitChunks, CommitCounts, CommitRecord, Head } from './records.js';
 import { asSeq, containerNameRe, writerRe, type Digest, type Generation, type Seq } from './types.js';
 
 export interface PublishInput {
@@ -16,6 +16,8 @@ export interface PublishInput {
   kind: 'delta' | 'full';
   counts: CommitCounts;
   firstWriteAt: Date;
+  /** The changeset's chunk list, when it ships files in chunks (uploaded, with its chunks, before the publish). */
+  chunks?: CommitChunks;
 }
 
 export interface JournalWriterOptions {
@@ -178,6 +180,7 @@ export class JournalWriter {
       kind: input.kind,
       counts: { files: input.counts.files, deletions: input.counts.deletions, bytes: input.counts.bytes },
       firstWriteAt: input.firstWriteAt.toISOString(),
+      ...(input.chunks === undefined ? {} : { chunks: { ...input.chunks } }),
       publishedAt: new Date().toISOString(),
       writer: this.#writer,
     };

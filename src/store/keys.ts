@@ -87,6 +87,23 @@ export class KeyLayout {
     return `${this.base}/blobs/sha256/${d.slice(0, 2)}/${d}`;
   }
 
+  /** A chunk of a large file (src/changeset/chunker.ts), named by the sha256 of its bytes and stored gzip'd. */
+  chunkKey(d: Digest): string {
+    return `${this.chunksPrefix}${d.slice(0, 2)}/${d}`;
+  }
+
+  get chunksPrefix(): string {
+    return `${this.base}/chunks/sha256/`;
+  }
+
+  /** The digest a chunk key names; null unless the key is exactly chunkKey(digest). */
+  parseChunkKey(key: string): Digest | null {
+    if (!key.startsWith(this.chunksPrefix)) return null;
+    const rest = key.slice(this.chunksPrefix.length);
+    const d = rest.slice(3);
+    return rest.length === 67 && isDigest(d) && rest.slice(0, 3) === `${d.slice(0, 2)}/` ? d : null;
+  }
+
   /*
    * Divergent tails: what a demoted host held beyond the claim that superseded it (DESIGN.md "Roles, promotion,
    * fencing"). One small record per saved changeset,

@@ -10,6 +10,19 @@ export interface CommitCounts {
   bytes: number;
 }
 
+/** A commit's chunk list (src/changeset/chunk-list.ts): the blob under blobs/ and what it declares. Every chunk the
+ *  list names is an object under chunks/ that lives while a retained record names the list (GC). */
+export interface CommitChunks {
+  /** sha256 of the stored list (gzip of JSON), a blob like the changeset's. */
+  digest: Digest;
+  /** Stored bytes of the list. */
+  size: number;
+  /** Files shipped in chunks, chunks named over them all, and the bytes of those files. */
+  files: number;
+  count: number;
+  bytes: number;
+}
+
 export interface CommitRecord {
   version: 1;
   seq: Seq;
@@ -27,6 +40,8 @@ export interface CommitRecord {
   publishedAt: string;
   /** Host id of the writer. */
   writer: string;
+  /** Present when the changeset ships files in chunks. */
+  chunks?: CommitChunks | undefined;
 }
 
 export interface Head {
@@ -117,6 +132,7 @@ export const commitRecordSchema: z.ZodType<CommitRecord> = z.strictObject({
   firstWriteAt: isoTime,
   publishedAt: isoTime,
   writer,
+  chunks: z.strictObject({ digest, size: count, files: count, count, bytes: count }).optional(),
 }).refine((r) => r.parentSeq < r.seq, { message: 'parentSeq must be below seq', path: ['parentSeq'] });
 
 export const headSchema: z.ZodType<Head> = z.strictObject({
