@@ -169,6 +169,10 @@ export class S3BlobStore implements BlobStore {
       forcePathStyle: opts.pathStyle,
       maxAttempts: 1,
       requestHandler: { connectionTimeout: timeout, socketTimeout: timeout },
+      // Without a logger the SDK writes some warnings to the console as bare text ("An error was encountered in a
+      // non-retryable streaming request.", once per failed upload), outside the structured log; each such error
+      // also reaches this store, which reports it with its context.
+      logger: sdkLogger(this.#log),
     };
     if (opts.endpoint !== undefined) {
       config.endpoint = opts.endpoint;
@@ -406,5 +410,22 @@ export class S3BlobStore implements BlobStore {
     await this.#request('delete', key, async () => {
       await this.#client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
     });
+  }
+}
+
+/** The AWS SDK's warnings and errors as debug lines of the store's structured log. Its info, debug and trace calls
+ *  are dropped: info carries every command's input and output (bodies included) on every request. */
+function sdkLogger(log: Logger): NonNullable<S3ClientConfig['logger']> {
+  const line = (level: string) => (...content: unknown[]): void => log.debug('aws sdk', { sdkLevel: level, content: content.map((c) => (typeof c === 'string' ? c : describeSdkContent(c))) });
+  const drop = (): void => undefined;
+  return { trace: drop, debug: drop, info: drop, warn: line('warn'), error: line('error') };
+}
+
+function describeSdkContent(c: unknown): string {
+  if (c instanceof Error) return `${c.name}: ${c.message}`;
+  try {
+    return JSON.stringify(c)?.slice(0, 500) ?? String(c);
+  } catch {
+    return String(c);
   }
 }

@@ -18,6 +18,7 @@ import {
   StoreUnreachableError,
   type Generation,
 } from '../../../src/store/index.js';
+import { createLogger } from '../../../src/log/logger.js';
 import { startFaultProxy, type FaultProxy } from '../../../src/lab/fault-proxy.js';
 import { TEST_REGION, TEST_RETRY, testS3Store, uniqueBucketName, withS3, type TestS3 } from '../../support/s3.js';
 import { waitFor } from '../../../src/lab/wait.js';
@@ -106,6 +107,30 @@ describe('S3BlobStore under faults', () => {
     assert.equal(await store.getToFile('f/file', out), true);
     assert.equal(sha(await readFile(out)), sha(body));
     assert.equal(proxy.stats.faults.truncate, 2);
+  });
+
+  it("keeps the SDK's warnings in the structured log, off the console", async () => {
+    const lines: Record<string, unknown>[] = [];
+    const logged = testS3Store({ endpoint: proxy.endpoint, bucket: s3.bucket }, {
+      requestTimeoutMs: 300, log: createLogger({ level: 'debug', write: (l) => lines.push(JSON.parse(l) as Record<string, unknown>) }),
+    });
+    others.push(logged);
+    const src = join(work, 'warned.bin');
+    await writeFile(src, randomBytes(256 * 1024));
+    const warned: unknown[][] = [];
+    const warn = console.warn.bind(console);
+    console.warn = (...args: unknown[]): void => { warned.push(args); };
+    try {
+      // A reset under a streamed upload: the SDK gives up on the stream (the store retries from the first byte) and
+      // warns through its logger.
+      proxy.fail('reset', 1);
+      await logged.put('f/warned', { file: src });
+    } finally {
+      console.warn = warn;
+    }
+    assert.deepEqual(warned, [], 'nothing on the console');
+    const sdk = lines.filter((l) => l['msg'] === 'aws sdk');
+    assert.ok(sdk.some((l) => l['sdkLevel'] === 'warn' && JSON.stringify(l['content']).includes('non-retryable streaming request')), JSON.stringify(lines.slice(-5)));
   });
 
   it('downloads a blob through torn bodies and verifies it', async () => {
