@@ -12,6 +12,9 @@ const containerStateSchema = z.object({
   /** The twin container the seq describes. A twin removed and recreated has an empty upper dir: a seq recorded for
    *  another container id means nothing for it, and it is restaged from the journal. Absent in older files. */
   twinId: z.string().optional(),
+  /** The spec the staged record names (CommitRecord.specDigest): after a restart, the spec read must be this one
+   *  until a newer record names another. Absent in older files and for records that name none. */
+  specDigest: z.string().optional(),
 });
 export type AppliedContainer = z.infer<typeof containerStateSchema>;
 

@@ -265,7 +265,10 @@ export class Stager {
           twinStarted = true;
           return;
         }
-        state.containers[name] = { generation: record.generation, seq: record.seq, digest: record.digest, stagedAt: new Date().toISOString(), twinId: twin.id };
+        state.containers[name] = {
+          generation: record.generation, seq: record.seq, digest: record.digest, stagedAt: new Date().toISOString(), twinId: twin.id,
+          ...(record.specDigest === undefined ? {} : { specDigest: record.specDigest }),
+        };
         // Out of the queue before the cursor is computed: the cursor stops before the first record still queued.
         done();
         c.gap = null;

@@ -72,7 +72,7 @@ export class TwinKeeper {
       }
       try {
         if (c.spec === null || c.specStale) {
-          const read = await this.#readSpec(name);
+          const read = await this.#readSpec(name, this.#namedSpec(state, name, c));
           c.spec = read.spec;
           c.specTrusted = read.trusted;
           c.specStale = false;
@@ -119,8 +119,19 @@ export class TwinKeeper {
     await this.#o.runtime.removeContainer(twin.id);
   }
 
-  /** The spec and whether it is trusted: signed by a key the group trusts, or every spec is (trustUnsignedSpecs). */
-  async #readSpec(name: string): Promise<{ spec: TwinSpec; trusted: boolean }> {
+  /** The spec the newest commit of `name` names: the newest record read, else the staged one; null when none does
+   *  (no commit yet, or records written before they named their spec). */
+  #namedSpec(state: AppliedState, name: string, c: ContainerRuntimeState): { digest: string; by: string } | null {
+    if (c.namedSpec !== null) return { digest: c.namedSpec.digest, by: `record ${c.namedSpec.seq} of generation ${c.namedSpec.generation}` };
+    const applied = state.containers[name];
+    if (applied?.specDigest !== undefined) return { digest: applied.specDigest, by: `the staged record ${applied.seq} of generation ${applied.generation}` };
+    return null;
+  }
+
+  /** The spec and whether it is trusted: signed by a key the group trusts, or every spec is (trustUnsignedSpecs); and
+   *  the one the newest commit names, when one names a spec. The spec's signature binds it to its key only: without
+   *  that check a bucket writer could put back an older signed spec (an older image, other privileges). */
+  async #readSpec(name: string, named: { digest: string; by: string } | null): Promise<{ spec: TwinSpec; trusted: boolean }> {
     let read: { spec: unknown; signer: unknown } | undefined;
     try {
       read = await this.#o.bucket.getSignedSpec(name);
@@ -133,6 +144,13 @@ export class TwinKeeper {
     const spec = twinSpecSchema.safeParse(read.spec);
     if (!spec.success) throw new TwinRefusal(`spec.json of ${name} is invalid: ${spec.error.issues[0]?.message ?? 'invalid'}`);
     if (spec.data.name !== name) throw new TwinRefusal(`spec.json of ${name} names another container (${JSON.stringify(spec.data.name)})`);
+    if (named !== null) {
+      const digest = specDigest(spec.data);
+      if (digest !== named.digest) {
+        throw new TwinRefusal(`spec.json of ${name} (spec digest ${digest.slice(0, 12)}) is not the spec ${named.by} names (${named.digest.slice(0, 12)}): `
+          + 'an older spec put back, or a new one no commit names yet; the twin is kept as it is until a commit names the spec in the bucket');
+      }
+    }
     const signedByTrustedKey = read.signer !== null;
     return { spec: spec.data, trusted: signedByTrustedKey || this.#o.trustUnsignedSpecs === true };
   }

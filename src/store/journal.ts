@@ -16,6 +16,8 @@ export interface PublishInput {
   kind: 'delta' | 'full';
   counts: CommitCounts;
   firstWriteAt: Date;
+  /** The spec the commit belongs to (CommitRecord.specDigest). */
+  specDigest?: Digest;
 }
 
 export interface JournalWriterOptions {
@@ -180,6 +182,7 @@ export class JournalWriter {
       firstWriteAt: input.firstWriteAt.toISOString(),
       publishedAt: new Date().toISOString(),
       writer: this.#writer,
+      ...(input.specDigest === undefined ? {} : { specDigest: input.specDigest }),
     };
     try {
       await this.#bucket.writeRecord(rec);

@@ -27,6 +27,13 @@ export interface CommitRecord {
   publishedAt: string;
   /** Host id of the writer. */
   writer: string;
+  /**
+   * The twin spec this commit belongs to: the docker unit's specDigest of the spec the writer put at
+   * containers/<name>/spec.json before it. The spec's own signature binds it to its key only, so an older signed
+   * spec put back there verifies too; a puller uses a spec only when the newest record of its container names it.
+   * Absent in records written before it was recorded.
+   */
+  specDigest?: Digest | undefined;
 }
 
 export interface Head {
@@ -117,6 +124,7 @@ export const commitRecordSchema: z.ZodType<CommitRecord> = z.strictObject({
   firstWriteAt: isoTime,
   publishedAt: isoTime,
   writer,
+  specDigest: digest.optional(),
 }).refine((r) => r.parentSeq < r.seq, { message: 'parentSeq must be below seq', path: ['parentSeq'] });
 
 export const headSchema: z.ZodType<Head> = z.strictObject({
