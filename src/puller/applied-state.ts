@@ -25,6 +25,9 @@ const appliedStateSchema = z.object({
   /** Every journal record at or below this seq of `generation` is staged or waits in no queue. */
   cursor: z.number().int().nonnegative(),
   containers: z.record(z.string(), containerStateSchema),
+  /** Twins whose upper dir is not trusted (a commit interrupted by a restart of the machine: lines of its undo log
+   *  may have been lost), by container: why. Such a twin does not boot until a full checkpoint is staged into it. */
+  held: z.record(z.string(), z.string()).optional(),
 });
 export type AppliedState = z.infer<typeof appliedStateSchema>;
 

@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import PQueue from 'p-queue';
 import {
   abandonStaging, bytesNeeded, ChangesetRejectedError, declaredProblem, defaultLimits, recoverStaging, roomProblem, stageChangeset,
-  StagePendingError, StageUndoError, type Limits, type StageIntent, type StageTarget,
+  StagePendingError, StageUndoError, stagingLeftBehind, type Limits, type StageIntent, type StageTarget,
 } from '../changeset/index.js';
 import { specDigest, type DockerRuntime, type TwinState } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
@@ -114,6 +114,17 @@ export class Stager {
     while (this.#tasks.size > 0) await Promise.allSettled([...this.#tasks.values()].map((t) => t.promise));
   }
 
+  /** `name`'s twin may hold a commit left half staged: recovered before anything is staged into it or it boots. */
+  markPending(name: string): void {
+    this.#pending.add(name);
+  }
+
+  /** Whether `twin` (about to boot) holds the undo log of a commit left half staged: one lstat. */
+  async leftBehind(twin: TwinState): Promise<boolean> {
+    if (twin.state === 'absent' || !twin.isTwin) return false;
+    return stagingLeftBehind(stageTargetOf(twin.layers.upperDir));
+  }
+
   /** Containers that may hold a commit left half staged. */
   pendingRecovery(): string[] {
     return [...this.#pending].sort();
@@ -140,14 +151,24 @@ export class Stager {
       return;
     }
     this.#pending.add(name);
-    const outcome = await recoverStaging(target, (i) => recorded(state, name, i), this.#o.log.child({ container: name }));
+    const outcome = await recoverStaging(target, (i) => recorded(state, name, i), this.#o.log.child({ container: name }), async ({ rebooted }) => {
+      if (!rebooted) return;
+      // The machine restarted meanwhile: lines of the undo log may have been lost with the page cache, so the upper
+      // dir is not trusted. Recorded durably before the log goes: the twin boots only once a full checkpoint is
+      // staged into it again.
+      (state.held ??= {})[name] = 'a commit was interrupted by a restart of the machine, so its upper dir is not trusted; it boots once a full checkpoint is staged into it again';
+      await this.#o.file.save(state);
+    });
     this.#pending.delete(name);
     if (outcome.action === 'undone' && outcome.rebooted) {
-      // The machine restarted meanwhile: lines of the undo log may have been lost with the page cache, so the upper
-      // dir is not trusted; the whole tree is staged again from the latest full checkpoint.
       this.#o.log.warn('a commit was interrupted by a restart of the machine; restaging from the latest full checkpoint', { container: name });
       this.#containers.get(name).restage = true;
     }
+  }
+
+  /** Why `name`'s twin must not boot (its upper dir is untrusted until a full checkpoint is staged), or null. */
+  held(state: AppliedState, name: string): string | null {
+    return state.held?.[name] ?? null;
   }
 
   /**
@@ -269,6 +290,8 @@ export class Stager {
           generation: record.generation, seq: record.seq, digest: record.digest, stagedAt: new Date().toISOString(), twinId: twin.id,
           ...(record.specDigest === undefined ? {} : { specDigest: record.specDigest }),
         };
+        // A full checkpoint makes the upper dir exactly the commit: trusted again.
+        if (record.kind === 'full' && state.held?.[name] !== undefined) delete state.held[name];
         // Out of the queue before the cursor is computed: the cursor stops before the first record still queued.
         done();
         c.gap = null;
