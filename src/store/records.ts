@@ -72,6 +72,11 @@ export interface Release {
   version: 1;
   generation: Generation;
   host: string;
+  /** The head of the generation when it was released (seq 0 and no time: none). The owner withdraws a release by
+   *  deleting it and writing its head again, so a release put back later (a replay: it is still validly signed)
+   *  names a head that is no longer there, or records were published past it: either way it is stale. */
+  headSeq: Seq;
+  headUpdatedAt: string | null;
   releasedAt: string;
   reason: string;
 }
@@ -151,6 +156,8 @@ export const releaseSchema: z.ZodType<Release> = z.strictObject({
   version: z.literal(1),
   generation,
   host: writer,
+  headSeq: seqOrZero,
+  headUpdatedAt: isoTime.nullable(),
   releasedAt: isoTime,
   reason: z.string().min(1).max(500).regex(/^[^\p{Cc}]+$/u, 'expected one line without control characters'),
 });

@@ -188,9 +188,9 @@ describe('signed objects on s3rver', () => {
     assert.ok((a.signatureStatus().refused.recent.find((r) => r.key === a.claimKey(g(2)))?.count ?? 0) > 1);
 
     // A forged release would let a fenced MASTER take over: refused, read as no release.
-    await store.put(a.layout.releaseKey(g(4)), Buffer.from(JSON.stringify({ version: 1, generation: 4, host: 'host-b', releasedAt: new Date().toISOString(), reason: 'forged' })));
+    await store.put(a.layout.releaseKey(g(4)), Buffer.from(JSON.stringify({ version: 1, generation: 4, host: 'host-b', headSeq: 0, headUpdatedAt: null, releasedAt: new Date().toISOString(), reason: 'forged' })));
     assert.equal(await a.readRelease(g(4)), null);
-    await b.putRelease({ version: 1, generation: g(4), host: 'host-b', releasedAt: new Date().toISOString(), reason: 'left MASTER' });
+    await b.putRelease({ version: 1, generation: g(4), host: 'host-b', headSeq: 0 as Seq, headUpdatedAt: null, releasedAt: new Date().toISOString(), reason: 'left MASTER' });
     assert.equal((await a.readRelease(g(4)))?.host, 'host-b');
   });
 
