@@ -194,6 +194,31 @@ describe('signed objects on s3rver', () => {
     assert.equal((await a.readRelease(g(4)))?.host, 'host-b');
   });
 
+  it('a late claim is refused when the followed generation moved on, also behind an older signed head put back', async () => {
+    fresh();
+    const a = as(hostA);
+    const b = as(hostB);
+    assert.deepEqual(await a.claimGeneration(claim(1, 'host-a', 0)), { won: true });
+    await a.writeRecord(record(1, 1, 'web', 0));
+    await a.writeHead(head(1, 1));
+    const oldHead = await raw(a.headKey(g(1)));
+    // host-b staged web up to 1 and was cut off; host-a kept the bucket and published 2 and 3.
+    await a.writeRecord(record(1, 2, 'web', 1));
+    await a.writeRecord(record(1, 3, 'web', 2));
+    await a.writeHead(head(1, 3));
+    const basis = { generation: 1, containers: { web: 1 } };
+    const deps = { bucket: b, hostId: 'host-b', log: silentLogger };
+    assert.deepEqual(await claimGeneration(deps, g(2), basis, { late: true }), { status: 'lost', generation: 1, holder: 'host-a' });
+    // A bucket writer puts back the head of seq 1 (signed by host-a: it verifies). The records past it still count.
+    await store.put(a.headKey(g(1)), oldHead);
+    assert.equal((await b.readHead(g(1))).status, 'ok');
+    assert.deepEqual(await claimGeneration(deps, g(2), basis, { late: true }), { status: 'lost', generation: 1, holder: 'host-a' });
+    // An unsigned record past the head is nobody's publish: it does not count as a move.
+    await store.put(a.journalKey(g(1), 4 as Seq), Buffer.from(JSON.stringify(record(1, 4, 'web', 3))));
+    assert.deepEqual(await claimGeneration(deps, g(2), { generation: 1, containers: { web: 3 } }, { late: true }), { status: 'won', generation: 2 });
+    assert.equal((await a.readClaim(g(2)))?.host, 'host-b');
+  });
+
   it('a forged gen/9007199254740991/ captures nobody, costs a bounded number of reads, and is logged once', async () => {
     fresh();
     const a = as(hostA);
