@@ -13,7 +13,7 @@ import {
   abandonStaging, bytesNeeded, ChangesetRejectedError, declaredProblem, defaultLimits, recoverStaging, roomProblem, stageChangeset,
   StagePendingError, StageUndoError, stagingLeftBehind, type Limits, type StageIntent, type StageTarget,
 } from '../changeset/index.js';
-import { specDigest, type DockerRuntime, type TwinState } from '../docker/index.js';
+import { isEngineUnavailable, specDigest, type DockerRuntime, type TwinState } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Bucket, CommitRecord } from '../store/index.js';
 import type { AppliedState, AppliedStateFile } from './applied-state.js';
@@ -177,25 +177,36 @@ export class Stager {
    * number of commits staged meanwhile; without it, at once with 0. `signal` aborts the tasks it started.
    */
   async stageQueues(state: AppliedState, signal: AbortSignal, wait = true): Promise<number> {
+    // One listener on the caller's signal for all the tasks this call starts (one per task passed Node's limit of
+    // ten listeners with more than ten containers staging), removed once they are all done.
+    const started: Task[] = [];
+    const onAbort = (): void => {
+      for (const t of started) t.controller.abort();
+    };
     for (const [name, c] of this.#containers.entries()) {
-      if (this.#frozen || signal.aborted) break;
+      // Dockerd down: no staging starts until the keeper's next check finds it answering again.
+      if (this.#frozen || signal.aborted || this.#keeper.engineDown) break;
       if (c.queue.length === 0 || c.refused !== null || c.restage || this.#tasks.has(name)) continue;
       const controller = new AbortController();
-      const onAbort = (): void => controller.abort();
-      signal.addEventListener('abort', onAbort, { once: true });
       c.staging = true;
       // Nobody may be waiting (the daemon's polls do not): a failure outside staging proper (Docker, statfs) is
       // reported on the container, never left as an unhandled rejection.
       const promise = this.#stageContainer(state, name, c, controller.signal).catch((err: unknown) => {
         c.lastError = (err as Error).message;
-        this.#o.log.warn('staging failed; the staged seq did not move', { container: name, err });
+        if (isEngineUnavailable(err)) this.#keeper.engineUnavailable(err);
+        else this.#o.log.warn('staging failed; the staged seq did not move', { container: name, err });
         return 0;
       }).finally(() => {
-        signal.removeEventListener('abort', onAbort);
         c.staging = false;
         this.#tasks.delete(name);
       });
-      this.#tasks.set(name, { promise, controller });
+      const task = { promise, controller };
+      this.#tasks.set(name, task);
+      started.push(task);
+    }
+    if (started.length > 0) {
+      signal.addEventListener('abort', onAbort, { once: true });
+      void Promise.allSettled(started.map((t) => t.promise)).then(() => signal.removeEventListener('abort', onAbort));
     }
     if (!wait) return 0;
     let staged = 0;

@@ -1,6 +1,6 @@
 // Keeping the twins: every container with a spec has a stopped twin created from it, of the spec's image, and is
 // the container its applied seq describes. Checked every few polls and whenever the head moved.
-import { DEFAULT_TWIN_POLICY, specDigest, TwinSpecRefusedError, twinSpecSchema, type DockerRuntime, type TwinPolicy, type TwinSpec } from '../docker/index.js';
+import { DEFAULT_TWIN_POLICY, isEngineUnavailable, specDigest, TwinSpecRefusedError, twinSpecSchema, type DockerRuntime, type TwinPolicy, type TwinSpec } from '../docker/index.js';
 import { TwinlayerError } from '../log/errors.js';
 import type { Logger } from '../log/logger.js';
 import { BucketObjectInvalidError, ObjectTooLargeError, type Bucket } from '../store/index.js';
@@ -35,6 +35,8 @@ export class TwinKeeper {
   readonly #containers: ContainerStates;
   readonly #journal: JournalFollower;
   #pollsSinceCheck = 0;
+  /** The engine did not answer at the last check (logged once until it answers again). */
+  #engineDown = false;
 
   constructor(opts: TwinKeeperOptions, containers: ContainerStates, journal: JournalFollower) {
     this.#o = opts;
@@ -49,6 +51,18 @@ export class TwinKeeper {
     const due = headMoved || this.#pollsSinceCheck === 0 || this.#pollsSinceCheck >= this.#o.checkEvery;
     this.#pollsSinceCheck = due ? 1 : this.#pollsSinceCheck + 1;
     return due;
+  }
+
+  /** Whether the engine did not answer at the last check: no staging starts until it does. */
+  get engineDown(): boolean {
+    return this.#engineDown;
+  }
+
+  /** The engine did not answer (isEngineUnavailable): logged once until it answers again; the next poll checks. */
+  engineUnavailable(err: unknown): void {
+    if (!this.#engineDown) this.#o.log.warn('docker engine unavailable; twins are kept as they are and checked again when it answers', { err });
+    this.#engineDown = true;
+    this.checkSoon();
   }
 
   /** The next poll checks every twin (a twin disappeared). */
@@ -70,9 +84,11 @@ export class TwinKeeper {
         this.checkSoon();
         continue;
       }
+      let rereading = false;
       try {
         if (c.spec === null || c.specStale) {
           const read = await this.#readSpec(name, this.#namedSpec(state, name, c));
+          rereading = true;
           c.spec = read.spec;
           c.specTrusted = read.trusted;
           c.specStale = false;
@@ -82,7 +98,18 @@ export class TwinKeeper {
         c.refused = null;
         c.twin = twin.state;
         if (twin.state !== 'absent') this.#checkTwinId(state, name, c, twin.id);
+        if (this.#engineDown) {
+          this.#engineDown = false;
+          this.#o.log.info('docker engine answers again; twins checked');
+        }
       } catch (err) {
+        if (isEngineUnavailable(err)) {
+          // Dockerd down or restarting: nothing is wrong with any container. Every twin is kept as it is and checked
+          // again at the next poll (logged once, not once per container and poll).
+          if (rereading) c.specStale = true;
+          this.engineUnavailable(err);
+          break;
+        }
         // Refusals and Docker failures stop this container only; bucket failures fail the poll.
         if (!(err instanceof TwinRefusal) && !(err instanceof TwinlayerError && err.code.startsWith('DOCKER_'))) throw err;
         if (err instanceof TwinSpecRefusedError) await this.#removeRefusedTwin(name);
