@@ -22,6 +22,7 @@ import { waitFor } from '../../../src/lab/wait.js';
 import type { Puller } from '../../../src/puller/index.js';
 import type { Digest, S3BlobStore } from '../../../src/store/index.js';
 import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
+import { killTree } from '../../support/kill-tree.js';
 import { freePort } from '../../support/twinlayer.js';
 import { diffStates, upperState, type UpperState } from '../../support/upper-state.js';
 import { commit1, commit2 } from './big-commits.js';
@@ -118,7 +119,8 @@ describe('a commit left half staged never boots half', { timeout: 600_000 }, () 
         return ((await lstat(join(txnOf(s), 'undo.log')).catch(() => null))?.size ?? 0) >= 8 * 1024 ? true : undefined;
       }, 2);
     } finally {
-      p.kill('SIGKILL');
+      // With the tools it started, as systemd kills a unit: one left running could change the upper dir later.
+      if (p.pid !== undefined) await killTree(p.pid);
       await exited;
     }
     assert.ok((await lstat(join(txnOf(s), 'undo.log')).catch(() => null)) !== null, 'killed with commit 2 half staged');
