@@ -16,6 +16,7 @@ import { claimGeneration, type ClaimBasis } from './claims.js';
 import { saveDivergentTail } from './divergent.js';
 import { Fence } from './fence.js';
 import { newestOwnership, ownershipOf, successorOf, type Ownership } from './ownership.js';
+import { currentRelease, releaseGeneration, withdrawRelease } from './release.js';
 import { RestartPolicies } from './restart-policies.js';
 import { RoleFileStore } from './role-file.js';
 import type { AgentStatus, ClaimState, DemotionReport, PromotionReport, Role } from './types.js';
@@ -87,6 +88,8 @@ export class Agent {
   #releaseWhenAlone = false;
   /** Protected containers that ran on this host since the last demotion finished: they may hold a tail. */
   readonly #ranHere = new Set<string>();
+  /** Why the release of the newest generation was refused (stale: withdrawn by its owner, or put back), for status. */
+  #refusedRelease: string | null = null;
   /** Resumed while the bucket was down: a release of ours may still be there; withdrawn before pushing. */
   #withdrawRelease = false;
   #lastPromotion: PromotionReport | null = null;
@@ -406,12 +409,20 @@ export class Agent {
     if (this.#fenced !== null && this.#intent.state === 'MASTER') {
       const released = await this.#askBucket(async () => {
         const newest = await this.#o.bucket.newestGenerationFrom(this.#knownGeneration() as Generation);
-        return newest === 0 ? null : this.#o.bucket.readRelease(newest);
+        return newest === 0 ? null : currentRelease(this.#o.bucket, newest);
       });
-      if (released.ok && released.value !== null) {
-        this.#log.warn('the owner of the newest generation released it while VRRP calls this host MASTER: taking over', { release: released.value, fenced: this.#fenced });
+      if (released.ok && released.value?.status === 'valid') {
+        this.#log.warn('the owner of the newest generation released it while VRRP calls this host MASTER: taking over', { release: released.value.release, fenced: this.#fenced });
         this.#fenced = null;
+        this.#refusedRelease = null;
         return true;
+      }
+      if (released.ok && released.value?.status === 'stale') {
+        const why = `release of generation ${released.value.release.generation} refused: ${released.value.reason}`;
+        if (this.#refusedRelease !== why) this.#log.error('a release that no longer holds is refused; this host stays down', { release: released.value.release, reason: released.value.reason });
+        this.#refusedRelease = why;
+      } else if (released.ok) {
+        this.#refusedRelease = null;
       }
     }
     const containers = await this.#o.runtime.listProtected(this.#o.label, { includeTwins: true });
@@ -568,7 +579,7 @@ export class Agent {
       const generation = this.#owned;
       if (generation === null) throw new Error('no generation to write');
       if (this.#withdrawRelease) {
-        await this.#o.bucket.deleteRelease(generation);
+        await withdrawRelease(this.#o.bucket, generation);
         this.#withdrawRelease = false;
       }
       if (this.#ownerUnverified) {
@@ -650,7 +661,7 @@ export class Agent {
       if (bucketAnswered) {
         // Any release of ours is withdrawn before a container starts (also one an earlier run of this agent wrote);
         // a failure leaves the role as it is and is retried. Then a host that took over on it meanwhile wins.
-        await this.#o.bucket.deleteRelease(generation);
+        await withdrawRelease(this.#o.bucket, generation);
         const successor = await successorOf(this.#o.bucket, generation);
         if (successor !== null) {
           this.#owned = generation;
@@ -765,7 +776,7 @@ export class Agent {
         this.#retryLater();
         return false;
       }
-      await this.#o.bucket.putRelease({ version: 1, generation: own.generation, host: this.#o.hostId, releasedAt: new Date().toISOString(), reason: this.#lastDemotion?.reason ?? 'left MASTER' });
+      await releaseGeneration(this.#o.bucket, own.generation, this.#o.hostId, this.#lastDemotion?.reason ?? 'left MASTER');
       this.#released = true;
       this.#log.warn('released generation: no successor yet; a host that VRRP calls MASTER may take over', { generation: own.generation });
     }
@@ -846,6 +857,7 @@ export class Agent {
       fenced: this.#fenced,
       claim: this.#claim,
       released: this.#released,
+      refusedRelease: this.#refusedRelease,
       pendingRestartPolicies: this.#policies.pending,
       lastPromotion: this.#lastPromotion,
       lastDemotion: this.#lastDemotion,

@@ -72,11 +72,19 @@ async function claimedAlready(deps: ClaimDeps, generation: Generation): Promise<
   return { status: 'lost', generation, holder: holder?.host ?? null };
 }
 
-/** A container whose seq in the followed generation's head is past what we staged; null when none moved. */
+/**
+ * A container whose newest seq in the followed generation is past what we staged; null when none moved. The head
+ * alone is not enough: it may be an older signed head put back by a bucket writer (a replay verifies), so the
+ * records past it are listed too, as finalize does (each is signed for its own seq; refused ones are nobody's).
+ */
 async function followedGenerationMoved(bucket: Bucket, basis: ClaimBasis): Promise<{ container: string; head: number; staged: number } | null> {
-  const head = await bucket.readHead(basis.generation as Generation);
-  if (head.status !== 'ok') return null;
-  for (const [container, seq] of Object.entries(head.head.containers)) {
+  const g = basis.generation as Generation;
+  const head = await bucket.readHead(g);
+  const newest = new Map<string, number>(head.status === 'ok' ? Object.entries(head.head.containers) : []);
+  for await (const item of bucket.listRecords(g, head.status === 'ok' ? head.head.seq : 0)) {
+    if ('record' in item) newest.set(item.record.container, Math.max(newest.get(item.record.container) ?? 0, item.seq));
+  }
+  for (const [container, seq] of newest) {
     const staged = basis.containers[container] ?? 0;
     if (seq > staged) return { container, head: seq, staged };
   }

@@ -49,6 +49,9 @@ export interface AgentStatus {
   claim: ClaimState | null;
   /** This host released its generation (left MASTER with no successor yet). */
   released: boolean;
+  /** A release of the newest generation that this host (fenced, VRRP MASTER) refused to take over on, and why: made
+   *  at a head that is gone or passed (withdrawn, or put back by a bucket writer), or not by the owner. */
+  refusedRelease: string | null;
   /** Promoted containers whose restart policy could not be restored yet (no spec readable); pushing waits. */
   pendingRestartPolicies: string[];
   lastPromotion: PromotionReport | null;

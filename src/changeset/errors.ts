@@ -32,8 +32,12 @@ export class ChangesetNoRoomError extends TwinlayerError {
 /** A commit failed and undoing it failed too: its undo log stays beside the upper dir, and recovery (recoverStaging)
  *  must succeed before anything else is staged into, or boots from, that upper dir. */
 export class StageUndoError extends TwinlayerError {
-  constructor(message: string, context: ErrorContext = {}, options?: { cause?: unknown }) {
-    super('STAGE_UNDO_FAILED', message, context, options);
+  /** Why undoing failed; `cause` is the failure that made the undo necessary (its code: ENOSPC, EIO, ...). */
+  readonly undoError: unknown;
+
+  constructor(message: string, context: ErrorContext, errors: { cause: unknown; undoError: unknown }) {
+    super('STAGE_UNDO_FAILED', message, context, { cause: errors.cause });
+    this.undoError = errors.undoError;
   }
 }
 

@@ -17,7 +17,7 @@ export { ChangesetNoRoomError, ChangesetRejectedError } from './errors.js';
 export { relPathIsExcluded } from './paths.js';
 export type { StageIntent } from './undo-log.js';
 export type { RecoveryOutcome } from './staging-txn.js';
-export { abandonStaging, recoverStaging } from './recover.js';
+export { abandonStaging, recoverStaging, stagingLeftBehind } from './recover.js';
 export { StagePendingError, StageUndoError } from './errors.js';
 export { ChunkIndex } from './chunk-index.js';
 export type { StageChunks } from './stage.js';

@@ -3,13 +3,17 @@
 // it was recorded): its log is discarded (rolled forward). Any other is undone in reverse, so the upper dir is
 // exactly as it was before that commit, which a later poll stages again.
 import { lstat, readdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Logger } from '../log/logger.js';
 import { checkTarget, type StageTarget } from './stage-target.js';
 import { currentBootId, discardTxn, isStrayTemp, readTxnHeader, txnDirName, undoTxn, type RecoveryOutcome } from './staging-txn.js';
 import type { StageIntent } from './undo-log.js';
 
-export async function recoverStaging(target: StageTarget, isRecorded: (intent: StageIntent) => boolean, log?: Logger): Promise<RecoveryOutcome> {
+/** `beforeUndo` runs before a commit is undone, told whether the machine restarted since it began: a caller that must
+ *  remember that (the upper dir is then untrusted) records it while the log still says so. */
+export async function recoverStaging(
+  target: StageTarget, isRecorded: (intent: StageIntent) => boolean, log?: Logger, beforeUndo?: (info: { rebooted: boolean }) => Promise<void>,
+): Promise<RecoveryOutcome> {
   const { upper, tmp } = await checkTarget(target);
   const dir = join(tmp, txnDirName);
   const st = await lstat(dir).catch((err: unknown) => {
@@ -29,9 +33,10 @@ export async function recoverStaging(target: StageTarget, isRecorded: (intent: S
       outcome = { action: 'rolled-forward', intent: header.intent };
       log?.info('a commit interrupted after it was recorded as staged is complete; its undo log is discarded', { path: upper, ...header.intent });
     } else {
+      const rebooted = header.bootId !== (await currentBootId());
+      await beforeUndo?.({ rebooted });
       const steps = await undoTxn(upper, dir);
       await discardTxn(dir);
-      const rebooted = header.bootId !== (await currentBootId());
       outcome = { action: 'undone', intent: header.intent, steps, rebooted };
       log?.warn('a commit left half staged was undone; it is staged again by a later poll', { path: upper, steps, rebooted, ...(header.intent ?? {}) });
     }
@@ -49,4 +54,16 @@ export async function abandonStaging(target: StageTarget): Promise<boolean> {
   if (st === null) return false;
   await discardTxn(dir);
   return true;
+}
+
+/** Whether a commit left half staged may be there (its txn dir exists): one lstat, for a check right before a boot.
+ *  Throws on anything but ENOENT (the caller cannot tell, so must not boot). */
+export async function stagingLeftBehind(target: StageTarget): Promise<boolean> {
+  try {
+    await lstat(join(resolve(target.tmpDir), txnDirName));
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
 }

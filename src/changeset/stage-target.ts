@@ -1,7 +1,7 @@
 // Where a commit is staged: a stopped twin's upper dir, and a tmp dir on the same file system outside it (temp files
 // renamed in, the undo log and the undo area of the commit in progress).
 import { lstat, mkdir, realpath } from 'node:fs/promises';
-import { relative, resolve } from 'node:path';
+import { isAbsolute, relative, resolve } from 'node:path';
 import { StageTargetError } from './errors.js';
 
 export interface StageTarget { upperDir: string; tmpDir: string }
@@ -20,7 +20,9 @@ export async function checkTarget(target: StageTarget): Promise<{ upper: string;
   if (!tst.isDirectory()) throw new StageTargetError('tmp dir is not a directory (or is a symlink)', { path: tmp });
   if (tst.dev !== ust.dev) throw new StageTargetError('tmp dir must be on the same file system as the upper dir', { path: tmp });
   const rel = relative(await realpath(upper), await realpath(tmp));
-  if (rel === '' || (!rel.startsWith('..') && !rel.startsWith('/'))) {
+  // `..foo` is a name inside the upper dir; only `..` itself or a path through it leads out.
+  const outside = rel === '..' || rel.startsWith('../') || isAbsolute(rel);
+  if (!outside) {
     throw new StageTargetError('tmp dir must lie outside the upper dir', { path: tmp });
   }
   return { upper, tmp };

@@ -106,7 +106,7 @@ async function applyAndRecord(
     try {
       steps = await txn.undo();
     } catch (undoErr) {
-      throw new StageUndoError(`staging failed (${(err as Error).message}) and undoing it failed: ${(undoErr as Error).message}`, { path: upper }, { cause: undoErr });
+      throw new StageUndoError(`staging failed (${(err as Error).message}) and undoing it failed: ${(undoErr as Error).message}`, { path: upper }, { cause: err, undoError: undoErr });
     }
     opts.log?.info('commit undone after a failure midway', { path: upper, steps, reason: (err as Error).message });
     throw err;

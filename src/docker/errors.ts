@@ -67,3 +67,14 @@ export class DockerApiError extends TwinlayerError {
     this.statusCode = statusCode;
   }
 }
+
+/** Codes of a Docker API call that never reached a working engine (dockerd down or restarting). */
+const ENGINE_GONE_CODES = new Set(['ECONNREFUSED', 'ENOENT', 'ECONNRESET', 'EPIPE']);
+
+/** Whether `err` says the engine is not there (its socket refuses or is gone), not that a call about a container
+ *  failed: transient, nothing to refuse a container for. */
+export function isEngineUnavailable(err: unknown): boolean {
+  if (!(err instanceof DockerApiError) || err.statusCode !== undefined) return false;
+  const code = (err.cause as NodeJS.ErrnoException | undefined)?.code;
+  return typeof code === 'string' && ENGINE_GONE_CODES.has(code);
+}

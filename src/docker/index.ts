@@ -20,4 +20,4 @@ export { inspectSchema, infoSchema } from './schemas.js';
 export type { ContainerInspect, DockerInfo } from './schemas.js';
 export { parseMountPoints, readMountPoints } from './mountinfo.js';
 export { ENABLE_LABEL, SPEC_LABEL, TWIN_LABEL } from './labels.js';
-export { ContainerNotFoundError, DockerApiError, EngineUnsupportedError, ImageMissingError, LayerResolveError, TwinHostNotReadyError, TwinRefusedError, TwinSpecRefusedError } from './errors.js';
+export { ContainerNotFoundError, DockerApiError, EngineUnsupportedError, ImageMissingError, isEngineUnavailable, LayerResolveError, TwinHostNotReadyError, TwinRefusedError, TwinSpecRefusedError } from './errors.js';

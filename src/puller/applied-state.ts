@@ -12,6 +12,9 @@ const containerStateSchema = z.object({
   /** The twin container the seq describes. A twin removed and recreated has an empty upper dir: a seq recorded for
    *  another container id means nothing for it, and it is restaged from the journal. Absent in older files. */
   twinId: z.string().optional(),
+  /** The spec the staged record names (CommitRecord.specDigest): after a restart, the spec read must be this one
+   *  until a newer record names another. Absent in older files and for records that name none. */
+  specDigest: z.string().optional(),
 });
 export type AppliedContainer = z.infer<typeof containerStateSchema>;
 
@@ -22,6 +25,9 @@ const appliedStateSchema = z.object({
   /** Every journal record at or below this seq of `generation` is staged or waits in no queue. */
   cursor: z.number().int().nonnegative(),
   containers: z.record(z.string(), containerStateSchema),
+  /** Twins whose upper dir is not trusted (a commit interrupted by a restart of the machine: lines of its undo log
+   *  may have been lost), by container: why. Such a twin does not boot until a full checkpoint is staged into it. */
+  held: z.record(z.string(), z.string()).optional(),
 });
 export type AppliedState = z.infer<typeof appliedStateSchema>;
 

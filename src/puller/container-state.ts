@@ -16,6 +16,9 @@ export interface ContainerRuntimeState {
   /** The spec is trusted (its privileged fields may be honoured): see TwinKeeper's spec reader. */
   specTrusted: boolean;
   specStale: boolean;
+  /** The spec the newest record read of this container names (CommitRecord.specDigest); null when none named one.
+   *  Only that spec is used: an older signed spec put back at spec.json is refused. */
+  namedSpec: { digest: string; seq: number; generation: number } | null;
   twin: ContainerStatus['twin'];
   lastError: string | null;
   /** The twin is not the container the applied seq describes (removed and recreated): rebuild its queue. */
@@ -45,7 +48,7 @@ export class ContainerStates {
   get(name: string): ContainerRuntimeState {
     let c = this.#map.get(name);
     if (!c) {
-      c = { queue: [], blocked: null, refused: null, spec: null, specTrusted: false, specStale: false, twin: 'absent', lastError: null, restage: false, gap: null, staging: false, refusedCommit: null, hostProblems: [], notStarted: null };
+      c = { queue: [], blocked: null, refused: null, spec: null, specTrusted: false, specStale: false, namedSpec: null, twin: 'absent', lastError: null, restage: false, gap: null, staging: false, refusedCommit: null, hostProblems: [], notStarted: null };
       this.#map.set(name, c);
     }
     return c;

@@ -3,7 +3,7 @@
 import type { Logger } from '../log/logger.js';
 import { BucketObjectInvalidError, type Bucket, type CommitRecord, type Generation, type Head } from '../store/index.js';
 import type { AppliedState, AppliedStateFile } from './applied-state.js';
-import type { ContainerStates } from './container-state.js';
+import type { ContainerRuntimeState, ContainerStates } from './container-state.js';
 
 export interface JournalFollowerOptions {
   bucket: Bucket;
@@ -13,6 +13,13 @@ export interface JournalFollowerOptions {
   generationCheckEvery: number;
   /** At most this many journal records are read in one poll. */
   maxRecordsPerPoll: number;
+}
+
+/** A record naming another spec than the newest one read before: that spec is read (and checked) again. */
+function noteSpec(c: ContainerRuntimeState, record: CommitRecord): void {
+  if (record.specDigest === undefined) return;
+  if (c.namedSpec?.digest !== record.specDigest) c.specStale = true;
+  c.namedSpec = { digest: record.specDigest, seq: record.seq, generation: record.generation };
 }
 
 export class JournalFollower {
@@ -88,6 +95,7 @@ export class JournalFollower {
           c.queue = [];
           c.specStale = true;
         }
+        noteSpec(c, item.record);
         c.queue.push(item.record);
       }
       this.#readSeq = item.seq;
@@ -106,6 +114,7 @@ export class JournalFollower {
         if (q === undefined) continue;
         if (item.record.kind === 'full') q.length = 0;
         q.push(item.record);
+        noteSpec(this.#containers.get(item.record.container), item.record);
       }
     }
     for (const [name, q] of queues) {

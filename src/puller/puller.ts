@@ -89,6 +89,9 @@ export class Puller {
     try {
       this.#state = await this.#file.load(this.#o.group);
       this.#journal.resumeFrom(this.#state.cursor);
+      // A twin held after a restart of the machine is restaged from its latest full checkpoint (also when the process
+      // restarted before it was).
+      for (const name of Object.keys(this.#state.held ?? {})) this.#containers.get(name).restage = true;
       await this.#o.runtime.checkEngine();
       await this.#recoverTwins(this.#state);
       await rm(this.#blobDir, { recursive: true, force: true });
@@ -109,6 +112,8 @@ export class Puller {
 
   /** Returns the reason the twin still holds a commit left half staged, or null. */
   async #recoverTwin(state: AppliedState, name: string): Promise<string | null> {
+    // Pending before anything can fail: a Docker error in twinState must not leave a half commit unmarked.
+    this.#stager.markPending(name);
     try {
       await this.#stager.recover(state, name, await this.#o.runtime.twinState(name));
     } catch (err) {
@@ -224,7 +229,7 @@ export class Puller {
     }
     const containers = this.#containers.names().sort().map((name) => {
       const c = this.#containers.get(name);
-      const error = reasonOf(c) ?? undefined;
+      const error = this.#stager.held(this.#requireState(), name) ?? reasonOf(c) ?? undefined;
       return { name, stagedSeq: this.#stagedSeq(name), latestSeq: this.#latestSeq(name), ...(error ? { error } : {}) };
     });
     return { ms: Date.now() - started, bucketReachable: report.bucketReachable, timedOut: report.timedOut, containers };
@@ -251,9 +256,18 @@ export class Puller {
     // A commit left half staged (a crash, or a failure whose undo failed) is completed or undone first; a twin where
     // that fails does not boot half a commit.
     const held: Array<{ name: string; error: string }> = [];
+    await this.#checkLeftBehind(names, held);
     for (const name of this.#stager.pendingRecovery()) {
       const why = await this.#recoverTwin(this.#requireState(), name);
       if (why !== null && names.delete(name)) held.push({ name, error: `not started: ${why}` });
+    }
+    // Checked after recovery, which may find a restart of the machine and hold the twin.
+    for (const name of [...names].sort()) {
+      const why = this.#stager.held(this.#requireState(), name);
+      if (why === null) continue;
+      names.delete(name);
+      held.push({ name, error: `not started: ${why}` });
+      this.#o.log.error('not booting a twin whose upper dir is not trusted', { container: name, reason: why });
     }
     const policy = this.#o.twinPolicy ?? DEFAULT_TWIN_POLICY;
     const results = await this.#o.runtime.startContainers([...names].sort(), this.#o.startConcurrency, (name) => this.#startCheck(name, policy));
@@ -275,6 +289,28 @@ export class Puller {
     this.#containers.get(name).notStarted = reason;
     this.#o.log.error('twin not started: a bind-mount source is missing or moved since the twin was created (Docker would mount an empty directory or follow the link)', { container: name, problems });
     return reason;
+  }
+
+  /** Marks pending every twin about to boot whose upper dir still has an undo log (whatever missed marking it); a
+   *  twin that cannot be checked is held. */
+  async #checkLeftBehind(names: Set<string>, held: Array<{ name: string; error: string }>): Promise<void> {
+    const queue = [...names].sort();
+    const worker = async (): Promise<void> => {
+      for (let name = queue.shift(); name !== undefined; name = queue.shift()) {
+        if (this.#stager.pendingRecovery().includes(name)) continue;
+        try {
+          if (await this.#stager.leftBehind(await this.#o.runtime.twinState(name))) {
+            this.#o.log.warn('a twin about to boot holds a commit left half staged; recovering it first', { container: name });
+            this.#stager.markPending(name);
+          }
+        } catch (err) {
+          names.delete(name);
+          held.push({ name, error: `not started: cannot tell whether it holds a commit left half staged: ${(err as Error).message}` });
+          this.#o.log.error('not booting a twin that cannot be checked for a commit left half staged', { container: name, err });
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, Math.min(this.#o.startConcurrency, queue.length)) }, worker));
   }
 
   /** Back to following after a finalize that did not end in a boot (the agent lost its claim): polling resumes. */
@@ -315,7 +351,7 @@ export class Puller {
       const c = this.#containers.get(name);
       const latest = this.#latestSeq(name);
       const stagedSeq = this.#stagedSeq(name);
-      const reason = reasonOf(c);
+      const reason = (this.#state === null ? null : this.#stager.held(this.#state, name)) ?? reasonOf(c);
       return {
         name, latestSeq: latest, stagedSeq, lag: latest === null ? null : Math.max(0, latest - stagedSeq), twin: c.twin,
         ...(reason ? { reason } : {}), ...(c.refusedCommit ? { refusedCommit: { ...c.refusedCommit } } : {}),

@@ -11,9 +11,9 @@ import { dirname, join } from 'node:path';
 import PQueue from 'p-queue';
 import {
   abandonStaging, bytesNeeded, ChangesetRejectedError, chunkListProblem, declaredProblem, defaultLimits, recoverStaging, roomProblem, stageChangeset,
-  StagePendingError, StageUndoError, type Limits, type StageIntent, type StageTarget,
+  StagePendingError, StageUndoError, stagingLeftBehind, type Limits, type StageIntent, type StageTarget,
 } from '../changeset/index.js';
-import { specDigest, type DockerRuntime, type TwinState } from '../docker/index.js';
+import { isEngineUnavailable, specDigest, type DockerRuntime, type TwinState } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import { ChunkStore, type Bucket, type CommitRecord } from '../store/index.js';
 import { openChunkedCommit } from './chunked-commit.js';
@@ -119,6 +119,17 @@ export class Stager {
     while (this.#tasks.size > 0) await Promise.allSettled([...this.#tasks.values()].map((t) => t.promise));
   }
 
+  /** `name`'s twin may hold a commit left half staged: recovered before anything is staged into it or it boots. */
+  markPending(name: string): void {
+    this.#pending.add(name);
+  }
+
+  /** Whether `twin` (about to boot) holds the undo log of a commit left half staged: one lstat. */
+  async leftBehind(twin: TwinState): Promise<boolean> {
+    if (twin.state === 'absent' || !twin.isTwin) return false;
+    return stagingLeftBehind(stageTargetOf(twin.layers.upperDir));
+  }
+
   /** Containers that may hold a commit left half staged. */
   pendingRecovery(): string[] {
     return [...this.#pending].sort();
@@ -145,14 +156,24 @@ export class Stager {
       return;
     }
     this.#pending.add(name);
-    const outcome = await recoverStaging(target, (i) => recorded(state, name, i), this.#o.log.child({ container: name }));
+    const outcome = await recoverStaging(target, (i) => recorded(state, name, i), this.#o.log.child({ container: name }), async ({ rebooted }) => {
+      if (!rebooted) return;
+      // The machine restarted meanwhile: lines of the undo log may have been lost with the page cache, so the upper
+      // dir is not trusted. Recorded durably before the log goes: the twin boots only once a full checkpoint is
+      // staged into it again.
+      (state.held ??= {})[name] = 'a commit was interrupted by a restart of the machine, so its upper dir is not trusted; it boots once a full checkpoint is staged into it again';
+      await this.#o.file.save(state);
+    });
     this.#pending.delete(name);
     if (outcome.action === 'undone' && outcome.rebooted) {
-      // The machine restarted meanwhile: lines of the undo log may have been lost with the page cache, so the upper
-      // dir is not trusted; the whole tree is staged again from the latest full checkpoint.
       this.#o.log.warn('a commit was interrupted by a restart of the machine; restaging from the latest full checkpoint', { container: name });
       this.#containers.get(name).restage = true;
     }
+  }
+
+  /** Why `name`'s twin must not boot (its upper dir is untrusted until a full checkpoint is staged), or null. */
+  held(state: AppliedState, name: string): string | null {
+    return state.held?.[name] ?? null;
   }
 
   /**
@@ -161,25 +182,36 @@ export class Stager {
    * number of commits staged meanwhile; without it, at once with 0. `signal` aborts the tasks it started.
    */
   async stageQueues(state: AppliedState, signal: AbortSignal, wait = true): Promise<number> {
+    // One listener on the caller's signal for all the tasks this call starts (one per task passed Node's limit of
+    // ten listeners with more than ten containers staging), removed once they are all done.
+    const started: Task[] = [];
+    const onAbort = (): void => {
+      for (const t of started) t.controller.abort();
+    };
     for (const [name, c] of this.#containers.entries()) {
-      if (this.#frozen || signal.aborted) break;
+      // Dockerd down: no staging starts until the keeper's next check finds it answering again.
+      if (this.#frozen || signal.aborted || this.#keeper.engineDown) break;
       if (c.queue.length === 0 || c.refused !== null || c.restage || this.#tasks.has(name)) continue;
       const controller = new AbortController();
-      const onAbort = (): void => controller.abort();
-      signal.addEventListener('abort', onAbort, { once: true });
       c.staging = true;
       // Nobody may be waiting (the daemon's polls do not): a failure outside staging proper (Docker, statfs) is
       // reported on the container, never left as an unhandled rejection.
       const promise = this.#stageContainer(state, name, c, controller.signal).catch((err: unknown) => {
         c.lastError = (err as Error).message;
-        this.#o.log.warn('staging failed; the staged seq did not move', { container: name, err });
+        if (isEngineUnavailable(err)) this.#keeper.engineUnavailable(err);
+        else this.#o.log.warn('staging failed; the staged seq did not move', { container: name, err });
         return 0;
       }).finally(() => {
-        signal.removeEventListener('abort', onAbort);
         c.staging = false;
         this.#tasks.delete(name);
       });
-      this.#tasks.set(name, { promise, controller });
+      const task = { promise, controller };
+      this.#tasks.set(name, task);
+      started.push(task);
+    }
+    if (started.length > 0) {
+      signal.addEventListener('abort', onAbort, { once: true });
+      void Promise.allSettled(started.map((t) => t.promise)).then(() => signal.removeEventListener('abort', onAbort));
     }
     if (!wait) return 0;
     let staged = 0;
@@ -272,7 +304,12 @@ export class Stager {
           twinStarted = true;
           return;
         }
-        state.containers[name] = { generation: record.generation, seq: record.seq, digest: record.digest, stagedAt: new Date().toISOString(), twinId: twin.id };
+        state.containers[name] = {
+          generation: record.generation, seq: record.seq, digest: record.digest, stagedAt: new Date().toISOString(), twinId: twin.id,
+          ...(record.specDigest === undefined ? {} : { specDigest: record.specDigest }),
+        };
+        // A full checkpoint makes the upper dir exactly the commit: trusted again.
+        if (record.kind === 'full' && state.held?.[name] !== undefined) delete state.held[name];
         // Out of the queue before the cursor is computed: the cursor stops before the first record still queued.
         done();
         c.gap = null;

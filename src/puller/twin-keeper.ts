@@ -7,7 +7,7 @@
 // (a bind source, a device, a network, the image, an engine that answers) is a fact of the moment: the twin is held
 // as it is, with its staged data, none is created meanwhile, and it is created or kept once the host has it.
 import {
-  DEFAULT_TWIN_POLICY, LayerResolveError, specDigest, TwinHostNotReadyError, TwinRefusedError, TwinSpecRefusedError, twinSpecSchema,
+  DEFAULT_TWIN_POLICY, isEngineUnavailable, LayerResolveError, specDigest, TwinHostNotReadyError, TwinRefusedError, TwinSpecRefusedError, twinSpecSchema,
   type DockerRuntime, type HostLookups, type TwinPolicy, type TwinSpec, type TwinState,
 } from '../docker/index.js';
 import { TwinlayerError } from '../log/errors.js';
@@ -44,6 +44,8 @@ export class TwinKeeper {
   readonly #containers: ContainerStates;
   readonly #journal: JournalFollower;
   #pollsSinceCheck = 0;
+  /** The engine did not answer at the last check (logged once until it answers again). */
+  #engineDown = false;
 
   constructor(opts: TwinKeeperOptions, containers: ContainerStates, journal: JournalFollower) {
     this.#o = opts;
@@ -58,6 +60,18 @@ export class TwinKeeper {
     const due = headMoved || this.#pollsSinceCheck === 0 || this.#pollsSinceCheck >= this.#o.checkEvery;
     this.#pollsSinceCheck = due ? 1 : this.#pollsSinceCheck + 1;
     return due;
+  }
+
+  /** Whether the engine did not answer at the last check: no staging starts until it does. */
+  get engineDown(): boolean {
+    return this.#engineDown;
+  }
+
+  /** The engine did not answer (isEngineUnavailable): logged once until it answers again; the next poll checks. */
+  engineUnavailable(err: unknown): void {
+    if (!this.#engineDown) this.#o.log.warn('docker engine unavailable; twins are kept as they are and checked again when it answers', { err });
+    this.#engineDown = true;
+    this.checkSoon();
   }
 
   /** The next poll checks every twin (a twin disappeared). */
@@ -93,9 +107,21 @@ export class TwinKeeper {
         if (full) this.checkSoon();
         continue;
       }
+      const reread = { spec: false };
       try {
-        await this.#ensureOne(state, name, c, policy, lookups);
+        await this.#ensureOne(state, name, c, policy, lookups, reread);
+        if (this.#engineDown) {
+          this.#engineDown = false;
+          this.#o.log.info('docker engine answers again; twins checked');
+        }
       } catch (err) {
+        if (isEngineUnavailable(err)) {
+          // Dockerd down or restarting: nothing is wrong with any container. Every twin is kept as it is and checked
+          // again at the next poll (logged once, not once per container and poll).
+          if (reread.spec) c.specStale = true;
+          this.engineUnavailable(err);
+          break;
+        }
         if (err instanceof TwinRefusal || err instanceof TwinSpecRefusedError || err instanceof TwinRefusedError || err instanceof LayerResolveError) {
           if (err instanceof TwinSpecRefusedError) await this.#removeRefusedTwin(name);
           const reason = err.message;
@@ -107,7 +133,7 @@ export class TwinKeeper {
           c.hostProblems = [];
           continue;
         }
-        // The engine did not answer, or the image is not here (yet): held, the spec and the twin kept as they are.
+        // The image is not here (yet), or another Docker failure: held, the spec and the twin kept as they are.
         // Bucket failures fail the poll.
         if (!(err instanceof TwinlayerError && err.code.startsWith('DOCKER_'))) throw err;
         this.#hold(name, c, [err.message]);
@@ -117,9 +143,10 @@ export class TwinKeeper {
     if (restage.length > 0) await this.#journal.requeue(state, restage);
   }
 
-  async #ensureOne(state: AppliedState, name: string, c: ContainerRuntimeState, policy: TwinPolicy, lookups: HostLookups): Promise<void> {
+  async #ensureOne(state: AppliedState, name: string, c: ContainerRuntimeState, policy: TwinPolicy, lookups: HostLookups, reread: { spec: boolean }): Promise<void> {
     if (c.spec === null || c.specStale) {
-      const read = await this.#readSpec(name);
+      const read = await this.#readSpec(name, this.#namedSpec(state, name, c));
+      reread.spec = true;
       c.spec = read.spec;
       c.specTrusted = read.trusted;
       c.specStale = false;
@@ -178,8 +205,19 @@ export class TwinKeeper {
     await this.#o.runtime.removeContainer(twin.id);
   }
 
-  /** The spec and whether it is trusted: signed by a key the group trusts, or every spec is (trustUnsignedSpecs). */
-  async #readSpec(name: string): Promise<{ spec: TwinSpec; trusted: boolean }> {
+  /** The spec the newest commit of `name` names: the newest record read, else the staged one; null when none does
+   *  (no commit yet, or records written before they named their spec). */
+  #namedSpec(state: AppliedState, name: string, c: ContainerRuntimeState): { digest: string; by: string } | null {
+    if (c.namedSpec !== null) return { digest: c.namedSpec.digest, by: `record ${c.namedSpec.seq} of generation ${c.namedSpec.generation}` };
+    const applied = state.containers[name];
+    if (applied?.specDigest !== undefined) return { digest: applied.specDigest, by: `the staged record ${applied.seq} of generation ${applied.generation}` };
+    return null;
+  }
+
+  /** The spec and whether it is trusted: signed by a key the group trusts, or every spec is (trustUnsignedSpecs); and
+   *  the one the newest commit names, when one names a spec. The spec's signature binds it to its key only: without
+   *  that check a bucket writer could put back an older signed spec (an older image, other privileges). */
+  async #readSpec(name: string, named: { digest: string; by: string } | null): Promise<{ spec: TwinSpec; trusted: boolean }> {
     let read: { spec: unknown; signer: unknown } | undefined;
     try {
       read = await this.#o.bucket.getSignedSpec(name);
@@ -192,6 +230,13 @@ export class TwinKeeper {
     const spec = twinSpecSchema.safeParse(read.spec);
     if (!spec.success) throw new TwinRefusal(`spec.json of ${name} is invalid: ${spec.error.issues[0]?.message ?? 'invalid'}`);
     if (spec.data.name !== name) throw new TwinRefusal(`spec.json of ${name} names another container (${JSON.stringify(spec.data.name)})`);
+    if (named !== null) {
+      const digest = specDigest(spec.data);
+      if (digest !== named.digest) {
+        throw new TwinRefusal(`spec.json of ${name} (spec digest ${digest.slice(0, 12)}) is not the spec ${named.by} names (${named.digest.slice(0, 12)}): `
+          + 'an older spec put back, or a new one no commit names yet; the twin is kept as it is until a commit names the spec in the bucket');
+      }
+    }
     const signedByTrustedKey = read.signer !== null;
     return { spec: spec.data, trusted: signedByTrustedKey || this.#o.trustUnsignedSpecs === true };
   }

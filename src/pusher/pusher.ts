@@ -5,9 +5,9 @@ import { writeFileDurable } from '../state/atomic-file.js';
 import { join } from 'node:path';
 import PQueue from 'p-queue';
 import { UpperTracker, type SerializedIndex } from '../changeset/index.js';
-import type { DockerRuntime, ProtectedContainer } from '../docker/index.js';
+import { specDigest, type DockerRuntime, type ProtectedContainer } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
-import { asSeq, ChunkStore, JournalWriter, type Bucket, type Generation, type HeadStatus } from '../store/index.js';
+import { asDigest, asSeq, ChunkStore, JournalWriter, type Bucket, type Digest, type Generation, type HeadStatus } from '../store/index.js';
 import { BurstCollector } from './burst.js';
 import { chooseGeneration, type WriterPosition } from './generation.js';
 import { ContainerReplicator, type ReplicatorStatus } from './replicator.js';
@@ -163,7 +163,8 @@ export class Pusher {
     // A fenced writer must not replace the group's specs either (the agent's fence; a no-op for `push`).
     await this.#opts.beforePublish?.();
     await bucket.putSpec(container.name, spec);
-    const recovered = await this.#recoverShipped(container.name, container.id, generation, journal);
+    const digestOfSpec = asDigest(specDigest(spec));
+    const recovered = await this.#recoverShipped(container.name, container.id, generation, journal, digestOfSpec);
     const { shipped, needFull } = forceFull ? { shipped: undefined, needFull: true } : recovered;
     const workDir = join(stateDir, 'push', 'work', container.name);
     // What a killed pusher left there (a changeset, a spool of chunks as large as the files it held) is never resumed.
@@ -181,6 +182,7 @@ export class Pusher {
       chunks: this.chunks,
       shipped,
       needFull,
+      specDigest: digestOfSpec,
       bucket,
       journal,
       uploads: this.#uploads,
@@ -210,18 +212,21 @@ export class Pusher {
   }
 
   /** The shipped state to resume from, or a full sync when it cannot be trusted. */
-  async #recoverShipped(name: string, containerId: string, generation: Generation, journal: JournalWriter): Promise<{ shipped: SerializedIndex | undefined; needFull: boolean }> {
+  async #recoverShipped(name: string, containerId: string, generation: Generation, journal: JournalWriter, spec: Digest): Promise<{ shipped: SerializedIndex | undefined; needFull: boolean }> {
     const lastSeq = journal.lastSeqOf(name);
-    if (lastSeq === 0) return { shipped: undefined, needFull: true };
     const committed = await this.#shipped.load(name, false);
     const pending = await this.#shipped.load(name, true);
     await this.#shipped.clearPending(name);
+    if (lastSeq === 0) return { shipped: undefined, needFull: true };
+    // Pullers take a spec only from a record that names it: a spec changed since the last record (a restart policy
+    // updated, an older record without the name) is named at once by a full commit, not at the next write.
+    const last = await this.#opts.bucket.readRecord(generation, lastSeq).catch(() => null);
+    if (last?.specDigest !== spec) return { shipped: undefined, needFull: true };
     // A state of another container of this name (removed and run again between two discoveries): full.
     if (committed && committed.generation === generation && committed.lastSeq === lastSeq && committed.containerId === containerId) return { shipped: committed.shipped, needFull: false };
     if (pending && pending.generation === generation && pending.containerId === containerId) {
       // Crashed after publishing and before recording it: the record's digest says whether pending went out.
-      const record = await this.#opts.bucket.readRecord(generation, lastSeq);
-      if (record && record.digest === pending.digest) return { shipped: pending.shipped, needFull: false };
+      if (last.digest === pending.digest) return { shipped: pending.shipped, needFull: false };
     }
     return { shipped: undefined, needFull: true };
   }

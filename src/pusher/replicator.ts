@@ -4,7 +4,7 @@ import { rm } from 'node:fs/promises';
 import type PQueue from 'p-queue';
 import { summarize, type BuiltChangeset, type SerializedIndex, type UpperTracker } from '../changeset/index.js';
 import type { Logger } from '../log/logger.js';
-import { asDigest, type Bucket, type ChunkStore, type CommitChunks, type JournalWriter } from '../store/index.js';
+import { asDigest, type Bucket, type ChunkStore, type CommitChunks, type Digest, type JournalWriter } from '../store/index.js';
 import { mergeScopes, type Burst, type BurstScope } from './burst.js';
 import type { ShippedStateStore } from './shipped-state.js';
 
@@ -29,6 +29,8 @@ export interface ReplicatorDeps {
   shipped: SerializedIndex | undefined;
   /** Ship everything (kind full) on the first build: no trustworthy shipped state. */
   needFull: boolean;
+  /** The spec put for this container (docker's specDigest), named in every record (CommitRecord.specDigest). */
+  specDigest: Digest;
   bucket: Bucket;
   journal: JournalWriter;
   uploads: PQueue;
@@ -170,6 +172,7 @@ export class ContainerReplicator {
           counts: built.counts,
           firstWriteAt: new Date(firstWriteAt),
           ...(chunks === undefined ? {} : { chunks }),
+          specDigest: this.#deps.specDigest,
         });
       } catch (err) {
         this.#tracker = this.#deps.makeTracker(before);

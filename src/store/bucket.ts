@@ -71,6 +71,8 @@ export interface BucketOptions {
   log?: Logger;
   /** Downloads of a blob whose content does not match its digest, before giving up. Default 3. */
   blobRetries?: number;
+  /** LIST rounds of one listing of the generations. Default MAX_LISTED_GENERATIONS. */
+  maxListedGenerations?: number;
 }
 
 /** Records read ahead while listRecords' consumer handles the current one. */
@@ -83,8 +85,16 @@ const CLAIM_WALK_LIMIT = 32;
  * probe (pullers, the fence, the claimer) walks past it the same way, so they all agree which generation is newest.
  */
 export const REFUSED_GENERATION_SKIP = 8;
-/** Generations a listing examines from the top without finding one the group made, before it gives up. */
+/** Generations one listing examines (two small GETs each) from the top without finding one the group made, before
+ *  it gives up for this call; the ones it found refused are remembered, so the next call goes on below them. */
 export const MAX_UNSIGNED_GENERATIONS = 64;
+/** LIST rounds of one listing of the generations (one round per generation): a bucket writer can add generations
+ *  without end, and the work of every discovery must stay bounded. Past it the listing stops, with an alert. */
+export const MAX_LISTED_GENERATIONS = 4096;
+/** How long a generation a listing found refused is passed over by later listings without reading it again. Junk
+ *  does not turn into the group's, but a generation whose junk was replaced by a signed head is seen again after
+ *  this; the upward probes (the fence, a puller following a generation) read every generation they pass. */
+const REFUSED_GENERATION_MEMORY_MS = 60_000;
 /** The highest key possible under a generation's prefix (U+10FFFF is the largest UTF-8 sequence). */
 const AFTER_ALL = '\u{10FFFF}';
 
@@ -137,8 +147,11 @@ export class Bucket {
   readonly #group: string;
   readonly #sig: Signatures;
   readonly #refusals: Refusals;
+  /** Generations a listing found refused, until when they are passed over (see #newestListed). */
+  readonly #refusedGenerations = new Map<Generation, number>();
   readonly #log: Logger;
   readonly #blobRetries: number;
+  readonly #maxListed: number;
 
   constructor(store: BlobStore, opts: BucketOptions) {
     this.store = store;
@@ -150,6 +163,9 @@ export class Bucket {
     const retries = opts.blobRetries ?? 3;
     if (!Number.isInteger(retries) || retries < 1 || retries > 20) throw new TypeError(`Expected \`blobRetries\` to be an integer from 1 to 20, got ${String(retries)}`);
     this.#blobRetries = retries;
+    const listed = opts.maxListedGenerations ?? MAX_LISTED_GENERATIONS;
+    if (!Number.isInteger(listed) || listed < 1) throw new TypeError(`Expected \`maxListedGenerations\` to be a positive integer, got ${String(listed)}`);
+    this.#maxListed = listed;
   }
 
   blobKey(d: Digest): string {
@@ -281,11 +297,22 @@ export class Bucket {
    * generations the group signed. One LIST round per generation.
    */
   async listGenerations(): Promise<Generation[]> {
+    return (await this.#listGenerations()).generations;
+  }
+
+  /** listGenerations, and whether it stopped at MAX_LISTED_GENERATIONS rounds (more generations than that). */
+  async #listGenerations(): Promise<{ generations: Generation[]; truncated: boolean }> {
     const found = new Set<Generation>();
     const hostile = new HostileKeys();
     let startAfter: string | undefined;
+    let truncated = false;
     // Each round either finds a generation not seen before and skips past all its keys, or ends the listing.
-    for (;;) {
+    for (let round = 0; ; round++) {
+      if (round === this.#maxListed) {
+        truncated = true;
+        this.#log.warn('stopped listing the generations: more than a listing reads', { key: this.layout.generationsPrefix, rounds: round });
+        break;
+      }
       let skipTo: string | undefined;
       for await (const key of this.store.list(this.layout.generationsPrefix, startAfter)) {
         const g = this.layout.parseGenerationKey(key);
@@ -304,7 +331,7 @@ export class Bucket {
       startAfter = skipTo;
     }
     hostile.report(this.#log, 'generations');
-    return [...found].sort((a, b) => a - b);
+    return { generations: [...found].sort((a, b) => a - b), truncated };
   }
 
   /** Whether generation g was made by the group (an acceptable claim, else an acceptable head), is there but
@@ -319,24 +346,48 @@ export class Bucket {
 
   /**
    * The newest generation the group made, from a listing: the listed generations from the top, the first the group
-   * made wins. Refused ones (a forged `gen/9007199254740991/`) are passed over, each logged once and shown in
-   * the status; after MAX_UNSIGNED_GENERATIONS of them GENERATIONS_REFUSED: the work stays bounded.
+   * made wins. Refused ones (a forged `gen/9007199254740991/`) are passed over, each logged once and shown in the
+   * status, and remembered for a while. One call reads at most MAX_UNSIGNED_GENERATIONS of them, then throws
+   * GENERATIONS_REFUSED: the work of a call stays bounded, and the next call goes on below the ones it remembers, so
+   * junk delays discovery by a few calls but never stops it. Many refused generations (or more than a listing reads)
+   * are an alert in the status.
    */
   async #newestListed(): Promise<GenerationFound | null> {
-    const listed = await this.listGenerations();
+    const { generations: listed, truncated } = await this.#listGenerations();
+    const now = Date.now();
+    for (const [g, until] of this.#refusedGenerations) if (until <= now) this.#refusedGenerations.delete(g);
+    let read = 0;
     let passed = 0;
+    const alert = (extra: string): void => {
+      this.#refusals.alert(`${passed} generations above the newest one the group made are refused (no claim or head signed by a trusted key)${extra}; `
+        + 'someone who can write the bucket but holds no key put them there: remove them (the refused keys are listed below)');
+    };
     for (let i = listed.length - 1; i >= 0; i--) {
       const g = listed[i] as Generation;
-      const st = await this.#generation(g);
-      if (st.state === 'valid') return st.found;
-      if (st.state === 'absent') this.#refusals.note(this.layout.generationPrefix(g), 'generation', 'listed, but it has neither a claim nor a head');
-      if (++passed >= MAX_UNSIGNED_GENERATIONS) {
-        throw new TwinlayerError('GENERATIONS_REFUSED', `none of the ${passed} newest generations in the bucket (${listed.at(-1)} down to ${g}) was made by the group: no claim or head signed by a trusted key`, {
+      if (this.#refusedGenerations.has(g)) {
+        passed++;
+        continue;
+      }
+      if (read === MAX_UNSIGNED_GENERATIONS) {
+        alert(truncated ? `, and there are more than the ${this.#maxListed} generations a listing reads` : '');
+        throw new TwinlayerError('GENERATIONS_REFUSED', `${passed} generations in the bucket (${listed.at(-1)} down to ${listed[i + 1] ?? g}) were not made by the group: no claim or head signed by a trusted key; the next look goes on below them`, {
           key: this.layout.generationsPrefix,
           hint: 'someone who can write the bucket but holds no key put them there; remove them (the refused keys are in the status)',
         });
       }
+      read++;
+      const st = await this.#generation(g);
+      if (st.state === 'valid') {
+        if (passed >= MAX_UNSIGNED_GENERATIONS || truncated) alert(truncated ? `, and there are more than the ${this.#maxListed} generations a listing reads` : '');
+        else this.#refusals.alert(null);
+        return st.found;
+      }
+      if (st.state === 'absent') this.#refusals.note(this.layout.generationPrefix(g), 'generation', 'listed, but it has neither a claim nor a head');
+      if (this.#refusedGenerations.size < this.#maxListed) this.#refusedGenerations.set(g, now + REFUSED_GENERATION_MEMORY_MS);
+      passed++;
     }
+    if (passed >= MAX_UNSIGNED_GENERATIONS || truncated) alert(truncated ? `, and there are more than the ${this.#maxListed} generations a listing reads` : '');
+    else this.#refusals.alert(null);
     return null;
   }
 

@@ -21,6 +21,7 @@ export {
 export { formatSeq, KeyLayout, type DivergentKeyParts } from './keys.js';
 export {
   Bucket,
+  MAX_LISTED_GENERATIONS,
   MAX_UNSIGNED_GENERATIONS,
   REFUSED_GENERATION_SKIP,
   type BucketOptions,

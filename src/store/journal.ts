@@ -18,6 +18,8 @@ export interface PublishInput {
   firstWriteAt: Date;
   /** The changeset's chunk list, when it ships files in chunks (uploaded, with its chunks, before the publish). */
   chunks?: CommitChunks;
+  /** The spec the commit belongs to (CommitRecord.specDigest). */
+  specDigest?: Digest;
 }
 
 export interface JournalWriterOptions {
@@ -183,6 +185,7 @@ export class JournalWriter {
       ...(input.chunks === undefined ? {} : { chunks: { ...input.chunks } }),
       publishedAt: new Date().toISOString(),
       writer: this.#writer,
+      ...(input.specDigest === undefined ? {} : { specDigest: input.specDigest }),
     };
     try {
       await this.#bucket.writeRecord(rec);

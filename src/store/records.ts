@@ -42,6 +42,13 @@ export interface CommitRecord {
   writer: string;
   /** Present when the changeset ships files in chunks. */
   chunks?: CommitChunks | undefined;
+  /**
+   * The twin spec this commit belongs to: the docker unit's specDigest of the spec the writer put at
+   * containers/<name>/spec.json before it. The spec's own signature binds it to its key only, so an older signed
+   * spec put back there verifies too; a puller uses a spec only when the newest record of its container names it.
+   * Absent in records written before it was recorded.
+   */
+  specDigest?: Digest | undefined;
 }
 
 export interface Head {
@@ -80,6 +87,11 @@ export interface Release {
   version: 1;
   generation: Generation;
   host: string;
+  /** The head of the generation when it was released (seq 0 and no time: none). The owner withdraws a release by
+   *  deleting it and writing its head again, so a release put back later (a replay: it is still validly signed)
+   *  names a head that is no longer there, or records were published past it: either way it is stale. */
+  headSeq: Seq;
+  headUpdatedAt: string | null;
   releasedAt: string;
   reason: string;
 }
@@ -133,6 +145,7 @@ export const commitRecordSchema: z.ZodType<CommitRecord> = z.strictObject({
   publishedAt: isoTime,
   writer,
   chunks: z.strictObject({ digest, size: count, files: count, count, bytes: count }).optional(),
+  specDigest: digest.optional(),
 }).refine((r) => r.parentSeq < r.seq, { message: 'parentSeq must be below seq', path: ['parentSeq'] });
 
 export const headSchema: z.ZodType<Head> = z.strictObject({
@@ -159,6 +172,8 @@ export const releaseSchema: z.ZodType<Release> = z.strictObject({
   version: z.literal(1),
   generation,
   host: writer,
+  headSeq: seqOrZero,
+  headUpdatedAt: isoTime.nullable(),
   releasedAt: isoTime,
   reason: z.string().min(1).max(500).regex(/^[^\p{Cc}]+$/u, 'expected one line without control characters'),
 });

@@ -17,6 +17,8 @@ export interface Refusal {
 export interface RefusalsView {
   /** Refusals since the start (every read counted). */
   total: number;
+  /** What needs an operator now beyond single objects (many refused generations hiding the group's); null if none. */
+  alert: string | null;
   /** The most recent refused keys, newest first. */
   recent: Refusal[];
 }
@@ -28,6 +30,7 @@ export class Refusals {
   readonly #log: Logger;
   readonly #byKey = new Map<string, Refusal>();
   #total = 0;
+  #alert: string | null = null;
 
   constructor(log: Logger) {
     this.#log = log;
@@ -55,11 +58,17 @@ export class Refusals {
     this.#log.error('bucket object refused: nothing is staged, booted or decided from it', { key: JSON.stringify(key), kind, reason });
   }
 
+  /** Sets (logged once per text) or clears the alert. */
+  alert(text: string | null): void {
+    if (text !== null && text !== this.#alert) this.#log.error('bucket alert', { alert: text });
+    this.#alert = text;
+  }
+
   clear(key: string): void {
     if (this.#byKey.delete(key)) this.#log.info('bucket object accepted again', { key: JSON.stringify(key) });
   }
 
   view(): RefusalsView {
-    return { total: this.#total, recent: [...this.#byKey.values()].reverse().slice(0, 20).map((r) => ({ ...r })) };
+    return { total: this.#total, alert: this.#alert, recent: [...this.#byKey.values()].reverse().slice(0, 20).map((r) => ({ ...r })) };
   }
 }

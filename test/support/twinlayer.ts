@@ -4,6 +4,8 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createServer } from 'node:net';
 
+import { killTree } from './kill-tree.js';
+
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const bin = join(repoRoot, 'bin', 'twinlayer.js');
 
@@ -64,7 +66,11 @@ export function spawnTwinlayer(args: string[], env: Record<string, string>, opts
       });
     },
     async kill(signal = 'SIGTERM') {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      if (child.exitCode === null && child.signalCode === null) {
+        // SIGKILL takes the tools it runs with it, as systemd does (see kill-tree.ts).
+        if (signal === 'SIGKILL' && child.pid !== undefined) await killTree(child.pid);
+        else child.kill(signal);
+      }
       const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
       const code = await exited;
       clearTimeout(t);

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { recoverStaging, stageChangeset, type RecoveryOutcome, type StageIntent } from '../../../src/changeset/index.js';
 import { comparePaths } from '../../../src/changeset/paths.js';
+import { killTree } from '../../support/kill-tree.js';
 import { makeOverlayDirs, mountOverlay, requireRoot, unmountQuietly, type OverlayDirs } from '../../support/overlay.js';
 import { diffStates, upperState, type UpperState } from '../../support/upper-state.js';
 import { dir, entry, file, hardlinkEntry, symlinkEntry, tarOf, writeGz, type Piece } from './craft-tar.js';
@@ -181,7 +182,8 @@ describe('atomic staging under kill -9', { timeout: 900_000 }, () => {
           if (due) {
             if (thenWaitMs > 0) await new Promise((r) => setTimeout(r, thenWaitMs));
             killedInApply = await lstat(log).then(() => true, () => false);
-            p.kill('SIGKILL');
+            // With the tools it started: one left running could change the upper dir after recovery began.
+            if (p.pid !== undefined) await killTree(p.pid);
             return;
           }
           await new Promise((r) => setTimeout(r, 1));

@@ -22,38 +22,10 @@ import { s3Env, testS3Store, withS3, type TestS3 } from '../../support/s3.js';
 import { testKeyEnv } from '../../support/signing.js';
 import { freePort, spawnTwinlayer, type TwinlayerProcess } from '../../support/twinlayer.js';
 import { diffStates, upperState, type UpperState } from '../../support/upper-state.js';
-import { dir as tarDir, file as tarFile, tarOf, type Piece } from '../changeset/craft-tar.js';
+import { commit1, commit2 } from './big-commits.js';
 import { appliedSeq, bucketFor, collectingLogger, craftRecord, gz, openPuller, putBlob, twinSpec, writeHead } from './helpers.js';
 
 const run = promisify(execFile);
-const FILES = 2500;
-const fname = (i: number): string => `f${String(i).padStart(5, '0')}`;
-
-/** Commit 1 (full): FILES files in data/, some with xattrs and other owners. */
-function commit1(): Buffer {
-  const pieces: Piece[] = [tarDir('data', { mode: 0o755 })];
-  for (let i = 0; i < FILES; i++) {
-    pieces.push(tarFile(`data/${fname(i)}`, `one ${i} `.repeat(40), { mode: 0o644, uid: i % 3 === 0 ? 1000 : 0, xattrs: i % 10 === 0 ? [['user.v', Buffer.from('1')]] : [] }));
-  }
-  return tarOf(pieces);
-}
-
-/** Commit 2 (delta): every file rewritten with another mode and owner, a new dir of as many files, whiteouts. */
-function commit2(): Buffer {
-  const pieces: Piece[] = [tarDir('data', { mode: 0o750, uid: 33, xattrs: [['user.dir', Buffer.from('2')]] })];
-  for (let i = 0; i < FILES; i++) {
-    if (i % 50 === 7) pieces.push(tarFile(`data/.wh.${fname(i)}`, ''));
-  }
-  for (let i = 0; i < FILES; i++) {
-    if (i % 50 === 7) continue;
-    pieces.push(tarFile(`data/${fname(i)}`, `two ${i} `.repeat(60), { mode: 0o600, uid: 2000, xattrs: i % 10 === 1 ? [['user.v', Buffer.from('2')]] : [] }));
-  }
-  pieces.push(tarDir('more', { mode: 0o711 }));
-  for (let i = 0; i < FILES; i++) pieces.push(tarFile(`more/${fname(i)}`, `more ${i}`));
-  // The writer sorts by path bytes: `.wh.` names come before the files of data/.
-  return tarOf(pieces);
-}
-
 describe('MASTER while a commit is being staged', { timeout: 600_000 }, () => {
   let base: string;
   let s3: TestS3;

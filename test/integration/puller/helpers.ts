@@ -7,7 +7,7 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 
 import { UpperTracker } from '../../../src/changeset/index.js';
 import { blockSize, decodeHeaderBlock, paddingFor, parsePaxBody } from '../../../src/changeset/tar-format.js';
-import { DockerRuntime, twinSpecSchema, type TwinPolicy, type TwinSpec } from '../../../src/docker/index.js';
+import { DockerRuntime, specDigest, twinSpecSchema, type TwinPolicy, type TwinSpec } from '../../../src/docker/index.js';
 import { createLogger, type Logger } from '../../../src/log/logger.js';
 import { Puller } from '../../../src/puller/index.js';
 import {
@@ -38,12 +38,22 @@ export class PrimaryContainer {
   readonly #tracker: UpperTracker;
   readonly #primary: Primary;
   #first = true;
+  /** The spec the records name (CommitRecord.specDigest), as a pusher does; undefined: records name none. */
+  #specDigest: Digest | undefined;
 
-  constructor(primary: Primary, name: string, upper: string, work: string) {
+  constructor(primary: Primary, name: string, upper: string, work: string, spec?: TwinSpec) {
     this.name = name;
     this.upper = upper;
     this.#primary = primary;
     this.#tracker = new UpperTracker({ upperDir: upper, workDir: work });
+    this.#specDigest = spec === undefined ? undefined : asDigest(specDigest(spec));
+  }
+
+  /** Puts another spec of this container, as a pusher does when the container was recreated: the records after it
+   *  name it. */
+  async putSpec(spec: TwinSpec): Promise<void> {
+    await this.#primary.bucket.putSpec(this.name, spec);
+    this.#specDigest = asDigest(specDigest(spec));
   }
 
   /** Applies `change` to the upper dir, builds the changeset (full the first time or when asked), uploads, publishes. */
@@ -56,6 +66,7 @@ export class PrimaryContainer {
       await this.#primary.bucket.uploadBlob(built.file, asDigest(built.digest));
       const rec = await this.#primary.journal.publish({
         container: this.name, digest: asDigest(built.digest), size: built.size, kind: built.kind, counts: built.counts, firstWriteAt: new Date(),
+        ...(this.#specDigest === undefined ? {} : { specDigest: this.#specDigest }),
       });
       this.#tracker.commit(built);
       this.#first = false;
@@ -78,13 +89,14 @@ export class Primary {
     this.journal = new JournalWriter(bucket, { generation: generation as Generation, writer: WRITER, head: null });
   }
 
-  async container(name: string, imageId: string): Promise<PrimaryContainer> {
+  /** A container whose spec is put now; `opts.spec` (default twinSpec) is also named by its records when given. */
+  async container(name: string, imageId: string, opts: { spec?: TwinSpec } = {}): Promise<PrimaryContainer> {
     const upper = join(this.#root, name, 'upper');
     const work = join(this.#root, name, 'work');
     await mkdir(upper, { recursive: true });
     await mkdir(work, { recursive: true });
-    await this.bucket.putSpec(name, twinSpec(name, imageId));
-    return new PrimaryContainer(this, name, upper, work);
+    await this.bucket.putSpec(name, opts.spec ?? twinSpec(name, imageId));
+    return new PrimaryContainer(this, name, upper, work, opts.spec);
   }
 }
 

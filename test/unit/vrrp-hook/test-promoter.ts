@@ -79,7 +79,7 @@ export class TestPromoter implements Promoter {
       containers: [{ name: 'dns', latestSeq: 7, stagedSeq: 7, lag: 0, twin: 'stopped' }],
       lastPollAt: '2025-01-01T00:00:00.000Z',
       lastError: null,
-      signatures: { required: true, signer: null, trusted: [{ keyId: '0123456789abcdef', host: 'primary' }], refused: { total: 0, recent: [] } },
+      signatures: { required: true, signer: null, trusted: [{ keyId: '0123456789abcdef', host: 'primary' }], refused: { total: 0, alert: null, recent: [] } },
     });
   }
 }
