@@ -120,6 +120,8 @@ export class TwinKeeper {
           // again at the next poll (logged once, not once per container and poll).
           if (reread.spec) c.specStale = true;
           this.engineUnavailable(err);
+          // Each container's status says why it is held; the log says it once (engineUnavailable).
+          for (const n of names) this.#hold(n, this.#containers.get(n), [err instanceof Error ? err.message : String(err)], { quiet: true });
           break;
         }
         if (err instanceof TwinRefusal || err instanceof TwinSpecRefusedError || err instanceof TwinRefusedError || err instanceof LayerResolveError) {
@@ -168,13 +170,13 @@ export class TwinKeeper {
   }
 
   /** Records what this host lacks for the twin, each problem with the time it was first seen; logs a change. */
-  #hold(name: string, c: ContainerRuntimeState, problems: string[]): void {
+  #hold(name: string, c: ContainerRuntimeState, problems: string[], opts: { quiet?: boolean } = {}): void {
     const before = new Map(c.hostProblems.map((p) => [p.problem, p.since]));
     const now = new Date().toISOString();
     const next: HostProblem[] = problems.map((problem) => ({ problem, since: before.get(problem) ?? now }));
     const changed = next.length !== before.size || next.some((p) => !before.has(p.problem));
     c.hostProblems = next;
-    if (!changed) return;
+    if (!changed || opts.quiet === true) return;
     if (next.length > 0) {
       this.#o.log.warn('twin held: this host lacks what its spec needs; an existing twin is kept with what is staged into it, none is created, checked again every poll', { container: name, twin: c.twin, problems });
     } else {

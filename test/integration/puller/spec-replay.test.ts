@@ -48,7 +48,8 @@ describe('puller: a signed spec put back at its own key is refused unless the ne
     if (errors.length > 0) throw new AggregateError(errors, 'cleanup failed');
   });
 
-  const specWith = (env: string[]): TwinSpec => twinSpecSchema.parse({ ...twinSpec('web', imageId), env });
+  // A command that keeps running, so the booted twin is still running when the test looks (`sh` alone exits at once).
+  const specWith = (env: string[]): TwinSpec => twinSpecSchema.parse({ ...twinSpec('web', imageId), cmd: ['sleep', '600'], env });
 
   async function twinOf(name: string): Promise<{ id: string; specDigest: string | null; upper: string }> {
     const t = await runtime.twinState(name);
