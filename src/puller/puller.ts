@@ -197,8 +197,10 @@ export class Puller {
 
   /** Pauses polling, then stages what is newer within deadlineMs; on bucket failure goes on with what is staged.
    *  Returns at the deadline even when a bucket request hangs or a blob is being validated or applied: downloads and
-   *  validations in progress are abandoned, a commit being applied is undone (the twin keeps the one before), the
-   *  poll goes on in the background but stages nothing more once aborted. */
+   *  validations in progress are abandoned, a commit being applied is undone (the twin keeps the one before), and
+   *  polls still in flight (the finalize's own, or one the daemon started before it, stuck on the bucket) go on in
+   *  the background but stage nothing more. From its return until startTwins() or resume() nothing is staged: the
+   *  report and position() (the claim's basis) say exactly what the twins hold when they boot. */
   async finalize(deadlineMs: number): Promise<FinalizeReport> {
     const started = Date.now();
     this.#paused = true;
@@ -208,8 +210,6 @@ export class Puller {
     const deadline = new Promise<null>((resolve) => {
       timer = setTimeout(() => {
         controller.abort();
-        // Also the tasks the daemon's polls started: a bomb being validated must not delay MASTER.
-        this.#stager.abortAll();
         resolve(null);
       }, deadlineMs);
     });
@@ -217,11 +217,18 @@ export class Puller {
     let report: PollReport | null;
     try {
       report = await Promise.race([poll, deadline]);
-      // At the deadline: a poll that is only undoing a commit returns right after it; one waiting on the bucket does not.
-      if (report === null) report = await Promise.race([poll, this.#stager.idle().then(() => null)]);
     } finally {
       clearTimeout(timer);
     }
+    // Frozen before the staged seqs are read, deadline or not. Without it a daemon poll that was in flight when the
+    // finalize began (its own signal is never aborted) went on after the deadline, started new tasks and staged
+    // whole commits between this report and startTwins: the twins booted past the seq the claim was made from. At
+    // the deadline this also stops the tasks the daemon's polls started (a bomb being validated must not delay
+    // MASTER), and an apply in progress is undone before the seqs are read: an aborted commit is not recorded.
+    const frozen = this.#stager.freeze();
+    // A poll that was only waiting for staging returns right after it; one waiting on the bucket does not.
+    if (report === null) report = await Promise.race([poll, frozen.then(() => null)]);
+    await frozen;
     if (report === null) {
       this.#lastError = `the bucket did not answer within the ${deadlineMs} ms finalize deadline; going on with what is staged`;
       this.#o.log.warn('finalize deadline passed while waiting for the bucket', { deadlineMs });

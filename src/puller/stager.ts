@@ -91,15 +91,11 @@ export class Stager {
     this.#chunks = new ChunkStore(opts.bucket.store, opts.bucket.layout, { log: opts.log.child({ unit: 'chunks' }) });
   }
 
-  /** No staging starts from now on, validations stop and applies in progress are undone; resolves once they are. */
+  /** No staging starts from now on (until thaw), validations stop and applies in progress are undone; resolves once
+   *  they are. A task a poll starts later, or one queued for a slot, sees the flag and stages nothing. */
   async freeze(): Promise<void> {
     this.#frozen = true;
     this.abortAll();
-    while (this.#stagings.size > 0) await Promise.allSettled([...this.#stagings]);
-  }
-
-  /** Resolves once no staging is in progress (new ones may still start unless frozen). */
-  async idle(): Promise<void> {
     while (this.#stagings.size > 0) await Promise.allSettled([...this.#stagings]);
   }
 
@@ -322,7 +318,15 @@ export class Stager {
       };
       try {
         if (this.#pending.has(name)) {
-          await this.recover(state, name, twin);
+          if (signal.aborted || this.#frozen) break;
+          // Counted as staging: a freeze waits for it, so startTwins never recovers the same twin at the same time.
+          const recovering = this.recover(state, name, twin);
+          this.#stagings.add(recovering);
+          try {
+            await recovering;
+          } finally {
+            this.#stagings.delete(recovering);
+          }
           if (c.restage) return staged;
         }
         const ok = await this.#slots.add(async () => {
