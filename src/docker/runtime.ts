@@ -17,7 +17,7 @@ import type { ContainerInspect } from './schemas.js';
 import { additionalNetworks, createOptionsFromSpec, specFromInspect } from './spec.js';
 import type { RestartPolicy, TwinSpec } from './spec.js';
 import { standbyProblems } from './standby-checks.js';
-import { verifyVolumeDir, volumeInspectProblem, volumeInspectSchema, volumesFromInspect } from './volumes.js';
+import { namedVolumeSources, verifyVolumeDir, volumeInspectProblem, volumeInspectSchema, volumesFromInspect } from './volumes.js';
 import type { ContainerVolume, VolumeInspect } from './volumes.js';
 import { DEFAULT_TWIN_POLICY, specRefusals } from './twin-policy.js';
 import type { TwinPolicy } from './twin-policy.js';
@@ -249,16 +249,19 @@ export class DockerRuntime {
    *  bind of a host path), is refused rather than staged into. */
   async #ensureVolumes(spec: TwinSpec, group: string | undefined): Promise<void> {
     const dataRoot = await this.#dataRoot();
-    for (const vol of spec.volumes ?? []) {
-      const context: ErrorContext = { container: spec.name, volume: vol.name };
-      let v = await this.#inspectVolume(vol.name);
+    // Every volume the twin would mount, also one the spec's binds name that it does not list (a spec of an older
+    // version, or one written to mount an operator's volume): Docker would use whatever has that name here.
+    const names = new Set([...(spec.volumes ?? []).map((v) => v.name), ...namedVolumeSources(spec.hostConfig ?? {})]);
+    for (const name of [...names].sort()) {
+      const context: ErrorContext = { container: spec.name, volume: name };
+      let v = await this.#inspectVolume(name);
       if (v === null) {
         try {
-          await this.#docker.createVolume({ Name: vol.name, Driver: 'local', Labels: { [TWIN_LABEL]: 'true', ...(group === undefined ? {} : { [GROUP_LABEL]: group }) } });
+          await this.#docker.createVolume({ Name: name, Driver: 'local', Labels: { [TWIN_LABEL]: 'true', ...(group === undefined ? {} : { [GROUP_LABEL]: group }) } });
         } catch (cause) {
           throw new DockerApiError('create volume', statusOf(cause), context, { cause });
         }
-        v = await this.#inspectVolume(vol.name);
+        v = await this.#inspectVolume(name);
       }
       const problem = v === null ? 'volume vanished after create' : volumeInspectProblem(v, dataRoot);
       if (problem !== null) throw new TwinSpecRefusedError([problem], context);

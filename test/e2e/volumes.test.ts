@@ -18,7 +18,7 @@ import { startEngine, dockerCli, type Engine } from '../../src/lab/engine.js';
 import { importBusyboxImage, copyImage } from '../../src/lab/busybox-image.js';
 import { anonymousTwinVolumeName } from '../../src/docker/index.js';
 import { readExport, diffTrees as diffExports } from '../support/export-tree.js';
-import { diffTrees, snapshotTree } from '../support/overlay.js';
+import { diffTrees, hardLinkGroups, snapshotTree } from '../support/overlay.js';
 import { freePort, spawnTwinlayer, type TwinlayerProcess } from '../support/twinlayer.js';
 import { GroupKeys } from '../../src/lab/group-keys.js';
 import { waitFor } from '../../src/lab/wait.js';
@@ -103,8 +103,10 @@ describe('volumes replicated with their container: push on A, pull on B', { time
     for (const dest of ['/data', '/anon']) {
       const a = await volumeDir(engA, 'svc', dest);
       const b = await volumeDir(engB, 'svc', dest);
-      const diff = diffTrees(await snapshotTree(a.dir), await snapshotTree(b.dir));
+      const [sa, sb] = [await snapshotTree(a.dir), await snapshotTree(b.dir)];
+      const diff = diffTrees(sa, sb);
       assert.deepEqual(diff, [], `volume at ${dest} differs ${when}:\n${diff.slice(0, 20).join('\n')}`);
+      assert.deepEqual(hardLinkGroups(sb), hardLinkGroups(sa), `hard links of the volume at ${dest} ${when}`);
       const [ra] = [...(await snapshotTree(join(a.dir, '..'))).values()];
       const [rb] = [...(await snapshotTree(join(b.dir, '..'))).values()];
       assert.deepEqual([rb?.mode, rb?.uid, rb?.gid], [ra?.mode, ra?.uid, ra?.gid], `the root of the volume at ${dest} differs ${when}`);
