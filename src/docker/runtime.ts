@@ -495,6 +495,9 @@ export class DockerRuntime {
     const volumes: Record<string, string> = {};
     for (const m of inspect.Mounts ?? []) {
       if (m.Type !== 'volume' || (m.Driver ?? 'local') !== 'local' || m.Name === undefined) continue;
+      // A volume with driver options is no twin's (ensureTwin refuses it): nothing is staged into it.
+      const v = await this.#inspectVolume(m.Name);
+      if (v !== null && Object.keys(v.Options ?? {}).length > 0) continue;
       volumes[m.Name] = await this.#volumeDir(m.Name, m.Source ?? '', dataRoot, context);
     }
     const mounts = await readMountPoints(this.#mountInfoPath);

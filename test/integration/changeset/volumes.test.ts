@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { chmod, chown, link, mkdir, mkdtemp, readdir, rename, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  ChangesetRejectedError, defaultLimits, stageChangeset, UpperTracker, volumeTarPath, type StageTarget,
+  ChangesetRejectedError, defaultLimits, recoverStaging, stageChangeset, UpperTracker, volumeTarPath, type StageTarget,
 } from '../../../src/changeset/index.js';
 import { StageTargetError } from '../../../src/changeset/errors.js';
 import { readChangeset } from '../../../src/changeset/tar-reader.js';
@@ -114,6 +114,37 @@ describe('volumes in the changeset of their container', () => {
     assert.ok(!third.some((e) => e.includes('looks-like-whiteout')), third.join(' '));
     await unlink(join(p.data, 'looks-like-whiteout'));
     await assertSame(p, t, 'after a device appeared in a volume');
+  });
+
+  it('one undo log covers the upper dir and the volumes: a commit undone after a crash leaves all three as before', async () => {
+    const root = join(base, 'undo');
+    const { primary: p, twin: t, target } = await trees(root);
+    await writeFile(join(p.upper, 'u'), 'u1');
+    await writeFile(join(p.data, 'd'), 'd1');
+    await writeFile(join(p.anon, 'a'), 'a1');
+    const tracker = new UpperTracker({
+      upperDir: p.upper, workDir: join(root, 'w'),
+      volumes: [{ key: 'data', destination: '/data', dir: p.data }, { key: 'twinlayer-anon-1', destination: '/anon', dir: p.anon }],
+    });
+    const first = await tracker.build('full');
+    assert.ok(first !== null);
+    await stageChangeset(first.file, first.kind, target);
+    tracker.commit(first);
+    const snap = async (): Promise<string> => JSON.stringify(await Promise.all([t.upper, t.data, t.anon, join(t.data, '..')].map(async (d) => [...(await snapshotTree(d))])), (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
+    const before = await snap();
+    await writeFile(join(p.upper, 'u'), 'u2');
+    await rm(join(p.data, 'd'));
+    await writeFile(join(p.data, 'new'), 'n');
+    await chmod(p.data, 0o711);
+    await writeFile(join(p.anon, 'a'), 'a2');
+    const second = await tracker.build('reconcile');
+    assert.ok(second !== null);
+    // The commit is applied in all three trees, then the process dies before it is recorded.
+    await assert.rejects(stageChangeset(second.file, second.kind, target, { record: () => Promise.reject(new Error('killed before the record')) }), /killed before the record/);
+    assert.notEqual(await snap(), before, 'the commit was applied');
+    const outcome = await recoverStaging(target, () => false);
+    assert.equal(outcome.action, 'undone');
+    assert.equal(await snap(), before, 'upper dir and volumes as before the commit');
   });
 
   async function hostile(name: string, pieces: Piece[], expect: RegExp, setup?: (t: { upper: string; data: string; anon: string }, root: string) => Promise<void>): Promise<void> {
