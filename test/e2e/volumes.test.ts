@@ -21,6 +21,7 @@ import { readExport, diffTrees as diffExports } from '../support/export-tree.js'
 import { diffTrees, hardLinkGroups, snapshotTree } from '../support/overlay.js';
 import { freePort, spawnTwinlayer, type TwinlayerProcess } from '../support/twinlayer.js';
 import { GroupKeys } from '../../src/lab/group-keys.js';
+import { startVolumePlugin, type VolumePlugin } from '../support/volume-plugin.js';
 import { waitFor } from '../../src/lab/wait.js';
 
 const BUCKET = 'twinlayer-e2e-volumes';
@@ -39,6 +40,7 @@ describe('volumes replicated with their container: push on A, pull on B', { time
   let keys: GroupKeys;
   const procs: TwinlayerProcess[] = [];
   let hookPort: number;
+  let plugin: VolumePlugin;
 
   const env = (side: 'a' | 'b'): Record<string, string> => ({
     ...creds,
@@ -134,6 +136,11 @@ describe('volumes replicated with their container: push on A, pull on B', { time
     await dockerCli(engA, ['volume', 'create', '--opt', 'type=tmpfs', '--opt', 'device=tmpfs', '--opt', 'o=size=1m', 'optvol']);
     await dockerCli(engA, ['run', '-d', '--name', 'optc', '--label', 'twinlayer.enable=true', '--network', 'none', '-v', 'optvol:/x',
       'tl-busybox:e2e', 'sh', '-c', 'while true; do sleep 1; done']);
+    // A volume of another driver: a volume plugin of this test's own.
+    plugin = await startVolumePlugin(join(base, 'plugin-volumes'));
+    await dockerCli(engA, ['volume', 'create', '--driver', plugin.name, 'plugvol']);
+    await dockerCli(engA, ['run', '-d', '--name', 'plugc', '--label', 'twinlayer.enable=true', '--network', 'none', '-v', 'plugvol:/p',
+      'tl-busybox:e2e', 'sh', '-c', 'while true; do sleep 1; done']);
     await exec('echo lease-0 > /data/leases && echo anon-0 > /anon/state');
     store = new S3BlobStore({ bucket: BUCKET, region: 'us-east-1', endpoint: s3.endpoint, pathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
     bucket = new Bucket(store, { signatures: keys.signatures(), prefix: 'twinlayer', group: 'vol', log: silentLogger });
@@ -143,6 +150,7 @@ describe('volumes replicated with their container: push on A, pull on B', { time
     await Promise.allSettled(procs.map((p) => p.kill('SIGKILL')));
     store?.destroy();
     const results = await Promise.allSettled([engA?.stop(), engB?.stop()]);
+    await plugin?.close();
     await s3?.close();
     if (base) await rm(base, { recursive: true, force: true });
     for (const r of results) if (r.status === 'rejected') throw r.reason;
@@ -200,14 +208,24 @@ describe('volumes replicated with their container: push on A, pull on B', { time
     await assertVolumesEqual('after the twin ran');
   });
 
-  it('a local volume with driver options is not replicated: the standby reports it and creates no twin', async () => {
-    const status = await waitFor('optc refused in the status', 30_000, async () => {
+  async function refusedInStatus(name: string): Promise<string> {
+    const status = await waitFor(`${name} refused in the status`, 30_000, async () => {
       const res = await fetch(`http://127.0.0.1:${hookPort}/v1/status`, { headers: { authorization: `Bearer ${TOKEN}` } });
       const body = (await res.json()) as { containers?: Array<{ name: string; twin: string; reason?: string }> };
-      const c = body.containers?.find((x) => x.name === 'optc');
+      const c = body.containers?.find((x) => x.name === name);
       return c?.twin === 'refused' ? c : undefined;
     });
-    assert.match(status.reason ?? '', /volume optvol has driver options/);
-    await assert.rejects(new Docker({ socketPath: engB.socketPath }).getContainer('optc').inspect(), /no such container/i);
+    await assert.rejects(new Docker({ socketPath: engB.socketPath }).getContainer(name).inspect(), /no such container/i);
+    return status.reason ?? '';
+  }
+
+  it('a local volume with driver options is not replicated: the standby reports it and creates no twin', async () => {
+    assert.match(await refusedInStatus('optc'), /volume optvol has driver options/);
+  });
+
+  it('a volume of another driver is not replicated: the standby reports it and creates no twin', async () => {
+    assert.match(await refusedInStatus('plugc'), new RegExp(`volume plugvol at /p uses the "${plugin.name}" driver; only local volumes are replicated`));
+    const volumes = await dockerCli(engB, ['volume', 'ls', '--format', '{{.Name}}']);
+    assert.ok(!volumes.split('\n').includes('plugvol'), 'no volume made for it on the standby');
   });
 });
