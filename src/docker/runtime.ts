@@ -265,7 +265,22 @@ export class DockerRuntime {
       }
       const problem = v === null ? 'volume vanished after create' : volumeInspectProblem(v, dataRoot);
       if (problem !== null) throw new TwinSpecRefusedError([problem], context);
+      // Staging writes into the twin's volumes: never into one another container of this host mounts (a spec naming
+      // the volume of an unrelated service, or two protected containers sharing one).
+      const users = await this.#containersUsingVolume(name);
+      const other = users.find((u) => u !== spec.name);
+      if (other !== undefined) throw new TwinSpecRefusedError([`volume ${name} is mounted by container ${other} on this host; a twin's volumes are its own`], context);
     }
+  }
+
+  async #containersUsingVolume(volume: string): Promise<string[]> {
+    let raw: unknown;
+    try {
+      raw = await this.#docker.listContainers({ all: true, filters: JSON.stringify({ volume: [volume] }) });
+    } catch (cause) {
+      throw new DockerApiError('list containers', statusOf(cause), { volume }, { cause });
+    }
+    return this.#parse(listSchema, raw, 'list containers', { volume }).map((c) => (c.Names?.[0] ?? c.Id).replace(/^\//, ''));
   }
 
   /** Creates the twin (stopped, labelled, restart policy off, by image id, with every run setting of the spec) unless

@@ -16,7 +16,7 @@ import { Bucket, S3BlobStore } from '../../src/store/index.js';
 import { silentLogger } from '../../src/log/logger.js';
 import { startEngine, dockerCli, type Engine } from '../../src/lab/engine.js';
 import { importBusyboxImage, copyImage } from '../../src/lab/busybox-image.js';
-import { anonymousTwinVolumeName } from '../../src/docker/index.js';
+import { anonymousTwinVolumeName, DockerRuntime, TwinSpecRefusedError, twinSpecSchema } from '../../src/docker/index.js';
 import { readExport, diffTrees as diffExports } from '../support/export-tree.js';
 import { diffTrees, hardLinkGroups, snapshotTree } from '../support/overlay.js';
 import { freePort, spawnTwinlayer, type TwinlayerProcess } from '../support/twinlayer.js';
@@ -225,7 +225,19 @@ describe('volumes replicated with their container: push on A, pull on B', { time
 
   it('a volume of another driver is not replicated: the standby reports it and creates no twin', async () => {
     assert.match(await refusedInStatus('plugc'), new RegExp(`volume plugvol at /p uses the "${plugin.name}" driver; only local volumes are replicated`));
-    const volumes = await dockerCli(engB, ['volume', 'ls', '--format', '{{.Name}}']);
-    assert.ok(!volumes.split('\n').includes('plugvol'), 'no volume made for it on the standby');
+    // Both engines see the plugin's volumes (it is one process on this machine); the standby made no local one.
+    const volumes = await dockerCli(engB, ['volume', 'ls', '--filter', 'driver=local', '--format', '{{.Name}}']);
+    assert.ok(!volumes.split('\n').includes('plugvol'), 'no local volume made for it on the standby');
+  });
+
+  it('a spec naming a volume another container of the standby mounts gets no twin: staging never writes into it', async () => {
+    await dockerCli(engB, ['create', '--name', 'other', '--network', 'none', '-v', 'hijack:/x', 'tl-busybox:e2e', 'true']);
+    const spec = twinSpecSchema.parse(await bucket.getSpec('svc'));
+    const rt = new DockerRuntime({ socketPath: engB.socketPath });
+    const evil = { ...spec, name: 'evil', volumes: [{ name: 'hijack', destination: '/data' }] };
+    const err = await rt.ensureTwin(evil, { trusted: true }).then(() => null, (e: unknown) => e);
+    assert.ok(err instanceof TwinSpecRefusedError, String(err));
+    assert.match(err.message, /volume hijack is mounted by container other on this host/);
+    assert.deepEqual(await rt.twinState('evil'), { state: 'absent' });
   });
 });
