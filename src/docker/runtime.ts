@@ -34,8 +34,8 @@ export interface ProtectedContainer {
   /** Created by twinlayer from a spec (label twinlayer.twin=true): a promoted twin, in the agent. */
   isTwin: boolean;
   layers: OverlayLayers;
-  /** Its replicated volumes (local driver), by the name the twin mounts; other drivers are in the spec's
-   *  `unsupported` and not replicated. */
+  /** Its replicated volumes (plain local ones), by the name the twin mounts; others are in the spec's
+   *  `unreplicatedVolumes`. */
   volumes: ContainerVolume[];
 }
 
@@ -200,8 +200,9 @@ export class DockerRuntime {
     return this.#layersOf(await this.#inspect(idOrName));
   }
 
-  /** The spec of a container; a local volume it mounts that is not a plain directory of Docker's (driver options)
-   *  is recorded in `unsupported`. */
+  /** The spec of a container. A local volume it mounts with driver options (not a plain directory of Docker's) is
+   *  not replicated: it moves from `volumes` to `unreplicatedVolumes`, like a volume of another driver; a local
+   *  volume that is gone or not where Docker keeps its volumes is recorded in `unsupported`. */
   async captureSpec(idOrName: string): Promise<TwinSpec> {
     const inspect = await this.#inspect(idOrName);
     const spec = specFromInspect(inspect, new Date());
@@ -209,9 +210,16 @@ export class DockerRuntime {
     for (const m of inspect.Mounts ?? []) {
       if (m.Type !== 'volume' || (m.Driver ?? 'local') !== 'local' || m.Name === undefined || m.Name === '') continue;
       const v = await this.#inspectVolume(m.Name);
+      const options = Object.keys(v?.Options ?? {}).sort();
+      if (options.length > 0) {
+        spec.volumes = (spec.volumes ?? []).filter((x) => x.destination !== m.Destination);
+        (spec.unreplicatedVolumes ??= []).push({ name: m.Name, destination: m.Destination, driver: 'local', options });
+        continue;
+      }
       const problem = v === null ? `volume ${m.Name} is gone` : volumeInspectProblem(v, dataRoot);
       if (problem !== null) (spec.unsupported ??= []).push(problem);
     }
+    spec.unreplicatedVolumes?.sort((a, b) => (a.destination < b.destination ? -1 : a.destination > b.destination ? 1 : 0));
     return spec;
   }
 
@@ -227,7 +235,7 @@ export class DockerRuntime {
     for (const spec of volumes) {
       const m = mounts.find((x) => x.Type === 'volume' && x.Destination === spec.destination);
       // A local volume with driver options is not a plain dir of Docker's: not replicated, and its spec says so
-      // (captureSpec), so no standby creates a twin that silently lacks it.
+      // (captureSpec), so a standby creates a twin without it only when its policy allows.
       const v = await this.#inspectVolume(m?.Name ?? '');
       if (v !== null && Object.keys(v.Options ?? {}).length > 0) continue;
       const dir = await this.#volumeDir(m?.Name ?? '', m?.Source ?? '', dataRoot, context);
@@ -264,23 +272,29 @@ export class DockerRuntime {
   async #ensureVolumes(spec: TwinSpec, group: string | undefined): Promise<void> {
     const dataRoot = await this.#dataRoot();
     // Every volume the twin would mount, also one the spec's binds name that it does not list (a spec of an older
-    // version, or one written to mount an operator's volume): Docker would use whatever has that name here.
-    const names = new Set([...(spec.volumes ?? []).map((v) => v.name), ...namedVolumeSources(spec.hostConfig ?? {})]);
+    // version, or one written to mount an operator's volume): Docker would use whatever has that name here. A volume
+    // the spec records as not replicated (allowed by the policy, or the spec is refused before this) is neither
+    // created nor held to being plain: hostProblems checked what this host has of it against the policy.
+    const replicated = new Set((spec.volumes ?? []).map((v) => v.name));
+    const unreplicated = new Set((spec.unreplicatedVolumes ?? []).map((v) => v.name).filter((n) => !replicated.has(n)));
+    const names = new Set([...replicated, ...namedVolumeSources(spec.hostConfig ?? {}), ...unreplicated]);
     for (const name of [...names].sort()) {
       const context: ErrorContext = { container: spec.name, volume: name };
-      let v = await this.#inspectVolume(name);
-      if (v === null) {
-        try {
-          await this.#docker.createVolume({ Name: name, Driver: 'local', Labels: { [TWIN_LABEL]: 'true', ...(group === undefined ? {} : { [GROUP_LABEL]: group }) } });
-        } catch (cause) {
-          throw new DockerApiError('create volume', statusOf(cause), context, { cause });
+      if (!unreplicated.has(name)) {
+        let v = await this.#inspectVolume(name);
+        if (v === null) {
+          try {
+            await this.#docker.createVolume({ Name: name, Driver: 'local', Labels: { [TWIN_LABEL]: 'true', ...(group === undefined ? {} : { [GROUP_LABEL]: group }) } });
+          } catch (cause) {
+            throw new DockerApiError('create volume', statusOf(cause), context, { cause });
+          }
+          v = await this.#inspectVolume(name);
         }
-        v = await this.#inspectVolume(name);
+        const problem = v === null ? 'volume vanished after create' : volumeInspectProblem(v, dataRoot);
+        if (problem !== null) throw new TwinSpecRefusedError([problem], context);
       }
-      const problem = v === null ? 'volume vanished after create' : volumeInspectProblem(v, dataRoot);
-      if (problem !== null) throw new TwinSpecRefusedError([problem], context);
-      // Staging writes into the twin's volumes: never into one another container of this host mounts (a spec naming
-      // the volume of an unrelated service, or two protected containers sharing one).
+      // Staging writes into the twin's plain local volumes: never into one another container of this host mounts (a
+      // spec naming the volume of an unrelated service, or two protected containers sharing one).
       const users = await this.#containersUsingVolume(name);
       const other = users.find((u) => u !== spec.name);
       if (other !== undefined) throw new TwinSpecRefusedError([`volume ${name} is mounted by container ${other} on this host; a twin's volumes are its own`], context);
@@ -590,7 +604,8 @@ export class DockerRuntime {
     const volumes: Record<string, string> = {};
     for (const m of inspect.Mounts ?? []) {
       if (m.Type !== 'volume' || (m.Driver ?? 'local') !== 'local' || m.Name === undefined) continue;
-      // A volume with driver options is no twin's (ensureTwin refuses it): nothing is staged into it.
+      // A volume with driver options is never a replicated one (hostProblems holds such a twin): nothing is staged
+      // into it.
       const v = await this.#inspectVolume(m.Name);
       if (v !== null && Object.keys(v.Options ?? {}).length > 0) continue;
       volumes[m.Name] = await this.#volumeDir(m.Name, m.Source ?? '', dataRoot, context);

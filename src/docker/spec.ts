@@ -6,7 +6,7 @@ import { GROUP_LABEL, OWN_LABELS, SPEC_LABEL, TWIN_LABEL } from './labels.js';
 import type { ContainerInspect } from './schemas.js';
 import { configSchema, endpointSchema, hostConfigSchema, runSettingsFromInspect } from './spec-run.js';
 import type { EndpointSpec, RunConfig, RunHostConfig } from './spec-run.js';
-import { volumesFromInspect, volumeSpecSchema, type VolumeSpec } from './volumes.js';
+import { unreplicatedVolumeSchema, volumesFromInspect, volumeSpecSchema, type UnreplicatedVolume, type VolumeSpec } from './volumes.js';
 
 export interface PortBinding {
   hostIp: string;
@@ -53,6 +53,9 @@ export interface TwinSpec {
   /** The volumes replicated with the container (local driver), by the name the twin mounts at each destination.
    *  Absent in specs captured before volumes were replicated. */
   volumes?: VolumeSpec[];
+  /** The primary's volumes that are not replicated (volumes.ts): a standby creates the twin without their data only
+   *  when its policy allows (twin-policy.ts). Absent when there are none. */
+  unreplicatedVolumes?: UnreplicatedVolume[];
   /** What the primary's container has that a twin cannot be created with; a standby refuses a spec listing any. */
   unsupported?: string[];
   capturedAt: string;
@@ -104,6 +107,7 @@ export const twinSpecSchema: z.ZodType<TwinSpec> = z.object({
   networks: z.record(z.string().regex(networkName, 'a Docker network name'), endpointSchema)
     .refine((n) => Object.keys(n).length <= 64, 'at most 64 networks').exactOptional(),
   volumes: z.array(volumeSpecSchema).max(256).refine((v) => new Set(v.map((x) => x.name)).size === v.length && new Set(v.map((x) => x.destination)).size === v.length, 'volume names and destinations are unique').exactOptional(),
+  unreplicatedVolumes: z.array(unreplicatedVolumeSchema).max(256).exactOptional(),
   unsupported: z.array(z.string().max(1024)).max(256).exactOptional(),
   capturedAt: z.iso.datetime(),
 });
@@ -142,6 +146,7 @@ export function specFromInspect(inspect: ContainerInspect, capturedAt: Date): Tw
   spec.networks = run.networks;
   const volumes = volumesFromInspect(spec.name, inspect.Mounts ?? [], host);
   spec.volumes = volumes.volumes;
+  if (volumes.unreplicated.length > 0) spec.unreplicatedVolumes = volumes.unreplicated;
   spec.unsupported = [...run.unsupported, ...volumes.unsupported];
   return spec;
 }

@@ -48,9 +48,47 @@ export interface ContainerVolume {
   dir: string;
 }
 
+/** A volume of the primary that is not replicated: another driver's (its data is the driver's), or a local one with
+ *  driver options (a bind of a host path, an NFS share, a device: not a plain dir of Docker's). The twin mounts what
+ *  the standby has of that name, without the primary's data; whether that is acceptable is the standby's policy
+ *  (allowedVolumeDrivers, allowVolumeOptions: twin-policy.ts). */
+export interface UnreplicatedVolume {
+  name: string;
+  destination: string;
+  driver: string;
+  /** The names of its driver options (not their values: a spec is stored in the bucket). */
+  options: string[];
+}
+
+const volumeDestination = z.string().min(1).max(4096).refine((d) => d.startsWith('/') && path.posix.normalize(d) === d && !d.includes('\0') && (d === '/' || !d.endsWith('/')), 'a normalized absolute path');
+
+export const unreplicatedVolumeSchema: z.ZodType<UnreplicatedVolume> = z.strictObject({
+  name: z.string().regex(volumeName, 'a Docker volume name'),
+  destination: volumeDestination,
+  driver: z.string().min(1).max(128),
+  options: z.array(z.string().min(1).max(128)).max(64),
+});
+
+/** Pure: why a twin may not be created without this volume's data under `policy`, or null when it may. */
+export function unreplicatedVolumeRefusal(v: UnreplicatedVolume, policy: { allowedVolumeDrivers: readonly string[]; allowVolumeOptions: boolean }): string | null {
+  if (v.driver !== 'local' && !policy.allowedVolumeDrivers.includes(v.driver)) {
+    return `${unreplicatedVolumeReason(v)}, and the host policy refuses a twin without it (allowedVolumeDrivers: ${policy.allowedVolumeDrivers.join(', ') || 'none'})`;
+  }
+  if (v.options.length > 0 && !policy.allowVolumeOptions) {
+    return `${unreplicatedVolumeReason(v)}, and the host policy refuses a twin without it (allowVolumeOptions: false)`;
+  }
+  return null;
+}
+
+/** Pure: why the volume is not replicated. */
+export function unreplicatedVolumeReason(v: UnreplicatedVolume): string {
+  if (v.driver !== 'local') return `volume ${v.name} at ${v.destination} uses the ${JSON.stringify(v.driver.slice(0, 80))} driver; only local volumes are replicated`;
+  return `volume ${v.name} has driver options (${v.options.join(', ')}); only plain local volumes are replicated`;
+}
+
 export const volumeSpecSchema: z.ZodType<VolumeSpec> = z.strictObject({
   name: z.string().regex(volumeName, 'a Docker volume name'),
-  destination: z.string().min(1).max(4096).refine((d) => d.startsWith('/') && path.posix.normalize(d) === d && !d.includes('\0') && (d === '/' || !d.endsWith('/')), 'a normalized absolute path'),
+  destination: volumeDestination,
   anonymous: z.literal(true).exactOptional(),
 });
 
@@ -82,11 +120,14 @@ export function namedVolumeSources(hostConfig: Record<string, unknown>): Set<str
   return names;
 }
 
-/** Pure: the volumes of an inspected container, in destination order, as the spec records them, and what cannot
- *  be replicated (another driver's volume: the twin would get an empty local one, a silent difference). */
-export function volumesFromInspect(container: string, mounts: readonly InspectMount[], hostConfig: Record<string, unknown>): { volumes: VolumeSpec[]; unsupported: string[] } {
+/** Pure: the volumes of an inspected container, in destination order, as the spec records them: those replicated,
+ *  those of another driver (not replicated), and what no twin can have (a volume without a Docker name). */
+export function volumesFromInspect(
+  container: string, mounts: readonly InspectMount[], hostConfig: Record<string, unknown>,
+): { volumes: VolumeSpec[]; unreplicated: UnreplicatedVolume[]; unsupported: string[] } {
   const named = namedVolumeSources(hostConfig);
   const volumes: VolumeSpec[] = [];
+  const unreplicated: UnreplicatedVolume[] = [];
   const unsupported: string[] = [];
   for (const m of [...mounts].sort((a, b) => (a.Destination < b.Destination ? -1 : a.Destination > b.Destination ? 1 : 0))) {
     if (m.Type !== 'volume') continue;
@@ -97,12 +138,12 @@ export function volumesFromInspect(container: string, mounts: readonly InspectMo
       continue;
     }
     if (driver !== 'local') {
-      unsupported.push(`volume ${name} at ${m.Destination} uses the ${JSON.stringify(driver.slice(0, 80))} driver; only local volumes are replicated`);
+      unreplicated.push({ name, destination: m.Destination, driver: driver.slice(0, 128), options: [] });
       continue;
     }
     volumes.push(named.has(name) ? { name, destination: m.Destination } : { name: anonymousTwinVolumeName(container, m.Destination), destination: m.Destination, anonymous: true });
   }
-  return { volumes, unsupported };
+  return { volumes, unreplicated, unsupported };
 }
 
 /** Pure: why a local volume cannot be replicated or be a twin's, or null. A local volume with options mounts

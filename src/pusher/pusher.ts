@@ -160,6 +160,9 @@ export class Pusher {
     if (journal === null || generation === null) throw new Error('pusher not started');
     const spec = await runtime.captureSpec(container.id);
     if ((spec.unsupported ?? []).length > 0) log.warn('the container has settings a twin cannot be created with; standbys will refuse it', { container: container.name, unsupported: spec.unsupported });
+    if ((spec.unreplicatedVolumes ?? []).length > 0) {
+      log.warn('volumes not replicated (another driver, or driver options); a standby creates the twin without their data only if its policy allows', { container: container.name, volumes: spec.unreplicatedVolumes });
+    }
     // A fenced writer must not replace the group's specs either (the agent's fence; a no-op for `push`).
     await this.#opts.beforePublish?.();
     await bucket.putSpec(container.name, spec);

@@ -168,14 +168,15 @@ describe('parseBind', () => {
 });
 
 describe('volumes of a spec', () => {
-  it('a volume of another driver is recorded as not recreated, not replicated', () => {
-    const { volumes, unsupported } = volumesFromInspect('c', [
+  it('a volume of another driver is recorded as not replicated, with its driver, and left out of the replicated ones', () => {
+    const { volumes, unreplicated, unsupported } = volumesFromInspect('c', [
       { Type: 'volume', Name: 'nfsdata', Source: '/mnt/nfs', Destination: '/data', Driver: 'nfs-plugin' },
       { Type: 'volume', Name: 'ok', Source: '/var/lib/docker/volumes/ok/_data', Destination: '/ok', Driver: 'local' },
       { Type: 'bind', Source: '/etc', Destination: '/hostetc' },
     ], { Binds: ['nfsdata:/data', 'ok:/ok', '/etc:/hostetc'] });
     assert.deepEqual(volumes, [{ name: 'ok', destination: '/ok' }]);
-    assert.deepEqual(unsupported, ['volume nfsdata at /data uses the "nfs-plugin" driver; only local volumes are replicated']);
+    assert.deepEqual(unreplicated, [{ name: 'nfsdata', destination: '/data', driver: 'nfs-plugin', options: [] }]);
+    assert.deepEqual(unsupported, []);
   });
 
   it('an anonymous volume given by --mount without a source gets the twin volume as its source', () => {
