@@ -1,8 +1,8 @@
 // Standby side: gathers every chunk a commit's chunk list names before the commit is applied. A chunk is taken from
-// the twin's upper dir when the twin's chunk index (chunk-index.ts) says a file there held it (the previous version
+// the twin's upper dir or one of its volumes (the index names tar paths, TreeRoots maps them) when the twin's chunk index (chunk-index.ts) says a file there held it (the previous version
 // of the same file, usually) and its bytes there still hash to its digest; any other is downloaded into the commit's
 // chunk dir and checked there. The files read are opened before the apply begins and kept open until it ends, so an
-// entry of the same commit that replaces one cannot change what is read. Nothing is written to the upper dir here;
+// entry of the same commit that replaces one cannot change what is read. Nothing is written to the twin's dirs here;
 // assembling (write()) checks the whole file's digest before the caller renames it in.
 import { createHash } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
@@ -11,16 +11,19 @@ import { join } from 'node:path';
 import { ChangesetRejectedError } from './errors.js';
 import type { ChunkedFile, ChunkList } from './chunk-list.js';
 import { ancestorsOf } from './paths.js';
+import type { TreeRoots } from './tree-roots.js';
+import { treeOf } from './volume-paths.js';
 
 /** Downloads the chunk `digest` of `size` bytes into `file`, checked (ChunkStore.fetch). */
 export type FetchChunk = (digest: string, size: number, file: string) => Promise<void>;
 
-/** Where a chunk may be in the upper dir: a file's relative path and the chunk's offset in it. */
+/** Where a chunk may be in the twin: a file's tar path (in the upper dir or a volume) and the chunk's offset in it. */
 export interface ChunkLocation { path: string; offset: number }
 
 export interface SupplyOptions {
   list: ChunkList;
-  upperDir: string;
+  /** The twin's upper dir and volumes. */
+  roots: TreeRoots;
   /** Where the twin's chunk index says a chunk is (a hint: what is read there is checked). */
   locate: (digest: string) => ChunkLocation | undefined;
   fetch: FetchChunk;
@@ -35,23 +38,28 @@ export interface SupplyStats { local: number; localBytes: number; fetched: numbe
 
 type Source = { fh: FileHandle; offset: number } | { file: string };
 
-/** Files of the upper dir kept open at once; chunks of further files are downloaded instead. */
+/** Files of the twin kept open at once; chunks of further files are downloaded instead. */
 const maxOpenSources = 64;
 
 function sha256(b: Buffer): string {
   return createHash('sha256').update(b).digest('hex');
 }
 
-/** Opens the regular file `rel` below `upper` for reading, through real directories only and never a symlink; null
- *  when anything on the way is not what it should be. */
-async function openInUpper(upper: string, rel: string): Promise<FileHandle | null> {
+/** Opens the regular file at tar path `path` (below the upper dir or a volume of the twin) for reading, through real
+ *  directories only and never a symlink; null when anything on the way is not what it should be, or the path is in
+ *  no tree of the twin. */
+async function openInTwin(roots: TreeRoots, path: string): Promise<FileHandle | null> {
+  const t = treeOf(path);
+  const base = t.root === 'upper' ? roots.upper : t.root === 'volume' ? roots.volumes.get(t.key) : undefined;
+  const rel = t.root === 'volumes' ? '' : t.rel;
+  if (base === undefined || rel === '') return null;
   for (const a of ancestorsOf(rel)) {
-    const st = await lstat(join(upper, a)).catch(() => null);
+    const st = await lstat(join(base, a)).catch(() => null);
     if (st === null || !st.isDirectory()) return null;
   }
   let fh: FileHandle;
   try {
-    fh = await open(join(upper, rel), fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+    fh = await open(join(base, rel), fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
   } catch {
     return null;
   }
@@ -112,7 +120,7 @@ export class ChunkSupply {
     for (const [path, cands] of byPath) {
       if (this.#open.length >= maxOpenSources) break;
       o.signal?.throwIfAborted();
-      const fh = await openInUpper(o.upperDir, path);
+      const fh = await openInTwin(o.roots, path);
       if (fh === null) continue;
       this.#open.push(fh);
       cands.sort((a, b) => a.offset - b.offset);

@@ -17,13 +17,14 @@ export interface ChunkTarget {
   files: ChunkedFile[];
 }
 
-/** Writes `c` (a file, dir, symlink, or a hard link to `linkTo`); false when it changed while being read (torn). A
- *  regular file with `chunk` goes out as chunks (chunked-copy.ts). */
+/** Writes `c` as `tarPath` (a file, dir, symlink, or a hard link to `linkTo`, a tar path too); false when it changed
+ *  while being read (torn). A regular file with `chunk` goes out as chunks (chunked-copy.ts), its list entry named by
+ *  `tarPath`. */
 export async function copyEntry(
-  writer: TarFileWriter, abs: string, c: Cand, linkTo: string | undefined, counts: ChangesetCounts, print?: Fingerprint, chunk?: ChunkTarget,
+  writer: TarFileWriter, abs: string, c: Cand, tarPath: string, linkTo: string | undefined, counts: ChangesetCounts, print?: Fingerprint, chunk?: ChunkTarget,
 ): Promise<boolean> {
   const base: TarEntry = {
-    path: c.path,
+    path: tarPath,
     type: 'dir',
     mode: Number(c.st.mode) & 0o7777,
     uid: Number(c.st.uid),
@@ -44,7 +45,7 @@ export async function copyEntry(
     return true;
   }
   if (linkTo !== undefined) {
-    await writer.writeEntry({ path: c.path, type: 'hardlink', mode: base.mode, uid: base.uid, gid: base.gid, mtimeNs: base.mtimeNs, size: 0, linkpath: linkTo, xattrs: [] });
+    await writer.writeEntry({ path: tarPath, type: 'hardlink', mode: base.mode, uid: base.uid, gid: base.gid, mtimeNs: base.mtimeNs, size: 0, linkpath: linkTo, xattrs: [] });
     return true;
   }
   if (chunk !== undefined) {

@@ -8,6 +8,8 @@ export type { ChunkList, ChunkListDeclared, ChunkedFile, ChunkRef } from './chun
 export { chunkListProblem, encodeChunkList, parseChunkList, summarize } from './chunk-list.js';
 export { avgChunkBytes, Chunker, maxChunkBytes, minChunkBytes, type CutChunk } from './chunker.js';
 export { UpperTracker } from './tracker.js';
+export type { TrackedVolume } from './tracker.js';
+export { treeOf, volumeKeyProblem, volumeTarPath, volumesDir } from './volume-paths.js';
 export type { SerializedIndex } from './shipped-index.js';
 export type { StageTarget, StageResult, StageOptions } from './stage.js';
 export { stageChangeset } from './stage.js';

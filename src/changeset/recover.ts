@@ -14,7 +14,7 @@ import type { StageIntent } from './undo-log.js';
 export async function recoverStaging(
   target: StageTarget, isRecorded: (intent: StageIntent) => boolean, log?: Logger, beforeUndo?: (info: { rebooted: boolean }) => Promise<void>,
 ): Promise<RecoveryOutcome> {
-  const { upper, tmp } = await checkTarget(target);
+  const { upper, tmp, roots } = await checkTarget(target);
   const dir = join(tmp, txnDirName);
   const st = await lstat(dir).catch((err: unknown) => {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
@@ -35,7 +35,7 @@ export async function recoverStaging(
     } else {
       const rebooted = header.bootId !== (await currentBootId());
       await beforeUndo?.({ rebooted });
-      const steps = await undoTxn(upper, dir);
+      const steps = await undoTxn(roots, dir);
       await discardTxn(dir);
       outcome = { action: 'undone', intent: header.intent, steps, rebooted };
       log?.warn('a commit left half staged was undone; it is staged again by a later poll', { path: upper, steps, rebooted, ...(header.intent ?? {}) });

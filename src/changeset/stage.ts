@@ -11,8 +11,10 @@ import type { Logger } from '../log/logger.js';
 import type { DeclaredChangeset } from './declared.js';
 import { ChangesetRejectedError, StageUndoError } from './errors.js';
 import { defaultLimits, type Limits } from './limits.js';
-import { joinRel, parentOf, tarPathMeaning } from './paths.js';
+import { joinRel, parentOf } from './paths.js';
 import { checkTarget, type StageTarget } from './stage-target.js';
+import type { TreeRoots } from './tree-roots.js';
+import { treePathMeaning, volumesDir, volumeTarPath } from './volume-paths.js';
 import { StagingTxn, timeOf } from './staging-txn.js';
 import type { ChunkedFile, ChunkList } from './chunk-list.js';
 import { ChunkSupply, type ChunkLocation, type FetchChunk, type SupplyStats } from './chunk-supply.js';
@@ -28,14 +30,14 @@ import { syncFileSystem } from './tools.js';
 export type { StageTarget } from './stage-target.js';
 export interface StageResult {
   entries: number; files: number; deletions: number; bytes: number;
-  /** Chunks of chunked files taken from the upper dir and fetched (when the commit has a chunk list). */
+  /** Chunks of chunked files taken from the twin's upper dir or volumes and fetched (when the commit has a chunk list). */
   chunks?: SupplyStats;
 }
 
 /** A commit's chunk list, parsed and bounded (chunk-list.ts), and where its chunks come from (chunk-supply.ts). */
 export interface StageChunks {
   list: ChunkList;
-  /** The twin's chunk index (chunk-index.ts): where the upper dir may hold a chunk. */
+  /** The twin's chunk index (chunk-index.ts): where (a tar path: the upper dir or a volume) the twin may hold a chunk. */
   locate: (digest: string) => ChunkLocation | undefined;
   fetch: FetchChunk;
   /** Fetched chunks wait here until the commit is applied (created, then removed). */
@@ -72,10 +74,10 @@ export async function stageChangeset(blobFile: string, kind: ChangesetKind, targ
   opts.signal?.throwIfAborted();
   // A missing or unreadable blob is an I/O error to retry, not a hostile changeset.
   await access(blobFile, fsc.R_OK);
-  const { upper, tmp } = await checkTarget(target);
+  const { tmp, roots } = await checkTarget(target);
   await StagingTxn.assertNone(tmp);
   const plan = await validateChangeset(blobFile, {
-    kind, upperDir: upper, tmpDir: tmp, limits,
+    kind, roots, tmpDir: tmp, limits,
     ...(opts.declared === undefined ? {} : { declared: opts.declared }),
     ...(opts.signal === undefined ? {} : { signal: opts.signal }),
     ...(opts.chunks === undefined ? {} : { chunks: opts.chunks.list }),
@@ -84,31 +86,31 @@ export async function stageChangeset(blobFile: string, kind: ChangesetKind, targ
   // Every chunk is at hand and checked before the first write (a missing or corrupt chunk changes nothing).
   const c = opts.chunks;
   const supply = c === undefined ? null : await ChunkSupply.prepare({
-    list: c.list, upperDir: upper, locate: c.locate, fetch: c.fetch, dir: c.dir, ...(opts.signal === undefined ? {} : { signal: opts.signal }),
+    list: c.list, roots, locate: c.locate, fetch: c.fetch, dir: c.dir, ...(opts.signal === undefined ? {} : { signal: opts.signal }),
   });
   try {
-    return await applyAndRecord(blobFile, kind, upper, tmp, plan, limits, opts, supply);
+    return await applyAndRecord(blobFile, kind, roots, tmp, plan, limits, opts, supply);
   } finally {
     await supply?.close();
   }
 }
 
 async function applyAndRecord(
-  blobFile: string, kind: ChangesetKind, upper: string, tmp: string, plan: StagePlan, limits: Limits, opts: StageOptions, supply: ChunkSupply | null,
+  blobFile: string, kind: ChangesetKind, roots: TreeRoots, tmp: string, plan: StagePlan, limits: Limits, opts: StageOptions, supply: ChunkSupply | null,
 ): Promise<StageResult> {
   opts.signal?.throwIfAborted();
-  const txn = await StagingTxn.begin(upper, tmp, kind, opts.intent ?? null);
+  const txn = await StagingTxn.begin(roots, tmp, kind, opts.intent ?? null);
   try {
     const chunked = supply === null ? null : { supply, files: new Map((opts.chunks?.list.files ?? []).map((f) => [f.path, f])) };
-    await new Applier(upper, txn, plan, kind, opts.signal, chunked).run(blobFile, limits);
+    await new Applier(roots, txn, plan, kind, opts.signal, chunked).run(blobFile, limits);
   } catch (err) {
     let steps: number;
     try {
       steps = await txn.undo();
     } catch (undoErr) {
-      throw new StageUndoError(`staging failed (${(err as Error).message}) and undoing it failed: ${(undoErr as Error).message}`, { path: upper }, { cause: err, undoError: undoErr });
+      throw new StageUndoError(`staging failed (${(err as Error).message}) and undoing it failed: ${(undoErr as Error).message}`, { path: roots.upper }, { cause: err, undoError: undoErr });
     }
-    opts.log?.info('commit undone after a failure midway', { path: upper, steps, reason: (err as Error).message });
+    opts.log?.info('commit undone after a failure midway', { path: roots.upper, steps, reason: (err as Error).message });
     throw err;
   }
   try {
@@ -119,7 +121,7 @@ async function applyAndRecord(
     throw err;
   }
   await txn.discard();
-  opts.log?.debug('changeset staged', { path: upper, entries: plan.entries, files: plan.files, deletions: plan.deletions, bytes: plan.bytes });
+  opts.log?.debug('changeset staged', { path: roots.upper, entries: plan.entries, files: plan.files, deletions: plan.deletions, bytes: plan.bytes });
   return { entries: plan.entries, files: plan.files, deletions: plan.deletions, bytes: plan.bytes, ...(supply === null ? {} : { chunks: supply.stats }) };
 }
 
@@ -133,7 +135,7 @@ interface XattrItem {
 }
 
 class Applier {
-  readonly #upper: string;
+  readonly #roots: TreeRoots;
   readonly #txn: StagingTxn;
   readonly #plan: StagePlan;
   readonly #kind: ChangesetKind;
@@ -144,11 +146,11 @@ class Applier {
   #xattrBytes = 0;
 
   constructor(
-    upper: string, txn: StagingTxn, plan: StagePlan, kind: ChangesetKind, signal: AbortSignal | undefined,
+    roots: TreeRoots, txn: StagingTxn, plan: StagePlan, kind: ChangesetKind, signal: AbortSignal | undefined,
     chunked: { supply: ChunkSupply; files: ReadonlyMap<string, ChunkedFile> } | null,
   ) {
     this.#chunked = chunked;
-    this.#upper = upper;
+    this.#roots = roots;
     this.#txn = txn;
     this.#plan = plan;
     this.#kind = kind;
@@ -156,7 +158,7 @@ class Applier {
   }
 
   #abs(rel: string): string {
-    return rel === '' ? this.#upper : join(this.#upper, rel);
+    return this.#roots.abs(rel);
   }
 
   /** Temp names live in the txn dir: whatever a crash leaves there goes with it. */
@@ -165,11 +167,15 @@ class Applier {
   }
 
   async run(blobFile: string, limits: Limits): Promise<void> {
-    // A full changeset replaces the tree: drop everything it does not name first.
-    if (this.#kind === 'full') await this.#prune('');
+    // A full changeset replaces the tree: drop everything it does not name first. A volume it names (its root dir
+    // is an entry of every full changeset that carries it) is replaced the same way.
+    if (this.#kind === 'full') {
+      await this.#prune('');
+      for (const key of this.#roots.volumes.keys()) if (this.#plan.targets.get(volumeTarPath(key, '')) === 'dir') await this.#prune(volumeTarPath(key, ''));
+    }
     await readChangeset(blobFile, limits, async (e, body) => {
       this.#signal?.throwIfAborted();
-      const meaning = tarPathMeaning(e.path);
+      const meaning = treePathMeaning(e.path);
       if (typeof meaning === 'string') throw new ChangesetRejectedError(meaning, { entry: e.path });
       if (meaning.kind === 'opaque') {
         await this.#parentDir(meaning.dir, e.path);
@@ -206,13 +212,14 @@ class Applier {
       const t = timeOf(ns);
       await lutimes(this.#abs(rel), t, t);
     }
-    await syncFileSystem(this.#upper);
+    await syncFileSystem(this.#roots.upper);
   }
 
   /** Defence in depth (validation already proved it): `rel` is a real directory. Its owner, mode and times are
    *  logged before the first change to it or its entries. */
   async #parentDir(rel: string, entry: string): Promise<void> {
-    if (this.#txn.isNoted(rel)) return;
+    // The reserved volumes dir exists nowhere; the volume dirs below it were checked by checkTarget.
+    if (rel === volumesDir || this.#txn.isNoted(rel)) return;
     const st = await lstat(this.#abs(rel), { bigint: true });
     if (!st.isDirectory()) throw new ChangesetRejectedError(`parent ${rel || '.'} is not a real directory`, { entry });
     this.#txn.noteDir(rel, st);

@@ -7,12 +7,12 @@ import type { Logger } from '../log/logger.js';
 import type { ErrorContext } from '../log/errors.js';
 import { engineFactsFromInfo } from './engine-facts.js';
 import type { EngineFacts } from './engine-facts.js';
-import { ContainerNotFoundError, DockerApiError, ImageMissingError, TwinHostNotReadyError, TwinRefusedError, TwinSpecRefusedError } from './errors.js';
+import { ContainerNotFoundError, DockerApiError, ImageMissingError, LayerResolveError, TwinHostNotReadyError, TwinRefusedError, TwinSpecRefusedError } from './errors.js';
 import { GROUP_LABEL, SPEC_LABEL, TWIN_LABEL } from './labels.js';
 import { layersFromGraphDriver, verifyUpperDirOnDisk } from './layers.js';
 import type { OverlayLayers } from './layers.js';
 import { readMountPoints } from './mountinfo.js';
-import { imageInspectSchema, inspectSchema, listSchema, networkInspectSchema, volumeInspectSchema } from './schemas.js';
+import { imageInspectSchema, inspectSchema, listSchema, networkInspectSchema } from './schemas.js';
 import type { ContainerInspect } from './schemas.js';
 import { z } from 'zod';
 import { parseBind } from './spec-run.js';
@@ -20,6 +20,8 @@ import { additionalNetworks, createOptionsFromSpec, specFromInspect } from './sp
 import type { RestartPolicy, TwinSpec } from './spec.js';
 import { bindSourceProblems, standbyProblems } from './standby-checks.js';
 import type { HostLookups, VolumeFacts } from './standby-checks.js';
+import { namedVolumeSources, verifyVolumeDir, volumeInspectProblem, volumeInspectSchema, volumesFromInspect } from './volumes.js';
+import type { ContainerVolume, VolumeInspect } from './volumes.js';
 import { DEFAULT_TWIN_POLICY, specRefusals } from './twin-policy.js';
 import type { EngineDefaults, TwinPolicy } from './twin-policy.js';
 
@@ -32,6 +34,9 @@ export interface ProtectedContainer {
   /** Created by twinlayer from a spec (label twinlayer.twin=true): a promoted twin, in the agent. */
   isTwin: boolean;
   layers: OverlayLayers;
+  /** Its replicated volumes (plain local ones), by the name the twin mounts; others are in the spec's
+   *  `unreplicatedVolumes`. */
+  volumes: ContainerVolume[];
 }
 
 export interface ListProtectedOptions {
@@ -57,6 +62,8 @@ export type TwinState =
     isTwin: boolean;
     /** The digest of the spec the twin was created from (label); null for a twin made before it was recorded. */
     specDigest: string | null;
+    /** Its volumes (local, checked) by name: the dir each one's content lives in. */
+    volumes: Record<string, string>;
   };
 
 export interface StartResult {
@@ -168,6 +175,7 @@ export class DockerRuntime {
       if (inspect === null) continue; // removed between list and inspect
       try {
         const layers = await this.#layersOf(inspect);
+        const volumes = await this.#replicatedVolumes(inspect);
         containers.push({
           id: inspect.Id,
           name: inspect.Name.replace(/^\//, ''),
@@ -176,6 +184,7 @@ export class DockerRuntime {
           running: inspect.State.Running,
           isTwin: inspect.Config.Labels?.[TWIN_LABEL] === 'true',
           layers,
+          volumes,
         });
       } catch (error) {
         refused.push({ id: entry.Id, name, error: error instanceof Error ? error : new Error(String(error)) });
@@ -191,8 +200,115 @@ export class DockerRuntime {
     return this.#layersOf(await this.#inspect(idOrName));
   }
 
+  /** The spec of a container. A local volume it mounts with driver options (not a plain directory of Docker's) is
+   *  not replicated: it moves from `volumes` to `unreplicatedVolumes`, like a volume of another driver; a local
+   *  volume that is gone or not where Docker keeps its volumes is recorded in `unsupported`. */
   async captureSpec(idOrName: string): Promise<TwinSpec> {
-    return specFromInspect(await this.#inspect(idOrName), new Date());
+    const inspect = await this.#inspect(idOrName);
+    const spec = specFromInspect(inspect, new Date());
+    const dataRoot = await this.#dataRoot();
+    for (const m of inspect.Mounts ?? []) {
+      if (m.Type !== 'volume' || (m.Driver ?? 'local') !== 'local' || m.Name === undefined || m.Name === '') continue;
+      const v = await this.#inspectVolume(m.Name);
+      const options = Object.keys(v?.Options ?? {}).sort();
+      if (options.length > 0) {
+        spec.volumes = (spec.volumes ?? []).filter((x) => x.destination !== m.Destination);
+        (spec.unreplicatedVolumes ??= []).push({ name: m.Name, destination: m.Destination, driver: 'local', options });
+        continue;
+      }
+      const problem = v === null ? `volume ${m.Name} is gone` : volumeInspectProblem(v, dataRoot);
+      if (problem !== null) (spec.unsupported ??= []).push(problem);
+    }
+    spec.unreplicatedVolumes?.sort((a, b) => (a.destination < b.destination ? -1 : a.destination > b.destination ? 1 : 0));
+    return spec;
+  }
+
+  /** The replicated volumes of a container: each plain local volume mount, its dir checked (LayerResolveError
+   *  otherwise: the container is not protected rather than protected without a volume). */
+  async #replicatedVolumes(inspect: ContainerInspect): Promise<ContainerVolume[]> {
+    const name = inspect.Name.replace(/^\//, '');
+    const context: ErrorContext = { container: name, id: inspect.Id };
+    const dataRoot = await this.#dataRoot();
+    const mounts = inspect.Mounts ?? [];
+    const { volumes } = volumesFromInspect(name, mounts, inspect.HostConfig);
+    const out: ContainerVolume[] = [];
+    for (const spec of volumes) {
+      const m = mounts.find((x) => x.Type === 'volume' && x.Destination === spec.destination);
+      // A local volume with driver options is not a plain dir of Docker's: not replicated, and its spec says so
+      // (captureSpec), so a standby creates a twin without it only when its policy allows.
+      const v = await this.#inspectVolume(m?.Name ?? '');
+      if (v !== null && Object.keys(v.Options ?? {}).length > 0) continue;
+      const dir = await this.#volumeDir(m?.Name ?? '', m?.Source ?? '', dataRoot, context);
+      out.push({ name: spec.name, destination: spec.destination, dir });
+    }
+    return out;
+  }
+
+  /** A local volume's dir, checked: a plain local volume whose mountpoint is the mount's source and
+   *  `<docker root>/volumes/<name>/_data`, a real directory reached without a symlink. */
+  async #volumeDir(volume: string, source: string, dataRoot: string, context: ErrorContext): Promise<string> {
+    const v = await this.#inspectVolume(volume);
+    const problem = v === null ? `volume ${volume} does not exist` : volumeInspectProblem(v, dataRoot);
+    if (problem !== null || v === null) throw new LayerResolveError(problem ?? 'volume missing', { ...context, volume });
+    if (source !== '' && source !== v.Mountpoint) throw new LayerResolveError(`volume ${volume} is mounted from ${source}, not its mountpoint ${v.Mountpoint}`, { ...context, volume, path: source });
+    await verifyVolumeDir(v.Mountpoint, dataRoot, { ...context, volume });
+    return v.Mountpoint;
+  }
+
+  async #inspectVolume(name: string): Promise<VolumeInspect | null> {
+    let raw: unknown;
+    try {
+      raw = await this.#docker.getVolume(name).inspect();
+    } catch (cause) {
+      if (statusOf(cause) === 404) return null;
+      throw new DockerApiError('inspect volume', statusOf(cause), { volume: name }, { cause });
+    }
+    return this.#parse(volumeInspectSchema, raw, 'inspect volume', { volume: name });
+  }
+
+  /** The twin's volumes, created before the twin (local driver, no options) so it mounts them, not new anonymous
+   *  ones. A volume of that name that exists must be a plain local volume: another driver's, or one with options (a
+   *  bind of a host path), is refused rather than staged into. */
+  async #ensureVolumes(spec: TwinSpec, group: string | undefined): Promise<void> {
+    const dataRoot = await this.#dataRoot();
+    // Every volume the twin would mount, also one the spec's binds name that it does not list (a spec of an older
+    // version, or one written to mount an operator's volume): Docker would use whatever has that name here. A volume
+    // the spec records as not replicated (allowed by the policy, or the spec is refused before this) is neither
+    // created nor held to being plain: hostProblems checked what this host has of it against the policy.
+    const replicated = new Set((spec.volumes ?? []).map((v) => v.name));
+    const unreplicated = new Set((spec.unreplicatedVolumes ?? []).map((v) => v.name).filter((n) => !replicated.has(n)));
+    const names = new Set([...replicated, ...namedVolumeSources(spec.hostConfig ?? {}), ...unreplicated]);
+    for (const name of [...names].sort()) {
+      const context: ErrorContext = { container: spec.name, volume: name };
+      if (!unreplicated.has(name)) {
+        let v = await this.#inspectVolume(name);
+        if (v === null) {
+          try {
+            await this.#docker.createVolume({ Name: name, Driver: 'local', Labels: { [TWIN_LABEL]: 'true', ...(group === undefined ? {} : { [GROUP_LABEL]: group }) } });
+          } catch (cause) {
+            throw new DockerApiError('create volume', statusOf(cause), context, { cause });
+          }
+          v = await this.#inspectVolume(name);
+        }
+        const problem = v === null ? 'volume vanished after create' : volumeInspectProblem(v, dataRoot);
+        if (problem !== null) throw new TwinSpecRefusedError([problem], context);
+      }
+      // Staging writes into the twin's plain local volumes: never into one another container of this host mounts (a
+      // spec naming the volume of an unrelated service, or two protected containers sharing one).
+      const users = await this.#containersUsingVolume(name);
+      const other = users.find((u) => u !== spec.name);
+      if (other !== undefined) throw new TwinSpecRefusedError([`volume ${name} is mounted by container ${other} on this host; a twin's volumes are its own`], context);
+    }
+  }
+
+  async #containersUsingVolume(volume: string): Promise<string[]> {
+    let raw: unknown;
+    try {
+      raw = await this.#docker.listContainers({ all: true, filters: JSON.stringify({ volume: [volume] }) });
+    } catch (cause) {
+      throw new DockerApiError('list containers', statusOf(cause), { volume }, { cause });
+    }
+    return this.#parse(listSchema, raw, 'list containers', { volume }).map((c) => (c.Names?.[0] ?? c.Id).replace(/^\//, ''));
   }
 
   /** What every container of this engine gets anyway (a spec asking for it asks for no privilege). */
@@ -219,7 +335,7 @@ export class DockerRuntime {
     };
     return {
       network: (name) => once(networks, name, () => this.#networkSubnets(name)),
-      volume: (name) => once(volumes, name, () => this.#volume(name)),
+      volume: (name) => once(volumes, name, () => this.#volumeFacts(name)),
     };
   }
 
@@ -268,6 +384,7 @@ export class DockerRuntime {
       const lacking = opts.hostProblems ?? (await this.hostProblems(spec, policy));
       if (lacking.length > 0) throw new TwinHostNotReadyError([...lacking], context);
       if (!(await this.imagePresent(spec.imageId))) throw new ImageMissingError(spec.imageId, context);
+      await this.#ensureVolumes(spec, opts.group);
       let id: string;
       try {
         id = (await this.#docker.createContainer(createOptionsFromSpec(spec, opts.group))).id;
@@ -312,17 +429,12 @@ export class DockerRuntime {
   }
 
   /** A named volume of this engine, null when there is none of that name. */
-  async #volume(name: string): Promise<VolumeFacts | null> {
-    let raw: unknown;
-    try {
-      raw = await this.#docker.getVolume(name).inspect();
-    } catch (cause) {
-      if (statusOf(cause) === 404) return null;
-      throw new DockerApiError('inspect volume', statusOf(cause), { volume: name }, { cause });
-    }
-    const volume = this.#parse(volumeInspectSchema, raw, 'inspect volume', { volume: name });
-    return volume.Name === name ? { driver: volume.Driver, options: volume.Options ?? {} } : null;
+  /** A named volume as the standby checks it (standby-checks.ts). */
+  async #volumeFacts(name: string): Promise<VolumeFacts | null> {
+    const volume = await this.#inspectVolume(name);
+    return volume !== null && volume.Name === name ? { driver: volume.Driver, options: volume.Options ?? {} } : null;
   }
+
 
   #assertAdoptable(existing: ContainerInspect, spec: TwinSpec): void {
     const context: ErrorContext = { container: spec.name, id: existing.Id };
@@ -487,6 +599,17 @@ export class DockerRuntime {
 
   async #stateOf(inspect: ContainerInspect): Promise<TwinState> {
     const layers = await this.#layersOf(inspect);
+    const context: ErrorContext = { container: inspect.Name.replace(/^\//, ''), id: inspect.Id };
+    const dataRoot = await this.#dataRoot();
+    const volumes: Record<string, string> = {};
+    for (const m of inspect.Mounts ?? []) {
+      if (m.Type !== 'volume' || (m.Driver ?? 'local') !== 'local' || m.Name === undefined) continue;
+      // A volume with driver options is never a replicated one (hostProblems holds such a twin): nothing is staged
+      // into it.
+      const v = await this.#inspectVolume(m.Name);
+      if (v !== null && Object.keys(v.Options ?? {}).length > 0) continue;
+      volumes[m.Name] = await this.#volumeDir(m.Name, m.Source ?? '', dataRoot, context);
+    }
     const mounts = await readMountPoints(this.#mountInfoPath);
     return {
       state: inspect.State.Running ? 'running' : 'stopped',
@@ -496,6 +619,7 @@ export class DockerRuntime {
       imageId: inspect.Image,
       isTwin: inspect.Config.Labels?.[TWIN_LABEL] === 'true',
       specDigest: inspect.Config.Labels?.[SPEC_LABEL] ?? null,
+      volumes,
     };
   }
 

@@ -1,5 +1,6 @@
 // zod schemas for the Docker API responses this unit reads. Only the fields we use are declared; the rest passes through.
 import { z } from 'zod';
+import { mountSchema } from './volumes.js';
 
 const nullableArray = z.array(z.string()).nullable().optional();
 const stringRecord = z.record(z.string(), z.string()).nullable().optional();
@@ -43,6 +44,7 @@ export const inspectSchema = z.looseObject({
     Name: z.string(),
     Data: z.record(z.string(), z.string()).nullable().optional(),
   }),
+  Mounts: z.array(mountSchema).nullable().optional(),
   // The networks the container is attached to; each endpoint is parsed where the spec takes it (spec-run.ts).
   NetworkSettings: z.looseObject({ Networks: z.record(z.string(), z.unknown()).nullable().optional() }).nullable().optional(),
 });
@@ -65,10 +67,3 @@ export const networkInspectSchema = z.looseObject({
   IPAM: z.looseObject({ Config: z.array(z.looseObject({ Subnet: z.string().optional() })).nullable().optional() }).nullable().optional(),
 });
 export type NetworkInspect = z.infer<typeof networkInspectSchema>;
-
-/** A volume as `docker volume inspect` shows it: what a twin mounting it by name gets. */
-export const volumeInspectSchema = z.looseObject({
-  Name: z.string(),
-  Driver: z.string(),
-  Options: z.record(z.string(), z.string()).nullable().optional(),
-});

@@ -100,10 +100,17 @@ async function volumeProblem(name: string, volume: VolumeFacts, policy: TwinPoli
 async function volumeProblems(spec: TwinSpec, policy: TwinPolicy, lookups: HostLookups): Promise<string[]> {
   const problems: string[] = [];
   const roots = await resolvedRoots(policy);
-  for (const name of volumeNames(spec)) {
-    // Absent: Docker creates it at create, a plain local volume.
+  const replicated = new Set((spec.volumes ?? []).map((v) => v.name));
+  const names = new Set([...volumeNames(spec), ...replicated, ...(spec.unreplicatedVolumes ?? []).map((v) => v.name)]);
+  for (const name of [...names].sort()) {
+    // Absent: the twin's creation makes it, a plain local volume (ensureTwin), or Docker does.
     const volume = await lookups.volume(name);
-    const problem = volume === null ? null : await volumeProblem(name, volume, policy, roots);
+    if (volume === null) continue;
+    // A replicated volume is staged into: it must be a plain dir of Docker's whatever the policy lets a twin mount.
+    const plain = volume.driver === 'local' && Object.keys(volume.options).length === 0;
+    const problem = replicated.has(name) && !plain
+      ? `named volume ${name} on this host has ${volume.driver === 'local' ? `driver options ${optionsShown(volume.options)}` : `driver ${volume.driver}`}; the twin's data is replicated into it, so it must be a plain local volume`
+      : await volumeProblem(name, volume, policy, roots);
     if (problem !== null) problems.push(problem);
   }
   return problems;

@@ -6,6 +6,7 @@
 import { describeBinding, hostBindingsOf, hostIpAllowed, isWildcardIp, portsAllowed } from './host-ports.js';
 import type { TwinSpec } from './spec.js';
 import { parseBind } from './spec-run.js';
+import { unreplicatedVolumeRefusal } from './volumes.js';
 
 /** The namespaces a container may share with its host (`--network host`, `--pid host`, `--cgroupns host`, ...). */
 export const HOST_NAMESPACES = ['network', 'pid', 'ipc', 'uts', 'userns', 'cgroup'] as const;
@@ -180,6 +181,11 @@ function describe(p: Privilege): string {
  */
 export function specRefusals(spec: TwinSpec, trust: TwinTrust): string[] {
   const refusals = (spec.unsupported ?? []).map((u) => `not recreated: ${u}`);
+  // Trusted or not: a twin without a volume's data differs from the primary; only the host's policy accepts that.
+  for (const v of spec.unreplicatedVolumes ?? []) {
+    const refusal = unreplicatedVolumeRefusal(v, trust.policy);
+    if (refusal !== null) refusals.push(`not replicated: ${refusal}`);
+  }
   const gated = gatedFieldsOf(spec, trust.engine);
   const privileges = gated.filter((p) => p.needsTrust);
   if (!trust.trusted && privileges.length > 0) {

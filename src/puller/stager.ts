@@ -49,9 +49,11 @@ function stageable(twin: TwinState): boolean {
   return twin.state === 'stopped' && !twin.mounted;
 }
 
-/** Where a twin's commits are staged: its upper dir, and a tmp dir beside it (same file system, outside it). */
-export function stageTargetOf(upperDir: string): StageTarget {
-  return { upperDir, tmpDir: join(dirname(upperDir), 'twinlayer-tmp') };
+/** Where a twin's commits are staged: its upper dir, its volumes, and a tmp dir beside the upper dir (same file
+ *  system, outside it). */
+export function stageTargetOf(twin: { layers: { upperDir: string }; volumes: Readonly<Record<string, string>> }): StageTarget {
+  const upperDir = twin.layers.upperDir;
+  return { upperDir, tmpDir: join(dirname(upperDir), 'twinlayer-tmp'), volumes: twin.volumes };
 }
 
 /** Whether the applied state records the commit an undo log's intent names: then that commit was complete. */
@@ -123,7 +125,7 @@ export class Stager {
   /** Whether `twin` (about to boot) holds the undo log of a commit left half staged: one lstat. */
   async leftBehind(twin: TwinState): Promise<boolean> {
     if (twin.state === 'absent' || !twin.isTwin) return false;
-    return stagingLeftBehind(stageTargetOf(twin.layers.upperDir));
+    return stagingLeftBehind(stageTargetOf(twin));
   }
 
   /** Containers that may hold a commit left half staged. */
@@ -141,7 +143,7 @@ export class Stager {
       this.#pending.delete(name);
       return;
     }
-    const target = stageTargetOf(twin.layers.upperDir);
+    const target = stageTargetOf(twin);
     if (twin.state === 'running') {
       if (await abandonStaging(target)) this.#o.log.error('a running twin holds a commit left half staged; it cannot be undone under its container', { container: name });
       this.#pending.delete(name);
@@ -336,7 +338,7 @@ export class Stager {
           const chunked = await openChunkedCommit({
             bucket: this.#o.bucket, chunks: this.#chunks, limits: this.#limits, indexDir: this.#o.chunkIndexDir ?? join(dirname(this.#o.blobDir), 'chunk-index'),
           }, name, twin.id, record, blob);
-          const staging = stageChangeset(blob, record.kind, stageTargetOf(upperDir), {
+          const staging = stageChangeset(blob, record.kind, stageTargetOf(twin), {
             limits: this.#limits, log: this.#o.log.child({ container: name }), declared: { ...record.counts, size: record.size }, signal,
             intent, record: recordStaged, ...(chunked.stage === undefined ? {} : { chunks: chunked.stage }),
           }).then(async (r) => {

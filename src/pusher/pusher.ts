@@ -4,7 +4,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { writeFileDurable } from '../state/atomic-file.js';
 import { join } from 'node:path';
 import PQueue from 'p-queue';
-import { UpperTracker, type SerializedIndex } from '../changeset/index.js';
+import { UpperTracker, volumeTarPath, type SerializedIndex } from '../changeset/index.js';
 import { specDigest, type DockerRuntime, type ProtectedContainer } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import { asDigest, asSeq, ChunkStore, JournalWriter, type Bucket, type Digest, type Generation, type HeadStatus } from '../store/index.js';
@@ -160,6 +160,9 @@ export class Pusher {
     if (journal === null || generation === null) throw new Error('pusher not started');
     const spec = await runtime.captureSpec(container.id);
     if ((spec.unsupported ?? []).length > 0) log.warn('the container has settings a twin cannot be created with; standbys will refuse it', { container: container.name, unsupported: spec.unsupported });
+    if ((spec.unreplicatedVolumes ?? []).length > 0) {
+      log.warn('volumes not replicated (another driver, or driver options); a standby creates the twin without their data only if its policy allows', { container: container.name, volumes: spec.unreplicatedVolumes });
+    }
     // A fenced writer must not replace the group's specs either (the agent's fence; a no-op for `push`).
     await this.#opts.beforePublish?.();
     await bucket.putSpec(container.name, spec);
@@ -169,6 +172,7 @@ export class Pusher {
     const workDir = join(stateDir, 'push', 'work', container.name);
     // What a killed pusher left there (a changeset, a spool of chunks as large as the files it held) is never resumed.
     await rm(workDir, { recursive: true, force: true });
+    const volumes = container.volumes.map((v) => ({ key: v.name, destination: v.destination, dir: v.dir }));
     await mkdir(workDir, { recursive: true });
     const clog = log.child({ container: container.name });
     const replicator = new ContainerReplicator({
@@ -176,7 +180,7 @@ export class Pusher {
       containerId: container.id,
       generation,
       makeTracker: (s) => new UpperTracker({
-        upperDir: container.layers.upperDir, workDir, excludes, ...(s ? { shipped: s } : {}), log: clog,
+        upperDir: container.layers.upperDir, workDir, excludes, volumes, ...(s ? { shipped: s } : {}), log: clog,
         chunking: { thresholdBytes: this.#opts.chunkThresholdBytes ?? 1024 * 1024, known: this.chunks.known },
       }),
       chunks: this.chunks,
@@ -195,18 +199,27 @@ export class Pusher {
       onFlush: (burst) => replicator.submit(burst),
     });
     const upper = container.layers.upperDir;
-    const watcher = await watchUpper({
-      upperDir: upper,
-      onPath: (rel) => collector.add(rel),
-      onLost: (err) => {
-        // An overflowed or failed watch costs a full comparison, never a lost change.
-        clog.warn('watcher error; reconciling', { err });
-        collector.addReconcile();
-      },
-      log: clog,
-    });
+    const onLost = (err: unknown): void => {
+      // An overflowed or failed watch costs a full comparison, never a lost change.
+      clog.warn('watcher error; reconciling', { err });
+      collector.addReconcile();
+    };
+    // The volumes are watched like the upper dir; their paths go into the same changesets under their prefix.
+    const watches: UpperWatch[] = [];
+    try {
+      watches.push(await watchUpper({ upperDir: upper, onPath: (rel) => collector.add(rel), onLost, log: clog }));
+      for (const v of container.volumes) {
+        watches.push(await watchUpper({ upperDir: v.dir, onPath: (rel) => collector.add(volumeTarPath(v.name, rel)), onLost, log: clog }));
+      }
+    } catch (err) {
+      await Promise.all(watches.map((w) => w.close()));
+      await replicator.close();
+      collector.close();
+      throw err;
+    }
+    const watcher: UpperWatch = { close: async () => { await Promise.all(watches.map((w) => w.close())); } };
     this.#watched.set(container.name, { container, replicator, collector, watcher });
-    log.info('protecting', { container: container.name, upperDir: upper, firstSync: needFull ? 'full' : 'reconcile' });
+    log.info('protecting', { container: container.name, upperDir: upper, volumes: container.volumes.map((v) => `${v.name}:${v.destination}`), firstSync: needFull ? 'full' : 'reconcile' });
     collector.addReconcile();
     collector.flush();
   }

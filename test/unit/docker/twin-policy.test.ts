@@ -245,4 +245,32 @@ describe('the host-side gates: host ports and addresses, the cgroup namespace, n
       await rm(dir, { recursive: true, force: true });
     }
   });
+
+  it('a volume the primary does not replicate refuses the twin, trusted or not, unless the policy key for it allows a twin without its data', () => {
+    const plugin = { name: 'plugvol', destination: '/p', driver: 'nfs-plugin', options: [] };
+    const opts = { name: 'optvol', destination: '/o', driver: 'local', options: ['device', 'o', 'type'] };
+    const spec: TwinSpec = { ...base, unreplicatedVolumes: [plugin, opts] };
+    const want = [
+      'not replicated: volume plugvol at /p uses the "nfs-plugin" driver; only local volumes are replicated, and the host policy refuses a twin without it (allowedVolumeDrivers: local)',
+      'not replicated: volume optvol has driver options (device, o, type); only plain local volumes are replicated, and the host policy refuses a twin without it (allowVolumeOptions: false)',
+    ];
+    assert.deepEqual(specRefusals(spec, trusted()), want);
+    assert.deepEqual(specRefusals(spec, untrusted), want);
+    assert.deepEqual(specRefusals(spec, trusted({ allowedVolumeDrivers: ['local', 'nfs-plugin'] })), [want[1]]);
+    assert.deepEqual(specRefusals(spec, trusted({ allowVolumeOptions: true })), [want[0]]);
+    assert.deepEqual(specRefusals(spec, trusted({ allowedVolumeDrivers: ['local', 'nfs-plugin'], allowVolumeOptions: true })), []);
+    assert.deepEqual(twinSpecSchema.parse(JSON.parse(JSON.stringify(spec))).unreplicatedVolumes, [plugin, opts]);
+  });
+
+  it('a replicated volume that exists on this host must be a plain local one whatever the policy (it is staged into); a missing one is no problem', async () => {
+    const spec: TwinSpec = { ...base, volumes: [{ name: 'data', destination: '/data' }, { name: 'absent', destination: '/absent' }] };
+    const open = { ...DEFAULT_TWIN_POLICY, allowedVolumeDrivers: ['local', 'rexray/ebs'], allowVolumeOptions: true };
+    assert.deepEqual(await standbyProblems(spec, open, lookups({ data: { driver: 'local', options: {} } })), []);
+    assert.deepEqual(await standbyProblems(spec, open, lookups({ data: { driver: 'local', options: { type: 'tmpfs', device: 'tmpfs' } } })), [
+      'named volume data on this host has driver options type=tmpfs,device=tmpfs; the twin\'s data is replicated into it, so it must be a plain local volume',
+    ]);
+    assert.deepEqual(await standbyProblems(spec, open, lookups({ data: { driver: 'rexray/ebs', options: {} } })), [
+      'named volume data on this host has driver rexray/ebs; the twin\'s data is replicated into it, so it must be a plain local volume',
+    ]);
+  });
 });
