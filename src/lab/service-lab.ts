@@ -110,6 +110,17 @@ export class ServiceLab {
     return dockerCli(this.engine(host), ['logs', '--tail', '30', name]).catch((err: unknown) => `(docker logs ${name}: ${String(err)})`);
   }
 
+  /**
+   * Waits until the file `path` of the stopped twin `name` on the standby `host` holds `text` (read with docker cp,
+   * which also reads a stopped container's volumes): the standby has what the primary wrote, whatever commit took it.
+   */
+  async waitTwinFile(host: string, name: string, path: string, text: string): Promise<void> {
+    await waitFor(`${path} of the twin ${name} on ${host} holding ${JSON.stringify(text.slice(0, 60))}`, this.waitMs, async () => {
+      const tar = await dockerCli(this.engine(host), ['cp', `${name}:${path}`, '-']);
+      return tar.includes(text) ? true : undefined;
+    }, 100);
+  }
+
   /** Agents on both hosts, keepalived (a MASTER), and a primary owning generation 1. */
   async start(): Promise<void> {
     const [a, b] = this.hosts;
