@@ -3,11 +3,20 @@
 // lab's network (its eth0 on the lab bridge, beside the hosts), from which real clients (dig, busybox udhcpc, curl)
 // talk to the VIP. The services themselves are service-dhcp.ts, service-web.ts and service-firewall.ts; shared by
 // the e2e tests, `twinlayer demo --service` and bench/services-failover.ts.
+import { readFile } from 'node:fs/promises';
+import { join, relative } from 'node:path';
+import { z } from 'zod';
 import { AgentLab, type AgentLogLine } from './agent-lab.js';
 import { dockerCli, type Engine } from './engine.js';
 import type { Lab } from './index.js';
 import { loadServiceImages, type ServiceImages } from './service-images.js';
 import { waitFor } from './wait.js';
+
+/** What waitTwinFile reads of `docker inspect` (zod: another program's output). */
+const twinInspectSchema = z.looseObject({
+  GraphDriver: z.looseObject({ Data: z.looseObject({ UpperDir: z.string() }) }),
+  Mounts: z.array(z.looseObject({ Type: z.string(), Source: z.string(), Destination: z.string() })),
+});
 
 export interface ServiceLabOptions {
   log?: (line: string) => void;
@@ -111,13 +120,19 @@ export class ServiceLab {
   }
 
   /**
-   * Waits until the file `path` of the stopped twin `name` on the standby `host` holds `text` (read with docker cp,
-   * which also reads a stopped container's volumes): the standby has what the primary wrote, whatever commit took it.
+   * Waits until the file `path` of the stopped twin `name` on the standby `host` holds `text`: the standby has what
+   * the primary wrote, whatever commit took it. Read where the twin keeps it, from the root namespace: its upper dir,
+   * or the named volume mounted over `path` (never through docker cp, which would mount the twin and hold off staging).
    */
   async waitTwinFile(host: string, name: string, path: string, text: string): Promise<void> {
     await waitFor(`${path} of the twin ${name} on ${host} holding ${JSON.stringify(text.slice(0, 60))}`, this.waitMs, async () => {
-      const tar = await dockerCli(this.engine(host), ['cp', `${name}:${path}`, '-']);
-      return tar.includes(text) ? true : undefined;
+      // Inspected each time: the twin may not exist yet, or be replaced (a new spec).
+      const [twin] = z.array(twinInspectSchema).length(1).parse(JSON.parse(await dockerCli(this.engine(host), ['inspect', name])));
+      if (twin === undefined) return undefined;
+      const volume = twin.Mounts.find((m) => m.Type === 'volume' && (path === m.Destination || path.startsWith(`${m.Destination}/`)));
+      const file = volume !== undefined ? join(volume.Source, relative(volume.Destination, path)) : join(twin.GraphDriver.Data.UpperDir, path);
+      const content = await readFile(file, 'utf8').catch(() => '');
+      return content.includes(text) ? true : undefined;
     }, 100);
   }
 

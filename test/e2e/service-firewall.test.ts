@@ -29,8 +29,6 @@ describe('a firewall (nftables container) failing over with keepalived: the twin
     const parsed = z.array(inspectSchema).length(1).parse(JSON.parse(out));
     return parsed[0]!;
   };
-  /** The file inside the (stopped) twin, through docker cp: a tar of one file. */
-  const twinFile = async (host: string, path: string): Promise<string> => dockerCli(L().engine(host), ['cp', `${FIREWALL}:${path}`, '-']);
 
   before(async () => {
     assert.equal(process.getuid?.(), 0, 'the lab needs root (network namespaces, dockerd, keepalived)');
@@ -65,7 +63,7 @@ describe('a firewall (nftables container) failing over with keepalived: the twin
     assert.equal(await tryPort(l, l.lab.vip, BLOCKED_PORT), 'dropped');
     assert.deepEqual(await tryPort(l, l.lab.vip, OPEN_PORT), { page: `${a}:${OPEN_PORT}` });
     assert.ok(((await droppedPackets(l, a)) ?? 0) > 0, 'A\'s rule counted the dropped connection');
-    assert.match(await twinFile(b, '/etc/nftables.conf'), new RegExp(`tcp dport ${BLOCKED_PORT} counter drop`), 'the edit is in B\'s twin');
+    await l.waitTwinFile(b, FIREWALL, '/etc/nftables.conf', `tcp dport ${BLOCKED_PORT} counter drop`);
     // B's own address: its host service answers, no rule there while the twin is stopped.
     assert.deepEqual(await tryPort(l, l.hostIp(b), BLOCKED_PORT), { page: `${b}:${BLOCKED_PORT}` });
   });
