@@ -74,9 +74,12 @@ export async function droppedPackets(sl: ServiceLab, host: string): Promise<numb
  * dropped. undefined while not yet (the VIP elsewhere, or the ruleset not applied); throws on anything else.
  */
 export async function firewallAnswer(sl: ServiceLab, host: string): Promise<{ open: string; blocked: 'dropped' } | undefined> {
-  const [open, blocked] = await Promise.all([tryPort(sl, sl.lab.vip, OPEN_PORT), tryPort(sl, sl.lab.vip, BLOCKED_PORT)]);
+  // One after the other: the open port answering from `host` shows the client's ARP entry for the VIP names `host`
+  // (right after a kill it still names the dead primary, where every SYN vanishes as if dropped).
+  const open = await tryPort(sl, sl.lab.vip, OPEN_PORT);
   if (typeof open === 'object' && 'error' in open) throw new Error(`port ${OPEN_PORT} on the VIP: ${open.error}`);
+  if (typeof open !== 'object' || open.page !== `${host}:${OPEN_PORT}`) return undefined;
+  const blocked = await tryPort(sl, sl.lab.vip, BLOCKED_PORT);
   if (typeof blocked === 'object' && 'error' in blocked) throw new Error(`port ${BLOCKED_PORT} on the VIP: ${blocked.error}`);
-  if (typeof open !== 'object' || open.page !== `${host}:${OPEN_PORT}` || blocked !== 'dropped') return undefined;
-  return { open: open.page, blocked };
+  return blocked === 'dropped' ? { open: open.page, blocked } : undefined;
 }
