@@ -48,7 +48,7 @@ export async function saveDivergentTail(deps: DivergentDeps, container: Protecte
   const workDir = join(stateDir, 'agent', deps.group, 'divergent-work', container.name);
   await mkdir(workDir, { recursive: true });
   const tracker = (withBaseline: boolean): UpperTracker => new UpperTracker({
-    upperDir: container.layers.upperDir, workDir, excludes, ...(withBaseline && baseline ? { shipped: baseline } : {}), log: log.child({ container: container.name }),
+    upperDir: container.layers.upperDir, workDir, excludes, volumes: container.volumes.map((v) => ({ key: v.name, destination: v.destination, dir: v.dir })), ...(withBaseline && baseline ? { shipped: baseline } : {}), log: log.child({ container: container.name }),
   });
   // Without a shipped state of that generation (a promoted twin that never pushed, a lost state file) the whole
   // upper dir is the tail.

@@ -1,43 +1,80 @@
-// Writes one scan's changes as a changeset file (tar, then deterministic gzip and its digest), with the index
-// delta the tracker adopts once the changeset is published. Torn entries are left out and reported; entries read
-// within a timestamp tick of their last change are recorded with their fingerprint (racy.ts).
+// Writes one build's changes as a changeset file (tar, then deterministic gzip and its digest), with the index
+// delta of each tree the tracker adopts once the changeset is published. A container's changeset holds several
+// trees: its upper dir at the top, and each volume under its reserved prefix (volume-paths.ts), all in one sorted
+// stream. Torn entries are left out and reported; entries read within a timestamp tick of their last change are
+// recorded with their fingerprint (racy.ts).
 import { randomBytes } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BuiltChangeset, ChangesetCounts } from './built-changeset.js';
 import { copyEntry } from './copy-entry.js';
-import { planEntries, zeroEntry } from './entry-plan.js';
+import { planEntries, zeroEntry, type EntryPlan } from './entry-plan.js';
 import { baseOf, comparePaths } from './paths.js';
 import { Fingerprint, isRacy } from './racy.js';
 import { recFromStat, whiteoutRec, type IndexDelta } from './shipped-index.js';
 import { gzipAndHash, TarFileWriter } from './tar-writer.js';
+import type { Cand } from './upper-node.js';
 import type { Scan } from './upper-scan.js';
+
+/** One tree of the build: its scan, the prefix its tar paths take ('' for the upper dir, `<volume dir>/` for a
+ *  volume), and a volume's root dir when it ships (its owner and mode are the volume's). */
+export interface ScanPart {
+  scan: Scan;
+  prefix: string;
+  root: Cand | null;
+  /** Paths of this tree (scan-relative) left out because they changed while being read. */
+  torn: string[];
+}
 
 export interface Written {
   built: BuiltChangeset;
-  delta: IndexDelta;
+  /** One per part, in the order given. */
+  deltas: IndexDelta[];
 }
 
-/** Null when nothing ships (or everything that would was torn); `torn` gets the paths left for the next build. */
-export async function writeChangeset(scan: Scan, workDir: string, full: boolean, torn: string[]): Promise<Written | null> {
-  const shipping = scan.shipping();
-  const vanished = full ? [] : scan.topVanished();
-  if (shipping.length === 0 && vanished.length === 0) return null;
-  const plans = planEntries(scan, shipping, vanished);
+interface PartPlan extends EntryPlan {
+  part: number;
+}
+
+/** Null when nothing ships (or everything that would was torn); each part's `torn` gets the paths left for the next
+ *  build. */
+export async function writeChangeset(parts: readonly ScanPart[], workDir: string, full: boolean): Promise<Written | null> {
+  const plans: PartPlan[] = [];
+  const shippings: Cand[][] = [];
+  const vanisheds: string[][] = [];
+  parts.forEach((part, i) => {
+    const shipping = part.scan.shipping();
+    const vanished = full ? [] : part.scan.topVanished();
+    shippings.push(shipping);
+    vanisheds.push(vanished);
+    const at = (p: string): string => part.prefix + p;
+    if (part.root !== null) plans.push({ part: i, tarPath: part.prefix.slice(0, -1), cand: part.root });
+    for (const plan of planEntries(part.scan, shipping, vanished)) {
+      const moved: PartPlan = { ...plan, part: i, tarPath: at(plan.tarPath) };
+      if (plan.entry !== undefined) moved.entry = { ...plan.entry, path: at(plan.entry.path) };
+      if (plan.linkTo !== undefined) moved.linkTo = at(plan.linkTo);
+      plans.push(moved);
+    }
+  });
+  if (plans.length === 0) return null;
+  plans.sort((a, b) => comparePaths(a.tarPath, b.tarPath));
 
   await mkdir(workDir, { recursive: true });
   const id = randomBytes(8).toString('hex');
   const tmpTar = join(workDir, `.changeset-${id}.tar`);
   const file = join(workDir, `changeset-${id}.tar.gz`);
   const writer = await TarFileWriter.create(tmpTar);
+  /** Hard-link groups (by part and first path) left out: all their members go. */
   const tornGroups = new Set<string>();
   /** Hard-link group -> fingerprint of its first member: the others share its inode, so its content and xattrs. */
   const groupPrints = new Map<string, string>();
   const counts: ChangesetCounts = { files: 0, deletions: 0, bytes: 0 };
-  const delta: IndexDelta = { full, deleteUnder: [], remove: [], set: [] };
+  const deltas: IndexDelta[] = parts.map(() => ({ full, deleteUnder: [], remove: [], set: [] }));
   let entries = 0;
   try {
     for (const plan of plans) {
+      const part = parts[plan.part]!;
+      const delta = deltas[plan.part]!;
       const c = plan.cand;
       if (c === undefined) {
         await writer.writeEntry(plan.entry ?? zeroEntry(plan.tarPath));
@@ -45,42 +82,49 @@ export async function writeChangeset(scan: Scan, workDir: string, full: boolean,
         if (baseOf(plan.tarPath) !== '.wh..wh..opq') counts.deletions++;
         continue;
       }
-      if (plan.group !== undefined && tornGroups.has(plan.group)) {
-        torn.push(c.path);
+      const group = plan.group === undefined ? undefined : `${plan.part}\n${plan.group}`;
+      if (group !== undefined && tornGroups.has(group)) {
+        part.torn.push(c.path);
         continue;
       }
-      const racy = isRacy(c.st, scan.startNs);
+      const racy = isRacy(c.st, part.scan.startNs);
       const print = racy && plan.linkTo === undefined ? new Fingerprint(c.xattrs) : undefined;
-      const ok = await copyEntry(writer, scan.abs(c.path), c, plan.linkTo, counts, print);
+      const ok = await copyEntry(writer, part.scan.abs(c.path), c, plan.tarPath, plan.linkTo, counts, print);
       if (!ok) {
-        torn.push(c.path);
-        if (plan.group !== undefined) tornGroups.add(plan.group);
+        part.torn.push(c.path);
+        if (group !== undefined) tornGroups.add(group);
         continue;
       }
       entries++;
       counts.files++;
+      // A volume's root is remembered by the tracker, not in the tree's index (whose paths are below it).
+      if (c.path === '') continue;
       const rec = recFromStat(c.kind === 'd' ? 'd' : c.kind === 'l' ? 'l' : 'f', c.st, c.opaque);
       if (print !== undefined) {
         rec.h = print.digest();
-        if (plan.group !== undefined) groupPrints.set(plan.group, rec.h);
+        if (group !== undefined) groupPrints.set(group, rec.h);
       } else if (racy) {
-        rec.h = (plan.group === undefined ? undefined : groupPrints.get(plan.group)) ?? '';
+        rec.h = (group === undefined ? undefined : groupPrints.get(group)) ?? '';
       }
       delta.set.push([c.path, rec]);
-      if (c.kind !== 'd' || scan.newDirs.has(c.path) || (c.opaque && scan.covered(c.path))) delta.deleteUnder.push(c.path);
+      if (c.kind !== 'd' || part.scan.newDirs.has(c.path) || (c.opaque && part.scan.covered(c.path))) delta.deleteUnder.push(c.path);
     }
-    for (const c of shipping) {
-      if (c.kind === 'w') {
-        delta.set.push([c.path, whiteoutRec]);
-        delta.deleteUnder.push(c.path);
+    parts.forEach((_part, i) => {
+      const delta = deltas[i]!;
+      for (const c of shippings[i] ?? []) {
+        if (c.kind === 'w') {
+          delta.set.push([c.path, whiteoutRec]);
+          delta.deleteUnder.push(c.path);
+        }
       }
-    }
-    for (const v of vanished) delta.remove.push(v);
+      for (const v of vanisheds[i] ?? []) delta.remove.push(v);
+    });
     await writer.finish();
     if (entries === 0) return null;
     const { digest, size } = await gzipAndHash(tmpTar, file);
-    const built: BuiltChangeset = { kind: full ? 'full' : 'delta', file, digest, size, counts, torn: [...new Set(torn)].sort(comparePaths) };
-    return { built, delta };
+    const torn = parts.flatMap((p) => [...new Set(p.torn)].map((t) => p.prefix + t));
+    const built: BuiltChangeset = { kind: full ? 'full' : 'delta', file, digest, size, counts, torn: torn.sort(comparePaths) };
+    return { built, deltas };
   } catch (err) {
     await writer.abandon();
     await rm(file, { force: true });

@@ -7,12 +7,13 @@ import type { TarEntry } from './tar-format.js';
 import type { TarFileWriter } from './tar-writer.js';
 import type { Cand } from './upper-node.js';
 
-/** Writes `c` (a file, dir, symlink, or a hard link to `linkTo`); false when it changed while being read (torn). */
+/** Writes `c` as `tarPath` (a file, dir, symlink, or a hard link to `linkTo`, a tar path too); false when it changed
+ *  while being read (torn). */
 export async function copyEntry(
-  writer: TarFileWriter, abs: string, c: Cand, linkTo: string | undefined, counts: ChangesetCounts, print?: Fingerprint,
+  writer: TarFileWriter, abs: string, c: Cand, tarPath: string, linkTo: string | undefined, counts: ChangesetCounts, print?: Fingerprint,
 ): Promise<boolean> {
   const base: TarEntry = {
-    path: c.path,
+    path: tarPath,
     type: 'dir',
     mode: Number(c.st.mode) & 0o7777,
     uid: Number(c.st.uid),
@@ -33,7 +34,7 @@ export async function copyEntry(
     return true;
   }
   if (linkTo !== undefined) {
-    await writer.writeEntry({ path: c.path, type: 'hardlink', mode: base.mode, uid: base.uid, gid: base.gid, mtimeNs: base.mtimeNs, size: 0, linkpath: linkTo, xattrs: [] });
+    await writer.writeEntry({ path: tarPath, type: 'hardlink', mode: base.mode, uid: base.uid, gid: base.gid, mtimeNs: base.mtimeNs, size: 0, linkpath: linkTo, xattrs: [] });
     return true;
   }
   const size = Number(c.st.size);

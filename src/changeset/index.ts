@@ -4,6 +4,8 @@ export type { Limits } from './limits.js';
 export { defaultLimits } from './limits.js';
 export type { ChangesetKind, ChangesetCounts, BuiltChangeset } from './built-changeset.js';
 export { UpperTracker } from './tracker.js';
+export type { TrackedVolume } from './tracker.js';
+export { treeOf, volumeKeyProblem, volumeTarPath, volumesDir } from './volume-paths.js';
 export type { SerializedIndex } from './shipped-index.js';
 export type { StageTarget, StageResult, StageOptions } from './stage.js';
 export { stageChangeset } from './stage.js';

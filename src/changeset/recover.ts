@@ -10,7 +10,7 @@ import { currentBootId, discardTxn, isStrayTemp, readTxnHeader, txnDirName, undo
 import type { StageIntent } from './undo-log.js';
 
 export async function recoverStaging(target: StageTarget, isRecorded: (intent: StageIntent) => boolean, log?: Logger): Promise<RecoveryOutcome> {
-  const { upper, tmp } = await checkTarget(target);
+  const { upper, tmp, roots } = await checkTarget(target);
   const dir = join(tmp, txnDirName);
   const st = await lstat(dir).catch((err: unknown) => {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
@@ -29,7 +29,7 @@ export async function recoverStaging(target: StageTarget, isRecorded: (intent: S
       outcome = { action: 'rolled-forward', intent: header.intent };
       log?.info('a commit interrupted after it was recorded as staged is complete; its undo log is discarded', { path: upper, ...header.intent });
     } else {
-      const steps = await undoTxn(upper, dir);
+      const steps = await undoTxn(roots, dir);
       await discardTxn(dir);
       const rebooted = header.bootId !== (await currentBootId());
       outcome = { action: 'undone', intent: header.intent, steps, rebooted };

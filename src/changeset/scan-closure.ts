@@ -104,7 +104,7 @@ async function readCandXattrs(scan: Scan): Promise<void> {
     const got = await readXattrs(need.map((c) => scan.abs(c.path)));
     for (const c of need) {
       c.xattrs = got.get(scan.abs(c.path)) ?? [];
-      c.opaque = c.kind === 'd' && c.xattrs.some(([n, v]) => n === opaqueXattr && v.toString('latin1') === 'y');
+      c.opaque = !scan.plain && c.kind === 'd' && c.xattrs.some(([n, v]) => n === opaqueXattr && v.toString('latin1') === 'y');
     }
   }
   for (const c of scan.cands.values()) {

@@ -11,8 +11,10 @@ import type { Logger } from '../log/logger.js';
 import type { DeclaredChangeset } from './declared.js';
 import { ChangesetRejectedError, StageUndoError } from './errors.js';
 import { defaultLimits, type Limits } from './limits.js';
-import { joinRel, parentOf, tarPathMeaning } from './paths.js';
+import { joinRel, parentOf } from './paths.js';
 import { checkTarget, type StageTarget } from './stage-target.js';
+import type { TreeRoots } from './tree-roots.js';
+import { treePathMeaning, volumesDir, volumeTarPath } from './volume-paths.js';
 import { StagingTxn, timeOf } from './staging-txn.js';
 import type { TarEntry } from './tar-format.js';
 import { readChangeset } from './tar-reader.js';
@@ -54,17 +56,17 @@ export async function stageChangeset(blobFile: string, kind: ChangesetKind, targ
   opts.signal?.throwIfAborted();
   // A missing or unreadable blob is an I/O error to retry, not a hostile changeset.
   await access(blobFile, fsc.R_OK);
-  const { upper, tmp } = await checkTarget(target);
+  const { upper, tmp, roots } = await checkTarget(target);
   await StagingTxn.assertNone(tmp);
   const plan = await validateChangeset(blobFile, {
-    kind, upperDir: upper, tmpDir: tmp, limits,
+    kind, roots, tmpDir: tmp, limits,
     ...(opts.declared === undefined ? {} : { declared: opts.declared }),
     ...(opts.signal === undefined ? {} : { signal: opts.signal }),
   });
   opts.signal?.throwIfAborted();
-  const txn = await StagingTxn.begin(upper, tmp, kind, opts.intent ?? null);
+  const txn = await StagingTxn.begin(roots, tmp, kind, opts.intent ?? null);
   try {
-    await new Applier(upper, txn, plan, kind, opts.signal).run(blobFile, limits);
+    await new Applier(roots, txn, plan, kind, opts.signal).run(blobFile, limits);
   } catch (err) {
     let steps: number;
     try {
@@ -97,7 +99,7 @@ interface XattrItem {
 }
 
 class Applier {
-  readonly #upper: string;
+  readonly #roots: TreeRoots;
   readonly #txn: StagingTxn;
   readonly #plan: StagePlan;
   readonly #kind: ChangesetKind;
@@ -106,8 +108,8 @@ class Applier {
   #xattrItems: XattrItem[] = [];
   #xattrBytes = 0;
 
-  constructor(upper: string, txn: StagingTxn, plan: StagePlan, kind: ChangesetKind, signal: AbortSignal | undefined) {
-    this.#upper = upper;
+  constructor(roots: TreeRoots, txn: StagingTxn, plan: StagePlan, kind: ChangesetKind, signal: AbortSignal | undefined) {
+    this.#roots = roots;
     this.#txn = txn;
     this.#plan = plan;
     this.#kind = kind;
@@ -115,7 +117,7 @@ class Applier {
   }
 
   #abs(rel: string): string {
-    return rel === '' ? this.#upper : join(this.#upper, rel);
+    return this.#roots.abs(rel);
   }
 
   /** Temp names live in the txn dir: whatever a crash leaves there goes with it. */
@@ -124,11 +126,15 @@ class Applier {
   }
 
   async run(blobFile: string, limits: Limits): Promise<void> {
-    // A full changeset replaces the tree: drop everything it does not name first.
-    if (this.#kind === 'full') await this.#prune('');
+    // A full changeset replaces the tree: drop everything it does not name first. A volume it names (its root dir
+    // is an entry of every full changeset that carries it) is replaced the same way.
+    if (this.#kind === 'full') {
+      await this.#prune('');
+      for (const key of this.#roots.volumes.keys()) if (this.#plan.targets.get(volumeTarPath(key, '')) === 'dir') await this.#prune(volumeTarPath(key, ''));
+    }
     await readChangeset(blobFile, limits, async (e, body) => {
       this.#signal?.throwIfAborted();
-      const meaning = tarPathMeaning(e.path);
+      const meaning = treePathMeaning(e.path);
       if (typeof meaning === 'string') throw new ChangesetRejectedError(meaning, { entry: e.path });
       if (meaning.kind === 'opaque') {
         await this.#parentDir(meaning.dir, e.path);
@@ -165,13 +171,14 @@ class Applier {
       const t = timeOf(ns);
       await lutimes(this.#abs(rel), t, t);
     }
-    await syncFileSystem(this.#upper);
+    await syncFileSystem(this.#roots.upper);
   }
 
   /** Defence in depth (validation already proved it): `rel` is a real directory. Its owner, mode and times are
    *  logged before the first change to it or its entries. */
   async #parentDir(rel: string, entry: string): Promise<void> {
-    if (this.#txn.isNoted(rel)) return;
+    // The reserved volumes dir exists nowhere; the volume dirs below it were checked by checkTarget.
+    if (rel === volumesDir || this.#txn.isNoted(rel)) return;
     const st = await lstat(this.#abs(rel), { bigint: true });
     if (!st.isDirectory()) throw new ChangesetRejectedError(`parent ${rel || '.'} is not a real directory`, { entry });
     this.#txn.noteDir(rel, st);

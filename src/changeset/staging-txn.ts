@@ -20,6 +20,7 @@ import {
 import { syncFileSystem } from './tools.js';
 import { readXattrs, removeXattr, writeXattrs, type Xattrs } from './xattr.js';
 import type { ChangesetKind } from './built-changeset.js';
+import type { TreeRoots } from './tree-roots.js';
 
 export const txnDirName = 'txn';
 const logName = 'undo.log';
@@ -63,15 +64,15 @@ async function fsyncDir(dir: string): Promise<void> {
 export class StagingTxn {
   /** The txn dir: temp files of the commit go here too, so whatever a crash leaves goes with it. */
   readonly dir: string;
-  readonly #upper: string;
+  readonly #roots: TreeRoots;
   readonly #undoArea: string;
   #fh: FileHandle | null;
   #slot = 0;
   /** Directories whose state before the commit is logged, or that the commit created (nothing to log). */
   readonly #noted = new Set<string>();
 
-  private constructor(upper: string, dir: string, fh: FileHandle) {
-    this.#upper = upper;
+  private constructor(roots: TreeRoots, dir: string, fh: FileHandle) {
+    this.#roots = roots;
     this.dir = dir;
     this.#undoArea = join(dir, undoAreaName);
     this.#fh = fh;
@@ -85,7 +86,7 @@ export class StagingTxn {
   }
 
   /** Writes and syncs the intent; throws StagePendingError when a commit left half staged is still there. */
-  static async begin(upper: string, tmp: string, kind: ChangesetKind, intent: StageIntent | null): Promise<StagingTxn> {
+  static async begin(roots: TreeRoots, tmp: string, kind: ChangesetKind, intent: StageIntent | null): Promise<StagingTxn> {
     const dir = join(tmp, txnDirName);
     try {
       await mkdir(dir, { mode: 0o700 });
@@ -107,7 +108,7 @@ export class StagingTxn {
         await fh.close();
         throw err;
       }
-      return new StagingTxn(upper, dir, fh);
+      return new StagingTxn(roots, dir, fh);
     } catch (err) {
       // Nothing was written to the upper dir yet.
       await rm(dir, { recursive: true, force: true });
@@ -124,7 +125,7 @@ export class StagingTxn {
   }
 
   #abs(rel: string): string {
-    return rel === '' ? this.#upper : join(this.#upper, rel);
+    return this.#roots.abs(rel);
   }
 
   /** Before `rel` is created (`create`) or removed: whatever is there moves to the undo area (logged first), and a
@@ -191,7 +192,7 @@ export class StagingTxn {
   /** Undoes every logged step, syncs, then discards. Throws (leaving the txn for recovery) when a step fails. */
   async undo(): Promise<number> {
     await this.#close();
-    const steps = await undoTxn(this.#upper, this.dir);
+    const steps = await undoTxn(this.#roots, this.dir);
     await discardTxn(this.dir);
     return steps;
   }
@@ -278,9 +279,9 @@ async function* recordsBackward(fh: FileHandle, start: number): AsyncGenerator<U
   }
 }
 
-/** Replays a txn's log in reverse into `upper`, then syncs the file system. The whole log is checked first: one that
+/** Replays a txn's log in reverse into the upper dir and volumes of `roots`, then syncs the file system. The whole log is checked first: one that
  *  does not parse changes nothing (UndoLogCorruptError). Returns the number of steps undone. */
-export async function undoTxn(upper: string, dir: string): Promise<number> {
+export async function undoTxn(roots: TreeRoots, dir: string): Promise<number> {
   let fh: FileHandle;
   try {
     fh = await open(join(dir, logName), fsc.O_RDONLY | fsc.O_NOFOLLOW);
@@ -288,7 +289,7 @@ export async function undoTxn(upper: string, dir: string): Promise<number> {
     if (isMissing(err)) return 0;
     throw err;
   }
-  const undoer = new Undoer(upper, dir);
+  const undoer = new Undoer(roots, dir);
   let steps = 0;
   try {
     const { header, end } = await readHeaderOf(fh);
@@ -303,32 +304,36 @@ export async function undoTxn(upper: string, dir: string): Promise<number> {
   } finally {
     await fh.close();
   }
-  await syncFileSystem(upper);
+  await syncFileSystem(roots.upper);
   return steps;
 }
 
-/** Applies the inverse of one record, touching only paths below `upper` reached through real directories. */
+/** Applies the inverse of one record, touching only paths below the upper dir or a volume, reached through real
+ *  directories. */
 class Undoer {
-  readonly #upperBytes: Buffer;
+  readonly #roots: TreeRoots;
   readonly #dir: string;
 
-  constructor(upper: string, dir: string) {
-    this.#upperBytes = Buffer.from(upper, 'utf8');
+  constructor(roots: TreeRoots, dir: string) {
+    this.#roots = roots;
     this.#dir = dir;
   }
 
-  /** The absolute path of `rel` when each of its ancestors below the upper dir is a real directory; null when one is
-   *  missing. Never goes through a symlink. */
+  /** The absolute path of `rel` when each of its ancestors below its tree's dir is a real directory; null when one
+   *  is missing. Never goes through a symlink. */
   async #reach(rel: Buffer): Promise<Buffer | null> {
-    if (rel.length === 0) return this.#upperBytes;
-    let i = rel.indexOf(0x2f);
+    const split = this.#roots.split(rel);
+    if (split === null) throw new UndoLogCorruptError(`undo names ${rel.toString('utf8')}, which is in no tree of this twin`);
+    const { base, rest } = split;
+    if (rest.length === 0) return base;
+    let i = rest.indexOf(0x2f);
     while (i >= 0) {
-      const st = await lstatOrNull(Buffer.concat([this.#upperBytes, Buffer.from('/'), rel.subarray(0, i)]));
+      const st = await lstatOrNull(Buffer.concat([base, Buffer.from('/'), rest.subarray(0, i)]));
       if (st === null) return null;
-      if (!st.isDirectory()) throw new UndoLogCorruptError(`undo would go through ${rel.subarray(0, i).toString('utf8')}, which is not a directory`);
-      i = rel.indexOf(0x2f, i + 1);
+      if (!st.isDirectory()) throw new UndoLogCorruptError(`undo would go through ${rest.subarray(0, i).toString('utf8')}, which is not a directory`);
+      i = rest.indexOf(0x2f, i + 1);
     }
-    return Buffer.concat([this.#upperBytes, Buffer.from('/'), rel]);
+    return Buffer.concat([base, Buffer.from('/'), rest]);
   }
 
   async undo(r: UndoRecord): Promise<void> {

@@ -1,80 +1,174 @@
-// Pusher side: remembers what was shipped for one upper dir and builds the next changeset from it. The walk is
-// upper-scan.ts (closed by scan-closure.ts), the comparison with the index shipped-compare.ts, and the writing
-// changeset-writer.ts.
+// Pusher side: remembers what was shipped for one container (its upper dir and its volumes) and builds the next
+// changeset from it, one changeset for all of them, so one commit is one consistent point of the whole container.
+// The walk is upper-scan.ts (closed by scan-closure.ts), the comparison with the index shipped-compare.ts, and the
+// writing changeset-writer.ts. Paths (scopes, torn paths, the serialized index) are tar paths: a volume's under
+// its reserved prefix (volume-paths.ts).
 import type { Logger } from '../log/logger.js';
 import { silentLogger } from '../log/logger.js';
 import type { BuiltChangeset } from './built-changeset.js';
-import { writeChangeset } from './changeset-writer.js';
+import { writeChangeset, type ScanPart } from './changeset-writer.js';
 import { defaultLimits } from './limits.js';
 import { comparePaths, isAtOrUnder, relPathProblem } from './paths.js';
 import { completeScan } from './scan-closure.js';
 import {
-  applyDelta, dropRacyMarks, parseIndex, serializeIndex, type IndexDelta, type SerializedIndex, type ShippedRec,
+  applyDelta, dropRacyMarks, parseIndex, recFromStat, serializeIndex, type IndexDelta, type SerializedIndex, type ShippedRec,
 } from './shipped-index.js';
+import { lstatOrNull, type Cand } from './upper-node.js';
 import { Scan } from './upper-scan.js';
+import { treeOf, volumeKeyProblem, volumeTarPath } from './volume-paths.js';
+import { readXattrs } from './xattr.js';
 
-/** Remembers what was shipped for one upper dir and builds the next changeset. */
+/** A volume of the container: its name (the same on the twin), where it is mounted in the container, and its dir
+ *  on this host (resolved and checked by the caller). */
+export interface TrackedVolume {
+  key: string;
+  destination: string;
+  dir: string;
+}
+
+interface Tree {
+  /** '' for the upper dir, else the volume's key. */
+  key: string;
+  dir: string;
+  plain: boolean;
+  prefix: string;
+  excludes: readonly string[];
+  index: Map<string, ShippedRec>;
+  pending: Set<string>;
+  /** A volume's root dir as last shipped (its owner and mode are the volume's). */
+  root: ShippedRec | null;
+}
+
+/** The excludes (container paths) that fall inside a volume mounted at `destination`, relative to the volume. */
+function excludesInside(excludes: readonly string[], destination: string): string[] {
+  const dest = destination.replace(/^\/+/, '').replace(/\/+$/, '');
+  const out: string[] = [];
+  for (const raw of excludes) {
+    const ex = raw.replace(/^\/+/, '');
+    if (ex === dest || ex === `${dest}/**`) out.push('**');
+    else if (ex.startsWith(`${dest}/`)) out.push(ex.slice(dest.length + 1));
+  }
+  return out;
+}
+
+/** Remembers what was shipped for one container and builds the next changeset. */
 export class UpperTracker {
-  readonly #upper: string;
   readonly #workDir: string;
-  readonly #excludes: readonly string[];
   readonly #log: Logger;
-  #index: Map<string, ShippedRec>;
-  #pending = new Set<string>();
+  readonly #trees: Tree[];
   readonly #warned = new Set<string>();
-  readonly #deltas = new WeakMap<BuiltChangeset, IndexDelta>();
+  readonly #deltas = new WeakMap<BuiltChangeset, { deltas: IndexDelta[]; roots: Array<ShippedRec | null> }>();
 
-  constructor(opts: { upperDir: string; workDir: string; excludes?: readonly string[]; shipped?: SerializedIndex; log?: Logger }) {
-    this.#upper = opts.upperDir;
+  constructor(opts: { upperDir: string; workDir: string; excludes?: readonly string[]; volumes?: readonly TrackedVolume[]; shipped?: SerializedIndex; log?: Logger }) {
     this.#workDir = opts.workDir;
-    this.#excludes = opts.excludes ?? [];
     this.#log = opts.log ?? silentLogger;
-    this.#index = opts.shipped === undefined ? new Map<string, ShippedRec>() : parseIndex(opts.shipped);
+    const excludes = opts.excludes ?? [];
+    this.#trees = [{ key: '', dir: opts.upperDir, plain: false, prefix: '', excludes, index: new Map(), pending: new Set(), root: null }];
+    for (const v of [...(opts.volumes ?? [])].sort((a, b) => comparePaths(a.key, b.key))) {
+      const problem = volumeKeyProblem(v.key);
+      if (problem !== null) throw new Error(`volume ${problem}`);
+      this.#trees.push({
+        key: v.key, dir: v.dir, plain: true, prefix: `${volumeTarPath(v.key, '')}/`, excludes: excludesInside(excludes, v.destination),
+        index: new Map(), pending: new Set(), root: null,
+      });
+    }
+    if (opts.shipped !== undefined) {
+      for (const [path, rec] of parseIndex(opts.shipped)) {
+        const t = treeOf(path);
+        if (t.root === 'upper') this.#trees[0]!.index.set(path, rec);
+        else if (t.root === 'volume') {
+          // A volume the container no longer has is forgotten.
+          const tree = this.#trees.find((x) => x.key === t.key);
+          if (tree === undefined) continue;
+          if (t.rel === '') tree.root = rec;
+          else tree.index.set(t.rel, rec);
+        }
+      }
+    }
   }
 
   serialize(): SerializedIndex {
-    return serializeIndex(this.#index);
+    const all = new Map<string, ShippedRec>();
+    for (const tree of this.#trees) {
+      if (tree.root !== null) all.set(tree.prefix.slice(0, -1), tree.root);
+      for (const [path, rec] of tree.index) all.set(tree.prefix + path, rec);
+    }
+    return serializeIndex(all);
   }
 
   /** Adopt what `built` shipped as the shipped state; call after its commit is published. */
   commit(built: BuiltChangeset): void {
-    const delta = this.#deltas.get(built);
-    if (delta === undefined) throw new Error('commit() of a changeset this tracker did not build');
+    const adopted = this.#deltas.get(built);
+    if (adopted === undefined) throw new Error('commit() of a changeset this tracker did not build');
     this.#deltas.delete(built);
-    applyDelta(this.#index, delta);
+    this.#trees.forEach((tree, i) => {
+      applyDelta(tree.index, adopted.deltas[i]!);
+      const root = adopted.roots[i];
+      if (root !== undefined && root !== null) tree.root = root;
+    });
   }
 
   async build(scope: 'full' | 'reconcile' | ReadonlySet<string>): Promise<BuiltChangeset | null> {
     const full = scope === 'full';
-    const scan = new Scan(this.#upper, this.#index, this.#excludes, this.#warnOnce);
-    if (scope === 'full' || scope === 'reconcile') {
-      await scan.walk('', full);
-    } else {
-      await this.#walkNamed(scan, scope);
+    const named = new Map<Tree, Set<string>>();
+    if (typeof scope !== 'string') {
+      for (const raw of scope) {
+        const path = raw.replace(/^(\.\/)+/, '').replace(/^\/+/, '').replace(/\/+$/, '');
+        const t = treeOf(path);
+        const tree = t.root === 'upper' ? this.#trees[0] : t.root === 'volume' ? this.#trees.find((x) => x.key === t.key) : undefined;
+        if (tree === undefined) continue;
+        const rel = t.root === 'volume' ? t.rel : path;
+        const set = named.get(tree) ?? new Set<string>();
+        set.add(rel);
+        named.set(tree, set);
+      }
     }
-    await completeScan(scan, full);
-    // A fact about what is on disk and what was shipped, whether or not this build is published.
-    dropRacyMarks(this.#index, scan.settled);
-    const torn: string[] = [...scan.torn];
-    const written = await writeChangeset(scan, this.#workDir, full, torn);
+    const parts: ScanPart[] = [];
+    const roots: Array<ShippedRec | null> = [];
+    for (const tree of this.#trees) {
+      const scan = new Scan(tree.dir, tree.index, tree.excludes, (rel, why) => this.#warnOnce(tree.prefix + rel, why), tree.plain);
+      if (scope === 'full' || scope === 'reconcile') await scan.walk('', full);
+      else await this.#walkNamed(tree, scan, named.get(tree) ?? new Set());
+      await completeScan(scan, full);
+      // A fact about what is on disk and what was shipped, whether or not this build is published.
+      dropRacyMarks(tree.index, scan.settled);
+      const root = tree.plain ? await this.#volumeRoot(tree, scan, full) : null;
+      roots.push(root === null ? null : recFromStat('d', root.st, false));
+      parts.push({ scan, prefix: tree.prefix, root, torn: [...scan.torn] });
+    }
+    const written = await writeChangeset(parts, this.#workDir, full);
     // Torn paths stay dirty: every later build looks at them again, whatever its scope.
-    this.#pending = new Set(torn);
+    this.#trees.forEach((tree, i) => {
+      tree.pending = new Set(parts[i]!.torn);
+    });
     if (written === null) return null;
-    this.#deltas.set(written.built, written.delta);
+    this.#deltas.set(written.built, { deltas: written.deltas, roots });
     return written.built;
   }
 
+  /** A volume's root dir ships with a full build, with anything else of the volume (its mtime moved), and when its
+   *  owner or mode changed. */
+  async #volumeRoot(tree: Tree, scan: Scan, full: boolean): Promise<Cand | null> {
+    const st = await lstatOrNull(tree.dir);
+    if (st === null || !st.isDirectory()) throw new Error(`volume ${tree.key}: ${tree.dir} is no longer a directory`);
+    const old = tree.root;
+    const ownerOrMode = old === null || old.mode !== (Number(st.mode) & 0o7777) || old.uid !== Number(st.uid) || old.gid !== Number(st.gid);
+    const ships = full || ownerOrMode || scan.shipping().length > 0 || scan.topVanished().length > 0;
+    if (!ships) return null;
+    const xattrs = (await readXattrs([tree.dir])).get(tree.dir) ?? [];
+    return { path: '', st, kind: 'd', forced: true, opaque: false, xattrs };
+  }
+
   /** Walks the smallest set of subtrees that covers the paths events named and those left dirty by earlier builds. */
-  async #walkNamed(scan: Scan, scope: ReadonlySet<string>): Promise<void> {
+  async #walkNamed(tree: Tree, scan: Scan, scope: ReadonlySet<string>): Promise<void> {
     const roots = new Set<string>();
-    for (const raw of [...scope, ...this.#pending]) {
-      const rel = raw.replace(/^(\.\/)+/, '').replace(/^\/+/, '').replace(/\/+$/, '');
+    for (const rel of [...scope, ...tree.pending]) {
       if (rel === '') {
         roots.add('');
         continue;
       }
       if (relPathProblem(rel, defaultLimits.maxPathBytes) !== null) {
-        this.#warnOnce(rel, 'path cannot be shipped');
+        this.#warnOnce(tree.prefix + rel, 'path cannot be shipped');
         continue;
       }
       roots.add(await scan.widen(rel));

@@ -15,6 +15,9 @@ export class Scan {
   readonly index: ShippedIndex;
   readonly excludes: readonly string[];
   readonly warn: WarnOnce;
+  /** A plain directory (a volume), not an overlayfs upper dir: a char device 0/0 there is a device like any other,
+   *  never a whiteout, and no dir is opaque. */
+  readonly plain: boolean;
   /** Taken before the first stat: a node changed within a tick of it is racily clean (racy.ts). */
   readonly startNs = scanClockNs();
   readonly cands = new Map<string, Cand>();
@@ -32,8 +35,9 @@ export class Scan {
   readonly #children = new Map<string, string[]>();
   readonly #byIno = new Map<number, string[]>();
 
-  constructor(upper: string, index: ShippedIndex, excludes: readonly string[], warn: WarnOnce) {
+  constructor(upper: string, index: ShippedIndex, excludes: readonly string[], warn: WarnOnce, plain = false) {
     this.upper = upper;
+    this.plain = plain;
     this.index = index;
     this.excludes = excludes;
     this.warn = warn;
@@ -113,7 +117,7 @@ export class Scan {
       return;
     }
     const kind = kindOf(st);
-    if (kind === null) {
+    if (kind === null || (kind === 'w' && this.plain)) {
       this.warn(rel, 'device, FIFO or socket cannot be shipped');
       return;
     }

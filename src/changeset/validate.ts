@@ -8,14 +8,15 @@
 // (the paths the changeset changes, and those on disk it relies on), charged against `limits.maxIndexBytes`, plus
 // the mtime of each directory entry. xattr values are checked and dropped; the second pass reads them again.
 import { lstat, statfs } from 'node:fs/promises';
-import { join } from 'node:path';
 import { bytesNeeded, type DeclaredChangeset } from './declared.js';
 import { ChangesetNoRoomError, ChangesetRejectedError } from './errors.js';
 import { indexBytesPerPath, maxMtimeSec, minMtimeSec, pathMaxBytes, xattrProbeFromBytes, type Limits } from './limits.js';
-import { ancestorsOf, parentOf, relPathProblem, tarPathMeaning } from './paths.js';
+import { ancestorsOf, parentOf, relPathProblem } from './paths.js';
 import type { TarEntry } from './tar-format.js';
 import { readChangeset } from './tar-reader.js';
 import type { ChangesetKind } from './built-changeset.js';
+import type { TreeRoots } from './tree-roots.js';
+import { treeOf, treePathMeaning, volumesDir } from './volume-paths.js';
 import { probeXattrRoom } from './xattr.js';
 import { xattrFootprint, xattrProblem } from './xattr-rules.js';
 
@@ -37,8 +38,8 @@ export interface StagePlan {
 
 export interface ValidateOptions {
   kind: ChangesetKind;
-  /** The resolved upper dir. */
-  upperDir: string;
+  /** The resolved upper dir and volume dirs. */
+  roots: TreeRoots;
   /** On the upper dir's file system, outside it: where the xattr probe's scratch file goes. */
   tmpDir: string;
   limits: Limits;
@@ -94,8 +95,9 @@ class Validator {
 
   constructor(o: ValidateOptions) {
     this.#o = o;
-    this.#disk = new DiskView(o.upperDir);
-    this.#maxRel = Math.min(o.limits.maxPathBytes, pathMaxBytes - 1 - Buffer.byteLength(o.upperDir) - 1);
+    this.#disk = new DiskView(o.roots);
+    const longest = Math.max(...o.roots.dirs().map((d) => Buffer.byteLength(d)));
+    this.#maxRel = Math.min(o.limits.maxPathBytes, pathMaxBytes - 1 - longest - 1);
     const index = this.#index;
     this.plan = {
       targets: {
@@ -112,7 +114,7 @@ class Validator {
   }
 
   async prepare(): Promise<void> {
-    const fs = await statfs(this.#o.upperDir);
+    const fs = await statfs(this.#o.roots.upper);
     this.#free = fs.bavail * fs.bsize;
   }
 
@@ -137,8 +139,9 @@ class Validator {
     const p = this.plan;
     const problem = relPathProblem(e.path, this.#maxRel);
     if (problem !== null) reject(this.#maxRel < limits.maxPathBytes && problem.startsWith('path longer') ? `${problem} (the upper dir's path and the entry's must fit PATH_MAX)` : problem, e.path);
-    const meaning = tarPathMeaning(e.path);
+    const meaning = treePathMeaning(e.path);
     if (typeof meaning === 'string') reject(meaning, e.path);
+    this.#checkTree(e, meaning.kind);
     if (e.mtimeNs < minMtimeSec * 1_000_000_000n || e.mtimeNs >= maxMtimeSec * 1_000_000_000n) {
       reject(`mtime ${e.mtimeNs / 1_000_000_000n} s is outside what staging can set (${minMtimeSec} to ${maxMtimeSec - 1n})`, e.path);
     }
@@ -184,13 +187,24 @@ class Validator {
     // The disk budget is checked as it grows, not at the end: a header declaring 70 GiB stops the read right there.
     const need = bytesNeeded({ files: p.files, deletions: p.deletions, bytes: p.bytes });
     if (need > this.#free) {
-      throw new ChangesetNoRoomError(`changeset needs at least ${need} bytes, the target has ${this.#free} free`, { entry: e.path, path: this.#o.upperDir, hint: 'free disk space on the standby' });
+      throw new ChangesetNoRoomError(`changeset needs at least ${need} bytes, the target has ${this.#free} free`, { entry: e.path, path: this.#o.roots.upper, hint: 'free disk space on the standby' });
     }
     if (tk === 'hardlink') await this.#checkLink(e);
     // symlink(2) takes a target of PATH_MAX - 1 bytes at most.
     if (tk === 'symlink' && Buffer.byteLength(e.linkpath ?? '') > pathMaxBytes - 1) reject(`symlink target longer than ${pathMaxBytes - 1} bytes`, e.path);
     this.#mark(target, kindCode[tk], e.path);
     if (tk === 'dir') this.#dirMtimes.set(target, e.mtimeNs);
+  }
+
+  /** A volume is a plain directory of the twin: the changeset may only name volumes the twin has, a volume's root is
+   *  a dir, and a deletion there is a removal (overlayfs whiteouts and opaque dirs exist only in the upper dir). */
+  #checkTree(e: TarEntry, kind: 'plain' | 'whiteout' | 'opaque'): void {
+    const t = treeOf(e.path);
+    if (t.root !== 'volume') return;
+    if (!this.#o.roots.volumes.has(t.key)) reject(`volume ${t.key} is not a volume of this twin`, e.path);
+    if (t.rel === '' && e.type !== 'dir') reject(`the root of volume ${t.key} must be a directory`, e.path);
+    if (kind === 'opaque') reject('opaque marker inside a volume (a volume is a plain directory)', e.path);
+    if (kind === 'whiteout' && e.removeOnly !== true) reject('whiteout inside a volume without the remove-only flag (a volume is a plain directory: a deletion is a removal)', e.path);
   }
 
   #checkXattrs(e: TarEntry): void {
@@ -218,6 +232,8 @@ class Validator {
     let opaqueAbove = false;
     const relied: string[] = [];
     for (const a of chain) {
+      // The reserved volumes dir is no directory anywhere; the volume dirs under it are.
+      if (a === volumesDir) continue;
       const f = this.#flags(a);
       const k = kindName[f & KIND_MASK];
       if (k !== undefined) {
@@ -248,8 +264,12 @@ class Validator {
     const t = e.linkpath ?? '';
     const lprob = relPathProblem(t, this.#maxRel);
     if (lprob !== null) reject(`hard link target: ${lprob}`, e.path);
-    const lm = tarPathMeaning(t);
+    const lm = treePathMeaning(t);
     if (typeof lm === 'string' || lm.kind !== 'plain') reject('hard link to a whiteout name', e.path);
+    const from = treeOf(e.path);
+    const to = treeOf(t);
+    if (from.root !== to.root || (from.root === 'volume' && to.root === 'volume' && from.key !== to.key)) reject('hard link across the upper dir and a volume, or two volumes', e.path);
+    if (to.root === 'volume' && to.rel === '') reject('hard link to a volume root', e.path);
     if (t === e.path) reject('hard link to itself', e.path);
     const f = this.#flags(t);
     const k = kindName[f & KIND_MASK];
@@ -282,15 +302,16 @@ class Validator {
  *  cache is dropped when it grows large (it only saves lstat calls). */
 class DiskView {
   static readonly maxCached = 65_536;
-  readonly #upper: string;
+  readonly #roots: TreeRoots;
   readonly #cache = new Map<string, DiskKind>();
 
-  constructor(upper: string) {
-    this.#upper = upper;
+  constructor(roots: TreeRoots) {
+    this.#roots = roots;
   }
 
   async kind(rel: string): Promise<DiskKind> {
     if (rel === '') return 'dir';
+    if (rel === volumesDir) return this.#roots.volumes.size > 0 ? 'dir' : 'absent';
     const cached = this.#cache.get(rel);
     if (cached !== undefined) return cached;
     let k: DiskKind;
@@ -299,7 +320,8 @@ class DiskView {
     else if (parentKind !== 'dir') k = 'absent';
     else {
       try {
-        const st = await lstat(join(this.#upper, rel));
+        // abs() refuses a volume the twin does not have.
+        const st = await lstat(this.#roots.abs(rel));
         k = st.isDirectory() ? 'dir' : st.isFile() ? 'file' : st.isSymbolicLink() ? 'symlink' : 'other';
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;

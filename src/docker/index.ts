@@ -18,3 +18,5 @@ export type { ContainerInspect, DockerInfo } from './schemas.js';
 export { parseMountPoints, readMountPoints } from './mountinfo.js';
 export { ENABLE_LABEL, SPEC_LABEL, TWIN_LABEL } from './labels.js';
 export { ContainerNotFoundError, DockerApiError, EngineUnsupportedError, ImageMissingError, LayerResolveError, TwinRefusedError, TwinSpecRefusedError } from './errors.js';
+export { anonymousTwinVolumeName, volumesFromInspect, volumeInspectProblem } from './volumes.js';
+export type { ContainerVolume, VolumeSpec } from './volumes.js';

@@ -7,7 +7,7 @@ import type { Logger } from '../log/logger.js';
 import type { ErrorContext } from '../log/errors.js';
 import { engineFactsFromInfo } from './engine-facts.js';
 import type { EngineFacts } from './engine-facts.js';
-import { ContainerNotFoundError, DockerApiError, ImageMissingError, TwinRefusedError, TwinSpecRefusedError } from './errors.js';
+import { ContainerNotFoundError, DockerApiError, ImageMissingError, LayerResolveError, TwinRefusedError, TwinSpecRefusedError } from './errors.js';
 import { GROUP_LABEL, SPEC_LABEL, TWIN_LABEL } from './labels.js';
 import { layersFromGraphDriver, verifyUpperDirOnDisk } from './layers.js';
 import type { OverlayLayers } from './layers.js';
@@ -17,6 +17,8 @@ import type { ContainerInspect } from './schemas.js';
 import { additionalNetworks, createOptionsFromSpec, specFromInspect } from './spec.js';
 import type { RestartPolicy, TwinSpec } from './spec.js';
 import { standbyProblems } from './standby-checks.js';
+import { namedVolumeSources, verifyVolumeDir, volumeInspectProblem, volumeInspectSchema, volumesFromInspect } from './volumes.js';
+import type { ContainerVolume, VolumeInspect } from './volumes.js';
 import { DEFAULT_TWIN_POLICY, specRefusals } from './twin-policy.js';
 import type { TwinPolicy } from './twin-policy.js';
 
@@ -29,6 +31,9 @@ export interface ProtectedContainer {
   /** Created by twinlayer from a spec (label twinlayer.twin=true): a promoted twin, in the agent. */
   isTwin: boolean;
   layers: OverlayLayers;
+  /** Its replicated volumes (local driver), by the name the twin mounts; other drivers are in the spec's
+   *  `unsupported` and not replicated. */
+  volumes: ContainerVolume[];
 }
 
 export interface ListProtectedOptions {
@@ -54,6 +59,8 @@ export type TwinState =
     isTwin: boolean;
     /** The digest of the spec the twin was created from (label); null for a twin made before it was recorded. */
     specDigest: string | null;
+    /** Its volumes (local, checked) by name: the dir each one's content lives in. */
+    volumes: Record<string, string>;
   };
 
 export interface StartResult {
@@ -154,6 +161,7 @@ export class DockerRuntime {
       if (inspect === null) continue; // removed between list and inspect
       try {
         const layers = await this.#layersOf(inspect);
+        const volumes = await this.#replicatedVolumes(inspect);
         containers.push({
           id: inspect.Id,
           name: inspect.Name.replace(/^\//, ''),
@@ -162,6 +170,7 @@ export class DockerRuntime {
           running: inspect.State.Running,
           isTwin: inspect.Config.Labels?.[TWIN_LABEL] === 'true',
           layers,
+          volumes,
         });
       } catch (error) {
         refused.push({ id: entry.Id, name, error: error instanceof Error ? error : new Error(String(error)) });
@@ -177,8 +186,86 @@ export class DockerRuntime {
     return this.#layersOf(await this.#inspect(idOrName));
   }
 
+  /** The spec of a container; a local volume it mounts that is not a plain directory of Docker's (driver options)
+   *  is recorded in `unsupported`. */
   async captureSpec(idOrName: string): Promise<TwinSpec> {
-    return specFromInspect(await this.#inspect(idOrName), new Date());
+    const inspect = await this.#inspect(idOrName);
+    const spec = specFromInspect(inspect, new Date());
+    const dataRoot = await this.#dataRoot();
+    for (const m of inspect.Mounts ?? []) {
+      if (m.Type !== 'volume' || (m.Driver ?? 'local') !== 'local' || m.Name === undefined || m.Name === '') continue;
+      const v = await this.#inspectVolume(m.Name);
+      const problem = v === null ? `volume ${m.Name} is gone` : volumeInspectProblem(v, dataRoot);
+      if (problem !== null) (spec.unsupported ??= []).push(problem);
+    }
+    return spec;
+  }
+
+  /** The replicated volumes of a container: each plain local volume mount, its dir checked (LayerResolveError
+   *  otherwise: the container is not protected rather than protected without a volume). */
+  async #replicatedVolumes(inspect: ContainerInspect): Promise<ContainerVolume[]> {
+    const name = inspect.Name.replace(/^\//, '');
+    const context: ErrorContext = { container: name, id: inspect.Id };
+    const dataRoot = await this.#dataRoot();
+    const mounts = inspect.Mounts ?? [];
+    const { volumes } = volumesFromInspect(name, mounts, inspect.HostConfig);
+    const out: ContainerVolume[] = [];
+    for (const spec of volumes) {
+      const m = mounts.find((x) => x.Type === 'volume' && x.Destination === spec.destination);
+      // A local volume with driver options is not a plain dir of Docker's: not replicated, and its spec says so
+      // (captureSpec), so no standby creates a twin that silently lacks it.
+      const v = await this.#inspectVolume(m?.Name ?? '');
+      if (v !== null && Object.keys(v.Options ?? {}).length > 0) continue;
+      const dir = await this.#volumeDir(m?.Name ?? '', m?.Source ?? '', dataRoot, context);
+      out.push({ name: spec.name, destination: spec.destination, dir });
+    }
+    return out;
+  }
+
+  /** A local volume's dir, checked: a plain local volume whose mountpoint is the mount's source and
+   *  `<docker root>/volumes/<name>/_data`, a real directory reached without a symlink. */
+  async #volumeDir(volume: string, source: string, dataRoot: string, context: ErrorContext): Promise<string> {
+    const v = await this.#inspectVolume(volume);
+    const problem = v === null ? `volume ${volume} does not exist` : volumeInspectProblem(v, dataRoot);
+    if (problem !== null || v === null) throw new LayerResolveError(problem ?? 'volume missing', { ...context, volume });
+    if (source !== '' && source !== v.Mountpoint) throw new LayerResolveError(`volume ${volume} is mounted from ${source}, not its mountpoint ${v.Mountpoint}`, { ...context, volume, path: source });
+    await verifyVolumeDir(v.Mountpoint, dataRoot, { ...context, volume });
+    return v.Mountpoint;
+  }
+
+  async #inspectVolume(name: string): Promise<VolumeInspect | null> {
+    let raw: unknown;
+    try {
+      raw = await this.#docker.getVolume(name).inspect();
+    } catch (cause) {
+      if (statusOf(cause) === 404) return null;
+      throw new DockerApiError('inspect volume', statusOf(cause), { volume: name }, { cause });
+    }
+    return this.#parse(volumeInspectSchema, raw, 'inspect volume', { volume: name });
+  }
+
+  /** The twin's volumes, created before the twin (local driver, no options) so it mounts them, not new anonymous
+   *  ones. A volume of that name that exists must be a plain local volume: another driver's, or one with options (a
+   *  bind of a host path), is refused rather than staged into. */
+  async #ensureVolumes(spec: TwinSpec, group: string | undefined): Promise<void> {
+    const dataRoot = await this.#dataRoot();
+    // Every volume the twin would mount, also one the spec's binds name that it does not list (a spec of an older
+    // version, or one written to mount an operator's volume): Docker would use whatever has that name here.
+    const names = new Set([...(spec.volumes ?? []).map((v) => v.name), ...namedVolumeSources(spec.hostConfig ?? {})]);
+    for (const name of [...names].sort()) {
+      const context: ErrorContext = { container: spec.name, volume: name };
+      let v = await this.#inspectVolume(name);
+      if (v === null) {
+        try {
+          await this.#docker.createVolume({ Name: name, Driver: 'local', Labels: { [TWIN_LABEL]: 'true', ...(group === undefined ? {} : { [GROUP_LABEL]: group }) } });
+        } catch (cause) {
+          throw new DockerApiError('create volume', statusOf(cause), context, { cause });
+        }
+        v = await this.#inspectVolume(name);
+      }
+      const problem = v === null ? 'volume vanished after create' : volumeInspectProblem(v, dataRoot);
+      if (problem !== null) throw new TwinSpecRefusedError([problem], context);
+    }
   }
 
   /** Creates the twin (stopped, labelled, restart policy off, by image id, with every run setting of the spec) unless
@@ -199,6 +286,7 @@ export class DockerRuntime {
         return this.#stateOf(existing);
       }
       if (!(await this.imagePresent(spec.imageId))) throw new ImageMissingError(spec.imageId, context);
+      await this.#ensureVolumes(spec, opts.group);
       let id: string;
       try {
         id = (await this.#docker.createContainer(createOptionsFromSpec(spec, opts.group))).id;
@@ -402,6 +490,13 @@ export class DockerRuntime {
 
   async #stateOf(inspect: ContainerInspect): Promise<TwinState> {
     const layers = await this.#layersOf(inspect);
+    const context: ErrorContext = { container: inspect.Name.replace(/^\//, ''), id: inspect.Id };
+    const dataRoot = await this.#dataRoot();
+    const volumes: Record<string, string> = {};
+    for (const m of inspect.Mounts ?? []) {
+      if (m.Type !== 'volume' || (m.Driver ?? 'local') !== 'local' || m.Name === undefined) continue;
+      volumes[m.Name] = await this.#volumeDir(m.Name, m.Source ?? '', dataRoot, context);
+    }
     const mounts = await readMountPoints(this.#mountInfoPath);
     return {
       state: inspect.State.Running ? 'running' : 'stopped',
@@ -411,6 +506,7 @@ export class DockerRuntime {
       imageId: inspect.Image,
       isTwin: inspect.Config.Labels?.[TWIN_LABEL] === 'true',
       specDigest: inspect.Config.Labels?.[SPEC_LABEL] ?? null,
+      volumes,
     };
   }
 

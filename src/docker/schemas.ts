@@ -1,5 +1,6 @@
 // zod schemas for the Docker API responses this unit reads. Only the fields we use are declared; the rest passes through.
 import { z } from 'zod';
+import { mountSchema } from './volumes.js';
 
 const nullableArray = z.array(z.string()).nullable().optional();
 const stringRecord = z.record(z.string(), z.string()).nullable().optional();
@@ -40,6 +41,7 @@ export const inspectSchema = z.looseObject({
     Name: z.string(),
     Data: z.record(z.string(), z.string()).nullable().optional(),
   }),
+  Mounts: z.array(mountSchema).nullable().optional(),
   // The networks the container is attached to; each endpoint is parsed where the spec takes it (spec-run.ts).
   NetworkSettings: z.looseObject({ Networks: z.record(z.string(), z.unknown()).nullable().optional() }).nullable().optional(),
 });

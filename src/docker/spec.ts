@@ -6,6 +6,7 @@ import { GROUP_LABEL, OWN_LABELS, SPEC_LABEL, TWIN_LABEL } from './labels.js';
 import type { ContainerInspect } from './schemas.js';
 import { configSchema, endpointSchema, hostConfigSchema, runSettingsFromInspect } from './spec-run.js';
 import type { EndpointSpec, RunConfig, RunHostConfig } from './spec-run.js';
+import { volumesFromInspect, volumeSpecSchema, type VolumeSpec } from './volumes.js';
 
 export interface PortBinding {
   hostIp: string;
@@ -49,6 +50,9 @@ export interface TwinSpec {
   /** The networks the container is attached to (beyond host/none), with what was set on each: static addresses,
    *  aliases, driver options. The one named by networkMode is given at create, the others connected after. */
   networks?: Record<string, EndpointSpec>;
+  /** The volumes replicated with the container (local driver), by the name the twin mounts at each destination.
+   *  Absent in specs captured before volumes were replicated. */
+  volumes?: VolumeSpec[];
   /** What the primary's container has that a twin cannot be created with; a standby refuses a spec listing any. */
   unsupported?: string[];
   capturedAt: string;
@@ -99,6 +103,7 @@ export const twinSpecSchema: z.ZodType<TwinSpec> = z.object({
   hostConfig: hostConfigSchema.exactOptional(),
   networks: z.record(z.string().regex(networkName, 'a Docker network name'), endpointSchema)
     .refine((n) => Object.keys(n).length <= 64, 'at most 64 networks').exactOptional(),
+  volumes: z.array(volumeSpecSchema).max(256).refine((v) => new Set(v.map((x) => x.name)).size === v.length && new Set(v.map((x) => x.destination)).size === v.length, 'volume names and destinations are unique').exactOptional(),
   unsupported: z.array(z.string().max(1024)).max(256).exactOptional(),
   capturedAt: z.iso.datetime(),
 });
@@ -135,7 +140,9 @@ export function specFromInspect(inspect: ContainerInspect, capturedAt: Date): Tw
   spec.config = run.config;
   spec.hostConfig = run.hostConfig;
   spec.networks = run.networks;
-  spec.unsupported = run.unsupported;
+  const volumes = volumesFromInspect(spec.name, inspect.Mounts ?? [], host);
+  spec.volumes = volumes.volumes;
+  spec.unsupported = [...run.unsupported, ...volumes.unsupported];
   return spec;
 }
 
@@ -202,6 +209,7 @@ export function createOptionsFromSpec(spec: TwinSpec, group?: string): Container
     ExposedPorts: exposed,
     HostConfig: { ...spec.hostConfig, NetworkMode: spec.networkMode, PortBindings: bindings, RestartPolicy: { Name: 'no' } },
   } as ContainerCreateOptions;
+  bindAnonymousVolumes(spec, options);
   const endpoint = spec.networks?.[primaryNetworkOf(spec)];
   if (endpoint !== undefined) options.NetworkingConfig = { EndpointsConfig: { [primaryNetworkOf(spec)]: endpoint as object } };
   // null means "the image's default": leave the field out rather than override it with an empty list.
@@ -209,4 +217,23 @@ export function createOptionsFromSpec(spec: TwinSpec, group?: string): Container
   if (spec.entrypoint !== null) options.Entrypoint = spec.entrypoint;
   if (spec.hostname !== undefined) options.Hostname = spec.hostname;
   return options;
+}
+
+/** The twin mounts a named volume where the primary has an anonymous one (its content is replicated into it): a
+ *  `--mount` without a source gets the name, any other (an image's VOLUME, `-v /dest`) a `name:/dest` bind, which
+ *  takes the place of the anonymous volume Docker would create there. */
+function bindAnonymousVolumes(spec: TwinSpec, options: ContainerCreateOptions): void {
+  const anonymous = (spec.volumes ?? []).filter((v) => v.anonymous === true);
+  if (anonymous.length === 0) return;
+  const host = (options.HostConfig ?? {}) as Record<string, unknown>;
+  const mounts = Array.isArray(host['Mounts']) ? (host['Mounts'] as Array<Record<string, unknown>>).map((m) => ({ ...m })) : null;
+  const binds = Array.isArray(host['Binds']) ? [...(host['Binds'] as string[])] : [];
+  for (const v of anonymous) {
+    const mount = mounts?.find((m) => m['Type'] === 'volume' && m['Target'] === v.destination && (m['Source'] === undefined || m['Source'] === ''));
+    if (mount !== undefined) mount['Source'] = v.name;
+    else binds.push(`${v.name}:${v.destination}`);
+  }
+  if (mounts !== null) host['Mounts'] = mounts;
+  if (binds.length > 0) host['Binds'] = binds;
+  options.HostConfig = host;
 }

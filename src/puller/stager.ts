@@ -46,9 +46,11 @@ function stageable(twin: TwinState): boolean {
   return twin.state === 'stopped' && !twin.mounted;
 }
 
-/** Where a twin's commits are staged: its upper dir, and a tmp dir beside it (same file system, outside it). */
-export function stageTargetOf(upperDir: string): StageTarget {
-  return { upperDir, tmpDir: join(dirname(upperDir), 'twinlayer-tmp') };
+/** Where a twin's commits are staged: its upper dir, its volumes, and a tmp dir beside the upper dir (same file
+ *  system, outside it). */
+export function stageTargetOf(twin: { layers: { upperDir: string }; volumes: Readonly<Record<string, string>> }): StageTarget {
+  const upperDir = twin.layers.upperDir;
+  return { upperDir, tmpDir: join(dirname(upperDir), 'twinlayer-tmp'), volumes: twin.volumes };
 }
 
 /** Whether the applied state records the commit an undo log's intent names: then that commit was complete. */
@@ -129,7 +131,7 @@ export class Stager {
       this.#pending.delete(name);
       return;
     }
-    const target = stageTargetOf(twin.layers.upperDir);
+    const target = stageTargetOf(twin);
     if (twin.state === 'running') {
       if (await abandonStaging(target)) this.#o.log.error('a running twin holds a commit left half staged; it cannot be undone under its container', { container: name });
       this.#pending.delete(name);
@@ -285,7 +287,7 @@ export class Stager {
           if (signal.aborted || this.#frozen) return false;
           await this.#download(record, blob, signal);
           if (signal.aborted || this.#frozen) return false;
-          const staging = stageChangeset(blob, record.kind, stageTargetOf(upperDir), {
+          const staging = stageChangeset(blob, record.kind, stageTargetOf(twin), {
             limits: this.#limits, log: this.#o.log.child({ container: name }), declared: { ...record.counts, size: record.size }, signal,
             intent, record: recordStaged,
           });

@@ -4,7 +4,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { writeFileDurable } from '../state/atomic-file.js';
 import { join } from 'node:path';
 import PQueue from 'p-queue';
-import { UpperTracker, type SerializedIndex } from '../changeset/index.js';
+import { UpperTracker, volumeTarPath, type SerializedIndex } from '../changeset/index.js';
 import type { DockerRuntime, ProtectedContainer } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import { asSeq, JournalWriter, type Bucket, type Generation, type HeadStatus } from '../store/index.js';
@@ -161,13 +161,14 @@ export class Pusher {
     const recovered = await this.#recoverShipped(container.name, container.id, generation, journal);
     const { shipped, needFull } = forceFull ? { shipped: undefined, needFull: true } : recovered;
     const workDir = join(stateDir, 'push', 'work', container.name);
+    const volumes = container.volumes.map((v) => ({ key: v.name, destination: v.destination, dir: v.dir }));
     await mkdir(workDir, { recursive: true });
     const clog = log.child({ container: container.name });
     const replicator = new ContainerReplicator({
       name: container.name,
       containerId: container.id,
       generation,
-      makeTracker: (s) => new UpperTracker({ upperDir: container.layers.upperDir, workDir, excludes, ...(s ? { shipped: s } : {}), log: clog }),
+      makeTracker: (s) => new UpperTracker({ upperDir: container.layers.upperDir, workDir, excludes, volumes, ...(s ? { shipped: s } : {}), log: clog }),
       shipped,
       needFull,
       bucket,
@@ -182,18 +183,27 @@ export class Pusher {
       onFlush: (burst) => replicator.submit(burst),
     });
     const upper = container.layers.upperDir;
-    const watcher = await watchUpper({
-      upperDir: upper,
-      onPath: (rel) => collector.add(rel),
-      onLost: (err) => {
-        // An overflowed or failed watch costs a full comparison, never a lost change.
-        clog.warn('watcher error; reconciling', { err });
-        collector.addReconcile();
-      },
-      log: clog,
-    });
+    const onLost = (err: unknown): void => {
+      // An overflowed or failed watch costs a full comparison, never a lost change.
+      clog.warn('watcher error; reconciling', { err });
+      collector.addReconcile();
+    };
+    // The volumes are watched like the upper dir; their paths go into the same changesets under their prefix.
+    const watches: UpperWatch[] = [];
+    try {
+      watches.push(await watchUpper({ upperDir: upper, onPath: (rel) => collector.add(rel), onLost, log: clog }));
+      for (const v of container.volumes) {
+        watches.push(await watchUpper({ upperDir: v.dir, onPath: (rel) => collector.add(volumeTarPath(v.name, rel)), onLost, log: clog }));
+      }
+    } catch (err) {
+      await Promise.all(watches.map((w) => w.close()));
+      await replicator.close();
+      collector.close();
+      throw err;
+    }
+    const watcher: UpperWatch = { close: async () => { await Promise.all(watches.map((w) => w.close())); } };
     this.#watched.set(container.name, { container, replicator, collector, watcher });
-    log.info('protecting', { container: container.name, upperDir: upper, firstSync: needFull ? 'full' : 'reconcile' });
+    log.info('protecting', { container: container.name, upperDir: upper, volumes: container.volumes.map((v) => `${v.name}:${v.destination}`), firstSync: needFull ? 'full' : 'reconcile' });
     collector.addReconcile();
     collector.flush();
   }

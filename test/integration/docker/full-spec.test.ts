@@ -29,13 +29,14 @@ async function inspect(engine: Engine, name: string): Promise<Inspect> {
 }
 
 /** A mount as both hosts must show it: a volume's host path is under each engine's own data root, an anonymous
- *  volume's name is random. */
+ *  volume's name is random, and the twin mounts the named volume twinlayer made in its place (its content is
+ *  replicated into it), which Docker shows as a bind of that name (mode `z`). */
 function mountView(m: Record<string, unknown>, dataRoot: string): Record<string, unknown> {
-  const anonymous = m['Type'] === 'volume' && /^[0-9a-f]{64}$/.test(String(m['Name']));
+  const anonymous = m['Type'] === 'volume' && (/^[0-9a-f]{64}$/.test(String(m['Name'])) || String(m['Name']).startsWith('twinlayer-anon-'));
   return {
     ...m,
-    ...(anonymous ? { Name: '(anonymous)' } : {}),
-    Source: m['Type'] === 'volume' ? String(m['Source']).replace(dataRoot, '<data-root>').replace(/[0-9a-f]{64}/, '(anonymous)') : m['Source'],
+    ...(anonymous ? { Name: '(anonymous)', Mode: '(anonymous)' } : {}),
+    Source: m['Type'] === 'volume' ? String(m['Source']).replace(dataRoot, '<data-root>').replace(/[0-9a-f]{64}|twinlayer-anon-[0-9a-f]+/, '(anonymous)') : m['Source'],
   };
 }
 
@@ -43,6 +44,12 @@ function mountView(m: Record<string, unknown>, dataRoot: string): Record<string,
 function endpointView(e: Record<string, unknown>, id: string): Record<string, unknown> {
   const { NetworkID: _n, EndpointID: _e, ...rest } = e;
   return { ...rest, Aliases: (e['Aliases'] as string[] | null)?.filter((a) => a !== id.slice(0, 12)) ?? null };
+}
+
+function anonymousBindsOut(binds: unknown): unknown {
+  if (!Array.isArray(binds)) return binds;
+  const kept = (binds as string[]).filter((b) => !b.startsWith('twinlayer-anon-'));
+  return kept;
 }
 
 /** Everything of inspect that defines how the container runs, as both hosts must show it. */
@@ -54,7 +61,8 @@ function comparable(i: Inspect, dataRoot: string): Record<string, unknown> {
     Path: i['Path'], Args: i['Args'], Driver: i['Driver'], Platform: i['Platform'], AppArmorProfile: i['AppArmorProfile'],
     MountLabel: i['MountLabel'], ProcessLabel: i['ProcessLabel'],
     Config: { ...config, Labels: ownFree },
-    HostConfig: hostConfig,
+    // The twin's binds name the volumes twinlayer made for the primary's anonymous ones (a null Binds stays null).
+    HostConfig: { ...hostConfig, Binds: anonymousBindsOut(hostConfig['Binds']) },
     Mounts: i.Mounts.map((m) => mountView(m, dataRoot)).sort((a, b) => String(a['Destination']).localeCompare(String(b['Destination']))),
   };
 }

@@ -5,7 +5,8 @@
 import { describe, it } from 'node:test';
 import { strict as assert } from 'node:assert';
 import {
-  additionalNetworks, createOptionsFromSpec, inspectSchema, parseBind, primaryNetworkOf, specFromInspect, twinSpecSchema,
+  additionalNetworks, anonymousTwinVolumeName, createOptionsFromSpec, inspectSchema, parseBind, primaryNetworkOf, specFromInspect, twinSpecSchema,
+  volumesFromInspect,
 } from '../../../src/docker/index.js';
 import type { TwinSpec } from '../../../src/docker/index.js';
 import { fixture } from './fixtures.js';
@@ -64,7 +65,16 @@ describe('run settings captured from docker inspect', () => {
   it('creates the twin with them: run settings as captured, the primary network at create, restart policy off', () => {
     const o = createOptionsFromSpec(spec, 'g');
     const h = o.HostConfig as Record<string, unknown>;
-    for (const [key, value] of Object.entries(spec.hostConfig ?? {})) assert.deepEqual(h[key], value, key);
+    for (const [key, value] of Object.entries(spec.hostConfig ?? {})) {
+      if (key !== 'Binds') assert.deepEqual(h[key], value, key);
+    }
+    // The anonymous volume at /anon is the twin's named volume, bound where the primary's was.
+    assert.deepEqual(h['Binds'], [...(spec.hostConfig?.Binds ?? []), `${anonymousTwinVolumeName('full', '/anon')}:/anon`]);
+    assert.deepEqual(spec.volumes, [
+      { name: anonymousTwinVolumeName('full', '/anon'), destination: '/anon', anonymous: true },
+      { name: 'certs', destination: '/certs' },
+      { name: 'leases', destination: '/var/lib/misc' },
+    ]);
     assert.deepEqual(h['RestartPolicy'], { Name: 'no' });
     assert.equal(h['NetworkMode'], 'svcnet');
     const top = o as Record<string, unknown>;
@@ -74,7 +84,7 @@ describe('run settings captured from docker inspect', () => {
   });
 
   it('a spec captured before run settings were recorded still parses and creates as before', () => {
-    const { config: _c, hostConfig: _h, networks: _n, unsupported: _u, ...old } = spec;
+    const { config: _c, hostConfig: _h, networks: _n, unsupported: _u, volumes: _v, ...old } = spec;
     assert.equal(reasonOf(old), 'accepted');
     const o = createOptionsFromSpec({ ...old, networkMode: 'none' });
     assert.deepEqual(o.HostConfig, { NetworkMode: 'none', PortBindings: { '53/udp': [{ HostIp: '127.0.0.1', HostPort: '5353' }] }, RestartPolicy: { Name: 'no' } });
@@ -154,5 +164,32 @@ describe('parseBind', () => {
     assert.match(parseBind('/x') as string, /not source:target/);
     assert.match(parseBind('a:b:c:d') as string, /not source:target/);
     assert.match(parseBind('/srv//x:/x') as string, /not a normalized path/);
+  });
+});
+
+describe('volumes of a spec', () => {
+  it('a volume of another driver is recorded as not recreated, not replicated', () => {
+    const { volumes, unsupported } = volumesFromInspect('c', [
+      { Type: 'volume', Name: 'nfsdata', Source: '/mnt/nfs', Destination: '/data', Driver: 'nfs-plugin' },
+      { Type: 'volume', Name: 'ok', Source: '/var/lib/docker/volumes/ok/_data', Destination: '/ok', Driver: 'local' },
+      { Type: 'bind', Source: '/etc', Destination: '/hostetc' },
+    ], { Binds: ['nfsdata:/data', 'ok:/ok', '/etc:/hostetc'] });
+    assert.deepEqual(volumes, [{ name: 'ok', destination: '/ok' }]);
+    assert.deepEqual(unsupported, ['volume nfsdata at /data uses the "nfs-plugin" driver; only local volumes are replicated']);
+  });
+
+  it('an anonymous volume given by --mount without a source gets the twin volume as its source', () => {
+    const spec = full((o) => { o['HostConfig']!['Mounts'] = [{ Type: 'volume', Target: '/anon' }]; });
+    assert.equal(reasonOf(spec), 'accepted');
+    const h = createOptionsFromSpec(spec).HostConfig as Record<string, unknown>;
+    assert.deepEqual(h['Mounts'], [{ Type: 'volume', Target: '/anon', Source: anonymousTwinVolumeName('full', '/anon') }]);
+    assert.ok(!(h['Binds'] as string[]).some((b) => b.endsWith(':/anon')), 'not bound twice');
+  });
+
+  it('a spec from the bucket may not name a volume twice or mount one at a relative path', () => {
+    const spec = full();
+    assert.equal(twinSpecSchema.safeParse({ ...spec, volumes: [{ name: 'a', destination: '/x' }, { name: 'a', destination: '/y' }] }).success, false);
+    assert.equal(twinSpecSchema.safeParse({ ...spec, volumes: [{ name: 'a', destination: 'x' }] }).success, false);
+    assert.equal(twinSpecSchema.safeParse({ ...spec, volumes: [{ name: '../a', destination: '/x' }] }).success, false);
   });
 });

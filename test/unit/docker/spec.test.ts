@@ -14,7 +14,7 @@ function inspectFixture(patch: (o: Record<string, Record<string, unknown>>) => v
 
 describe('specFromInspect', () => {
   it('maps a real docker inspect of `docker run -l twinlayer.enable=true -e FOO=bar -p 8080:80 --network none`', () => {
-    const { config, hostConfig, networks, unsupported, ...spec } = specFromInspect(inspectSchema.parse(inspectFixture()), capturedAt);
+    const { config, hostConfig, networks, unsupported, volumes, ...spec } = specFromInspect(inspectSchema.parse(inspectFixture()), capturedAt);
     const expected: TwinSpec = {
       version: 1,
       name: 'c1',
@@ -35,6 +35,7 @@ describe('specFromInspect', () => {
     assert.deepEqual(spec, expected);
     // The run settings under Docker's names, as inspect shows them; the none network is the mode, not an attachment.
     assert.deepEqual(unsupported, []);
+    assert.deepEqual(volumes, [], 'no volume mounted');
     assert.deepEqual(networks, {});
     assert.equal(hostConfig?.CgroupnsMode, 'host');
     assert.equal(hostConfig?.IpcMode, 'private');
