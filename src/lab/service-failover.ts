@@ -68,9 +68,9 @@ export async function runServiceFailover(service: DemoService, opts: ServiceFail
       return { service, from: f.from, to: f.to, answers, killToAnswerMs: f.killToAnswerMs, promotionMs: f.promotion.ms, extra: {}, ok: after[0] === 'dropped' && after[1] === `answered "${b}:${OPEN_PORT}"` };
     }
     if (service === 'dhcp') {
-      await startDhcp(sl);
+      await startDhcp(sl, { volume: 'dhcp-leases' });
       await sl.start();
-      step(`${DHCP} (dnsmasq: DHCP range and DNS on the VIP) runs on ${a}`);
+      step(`${DHCP} (dnsmasq: DHCP range and DNS on the VIP, its lease file in the named volume dhcp-leases) runs on ${a}`);
       const client = await startDhcpClient(sl);
       const lease = await client.waitEvent('a lease', 0, (e) => e.event === 'bound');
       saw('DHCP', `lease of ${lease.ip} from ${lease.serverId}, DNS server ${lease.dns}`);
@@ -97,9 +97,9 @@ export async function runServiceFailover(service: DemoService, opts: ServiceFail
     }
     const first = `site v1 ${randomBytes(3).toString('hex')}`;
     const changed = `site v2 ${randomBytes(3).toString('hex')}`;
-    await startWeb(sl, first);
+    await startWeb(sl, first, { volume: 'web-tls' });
     await sl.start();
-    step(`${NGINX} (HTTPS on port 8443, a certificate it made at its first start) runs on ${a}`);
+    step(`${NGINX} (HTTPS on port 8443, a certificate it made at its first start in the named volume web-tls) runs on ${a}`);
     const pin = await waitFor('nginx\'s certificate', sl.waitMs, async () => pinCertificate(sl, a).catch(() => undefined), 200);
     const https = async (): Promise<string | undefined> => {
       const r = await fetchHttps(sl, sl.lab.vip, pin.file);

@@ -1,13 +1,18 @@
 // DHCP and DNS failing over (issue 9): dnsmasq protected on A serves a range and DNS on the VIP; a real DHCP client
-// (busybox udhcpc, running all along) in a client namespace on the lab's network takes a lease; a name is added on A
+// (busybox udhcpc, running all along) in a client namespace on the lab's network takes a lease (dnsmasq's lease file
+// in a named volume); a name is added on A
 // (a hosts file in its upper layer, dnsmasq reloaded); `twinlayer agent` and keepalived on both hosts; A SIGKILLed
 // whole. B's twin answers the name (dig, from the client) and acknowledges the client's renewal of the same address
 // at once: dnsmasq is not authoritative, so without A's lease file it would ignore the renewal and the client would
 // lose its address and start over (checked by hand: three rebinding broadcasts unanswered, then deconfig).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { ADDED_ADDRESS, ADDED_NAME, addName, DHCP, HOSTS_FILE, LEASE_FILE, leases, resolve, startDhcp, startDhcpClient, type DhcpClient, type DhcpEvent } from '../../src/lab/service-dhcp.js';
+import { ADDED_ADDRESS, ADDED_NAME, addName, DHCP, HOSTS_FILE, LEASE_DIR, LEASE_FILE, leases, resolve, startDhcp, startDhcpClient, type DhcpClient, type DhcpEvent } from '../../src/lab/service-dhcp.js';
+import { dockerCli } from '../../src/lab/engine.js';
 import { ServiceLab } from '../../src/lab/service-lab.js';
+
+/** The named volume holding dnsmasq's lease dir. */
+const LEASE_VOLUME = 'dhcp-leases';
 
 describe('DHCP and DNS (dnsmasq) failing over with keepalived: the client keeps its address, the added name resolves from the twin', { timeout: 600_000 }, () => {
   let sl: ServiceLab | undefined;
@@ -26,7 +31,7 @@ describe('DHCP and DNS (dnsmasq) failing over with keepalived: the client keeps 
   before(async () => {
     assert.equal(process.getuid?.(), 0, 'the lab needs root (network namespaces, dockerd, keepalived)');
     sl = await ServiceLab.create({ clientAddress: 'dhcp', log: (l) => logs.push(l) });
-    await startDhcp(sl);
+    await startDhcp(sl, { volume: LEASE_VOLUME });
     await sl.start();
   });
 
@@ -35,7 +40,7 @@ describe('DHCP and DNS (dnsmasq) failing over with keepalived: the client keeps 
     await sl?.destroy();
   });
 
-  it('the client takes a lease from dnsmasq on A (DNS server: the VIP); the lease reaches B\'s twin', async () => {
+  it('the client takes a lease from dnsmasq on A (DNS server: the VIP); the lease reaches the named volume of B\'s twin', async () => {
     const l = L();
     const [a, b] = l.hosts;
     client = await startDhcpClient(l);
@@ -47,6 +52,8 @@ describe('DHCP and DNS (dnsmasq) failing over with keepalived: the client keeps 
     assert.ok((await leases(l, a)).includes(` ${lease.ip} `), 'A\'s lease file holds the lease');
     await l.waitTwinFile(b, DHCP, LEASE_FILE, ` ${lease.ip} `);
     await l.standbyConverged(b);
+    const mounts = JSON.parse(await dockerCli(l.engine(b), ['inspect', '-f', '{{json .Mounts}}', DHCP])) as Array<{ Type: string; Name?: string; Destination: string }>;
+    assert.deepEqual(mounts.map((m) => [m.Type, m.Name, m.Destination]), [['volume', LEASE_VOLUME, LEASE_DIR]], 'the twin mounts a volume of the same name');
   });
 
   it('a name added on A (its hosts file, dnsmasq reloaded) resolves on the VIP with dig from the client; B\'s twin has the file', async () => {

@@ -42,21 +42,15 @@ describe('a firewall (nftables container) failing over with keepalived: the twin
     await sl?.destroy();
   });
 
-  it('A runs the firewall with its image\'s ruleset (all open): both ports answer on the VIP from A; B holds a stopped twin', async () => {
+  it('A runs the firewall with its image\'s ruleset (all open): both ports answer on the VIP from A', async () => {
     const l = L();
-    const [a, b] = l.hosts;
+    const [a] = l.hosts;
     await waitFor('the firewall to apply its ruleset on A', l.waitMs, async () => ((await hostRuleset(l, a)).includes('table inet filter') ? true : undefined), 100);
     assert.deepEqual(await tryPort(l, l.lab.vip, BLOCKED_PORT), { page: `${a}:${BLOCKED_PORT}` });
     assert.deepEqual(await tryPort(l, l.lab.vip, OPEN_PORT), { page: `${a}:${OPEN_PORT}` });
-    await l.standbyConverged(b);
-    const twin = await inspect(b);
-    assert.equal(twin.State.Running, false);
-    assert.equal(twin.Config.Labels?.['twinlayer.twin'], 'true');
-    assert.deepEqual(twin.HostConfig.CapAdd, ['NET_ADMIN'], 'the twin has the capability the firewall needs');
-    assert.equal(twin.HostConfig.NetworkMode, 'host');
   });
 
-  it('the ruleset file edited inside the container (and applied on A): A drops the blocked port, the open one answers; B\'s twin holds the edited file, B itself drops nothing yet', async () => {
+  it('the ruleset file edited inside the container (and applied on A): A drops the blocked port, the open one answers; B\'s stopped twin (NET_ADMIN, host network) holds the edited file, B itself drops nothing yet', async () => {
     const l = L();
     const [a, b] = l.hosts;
     await l.replicate(FIREWALL, 'the edited ruleset', () => editRuleset(l, a));
@@ -64,6 +58,12 @@ describe('a firewall (nftables container) failing over with keepalived: the twin
     assert.deepEqual(await tryPort(l, l.lab.vip, OPEN_PORT), { page: `${a}:${OPEN_PORT}` });
     assert.ok(((await droppedPackets(l, a)) ?? 0) > 0, 'A\'s rule counted the dropped connection');
     await l.waitTwinFile(b, FIREWALL, '/etc/nftables.conf', `tcp dport ${BLOCKED_PORT} counter drop`);
+    // The twin exists once the container's first commit is in the bucket (its spec goes with it).
+    const twin = await inspect(b);
+    assert.equal(twin.State.Running, false);
+    assert.equal(twin.Config.Labels?.['twinlayer.twin'], 'true');
+    assert.deepEqual(twin.HostConfig.CapAdd, ['NET_ADMIN'], 'the twin has the capability the firewall needs');
+    assert.equal(twin.HostConfig.NetworkMode, 'host');
     // B's own address: its host service answers, no rule there while the twin is stopped.
     assert.deepEqual(await tryPort(l, l.hostIp(b), BLOCKED_PORT), { page: `${b}:${BLOCKED_PORT}` });
   });

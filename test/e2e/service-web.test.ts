@@ -1,4 +1,4 @@
-// HTTPS failing over (issue 9): nginx protected on A makes its certificate at its first start (a start that finds one
+// HTTPS failing over (issue 9): nginx protected on A makes its certificate at its first start, in a named volume (a start that finds one
 // keeps it, so a twin without A's certificate would present a new one); its site is changed inside the container and
 // reloaded; `twinlayer agent` and keepalived on both hosts; A SIGKILLed whole. From a client namespace on the lab's
 // network, curl over HTTPS to the VIP, verifying against A's certificate (not -k), gets the changed site's answer from
@@ -6,9 +6,13 @@
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { dockerCli } from '../../src/lab/engine.js';
 import { ServiceLab } from '../../src/lab/service-lab.js';
 import { changeSite, fetchHttps, NGINX, pinCertificate, startWeb, TLS_DIR, type HttpsAnswer } from '../../src/lab/service-web.js';
 import { waitFor } from '../../src/lab/wait.js';
+
+/** The named volume holding nginx's certificate and key. */
+const TLS_VOLUME = 'web-tls';
 
 describe('HTTPS (nginx) failing over with keepalived: the changed site, the same certificate', { timeout: 600_000 }, () => {
   let sl: ServiceLab | undefined;
@@ -35,7 +39,7 @@ describe('HTTPS (nginx) failing over with keepalived: the changed site, the same
   before(async () => {
     assert.equal(process.getuid?.(), 0, 'the lab needs root (network namespaces, dockerd, keepalived)');
     sl = await ServiceLab.create({ log: (l) => logs.push(l) });
-    await startWeb(sl, firstBody);
+    await startWeb(sl, firstBody, { volume: TLS_VOLUME });
     await sl.start();
   });
 
@@ -44,7 +48,7 @@ describe('HTTPS (nginx) failing over with keepalived: the changed site, the same
     await sl?.destroy();
   });
 
-  it('nginx on A answers curl over HTTPS on the VIP with the certificate it made; B\'s twin holds that certificate', async () => {
+  it('nginx on A answers curl over HTTPS on the VIP with the certificate it made; B\'s twin holds that certificate in its volume', async () => {
     const l = L();
     const [a, b] = l.hosts;
     pinned = await waitFor('nginx on A to make its certificate', l.waitMs, async () => {
@@ -58,6 +62,8 @@ describe('HTTPS (nginx) failing over with keepalived: the changed site, the same
     assert.deepEqual(first, { body: firstBody, fingerprint: P().fingerprint });
     await l.waitTwinFile(b, NGINX, `${TLS_DIR}/cert.pem`, P().pem.trim());
     await l.standbyConverged(b);
+    const mounts = JSON.parse(await dockerCli(l.engine(b), ['inspect', '-f', '{{json .Mounts}}', NGINX])) as Array<{ Type: string; Name?: string; Destination: string }>;
+    assert.deepEqual(mounts.map((m) => [m.Type, m.Name, m.Destination]), [['volume', TLS_VOLUME, TLS_DIR]], 'the twin mounts a volume of the same name');
   });
 
   it('the site changed inside the container and reloaded: the VIP answers the new configuration with the same certificate', async () => {
