@@ -9,7 +9,7 @@ import { parseArgs } from './args.js';
 import { importDevOnly } from './dev-only.js';
 import { usage } from './usage.js';
 
-const flagNames = new Set(['config', 'dir', 'listen', 'bucket', 'port-file', 'help', 'keep', 'runs', 'out', 'key']);
+const flagNames = new Set(['config', 'dir', 'listen', 'bucket', 'port-file', 'help', 'keep', 'runs', 'out', 'key', 'service']);
 
 /** The commands that run from a config, each loaded on use. */
 const daemons: Record<string, () => Promise<{ run: (config: Config, log: Logger) => Promise<number | void> }>> = {
@@ -37,7 +37,7 @@ async function main(argv: readonly string[]): Promise<number> {
   if (command === 'demo') {
     return importDevOnly('demo', 'runs the lab with the embedded S3 server', ' (or run `npm run demo`, which does)', async () => {
       const { runDemo } = await import('../demo/index.js');
-      return runDemo({ keep: flags.get('keep') === 'true' });
+      return runDemo({ keep: flags.get('keep') === 'true', service: flags.get('service') });
     });
   }
   const load = daemons[command];

@@ -11,6 +11,8 @@ Usage:
   twinlayer s3 [--dir DIR] [--listen HOST:PORT] [--bucket NAME]
                                      embedded S3 server for development and tests (not production)
   twinlayer demo [--keep]            two-host failover demo in network namespaces (root)
+  twinlayer demo --service dhcp|web|firewall
+                                     a real service (dnsmasq, nginx, nftables) failing over, its client's answers
 
 Configuration: a YAML/JSON file (--config or TWINLAYER_CONFIG) and TWINLAYER_* variables; see README.md.
 Containers opt in with the label twinlayer.enable=true.

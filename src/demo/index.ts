@@ -1,12 +1,21 @@
 // `twinlayer demo`: failover and failback between two hosts in network namespaces, `twinlayer agent` on both,
-// printed as a timeline. Needs root.
+// printed as a timeline; `--service dhcp|web|firewall`: a real service (dnsmasq, nginx, nftables) failing over, with
+// its client's answers before and after. Needs root.
 import type { FailoverLeg } from '../lab/failover.js';
 
-export async function runDemo(_opts: { keep: boolean }): Promise<number> {
+const SERVICES = ['dhcp', 'web', 'firewall'] as const;
+
+export async function runDemo(opts: { keep: boolean; service?: string | undefined }): Promise<number> {
+  const service = opts.service === undefined ? undefined : SERVICES.find((s) => s === opts.service);
+  if (opts.service !== undefined && service === undefined) {
+    process.stderr.write(`twinlayer demo: --service is one of ${SERVICES.join(', ')}, got ${JSON.stringify(opts.service)}\n`);
+    return 2;
+  }
   if (process.getuid?.() !== 0) {
     process.stderr.write('twinlayer demo: run as root (network namespaces, Docker engines, keepalived)\n');
     return 2;
   }
+  if (service !== undefined) return runServiceDemo(service);
   // The lab (namespaces, engines, keepalived) is loaded only for the demo, not by the other commands.
   const { runFailover } = await import('../lab/failover.js');
   const out = (line: string): void => void process.stdout.write(line + '\n');
@@ -32,4 +41,23 @@ export async function runDemo(_opts: { keep: boolean }): Promise<number> {
   leg('second failover (failback)', r.failback);
   const ok = r.failover.served === r.failover.lastInBucket && r.failback.served === r.failback.lastInBucket && r.rejoin.vipStayed && r.finalStatus?.role === 'primary';
   return ok ? 0 : 1;
+}
+
+async function runServiceDemo(service: (typeof SERVICES)[number]): Promise<number> {
+  const { runServiceFailover } = await import('../lab/service-failover.js');
+  const out = (line: string): void => void process.stdout.write(line + '\n');
+  const t0 = Date.now();
+  const verbose = process.env['TWINLAYER_DEMO_VERBOSE'] === '1';
+  out(`twinlayer demo --service ${service}: a real service protected on host a, its twin kept on b; a is killed (SIGKILL of everything)\n`);
+  const r = await runServiceFailover(service, {
+    ...(verbose ? { log: (line: string) => out(`  ${line}`) } : {}),
+    onStep: (text) => out(`${String(((Date.now() - t0) / 1000).toFixed(1)).padStart(6)} s  ${text}`),
+  });
+  out('');
+  out(`failover ${r.from} -> ${r.to}`);
+  out(`  kill -> first good answer of the client: ${r.killToAnswerMs} ms`);
+  out(`  promotion on ${r.to}:                    ${r.promotionMs} ms`);
+  for (const [k, v] of Object.entries(r.extra)) out(`  ${k}: ${v} ms`);
+  out(`  every answer after the failover as expected: ${r.ok ? 'yes' : 'NO'}`);
+  return r.ok ? 0 : 1;
 }

@@ -86,6 +86,8 @@ export interface AgentLabOptions {
   /** Each engine's bound for /_ping at start and restart (default 30 s): dockerd answers only once it has restored
    *  its containers, which takes longer with many of them on a busy machine. */
   engineStartTimeoutMs?: number;
+  /** false: no busybox `web` container (the caller protects its own, e.g. the service labs); default true. */
+  busyboxWeb?: boolean;
 }
 
 export class AgentLab {
@@ -146,7 +148,7 @@ export class AgentLab {
       await copyImage(a.engine.socketPath, b.engine.socketPath, 'tl-web:lab');
       // httpd under a shell that ends on SIGTERM, as a real service does (PID 1 has no default handler: a bare httpd
       // would sit out docker stop's whole grace period).
-      await dockerCli(a.engine, ['run', '-d', '--name', WEB, '--label', 'twinlayer.enable=true', '--restart', 'unless-stopped', '--network', 'host',
+      if (opts.busyboxWeb !== false) await dockerCli(a.engine, ['run', '-d', '--name', WEB, '--label', 'twinlayer.enable=true', '--restart', 'unless-stopped', '--network', 'host',
         'tl-web:lab', 'sh', '-c', `trap 'exit 0' TERM; httpd -f -p ${WEB_PORT} -h /var/www & wait`]);
       // keepalived insists that notify scripts are root-owned and not writable by others: a copy in the lab dir, and
       // per host a wrapper naming that host's VRRP state file (its /run/twinlayer/vrrp-state).
@@ -304,11 +306,13 @@ export class AgentLab {
     return { generation: g, seq: head.head.containers[WEB] ?? 0, containers: { ...head.head.containers } };
   }
 
-  /** Waits until the head of the newest generation moved past `after` for the protected container; returns its seq. */
-  waitInBucket(after: { generation: number; seq: number }, what: string): Promise<{ generation: number; seq: number }> {
+  /** Waits until the head of the newest generation moved past `after` for `container` (default the busybox web); returns its seq. */
+  waitInBucket(after: { generation: number; containers: Record<string, number> }, what: string, container = WEB): Promise<{ generation: number; seq: number }> {
+    const was = after.containers[container] ?? 0;
     return waitFor(`${what} in the bucket`, this.#waitMs, async () => {
       const h = await this.head();
-      return h.generation > after.generation || (h.generation === after.generation && h.seq > after.seq) ? h : undefined;
+      const seq = h.containers[container] ?? 0;
+      return h.generation > after.generation || (h.generation === after.generation && seq > was) ? { generation: h.generation, seq } : undefined;
     }, 10);
   }
 

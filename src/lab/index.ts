@@ -17,7 +17,7 @@ import type { RunResult } from './run.js';
 import { run } from './run.js';
 import { chooseSubnet } from './subnet.js';
 import type { Topology } from './topology.js';
-import { buildTopology, netnsPids, planTopology, teardownTopology } from './topology.js';
+import { addClientNamespace, buildTopology, netnsPids, planTopology, teardownTopology } from './topology.js';
 
 export { LabError } from './errors.js';
 export type { LabProcess } from './processes.js';
@@ -52,7 +52,12 @@ export interface Lab {
   subnet: string;
   /** The lab's private temp dir (configs, pidfiles, engine data roots); removed by destroy(). */
   dir: string;
-  /** Run a command inside a host's namespace (or the bridge namespace when `host` is bridgeNetns), bounded by a timeout (default 15 s). */
+  /**
+   * Adds a client namespace on the lab's network (`eth0` on the bridge, no address: a DHCP client configures it, or
+   * the caller adds one); `exec`/`spawn` take its name. Removed by destroy(). Returns the namespace's name.
+   */
+  addClient(name: string): Promise<string>;
+  /** Run a command inside a host's namespace (or the bridge namespace when `host` is bridgeNetns, or a client's), bounded by a timeout (default 15 s). */
   exec(host: string, cmd: string[], opts?: { timeoutMs?: number }): Promise<RunResult>;
   /** Start a long-running process inside a host's namespace; the lab kills it on killHost/destroy. */
   spawn(host: string, cmd: string[], opts?: { env?: Record<string, string>; onLine?: (line: string) => void }): Promise<LabProcess>;
@@ -136,7 +141,10 @@ export async function createLab(opts: CreateLabOptions = {}): Promise<Lab> {
     if (!h) throw new LabError('LAB_STATE', `no lab host named ${JSON.stringify(name)}`, { hint: `hosts: ${hosts.map((x) => x.name).join(', ')}` });
     return h;
   };
-  const nsOf = (name: string): string => (topology && name === topology.bridgeNetns ? name : hostByName(name).netns);
+  const nsOf = (name: string): string => {
+    if (topology && name === topology.bridgeNetns) return name;
+    return topology?.clients.find((c) => c.name === name)?.netns ?? hostByName(name).netns;
+  };
 
   async function destroy(): Promise<void> {
     destroyed ??= (async () => {
@@ -154,7 +162,7 @@ export async function createLab(opts: CreateLabOptions = {}): Promise<Lab> {
       }
       // Whatever is left: processes the lab spawned, everything inside its namespaces, and their descendants.
       const roots = [...processes].filter((p) => p.running).map((p) => p.pid);
-      if (topology) for (const ns of [topology.bridgeNetns, ...topology.hosts.map((h) => h.netns)]) roots.push(...(await netnsPids(ns)));
+      if (topology) for (const ns of [topology.bridgeNetns, ...topology.hosts.map((h) => h.netns), ...topology.clients.map((c) => c.netns)]) roots.push(...(await netnsPids(ns)));
       const survivors = await killHard(await withDescendants(roots));
       if (survivors.length > 0) problems.push(`processes still alive after SIGKILL: ${survivors.join(' ')}`);
       if (topology) problems.push(...(await teardownTopology(topology)));
@@ -196,6 +204,16 @@ export async function createLab(opts: CreateLabOptions = {}): Promise<Lab> {
     rootAddress: t.rootAddress,
     subnet: t.subnet.cidr,
     dir,
+
+    async addClient(name) {
+      if (destroyed !== undefined) throw new LabError('LAB_STATE', `addClient(${name}): lab ${id} is destroyed`);
+      if (!/^[a-z][a-z0-9-]{0,15}$/.test(name) || hosts.some((h) => h.name === name) || t.clients.some((c) => c.name === name)) {
+        throw new LabError('LAB_STATE', `Expected a new client name of 1-16 lowercase letters, digits, dashes, got ${JSON.stringify(name)}`);
+      }
+      const c = await addClientNamespace(t, name, t.clients.length);
+      log(`lab ${id}: client ${name} in ${c.netns} on the bridge (port ${c.port})`);
+      return name;
+    },
 
     exec(host, cmd, o = {}) {
       return run('ip', ['netns', 'exec', nsOf(host), ...cmd], { timeoutMs: o.timeoutMs ?? 15_000 });

@@ -21,6 +21,16 @@ export interface Topology {
   rootAddress: string;
   vip: string;
   hosts: HostWiring[];
+  /** Client namespaces added after the build (addClient), torn down with the lab. */
+  clients: ClientWiring[];
+}
+
+/** A client namespace on the lab's network: `eth0` on the bridge with no address (a DHCP client gives it one). */
+export interface ClientWiring {
+  name: string;
+  netns: string;
+  /** Its port on the bridge (in the bridge namespace). */
+  port: string;
 }
 
 export function planTopology(id: string, subnet: Subnet, hostNames: readonly string[]): Topology {
@@ -34,6 +44,7 @@ export function planTopology(id: string, subnet: Subnet, hostNames: readonly str
     rootAddress: `${subnet.prefix}.1`,
     vip: `${subnet.prefix}.100`,
     hosts: hostNames.map((name, i) => ({ name, netns: `tl-${id}-${letters[i] ?? String(i)}`, ip: `${subnet.prefix}.${11 + i}` })),
+    clients: [],
   };
 }
 
@@ -69,6 +80,22 @@ export async function buildTopology(t: Topology): Promise<void> {
   await mustRun('ip', ['link', 'set', t.rootLink, 'up']);
 }
 
+/**
+ * Adds client namespace number `index` (`tl-<id>-c<index>`) to a built topology: `lo` up, `eth0` up on the bridge
+ * without an address. Recorded in `t.clients` before anything is made, so teardown removes a partial one too.
+ */
+export async function addClientNamespace(t: Topology, name: string, index: number): Promise<ClientWiring> {
+  const c: ClientWiring = { name, netns: `tl-${t.id}-c${index}`, port: `c${index}` };
+  t.clients.push(c);
+  await mustRun('ip', ['netns', 'add', c.netns]);
+  await mustRun('ip', inNs(c.netns, 'ip', 'link', 'set', 'lo', 'up'));
+  await mustRun('ip', ['link', 'add', 'eth0', 'netns', c.netns, 'type', 'veth', 'peer', 'name', c.port, 'netns', t.bridgeNetns]);
+  await mustRun('ip', inNs(t.bridgeNetns, 'ip', 'link', 'set', c.port, 'master', 'br0'));
+  await mustRun('ip', inNs(t.bridgeNetns, 'ip', 'link', 'set', c.port, 'up'));
+  await mustRun('ip', inNs(c.netns, 'ip', 'link', 'set', 'eth0', 'up'));
+  return c;
+}
+
 /** Pids of every process whose network namespace is `ns` (empty when the namespace is gone). */
 export async function netnsPids(ns: string): Promise<number[]> {
   const r = await run('ip', ['netns', 'pids', ns]);
@@ -90,7 +117,7 @@ export async function teardownTopology(t: Topology): Promise<string[]> {
     const del = await run('ip', ['link', 'del', 'dev', t.rootLink]);
     if (del.code !== 0) problems.push(`ip link del ${t.rootLink}: ${del.stderr.trim()}`);
   }
-  for (const ns of [...t.hosts.map((h) => h.netns), t.bridgeNetns]) {
+  for (const ns of [...t.clients.map((c) => c.netns), ...t.hosts.map((h) => h.netns), t.bridgeNetns]) {
     if (!existing.has(ns)) continue;
     const del = await run('ip', ['netns', 'del', ns]);
     if (del.code !== 0) problems.push(`ip netns del ${ns}: ${del.stderr.trim()}`);
