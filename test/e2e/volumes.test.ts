@@ -115,6 +115,20 @@ describe('volumes replicated with their container: push on A, pull on B', { time
     }
   }
 
+  /** How many commits of svc name a chunk list. */
+  async function chunkedCommits(): Promise<number> {
+    const g = await bucket.newestGeneration();
+    assert.ok(g !== null, 'a generation');
+    const head = await bucket.readHead(g);
+    assert.ok(head.status === 'ok', 'a head');
+    let n = 0;
+    for (let s = 1; s <= head.head.seq; s++) {
+      const rec = await bucket.readRecord(g, s as typeof head.head.seq);
+      if (rec?.container === 'svc' && rec.chunks !== undefined) n++;
+    }
+    return n;
+  }
+
   async function assertUpperEqual(): Promise<void> {
     const a = new Docker({ socketPath: engA.socketPath });
     const b = new Docker({ socketPath: engB.socketPath });
@@ -174,14 +188,16 @@ describe('volumes replicated with their container: push on A, pull on B', { time
     await exec([
       'echo lease-1 >> /data/leases', 'mkdir -p /data/certs/old /data/empty', 'echo A > /data/certs/old/a.pem',
       'echo anon-1 > /anon/state', 'ln -s /etc/passwd /anon/abs', 'mkdir -p /etc/app', 'echo conf-1 > /etc/app/app.conf',
-      'chown 101:102 /data', 'chmod 750 /data', 'echo m2 > /data/marker',
+      'chown 101:102 /data', 'chmod 750 /data', 'head -c 3145728 /dev/urandom > /data/big.db', 'echo m2 > /data/marker',
     ].join(' && '));
     await waitConverged('m2');
     await assertVolumesEqual('after the first step');
+    // The only file above the chunking threshold (1 MiB) lies in the volume: a commit naming a chunk list shipped it.
+    assert.ok(await chunkedCommits() > 0, 'a commit of svc ships a file in chunks');
     await exec([
       'echo lease-2 >> /data/leases', 'rm -r /data/certs/old', 'rmdir /data/empty', 'mkdir /data/certs/new', 'echo B > /data/certs/new/b.pem',
       'ln /data/certs/new/b.pem /data/certs/b-link.pem', 'mv /anon/state /anon/state.renamed', 'rm /anon/abs', 'chmod 700 /anon',
-      'echo conf-2 > /etc/app/app.conf', 'rm /etc/group', 'mv /etc/app /etc/app2', 'echo m3 > /data/marker',
+      'echo conf-2 > /etc/app/app.conf', 'rm /etc/group', 'mv /etc/app /etc/app2', 'head -c 100000 /dev/urandom >> /data/big.db', 'echo m3 > /data/marker',
     ].join(' && '));
     await waitConverged('m3');
     await assertVolumesEqual('after the second step');
