@@ -7,9 +7,13 @@
 // same key. The check runs where s3rver's controller calls store.putObject: after authentication and the bucket
 // check, as on S3. Conditions on writes we do not check (copy, multipart, delete, tagging) are refused with
 // 501 NotImplemented rather than ignored.
-import { stat } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
-import { Readable } from 'node:stream';
+import { dirname } from 'node:path';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 
 import type { S3rverContext, S3rverStore } from 's3rver';
 import S3Error from 's3rver/lib/models/error.js';
@@ -125,6 +129,39 @@ function untilAborted<T>(req: IncomingMessage, write: Promise<T>): Promise<T> {
   });
 }
 
+/**
+ * s3rver's putObject writes straight into the object's file (truncated when opened) and answers once the body went
+ * through, before the file is flushed: a GET right after the 200 — or during the write — could read an empty or
+ * partial object (a claim read back after a won create was refused as torn JSON under load). Here the body goes to
+ * a temp file beside it (not listed: s3rver lists names ending in its object suffix) that replaces the object's file
+ * in one rename once it is complete, then s3rver writes the metadata, as its own putObject does.
+ */
+async function putObjectWhole(real: S3rverStore, object: { bucket: string; key: string; content?: unknown; metadata?: unknown }): Promise<{ size: number; md5: string }> {
+  const objectPath = real.getResourcePath(object.bucket, object.key, 'object');
+  await mkdir(dirname(objectPath), { recursive: true });
+  const tmp = `${objectPath}.tl-${randomBytes(6).toString('hex')}.tmp`;
+  const md5 = createHash('md5');
+  let size = 0;
+  const content = object.content instanceof Readable ? object.content : Readable.from([Buffer.isBuffer(object.content) ? object.content : Buffer.alloc(0)], { objectMode: false });
+  try {
+    const out = createWriteStream(tmp);
+    await pipeline(content, new Transform({
+      transform(chunk: Buffer, _enc, done) {
+        md5.update(chunk);
+        size += chunk.length;
+        done(null, chunk);
+      },
+    }), out);
+    await rename(tmp, objectPath);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  const digest = md5.digest('hex');
+  await real.putMetadata(object.bucket, object.key, object.metadata, digest);
+  return { size, md5: digest };
+}
+
 function storeFor(real: S3rverStore, mutex: KeyedMutex, req: IncomingMessage, headers: Record<string, string | string[] | undefined>): S3rverStore {
   // Parsed where s3rver is about to write, after its authentication and bucket checks, as S3 orders its answers.
   const conditions = (): WriteConditions | null => parseConditions(headers);
@@ -135,14 +172,14 @@ function storeFor(real: S3rverStore, mutex: KeyedMutex, req: IncomingMessage, he
     async putObject(object: { bucket: string; key: string; content?: unknown }) {
       const cond = conditions();
       if (cond === null) {
-        return mutex.run(lockKey(object.bucket, object.key), () => untilAborted(req, real.putObject(object)));
+        return mutex.run(lockKey(object.bucket, object.key), () => untilAborted(req, putObjectWhole(real, object)));
       }
       // Read first, outside the lock: an aborted conditional upload creates nothing, and a slow client does not
       // hold the key while it sends.
       const content = object.content instanceof Readable ? await readBody(object.content) : object.content;
       return mutex.run(lockKey(object.bucket, object.key), async () => {
         await check(real, object.bucket, object.key, cond);
-        return real.putObject({ ...object, content: Readable.from([content], { objectMode: false }) });
+        return putObjectWhole(real, { ...object, content: Readable.from([content], { objectMode: false }) });
       });
     },
     copyObject(srcBucket: string, srcKey: string, destBucket: string, destKey: string, replacementMetadata?: unknown) {

@@ -24,6 +24,8 @@ declare module 's3rver' {
     getMetadata(bucket: string, key: string): Promise<{ etag: string }>;
     /** `content` is the request (a stream) or a Buffer; it resolves once the body went through, not once on disk. */
     putObject(object: { bucket: string; key: string; content?: unknown }): Promise<{ size: number; md5: string }>;
+    /** Writes the object's `.md5` and `metadata.json` files (from the S3Object's metadata). */
+    putMetadata(bucket: string, key: string, metadata: unknown, md5: string): Promise<void>;
     copyObject(srcBucket: string, srcKey: string, destBucket: string, destKey: string, replacementMetadata?: unknown): Promise<unknown>;
     deleteObject(bucket: string, key: string): Promise<void>;
     putObjectMultipart(bucket: string, uploadId: string, parts: unknown): Promise<{ size: number; md5: string }>;

@@ -36,4 +36,35 @@ describe('embedded S3 server', () => {
       await s3.close();
     }
   });
+
+  it('never lets a GET see an object half written: every read is the old object or the new one, whole', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'tl-s3srv-'));
+    const s3 = await startS3Server({ dir: root, buckets: ['whole'], silent: true });
+    const store = new S3BlobStore({ bucket: 'whole', region: 'us-east-1', endpoint: s3.endpoint, pathStyle: true, credentials: S3RVER_CREDENTIALS });
+    try {
+      const v1 = Buffer.alloc(1 << 20, 'a');
+      await store.put('k', v1);
+      for (let round = 0; round < 5; round++) {
+        const v2 = Buffer.alloc(8 << 20, round % 2 === 0 ? 'b' : 'c');
+        const old = (await store.getBuffer('k', 16 << 20)) ?? Buffer.alloc(0);
+        let done = false;
+        const put = store.put('k', v2).finally(() => { done = true; });
+        let reads = 0;
+        // Bounded: the put of 8 MiB to a local server ends well within these reads; each read is checked whole.
+        while (!done && reads < 200) {
+          const got = await store.getBuffer('k', 16 << 20);
+          reads++;
+          assert.ok(got !== null && (got.equals(old) || got.equals(v2)), `round ${round}, read ${reads}: ${got === null ? 'absent' : `${got.length} bytes, neither the old object nor the new one`}`);
+        }
+        await put;
+        assert.ok((await store.getBuffer('k', 16 << 20))?.equals(v2), 'the new object after the put');
+      }
+      const names = await readdir(join(root, 'whole'));
+      assert.deepEqual(names.filter((n) => n.endsWith('.tmp')), [], 'no temp file left');
+    } finally {
+      store.destroy();
+      await s3.close();
+      await rm(root, { recursive: true, force: true });
+    }
+  });
 });
