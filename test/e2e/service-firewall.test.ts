@@ -6,6 +6,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
+import { capabilityName } from '../../src/docker/index.js';
 import { dockerCli } from '../../src/lab/engine.js';
 import { BLOCKED_PORT, droppedPackets, editRuleset, FIREWALL, firewallAnswer, hostRuleset, OPEN_PORT, startFirewall, tryPort } from '../../src/lab/service-firewall.js';
 import { ServiceLab } from '../../src/lab/service-lab.js';
@@ -62,8 +63,10 @@ describe('a firewall (nftables container) failing over with keepalived: the twin
     const twin = await inspect(b);
     assert.equal(twin.State.Running, false);
     assert.equal(twin.Config.Labels?.['twinlayer.twin'], 'true');
-    // Docker spells a capability with or without CAP_ (the primary's as given to docker run, the twin's as the API stored it).
-    assert.deepEqual(twin.HostConfig.CapAdd?.map((c) => c.replace(/^CAP_/, '')), ['NET_ADMIN'], 'the twin has the capability the firewall needs');
+    // The spec carries the capabilities as the primary's inspect shows them, and the twin is created with that spelling.
+    const primary = await inspect(a);
+    assert.deepEqual(twin.HostConfig.CapAdd, primary.HostConfig.CapAdd, 'the twin has the capabilities of the primary, spelled alike');
+    assert.deepEqual(twin.HostConfig.CapAdd?.map(capabilityName), ['NET_ADMIN'], 'the twin has the capability the firewall needs');
     assert.equal(twin.HostConfig.NetworkMode, 'host');
     // B's own address: its host service answers, no rule there while the twin is stopped.
     assert.deepEqual(await tryPort(l, l.hostIp(b), BLOCKED_PORT), { page: `${b}:${BLOCKED_PORT}` });
