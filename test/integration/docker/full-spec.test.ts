@@ -151,8 +151,9 @@ describe('spec round trip: the twin is the same container', { timeout: 600_000 }
     // Through the API, capabilities keep the spelling they were given (the CLI adds CAP_ before it sends them): one
     // without the prefix, one with it.
     await new Docker({ socketPath: a.socketPath }).createContainer({
-      name: 'apicaps', Image: TAG, Cmd: ['sleep', '3600'], Labels: { 'twinlayer.enable': 'true' },
-      HostConfig: { NetworkMode: 'none', CapAdd: ['NET_ADMIN', 'CAP_NET_RAW'], CapDrop: ['MKNOD', 'CAP_AUDIT_WRITE'] },
+      // A hostname of its own (not the id's) and PortBindings as the CLI sends them ({}), as the other containers have.
+      name: 'apicaps', Image: TAG, Cmd: ['sleep', '3600'], Labels: { 'twinlayer.enable': 'true' }, Hostname: 'apicaps',
+      HostConfig: { NetworkMode: 'none', PortBindings: {}, CapAdd: ['NET_ADMIN', 'CAP_NET_RAW'], CapDrop: ['MKNOD', 'CAP_AUDIT_WRITE'] },
     });
     assert.deepEqual((await inspect(a, 'apicaps')).HostConfig['CapAdd'], ['NET_ADMIN', 'CAP_NET_RAW'], 'the primary shows the capabilities as given');
     // The spec as the standby reads it from the bucket: JSON, parsed by the schema.
