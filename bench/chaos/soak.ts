@@ -231,7 +231,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     }, 100);
     roles.generation = first.generation ?? 0;
     const setupConverge = Date.now();
-    // A container without changes (web) has no commit; its twin is made from its spec all the same.
+    // A container without changes (web) has an empty first full commit; its twin is made from its spec.
     await waitFor('the first full sync of every container on the standby', 120_000, async () => {
       const st = await l.converged(FIRST_STANDBY);
       return st !== undefined && protectedNames.every((n) => st.containers.some((c) => c.name === n && c.twin === 'stopped')) ? true : undefined;

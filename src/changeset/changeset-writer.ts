@@ -39,9 +39,11 @@ interface PartPlan extends EntryPlan {
   part: number;
 }
 
-/** Null when nothing ships (or everything that would was torn); each part's `torn` gets the paths left for the next
- *  build. */
-export async function writeChangeset(parts: readonly ScanPart[], workDir: string, full: boolean, chunking?: ChunkingOptions): Promise<Written | null> {
+/** Null when nothing ships (or everything that would was torn), unless `emptyFull` asks a full build to write an
+ *  empty changeset then (a valid tar with no entries: "the trees are empty"); each part's `torn` gets the paths left
+ *  for the next build. */
+export async function writeChangeset(parts: readonly ScanPart[], workDir: string, full: boolean, chunking?: ChunkingOptions, emptyFull = false): Promise<Written | null> {
+  const keepEmpty = full && emptyFull;
   const plans: PartPlan[] = [];
   const shippings: Cand[][] = [];
   const vanisheds: string[][] = [];
@@ -59,7 +61,7 @@ export async function writeChangeset(parts: readonly ScanPart[], workDir: string
       plans.push(moved);
     }
   });
-  if (plans.length === 0) return null;
+  if (plans.length === 0 && !keepEmpty) return null;
   plans.sort((a, b) => comparePaths(a.tarPath, b.tarPath));
 
   await mkdir(workDir, { recursive: true });
@@ -131,7 +133,7 @@ export async function writeChangeset(parts: readonly ScanPart[], workDir: string
       for (const v of vanisheds[i] ?? []) delta.remove.push(v);
     });
     await writer.finish();
-    if (entries === 0) {
+    if (entries === 0 && !keepEmpty) {
       await rm(spoolDir, { recursive: true, force: true });
       return null;
     }

@@ -115,7 +115,8 @@ export class UpperTracker {
     });
   }
 
-  async build(scope: 'full' | 'reconcile' | ReadonlySet<string>): Promise<BuiltChangeset | null> {
+  /** Null when nothing ships; with `emptyFull`, a full build of empty trees gives an empty full changeset instead. */
+  async build(scope: 'full' | 'reconcile' | ReadonlySet<string>, opts: { emptyFull?: boolean } = {}): Promise<BuiltChangeset | null> {
     const full = scope === 'full';
     const named = new Map<Tree, Set<string>>();
     if (typeof scope !== 'string') {
@@ -143,7 +144,7 @@ export class UpperTracker {
       roots.push(root === null ? null : recFromStat('d', root.st, false));
       parts.push({ scan, prefix: tree.prefix, root, torn: [...scan.torn] });
     }
-    const written = await writeChangeset(parts, this.#workDir, full, this.#chunking);
+    const written = await writeChangeset(parts, this.#workDir, full, this.#chunking, opts.emptyFull === true);
     // Torn paths stay dirty: every later build looks at them again, whatever its scope.
     this.#trees.forEach((tree, i) => {
       tree.pending = new Set(parts[i]!.torn);

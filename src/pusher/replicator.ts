@@ -144,7 +144,9 @@ export class ContainerReplicator {
   async #shipOnce(scope: BurstScope, firstWriteAt: number): Promise<void> {
     const { bucket, journal, uploads, shippedState, log, generation } = this.#deps;
     const tracker = this.#tracker;
-    const built = await tracker.build(this.#needFull ? 'full' : scope);
+    // The first full checkpoint goes out even when empty: the standby creates the twin from it, and a container that
+    // never writes (a firewall applying a ruleset from its image) must have one all the same.
+    const built = await tracker.build(this.#needFull ? 'full' : scope, { emptyFull: true });
     log.debug('built', { container: this.name, scope: this.#needFull ? 'full' : scope === 'reconcile' ? scope : [...scope].slice(0, 50), files: built?.counts.files ?? 0, torn: built?.torn ?? [] });
     if (built === null) return;
     try {

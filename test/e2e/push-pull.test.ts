@@ -197,6 +197,19 @@ describe('push on A, pull on B, through S3', { timeout: 600_000 }, () => {
       return list[0];
     }, 100);
     assert.equal(twin.State, 'created');
+    // Its first full checkpoint is published although empty, and B stages it: the twin's commit names the spec.
+    await waitFor('an empty full commit of the quiet container staged on B', 30_000, async () => {
+      const g = (await bucket.listGenerations()).at(-1);
+      if (g === undefined) return undefined;
+      const head = await bucket.readHead(g);
+      const seq = head.status === 'ok' ? head.head.containers['quiet'] : undefined;
+      if (seq === undefined || seq === 0) return undefined;
+      const text = await readFile(join(base, 'state-b', 'pull', 'e2e', 'applied.json'), 'utf8').catch(() => null);
+      const applied = text ? (JSON.parse(text) as { containers: Record<string, { seq: number; generation: number; specDigest?: string }> }) : null;
+      const mine = applied?.containers['quiet'];
+      return mine?.generation === g && mine.seq === seq && mine.specDigest !== undefined ? true : undefined;
+    }, 100);
+    assert.deepEqual(await readdir(await upperOf(engB, 'quiet')), [], 'nothing staged into the twin of a container that wrote nothing');
   });
 
   it('replicates writes, overwrites, appends, deletes of image files, a recreated dir, links and modes', async () => {
@@ -309,8 +322,10 @@ describe('push on A, pull on B, through S3', { timeout: 600_000 }, () => {
     assert.equal(body.outcome, 'booted');
     assert.equal(body.finalize.bucketReachable, false);
     assert.deepEqual(body.start.containers.map((c) => [c.name, c.ok]), [['late', true], ['quiet', true], ['web', true]]);
-    const twin = (await new Docker({ socketPath: engB.socketPath }).getContainer('web').inspect()) as { State: { Running: boolean } };
-    assert.equal(twin.State.Running, true);
+    for (const name of ['web', 'quiet']) {
+      const twin = (await new Docker({ socketPath: engB.socketPath }).getContainer(name).inspect()) as { State: { Running: boolean } };
+      assert.equal(twin.State.Running, true, `the twin of ${name} runs`);
+    }
     const again = await fetch(`http://127.0.0.1:${hookPort}/v1/vrrp`, {
       method: 'POST',
       headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },

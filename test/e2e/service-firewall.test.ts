@@ -6,6 +6,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
+import { capabilityName } from '../../src/docker/index.js';
 import { dockerCli } from '../../src/lab/engine.js';
 import { BLOCKED_PORT, droppedPackets, editRuleset, FIREWALL, firewallAnswer, hostRuleset, OPEN_PORT, startFirewall, tryPort } from '../../src/lab/service-firewall.js';
 import { ServiceLab } from '../../src/lab/service-lab.js';
@@ -42,12 +43,18 @@ describe('a firewall (nftables container) failing over with keepalived: the twin
     await sl?.destroy();
   });
 
-  it('A runs the firewall with its image\'s ruleset (all open): both ports answer on the VIP from A', async () => {
+  it('A runs the firewall with its image\'s ruleset (all open): both ports answer on the VIP from A; B has its stopped twin although it wrote nothing', async () => {
     const l = L();
-    const [a] = l.hosts;
+    const [a, b] = l.hosts;
     await waitFor('the firewall to apply its ruleset on A', l.waitMs, async () => ((await hostRuleset(l, a)).includes('table inet filter') ? true : undefined), 100);
     assert.deepEqual(await tryPort(l, l.lab.vip, BLOCKED_PORT), { page: `${a}:${BLOCKED_PORT}` });
     assert.deepEqual(await tryPort(l, l.lab.vip, OPEN_PORT), { page: `${a}:${OPEN_PORT}` });
+    // Its first full checkpoint is published although empty: the twin is there before the container's first write.
+    const twin = await waitFor('the stopped twin of the firewall on B', l.waitMs, async () => {
+      const out = await dockerCli(l.engine(b), ['ps', '-a', '--filter', `name=^${FIREWALL}$`, '--format', '{{.State}}']);
+      return out.trim() === '' ? undefined : out.trim();
+    }, 100);
+    assert.equal(twin, 'created');
   });
 
   it('the ruleset file edited inside the container (and applied on A): A drops the blocked port, the open one answers; B\'s stopped twin (NET_ADMIN, host network) holds the edited file, B itself drops nothing yet', async () => {
@@ -58,12 +65,13 @@ describe('a firewall (nftables container) failing over with keepalived: the twin
     assert.deepEqual(await tryPort(l, l.lab.vip, OPEN_PORT), { page: `${a}:${OPEN_PORT}` });
     assert.ok(((await droppedPackets(l, a)) ?? 0) > 0, 'A\'s rule counted the dropped connection');
     await l.waitTwinFile(b, FIREWALL, '/etc/nftables.conf', `tcp dport ${BLOCKED_PORT} counter drop`);
-    // The twin exists once the container's first commit is in the bucket (its spec goes with it).
     const twin = await inspect(b);
     assert.equal(twin.State.Running, false);
     assert.equal(twin.Config.Labels?.['twinlayer.twin'], 'true');
-    // Docker spells a capability with or without CAP_ (the primary's as given to docker run, the twin's as the API stored it).
-    assert.deepEqual(twin.HostConfig.CapAdd?.map((c) => c.replace(/^CAP_/, '')), ['NET_ADMIN'], 'the twin has the capability the firewall needs');
+    // The spec carries the capabilities as the primary's inspect shows them, and the twin is created with that spelling.
+    const primary = await inspect(a);
+    assert.deepEqual(twin.HostConfig.CapAdd, primary.HostConfig.CapAdd, 'the twin has the capabilities of the primary, spelled alike');
+    assert.deepEqual(twin.HostConfig.CapAdd?.map(capabilityName), ['NET_ADMIN'], 'the twin has the capability the firewall needs');
     assert.equal(twin.HostConfig.NetworkMode, 'host');
     // B's own address: its host service answers, no rule there while the twin is stopped.
     assert.deepEqual(await tryPort(l, l.hostIp(b), BLOCKED_PORT), { page: `${b}:${BLOCKED_PORT}` });

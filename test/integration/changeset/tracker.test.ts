@@ -3,11 +3,11 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { link, mkdir, mkdtemp, rm, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, mkdtemp, readdir, rm, unlink, writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { createLogger } from '../../../src/log/logger.js';
-import { UpperTracker, defaultLimits, relPathIsExcluded } from '../../../src/changeset/index.js';
+import { UpperTracker, defaultLimits, relPathIsExcluded, stageChangeset } from '../../../src/changeset/index.js';
 import { readChangeset } from '../../../src/changeset/tar-reader.js';
 import { requireRoot } from '../../support/overlay.js';
 
@@ -55,6 +55,34 @@ describe('UpperTracker on a plain upper dir', () => {
     await rm(built.file);
     assert.equal(await tracker.build('reconcile'), null);
     assert.equal(await tracker.build(new Set(['etc/hosts', 'var/cache/apt/pkg', 'etc/.wh.sneaky'])), null);
+  });
+
+  it('an empty upper dir: a full build ships nothing unless asked for an empty full, which stages as "the tree is empty"', async () => {
+    const upper = join(base, 'empty');
+    await mkdir(upper);
+    const tracker = new UpperTracker({ upperDir: upper, workDir: join(base, 'w-empty') });
+    assert.equal(await tracker.build('full'), null, 'without emptyFull nothing ships');
+    const built = await tracker.build('full', { emptyFull: true });
+    assert.ok(built !== null, 'the first full of a container that never wrote is a changeset all the same');
+    assert.equal(built.kind, 'full');
+    assert.deepEqual(built.counts, { files: 0, deletions: 0, bytes: 0 });
+    assert.deepEqual(await list(built.file), [], 'a valid tar with no entries');
+    tracker.commit(built);
+    // Later builds with nothing in them are still not published, whatever the scope.
+    assert.equal(await tracker.build('reconcile', { emptyFull: true }), null);
+    assert.equal(await tracker.build(new Set(['etc']), { emptyFull: true }), null);
+    // Staged into a fresh twin: nothing to do; into a twin holding stale files: a full prunes what it does not name.
+    const fresh = join(base, 'twin-fresh');
+    await mkdir(fresh);
+    await stageChangeset(built.file, built.kind, { upperDir: fresh, tmpDir: join(base, 'tmp-fresh') });
+    assert.deepEqual(await readdir(fresh), []);
+    const stale = join(base, 'twin-stale');
+    await mkdir(join(stale, 'etc/app'), { recursive: true });
+    await writeFile(join(stale, 'etc/app/old.conf'), 'stale');
+    await writeFile(join(stale, 'top'), 'stale');
+    await stageChangeset(built.file, built.kind, { upperDir: stale, tmpDir: join(base, 'tmp-stale') });
+    assert.deepEqual(await readdir(stale), [], 'an empty full clears a twin that held stale files');
+    await rm(built.file);
   });
 
   it('never ships a file torn by a concurrent writer', async () => {

@@ -10,6 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { strict as assert } from 'node:assert';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import Docker from 'dockerode';
 import {
   DEFAULT_TWIN_POLICY, DockerRuntime, HOST_NAMESPACES, TwinHostNotReadyError, TwinSpecRefusedError, twinSpecSchema,
 } from '../../../src/docker/index.js';
@@ -147,15 +148,23 @@ describe('spec round trip: the twin is the same container', { timeout: 600_000 }
     await dockerCli(a, ['create', '--name', 'priv', '-l', 'twinlayer.enable=true', '--privileged', '--network', 'host', '--pid', 'host',
       '--ipc', 'host', '--uts', 'host', '--userns', 'host', '--cgroupns', 'private', '--device-cgroup-rule', 'c 10:200 rwm',
       '--log-driver', 'local', '--restart', 'always', TAG, 'sleep', '3600']);
+    // Through the API, capabilities keep the spelling they were given (the CLI adds CAP_ before it sends them): one
+    // without the prefix, one with it.
+    await new Docker({ socketPath: a.socketPath }).createContainer({
+      // A hostname of its own (not the id's) and PortBindings as the CLI sends them ({}), as the other containers have.
+      name: 'apicaps', Image: TAG, Cmd: ['sleep', '3600'], Labels: { 'twinlayer.enable': 'true' }, Hostname: 'apicaps',
+      HostConfig: { NetworkMode: 'none', PortBindings: {}, CapAdd: ['NET_ADMIN', 'CAP_NET_RAW'], CapDrop: ['MKNOD', 'CAP_AUDIT_WRITE'] },
+    });
+    assert.deepEqual((await inspect(a, 'apicaps')).HostConfig['CapAdd'], ['NET_ADMIN', 'CAP_NET_RAW'], 'the primary shows the capabilities as given');
     // The spec as the standby reads it from the bucket: JSON, parsed by the schema.
-    for (const name of ['full', 'priv']) specs.set(name, twinSpecSchema.parse(JSON.parse(JSON.stringify(await rtA.captureSpec(name)))));
+    for (const name of ['full', 'priv', 'apicaps']) specs.set(name, twinSpecSchema.parse(JSON.parse(JSON.stringify(await rtA.captureSpec(name)))));
   });
 
   after(async () => {
     await lab?.destroy();
   });
 
-  for (const name of ['full', 'priv']) {
+  for (const name of ['full', 'priv', 'apicaps']) {
     it(`${name}: the created twin's docker inspect equals the primary's in every field that defines how it runs`, async () => {
       const spec = specs.get(name)!;
       assert.deepEqual(spec.unsupported, [], 'the primary has nothing a twin cannot be created with');
