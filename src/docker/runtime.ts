@@ -284,13 +284,24 @@ export class DockerRuntime {
     const replicated = new Set((spec.volumes ?? []).map((v) => v.name));
     const unreplicated = new Set((spec.unreplicatedVolumes ?? []).map((v) => v.name).filter((n) => !replicated.has(n)));
     const names = new Set([...replicated, ...namedVolumeSources(spec.hostConfig ?? {}), ...unreplicated]);
+    const labels = { [TWIN_LABEL]: 'true', ...(group === undefined ? {} : { [GROUP_LABEL]: group }) };
     for (const name of [...names].sort()) {
       const context: ErrorContext = { container: spec.name, volume: name };
+      const driver = (spec.unreplicatedVolumes ?? []).find((v) => v.name === name)?.driver;
+      if (unreplicated.has(name) && driver !== undefined && (await this.#inspectVolume(name)) === null) {
+        // Absent: made here as Docker would make it at create (the driver, no options), but labelled, so that the
+        // twin's own volume is never taken for an operator's (specRefusals) when the twin is adopted later.
+        try {
+          await this.#docker.createVolume({ Name: name, Driver: driver, Labels: labels });
+        } catch (cause) {
+          throw new DockerApiError('create volume', statusOf(cause), context, { cause });
+        }
+      }
       if (!unreplicated.has(name)) {
         let v = await this.#inspectVolume(name);
         if (v === null) {
           try {
-            await this.#docker.createVolume({ Name: name, Driver: 'local', Labels: { [TWIN_LABEL]: 'true', ...(group === undefined ? {} : { [GROUP_LABEL]: group }) } });
+            await this.#docker.createVolume({ Name: name, Driver: 'local', Labels: labels });
           } catch (cause) {
             throw new DockerApiError('create volume', statusOf(cause), context, { cause });
           }
