@@ -170,8 +170,8 @@ export class Stager {
       this.#pending.delete(name);
       return;
     }
-    // Undoing writes into the twin's volumes too: not while another container uses one of them.
-    if (twin.mounted || Object.keys(twin.volumeUsers).length > 0) {
+    // Undoing writes into the twin's replicated volumes too: not while another container uses one of them.
+    if (stageHold(twin, this.#containers.get(name).spec) !== null) {
       this.#pending.add(name);
       return;
     }
