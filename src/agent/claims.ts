@@ -1,7 +1,7 @@
 // Claiming a generation for a promotion (DESIGN.md "Roles, promotion, fencing"): a conditional create of
 // gen/<g>/claim.json, one past the generation the promoting host followed. Exactly one host wins a generation.
 import type { Logger } from '../log/logger.js';
-import { REFUSED_GENERATION_SKIP, type Bucket, type Generation, type Seq } from '../store/index.js';
+import { MAX_KEYS_PAST_HEAD, REFUSED_GENERATION_SKIP, type Bucket, type Generation, type Seq } from '../store/index.js';
 import type { ClaimState } from './types.js';
 
 /** What a promotion finalized from: the generation followed and the staged seq per container. */
@@ -14,6 +14,9 @@ export interface ClaimDeps {
   bucket: Bucket;
   hostId: string;
   log: Logger;
+  /** Journal keys past the followed head a late claim lists at most (more: the generation moved). Default
+   *  MAX_KEYS_PAST_HEAD. */
+  maxKeysPastHead?: number;
 }
 
 /**
@@ -36,7 +39,7 @@ export async function claimGeneration(deps: ClaimDeps, generation: Generation, b
   }
   if (newest === generation) return claimedAlready(deps, generation);
   if (opts.late && basis.generation > 0) {
-    const moved = await followedGenerationMoved(bucket, basis);
+    const moved = await followedGenerationMoved(bucket, basis, deps.maxKeysPastHead ?? MAX_KEYS_PAST_HEAD);
     if (moved !== null) {
       log.error('late claim refused: the followed generation moved on while this host was cut off', { generation, followed: basis.generation, moved });
       const head = await bucket.readHead(basis.generation as Generation);
@@ -77,13 +80,18 @@ async function claimedAlready(deps: ClaimDeps, generation: Generation): Promise<
  * alone is not enough: it may be an older signed head put back by a bucket writer (a replay verifies), so the
  * records past it are listed too, as finalize does (each is signed for its own seq; refused ones are nobody's).
  */
-async function followedGenerationMoved(bucket: Bucket, basis: ClaimBasis): Promise<{ container: string; head: number; staged: number } | null> {
+async function followedGenerationMoved(bucket: Bucket, basis: ClaimBasis, maxKeys: number): Promise<{ container: string; head: number; staged: number } | null> {
   const g = basis.generation as Generation;
   const head = await bucket.readHead(g);
+  const headSeq = head.status === 'ok' ? head.head.seq : 0;
   const newest = new Map<string, number>(head.status === 'ok' ? Object.entries(head.head.containers) : []);
-  for await (const item of bucket.listRecords(g, head.status === 'ok' ? head.head.seq : 0)) {
+  // Bounded: more keys past the head than one listing reads is taken as moved on (a late claim is refused rather
+  // than made over a journal it cannot read in full).
+  let truncated = false;
+  for await (const item of bucket.listRecords(g, headSeq, { maxKeys, onTruncated: () => { truncated = true; } })) {
     if ('record' in item) newest.set(item.record.container, Math.max(newest.get(item.record.container) ?? 0, item.seq));
   }
+  if (truncated) return { container: `(more than ${maxKeys} journal keys past head seq ${headSeq})`, head: headSeq + maxKeys, staged: headSeq };
   for (const [container, seq] of newest) {
     const staged = basis.containers[container] ?? 0;
     if (seq > staged) return { container, head: seq, staged };

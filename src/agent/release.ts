@@ -4,7 +4,7 @@
 // MASTER take over from a primary that runs. So a release names the head it was made at and is taken only while
 // that head is the generation's head, nothing was published past it, and it was made by the generation's owner; the
 // owner withdraws a release by deleting it and writing its head again (a new time), which makes any copy stale.
-import { recoverHead, type Bucket, type Generation, type Release } from '../store/index.js';
+import { MAX_KEYS_PAST_HEAD, recoverHead, type Bucket, type Generation, type Release } from '../store/index.js';
 import { ownershipOf } from './ownership.js';
 
 /** Releases generation g, owned by `host`, at its current head (records past the head folded in first). */
@@ -28,8 +28,8 @@ export async function withdrawRelease(bucket: Bucket, g: Generation): Promise<vo
 export type ReleaseCheck = { status: 'none' } | { status: 'valid'; release: Release } | { status: 'stale'; release: Release; reason: string };
 
 /** The release of generation g, if any, and whether it still holds: made by g's owner, at g's current head, with
- *  nothing published past it. */
-export async function currentRelease(bucket: Bucket, g: Generation): Promise<ReleaseCheck> {
+ *  nothing published past it (at most `maxKeysPastHead` journal keys past it are listed: more make it stale). */
+export async function currentRelease(bucket: Bucket, g: Generation, maxKeysPastHead: number = MAX_KEYS_PAST_HEAD): Promise<ReleaseCheck> {
   const release = await bucket.readRelease(g);
   if (release === null) return { status: 'none' };
   const stale = (reason: string): ReleaseCheck => ({ status: 'stale', release, reason });
@@ -41,8 +41,13 @@ export async function currentRelease(bucket: Bucket, g: Generation): Promise<Rel
   if (now.seq !== release.headSeq || now.updatedAt !== release.headUpdatedAt) {
     return stale(`made at head seq ${release.headSeq} (${release.headUpdatedAt ?? 'no head'}), but the head is seq ${now.seq} (${now.updatedAt ?? 'no head'}): withdrawn, or put back`);
   }
-  for await (const item of bucket.listRecords(g, release.headSeq)) {
-    return stale(`journal seq ${item.seq} lies past the head it was made at (seq ${release.headSeq})`);
+  // Only a record (signed by a key the group trusts) was published past the head: a key that does not parse, or a
+  // record that is refused, is what a bucket writer without a key can put there, and must not undo a release. More
+  // keys past the head than a bounded listing reads is no head to take over from, whatever they hold.
+  let truncated = false;
+  for await (const item of bucket.listRecords(g, release.headSeq, { maxKeys: maxKeysPastHead, onTruncated: () => { truncated = true; } })) {
+    if ('record' in item) return stale(`journal seq ${item.seq} lies past the head it was made at (seq ${release.headSeq})`);
   }
+  if (truncated) return stale(`more than ${maxKeysPastHead} journal keys lie past the head it was made at (seq ${release.headSeq})`);
   return { status: 'valid', release };
 }

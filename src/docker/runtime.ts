@@ -18,11 +18,11 @@ import { z } from 'zod';
 import { parseBind } from './spec-run.js';
 import { additionalNetworks, createOptionsFromSpec, specFromInspect } from './spec.js';
 import type { RestartPolicy, TwinSpec } from './spec.js';
-import { bindSourceProblems, standbyProblems } from './standby-checks.js';
+import { bindSourceProblems, standbyProblems, volumeNames } from './standby-checks.js';
 import type { HostLookups, VolumeFacts } from './standby-checks.js';
 import { namedVolumeSources, verifyVolumeDir, volumeInspectProblem, volumeInspectSchema, volumesFromInspect } from './volumes.js';
 import type { ContainerVolume, VolumeInspect } from './volumes.js';
-import { DEFAULT_TWIN_POLICY, specRefusals } from './twin-policy.js';
+import { DEFAULT_TWIN_POLICY, foreignVolumeRefusal, specRefusals } from './twin-policy.js';
 import type { EngineDefaults, TwinPolicy } from './twin-policy.js';
 
 export interface ProtectedContainer {
@@ -62,8 +62,12 @@ export type TwinState =
     isTwin: boolean;
     /** The digest of the spec the twin was created from (label); null for a twin made before it was recorded. */
     specDigest: string | null;
-    /** Its volumes (local, checked) by name: the dir each one's content lives in. */
+    /** Its volumes (local, checked) by name: the dir each one's content lives in. Staging writes only into those
+     *  its spec's `volumes` names (stageTargetOf); the others are the host's (a trusted spec may mount them). */
     volumes: Record<string, string>;
+    /** Other containers of this engine that use a volume the twin mounts, by volume name (none: absent). Staging
+     *  into a volume another container uses would write under that container: it waits, like a mounted twin. */
+    volumeUsers: Record<string, string[]>;
   };
 
 export interface StartResult {
@@ -266,10 +270,12 @@ export class DockerRuntime {
     return this.#parse(volumeInspectSchema, raw, 'inspect volume', { volume: name });
   }
 
-  /** The twin's volumes, created before the twin (local driver, no options) so it mounts them, not new anonymous
-   *  ones. A volume of that name that exists must be a plain local volume: another driver's, or one with options (a
-   *  bind of a host path), is refused rather than staged into. */
-  async #ensureVolumes(spec: TwinSpec, group: string | undefined): Promise<void> {
+  /** The twin's volumes, created before the twin (local driver, no options, labelled) so it mounts them, not new
+   *  anonymous ones. A volume of that name that exists must be a plain local volume: another driver's, or one with
+   *  options (a bind of a host path), is refused rather than staged into; one twinlayer did not create (no
+   *  TWIN_LABEL: an operator's) is refused unless the spec is trusted (specRefusals says so first; checked again here
+   *  against a volume created since). */
+  async #ensureVolumes(spec: TwinSpec, group: string | undefined, trusted: boolean): Promise<void> {
     const dataRoot = await this.#dataRoot();
     // Every volume the twin would mount, also one the spec's binds name that it does not list (a spec of an older
     // version, or one written to mount an operator's volume): Docker would use whatever has that name here. A volume
@@ -278,13 +284,24 @@ export class DockerRuntime {
     const replicated = new Set((spec.volumes ?? []).map((v) => v.name));
     const unreplicated = new Set((spec.unreplicatedVolumes ?? []).map((v) => v.name).filter((n) => !replicated.has(n)));
     const names = new Set([...replicated, ...namedVolumeSources(spec.hostConfig ?? {}), ...unreplicated]);
+    const labels = { [TWIN_LABEL]: 'true', ...(group === undefined ? {} : { [GROUP_LABEL]: group }) };
     for (const name of [...names].sort()) {
       const context: ErrorContext = { container: spec.name, volume: name };
+      const driver = (spec.unreplicatedVolumes ?? []).find((v) => v.name === name)?.driver;
+      if (unreplicated.has(name) && driver !== undefined && (await this.#inspectVolume(name)) === null) {
+        // Absent: made here as Docker would make it at create (the driver, no options), but labelled, so that the
+        // twin's own volume is never taken for an operator's (specRefusals) when the twin is adopted later.
+        try {
+          await this.#docker.createVolume({ Name: name, Driver: driver, Labels: labels });
+        } catch (cause) {
+          throw new DockerApiError('create volume', statusOf(cause), context, { cause });
+        }
+      }
       if (!unreplicated.has(name)) {
         let v = await this.#inspectVolume(name);
         if (v === null) {
           try {
-            await this.#docker.createVolume({ Name: name, Driver: 'local', Labels: { [TWIN_LABEL]: 'true', ...(group === undefined ? {} : { [GROUP_LABEL]: group }) } });
+            await this.#docker.createVolume({ Name: name, Driver: 'local', Labels: labels });
           } catch (cause) {
             throw new DockerApiError('create volume', statusOf(cause), context, { cause });
           }
@@ -292,23 +309,37 @@ export class DockerRuntime {
         }
         const problem = v === null ? 'volume vanished after create' : volumeInspectProblem(v, dataRoot);
         if (problem !== null) throw new TwinSpecRefusedError([problem], context);
+        if (!trusted && v?.Labels?.[TWIN_LABEL] !== 'true') throw new TwinSpecRefusedError([foreignVolumeRefusal([name])], context);
       }
       // Staging writes into the twin's plain local volumes: never into one another container of this host mounts (a
       // spec naming the volume of an unrelated service, or two protected containers sharing one).
       const users = await this.#containersUsingVolume(name);
-      const other = users.find((u) => u !== spec.name);
-      if (other !== undefined) throw new TwinSpecRefusedError([`volume ${name} is mounted by container ${other} on this host; a twin's volumes are its own`], context);
+      const other = users.find((u) => u.name !== spec.name);
+      if (other !== undefined) throw new TwinSpecRefusedError([`volume ${name} is mounted by container ${other.name} on this host; a twin's volumes are its own`], context);
     }
   }
 
-  async #containersUsingVolume(volume: string): Promise<string[]> {
+  /** The containers of this engine (running or not) that mount `volume`. */
+  async #containersUsingVolume(volume: string): Promise<Array<{ id: string; name: string }>> {
     let raw: unknown;
     try {
       raw = await this.#docker.listContainers({ all: true, filters: JSON.stringify({ volume: [volume] }) });
     } catch (cause) {
       throw new DockerApiError('list containers', statusOf(cause), { volume }, { cause });
     }
-    return this.#parse(listSchema, raw, 'list containers', { volume }).map((c) => (c.Names?.[0] ?? c.Id).replace(/^\//, ''));
+    return this.#parse(listSchema, raw, 'list containers', { volume }).map((c) => ({ id: c.Id, name: (c.Names?.[0] ?? c.Id).replace(/^\//, '') }));
+  }
+
+  /** The volumes the spec would mount that exist on this engine and twinlayer did not create (no TWIN_LABEL): an
+   *  operator's, or another service's. Mounting one is for a trusted spec only (specRefusals). */
+  async #foreignVolumes(spec: TwinSpec): Promise<string[]> {
+    const names = new Set([...(spec.volumes ?? []).map((v) => v.name), ...volumeNames(spec), ...(spec.unreplicatedVolumes ?? []).map((v) => v.name)]);
+    const out: string[] = [];
+    for (const name of [...names].sort()) {
+      const v = await this.#inspectVolume(name);
+      if (v !== null && v.Labels?.[TWIN_LABEL] !== 'true') out.push(name);
+    }
+    return out;
   }
 
   /** What every container of this engine gets anyway (a spec asking for it asks for no privilege). */
@@ -318,7 +349,7 @@ export class DockerRuntime {
 
   /** Why a twin must not be created from this spec on this engine under `policy` (specRefusals); empty when it may. */
   async specRefusals(spec: TwinSpec, trusted: boolean, policy: TwinPolicy = DEFAULT_TWIN_POLICY): Promise<string[]> {
-    return specRefusals(spec, { trusted, policy, engine: await this.engineDefaults() });
+    return specRefusals(spec, { trusted, policy, engine: await this.engineDefaults(), foreignVolumes: await this.#foreignVolumes(spec) });
   }
 
   /** Lookups of this engine's networks and volumes, each name asked once (one pass over many twins). */
@@ -384,7 +415,7 @@ export class DockerRuntime {
       const lacking = opts.hostProblems ?? (await this.hostProblems(spec, policy));
       if (lacking.length > 0) throw new TwinHostNotReadyError([...lacking], context);
       if (!(await this.imagePresent(spec.imageId))) throw new ImageMissingError(spec.imageId, context);
-      await this.#ensureVolumes(spec, opts.group);
+      await this.#ensureVolumes(spec, opts.group, opts.trusted);
       let id: string;
       try {
         id = (await this.#docker.createContainer(createOptionsFromSpec(spec, opts.group))).id;
@@ -602,8 +633,12 @@ export class DockerRuntime {
     const context: ErrorContext = { container: inspect.Name.replace(/^\//, ''), id: inspect.Id };
     const dataRoot = await this.#dataRoot();
     const volumes: Record<string, string> = {};
+    const volumeUsers: Record<string, string[]> = {};
     for (const m of inspect.Mounts ?? []) {
-      if (m.Type !== 'volume' || (m.Driver ?? 'local') !== 'local' || m.Name === undefined) continue;
+      if (m.Type !== 'volume' || m.Name === undefined || m.Name === '') continue;
+      const others = (await this.#containersUsingVolume(m.Name)).filter((u) => u.id !== inspect.Id).map((u) => u.name).sort();
+      if (others.length > 0) volumeUsers[m.Name] = others;
+      if ((m.Driver ?? 'local') !== 'local') continue;
       // A volume with driver options is never a replicated one (hostProblems holds such a twin): nothing is staged
       // into it.
       const v = await this.#inspectVolume(m.Name);
@@ -620,6 +655,7 @@ export class DockerRuntime {
       isTwin: inspect.Config.Labels?.[TWIN_LABEL] === 'true',
       specDigest: inspect.Config.Labels?.[SPEC_LABEL] ?? null,
       volumes,
+      volumeUsers,
     };
   }
 

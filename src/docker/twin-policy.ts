@@ -112,12 +112,16 @@ export function bindSources(spec: TwinSpec): string[] {
 
 /** Pure: every field of the spec the trust or the policy decides on, privileged or not (an unprivileged host port is
  *  no privilege, yet must lie in allowedHostPorts). */
-export function gatedFieldsOf(spec: TwinSpec, engine: EngineDefaults = STRICT_ENGINE_DEFAULTS): Privilege[] {
+export function gatedFieldsOf(spec: TwinSpec, engine: EngineDefaults = STRICT_ENGINE_DEFAULTS, foreignVolumes: readonly string[] = []): Privilege[] {
   const h = spec.hostConfig ?? {};
   const out: Privilege[] = [];
   const add = (field: string, value: string, policyKey: keyof TwinPolicy | null, allowedBy: (p: TwinPolicy) => boolean, needsTrust = true): void => {
     out.push({ field, value, policyKey, allowedBy, needsTrust });
   };
+  // A volume of this host that twinlayer did not create is an operator's (or another service's): an untrusted spec
+  // naming it (a bind, a mount, its `volumes`) would read it, or have it staged into. The trust decides, the host's
+  // volume checks (standby-checks.ts) still apply.
+  for (const name of foreignVolumes) add(FOREIGN_VOLUME_FIELD, name, null, () => true);
   if (h.Privileged === true) add('HostConfig.Privileged', 'true', 'allowPrivileged', (p) => p.allowPrivileged);
   for (const cap of h.CapAdd ?? []) {
     const name = capabilityName(cap);
@@ -159,8 +163,15 @@ export function gatedFieldsOf(spec: TwinSpec, engine: EngineDefaults = STRICT_EN
 }
 
 /** Pure: every privileged field the spec asks for (honoured only from a trusted spec). */
-export function privilegesOf(spec: TwinSpec, engine: EngineDefaults = STRICT_ENGINE_DEFAULTS): Privilege[] {
-  return gatedFieldsOf(spec, engine).filter((p) => p.needsTrust);
+export function privilegesOf(spec: TwinSpec, engine: EngineDefaults = STRICT_ENGINE_DEFAULTS, foreignVolumes: readonly string[] = []): Privilege[] {
+  return gatedFieldsOf(spec, engine, foreignVolumes).filter((p) => p.needsTrust);
+}
+
+const FOREIGN_VOLUME_FIELD = 'an existing volume of this host that twinlayer did not create:';
+
+/** Pure: the refusal of an untrusted spec that mounts these volumes of the host (as specRefusals words it). */
+export function foreignVolumeRefusal(names: readonly string[]): string {
+  return `the spec is not signed by a key the group trusts and asks for ${names.map((n) => `${FOREIGN_VOLUME_FIELD} ${n}`).join(', ')}: privileged fields are honoured only from a signed spec`;
 }
 
 export interface TwinTrust {
@@ -169,6 +180,9 @@ export interface TwinTrust {
   policy: TwinPolicy;
   /** What the standby's engine gives every container anyway. Default STRICT_ENGINE_DEFAULTS. */
   engine?: EngineDefaults;
+  /** The volumes the spec mounts that exist on this host without twinlayer's label (an operator's): only a trusted
+   *  spec may mount them. Default none. */
+  foreignVolumes?: readonly string[];
 }
 
 function describe(p: Privilege): string {
@@ -186,7 +200,7 @@ export function specRefusals(spec: TwinSpec, trust: TwinTrust): string[] {
     const refusal = unreplicatedVolumeRefusal(v, trust.policy);
     if (refusal !== null) refusals.push(`not replicated: ${refusal}`);
   }
-  const gated = gatedFieldsOf(spec, trust.engine);
+  const gated = gatedFieldsOf(spec, trust.engine, trust.foreignVolumes);
   const privileges = gated.filter((p) => p.needsTrust);
   if (!trust.trusted && privileges.length > 0) {
     refusals.push(`the spec is not signed by a key the group trusts and asks for ${privileges.map(describe).join(', ')}: privileged fields are honoured only from a signed spec`);

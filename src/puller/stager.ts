@@ -13,7 +13,7 @@ import {
   abandonStaging, bytesNeeded, ChangesetRejectedError, chunkListProblem, declaredProblem, defaultLimits, recoverStaging, roomProblem, stageChangeset,
   StagePendingError, StageUndoError, stagingLeftBehind, type Limits, type StageIntent, type StageTarget,
 } from '../changeset/index.js';
-import { isEngineUnavailable, specDigest, type DockerRuntime, type TwinState } from '../docker/index.js';
+import { isEngineUnavailable, specDigest, type DockerRuntime, type TwinSpec, type TwinState } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import { ChunkStore, type Bucket, type CommitRecord } from '../store/index.js';
 import { openChunkedCommit } from './chunked-commit.js';
@@ -49,11 +49,32 @@ function stageable(twin: TwinState): boolean {
   return twin.state === 'stopped' && !twin.mounted;
 }
 
+/** The volumes a twin's commits are staged into: exactly those its spec replicates (`volumes`), by name. */
+function replicatedNames(spec: Pick<TwinSpec, 'volumes'>): Set<string> {
+  return new Set((spec.volumes ?? []).map((v) => v.name));
+}
+
+/** Why nothing may be written into `twin` now (a reason shown as the container's block), or null: it runs or its
+ *  layers are mounted, or another container of this host uses a volume staging writes into (staging would write
+ *  under that container). */
+export function stageHold(twin: TwinState, spec: Pick<TwinSpec, 'volumes'> | null): string | null {
+  if (twin.state === 'absent') return 'twin absent';
+  if (!stageable(twin)) return 'twin is running or mounted; staging paused';
+  const replicated = spec === null ? new Set(Object.keys(twin.volumes)) : replicatedNames(spec);
+  const shared = Object.entries(twin.volumeUsers).filter(([volume]) => replicated.has(volume));
+  if (shared.length === 0) return null;
+  return `staging paused: ${shared.map(([volume, users]) => `volume ${volume} is used by container ${users.join(', ')}`).join('; ')} on this host; a twin's volumes are its own`;
+}
+
 /** Where a twin's commits are staged: its upper dir, its volumes, and a tmp dir beside the upper dir (same file
- *  system, outside it). */
-export function stageTargetOf(twin: { layers: { upperDir: string }; volumes: Readonly<Record<string, string>> }): StageTarget {
+ *  system, outside it). With `spec`, only the volumes the spec replicates: a volume of the host the twin mounts
+ *  besides (an operator's, which a trusted spec may name in its binds) is never staged into, nor pruned by a full
+ *  commit. Without it (recovery, which undoes only what staging wrote), every volume of the twin. */
+export function stageTargetOf(twin: { layers: { upperDir: string }; volumes: Readonly<Record<string, string>> }, spec?: Pick<TwinSpec, 'volumes'>): StageTarget {
   const upperDir = twin.layers.upperDir;
-  return { upperDir, tmpDir: join(dirname(upperDir), 'twinlayer-tmp'), volumes: twin.volumes };
+  const replicated = spec === undefined ? null : replicatedNames(spec);
+  const volumes = replicated === null ? twin.volumes : Object.fromEntries(Object.entries(twin.volumes).filter(([name]) => replicated.has(name)));
+  return { upperDir, tmpDir: join(dirname(upperDir), 'twinlayer-tmp'), volumes };
 }
 
 /** Whether the applied state records the commit an undo log's intent names: then that commit was complete. */
@@ -149,7 +170,8 @@ export class Stager {
       this.#pending.delete(name);
       return;
     }
-    if (twin.mounted) {
+    // Undoing writes into the twin's replicated volumes too: not while another container uses one of them.
+    if (stageHold(twin, this.#containers.get(name).spec) !== null) {
       this.#pending.add(name);
       return;
     }
@@ -257,11 +279,13 @@ export class Stager {
         return staged;
       }
       const twin = await this.#o.runtime.twinState(name);
-      if (twin.state === 'absent' || !stageable(twin)) {
+      const hold = stageHold(twin, c.spec);
+      if (twin.state === 'absent' || hold !== null) {
         // A twin removed since the last check is recreated by the next poll; one held for what this host lacks is
         // checked every poll anyway.
         if (twin.state === 'absent' && c.hostProblems.length === 0) this.#keeper.checkSoon();
-        c.blocked = twin.state === 'absent' ? 'twin absent' : 'twin is running or mounted; staging paused';
+        if (hold !== null && c.blocked !== hold && twin.state === 'stopped' && !twin.mounted) this.#o.log.warn('staging paused: a volume of the twin is used by another container', { container: name, reason: hold });
+        c.blocked = hold ?? 'twin absent';
         c.twin = twin.state;
         return staged;
       }
@@ -338,7 +362,7 @@ export class Stager {
           const chunked = await openChunkedCommit({
             bucket: this.#o.bucket, chunks: this.#chunks, limits: this.#limits, indexDir: this.#o.chunkIndexDir ?? join(dirname(this.#o.blobDir), 'chunk-index'),
           }, name, twin.id, record, blob);
-          const staging = stageChangeset(blob, record.kind, stageTargetOf(twin), {
+          const staging = stageChangeset(blob, record.kind, stageTargetOf(twin, c.spec ?? { volumes: [] }), {
             limits: this.#limits, log: this.#o.log.child({ container: name }), declared: { ...record.counts, size: record.size }, signal,
             intent, record: recordStaged, ...(chunked.stage === undefined ? {} : { chunks: chunked.stage }),
           }).then(async (r) => {

@@ -233,7 +233,12 @@ export class Pusher {
     if (lastSeq === 0) return { shipped: undefined, needFull: true };
     // Pullers take a spec only from a record that names it: a spec changed since the last record (a restart policy
     // updated, an older record without the name) is named at once by a full commit, not at the next write.
-    const last = await this.#opts.bucket.readRecord(generation, lastSeq).catch(() => null);
+    // A record that cannot be read (the bucket fails, or the record is refused) cannot vouch for the shipped state:
+    // a full commit is safe either way, but the operator sees why one was made.
+    const last = await this.#opts.bucket.readRecord(generation, lastSeq).catch((err: unknown) => {
+      this.#opts.log.warn('last record unreadable; a full commit follows', { container: name, generation, seq: lastSeq, key: this.#opts.bucket.journalKey(generation, lastSeq), err });
+      return null;
+    });
     if (last?.specDigest !== spec) return { shipped: undefined, needFull: true };
     // A state of another container of this name (removed and run again between two discoveries): full.
     if (committed && committed.generation === generation && committed.lastSeq === lastSeq && committed.containerId === containerId) return { shipped: committed.shipped, needFull: false };

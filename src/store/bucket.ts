@@ -77,6 +77,20 @@ export interface BucketOptions {
 
 /** Records read ahead while listRecords' consumer handles the current one. */
 const READ_AHEAD = 16;
+
+/** Keys one journal listing reads at most (its seqs are held in memory); the puller reads the rest next poll. */
+export const MAX_LISTED_KEYS = 100_000;
+
+/** Keys past a head a check of the journal lists at most (claims, releases): more than this past the head is no
+ *  head to trust, whatever the keys hold (like the puller's maxRecordsPerPoll). */
+export const MAX_KEYS_PAST_HEAD = 10_000;
+
+export interface ListRecordsOptions {
+  /** At most this many keys past afterSeq are listed. Default MAX_LISTED_KEYS. */
+  maxKeys?: number;
+  /** Called when keys past those listed were left out. */
+  onTruncated?: () => void;
+}
 /** Generations probed one by one above a known one before the generations are listed instead. */
 const CLAIM_WALK_LIMIT = 32;
 /**
@@ -456,18 +470,35 @@ export class Bucket {
    * a missing range yields one error item at its first missing seq, then the listing goes on after it; a record
    * that is refused (unsigned, badly signed, not parsing) yields an error item. Keys outside the layout are ignored
    * and logged, never used.
+   *
+   * At most `opts.maxKeys` keys past afterSeq are listed (default MAX_LISTED_KEYS; keys that do not parse count too,
+   * so junk written by anyone cannot make the listing unbounded): the items cover the keys listed, the rest is for a
+   * later listing, and `opts.onTruncated` is called before the first item when keys were left unlisted.
    */
-  async *listRecords(g: Generation, afterSeq: number): AsyncIterable<JournalItem> {
+  async *listRecords(g: Generation, afterSeq: number, opts: ListRecordsOptions = {}): AsyncIterable<JournalItem> {
     const after = asSeq(afterSeq);
+    const maxKeys = opts.maxKeys ?? MAX_LISTED_KEYS;
+    if (!Number.isInteger(maxKeys) || maxKeys < 1) throw new RangeError(`maxKeys must be an integer >= 1, got ${maxKeys}`);
     const prefix = this.layout.journalPrefix(g);
     const hostile = new HostileKeys();
     const seqs: Seq[] = [];
+    let listed = 0;
+    let truncated = false;
     for await (const key of this.store.list(prefix, after >= 1 ? this.journalKey(g, after) : undefined)) {
+      if (listed >= maxKeys) {
+        truncated = true;
+        break;
+      }
+      listed++;
       const s = this.layout.parseJournalKey(g, key);
       if (s === null) hostile.note(key);
       else if (s > after) seqs.push(s);
     }
     hostile.report(this.#log, prefix);
+    if (truncated) {
+      this.#log.warn('journal listing stopped at its bound', { generation: g, afterSeq: after, maxKeys, prefix });
+      opts.onTruncated?.();
+    }
     seqs.sort((a, b) => a - b);
 
     type Step = { seq: Seq; gapTo?: Seq };

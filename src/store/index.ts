@@ -22,6 +22,8 @@ export { formatSeq, KeyLayout, type DivergentKeyParts } from './keys.js';
 export {
   Bucket,
   MAX_LISTED_GENERATIONS,
+  MAX_LISTED_KEYS,
+  MAX_KEYS_PAST_HEAD,
   MAX_UNSIGNED_GENERATIONS,
   REFUSED_GENERATION_SKIP,
   type BucketOptions,
@@ -30,6 +32,7 @@ export {
   type GenerationFound,
   type HeadRead,
   type JournalItem,
+  type ListRecordsOptions,
   type SignatureStatus,
 } from './bucket.js';
 export { canonicalJson, signedBytes, SIGNED_KINDS, type SignedContext, type SignedKind } from './canonical.js';

@@ -5,7 +5,7 @@ import { lstat, mkdir, readFile, readdir, readlink, rm } from 'node:fs/promises'
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 
-import { UpperTracker } from '../../../src/changeset/index.js';
+import { UpperTracker, type TrackedVolume } from '../../../src/changeset/index.js';
 import { blockSize, decodeHeaderBlock, paddingFor, parsePaxBody } from '../../../src/changeset/tar-format.js';
 import { DockerRuntime, specDigest, twinSpecSchema, type TwinPolicy, type TwinSpec } from '../../../src/docker/index.js';
 import { createLogger, type Logger } from '../../../src/log/logger.js';
@@ -41,11 +41,11 @@ export class PrimaryContainer {
   /** The spec the records name (CommitRecord.specDigest), as a pusher does; undefined: records name none. */
   #specDigest: Digest | undefined;
 
-  constructor(primary: Primary, name: string, upper: string, work: string, spec?: TwinSpec) {
+  constructor(primary: Primary, name: string, upper: string, work: string, spec?: TwinSpec, volumes?: readonly TrackedVolume[]) {
     this.name = name;
     this.upper = upper;
     this.#primary = primary;
-    this.#tracker = new UpperTracker({ upperDir: upper, workDir: work });
+    this.#tracker = new UpperTracker({ upperDir: upper, workDir: work, ...(volumes === undefined ? {} : { volumes }) });
     this.#specDigest = spec === undefined ? undefined : asDigest(specDigest(spec));
   }
 
@@ -89,14 +89,15 @@ export class Primary {
     this.journal = new JournalWriter(bucket, { generation: generation as Generation, writer: WRITER, head: null });
   }
 
-  /** A container whose spec is put now; `opts.spec` (default twinSpec) is also named by its records when given. */
-  async container(name: string, imageId: string, opts: { spec?: TwinSpec } = {}): Promise<PrimaryContainer> {
+  /** A container whose spec is put now; `opts.spec` (default twinSpec) is also named by its records when given.
+   *  `opts.volumes`: volume dirs shipped with the upper dir (each under its key). */
+  async container(name: string, imageId: string, opts: { spec?: TwinSpec; volumes?: readonly TrackedVolume[] } = {}): Promise<PrimaryContainer> {
     const upper = join(this.#root, name, 'upper');
     const work = join(this.#root, name, 'work');
     await mkdir(upper, { recursive: true });
     await mkdir(work, { recursive: true });
     await this.bucket.putSpec(name, opts.spec ?? twinSpec(name, imageId));
-    return new PrimaryContainer(this, name, upper, work, opts.spec);
+    return new PrimaryContainer(this, name, upper, work, opts.spec, opts.volumes);
   }
 }
 

@@ -95,6 +95,17 @@ describe('specRefusals', () => {
     assert.equal(specRefusals(withHost({ LogConfig: { Type: 'syslog', Config: {} } }), untrusted).length, 1);
   });
 
+  it('a volume of the host that twinlayer did not create is mounted only from a trusted spec; the policy still has its say', () => {
+    const spec = withHost({ Binds: ['opsdata:/data'] });
+    assert.deepEqual(specRefusals(spec, untrusted), [], 'a volume the twin gets made for it is no privilege');
+    const foreign = { ...untrusted, foreignVolumes: ['opsdata'] };
+    assert.deepEqual(specRefusals(spec, foreign), [
+      'the spec is not signed by a key the group trusts and asks for an existing volume of this host that twinlayer did not create: opsdata: privileged fields are honoured only from a signed spec',
+    ]);
+    assert.deepEqual(specRefusals(spec, { ...trusted(), foreignVolumes: ['opsdata'] }), []);
+    assert.deepEqual(privilegesOf(spec, v1, ['opsdata']).map((p) => p.value), ['opsdata']);
+  });
+
   it('what the primary recorded as not recreated refuses the twin, trusted or not', () => {
     const refusals = specRefusals({ ...base, unsupported: ['HostConfig.Links is set (["/db:/web/db"]) and is not recreated on a twin'] }, trusted({ allowPrivileged: true }));
     assert.deepEqual(refusals, ['not recreated: HostConfig.Links is set (["/db:/web/db"]) and is not recreated on a twin']);
