@@ -24,6 +24,10 @@ class TwinRefusal extends TwinlayerError {
   }
 }
 
+/** A pass stops when this says so (a finalize began: the twins are about to boot and are not touched any more). */
+export type Halted = () => boolean;
+const never: Halted = () => false;
+
 export interface TwinKeeperOptions {
   runtime: DockerRuntime;
   bucket: Bucket;
@@ -84,22 +88,25 @@ export class TwinKeeper {
    * is a twin, runs the spec's image, and is the container the applied seq describes. A recreated twin has an empty
    * upper dir, so its applied seq is dropped and its queue rebuilt from the journal (from the last full commit).
    */
-  async ensureTwins(state: AppliedState): Promise<void> {
+  async ensureTwins(state: AppliedState, halted: Halted = never): Promise<void> {
     const names = new Set([...(await this.#o.bucket.listSpecNames()), ...this.#containers.names()]);
-    await this.#ensure(state, names, true);
+    await this.#ensure(state, names, true, halted);
   }
 
   /** Between the full checks: the twins held for what this host lacked, checked again (no bucket request). */
-  async recheckHeld(state: AppliedState): Promise<void> {
+  async recheckHeld(state: AppliedState, halted: Halted = never): Promise<void> {
     const held = this.#containers.entries().filter(([, c]) => c.hostProblems.length > 0).map(([n]) => n);
-    if (held.length > 0) await this.#ensure(state, held, false);
+    if (held.length > 0) await this.#ensure(state, held, false, halted);
   }
 
-  async #ensure(state: AppliedState, names: Iterable<string>, full: boolean): Promise<void> {
+  async #ensure(state: AppliedState, names: Iterable<string>, full: boolean, halted: Halted): Promise<void> {
     const policy = this.#o.policy ?? DEFAULT_TWIN_POLICY;
     // One lookup per network or volume in this pass, however many twins name it.
     const lookups = this.#o.runtime.hostLookups();
     for (const name of names) {
+      // Checked per container: a pass that was waiting on the bucket or the engine when a finalize began must not
+      // replace, remove or requeue a twin the finalize reported on.
+      if (halted()) return;
       const c = this.#containers.get(name);
       // Its twin is being staged into: neither replaced nor re-checked now, but at the next poll (a held one is
       // checked every poll anyway).
@@ -109,11 +116,8 @@ export class TwinKeeper {
       }
       const reread = { spec: false };
       try {
-        await this.#ensureOne(state, name, c, policy, lookups, reread);
-        if (this.#engineDown) {
-          this.#engineDown = false;
-          this.#o.log.info('docker engine answers again; twins checked');
-        }
+        await this.#ensureOne(state, name, c, policy, lookups, reread, halted);
+        this.#engineAnswers();
       } catch (err) {
         if (isEngineUnavailable(err)) {
           // Dockerd down or restarting: nothing is wrong with any container. Every twin is kept as it is and checked
@@ -125,7 +129,7 @@ export class TwinKeeper {
           break;
         }
         if (err instanceof TwinRefusal || err instanceof TwinSpecRefusedError || err instanceof TwinRefusedError || err instanceof LayerResolveError) {
-          if (err instanceof TwinSpecRefusedError) await this.#removeRefusedTwin(name);
+          if (err instanceof TwinSpecRefusedError && !halted()) await this.#removeRefusedTwin(name);
           const reason = err.message;
           if (c.refused !== reason) this.#o.log.error('twin refused; this container is not replicated', { container: name, err });
           c.twin = 'refused';
@@ -141,19 +145,29 @@ export class TwinKeeper {
         this.#hold(name, c, [err.message]);
       }
     }
+    if (halted()) return;
     const restage = this.#containers.entries().filter(([, c]) => c.restage && !c.staging).map(([n]) => n);
-    if (restage.length > 0) await this.#journal.requeue(state, restage);
+    if (restage.length > 0) await this.#journal.requeue(state, restage, halted);
   }
 
-  async #ensureOne(state: AppliedState, name: string, c: ContainerRuntimeState, policy: TwinPolicy, lookups: HostLookups, reread: { spec: boolean }): Promise<void> {
+  #engineAnswers(): void {
+    if (!this.#engineDown) return;
+    this.#engineDown = false;
+    this.#o.log.info('docker engine answers again; twins checked');
+  }
+
+  async #ensureOne(state: AppliedState, name: string, c: ContainerRuntimeState, policy: TwinPolicy, lookups: HostLookups, reread: { spec: boolean }, halted: Halted): Promise<void> {
     if (c.spec === null || c.specStale) {
       const read = await this.#readSpec(name, this.#namedSpec(state, name, c));
+      // The spec read may have waited on the bucket while a finalize began: the twins keep the spec they boot with.
+      if (halted()) return;
       reread.spec = true;
       c.spec = read.spec;
       c.specTrusted = read.trusted;
       c.specStale = false;
-      await this.#replaceOutdatedTwin(name, c.spec);
+      await this.#replaceOutdatedTwin(name, c.spec, halted);
     }
+    if (halted()) return;
     const lacking = await this.#o.runtime.hostProblems(c.spec, policy, lookups);
     let twin: TwinState;
     try {
@@ -188,11 +202,11 @@ export class TwinKeeper {
    *  image or config) is removed, so ensureTwin creates it anew from this one; its applied seq then describes nothing
    *  and it is restaged. A twin-labelled container without the spec digest (made by hand, or by an older twinlayer)
    *  of another image is refused by ensureTwin instead, and a running twin is left alone (promoted, or an operator's). */
-  async #replaceOutdatedTwin(name: string, spec: TwinSpec): Promise<void> {
+  async #replaceOutdatedTwin(name: string, spec: TwinSpec, halted: Halted): Promise<void> {
     const twin = await this.#o.runtime.twinState(name);
     if (twin.state !== 'stopped' || !twin.isTwin || twin.mounted) return;
     const outdated = twin.specDigest !== null && twin.specDigest !== specDigest(spec);
-    if (!outdated) return;
+    if (!outdated || halted()) return;
     this.#o.log.info('spec changed; recreating the stopped twin', { container: name, oldImage: twin.imageId, newImage: spec.imageId });
     await this.#o.runtime.removeContainer(twin.id);
   }
