@@ -125,11 +125,17 @@ export class TwinKeeper {
           if (reread.spec) c.specStale = true;
           this.engineUnavailable(err);
           // Each container's status says why it is held; the log says it once (engineUnavailable).
-          for (const n of names) this.#hold(n, this.#containers.get(n), [err instanceof Error ? err.message : String(err)], { quiet: true });
+          // A refused one is not held: nothing the host could add changes that (and a held one is re-read every poll).
+          for (const n of names) {
+            const h = this.#containers.get(n);
+            if (h.refused === null) this.#hold(n, h, [err instanceof Error ? err.message : String(err)], { quiet: true });
+          }
           break;
         }
+        // Any other answer of the engine (a refusal, an image absent) says it is up: staging may start again.
+        if (fromEngine(err)) this.#engineAnswers();
         if (err instanceof TwinRefusal || err instanceof TwinSpecRefusedError || err instanceof TwinRefusedError || err instanceof LayerResolveError) {
-          if (err instanceof TwinSpecRefusedError && !halted()) await this.#removeRefusedTwin(name);
+          if (err instanceof TwinSpecRefusedError && !halted()) await this.#removeRefusedTwinOf(name);
           const reason = err.message;
           if (c.refused !== reason) this.#o.log.error('twin refused; this container is not replicated', { container: name, err });
           c.twin = 'refused';
@@ -154,6 +160,18 @@ export class TwinKeeper {
     if (!this.#engineDown) return;
     this.#engineDown = false;
     this.#o.log.info('docker engine answers again; twins checked');
+  }
+
+  /** A stopped twin of a refused spec is removed; a Docker failure doing so does not fail the pass (it is tried
+   *  again at the next check, the container refused meanwhile). */
+  async #removeRefusedTwinOf(name: string): Promise<void> {
+    try {
+      await this.#removeRefusedTwin(name);
+    } catch (err) {
+      if (isEngineUnavailable(err)) this.engineUnavailable(err);
+      else this.#o.log.warn('the stopped twin of a refused spec could not be removed; tried again at the next check', { container: name, err });
+      this.checkSoon();
+    }
   }
 
   async #ensureOne(state: AppliedState, name: string, c: ContainerRuntimeState, policy: TwinPolicy, lookups: HostLookups, reread: { spec: boolean }, halted: Halted): Promise<void> {
@@ -271,4 +289,9 @@ export class TwinKeeper {
       c.restage = true;
     }
   }
+}
+
+/** Raised by the engine answering (not by the bucket or the spec reader). */
+function fromEngine(err: unknown): boolean {
+  return err instanceof TwinlayerError && err.code.startsWith('DOCKER_');
 }
