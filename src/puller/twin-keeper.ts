@@ -6,6 +6,8 @@
 // have) removes its stopped twin, since the spec itself will not change its mind. What this host lacks for the twin
 // (a bind source, a device, a network, the image, an engine that answers) is a fact of the moment: the twin is held
 // as it is, with its staged data, none is created meanwhile, and it is created or kept once the host has it.
+// A spec.json that is not the one the newest commit names is neither: it waits (blocked) for a record naming it, the
+// spec in use and its twin kept; a new spec is put before the commit naming it, and an older one put back is not used.
 import {
   DEFAULT_TWIN_POLICY, isEngineUnavailable, LayerResolveError, specDigest, TwinHostNotReadyError, TwinRefusedError, TwinSpecRefusedError, twinSpecSchema,
   type DockerRuntime, type HostLookups, type TwinPolicy, type TwinSpec, type TwinState,
@@ -21,6 +23,14 @@ import type { JournalFollower } from './journal-follower.js';
 class TwinRefusal extends TwinlayerError {
   constructor(reason: string) {
     super('TWIN_SPEC_REFUSED', reason, {});
+  }
+}
+
+/** spec.json is not the spec the newest commit names: a new spec whose commit is not read yet (the primary puts the
+ *  spec before the full commit naming it), or an older one put back. Neither is used; the container waits. */
+class SpecNotNamed extends TwinlayerError {
+  constructor(reason: string, container: string) {
+    super('TWIN_SPEC_NOT_NAMED', reason, { container });
   }
 }
 
@@ -134,6 +144,12 @@ export class TwinKeeper {
         }
         // Any other answer of the engine (a refusal, an image absent) says it is up: staging may start again.
         if (fromEngine(err)) this.#engineAnswers();
+        if (err instanceof SpecNotNamed) {
+          // Not a refusal: the spec in use (if any) and its twin are kept, and the container waits for the record.
+          if (c.blocked !== err.message) this.#o.log.warn('spec.json is not the spec the newest commit names; waiting for a record naming it', { container: name, err });
+          c.blocked = err.message;
+          continue;
+        }
         if (err instanceof TwinRefusal || err instanceof TwinSpecRefusedError || err instanceof TwinRefusedError || err instanceof LayerResolveError) {
           if (err instanceof TwinSpecRefusedError && !halted()) await this.#removeRefusedTwinOf(name);
           const reason = err.message;
@@ -183,6 +199,7 @@ export class TwinKeeper {
       c.spec = read.spec;
       c.specTrusted = read.trusted;
       c.specStale = false;
+      if (c.blocked?.startsWith(SPEC_WAIT) === true) c.blocked = null;
       await this.#replaceOutdatedTwin(name, c.spec, halted);
     }
     if (halted()) return;
@@ -267,8 +284,8 @@ export class TwinKeeper {
     if (named !== null) {
       const digest = specDigest(spec.data);
       if (digest !== named.digest) {
-        throw new TwinRefusal(`spec.json of ${name} (spec digest ${digest.slice(0, 12)}) is not the spec ${named.by} names (${named.digest.slice(0, 12)}): `
-          + 'an older spec put back, or a new one no commit names yet; the twin is kept as it is until a commit names the spec in the bucket');
+        throw new SpecNotNamed(`${SPEC_WAIT} ${digest.slice(0, 12)}: spec.json of ${name} is not the spec ${named.by} names (${named.digest.slice(0, 12)}): `
+          + 'a new one no commit names yet, or an older spec put back; the twin is kept as it is, and the spec it was made from, until a commit names the spec in the bucket', name);
       }
     }
     const signedByTrustedKey = read.signer !== null;
@@ -290,6 +307,9 @@ export class TwinKeeper {
     }
   }
 }
+
+/** The start of the reason a container waits for a record naming its spec.json. */
+const SPEC_WAIT = 'waiting for a record naming spec';
 
 /** Raised by the engine answering (not by the bucket or the spec reader). */
 function fromEngine(err: unknown): boolean {
