@@ -138,7 +138,7 @@ export class Puller {
     while (!this.#stopped) {
       // The loop does not wait for staging: a container's commits go on staging in its own task while the next polls
       // read the journal and start the others (one big or hostile blob holds back nobody else).
-      if (!this.#paused) await this.#pollShared(this.#daemonPolls.signal, false);
+      if (!this.#paused) await this.#pollShared(new AbortController().signal, false);
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, this.#o.pollIntervalMs);
         this.#wake = () => {
@@ -171,8 +171,10 @@ export class Puller {
     // A poll overtaken by a finalize deadline, or a daemon poll in flight when a finalize began (it may come back from
     // the bucket after the report, even after startTwins), touches no twin and no state any more: the finalize's
     // report says what boots. The finalize's own poll runs while paused, so only the daemon's look at #paused.
+    // The finalize's deadline (not its start) stops the daemon's staging tasks: one nearly done may still finish.
     const daemon = !waitForStaging;
-    const halted = (): boolean => signal.aborted || (daemon && this.#paused);
+    const finalized = this.#daemonPolls.signal;
+    const halted = (): boolean => signal.aborted || (daemon && (this.#paused || finalized.aborted));
     let staged = 0;
     try {
       if (halted()) return this.#overtaken(started, signal);
