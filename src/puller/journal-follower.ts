@@ -48,11 +48,12 @@ export class JournalFollower {
   }
 
   /** Switches to the newest generation when one appeared (checked every few polls; always while following none). */
-  async followNewestGeneration(state: AppliedState): Promise<void> {
+  async followNewestGeneration(state: AppliedState, halted: () => boolean = () => false): Promise<void> {
     if (state.generation !== 0 && this.#polls++ % this.#o.generationCheckEvery !== 0) return;
     // Probing upward from the followed generation costs two small GETs, however many generations the bucket keeps.
     const newest = await this.#o.bucket.newestGenerationFrom(state.generation as Generation);
-    if (newest <= state.generation) return;
+    // A finalize began while the probe waited: the generation it reported on is the one the twins boot from.
+    if (newest <= state.generation || halted()) return;
     this.#o.log.info('following new generation', { from: state.generation, to: newest });
     state.generation = newest;
     state.cursor = 0;
@@ -104,7 +105,7 @@ export class JournalFollower {
 
   /** Rebuilds the queues of `names` from the journal up to what was read (a full commit resets a queue), drops their
    *  applied seqs and saves: their twins start from an empty upper dir. A crash before the save detects it again. */
-  async requeue(state: AppliedState, names: string[]): Promise<void> {
+  async requeue(state: AppliedState, names: string[], halted: () => boolean = () => false): Promise<void> {
     const queues = new Map<string, CommitRecord[]>(names.map((n) => [n, []]));
     if (state.generation !== 0 && this.#readSeq > 0) {
       for await (const item of this.#o.bucket.listRecords(state.generation as Generation, 0)) {
@@ -117,6 +118,8 @@ export class JournalFollower {
         noteSpec(this.#containers.get(item.record.container), item.record);
       }
     }
+    // The listing may have waited on the bucket while a finalize began: the applied state it reported on stays.
+    if (halted()) return;
     for (const [name, q] of queues) {
       const c = this.#containers.get(name);
       c.queue = q;

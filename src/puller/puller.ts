@@ -60,6 +60,9 @@ export class Puller {
   #loop: Promise<void> | null = null;
   #inFlight: Promise<PollReport> | null = null;
   #paused = false;
+  /** Aborted by a finalize: the daemon's polls still in flight (stuck on the bucket) touch no twin and no state after
+   *  it; a new one after resume(). */
+  #daemonPolls = new AbortController();
   #stopped = false;
   #wake: (() => void) | null = null;
   #lastPollAt: number | null = null;
@@ -165,21 +168,29 @@ export class Puller {
   async #poll(signal: AbortSignal, waitForStaging: boolean, pastHead: boolean): Promise<PollReport> {
     const started = Date.now();
     const state = this.#requireState();
+    // A poll overtaken by a finalize deadline, or a daemon poll in flight when a finalize began (it may come back from
+    // the bucket after the report, even after startTwins), touches no twin and no state any more: the finalize's
+    // report says what boots. The finalize's own poll runs while paused, so only the daemon's look at #paused.
+    // The finalize's deadline (not its start) stops the daemon's staging tasks: one nearly done may still finish.
+    const daemon = !waitForStaging;
+    const finalized = this.#daemonPolls.signal;
+    const halted = (): boolean => signal.aborted || (daemon && (this.#paused || finalized.aborted));
     let staged = 0;
     try {
-      await this.#journal.followNewestGeneration(state);
+      if (halted()) return this.#overtaken(started, signal);
+      await this.#journal.followNewestGeneration(state, halted);
       if (state.generation === 0) {
         // No commit yet, but specs may be there: twins exist before the first change.
-        if (this.#keeper.due(false)) await this.#keeper.ensureTwins(state);
-        else await this.#keeper.recheckHeld(state);
+        if (halted()) return this.#overtaken(started, signal);
+        if (this.#keeper.due(false)) await this.#keeper.ensureTwins(state, halted);
+        else await this.#keeper.recheckHeld(state, halted);
         return this.#report(started, true, 0, signal, null);
       }
       const headMoved = await this.#journal.readNew(state, pastHead);
-      // A poll overtaken by a finalize deadline touches no twin any more: they are being started.
-      if (signal.aborted) return this.#report(started, true, 0, signal, null);
-      if (this.#keeper.due(headMoved || pastHead)) await this.#keeper.ensureTwins(state);
-      else await this.#keeper.recheckHeld(state);
-      if (signal.aborted) return this.#report(started, true, 0, signal, null);
+      if (halted()) return this.#overtaken(started, signal);
+      if (this.#keeper.due(headMoved || pastHead)) await this.#keeper.ensureTwins(state, halted);
+      else await this.#keeper.recheckHeld(state, halted);
+      if (halted()) return this.#overtaken(started, signal);
       staged = await this.#stager.stageQueues(state, signal, waitForStaging);
       this.#lastPollAt = Date.now();
       this.#lastError = null;
@@ -189,6 +200,12 @@ export class Puller {
       this.#o.log.warn('poll failed', { err });
       return this.#report(started, false, staged, signal, this.#lastError);
     }
+  }
+
+  /** A poll a finalize overtook: it stops where it is. */
+  #overtaken(started: number, signal: AbortSignal): PollReport {
+    this.#o.log.debug('poll overtaken by a finalize; it touches no twin and no state', {});
+    return this.#report(started, true, 0, signal, null);
   }
 
   #report(started: number, reachable: boolean, staged: number, signal: AbortSignal, error: string | null): PollReport {
@@ -204,6 +221,7 @@ export class Puller {
   async finalize(deadlineMs: number): Promise<FinalizeReport> {
     const started = Date.now();
     this.#paused = true;
+    this.#daemonPolls.abort();
     this.#role = 'promoting';
     const controller = new AbortController();
     let timer: NodeJS.Timeout | undefined;
@@ -298,15 +316,27 @@ export class Puller {
     return reason;
   }
 
-  /** Marks pending every twin about to boot whose upper dir still has an undo log (whatever missed marking it); a
-   *  twin that cannot be checked is held. */
+  /** Holds every twin about to boot that is not the container its staged seq describes, and marks pending every one
+   *  whose upper dir still has an undo log (whatever missed marking it); a twin that cannot be checked is held. */
   async #checkLeftBehind(names: Set<string>, held: Array<{ name: string; error: string }>): Promise<void> {
     const queue = [...names].sort();
     const worker = async (): Promise<void> => {
       for (let name = queue.shift(); name !== undefined; name = queue.shift()) {
-        if (this.#stager.pendingRecovery().includes(name)) continue;
         try {
-          if (await this.#stager.leftBehind(await this.#o.runtime.twinState(name))) {
+          const twin = await this.#o.runtime.twinState(name);
+          const recorded = this.#state?.containers[name]?.twinId;
+          if (twin.state !== 'absent' && recorded !== undefined && twin.id !== recorded) {
+            // Replaced since its seq was staged (a poll that came back after the finalize, an operator): its upper dir
+            // is not what the report and the claim describe.
+            const error = `not started: the twin ${twin.id.slice(0, 12)} is not the container ${recorded.slice(0, 12)} its staged seq describes (replaced since)`;
+            names.delete(name);
+            held.push({ name, error });
+            this.#containers.get(name).notStarted = error;
+            this.#o.log.error('not booting a twin that is not the container its staged seq describes', { container: name, twin: twin.id, recorded });
+            continue;
+          }
+          if (this.#stager.pendingRecovery().includes(name)) continue;
+          if (await this.#stager.leftBehind(twin)) {
             this.#o.log.warn('a twin about to boot holds a commit left half staged; recovering it first', { container: name });
             this.#stager.markPending(name);
           }
@@ -324,6 +354,7 @@ export class Puller {
   resume(): void {
     for (const c of this.#containers.values()) c.notStarted = null;
     this.#paused = false;
+    this.#daemonPolls = new AbortController();
     this.#stager.thaw();
     this.#role = 'standby';
     this.#wake?.();

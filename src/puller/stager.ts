@@ -299,7 +299,8 @@ export class Stager {
       // recreated from the new spec first (twin-keeper), so a failover never boots new files in an old config.
       if (c.specStale || (twin.specDigest !== null && twin.specDigest !== specDigest(c.spec))) {
         this.#keeper.checkSoon();
-        c.blocked = 'the twin was made from an older spec; it is recreated before staging';
+        // The keeper's reason when it is waiting for a record naming spec.json says more than this one.
+        if (!c.specStale || c.blocked === null) c.blocked = 'the twin was made from an older spec; it is recreated before staging';
         return staged;
       }
       if (applied?.twinId !== undefined && applied.twinId !== twin.id) {

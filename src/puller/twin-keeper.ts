@@ -6,6 +6,8 @@
 // have) removes its stopped twin, since the spec itself will not change its mind. What this host lacks for the twin
 // (a bind source, a device, a network, the image, an engine that answers) is a fact of the moment: the twin is held
 // as it is, with its staged data, none is created meanwhile, and it is created or kept once the host has it.
+// A spec.json that is not the one the newest commit names is neither: it waits (blocked) for a record naming it, the
+// spec in use and its twin kept; a new spec is put before the commit naming it, and an older one put back is not used.
 import {
   DEFAULT_TWIN_POLICY, isEngineUnavailable, LayerResolveError, specDigest, TwinHostNotReadyError, TwinRefusedError, TwinSpecRefusedError, twinSpecSchema,
   type DockerRuntime, type HostLookups, type TwinPolicy, type TwinSpec, type TwinState,
@@ -23,6 +25,18 @@ class TwinRefusal extends TwinlayerError {
     super('TWIN_SPEC_REFUSED', reason, {});
   }
 }
+
+/** spec.json is not the spec the newest commit names: a new spec whose commit is not read yet (the primary puts the
+ *  spec before the full commit naming it), or an older one put back. Neither is used; the container waits. */
+class SpecNotNamed extends TwinlayerError {
+  constructor(reason: string, container: string) {
+    super('TWIN_SPEC_NOT_NAMED', reason, { container });
+  }
+}
+
+/** A pass stops when this says so (a finalize began: the twins are about to boot and are not touched any more). */
+export type Halted = () => boolean;
+const never: Halted = () => false;
 
 export interface TwinKeeperOptions {
   runtime: DockerRuntime;
@@ -84,22 +98,25 @@ export class TwinKeeper {
    * is a twin, runs the spec's image, and is the container the applied seq describes. A recreated twin has an empty
    * upper dir, so its applied seq is dropped and its queue rebuilt from the journal (from the last full commit).
    */
-  async ensureTwins(state: AppliedState): Promise<void> {
+  async ensureTwins(state: AppliedState, halted: Halted = never): Promise<void> {
     const names = new Set([...(await this.#o.bucket.listSpecNames()), ...this.#containers.names()]);
-    await this.#ensure(state, names, true);
+    await this.#ensure(state, names, true, halted);
   }
 
   /** Between the full checks: the twins held for what this host lacked, checked again (no bucket request). */
-  async recheckHeld(state: AppliedState): Promise<void> {
+  async recheckHeld(state: AppliedState, halted: Halted = never): Promise<void> {
     const held = this.#containers.entries().filter(([, c]) => c.hostProblems.length > 0).map(([n]) => n);
-    if (held.length > 0) await this.#ensure(state, held, false);
+    if (held.length > 0) await this.#ensure(state, held, false, halted);
   }
 
-  async #ensure(state: AppliedState, names: Iterable<string>, full: boolean): Promise<void> {
+  async #ensure(state: AppliedState, names: Iterable<string>, full: boolean, halted: Halted): Promise<void> {
     const policy = this.#o.policy ?? DEFAULT_TWIN_POLICY;
     // One lookup per network or volume in this pass, however many twins name it.
     const lookups = this.#o.runtime.hostLookups();
     for (const name of names) {
+      // Checked per container: a pass that was waiting on the bucket or the engine when a finalize began must not
+      // replace, remove or requeue a twin the finalize reported on.
+      if (halted()) return;
       const c = this.#containers.get(name);
       // Its twin is being staged into: neither replaced nor re-checked now, but at the next poll (a held one is
       // checked every poll anyway).
@@ -109,11 +126,8 @@ export class TwinKeeper {
       }
       const reread = { spec: false };
       try {
-        await this.#ensureOne(state, name, c, policy, lookups, reread);
-        if (this.#engineDown) {
-          this.#engineDown = false;
-          this.#o.log.info('docker engine answers again; twins checked');
-        }
+        await this.#ensureOne(state, name, c, policy, lookups, reread, halted);
+        this.#engineAnswers();
       } catch (err) {
         if (isEngineUnavailable(err)) {
           // Dockerd down or restarting: nothing is wrong with any container. Every twin is kept as it is and checked
@@ -121,11 +135,23 @@ export class TwinKeeper {
           if (reread.spec) c.specStale = true;
           this.engineUnavailable(err);
           // Each container's status says why it is held; the log says it once (engineUnavailable).
-          for (const n of names) this.#hold(n, this.#containers.get(n), [err instanceof Error ? err.message : String(err)], { quiet: true });
+          // A refused one is not held: nothing the host could add changes that (and a held one is re-read every poll).
+          for (const n of names) {
+            const h = this.#containers.get(n);
+            if (h.refused === null) this.#hold(n, h, [err instanceof Error ? err.message : String(err)], { quiet: true });
+          }
           break;
         }
+        // Any other answer of the engine (a refusal, an image absent) says it is up: staging may start again.
+        if (fromEngine(err)) this.#engineAnswers();
+        if (err instanceof SpecNotNamed) {
+          // Not a refusal: the spec in use (if any) and its twin are kept, and the container waits for the record.
+          if (c.blocked !== err.message) this.#o.log.warn('spec.json is not the spec the newest commit names; waiting for a record naming it', { container: name, err });
+          c.blocked = err.message;
+          continue;
+        }
         if (err instanceof TwinRefusal || err instanceof TwinSpecRefusedError || err instanceof TwinRefusedError || err instanceof LayerResolveError) {
-          if (err instanceof TwinSpecRefusedError) await this.#removeRefusedTwin(name);
+          if (err instanceof TwinSpecRefusedError && !halted()) await this.#removeRefusedTwinOf(name);
           const reason = err.message;
           if (c.refused !== reason) this.#o.log.error('twin refused; this container is not replicated', { container: name, err });
           c.twin = 'refused';
@@ -141,19 +167,42 @@ export class TwinKeeper {
         this.#hold(name, c, [err.message]);
       }
     }
+    if (halted()) return;
     const restage = this.#containers.entries().filter(([, c]) => c.restage && !c.staging).map(([n]) => n);
-    if (restage.length > 0) await this.#journal.requeue(state, restage);
+    if (restage.length > 0) await this.#journal.requeue(state, restage, halted);
   }
 
-  async #ensureOne(state: AppliedState, name: string, c: ContainerRuntimeState, policy: TwinPolicy, lookups: HostLookups, reread: { spec: boolean }): Promise<void> {
+  #engineAnswers(): void {
+    if (!this.#engineDown) return;
+    this.#engineDown = false;
+    this.#o.log.info('docker engine answers again; twins checked');
+  }
+
+  /** A stopped twin of a refused spec is removed; a Docker failure doing so does not fail the pass (it is tried
+   *  again at the next check, the container refused meanwhile). */
+  async #removeRefusedTwinOf(name: string): Promise<void> {
+    try {
+      await this.#removeRefusedTwin(name);
+    } catch (err) {
+      if (isEngineUnavailable(err)) this.engineUnavailable(err);
+      else this.#o.log.warn('the stopped twin of a refused spec could not be removed; tried again at the next check', { container: name, err });
+      this.checkSoon();
+    }
+  }
+
+  async #ensureOne(state: AppliedState, name: string, c: ContainerRuntimeState, policy: TwinPolicy, lookups: HostLookups, reread: { spec: boolean }, halted: Halted): Promise<void> {
     if (c.spec === null || c.specStale) {
       const read = await this.#readSpec(name, this.#namedSpec(state, name, c));
+      // The spec read may have waited on the bucket while a finalize began: the twins keep the spec they boot with.
+      if (halted()) return;
       reread.spec = true;
       c.spec = read.spec;
       c.specTrusted = read.trusted;
       c.specStale = false;
-      await this.#replaceOutdatedTwin(name, c.spec);
+      if (c.blocked?.startsWith(SPEC_WAIT) === true) c.blocked = null;
+      await this.#replaceOutdatedTwin(name, c.spec, halted);
     }
+    if (halted()) return;
     const lacking = await this.#o.runtime.hostProblems(c.spec, policy, lookups);
     let twin: TwinState;
     try {
@@ -188,11 +237,11 @@ export class TwinKeeper {
    *  image or config) is removed, so ensureTwin creates it anew from this one; its applied seq then describes nothing
    *  and it is restaged. A twin-labelled container without the spec digest (made by hand, or by an older twinlayer)
    *  of another image is refused by ensureTwin instead, and a running twin is left alone (promoted, or an operator's). */
-  async #replaceOutdatedTwin(name: string, spec: TwinSpec): Promise<void> {
+  async #replaceOutdatedTwin(name: string, spec: TwinSpec, halted: Halted): Promise<void> {
     const twin = await this.#o.runtime.twinState(name);
     if (twin.state !== 'stopped' || !twin.isTwin || twin.mounted) return;
     const outdated = twin.specDigest !== null && twin.specDigest !== specDigest(spec);
-    if (!outdated) return;
+    if (!outdated || halted()) return;
     this.#o.log.info('spec changed; recreating the stopped twin', { container: name, oldImage: twin.imageId, newImage: spec.imageId });
     await this.#o.runtime.removeContainer(twin.id);
   }
@@ -235,8 +284,8 @@ export class TwinKeeper {
     if (named !== null) {
       const digest = specDigest(spec.data);
       if (digest !== named.digest) {
-        throw new TwinRefusal(`spec.json of ${name} (spec digest ${digest.slice(0, 12)}) is not the spec ${named.by} names (${named.digest.slice(0, 12)}): `
-          + 'an older spec put back, or a new one no commit names yet; the twin is kept as it is until a commit names the spec in the bucket');
+        throw new SpecNotNamed(`${SPEC_WAIT} ${digest.slice(0, 12)}: spec.json of ${name} is not the spec ${named.by} names (${named.digest.slice(0, 12)}): `
+          + 'a new one no commit names yet, or an older spec put back; the twin is kept as it is, and the spec it was made from, until a commit names the spec in the bucket', name);
       }
     }
     const signedByTrustedKey = read.signer !== null;
@@ -257,4 +306,12 @@ export class TwinKeeper {
       c.restage = true;
     }
   }
+}
+
+/** The start of the reason a container waits for a record naming its spec.json. */
+const SPEC_WAIT = 'waiting for a record naming spec';
+
+/** Raised by the engine answering (not by the bucket or the spec reader). */
+function fromEngine(err: unknown): boolean {
+  return err instanceof TwinlayerError && err.code.startsWith('DOCKER_');
 }
