@@ -4,7 +4,7 @@
 // Requests are plain HTTP (s3rver serves anonymous requests) so each status and error body is seen as sent.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { access, mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -170,14 +170,14 @@ describe('embedded S3 server: conditional writes', () => {
 
   it('a plain PUT cut off mid-body does not hold its key: the next PUT of the key completes', async () => {
     const sock = await startPartialPut(ours.port, 'cut/head.json', {});
-    // s3rver has opened the object file: its write (and so the key's lock) is under way when the client goes.
-    await waitFor('s3rver to open the object file', 5_000, async () => {
-      await access(join(dir, 'ours', BUCKET, 'cut', 'head.json._S3rver_object'));
-      return true;
-    }, 5);
+    // The server has opened the object's temp file: its write (and so the key's lock) is under way when the client goes.
+    const temps = async (): Promise<string[]> =>
+      (await readdir(join(dir, 'ours', BUCKET, 'cut')).catch(() => [])).filter((n) => n.startsWith('head.json._S3rver_object.tl-') && n.endsWith('.tmp'));
+    await waitFor('the server to open the object\'s temp file', 5_000, async () => ((await temps()).length > 0 ? true : undefined), 5);
     sock.destroy();
     assert.equal((await put(ours.endpoint, 'cut/head.json', 'after the cut')).status, 200);
     assert.equal((await get(ours.endpoint, 'cut/head.json')).body, 'after the cut');
     assertPreconditionFailed(await put(ours.endpoint, 'cut/head.json', 'y', { 'If-None-Match': '*' }), 'If-None-Match');
+    assert.deepEqual(await temps(), [], 'the cut upload left no temp file');
   });
 });
