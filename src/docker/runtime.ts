@@ -260,14 +260,7 @@ export class DockerRuntime {
   }
 
   async #inspectVolume(name: string): Promise<VolumeInspect | null> {
-    let raw: unknown;
-    try {
-      raw = await this.#docker.getVolume(name).inspect();
-    } catch (cause) {
-      if (statusOf(cause) === 404) return null;
-      throw new DockerApiError('inspect volume', statusOf(cause), { volume: name }, { cause });
-    }
-    return this.#parse(volumeInspectSchema, raw, 'inspect volume', { volume: name });
+    return this.#inspectParsedOrNull(() => this.#docker.getVolume(name).inspect(), volumeInspectSchema, 'inspect volume', { volume: name });
   }
 
   /** The twin's volumes, created before the twin (local driver, no options, labelled) so it mounts them, not new
@@ -673,14 +666,19 @@ export class DockerRuntime {
   }
 
   async #inspectOrNull(idOrName: string): Promise<ContainerInspect | null> {
+    return this.#inspectParsedOrNull(() => this.#docker.getContainer(idOrName).inspect(), inspectSchema, 'inspect', { container: idOrName });
+  }
+
+  /** An inspect answer parsed with `schema`; null when the engine answers 404, DockerApiError for any other failure. */
+  async #inspectParsedOrNull<T>(inspect: () => Promise<unknown>, schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: Error } }, what: string, context: ErrorContext): Promise<T | null> {
     let raw: unknown;
     try {
-      raw = await this.#docker.getContainer(idOrName).inspect();
+      raw = await inspect();
     } catch (cause) {
       if (statusOf(cause) === 404) return null;
-      throw new DockerApiError('inspect', statusOf(cause), { container: idOrName }, { cause });
+      throw new DockerApiError(what, statusOf(cause), context, { cause });
     }
-    return this.#parse(inspectSchema, raw, 'inspect', { container: idOrName });
+    return this.#parse(schema, raw, what, context);
   }
 
   #parse<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: Error } }, raw: unknown, what: string, context: ErrorContext): T {
