@@ -1,7 +1,7 @@
 // twinlayer CLI entry: agent | push | pull | status | keygen | pubkey | s3 | demo. Config errors exit 2 naming the key.
 // Each command's modules (and so its dependencies: the AWS SDK, dockerode, hono, chokidar, s3rver, the lab) are
 // imported when that command runs, not at every start.
-import { loadConfig } from '../config/load.js';
+import { ConfigError, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { TwinlayerError } from '../log/errors.js';
 import { createLogger, type Logger } from '../log/logger.js';
@@ -9,7 +9,10 @@ import { parseArgs } from './args.js';
 import { importDevOnly } from './dev-only.js';
 import { usage } from './usage.js';
 
-const flagNames = new Set(['config', 'dir', 'listen', 'bucket', 'port-file', 'help', 'keep', 'runs', 'out', 'key', 'service']);
+const flagNames = new Set(['config', 'dir', 'listen', 'bucket', 'port-file', 'help', 'keep', 'runs', 'out', 'key', 'service', 'json', 'all', 'generation']);
+const switches = new Set(['help', 'json', 'all']);
+/** The commands that take operands after them; any other refuses them. */
+const takesOperands = new Set(['ls']);
 
 /** The commands that run from a config, each loaded on use. */
 const daemons: Record<string, () => Promise<{ run: (config: Config, log: Logger) => Promise<number | void> }>> = {
@@ -20,7 +23,7 @@ const daemons: Record<string, () => Promise<{ run: (config: Config, log: Logger)
 };
 
 async function main(argv: readonly string[]): Promise<number> {
-  const { command, flags } = parseArgs(argv, flagNames);
+  const { command, operands, flags } = parseArgs(argv, flagNames, switches);
   if (command === undefined || command === 'help' || flags.has('help')) {
     process.stdout.write(usage);
     return command === undefined && !flags.has('help') ? 2 : 0;
@@ -39,6 +42,12 @@ async function main(argv: readonly string[]): Promise<number> {
       const { runDemo } = await import('../demo/index.js');
       return runDemo({ keep: flags.get('keep') === 'true', service: flags.get('service') });
     });
+  }
+  if (operands.length > 0 && !takesOperands.has(command)) throw new ConfigError(`unexpected argument ${JSON.stringify(operands[0])}`);
+  if (command === 'ls') {
+    const config = loadConfig({ file: flags.get('config') });
+    const { run } = await import('./ls.js');
+    return run(config, createLogger({ level: config.logLevel === 'debug' ? 'debug' : 'warn' }).child({ cmd: 'ls', host: config.hostId }), operands, flags);
   }
   const load = daemons[command];
   if (load === undefined) {

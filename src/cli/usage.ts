@@ -5,6 +5,9 @@ Usage:
   twinlayer push   [--config FILE]   fixed role, primary: watch protected containers and ship their changes
   twinlayer pull   [--config FILE]   fixed role, standby: stage changes into twins and serve the VRRP hook
   twinlayer status [--config FILE]   print this host's status (through its hook; the pusher's status file)
+  twinlayer ls [<container>] [--generation N | --all] [--json]
+                                     what the bucket holds: generations, containers, divergent tails; with a
+                                     container its commits (seq, kind, time, size) in the newest generation
   twinlayer keygen [--out FILE]      new signing key for this host (mode 0600; default signingKeyFile, never
                                      replaced); prints the line to add to trustedKeys on every host
   twinlayer pubkey [--key FILE]      print the trustedKeys line of this host's signing key

@@ -37,6 +37,9 @@ export interface TwinSpec {
   user: string;
   exposedPorts: string[];
   portBindings: Record<string, PortBinding[]>;
+  /** The primary's HostConfig.PortBindings was null (a container created through the API without it), not `{}` (the
+   *  CLI): kept so the twin's inspect shows the same. Absent in specs captured before it was recorded: `{}`. */
+  portBindingsNull?: true;
   networkMode: string;
   /** The primary's restart policy, restored on promotion. Absent in specs captured before it was recorded: `no`. */
   restartPolicy?: RestartPolicy;
@@ -93,6 +96,7 @@ export const twinSpecSchema: z.ZodType<TwinSpec> = z.object({
   user: z.string(),
   exposedPorts: z.array(z.string().regex(/^\d{1,5}(\/(tcp|udp|sctp))?$/, 'port/proto')),
   portBindings: z.record(z.string(), z.array(z.object({ hostIp: z.string(), hostPort: z.string() }))),
+  portBindingsNull: z.literal(true).exactOptional(),
   networkMode: z.string().superRefine((mode, ctx) => {
     const problem = networkModeProblem(mode);
     if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
@@ -110,6 +114,8 @@ export const twinSpecSchema: z.ZodType<TwinSpec> = z.object({
   unreplicatedVolumes: z.array(unreplicatedVolumeSchema).max(256).exactOptional(),
   unsupported: z.array(z.string().max(1024)).max(256).exactOptional(),
   capturedAt: z.iso.datetime(),
+}).refine((s) => s.portBindingsNull !== true || Object.keys(s.portBindings).length === 0, {
+  message: 'portBindingsNull comes with no port bindings', path: ['portBindingsNull'],
 });
 
 /** Pure: the spec of an inspected container. */
@@ -136,6 +142,7 @@ export function specFromInspect(inspect: ContainerInspect, capturedAt: Date): Tw
     restartPolicy: restartPolicyOf(host.RestartPolicy),
     capturedAt: capturedAt.toISOString(),
   };
+  if (host.PortBindings === null || host.PortBindings === undefined) spec.portBindingsNull = true;
   const hostname = config.Hostname;
   // In the host's UTS namespace the hostname is the host's own (and Docker refuses to be given one).
   const ownUts = host['UTSMode'] !== 'host';
@@ -212,7 +219,7 @@ export function createOptionsFromSpec(spec: TwinSpec, group?: string): Container
     WorkingDir: spec.workingDir,
     User: spec.user,
     ExposedPorts: exposed,
-    HostConfig: { ...spec.hostConfig, NetworkMode: spec.networkMode, PortBindings: bindings, RestartPolicy: { Name: 'no' } },
+    HostConfig: { ...spec.hostConfig, NetworkMode: spec.networkMode, PortBindings: spec.portBindingsNull === true ? null : bindings, RestartPolicy: { Name: 'no' } },
   } as ContainerCreateOptions;
   bindAnonymousVolumes(spec, options);
   const endpoint = spec.networks?.[primaryNetworkOf(spec)];

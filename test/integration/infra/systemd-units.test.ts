@@ -86,6 +86,14 @@ describe('infra/systemd units', () => {
     assert.deepEqual(agent.get('ReadWritePaths'), pull.get('ReadWritePaths'));
   });
 
+  it('every unit keeps V8\'s compile cache where a restart finds it (not /tmp, not /root)', async () => {
+    for (const unit of ['twinlayer-agent.service', 'twinlayer-pull.service', 'twinlayer-push.service']) {
+      const d = directives(await readFile(join(SYSTEMD, unit), 'utf8'));
+      assert.deepEqual(d.get('CacheDirectory'), ['twinlayer'], unit);
+      assert.deepEqual(d.get('PrivateTmp'), ['yes'], unit);
+    }
+  });
+
   it('the VRRP state file has one default: the env example, notify.sh and the agent unit agree', async () => {
     const env = await readFile(join(SYSTEMD, 'twinlayer.env.example'), 'utf8');
     const documented = /^#?TWINLAYER_VRRP_STATE_FILE=(.*)$/m.exec(env)?.[1];

@@ -69,6 +69,15 @@ describe('specFromInspect', () => {
     assert.deepEqual([spec.env, spec.labels, spec.exposedPorts, spec.portBindings], [[], {}, [], {}]);
   });
 
+  it('remembers PortBindings null (a container created through the API) apart from {} (the CLI), so the twin shows the same', () => {
+    const viaApi = specFromInspect(inspectSchema.parse(inspectFixture((o) => { o['HostConfig']!['PortBindings'] = null; })), capturedAt);
+    assert.equal(viaApi.portBindingsNull, true);
+    assert.equal(createOptionsFromSpec(twinSpecSchema.parse(JSON.parse(JSON.stringify(viaApi)))).HostConfig?.PortBindings, null);
+    const viaCli = specFromInspect(inspectSchema.parse(inspectFixture((o) => { o['HostConfig']!['PortBindings'] = {}; })), capturedAt);
+    assert.equal('portBindingsNull' in viaCli, false);
+    assert.deepEqual(createOptionsFromSpec(viaCli).HostConfig?.PortBindings, {});
+  });
+
   it('round-trips through JSON and twinSpecSchema', () => {
     const spec = specFromInspect(inspectSchema.parse(inspectFixture((o) => { o['Config']!['Hostname'] = 'h'; })), capturedAt);
     assert.deepEqual(twinSpecSchema.parse(JSON.parse(JSON.stringify(spec))), spec);
@@ -88,6 +97,8 @@ describe('twinSpecSchema', () => {
     ['a bad port', { exposedPorts: ['80/tcpx'] }],
     ['a bad date', { capturedAt: 'yesterday' }],
     ['hostname undefined-as-null', { hostname: null }],
+    ['portBindingsNull beside port bindings', { portBindingsNull: true }],
+    ['portBindingsNull false', { portBindingsNull: false, portBindings: {} }],
   ];
   for (const [what, patch] of bad) {
     it(`refuses ${what}`, () => {
