@@ -17,8 +17,10 @@ export async function run(flags: Map<string, string>, log: Logger): Promise<void
     () => import('../s3server/index.js'),
   );
   const server = await startS3Server({ dir, host: m[1]!, port: Number(m[2]), buckets, silent: true });
+  // Handlers before the line and the port file, which callers wait for before they signal (see serve.ts).
+  const shutdown = onShutdown(log, () => server.close());
   log.info('embedded S3 server listening (development and tests only)', { endpoint: server.endpoint, dir, buckets });
   const portFile = flags.get('port-file');
   if (portFile) await writeFile(portFile, String(server.port));
-  await onShutdown(log, () => server.close());
+  await shutdown;
 }

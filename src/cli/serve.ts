@@ -14,11 +14,13 @@ export async function serveUntilShutdown(config: Config, log: Logger, app: Param
     await daemon.stop();
     throw err;
   }
-  log.info('hook listening', { address: server.address, port: server.port });
+  // The handlers go in before the line: "hook listening" is what supervisors and tests wait for before they signal,
+  // and a SIGTERM that comes before process.on('SIGTERM') meets Node's default action (death by the signal, no drain).
   const shutdown = onShutdown(log, async () => {
     await server.close();
     await daemon.stop();
     store.destroy();
   });
+  log.info('hook listening', { address: server.address, port: server.port });
   return { shutdown };
 }

@@ -73,7 +73,10 @@ const PROBE = [
   'cat /proc/sys/net/ipv4/ip_forward',
   "grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):' /proc/self/status",
   'ls -l /dev/net/tun | cut -c1',
-  'ulimit -n; ulimit -Hn',
+  // The limits of the container's own process (docker-init, whose child inherits them), not of this exec'd shell: runc
+  // before 1.1.13 sets an exec'd process's rlimits with prlimit while its Go runtime may be raising the soft
+  // RLIMIT_NOFILE to the hard limit, so `ulimit -n` here is sometimes the hard limit (opencontainers/runc#4195).
+  "sed -n -e 's/^Max processes  *\\([0-9]*\\)  *\\([0-9]*\\).*/nproc \\1 \\2/p' -e 's/^Max open files  *\\([0-9]*\\)  *\\([0-9]*\\).*/nofile \\1 \\2/p' /proc/1/limits",
   'cat /etc/resolv.conf',
   'grep gw.example /etc/hosts',
   'hostname; cat /proc/sys/kernel/domainname',
@@ -198,7 +201,7 @@ describe('spec round trip: the twin is the same container', { timeout: 600_000 }
     assert.equal(parts[0], '1\n', 'ip_forward');
     assert.match(parts[1] ?? '', /NoNewPrivs:\s+1[\s\S]*Seccomp:\s+0/);
     assert.equal(parts[2], 'c\n', '/dev/net/tun');
-    assert.equal(parts[3], '1024\n2048\n');
+    assert.equal(parts[3], 'nproc 512 1024\nnofile 1024 2048\n', '--ulimit nproc=512:1024, nofile=1024:2048');
     // On a user-defined network Docker's embedded DNS (127.0.0.11) answers and forwards to the --dns servers.
     assert.equal(parts[4], 'search example.test\nnameserver 127.0.0.11\noptions ndots:2\n');
     assert.match(parts[6] ?? '', /^svc1\nexample\.test\n$/);
