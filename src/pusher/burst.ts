@@ -45,6 +45,11 @@ export class BurstCollector {
     return this.#firstEventAt !== null;
   }
 
+  /** When the first event of the burst being collected arrived (ms since epoch); null when none is. */
+  get firstEventAt(): number | null {
+    return this.#firstEventAt;
+  }
+
   /** Records an event for a path relative to the upper dir ('' is the root). */
   add(path: string): void {
     this.#noteEvent();
