@@ -97,7 +97,7 @@ export class Pusher {
     });
     this.#unreport = this.#opts.metrics?.addReplicationSource({
       side: 'primary',
-      views: (now) => [...this.#watched.values()].map((w) => w.replicator.view(now, w.collector.firstEventAt)),
+      views: (now) => [...this.#watched.values()].map((w) => w.replicator.view(now, w.collector.firstChangeAt)),
     }) ?? null;
     log.info('pusher writing', { generation: position.generation, opened: position.opened, seq: position.head?.seq ?? 0 });
     await this.discover();
@@ -215,7 +215,7 @@ export class Pusher {
     const onLost = (err: unknown): void => {
       // An overflowed or failed watch costs a full comparison, never a lost change.
       clog.warn('watcher error; reconciling', { err });
-      collector.addReconcile();
+      collector.addReconcile(true);
     };
     // The volumes are watched like the upper dir; their paths go into the same changesets under their prefix.
     const watches: UpperWatch[] = [];

@@ -58,6 +58,10 @@ export class ContainerReplicator {
   #pendingSince: number | null = null;
   /** First write of the changeset being shipped now; null when nothing is in flight. */
   #inFlightSince: number | null = null;
+  /** When the first change of the pending work, and of the work in flight, was seen (a scheduled reconcile that may
+   *  find nothing is not a change): the replication lag counts from these. */
+  #pendingChangeSince: number | null = null;
+  #inFlightChangeSince: number | null = null;
   #running: Promise<void> | null = null;
   #closed = false;
   #failures = 0;
@@ -76,14 +80,15 @@ export class ContainerReplicator {
     this.#lastFullAt = deps.lastFullAt ?? null;
   }
 
-  /** The replication metrics of this container at `now`; `collecting` is when the burst not yet handed over began. */
+  /** The replication metrics of this container at `now`; `collecting` is when the first change of the burst not yet
+   *  handed over was seen. */
   view(now: number, collecting: number | null): ReplicationView {
-    const oldest = [collecting, this.#pendingSince, this.#inFlightSince].reduce<number | null>((a, b) => (b === null ? a : a === null ? b : Math.min(a, b)), null);
-    const waiting = this.#pending !== null || collecting !== null ? 1 : 0;
+    const oldest = earliest(earliest(collecting, this.#pendingChangeSince), this.#inFlightChangeSince);
+    const waiting = this.#pendingChangeSince !== null || collecting !== null ? 1 : 0;
     return {
       container: this.name,
       lagMs: oldest === null ? 0 : Math.max(0, now - oldest),
-      lagCommits: (this.#inFlightSince !== null ? 1 : 0) + waiting,
+      lagCommits: (this.#inFlightChangeSince !== null ? 1 : 0) + waiting,
       lastCommitAt: this.#lastPublishedAt,
       lastCheckpointAt: this.#lastFullAt,
     };
@@ -94,6 +99,7 @@ export class ContainerReplicator {
     if (this.#closed) return;
     this.#pending = mergeScopes(this.#pending, burst.scope);
     this.#pendingSince = Math.min(this.#pendingSince ?? burst.firstEventAt, burst.firstEventAt);
+    this.#pendingChangeSince = earliest(this.#pendingChangeSince, burst.firstChangeAt ?? null);
     this.#kick();
   }
 
@@ -146,6 +152,8 @@ export class ContainerReplicator {
       this.#pending = null;
       this.#pendingSince = null;
       this.#inFlightSince = firstWriteAt;
+      this.#inFlightChangeSince = this.#pendingChangeSince;
+      this.#pendingChangeSince = null;
       try {
         await this.#shipOnce(scope, firstWriteAt);
         this.#failures = 0;
@@ -153,6 +161,7 @@ export class ContainerReplicator {
       } catch (err) {
         this.#pending = mergeScopes(this.#pending, scope);
         this.#pendingSince = Math.min(this.#pendingSince ?? firstWriteAt, firstWriteAt);
+        this.#pendingChangeSince = earliest(this.#pendingChangeSince, this.#inFlightChangeSince);
         this.#failures++;
         this.#lastError = (err as Error).message;
         this.#deps.metrics?.failure('ship');
@@ -160,6 +169,7 @@ export class ContainerReplicator {
         await this.#backoff();
       } finally {
         this.#inFlightSince = null;
+        this.#inFlightChangeSince = null;
       }
     }
   }
@@ -177,6 +187,7 @@ export class ContainerReplicator {
         // Files that changed while being read go out in the next changeset, never torn.
         this.#pending = mergeScopes(this.#pending, new Set(built.torn));
         this.#pendingSince ??= Date.now();
+        this.#pendingChangeSince ??= Date.now();
       }
       const digest = asDigest(built.digest);
       // Chunks, then their list, then the changeset: the record is published only once all it names is durable.
@@ -251,4 +262,8 @@ export class ContainerReplicator {
     this.#backoffTimer = null;
     this.#wakeBackoff = null;
   }
+}
+
+function earliest(a: number | null, b: number | null): number | null {
+  return a === null ? b : b === null ? a : Math.min(a, b);
 }

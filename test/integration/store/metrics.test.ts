@@ -93,4 +93,20 @@ describe('bucket request metrics at the store seam', () => {
     assert.equal(r.up, before.up, 'nothing was stored: no bytes up');
     assert.equal(total(r.requests) - total(before.requests), proxy.stats.requests - start);
   });
+
+  it('a fault limited to one method and path hits only those requests (what the agent metrics test relies on)', async () => {
+    const before = await read();
+    proxy.fail('error500', Infinity, { method: 'GET', path: /\/m\/small$/ });
+    try {
+      await assert.rejects(store.getBuffer('m/small', 1000), /S3 get failed after 5 attempt/);
+      assert.equal(await store.exists('m/small'), true, 'a HEAD of the same key passes');
+      assert.equal((await store.getBuffer('m/big', 1_000_000))?.length, 300_000, 'a GET of another key passes');
+    } finally {
+      proxy.pass();
+    }
+    const r = await read();
+    assert.equal(r.requests.GET - before.requests.GET, 6);
+    assert.equal(r.requests.HEAD - before.requests.HEAD, 1);
+    assert.equal(r.failures - before.failures, 1);
+  });
 });
