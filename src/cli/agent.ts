@@ -28,7 +28,7 @@ export async function run(config: Config, log: Logger): Promise<void> {
   await agent.open();
   const app = createHookApp({ token: config.hookToken, handler: new AgentHookHandler(agent), log: log.child({ unit: 'vrrp-hook' }), metrics });
   // The hook listens before the first role is decided: keepalived's calls are taken (and ordered) from the start.
-  const { shutdown } = await serveUntilShutdown(config, log, app, agent, store);
+  const { shutdown } = await serveUntilShutdown(config, log, app, agent, store, metrics);
   await agent.start();
   log.info('agent started', { role: agent.role });
   await shutdown;

@@ -26,7 +26,7 @@ export async function run(config: Config, log: Logger): Promise<void> {
     bootTimeoutMs: config.bootTimeoutMs,
     metrics,
   });
-  const { shutdown } = await serveUntilShutdown(config, log, app, puller, store);
+  const { shutdown } = await serveUntilShutdown(config, log, app, puller, store, metrics);
   puller.start();
   await shutdown;
 }

@@ -12,6 +12,15 @@ import type { HookOptions } from './types.js';
 
 const DEFAULT_MAX_BODY_BYTES = 4096;
 
+/** GET /metrics and /healthz alone, without a token: for `metricsListen`, apart from the hook. */
+export function createMetricsApp(metrics: Metrics): Hono {
+  const app = new Hono();
+  app.get('/healthz', (c) => c.text('ok'));
+  app.get('/metrics', async (c) => c.body(await metrics.render(), 200, { 'content-type': metrics.contentType }));
+  app.notFound((c) => c.json({ error: 'not found' }, 404));
+  return app;
+}
+
 export function createHookApp(opts: HookOptions): Hono {
   const maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const log = opts.log.child({ unit: 'vrrp-hook' });

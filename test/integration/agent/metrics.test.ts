@@ -38,6 +38,8 @@ describe('twinlayer agent: GET /metrics after real commits', { timeout: 600_000 
   const eng: Partial<Record<Side, Engine>> = {};
   const proxy: Partial<Record<Side, FaultProxy>> = {};
   const port: Partial<Record<Side, number>> = {};
+  /** The standby also serves its metrics alone on metricsListen. */
+  let metricsPort: number;
   const all: TwinlayerProcess[] = [];
   let keys: GroupKeys;
 
@@ -61,6 +63,7 @@ describe('twinlayer agent: GET /metrics after real commits', { timeout: 600_000 
     TWINLAYER_BACKUP_SETTLE_MS: '300',
     TWINLAYER_STOP_TIMEOUT_SECONDS: '1',
     TWINLAYER_LOG_LEVEL: 'debug',
+    ...(side === 'b' ? { TWINLAYER_METRICS_LISTEN: `127.0.0.1:${metricsPort}` } : {}),
   });
 
   /** One scrape, parsed strictly (a malformed exposition fails the test here). No token: /metrics needs none. */
@@ -114,6 +117,7 @@ describe('twinlayer agent: GET /metrics after real commits', { timeout: 600_000 
     proxy.b = await startFaultProxy(s3.endpoint);
     port.a = await freePort();
     port.b = await freePort();
+    metricsPort = await freePort();
     [eng.a, eng.b] = await Promise.all([startEngine({ name: 'mx-a' }), startEngine({ name: 'mx-b' })]);
     await importBusyboxImage(engine('a').socketPath, 'tl-busybox:metrics');
     await copyImage(engine('a').socketPath, engine('b').socketPath, 'tl-busybox:metrics');
@@ -165,6 +169,12 @@ describe('twinlayer agent: GET /metrics after real commits', { timeout: 600_000 
     assert.ok(counter(a, 'twinlayer_bucket_bytes_total', { direction: 'up' }) > 0);
     assert.ok(counter(b, 'twinlayer_bucket_bytes_total', { direction: 'down' }) > 0);
     assert.ok(a.has('process_resident_memory_bytes') && b.has('process_resident_memory_bytes'), 'process metrics on both');
+    // metricsListen serves the same registry alone, without a token; the hook's routes are not there.
+    const alone = await fetch(`http://127.0.0.1:${metricsPort}/metrics`, { signal: AbortSignal.timeout(10_000) });
+    const f = parsePrometheusText(await alone.text());
+    assert.equal(sampleValue(f, 'twinlayer_replication_lag_commits', { container: 'web', side: 'standby' }), 0);
+    assert.equal(sampleValue(f, 'twinlayer_agent_role', { role: 'standby' }), 1);
+    assert.equal((await fetch(`http://127.0.0.1:${metricsPort}/v1/status`, { signal: AbortSignal.timeout(10_000) })).status, 404);
   });
 
   it('a standby that cannot download the blob: lag above 0 and growing, stage and bucket failures rising; back to 0 once staged', async () => {
