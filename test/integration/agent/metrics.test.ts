@@ -146,8 +146,8 @@ describe('twinlayer agent: GET /metrics after real commits', { timeout: 600_000 
     // the primary does not say the full is out: a first sync is a scan, not a change seen.)
     await waitFor('the first full checkpoint staged on b', 60_000, async () => (counter(await scrape('b'), 'twinlayer_commits_staged_total', { kind: 'full' }) >= 1 ? true : undefined), 100);
     const first = await waitCaughtUp('the first full checkpoint');
-    assert.equal(counter(first.a, 'twinlayer_commits_published_total', { kind: 'full' }), 1);
-    assert.equal(counter(first.a, 'twinlayer_commits_published_total', { kind: 'delta' }), 0);
+    assert.ok(counter(first.a, 'twinlayer_commits_published_total', { kind: 'full' }) >= 1);
+    const deltas = counter(first.a, 'twinlayer_commits_published_total', { kind: 'delta' });
     await exec('echo v1 > /etc/marker');
     await waitStaged('etc/marker', 'v1\n');
     const { a, b } = await waitCaughtUp('v1');
@@ -161,7 +161,7 @@ describe('twinlayer agent: GET /metrics after real commits', { timeout: 600_000 
       assert.ok(sampleValue(f, 'twinlayer_checkpoint_age_seconds', { container: 'web', side }) >= age, `${side}: the full checkpoint came first`);
     }
     assert.ok(counter(a, 'twinlayer_commits_published_total', { kind: 'full' }) >= 1);
-    assert.ok(counter(a, 'twinlayer_commits_published_total', { kind: 'delta' }) >= 1);
+    assert.ok(counter(a, 'twinlayer_commits_published_total', { kind: 'delta' }) > deltas, 'the write went out as a delta');
     assert.ok(counter(b, 'twinlayer_commits_staged_total', { kind: 'full' }) >= 1);
     assert.ok(counter(b, 'twinlayer_commits_staged_total', { kind: 'delta' }) >= 1);
     // The primary uploads (PUT) and reads claims; the standby polls (GET), lists the journal (LIST); both checked the
