@@ -242,7 +242,9 @@ export class Pusher {
   async #recoverShipped(name: string, containerId: string, generation: Generation, journal: JournalWriter, spec: Digest): Promise<{ shipped: SerializedIndex | undefined; needFull: boolean; lastPublishedAt: number | null; lastFullAt: number | null }> {
     const known = await this.#recoverShippedState(name, containerId, generation, journal, spec);
     const last = known.last;
-    const recordedFull = known.committed?.lastFullAt === undefined ? null : Date.parse(known.committed.lastFullAt);
+    // Only a state of this very container in this generation speaks of its checkpoints.
+    const own = known.committed !== null && known.committed.containerId === containerId && known.committed.generation === generation;
+    const recordedFull = !own || known.committed?.lastFullAt === undefined ? null : Date.parse(known.committed.lastFullAt);
     return {
       shipped: known.shipped,
       needFull: known.needFull,
