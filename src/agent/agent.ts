@@ -383,6 +383,7 @@ export class Agent {
         startConcurrency: this.#o.startConcurrency,
         ...(this.#o.twinPolicy === undefined ? {} : { twinPolicy: this.#o.twinPolicy }),
         ...(this.#o.trustUnsignedSpecs === undefined ? {} : { trustUnsignedSpecs: this.#o.trustUnsignedSpecs }),
+        metrics: this.#o.metrics,
       });
       await puller.open();
       puller.start();
@@ -624,6 +625,7 @@ export class Agent {
         position: { generation, head, opened: opened && head === null },
         includeTwins: true,
         beforePublish: () => fence.assertOwner(),
+        metrics: this.#o.metrics,
       });
       try {
         await pusher.start();

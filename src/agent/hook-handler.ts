@@ -1,4 +1,5 @@
 // The agent behind the hook: every notification goes to it; status and role gauges come from it.
+import { registerStateGauge, type Metrics } from '../metrics/index.js';
 import type { Notification, VrrpHandler } from '../vrrp-hook/index.js';
 import type { Agent } from './agent.js';
 import type { Role } from './types.js';
@@ -19,9 +20,13 @@ export class AgentHookHandler implements VrrpHandler {
     return this.#agent.status();
   }
 
-  metrics(): string {
-    const lines = ['# HELP twinlayer_agent_role Role of this host: 1 for the current role, 0 for the others.', '# TYPE twinlayer_agent_role gauge'];
-    for (const r of roles) lines.push(`twinlayer_agent_role{role="${r}"} ${this.#agent.role === r ? 1 : 0}`);
-    return lines.join('\n') + '\n';
+  registerMetrics(metrics: Metrics): void {
+    registerStateGauge(metrics, {
+      name: 'twinlayer_agent_role',
+      help: 'Role of this host: 1 for the current role, 0 for the others.',
+      label: 'role',
+      values: roles,
+      current: () => this.#agent.role,
+    });
   }
 }

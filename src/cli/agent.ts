@@ -2,12 +2,15 @@
 import { Agent, AgentHookHandler } from '../agent/index.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
+import { Metrics } from '../metrics/index.js';
 import { createHookApp } from '../vrrp-hook/index.js';
 import { openBucket, openDocker, pullSettings, pushSettings } from './runtime-deps.js';
 import { serveUntilShutdown } from './serve.js';
 
 export async function run(config: Config, log: Logger): Promise<void> {
-  const { bucket, store } = await openBucket(config, log, 'agent', { requireReachable: false });
+  // One registry for the process: the store, the pusher and the puller report into it, the hook exposes it.
+  const metrics = new Metrics();
+  const { bucket, store } = await openBucket(config, log, 'agent', { requireReachable: false, metrics });
   const agent = new Agent({
     runtime: openDocker(config, log),
     bucket,
@@ -20,11 +23,12 @@ export async function run(config: Config, log: Logger): Promise<void> {
     fenceIntervalMs: config.fenceIntervalMs,
     backupSettleMs: config.backupSettleMs,
     stopTimeoutSeconds: config.stopTimeoutSeconds,
+    metrics,
   });
   await agent.open();
-  const app = createHookApp({ token: config.hookToken, handler: new AgentHookHandler(agent), log: log.child({ unit: 'vrrp-hook' }) });
+  const app = createHookApp({ token: config.hookToken, handler: new AgentHookHandler(agent), log: log.child({ unit: 'vrrp-hook' }), metrics });
   // The hook listens before the first role is decided: keepalived's calls are taken (and ordered) from the start.
-  const { shutdown } = await serveUntilShutdown(config, log, app, agent, store);
+  const { shutdown } = await serveUntilShutdown(config, log, app, agent, store, metrics);
   await agent.start();
   log.info('agent started', { role: agent.role });
   await shutdown;

@@ -1,22 +1,35 @@
 // `twinlayer push`: fixed role, primary: watches the protected containers and ships their changes.
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
+import { Metrics } from '../metrics/index.js';
 import { Pusher } from '../pusher/index.js';
 import { openBucket, openDocker, pushSettings } from './runtime-deps.js';
+import { serveMetrics } from './serve.js';
 import { onShutdown } from './shutdown.js';
 
 export async function run(config: Config, log: Logger): Promise<void> {
-  const { bucket, store } = await openBucket(config, log, 'push');
+  const metrics = new Metrics();
+  const { bucket, store } = await openBucket(config, log, 'push', { metrics });
   const pusher = new Pusher({
     runtime: openDocker(config, log),
     bucket,
     log,
     ...pushSettings(config),
+    metrics,
   });
+  // No hook here: metrics are served only on metricsListen, when it is set.
+  const metricsServer = await serveMetrics(config, log, metrics);
   const done = onShutdown(log, async () => {
+    await metricsServer?.close();
     await pusher.stop();
     store.destroy();
   });
-  await pusher.start();
+  try {
+    await pusher.start();
+  } catch (err) {
+    // An open listener would keep the process from exiting with the start-up error.
+    await metricsServer?.close();
+    throw err;
+  }
   await done;
 }

@@ -4,13 +4,14 @@ import { DockerRuntime } from '../docker/index.js';
 import { twinPolicyOf } from '../config/twin-policy.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
+import type { Metrics } from '../metrics/index.js';
 import { Bucket, S3BlobStore, StoreUnreachableError } from '../store/index.js';
 import { signaturesFor, type BucketRole } from './signing.js';
 
 /** `requireReachable: false` (the agent): a host must come up and decide from its own record while the bucket is
  *  down; a bucket that answers but does not exist still stops the start. The signature set-up is checked first: it
  *  needs nothing but the config and the key file. */
-export async function openBucket(config: Config, log: Logger, role: BucketRole, opts: { requireReachable?: boolean } = {}): Promise<{ bucket: Bucket; store: S3BlobStore }> {
+export async function openBucket(config: Config, log: Logger, role: BucketRole, opts: { requireReachable?: boolean; metrics?: Metrics } = {}): Promise<{ bucket: Bucket; store: S3BlobStore }> {
   const signatures = await signaturesFor(config, role, log);
   const store = new S3BlobStore({
     bucket: config.bucket,
@@ -18,6 +19,7 @@ export async function openBucket(config: Config, log: Logger, role: BucketRole, 
     endpoint: config.endpoint,
     pathStyle: config.pathStyle,
     log,
+    metrics: opts.metrics,
   });
   try {
     await store.checkReachable();

@@ -86,6 +86,9 @@ export const configSchema = z.strictObject({
   hookListen: listenAddress.default('127.0.0.1:7450'),
   hookToken: z.string().min(16, 'expected at least 16 characters').optional(),
   hookAllowNoToken: bool(false),
+  /** Serve GET /metrics and /healthz here too, on their own and without a token (the hook stays on loopback); the
+   *  only place `twinlayer push` serves them. Unset: metrics are served by the hook only. */
+  metricsListen: listenAddress.optional(),
   finalizeDeadlineMs: ms(1000),
   bootTimeoutMs: ms(15_000),
   /** The agent: notify.sh records the latest VRRP state here; read at start (the hook may have been down). */

@@ -11,15 +11,20 @@ export type Fault = 'reset' | 'hang' | 'slowdown' | 'error500' | 'truncate' | 'l
 /** An answer of the server behind the proxy: by then it has carried the request out (`at`: epoch ms). */
 export interface ProxyAnswer { method: string; path: string; status: number; at: number }
 
+/** Which requests a fault hits (say, blob GETs only: the journal still reads, staging cannot download). */
+export interface FaultFilter { method?: string; path?: RegExp }
+
 export interface FaultProxy {
   endpoint: string;
   port: number;
   /**
    * The next `count` requests (default 1; Infinity until pass()) get `fault`. `truncate` counts GET requests only:
    * it sends the real headers and half the body, then cuts the connection. `lose-answer` forwards the request,
-   * waits for the server's whole answer, then resets the client's connection instead of relaying it.
+   * waits for the server's whole answer, then resets the client's connection instead of relaying it. `only`: the
+   * fault hits (and counts) only the requests of that method and/or whose path (less the query) matches; the others
+   * pass.
    */
-  fail(fault: Fault, count?: number): void;
+  fail(fault: Fault, count?: number, only?: FaultFilter): void;
   /** Back to pass-through for every request. */
   pass(): void;
   /** Stops listening and cuts open connections: clients get ECONNREFUSED. */
@@ -43,12 +48,15 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   const sockets = new Set<Socket>();
   let fault: Fault | null = null;
   let remaining = 0;
+  let filter: FaultFilter | undefined;
   const listeners = new Set<(a: ProxyAnswer) => void>();
   const stats = { requests: 0, faults: { reset: 0, hang: 0, slowdown: 0, error500: 0, truncate: 0, 'lose-answer': 0 } as Record<Fault, number> };
 
-  const take = (method: string): Fault | null => {
+  const take = (method: string, path: string): Fault | null => {
     if (fault === null || remaining <= 0) return null;
     if (fault === 'truncate' && method !== 'GET') return null;
+    if (filter?.method !== undefined && filter.method !== method) return null;
+    if (filter?.path !== undefined && !filter.path.test(path)) return null;
     const f = fault;
     remaining--;
     if (remaining <= 0) fault = null;
@@ -68,7 +76,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
 
   const server = http.createServer((req, res) => {
     stats.requests++;
-    const f = take(req.method ?? '');
+    const f = take(req.method ?? '', (req.url ?? '').split('?')[0] ?? '');
     if (f === 'reset') {
       req.socket.resetAndDestroy();
       return;
@@ -143,13 +151,15 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     endpoint: `http://127.0.0.1:${port}`,
     port,
     stats,
-    fail(f, count = 1) {
+    fail(f, count = 1, only) {
       fault = f;
       remaining = count;
+      filter = only;
     },
     pass() {
       fault = null;
       remaining = 0;
+      filter = undefined;
     },
     refuse: stop,
     accept: () => listen(port),

@@ -34,6 +34,10 @@ export interface ContainerRuntimeState {
   hostProblems: HostProblem[];
   /** Why its twin was not started at the last promotion (a bind source gone since it was created). */
   notStarted: string | null;
+  /** When the newest record of this container read from the journal, and the newest full one, were published
+   *  (epoch ms; null until this process has read one): the commit and checkpoint ages of the metrics. */
+  lastCommitAt: number | null;
+  lastFullAt: number | null;
 }
 
 export interface HostProblem {
@@ -48,7 +52,7 @@ export class ContainerStates {
   get(name: string): ContainerRuntimeState {
     let c = this.#map.get(name);
     if (!c) {
-      c = { queue: [], blocked: null, refused: null, spec: null, specTrusted: false, specStale: false, namedSpec: null, twin: 'absent', lastError: null, restage: false, gap: null, staging: false, refusedCommit: null, hostProblems: [], notStarted: null };
+      c = { queue: [], blocked: null, refused: null, spec: null, specTrusted: false, specStale: false, namedSpec: null, twin: 'absent', lastError: null, restage: false, gap: null, staging: false, refusedCommit: null, hostProblems: [], notStarted: null, lastCommitAt: null, lastFullAt: null };
       this.#map.set(name, c);
     }
     return c;

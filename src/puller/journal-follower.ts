@@ -15,6 +15,13 @@ export interface JournalFollowerOptions {
   maxRecordsPerPoll: number;
 }
 
+/** The publication times of the newest record and the newest full one of the container, for the metrics. */
+function notePublished(c: ContainerRuntimeState, record: CommitRecord): void {
+  const at = Date.parse(record.publishedAt);
+  if (c.lastCommitAt === null || at > c.lastCommitAt) c.lastCommitAt = at;
+  if (record.kind === 'full' && (c.lastFullAt === null || at > c.lastFullAt)) c.lastFullAt = at;
+}
+
 /** A record naming another spec than the newest one read before: that spec is read (and checked) again. */
 function noteSpec(c: ContainerRuntimeState, record: CommitRecord): void {
   if (record.specDigest === undefined) return;
@@ -45,6 +52,11 @@ export class JournalFollower {
 
   latestSeq(name: string): number | null {
     return this.#head?.containers[name] ?? null;
+  }
+
+  /** When the head last read was written (epoch ms), or null. */
+  headUpdatedAt(): number | null {
+    return this.#head === null ? null : Date.parse(this.#head.updatedAt);
   }
 
   /** Switches to the newest generation when one appeared (checked every few polls; always while following none). */
@@ -97,6 +109,7 @@ export class JournalFollower {
           c.specStale = true;
         }
         noteSpec(c, item.record);
+        notePublished(c, item.record);
         c.queue.push(item.record);
       }
       this.#readSeq = item.seq;
@@ -116,6 +129,7 @@ export class JournalFollower {
         if (item.record.kind === 'full') q.length = 0;
         q.push(item.record);
         noteSpec(this.#containers.get(item.record.container), item.record);
+        notePublished(this.#containers.get(item.record.container), item.record);
       }
     }
     // The listing may have waited on the bucket while a finalize began: the applied state it reported on stays.

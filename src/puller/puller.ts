@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import type { Limits } from '../changeset/index.js';
 import { DEFAULT_TWIN_POLICY, type DockerRuntime, type TwinPolicy, type TwinSpec } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
+import type { Metrics, ReplicationView } from '../metrics/index.js';
 import { acquireStateLock, type StateLock } from '../state/lock.js';
 import type { Bucket } from '../store/index.js';
 import { AppliedStateFile, type AppliedState } from './applied-state.js';
@@ -37,6 +38,8 @@ export interface PullerOptions {
   twinPolicy?: TwinPolicy;
   /** Honour privileged fields of unsigned specs (twin-keeper.ts). Default false. */
   trustUnsignedSpecs?: boolean;
+  /** Where the replication lag, commit ages and failures of this standby are reported while it runs. */
+  metrics?: Metrics | undefined;
 }
 
 export interface PollReport {
@@ -68,6 +71,7 @@ export class Puller {
   #lastPollAt: number | null = null;
   #lastError: string | null = null;
   #role: 'standby' | 'promoting' | 'master' = 'standby';
+  #unreport: (() => void) | null = null;
 
   constructor(opts: PullerOptions) {
     this.#o = opts;
@@ -83,6 +87,7 @@ export class Puller {
     this.#stager = new Stager({
       runtime, bucket, log, file: this.#file, blobDir: this.#blobDir, downloadConcurrency: opts.downloadConcurrency,
       ...(opts.limits === undefined ? {} : { limits: opts.limits }),
+      metrics: opts.metrics,
     }, this.#containers, this.#journal, this.#keeper);
   }
 
@@ -131,7 +136,34 @@ export class Puller {
   /** Polls until stop(); each poll is bounded and errors only delay the next one. */
   start(): void {
     if (this.#loop) return;
+    this.#unreport = this.#o.metrics?.addReplicationSource({ side: 'standby', views: (now) => this.#views(now) }) ?? null;
     this.#loop = this.#run();
+  }
+
+  /** Per container: how far its twin is behind the bucket, as far as the journal read so far tells. A host that booted
+   *  its twins follows nothing any more: it reports nothing. */
+  #views(now: number): ReplicationView[] {
+    if (this.#role === 'master' || this.#state === null) return [];
+    const generation = this.#state.generation;
+    return this.#containers.names().sort().map((name) => {
+      const c = this.#containers.get(name);
+      const staged = this.#stagedSeq(name);
+      const pending = c.queue.filter((r) => r.generation === generation && r.seq > staged);
+      const newestQueued = pending.at(-1)?.seq ?? staged;
+      const latest = this.#latestSeq(name) ?? 0;
+      // The head names a newer commit than any read (the journal is read at most maxRecordsPerPoll at a time).
+      const unread = latest > newestQueued;
+      const oldest = pending[0];
+      const headAt = this.#journal.headUpdatedAt();
+      const since = oldest !== undefined ? Date.parse(oldest.publishedAt) : unread && headAt !== null ? headAt : null;
+      return {
+        container: name,
+        lagMs: since === null ? 0 : Math.max(0, now - since),
+        lagCommits: pending.length + (unread ? 1 : 0),
+        lastCommitAt: c.lastCommitAt,
+        lastCheckpointAt: c.lastFullAt,
+      };
+    });
   }
 
   async #run(): Promise<void> {
@@ -197,6 +229,7 @@ export class Puller {
       return this.#report(started, true, staged, signal, null);
     } catch (err) {
       this.#lastError = (err as Error).message;
+      this.#o.metrics?.failure('poll');
       this.#o.log.warn('poll failed', { err });
       return this.#report(started, false, staged, signal, this.#lastError);
     }
@@ -414,6 +447,8 @@ export class Puller {
   /** Stops polling; waits for the poll in flight (bounded by its own requests' retries), then releases the lock. */
   async stop(): Promise<void> {
     this.#stopped = true;
+    this.#unreport?.();
+    this.#unreport = null;
     this.#wake?.();
     await this.#loop;
     while (this.#inFlight) await this.#inFlight.catch(() => undefined);

@@ -15,6 +15,7 @@ import {
 } from '../changeset/index.js';
 import { isEngineUnavailable, specDigest, type DockerRuntime, type TwinSpec, type TwinState } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
+import type { Metrics } from '../metrics/index.js';
 import { ChunkStore, type Bucket, type CommitRecord } from '../store/index.js';
 import { openChunkedCommit } from './chunked-commit.js';
 import type { AppliedState, AppliedStateFile } from './applied-state.js';
@@ -35,6 +36,8 @@ export interface StagerOptions {
   limits?: Limits;
   /** Where each twin's chunk index is kept (chunk-index.ts). Default: `chunk-index` beside blobDir. */
   chunkIndexDir?: string;
+  /** Counts staged commits and staging failures, refusals and gaps. */
+  metrics?: Metrics | undefined;
 }
 
 /** Refused commits remembered (by container and digest); the oldest are forgotten beyond this. */
@@ -218,6 +221,7 @@ export class Stager {
       // reported on the container, never left as an unhandled rejection.
       const promise = this.#stageContainer(state, name, c, controller.signal).catch((err: unknown) => {
         c.lastError = (err as Error).message;
+        this.#o.metrics?.failure('stage');
         if (isEngineUnavailable(err)) this.#keeper.engineUnavailable(err);
         else this.#o.log.warn('staging failed; the staged seq did not move', { container: name, err });
         return 0;
@@ -261,6 +265,7 @@ export class Stager {
       if (record.kind !== 'full' && appliedSeq !== record.parentSeq) {
         if (c.gap?.seq !== record.seq) {
           const why = await this.#journal.explainParent(record, name);
+          this.#o.metrics?.failure('journal_gap');
           c.gap = { seq: record.seq, reason: `journal gap: record ${record.seq} follows ${record.parentSeq}, staged is ${appliedSeq ?? 'nothing'} of generation ${record.generation}; ${why}; waiting for a full checkpoint` };
           this.#o.log.error('staging stopped at a gap', { container: name, seq: record.seq, parentSeq: record.parentSeq, stagedSeq: appliedSeq, reason: why });
         }
@@ -389,6 +394,7 @@ export class Stager {
         c.lastError = null;
         c.refusedCommit = null;
         staged++;
+        this.#o.metrics?.commitStaged(record.kind);
         this.#o.log.debug('staged', { container: name, seq: record.seq, kind: record.kind });
       } catch (err) {
         if (signal.aborted) {
@@ -402,6 +408,7 @@ export class Stager {
         }
         // I/O errors, a full disk (ChangesetNoRoomError), a tool failing: undone, retried whole by a later poll.
         c.lastError = (err as Error).message;
+        this.#o.metrics?.failure('stage');
         this.#o.log.warn('staging failed; the staged seq did not move', { container: name, seq: record.seq, err });
         return staged;
       } finally {
@@ -414,6 +421,7 @@ export class Stager {
   /** A changeset refused for what it holds (or declares) is refused for good: remembered, so it is neither fetched
    *  nor validated again, and the container waits for a full checkpoint that resets its queue. */
   #refuse(name: string, c: ContainerRuntimeState, record: CommitRecord, reason: string): void {
+    this.#o.metrics?.failure('refused');
     this.#o.log.error('changeset refused; this container waits for a full checkpoint', { container: name, seq: record.seq, digest: record.digest, reason });
     const key = refusalKey(name, record);
     this.#refused.delete(key);

@@ -7,6 +7,9 @@ export interface Burst {
   scope: BurstScope;
   /** When the first event of this burst arrived (ms since epoch). */
   firstEventAt: number;
+  /** When the first change of this burst was seen (a path event or a lost watch); null for a scheduled reconcile
+   *  alone, which may find nothing (the replication lag counts from here). */
+  firstChangeAt?: number | null;
 }
 
 export interface BurstTimers {
@@ -25,6 +28,7 @@ export class BurstCollector {
   #paths = new Set<string>();
   #reconcile = false;
   #firstEventAt: number | null = null;
+  #firstChangeAt: number | null = null;
   #quietTimer: unknown = null;
   #maxTimer: unknown = null;
   readonly #quietMs: number;
@@ -45,9 +49,15 @@ export class BurstCollector {
     return this.#firstEventAt !== null;
   }
 
+  /** When the first change of the burst being collected was seen (ms since epoch); null when none was. */
+  get firstChangeAt(): number | null {
+    return this.#firstChangeAt;
+  }
+
   /** Records an event for a path relative to the upper dir ('' is the root). */
   add(path: string): void {
     this.#noteEvent();
+    this.#firstChangeAt ??= this.#timers.now();
     if (this.#reconcile) return;
     this.#paths.add(path);
     if (this.#paths.size > this.#maxPaths) {
@@ -56,9 +66,11 @@ export class BurstCollector {
     }
   }
 
-  /** Asks for a full comparison of the upper dir with what was shipped (start-up, timer, overflow). */
-  addReconcile(): void {
+  /** Asks for a full comparison of the upper dir with what was shipped (start-up, timer, overflow). `changeSeen`: a
+   *  change is known to wait (a lost watch), not merely looked for. */
+  addReconcile(changeSeen = false): void {
     this.#noteEvent();
+    if (changeSeen) this.#firstChangeAt ??= this.#timers.now();
     this.#paths = new Set();
     this.#reconcile = true;
   }
@@ -66,11 +78,12 @@ export class BurstCollector {
   /** Flushes now if anything is pending. */
   flush(): void {
     if (this.#firstEventAt === null) return;
-    const burst: Burst = { scope: this.#reconcile ? 'reconcile' : this.#paths, firstEventAt: this.#firstEventAt };
+    const burst: Burst = { scope: this.#reconcile ? 'reconcile' : this.#paths, firstEventAt: this.#firstEventAt, firstChangeAt: this.#firstChangeAt };
     this.#clearTimers();
     this.#paths = new Set();
     this.#reconcile = false;
     this.#firstEventAt = null;
+    this.#firstChangeAt = null;
     this.#onFlush(burst);
   }
 
@@ -79,6 +92,7 @@ export class BurstCollector {
     this.#paths = new Set();
     this.#reconcile = false;
     this.#firstEventAt = null;
+    this.#firstChangeAt = null;
   }
 
   #noteEvent(): void {

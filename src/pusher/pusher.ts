@@ -7,11 +7,12 @@ import PQueue from 'p-queue';
 import { UpperTracker, volumeTarPath, type SerializedIndex } from '../changeset/index.js';
 import { specDigest, type DockerRuntime, type ProtectedContainer } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
-import { asDigest, asSeq, ChunkStore, JournalWriter, type Bucket, type Digest, type Generation, type HeadStatus } from '../store/index.js';
+import type { Metrics } from '../metrics/index.js';
+import { asDigest, asSeq, ChunkStore, JournalWriter, type Bucket, type CommitRecord, type Digest, type Generation, type HeadStatus } from '../store/index.js';
 import { BurstCollector } from './burst.js';
 import { chooseGeneration, type WriterPosition } from './generation.js';
 import { ContainerReplicator, type ReplicatorStatus } from './replicator.js';
-import { ShippedStateStore } from './shipped-state.js';
+import { ShippedStateStore, type ShippedFile } from './shipped-state.js';
 import { watchUpper, type UpperWatch } from './upper-watcher.js';
 
 export interface PusherOptions {
@@ -37,6 +38,8 @@ export interface PusherOptions {
   beforePublish?: () => Promise<void>;
   /** Regular files larger than this ship as content-defined chunks (src/changeset/chunker.ts). Default 1 MiB. */
   chunkThresholdBytes?: number;
+  /** Where the replication lag, commit ages and failures of this primary are reported while it runs. */
+  metrics?: Metrics | undefined;
 }
 
 interface Watched {
@@ -58,6 +61,7 @@ export class Pusher {
   #timers: NodeJS.Timeout[] = [];
   #discovering: Promise<void> | null = null;
   #stopped = false;
+  #unreport: (() => void) | null = null;
 
   constructor(opts: PusherOptions) {
     this.#opts = opts;
@@ -89,7 +93,12 @@ export class Pusher {
       head,
       log: log.child({ unit: 'journal' }),
       ...(this.#opts.beforePublish ? { beforePublish: this.#opts.beforePublish } : {}),
+      metrics: this.#opts.metrics,
     });
+    this.#unreport = this.#opts.metrics?.addReplicationSource({
+      side: 'primary',
+      views: (now) => [...this.#watched.values()].map((w) => w.replicator.view(now, w.collector.firstChangeAt)),
+    }) ?? null;
     log.info('pusher writing', { generation: position.generation, opened: position.opened, seq: position.head?.seq ?? 0 });
     await this.discover();
     const discoverEvery = this.#opts.discoverIntervalMs ?? 2000;
@@ -169,6 +178,7 @@ export class Pusher {
     const digestOfSpec = asDigest(specDigest(spec));
     const recovered = await this.#recoverShipped(container.name, container.id, generation, journal, digestOfSpec);
     const { shipped, needFull } = forceFull ? { shipped: undefined, needFull: true } : recovered;
+    const { lastPublishedAt, lastFullAt } = recovered;
     const workDir = join(stateDir, 'push', 'work', container.name);
     // What a killed pusher left there (a changeset, a spool of chunks as large as the files it held) is never resumed.
     await rm(workDir, { recursive: true, force: true });
@@ -192,6 +202,9 @@ export class Pusher {
       uploads: this.#uploads,
       shippedState: this.#shipped,
       log: clog,
+      lastPublishedAt,
+      lastFullAt,
+      metrics: this.#opts.metrics,
     });
     const collector = new BurstCollector({
       quietMs: this.#opts.debounceQuietMs,
@@ -202,7 +215,7 @@ export class Pusher {
     const onLost = (err: unknown): void => {
       // An overflowed or failed watch costs a full comparison, never a lost change.
       clog.warn('watcher error; reconciling', { err });
-      collector.addReconcile();
+      collector.addReconcile(true);
     };
     // The volumes are watched like the upper dir; their paths go into the same changesets under their prefix.
     const watches: UpperWatch[] = [];
@@ -224,13 +237,28 @@ export class Pusher {
     collector.flush();
   }
 
-  /** The shipped state to resume from, or a full sync when it cannot be trusted. */
-  async #recoverShipped(name: string, containerId: string, generation: Generation, journal: JournalWriter, spec: Digest): Promise<{ shipped: SerializedIndex | undefined; needFull: boolean }> {
+  /** The shipped state to resume from, or a full sync when it cannot be trusted; and when the last commit and the
+   *  last full checkpoint were published, as far as the last record and the shipped state tell (for the metrics). */
+  async #recoverShipped(name: string, containerId: string, generation: Generation, journal: JournalWriter, spec: Digest): Promise<{ shipped: SerializedIndex | undefined; needFull: boolean; lastPublishedAt: number | null; lastFullAt: number | null }> {
+    const known = await this.#recoverShippedState(name, containerId, generation, journal, spec);
+    const last = known.last;
+    // Only a state of this very container in this generation speaks of its checkpoints.
+    const own = known.committed !== null && known.committed.containerId === containerId && known.committed.generation === generation;
+    const recordedFull = !own || known.committed?.lastFullAt === undefined ? null : Date.parse(known.committed.lastFullAt);
+    return {
+      shipped: known.shipped,
+      needFull: known.needFull,
+      lastPublishedAt: last === null ? null : Date.parse(last.publishedAt),
+      lastFullAt: last?.kind === 'full' ? Date.parse(last.publishedAt) : Number.isFinite(recordedFull) ? recordedFull : null,
+    };
+  }
+
+  async #recoverShippedState(name: string, containerId: string, generation: Generation, journal: JournalWriter, spec: Digest): Promise<{ shipped: SerializedIndex | undefined; needFull: boolean; last: CommitRecord | null; committed: ShippedFile | null }> {
     const lastSeq = journal.lastSeqOf(name);
     const committed = await this.#shipped.load(name, false);
     const pending = await this.#shipped.load(name, true);
     await this.#shipped.clearPending(name);
-    if (lastSeq === 0) return { shipped: undefined, needFull: true };
+    if (lastSeq === 0) return { shipped: undefined, needFull: true, last: null, committed };
     // Pullers take a spec only from a record that names it: a spec changed since the last record (a restart policy
     // updated, an older record without the name) is named at once by a full commit, not at the next write.
     // A record that cannot be read (the bucket fails, or the record is refused) cannot vouch for the shipped state:
@@ -239,14 +267,14 @@ export class Pusher {
       this.#opts.log.warn('last record unreadable; a full commit follows', { container: name, generation, seq: lastSeq, key: this.#opts.bucket.journalKey(generation, lastSeq), err });
       return null;
     });
-    if (last?.specDigest !== spec) return { shipped: undefined, needFull: true };
+    if (last?.specDigest !== spec) return { shipped: undefined, needFull: true, last, committed };
     // A state of another container of this name (removed and run again between two discoveries): full.
-    if (committed && committed.generation === generation && committed.lastSeq === lastSeq && committed.containerId === containerId) return { shipped: committed.shipped, needFull: false };
+    if (committed && committed.generation === generation && committed.lastSeq === lastSeq && committed.containerId === containerId) return { shipped: committed.shipped, needFull: false, last, committed };
     if (pending && pending.generation === generation && pending.containerId === containerId) {
       // Crashed after publishing and before recording it: the record's digest says whether pending went out.
-      if (last.digest === pending.digest) return { shipped: pending.shipped, needFull: false };
+      if (last.digest === pending.digest) return { shipped: pending.shipped, needFull: false, last, committed: pending };
     }
-    return { shipped: undefined, needFull: true };
+    return { shipped: undefined, needFull: true, last, committed };
   }
 
   #reconcileAll(): void {
@@ -286,6 +314,8 @@ export class Pusher {
    *  commit already being published finishes. What was not shipped stays in the upper dirs and the shipped state. */
   async halt(): Promise<void> {
     this.#stopped = true;
+    this.#unreport?.();
+    this.#unreport = null;
     for (const t of this.#timers) clearInterval(t);
     this.#timers = [];
     await this.#discovering?.catch(() => undefined);
@@ -303,6 +333,8 @@ export class Pusher {
   /** Stops watching; ships what is pending within `deadlineMs`. */
   async stop(deadlineMs = 10_000): Promise<void> {
     this.#stopped = true;
+    this.#unreport?.();
+    this.#unreport = null;
     for (const t of this.#timers) clearInterval(t);
     this.#timers = [];
     await this.#discovering?.catch(() => undefined);

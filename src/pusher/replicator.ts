@@ -4,6 +4,7 @@ import { rm } from 'node:fs/promises';
 import type PQueue from 'p-queue';
 import { summarize, type BuiltChangeset, type SerializedIndex, type UpperTracker } from '../changeset/index.js';
 import type { Logger } from '../log/logger.js';
+import type { Metrics, ReplicationView } from '../metrics/index.js';
 import { asDigest, type Bucket, type ChunkStore, type CommitChunks, type Digest, type JournalWriter } from '../store/index.js';
 import { mergeScopes, type Burst, type BurstScope } from './burst.js';
 import type { ShippedStateStore } from './shipped-state.js';
@@ -38,6 +39,11 @@ export interface ReplicatorDeps {
   chunks?: ChunkStore;
   shippedState: ShippedStateStore;
   log: Logger;
+  /** When the newest commit and the newest full checkpoint of the container were published, as far as known at start
+   *  (the last record, the shipped state); epoch ms. */
+  lastPublishedAt?: number | null;
+  lastFullAt?: number | null;
+  metrics?: Metrics | undefined;
   /** Backoff after a failed ship; doubles up to maxBackoffMs. */
   baseBackoffMs?: number;
   maxBackoffMs?: number;
@@ -52,11 +58,16 @@ export class ContainerReplicator {
   #pendingSince: number | null = null;
   /** First write of the changeset being shipped now; null when nothing is in flight. */
   #inFlightSince: number | null = null;
+  /** When the first change of the pending work, and of the work in flight, was seen (a scheduled reconcile that may
+   *  find nothing is not a change): the replication lag counts from these. */
+  #pendingChangeSince: number | null = null;
+  #inFlightChangeSince: number | null = null;
   #running: Promise<void> | null = null;
   #closed = false;
   #failures = 0;
   #lastError: string | null = null;
   #lastPublishedAt: number | null = null;
+  #lastFullAt: number | null = null;
   #backoffTimer: NodeJS.Timeout | null = null;
   #wakeBackoff: (() => void) | null = null;
 
@@ -65,6 +76,22 @@ export class ContainerReplicator {
     this.#deps = deps;
     this.#needFull = deps.needFull;
     this.#tracker = deps.makeTracker(deps.shipped);
+    this.#lastPublishedAt = deps.lastPublishedAt ?? null;
+    this.#lastFullAt = deps.lastFullAt ?? null;
+  }
+
+  /** The replication metrics of this container at `now`; `collecting` is when the first change of the burst not yet
+   *  handed over was seen. */
+  view(now: number, collecting: number | null): ReplicationView {
+    const oldest = earliest(earliest(collecting, this.#pendingChangeSince), this.#inFlightChangeSince);
+    const waiting = this.#pendingChangeSince !== null || collecting !== null ? 1 : 0;
+    return {
+      container: this.name,
+      lagMs: oldest === null ? 0 : Math.max(0, now - oldest),
+      lagCommits: (this.#inFlightChangeSince !== null ? 1 : 0) + waiting,
+      lastCommitAt: this.#lastPublishedAt,
+      lastCheckpointAt: this.#lastFullAt,
+    };
   }
 
   /** Queue a burst; starts shipping unless a ship is in flight (then it joins the next one). */
@@ -72,6 +99,7 @@ export class ContainerReplicator {
     if (this.#closed) return;
     this.#pending = mergeScopes(this.#pending, burst.scope);
     this.#pendingSince = Math.min(this.#pendingSince ?? burst.firstEventAt, burst.firstEventAt);
+    this.#pendingChangeSince = earliest(this.#pendingChangeSince, burst.firstChangeAt ?? null);
     this.#kick();
   }
 
@@ -124,6 +152,8 @@ export class ContainerReplicator {
       this.#pending = null;
       this.#pendingSince = null;
       this.#inFlightSince = firstWriteAt;
+      this.#inFlightChangeSince = this.#pendingChangeSince;
+      this.#pendingChangeSince = null;
       try {
         await this.#shipOnce(scope, firstWriteAt);
         this.#failures = 0;
@@ -131,12 +161,15 @@ export class ContainerReplicator {
       } catch (err) {
         this.#pending = mergeScopes(this.#pending, scope);
         this.#pendingSince = Math.min(this.#pendingSince ?? firstWriteAt, firstWriteAt);
+        this.#pendingChangeSince = earliest(this.#pendingChangeSince, this.#inFlightChangeSince);
         this.#failures++;
         this.#lastError = (err as Error).message;
+        this.#deps.metrics?.failure('ship');
         this.#deps.log.warn('ship failed; will retry', { container: this.name, failures: this.#failures, lagMs: Date.now() - (this.#pendingSince ?? firstWriteAt), err });
         await this.#backoff();
       } finally {
         this.#inFlightSince = null;
+        this.#inFlightChangeSince = null;
       }
     }
   }
@@ -154,6 +187,7 @@ export class ContainerReplicator {
         // Files that changed while being read go out in the next changeset, never torn.
         this.#pending = mergeScopes(this.#pending, new Set(built.torn));
         this.#pendingSince ??= Date.now();
+        this.#pendingChangeSince ??= Date.now();
       }
       const digest = asDigest(built.digest);
       // Chunks, then their list, then the changeset: the record is published only once all it names is durable.
@@ -163,7 +197,7 @@ export class ContainerReplicator {
       // the record's digest tells the next start that this state is the true one.
       const before = tracker.serialize();
       tracker.commit(built);
-      await shippedState.save(this.name, true, { generation, lastSeq: journal.lastSeqOf(this.name), digest: built.digest, containerId: this.#deps.containerId, shipped: tracker.serialize() });
+      await shippedState.save(this.name, true, { generation, lastSeq: journal.lastSeqOf(this.name), digest: built.digest, containerId: this.#deps.containerId, ...this.#fullAt(), shipped: tracker.serialize() });
       let record;
       try {
         record = await journal.publish({
@@ -181,8 +215,9 @@ export class ContainerReplicator {
         throw err;
       }
       this.#needFull = false;
-      this.#lastPublishedAt = Date.now();
-      await shippedState.save(this.name, false, { generation, lastSeq: record.seq, digest: built.digest, containerId: this.#deps.containerId, shipped: tracker.serialize() });
+      this.#lastPublishedAt = Date.parse(record.publishedAt);
+      if (record.kind === 'full') this.#lastFullAt = this.#lastPublishedAt;
+      await shippedState.save(this.name, false, { generation, lastSeq: record.seq, digest: built.digest, containerId: this.#deps.containerId, ...this.#fullAt(), shipped: tracker.serialize() });
       await shippedState.clearPending(this.name);
       log.info('published', {
         container: this.name, seq: record.seq, kind: built.kind, files: built.counts.files, deletions: built.counts.deletions,
@@ -195,6 +230,10 @@ export class ContainerReplicator {
         await rm(built.chunks.file, { force: true });
       }
     }
+  }
+
+  #fullAt(): { lastFullAt?: string } {
+    return this.#lastFullAt === null ? {} : { lastFullAt: new Date(this.#lastFullAt).toISOString() };
   }
 
   /** Uploads the chunks the bucket lacks and the chunk list; what the record says of them. */
@@ -223,4 +262,8 @@ export class ContainerReplicator {
     this.#backoffTimer = null;
     this.#wakeBackoff = null;
   }
+}
+
+function earliest(a: number | null, b: number | null): number | null {
+  return a === null ? b : b === null ? a : Math.min(a, b);
 }

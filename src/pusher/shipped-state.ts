@@ -17,6 +17,9 @@ const shippedFileSchema = z.object({
   /** The container the index describes: a container removed and run again under the same name has a new upper
    *  dir, and a state of the old one must not make its first commit a delta. Absent in older files. */
   containerId: z.string().optional(),
+  /** When the newest full checkpoint of the container was published (ISO), for the checkpoint-age metric across
+   *  restarts. Absent in older files. */
+  lastFullAt: z.string().optional(),
   shipped: serializedIndexSchema,
 });
 export type ShippedFile = z.infer<typeof shippedFileSchema>;
@@ -39,7 +42,7 @@ export class ShippedStateStore {
     return parsed.success ? parsed.data : null;
   }
 
-  async save(name: string, pending: boolean, state: { generation: number; lastSeq: number; digest: string | null; containerId: string; shipped: SerializedIndex }): Promise<void> {
+  async save(name: string, pending: boolean, state: { generation: number; lastSeq: number; digest: string | null; containerId: string; lastFullAt?: string; shipped: SerializedIndex }): Promise<void> {
     await writeFileDurable(this.#file(name, pending), JSON.stringify({ version: 1, ...state }));
   }
 

@@ -5,6 +5,7 @@
 // last commit would stay invisible until its next one.
 import { TwinlayerError } from '../log/errors.js';
 import { silentLogger, type Logger } from '../log/logger.js';
+import type { Metrics } from '../metrics/index.js';
 import type { Bucket } from './bucket.js';
 import type { CommitChunks, CommitCounts, CommitRecord, Head } from './records.js';
 import { asSeq, containerNameRe, writerRe, type Digest, type Generation, type Seq } from './types.js';
@@ -37,6 +38,8 @@ export interface JournalWriterOptions {
   headRetry?: HeadRetryPolicy;
   /** Runs before each record is written; a rejection fails the publish with nothing written (a fenced writer). */
   beforePublish?: () => Promise<void>;
+  /** Counts published commits by kind and failed head writes. */
+  metrics?: Metrics | undefined;
 }
 
 export interface HeadRetryPolicy {
@@ -88,6 +91,7 @@ export class JournalWriter {
   #closed = false;
   readonly #log: Logger;
   readonly #beforePublish: (() => Promise<void>) | undefined;
+  readonly #metrics: Metrics | undefined;
 
   constructor(bucket: Bucket, opts: JournalWriterOptions) {
     if (!writerRe.test(opts.writer)) throw new TypeError(`Expected \`writer\` to be 1-64 of A-Z a-z 0-9 . _ -, got ${JSON.stringify(opts.writer)}`);
@@ -100,6 +104,7 @@ export class JournalWriter {
     this.#log = opts.log ?? silentLogger;
     this.#headRetry = checkHeadRetry(opts.headRetry ?? defaultHeadRetry);
     this.#beforePublish = opts.beforePublish;
+    this.#metrics = opts.metrics;
     this.#lastSeq = opts.head?.seq ?? asSeq(0);
     for (const [name, s] of Object.entries(opts.head?.containers ?? {})) this.#containers.set(name, s);
   }
@@ -195,6 +200,7 @@ export class JournalWriter {
       throw err;
     }
     this.#advance(rec);
+    this.#metrics?.commitPublished(rec.kind);
     await this.#writeHead().catch(() => undefined);
     return rec;
   }
@@ -258,6 +264,7 @@ export class JournalWriter {
       this.#headDirty = true;
       this.#headFailures++;
       this.#headError = err instanceof Error ? err.message : String(err);
+      this.#metrics?.failure('head_write');
       const fields = { key: this.#bucket.headKey(this.#generation), seq: head.seq, failures: this.#headFailures, error: err };
       // Warn once per outage, not once per retry.
       if (this.#headFailures === 1) this.#log.warn('head write failed; retrying in the background', fields);

@@ -19,6 +19,7 @@ import {
 
 import { TwinlayerError } from '../log/errors.js';
 import { silentLogger, type Logger } from '../log/logger.js';
+import type { BucketRequestKind, Metrics } from '../metrics/index.js';
 import { defaultRetryPolicy, type BlobStore, type RetryPolicy } from './blob-store.js';
 import { BucketMissingError, ObjectTooLargeError, StoreRequestError, StoreUnreachableError } from './errors.js';
 import { checkRetryPolicy, withRetries } from './retry.js';
@@ -39,6 +40,8 @@ export interface S3BlobStoreOptions {
   /** Whole-attempt bound for small objects (head, records, specs); a stalled answer is retried. Default 2000. */
   smallRequestTimeoutMs?: number;
   log?: Logger;
+  /** Where each request (by kind), the bytes moved and the requests that failed for good are counted. */
+  metrics?: Metrics | undefined;
 }
 
 type Metadata = { httpStatusCode?: number };
@@ -149,6 +152,7 @@ export class S3BlobStore implements BlobStore {
   readonly #retry: RetryPolicy;
   readonly #log: Logger;
   readonly #smallRequestTimeoutMs: number;
+  readonly #metrics: Metrics | undefined;
 
   constructor(opts: S3BlobStoreOptions) {
     if (typeof opts.bucket !== 'string' || opts.bucket === '') throw new TypeError(`Expected \`bucket\` to be a non-empty string, got ${JSON.stringify(opts.bucket)}`);
@@ -156,6 +160,7 @@ export class S3BlobStore implements BlobStore {
     this.endpoint = opts.endpoint ?? `https://s3.${opts.region}.amazonaws.com`;
     this.#retry = checkRetryPolicy(opts.retry ?? defaultRetryPolicy);
     this.#log = opts.log ?? silentLogger;
+    this.#metrics = opts.metrics;
     const timeout = opts.requestTimeoutMs ?? 30_000;
     if (!Number.isInteger(timeout) || timeout < 1) throw new TypeError(`Expected \`requestTimeoutMs\` to be a positive integer, got ${String(timeout)}`);
     // s3rver (and a struggling server) can leave a GET racing a PUT of the same key unanswered until its socket
@@ -188,6 +193,7 @@ export class S3BlobStore implements BlobStore {
   async checkReachable(timeoutMs = 3_000): Promise<void> {
     const where = { endpoint: this.endpoint, bucket: this.bucket };
     try {
+      this.#count('HEAD');
       await this.#client.send(new HeadBucketCommand({ Bucket: this.bucket }), { abortSignal: AbortSignal.timeout(timeoutMs) });
     } catch (err) {
       const status = statusOf(err);
@@ -231,8 +237,16 @@ export class S3BlobStore implements BlobStore {
         (err, n, delayMs) => this.#log.debug('s3 request retried', { op, key, attempt: n, delayMs, error: describe(err) }),
       );
     } catch (err) {
-      throw this.#finalError(op, key, err, tries);
+      const final = this.#finalError(op, key, err, tries);
+      // Our own refusals (an object too large) and local file errors are not the bucket's failures.
+      if (final !== err) this.#metrics?.failure('bucket');
+      throw final;
     }
+  }
+
+  /** Every attempt is a request the bucket answers (and bills), a retried one included. */
+  #count(kind: BucketRequestKind): void {
+    this.#metrics?.bucketRequest(kind);
   }
 
   #finalError(op: string, key: string, err: unknown, tries: number): unknown {
@@ -246,14 +260,18 @@ export class S3BlobStore implements BlobStore {
   async put(key: string, body: Buffer | { file: string }): Promise<void> {
     await this.#request('put', key, async () => {
       if (Buffer.isBuffer(body)) {
+        this.#count('PUT');
         await this.#client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length }));
+        this.#metrics?.bucketBytes('up', body.length);
         return;
       }
       // A fresh stream per attempt: a retried upload starts from the first byte.
       const size = (await stat(body.file)).size;
       const stream = createReadStream(body.file);
       try {
+        this.#count('PUT');
         await this.#client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: stream, ContentLength: size }));
+        this.#metrics?.bucketBytes('up', size);
       } finally {
         stream.destroy();
       }
@@ -281,7 +299,9 @@ export class S3BlobStore implements BlobStore {
       key,
       async () => {
         try {
+          this.#count('PUT');
           await this.#client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, ...condition }));
+          this.#metrics?.bucketBytes('up', body.length);
           return true;
         } catch (err) {
           const failed = isPreconditionFailed(err) || ('IfMatch' in condition && isNotFound(err) && !isNoSuchBucket(err));
@@ -318,6 +338,7 @@ export class S3BlobStore implements BlobStore {
     return this.#request('get', key, async () => {
       let out;
       try {
+        this.#count('GET');
         out = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
       } catch (err) {
         if (isNotFound(err) && !isNoSuchBucket(err)) return false;
@@ -333,6 +354,7 @@ export class S3BlobStore implements BlobStore {
           throw Object.assign(new Error(`short body: ${counter.bytes} of ${out.ContentLength} bytes`), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
         }
         await rename(tmp, file);
+        this.#metrics?.bucketBytes('down', counter.bytes);
       } catch (err) {
         stream.destroy();
         await rm(tmp, { force: true });
@@ -352,6 +374,7 @@ export class S3BlobStore implements BlobStore {
       const abortSignal = AbortSignal.timeout(this.#smallRequestTimeoutMs);
       let out;
       try {
+        this.#count('GET');
         out = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(etag === undefined ? {} : { IfNoneMatch: etag }) }), { abortSignal });
       } catch (err) {
         if (statusOf(err) === 304) return { status: 'unchanged' as const };
@@ -368,6 +391,7 @@ export class S3BlobStore implements BlobStore {
         throw Object.assign(new Error(`short body: ${body.length} of ${out.ContentLength} bytes`), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
       }
       if (out.ETag === undefined) throw new StoreRequestError('the S3 server answered without an ETag', { key, endpoint: this.endpoint });
+      this.#metrics?.bucketBytes('down', body.length);
       return { status: 'ok' as const, body, etag: out.ETag };
     });
   }
@@ -375,6 +399,7 @@ export class S3BlobStore implements BlobStore {
   async exists(key: string): Promise<boolean> {
     return this.#request('head', key, async () => {
       try {
+        this.#count('HEAD');
         await this.#client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
         return true;
       } catch (err) {
@@ -392,9 +417,10 @@ export class S3BlobStore implements BlobStore {
     let marker = startAfter;
     // Bounded by the bucket's size: every page moves the marker strictly forward or ends the listing.
     for (;;) {
-      const page = await this.#request('list', prefix, () =>
-        this.#client.send(new ListObjectsCommand({ Bucket: this.bucket, Prefix: prefix, MaxKeys: 1000, ...(marker === undefined ? {} : { Marker: marker }) })),
-      );
+      const page = await this.#request('list', prefix, () => {
+        this.#count('LIST');
+        return this.#client.send(new ListObjectsCommand({ Bucket: this.bucket, Prefix: prefix, MaxKeys: 1000, ...(marker === undefined ? {} : { Marker: marker }) }));
+      });
       let last: string | undefined;
       for (const obj of page.Contents ?? []) {
         if (obj.Key === undefined) continue;
@@ -408,6 +434,7 @@ export class S3BlobStore implements BlobStore {
 
   async delete(key: string): Promise<void> {
     await this.#request('delete', key, async () => {
+      this.#count('DELETE');
       await this.#client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
     });
   }

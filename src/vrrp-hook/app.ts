@@ -5,24 +5,36 @@ import { HTTPException } from 'hono/http-exception';
 
 import { requireBearer } from './auth.js';
 import { BootHandler } from './boot-handler.js';
-import { HookMetrics, routeLabel } from './metrics.js';
+import { Metrics } from '../metrics/index.js';
+import { registerHookMetrics, routeLabel } from './metrics.js';
 import { parseNotification } from './notification.js';
 import type { HookOptions } from './types.js';
 
 const DEFAULT_MAX_BODY_BYTES = 4096;
 
+/** GET /metrics and /healthz alone, without a token: for `metricsListen`, apart from the hook. */
+export function createMetricsApp(metrics: Metrics): Hono {
+  const app = new Hono();
+  app.get('/healthz', (c) => c.text('ok'));
+  app.get('/metrics', async (c) => c.body(await metrics.render(), 200, { 'content-type': metrics.contentType }));
+  app.notFound((c) => c.json({ error: 'not found' }, 404));
+  return app;
+}
+
 export function createHookApp(opts: HookOptions): Hono {
   const maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const log = opts.log.child({ unit: 'vrrp-hook' });
   const handler = 'handler' in opts ? opts.handler : new BootHandler(opts, log);
-  const metrics = new HookMetrics();
+  const metrics = opts.metrics ?? new Metrics();
+  const countRequest = registerHookMetrics(metrics);
+  handler.registerMetrics(metrics);
   const auth = requireBearer(opts.token);
   const app = new Hono();
 
   // Outermost, so it sees the final status of every answer, the ones onError produced included.
   app.use('*', async (c, next) => {
     await next();
-    metrics.countRequest(routeLabel(c.req.path), c.res.status);
+    countRequest(routeLabel(c.req.path), c.res.status);
   });
 
   app.onError((err, c) => {
@@ -38,8 +50,7 @@ export function createHookApp(opts: HookOptions): Hono {
 
   app.get('/healthz', (c) => c.text('ok'));
 
-  app.get('/metrics', (c) =>
-    c.text(metrics.render(handler.metrics(), opts.metrics), 200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }));
+  app.get('/metrics', async (c) => c.body(await metrics.render(), 200, { 'content-type': metrics.contentType }));
 
   app.get('/v1/status', auth, async (c) => {
     try {

@@ -1,7 +1,8 @@
 // `twinlayer pull`'s handler: MASTER runs the once-only boot; BACKUP/FAULT/STOP are acknowledged and logged.
 import type { Logger } from '../log/logger.js';
 import { Boot } from './boot.js';
-import { renderBootMetrics } from './metrics.js';
+import type { Metrics } from '../metrics/index.js';
+import { registerBootMetrics } from './metrics.js';
 import type { Notification } from './notification.js';
 import type { PromoterHookOptions, VrrpHandler } from './types.js';
 
@@ -38,7 +39,7 @@ export class BootHandler implements VrrpHandler {
     }
   }
 
-  metrics(): string {
-    return renderBootMetrics(this.#boot.snapshot());
+  registerMetrics(metrics: Metrics): void {
+    registerBootMetrics(metrics, () => this.#boot.snapshot());
   }
 }

@@ -15,7 +15,7 @@ export type {
 export type { BootOutcome, BootPhase, BootResult, BootSnapshot, BootTotals, MasterAnswer } from './boot.js';
 export type { Notification } from './notification.js';
 export type { ServeOptions, ServedHook } from './serve.js';
-export { createHookApp } from './app.js';
+export { createHookApp, createMetricsApp } from './app.js';
 export { BootHandler } from './boot-handler.js';
-export { serveHook, isLoopback, parseListen } from './serve.js';
+export { serveApp, serveHook, isLoopback, parseListen } from './serve.js';
 export { HookError, type HookErrorCode } from './errors.js';

@@ -39,7 +39,7 @@ export function isLoopback(host: string): boolean {
 
 /** Serve on HOST:PORT; refuses to start without a token unless the host is loopback AND allowNoToken. */
 export async function serveHook(app: Hono, opts: ServeOptions): Promise<ServedHook> {
-  const { host, port } = parseListen(opts.listen);
+  const { host } = parseListen(opts.listen);
   if (opts.token === undefined || opts.token === '') {
     if (!isLoopback(host)) {
       throw new HookError('HOOK_NO_TOKEN', `refusing to serve the hook on non-loopback ${opts.listen} without a token`, {
@@ -52,10 +52,16 @@ export async function serveHook(app: Hono, opts: ServeOptions): Promise<ServedHo
       });
     }
   }
+  return serveApp(app, opts.listen);
+}
+
+/** Serve on HOST:PORT with no token policy: for an app that serves nothing a token would guard (createMetricsApp). */
+export async function serveApp(app: Hono, listen: string): Promise<ServedHook> {
+  const { host, port } = parseListen(listen);
   const server = serve({ fetch: app.fetch, hostname: host, port });
   const info = await new Promise<AddressInfo>((resolve, reject) => {
     const onError = (err: Error): void => {
-      reject(new HookError('HOOK_LISTEN_FAILED', `cannot listen on ${opts.listen}: ${err.message}`, {}, { cause: err }));
+      reject(new HookError('HOOK_LISTEN_FAILED', `cannot listen on ${listen}: ${err.message}`, {}, { cause: err }));
     };
     server.once('error', onError);
     server.once('listening', () => {

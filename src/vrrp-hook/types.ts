@@ -1,5 +1,6 @@
 // The seam between the hook and the puller: what a promotion needs, and the reports it hands back.
 import type { Logger } from '../log/logger.js';
+import type { Metrics } from '../metrics/index.js';
 import type { Notification } from './notification.js';
 
 // The reports are the puller's own types (the hook may import the puller; never the other way round).
@@ -21,8 +22,8 @@ export interface VrrpHandler {
   notify(n: Notification): Promise<object>;
   /** GET /v1/status; a rejection answers 503 with the reason. */
   status(): Promise<object>;
-  /** Prometheus text lines about the handler's own state. */
-  metrics(): string;
+  /** Registers the handler's own gauges (boot state, role) into the registry GET /metrics exposes; called once. */
+  registerMetrics(metrics: Metrics): void;
 }
 
 interface HookCommonOptions {
@@ -31,8 +32,8 @@ interface HookCommonOptions {
   log: Logger;
   /** Largest accepted request body in bytes; default 4096. */
   maxBodyBytes?: number;
-  /** Extra Prometheus text lines appended to GET /metrics (the puller's own gauges). */
-  metrics?: () => string;
+  /** The process's registry, exposed at GET /metrics (the units report into it); default a new one. */
+  metrics?: Metrics;
 }
 
 /** `twinlayer pull`: the once-only promotion through a Promoter. */

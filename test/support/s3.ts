@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { S3RVER_CREDENTIALS, startS3Server } from '../../src/s3server/index.js';
 import { S3BlobStore, type RetryPolicy } from '../../src/store/index.js';
 import type { Logger } from '../../src/log/logger.js';
+import type { Metrics } from '../../src/metrics/index.js';
 
 export const TEST_REGION = 'us-east-1';
 export const TEST_CREDENTIALS = S3RVER_CREDENTIALS;
@@ -70,7 +71,7 @@ export function s3Env(s3: { endpoint: string; bucket: string }): Record<string, 
 /** An S3BlobStore on the test server (or on a fault proxy in front of it); call destroy() when done. */
 export function testS3Store(
   s3: { endpoint: string; bucket: string },
-  opts: { retry?: RetryPolicy; requestTimeoutMs?: number; smallRequestTimeoutMs?: number; log?: Logger; bucket?: string } = {},
+  opts: { retry?: RetryPolicy; requestTimeoutMs?: number; smallRequestTimeoutMs?: number; log?: Logger; bucket?: string; metrics?: Metrics } = {},
 ): S3BlobStore {
   return new S3BlobStore({
     bucket: opts.bucket ?? s3.bucket,
@@ -82,5 +83,6 @@ export function testS3Store(
     requestTimeoutMs: opts.requestTimeoutMs ?? 5_000,
     ...(opts.smallRequestTimeoutMs === undefined ? {} : { smallRequestTimeoutMs: opts.smallRequestTimeoutMs }),
     ...(opts.log === undefined ? {} : { log: opts.log }),
+    metrics: opts.metrics,
   });
 }

@@ -5,6 +5,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startS3Server, S3RVER_CREDENTIALS } from '../../../src/s3server/index.js';
@@ -96,6 +97,22 @@ describe('start-up refusals', { timeout: 180_000 }, () => {
     const r = await run(['push'], { ...base(), TWINLAYER_DOCKER_SOCKET: join(dir, 'no.sock') });
     assert.equal(r.code, 2);
     assert.match(r.out, /no\.sock|docker/i);
+  });
+
+  it('push with metricsListen: a start-up refusal still exits 2 (the listener is closed), a taken metrics port is named', async () => {
+    const listen = `127.0.0.1:${await freePort()}`;
+    const refused = await run(['push'], { ...base(), TWINLAYER_METRICS_LISTEN: listen, TWINLAYER_DOCKER_SOCKET: join(dir, 'no.sock') });
+    assert.equal(refused.code, 2, refused.out);
+    assert.match(refused.out, /"msg":"metrics listening"/, 'it was listening before the engine check');
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    try {
+      const r = await run(['push'], { ...base(), TWINLAYER_METRICS_LISTEN: `127.0.0.1:${(taken.address() as AddressInfo).port}` });
+      assert.equal(r.code, 2, r.out);
+      assert.match(r.out, /cannot listen on 127\.0\.0\.1:\d+.*HOOK_LISTEN_FAILED/);
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
   });
 
   it('the hook refuses to listen beyond loopback without a token', async () => {

@@ -51,6 +51,25 @@ describe('BurstCollector', () => {
     assert.equal(flushed[0]!.at, 70);
   });
 
+  it('a scheduled reconcile is not a change seen (the replication lag counts from changes); a path event or a lost watch is', () => {
+    const { c, timers, flushed } = collect(50, 500);
+    c.addReconcile();
+    assert.equal(c.firstChangeAt, null);
+    timers.advance(30);
+    c.add('etc/a');
+    assert.equal(c.firstChangeAt, 30);
+    timers.advance(50);
+    assert.equal(flushed[0]!.firstEventAt, 0);
+    assert.equal(flushed[0]!.firstChangeAt, 30);
+    assert.equal(c.firstChangeAt, null, 'handed over with the burst');
+    c.addReconcile();
+    timers.advance(50);
+    assert.equal(flushed[1]!.firstChangeAt, null);
+    timers.advance(10);
+    c.addReconcile(true);
+    assert.equal(c.firstChangeAt, 140);
+  });
+
   it('flushes at maxMs after the first event even while writes keep coming', () => {
     const { c, timers, flushed } = collect(50, 500);
     for (let t = 0; t < 1000; t += 10) {

@@ -8,6 +8,8 @@ import type { Hono } from 'hono';
 import { createLogger, silentLogger } from '../../../src/log/logger.js';
 import { createHookApp, type HookOptions } from '../../../src/vrrp-hook/index.js';
 import { gate, TestPromoter } from './test-promoter.js';
+import { Metrics } from '../../../src/metrics/index.js';
+import { maybeSample, parsePrometheusText, sampleValue } from '../../support/prom-text.js';
 
 const TOKEN = 'hook-token-0123456789abcdef';
 
@@ -366,31 +368,35 @@ describe('health, status, metrics', () => {
     assert.equal(body.hook.phase, 'idle');
   });
 
-  it('GET /metrics (no auth): request counters by route and code, boot state and duration, extra lines', async () => {
+  it('GET /metrics (no auth): request counters by route and code, boot state and duration, and what the units report into the same registry', async () => {
     const promoter = new TestPromoter();
-    const app = makeApp(promoter, { metrics: () => 'twinlayer_puller_lag{container="dns"} 0' });
-    const before = await (await app.request('/metrics')).text();
-    assert.match(before, /^twinlayer_boot_state\{state="idle"\} 1$/m);
-    assert.doesNotMatch(before, /^twinlayer_boot_duration_ms /m);
+    const metrics = new Metrics();
+    const app = makeApp(promoter, { metrics });
+    const before = parsePrometheusText(await (await app.request('/metrics')).text());
+    assert.equal(sampleValue(before, 'twinlayer_boot_state', { state: 'idle' }), 1);
+    assert.equal(maybeSample(before, 'twinlayer_boot_duration_seconds'), undefined, 'no promotion finished: no duration');
+    assert.equal(before.get('twinlayer_boot_duration_seconds')?.type, 'gauge', 'declared all the same');
 
     await post(app, master);
     await post(app, master, {});
     await post(app, '{');
     await app.request('/nope');
+    metrics.failure('poll');
     const res = await app.request('/metrics');
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
     const text = await res.text();
-    assert.match(text, /^# TYPE twinlayer_hook_requests_total counter$/m);
-    assert.match(text, /^twinlayer_hook_requests_total\{route="\/v1\/vrrp",code="200"\} 1$/m);
-    assert.match(text, /^twinlayer_hook_requests_total\{route="\/v1\/vrrp",code="401"\} 1$/m);
-    assert.match(text, /^twinlayer_hook_requests_total\{route="\/v1\/vrrp",code="400"\} 1$/m);
-    assert.match(text, /^twinlayer_hook_requests_total\{route="other",code="404"\} 1$/m);
-    assert.match(text, /^twinlayer_hook_requests_total\{route="\/metrics",code="200"\} 1$/m);
-    assert.match(text, /^twinlayer_boot_state\{state="booted"\} 1$/m);
-    assert.match(text, /^twinlayer_boot_state\{state="idle"\} 0$/m);
-    assert.match(text, /^twinlayer_boot_duration_ms \d+$/m);
-    assert.match(text, /^twinlayer_puller_lag\{container="dns"\} 0\n$/m);
-    assert.ok(text.endsWith('\n'));
+    const after = parsePrometheusText(text);
+    assert.equal(after.get('twinlayer_hook_requests_total')?.type, 'counter');
+    assert.equal(sampleValue(after, 'twinlayer_hook_requests_total', { route: '/v1/vrrp', code: '200' }), 1);
+    assert.equal(sampleValue(after, 'twinlayer_hook_requests_total', { route: '/v1/vrrp', code: '401' }), 1);
+    assert.equal(sampleValue(after, 'twinlayer_hook_requests_total', { route: '/v1/vrrp', code: '400' }), 1);
+    assert.equal(sampleValue(after, 'twinlayer_hook_requests_total', { route: 'other', code: '404' }), 1);
+    assert.equal(sampleValue(after, 'twinlayer_hook_requests_total', { route: '/metrics', code: '200' }), 1);
+    assert.equal(sampleValue(after, 'twinlayer_boot_state', { state: 'booted' }), 1);
+    assert.equal(sampleValue(after, 'twinlayer_boot_state', { state: 'idle' }), 0);
+    assert.ok(sampleValue(after, 'twinlayer_boot_duration_seconds', { outcome: 'booted' }) >= 0);
+    assert.equal(sampleValue(after, 'twinlayer_failures_total', { kind: 'poll' }), 1);
+    assert.ok(after.has('process_cpu_user_seconds_total'), 'the process metrics are there');
   });
 });

@@ -1,4 +1,5 @@
-// serveHook's token policy, and the hook over the wire: infra/keepalived/notify.sh run with curl against it.
+// serveHook's token policy, and the hook over the wire: infra/keepalived/notify.sh run with curl against it; the
+// metrics listener.
 import { strict as assert } from 'node:assert';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Socket } from 'node:net';
@@ -7,7 +8,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { createLogger, silentLogger } from '../../../src/log/logger.js';
-import { createHookApp, HookError, isLoopback, serveHook, type ServedHook } from '../../../src/vrrp-hook/index.js';
+import { createHookApp, createMetricsApp, HookError, isLoopback, serveApp, serveHook, type ServedHook } from '../../../src/vrrp-hook/index.js';
+import { Metrics } from '../../../src/metrics/index.js';
+import { parsePrometheusText, sampleValue } from '../../support/prom-text.js';
 import { notifyRunner, type NotifyRun } from './notify-script.js';
 import { TestPromoter } from './test-promoter.js';
 
@@ -195,5 +198,26 @@ describe('notify.sh over the wire', () => {
   it('missing arguments exit 2', async () => {
     const run = await notify(['INSTANCE'], { TWINLAYER_ENV_FILE: noEnvFile() });
     assert.equal(run.code, 2);
+  });
+});
+
+describe('the metrics listener (metricsListen)', () => {
+  it('serves /metrics and /healthz of the registry without a token and nothing else, over the wire', async () => {
+    const metrics = new Metrics({ processMetrics: false });
+    metrics.bucketRequest('PUT');
+    const served = await serveApp(createMetricsApp(metrics), '127.0.0.1:0');
+    try {
+      const base = `http://127.0.0.1:${served.port}`;
+      const res = await fetch(`${base}/metrics`);
+      assert.equal(res.status, 200);
+      assert.match(res.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
+      assert.equal(sampleValue(parsePrometheusText(await res.text()), 'twinlayer_bucket_requests_total', { kind: 'PUT' }), 1);
+      assert.equal(await (await fetch(`${base}/healthz`)).text(), 'ok');
+      const vrrp = await fetch(`${base}/v1/vrrp`, { method: 'POST', body: '{}' });
+      assert.equal(vrrp.status, 404, 'no hook route here');
+      assert.equal((await fetch(`${base}/v1/status`)).status, 404);
+    } finally {
+      await served.close();
+    }
   });
 });
