@@ -7,11 +7,17 @@ import type { Logger } from '../log/logger.js';
 import type { ErrorContext } from '../log/errors.js';
 import { engineFactsFromInfo } from './engine-facts.js';
 import type { EngineFacts } from './engine-facts.js';
-import { ContainerNotFoundError, DockerApiError, ImageMissingError, LayerResolveError, TwinHostNotReadyError, TwinRefusedError, TwinSpecRefusedError } from './errors.js';
+import { ContainerNotFoundError, DockerApiError, EngineUnsupportedError, ImageMissingError, LayerResolveError, TwinHostNotReadyError, TwinRefusedError, TwinSpecRefusedError } from './errors.js';
 import { GROUP_LABEL, SPEC_LABEL, TWIN_LABEL } from './labels.js';
 import { layersFromGraphDriver, verifyUpperDirOnDisk } from './layers.js';
 import type { OverlayLayers } from './layers.js';
-import { readMountPoints } from './mountinfo.js';
+import { parseMountPoints } from './mountinfo.js';
+import { layersFromOverlayOptions, overlayFeatureProblem, overlayMounts, parseOverlayOptions } from './containerd-output.js';
+import type { OverlayKernelDefaults } from './containerd-output.js';
+import { locateContainerd, overlayKernelDefaults, snapshotOverlayOptions } from './containerd-store.js';
+import type { ContainerdEndpoint, ContainerdSettings } from './containerd-store.js';
+import { readFile } from 'node:fs/promises';
+import * as path from 'node:path';
 import { imageInspectSchema, inspectSchema, listSchema, networkInspectSchema } from './schemas.js';
 import type { ContainerInspect } from './schemas.js';
 import { z } from 'zod';
@@ -89,6 +95,8 @@ export interface DockerRuntimeOptions {
   mountInfoPath?: string;
   /** Bound for each API request (ms); a request past it fails. Default: none (the engine's own pace). */
   requestTimeoutMs?: number;
+  /** The engine's containerd, for the containerd image store (found from the engine when not given). */
+  containerd?: ContainerdSettings;
 }
 
 export interface EnsureTwinOptions {
@@ -130,15 +138,20 @@ export class DockerRuntime {
   readonly #docker: Docker;
   readonly #log: Logger;
   readonly #mountInfoPath: string;
+  readonly #containerdSettings: ContainerdSettings;
   #facts: EngineFacts | undefined;
+  /** The containerd image store: the engine's containerd and the overlay module's defaults, found by checkEngine. */
+  #containerd: { endpoint: ContainerdEndpoint; overlayDefaults: OverlayKernelDefaults } | undefined;
 
   constructor(opts: DockerRuntimeOptions) {
     this.#docker = new Docker({ socketPath: opts.socketPath, ...(opts.requestTimeoutMs === undefined ? {} : { timeout: opts.requestTimeoutMs }) });
     this.#log = opts.log ?? silentLogger;
     this.#mountInfoPath = opts.mountInfoPath ?? '/proc/self/mountinfo';
+    this.#containerdSettings = opts.containerd ?? {};
   }
 
-  /** docker info; throws EngineUnsupportedError naming the reason unless the upper dirs can be resolved and trusted. */
+  /** docker info; throws EngineUnsupportedError naming the reason unless the upper dirs can be resolved and trusted.
+   *  On the containerd image store, also finds the engine's containerd (EngineUnsupportedError when it cannot). */
   async checkEngine(): Promise<EngineFacts> {
     let raw: unknown;
     try {
@@ -146,12 +159,24 @@ export class DockerRuntime {
     } catch (cause) {
       throw new DockerApiError('info', statusOf(cause), {}, { cause });
     }
-    this.#facts = engineFactsFromInfo(raw);
-    return this.#facts;
+    const facts = engineFactsFromInfo(raw);
+    if (facts.store === 'containerd') {
+      const overlayDefaults = await overlayKernelDefaults();
+      // Containerd's overlayfs snapshotter names neither option: the kernel's defaults apply to every snapshot.
+      const problem = overlayFeatureProblem(new Map(), overlayDefaults);
+      if (problem !== null) throw new EngineUnsupportedError(`${problem}, so upper dirs are not self-contained`, { driver: facts.driver, serverVersion: facts.serverVersion });
+      this.#containerd = { endpoint: await locateContainerd(facts, this.#containerdSettings), overlayDefaults };
+    }
+    this.#facts = facts;
+    return facts;
+  }
+
+  async #engineFacts(): Promise<EngineFacts> {
+    return this.#facts ?? (await this.checkEngine());
   }
 
   async #dataRoot(): Promise<string> {
-    return (this.#facts ?? (await this.checkEngine())).dataRoot;
+    return (await this.#engineFacts()).dataRoot;
   }
 
   /** Containers (running or not) labelled `${label}=true` that are not twins, with resolved layers. A labelled
@@ -178,7 +203,9 @@ export class DockerRuntime {
       const inspect = await this.#inspectOrNull(entry.Id);
       if (inspect === null) continue; // removed between list and inspect
       try {
-        const layers = await this.#layersOf(inspect);
+        // Removed between inspect and the layer lookup (containerd has no snapshot of it any more): gone, as above.
+        const layers = await this.#layersOrGone(inspect);
+        if (layers === null) continue;
         const volumes = await this.#replicatedVolumes(inspect);
         containers.push({
           id: inspect.Id,
@@ -198,8 +225,9 @@ export class DockerRuntime {
     return { containers, refused };
   }
 
-  /** inspect + the overlay2 dirs, refused (LayerResolveError) unless overlay2, present, absolute, under
-   *  `${dataRoot}/overlay2/`, and the upper dir is a real directory reached without symlinks. */
+  /** inspect + the overlay dirs, refused (LayerResolveError) unless present, absolute, under the store's root
+   *  (`${dataRoot}/overlay2/`, or containerd's overlayfs snapshots), and the upper dir is a real directory reached
+   *  without symlinks. ContainerNotFoundError when the container is gone (also when it went during the lookup). */
   async resolveLayers(idOrName: string): Promise<OverlayLayers> {
     return this.#layersOf(await this.#inspect(idOrName));
   }
@@ -638,11 +666,10 @@ export class DockerRuntime {
       if (v !== null && Object.keys(v.Options ?? {}).length > 0) continue;
       volumes[m.Name] = await this.#volumeDir(m.Name, m.Source ?? '', dataRoot, context);
     }
-    const mounts = await readMountPoints(this.#mountInfoPath);
     return {
       state: inspect.State.Running ? 'running' : 'stopped',
       id: inspect.Id,
-      mounted: mounts.has(layers.mergedDir),
+      mounted: await this.#isMounted(layers),
       layers,
       imageId: inspect.Image,
       isTwin: inspect.Config.Labels?.[TWIN_LABEL] === 'true',
@@ -652,11 +679,70 @@ export class DockerRuntime {
     };
   }
 
+  /** Whether the container's filesystem is mounted anywhere in the engine's mount namespace: at its merged dir (its
+   *  rootfs while it runs, or while `docker export`/`cp` read it), or any overlay mount with its upper dir. */
+  async #isMounted(layers: OverlayLayers): Promise<boolean> {
+    const text = await readFile(this.#mountInfoPath, 'utf8');
+    if (parseMountPoints(text).includes(layers.mergedDir)) return true;
+    return overlayMounts(text).some((m) => {
+      try {
+        return parseOverlayOptions(m.superOptions).upperdir === layers.upperDir;
+      } catch {
+        return false; // an overlay without upper dir (read-only) is no container's
+      }
+    });
+  }
+
   async #layersOf(inspect: ContainerInspect): Promise<OverlayLayers> {
+    const layers = await this.#layersOrGone(inspect);
+    if (layers === null) throw new ContainerNotFoundError({ container: inspect.Name.replace(/^\//, ''), id: inspect.Id, hint: 'removed while its layers were looked up' });
+    return layers;
+  }
+
+  /** The container's layers, checked on disk; null when containerd has no snapshot of it (removed meanwhile). */
+  async #layersOrGone(inspect: ContainerInspect): Promise<OverlayLayers | null> {
     const context: ErrorContext = { container: inspect.Name.replace(/^\//, ''), id: inspect.Id };
-    const layers = layersFromGraphDriver(inspect.GraphDriver, await this.#dataRoot(), context);
+    const facts = await this.#engineFacts();
+    const layers = facts.store === 'overlay2'
+      ? layersFromGraphDriver(inspect.GraphDriver, facts.dataRoot, context)
+      : await this.#snapshotLayers(inspect, facts.dataRoot, context);
+    if (layers === null) return null;
     await verifyUpperDirOnDisk(layers.upperDir, context);
     return layers;
+  }
+
+  /** The containerd image store: a running container's overlay options from the mount of its rootfs
+   *  (`<data root>/rootfs/overlayfs/<id>`), a stopped one's from containerd (`ctr snapshots mounts`, which mounts
+   *  nothing); null when containerd has no snapshot keyed by the container's id. */
+  async #snapshotLayers(inspect: ContainerInspect, dataRoot: string, context: ErrorContext): Promise<OverlayLayers | null> {
+    const store = this.#containerd;
+    if (store === undefined) throw new LayerResolveError('the engine\'s containerd was not found (checkEngine)', context);
+    if (inspect.GraphDriver.Name !== 'overlayfs') throw new LayerResolveError(`the container's snapshotter is "${inspect.GraphDriver.Name}", not overlayfs`, context);
+    if (!/^[0-9a-f]{64}$/.test(inspect.Id)) throw new LayerResolveError(`container id "${inspect.Id}" is not 64 hex digits`, context);
+    const mergedDir = path.join(dataRoot, 'rootfs', 'overlayfs', inspect.Id);
+    let options: string | null = null;
+    if (inspect.State.Running) {
+      const mount = overlayMounts(await readFile(this.#mountInfoPath, 'utf8')).filter((m) => m.mountPoint === mergedDir);
+      // Stopped since the inspect: no mount any more, containerd is asked below. Two mounts at one point: refused.
+      if (mount.length > 1) throw new LayerResolveError(`${mount.length} overlay mounts at ${mergedDir}`, { ...context, path: mergedDir });
+      options = mount[0]?.superOptions ?? null;
+    }
+    options ??= await snapshotOverlayOptions(store.endpoint, inspect.Id, context);
+    if (options === null) {
+      // Gone from Docker too: removed meanwhile. Still there: this containerd is not the one the engine runs on (two
+      // containerd builds of one revision cannot be told apart by version).
+      if ((await this.#inspectOrNull(inspect.Id)) === null) return null;
+      throw new LayerResolveError(`containerd at ${store.endpoint.socketPath} (namespace ${store.endpoint.namespace}) has no snapshot of the container; is it the engine's containerd?`, {
+        ...context, hint: 'set containerdSocket to the containerd dockerd runs on',
+      });
+    }
+    let parsed;
+    try {
+      parsed = parseOverlayOptions(options);
+    } catch (err) {
+      throw new LayerResolveError(`the snapshot's overlay options: ${err instanceof Error ? err.message : String(err)}`, context);
+    }
+    return layersFromOverlayOptions(parsed, store.endpoint.snapshotterRoot, mergedDir, store.overlayDefaults, context);
   }
 
   async #inspect(idOrName: string): Promise<ContainerInspect> {

@@ -14,6 +14,12 @@ export const infoSchema = z.looseObject({
   // ["name=seccomp,profile=default", "name=cgroupns", ...]: cgroupns is there when containers get a private cgroup
   // namespace unless they ask for the host's.
   SecurityOptions: z.array(z.string()).nullable().optional(),
+  // The containerd dockerd runs on: its revision (all versions), its address and namespaces (Docker 27+).
+  ContainerdCommit: z.looseObject({ ID: z.string().optional() }).nullable().optional(),
+  Containerd: z.looseObject({
+    Address: z.string().optional(),
+    Namespaces: z.looseObject({ Containers: z.string().optional() }).nullable().optional(),
+  }).nullable().optional(),
 });
 export type DockerInfo = z.infer<typeof infoSchema>;
 

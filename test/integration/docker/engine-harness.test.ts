@@ -8,10 +8,10 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile, readdir } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import { DockerRuntime } from '../../../src/docker/index.js';
 import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
 import { dockerCli, ENGINE_KINDS, startEngine, stopAllEngines } from '../../../src/lab/engine.js';
 import type { Engine, EngineKind } from '../../../src/lab/engine.js';
+import { runtimeFor } from '../../support/engine.js';
 
 const execFileP = promisify(execFile);
 const netns = `twl-h-${randomBytes(3).toString('hex')}`;
@@ -68,10 +68,8 @@ for (const kind of ENGINE_KINDS) describe(`engine harness (${kind})`, { timeout:
       'http://127.0.0.1:8099/index.html']);
     await assert.rejects(execFileP('curl', ['-sS', '--max-time', '2', 'http://127.0.0.1:8099/index.html']), 'our own loopback does not serve it');
     assert.match(stdout, /twinlayer test image/);
-    if (kind === 'overlay2') {
-      const state = await new DockerRuntime({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath }).twinState('srv');
-      assert.ok(state.state === 'running' && state.mounted);
-    }
+    const state = await runtimeFor(engine).twinState('srv');
+    assert.ok(state.state === 'running' && state.mounted);
     await engine.stop();
     await assertNothingLeft(engine);
   });
