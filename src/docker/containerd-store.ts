@@ -192,3 +192,15 @@ export async function overlayKernelDefaults(dir = '/sys/module/overlay/parameter
   };
   return { redirectDir: await flag('redirect_dir'), metacopy: await flag('metacopy') };
 }
+
+/** The bytes of one blob of containerd's content store (`ctr content get`): a manifest or an index, small. */
+export function contentBytes(endpoint: ContainerdEndpoint, digest: string): Promise<Buffer> {
+  if (!/^sha256:[0-9a-f]{64}$/.test(digest)) return Promise.reject(new Error(`not a digest: ${digest}`));
+  return new Promise((resolve, reject) => {
+    execFile(endpoint.ctrPath, ['--address', endpoint.socketPath, '--namespace', endpoint.namespace, 'content', 'get', digest],
+      { timeout: CTR_TIMEOUT_MS, maxBuffer: 4 * 1024 * 1024, encoding: 'buffer' }, (err, stdout, stderr) => {
+        if (err !== null) reject(new CtrError(`ctr content get ${digest}: ${stderr.toString('utf8').trim() || err.message}`, stderr.toString('utf8'), { cause: err }));
+        else resolve(stdout);
+      });
+  });
+}

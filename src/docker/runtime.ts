@@ -14,11 +14,13 @@ import type { OverlayLayers } from './layers.js';
 import { parseMountPoints } from './mountinfo.js';
 import { layersFromOverlayOptions, overlayFeatureProblem, overlayMounts, parseOverlayOptions } from './containerd-output.js';
 import type { OverlayKernelDefaults } from './containerd-output.js';
-import { locateContainerd, overlayKernelDefaults, snapshotOverlayOptions } from './containerd-store.js';
+import { contentBytes, locateContainerd, overlayKernelDefaults, snapshotOverlayOptions } from './containerd-store.js';
+import { imageIdentitySchema, manifestForPlatform, parseContentDocument, sameIdentity } from './image-identity.js';
+import type { ImageIdentity } from './image-identity.js';
 import type { ContainerdEndpoint, ContainerdSettings } from './containerd-store.js';
 import { readFile } from 'node:fs/promises';
 import * as path from 'node:path';
-import { imageInspectSchema, inspectSchema, listSchema, networkInspectSchema } from './schemas.js';
+import { imageInspectSchema, imageListSchema, inspectSchema, listSchema, networkInspectSchema } from './schemas.js';
 import type { ContainerInspect } from './schemas.js';
 import { z } from 'zod';
 import { parseBind } from './spec-run.js';
@@ -142,6 +144,8 @@ export class DockerRuntime {
   #facts: EngineFacts | undefined;
   /** The containerd image store: the engine's containerd and the overlay module's defaults, found by checkEngine. */
   #containerd: { endpoint: ContainerdEndpoint; overlayDefaults: OverlayKernelDefaults } | undefined;
+  /** Image identities by image id: an id is a content digest, so what it names never changes. */
+  readonly #identities = new Map<string, ImageIdentity>();
 
   constructor(opts: DockerRuntimeOptions) {
     this.#docker = new Docker({ socketPath: opts.socketPath, ...(opts.requestTimeoutMs === undefined ? {} : { timeout: opts.requestTimeoutMs }) });
@@ -238,6 +242,8 @@ export class DockerRuntime {
   async captureSpec(idOrName: string): Promise<TwinSpec> {
     const inspect = await this.#inspect(idOrName);
     const spec = specFromInspect(inspect, new Date());
+    const identity = await this.imageIdentity(inspect.Image);
+    if (identity !== null) spec.imageIdentity = identity;
     const dataRoot = await this.#dataRoot();
     for (const m of inspect.Mounts ?? []) {
       if (m.Type !== 'volume' || (m.Driver ?? 'local') !== 'local' || m.Name === undefined || m.Name === '') continue;
@@ -430,16 +436,18 @@ export class DockerRuntime {
     for (let attempt = 0; attempt < 2; attempt++) {
       const existing = await this.#inspectOrNull(spec.name);
       if (existing !== null) {
-        this.#assertAdoptable(existing, spec);
+        await this.#assertAdoptable(existing, spec);
         return this.#stateOf(existing);
       }
       const lacking = opts.hostProblems ?? (await this.hostProblems(spec, policy));
       if (lacking.length > 0) throw new TwinHostNotReadyError([...lacking], context);
-      if (!(await this.imagePresent(spec.imageId))) throw new ImageMissingError(spec.imageId, context);
+      const image = await this.localImageFor(spec);
+      if (image === null) throw new ImageMissingError(spec.imageId, context);
       await this.#ensureVolumes(spec, opts.group, opts.trusted);
       let id: string;
       try {
-        id = (await this.#docker.createContainer(createOptionsFromSpec(spec, opts.group))).id;
+        // By this engine's id of the spec's image (another one when the primary's engine uses the other store).
+        id = (await this.#docker.createContainer({ ...createOptionsFromSpec(spec, opts.group), Image: image })).id;
       } catch (cause) {
         if (statusOf(cause) === 409 && attempt === 0) continue;
         throw new DockerApiError('create twin', statusOf(cause), context, { cause });
@@ -488,12 +496,12 @@ export class DockerRuntime {
   }
 
 
-  #assertAdoptable(existing: ContainerInspect, spec: TwinSpec): void {
+  async #assertAdoptable(existing: ContainerInspect, spec: TwinSpec): Promise<void> {
     const context: ErrorContext = { container: spec.name, id: existing.Id };
     if (existing.Config.Labels?.[TWIN_LABEL] !== 'true') {
       throw new TwinRefusedError(`a container named "${spec.name}" exists and is not a twin (no ${TWIN_LABEL}=true label)`, context);
     }
-    if (existing.Image !== spec.imageId) {
+    if (!(await this.imageMatches(existing.Image, spec))) {
       throw new TwinRefusedError(`the twin's image ${existing.Image} differs from the primary's ${spec.imageId}`, context);
     }
   }
@@ -611,6 +619,73 @@ export class DockerRuntime {
       if (statusOf(cause) === 404) return false;
       throw new DockerApiError('inspect image', statusOf(cause), { imageId }, { cause });
     }
+  }
+
+  /** The identity of an image of this engine (config digest, layer diff ids), which a change of image store keeps;
+   *  null when there is no image of exactly this id. Under the containerd store the config digest is read from the
+   *  manifest in containerd's content store (the manifest of the image's platform, for an index). */
+  async imageIdentity(imageId: string): Promise<ImageIdentity | null> {
+    const cached = this.#identities.get(imageId);
+    if (cached !== undefined) return cached;
+    const context: ErrorContext = { imageId };
+    const inspect = await this.#inspectParsedOrNull(() => this.#docker.getImage(imageId).inspect(), imageInspectSchema, 'inspect image', context);
+    if (inspect === null || inspect.Id !== imageId) return null;
+    const facts = await this.#engineFacts();
+    const configDigest = facts.store === 'overlay2' ? inspect.Id : await this.#configDigestInContentStore(inspect, context);
+    const parsed = imageIdentitySchema.safeParse({ configDigest, diffIds: inspect.RootFS?.Layers ?? [] });
+    if (!parsed.success) throw new DockerApiError('inspect image (identity did not parse)', undefined, context, { cause: parsed.error });
+    this.#identities.set(imageId, parsed.data);
+    return parsed.data;
+  }
+
+  async #configDigestInContentStore(inspect: { Id: string; Os?: string | undefined; Architecture?: string | undefined; Variant?: string | undefined }, context: ErrorContext): Promise<string> {
+    const store = this.#containerd;
+    if (store === undefined) throw new DockerApiError('image identity (the engine\'s containerd was not found)', undefined, context);
+    let digest = inspect.Id;
+    // An index names one manifest per platform; an index of indexes is not what Docker makes.
+    for (let depth = 0; depth < 2; depth++) {
+      let doc;
+      try {
+        doc = parseContentDocument(await contentBytes(store.endpoint, digest), digest);
+      } catch (cause) {
+        throw new DockerApiError('image identity (containerd content)', undefined, { ...context, digest }, { cause });
+      }
+      if (doc.kind === 'manifest') return doc.configDigest;
+      const platform = { os: inspect.Os ?? 'linux', architecture: inspect.Architecture ?? '', variant: inspect.Variant };
+      const next = manifestForPlatform(doc.manifests, platform);
+      if (next === null) throw new DockerApiError(`image identity (the index has no manifest for ${platform.os}/${platform.architecture})`, undefined, { ...context, digest });
+      digest = next;
+    }
+    throw new DockerApiError('image identity (an index nested in an index)', undefined, context);
+  }
+
+  /** This engine's image that is the spec's: its imageId when present here (and of the spec's identity when it
+   *  carries one), else the image whose identity is the spec's (the primary runs on the other image store); null
+   *  when there is none. */
+  async localImageFor(spec: TwinSpec): Promise<string | null> {
+    const want = spec.imageIdentity;
+    const direct = await this.imageIdentity(spec.imageId);
+    if (direct !== null && (want === undefined || sameIdentity(direct, want))) return spec.imageId;
+    if (want === undefined) return null;
+    let raw: unknown;
+    try {
+      raw = await this.#docker.listImages();
+    } catch (cause) {
+      throw new DockerApiError('list images', statusOf(cause), { container: spec.name }, { cause });
+    }
+    const ids = [...new Set(this.#parse(imageListSchema, raw, 'list images', { container: spec.name }).map((i) => i.Id))].sort();
+    for (const id of ids) {
+      const have = await this.imageIdentity(id);
+      if (have !== null && sameIdentity(have, want)) return id;
+    }
+    return null;
+  }
+
+  /** Whether an image of this engine (a twin's) is the spec's image: the same id, or the identity the spec carries. */
+  async imageMatches(localImageId: string, spec: TwinSpec): Promise<boolean> {
+    if (spec.imageIdentity === undefined) return localImageId === spec.imageId;
+    const have = await this.imageIdentity(localImageId);
+    return have !== null && sameIdentity(have, spec.imageIdentity);
   }
 
   /** `docker export`: the container's merged filesystem as a tar stream. */

@@ -64,7 +64,15 @@ export const listEntrySchema = z.looseObject({
 });
 export const listSchema = z.array(listEntrySchema);
 
-export const imageInspectSchema = z.looseObject({ Id: z.string() });
+export const imageInspectSchema = z.looseObject({
+  Id: z.string(),
+  Os: z.string().optional(),
+  Architecture: z.string().optional(),
+  Variant: z.string().optional(),
+  RootFS: z.looseObject({ Type: z.string(), Layers: z.array(z.string()).nullable().optional() }).optional(),
+});
+
+export const imageListSchema = z.array(z.looseObject({ Id: z.string() }));
 
 /** A network as `docker network inspect` shows it: the subnets a static address of a twin must lie in. */
 export const networkInspectSchema = z.looseObject({
