@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import { DockerRuntime } from '../../src/docker/index.js';
 import type { DockerRuntimeOptions } from '../../src/docker/index.js';
-import type { Engine } from '../../src/lab/engine.js';
+import type { Engine, EngineKind } from '../../src/lab/engine.js';
 
 export { ENGINE_KINDS } from '../../src/lab/engine.js';
 export type { EngineKind } from '../../src/lab/engine.js';
@@ -22,4 +22,30 @@ export function runtimeOptionsFor(engine: Engine, extra: Omit<Partial<DockerRunt
 
 export function runtimeFor(engine: Engine, extra: Omit<Partial<DockerRuntimeOptions>, 'socketPath'> = {}): DockerRuntime {
   return new DockerRuntime(runtimeOptionsFor(engine, extra));
+}
+
+/** The engine pairs (primary → standby) the end-to-end tests run for: one store on both hosts, and a standby on the
+ *  containerd store behind a primary on overlay2 (one host upgraded first). */
+export const ENGINE_PAIRS: ReadonlyArray<readonly [EngineKind, EngineKind]> = [
+  ['overlay2', 'overlay2'],
+  ['containerd', 'containerd'],
+  ['overlay2', 'containerd'],
+];
+
+/** `20.10/overlay2 → 26/containerd`, for test names. */
+export function pairName([a, b]: readonly [EngineKind, EngineKind]): string {
+  const label = (k: EngineKind): string => (k === 'overlay2' ? '20.10/overlay2' : '26/containerd');
+  return `${label(a)} → ${label(b)}`;
+}
+
+/** The settings a `twinlayer` process on `engine` needs beyond its socket: the containerd of a containerd engine. */
+export function twinlayerEngineEnv(engine: Engine): Record<string, string> {
+  const ctd = engine.containerd;
+  const env: Record<string, string> = { TWINLAYER_DOCKER_SOCKET: engine.socketPath };
+  if (ctd !== null) {
+    env['TWINLAYER_CONTAINERD_SOCKET'] = ctd.socketPath;
+    env['TWINLAYER_CTR_PATH'] = ctd.ctrPath;
+    env['TWINLAYER_DOCKER_DAEMON_CONFIG'] = join(engine.baseDir, 'daemon.json');
+  }
+  return env;
 }
