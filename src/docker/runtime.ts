@@ -146,6 +146,10 @@ export class DockerRuntime {
   #containerd: { endpoint: ContainerdEndpoint; overlayDefaults: OverlayKernelDefaults } | undefined;
   /** Image identities by image id: an id is a content digest, so what it names never changes. */
   readonly #identities = new Map<string, ImageIdentity>();
+  /** The containerd store: a stopped container's snapshot options by container id. A container keeps its snapshot
+   *  for life and containerd never reuses a snapshot's number, so an entry stays true while the container exists
+   *  (checked each time: inspect first, the upper dir on disk after); spares a ctr process per poll of each twin. */
+  readonly #snapshotOptions = new Map<string, string>();
 
   constructor(opts: DockerRuntimeOptions) {
     this.#docker = new Docker({ socketPath: opts.socketPath, ...(opts.requestTimeoutMs === undefined ? {} : { timeout: opts.requestTimeoutMs }) });
@@ -782,7 +786,13 @@ export class DockerRuntime {
       ? layersFromGraphDriver(inspect.GraphDriver, facts.dataRoot, context)
       : await this.#snapshotLayers(inspect, facts.dataRoot, context);
     if (layers === null) return null;
-    await verifyUpperDirOnDisk(layers.upperDir, context);
+    try {
+      await verifyUpperDirOnDisk(layers.upperDir, context);
+    } catch (err) {
+      // Its upper dir went with it: removed since the inspect.
+      if ((await this.#inspectOrNull(inspect.Id)) === null) return null;
+      throw err;
+    }
     return layers;
   }
 
@@ -802,7 +812,14 @@ export class DockerRuntime {
       if (mount.length > 1) throw new LayerResolveError(`${mount.length} overlay mounts at ${mergedDir}`, { ...context, path: mergedDir });
       options = mount[0]?.superOptions ?? null;
     }
-    options ??= await snapshotOverlayOptions(store.endpoint, inspect.Id, context);
+    options ??= this.#snapshotOptions.get(inspect.Id) ?? null;
+    if (options === null) {
+      options = await snapshotOverlayOptions(store.endpoint, inspect.Id, context);
+      if (options !== null) {
+        if (this.#snapshotOptions.size >= 4096) this.#snapshotOptions.clear();
+        this.#snapshotOptions.set(inspect.Id, options);
+      }
+    }
     if (options === null) {
       // Gone from Docker too: removed meanwhile. Still there: this containerd is not the one the engine runs on (two
       // containerd builds of one revision cannot be told apart by version).
