@@ -10,6 +10,7 @@ import { readFile, readdir } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
 import { dockerCli, ENGINE_KINDS, startEngine, stopAllEngines } from '../../../src/lab/engine.js';
+import { waitFor } from '../../../src/lab/wait.js';
 import type { Engine, EngineKind } from '../../../src/lab/engine.js';
 import { runtimeFor } from '../../support/engine.js';
 
@@ -85,6 +86,23 @@ for (const kind of ENGINE_KINDS) describe(`engine harness (${kind})`, { timeout:
     await assert.rejects(startEngine({ name: 'h-bad', kind, netns: `${ns}-absent` }), /network namespace "twl-h-[0-9a-f]+-[a-z]+-absent" does not exist/);
     assert.deepEqual((await readdir('/tmp')).filter((d) => d.startsWith('twl-h-bad-')), before);
     assert.deepEqual(await pidsMentioning('/twl-h-bad-'), [], 'no dockerd or containerd of a failed start is left');
+  });
+
+  it('restart() after the engine was SIGKILLed (dockerd and its containerd) brings back its restart=always containers', async () => {
+    const engine = await startEngine({ name: 'h-rst', kind });
+    await importBusyboxImage(engine.socketPath, 'twl-h:1');
+    await dockerCli(engine, ['run', '-d', '--name', 'always', '--restart', 'always', '--network', 'none', 'twl-h:1', 'sh', '-c', 'exec sleep 3600']);
+    const before = engine.containerd?.pid;
+    if (before !== undefined) process.kill(before, 'SIGKILL');
+    process.kill(engine.pid, 'SIGKILL');
+    await waitFor('dockerd gone', 10_000, async () => ((await readFile(`/proc/${engine.pid}/stat`, 'utf8').catch(() => null)) === null ? true : undefined));
+    await engine.restart();
+    assert.equal(engine.containerd === null, kind === 'overlay2');
+    if (before !== undefined) assert.notEqual(engine.containerd?.pid, before, 'a new containerd');
+    await waitFor('the restart=always container runs again', 30_000, async () =>
+      ((await dockerCli(engine, ['inspect', '-f', '{{.State.Running}}', 'always'])).trim() === 'true' ? true : undefined));
+    await engine.stop();
+    await assertNothingLeft(engine);
   });
 
   it('stop() after dockerd was SIGKILLed reaps its containerd and shims, unmounts and removes the dirs', async () => {
