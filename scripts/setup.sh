@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what twinlayer's tests and demo need on a Debian machine that has npm: Node 24 when the machine's Node
 # is older than 22.18 (scripts/node-env.sh), Debian packages (Docker engine, busybox for test images, attr tools,
-# keepalived, iproute2, curl) and the npm dependencies. Fast when everything is already there.
+# keepalived, iproute2, curl), Debian 13's Docker 26 unpacked into a cache (scripts/docker-trixie.sh) and the npm
+# dependencies. Fast when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/node-env.sh
@@ -31,6 +32,10 @@ if [ "${#need[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+
+# Docker 26 with the containerd image store (issue 11): Debian 13's docker.io and containerd unpacked into a private
+# cached dir, never installed (scripts/docker-trixie.sh); the tests run it beside Debian 12's dockerd 20.10.
+bash scripts/docker-trixie.sh >/dev/null
 
 # npm ci only when the lock file changed since the last install.
 stamp=node_modules/.twinlayer-lock.sha256

@@ -31,7 +31,16 @@ export async function openBucket(config: Config, log: Logger, role: BucketRole, 
 }
 
 export function openDocker(config: Config, log: Logger): DockerRuntime {
-  return new DockerRuntime({ socketPath: config.dockerSocket, log });
+  return new DockerRuntime({
+    socketPath: config.dockerSocket,
+    log,
+    containerd: {
+      ...(config.containerdSocket === undefined ? {} : { socketPath: config.containerdSocket }),
+      ...(config.containerdRoot === undefined ? {} : { root: config.containerdRoot }),
+      ctrPath: config.ctrPath,
+      daemonConfigPath: config.dockerDaemonConfig,
+    },
+  });
 }
 
 /** The pusher's settings (`twinlayer push`, the agent as primary). */

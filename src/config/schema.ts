@@ -28,6 +28,13 @@ export const configSchema = z.strictObject({
   group: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'expected 1-64 of A-Z a-z 0-9 . _ -').default('default'),
   hostId: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'expected 1-64 of A-Z a-z 0-9 . _ -').default(hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 64) || 'host'),
   dockerSocket: z.string().min(1).default('/var/run/docker.sock'),
+  // The containerd image store (Docker 29's default): where the engine's containerd is, when what the engine says
+  // (docker info, dockerDaemonConfig) and the usual sockets do not find it.
+  containerdSocket: z.string().min(1).optional(),
+  /** containerd's root dir (its `root`, /var/lib/containerd by default); default: what containerd reports. */
+  containerdRoot: absoluteDir.optional(),
+  ctrPath: z.string().min(1).default('ctr'),
+  dockerDaemonConfig: z.string().min(1).default('/etc/docker/daemon.json'),
   label: z.string().min(1).default('twinlayer.enable'),
   stateDir: z.string().min(1).default('/var/lib/twinlayer'),
   debounceQuietMs: ms(50),

@@ -1,11 +1,19 @@
-// Decides from `docker info` whether this engine's container upper dirs can be resolved and trusted.
+// Decides from `docker info` whether this engine's container upper dirs can be resolved and trusted: the overlay2
+// graph driver with native diff, or the containerd image store on containerd's overlayfs snapshotter.
 import * as path from 'node:path';
 import { EngineUnsupportedError } from './errors.js';
 import { infoSchema } from './schemas.js';
 
+/** Where containers' writable layers live: overlay2's `<data root>/overlay2/<id>/diff`, or containerd snapshots. */
+export type ImageStore = 'overlay2' | 'containerd';
+
 export interface EngineFacts {
   dataRoot: string;
   driver: string;
+  store: ImageStore;
+  /** The containerd image store only: what docker info says of dockerd's containerd (the address and namespace from
+   *  Docker 27 on; the revision, ContainerdCommit.ID, always), empty strings left out. */
+  containerd?: { address?: string; namespace?: string; commit?: string };
   serverVersion: string;
   /** The cgroup namespace a container gets unless it asks: `private` when docker info lists the cgroupns security
    *  option (cgroup v2, or dockerd's default-cgroupns-mode), else the host's. */
@@ -15,7 +23,8 @@ export interface EngineFacts {
 const CONTAINERD_SNAPSHOTTER = 'io.containerd.snapshotter.v1';
 
 /** Parses a `docker info` response; throws EngineUnsupportedError naming the reason unless the engine runs the
- *  overlay2 graph driver with native overlay diff (no redirect_dir/metacopy) and not the containerd image store. */
+ *  overlay2 graph driver with native overlay diff (no redirect_dir/metacopy), or the containerd image store with the
+ *  overlayfs snapshotter (whose mounts are checked for redirect_dir/metacopy at each resolution). */
 export function engineFactsFromInfo(raw: unknown): EngineFacts {
   const parsed = infoSchema.safeParse(raw);
   if (!parsed.success) {
@@ -28,13 +37,25 @@ export function engineFactsFromInfo(raw: unknown): EngineFacts {
     if (key !== undefined && value !== undefined) status.set(key, value);
   }
   const context = { driver: info.Driver, serverVersion: info.ServerVersion };
-  // The containerd image store (Docker 24+ opt-in, 29 default) reports driver "overlayfs" and keeps the
-  // snapshots under containerd's root, where GraphDriver.UpperDir does not point.
+  if (!path.isAbsolute(info.DockerRootDir) || path.normalize(info.DockerRootDir) !== info.DockerRootDir) {
+    throw new EngineUnsupportedError(`DockerRootDir "${info.DockerRootDir}" is not a normalized absolute path`, context);
+  }
+  const cgroupns = (info.SecurityOptions ?? []).some((o) => o.split(',').includes('name=cgroupns'));
+  const common = { dataRoot: info.DockerRootDir, driver: info.Driver, serverVersion: info.ServerVersion, cgroupnsDefault: cgroupns ? 'private' as const : 'host' as const };
+  // The containerd image store (Docker 24+ opt-in, 29 default) reports the snapshotter as the driver and keeps the
+  // snapshots under containerd's root, where no GraphDriver.UpperDir points: containerd itself is asked for them.
   if (status.get('driver-type') === CONTAINERD_SNAPSHOTTER) {
-    throw new EngineUnsupportedError(
-      `the containerd snapshotter image store (driver "${info.Driver}") is in use; twinlayer needs the overlay2 graph driver`,
-      { ...context, hint: 'disable the "containerd-snapshotter" feature in daemon.json' },
-    );
+    if (info.Driver !== 'overlayfs') {
+      throw new EngineUnsupportedError(
+        `the containerd image store runs the "${info.Driver}" snapshotter; twinlayer handles its overlayfs snapshotter only, whose snapshots are overlay upper dirs`,
+        { ...context, hint: 'run dockerd with the overlayfs snapshotter (the default) or the overlay2 graph driver' },
+      );
+    }
+    const containerd: NonNullable<EngineFacts['containerd']> = {};
+    if (info.Containerd?.Address) containerd.address = info.Containerd.Address;
+    if (info.Containerd?.Namespaces?.Containers) containerd.namespace = info.Containerd.Namespaces.Containers;
+    if (info.ContainerdCommit?.ID) containerd.commit = info.ContainerdCommit.ID;
+    return { ...common, store: 'containerd', containerd };
   }
   if (info.Driver !== 'overlay2') {
     throw new EngineUnsupportedError(`storage driver is "${info.Driver}"; twinlayer needs overlay2`, context);
@@ -50,9 +71,5 @@ export function engineFactsFromInfo(raw: unknown): EngineFacts {
       { ...context, hint: 'run the engine with overlay redirect_dir and metacopy off' },
     );
   }
-  if (!path.isAbsolute(info.DockerRootDir) || path.normalize(info.DockerRootDir) !== info.DockerRootDir) {
-    throw new EngineUnsupportedError(`DockerRootDir "${info.DockerRootDir}" is not a normalized absolute path`, context);
-  }
-  const cgroupns = (info.SecurityOptions ?? []).some((o) => o.split(',').includes('name=cgroupns'));
-  return { dataRoot: info.DockerRootDir, driver: info.Driver, serverVersion: info.ServerVersion, cgroupnsDefault: cgroupns ? 'private' : 'host' };
+  return { ...common, store: 'overlay2' };
 }

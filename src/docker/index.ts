@@ -2,7 +2,12 @@
 export { DockerRuntime } from './runtime.js';
 export type { DockerRuntimeOptions, EnsureTwinOptions, StartCheck, ListProtectedOptions, ProtectedContainer, RefusedContainer, RemoveFailure, StartResult, TwinState } from './runtime.js';
 export { engineFactsFromInfo } from './engine-facts.js';
-export type { EngineFacts } from './engine-facts.js';
+export type { EngineFacts, ImageStore } from './engine-facts.js';
+export { layersFromOverlayOptions, overlayFeatureProblem, overlayMounts, overlayOptionsFromCtrMounts, parseCtrVersion, parseOverlayOptions, parsePluginsDetailed } from './containerd-output.js';
+export type { OverlayKernelDefaults, OverlayOptions, PluginInfo } from './containerd-output.js';
+export type { ContainerdSettings } from './containerd-store.js';
+export { imageIdentitySchema, manifestForPlatform, parseContentDocument, sameIdentity } from './image-identity.js';
+export type { ImageIdentity } from './image-identity.js';
 export { checkUpperDirFacts, layersFromGraphDriver, verifyUpperDirOnDisk } from './layers.js';
 export type { OverlayLayers, UpperDirFacts } from './layers.js';
 export { additionalNetworks, createOptionsFromSpec, networkModeProblem, NETWORK_MODES, primaryNetworkOf, specDigest, specFromInspect, twinLabels, twinSpecSchema } from './spec.js';

@@ -7,12 +7,20 @@ import type { Logger } from '../log/logger.js';
 import type { ErrorContext } from '../log/errors.js';
 import { engineFactsFromInfo } from './engine-facts.js';
 import type { EngineFacts } from './engine-facts.js';
-import { ContainerNotFoundError, DockerApiError, ImageMissingError, LayerResolveError, TwinHostNotReadyError, TwinRefusedError, TwinSpecRefusedError } from './errors.js';
+import { ContainerNotFoundError, DockerApiError, EngineUnsupportedError, ImageMissingError, LayerResolveError, TwinHostNotReadyError, TwinRefusedError, TwinSpecRefusedError } from './errors.js';
 import { GROUP_LABEL, SPEC_LABEL, TWIN_LABEL } from './labels.js';
 import { layersFromGraphDriver, verifyUpperDirOnDisk } from './layers.js';
 import type { OverlayLayers } from './layers.js';
-import { readMountPoints } from './mountinfo.js';
-import { imageInspectSchema, inspectSchema, listSchema, networkInspectSchema } from './schemas.js';
+import { parseMountPoints } from './mountinfo.js';
+import { layersFromOverlayOptions, overlayFeatureProblem, overlayMounts, parseOverlayOptions } from './containerd-output.js';
+import type { OverlayKernelDefaults } from './containerd-output.js';
+import { contentBytes, locateContainerd, overlayKernelDefaults, snapshotOverlayOptions } from './containerd-store.js';
+import { imageIdentitySchema, manifestForPlatform, parseContentDocument, sameIdentity } from './image-identity.js';
+import type { ImageIdentity } from './image-identity.js';
+import type { ContainerdEndpoint, ContainerdSettings } from './containerd-store.js';
+import { readFile } from 'node:fs/promises';
+import * as path from 'node:path';
+import { imageInspectSchema, imageListSchema, inspectSchema, listSchema, networkInspectSchema } from './schemas.js';
 import type { ContainerInspect } from './schemas.js';
 import { z } from 'zod';
 import { parseBind } from './spec-run.js';
@@ -89,6 +97,8 @@ export interface DockerRuntimeOptions {
   mountInfoPath?: string;
   /** Bound for each API request (ms); a request past it fails. Default: none (the engine's own pace). */
   requestTimeoutMs?: number;
+  /** The engine's containerd, for the containerd image store (found from the engine when not given). */
+  containerd?: ContainerdSettings;
 }
 
 export interface EnsureTwinOptions {
@@ -130,15 +140,26 @@ export class DockerRuntime {
   readonly #docker: Docker;
   readonly #log: Logger;
   readonly #mountInfoPath: string;
+  readonly #containerdSettings: ContainerdSettings;
   #facts: EngineFacts | undefined;
+  /** The containerd image store: the engine's containerd and the overlay module's defaults, found by checkEngine. */
+  #containerd: { endpoint: ContainerdEndpoint; overlayDefaults: OverlayKernelDefaults } | undefined;
+  /** Image identities by image id: an id is a content digest, so what it names never changes. */
+  readonly #identities = new Map<string, ImageIdentity>();
+  /** The containerd store: a stopped container's snapshot options by container id. A container keeps its snapshot
+   *  for life and containerd never reuses a snapshot's number, so an entry stays true while the container exists
+   *  (checked each time: inspect first, the upper dir on disk after); spares a ctr process per poll of each twin. */
+  readonly #snapshotOptions = new Map<string, string>();
 
   constructor(opts: DockerRuntimeOptions) {
     this.#docker = new Docker({ socketPath: opts.socketPath, ...(opts.requestTimeoutMs === undefined ? {} : { timeout: opts.requestTimeoutMs }) });
     this.#log = opts.log ?? silentLogger;
     this.#mountInfoPath = opts.mountInfoPath ?? '/proc/self/mountinfo';
+    this.#containerdSettings = opts.containerd ?? {};
   }
 
-  /** docker info; throws EngineUnsupportedError naming the reason unless the upper dirs can be resolved and trusted. */
+  /** docker info; throws EngineUnsupportedError naming the reason unless the upper dirs can be resolved and trusted.
+   *  On the containerd image store, also finds the engine's containerd (EngineUnsupportedError when it cannot). */
   async checkEngine(): Promise<EngineFacts> {
     let raw: unknown;
     try {
@@ -146,12 +167,24 @@ export class DockerRuntime {
     } catch (cause) {
       throw new DockerApiError('info', statusOf(cause), {}, { cause });
     }
-    this.#facts = engineFactsFromInfo(raw);
-    return this.#facts;
+    const facts = engineFactsFromInfo(raw);
+    if (facts.store === 'containerd') {
+      const overlayDefaults = await overlayKernelDefaults();
+      // Containerd's overlayfs snapshotter names neither option: the kernel's defaults apply to every snapshot.
+      const problem = overlayFeatureProblem(new Map(), overlayDefaults);
+      if (problem !== null) throw new EngineUnsupportedError(`${problem}, so upper dirs are not self-contained`, { driver: facts.driver, serverVersion: facts.serverVersion });
+      this.#containerd = { endpoint: await locateContainerd(facts, this.#containerdSettings), overlayDefaults };
+    }
+    this.#facts = facts;
+    return facts;
+  }
+
+  async #engineFacts(): Promise<EngineFacts> {
+    return this.#facts ?? (await this.checkEngine());
   }
 
   async #dataRoot(): Promise<string> {
-    return (this.#facts ?? (await this.checkEngine())).dataRoot;
+    return (await this.#engineFacts()).dataRoot;
   }
 
   /** Containers (running or not) labelled `${label}=true` that are not twins, with resolved layers. A labelled
@@ -178,7 +211,9 @@ export class DockerRuntime {
       const inspect = await this.#inspectOrNull(entry.Id);
       if (inspect === null) continue; // removed between list and inspect
       try {
-        const layers = await this.#layersOf(inspect);
+        // Removed between inspect and the layer lookup (containerd has no snapshot of it any more): gone, as above.
+        const layers = await this.#layersOrGone(inspect);
+        if (layers === null) continue;
         const volumes = await this.#replicatedVolumes(inspect);
         containers.push({
           id: inspect.Id,
@@ -198,8 +233,9 @@ export class DockerRuntime {
     return { containers, refused };
   }
 
-  /** inspect + the overlay2 dirs, refused (LayerResolveError) unless overlay2, present, absolute, under
-   *  `${dataRoot}/overlay2/`, and the upper dir is a real directory reached without symlinks. */
+  /** inspect + the overlay dirs, refused (LayerResolveError) unless present, absolute, under the store's root
+   *  (`${dataRoot}/overlay2/`, or containerd's overlayfs snapshots), and the upper dir is a real directory reached
+   *  without symlinks. ContainerNotFoundError when the container is gone (also when it went during the lookup). */
   async resolveLayers(idOrName: string): Promise<OverlayLayers> {
     return this.#layersOf(await this.#inspect(idOrName));
   }
@@ -210,6 +246,8 @@ export class DockerRuntime {
   async captureSpec(idOrName: string): Promise<TwinSpec> {
     const inspect = await this.#inspect(idOrName);
     const spec = specFromInspect(inspect, new Date());
+    const identity = await this.imageIdentity(inspect.Image);
+    if (identity !== null) spec.imageIdentity = identity;
     const dataRoot = await this.#dataRoot();
     for (const m of inspect.Mounts ?? []) {
       if (m.Type !== 'volume' || (m.Driver ?? 'local') !== 'local' || m.Name === undefined || m.Name === '') continue;
@@ -402,16 +440,18 @@ export class DockerRuntime {
     for (let attempt = 0; attempt < 2; attempt++) {
       const existing = await this.#inspectOrNull(spec.name);
       if (existing !== null) {
-        this.#assertAdoptable(existing, spec);
+        await this.#assertAdoptable(existing, spec);
         return this.#stateOf(existing);
       }
       const lacking = opts.hostProblems ?? (await this.hostProblems(spec, policy));
       if (lacking.length > 0) throw new TwinHostNotReadyError([...lacking], context);
-      if (!(await this.imagePresent(spec.imageId))) throw new ImageMissingError(spec.imageId, context);
+      const image = await this.localImageFor(spec);
+      if (image === null) throw new ImageMissingError(spec.imageId, context);
       await this.#ensureVolumes(spec, opts.group, opts.trusted);
       let id: string;
       try {
-        id = (await this.#docker.createContainer(createOptionsFromSpec(spec, opts.group))).id;
+        // By this engine's id of the spec's image (another one when the primary's engine uses the other store).
+        id = (await this.#docker.createContainer({ ...createOptionsFromSpec(spec, opts.group), Image: image })).id;
       } catch (cause) {
         if (statusOf(cause) === 409 && attempt === 0) continue;
         throw new DockerApiError('create twin', statusOf(cause), context, { cause });
@@ -460,12 +500,12 @@ export class DockerRuntime {
   }
 
 
-  #assertAdoptable(existing: ContainerInspect, spec: TwinSpec): void {
+  async #assertAdoptable(existing: ContainerInspect, spec: TwinSpec): Promise<void> {
     const context: ErrorContext = { container: spec.name, id: existing.Id };
     if (existing.Config.Labels?.[TWIN_LABEL] !== 'true') {
       throw new TwinRefusedError(`a container named "${spec.name}" exists and is not a twin (no ${TWIN_LABEL}=true label)`, context);
     }
-    if (existing.Image !== spec.imageId) {
+    if (!(await this.imageMatches(existing.Image, spec))) {
       throw new TwinRefusedError(`the twin's image ${existing.Image} differs from the primary's ${spec.imageId}`, context);
     }
   }
@@ -585,6 +625,73 @@ export class DockerRuntime {
     }
   }
 
+  /** The identity of an image of this engine (config digest, layer diff ids), which a change of image store keeps;
+   *  null when there is no image of exactly this id. Under the containerd store the config digest is read from the
+   *  manifest in containerd's content store (the manifest of the image's platform, for an index). */
+  async imageIdentity(imageId: string): Promise<ImageIdentity | null> {
+    const cached = this.#identities.get(imageId);
+    if (cached !== undefined) return cached;
+    const context: ErrorContext = { imageId };
+    const inspect = await this.#inspectParsedOrNull(() => this.#docker.getImage(imageId).inspect(), imageInspectSchema, 'inspect image', context);
+    if (inspect === null || inspect.Id !== imageId) return null;
+    const facts = await this.#engineFacts();
+    const configDigest = facts.store === 'overlay2' ? inspect.Id : await this.#configDigestInContentStore(inspect, context);
+    const parsed = imageIdentitySchema.safeParse({ configDigest, diffIds: inspect.RootFS?.Layers ?? [] });
+    if (!parsed.success) throw new DockerApiError('inspect image (identity did not parse)', undefined, context, { cause: parsed.error });
+    this.#identities.set(imageId, parsed.data);
+    return parsed.data;
+  }
+
+  async #configDigestInContentStore(inspect: { Id: string; Os?: string | undefined; Architecture?: string | undefined; Variant?: string | undefined }, context: ErrorContext): Promise<string> {
+    const store = this.#containerd;
+    if (store === undefined) throw new DockerApiError('image identity (the engine\'s containerd was not found)', undefined, context);
+    let digest = inspect.Id;
+    // An index names one manifest per platform; an index of indexes is not what Docker makes.
+    for (let depth = 0; depth < 2; depth++) {
+      let doc;
+      try {
+        doc = parseContentDocument(await contentBytes(store.endpoint, digest), digest);
+      } catch (cause) {
+        throw new DockerApiError('image identity (containerd content)', undefined, { ...context, digest }, { cause });
+      }
+      if (doc.kind === 'manifest') return doc.configDigest;
+      const platform = { os: inspect.Os ?? 'linux', architecture: inspect.Architecture ?? '', variant: inspect.Variant };
+      const next = manifestForPlatform(doc.manifests, platform);
+      if (next === null) throw new DockerApiError(`image identity (the index has no manifest for ${platform.os}/${platform.architecture})`, undefined, { ...context, digest });
+      digest = next;
+    }
+    throw new DockerApiError('image identity (an index nested in an index)', undefined, context);
+  }
+
+  /** This engine's image that is the spec's: its imageId when present here (and of the spec's identity when it
+   *  carries one), else the image whose identity is the spec's (the primary runs on the other image store); null
+   *  when there is none. */
+  async localImageFor(spec: TwinSpec): Promise<string | null> {
+    const want = spec.imageIdentity;
+    const direct = await this.imageIdentity(spec.imageId);
+    if (direct !== null && (want === undefined || sameIdentity(direct, want))) return spec.imageId;
+    if (want === undefined) return null;
+    let raw: unknown;
+    try {
+      raw = await this.#docker.listImages();
+    } catch (cause) {
+      throw new DockerApiError('list images', statusOf(cause), { container: spec.name }, { cause });
+    }
+    const ids = [...new Set(this.#parse(imageListSchema, raw, 'list images', { container: spec.name }).map((i) => i.Id))].sort();
+    for (const id of ids) {
+      const have = await this.imageIdentity(id);
+      if (have !== null && sameIdentity(have, want)) return id;
+    }
+    return null;
+  }
+
+  /** Whether an image of this engine (a twin's) is the spec's image: the same id, or the identity the spec carries. */
+  async imageMatches(localImageId: string, spec: TwinSpec): Promise<boolean> {
+    if (spec.imageIdentity === undefined) return localImageId === spec.imageId;
+    const have = await this.imageIdentity(localImageId);
+    return have !== null && sameIdentity(have, spec.imageIdentity);
+  }
+
   /** `docker export`: the container's merged filesystem as a tar stream. */
   async exportContainer(idOrName: string): Promise<NodeJS.ReadableStream> {
     try {
@@ -638,11 +745,10 @@ export class DockerRuntime {
       if (v !== null && Object.keys(v.Options ?? {}).length > 0) continue;
       volumes[m.Name] = await this.#volumeDir(m.Name, m.Source ?? '', dataRoot, context);
     }
-    const mounts = await readMountPoints(this.#mountInfoPath);
     return {
       state: inspect.State.Running ? 'running' : 'stopped',
       id: inspect.Id,
-      mounted: mounts.has(layers.mergedDir),
+      mounted: await this.#isMounted(layers),
       layers,
       imageId: inspect.Image,
       isTwin: inspect.Config.Labels?.[TWIN_LABEL] === 'true',
@@ -652,11 +758,83 @@ export class DockerRuntime {
     };
   }
 
+  /** Whether the container's filesystem is mounted anywhere in the engine's mount namespace: at its merged dir (its
+   *  rootfs while it runs, or while `docker export`/`cp` read it), or any overlay mount with its upper dir. */
+  async #isMounted(layers: OverlayLayers): Promise<boolean> {
+    const text = await readFile(this.#mountInfoPath, 'utf8');
+    if (parseMountPoints(text).includes(layers.mergedDir)) return true;
+    return overlayMounts(text).some((m) => {
+      try {
+        return parseOverlayOptions(m.superOptions).upperdir === layers.upperDir;
+      } catch {
+        return false; // an overlay without upper dir (read-only) is no container's
+      }
+    });
+  }
+
   async #layersOf(inspect: ContainerInspect): Promise<OverlayLayers> {
-    const context: ErrorContext = { container: inspect.Name.replace(/^\//, ''), id: inspect.Id };
-    const layers = layersFromGraphDriver(inspect.GraphDriver, await this.#dataRoot(), context);
-    await verifyUpperDirOnDisk(layers.upperDir, context);
+    const layers = await this.#layersOrGone(inspect);
+    if (layers === null) throw new ContainerNotFoundError({ container: inspect.Name.replace(/^\//, ''), id: inspect.Id, hint: 'removed while its layers were looked up' });
     return layers;
+  }
+
+  /** The container's layers, checked on disk; null when containerd has no snapshot of it (removed meanwhile). */
+  async #layersOrGone(inspect: ContainerInspect): Promise<OverlayLayers | null> {
+    const context: ErrorContext = { container: inspect.Name.replace(/^\//, ''), id: inspect.Id };
+    const facts = await this.#engineFacts();
+    const layers = facts.store === 'overlay2'
+      ? layersFromGraphDriver(inspect.GraphDriver, facts.dataRoot, context)
+      : await this.#snapshotLayers(inspect, facts.dataRoot, context);
+    if (layers === null) return null;
+    try {
+      await verifyUpperDirOnDisk(layers.upperDir, context);
+    } catch (err) {
+      // Its upper dir went with it: removed since the inspect.
+      if ((await this.#inspectOrNull(inspect.Id)) === null) return null;
+      throw err;
+    }
+    return layers;
+  }
+
+  /** The containerd image store: a running container's overlay options from the mount of its rootfs
+   *  (`<data root>/rootfs/overlayfs/<id>`), a stopped one's from containerd (`ctr snapshots mounts`, which mounts
+   *  nothing); null when containerd has no snapshot keyed by the container's id. */
+  async #snapshotLayers(inspect: ContainerInspect, dataRoot: string, context: ErrorContext): Promise<OverlayLayers | null> {
+    const store = this.#containerd;
+    if (store === undefined) throw new LayerResolveError('the engine\'s containerd was not found (checkEngine)', context);
+    if (inspect.GraphDriver.Name !== 'overlayfs') throw new LayerResolveError(`the container's snapshotter is "${inspect.GraphDriver.Name}", not overlayfs`, context);
+    if (!/^[0-9a-f]{64}$/.test(inspect.Id)) throw new LayerResolveError(`container id "${inspect.Id}" is not 64 hex digits`, context);
+    const mergedDir = path.join(dataRoot, 'rootfs', 'overlayfs', inspect.Id);
+    let options: string | null = null;
+    if (inspect.State.Running) {
+      const mount = overlayMounts(await readFile(this.#mountInfoPath, 'utf8')).filter((m) => m.mountPoint === mergedDir);
+      // Stopped since the inspect: no mount any more, containerd is asked below. Two mounts at one point: refused.
+      if (mount.length > 1) throw new LayerResolveError(`${mount.length} overlay mounts at ${mergedDir}`, { ...context, path: mergedDir });
+      options = mount[0]?.superOptions ?? null;
+    }
+    options ??= this.#snapshotOptions.get(inspect.Id) ?? null;
+    if (options === null) {
+      options = await snapshotOverlayOptions(store.endpoint, inspect.Id, context);
+      if (options !== null) {
+        if (this.#snapshotOptions.size >= 4096) this.#snapshotOptions.clear();
+        this.#snapshotOptions.set(inspect.Id, options);
+      }
+    }
+    if (options === null) {
+      // Gone from Docker too: removed meanwhile. Still there: this containerd is not the one the engine runs on (two
+      // containerd builds of one revision cannot be told apart by version).
+      if ((await this.#inspectOrNull(inspect.Id)) === null) return null;
+      throw new LayerResolveError(`containerd at ${store.endpoint.socketPath} (namespace ${store.endpoint.namespace}) has no snapshot of the container; is it the engine's containerd?`, {
+        ...context, hint: 'set containerdSocket to the containerd dockerd runs on',
+      });
+    }
+    let parsed;
+    try {
+      parsed = parseOverlayOptions(options);
+    } catch (err) {
+      throw new LayerResolveError(`the snapshot's overlay options: ${err instanceof Error ? err.message : String(err)}`, context);
+    }
+    return layersFromOverlayOptions(parsed, store.endpoint.snapshotterRoot, mergedDir, store.overlayDefaults, context);
   }
 
   async #inspect(idOrName: string): Promise<ContainerInspect> {

@@ -14,6 +14,12 @@ export const infoSchema = z.looseObject({
   // ["name=seccomp,profile=default", "name=cgroupns", ...]: cgroupns is there when containers get a private cgroup
   // namespace unless they ask for the host's.
   SecurityOptions: z.array(z.string()).nullable().optional(),
+  // The containerd dockerd runs on: its revision (all versions), its address and namespaces (Docker 27+).
+  ContainerdCommit: z.looseObject({ ID: z.string().optional() }).nullable().optional(),
+  Containerd: z.looseObject({
+    Address: z.string().optional(),
+    Namespaces: z.looseObject({ Containers: z.string().optional() }).nullable().optional(),
+  }).nullable().optional(),
 });
 export type DockerInfo = z.infer<typeof infoSchema>;
 
@@ -58,7 +64,15 @@ export const listEntrySchema = z.looseObject({
 });
 export const listSchema = z.array(listEntrySchema);
 
-export const imageInspectSchema = z.looseObject({ Id: z.string() });
+export const imageInspectSchema = z.looseObject({
+  Id: z.string(),
+  Os: z.string().optional(),
+  Architecture: z.string().optional(),
+  Variant: z.string().optional(),
+  RootFS: z.looseObject({ Type: z.string(), Layers: z.array(z.string()).nullable().optional() }).optional(),
+});
+
+export const imageListSchema = z.array(z.looseObject({ Id: z.string() }));
 
 /** A network as `docker network inspect` shows it: the subnets a static address of a twin must lie in. */
 export const networkInspectSchema = z.looseObject({

@@ -6,6 +6,8 @@ import { GROUP_LABEL, OWN_LABELS, SPEC_LABEL, TWIN_LABEL } from './labels.js';
 import type { ContainerInspect } from './schemas.js';
 import { configSchema, endpointSchema, hostConfigSchema, runSettingsFromInspect } from './spec-run.js';
 import type { EndpointSpec, RunConfig, RunHostConfig } from './spec-run.js';
+import { imageIdentitySchema } from './image-identity.js';
+import type { ImageIdentity } from './image-identity.js';
 import { unreplicatedVolumeSchema, volumesFromInspect, volumeSpecSchema, type UnreplicatedVolume, type VolumeSpec } from './volumes.js';
 
 export interface PortBinding {
@@ -28,7 +30,11 @@ export interface TwinSpec {
   name: string;
   /** The image reference the primary was created from (informational; the twin is created by imageId). */
   image: string;
+  /** The primary's image id: its config digest under overlay2, a manifest or index digest under the containerd store. */
   imageId: string;
+  /** What identifies the image on either store (config digest, layer diff ids): a standby on the other store finds
+   *  its copy of the image by it. Absent in specs captured before it was recorded (then only imageId matches). */
+  imageIdentity?: ImageIdentity;
   cmd: string[] | null;
   entrypoint: string[] | null;
   env: string[];
@@ -88,6 +94,7 @@ export const twinSpecSchema: z.ZodType<TwinSpec> = z.object({
   name: containerName,
   image: z.string().min(1),
   imageId: z.string().regex(/^sha256:[0-9a-f]{64}$/, 'sha256:<64 hex>'),
+  imageIdentity: imageIdentitySchema.exactOptional(),
   cmd: z.array(z.string()).nullable(),
   entrypoint: z.array(z.string()).nullable(),
   env: z.array(z.string()),
@@ -188,9 +195,11 @@ export function twinLabels(spec: TwinSpec, group?: string): Record<string, strin
   return labels;
 }
 
-/** Pure: what identifies how a twin is created from a spec — everything but the capture time (key order fixed). */
+/** Pure: what identifies how a twin is created from a spec — everything but the capture time and the image's identity
+ *  (key order fixed). The identity follows from imageId on the primary; left out, a spec that gains it (captured by a
+ *  newer twinlayer) keeps its digest, and its twin is not recreated for it. */
 export function specDigest(spec: TwinSpec): string {
-  const { capturedAt: _capturedAt, ...config } = spec;
+  const { capturedAt: _capturedAt, imageIdentity: _imageIdentity, ...config } = spec;
   return createHash('sha256').update(stableJson(config)).digest('hex');
 }
 

@@ -86,7 +86,9 @@ export async function importBusyboxImage(socketPath: string, tag: string, opts: 
   }
 }
 
-/** `docker save` on one engine, `docker load` on another: the image keeps its id (and its tags). */
+/** `docker save` on one engine, `docker load` on another: the image keeps its id (and its tags) between engines
+ *  of one image store. Between overlay2 and the containerd store the id changes (a config digest on one, a manifest
+ *  digest on the other) while the layers' diff ids stay: checked. Returns the image's id on the destination. */
 export async function copyImage(fromSocketPath: string, toSocketPath: string, ref: string): Promise<string> {
   const work = await mkdtemp(join(tmpdir(), 'twl-img-'));
   try {
@@ -98,8 +100,14 @@ export async function copyImage(fromSocketPath: string, toSocketPath: string, re
   }
   const a = await imageId(fromSocketPath, ref);
   const b = await imageId(toSocketPath, ref);
-  if (a !== b) throw new Error(`copyImage ${ref}: ids differ (${a} vs ${b})`);
-  return a;
+  if (a === b) return b;
+  const driver = async (socketPath: string): Promise<string> => (await dockerCli({ socketPath }, ['info', '-f', '{{.Driver}}'])).trim();
+  const layers = async (socketPath: string): Promise<string> => (await dockerCli({ socketPath }, ['image', 'inspect', '-f', '{{json .RootFS.Layers}}', ref])).trim();
+  const [da, db] = [await driver(fromSocketPath), await driver(toSocketPath)];
+  if (da === db) throw new Error(`copyImage ${ref}: ids differ on two ${da} engines (${a} vs ${b})`);
+  const [la, lb] = [await layers(fromSocketPath), await layers(toSocketPath)];
+  if (la !== lb) throw new Error(`copyImage ${ref}: the layers differ after the copy from ${da} to ${db} (${la} vs ${lb})`);
+  return b;
 }
 
 async function imageId(socketPath: string, ref: string): Promise<string> {

@@ -1,19 +1,43 @@
 // Private Docker engines for the lab, the demo and the tests: starts dockerd with its own roots and socket, and
 // stops it completely (containers, dockerd, its containerd and shims, mounts, dirs). Never touches a system-wide dockerd.
+// Two kinds (issue 11): Debian 12's dockerd 20.10 with the overlay2 graph driver and the containerd it manages, or
+// Debian 13's dockerd 26 with the containerd image store, on a containerd 1.7 the harness starts beside it (as
+// Docker's packages run the system's containerd), both from scripts/docker-trixie.sh's cache.
 import { spawn, execFile } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, openSync, closeSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
-import { tmpdir } from 'node:os';
+import { connect } from 'node:net';
+import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { DockerRuntime } from '../docker/index.js';
 
 const execFileP = promisify(execFile);
 
+/** `overlay2`: dockerd 20.10 (Debian 12), overlay2 graph driver. `containerd`: dockerd 26 (Debian 13) with the
+ *  containerd image store (`containerd-snapshotter`, snapshotter overlayfs) on its own containerd 1.7. */
+export type EngineKind = 'overlay2' | 'containerd';
+export const ENGINE_KINDS: readonly EngineKind[] = ['overlay2', 'containerd'];
+
+/** The containerd an engine of kind `containerd` runs on. */
+export interface EngineContainerd {
+  socketPath: string;
+  /** containerd's --root: the overlayfs snapshots are under `<root>/io.containerd.snapshotter.v1.overlayfs`. */
+  root: string;
+  /** The `ctr` client of the same containerd package. */
+  ctrPath: string;
+  logPath: string;
+  /** PID of containerd; a new one after restart(). */
+  readonly pid: number;
+}
+
 export interface Engine {
   name: string;
+  kind: EngineKind;
+  /** The containerd the harness started for a `containerd` engine; null for `overlay2` (dockerd manages its own). */
+  containerd: EngineContainerd | null;
   socketPath: string;
   dataRoot: string;
   execRoot: string;
@@ -51,6 +75,26 @@ export interface StartEngineOptions {
   extraArgs?: string[];
   /** Bound for /_ping to answer (default 30 s). */
   startTimeoutMs?: number;
+  /** Default `overlay2`. */
+  kind?: EngineKind;
+}
+
+/** Where scripts/docker-trixie.sh unpacks Debian 13's docker.io and containerd (same rule as the script). */
+export function trixieDockerDir(): string {
+  const cache = process.env['TWINLAYER_ENGINE_CACHE'] ?? join(process.env['XDG_CACHE_HOME'] ?? join(process.env['HOME'] ?? homedir(), '.cache'), 'twinlayer');
+  return join(cache, 'docker-trixie');
+}
+
+/** The unpacked tree's root, checked complete; throws naming the script that provides it. */
+function trixieDockerRoot(): string {
+  const dir = trixieDockerDir();
+  const root = join(dir, 'root');
+  for (const bin of ['usr/sbin/dockerd', 'usr/bin/containerd', 'usr/bin/containerd-shim-runc-v2', 'usr/bin/ctr']) {
+    if (!existsSync(join(root, bin)) || !existsSync(join(dir, '.key'))) {
+      throw new Error(`Docker 26 (engine kind containerd) not found: ${join(root, bin)} is missing; run scripts/setup.sh (scripts/docker-trixie.sh)`);
+    }
+  }
+  return root;
 }
 
 const live = new Set<EngineImpl>();
@@ -61,8 +105,10 @@ process.on('exit', () => {
   for (const e of live) {
     try {
       // Only a dockerd that still runs: the pid of one that exited (a killed host) may be another process's now.
-      if (e.child.exitCode !== null || e.child.signalCode !== null) continue;
-      process.kill(e.pid, 'SIGTERM');
+      for (const child of e.children()) {
+        if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) continue;
+        process.kill(child.pid, 'SIGTERM');
+      }
     } catch {
       // already gone
     }
@@ -131,6 +177,20 @@ async function ping(socketPath: string): Promise<boolean> {
   });
 }
 
+/** Whether a unix socket accepts a connection now. */
+function socketAnswers(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = connect({ path: socketPath });
+    const done = (ok: boolean): void => {
+      sock.destroy();
+      resolve(ok);
+    };
+    sock.once('connect', () => done(true));
+    sock.once('error', () => done(false));
+    sock.setTimeout(1000, () => done(false));
+  });
+}
+
 async function logTail(logPath: string, lines = 40): Promise<string> {
   try {
     return (await readFile(logPath, 'utf8')).split('\n').slice(-lines).join('\n');
@@ -172,14 +232,68 @@ async function pidsMentioning(marker: string): Promise<number[]> {
   return pids;
 }
 
+/** What the harness needs to run an engine's own containerd (kind `containerd`). */
+interface ContainerdLaunch {
+  command: string[];
+  socketPath: string;
+  root: string;
+  /** containerd's --state (a tmpfs under /run on a real host: gone after a reboot, like the exec root). */
+  stateDir: string;
+  ctrPath: string;
+  logPath: string;
+}
+
+class ContainerdImpl implements EngineContainerd {
+  readonly socketPath: string;
+  readonly root: string;
+  readonly ctrPath: string;
+  readonly logPath: string;
+  // Private with accessors: an engine logged or printed does not dump the ChildProcess.
+  #child: ChildProcess | undefined;
+  #exited: string | undefined;
+
+  get child(): ChildProcess | undefined {
+    return this.#child;
+  }
+
+  set child(c: ChildProcess | undefined) {
+    this.#child = c;
+  }
+
+  get exited(): string | undefined {
+    return this.#exited;
+  }
+
+  set exited(why: string | undefined) {
+    this.#exited = why;
+  }
+
+  constructor(init: ContainerdLaunch) {
+    this.socketPath = init.socketPath;
+    this.root = init.root;
+    this.ctrPath = init.ctrPath;
+    this.logPath = init.logPath;
+  }
+
+  get pid(): number {
+    const pid = this.child?.pid;
+    if (pid === undefined) throw new Error('containerd not launched');
+    return pid;
+  }
+}
+
 class EngineImpl implements Engine {
   readonly name: string;
+  readonly kind: EngineKind;
+  readonly containerd: ContainerdImpl | null;
   readonly baseDir: string;
   readonly socketPath: string;
   readonly dataRoot: string;
   readonly execRoot: string;
   readonly logPath: string;
   readonly #command: string[];
+  readonly #containerdLaunch: ContainerdLaunch | undefined;
+  readonly #env: NodeJS.ProcessEnv;
   readonly #startTimeoutMs: number;
   readonly #log: (line: string) => void;
   #child: ChildProcess | undefined;
@@ -187,8 +301,15 @@ class EngineImpl implements Engine {
   #stopping: Promise<void> | undefined;
   #restarting: Promise<void> | undefined;
 
-  constructor(init: { name: string; baseDir: string; command: string[]; startTimeoutMs: number; log: (line: string) => void }) {
+  constructor(init: {
+    name: string; kind: EngineKind; baseDir: string; command: string[]; containerd?: ContainerdLaunch; path: string; startTimeoutMs: number;
+    log: (line: string) => void;
+  }) {
     this.name = init.name;
+    this.kind = init.kind;
+    this.containerd = init.containerd === undefined ? null : new ContainerdImpl(init.containerd);
+    this.#containerdLaunch = init.containerd;
+    this.#env = { PATH: init.path };
     this.baseDir = init.baseDir;
     this.socketPath = join(init.baseDir, 'docker.sock');
     this.dataRoot = join(init.baseDir, 'data');
@@ -214,13 +335,53 @@ class EngineImpl implements Engine {
     return `/proc/${this.pid}/mountinfo`;
   }
 
-  /** Spawns dockerd and waits (bounded) for /_ping; throws with the tail of its log when it does not answer. */
+  /** The processes this engine spawned (dockerd, and its own containerd for kind `containerd`). */
+  children(): ChildProcess[] {
+    return [this.#child, this.containerd?.child].filter((c): c is ChildProcess => c !== undefined);
+  }
+
+  /** Spawns containerd (kind `containerd`) and waits (bounded) for its socket to accept connections. */
+  async #launchContainerd(deadline: number): Promise<void> {
+    const launch = this.#containerdLaunch;
+    const ctd = this.containerd;
+    if (launch === undefined || ctd === null) return;
+    const fd = openSync(launch.logPath, 'a');
+    let child: ChildProcess;
+    try {
+      const [file, ...rest] = launch.command as [string, ...string[]];
+      child = spawn(file, rest, { stdio: ['ignore', fd, fd], env: this.#env });
+    } finally {
+      closeSync(fd);
+    }
+    ctd.child = child;
+    ctd.exited = undefined;
+    child.on('exit', (code, signal) => {
+      if (ctd.child === child) ctd.exited = `exited with code ${code} signal ${signal}`;
+    });
+    child.on('error', (err) => {
+      if (ctd.child === child) ctd.exited = `failed to spawn: ${err.message}`;
+    });
+    if (child.pid === undefined) {
+      await sleep(50);
+      throw new Error(`engine ${this.name}: containerd ${ctd.exited ?? 'did not spawn'}`);
+    }
+    this.#log(`engine ${this.name}: containerd pid ${child.pid} at ${launch.socketPath}`);
+    while (Date.now() < deadline && ctd.exited === undefined) {
+      if (await socketAnswers(launch.socketPath)) return;
+      await sleep(50);
+    }
+    const why = ctd.exited ?? `no answer on ${launch.socketPath} within ${this.#startTimeoutMs} ms`;
+    throw new Error(`engine ${this.name}: containerd ${why}\n--- containerd log tail ---\n${await logTail(launch.logPath)}`);
+  }
+
+  /** Spawns (containerd and) dockerd and waits (bounded) for /_ping; throws with the tail of the log when it does not answer. */
   async launch(): Promise<void> {
+    const deadline = Date.now() + this.#startTimeoutMs;
+    await this.#launchContainerd(deadline);
     const fd = openSync(this.logPath, 'a');
     try {
       const [file, ...rest] = this.#command as [string, ...string[]];
-      const env: NodeJS.ProcessEnv = { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin' };
-      this.#child = spawn(file, rest, { stdio: ['ignore', fd, fd], env });
+      this.#child = spawn(file, rest, { stdio: ['ignore', fd, fd], env: this.#env });
     } finally {
       closeSync(fd);
     }
@@ -238,7 +399,6 @@ class EngineImpl implements Engine {
       throw new Error(`engine ${this.name}: dockerd ${this.#exited ?? 'did not spawn'}`);
     }
     this.#log(`engine ${this.name}: dockerd pid ${child.pid} at ${this.baseDir}`);
-    const deadline = Date.now() + this.#startTimeoutMs;
     while (Date.now() < deadline && this.#exited === undefined) {
       if (await ping(this.socketPath)) return;
       await sleep(100);
@@ -275,6 +435,11 @@ class EngineImpl implements Engine {
     await rm(this.execRoot, { recursive: true, force: true, maxRetries: 3 });
     await rm(join(this.baseDir, 'docker.pid'), { force: true });
     await rm(this.socketPath, { force: true });
+    if (this.#containerdLaunch !== undefined) {
+      await rm(this.#containerdLaunch.stateDir, { recursive: true, force: true, maxRetries: 3 });
+      await rm(this.#containerdLaunch.socketPath, { force: true });
+      await rm(`${this.#containerdLaunch.socketPath}.ttrpc`, { force: true });
+    }
     this.#log(`engine ${this.name}: restarting dockerd on data root ${this.dataRoot}`);
     await this.launch();
   }
@@ -338,6 +503,9 @@ class EngineImpl implements Engine {
     // 4. Its containerd and any shim: dockerd stops them on a clean exit; after a SIGKILL they may linger.
     const leftovers = new Set(await pidsMentioning(this.baseDir));
     if (containerdPid !== undefined && (await isRunning(containerdPid))) leftovers.add(containerdPid);
+    // The engine's own containerd (kind containerd), ended only after dockerd: its shims go with the scan above.
+    const ownContainerd = this.containerd?.child?.pid;
+    if (ownContainerd !== undefined && (await isRunning(ownContainerd))) leftovers.add(ownContainerd);
     for (const pid of leftovers) {
       try {
         process.kill(pid, 'SIGTERM');
@@ -382,8 +550,11 @@ class EngineImpl implements Engine {
     const problems: string[] = [];
     const pid = this.#runningPid();
     if (pid === null) {
+      // dockerd never spawned; a containerd that started before it did is ended with the rest.
+      if (this.containerd?.child !== undefined) await this.#releaseLeftovers(problems);
       await rm(this.baseDir, { recursive: true, force: true, maxRetries: 3 });
       live.delete(this);
+      if (problems.length > 0) throw new Error(`engine ${this.name} stop: ${problems.join('; ')}`);
       return;
     }
     // 1. Remove all containers first: dockerd would otherwise wait up to 10 s per container that ignores SIGTERM.
@@ -426,47 +597,86 @@ class EngineImpl implements Engine {
   }
 }
 
-/** Starts dockerd with its own data root, exec root, socket, pidfile and an empty daemon.json, no bridge, no
- *  iptables. Waits (bounded) for /_ping; on failure stops what started and throws with the tail of dockerd's log. */
+/** Starts dockerd with its own data root, exec root, socket, pidfile and its own daemon.json, no bridge, no
+ *  iptables; for kind `containerd`, dockerd 26 with the containerd image store on a containerd of its own (own root,
+ *  state, socket and config). Waits (bounded) for /_ping; on failure stops what started (containerd too) and throws
+ *  with the tail of the log. */
 export async function startEngine(opts: StartEngineOptions): Promise<Engine> {
   if (!/^[a-zA-Z0-9-]{1,24}$/.test(opts.name)) throw new Error(`engine name must be 1-24 letters, digits or dashes, got "${opts.name}"`);
+  const kind = opts.kind ?? 'overlay2';
   const log = opts.log ?? (() => undefined);
+  // Checked before anything is made: a machine without Debian 13's engine unpacked fails here, naming the script.
+  const trixie = kind === 'containerd' ? trixieDockerRoot() : null;
+  const dockerd = trixie === null ? '/usr/sbin/dockerd' : join(trixie, 'usr/sbin/dockerd');
+  if (!existsSync(dockerd)) throw new Error(`${dockerd} not found: apt-get install -y docker.io`);
+  // Debian 12's runc runs the containers of both kinds (trixie's needs glibc 2.38): the unpacked tree has none, so
+  // /usr/sbin/runc is found after it on PATH.
+  const hostPath = process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin';
+  const path = trixie === null ? hostPath : `${join(trixie, 'usr/bin')}:${join(trixie, 'usr/sbin')}:${hostPath}`;
+  if (opts.netns !== undefined && (!/^[a-zA-Z0-9_.-]+$/.test(opts.netns) || !existsSync(`/var/run/netns/${opts.netns}`))) {
+    throw new Error(`engine ${opts.name}: network namespace "${opts.netns}" does not exist (/var/run/netns/${opts.netns}); create it with ip netns add`);
+  }
   const baseDir = await mkdtemp(join(opts.baseDir ?? tmpdir(), `twl-${opts.name}-`));
   const socketPath = join(baseDir, 'docker.sock');
-  if (Buffer.byteLength(socketPath) > 100) throw new Error(`socket path too long for a unix socket: ${socketPath}`);
+  if (Buffer.byteLength(socketPath) > 100) {
+    await rm(baseDir, { recursive: true, force: true });
+    throw new Error(`socket path too long for a unix socket: ${socketPath}`);
+  }
   const configFile = join(baseDir, 'daemon.json');
-  // An explicit empty config: /etc/docker/daemon.json of the machine must not leak into a test engine.
-  await writeFile(configFile, '{}\n');
+  // An explicit config: /etc/docker/daemon.json of the machine must not leak into a test engine.
+  await writeFile(configFile, trixie === null ? '{}\n' : `${JSON.stringify({ features: { 'containerd-snapshotter': true } })}\n`);
   const args = [
     '--config-file', configFile,
     '--data-root', join(baseDir, 'data'),
     '--exec-root', join(baseDir, 'exec'),
     '--pidfile', join(baseDir, 'docker.pid'),
     '-H', `unix://${socketPath}`,
-    '--storage-driver', 'overlay2',
     '--bridge=none',
     '--iptables=false',
   ];
+  // Under the containerd image store the snapshotter is containerd's overlayfs (its default): no graph driver.
+  if (trixie === null) args.push('--storage-driver', 'overlay2');
   if (opts.netns === undefined) args.push('--ip-masq=false');
-  args.push(...(opts.extraArgs ?? []));
-  const dockerd = '/usr/sbin/dockerd';
-  if (!existsSync(dockerd)) throw new Error(`${dockerd} not found: apt-get install -y docker.io`);
-  // setpriv --pdeathsig: the kernel sends SIGTERM to dockerd when this process dies, even by SIGKILL.
+  // setpriv --pdeathsig: the kernel sends SIGTERM to dockerd (and containerd) when this process dies, even by SIGKILL.
   // Both setpriv and nsenter exec in place, so the child's pid is dockerd's.
   // In a network namespace: nsenter --net joins only the network namespace. (`ip netns exec` would also give dockerd
-  // a private mount namespace with a fresh /sys, where the cgroup mounts dockerd needs are missing.)
-  let inner = [dockerd, ...args];
-  if (opts.netns !== undefined) {
-    const nsFile = `/var/run/netns/${opts.netns}`;
-    if (!/^[a-zA-Z0-9_.-]+$/.test(opts.netns) || !existsSync(nsFile)) {
-      await rm(baseDir, { recursive: true, force: true });
-      throw new Error(`engine ${opts.name}: network namespace "${opts.netns}" does not exist (${nsFile}); create it with ip netns add`);
-    }
-    inner = ['/usr/bin/nsenter', `--net=${nsFile}`, ...inner];
+  // a private mount namespace with a fresh /sys, where the cgroup mounts dockerd needs are missing.) containerd runs
+  // there too: a host-network container shares the network namespace of the runc that containerd's shim starts.
+  const wrap = (inner: string[]): string[] => {
+    const inNs = opts.netns === undefined ? inner : ['/usr/bin/nsenter', `--net=/var/run/netns/${opts.netns}`, ...inner];
+    return existsSync('/usr/bin/setpriv') ? ['/usr/bin/setpriv', '--pdeathsig', 'TERM', ...inNs] : inNs;
+  };
+  let containerd: ContainerdLaunch | undefined;
+  if (trixie !== null) {
+    const ctd = {
+      socketPath: join(baseDir, 'ctd.sock'),
+      root: join(baseDir, 'ctd-root'),
+      stateDir: join(baseDir, 'ctd-state'),
+      ctrPath: join(trixie, 'usr/bin/ctr'),
+      logPath: join(baseDir, 'containerd.log'),
+    };
+    // Its own config, so the machine's /etc/containerd/config.toml (paths under /var/lib/containerd) does not apply;
+    // no CRI (Kubernetes') plugin: Docker does not use it.
+    const ctdConfig = join(baseDir, 'containerd.toml');
+    await writeFile(ctdConfig, [
+      'version = 2',
+      'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
+      '[plugins."io.containerd.internal.v1.opt"]',
+      `  path = ${JSON.stringify(join(baseDir, 'ctd-opt'))}`,
+      '',
+    ].join('\n'));
+    containerd = {
+      ...ctd,
+      command: wrap([join(trixie, 'usr/bin/containerd'), '--config', ctdConfig, '--root', ctd.root, '--state', ctd.stateDir, '--address', ctd.socketPath]),
+    };
+    args.push('--containerd', ctd.socketPath);
   }
-  const command = existsSync('/usr/bin/setpriv') ? ['/usr/bin/setpriv', '--pdeathsig', 'TERM', ...inner] : inner;
+  args.push(...(opts.extraArgs ?? []));
+  const command = wrap([dockerd, ...args]);
   if (opts.netns !== undefined) log(`engine ${opts.name}: in netns ${opts.netns}`);
-  const engine = new EngineImpl({ name: opts.name, baseDir, command, startTimeoutMs: opts.startTimeoutMs ?? 30_000, log });
+  const engine = new EngineImpl({
+    name: opts.name, kind, baseDir, command, ...(containerd === undefined ? {} : { containerd }), path, startTimeoutMs: opts.startTimeoutMs ?? 30_000, log,
+  });
   live.add(engine);
   try {
     await engine.launch();

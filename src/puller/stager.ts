@@ -296,7 +296,7 @@ export class Stager {
       }
       // Defence in depth: never write into a container that is not this spec's twin, or another twin than the one
       // the applied seq describes (ensureTwins checks both at the start of the poll; the engine may change since).
-      if (!twin.isTwin || twin.imageId !== c.spec?.imageId) {
+      if (!twin.isTwin || c.spec === null || !(await this.#o.runtime.imageMatches(twin.imageId, c.spec))) {
         c.blocked = `container ${name} is not a twin of image ${c.spec?.imageId ?? '(no spec)'}; nothing staged`;
         return staged;
       }

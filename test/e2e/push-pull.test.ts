@@ -1,7 +1,9 @@
 // Issue 2 end to end: two real Docker engines, the embedded S3 server, `twinlayer push` on engine A and
 // `twinlayer pull` on engine B as real processes. Writes made with `docker exec` in a protected container on A
 // reach the stopped twin on B; `docker export` of both are equal (less the files Docker manages). The puller and
-// the pusher are killed (SIGKILL) mid-stream and restarted, and everything still converges.
+// the pusher are killed (SIGKILL) mid-stream and restarted, and everything still converges. For each engine pair
+// (issue 11): both on dockerd 20.10 with overlay2, both on dockerd 26 with the containerd image store, and a primary
+// on overlay2 with its standby on the containerd store.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, readdir } from 'node:fs/promises';
@@ -18,12 +20,16 @@ import { freePort, spawnTwinlayer, type TwinlayerProcess } from '../support/twin
 import { GroupKeys } from '../../src/lab/group-keys.js';
 import { waitFor } from '../../src/lab/wait.js';
 import { startFaultProxy, type FaultProxy } from '../../src/lab/fault-proxy.js';
+import { ContainerNotFoundError } from '../../src/docker/index.js';
+import { ENGINE_PAIRS, pairName, runtimeFor, twinlayerEngineEnv } from '../support/engine.js';
 
 const BUCKET = 'twinlayer-e2e';
 const TOKEN = 'e2e-token-0123456789abcdef';
 const creds = { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1' };
 
-describe('push on A, pull on B, through S3', { timeout: 600_000 }, () => {
+for (const pair of ENGINE_PAIRS) describe(`push on A, pull on B, through S3 (${pairName(pair)})`, { timeout: 600_000 }, () => {
+  const [kindA, kindB] = pair;
+  const tag = `${kindA.slice(0, 3)}-${kindB.slice(0, 3)}`;
   let base: string;
   let s3: Awaited<ReturnType<typeof startS3Server>>;
   let engA: Engine;
@@ -47,7 +53,7 @@ describe('push on A, pull on B, through S3', { timeout: 600_000 }, () => {
     TWINLAYER_GROUP: 'e2e',
     TWINLAYER_HOST_ID: side === 'a' ? 'host-a' : 'host-b',
     ...keys.env(side === 'a' ? 'host-a' : 'host-b'),
-    TWINLAYER_DOCKER_SOCKET: side === 'a' ? engA.socketPath : engB.socketPath,
+    ...twinlayerEngineEnv(side === 'a' ? engA : engB),
     TWINLAYER_STATE_DIR: join(base, `state-${side}`),
     TWINLAYER_POLL_INTERVAL_MS: '50',
     TWINLAYER_RECONCILE_INTERVAL_MS: '5000',
@@ -98,10 +104,15 @@ describe('push on A, pull on B, through S3', { timeout: 600_000 }, () => {
     }
   }
 
+  /** The container's upper dir on either image store, as the docker unit resolves it. */
   async function upperOf(engine: Engine, name: string): Promise<string> {
     return waitFor(`container ${name} on ${engine.name}`, 30_000, async () => {
-      const info = (await new Docker({ socketPath: engine.socketPath }).getContainer(name).inspect()) as { GraphDriver: { Data: Record<string, string> | null } };
-      return info.GraphDriver.Data?.['UpperDir'];
+      try {
+        return (await runtimeFor(engine).resolveLayers(name)).upperDir;
+      } catch (err) {
+        if (err instanceof ContainerNotFoundError) return undefined;
+        throw err;
+      }
     });
   }
 
@@ -121,7 +132,7 @@ describe('push on A, pull on B, through S3', { timeout: 600_000 }, () => {
     proxyA = await startFaultProxy(s3.endpoint);
     proxyB = await startFaultProxy(s3.endpoint);
     hookPort = await freePort();
-    [engA, engB] = await Promise.all([startEngine({ name: 'e2e-a' }), startEngine({ name: 'e2e-b' })]);
+    [engA, engB] = await Promise.all([startEngine({ name: `e2e-${tag}-a`, kind: kindA }), startEngine({ name: `e2e-${tag}-b`, kind: kindB })]);
     await importBusyboxImage(engA.socketPath, 'tl-busybox:e2e');
     await copyImage(engA.socketPath, engB.socketPath, 'tl-busybox:e2e');
     await dockerCli(engA, ['run', '-d', '--name', 'web', '--label', 'twinlayer.enable=true', '--network', 'none', 'tl-busybox:e2e', 'sh', '-c', 'while true; do sleep 1; done']);
@@ -243,7 +254,9 @@ describe('push on A, pull on B, through S3', { timeout: 600_000 }, () => {
     const after = await positions();
     assert.ok(after.staged >= before.staged, 'the staged seq never goes back');
     const twinUpper = await upperOf(engB, 'web');
-    const tmpLeftovers = (await readdir(dirname(twinUpper))).filter((n) => n !== 'diff' && n !== 'link' && n !== 'lower' && n !== 'work' && n !== 'twinlayer-tmp');
+    // overlay2: <id>/{diff,link,lower,work}; the containerd store: snapshots/<N>/{fs,work}.
+    const own = kindB === 'overlay2' ? ['diff', 'link', 'lower', 'work'] : ['fs', 'work'];
+    const tmpLeftovers = (await readdir(dirname(twinUpper))).filter((n) => !own.includes(n) && n !== 'twinlayer-tmp');
     assert.deepEqual(tmpLeftovers, [], 'nothing but Docker\'s own entries and our tmp dir beside the upper dir');
     await assertExportsEqual();
   });

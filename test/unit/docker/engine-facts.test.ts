@@ -19,7 +19,20 @@ function refused(raw: unknown, reason: RegExp): void {
 describe('engineFactsFromInfo', () => {
   it('accepts overlay2 with native overlay diff and returns the data root', () => {
     const facts = engineFactsFromInfo(fixture('info-overlay2.json'));
-    assert.deepEqual(facts, { dataRoot: '/tmp/twl-probe-emdM/data', driver: 'overlay2', serverVersion: '20.10.24+dfsg1', cgroupnsDefault: 'host' });
+    assert.deepEqual(facts, { dataRoot: '/tmp/twl-probe-emdM/data', driver: 'overlay2', store: 'overlay2', serverVersion: '20.10.24+dfsg1', cgroupnsDefault: 'host' });
+  });
+
+  it('accepts the containerd image store on the overlayfs snapshotter (dockerd 26 as captured here), with its containerd revision', () => {
+    const facts = engineFactsFromInfo(fixture('info-containerd-26.json'));
+    assert.deepEqual(facts, {
+      dataRoot: '/tmp/twl-cap-ctd-wGHXxH/data', driver: 'overlayfs', store: 'containerd', serverVersion: '26.1.5+dfsg1', cgroupnsDefault: 'host',
+      containerd: { commit: '1.7.24~ds1-6+deb13u1' },
+    });
+  });
+
+  it('takes the containerd address and namespace docker info gives from Docker 27 on', () => {
+    const raw = { ...(fixture('info-containerd-26.json') as Record<string, unknown>), Containerd: { Address: '/run/containerd/containerd.sock', Namespaces: { Containers: 'moby', Plugins: 'plugins.moby' } } };
+    assert.deepEqual(engineFactsFromInfo(raw).containerd, { address: '/run/containerd/containerd.sock', namespace: 'moby', commit: '1.7.24~ds1-6+deb13u1' });
   });
 
   it('tells the default cgroup namespace from the cgroupns security option (cgroup v2, or default-cgroupns-mode=private)', () => {
@@ -27,12 +40,16 @@ describe('engineFactsFromInfo', () => {
     assert.equal(engineFactsFromInfo(withInfo({ SecurityOptions: null })).cgroupnsDefault, 'host');
   });
 
-  it('refuses the containerd snapshotter image store, naming it', () => {
-    refused(fixture('info-containerd-snapshotter.json'), /containerd snapshotter/);
+  it('accepts the containerd image store of Docker 28 (edited docker info)', () => {
+    assert.equal(engineFactsFromInfo(fixture('info-containerd-snapshotter.json')).store, 'containerd');
   });
 
-  it('refuses the containerd snapshotter even if the driver were reported as overlay2', () => {
-    refused(withInfo({ DriverStatus: [['driver-type', 'io.containerd.snapshotter.v1'], ['Native Overlay Diff', 'true']] }), /containerd snapshotter/);
+  it('refuses the containerd image store on another snapshotter, naming it and why', () => {
+    const snapshotter = (driver: string): unknown => ({ ...(fixture('info-containerd-26.json') as Record<string, unknown>), Driver: driver });
+    for (const driver of ['native', 'btrfs', 'zfs', 'stargz', 'fuse-overlayfs']) {
+      refused(snapshotter(driver), new RegExp(`containerd image store runs the "${driver}" snapshotter; twinlayer handles its overlayfs snapshotter only`));
+    }
+    refused(withInfo({ DriverStatus: [['driver-type', 'io.containerd.snapshotter.v1'], ['Native Overlay Diff', 'true']] }), /runs the "overlay2" snapshotter/);
   });
 
   it('refuses "Native Overlay Diff: false" with the redirect_dir/metacopy reason', () => {
