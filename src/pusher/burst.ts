@@ -1,6 +1,9 @@
-// Collects the paths of one write burst per container: flushes after `quietMs` without a new event, or at the
-// latest `maxMs` after the first event of the burst. Memory is bounded: past `maxPaths` distinct paths the burst
-// collapses into a full reconcile of the container, which needs no path list.
+// Collects the paths of one write burst per container. A burst is a run of events less than `quietMs` apart. Its
+// first event is flushed at once (leading edge: a small change is not held back by the debounce); everything after
+// it in the same burst is flushed together once `quietMs` passed without a new event, or at the latest `maxMs`
+// after the first of those (trailing edge). So a burst short of `maxMs` gives at most two flushes, the first one
+// right away. Memory is bounded: past `maxPaths` distinct paths the pending set collapses into a full reconcile of
+// the container, which needs no path list.
 export type BurstScope = ReadonlySet<string> | 'reconcile';
 
 export interface Burst {
@@ -25,6 +28,7 @@ export class BurstCollector {
   #paths = new Set<string>();
   #reconcile = false;
   #firstEventAt: number | null = null;
+  /** Runs while a burst lasts: an event (or a retry) came less than quietMs ago. */
   #quietTimer: unknown = null;
   #maxTimer: unknown = null;
   readonly #quietMs: number;
@@ -45,9 +49,64 @@ export class BurstCollector {
     return this.#firstEventAt !== null;
   }
 
-  /** Records an event for a path relative to the upper dir ('' is the root). */
+  /** Records an event for a path relative to the upper dir ('' is the root); the first of a burst flushes now. */
   add(path: string): void {
-    this.#noteEvent();
+    const leads = this.#quietTimer === null;
+    this.#note(path);
+    this.#extendBurst();
+    if (leads) this.flush();
+  }
+
+  /** Asks for a full comparison of the upper dir with what was shipped (start-up, timer, overflow); like an event,
+   *  it flushes at once unless a burst is under way. */
+  addReconcile(): void {
+    const leads = this.#quietTimer === null;
+    this.#note(null);
+    this.#extendBurst();
+    if (leads) this.flush();
+  }
+
+  /** Paths to look at again (a file that changed while it was read): they join the trailing flush of the burst
+   *  under way, or start a burst of their own that waits for quiet. Never a leading flush: a file still being
+   *  written would be read again at once, and again, for as long as its writer goes on. */
+  retry(paths: Iterable<string>): void {
+    for (const p of paths) this.#note(p);
+    if (this.#firstEventAt !== null && this.#quietTimer === null) this.#extendBurst();
+  }
+
+  /** Flushes now if anything is pending (the burst, if one is under way, goes on). */
+  flush(): void {
+    if (this.#firstEventAt === null) return;
+    const burst: Burst = { scope: this.#reconcile ? 'reconcile' : this.#paths, firstEventAt: this.#firstEventAt };
+    if (this.#maxTimer !== null) this.#timers.clearTimeout(this.#maxTimer);
+    this.#maxTimer = null;
+    this.#paths = new Set();
+    this.#reconcile = false;
+    this.#firstEventAt = null;
+    this.#onFlush(burst);
+  }
+
+  close(): void {
+    if (this.#quietTimer !== null) this.#timers.clearTimeout(this.#quietTimer);
+    if (this.#maxTimer !== null) this.#timers.clearTimeout(this.#maxTimer);
+    this.#quietTimer = null;
+    this.#maxTimer = null;
+    this.#paths = new Set();
+    this.#reconcile = false;
+    this.#firstEventAt = null;
+  }
+
+  /** Adds a path (null: a reconcile) to what is pending; the first one pending starts the maxMs clock. */
+  #note(path: string | null): void {
+    if (this.#firstEventAt === null) {
+      this.#firstEventAt = this.#timers.now();
+      this.#maxTimer = this.#timers.setTimeout(() => this.flush(), this.#maxMs);
+    }
+    if (path === null) {
+      this.#paths = new Set();
+      this.#reconcile = true;
+      return;
+    }
     if (this.#reconcile) return;
     this.#paths.add(path);
     if (this.#paths.size > this.#maxPaths) {
@@ -56,45 +115,12 @@ export class BurstCollector {
     }
   }
 
-  /** Asks for a full comparison of the upper dir with what was shipped (start-up, timer, overflow). */
-  addReconcile(): void {
-    this.#noteEvent();
-    this.#paths = new Set();
-    this.#reconcile = true;
-  }
-
-  /** Flushes now if anything is pending. */
-  flush(): void {
-    if (this.#firstEventAt === null) return;
-    const burst: Burst = { scope: this.#reconcile ? 'reconcile' : this.#paths, firstEventAt: this.#firstEventAt };
-    this.#clearTimers();
-    this.#paths = new Set();
-    this.#reconcile = false;
-    this.#firstEventAt = null;
-    this.#onFlush(burst);
-  }
-
-  close(): void {
-    this.#clearTimers();
-    this.#paths = new Set();
-    this.#reconcile = false;
-    this.#firstEventAt = null;
-  }
-
-  #noteEvent(): void {
-    if (this.#firstEventAt === null) {
-      this.#firstEventAt = this.#timers.now();
-      this.#maxTimer = this.#timers.setTimeout(() => this.flush(), this.#maxMs);
-    }
+  #extendBurst(): void {
     if (this.#quietTimer !== null) this.#timers.clearTimeout(this.#quietTimer);
-    this.#quietTimer = this.#timers.setTimeout(() => this.flush(), this.#quietMs);
-  }
-
-  #clearTimers(): void {
-    if (this.#quietTimer !== null) this.#timers.clearTimeout(this.#quietTimer);
-    if (this.#maxTimer !== null) this.#timers.clearTimeout(this.#maxTimer);
-    this.#quietTimer = null;
-    this.#maxTimer = null;
+    this.#quietTimer = this.#timers.setTimeout(() => {
+      this.#quietTimer = null;
+      this.flush();
+    }, this.#quietMs);
   }
 }
 

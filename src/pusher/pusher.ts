@@ -191,9 +191,10 @@ export class Pusher {
       journal,
       uploads: this.#uploads,
       shippedState: this.#shipped,
+      retry: (paths) => collector.retry(paths),
       log: clog,
     });
-    const collector = new BurstCollector({
+    const collector: BurstCollector = new BurstCollector({
       quietMs: this.#opts.debounceQuietMs,
       maxMs: this.#opts.debounceMaxMs,
       onFlush: (burst) => replicator.submit(burst),

@@ -1,5 +1,7 @@
 // Ships one container's upper dir: one build/upload/publish at a time; bursts that arrive meanwhile coalesce
-// into the next changeset (bounded memory); failures keep the work pending and retry with backoff.
+// into the next changeset (bounded memory); failures keep the work pending and retry with backoff. A file that
+// changed while it was read is handed back to the burst collector (`retry`), so it goes out with the burst's
+// trailing flush instead of in a changeset of its own right after this one.
 import { rm } from 'node:fs/promises';
 import type PQueue from 'p-queue';
 import { summarize, type BuiltChangeset, type SerializedIndex, type UpperTracker } from '../changeset/index.js';
@@ -7,6 +9,11 @@ import type { Logger } from '../log/logger.js';
 import { asDigest, type Bucket, type ChunkStore, type CommitChunks, type Digest, type JournalWriter } from '../store/index.js';
 import { mergeScopes, type Burst, type BurstScope } from './burst.js';
 import type { ShippedStateStore } from './shipped-state.js';
+
+/** Waits before building again what a build left out as torn when nothing else shipped (ms; about 30 in all). */
+const tornRebuildWaitsMs = [2, 4, 8, 16] as const;
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 export interface ReplicatorStatus {
   name: string;
@@ -37,6 +44,8 @@ export interface ReplicatorDeps {
   /** Where the chunks of large files go (a changeset built with chunking names them). */
   chunks?: ChunkStore;
   shippedState: ShippedStateStore;
+  /** Paths left out of a changeset because they changed while being read: to be built again (BurstCollector.retry). */
+  retry: (paths: readonly string[]) => void;
   log: Logger;
   /** Backoff after a failed ship; doubles up to maxBackoffMs. */
   baseBackoffMs?: number;
@@ -146,26 +155,40 @@ export class ContainerReplicator {
     const tracker = this.#tracker;
     // The first full checkpoint goes out even when empty: the standby creates the twin from it, and a container that
     // never writes (a firewall applying a ruleset from its image) must have one all the same.
-    const built = await tracker.build(this.#needFull ? 'full' : scope, { emptyFull: true });
-    log.debug('built', { container: this.name, scope: this.#needFull ? 'full' : scope === 'reconcile' ? scope : [...scope].slice(0, 50), files: built?.counts.files ?? 0, torn: built?.torn ?? [] });
-    if (built === null) return;
+    let built = await tracker.build(this.#needFull ? 'full' : scope, { emptyFull: true });
+    // Nothing shipped because all of it was being written (a burst's first flush comes at its first event, often
+    // while the writer is still at it): built again after a short wait, a few times, for the burst's first commit
+    // to hold the write. Never torn either way; what is still torn then waits for the burst's trailing flush.
+    for (let i = 0; built === null && i < tornRebuildWaitsMs.length && tracker.torn.length > 0 && !this.#closed; i++) {
+      await sleep(tornRebuildWaitsMs[i]!);
+      built = await tracker.build(new Set());
+    }
+    log.debug('built', { container: this.name, scope: this.#needFull ? 'full' : scope === 'reconcile' ? scope : [...scope].slice(0, 50), files: built?.counts.files ?? 0, torn: tracker.torn });
+    if (built === null) {
+      if (tracker.torn.length > 0) this.#deps.retry(tracker.torn);
+      return;
+    }
     try {
-      if (built.torn.length > 0) {
-        // Files that changed while being read go out in the next changeset, never torn.
-        this.#pending = mergeScopes(this.#pending, new Set(built.torn));
-        this.#pendingSince ??= Date.now();
-      }
+      // Files that changed while being read go out in a later changeset, never torn.
+      if (built.torn.length > 0) this.#deps.retry(built.torn);
       const digest = asDigest(built.digest);
-      // Chunks, then their list, then the changeset: the record is published only once all it names is durable.
-      const chunks = await this.#uploadChunks(built);
-      await uploads.add(() => bucket.uploadBlob(built.file, digest));
       // The pending state is what we will have shipped once the record is out; if we crash after publishing,
-      // the record's digest tells the next start that this state is the true one.
+      // the record's digest tells the next start that this state is the true one. It is written while the blobs go
+      // up (neither needs the other); the record is published only once both are done.
       const before = tracker.serialize();
       tracker.commit(built);
-      await shippedState.save(this.name, true, { generation, lastSeq: journal.lastSeqOf(this.name), digest: built.digest, containerId: this.#deps.containerId, shipped: tracker.serialize() });
+      const pendingState = { generation, lastSeq: journal.lastSeqOf(this.name), digest: built.digest, containerId: this.#deps.containerId, shipped: tracker.serialize() };
       let record;
       try {
+        const [chunks] = await allOrFirstError([
+          // Chunks, then their list, then the changeset: the record is published only once all it names is durable.
+          (async () => {
+            const c = await this.#uploadChunks(built);
+            await uploads.add(() => bucket.uploadBlob(built.file, digest));
+            return c;
+          })(),
+          shippedState.save(this.name, true, pendingState),
+        ] as const);
         record = await journal.publish({
           container: this.name,
           digest,
@@ -223,4 +246,13 @@ export class ContainerReplicator {
     this.#backoffTimer = null;
     this.#wakeBackoff = null;
   }
+}
+
+/** Promise.all that waits for every promise to settle before it rejects (with the first error): nothing of a
+ *  failed ship is still running when the retry starts. */
+async function allOrFirstError<T extends readonly unknown[]>(promises: { [K in keyof T]: Promise<T[K]> }): Promise<T> {
+  const settled = await Promise.allSettled(promises);
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed !== undefined) throw failed.reason;
+  return settled.map((r) => (r as PromiseFulfilledResult<unknown>).value) as unknown as T;
 }
