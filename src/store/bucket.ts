@@ -77,6 +77,8 @@ export interface BucketOptions {
 
 /** Records read ahead while listRecords' consumer handles the current one. */
 const READ_AHEAD = 16;
+/** Blobs smaller than this are uploaded without a HEAD first (uploadBlob). */
+export const blindPutBelowBytes = 256 * 1024;
 
 /** Keys one journal listing reads at most (its seqs are held in memory); the puller reads the rest next poll. */
 export const MAX_LISTED_KEYS = 100_000;
@@ -266,12 +268,14 @@ export class Bucket {
   // ---- blobs -------------------------------------------------------------------------------------------------
 
   /**
-   * Uploads a changeset file under its content address; skips the upload when the key exists (same bytes).
-   * The caller computed `digest` from the file; the puller verifies it on download.
+   * Uploads a changeset file under its content address. A blob of `blindPutBelowBytes` or more is skipped when the
+   * key exists (same bytes); a smaller one is PUT without asking: the HEAD would cost a round trip as long as the
+   * PUT itself, and a PUT over the same bytes changes nothing. The caller computed `digest` from the file; the
+   * puller verifies it on download.
    */
   async uploadBlob(file: string, digest: Digest): Promise<void> {
     const key = this.blobKey(digest);
-    if (await this.store.exists(key)) return;
+    if ((await stat(file)).size >= blindPutBelowBytes && (await this.store.exists(key))) return;
     await this.store.put(key, { file });
   }
 
