@@ -13,7 +13,19 @@ import type { ShippedStateStore } from './shipped-state.js';
 /** Waits before building again what a build left out as torn when nothing else shipped (ms; about 30 in all). */
 const tornRebuildWaitsMs = [2, 4, 8, 16] as const;
 
+/** A build whose files hold more than this is shipped with its torn paths left for later, not made again. */
+const tornRebuildMaxBytes = 1024 * 1024;
+
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The files a build wrote (the changeset, its chunk list and spool), once shipped or given up. */
+async function removeBuiltFiles(built: BuiltChangeset): Promise<void> {
+  await rm(built.file, { force: true });
+  if (built.chunks !== undefined) {
+    await rm(built.chunks.spoolDir, { recursive: true, force: true });
+    await rm(built.chunks.file, { force: true });
+  }
+}
 
 export interface ReplicatorStatus {
   name: string;
@@ -155,13 +167,18 @@ export class ContainerReplicator {
     const tracker = this.#tracker;
     // The first full checkpoint goes out even when empty: the standby creates the twin from it, and a container that
     // never writes (a firewall applying a ruleset from its image) must have one all the same.
-    let built = await tracker.build(this.#needFull ? 'full' : scope, { emptyFull: true });
-    // Nothing shipped because all of it was being written (a burst's first flush comes at its first event, often
-    // while the writer is still at it): built again after a short wait, a few times, for the burst's first commit
-    // to hold the write. Never torn either way; what is still torn then waits for the burst's trailing flush.
-    for (let i = 0; built === null && i < tornRebuildWaitsMs.length && tracker.torn.length > 0 && !this.#closed; i++) {
+    const buildScope = this.#needFull ? 'full' : scope;
+    let built = await tracker.build(buildScope, { emptyFull: true });
+    // A file being written when the build read it is left out (torn). A burst's first flush comes at its first
+    // event, often while the writer is still at it: a small build with torn paths is made again after a short wait,
+    // a few times, so that the burst's first commit holds the write instead of the commit after the quiet period.
+    // Never torn either way; what is still torn then waits for the burst's trailing flush (retry below). A large or
+    // full build is not read twice for it.
+    for (let i = 0; i < tornRebuildWaitsMs.length && tracker.torn.length > 0 && typeof buildScope !== 'string' && !this.#closed; i++) {
+      if (built !== null && built.counts.bytes > tornRebuildMaxBytes) break;
+      if (built !== null) await removeBuiltFiles(built);
       await sleep(tornRebuildWaitsMs[i]!);
-      built = await tracker.build(new Set());
+      built = await tracker.build(buildScope);
     }
     log.debug('built', { container: this.name, scope: this.#needFull ? 'full' : scope === 'reconcile' ? scope : [...scope].slice(0, 50), files: built?.counts.files ?? 0, torn: tracker.torn });
     if (built === null) {
@@ -212,11 +229,7 @@ export class ContainerReplicator {
         bytes: built.counts.bytes, size: built.size, lagMs: this.#lastPublishedAt - firstWriteAt,
       });
     } finally {
-      await rm(built.file, { force: true });
-      if (built.chunks !== undefined) {
-        await rm(built.chunks.spoolDir, { recursive: true, force: true });
-        await rm(built.chunks.file, { force: true });
-      }
+      await removeBuiltFiles(built);
     }
   }
 
