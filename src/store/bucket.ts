@@ -5,7 +5,7 @@
 // host's key; blobs need no signature of their own: the signed record names their digest and size.
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { rename, rm, stat } from 'node:fs/promises';
+import { readFile, rename, rm, stat } from 'node:fs/promises';
 
 import { z } from 'zod';
 
@@ -275,7 +275,12 @@ export class Bucket {
    */
   async uploadBlob(file: string, digest: Digest): Promise<void> {
     const key = this.blobKey(digest);
-    if ((await stat(file)).size >= blindPutBelowBytes && (await this.store.exists(key))) return;
+    if ((await stat(file)).size < blindPutBelowBytes) {
+      // Sent from memory: a plain request, without a file stream's opens and reads on the way.
+      await this.store.put(key, await readFile(file));
+      return;
+    }
+    if (await this.store.exists(key)) return;
     await this.store.put(key, { file });
   }
 
