@@ -256,11 +256,16 @@ export class Pusher {
 
   /** Ships everything pending now and waits until it is published (tests and shutdown call this). */
   async syncOnce(): Promise<void> {
-    for (const w of this.#watched.values()) {
-      w.collector.flush();
-      w.replicator.wake();
+    // A ship hands what it found torn back to its collector: flushed again, a few rounds at most (a file its writer
+    // is still at stays torn; the next flush takes it).
+    for (let round = 0; round < 4; round++) {
+      for (const w of this.#watched.values()) {
+        w.collector.flush();
+        w.replicator.wake();
+      }
+      await Promise.all([...this.#watched.values()].map((w) => w.replicator.idle()));
+      if (![...this.#watched.values()].some((w) => w.collector.pending)) return;
     }
-    await Promise.all([...this.#watched.values()].map((w) => w.replicator.idle()));
   }
 
   /** Forces a reconcile of every container and waits for it. */
