@@ -98,17 +98,19 @@ describe('pusher: leading edge, at most two commits per burst, never torn', { ti
     const { pusher, bucket } = await protect(name, 600_000, 1_200_000);
     const before = (await records(bucket, name)).length;
     assert.ok(before >= 1, 'the first full checkpoint is out');
-    await exec(name, 'for i in $(seq 1 20); do echo "line $i" > /data/f$i; done');
+    // One burst in three parts 300 ms apart: shipping each change as soon as the one before landed would make
+    // three commits or more of it.
+    await exec(name, 'echo "line 1" > /data/f1; sleep 0.3; for i in $(seq 2 10); do echo "line $i" > /data/f$i; done; sleep 0.3; for i in $(seq 11 20); do echo "line $i" > /data/f$i; done');
     // Ten minutes of quiet debounce: only a leading flush can publish now.
     await waitFor('the first commit of the burst', 60_000, async () => ((await records(bucket, name)).length > before ? true : undefined), 20);
     // What the quiet period would flush in ten minutes.
     await pusher.syncOnce();
     const burst = (await records(bucket, name)).slice(before);
-    assert.equal(burst.length, 2, `the burst gave ${burst.length} commits: ${JSON.stringify(burst.map((r) => [r.seq, r.counts]))}`);
-    assert.ok(burst[0]!.seq < burst[1]!.seq);
+    // Two as a rule; one when the first build already found the whole burst written (a very slow build).
+    assert.ok(burst.length >= 1 && burst.length <= 2, `the burst gave ${burst.length} commits: ${JSON.stringify(burst.map((r) => [r.seq, r.counts]))}`);
     const first = await filesOf(bucket, burst[0]!);
-    const second = await filesOf(bucket, burst[1]!);
-    assert.ok([...first.keys()].some((p) => p.startsWith('data/f')), `the first commit holds a file of the burst: ${[...first.keys()].join(' ')}`);
+    const second = burst[1] === undefined ? new Map<string, string>() : await filesOf(bucket, burst[1]);
+    assert.ok(first.has('data/f1'), `the first commit holds the first write: ${[...first.keys()].join(' ')}`);
     // Every version shipped is one the file had (empty right after its open, or whole), and the later one wins.
     const final = new Map([...first, ...second]);
     for (let i = 1; i <= 20; i++) {
