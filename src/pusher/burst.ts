@@ -31,6 +31,8 @@ export class BurstCollector {
   /** Runs while a burst lasts: an event (or a retry) came less than quietMs ago. */
   #quietTimer: unknown = null;
   #maxTimer: unknown = null;
+  /** After close(): a ship still in flight may hand back torn paths; nothing starts a timer any more. */
+  #closed = false;
   readonly #quietMs: number;
   readonly #maxMs: number;
   readonly #maxPaths: number;
@@ -51,6 +53,7 @@ export class BurstCollector {
 
   /** Records an event for a path relative to the upper dir ('' is the root); the first of a burst flushes now. */
   add(path: string): void {
+    if (this.#closed) return;
     const leads = this.#quietTimer === null;
     this.#note(path);
     this.#extendBurst();
@@ -60,6 +63,7 @@ export class BurstCollector {
   /** Asks for a full comparison of the upper dir with what was shipped (start-up, timer, overflow); like an event,
    *  it flushes at once unless a burst is under way. */
   addReconcile(): void {
+    if (this.#closed) return;
     const leads = this.#quietTimer === null;
     this.#note(null);
     this.#extendBurst();
@@ -70,6 +74,7 @@ export class BurstCollector {
    *  under way, or start a burst of their own that waits for quiet. Never a leading flush: a file still being
    *  written would be read again at once, and again, for as long as its writer goes on. */
   retry(paths: Iterable<string>): void {
+    if (this.#closed) return;
     for (const p of paths) this.#note(p);
     if (this.#firstEventAt !== null && this.#quietTimer === null) this.#extendBurst();
   }
@@ -87,6 +92,7 @@ export class BurstCollector {
   }
 
   close(): void {
+    this.#closed = true;
     if (this.#quietTimer !== null) this.#timers.clearTimeout(this.#quietTimer);
     if (this.#maxTimer !== null) this.#timers.clearTimeout(this.#maxTimer);
     this.#quietTimer = null;

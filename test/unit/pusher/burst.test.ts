@@ -148,6 +148,12 @@ describe('BurstCollector', () => {
     timers.advance(1000);
     assert.equal(flushed.length, 1);
     assert.equal(c.pending, false);
+    // A ship still in flight may hand paths back after close(): nothing is kept, nothing flushes.
+    c.retry(['z']);
+    c.add('w');
+    timers.advance(1000);
+    assert.equal(flushed.length, 1);
+    assert.equal(c.pending, false);
   });
 });
 
