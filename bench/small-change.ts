@@ -72,6 +72,7 @@ async function main(): Promise<void> {
     const at = performance.now() - t0;
     if (!marks.has(what)) marks.set(what, at);
     if (process.env['SMALL_TRACE'] === '1') process.stderr.write(`  ${at.toFixed(1)} ${what}\n`);
+    if (what === 'build start') marks.set('builds', (marks.get('builds') ?? 0) + 1);
     if (what === 'PUT head done') {
       marks.set('PUT head done (last)', at);
       marks.set('commits', (marks.get('commits') ?? 0) + 1);
@@ -134,7 +135,7 @@ async function main(): Promise<void> {
       await shell;
       const wrote = performance.now() - t0;
       t0 += wrote;
-      for (const [k, v] of marks) if (k !== 'commits') marks.set(k, v - wrote);
+      for (const [k, v] of marks) if (k !== 'commits' && k !== 'builds') marks.set(k, v - wrote);
       await published;
       await replicator.idle();
       await new Promise((r) => setTimeout(r, quietMs * 3));

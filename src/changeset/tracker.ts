@@ -27,6 +27,7 @@ export class UpperTracker {
   readonly #trees: Tree[];
   readonly #warned = new Set<string>();
   readonly #deltas = new WeakMap<BuiltChangeset, { deltas: IndexDelta[]; roots: Array<ShippedRec | null> }>();
+  #tornBytes = 0;
 
   /** `chunking`: ship files above its threshold as chunks, in the upper dir and in the volumes (none without it). */
   constructor(opts: {
@@ -46,6 +47,12 @@ export class UpperTracker {
   /** Tar paths the last build left out because they changed while being read; every later build looks at them. */
   get torn(): string[] {
     return this.#trees.flatMap((tree) => [...tree.pending].map((p) => tree.prefix + p));
+  }
+
+  /** The size of those paths' regular files as the last build found them before reading (what reading them again
+   *  costs, about). */
+  get tornBytes(): number {
+    return this.#tornBytes;
   }
 
   /** Adopt what `built` shipped as the shipped state; call after its commit is published. */
@@ -88,8 +95,11 @@ export class UpperTracker {
     }
     const written = await writeChangeset(parts, this.#workDir, full, this.#chunking, opts.emptyFull === true);
     // Torn paths stay dirty: every later build looks at them again, whatever its scope.
+    this.#tornBytes = 0;
     this.#trees.forEach((tree, i) => {
-      tree.pending = new Set(parts[i]!.torn);
+      const part = parts[i]!;
+      tree.pending = new Set(part.torn);
+      for (const p of tree.pending) this.#tornBytes += Number(part.scan.cands.get(p)?.st.size ?? 0n);
     });
     if (written === null) return null;
     this.#deltas.set(written.built, { deltas: written.deltas, roots });

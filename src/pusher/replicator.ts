@@ -13,7 +13,7 @@ import type { ShippedStateStore } from './shipped-state.js';
 /** Waits before building again what a build left out as torn when nothing else shipped (ms; about 30 in all). */
 const tornRebuildWaitsMs = [2, 4, 8, 16] as const;
 
-/** A build whose files hold more than this is shipped with its torn paths left for later, not made again. */
+/** A build whose files, or whose torn files, hold more than this is not made again for its torn paths. */
 const tornRebuildMaxBytes = 1024 * 1024;
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -172,10 +172,10 @@ export class ContainerReplicator {
     // A file being written when the build read it is left out (torn). A burst's first flush comes at its first
     // event, often while the writer is still at it: a small build with torn paths is made again after a short wait,
     // a few times, so that the burst's first commit holds the write instead of the commit after the quiet period.
-    // Never torn either way; what is still torn then waits for the burst's trailing flush (retry below). A large or
-    // full build is not read twice for it.
+    // Never torn either way; what is still torn then waits for the burst's trailing flush (retry below). A full
+    // build, or one that read or would read again more than tornRebuildMaxBytes (a bulk write), is not made again.
     for (let i = 0; i < tornRebuildWaitsMs.length && tracker.torn.length > 0 && typeof buildScope !== 'string' && !this.#closed; i++) {
-      if (built !== null && built.counts.bytes > tornRebuildMaxBytes) break;
+      if ((built !== null && built.counts.bytes > tornRebuildMaxBytes) || tracker.tornBytes > tornRebuildMaxBytes) break;
       if (built !== null) await removeBuiltFiles(built);
       await sleep(tornRebuildWaitsMs[i]!);
       built = await tracker.build(buildScope);
