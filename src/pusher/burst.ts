@@ -60,14 +60,13 @@ export class BurstCollector {
     if (leads) this.flush();
   }
 
-  /** Asks for a full comparison of the upper dir with what was shipped (start-up, timer, overflow); like an event,
-   *  it flushes at once unless a burst is under way. */
+  /** Asks for a full comparison of the upper dir with what was shipped (start-up, timer, overflow): flushed at once
+   *  unless a burst is under way, when it joins the burst's trailing flush. Not a write, it starts no burst: the
+   *  first write after it still goes out at once. */
   addReconcile(): void {
     if (this.#closed) return;
-    const leads = this.#quietTimer === null;
     this.#note(null);
-    this.#extendBurst();
-    if (leads) this.flush();
+    if (this.#quietTimer === null) this.flush();
   }
 
   /** Paths to look at again (a file that changed while it was read): they join the trailing flush of the burst

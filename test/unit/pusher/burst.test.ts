@@ -118,16 +118,20 @@ describe('BurstCollector', () => {
     assert.deepEqual(pathsOf(flushed[2]), ['b', 'c']);
   });
 
-  it('a reconcile leads like an event and absorbs the paths pending with it', () => {
+  it('a reconcile goes out at once and starts no burst; during a burst it absorbs the paths pending', () => {
     const { c, timers, flushed } = collect(50, 500);
     c.addReconcile();
     assert.equal(flushed.length, 1);
     assert.equal(flushed[0]!.scope, 'reconcile');
     c.add('a');
+    assert.equal(flushed.length, 2, 'the first write after a reconcile still leads');
+    assert.deepEqual(pathsOf(flushed[1]), ['a']);
+    c.add('b');
     c.addReconcile();
-    timers.advance(50);
     assert.equal(flushed.length, 2);
-    assert.equal(flushed[1]!.scope, 'reconcile');
+    timers.advance(50);
+    assert.equal(flushed.length, 3);
+    assert.equal(flushed[2]!.scope, 'reconcile');
   });
 
   it('collapses into a reconcile past maxPaths instead of growing', () => {
