@@ -10,8 +10,9 @@
 // write loop step by 4 ms, and a fresh file's ctime lags the realtime clock read just before the write by at most
 // 3.7 ms (5000 samples). A tick is 1-10 ms for HZ 1000-100. The margin, 50 ms, covers ten ticks at HZ=250 and five
 // at HZ=100 (a late tick under virtualization or NO_HZ included), plus the millisecond truncation of Date.now(); it
-// does not exceed the pusher's default quiet time (debounceQuietMs, 50 ms), so a burst that ended normally is
-// clean by stat when its build starts. Filesystems with whole-second timestamps (ext3/ext4 with 128-byte inodes)
+// does not exceed the pusher's default quiet time (debounceQuietMs, 50 ms), so the trailing flush of a burst finds
+// it clean by stat. The leading flush (the burst's first event, shipped at once) finds what it ships racy: those
+// nodes carry their fingerprint until a later scan sees them settled. Filesystems with whole-second timestamps (ext3/ext4 with 128-byte inodes)
 // give a ctime without nanoseconds: for those the tick is a second. Kernels from 6.13 on give ext4, xfs, btrfs and
 // tmpfs fine-grained stamps once a stat has looked (multigrain timestamps), which hides the problem there; earlier
 // kernels (Debian 12 ships 6.1) and other filesystems do not.

@@ -1,7 +1,7 @@
 // Pusher side: remembers what was shipped for one container (its upper dir and its volumes) and builds the next
 // changeset from it, one changeset for all of them, so one commit is one consistent point of the whole container.
-// The walk is upper-scan.ts (closed by scan-closure.ts), the comparison with the index shipped-compare.ts, and the
-// writing changeset-writer.ts. Paths (scopes, torn paths, the serialized index) are tar paths: a volume's under
+// The trees it follows and their shipped indexes are tracked-trees.ts, the walk upper-scan.ts (closed by
+// scan-closure.ts), the comparison with the index shipped-compare.ts, and the writing changeset-writer.ts. Paths (scopes, torn paths, the serialized index) are tar paths: a volume's under
 // its reserved prefix (volume-paths.ts).
 import type { Logger } from '../log/logger.js';
 import { silentLogger } from '../log/logger.js';
@@ -11,46 +11,13 @@ import type { ChunkingOptions } from './chunked-copy.js';
 import { defaultLimits } from './limits.js';
 import { comparePaths, isAtOrUnder, relPathProblem } from './paths.js';
 import { completeScan } from './scan-closure.js';
-import {
-  applyDelta, dropRacyMarks, parseIndex, recFromStat, serializeIndex, type IndexDelta, type SerializedIndex, type ShippedRec,
-} from './shipped-index.js';
+import { applyDelta, dropRacyMarks, recFromStat, type IndexDelta, type SerializedIndex, type ShippedRec } from './shipped-index.js';
+import { makeTrees, serializeTrees, treeOfPath, type TrackedVolume, type Tree } from './tracked-trees.js';
 import { lstatOrNull, type Cand } from './upper-node.js';
 import { Scan } from './upper-scan.js';
-import { treeOf, volumeKeyProblem, volumeTarPath } from './volume-paths.js';
 import { readXattrs } from './xattr.js';
 
-/** A volume of the container: its name (the same on the twin), where it is mounted in the container, and its dir
- *  on this host (resolved and checked by the caller). */
-export interface TrackedVolume {
-  key: string;
-  destination: string;
-  dir: string;
-}
-
-interface Tree {
-  /** '' for the upper dir, else the volume's key. */
-  key: string;
-  dir: string;
-  plain: boolean;
-  prefix: string;
-  excludes: readonly string[];
-  index: Map<string, ShippedRec>;
-  pending: Set<string>;
-  /** A volume's root dir as last shipped (its owner and mode are the volume's). */
-  root: ShippedRec | null;
-}
-
-/** The excludes (container paths) that fall inside a volume mounted at `destination`, relative to the volume. */
-function excludesInside(excludes: readonly string[], destination: string): string[] {
-  const dest = destination.replace(/^\/+/, '').replace(/\/+$/, '');
-  const out: string[] = [];
-  for (const raw of excludes) {
-    const ex = raw.replace(/^\/+/, '');
-    if (ex === dest || ex === `${dest}/**`) out.push('**');
-    else if (ex.startsWith(`${dest}/`)) out.push(ex.slice(dest.length + 1));
-  }
-  return out;
-}
+export type { TrackedVolume } from './tracked-trees.js';
 
 /** Remembers what was shipped for one container and builds the next changeset. */
 export class UpperTracker {
@@ -60,6 +27,7 @@ export class UpperTracker {
   readonly #trees: Tree[];
   readonly #warned = new Set<string>();
   readonly #deltas = new WeakMap<BuiltChangeset, { deltas: IndexDelta[]; roots: Array<ShippedRec | null> }>();
+  #tornBytes = 0;
 
   /** `chunking`: ship files above its threshold as chunks, in the upper dir and in the volumes (none without it). */
   constructor(opts: {
@@ -69,38 +37,22 @@ export class UpperTracker {
     this.#chunking = opts.chunking;
     this.#workDir = opts.workDir;
     this.#log = opts.log ?? silentLogger;
-    const excludes = opts.excludes ?? [];
-    this.#trees = [{ key: '', dir: opts.upperDir, plain: false, prefix: '', excludes, index: new Map(), pending: new Set(), root: null }];
-    for (const v of [...(opts.volumes ?? [])].sort((a, b) => comparePaths(a.key, b.key))) {
-      const problem = volumeKeyProblem(v.key);
-      if (problem !== null) throw new Error(`volume ${problem}`);
-      this.#trees.push({
-        key: v.key, dir: v.dir, plain: true, prefix: `${volumeTarPath(v.key, '')}/`, excludes: excludesInside(excludes, v.destination),
-        index: new Map(), pending: new Set(), root: null,
-      });
-    }
-    if (opts.shipped !== undefined) {
-      for (const [path, rec] of parseIndex(opts.shipped)) {
-        const t = treeOf(path);
-        if (t.root === 'upper') this.#trees[0]!.index.set(path, rec);
-        else if (t.root === 'volume') {
-          // A volume the container no longer has is forgotten.
-          const tree = this.#trees.find((x) => x.key === t.key);
-          if (tree === undefined) continue;
-          if (t.rel === '') tree.root = rec;
-          else tree.index.set(t.rel, rec);
-        }
-      }
-    }
+    this.#trees = makeTrees(opts.upperDir, opts.excludes ?? [], opts.volumes ?? [], opts.shipped);
   }
 
   serialize(): SerializedIndex {
-    const all = new Map<string, ShippedRec>();
-    for (const tree of this.#trees) {
-      if (tree.root !== null) all.set(tree.prefix.slice(0, -1), tree.root);
-      for (const [path, rec] of tree.index) all.set(tree.prefix + path, rec);
-    }
-    return serializeIndex(all);
+    return serializeTrees(this.#trees);
+  }
+
+  /** Tar paths the last build left out because they changed while being read; every later build looks at them. */
+  get torn(): string[] {
+    return this.#trees.flatMap((tree) => [...tree.pending].map((p) => tree.prefix + p));
+  }
+
+  /** The size of those paths' regular files as the last build found them before reading (what reading them again
+   *  costs, about). */
+  get tornBytes(): number {
+    return this.#tornBytes;
   }
 
   /** Adopt what `built` shipped as the shipped state; call after its commit is published. */
@@ -121,14 +73,11 @@ export class UpperTracker {
     const named = new Map<Tree, Set<string>>();
     if (typeof scope !== 'string') {
       for (const raw of scope) {
-        const path = raw.replace(/^(\.\/)+/, '').replace(/^\/+/, '').replace(/\/+$/, '');
-        const t = treeOf(path);
-        const tree = t.root === 'upper' ? this.#trees[0] : t.root === 'volume' ? this.#trees.find((x) => x.key === t.key) : undefined;
-        if (tree === undefined) continue;
-        const rel = t.root === 'volume' ? t.rel : path;
-        const set = named.get(tree) ?? new Set<string>();
-        set.add(rel);
-        named.set(tree, set);
+        const found = treeOfPath(this.#trees, raw.replace(/^(\.\/)+/, '').replace(/^\/+/, '').replace(/\/+$/, ''));
+        if (found === null) continue;
+        const set = named.get(found.tree) ?? new Set<string>();
+        set.add(found.rel);
+        named.set(found.tree, set);
       }
     }
     const parts: ScanPart[] = [];
@@ -146,8 +95,11 @@ export class UpperTracker {
     }
     const written = await writeChangeset(parts, this.#workDir, full, this.#chunking, opts.emptyFull === true);
     // Torn paths stay dirty: every later build looks at them again, whatever its scope.
+    this.#tornBytes = 0;
     this.#trees.forEach((tree, i) => {
-      tree.pending = new Set(parts[i]!.torn);
+      const part = parts[i]!;
+      tree.pending = new Set(part.torn);
+      for (const p of tree.pending) this.#tornBytes += Number(part.scan.cands.get(p)?.st.size ?? 0n);
     });
     if (written === null) return null;
     this.#deltas.set(written.built, { deltas: written.deltas, roots });

@@ -201,12 +201,13 @@ export class Pusher {
       journal,
       uploads: this.#uploads,
       shippedState: this.#shipped,
+      retry: (paths) => collector.retry(paths),
       log: clog,
       lastPublishedAt,
       lastFullAt,
       metrics: this.#opts.metrics,
     });
-    const collector = new BurstCollector({
+    const collector: BurstCollector = new BurstCollector({
       quietMs: this.#opts.debounceQuietMs,
       maxMs: this.#opts.debounceMaxMs,
       onFlush: (burst) => replicator.submit(burst),
@@ -283,11 +284,16 @@ export class Pusher {
 
   /** Ships everything pending now and waits until it is published (tests and shutdown call this). */
   async syncOnce(): Promise<void> {
-    for (const w of this.#watched.values()) {
-      w.collector.flush();
-      w.replicator.wake();
+    // A ship hands what it found torn back to its collector: flushed again, a few rounds at most (a file its writer
+    // is still at stays torn; the next flush takes it).
+    for (let round = 0; round < 4; round++) {
+      for (const w of this.#watched.values()) {
+        w.collector.flush();
+        w.replicator.wake();
+      }
+      await Promise.all([...this.#watched.values()].map((w) => w.replicator.idle()));
+      if (![...this.#watched.values()].some((w) => w.collector.pending)) return;
     }
-    await Promise.all([...this.#watched.values()].map((w) => w.replicator.idle()));
   }
 
   /** Forces a reconcile of every container and waits for it. */

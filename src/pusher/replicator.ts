@@ -1,5 +1,7 @@
 // Ships one container's upper dir: one build/upload/publish at a time; bursts that arrive meanwhile coalesce
-// into the next changeset (bounded memory); failures keep the work pending and retry with backoff.
+// into the next changeset (bounded memory); failures keep the work pending and retry with backoff. A file that
+// changed while it was read is handed back to the burst collector (`retry`), so it goes out with the burst's
+// trailing flush instead of in a changeset of its own right after this one.
 import { rm } from 'node:fs/promises';
 import type PQueue from 'p-queue';
 import { summarize, type BuiltChangeset, type SerializedIndex, type UpperTracker } from '../changeset/index.js';
@@ -8,6 +10,23 @@ import type { Metrics, ReplicationView } from '../metrics/index.js';
 import { asDigest, type Bucket, type ChunkStore, type CommitChunks, type Digest, type JournalWriter } from '../store/index.js';
 import { mergeScopes, type Burst, type BurstScope } from './burst.js';
 import type { ShippedStateStore } from './shipped-state.js';
+
+/** Waits before building again what a build left out as torn when nothing else shipped (ms; about 30 in all). */
+const tornRebuildWaitsMs = [2, 4, 8, 16] as const;
+
+/** A build whose files, or whose torn files, hold more than this is not made again for its torn paths. */
+const tornRebuildMaxBytes = 1024 * 1024;
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The files a build wrote (the changeset, its chunk list and spool), once shipped or given up. */
+async function removeBuiltFiles(built: BuiltChangeset): Promise<void> {
+  await rm(built.file, { force: true });
+  if (built.chunks !== undefined) {
+    await rm(built.chunks.spoolDir, { recursive: true, force: true });
+    await rm(built.chunks.file, { force: true });
+  }
+}
 
 export interface ReplicatorStatus {
   name: string;
@@ -38,6 +57,8 @@ export interface ReplicatorDeps {
   /** Where the chunks of large files go (a changeset built with chunking names them). */
   chunks?: ChunkStore;
   shippedState: ShippedStateStore;
+  /** Paths left out of a changeset because they changed while being read: to be built again (BurstCollector.retry). */
+  retry: (paths: readonly string[]) => void;
   log: Logger;
   /** When the newest commit and the newest full checkpoint of the container were published, as far as known at start
    *  (the last record, the shipped state); epoch ms. */
@@ -179,27 +200,45 @@ export class ContainerReplicator {
     const tracker = this.#tracker;
     // The first full checkpoint goes out even when empty: the standby creates the twin from it, and a container that
     // never writes (a firewall applying a ruleset from its image) must have one all the same.
-    const built = await tracker.build(this.#needFull ? 'full' : scope, { emptyFull: true });
-    log.debug('built', { container: this.name, scope: this.#needFull ? 'full' : scope === 'reconcile' ? scope : [...scope].slice(0, 50), files: built?.counts.files ?? 0, torn: built?.torn ?? [] });
-    if (built === null) return;
+    const buildScope = this.#needFull ? 'full' : scope;
+    let built = await tracker.build(buildScope, { emptyFull: true });
+    // A file being written when the build read it is left out (torn). A burst's first flush comes at its first
+    // event, often while the writer is still at it: a small build with torn paths is made again after a short wait,
+    // a few times, so that the burst's first commit holds the write instead of the commit after the quiet period.
+    // Never torn either way; what is still torn then waits for the burst's trailing flush (retry below). A full
+    // build, or one that read or would read again more than tornRebuildMaxBytes (a bulk write), is not made again.
+    for (let i = 0; i < tornRebuildWaitsMs.length && tracker.torn.length > 0 && typeof buildScope !== 'string' && !this.#closed; i++) {
+      if ((built !== null && built.counts.bytes > tornRebuildMaxBytes) || tracker.tornBytes > tornRebuildMaxBytes) break;
+      if (built !== null) await removeBuiltFiles(built);
+      await sleep(tornRebuildWaitsMs[i]!);
+      built = await tracker.build(buildScope);
+    }
+    log.debug('built', { container: this.name, scope: this.#needFull ? 'full' : scope === 'reconcile' ? scope : [...scope].slice(0, 50), files: built?.counts.files ?? 0, torn: tracker.torn });
+    if (built === null) {
+      if (tracker.torn.length > 0) this.#deps.retry(tracker.torn);
+      return;
+    }
     try {
-      if (built.torn.length > 0) {
-        // Files that changed while being read go out in the next changeset, never torn.
-        this.#pending = mergeScopes(this.#pending, new Set(built.torn));
-        this.#pendingSince ??= Date.now();
-        this.#pendingChangeSince ??= Date.now();
-      }
+      // Files that changed while being read go out in a later changeset, never torn.
+      if (built.torn.length > 0) this.#deps.retry(built.torn);
       const digest = asDigest(built.digest);
-      // Chunks, then their list, then the changeset: the record is published only once all it names is durable.
-      const chunks = await this.#uploadChunks(built);
-      await uploads.add(() => bucket.uploadBlob(built.file, digest));
       // The pending state is what we will have shipped once the record is out; if we crash after publishing,
-      // the record's digest tells the next start that this state is the true one.
+      // the record's digest tells the next start that this state is the true one. It is written while the blobs go
+      // up (neither needs the other); the record is published only once both are done.
       const before = tracker.serialize();
       tracker.commit(built);
-      await shippedState.save(this.name, true, { generation, lastSeq: journal.lastSeqOf(this.name), digest: built.digest, containerId: this.#deps.containerId, ...this.#fullAt(), shipped: tracker.serialize() });
+      const pendingState = { generation, lastSeq: journal.lastSeqOf(this.name), digest: built.digest, containerId: this.#deps.containerId, ...this.#fullAt(), shipped: tracker.serialize() };
       let record;
       try {
+        const [chunks] = await allOrFirstError([
+          // Chunks, then their list, then the changeset: the record is published only once all it names is durable.
+          (async () => {
+            const c = await this.#uploadChunks(built);
+            await uploads.add(() => bucket.uploadBlob(built.file, digest));
+            return c;
+          })(),
+          shippedState.save(this.name, true, pendingState),
+        ] as const);
         record = await journal.publish({
           container: this.name,
           digest,
@@ -224,11 +263,7 @@ export class ContainerReplicator {
         bytes: built.counts.bytes, size: built.size, lagMs: this.#lastPublishedAt - firstWriteAt,
       });
     } finally {
-      await rm(built.file, { force: true });
-      if (built.chunks !== undefined) {
-        await rm(built.chunks.spoolDir, { recursive: true, force: true });
-        await rm(built.chunks.file, { force: true });
-      }
+      await removeBuiltFiles(built);
     }
   }
 
@@ -266,4 +301,13 @@ export class ContainerReplicator {
 
 function earliest(a: number | null, b: number | null): number | null {
   return a === null ? b : b === null ? a : Math.min(a, b);
+}
+
+/** Promise.all that waits for every promise to settle before it rejects (with the first error): nothing of a
+ *  failed ship is still running when the retry starts. */
+async function allOrFirstError<T extends readonly unknown[]>(promises: { [K in keyof T]: Promise<T[K]> }): Promise<T> {
+  const settled = await Promise.allSettled(promises);
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed !== undefined) throw failed.reason;
+  return settled.map((r) => (r as PromiseFulfilledResult<unknown>).value) as unknown as T;
 }

@@ -20,6 +20,7 @@ export {
 } from './records.js';
 export { formatSeq, KeyLayout, type DivergentKeyParts } from './keys.js';
 export {
+  blindPutBelowBytes,
   Bucket,
   MAX_LISTED_GENERATIONS,
   MAX_LISTED_KEYS,

@@ -11,6 +11,7 @@ import {
   asDigest,
   BlobDigestMismatchError,
   BlobMissingError,
+  blindPutBelowBytes,
   Bucket,
   JournalWriter,
   recoverHead,
@@ -67,17 +68,34 @@ describe('Bucket on s3rver', () => {
     assert.throws(() => b.specKey('../x'));
   });
 
-  it('uploads a blob once: an existing key is not uploaded again', async () => {
-    const b = fresh();
-    const body = randomBytes(100_000);
+  it('uploads a large blob once: an existing key is not uploaded again', async () => {
+    const wrap = new WrappedStore(store);
+    const b = fresh({ wrap });
+    const body = randomBytes(blindPutBelowBytes);
     const file = join(work, 'blob1');
     await writeFile(file, body);
     const d = asDigest(sha(body));
     await b.uploadBlob(file, d);
     assert.equal(await store.exists(b.blobKey(d)), true);
-    // The second upload would fail reading a missing file if it tried; it must skip.
-    await b.uploadBlob(join(work, 'no-such-file'), d);
+    await b.uploadBlob(file, d);
+    assert.deepEqual(wrap.puts, [b.blobKey(d)], 'the second upload found the key and skipped');
     const out = join(work, 'blob1.out');
+    await b.downloadBlob(d, body.length, out);
+    assert.equal(sha(await readFile(out)), d);
+  });
+
+  it('puts a small blob without asking whether it is there, and a second put leaves the same bytes', async () => {
+    const wrap = new WrappedStore(store);
+    const b = fresh({ wrap });
+    const body = randomBytes(blindPutBelowBytes - 1);
+    const file = join(work, 'blob-small');
+    await writeFile(file, body);
+    const d = asDigest(sha(body));
+    await b.uploadBlob(file, d);
+    await b.uploadBlob(file, d);
+    assert.deepEqual(wrap.keysRead, [], 'no HEAD before the PUTs');
+    assert.deepEqual(wrap.puts, [b.blobKey(d), b.blobKey(d)]);
+    const out = join(work, 'blob-small.out');
     await b.downloadBlob(d, body.length, out);
     assert.equal(sha(await readFile(out)), d);
   });

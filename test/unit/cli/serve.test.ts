@@ -10,6 +10,7 @@ import { serveUntilShutdown } from '../../../src/cli/serve.js';
 import { createLogger } from '../../../src/log/logger.js';
 import { createHookApp } from '../../../src/vrrp-hook/index.js';
 import { TestPromoter } from '../vrrp-hook/test-promoter.js';
+import { Metrics } from '../../../src/metrics/index.js';
 
 const TOKEN = 'serve-token-0123456789abcdef';
 
@@ -39,7 +40,7 @@ describe('serveUntilShutdown', () => {
     });
     const calls: string[] = [];
     const app = createHookApp({ token: TOKEN, promoter: new TestPromoter(), log, finalizeDeadlineMs: 1000, bootTimeoutMs: 5000 });
-    const { shutdown } = await serveUntilShutdown(config, log, app, { stop: () => { calls.push('daemon.stop'); return Promise.resolve(); } }, { destroy: () => { calls.push('store.destroy'); } });
+    const { shutdown } = await serveUntilShutdown(config, log, app, { stop: () => { calls.push('daemon.stop'); return Promise.resolve(); } }, { destroy: () => { calls.push('store.destroy'); } }, new Metrics({ processMetrics: false }));
     const added = process.listeners('SIGTERM').filter((l) => !before.SIGTERM.includes(l));
     let drained = false;
     try {
