@@ -79,7 +79,7 @@ export class ChunkIndex {
     if (kind === 'full') this.#files = new Map();
     for (const f of list?.files ?? []) {
       this.#files.delete(f.path);
-      this.#files.set(f.path, { digest: f.digest, chunks: f.chunks });
+      this.#files.set(f.path, { digest: f.digest, chunks: f.chunks.map(([d, size]): ChunkRef => [d, size]) });
     }
     let total = 0;
     for (const f of this.#files.values()) total += f.chunks.length;

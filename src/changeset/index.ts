@@ -3,9 +3,9 @@
 export type { Limits } from './limits.js';
 export { defaultLimits } from './limits.js';
 export type { ChangesetKind, ChangesetCounts, BuiltChangeset, BuiltChunks } from './built-changeset.js';
-export type { ChunkingOptions } from './chunked-copy.js';
-export type { ChunkList, ChunkListDeclared, ChunkedFile, ChunkRef } from './chunk-list.js';
-export { chunkListProblem, encodeChunkList, parseChunkList, summarize } from './chunk-list.js';
+export type { ChunkingOptions, ChunkSink } from './chunked-copy.js';
+export type { ChunkList, ChunkListDeclared, ChunkedFile, ChunkPlace, ChunkRef, ListedFile, PackedChunk } from './chunk-list.js';
+export { chunkListProblem, encodeChunkList, maxStoredChunkBytes, parseChunkList, placeChunks, summarize } from './chunk-list.js';
 export { avgChunkBytes, Chunker, maxChunkBytes, minChunkBytes, type CutChunk } from './chunker.js';
 export { UpperTracker } from './tracker.js';
 export type { TrackedVolume } from './tracker.js';
@@ -23,4 +23,4 @@ export { abandonStaging, recoverStaging, stagingLeftBehind } from './recover.js'
 export { StagePendingError, StageUndoError } from './errors.js';
 export { ChunkIndex } from './chunk-index.js';
 export type { StageChunks } from './stage.js';
-export type { ChunkLocation, FetchChunk, SupplyStats } from './chunk-supply.js';
+export { coalesce, type ChunkLocation, type FetchRange, type PackEntry, type PackRange, type SupplyStats } from './chunk-supply.js';

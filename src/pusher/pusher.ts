@@ -7,7 +7,7 @@ import PQueue from 'p-queue';
 import { UpperTracker, volumeTarPath, type SerializedIndex } from '../changeset/index.js';
 import { specDigest, type DockerRuntime, type ProtectedContainer } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
-import { asDigest, asSeq, ChunkStore, JournalWriter, type Bucket, type Digest, type Generation, type HeadStatus } from '../store/index.js';
+import { asDigest, asSeq, JournalWriter, PackStore, type Bucket, type Digest, type Generation, type HeadStatus } from '../store/index.js';
 import { BurstCollector } from './burst.js';
 import { chooseGeneration, type WriterPosition } from './generation.js';
 import { ContainerReplicator, type ReplicatorStatus } from './replicator.js';
@@ -52,7 +52,7 @@ export class Pusher {
   #uploads: PQueue;
   #shipped: ShippedStateStore;
   /** Shared by every container: a chunk one of them uploaded is known to all (the same file in 40 containers). */
-  readonly chunks: ChunkStore;
+  readonly packs: PackStore;
   #journal: JournalWriter | null = null;
   #generation: Generation | null = null;
   #timers: NodeJS.Timeout[] = [];
@@ -63,7 +63,9 @@ export class Pusher {
     this.#opts = opts;
     this.#uploads = new PQueue({ concurrency: opts.uploadConcurrency });
     this.#shipped = new ShippedStateStore(opts.stateDir, opts.group);
-    this.chunks = new ChunkStore(opts.bucket.store, opts.bucket.layout, { log: opts.log.child({ unit: 'chunks' }) });
+    this.packs = new PackStore(opts.bucket.store, opts.bucket.layout, {
+      log: opts.log.child({ unit: 'packs' }), cacheFile: join(opts.stateDir, 'push', opts.group, 'packs.jsonl'),
+    });
   }
 
   get generation(): Generation | null {
@@ -181,9 +183,8 @@ export class Pusher {
       generation,
       makeTracker: (s) => new UpperTracker({
         upperDir: container.layers.upperDir, workDir, excludes, volumes, ...(s ? { shipped: s } : {}), log: clog,
-        chunking: { thresholdBytes: this.#opts.chunkThresholdBytes ?? 1024 * 1024, known: this.chunks.known },
+        chunking: { thresholdBytes: this.#opts.chunkThresholdBytes ?? 1024 * 1024, openSink: this.packs.openSink },
       }),
-      chunks: this.chunks,
       shipped,
       needFull,
       specDigest: digestOfSpec,

@@ -2,9 +2,10 @@
 // into the next changeset (bounded memory); failures keep the work pending and retry with backoff.
 import { rm } from 'node:fs/promises';
 import type PQueue from 'p-queue';
-import { summarize, type BuiltChangeset, type SerializedIndex, type UpperTracker } from '../changeset/index.js';
+import type { BuiltChangeset, SerializedIndex, UpperTracker } from '../changeset/index.js';
 import type { Logger } from '../log/logger.js';
-import { asDigest, type Bucket, type ChunkStore, type CommitChunks, type Digest, type JournalWriter } from '../store/index.js';
+import { asDigest, type Bucket, type CommitChunks, type Digest, type JournalWriter } from '../store/index.js';
+import { uploadChunks } from './chunk-upload.js';
 import { mergeScopes, type Burst, type BurstScope } from './burst.js';
 import type { ShippedStateStore } from './shipped-state.js';
 
@@ -34,8 +35,6 @@ export interface ReplicatorDeps {
   bucket: Bucket;
   journal: JournalWriter;
   uploads: PQueue;
-  /** Where the chunks of large files go (a changeset built with chunking names them). */
-  chunks?: ChunkStore;
   shippedState: ShippedStateStore;
   log: Logger;
   /** Backoff after a failed ship; doubles up to maxBackoffMs. */
@@ -156,7 +155,7 @@ export class ContainerReplicator {
         this.#pendingSince ??= Date.now();
       }
       const digest = asDigest(built.digest);
-      // Chunks, then their list, then the changeset: the record is published only once all it names is durable.
+      // Packs, then the chunk list, then the changeset: the record is published only once all it names is durable.
       const chunks = await this.#uploadChunks(built);
       await uploads.add(() => bucket.uploadBlob(built.file, digest));
       // The pending state is what we will have shipped once the record is out; if we crash after publishing,
@@ -191,24 +190,22 @@ export class ContainerReplicator {
     } finally {
       await rm(built.file, { force: true });
       if (built.chunks !== undefined) {
+        // A ship that failed before its packs were finished: what is in flight ends before its dir goes.
+        await built.chunks.sink.abandon();
         await rm(built.chunks.spoolDir, { recursive: true, force: true });
-        await rm(built.chunks.file, { force: true });
       }
     }
   }
 
-  /** Uploads the chunks the bucket lacks and the chunk list; what the record says of them. */
+  /** Uploads the packs of the chunks the bucket lacks and the chunk list; what the record says of them. */
   async #uploadChunks(built: BuiltChangeset): Promise<CommitChunks | undefined> {
     const c = built.chunks;
     if (c === undefined) return undefined;
-    const store = this.#deps.chunks;
-    if (store === undefined) throw new Error('a changeset with chunks, and no chunk store to upload them to');
     const { uploads, bucket } = this.#deps;
-    // One slot of the shared queue: the chunk store runs its own small requests in parallel within it.
-    await uploads.add(() => store.ensureAll(c.spool));
-    const listDigest = asDigest(c.digest);
-    await uploads.add(() => bucket.uploadBlob(c.file, listDigest));
-    return { digest: listDigest, size: c.size, ...summarize(c.list) };
+    // One slot of the shared queue: the packs were on their way while the build ran (their own bounded uploads).
+    const up = await uploads.add(() => uploadChunks(c, bucket));
+    if (up === undefined) throw new Error('the upload queue dropped the chunk upload');
+    return up.declared;
   }
 
   async #backoff(): Promise<void> {
