@@ -14,8 +14,8 @@
 // twin fetched = changesets, lists and the pack bytes of the twin's ranged GETs.
 // The embedded S3 server runs as its own process (`twinlayer s3`, from dist/: `npm run build` first), so its CPU does
 // not share the bench's event loop.
-// Usage: node --import tsx bench/chunking.ts [--only=append,edit,same40,new206,small] [--pack-mib=16]   (root: overlay mounts). Prints a table, writes
-// bench/results/<date>-chunking.json. The large files are pseudo-random (AES-CTR of zeros): they do not compress.
+// Usage: node --import tsx bench/chunking.ts [--only=append,edit,same40,new206,small] [--pack-mib=16] [--tag=T]   (root: overlay mounts). Prints a table, writes
+// bench/results/<date>-chunking[-T].json. The large files are pseudo-random (AES-CTR of zeros): they do not compress.
 import { createCipheriv, randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { constants as fsc } from 'node:fs';
@@ -123,10 +123,7 @@ class Pair {
     const built = await this.tracker.build(this.#first ? 'full' : 'reconcile');
     if (built === null) return null;
     const c = built.chunks;
-    const tb = performance.now();
-    if (process.env['TL_PROF']) console.log('build', ((tb - t) / 1000).toFixed(2));
     const up = c === undefined ? undefined : await uploadChunks(c, this.env.bucket);
-    if (process.env['TL_PROF']) console.log('packs', ((performance.now() - tb) / 1000).toFixed(2));
     await this.env.bucket.uploadBlob(built.file, asDigest(built.digest));
     this.tracker.commit(built);
     await rm(built.file, { force: true });
@@ -151,7 +148,6 @@ class Pair {
     const blob = join(this.env.base, this.name, `dl-${record.seq}`);
     await this.env.bucket.downloadBlob(record.digest, record.size, blob);
     const chunked = await openChunkedCommit({ bucket: this.env.bucket, packs: this.env.pullPacks, limits: defaultLimits, indexDir: join(this.env.base, 'chunk-index') }, this.name, 'twin', record, blob);
-    if (process.env['TL_PROF']) console.log('dl+list', ((performance.now() - t) / 1000).toFixed(2));
     const r = await stageChangeset(blob, record.kind, { upperDir: this.twinUpper, tmpDir: join(this.env.base, this.name, 'twin-tmp') }, chunked.stage === undefined ? {} : { chunks: chunked.stage });
     this.env.twinFetched += record.size + (record.chunks?.size ?? 0) + (r.chunks?.rangeBytes ?? 0);
     await chunked.adopt();
@@ -309,7 +305,8 @@ async function main(): Promise<void> {
       console.log(`${r.workload.padEnd(38)} ${mode.padEnd(6)} commits ${String(r.commits).padStart(2)}  shipped ${fmt(r.shippedBytes).padStart(10)}  stored ${fmt(r.storedBytes).padStart(10)}${r.twinFetchedBytes === undefined ? '' : `  twin fetched ${fmt(r.twinFetchedBytes)}`}${r.shipS === undefined ? '' : `  ship ${r.shipS.toFixed(2)} s  stage ${(r.stageS ?? 0).toFixed(2)} s`}${r.puts === undefined ? '' : `  PUTs ${r.puts} GETs ${r.gets}`}`);
     }
   }
-  const out = join(here, 'results', `${new Date().toISOString().slice(0, 10)}-chunking.json`);
+  const tag = process.argv.find((a) => a.startsWith('--tag='))?.slice('--tag='.length);
+  const out = join(here, 'results', `${new Date().toISOString().slice(0, 10)}-chunking${tag === undefined ? '' : `-${tag}`}.json`);
   await mkdir(dirname(out), { recursive: true });
   await writeFile(out, JSON.stringify({ date: new Date().toISOString(), node: process.version, packMiB, rows }, null, 1) + '\n');
   console.log(`wrote ${out}`);

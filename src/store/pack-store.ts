@@ -424,6 +424,8 @@ export class PackStore {
     const file = this.#cacheFile;
     if (file === undefined) return;
     const next = this.#appending.then(async () => {
+      // After the load: it may rewrite the file (and ends a torn last line that an append would run on from).
+      await this.#load();
       await mkdir(dirname(file), { recursive: true, mode: 0o700 });
       await appendFile(file, `${JSON.stringify(line)}\n`, { mode: 0o600 });
     }).catch((err: unknown) => this.#log.warn('cannot write the pack cache', { file, err }));
