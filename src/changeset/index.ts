@@ -21,6 +21,6 @@ export type { StageIntent } from './undo-log.js';
 export type { RecoveryOutcome } from './staging-txn.js';
 export { abandonStaging, recoverStaging, stagingLeftBehind } from './recover.js';
 export { StagePendingError, StageUndoError } from './errors.js';
-export { ChunkIndex } from './chunk-index.js';
+export { ChunkIndex, chunkIndexFile } from './chunk-index.js';
 export type { StageChunks } from './stage.js';
 export { coalesce, type ChunkLocation, type FetchRange, type PackEntry, type PackRange, type SupplyStats } from './chunk-supply.js';

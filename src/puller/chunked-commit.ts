@@ -2,8 +2,7 @@
 // totals passed chunkListProblem), parsed and bounded, the twin's chunk index that says which chunks its upper dir
 // already holds, and ranged reads of the packs for the others; once the commit is staged, the index takes in the list.
 import { readFile, rm } from 'node:fs/promises';
-import { join } from 'node:path';
-import { ChangesetRejectedError, ChunkIndex, chunkListProblem, parseChunkList, type ChunkList, type Limits, type StageChunks } from '../changeset/index.js';
+import { ChangesetRejectedError, ChunkIndex, chunkIndexFile, chunkListProblem, parseChunkList, type ChunkList, type Limits, type StageChunks } from '../changeset/index.js';
 import type { Bucket, CommitRecord, PackStore } from '../store/index.js';
 
 export interface ChunkedCommit {
@@ -13,11 +12,6 @@ export interface ChunkedCommit {
   adopt(): Promise<void>;
 }
 
-/** The chunk index of container `name`'s twin `twinId` under `indexDir`. */
-function indexFile(indexDir: string, name: string): string {
-  return join(indexDir, `${name}.json`);
-}
-
 /** Fetches and parses the chunk list of `record` (a refusal throws ChangesetRejectedError) and loads the twin's index.
  *  `blob` is the changeset's download path: the list and fetched chunks go beside it. */
 export async function openChunkedCommit(
@@ -25,7 +19,7 @@ export async function openChunkedCommit(
 ): Promise<ChunkedCommit> {
   const declared = record.chunks;
   if (declared === undefined && record.kind !== 'full') return { stage: undefined, adopt: () => Promise.resolve() };
-  const index = await ChunkIndex.load(indexFile(o.indexDir, name), twinId);
+  const index = await ChunkIndex.load(chunkIndexFile(o.indexDir, name), twinId);
   let list: ChunkList | null = null;
   if (declared !== undefined) {
     const problem = chunkListProblem(declared, o.limits);

@@ -4,7 +4,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { writeFileDurable } from '../state/atomic-file.js';
 import { join } from 'node:path';
 import PQueue from 'p-queue';
-import { UpperTracker, volumeTarPath, type SerializedIndex } from '../changeset/index.js';
+import { ChunkIndex, chunkIndexFile, UpperTracker, volumeTarPath, type SerializedIndex } from '../changeset/index.js';
 import { specDigest, type DockerRuntime, type ProtectedContainer } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import { asDigest, asSeq, JournalWriter, PackStore, type Bucket, type Digest, type Generation, type HeadStatus } from '../store/index.js';
@@ -37,6 +37,9 @@ export interface PusherOptions {
   beforePublish?: () => Promise<void>;
   /** Regular files larger than this ship as content-defined chunks (src/changeset/chunker.ts). Default 1 MiB. */
   chunkThresholdBytes?: number;
+  /** The chunk indexes a puller of this host kept of its twins (a promoted standby): a container whose twin it was
+   *  starts with the places of its chunks known, so its first full commit uploads none the bucket holds. */
+  chunkIndexDir?: string;
 }
 
 interface Watched {
@@ -171,6 +174,7 @@ export class Pusher {
     const digestOfSpec = asDigest(specDigest(spec));
     const recovered = await this.#recoverShipped(container.name, container.id, generation, journal, digestOfSpec);
     const { shipped, needFull } = forceFull ? { shipped: undefined, needFull: true } : recovered;
+    await this.#learnFromTwin(container);
     const workDir = join(stateDir, 'push', 'work', container.name);
     // What a killed pusher left there (a changeset, a spool of chunks as large as the files it held) is never resumed.
     await rm(workDir, { recursive: true, force: true });
@@ -223,6 +227,15 @@ export class Pusher {
     log.info('protecting', { container: container.name, upperDir: upper, volumes: container.volumes.map((v) => `${v.name}:${v.destination}`), firstSync: needFull ? 'full' : 'reconcile' });
     collector.addReconcile();
     collector.flush();
+  }
+
+  /** Takes in the chunk index this host kept while `container` was its twin (same container id), if any. */
+  async #learnFromTwin(container: ProtectedContainer): Promise<void> {
+    const dir = this.#opts.chunkIndexDir;
+    if (dir === undefined) return;
+    const index = await ChunkIndex.load(chunkIndexFile(dir, container.name), container.id);
+    const learnt = this.packs.learn(index.places());
+    if (learnt > 0) this.#opts.log.info('chunks known from the twin\'s chunk index', { container: container.name, chunks: learnt });
   }
 
   /** The shipped state to resume from, or a full sync when it cannot be trusted. */

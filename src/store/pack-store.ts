@@ -280,6 +280,18 @@ export class PackStore {
     return place !== undefined && this.#packPresent(place.pack);
   };
 
+  /** Takes in places read elsewhere (a promoted standby's chunk index): remembered like the cache's, each pack HEADed
+   *  once before it is relied on; a chunk already remembered keeps its place. */
+  learn(places: Iterable<readonly [string, ChunkPlace]>): number {
+    let n = 0;
+    for (const [d, p] of places) {
+      if (this.#places.has(d) || !hex64.test(d) || !hex64.test(p.pack)) continue;
+      this.#remember(d, { pack: p.pack, offset: p.offset, stored: p.stored });
+      n++;
+    }
+    return n;
+  }
+
   /** Chunks remembered with a place (for status and tests). */
   get size(): number {
     return this.#places.size;

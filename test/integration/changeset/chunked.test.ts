@@ -12,7 +12,7 @@ import { mkdir, mkdtemp, open, readdir, readFile, rm, truncate, unlink, writeFil
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import {
-  ChangesetRejectedError, defaultLimits, encodeChunkList, maxChunkBytes, stageChangeset, summarize, UpperTracker, type BuiltChangeset, type ChunkList, type ListedFile,
+  ChangesetRejectedError, ChunkIndex, chunkIndexFile, defaultLimits, encodeChunkList, maxChunkBytes, stageChangeset, summarize, UpperTracker, type BuiltChangeset, type ChunkList, type ListedFile,
 } from '../../../src/changeset/index.js';
 import { openChunkedCommit } from '../../../src/puller/chunked-commit.js';
 import { uploadChunks } from '../../../src/pusher/chunk-upload.js';
@@ -221,6 +221,21 @@ describe('large files in chunks, primary overlay to twin overlay through the buc
     // The same chunks in the same order make the same pack: content-addressed, it is back under its name.
     for (const p of again.list?.packs ?? []) assert.ok(await store!.exists(pushBucket.layout.packKey(asDigest(p))), `pack ${p} is in the bucket`);
     await stage(again.record);
+    await assertEqual();
+  });
+
+  it('a promoted standby: its pusher learns the twin\'s chunk index and uploads none of the chunks the bucket holds', async () => {
+    // The index the puller kept of the twin (stage() adopts every staged list), read back from disk.
+    const index = await ChunkIndex.load(chunkIndexFile(join(stateDir(), 'chunk-index'), 'web'), 'twin-1');
+    // Another host: no cache of packs it uploaded.
+    pushPacks = new PackStore(store!, pushBucket.layout, { packBytes: MiB });
+    assert.ok(pushPacks.learn(index.places()) > 0, 'the index places chunks');
+    tracker = new UpperTracker({ upperDir: primary.upper, workDir: join(base, 'work'), chunking: { thresholdBytes: MiB, openSink: pushPacks.openSink } });
+    first = true;
+    const full = await ship();
+    assert.ok(full.uploaded < 64 * 1024, `the first full commit of the promoted host uploaded ${full.uploaded} bytes`);
+    assert.equal(pushPacks.stats.packs, 0, 'no pack uploaded');
+    await stage(full.record);
     await assertEqual();
   });
 
