@@ -118,6 +118,8 @@ interface SessionInternals {
   concurrency: number;
   packPresent(pack: string): Promise<boolean>;
   upload(w: PackWriter, digest: string): Promise<void>;
+  /** Marks a remembered chunk as used now (it is forgotten last). */
+  touch(digest: string): void;
 }
 
 /** One build's new chunks: packed as they come, each pack uploaded once full. A chunk added here is claimed (other
@@ -201,6 +203,7 @@ class PackSession implements ChunkSink {
           lost = new Error(`chunk ${d} is neither uploaded nor known to be in the bucket (forgotten since the build); the next build adds it`);
         } else {
           places.set(d, known);
+          this.#s.touch(d);
           if (this.#s.packs.get(known.pack) !== true) {
             waits.push(this.#s.packPresent(known.pack).then((ok) => {
               if (!ok) throw new Error(`pack ${known.pack} of chunk ${d} is not in the bucket; the next build adds its chunks`);
@@ -255,6 +258,8 @@ export class PackStore {
   readonly #inFlight = new Map<string, Promise<ChunkPlace>>();
   #loaded: Promise<void> | null = null;
   #appending: Promise<void> = Promise.resolve();
+  /** Chunk entries the cache file holds (lines loaded and appended since): past 2 × maxKnown it is rewritten. */
+  #fileEntries = 0;
   readonly stats: PackUploadStats = { packs: 0, uploaded: 0, uploadedBytes: 0, skipped: 0, heads: 0 };
 
   constructor(store: BlobStore, layout: KeyLayout, opts: PackStoreOptions = {}) {
@@ -312,6 +317,10 @@ export class PackStore {
       concurrency: this.#concurrency,
       packPresent: (pack) => this.#packPresent(pack),
       upload: (w, digest) => this.#upload(w, digest),
+      touch: (digest) => {
+        const p = this.#places.get(digest);
+        if (p !== undefined) this.#remember(digest, p);
+      },
     };
   }
 
@@ -382,7 +391,12 @@ export class PackStore {
     try {
       const fh = await open(file, 'r');
       try {
-        if ((await fh.stat()).size > maxCacheFileBytes) throw new Error(`larger than ${maxCacheFileBytes} bytes`);
+        if ((await fh.stat()).size > maxCacheFileBytes) {
+          // Ours, and rewritten long before it gets here: only damage makes it so large. Started anew.
+          this.#log.warn('pack cache larger than it can be; starting without it', { file, maxBytes: maxCacheFileBytes });
+          await rm(file, { force: true });
+          return;
+        }
         text = await fh.readFile('utf8');
       } finally {
         await fh.close();
@@ -409,6 +423,7 @@ export class PackStore {
       entries += parsed.data.chunks.length;
     }
     if (bad > 0) this.#log.warn('pack cache lines skipped (torn or damaged)', { file, lines: bad });
+    this.#fileEntries = entries;
     if (entries > this.#places.size || bad > 0) await this.#compact(file);
   }
 
@@ -424,6 +439,7 @@ export class PackStore {
     try {
       await writeCache(tmp, text);
       await rename(tmp, file);
+      this.#fileEntries = this.#places.size;
     } catch (err) {
       this.#log.warn('cannot compact the pack cache', { file, err });
     } finally {
@@ -439,7 +455,10 @@ export class PackStore {
       // After the load: it may rewrite the file (and ends a torn last line that an append would run on from).
       await this.#load();
       await mkdir(dirname(file), { recursive: true, mode: 0o700 });
-      await appendFile(file, `${JSON.stringify(line)}\n`, { mode: 0o600 });
+      this.#fileEntries += line.chunks.length;
+      // A long-running pusher's file would grow without end: past twice what is remembered it is rewritten from memory.
+      if (this.#fileEntries > 2 * this.#maxKnown) await this.#compact(file);
+      else await appendFile(file, `${JSON.stringify(line)}\n`, { mode: 0o600 });
     }).catch((err: unknown) => this.#log.warn('cannot write the pack cache', { file, err }));
     this.#appending = next;
     await next;

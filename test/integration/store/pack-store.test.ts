@@ -111,6 +111,17 @@ describe('pack store', () => {
     });
   });
 
+  it('the cache file stays bounded: past twice what is remembered it is rewritten with what is remembered', async () => {
+    await withDir(async (dir) => {
+      const cacheFile = join(dir, 'state', 'packs.jsonl');
+      const ps = new PackStore(new DirBlobStore(join(dir, 'bucket')), layout, { packBytes: 8 * 1024, cacheFile, maxKnown: 10 });
+      for (let i = 0; i < 6; i++) await build(ps, join(dir, `b${i}`), Array.from({ length: 8 }, () => randomBytes(4000)));
+      const entries = (await readFile(cacheFile, 'utf8')).split('\n').filter((l) => l !== '').reduce((n, l) => n + (JSON.parse(l) as { chunks: unknown[] }).chunks.length, 0);
+      assert.equal(ps.size, 10);
+      assert.ok(entries <= 20, `the cache file names ${entries} chunks for 10 remembered`);
+    });
+  });
+
   it('an abandoned build fails the builds waiting for its chunks; they upload them next time', async () => {
     await withDir(async (dir) => {
       const ps = new PackStore(new DirBlobStore(join(dir, 'bucket')), layout, { packBytes: 1 << 20 });
