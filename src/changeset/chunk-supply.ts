@@ -226,30 +226,37 @@ export class ChunkSupply {
   async write(out: FileHandle, f: ListedFile): Promise<void> {
     const whole = createHash('sha256');
     let pos = 0;
-    for (const [digest, size] of f.chunks) {
-      const src = this.#sources.get(digest);
-      if (src === undefined) throw new Error(`chunk ${digest} was not gathered`);
-      let buf: Buffer | null;
-      if ('fh' in src) {
-        buf = await readAt(src.fh, size, src.offset);
-      } else {
-        const fh = await open(src.file, fsc.O_RDONLY | fsc.O_NOFOLLOW);
-        try {
-          buf = await readAt(fh, size, src.offset);
-        } finally {
-          await fh.close();
+    // A fetched range holds neighbours in file order: its file stays open while the chunks read come from it.
+    const fetched: { file: string | null; fh: FileHandle | null } = { file: null, fh: null };
+    try {
+      for (const [digest, size] of f.chunks) {
+        const src = this.#sources.get(digest);
+        if (src === undefined) throw new Error(`chunk ${digest} was not gathered`);
+        let buf: Buffer | null;
+        if ('fh' in src) {
+          buf = await readAt(src.fh, size, src.offset);
+        } else {
+          if (fetched.fh === null || fetched.file !== src.file) {
+            await fetched.fh?.close();
+            fetched.fh = null;
+            fetched.fh = await open(src.file, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+            fetched.file = src.file;
+          }
+          buf = await readAt(fetched.fh, size, src.offset);
+        }
+        // Each chunk was checked when it was gathered (read through a handle held since, or fetched into our own dir);
+        // the whole file's digest below checks them again at once.
+        if (buf === null) throw new Error(`chunk ${digest} is shorter than ${size} bytes now`);
+        whole.update(buf);
+        let off = 0;
+        while (off < buf.length) {
+          const { bytesWritten } = await out.write(buf, off, buf.length - off, pos);
+          off += bytesWritten;
+          pos += bytesWritten;
         }
       }
-      // Each chunk was checked when it was gathered (read through a handle held since, or fetched into our own dir);
-      // the whole file's digest below checks them again at once.
-      if (buf === null) throw new Error(`chunk ${digest} is shorter than ${size} bytes now`);
-      whole.update(buf);
-      let off = 0;
-      while (off < buf.length) {
-        const { bytesWritten } = await out.write(buf, off, buf.length - off, pos);
-        off += bytesWritten;
-        pos += bytesWritten;
-      }
+    } finally {
+      await fetched.fh?.close();
     }
     const actual = whole.digest('hex');
     if (actual !== f.digest) throw new ChangesetRejectedError(`the file assembled from its chunks has sha256 ${actual}, the chunk list says ${f.digest}`, { entry: f.path });

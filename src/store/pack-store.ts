@@ -20,7 +20,7 @@ import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { deflateRawSync, gunzip as gunzipCb, gzip as gzipCb } from 'node:zlib';
 import { z } from 'zod';
-import type { ChunkedFile, ChunkPlace, ChunkSink, PackEntry, PackRange } from '../changeset/index.js';
+import { maxStoredChunkBytes, type ChunkedFile, type ChunkPlace, type ChunkSink, type PackEntry, type PackRange } from '../changeset/index.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import type { BlobStore } from './blob-store.js';
 import { BlobDigestMismatchError, BlobMissingError } from './errors.js';
@@ -155,7 +155,9 @@ class PackSession implements ChunkSink {
     this.#claims.set(digest, claim);
     this.#s.inFlight.set(digest, claim.promise);
     const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-    const body = await gzip(bytes, { level: compresses(bytes) ? 1 : 0, chunkSize: 1024 * 1024 });
+    // One output buffer the size a stored chunk can reach: zlib's default 16 KiB costs a thread-pool round trip each,
+    // a larger fixed one is garbage the size of a megabyte per chunk.
+    const body = await gzip(bytes, { level: compresses(bytes) ? 1 : 0, chunkSize: Math.max(64 * 1024, maxStoredChunkBytes(bytes.length)) });
     this.#pack ??= await PackWriter.open(join(this.#dir, `pack-${this.#n++}`));
     await this.#pack.add(digest, body);
     if (this.#pack.size >= this.#s.packBytes) await this.#seal();
@@ -509,7 +511,7 @@ async function inflateEntry(stored: Buffer, bytesRead: number, e: PackEntry): Pr
   if (bytesRead !== e.stored) return miss(`(not computed: ${bytesRead} of ${e.stored} stored bytes)`);
   let bytes: Buffer;
   try {
-    bytes = await gunzip(stored, { maxOutputLength: e.size });
+    bytes = await gunzip(stored, { maxOutputLength: e.size, chunkSize: Math.max(64 * 1024, e.size) });
   } catch (err) {
     return miss(`(not computed: ${(err as Error).message})`);
   }
