@@ -12,7 +12,7 @@ export interface BuiltChunks {
   files: ChunkedFile[];
   /** Where the build's new chunks went (finish() before the publish, or abandon()). */
   sink: ChunkSink;
-  /** Removed once the commit is published or abandoned; the sink writes its packs in it, the pusher its list. */
+  /** Removed once the commit is published or abandoned; the pusher writes the chunk list in it. */
   spoolDir: string;
 }
 

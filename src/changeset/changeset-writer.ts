@@ -71,7 +71,7 @@ export async function writeChangeset(parts: readonly ScanPart[], workDir: string
   const spoolDir = join(workDir, `chunks-${id}`);
   const chunkedFiles: ChunkedFile[] = [];
   if (chunking !== undefined) await mkdir(spoolDir, { mode: 0o700 });
-  const sink = chunking?.openSink(spoolDir);
+  const sink = chunking?.openSink();
   const writer = await TarFileWriter.create(tmpTar);
   /** Hard-link groups (by part and first path) left out: all their members go. */
   const tornGroups = new Set<string>();

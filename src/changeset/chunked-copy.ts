@@ -27,8 +27,8 @@ export interface ChunkSink {
 export interface ChunkingOptions {
   /** Regular files of more than this many bytes ship as chunks. */
   thresholdBytes: number;
-  /** A sink for one build, working in `dir` (created by the build, removed by whoever removes the build). */
-  openSink: (dir: string) => ChunkSink;
+  /** A sink for one build. */
+  openSink: () => ChunkSink;
 }
 
 /** Writes `base` as a chunked entry; null when the file changed while being read (torn: nothing written). */

@@ -16,9 +16,9 @@
 // its own range and checks it before anything is written to a twin.
 import { createHash, randomBytes } from 'node:crypto';
 import { appendFile, mkdir, open, rename, rm, type FileHandle } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { promisify } from 'node:util';
-import { deflateRawSync, gunzip as gunzipCb, gzip as gzipCb } from 'node:zlib';
+import { deflateRawSync, gunzip as gunzipCb, gzip as gzipCb, gzipSync } from 'node:zlib';
 import { z } from 'zod';
 import { maxStoredChunkBytes, type ChunkedFile, type ChunkPlace, type ChunkSink, type PackEntry, type PackRange } from '../changeset/index.js';
 import { silentLogger, type Logger } from '../log/logger.js';
@@ -84,28 +84,23 @@ function deferred(): Deferred {
   return { promise, resolve, reject };
 }
 
-/** A pack being written: chunks appended, hashed as they go. */
+/** A pack being filled, in memory: at most packBytes plus a chunk, and at most `concurrency` + 1 of them at once
+ *  (16 MiB packs: 80 MiB). Written nowhere but the bucket: a pack on disk cost a write and a read of every byte. */
 class PackWriter {
   readonly entries: Array<readonly [digest: string, offset: number, stored: number]> = [];
+  readonly parts: Buffer[] = [];
   size = 0;
   readonly #hash = createHash('sha256');
-  private constructor(readonly file: string, readonly fh: FileHandle) {}
 
-  static async open(file: string): Promise<PackWriter> {
-    return new PackWriter(file, await open(file, 'wx', 0o600));
-  }
-
-  async add(digest: string, body: Buffer): Promise<void> {
-    let off = 0;
-    while (off < body.length) off += (await this.fh.write(body, off, body.length - off, this.size + off)).bytesWritten;
+  add(digest: string, body: Buffer): void {
+    this.parts.push(body);
     this.#hash.update(body);
     this.entries.push([digest, this.size, body.length]);
     this.size += body.length;
   }
 
-  async finish(): Promise<string> {
-    await this.fh.close();
-    return this.#hash.digest('hex');
+  finish(): { digest: string; body: Buffer } {
+    return { digest: this.#hash.digest('hex'), body: Buffer.concat(this.parts, this.size) };
   }
 }
 
@@ -117,7 +112,7 @@ interface SessionInternals {
   packBytes: number;
   concurrency: number;
   packPresent(pack: string): Promise<boolean>;
-  upload(w: PackWriter, digest: string): Promise<void>;
+  upload(w: PackWriter, digest: string, body: Buffer): Promise<void>;
   /** Marks a remembered chunk as used now (it is forgotten last). */
   touch(digest: string): void;
 }
@@ -126,17 +121,14 @@ interface SessionInternals {
  *  builds wait for it rather than uploading it too) until the session's pack holding it is uploaded or abandoned. */
 class PackSession implements ChunkSink {
   readonly #s: SessionInternals;
-  readonly #dir: string;
   readonly #claims = new Map<string, Deferred>();
   readonly #uploading = new Set<Promise<void>>();
   #pack: PackWriter | null = null;
   #failure: { err: unknown } | null = null;
-  #n = 0;
   #closed = false;
 
-  constructor(s: SessionInternals, dir: string) {
+  constructor(s: SessionInternals) {
     this.#s = s;
-    this.#dir = dir;
   }
 
   readonly known = async (digest: string): Promise<boolean> => {
@@ -156,10 +148,12 @@ class PackSession implements ChunkSink {
     this.#s.inFlight.set(digest, claim.promise);
     const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
     // One output buffer the size a stored chunk can reach: zlib's default 16 KiB costs a thread-pool round trip each,
-    // a larger fixed one is garbage the size of a megabyte per chunk.
-    const body = await gzip(bytes, { level: compresses(bytes) ? 1 : 0, chunkSize: Math.max(64 * 1024, maxStoredChunkBytes(bytes.length)) });
-    this.#pack ??= await PackWriter.open(join(this.#dir, `pack-${this.#n++}`));
-    await this.#pack.add(digest, body);
+    // a larger fixed one is garbage the size of a megabyte per chunk. Level 0 only frames and sums the bytes: done
+    // here, it saves a round trip to the thread pool per chunk of data that does not compress.
+    const opts = { chunkSize: Math.max(64 * 1024, maxStoredChunkBytes(bytes.length)) };
+    const body = compresses(bytes) ? await gzip(bytes, { ...opts, level: 1 }) : gzipSync(bytes, { ...opts, level: 0 });
+    this.#pack ??= new PackWriter();
+    this.#pack.add(digest, body);
     if (this.#pack.size >= this.#s.packBytes) await this.#seal();
   };
 
@@ -167,8 +161,9 @@ class PackSession implements ChunkSink {
     const w = this.#pack;
     if (w === null) return;
     this.#pack = null;
-    const digest = await w.finish();
-    const up = this.#s.upload(w, digest).then(() => {
+    const { digest, body } = w.finish();
+    w.parts.length = 0;
+    const up = this.#s.upload(w, digest, body).then(() => {
       for (const [d, offset, stored] of w.entries) this.#claims.get(d)?.resolve({ pack: digest, offset, stored });
     }, (err: unknown) => {
       this.#failure ??= { err };
@@ -232,12 +227,7 @@ class PackSession implements ChunkSink {
   async abandon(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    const w = this.#pack;
     this.#pack = null;
-    if (w !== null) {
-      await w.fh.close().catch(() => undefined);
-      await rm(w.file, { force: true });
-    }
     await Promise.all(this.#uploading);
     this.#release();
   }
@@ -304,9 +294,9 @@ export class PackStore {
     return this.#places.size;
   }
 
-  /** A sink for one build's new chunks (ChunkingOptions.openSink): they are packed in `dir` as they come and each pack
-   *  is uploaded as soon as it is full, `concurrency` at a time, while the build goes on. */
-  readonly openSink = (dir: string): ChunkSink => new PackSession(this.#internals(), dir);
+  /** A sink for one build's new chunks (ChunkingOptions.openSink): they are packed in memory as they come and each
+   *  pack is uploaded as soon as it is full, `concurrency` at a time, while the build goes on. */
+  readonly openSink = (): ChunkSink => new PackSession(this.#internals());
 
   /** For PackSession: the store's state and settings. */
   #internals(): SessionInternals {
@@ -318,7 +308,7 @@ export class PackStore {
       packBytes: this.#packBytes,
       concurrency: this.#concurrency,
       packPresent: (pack) => this.#packPresent(pack),
-      upload: (w, digest) => this.#upload(w, digest),
+      upload: (w, digest, body) => this.#upload(w, digest, body),
       touch: (digest) => {
         const p = this.#places.get(digest);
         if (p !== undefined) this.#remember(digest, p);
@@ -326,12 +316,8 @@ export class PackStore {
     };
   }
 
-  async #upload(w: PackWriter, digest: string): Promise<void> {
-    try {
-      await this.#store.put(this.#layout.packKey(asDigest(digest)), { file: w.file });
-    } finally {
-      await rm(w.file, { force: true });
-    }
+  async #upload(w: PackWriter, digest: string, body: Buffer): Promise<void> {
+    await this.#store.put(this.#layout.packKey(asDigest(digest)), body);
     this.#packs.set(digest, true);
     this.stats.packs++;
     this.stats.uploaded += w.entries.length;
