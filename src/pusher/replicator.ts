@@ -201,10 +201,10 @@ export class ContainerReplicator {
   async #uploadChunks(built: BuiltChangeset): Promise<CommitChunks | undefined> {
     const c = built.chunks;
     if (c === undefined) return undefined;
-    const { uploads, bucket } = this.#deps;
-    // One slot of the shared queue: the packs were on their way while the build ran (their own bounded uploads).
-    const up = await uploads.add(() => uploadChunks(c, bucket));
-    if (up === undefined) throw new Error('the upload queue dropped the chunk upload');
+    // Not in a slot of the shared queue: finishing may wait for a chunk another container's build is packing, whose
+    // last pack goes out when that build finishes; were it queued behind this one, neither would move. The packs have
+    // their own bounds (PackStore: uploads per build, packs in memory).
+    const up = await uploadChunks(c, this.#deps.bucket);
     return up.declared;
   }
 

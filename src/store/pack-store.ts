@@ -40,6 +40,9 @@ export interface PackStoreOptions {
   packBytes?: number;
   /** Pack uploads in flight at once for one commit. Default 4. */
   concurrency?: number;
+  /** Packs held in memory at once (being filled or uploaded) over all builds: the pusher's memory for packs is at most
+   *  this times packBytes (plus a chunk each). Default concurrency + 2. */
+  maxPacksInMemory?: number;
   /** Downloads of a range whose chunks do not match their digests, before giving up. Default 3. */
   retries?: number;
 }
@@ -54,6 +57,8 @@ export interface PackUploadStats {
   skipped: number;
   /** HEADs of remembered packs. */
   heads: number;
+  /** The most packs held in memory at once. */
+  peakPacksInMemory: number;
 }
 
 /** Whether deflate is worth its time on `bytes`: a sample of 4 KiB from the middle shrinks by a tenth at level 1.
@@ -84,8 +89,8 @@ function deferred(): Deferred {
   return { promise, resolve, reject };
 }
 
-/** A pack being filled, in memory: at most packBytes plus a chunk, and at most `concurrency` + 1 of them at once
- *  (16 MiB packs: 80 MiB). Written nowhere but the bucket: a pack on disk cost a write and a read of every byte. */
+/** A pack being filled, in memory: at most packBytes plus a chunk, and at most maxPacksInMemory of them at once over
+ *  every build. Written nowhere but the bucket: a pack on disk cost a write and a read of every byte. */
 class PackWriter {
   readonly entries: Array<readonly [digest: string, offset: number, stored: number]> = [];
   readonly parts: Buffer[] = [];
@@ -115,6 +120,9 @@ interface SessionInternals {
   upload(w: PackWriter, digest: string, body: Buffer): Promise<void>;
   /** Marks a remembered chunk as used now (it is forgotten last). */
   touch(digest: string): void;
+  /** Takes (waiting its turn) and gives back room for one pack in memory. */
+  acquire(): Promise<void>;
+  release(): void;
 }
 
 /** One build's new chunks: packed as they come, each pack uploaded once full. A chunk added here is claimed (other
@@ -152,7 +160,11 @@ class PackSession implements ChunkSink {
     // here, it saves a round trip to the thread pool per chunk of data that does not compress.
     const opts = { chunkSize: Math.max(64 * 1024, maxStoredChunkBytes(bytes.length)) };
     const body = compresses(bytes) ? await gzip(bytes, { ...opts, level: 1 }) : gzipSync(bytes, { ...opts, level: 0 });
-    this.#pack ??= new PackWriter();
+    if (this.#pack === null) {
+      // The memory of every build's packs together is bounded: a build waits here for a pack to go out.
+      await this.#s.acquire();
+      this.#pack = new PackWriter();
+    }
     this.#pack.add(digest, body);
     if (this.#pack.size >= this.#s.packBytes) await this.#seal();
   };
@@ -167,9 +179,12 @@ class PackSession implements ChunkSink {
       for (const [d, offset, stored] of w.entries) this.#claims.get(d)?.resolve({ pack: digest, offset, stored });
     }, (err: unknown) => {
       this.#failure ??= { err };
-    }).finally(() => this.#uploading.delete(up));
+    }).finally(() => {
+      this.#uploading.delete(up);
+      this.#s.release();
+    });
     this.#uploading.add(up);
-    // Bounded: packs on disk and in flight are at most `concurrency` (+ the one being written).
+    // This build's packs in flight are at most `concurrency`.
     while (this.#uploading.size >= this.#s.concurrency) await Promise.race(this.#uploading);
     if (this.#failure !== null) throw this.#failure.err;
   }
@@ -227,6 +242,7 @@ class PackSession implements ChunkSink {
   async abandon(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#pack !== null) this.#s.release();
     this.#pack = null;
     await Promise.all(this.#uploading);
     this.#release();
@@ -248,11 +264,15 @@ export class PackStore {
   readonly #packs = new Map<string, true | Promise<boolean>>();
   /** Chunks a commit is packing now: their place once uploaded. */
   readonly #inFlight = new Map<string, Promise<ChunkPlace>>();
+  /** Packs in memory now (being filled or uploaded), over every build, and the builds waiting for room. */
+  #packsInMemory = 0;
+  readonly #maxPacksInMemory: number;
+  readonly #waitingForRoom: Array<() => void> = [];
   #loaded: Promise<void> | null = null;
   #appending: Promise<void> = Promise.resolve();
   /** Chunk entries the cache file holds (lines loaded and appended since): past 2 × maxKnown it is rewritten. */
   #fileEntries = 0;
-  readonly stats: PackUploadStats = { packs: 0, uploaded: 0, uploadedBytes: 0, skipped: 0, heads: 0 };
+  readonly stats: PackUploadStats = { packs: 0, uploaded: 0, uploadedBytes: 0, skipped: 0, heads: 0, peakPacksInMemory: 0 };
 
   constructor(store: BlobStore, layout: KeyLayout, opts: PackStoreOptions = {}) {
     this.#store = store;
@@ -262,8 +282,9 @@ export class PackStore {
     this.#maxKnown = opts.maxKnown ?? 200_000;
     this.#packBytes = opts.packBytes ?? 16 * 1024 * 1024;
     this.#concurrency = opts.concurrency ?? 4;
+    this.#maxPacksInMemory = opts.maxPacksInMemory ?? this.#concurrency + 2;
     this.#retries = opts.retries ?? 3;
-    for (const [name, v] of [['maxKnown', this.#maxKnown], ['packBytes', this.#packBytes], ['concurrency', this.#concurrency], ['retries', this.#retries]] as const) {
+    for (const [name, v] of [['maxKnown', this.#maxKnown], ['packBytes', this.#packBytes], ['concurrency', this.#concurrency], ['retries', this.#retries], ['maxPacksInMemory', this.#maxPacksInMemory]] as const) {
       if (!Number.isSafeInteger(v) || v < 1) throw new TypeError(`Expected \`${name}\` to be a positive integer, got ${String(v)}`);
     }
   }
@@ -309,11 +330,29 @@ export class PackStore {
       concurrency: this.#concurrency,
       packPresent: (pack) => this.#packPresent(pack),
       upload: (w, digest, body) => this.#upload(w, digest, body),
+      acquire: () => this.#acquire(),
+      release: () => this.#release(),
       touch: (digest) => {
         const p = this.#places.get(digest);
         if (p !== undefined) this.#remember(digest, p);
       },
     };
+  }
+
+  async #acquire(): Promise<void> {
+    if (this.#packsInMemory < this.#maxPacksInMemory) {
+      this.#packsInMemory++;
+      this.stats.peakPacksInMemory = Math.max(this.stats.peakPacksInMemory, this.#packsInMemory);
+      return;
+    }
+    // Handed over by #release: the count stays, the room passes to this waiter.
+    await new Promise<void>((resolve) => this.#waitingForRoom.push(resolve));
+  }
+
+  #release(): void {
+    const next = this.#waitingForRoom.shift();
+    if (next !== undefined) next();
+    else this.#packsInMemory--;
   }
 
   async #upload(w: PackWriter, digest: string, body: Buffer): Promise<void> {

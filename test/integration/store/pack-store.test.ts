@@ -85,6 +85,23 @@ describe('pack store', () => {
     });
   });
 
+  it('many builds at once, sharing chunks: every one finishes, with no more packs in memory than allowed', async () => {
+    await withDir(async (dir) => {
+      const store = new WrappedStore(new DirBlobStore(join(dir, 'bucket')));
+      const ps = new PackStore(store, layout, { packBytes: 16 * 1024, concurrency: 1, maxPacksInMemory: 2 });
+      const shared = Array.from({ length: 10 }, () => randomBytes(6000));
+      const builds = Array.from({ length: 6 }, (_, i) => {
+        const own = Array.from({ length: 8 }, () => randomBytes(6000));
+        // Interleaved so that each build waits for chunks another one is packing.
+        return build(ps, join(dir, `b${i}`), i % 2 === 0 ? [...shared, ...own] : [...own, ...shared.slice().reverse()]);
+      });
+      const places = await Promise.all(builds);
+      assert.equal(ps.stats.uploaded, 10 + 6 * 8, 'each chunk stored once');
+      assert.ok(ps.stats.peakPacksInMemory <= 2, `${ps.stats.peakPacksInMemory} packs in memory at once`);
+      for (const c of shared) assert.deepEqual(new Set(places.map((p) => JSON.stringify(p.get(sha(c))))).size, 1);
+    });
+  });
+
   it('a restarted store knows the packs from its cache with one HEAD a pack; a pack the bucket lost is packed again', async () => {
     await withDir(async (dir) => {
       const store = new WrappedStore(new DirBlobStore(join(dir, 'bucket')));
