@@ -199,7 +199,7 @@ class PackSession implements ChunkSink {
       throw err;
     }
     this.#closed = true;
-    this.#release();
+    this.#endClaims();
     const places = new Map<string, ChunkPlace>();
     const waits: Array<Promise<void>> = [];
     let lost: Error | null = null;
@@ -232,7 +232,7 @@ class PackSession implements ChunkSink {
   }
 
   /** Ends the claims: resolved ones (uploaded) are remembered by the store; the others fail their waiters. */
-  #release(): void {
+  #endClaims(): void {
     for (const [d, c] of this.#claims) {
       if (this.#s.inFlight.get(d) === c.promise) this.#s.inFlight.delete(d);
       c.reject(new Error(`chunk ${d} was not uploaded (its build was abandoned)`));
@@ -245,7 +245,7 @@ class PackSession implements ChunkSink {
     if (this.#pack !== null) this.#s.release();
     this.#pack = null;
     await Promise.all(this.#uploading);
-    this.#release();
+    this.#endClaims();
   }
 }
 
