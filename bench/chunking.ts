@@ -1,6 +1,7 @@
 // What content-defined chunks (issue 10) save, in process: the pusher's UpperTracker builds each commit from a real
 // overlay upper dir (written through the mount), commits go to the embedded S3 server as the pusher sends them
-// (chunks the bucket lacks, the chunk list, the changeset), and a twin's upper dir stages them as the puller does.
+// (packs of the chunks the bucket lacks, the chunk list, the changeset), and a twin's upper dir stages them as the
+// puller does (ranged GETs of the packs for the chunks it lacks).
 // Each workload runs twice: `whole` is the tracker without chunking (the code path of every file before issue 10:
 // the changeset carries each changed file whole) and `chunks` the tracker with the default threshold (1 MiB).
 //   append   a 50 MB log, then 5 KB appended as 50 lines of 100 bytes, shipped in 14 commits (the issue's run
@@ -9,11 +10,12 @@
 //   same40   the same 20 MB file written in 40 containers (40 overlays, one bucket), one commit each
 //   new206   a new 206 MB file: ship (build + upload) and stage (download + validate + apply) times
 //   small    a 4 KiB file rewritten: ship and stage times
-// Shipped = stored bytes sent in PUTs (changesets, lists, chunks); stored = the bucket's objects after the workload.
+// Shipped = stored bytes sent in PUTs (changesets, lists, packs); stored = the bucket's objects after the workload;
+// twin fetched = changesets, lists and the pack bytes of the twin's ranged GETs.
 // The embedded S3 server runs as its own process (`twinlayer s3`, from dist/: `npm run build` first), so its CPU does
 // not share the bench's event loop.
-// Usage: node --import tsx bench/chunking.ts [--only=append,edit,same40,new206,small]   (root: overlay mounts). Prints a table, writes
-// bench/results/<date>-chunking.json. The large files are pseudo-random (AES-CTR of zeros): they do not compress.
+// Usage: node --import tsx bench/chunking.ts [--only=append,edit,same40,new206,small] [--pack-mib=16] [--tag=T]   (root: overlay mounts). Prints a table, writes
+// bench/results/<date>-chunking[-T].json. The large files are pseudo-random (AES-CTR of zeros): they do not compress.
 import { createCipheriv, randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { constants as fsc } from 'node:fs';
@@ -24,12 +26,13 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
-import { stageChangeset, summarize, UpperTracker } from '../src/changeset/index.js';
+import { stageChangeset, UpperTracker } from '../src/changeset/index.js';
 import { openChunkedCommit } from '../src/puller/chunked-commit.js';
+import { uploadChunks } from '../src/pusher/chunk-upload.js';
 import { S3RVER_CREDENTIALS } from '../src/s3server/index.js';
 import { BUCKET, startS3Process } from './lib/s3.js';
 import {
-  asDigest, Bucket, ChunkStore, S3BlobStore, Signatures, SigningKey, type BlobStore, type CommitRecord,
+  asDigest, Bucket, PackStore, S3BlobStore, Signatures, SigningKey, type BlobStore, type CommitRecord,
 } from '../src/store/index.js';
 import { defaultLimits } from '../src/changeset/limits.js';
 
@@ -41,9 +44,13 @@ const MiB = 1024 * 1024;
 /** Counts the stored bytes of every PUT, and what each key holds now. */
 class CountingStore implements BlobStore {
   sent = 0;
+  /** Requests that send or fetch bytes (PUT, GET, ranged GET). */
+  puts = 0;
+  gets = 0;
   readonly sizes = new Map<string, number>();
   constructor(readonly inner: S3BlobStore) {}
   #note(key: string, n: number): void {
+    this.puts++;
     this.sent += n;
     this.sizes.set(key, n);
   }
@@ -62,8 +69,9 @@ class CountingStore implements BlobStore {
     if (ok) this.#note(key, body.length);
     return ok;
   }
-  getBuffer(key: string, maxBytes: number): Promise<Buffer | null> { return this.inner.getBuffer(key, maxBytes); }
-  getToFile(key: string, file: string): Promise<boolean> { return this.inner.getToFile(key, file); }
+  getBuffer(key: string, maxBytes: number): Promise<Buffer | null> { this.gets++; return this.inner.getBuffer(key, maxBytes); }
+  getToFile(key: string, file: string): Promise<boolean> { this.gets++; return this.inner.getToFile(key, file); }
+  getRangeToFile(key: string, start: number, length: number, file: string) { this.gets++; return this.inner.getRangeToFile(key, start, length, file); }
   getIfNoneMatch(key: string, etag: string | undefined, maxBytes: number) { return this.inner.getIfNoneMatch(key, etag, maxBytes); }
   exists(key: string): Promise<boolean> { return this.inner.exists(key); }
   list(prefix: string, startAfter?: string): AsyncIterable<string> { return this.inner.list(prefix, startAfter); }
@@ -105,7 +113,7 @@ class Pair {
   constructor(readonly env: Env, readonly name: string, readonly primary: Overlay, readonly twinUpper: string, chunked: boolean) {
     this.tracker = new UpperTracker({
       upperDir: primary.upper, workDir: join(env.base, name, 'push-work'),
-      ...(chunked ? { chunking: { thresholdBytes: MiB, known: env.pushChunks.known } } : {}),
+      ...(chunked ? { chunking: { thresholdBytes: MiB, openSink: env.pushPacks.openSink } } : {}),
     });
   }
 
@@ -115,15 +123,12 @@ class Pair {
     const built = await this.tracker.build(this.#first ? 'full' : 'reconcile');
     if (built === null) return null;
     const c = built.chunks;
-    if (c !== undefined) {
-      await this.env.pushChunks.ensureAll(c.spool);
-      await this.env.bucket.uploadBlob(c.file, asDigest(c.digest));
-    }
+    const up = c === undefined ? undefined : await uploadChunks(c, this.env.bucket);
     await this.env.bucket.uploadBlob(built.file, asDigest(built.digest));
     this.tracker.commit(built);
     await rm(built.file, { force: true });
     if (c !== undefined) {
-      await rm(c.file, { force: true });
+      await c.sink.abandon();
       await rm(c.spoolDir, { recursive: true, force: true });
     }
     this.#first = false;
@@ -132,7 +137,7 @@ class Pair {
     const record = {
       version: 1, seq: this.#seq, parentSeq: this.#seq - 1, generation: 1, container: this.name, digest: asDigest(built.digest), size: built.size,
       kind: built.kind, counts: built.counts, firstWriteAt: now, publishedAt: now, writer: 'bench',
-      ...(c === undefined ? {} : { chunks: { digest: asDigest(c.digest), size: c.size, ...summarize(c.list) } }),
+      ...(up === undefined ? {} : { chunks: up.declared }),
     } as CommitRecord;
     return { record, s: (performance.now() - t) / 1000 };
   }
@@ -142,9 +147,9 @@ class Pair {
     const t = performance.now();
     const blob = join(this.env.base, this.name, `dl-${record.seq}`);
     await this.env.bucket.downloadBlob(record.digest, record.size, blob);
-    const chunked = await openChunkedCommit({ bucket: this.env.bucket, chunks: this.env.pullChunks, limits: defaultLimits, indexDir: join(this.env.base, 'chunk-index') }, this.name, 'twin', record, blob);
+    const chunked = await openChunkedCommit({ bucket: this.env.bucket, packs: this.env.pullPacks, limits: defaultLimits, indexDir: join(this.env.base, 'chunk-index') }, this.name, 'twin', record, blob);
     const r = await stageChangeset(blob, record.kind, { upperDir: this.twinUpper, tmpDir: join(this.env.base, this.name, 'twin-tmp') }, chunked.stage === undefined ? {} : { chunks: chunked.stage });
-    this.env.twinFetched += record.size + (record.chunks?.size ?? 0) + (r.chunks?.fetchedBytes ?? 0);
+    this.env.twinFetched += record.size + (record.chunks?.size ?? 0) + (r.chunks?.rangeBytes ?? 0);
     await chunked.adopt();
     await rm(blob, { force: true });
     return (performance.now() - t) / 1000;
@@ -157,7 +162,10 @@ class Pair {
   }
 }
 
-interface Env { twinFetched: number; base: string; store: CountingStore; bucket: Bucket; pushChunks: ChunkStore; pullChunks: ChunkStore; lower: string; mounts: Overlay[] }
+interface Env { twinFetched: number; base: string; store: CountingStore; bucket: Bucket; pushPacks: PackStore; pullPacks: PackStore; lower: string; mounts: Overlay[] }
+
+/** `--pack-mib=N`: the pusher's pack size (PackStore packBytes); default the pusher's. */
+const packMiB = Number(process.argv.find((a) => a.startsWith('--pack-mib='))?.slice('--pack-mib='.length) ?? '16');
 
 async function withEnv<T>(mode: string, fn: (env: Env) => Promise<T>): Promise<T> {
   const base = await mkdtemp(join(tmpdir(), `tl-bench-chunk-${mode}-`));
@@ -169,7 +177,7 @@ async function withEnv<T>(mode: string, fn: (env: Env) => Promise<T>): Promise<T
   const bucket = new Bucket(store, { prefix: 'twinlayer', group: 'bench', signatures: new Signatures({ signer: key, trusted: [key.trusted], acceptUnsigned: false }) });
   const lower = join(base, 'lower');
   await mkdir(join(lower, 'var/log'), { recursive: true });
-  const env: Env = { twinFetched: 0, base, store, bucket, pushChunks: new ChunkStore(store, bucket.layout), pullChunks: new ChunkStore(s3, bucket.layout), lower, mounts: [] };
+  const env: Env = { twinFetched: 0, base, store, bucket, pushPacks: new PackStore(store, bucket.layout, { packBytes: packMiB * MiB }), pullPacks: new PackStore(store, bucket.layout), lower, mounts: [] };
   try {
     return await fn(env);
   } finally {
@@ -188,7 +196,7 @@ async function pair(env: Env, name: string, chunked: boolean): Promise<Pair> {
   return new Pair(env, name, o, twin, chunked);
 }
 
-interface Row { workload: string; mode: string; commits: number; shippedBytes: number; storedBytes: number; twinFetchedBytes?: number; shipS?: number; stageS?: number }
+interface Row { workload: string; mode: string; commits: number; shippedBytes: number; storedBytes: number; twinFetchedBytes?: number; shipS?: number; stageS?: number; puts?: number; gets?: number }
 
 async function appendWorkload(mode: string, chunked: boolean): Promise<Row> {
   return withEnv(mode, async (env) => {
@@ -263,8 +271,9 @@ async function new206Workload(mode: string, chunked: boolean): Promise<Row> {
     await p.shipAndStage();
     const sentBefore = env.store.sent;
     await fillRandom(join(p.primary.merged, 'new.bin'), 206 * MB, 'new');
+    const [puts, gets] = [env.store.puts, env.store.gets];
     const t = await p.shipAndStage();
-    return { workload: '206 MB of new data', mode, commits: 1, shippedBytes: env.store.sent - sentBefore, storedBytes: env.store.stored(), ...t };
+    return { workload: '206 MB of new data', mode, commits: 1, shippedBytes: env.store.sent - sentBefore, storedBytes: env.store.stored(), ...t, puts: env.store.puts - puts, gets: env.store.gets - gets };
   });
 }
 
@@ -293,12 +302,13 @@ async function main(): Promise<void> {
     for (const [mode, chunked] of [['whole', false], ['chunks', true]] as const) {
       const r = await w(mode, chunked);
       rows.push(r);
-      console.log(`${r.workload.padEnd(38)} ${mode.padEnd(6)} commits ${String(r.commits).padStart(2)}  shipped ${fmt(r.shippedBytes).padStart(10)}  stored ${fmt(r.storedBytes).padStart(10)}${r.twinFetchedBytes === undefined ? '' : `  twin fetched ${fmt(r.twinFetchedBytes)}`}${r.shipS === undefined ? '' : `  ship ${r.shipS.toFixed(2)} s  stage ${(r.stageS ?? 0).toFixed(2)} s`}`);
+      console.log(`${r.workload.padEnd(38)} ${mode.padEnd(6)} commits ${String(r.commits).padStart(2)}  shipped ${fmt(r.shippedBytes).padStart(10)}  stored ${fmt(r.storedBytes).padStart(10)}${r.twinFetchedBytes === undefined ? '' : `  twin fetched ${fmt(r.twinFetchedBytes)}`}${r.shipS === undefined ? '' : `  ship ${r.shipS.toFixed(2)} s  stage ${(r.stageS ?? 0).toFixed(2)} s`}${r.puts === undefined ? '' : `  PUTs ${r.puts} GETs ${r.gets}`}`);
     }
   }
-  const out = join(here, 'results', `${new Date().toISOString().slice(0, 10)}-chunking.json`);
+  const tag = process.argv.find((a) => a.startsWith('--tag='))?.slice('--tag='.length);
+  const out = join(here, 'results', `${new Date().toISOString().slice(0, 10)}-chunking${tag === undefined ? '' : `-${tag}`}.json`);
   await mkdir(dirname(out), { recursive: true });
-  await writeFile(out, JSON.stringify({ date: new Date().toISOString(), node: process.version, rows }, null, 1) + '\n');
+  await writeFile(out, JSON.stringify({ date: new Date().toISOString(), node: process.version, packMiB, rows }, null, 1) + '\n');
   console.log(`wrote ${out}`);
 }
 

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import PQueue from 'p-queue';
 import { NO_RESTART, type ProtectedContainer, type StartResult, type TwinSpec } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
-import { Puller, type PullerOptions } from '../puller/index.js';
+import { chunkIndexDirOf, Puller, type PullerOptions } from '../puller/index.js';
 import { Pusher, type PusherOptions } from '../pusher/index.js';
 import { acquireStateLock, type StateLock } from '../state/lock.js';
 import { recoverHead, type Generation } from '../store/index.js';
@@ -622,6 +622,8 @@ export class Agent {
         uploadConcurrency: this.#o.uploadConcurrency,
         reconcileIntervalMs: this.#o.reconcileIntervalMs,
         ...(this.#o.chunkThresholdBytes === undefined ? {} : { chunkThresholdBytes: this.#o.chunkThresholdBytes }),
+        // What this host staged as a standby: its twins' chunk indexes say which chunks the bucket holds, and where.
+        chunkIndexDir: chunkIndexDirOf(this.#o.stateDir, this.#o.group),
         position: { generation, head, opened: opened && head === null },
         includeTwins: true,
         beforePublish: () => fence.assertOwner(),

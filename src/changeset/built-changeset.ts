@@ -1,20 +1,18 @@
 // What a build hands the pusher: the changeset file, its digest and counts, and the paths left for the next one.
-import type { ChunkList } from './chunk-list.js';
+import type { ChunkedFile } from './chunk-list.js';
+import type { ChunkSink } from './chunked-copy.js';
 
 export type ChangesetKind = 'delta' | 'full';
 export interface ChangesetCounts { files: number; deletions: number; bytes: number }
 
-/** The chunks of the files a changeset ships in chunks (chunk-list.ts). */
+/** The chunks of the files a changeset ships in chunks. The chunk list (chunk-list.ts) is made from `files` once
+ *  the sink has finished: then every chunk has a place in a pack. */
 export interface BuiltChunks {
-  list: ChunkList;
-  /** The stored list (gzip of JSON), written inside workDir; its sha256 and size. */
-  file: string;
-  digest: string;
-  size: number;
-  /** Chunks to upload unless the bucket holds them: digest -> spool file (inside spoolDir). Chunks of the list not
-   *  named here were known to be in the bucket when the changeset was built. */
-  spool: ReadonlyMap<string, string>;
-  /** Removed, with the list file, once the commit is published or abandoned. */
+  /** In tar order. */
+  files: ChunkedFile[];
+  /** Where the build's new chunks went (finish() before the publish, or abandon()). */
+  sink: ChunkSink;
+  /** Removed once the commit is published or abandoned; the pusher writes the chunk list in it. */
   spoolDir: string;
 }
 

@@ -4,12 +4,12 @@
 // stream. Torn entries are left out and reported; entries read within a timestamp tick of their last change are
 // recorded with their fingerprint (racy.ts). Files above the chunking threshold, in any tree, ship as chunks named
 // by their tar path in the chunk list.
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BuiltChangeset, ChangesetCounts } from './built-changeset.js';
-import { encodeChunkList, type ChunkedFile } from './chunk-list.js';
-import type { ChunkingOptions, Spool } from './chunked-copy.js';
+import type { ChunkedFile } from './chunk-list.js';
+import type { ChunkingOptions } from './chunked-copy.js';
 import { copyEntry, type ChunkTarget } from './copy-entry.js';
 import { planEntries, zeroEntry, type EntryPlan } from './entry-plan.js';
 import { baseOf, comparePaths } from './paths.js';
@@ -69,10 +69,9 @@ export async function writeChangeset(parts: readonly ScanPart[], workDir: string
   const tmpTar = join(workDir, `.changeset-${id}.tar`);
   const file = join(workDir, `changeset-${id}.tar.gz`);
   const spoolDir = join(workDir, `chunks-${id}`);
-  const listFile = join(workDir, `chunks-${id}.json.gz`);
   const chunkedFiles: ChunkedFile[] = [];
-  const spool: Spool = new Map();
   if (chunking !== undefined) await mkdir(spoolDir, { mode: 0o700 });
+  const sink = chunking?.openSink();
   const writer = await TarFileWriter.create(tmpTar);
   /** Hard-link groups (by part and first path) left out: all their members go. */
   const tornGroups = new Set<string>();
@@ -99,8 +98,8 @@ export async function writeChangeset(parts: readonly ScanPart[], workDir: string
       }
       const racy = isRacy(c.st, part.scan.startNs);
       const print = racy && plan.linkTo === undefined ? new Fingerprint(c.xattrs) : undefined;
-      const chunk: ChunkTarget | undefined = chunking !== undefined && c.kind === 'f' && plan.linkTo === undefined && c.st.size > BigInt(chunking.thresholdBytes)
-        ? { spoolDir, spool, known: chunking.known, files: chunkedFiles }
+      const chunk: ChunkTarget | undefined = sink !== undefined && chunking !== undefined && c.kind === 'f' && plan.linkTo === undefined && c.st.size > BigInt(chunking.thresholdBytes)
+        ? { sink, files: chunkedFiles }
         : undefined;
       const ok = await copyEntry(writer, part.scan.abs(c.path), c, plan.tarPath, plan.linkTo, counts, print, chunk);
       if (!ok) {
@@ -134,25 +133,26 @@ export async function writeChangeset(parts: readonly ScanPart[], workDir: string
     });
     await writer.finish();
     if (entries === 0 && !keepEmpty) {
+      await sink?.abandon();
       await rm(spoolDir, { recursive: true, force: true });
       return null;
     }
     const { digest, size } = await gzipAndHash(tmpTar, file);
     const torn = parts.flatMap((p) => [...new Set(p.torn)].map((t) => p.prefix + t));
     const built: BuiltChangeset = { kind: full ? 'full' : 'delta', file, digest, size, counts, torn: torn.sort(comparePaths) };
-    if (chunkedFiles.length > 0) {
-      const stored = encodeChunkList({ version: 1, files: chunkedFiles });
-      await writeFile(listFile, stored, { flag: 'wx', mode: 0o600 });
-      built.chunks = { list: { version: 1, files: chunkedFiles }, file: listFile, digest: createHash('sha256').update(stored).digest('hex'), size: stored.length, spool, spoolDir };
-    } else if (chunking !== undefined) {
+    if (chunkedFiles.length > 0 && sink !== undefined) {
+      built.chunks = { files: chunkedFiles, sink, spoolDir };
+    } else if (sink !== undefined) {
+      // Chunks of files that turned out torn may be in flight: their packs are kept, and known, for the next build.
+      await sink.abandon();
       await rm(spoolDir, { recursive: true, force: true });
     }
     return { built, deltas };
   } catch (err) {
     await writer.abandon();
+    await sink?.abandon().catch(() => undefined);
     await rm(file, { force: true });
     await rm(spoolDir, { recursive: true, force: true });
-    await rm(listFile, { force: true });
     throw err;
   } finally {
     await rm(tmpTar, { force: true });

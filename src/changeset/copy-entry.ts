@@ -2,18 +2,16 @@
 // being read is cut off again. A racily clean node (racy.ts) also feeds what is read to its fingerprint.
 import type { ChangesetCounts } from './built-changeset.js';
 import type { ChunkedFile } from './chunk-list.js';
-import { copyChunked, type Spool } from './chunked-copy.js';
+import { copyChunked, type ChunkSink } from './chunked-copy.js';
 import type { Fingerprint } from './racy.js';
 import { readFileStable, readLinkStable } from './stable-read.js';
 import type { TarEntry } from './tar-format.js';
 import type { TarFileWriter } from './tar-writer.js';
 import type { Cand } from './upper-node.js';
 
-/** Where a file to be shipped in chunks goes: its chunks to the spool, its list entry to `files`. */
+/** Where a file to be shipped in chunks goes: its new chunks to the sink, its list entry to `files`. */
 export interface ChunkTarget {
-  spoolDir: string;
-  spool: Spool;
-  known: (digest: string) => boolean;
+  sink: ChunkSink;
   files: ChunkedFile[];
 }
 
@@ -49,7 +47,7 @@ export async function copyEntry(
     return true;
   }
   if (chunk !== undefined) {
-    const file = await copyChunked(writer, abs, c, base, chunk.spoolDir, chunk.spool, chunk.known, print);
+    const file = await copyChunked(writer, abs, c, base, chunk.sink, print);
     if (file === null) return false;
     chunk.files.push(file);
     return true;

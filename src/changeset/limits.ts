@@ -32,11 +32,14 @@ export interface Limits {
   /** Most chunks a commit's chunk list may name (chunk-list.ts), checked against the record before the list is
    *  fetched and again while it is parsed. 16 GiB (maxTotalBytes) in chunks of the 32 KiB minimum. Default 524,288. */
   maxChunks: number;
-  /** Most bytes of a chunk list, stored and uncompressed (JSON, about 75 bytes a chunk). Default 48 MiB. */
+  /** Most bytes of a chunk list, stored and uncompressed (JSON, about 100 bytes a chunk). Default 64 MiB. */
   maxChunkListBytes: number;
   /** Largest chunk accepted. The chunker cuts at 512 KiB at most (chunker.ts); twice that leaves room for a later
    *  chunker without letting one chunk hold more than a bounded buffer. Default 1 MiB. */
   maxChunkBytes: number;
+  /** Largest pack (chunks stored back to back, chunk-list.ts) a chunk list may place a chunk in: every offset plus
+   *  stored length is held below it before anything is fetched. The pusher's packs are 16 MiB or so. Default 1 GiB. */
+  maxPackBytes: number;
 }
 
 export const defaultLimits: Limits = Object.freeze({
@@ -48,8 +51,9 @@ export const defaultLimits: Limits = Object.freeze({
   maxXattrBytes: 64 * 1024 * 1024,
   maxIndexBytes: 64 * 1024 * 1024,
   maxChunks: 524_288,
-  maxChunkListBytes: 48 * 1024 * 1024,
+  maxChunkListBytes: 64 * 1024 * 1024,
   maxChunkBytes: 1024 * 1024,
+  maxPackBytes: 1024 ** 3,
 });
 
 /** Uncompressed bytes always allowed before `maxExpansionRatio` applies: a tiny blob of a few empty files expands

@@ -16,8 +16,8 @@ import { checkTarget, type StageTarget } from './stage-target.js';
 import type { TreeRoots } from './tree-roots.js';
 import { treePathMeaning, volumesDir, volumeTarPath } from './volume-paths.js';
 import { StagingTxn, timeOf } from './staging-txn.js';
-import type { ChunkedFile, ChunkList } from './chunk-list.js';
-import { ChunkSupply, type ChunkLocation, type FetchChunk, type SupplyStats } from './chunk-supply.js';
+import type { ListedFile, ChunkList } from './chunk-list.js';
+import { ChunkSupply, type ChunkLocation, type FetchRange, type SupplyStats } from './chunk-supply.js';
 import type { TarEntry } from './tar-format.js';
 import { readChangeset } from './tar-reader.js';
 import type { ChangesetKind } from './built-changeset.js';
@@ -39,7 +39,8 @@ export interface StageChunks {
   list: ChunkList;
   /** The twin's chunk index (chunk-index.ts): where (a tar path: the upper dir or a volume) the twin may hold a chunk. */
   locate: (digest: string) => ChunkLocation | undefined;
-  fetch: FetchChunk;
+  /** Ranged reads of the packs the list names. */
+  fetch: FetchRange;
   /** Fetched chunks wait here until the commit is applied (created, then removed). */
   dir: string;
 }
@@ -86,7 +87,7 @@ export async function stageChangeset(blobFile: string, kind: ChangesetKind, targ
   // Every chunk is at hand and checked before the first write (a missing or corrupt chunk changes nothing).
   const c = opts.chunks;
   const supply = c === undefined ? null : await ChunkSupply.prepare({
-    list: c.list, roots, locate: c.locate, fetch: c.fetch, dir: c.dir, ...(opts.signal === undefined ? {} : { signal: opts.signal }),
+    list: c.list, packs: c.list.packs, roots, locate: c.locate, fetch: c.fetch, dir: c.dir, ...(opts.signal === undefined ? {} : { signal: opts.signal }),
   });
   try {
     return await applyAndRecord(blobFile, kind, roots, tmp, plan, limits, opts, supply);
@@ -140,14 +141,14 @@ class Applier {
   readonly #plan: StagePlan;
   readonly #kind: ChangesetKind;
   readonly #signal: AbortSignal | undefined;
-  readonly #chunked: { supply: ChunkSupply; files: ReadonlyMap<string, ChunkedFile> } | null;
+  readonly #chunked: { supply: ChunkSupply; files: ReadonlyMap<string, ListedFile> } | null;
   #template: string | null = null;
   #xattrItems: XattrItem[] = [];
   #xattrBytes = 0;
 
   constructor(
     roots: TreeRoots, txn: StagingTxn, plan: StagePlan, kind: ChangesetKind, signal: AbortSignal | undefined,
-    chunked: { supply: ChunkSupply; files: ReadonlyMap<string, ChunkedFile> } | null,
+    chunked: { supply: ChunkSupply; files: ReadonlyMap<string, ListedFile> } | null,
   ) {
     this.#chunked = chunked;
     this.#roots = roots;

@@ -15,7 +15,7 @@ import { ancestorsOf, parentOf, relPathProblem } from './paths.js';
 import type { TarEntry } from './tar-format.js';
 import { readChangeset } from './tar-reader.js';
 import type { ChangesetKind } from './built-changeset.js';
-import type { ChunkedFile, ChunkList } from './chunk-list.js';
+import type { ListedFile, ChunkList } from './chunk-list.js';
 import type { TreeRoots } from './tree-roots.js';
 import { treeOf, treePathMeaning, volumesDir } from './volume-paths.js';
 import { probeXattrRoom } from './xattr.js';
@@ -93,7 +93,7 @@ class Validator {
   #xattrBytes = 0;
   #opaqueMarkers = 0;
   #free = Infinity;
-  readonly #chunked = new Map<string, ChunkedFile>();
+  readonly #chunked = new Map<string, ListedFile>();
   #chunkedUsed = 0;
   #chunkedBytes = 0;
   /** The entry whose xattrs take the most room, probed on the target before anything is written. */

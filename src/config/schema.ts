@@ -41,7 +41,7 @@ export const configSchema = z.strictObject({
   debounceMaxMs: ms(500),
   uploadConcurrency: ms(4),
   /** Regular files larger than this many bytes ship as content-defined chunks, each stored once in the bucket
-   *  (chunks/); smaller ones go whole in the changeset. */
+   *  (in packs under packs/); smaller ones go whole in the changeset. */
   chunkThresholdBytes: ms(1024 * 1024, 64 * 1024),
   downloadConcurrency: ms(4),
   startConcurrency: ms(8),

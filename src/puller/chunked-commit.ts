@@ -1,10 +1,9 @@
 // The standby's side of a commit whose changeset ships files in chunks: its chunk list fetched (after the record's
-// totals passed chunkListProblem), parsed and bounded, and the twin's chunk index that says which chunks its upper dir
-// already holds; once the commit is staged, the index takes in the new list.
+// totals passed chunkListProblem), parsed and bounded, the twin's chunk index that says which chunks its upper dir
+// already holds, and ranged reads of the packs for the others; once the commit is staged, the index takes in the list.
 import { readFile, rm } from 'node:fs/promises';
-import { join } from 'node:path';
-import { ChangesetRejectedError, ChunkIndex, chunkListProblem, parseChunkList, type ChunkList, type Limits, type StageChunks } from '../changeset/index.js';
-import type { Bucket, ChunkStore, CommitRecord } from '../store/index.js';
+import { ChangesetRejectedError, ChunkIndex, chunkIndexFile, chunkListProblem, parseChunkList, type ChunkList, type Limits, type StageChunks } from '../changeset/index.js';
+import type { Bucket, CommitRecord, PackStore } from '../store/index.js';
 
 export interface ChunkedCommit {
   /** For stageChangeset; undefined when the commit has no chunk list. */
@@ -13,19 +12,14 @@ export interface ChunkedCommit {
   adopt(): Promise<void>;
 }
 
-/** The chunk index of container `name`'s twin `twinId` under `indexDir`. */
-function indexFile(indexDir: string, name: string): string {
-  return join(indexDir, `${name}.json`);
-}
-
 /** Fetches and parses the chunk list of `record` (a refusal throws ChangesetRejectedError) and loads the twin's index.
  *  `blob` is the changeset's download path: the list and fetched chunks go beside it. */
 export async function openChunkedCommit(
-  o: { bucket: Bucket; chunks: ChunkStore; limits: Limits; indexDir: string }, name: string, twinId: string, record: CommitRecord, blob: string,
+  o: { bucket: Bucket; packs: PackStore; limits: Limits; indexDir: string }, name: string, twinId: string, record: CommitRecord, blob: string,
 ): Promise<ChunkedCommit> {
   const declared = record.chunks;
   if (declared === undefined && record.kind !== 'full') return { stage: undefined, adopt: () => Promise.resolve() };
-  const index = await ChunkIndex.load(indexFile(o.indexDir, name), twinId);
+  const index = await ChunkIndex.load(chunkIndexFile(o.indexDir, name), twinId);
   let list: ChunkList | null = null;
   if (declared !== undefined) {
     const problem = chunkListProblem(declared, o.limits);
@@ -45,7 +39,7 @@ export async function openChunkedCommit(
   if (list === null) return { stage: undefined, adopt };
   const l = list;
   return {
-    stage: { list: l, locate: index.locate, fetch: (d, size, file) => o.chunks.fetch(d, size, file), dir: `${blob}.chunks` },
+    stage: { list: l, locate: index.locate, fetch: (range, file) => o.packs.fetchRange(range, file), dir: `${blob}.chunks` },
     adopt,
   };
 }

@@ -16,6 +16,11 @@ import type { ContainerStatus, FinalizeReport, StartReport, StatusReport } from 
 import { Stager } from './stager.js';
 import { TwinKeeper } from './twin-keeper.js';
 
+/** Where the puller keeps each twin's chunk index (changeset/chunk-index.ts): a promoted host's pusher reads it. */
+export function chunkIndexDirOf(stateDir: string, group: string): string {
+  return join(stateDir, 'pull', group, 'chunk-index');
+}
+
 export interface PullerOptions {
   runtime: DockerRuntime;
   bucket: Bucket;
@@ -85,7 +90,7 @@ export class Puller {
       ...(opts.trustUnsignedSpecs === undefined ? {} : { trustUnsignedSpecs: opts.trustUnsignedSpecs }),
     }, this.#containers, this.#journal);
     this.#stager = new Stager({
-      runtime, bucket, log, file: this.#file, blobDir: this.#blobDir, downloadConcurrency: opts.downloadConcurrency,
+      runtime, bucket, log, file: this.#file, blobDir: this.#blobDir, chunkIndexDir: chunkIndexDirOf(opts.stateDir, opts.group), downloadConcurrency: opts.downloadConcurrency,
       ...(opts.limits === undefined ? {} : { limits: opts.limits }),
       metrics: opts.metrics,
     }, this.#containers, this.#journal, this.#keeper);

@@ -16,7 +16,7 @@ import {
 import { isEngineUnavailable, specDigest, type DockerRuntime, type TwinSpec, type TwinState } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/index.js';
-import { ChunkStore, type Bucket, type CommitRecord } from '../store/index.js';
+import { PackStore, type Bucket, type CommitRecord } from '../store/index.js';
 import { openChunkedCommit } from './chunked-commit.js';
 import type { AppliedState, AppliedStateFile } from './applied-state.js';
 import type { ContainerRuntimeState, ContainerStates } from './container-state.js';
@@ -94,7 +94,7 @@ export class Stager {
   readonly #journal: JournalFollower;
   readonly #keeper: TwinKeeper;
   readonly #slots: PQueue;
-  readonly #chunks: ChunkStore;
+  readonly #packs: PackStore;
   /** One task per container with work, started by a poll, running until its queue is done or it is stopped. */
   readonly #tasks = new Map<string, Task>();
   /** Refused commits by `container\ndigest`: their reason. */
@@ -114,7 +114,7 @@ export class Stager {
     this.#journal = journal;
     this.#keeper = keeper;
     this.#slots = new PQueue({ concurrency: opts.downloadConcurrency });
-    this.#chunks = new ChunkStore(opts.bucket.store, opts.bucket.layout, { log: opts.log.child({ unit: 'chunks' }) });
+    this.#packs = new PackStore(opts.bucket.store, opts.bucket.layout, { log: opts.log.child({ unit: 'packs' }) });
   }
 
   /** No staging starts from now on (until thaw), validations stop and applies in progress are undone; resolves once
@@ -366,7 +366,7 @@ export class Stager {
           await this.#download(record, blob, signal);
           if (signal.aborted || this.#frozen) return false;
           const chunked = await openChunkedCommit({
-            bucket: this.#o.bucket, chunks: this.#chunks, limits: this.#limits, indexDir: this.#o.chunkIndexDir ?? join(dirname(this.#o.blobDir), 'chunk-index'),
+            bucket: this.#o.bucket, packs: this.#packs, limits: this.#limits, indexDir: this.#o.chunkIndexDir ?? join(dirname(this.#o.blobDir), 'chunk-index'),
           }, name, twin.id, record, blob);
           const staging = stageChangeset(blob, record.kind, stageTargetOf(twin, c.spec ?? { volumes: [] }), {
             limits: this.#limits, log: this.#o.log.child({ container: name }), declared: { ...record.counts, size: record.size }, signal,

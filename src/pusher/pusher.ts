@@ -4,11 +4,11 @@ import { mkdir, rm } from 'node:fs/promises';
 import { writeFileDurable } from '../state/atomic-file.js';
 import { join } from 'node:path';
 import PQueue from 'p-queue';
-import { UpperTracker, volumeTarPath, type SerializedIndex } from '../changeset/index.js';
+import { ChunkIndex, chunkIndexFile, UpperTracker, volumeTarPath, type SerializedIndex } from '../changeset/index.js';
 import { specDigest, type DockerRuntime, type ProtectedContainer } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/index.js';
-import { asDigest, asSeq, ChunkStore, JournalWriter, type Bucket, type CommitRecord, type Digest, type Generation, type HeadStatus } from '../store/index.js';
+import { asDigest, asSeq, JournalWriter, PackStore, type Bucket, type CommitRecord, type Digest, type Generation, type HeadStatus } from '../store/index.js';
 import { BurstCollector } from './burst.js';
 import { chooseGeneration, type WriterPosition } from './generation.js';
 import { ContainerReplicator, type ReplicatorStatus } from './replicator.js';
@@ -40,6 +40,9 @@ export interface PusherOptions {
   chunkThresholdBytes?: number;
   /** Where the replication lag, commit ages and failures of this primary are reported while it runs. */
   metrics?: Metrics | undefined;
+  /** The chunk indexes a puller of this host kept of its twins (a promoted standby): a container whose twin it was
+   *  starts with the places of its chunks known, so its first full commit uploads none the bucket holds. */
+  chunkIndexDir?: string;
 }
 
 interface Watched {
@@ -55,7 +58,7 @@ export class Pusher {
   #uploads: PQueue;
   #shipped: ShippedStateStore;
   /** Shared by every container: a chunk one of them uploaded is known to all (the same file in 40 containers). */
-  readonly chunks: ChunkStore;
+  readonly packs: PackStore;
   #journal: JournalWriter | null = null;
   #generation: Generation | null = null;
   #timers: NodeJS.Timeout[] = [];
@@ -67,7 +70,9 @@ export class Pusher {
     this.#opts = opts;
     this.#uploads = new PQueue({ concurrency: opts.uploadConcurrency });
     this.#shipped = new ShippedStateStore(opts.stateDir, opts.group);
-    this.chunks = new ChunkStore(opts.bucket.store, opts.bucket.layout, { log: opts.log.child({ unit: 'chunks' }) });
+    this.packs = new PackStore(opts.bucket.store, opts.bucket.layout, {
+      log: opts.log.child({ unit: 'packs' }), cacheFile: join(opts.stateDir, 'push', opts.group, 'packs.jsonl'),
+    });
   }
 
   get generation(): Generation | null {
@@ -179,6 +184,7 @@ export class Pusher {
     const recovered = await this.#recoverShipped(container.name, container.id, generation, journal, digestOfSpec);
     const { shipped, needFull } = forceFull ? { shipped: undefined, needFull: true } : recovered;
     const { lastPublishedAt, lastFullAt } = recovered;
+    await this.#learnFromTwin(container);
     const workDir = join(stateDir, 'push', 'work', container.name);
     // What a killed pusher left there (a changeset, a spool of chunks as large as the files it held) is never resumed.
     await rm(workDir, { recursive: true, force: true });
@@ -191,9 +197,8 @@ export class Pusher {
       generation,
       makeTracker: (s) => new UpperTracker({
         upperDir: container.layers.upperDir, workDir, excludes, volumes, ...(s ? { shipped: s } : {}), log: clog,
-        chunking: { thresholdBytes: this.#opts.chunkThresholdBytes ?? 1024 * 1024, known: this.chunks.known },
+        chunking: { thresholdBytes: this.#opts.chunkThresholdBytes ?? 1024 * 1024, openSink: this.packs.openSink },
       }),
-      chunks: this.chunks,
       shipped,
       needFull,
       specDigest: digestOfSpec,
@@ -236,6 +241,15 @@ export class Pusher {
     log.info('protecting', { container: container.name, upperDir: upper, volumes: container.volumes.map((v) => `${v.name}:${v.destination}`), firstSync: needFull ? 'full' : 'reconcile' });
     collector.addReconcile();
     collector.flush();
+  }
+
+  /** Takes in the chunk index this host kept while `container` was its twin (same container id), if any. */
+  async #learnFromTwin(container: ProtectedContainer): Promise<void> {
+    const dir = this.#opts.chunkIndexDir;
+    if (dir === undefined) return;
+    const index = await ChunkIndex.load(chunkIndexFile(dir, container.name), container.id);
+    const learnt = this.packs.learn(index.places());
+    if (learnt > 0) this.#opts.log.info('chunks known from the twin\'s chunk index', { container: container.name, chunks: learnt });
   }
 
   /** The shipped state to resume from, or a full sync when it cannot be trusted; and when the last commit and the

@@ -4,10 +4,11 @@
 // trailing flush instead of in a changeset of its own right after this one.
 import { rm } from 'node:fs/promises';
 import type PQueue from 'p-queue';
-import { summarize, type BuiltChangeset, type SerializedIndex, type UpperTracker } from '../changeset/index.js';
+import type { BuiltChangeset, SerializedIndex, UpperTracker } from '../changeset/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics, ReplicationView } from '../metrics/index.js';
-import { asDigest, type Bucket, type ChunkStore, type CommitChunks, type Digest, type JournalWriter } from '../store/index.js';
+import { asDigest, type Bucket, type CommitChunks, type Digest, type JournalWriter } from '../store/index.js';
+import { uploadChunks } from './chunk-upload.js';
 import { mergeScopes, type Burst, type BurstScope } from './burst.js';
 import type { ShippedStateStore } from './shipped-state.js';
 
@@ -23,8 +24,9 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 async function removeBuiltFiles(built: BuiltChangeset): Promise<void> {
   await rm(built.file, { force: true });
   if (built.chunks !== undefined) {
+    // A ship that failed before its packs were finished: what is in flight ends before its dir goes.
+    await built.chunks.sink.abandon();
     await rm(built.chunks.spoolDir, { recursive: true, force: true });
-    await rm(built.chunks.file, { force: true });
   }
 }
 
@@ -54,8 +56,6 @@ export interface ReplicatorDeps {
   bucket: Bucket;
   journal: JournalWriter;
   uploads: PQueue;
-  /** Where the chunks of large files go (a changeset built with chunking names them). */
-  chunks?: ChunkStore;
   shippedState: ShippedStateStore;
   /** Paths left out of a changeset because they changed while being read: to be built again (BurstCollector.retry). */
   retry: (paths: readonly string[]) => void;
@@ -271,18 +271,15 @@ export class ContainerReplicator {
     return this.#lastFullAt === null ? {} : { lastFullAt: new Date(this.#lastFullAt).toISOString() };
   }
 
-  /** Uploads the chunks the bucket lacks and the chunk list; what the record says of them. */
+  /** Uploads the packs of the chunks the bucket lacks and the chunk list; what the record says of them. */
   async #uploadChunks(built: BuiltChangeset): Promise<CommitChunks | undefined> {
     const c = built.chunks;
     if (c === undefined) return undefined;
-    const store = this.#deps.chunks;
-    if (store === undefined) throw new Error('a changeset with chunks, and no chunk store to upload them to');
-    const { uploads, bucket } = this.#deps;
-    // One slot of the shared queue: the chunk store runs its own small requests in parallel within it.
-    await uploads.add(() => store.ensureAll(c.spool));
-    const listDigest = asDigest(c.digest);
-    await uploads.add(() => bucket.uploadBlob(c.file, listDigest));
-    return { digest: listDigest, size: c.size, ...summarize(c.list) };
+    // Not in a slot of the shared queue: finishing may wait for a chunk another container's build is packing, whose
+    // last pack goes out when that build finishes; were it queued behind this one, neither would move. The packs have
+    // their own bounds (PackStore: uploads per build, packs in memory).
+    const up = await uploadChunks(c, this.#deps.bucket);
+    return up.declared;
   }
 
   async #backoff(): Promise<void> {

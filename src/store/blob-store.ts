@@ -18,6 +18,12 @@ export interface BlobStore {
   getBuffer(key: string, maxBytes: number): Promise<Buffer | null>;
   /** Streams the object into `file` (written to a temp name and renamed); false when missing. */
   getToFile(key: string, file: string): Promise<boolean>;
+  /**
+   * Streams bytes [start, start + length) of the object into `file` (temp name, renamed) with one ranged GET (S3
+   * `Range: bytes=a-b`). `missing` when there is no such object; `short` when the object ends before the range does
+   * (nothing is written), with its size when the store said it.
+   */
+  getRangeToFile(key: string, start: number, length: number, file: string): Promise<RangeRead>;
   /** Conditional GET: `unchanged` when the object's ETag still equals `etag`. */
   getIfNoneMatch(
     key: string,
@@ -30,6 +36,14 @@ export interface BlobStore {
   /** Removes the object; a missing object is not an error. */
   delete(key: string): Promise<void>;
 }
+
+/** A range is at least one byte, within what a JS number counts exactly. */
+export function checkRange(start: number, length: number): void {
+  if (!Number.isSafeInteger(start) || start < 0) throw new TypeError(`Expected \`start\` to be a non-negative safe integer, got ${String(start)}`);
+  if (!Number.isSafeInteger(length) || length < 1 || !Number.isSafeInteger(start + length)) throw new TypeError(`Expected \`length\` to be a positive safe integer, got ${String(length)}`);
+}
+
+export type RangeRead = { status: 'ok' } | { status: 'missing' } | { status: 'short'; objectSize: number | null };
 
 /** Exponential backoff with full jitter: attempt n waits random(0, min(maxMs, baseMs * 2^n)). */
 export interface RetryPolicy {

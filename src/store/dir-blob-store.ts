@@ -4,10 +4,10 @@
 // atomic even across processes; putIfMatch (check, then rename) is atomic only against writers in this process,
 // whose writes of a key run one at a time.
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFile, link, mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { copyFile, link, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import type { BlobStore } from './blob-store.js';
+import { checkRange, type BlobStore, type RangeRead } from './blob-store.js';
 import { InvalidKeyError, ObjectTooLargeError } from './errors.js';
 import { KeyedMutex } from './keyed-mutex.js';
 
@@ -137,6 +137,37 @@ export class DirBlobStore implements BlobStore {
     } catch (err) {
       await rm(tmp, { force: true });
       throw err;
+    }
+  }
+
+  async getRangeToFile(key: string, start: number, length: number, file: string): Promise<RangeRead> {
+    checkRange(start, length);
+    const path = this.#path(key);
+    let size: number;
+    try {
+      const st = await stat(path);
+      if (!st.isFile()) return { status: 'missing' };
+      size = st.size;
+    } catch (err) {
+      if (missing(err)) return { status: 'missing' };
+      throw err;
+    }
+    if (start + length > size) return { status: 'short', objectSize: size };
+    const tmp = `${file}.part-${randomBytes(6).toString('hex')}`;
+    try {
+      const buf = Buffer.allocUnsafe(length);
+      const fh = await open(path, 'r');
+      try {
+        const { bytesRead } = await fh.read(buf, 0, length, start);
+        if (bytesRead !== length) return { status: 'short', objectSize: null };
+      } finally {
+        await fh.close();
+      }
+      await writeFile(tmp, buf);
+      await rename(tmp, file);
+      return { status: 'ok' };
+    } finally {
+      await rm(tmp, { force: true });
     }
   }
 

@@ -87,19 +87,20 @@ export class KeyLayout {
     return `${this.base}/blobs/sha256/${d.slice(0, 2)}/${d}`;
   }
 
-  /** A chunk of a large file (src/changeset/chunker.ts), named by the sha256 of its bytes and stored gzip'd. */
-  chunkKey(d: Digest): string {
-    return `${this.chunksPrefix}${d.slice(0, 2)}/${d}`;
+  /** A pack: chunks of large files (src/changeset/chunker.ts) stored back to back, each a gzip member of its own,
+   *  named by the sha256 of the pack's bytes. Commit chunk lists say which chunk lies where (chunk-list.ts). */
+  packKey(d: Digest): string {
+    return `${this.packsPrefix}${d.slice(0, 2)}/${d}`;
   }
 
-  get chunksPrefix(): string {
-    return `${this.base}/chunks/sha256/`;
+  get packsPrefix(): string {
+    return `${this.base}/packs/sha256/`;
   }
 
-  /** The digest a chunk key names; null unless the key is exactly chunkKey(digest). */
-  parseChunkKey(key: string): Digest | null {
-    if (!key.startsWith(this.chunksPrefix)) return null;
-    const rest = key.slice(this.chunksPrefix.length);
+  /** The digest a pack key names; null unless the key is exactly packKey(digest). */
+  parsePackKey(key: string): Digest | null {
+    if (!key.startsWith(this.packsPrefix)) return null;
+    const rest = key.slice(this.packsPrefix.length);
     const d = rest.slice(3);
     return rest.length === 67 && isDigest(d) && rest.slice(0, 3) === `${d.slice(0, 2)}/` ? d : null;
   }

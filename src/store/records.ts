@@ -10,8 +10,8 @@ export interface CommitCounts {
   bytes: number;
 }
 
-/** A commit's chunk list (src/changeset/chunk-list.ts): the blob under blobs/ and what it declares. Every chunk the
- *  list names is an object under chunks/ that lives while a retained record names the list (GC). */
+/** A commit's chunk list (src/changeset/chunk-list.ts): the blob under blobs/ and what it declares. Every pack the
+ *  list names (packs/) must live while a retained record names the list (GC). */
 export interface CommitChunks {
   /** sha256 of the stored list (gzip of JSON), a blob like the changeset's. */
   digest: Digest;

@@ -20,7 +20,7 @@ import {
 import { TwinlayerError } from '../log/errors.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import type { BucketRequestKind, Metrics } from '../metrics/index.js';
-import { defaultRetryPolicy, type BlobStore, type RetryPolicy } from './blob-store.js';
+import { checkRange, defaultRetryPolicy, type BlobStore, type RangeRead, type RetryPolicy } from './blob-store.js';
 import { BucketMissingError, ObjectTooLargeError, StoreRequestError, StoreUnreachableError } from './errors.js';
 import { checkRetryPolicy, withRetries } from './retry.js';
 
@@ -361,6 +361,47 @@ export class S3BlobStore implements BlobStore {
         throw err;
       }
       return true;
+    });
+  }
+
+  async getRangeToFile(key: string, start: number, length: number, file: string): Promise<RangeRead> {
+    checkRange(start, length);
+    return this.#request('get-range', key, async (): Promise<RangeRead> => {
+      let out;
+      try {
+        out = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${start + length - 1}` }));
+      } catch (err) {
+        if (isNotFound(err) && !isNoSuchBucket(err)) return { status: 'missing' };
+        // 416: the range starts at or past the object's end.
+        if (statusOf(err) === 416 || nameOf(err) === 'InvalidRange') return { status: 'short', objectSize: null };
+        throw err;
+      }
+      const stream = bodyStream(out.Body, key);
+      // A server that ignores Range answers 200 with the whole object; one whose object ends early answers less.
+      const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(out.ContentRange ?? '');
+      const objectSize = range?.[3] === undefined || range[3] === '*' ? null : Number(range[3]);
+      if (range === null || Number(range[1]) !== start) {
+        stream.destroy();
+        throw new StoreRequestError(`the S3 server did not answer the range ${start}+${length} (Content-Range ${JSON.stringify(out.ContentRange ?? null)})`, { key, endpoint: this.endpoint });
+      }
+      if (Number(range[2]) !== start + length - 1) {
+        stream.destroy();
+        return { status: 'short', objectSize };
+      }
+      const tmp = `${file}.part-${randomBytes(6).toString('hex')}`;
+      try {
+        const counter = byteLimiter(length, key);
+        await pipeline(stream, counter, createWriteStream(tmp));
+        if (counter.bytes !== length) {
+          throw Object.assign(new Error(`short body: ${counter.bytes} of ${length} bytes`), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+        }
+        await rename(tmp, file);
+      } catch (err) {
+        stream.destroy();
+        await rm(tmp, { force: true });
+        throw err;
+      }
+      return { status: 'ok' };
     });
   }
 

@@ -1,9 +1,9 @@
-// Large files shipped as content-defined chunks (issue 10), through the embedded S3 server: the primary writes
-// through a real overlay mount, the UpperTracker builds with chunking, chunks, list and changeset go to the bucket as
-// the pusher sends them; the standby fetches the list as the puller does (openChunkedCommit), stages into the upper
-// dir of a second overlay over the same lower dir (unmounted while staging), and the merged views must be equal
-// byte for byte. Bytes uploaded and chunk downloads are counted at the store. Hostile chunk lists are refused with
-// nothing written. Root only (overlayfs).
+// Large files shipped as content-defined chunks in packs (issue 10), through the embedded S3 server: the primary
+// writes through a real overlay mount, the UpperTracker builds with chunking, packs, list and changeset go to the
+// bucket as the pusher sends them; the standby fetches the list as the puller does (openChunkedCommit), reads the
+// chunks it lacks with ranged GETs of the packs, stages into the upper dir of a second overlay over the same lower dir
+// (unmounted while staging), and the merged views must be equal byte for byte. Bytes uploaded and ranged GETs are
+// counted at the store. Hostile chunk lists and packs are refused with nothing written. Root only (overlayfs).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -12,10 +12,11 @@ import { mkdir, mkdtemp, open, readdir, readFile, rm, truncate, unlink, writeFil
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import {
-  ChangesetRejectedError, defaultLimits, encodeChunkList, maxChunkBytes, stageChangeset, summarize, UpperTracker, type BuiltChangeset, type ChunkedFile, type ChunkList,
+  ChangesetRejectedError, ChunkIndex, chunkIndexFile, defaultLimits, encodeChunkList, maxChunkBytes, stageChangeset, summarize, UpperTracker, type BuiltChangeset, type ChunkList, type ListedFile,
 } from '../../../src/changeset/index.js';
 import { openChunkedCommit } from '../../../src/puller/chunked-commit.js';
-import { asDigest, BlobDigestMismatchError, ChunkStore, type Bucket, type CommitRecord, type S3BlobStore } from '../../../src/store/index.js';
+import { uploadChunks } from '../../../src/pusher/chunk-upload.js';
+import { asDigest, BlobDigestMismatchError, BlobMissingError, PackStore, type Bucket, type CommitRecord, type S3BlobStore } from '../../../src/store/index.js';
 import { diffTrees, makeOverlayDirs, mountOverlay, requireRoot, snapshotTree, unmountOverlay, unmountQuietly, type OverlayDirs } from '../../support/overlay.js';
 import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
 import { bucketFor } from '../puller/helpers.js';
@@ -36,54 +37,48 @@ describe('large files in chunks, primary overlay to twin overlay through the buc
   let pushBucket: Bucket;
   let pullBucket: Bucket;
   let pullStore: WrappedStore;
-  let pushChunks: ChunkStore;
-  let pullChunks: ChunkStore;
+  let pushPacks: PackStore;
+  let pullPacks: PackStore;
   let tracker: UpperTracker;
   let first = true;
   let seq = 0;
   const stateDir = (): string => join(base, 'state');
 
-  interface Shipped { record: CommitRecord; uploaded: number; built: BuiltChangeset }
+  interface Shipped { record: CommitRecord; uploaded: number; built: BuiltChangeset; list: ChunkList | undefined }
 
-  /** Builds, uploads what the bucket lacks (chunks, list, changeset) as the pusher does; counts the bytes sent. */
+  /** Builds, uploads what the bucket lacks (packs, list, changeset) as the pusher does; counts the bytes sent. */
   async function ship(): Promise<Shipped> {
+    const before = pushPacks.stats.uploadedBytes;
     const built = await tracker.build(first ? 'full' : 'reconcile');
     assert.ok(built !== null, 'something to ship');
-    const before = pushChunks.stats.uploadedBytes;
     let uploaded = built.size;
     const c = built.chunks;
-    if (c !== undefined) {
-      await pushChunks.ensureAll(c.spool);
-      await pushBucket.uploadBlob(c.file, asDigest(c.digest));
-      uploaded += c.size;
-    }
+    const up = c === undefined ? undefined : await uploadChunks(c, pushBucket);
+    if (up !== undefined) uploaded += up.declared.size;
     await pushBucket.uploadBlob(built.file, asDigest(built.digest));
-    uploaded += pushChunks.stats.uploadedBytes - before;
+    uploaded += pushPacks.stats.uploadedBytes - before;
     tracker.commit(built);
     seq++;
     const record: CommitRecord = {
       version: 1, seq: seq as CommitRecord['seq'], parentSeq: (seq - 1) as CommitRecord['parentSeq'], generation: 1 as CommitRecord['generation'],
       container: 'web', digest: asDigest(built.digest), size: built.size, kind: built.kind, counts: built.counts,
       firstWriteAt: new Date().toISOString(), publishedAt: new Date().toISOString(), writer: 'a',
-      ...(c === undefined ? {} : { chunks: { digest: asDigest(c.digest), size: c.size, ...summarize(c.list) } }),
+      ...(up === undefined ? {} : { chunks: up.declared }),
     };
     first = false;
     await rm(built.file, { force: true });
-    if (c !== undefined) {
-      await rm(c.file, { force: true });
-      await rm(c.spoolDir, { recursive: true, force: true });
-    }
-    return { record, uploaded, built };
+    if (c !== undefined) await rm(c.spoolDir, { recursive: true, force: true });
+    return { record, uploaded, built, list: up?.list };
   }
 
-  /** Stages a record into the twin's upper dir as the puller does; returns the chunk GETs it made. */
+  /** Stages a record into the twin's upper dir as the puller does; returns the ranged GETs of packs it made. */
   async function stage(record: CommitRecord): Promise<number> {
-    const readsBefore = pullStore.keysRead.filter((k) => k.includes('/chunks/')).length;
+    const rangesBefore = pullStore.ranges.length;
     const blob = join(base, 'dl', `${record.digest}.${record.seq}`);
     await mkdir(join(base, 'dl'), { recursive: true });
     await pullBucket.downloadBlob(record.digest, record.size, blob);
     try {
-      const chunked = await openChunkedCommit({ bucket: pullBucket, chunks: pullChunks, limits: defaultLimits, indexDir: join(stateDir(), 'chunk-index') }, 'web', 'twin-1', record, blob);
+      const chunked = await openChunkedCommit({ bucket: pullBucket, packs: pullPacks, limits: defaultLimits, indexDir: join(stateDir(), 'chunk-index') }, 'web', 'twin-1', record, blob);
       await stageChangeset(blob, record.kind, { upperDir: twin.upper, tmpDir: join(base, 'twin-tmp') }, {
         declared: { ...record.counts, size: record.size }, ...(chunked.stage === undefined ? {} : { chunks: chunked.stage }),
       });
@@ -91,7 +86,7 @@ describe('large files in chunks, primary overlay to twin overlay through the buc
     } finally {
       await rm(blob, { force: true });
     }
-    return pullStore.keysRead.filter((k) => k.includes('/chunks/')).length - readsBefore;
+    return pullStore.ranges.length - rangesBefore;
   }
 
   /** The twin's merged view equals the primary's, every file's bytes included. */
@@ -121,9 +116,10 @@ describe('large files in chunks, primary overlay to twin overlay through the buc
     pushBucket = bucketFor(store, 'chunked');
     pullStore = new WrappedStore(store);
     pullBucket = bucketFor(pullStore, 'chunked');
-    pushChunks = new ChunkStore(store, pushBucket.layout);
-    pullChunks = new ChunkStore(pullStore, pullBucket.layout);
-    tracker = new UpperTracker({ upperDir: primary.upper, workDir: join(base, 'work'), chunking: { thresholdBytes: MiB, known: pushChunks.known } });
+    // Small packs, so that a commit of a few MiB makes several and neighbours are coalesced across none of them.
+    pushPacks = new PackStore(store, pushBucket.layout, { packBytes: MiB, cacheFile: join(base, 'push-state', 'packs.jsonl') });
+    pullPacks = new PackStore(pullStore, pullBucket.layout);
+    tracker = new UpperTracker({ upperDir: primary.upper, workDir: join(base, 'work'), chunking: { thresholdBytes: MiB, openSink: pushPacks.openSink } });
   });
 
   after(async () => {
@@ -138,9 +134,11 @@ describe('large files in chunks, primary overlay to twin overlay through the buc
     await writeFile(at('var/log/app.log'), randomBytes(8 * MiB));
     await writeFile(at('etc.conf'), 'small\n');
     const s = await ship();
-    assert.equal(s.built.chunks?.list.files.map((f) => f.path).join(), 'var/log/app.log');
+    assert.equal(s.list?.files.map((f) => f.path).join(), 'var/log/app.log');
+    assert.ok((s.list?.packs.length ?? 0) >= 6, `8 MiB of new chunks in packs of 1 MiB: ${s.list?.packs.length}`);
     assert.ok(s.built.counts.bytes < 1024, 'the large file is not in the tar');
-    await stage(s.record);
+    const gets = await stage(s.record);
+    assert.ok(gets <= (s.list?.packs.length ?? 0), `${gets} ranged GETs for ${s.list?.packs.length} packs: neighbours coalesced`);
     await assertEqual();
   });
 
@@ -151,7 +149,7 @@ describe('large files in chunks, primary overlay to twin overlay through the buc
     const s = await ship();
     assert.ok(s.uploaded <= 2 * maxChunkBytes + 64 * 1024, `an append of 5000 bytes uploaded ${s.uploaded} bytes`);
     const gets = await stage(s.record);
-    assert.ok(gets <= 2, `the twin fetched ${gets} chunks for an append`);
+    assert.ok(gets <= 2, `the twin made ${gets} ranged GETs for an append`);
     await assertEqual();
   });
 
@@ -162,7 +160,7 @@ describe('large files in chunks, primary overlay to twin overlay through the buc
     const s = await ship();
     assert.ok(s.uploaded <= 2 * maxChunkBytes + 64 * 1024, `a 4 KiB edit uploaded ${s.uploaded} bytes`);
     const gets = await stage(s.record);
-    assert.ok(gets <= 2, `the twin fetched ${gets} chunks for one edit`);
+    assert.ok(gets <= 2, `the twin made ${gets} ranged GETs for one edit`);
     await assertEqual();
   });
 
@@ -201,14 +199,54 @@ describe('large files in chunks, primary overlay to twin overlay through the buc
     await assertEqual();
   });
 
-  describe('hostile chunk lists are refused before anything is written', () => {
-    /** Writes a new large file `victim` and ships it; its record and its true list entry. */
-    async function victim(): Promise<{ rec: CommitRecord; file: ChunkedFile }> {
+  it('a restarted pusher knows the packs from its cache (one HEAD a pack) and uploads again the chunks of a pack the bucket lost', async () => {
+    const restart = (): void => {
+      pushPacks = new PackStore(store!, pushBucket.layout, { packBytes: MiB, cacheFile: join(base, 'push-state', 'packs.jsonl') });
+      tracker = new UpperTracker({ upperDir: primary.upper, workDir: join(base, 'work'), chunking: { thresholdBytes: MiB, openSink: pushPacks.openSink } });
+      first = true;
+    };
+    restart();
+    const full = await ship();
+    assert.ok(full.list !== undefined);
+    assert.ok(full.uploaded < 64 * 1024, `a full checkpoint after a restart uploaded ${full.uploaded} bytes`);
+    assert.equal(pushPacks.stats.packs, 0, 'no pack uploaded');
+    assert.ok(pushPacks.stats.heads >= 1 && pushPacks.stats.heads <= full.list.packs.length, `${pushPacks.stats.heads} HEADs for ${full.list.packs.length} packs`);
+    await stage(full.record);
+    await assertEqual();
+    const lost = full.list.packs[0]!;
+    await store!.delete(pushBucket.layout.packKey(asDigest(lost)));
+    restart();
+    const again = await ship();
+    assert.ok(pushPacks.stats.packs >= 1, 'the chunks of the lost pack were packed again');
+    // The same chunks in the same order make the same pack: content-addressed, it is back under its name.
+    for (const p of again.list?.packs ?? []) assert.ok(await store!.exists(pushBucket.layout.packKey(asDigest(p))), `pack ${p} is in the bucket`);
+    await stage(again.record);
+    await assertEqual();
+  });
+
+  it('a promoted standby: its pusher learns the twin\'s chunk index and uploads none of the chunks the bucket holds', async () => {
+    // The index the puller kept of the twin (stage() adopts every staged list), read back from disk.
+    const index = await ChunkIndex.load(chunkIndexFile(join(stateDir(), 'chunk-index'), 'web'), 'twin-1');
+    // Another host: no cache of packs it uploaded.
+    pushPacks = new PackStore(store!, pushBucket.layout, { packBytes: MiB });
+    assert.ok(pushPacks.learn(index.places()) > 0, 'the index places chunks');
+    tracker = new UpperTracker({ upperDir: primary.upper, workDir: join(base, 'work'), chunking: { thresholdBytes: MiB, openSink: pushPacks.openSink } });
+    first = true;
+    const full = await ship();
+    assert.ok(full.uploaded < 64 * 1024, `the first full commit of the promoted host uploaded ${full.uploaded} bytes`);
+    assert.equal(pushPacks.stats.packs, 0, 'no pack uploaded');
+    await stage(full.record);
+    await assertEqual();
+  });
+
+  describe('hostile chunk lists and packs are refused before anything is written', () => {
+    /** Writes a new large file `victim` and ships it; its record, its true list and its entry there. */
+    async function victim(): Promise<{ rec: CommitRecord; list: ChunkList; file: ListedFile }> {
       await writeFile(at('victim'), randomBytes(2 * MiB));
       const s = await ship();
-      const file = s.built.chunks?.list.files.find((f) => f.path === 'victim');
-      assert.ok(file !== undefined && file.chunks.length >= 3, 'the victim ships in several chunks');
-      return { rec: s.record, file };
+      const file = s.list?.files.find((f) => f.path === 'victim');
+      assert.ok(s.list !== undefined && file !== undefined && file.chunks.length >= 3, 'the victim ships in several chunks');
+      return { rec: s.record, list: s.list, file };
     }
 
     /** `rec` with the crafted `list` in the bucket in place of its own. */
@@ -221,12 +259,18 @@ describe('large files in chunks, primary overlay to twin overlay through the buc
       return { ...rec, chunks: { digest, size: stored.length, ...summarize(list), ...declared } };
     }
 
+    /** The list holding only `file`, with the packs it uses. */
+    function only(list: ChunkList, file: ListedFile): ChunkList {
+      return { version: 2, packs: list.packs, files: [file] };
+    }
+
     async function refusedWithNothingWritten(record: CommitRecord, expected: (err: unknown) => boolean): Promise<void> {
       const snap = async (): Promise<string> => JSON.stringify([...await snapshotTree(twin.upper)].map(([p, i]) => [p, i.sha256 ?? '', i.size, String(i.mtimeUs)]));
       const before = await snap();
       await assert.rejects(stage(record), expected);
       assert.equal(await snap(), before, 'the upper dir changed');
       assert.deepEqual(await readdir(join(base, 'twin-tmp')), [], 'the tmp dir holds nothing');
+      assert.deepEqual((await readdir(join(base, 'dl'))).filter((f) => !f.startsWith('.')), [], 'no download is left');
     }
 
     const rejected = (re: RegExp) => (err: unknown): boolean => {
@@ -235,40 +279,95 @@ describe('large files in chunks, primary overlay to twin overlay through the buc
       return true;
     };
 
-    it('a chunk whose bytes do not match its digest', async () => {
-      const { rec, file } = await victim();
-      const [d, size] = file.chunks[1]!;
-      await store!.put(pushBucket.layout.chunkKey(asDigest(d)), gzipSync(randomBytes(size)));
+    /** The stored bytes of the pack `pack`. */
+    async function packBytes(pack: string): Promise<Buffer> {
+      const b = await store!.getBuffer(pushBucket.layout.packKey(asDigest(pack)), 64 * MiB);
+      assert.ok(b !== null, 'the pack is in the bucket');
+      return b;
+    }
+
+    it('a chunk whose bytes in its pack do not match its digest; a pack replaced by another', async () => {
+      const { rec, list, file } = await victim();
+      const [, , p, offset, stored] = file.chunks[1]!;
+      const pack = list.packs[p]!;
+      const original = await packBytes(pack);
+      const bad = Buffer.from(original);
+      // Same stored length, other bytes: a valid gzip member of other content.
+      const other = gzipSync(randomBytes(file.chunks[1]![1]), { level: 0 });
+      other.copy(bad, offset, 0, Math.min(stored, other.length));
+      await store!.put(pushBucket.layout.packKey(asDigest(pack)), bad);
       await refusedWithNothingWritten(rec, (err) => err instanceof BlobDigestMismatchError);
+      // Another pack's bytes under this pack's name (it no longer hashes to its name): every chunk read is checked.
+      const others = list.packs.filter((x) => x !== pack);
+      const replacement = others.length > 0 ? await packBytes(others[0]!) : Buffer.alloc(0);
+      await store!.put(pushBucket.layout.packKey(asDigest(pack)), Buffer.concat([replacement, randomBytes(original.length)]));
+      await refusedWithNothingWritten(rec, (err) => err instanceof BlobDigestMismatchError);
+      await store!.put(pushBucket.layout.packKey(asDigest(pack)), original);
+    });
+
+    it('a pack missing from the bucket: nothing written (a later poll tries again)', async () => {
+      const { rec, list, file } = await victim();
+      const gone = list.packs[file.chunks[0]![2]]!;
+      const renamed = { ...only(list, file), packs: list.packs.map((p) => (p === gone ? sha(randomBytes(8)) : p)) };
+      await refusedWithNothingWritten(await withList(rec, renamed), (err) => err instanceof BlobMissingError);
+    });
+
+    it('places past the end of the pack, overlapping or negative ranges, stored lengths no chunk can have: refused', async () => {
+      const { rec, list, file } = await victim();
+      const [d0, s0, p0, o0, st0] = file.chunks[0]!;
+      const [d1, s1, , , st1] = file.chunks[1]!;
+      const rest = file.chunks.slice(1);
+      const packSize = (await packBytes(list.packs[p0]!)).length;
+      // Found out by the ranged GET (the list cannot know the pack's size): refused before anything is written.
+      const past = [[d0, s0, p0, packSize + 100, st0] as const, ...rest];
+      await refusedWithNothingWritten(await withList(rec, only(list, { ...file, chunks: past })), rejected(new RegExp(`pack ${list.packs[p0]!.slice(0, 12)}, which (holds ${packSize} bytes|ends before)`)));
+      // The last chunk of that pack moved 10 bytes on: its range ends past the pack.
+      const last = file.chunks.reduce((best, c, i) => (c[2] === p0 && c[3] > file.chunks[best]![3] ? i : best), 0);
+      const straddling = file.chunks.map((c, i) => (i === last ? [c[0], c[1], c[2], c[3] + 10, c[4]] as const : c));
+      assert.equal(file.chunks[last]![3] + file.chunks[last]![4], packSize, 'the victim\'s last chunk in the pack ends it');
+      await refusedWithNothingWritten(await withList(rec, only(list, { ...file, chunks: straddling })), rejected(/which (holds|ends before)/));
+      // Refused while the list is parsed: no pack is read.
+      const ranges = pullStore.ranges.length;
+      const overlapping = [file.chunks[0]!, [d1, s1, p0, o0 + 1, st1] as const, ...file.chunks.slice(2)];
+      await refusedWithNothingWritten(await withList(rec, only(list, { ...file, chunks: overlapping })), rejected(/overlap in pack/));
+      const negative = [[d0, s0, p0, -5, st0] as const, ...rest];
+      await refusedWithNothingWritten(await withList(rec, only(list, { ...file, chunks: negative })), rejected(/does not parse/));
+      const huge = [[d0, s0, p0, o0, 10 * MiB] as const, ...rest];
+      await refusedWithNothingWritten(await withList(rec, only(list, { ...file, chunks: huge })), rejected(/stored in 10485760; at most/));
+      const far = [[d0, s0, p0, defaultLimits.maxPackBytes, st0] as const, ...rest];
+      await refusedWithNothingWritten(await withList(rec, only(list, { ...file, chunks: far })), rejected(/packs hold at most/));
+      const unnamed = [[d0, s0, list.packs.length, o0, st0] as const, ...rest];
+      await refusedWithNothingWritten(await withList(rec, only(list, { ...file, chunks: unnamed })), rejected(/the list names/));
+      assert.equal(pullStore.ranges.length, ranges, 'no pack was read for a list refused while parsed');
     });
 
     it('a list that names a million chunks, or more bytes than any changeset may hold: refused before it is fetched', async () => {
-      const { rec, file } = await victim();
+      const { rec, list, file } = await victim();
       const reads = pullStore.keysRead.length;
-      await refusedWithNothingWritten(await withList(rec, { version: 1, files: [file] }, { count: 1_000_000 }), rejected(/1000000 chunks; the limit/));
-      await refusedWithNothingWritten(await withList(rec, { version: 1, files: [file] }, { bytes: 64 * 1024 ** 3 }), rejected(/bytes of chunked files; the limit/));
+      await refusedWithNothingWritten(await withList(rec, only(list, file), { count: 1_000_000 }), rejected(/1000000 chunks; the limit/));
+      await refusedWithNothingWritten(await withList(rec, only(list, file), { bytes: 64 * 1024 ** 3 }), rejected(/bytes of chunked files; the limit/));
       const listReads = pullStore.keysRead.slice(reads).filter((k) => k.includes('/blobs/') && !k.includes(rec.digest));
       assert.deepEqual(listReads, [], 'no chunk list was fetched');
+      assert.deepEqual(pullStore.keysRead.slice(reads).filter((k) => k.includes('/packs/')), [], 'no pack was read');
     });
 
     it('a list whose sizes do not add up, totals other than declared, a chunk reused with another length', async () => {
-      const { rec, file } = await victim();
-      await refusedWithNothingWritten(await withList(rec, { version: 1, files: [{ ...file, size: file.size + 1 }] }), rejected(/add up to/));
-      await refusedWithNothingWritten(await withList(rec, { version: 1, files: [file] }, { bytes: file.size - 1 }), rejected(/the record declares/));
-      await refusedWithNothingWritten(await withList(rec, { version: 1, files: [file] }, { count: file.chunks.length + 1 }), rejected(/the record declares/));
-      const [d0, s0] = file.chunks[0]!;
+      const { rec, list, file } = await victim();
+      await refusedWithNothingWritten(await withList(rec, only(list, { ...file, size: file.size + 1 })), rejected(/add up to/));
+      await refusedWithNothingWritten(await withList(rec, only(list, file), { bytes: file.size - 1 }), rejected(/the record declares/));
+      await refusedWithNothingWritten(await withList(rec, only(list, file), { count: file.chunks.length + 1 }), rejected(/the record declares/));
+      const [d0, s0, p0, o0, st0] = file.chunks[0]!;
       const [, s1] = file.chunks[1]!;
-      const reused = [[d0, s0] as const, [d0, s1] as const, ...file.chunks.slice(2)];
-      await refusedWithNothingWritten(await withList(rec, { version: 1, files: [{ ...file, chunks: reused }] }), rejected(/named with lengths/));
+      const reused = [[d0, s0, p0, o0, st0] as const, [d0, s1, p0, o0, st0] as const, ...file.chunks.slice(2)];
+      await refusedWithNothingWritten(await withList(rec, only(list, { ...file, chunks: reused })), rejected(/named with lengths/));
     });
 
     it('a list whose chunks make another file than the digest it names, or that names other files', async () => {
-      const { rec, file } = await victim();
+      const { rec, list, file } = await victim();
       const swapped = [file.chunks[1]!, file.chunks[0]!, ...file.chunks.slice(2)];
-      await refusedWithNothingWritten(await withList(rec, { version: 1, files: [{ ...file, chunks: swapped }] }), rejected(/assembled from its chunks has sha256/));
-      await refusedWithNothingWritten(await withList(rec, { version: 1, files: [{ ...file, path: 'other' }] }), rejected(/does not name/));
-      await refusedWithNothingWritten(await withList(rec, { version: 1, files: [file, { ...file, path: 'zzz' }] }), rejected(/names 2 files, the changeset ships 1/));
+      await refusedWithNothingWritten(await withList(rec, only(list, { ...file, chunks: swapped })), rejected(/assembled from its chunks has sha256/));
+      await refusedWithNothingWritten(await withList(rec, only(list, { ...file, path: 'other' })), rejected(/does not name/));
+      await refusedWithNothingWritten(await withList(rec, { ...only(list, file), files: [file, { ...file, path: 'zzz' }] }), rejected(/names 2 files, the changeset ships 1/));
     });
   });
 });
-

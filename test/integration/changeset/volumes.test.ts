@@ -6,12 +6,13 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { appendFile, chmod, chown, copyFile, link, mkdir, mkdtemp, readdir, readFile, rename, rm, symlink, unlink, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, chown, link, mkdir, mkdtemp, readdir, readFile, rename, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import {
-  ChangesetRejectedError, ChunkIndex, defaultLimits, recoverStaging, stageChangeset, UpperTracker, volumeTarPath, type BuiltChangeset, type StageTarget,
+  ChangesetRejectedError, ChunkIndex, defaultLimits, placeChunks, recoverStaging, stageChangeset, UpperTracker, volumeTarPath, type BuiltChangeset, type ChunkList, type StageTarget,
 } from '../../../src/changeset/index.js';
+import { DirBlobStore, KeyLayout, PackStore } from '../../../src/store/index.js';
 import { StageTargetError } from '../../../src/changeset/errors.js';
 import { readChangeset } from '../../../src/changeset/tar-reader.js';
 import { diffTrees, requireRoot, snapshotTree } from '../../support/overlay.js';
@@ -123,43 +124,32 @@ describe('volumes in the changeset of their container', () => {
     await writeFile(join(p.data, 'big.db'), big);
     await writeFile(join(p.upper, 'top.bin'), randomBytes(1536 * 1024));
     await writeFile(join(p.anon, 'small'), 'small');
-    /** Chunks the "bucket" holds: every one a build spooled. */
-    const bucket = new Map<string, string>();
-    const store = join(base, 'chunked-store');
-    await mkdir(store);
+    // The pusher's pack store and the standby's, on a local-directory bucket (the same BlobStore seam as S3).
+    const bucketStore = new DirBlobStore(join(base, 'chunked-store'));
+    const layout = new KeyLayout('twinlayer', 'volumes');
+    const pushPacks = new PackStore(bucketStore, layout);
+    const pullPacks = new PackStore(bucketStore, layout);
     const tracker = new UpperTracker({
       upperDir: p.upper, workDir: join(base, 'w-chunked'),
       volumes: [{ key: 'data', destination: '/var/lib/data', dir: p.data }, { key: 'twinlayer-anon-1', destination: '/anon', dir: p.anon }],
-      chunking: { thresholdBytes: 1024 * 1024, known: (d) => bucket.has(d) },
+      chunking: { thresholdBytes: 1024 * 1024, openSink: pushPacks.openSink },
     });
     const index = await ChunkIndex.load(join(base, 'chunked-index.json'), 'twin-1');
-    let fetched: string[] = [];
-    const ship = async (scope: 'full' | 'reconcile'): Promise<{ built: BuiltChangeset; stats: { local: number; fetched: number } }> => {
+    const ship = async (scope: 'full' | 'reconcile'): Promise<{ built: BuiltChangeset; list: ChunkList; stats: { local: number; fetched: number } }> => {
       const built = await tracker.build(scope);
       assert.ok(built?.chunks !== undefined, 'something ships in chunks');
-      for (const [d, f] of built.chunks.spool) {
-        await copyFile(f, join(store, d));
-        bucket.set(d, join(store, d));
-      }
-      fetched = [];
+      const places = await built.chunks.sink.finish(built.chunks.files);
+      const chunkList = placeChunks(built.chunks.files, (d) => places.get(d));
       const r = await stageChangeset(built.file, built.kind, target, {
-        chunks: {
-          list: built.chunks.list, locate: index.locate, dir: join(base, 'chunked-fetch'),
-          fetch: async (digest, _size, file) => {
-            fetched.push(digest);
-            const from = bucket.get(digest);
-            if (from === undefined) throw new Error(`chunk ${digest} is not in the bucket`);
-            await copyFile(from, file);
-          },
-        },
+        chunks: { list: chunkList, locate: index.locate, dir: join(base, 'chunked-fetch'), fetch: (range, file) => pullPacks.fetchRange(range, file) },
       });
-      index.adopt(built.chunks.list, built.kind);
+      index.adopt(chunkList, built.kind);
       tracker.commit(built);
       assert.ok(r.chunks !== undefined);
-      return { built, stats: r.chunks };
+      return { built, list: chunkList, stats: r.chunks };
     };
     const first = await ship('full');
-    assert.deepEqual(first.built.chunks?.list.files.map((f) => f.path), ['.wh..twinlayer-volumes/data/big.db', 'top.bin']);
+    assert.deepEqual(first.list.files.map((f) => f.path), ['.wh..twinlayer-volumes/data/big.db', 'top.bin']);
     assert.equal(first.stats.local, 0);
     assert.deepEqual(await readFile(join(t.data, 'big.db')), big);
     await assertSame(p, t, 'after the first chunked commit');
@@ -167,10 +157,10 @@ describe('volumes in the changeset of their container', () => {
     // An append: the twin's volume holds every chunk but the last ones; those are all that is fetched.
     await appendFile(join(p.data, 'big.db'), randomBytes(200 * 1024));
     const second = await ship('reconcile');
-    assert.deepEqual(second.built.chunks?.list.files.map((f) => f.path), ['.wh..twinlayer-volumes/data/big.db']);
-    const chunks = second.built.chunks?.list.files[0]?.chunks.length ?? 0;
+    assert.deepEqual(second.list.files.map((f) => f.path), ['.wh..twinlayer-volumes/data/big.db']);
+    const chunks = second.list.files[0]?.chunks.length ?? 0;
     assert.ok(second.stats.local > 0, `chunks taken from the twin's volume: ${JSON.stringify(second.stats)}`);
-    assert.equal(second.stats.local + second.stats.fetched, new Set(second.built.chunks?.list.files[0]?.chunks.map(([d]) => d)).size);
+    assert.equal(second.stats.local + second.stats.fetched, new Set(second.list.files[0]?.chunks.map(([d]) => d)).size);
     assert.ok(second.stats.fetched < chunks / 2, `most chunks reused: ${JSON.stringify(second.stats)}`);
     assert.deepEqual(await readFile(join(t.data, 'big.db')), await readFile(join(p.data, 'big.db')));
     await assertSame(p, t, 'after the append');

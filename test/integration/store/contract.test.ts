@@ -107,6 +107,26 @@ for (const impl of impls) {
       assert.deepEqual((await readdir(work)).sort(), ['dest.bin', 'src.bin']);
     });
 
+    it('reads a byte range into a file; a range past the end is short, a missing object missing', async () => {
+      const body = randomBytes(1024 * 1024 + 5);
+      await store.put('c/ranged', body);
+      const dest = join(work, 'range.bin');
+      assert.deepEqual(await store.getRangeToFile('c/ranged', 1000, 70_000, dest), { status: 'ok' });
+      assert.deepEqual(await readFile(dest), body.subarray(1000, 71_000));
+      await rm(dest);
+      assert.deepEqual(await store.getRangeToFile('c/ranged', body.length - 1, 1, dest), { status: 'ok' });
+      assert.deepEqual(await readFile(dest), body.subarray(body.length - 1));
+      await rm(dest);
+      const past = await store.getRangeToFile('c/ranged', body.length - 10, 11, dest);
+      assert.equal(past.status, 'short');
+      assert.ok(past.status === 'short' && (past.objectSize === null || past.objectSize === body.length));
+      assert.equal((await store.getRangeToFile('c/ranged', body.length + 100, 10, dest)).status, 'short');
+      assert.deepEqual(await store.getRangeToFile('c/none', 0, 10, dest), { status: 'missing' });
+      await assert.rejects(store.getRangeToFile('c/ranged', -1, 10, dest), TypeError);
+      await assert.rejects(store.getRangeToFile('c/ranged', 0, 0, dest), TypeError);
+      assert.deepEqual((await readdir(work)).filter((f) => f.startsWith('range')), [], 'no range read left a file or a temp file');
+    });
+
     it('answers conditional GETs: missing, ok with an ETag, unchanged, ok again after a change', async () => {
       assert.deepEqual(await store.getIfNoneMatch('c/head', undefined, 1024), { status: 'missing' });
       await store.put('c/head', Buffer.from('{"seq":1}'));

@@ -97,6 +97,13 @@ export class WrappedStore implements BlobStore {
     await this.beforeGetToFile?.(key, this.getToFileCalls);
     return this.inner.getToFile(key, file);
   }
+  /** Ranged reads: each is recorded in keysRead (the key) and in ranges. */
+  readonly ranges: Array<{ key: string; start: number; length: number }> = [];
+  getRangeToFile(key: string, start: number, length: number, file: string) {
+    this.keysRead.push(key);
+    this.ranges.push({ key, start, length });
+    return this.inner.getRangeToFile(key, start, length, file);
+  }
   getIfNoneMatch(key: string, etag: string | undefined, maxBytes: number) {
     this.keysRead.push(key);
     return this.inner.getIfNoneMatch(key, etag, maxBytes);

@@ -1,0 +1,572 @@
+// Packs of chunks in the bucket (<base>/packs/sha256/<2 hex>/<64 hex>), as restic keeps its blobs: the chunks of large
+// files a commit must upload (those the bucket is not known to hold) are gzip'd one by one and written back to back
+// into pack files of about `packBytes`, each uploaded once whole and named by the sha256 of its bytes. A chunk lives
+// in one pack; the commit's chunk list (src/changeset/chunk-list.ts) says for each chunk which pack and where, and
+// the signed record names the list. Each chunk is a gzip member of its own, so a range of a pack inflates alone and
+// `zcat` of a whole pack gives its chunks one after the other. The pack's name needs no check on the standby: every
+// chunk read from it is checked against its digest and length, and every file against its digest.
+//
+// The pusher knows which chunks the bucket holds, and where, from the packs it uploaded, remembered in `cacheFile`
+// (one JSON line a pack) across restarts and bounded (oldest forgotten first: that only costs an upload). It does not
+// list the bucket: a remembered pack is checked with one HEAD, the first time this process would rely on it, and a
+// pack the bucket lacks is forgotten with all its chunks, which are then uploaded again. A chunk is uploaded once
+// per commit however many files name it, and a chunk another commit is uploading meanwhile is waited for.
+//
+// The standby reads chunks with ranged GETs (neighbours coalesced by ChunkSupply), inflates each one into a file of
+// its own range and checks it before anything is written to a twin.
+import { createHash, randomBytes } from 'node:crypto';
+import { appendFile, mkdir, open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { promisify } from 'node:util';
+import { deflateRawSync, gunzip as gunzipCb, gzip as gzipCb, gzipSync } from 'node:zlib';
+import { z } from 'zod';
+import { maxStoredChunkBytes, type ChunkedFile, type ChunkPlace, type ChunkSink, type PackEntry, type PackRange } from '../changeset/index.js';
+import { silentLogger, type Logger } from '../log/logger.js';
+import type { BlobStore } from './blob-store.js';
+import { BlobDigestMismatchError, BlobMissingError } from './errors.js';
+import type { KeyLayout } from './keys.js';
+import { asDigest } from './types.js';
+
+const gzip = promisify(gzipCb);
+const gunzip = promisify(gunzipCb);
+
+export interface PackStoreOptions {
+  log?: Logger;
+  /** Where the pusher remembers the packs it uploaded (JSON lines). Unset: in memory only (the standby, tests). */
+  cacheFile?: string;
+  /** Chunks remembered with their place. Default 200,000 (about 25 GiB of chunks; ~40 MB of memory). */
+  maxKnown?: number;
+  /** A pack is closed and uploaded once it holds this many stored bytes. Default 16 MiB (bench/chunking.ts). */
+  packBytes?: number;
+  /** Pack uploads in flight at once for one commit. Default 4. */
+  concurrency?: number;
+  /** Packs held in memory at once (being filled or uploaded) over all builds: the pusher's memory for packs is at most
+   *  this times packBytes (plus a chunk each). Default concurrency + 2. */
+  maxPacksInMemory?: number;
+  /** Downloads of a range whose chunks do not match their digests, before giving up. Default 3. */
+  retries?: number;
+}
+
+/** What the uploads of this process cost, for status and benchmarks. */
+export interface PackUploadStats {
+  /** Packs uploaded, the chunks in them and their stored bytes. */
+  packs: number;
+  uploaded: number;
+  uploadedBytes: number;
+  /** Chunks a commit named that the bucket was known to hold (not uploaded again). */
+  skipped: number;
+  /** HEADs of remembered packs. */
+  heads: number;
+  /** The most packs held in memory at once. */
+  peakPacksInMemory: number;
+}
+
+/** Whether deflate is worth its time on `bytes`: a sample of 4 KiB from the middle shrinks by a tenth at level 1.
+ *  Deflate at level 1 runs at about 40 MB/s on data that does not compress; level 0 only frames it. */
+function compresses(bytes: Buffer): boolean {
+  const n = Math.min(bytes.length, 4 * 1024);
+  const start = Math.floor((bytes.length - n) / 2);
+  return deflateRawSync(bytes.subarray(start, start + n), { level: 1 }).length < n * 0.9;
+}
+
+const hex64 = /^[0-9a-f]{64}$/;
+const int = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const cacheLine = z.strictObject({ pack: z.string().regex(hex64), chunks: z.array(z.tuple([z.string().regex(hex64), int, int.min(1)])) });
+/** A cache file larger than this is not read (it is ours, and compacted at load: only damage makes it so large). */
+const maxCacheFileBytes = 256 * 1024 * 1024;
+
+interface Deferred { promise: Promise<ChunkPlace>; resolve: (p: ChunkPlace) => void; reject: (e: unknown) => void }
+
+function deferred(): Deferred {
+  let resolve!: (p: ChunkPlace) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<ChunkPlace>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // Only commits that wait for it see a failure; the one that made it throws it itself.
+  promise.catch(() => undefined);
+  return { promise, resolve, reject };
+}
+
+/** A pack being filled, in memory: at most packBytes plus a chunk, and at most maxPacksInMemory of them at once over
+ *  every build. Written nowhere but the bucket: a pack on disk cost a write and a read of every byte. */
+class PackWriter {
+  readonly entries: Array<readonly [digest: string, offset: number, stored: number]> = [];
+  readonly parts: Buffer[] = [];
+  size = 0;
+  readonly #hash = createHash('sha256');
+
+  add(digest: string, body: Buffer): void {
+    this.parts.push(body);
+    this.#hash.update(body);
+    this.entries.push([digest, this.size, body.length]);
+    this.size += body.length;
+  }
+
+  finish(): { digest: string; body: Buffer } {
+    return { digest: this.#hash.digest('hex'), body: Buffer.concat(this.parts, this.size) };
+  }
+}
+
+interface SessionInternals {
+  load(): Promise<void>;
+  places: Map<string, ChunkPlace>;
+  packs: Map<string, true | Promise<boolean>>;
+  inFlight: Map<string, Promise<ChunkPlace>>;
+  packBytes: number;
+  concurrency: number;
+  packPresent(pack: string): Promise<boolean>;
+  upload(w: PackWriter, digest: string, body: Buffer): Promise<void>;
+  /** Marks a remembered chunk as used now (it is forgotten last). */
+  touch(digest: string): void;
+  /** Takes (waiting its turn) and gives back room for one pack in memory. */
+  acquire(): Promise<void>;
+  release(): void;
+}
+
+/** One build's new chunks: packed as they come, each pack uploaded once full. A chunk added here is claimed (other
+ *  builds wait for it rather than uploading it too) until the session's pack holding it is uploaded or abandoned. */
+class PackSession implements ChunkSink {
+  readonly #s: SessionInternals;
+  readonly #claims = new Map<string, Deferred>();
+  readonly #uploading = new Set<Promise<void>>();
+  #pack: PackWriter | null = null;
+  #failure: { err: unknown } | null = null;
+  #closed = false;
+
+  constructor(s: SessionInternals) {
+    this.#s = s;
+  }
+
+  readonly known = async (digest: string): Promise<boolean> => {
+    if (this.#claims.has(digest)) return true;
+    await this.#s.load();
+    if (this.#s.inFlight.has(digest)) return true;
+    const place = this.#s.places.get(digest);
+    return place !== undefined && this.#s.packPresent(place.pack);
+  };
+
+  readonly add = async (digest: string, parts: readonly Buffer[]): Promise<void> => {
+    if (this.#closed) throw new Error('chunk sink used after it was finished');
+    if (this.#failure !== null) throw this.#failure.err;
+    if (this.#claims.has(digest) || this.#s.inFlight.has(digest)) return;
+    const claim = deferred();
+    this.#claims.set(digest, claim);
+    this.#s.inFlight.set(digest, claim.promise);
+    const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    // One output buffer the size a stored chunk can reach: zlib's default 16 KiB costs a thread-pool round trip each,
+    // a larger fixed one is garbage the size of a megabyte per chunk. Level 0 only frames and sums the bytes: done
+    // here, it saves a round trip to the thread pool per chunk of data that does not compress.
+    const opts = { chunkSize: Math.max(64 * 1024, maxStoredChunkBytes(bytes.length)) };
+    const body = compresses(bytes) ? await gzip(bytes, { ...opts, level: 1 }) : gzipSync(bytes, { ...opts, level: 0 });
+    if (this.#pack === null) {
+      // The memory of every build's packs together is bounded: a build waits here for a pack to go out.
+      await this.#s.acquire();
+      this.#pack = new PackWriter();
+    }
+    this.#pack.add(digest, body);
+    if (this.#pack.size >= this.#s.packBytes) await this.#seal();
+  };
+
+  async #seal(): Promise<void> {
+    const w = this.#pack;
+    if (w === null) return;
+    this.#pack = null;
+    const { digest, body } = w.finish();
+    w.parts.length = 0;
+    const up = this.#s.upload(w, digest, body).then(() => {
+      for (const [d, offset, stored] of w.entries) this.#claims.get(d)?.resolve({ pack: digest, offset, stored });
+    }, (err: unknown) => {
+      this.#failure ??= { err };
+    }).finally(() => {
+      this.#uploading.delete(up);
+      this.#s.release();
+    });
+    this.#uploading.add(up);
+    // This build's packs in flight are at most `concurrency`.
+    while (this.#uploading.size >= this.#s.concurrency) await Promise.race(this.#uploading);
+    if (this.#failure !== null) throw this.#failure.err;
+  }
+
+  async finish(files: readonly ChunkedFile[]): Promise<Map<string, ChunkPlace>> {
+    try {
+      await this.#seal();
+      await Promise.all(this.#uploading);
+      if (this.#failure !== null) throw this.#failure.err;
+    } catch (err) {
+      await this.abandon();
+      throw err;
+    }
+    this.#closed = true;
+    this.#endClaims();
+    const places = new Map<string, ChunkPlace>();
+    const waits: Array<Promise<void>> = [];
+    let lost: Error | null = null;
+    for (const f of files) {
+      for (const [d] of f.chunks) {
+        if (places.has(d) || lost !== null) continue;
+        const known = this.#s.places.get(d);
+        const pending = this.#claims.get(d)?.promise ?? (known !== undefined && this.#s.packs.get(known.pack) === true ? undefined : this.#s.inFlight.get(d));
+        if (pending !== undefined) {
+          places.set(d, { pack: '', offset: 0, stored: 0 });
+          waits.push(pending.then((p) => void places.set(d, p)));
+        } else if (known === undefined) {
+          lost = new Error(`chunk ${d} is neither uploaded nor known to be in the bucket (forgotten since the build); the next build adds it`);
+        } else {
+          places.set(d, known);
+          this.#s.touch(d);
+          if (this.#s.packs.get(known.pack) !== true) {
+            waits.push(this.#s.packPresent(known.pack).then((ok) => {
+              if (!ok) throw new Error(`pack ${known.pack} of chunk ${d} is not in the bucket; the next build adds its chunks`);
+            }));
+          }
+        }
+      }
+    }
+    // Every wait settles before this returns or throws: none is left to fail unheard.
+    const settled = await Promise.allSettled(waits);
+    if (lost !== null) throw lost;
+    for (const r of settled) if (r.status === 'rejected') throw r.reason;
+    return places;
+  }
+
+  /** Ends the claims: resolved ones (uploaded) are remembered by the store; the others fail their waiters. */
+  #endClaims(): void {
+    for (const [d, c] of this.#claims) {
+      if (this.#s.inFlight.get(d) === c.promise) this.#s.inFlight.delete(d);
+      c.reject(new Error(`chunk ${d} was not uploaded (its build was abandoned)`));
+    }
+  }
+
+  async abandon(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#pack !== null) this.#s.release();
+    this.#pack = null;
+    await Promise.all(this.#uploading);
+    this.#endClaims();
+  }
+}
+
+export class PackStore {
+  readonly #store: BlobStore;
+  readonly #layout: KeyLayout;
+  readonly #log: Logger;
+  readonly #cacheFile: string | undefined;
+  readonly #maxKnown: number;
+  readonly #packBytes: number;
+  readonly #concurrency: number;
+  readonly #retries: number;
+  /** Chunk -> its place, oldest first. */
+  readonly #places = new Map<string, ChunkPlace>();
+  /** Packs the bucket holds (true: uploaded or HEADed by this process) or a HEAD of it in flight. */
+  readonly #packs = new Map<string, true | Promise<boolean>>();
+  /** Chunks a commit is packing now: their place once uploaded. */
+  readonly #inFlight = new Map<string, Promise<ChunkPlace>>();
+  /** Packs in memory now (being filled or uploaded), over every build, and the builds waiting for room. */
+  #packsInMemory = 0;
+  readonly #maxPacksInMemory: number;
+  readonly #waitingForRoom: Array<() => void> = [];
+  #loaded: Promise<void> | null = null;
+  #appending: Promise<void> = Promise.resolve();
+  /** Chunk entries the cache file holds (lines loaded and appended since): past 2 × maxKnown it is rewritten. */
+  #fileEntries = 0;
+  readonly stats: PackUploadStats = { packs: 0, uploaded: 0, uploadedBytes: 0, skipped: 0, heads: 0, peakPacksInMemory: 0 };
+
+  constructor(store: BlobStore, layout: KeyLayout, opts: PackStoreOptions = {}) {
+    this.#store = store;
+    this.#layout = layout;
+    this.#log = opts.log ?? silentLogger;
+    this.#cacheFile = opts.cacheFile;
+    this.#maxKnown = opts.maxKnown ?? 200_000;
+    this.#packBytes = opts.packBytes ?? 16 * 1024 * 1024;
+    this.#concurrency = opts.concurrency ?? 4;
+    this.#maxPacksInMemory = opts.maxPacksInMemory ?? this.#concurrency + 2;
+    this.#retries = opts.retries ?? 3;
+    for (const [name, v] of [['maxKnown', this.#maxKnown], ['packBytes', this.#packBytes], ['concurrency', this.#concurrency], ['retries', this.#retries], ['maxPacksInMemory', this.#maxPacksInMemory]] as const) {
+      if (!Number.isSafeInteger(v) || v < 1) throw new TypeError(`Expected \`${name}\` to be a positive integer, got ${String(v)}`);
+    }
+  }
+
+  /** Whether the bucket holds the chunk, as far as this store knows: a remembered pack not yet relied on by this
+   *  process is HEADed first (once); a chunk a build is uploading now counts as held. */
+  readonly known = async (digest: string): Promise<boolean> => {
+    await this.#load();
+    if (this.#inFlight.has(digest)) return true;
+    const place = this.#places.get(digest);
+    return place !== undefined && this.#packPresent(place.pack);
+  };
+
+  /** Takes in places read elsewhere (a promoted standby's chunk index): remembered like the cache's, each pack HEADed
+   *  once before it is relied on; a chunk already remembered keeps its place. */
+  learn(places: Iterable<readonly [string, ChunkPlace]>): number {
+    let n = 0;
+    for (const [d, p] of places) {
+      if (this.#places.has(d) || !hex64.test(d) || !hex64.test(p.pack)) continue;
+      this.#remember(d, { pack: p.pack, offset: p.offset, stored: p.stored });
+      n++;
+    }
+    return n;
+  }
+
+  /** Chunks remembered with a place (for status and tests). */
+  get size(): number {
+    return this.#places.size;
+  }
+
+  /** A sink for one build's new chunks (ChunkingOptions.openSink): they are packed in memory as they come and each
+   *  pack is uploaded as soon as it is full, `concurrency` at a time, while the build goes on. */
+  readonly openSink = (): ChunkSink => new PackSession(this.#internals());
+
+  /** For PackSession: the store's state and settings. */
+  #internals(): SessionInternals {
+    return {
+      load: () => this.#load(),
+      places: this.#places,
+      packs: this.#packs,
+      inFlight: this.#inFlight,
+      packBytes: this.#packBytes,
+      concurrency: this.#concurrency,
+      packPresent: (pack) => this.#packPresent(pack),
+      upload: (w, digest, body) => this.#upload(w, digest, body),
+      acquire: () => this.#acquire(),
+      release: () => this.#release(),
+      touch: (digest) => {
+        const p = this.#places.get(digest);
+        if (p !== undefined) this.#remember(digest, p);
+      },
+    };
+  }
+
+  async #acquire(): Promise<void> {
+    if (this.#packsInMemory < this.#maxPacksInMemory) {
+      this.#packsInMemory++;
+      this.stats.peakPacksInMemory = Math.max(this.stats.peakPacksInMemory, this.#packsInMemory);
+      return;
+    }
+    // Handed over by #release: the count stays, the room passes to this waiter.
+    await new Promise<void>((resolve) => this.#waitingForRoom.push(resolve));
+  }
+
+  #release(): void {
+    const next = this.#waitingForRoom.shift();
+    if (next !== undefined) next();
+    else this.#packsInMemory--;
+  }
+
+  async #upload(w: PackWriter, digest: string, body: Buffer): Promise<void> {
+    await this.#store.put(this.#layout.packKey(asDigest(digest)), body);
+    this.#packs.set(digest, true);
+    this.stats.packs++;
+    this.stats.uploaded += w.entries.length;
+    this.stats.uploadedBytes += w.size;
+    for (const [d, offset, stored] of w.entries) this.#remember(d, { pack: digest, offset, stored });
+    await this.#append({ pack: digest, chunks: w.entries.map(([d, o, st]) => [d, o, st]) });
+  }
+
+  /** Whether the bucket holds `pack`: true for a pack this process uploaded or saw; else one HEAD, shared. A pack the
+   *  bucket lacks is forgotten with all its chunks. */
+  async #packPresent(pack: string): Promise<boolean> {
+    const state = this.#packs.get(pack);
+    if (state === true) return true;
+    if (state !== undefined) return state;
+    this.stats.heads++;
+    const key = this.#layout.packKey(asDigest(pack));
+    const check = this.#store.exists(key).then((present) => {
+      if (present) {
+        this.#packs.set(pack, true);
+      } else {
+        this.#packs.delete(pack);
+        let forgotten = 0;
+        for (const [d, p] of this.#places) {
+          if (p.pack !== pack) continue;
+          this.#places.delete(d);
+          forgotten++;
+        }
+        this.#log.warn('a remembered pack is not in the bucket; its chunks are uploaded again', { key, chunks: forgotten });
+      }
+      return present;
+    }, (err: unknown) => {
+      this.#packs.delete(pack);
+      throw err;
+    });
+    this.#packs.set(pack, check);
+    return check;
+  }
+
+  #remember(digest: string, place: ChunkPlace): void {
+    this.#places.delete(digest);
+    this.#places.set(digest, place);
+    while (this.#places.size > this.#maxKnown) {
+      const oldest = this.#places.keys().next();
+      if (oldest.done === true) break;
+      this.#places.delete(oldest.value);
+    }
+  }
+
+  /** Reads the cache file once; rewrites it when it holds more than is remembered (forgotten or repeated lines). */
+  async #load(): Promise<void> {
+    this.#loaded ??= this.#loadNow();
+    return this.#loaded;
+  }
+
+  async #loadNow(): Promise<void> {
+    const file = this.#cacheFile;
+    if (file === undefined) return;
+    let text: string;
+    try {
+      const fh = await open(file, 'r');
+      try {
+        if ((await fh.stat()).size > maxCacheFileBytes) {
+          // Ours, and rewritten long before it gets here: only damage makes it so large. Started anew.
+          this.#log.warn('pack cache larger than it can be; starting without it', { file, maxBytes: maxCacheFileBytes });
+          await rm(file, { force: true });
+          return;
+        }
+        text = await fh.readFile('utf8');
+      } finally {
+        await fh.close();
+      }
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== 'ENOENT') this.#log.warn('pack cache unreadable; starting without it', { file, err });
+      return;
+    }
+    let entries = 0;
+    let bad = 0;
+    for (const line of text.split('\n')) {
+      if (line === '') continue;
+      let parsed;
+      try {
+        parsed = cacheLine.safeParse(JSON.parse(line));
+      } catch {
+        parsed = null;
+      }
+      if (parsed?.success !== true) {
+        bad++;
+        continue;
+      }
+      for (const [d, offset, stored] of parsed.data.chunks) this.#remember(d, { pack: parsed.data.pack, offset, stored });
+      entries += parsed.data.chunks.length;
+    }
+    if (bad > 0) this.#log.warn('pack cache lines skipped (torn or damaged)', { file, lines: bad });
+    this.#fileEntries = entries;
+    if (entries > this.#places.size || bad > 0) await this.#compact(file);
+  }
+
+  async #compact(file: string): Promise<void> {
+    const byPack = new Map<string, Array<[string, number, number]>>();
+    for (const [d, p] of this.#places) {
+      const list = byPack.get(p.pack) ?? [];
+      list.push([d, p.offset, p.stored]);
+      byPack.set(p.pack, list);
+    }
+    const text = [...byPack].map(([pack, chunks]) => `${JSON.stringify({ pack, chunks })}\n`).join('');
+    const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
+    try {
+      await writeCache(tmp, text);
+      await rename(tmp, file);
+      this.#fileEntries = this.#places.size;
+    } catch (err) {
+      this.#log.warn('cannot compact the pack cache', { file, err });
+    } finally {
+      await rm(tmp, { force: true });
+    }
+  }
+
+  /** One line for a pack uploaded; lines are appended one at a time. A lost line only costs an upload. */
+  async #append(line: { pack: string; chunks: Array<readonly [string, number, number]> }): Promise<void> {
+    const file = this.#cacheFile;
+    if (file === undefined) return;
+    const next = this.#appending.then(async () => {
+      // After the load: it may rewrite the file (and ends a torn last line that an append would run on from).
+      await this.#load();
+      await mkdir(dirname(file), { recursive: true, mode: 0o700 });
+      this.#fileEntries += line.chunks.length;
+      // A long-running pusher's file would grow without end: past twice what is remembered it is rewritten from memory.
+      if (this.#fileEntries > 2 * this.#maxKnown) await this.#compact(file);
+      else await appendFile(file, `${JSON.stringify(line)}\n`, { mode: 0o600 });
+    }).catch((err: unknown) => this.#log.warn('cannot write the pack cache', { file, err }));
+    this.#appending = next;
+    await next;
+  }
+
+  /**
+   * Standby: reads `range` of its pack with one ranged GET and writes its chunks, inflated and each checked against its
+   * length and sha256, back to back into `file` (created). A stored entry that inflates past its chunk's length is cut
+   * off there. A mismatch is fetched again, up to `retries` times, then BlobDigestMismatchError; BlobMissingError when
+   * the bucket lacks the pack; `short` when the pack ends before the range (nothing written).
+   */
+  async fetchRange(range: PackRange, file: string): Promise<{ status: 'ok' } | { status: 'short'; packSize: number | null }> {
+    const key = this.#layout.packKey(asDigest(range.pack));
+    let bad: Mismatch = { digest: range.entries[0]?.digest ?? '', size: -1, got: { digest: '', size: -1 } };
+    for (let attempt = 1; attempt <= this.#retries; attempt++) {
+      const tmp = `${file}.pack-${randomBytes(6).toString('hex')}`;
+      try {
+        const got = await this.#store.getRangeToFile(key, range.start, range.length, tmp);
+        if (got.status === 'missing') throw new BlobMissingError(key);
+        if (got.status === 'short') return { status: 'short', packSize: got.objectSize };
+        const mismatch = await inflateRange(tmp, range, file);
+        if (mismatch === null) return { status: 'ok' };
+        bad = mismatch;
+      } finally {
+        await rm(tmp, { force: true });
+      }
+      this.#log.warn('a chunk of a pack does not match its digest; fetching again', { key, attempt, chunk: bad.digest, expectedSize: bad.size, size: bad.got.size });
+    }
+    throw new BlobDigestMismatchError(`${key} (chunk ${bad.digest})`, { digest: bad.digest, size: bad.size }, bad.got, this.#retries);
+  }
+}
+
+async function writeCache(file: string, text: string): Promise<void> {
+  await mkdir(dirname(file), { recursive: true, mode: 0o700 });
+  const fh = await open(file, 'wx', 0o600);
+  try {
+    await fh.writeFile(text);
+  } finally {
+    await fh.close();
+  }
+}
+
+type Mismatch = { digest: string; size: number; got: { digest: string; size: number } };
+
+/** The chunk `e` inflated from its stored bytes when it matches its length and sha256, else what was found. */
+async function inflateEntry(stored: Buffer, bytesRead: number, e: PackEntry): Promise<Buffer | Mismatch> {
+  const miss = (digest: string, size = -1): Mismatch => ({ digest: e.digest, size: e.size, got: { digest, size } });
+  if (bytesRead !== e.stored) return miss(`(not computed: ${bytesRead} of ${e.stored} stored bytes)`);
+  let bytes: Buffer;
+  try {
+    bytes = await gunzip(stored, { maxOutputLength: e.size, chunkSize: Math.max(64 * 1024, e.size) });
+  } catch (err) {
+    return miss(`(not computed: ${(err as Error).message})`);
+  }
+  const actual = createHash('sha256').update(bytes).digest('hex');
+  return bytes.length === e.size && actual === e.digest ? bytes : miss(actual, bytes.length);
+}
+
+/** Inflates each entry of `range` (read from `rangeFile`) into `out`; null when all matched, else the first mismatch
+ *  (and `out` is removed). */
+async function inflateRange(rangeFile: string, range: PackRange, out: string): Promise<Mismatch | null> {
+  const src = await open(rangeFile, 'r');
+  let dst: FileHandle | null = null;
+  let ok = false;
+  try {
+    dst = await open(out, 'wx', 0o600);
+    let pos = 0;
+    for (const e of range.entries) {
+      const stored = Buffer.allocUnsafe(e.stored);
+      const { bytesRead } = await src.read(stored, 0, e.stored, e.offset - range.start);
+      const bytes = await inflateEntry(stored, bytesRead, e);
+      if (!Buffer.isBuffer(bytes)) return bytes;
+      let off = 0;
+      while (off < bytes.length) off += (await dst.write(bytes, off, bytes.length - off, pos + off)).bytesWritten;
+      pos += bytes.length;
+    }
+    ok = true;
+    return null;
+  } finally {
+    await src.close();
+    await dst?.close();
+    if (!ok) await rm(out, { force: true });
+  }
+}
