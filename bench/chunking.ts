@@ -63,7 +63,7 @@ class CountingStore implements BlobStore {
     return ok;
   }
   getBuffer(key: string, maxBytes: number): Promise<Buffer | null> { return this.inner.getBuffer(key, maxBytes); }
-  getToFile(key: string, file: string): Promise<boolean> { return this.inner.getToFile(key, file); }
+  getToFile(key: string, file: string, maxBytes?: number): Promise<boolean> { return this.inner.getToFile(key, file, maxBytes); }
   getIfNoneMatch(key: string, etag: string | undefined, maxBytes: number) { return this.inner.getIfNoneMatch(key, etag, maxBytes); }
   exists(key: string): Promise<boolean> { return this.inner.exists(key); }
   list(prefix: string, startAfter?: string): AsyncIterable<string> { return this.inner.list(prefix, startAfter); }
