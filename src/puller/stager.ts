@@ -5,7 +5,9 @@
 // Containers do not wait for each other: each has its own task, which outlives the poll that started it (the daemon
 // polls on while a big blob is validated), and at most `downloadConcurrency` commits are fetched and staged at once,
 // so one slow or hostile blob holds one slot, not the others. A commit whose changeset was refused is remembered by
-// container and digest and neither downloaded nor validated again. Promotion aborts validations in progress.
+// container and digest and neither downloaded nor validated again, and its container waits for a full checkpoint (as
+// at a gap); one that failed after its download is fetched again only after a backoff (refused-commits.ts).
+// Promotion aborts validations in progress.
 import { rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import PQueue from 'p-queue';
@@ -15,11 +17,12 @@ import {
 } from '../changeset/index.js';
 import { isEngineUnavailable, specDigest, type DockerRuntime, type TwinSpec, type TwinState } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
-import { ChunkStore, type Bucket, type CommitRecord } from '../store/index.js';
+import { BlobDigestMismatchError, ChunkStore, type Bucket, type CommitRecord } from '../store/index.js';
 import { openChunkedCommit } from './chunked-commit.js';
 import type { AppliedState, AppliedStateFile } from './applied-state.js';
 import type { ContainerRuntimeState, ContainerStates } from './container-state.js';
 import type { JournalFollower } from './journal-follower.js';
+import { RefusedCommits } from './refused-commits.js';
 import type { TwinKeeper } from './twin-keeper.js';
 
 export interface StagerOptions {
@@ -36,9 +39,6 @@ export interface StagerOptions {
   /** Where each twin's chunk index is kept (chunk-index.ts). Default: `chunk-index` beside blobDir. */
   chunkIndexDir?: string;
 }
-
-/** Refused commits remembered (by container and digest); the oldest are forgotten beyond this. */
-const maxRemembered = 1024;
 
 interface Task {
   promise: Promise<number>;
@@ -94,8 +94,8 @@ export class Stager {
   readonly #chunks: ChunkStore;
   /** One task per container with work, started by a poll, running until its queue is done or it is stopped. */
   readonly #tasks = new Map<string, Task>();
-  /** Refused commits by `container\ndigest`: their reason. */
-  readonly #refused = new Map<string, string>();
+  /** Commits refused, or failed after their download, by container and digest. */
+  readonly #refused = new RefusedCommits();
   /** stageChangeset calls in progress; a promotion waits for these, not for a poll stuck on the network. */
   readonly #stagings = new Set<Promise<unknown>>();
   /** Set when the twins are about to start: no staging starts any more (the twins then own their layers). */
@@ -199,7 +199,8 @@ export class Stager {
   /**
    * Starts a task for every container that has commits to stage and none running. With `wait` (a poll that must
    * report what it staged, a finalize), resolves once every task, also those started earlier, is done, with the
-   * number of commits staged meanwhile; without it, at once with 0. `signal` aborts the tasks it started.
+   * number of commits staged meanwhile; without it (the daemon's polls), at once with 0. `signal` aborts the tasks it
+   * started. A commit that failed after its download waits out its backoff, except for a poll with `wait`.
    */
   async stageQueues(state: AppliedState, signal: AbortSignal, wait = true): Promise<number> {
     // One listener on the caller's signal for all the tasks this call starts (one per task passed Node's limit of
@@ -216,7 +217,7 @@ export class Stager {
       c.staging = true;
       // Nobody may be waiting (the daemon's polls do not): a failure outside staging proper (Docker, statfs) is
       // reported on the container, never left as an unhandled rejection.
-      const promise = this.#stageContainer(state, name, c, controller.signal).catch((err: unknown) => {
+      const promise = this.#stageContainer(state, name, c, controller.signal, wait).catch((err: unknown) => {
         c.lastError = (err as Error).message;
         if (isEngineUnavailable(err)) this.#keeper.engineUnavailable(err);
         else this.#o.log.warn('staging failed; the staged seq did not move', { container: name, err });
@@ -244,7 +245,7 @@ export class Stager {
     }
   }
 
-  async #stageContainer(state: AppliedState, name: string, c: ContainerRuntimeState, signal: AbortSignal): Promise<number> {
+  async #stageContainer(state: AppliedState, name: string, c: ContainerRuntimeState, signal: AbortSignal, retryNow: boolean): Promise<number> {
     let staged = 0;
     while (c.queue.length > 0 && !signal.aborted && !this.#frozen) {
       const record = c.queue[0]!;
@@ -264,18 +265,23 @@ export class Stager {
           c.gap = { seq: record.seq, reason: `journal gap: record ${record.seq} follows ${record.parentSeq}, staged is ${appliedSeq ?? 'nothing'} of generation ${record.generation}; ${why}; waiting for a full checkpoint` };
           this.#o.log.error('staging stopped at a gap', { container: name, seq: record.seq, parentSeq: record.parentSeq, stagedSeq: appliedSeq, reason: why });
         }
-        c.blocked = c.gap.reason;
+        // Only a full checkpoint can move it past a gap: its queue goes, and the cursor no longer waits for it.
+        this.#journal.awaitFull(state, name, c.gap.reason);
         return staged;
       }
-      const remembered = this.#refused.get(refusalKey(name, record));
-      if (remembered !== undefined) {
-        this.#showRefusal(c, record, remembered);
+      const verdict = this.#refused.verdict(name, record.digest, retryNow);
+      if (verdict?.kind === 'refused') {
+        this.#showRefusal(state, name, c, record, verdict.reason);
+        return staged;
+      }
+      if (verdict?.kind === 'backoff') {
+        c.lastError = `${verdict.reason}; fetched again after ${new Date(verdict.retryAt).toISOString()} (${verdict.failures} failed download(s))`;
         return staged;
       }
       const declared = declaredProblem({ ...record.counts, size: record.size }, this.#limits)
         ?? (record.chunks === undefined ? null : chunkListProblem(record.chunks, this.#limits));
       if (declared !== null) {
-        this.#refuse(name, c, record, declared);
+        this.#refuse(state, name, c, record, declared);
         return staged;
       }
       const twin = await this.#o.runtime.twinState(name);
@@ -319,6 +325,8 @@ export class Stager {
       const blob = join(this.#o.blobDir, `${record.digest}.${record.seq}`);
       const intent: StageIntent = { container: name, twinId: twin.id, generation: record.generation, seq: record.seq, digest: record.digest };
       let twinStarted = false;
+      /** The blob is on disk: a failure from here on cost a whole download, and is not retried at once. */
+      let downloaded = false;
       /** Called once the commit is applied and synced; its undo log is discarded after it returns. */
       const recordStaged = async (): Promise<void> => {
         const after = await this.#o.runtime.twinState(name);
@@ -331,8 +339,9 @@ export class Stager {
           generation: record.generation, seq: record.seq, digest: record.digest, stagedAt: new Date().toISOString(), twinId: twin.id,
           ...(record.specDigest === undefined ? {} : { specDigest: record.specDigest }),
         };
-        // A full checkpoint makes the upper dir exactly the commit: trusted again.
+        // A full checkpoint makes the upper dir exactly the commit: trusted again, and followed again.
         if (record.kind === 'full' && state.held?.[name] !== undefined) delete state.held[name];
+        if (record.kind === 'full') this.#journal.fullStaged(state, name);
         // Out of the queue before the cursor is computed: the cursor stops before the first record still queued.
         done();
         c.gap = null;
@@ -360,6 +369,7 @@ export class Stager {
           if (signal.aborted || this.#frozen) return false;
           await this.#download(record, blob, signal);
           if (signal.aborted || this.#frozen) return false;
+          downloaded = true;
           const chunked = await openChunkedCommit({
             bucket: this.#o.bucket, chunks: this.#chunks, limits: this.#limits, indexDir: this.#o.chunkIndexDir ?? join(dirname(this.#o.blobDir), 'chunk-index'),
           }, name, twin.id, record, blob);
@@ -388,6 +398,7 @@ export class Stager {
         c.blocked = null;
         c.lastError = null;
         c.refusedCommit = null;
+        this.#refused.staged(name, record.digest);
         staged++;
         this.#o.log.debug('staged', { container: name, seq: record.seq, kind: record.kind });
       } catch (err) {
@@ -397,12 +408,20 @@ export class Stager {
           return staged;
         }
         if (err instanceof ChangesetRejectedError) {
-          this.#refuse(name, c, record, err.message);
+          this.#refuse(state, name, c, record, err.message);
           return staged;
         }
-        // I/O errors, a full disk (ChangesetNoRoomError), a tool failing: undone, retried whole by a later poll.
-        c.lastError = (err as Error).message;
-        this.#o.log.warn('staging failed; the staged seq did not move', { container: name, seq: record.seq, err });
+        // I/O errors, a full disk (ChangesetNoRoomError), a tool failing: undone, retried whole by a later poll; after
+        // a backoff when the blob was fetched (or did not match its record), so it is not downloaded on every poll.
+        const message = (err as Error).message;
+        if (downloaded || err instanceof BlobDigestMismatchError) {
+          const retryAt = this.#refused.failed(name, record.digest, message);
+          c.lastError = `${message}; fetched again after ${new Date(retryAt).toISOString()}`;
+          this.#o.log.warn('staging failed; the staged seq did not move; the blob is fetched again after a backoff', { container: name, seq: record.seq, retryInMs: retryAt - Date.now(), err });
+        } else {
+          c.lastError = message;
+          this.#o.log.warn('staging failed; the staged seq did not move', { container: name, seq: record.seq, err });
+        }
         return staged;
       } finally {
         await rm(blob, { force: true });
@@ -412,23 +431,16 @@ export class Stager {
   }
 
   /** A changeset refused for what it holds (or declares) is refused for good: remembered, so it is neither fetched
-   *  nor validated again, and the container waits for a full checkpoint that resets its queue. */
-  #refuse(name: string, c: ContainerRuntimeState, record: CommitRecord, reason: string): void {
+   *  nor validated again, and the container waits for a full checkpoint (its queue goes meanwhile). */
+  #refuse(state: AppliedState, name: string, c: ContainerRuntimeState, record: CommitRecord, reason: string): void {
     this.#o.log.error('changeset refused; this container waits for a full checkpoint', { container: name, seq: record.seq, digest: record.digest, reason });
-    const key = refusalKey(name, record);
-    this.#refused.delete(key);
-    this.#refused.set(key, reason);
-    while (this.#refused.size > maxRemembered) {
-      const oldest = this.#refused.keys().next();
-      if (oldest.done === true) break;
-      this.#refused.delete(oldest.value);
-    }
-    this.#showRefusal(c, record, reason);
+    this.#refused.refuse(name, record.digest, reason);
+    this.#showRefusal(state, name, c, record, reason);
   }
 
-  #showRefusal(c: ContainerRuntimeState, record: CommitRecord, reason: string): void {
+  #showRefusal(state: AppliedState, name: string, c: ContainerRuntimeState, record: CommitRecord, reason: string): void {
     c.refusedCommit = { seq: record.seq, digest: record.digest, reason };
-    c.blocked = `commit ${record.seq} (blob ${record.digest.slice(0, 12)}) refused: ${reason}; waiting for a full checkpoint`;
+    this.#journal.awaitFull(state, name, `commit ${record.seq} (blob ${record.digest.slice(0, 12)}) refused: ${reason}; waiting for a full checkpoint`);
   }
 
   async #download(record: CommitRecord, file: string, signal: AbortSignal): Promise<void> {
@@ -447,8 +459,4 @@ export class Stager {
       download.catch(() => undefined);
     }
   }
-}
-
-function refusalKey(name: string, record: CommitRecord): string {
-  return `${name}\n${record.digest}`;
 }
