@@ -8,7 +8,7 @@
 // container and digest and neither downloaded nor validated again, and its container waits for a full checkpoint (as
 // at a gap); one that failed after its download is fetched again only after a backoff (refused-commits.ts).
 // Promotion aborts validations in progress.
-import { rm } from 'node:fs/promises';
+import { rm, statfs } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import PQueue from 'p-queue';
 import {
@@ -23,6 +23,7 @@ import type { AppliedState, AppliedStateFile } from './applied-state.js';
 import type { ContainerRuntimeState, ContainerStates } from './container-state.js';
 import type { JournalFollower } from './journal-follower.js';
 import { RefusedCommits } from './refused-commits.js';
+import { bytesFreedByEmptying, emptyDir } from './room-for-full.js';
 import type { TwinKeeper } from './twin-keeper.js';
 
 export interface StagerOptions {
@@ -316,7 +317,21 @@ export class Stager {
       }
       const upperDir = twin.layers.upperDir;
       // Not downloaded when it cannot fit (the disk may be freed: checked again next poll, not remembered).
-      const room = await roomProblem(upperDir, bytesNeeded(record.counts) + (record.chunks?.bytes ?? 0));
+      const need = bytesNeeded(record.counts) + (record.chunks?.bytes ?? 0);
+      let room = await roomProblem(upperDir, need);
+      // A full checkpoint that fits once the tree it replaces is gone: that goes first (room-for-full.ts).
+      let emptyFirst = false;
+      if (room !== null && record.kind === 'full') {
+        const fs = await statfs(upperDir);
+        const free = fs.bavail * fs.bsize;
+        const freed = await bytesFreedByEmptying(upperDir, need - free);
+        if (free + freed >= need) {
+          emptyFirst = true;
+          room = null;
+        } else {
+          room = `${room} (and ${freed} more once its twin's upper dir is emptied: not enough either)`;
+        }
+      }
       if (room !== null) {
         if (c.lastError !== room) this.#o.log.warn('staging waits for free disk space', { container: name, seq: record.seq, reason: room });
         c.lastError = room;
@@ -364,6 +379,16 @@ export class Stager {
             this.#stagings.delete(recovering);
           }
           if (c.restage) return staged;
+        }
+        if (emptyFirst) {
+          if (signal.aborted || this.#frozen) break;
+          const emptying = this.#emptyForFull(state, name, upperDir, record);
+          this.#stagings.add(emptying);
+          try {
+            await emptying;
+          } finally {
+            this.#stagings.delete(emptying);
+          }
         }
         const ok = await this.#slots.add(async () => {
           if (signal.aborted || this.#frozen) return false;
@@ -428,6 +453,14 @@ export class Stager {
       }
     }
     return staged;
+  }
+
+  /** Held durably first (an emptied upper dir is no state of the container: it must not boot), then emptied. */
+  async #emptyForFull(state: AppliedState, name: string, upperDir: string, record: CommitRecord): Promise<void> {
+    (state.held ??= {})[name] = `its upper dir was emptied to make room for full checkpoint ${record.seq} (the disk cannot hold the tree it replaces beside it); it boots once a full checkpoint is staged into it`;
+    await this.#o.file.save(state);
+    this.#o.log.warn('emptying a twin\'s upper dir to make room for a full checkpoint; the twin is held until it is staged', { container: name, seq: record.seq, upperDir });
+    await emptyDir(upperDir);
   }
 
   /** A changeset refused for what it holds (or declares) is refused for good: remembered, so it is neither fetched
