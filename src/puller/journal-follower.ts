@@ -27,9 +27,10 @@ export interface JournalFollowerOptions {
 /** Commit records a container that cannot stage may keep queued (some 700 bytes each in memory). */
 export const DEFAULT_MAX_QUEUED = 10_000;
 
-/** Whether `c` cannot stage now: what a blocked queue's length is held against. */
+/** Whether `c` cannot stage now (blocked, refused, held, being replaced): what its queue's length is held against. A
+ *  failure to retry (the bucket, the disk) is not: a container that is only behind catches up, whatever its queue. */
 function stalled(c: ContainerRuntimeState): boolean {
-  return c.refused !== null || c.blocked !== null || c.hostProblems.length > 0 || c.restage || c.lastError !== null;
+  return c.refused !== null || c.blocked !== null || c.hostProblems.length > 0 || c.restage;
 }
 
 /** A record naming another spec than the newest one read before: that spec is read (and checked) again. */
@@ -120,6 +121,8 @@ export class JournalFollower {
         if (item.record.kind === 'full') {
           c.queue = [];
           c.specStale = true;
+          // What it waited for is here: not stalled until staging it says otherwise.
+          if (c.blocked !== null && c.blocked === state.awaitFull?.[name]) c.blocked = null;
         } else if (c.queue.length === 0 && state.awaitFull?.[name] !== undefined) {
           // Only a full checkpoint can move it: this delta is passed over (and the cursor with it).
           this.#readSeq = item.seq;
@@ -136,7 +139,7 @@ export class JournalFollower {
   #bound(state: AppliedState, name: string, c: ContainerRuntimeState): void {
     const max = this.#o.maxQueued ?? DEFAULT_MAX_QUEUED;
     if (c.queue.length <= max || !stalled(c)) return;
-    const why = c.refused ?? c.blocked ?? c.hostProblems[0]?.problem ?? c.lastError ?? 'its twin is being replaced';
+    const why = c.refused ?? c.blocked ?? c.hostProblems[0]?.problem ?? 'its twin is being replaced';
     this.awaitFull(state, name, `more than ${max} commits were queued while it could not stage (${why}); they were dropped: waiting for a full checkpoint`);
   }
 
