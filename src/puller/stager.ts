@@ -17,7 +17,7 @@ import {
 } from '../changeset/index.js';
 import { isEngineUnavailable, specDigest, type DockerRuntime, type TwinSpec, type TwinState } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
-import { BlobDigestMismatchError, ChunkStore, type Bucket, type CommitRecord } from '../store/index.js';
+import { BlobDigestMismatchError, BlobMissingError, ChunkStore, type Bucket, type CommitRecord } from '../store/index.js';
 import { openChunkedCommit } from './chunked-commit.js';
 import type { AppliedState, AppliedStateFile } from './applied-state.js';
 import type { ContainerRuntimeState, ContainerStates } from './container-state.js';
@@ -437,9 +437,10 @@ export class Stager {
           return staged;
         }
         // I/O errors, a full disk (ChangesetNoRoomError), a tool failing: undone, retried whole by a later poll; after
-        // a backoff when the blob was fetched (or did not match its record), so it is not downloaded on every poll.
+        // a backoff when the blob was fetched, did not match its record or is missing (each a request S3 charges for),
+        // so it is not asked for on every poll.
         const message = (err as Error).message;
-        if (downloaded || err instanceof BlobDigestMismatchError) {
+        if (downloaded || err instanceof BlobDigestMismatchError || err instanceof BlobMissingError) {
           const retryAt = this.#refused.failed(name, record.digest, message);
           c.lastError = `${message}; fetched again after ${new Date(retryAt).toISOString()}`;
           this.#o.log.warn('staging failed; the staged seq did not move; the blob is fetched again after a backoff', { container: name, seq: record.seq, retryInMs: retryAt - Date.now(), err });
