@@ -97,6 +97,8 @@ export class Stager {
   readonly #tasks = new Map<string, Task>();
   /** Commits refused, or failed after their download, by container and digest. */
   readonly #refused = new RefusedCommits();
+  /** What emptying a twin's upper dir would free, for the full checkpoint waiting for room (one per container). */
+  readonly #treeBytes = new Map<string, { key: string; bytes: number }>();
   /** stageChangeset calls in progress; a promotion waits for these, not for a poll stuck on the network. */
   readonly #stagings = new Set<Promise<unknown>>();
   /** Set when the twins are about to start: no staging starts any more (the twins then own their layers). */
@@ -324,7 +326,13 @@ export class Stager {
       if (room !== null && record.kind === 'full') {
         const fs = await statfs(upperDir);
         const free = fs.bavail * fs.bsize;
-        const freed = await bytesFreedByEmptying(upperDir, need - free);
+        // The twin's tree does not change while it is stopped and this commit waits: added up once per commit.
+        const key = `${twin.id}\n${record.digest}`;
+        let freed = this.#treeBytes.get(name)?.key === key ? this.#treeBytes.get(name)!.bytes : null;
+        if (freed === null) {
+          freed = await bytesFreedByEmptying(upperDir, Number.POSITIVE_INFINITY);
+          this.#treeBytes.set(name, { key, bytes: freed });
+        }
         if (free + freed >= need) {
           emptyFirst = true;
           room = null;
@@ -382,7 +390,8 @@ export class Stager {
         }
         if (emptyFirst) {
           if (signal.aborted || this.#frozen) break;
-          const emptying = this.#emptyForFull(state, name, upperDir, record);
+          this.#treeBytes.delete(name);
+          const emptying = this.#emptyForFull(state, name, twin.id, upperDir, record);
           this.#stagings.add(emptying);
           try {
             await emptying;
@@ -457,7 +466,10 @@ export class Stager {
   }
 
   /** Held durably first (an emptied upper dir is no state of the container: it must not boot), then emptied. */
-  async #emptyForFull(state: AppliedState, name: string, upperDir: string, record: CommitRecord): Promise<void> {
+  async #emptyForFull(state: AppliedState, name: string, twinId: string, upperDir: string, record: CommitRecord): Promise<void> {
+    // Adding up its tree took a while: still the same stopped twin, or nothing is removed.
+    const now = await this.#o.runtime.twinState(name);
+    if (now.state === 'absent' || !stageable(now) || now.id !== twinId || now.layers.upperDir !== upperDir) throw new Error(`twin ${name} changed while room was made for full checkpoint ${record.seq}; nothing removed`);
     (state.held ??= {})[name] = `its upper dir was emptied to make room for full checkpoint ${record.seq} (the disk cannot hold the tree it replaces beside it); it boots once a full checkpoint is staged into it`;
     await this.#o.file.save(state);
     this.#o.log.warn('emptying a twin\'s upper dir to make room for a full checkpoint; the twin is held until it is staged', { container: name, seq: record.seq, upperDir });
