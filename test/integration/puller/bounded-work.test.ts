@@ -18,7 +18,7 @@ import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
 import { startFaultProxy, type FaultProxy } from '../../../src/lab/fault-proxy.js';
 import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
 import { file as tarFile, tarOf } from '../changeset/craft-tar.js';
-import { appliedSeq, bucketFor, collectingLogger, craftRecord, gz, openPuller, putBlob, readApplied, sha256, twinSpec, writeHead } from './helpers.js';
+import { appliedSeq, bucketFor, collectingLogger, countsOf, craftRecord, gz, openPuller, putBlob, readApplied, sha256, twinSpec, writeHead } from './helpers.js';
 
 const MiB = 1024 * 1024;
 
@@ -139,7 +139,7 @@ describe('bounded work on the standby', { timeout: 300_000 }, () => {
     const good = gz(tarOf([tarFile('next', 'bad 2')]));
     const digest = asDigest(sha256(good));
     await direct.put(c.writer.blobKey(digest), randomBytes(good.length));
-    const badSeq = await c.publish('bad', { digest, size: good.length });
+    const badSeq = await c.publish('bad', { digest, size: good.length, counts: countsOf(good) });
     p.start();
     const windowMs = 5_000;
     const t0 = Date.now();

@@ -153,7 +153,9 @@ describe('puller on a standby whose disk is full', { timeout: 240_000 }, () => {
 
   it('stages a full checkpoint that fits only in place of the tree it replaces: the twin is held and emptied first, never when that would not make room', async () => {
     if (!engine) throw new Error('no engine');
-    const imageId = await importBusyboxImage(engine.socketPath, 'tl-busybox:puller');
+    // The first case left its twin holding most of the small file system, and imported the image already.
+    await dockerCli(engine, ['rm', '-f', NAME]);
+    const imageId = (await dockerCli(engine, ['image', 'inspect', '--format', '{{.Id}}', 'tl-busybox:puller'])).trim();
     const group = 'enospc-full';
     const name = 'swap-web';
     const bucket = bucketFor(store, group);
