@@ -64,7 +64,10 @@ async function addHardLinkSiblings(scan: Scan): Promise<boolean> {
   return grew;
 }
 
-/** Ancestors of shipped entries: included when they differ from what was shipped; a new one is walked whole. */
+/** Ancestors of shipped entries ship with them, changed or not (a new one is walked whole), as the layer diffs of
+ *  Docker do: an OCI applier creates a parent a layer lacks as 0755 root:root, which in an image made of the
+ *  changesets would hide the real dir of a lower layer. Staging a dir entry onto the dir it already is only sets its
+ *  metadata again (no marker, so no prune). Ancestors of paths an event named are compared only. */
 async function addAncestors(scan: Scan): Promise<boolean> {
   let grew = false;
   const needParents = [
@@ -75,7 +78,14 @@ async function addAncestors(scan: Scan): Promise<boolean> {
   scan.dirtyParents.clear();
   for (const c of needParents) {
     for (const a of ancestorsOf(c.path)) {
-      if (scan.cands.has(a)) continue;
+      const known = scan.cands.get(a);
+      if (known !== undefined) {
+        if (!c.hint && known.kind === 'd' && !known.forced) {
+          known.forced = true;
+          grew = true;
+        }
+        continue;
+      }
       const st = await lstatOrNull(scan.abs(a));
       if (st === null || !st.isDirectory()) {
         if (c.hint) break;
@@ -89,7 +99,7 @@ async function addAncestors(scan: Scan): Promise<boolean> {
         await scan.walk(a, true);
         scan.newDirs.add(a);
       } else {
-        scan.cands.set(a, { path: a, st, kind: 'd', forced: false, opaque: false });
+        scan.cands.set(a, { path: a, st, kind: 'd', forced: !c.hint, opaque: false });
       }
       grew = true;
     }

@@ -11,7 +11,8 @@ export interface Cand {
   path: string;
   st: BigIntStats;
   kind: NodeKind;
-  /** Under a new or replaced dir (or a full build): shipped whatever the index says. */
+  /** Under a new or replaced dir (or a full build), or a dir above something that ships: shipped whatever the index
+   *  says. */
   forced: boolean;
   xattrs?: Xattrs;
   opaque: boolean;

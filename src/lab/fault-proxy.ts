@@ -31,7 +31,9 @@ export interface FaultProxy {
   refuse(): Promise<void>;
   /** Listens again on the same port. */
   accept(): Promise<void>;
-  readonly stats: { requests: number; faults: Record<Fault, number> };
+  /** `bodyBytes`: bytes of answers' bodies the proxy took from the server (a client that stops reading stops it, give
+   *  or take the sockets' buffers). */
+  readonly stats: { requests: number; bodyBytes: number; faults: Record<Fault, number> };
   /** Calls `listener` with every answer of the server, also one the proxy then loses or truncates (the chaos soak
    *  learns when a commit reached the bucket); returns a function that removes it. */
   onAnswer(listener: (a: ProxyAnswer) => void): () => void;
@@ -50,7 +52,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   let remaining = 0;
   let filter: FaultFilter | undefined;
   const listeners = new Set<(a: ProxyAnswer) => void>();
-  const stats = { requests: 0, faults: { reset: 0, hang: 0, slowdown: 0, error500: 0, truncate: 0, 'lose-answer': 0 } as Record<Fault, number> };
+  const stats = { requests: 0, bodyBytes: 0, faults: { reset: 0, hang: 0, slowdown: 0, error500: 0, truncate: 0, 'lose-answer': 0 } as Record<Fault, number> };
 
   const take = (method: string, path: string): Fault | null => {
     if (fault === null || remaining <= 0) return null;
@@ -91,6 +93,13 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       { host: up.hostname, port: up.port, method: req.method, path: req.url, headers: req.headers, agent },
       (upRes) => {
         const answer: ProxyAnswer = { method: req.method ?? '', path: req.url ?? '', status: upRes.statusCode ?? 0, at: Date.now() };
+        upRes.on('data', (chunk: Buffer) => {
+          stats.bodyBytes += chunk.length;
+        });
+        // A client gone mid-answer: the rest is not read from the server.
+        res.on('close', () => {
+          if (!upRes.complete) upRes.destroy();
+        });
         for (const l of listeners) l(answer);
         if (f === 'lose-answer') {
           upRes.resume();

@@ -28,6 +28,10 @@ const appliedStateSchema = z.object({
   /** Twins whose upper dir is not trusted (a commit interrupted by a restart of the machine: lines of its undo log
    *  may have been lost), by container: why. Such a twin does not boot until a full checkpoint is staged into it. */
   held: z.record(z.string(), z.string()).optional(),
+  /** Containers that only a full checkpoint can move (a refused commit, a journal gap, more commits queued than a
+   *  container that cannot stage may hold), by container: why. Their deltas are passed over, and the cursor with
+   *  them, until a full checkpoint of theirs is staged. Absent in older files. */
+  awaitFull: z.record(z.string(), z.string()).optional(),
 });
 export type AppliedState = z.infer<typeof appliedStateSchema>;
 

@@ -1,2 +1,3 @@
-export { chunkIndexDirOf, Puller, type PullerOptions, type PollReport } from './puller.js';
+export { chunkIndexDirOf, Puller } from './puller.js';
+export type { PullerOptions, PollReport } from './options.js';
 export type { ContainerFinalize, ContainerStart, ContainerStatus, FinalizeReport, StartReport, StatusReport } from './reports.js';

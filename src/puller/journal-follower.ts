@@ -1,5 +1,11 @@
 // Following the journal of the newest generation: which generation, its head (a conditional GET), the records past
 // the read position queued per container, and the cursor a restart resumes from.
+//
+// A container that waits for a full checkpoint (a refused commit, a gap, or more commits queued than it may hold while
+// it could not stage) holds no queue: its deltas are passed over as they are read, since only a full checkpoint can
+// move it, and the durable cursor passes them too. Its state says so (AppliedState.awaitFull), in the same save as
+// the cursor, so a restart passes them over as well. Its next full checkpoint is queued as usual and ends the wait
+// once staged.
 import type { Logger } from '../log/logger.js';
 import { BucketObjectInvalidError, type Bucket, type CommitRecord, type Generation, type Head } from '../store/index.js';
 import type { AppliedState, AppliedStateFile } from './applied-state.js';
@@ -13,6 +19,18 @@ export interface JournalFollowerOptions {
   generationCheckEvery: number;
   /** At most this many journal records are read in one poll. */
   maxRecordsPerPoll: number;
+  /** A container that cannot stage (blocked, refused, held) keeps at most this many commits queued; past that its
+   *  queue is dropped and it waits for its next full checkpoint. Default DEFAULT_MAX_QUEUED. */
+  maxQueued?: number;
+}
+
+/** Commit records a container that cannot stage may keep queued (some 700 bytes each in memory). */
+export const DEFAULT_MAX_QUEUED = 10_000;
+
+/** Whether `c` cannot stage now (blocked, refused, held, being replaced): what its queue's length is held against. A
+ *  failure to retry (the bucket, the disk) is not: a container that is only behind catches up, whatever its queue. */
+function stalled(c: ContainerRuntimeState): boolean {
+  return c.refused !== null || c.blocked !== null || c.hostProblems.length > 0 || c.restage;
 }
 
 /** The publication times of the newest record and the newest full one of the container, for the metrics. */
@@ -39,6 +57,8 @@ export class JournalFollower {
   #readSeq = 0;
   /** Journal seqs that were missing or did not parse, reported until every container has staged past them. */
   readonly #problems = new Map<number, string>();
+  /** The waits for a full checkpoint a restart found in the state are shown (once, at the first read). */
+  #shownWaits = false;
 
   constructor(opts: JournalFollowerOptions, containers: ContainerStates) {
     this.#o = opts;
@@ -84,6 +104,10 @@ export class JournalFollower {
    *  (finalize) lists the journal beyond the head too: a record whose head write failed is in the bucket all the
    *  same, and a promotion must not leave it behind. */
   async readNew(state: AppliedState, pastHead = false): Promise<boolean> {
+    if (!this.#shownWaits) {
+      this.#shownWaits = true;
+      for (const [name, why] of Object.entries(state.awaitFull ?? {})) this.#containers.get(name).blocked ??= why;
+    }
     const head = await this.#o.bucket.readHead(state.generation as Generation, this.#etag);
     if (head.status === 'ok') {
       this.#head = head.head;
@@ -103,17 +127,55 @@ export class JournalFollower {
         this.#o.log.error('journal gap or unreadable record', { seq: item.seq, generation: state.generation, reason: item.error });
         this.#problems.set(item.seq, item.error);
       } else {
-        const c = this.#containers.get(item.record.container);
+        const name = item.record.container;
+        const c = this.#containers.get(name);
+        noteSpec(c, item.record);
+        notePublished(c, item.record);
         if (item.record.kind === 'full') {
           c.queue = [];
           c.specStale = true;
+          // What it waited for is here: not stalled until staging it says otherwise.
+          if (c.blocked !== null && c.blocked === state.awaitFull?.[name]) c.blocked = null;
+        } else if (c.queue.length === 0 && state.awaitFull?.[name] !== undefined) {
+          // Only a full checkpoint can move it: this delta is passed over (and the cursor with it).
+          this.#readSeq = item.seq;
+          continue;
         }
-        noteSpec(c, item.record);
-        notePublished(c, item.record);
         c.queue.push(item.record);
+        this.#bound(state, name, c);
       }
       this.#readSeq = item.seq;
     }
+  }
+
+  /** A queue that cannot drain is dropped past the bound: its container then waits for its next full checkpoint. */
+  #bound(state: AppliedState, name: string, c: ContainerRuntimeState): void {
+    const max = this.#o.maxQueued ?? DEFAULT_MAX_QUEUED;
+    if (c.queue.length <= max || !stalled(c)) return;
+    const why = c.refused ?? c.blocked ?? c.hostProblems[0]?.problem ?? 'its twin is being replaced';
+    this.awaitFull(state, name, `more than ${max} commits were queued while it could not stage (${why}); they were dropped: waiting for a full checkpoint`);
+  }
+
+  /** Only a full checkpoint can move `name` now (a refused commit, a gap, a queue past its bound): its queue goes,
+   *  its deltas are passed over from here on, and the durable cursor no longer waits for them. Kept in the state
+   *  (saved with the next cursor) until a full checkpoint of it is staged. */
+  awaitFull(state: AppliedState, name: string, reason: string): void {
+    const c = this.#containers.get(name);
+    const before = state.awaitFull?.[name];
+    (state.awaitFull ??= {})[name] = reason;
+    // A full checkpoint still queued (read after the commit that failed) is not passed over.
+    const next = c.queue.findIndex((r) => r.kind === 'full' && r !== c.queue[0]);
+    c.queue = next < 0 ? [] : c.queue.slice(next);
+    c.gap = null;
+    c.blocked = reason;
+    if (before !== reason) this.#o.log.error('this container waits for a full checkpoint; its deltas are passed over until one is staged', { container: name, reason });
+  }
+
+  /** A full checkpoint of `name` was staged: its deltas are followed again. */
+  fullStaged(state: AppliedState, name: string): void {
+    if (state.awaitFull?.[name] === undefined) return;
+    delete state.awaitFull[name];
+    if (Object.keys(state.awaitFull).length === 0) delete state.awaitFull;
   }
 
   /** Rebuilds the queues of `names` from the journal up to what was read (a full commit resets a queue), drops their
@@ -132,6 +194,7 @@ export class JournalFollower {
         notePublished(this.#containers.get(item.record.container), item.record);
       }
     }
+    const max = this.#o.maxQueued ?? DEFAULT_MAX_QUEUED;
     // The listing may have waited on the bucket while a finalize began: the applied state it reported on stays.
     if (halted()) return;
     for (const [name, q] of queues) {
@@ -141,6 +204,8 @@ export class JournalFollower {
       c.blocked = null;
       c.restage = false;
       delete state.containers[name];
+      // Its twin starts from an empty upper dir: only its last full checkpoint and what follows can fill it.
+      if (q.length > max) this.awaitFull(state, name, `more than ${max} commits since its last full checkpoint to restage from; waiting for the next one`);
     }
     state.cursor = this.durableCursor();
     await this.#o.file.save(state);

@@ -3,15 +3,13 @@
 // finalizes (a last bounded catch-up) and starts the twins.
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Limits } from '../changeset/index.js';
-import { DEFAULT_TWIN_POLICY, type DockerRuntime, type TwinPolicy, type TwinSpec } from '../docker/index.js';
-import type { Logger } from '../log/logger.js';
-import type { Metrics, ReplicationView } from '../metrics/index.js';
+import { DEFAULT_TWIN_POLICY, type TwinPolicy, type TwinSpec } from '../docker/index.js';
+import type { ReplicationView } from '../metrics/index.js';
 import { acquireStateLock, type StateLock } from '../state/lock.js';
-import type { Bucket } from '../store/index.js';
 import { AppliedStateFile, type AppliedState } from './applied-state.js';
 import { ContainerStates, type ContainerRuntimeState } from './container-state.js';
 import { JournalFollower } from './journal-follower.js';
+import type { PollReport, PullerOptions } from './options.js';
 import type { ContainerStatus, FinalizeReport, StartReport, StatusReport } from './reports.js';
 import { Stager } from './stager.js';
 import { TwinKeeper } from './twin-keeper.js';
@@ -19,40 +17,6 @@ import { TwinKeeper } from './twin-keeper.js';
 /** Where the puller keeps each twin's chunk index (changeset/chunk-index.ts): a promoted host's pusher reads it. */
 export function chunkIndexDirOf(stateDir: string, group: string): string {
   return join(stateDir, 'pull', group, 'chunk-index');
-}
-
-export interface PullerOptions {
-  runtime: DockerRuntime;
-  bucket: Bucket;
-  log: Logger;
-  group: string;
-  stateDir: string;
-  pollIntervalMs: number;
-  downloadConcurrency: number;
-  startConcurrency: number;
-  /** Look for a newer generation every this many polls (fencing a stale primary). */
-  generationCheckEvery?: number;
-  /** Check every twin (create missing ones, notice replaced ones) every this many polls, and whenever the head
-   *  moved. Staging checks its own twin right before writing, so this only bounds how soon a removed twin comes back. */
-  twinCheckEvery?: number;
-  /** At most this many journal records are read in one poll. */
-  maxRecordsPerPoll?: number;
-  /** Bounds on changesets (default: the changeset unit's defaults, see src/changeset/limits.ts). */
-  limits?: Limits;
-  /** What this host lets a trusted spec ask for (twin-keeper.ts). Default DEFAULT_TWIN_POLICY. */
-  twinPolicy?: TwinPolicy;
-  /** Honour privileged fields of unsigned specs (twin-keeper.ts). Default false. */
-  trustUnsignedSpecs?: boolean;
-  /** Where the replication lag, commit ages and failures of this standby are reported while it runs. */
-  metrics?: Metrics | undefined;
-}
-
-export interface PollReport {
-  ms: number;
-  bucketReachable: boolean;
-  staged: number;
-  timedOut: boolean;
-  error: string | null;
 }
 
 export class Puller {
@@ -83,7 +47,10 @@ export class Puller {
     this.#file = new AppliedStateFile(opts.stateDir, opts.group);
     this.#blobDir = join(opts.stateDir, 'pull', opts.group, 'blobs');
     const { runtime, bucket, log } = opts;
-    this.#journal = new JournalFollower({ bucket, log, file: this.#file, generationCheckEvery: opts.generationCheckEvery ?? 20, maxRecordsPerPoll: opts.maxRecordsPerPoll ?? 10_000 }, this.#containers);
+    this.#journal = new JournalFollower({
+      bucket, log, file: this.#file, generationCheckEvery: opts.generationCheckEvery ?? 20, maxRecordsPerPoll: opts.maxRecordsPerPoll ?? 10_000,
+      ...(opts.maxQueued === undefined ? {} : { maxQueued: opts.maxQueued }),
+    }, this.#containers);
     this.#keeper = new TwinKeeper({
       runtime, bucket, log, checkEvery: opts.twinCheckEvery ?? 20, group: opts.group,
       ...(opts.twinPolicy === undefined ? {} : { policy: opts.twinPolicy }),

@@ -5,8 +5,10 @@
 // Containers do not wait for each other: each has its own task, which outlives the poll that started it (the daemon
 // polls on while a big blob is validated), and at most `downloadConcurrency` commits are fetched and staged at once,
 // so one slow or hostile blob holds one slot, not the others. A commit whose changeset was refused is remembered by
-// container and digest and neither downloaded nor validated again. Promotion aborts validations in progress.
-import { rm } from 'node:fs/promises';
+// container and digest and neither downloaded nor validated again, and its container waits for a full checkpoint (as
+// at a gap); one that failed after its download is fetched again only after a backoff (refused-commits.ts).
+// Promotion aborts validations in progress.
+import { rm, statfs } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import PQueue from 'p-queue';
 import {
@@ -16,11 +18,13 @@ import {
 import { isEngineUnavailable, specDigest, type DockerRuntime, type TwinSpec, type TwinState } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/index.js';
-import { PackStore, type Bucket, type CommitRecord } from '../store/index.js';
+import { BlobDigestMismatchError, BlobMissingError, PackStore, type Bucket, type CommitRecord } from '../store/index.js';
 import { openChunkedCommit } from './chunked-commit.js';
 import type { AppliedState, AppliedStateFile } from './applied-state.js';
 import type { ContainerRuntimeState, ContainerStates } from './container-state.js';
 import type { JournalFollower } from './journal-follower.js';
+import { RefusedCommits } from './refused-commits.js';
+import { bytesFreedByEmptying, emptyDir } from './room-for-full.js';
 import type { TwinKeeper } from './twin-keeper.js';
 
 export interface StagerOptions {
@@ -39,9 +43,6 @@ export interface StagerOptions {
   /** Counts staged commits and staging failures, refusals and gaps. */
   metrics?: Metrics | undefined;
 }
-
-/** Refused commits remembered (by container and digest); the oldest are forgotten beyond this. */
-const maxRemembered = 1024;
 
 interface Task {
   promise: Promise<number>;
@@ -97,8 +98,10 @@ export class Stager {
   readonly #packs: PackStore;
   /** One task per container with work, started by a poll, running until its queue is done or it is stopped. */
   readonly #tasks = new Map<string, Task>();
-  /** Refused commits by `container\ndigest`: their reason. */
-  readonly #refused = new Map<string, string>();
+  /** Commits refused, or failed after their download, by container and digest. */
+  readonly #refused = new RefusedCommits();
+  /** What emptying a twin's upper dir would free, for the full checkpoint waiting for room (one per container). */
+  readonly #treeBytes = new Map<string, { key: string; bytes: number }>();
   /** stageChangeset calls in progress; a promotion waits for these, not for a poll stuck on the network. */
   readonly #stagings = new Set<Promise<unknown>>();
   /** Set when the twins are about to start: no staging starts any more (the twins then own their layers). */
@@ -202,7 +205,8 @@ export class Stager {
   /**
    * Starts a task for every container that has commits to stage and none running. With `wait` (a poll that must
    * report what it staged, a finalize), resolves once every task, also those started earlier, is done, with the
-   * number of commits staged meanwhile; without it, at once with 0. `signal` aborts the tasks it started.
+   * number of commits staged meanwhile; without it (the daemon's polls), at once with 0. `signal` aborts the tasks it
+   * started. A commit that failed after its download waits out its backoff, except for a poll with `wait`.
    */
   async stageQueues(state: AppliedState, signal: AbortSignal, wait = true): Promise<number> {
     // One listener on the caller's signal for all the tasks this call starts (one per task passed Node's limit of
@@ -219,7 +223,7 @@ export class Stager {
       c.staging = true;
       // Nobody may be waiting (the daemon's polls do not): a failure outside staging proper (Docker, statfs) is
       // reported on the container, never left as an unhandled rejection.
-      const promise = this.#stageContainer(state, name, c, controller.signal).catch((err: unknown) => {
+      const promise = this.#stageContainer(state, name, c, controller.signal, wait).catch((err: unknown) => {
         c.lastError = (err as Error).message;
         this.#o.metrics?.failure('stage');
         if (isEngineUnavailable(err)) this.#keeper.engineUnavailable(err);
@@ -248,7 +252,7 @@ export class Stager {
     }
   }
 
-  async #stageContainer(state: AppliedState, name: string, c: ContainerRuntimeState, signal: AbortSignal): Promise<number> {
+  async #stageContainer(state: AppliedState, name: string, c: ContainerRuntimeState, signal: AbortSignal, retryNow: boolean): Promise<number> {
     let staged = 0;
     while (c.queue.length > 0 && !signal.aborted && !this.#frozen) {
       const record = c.queue[0]!;
@@ -269,18 +273,23 @@ export class Stager {
           c.gap = { seq: record.seq, reason: `journal gap: record ${record.seq} follows ${record.parentSeq}, staged is ${appliedSeq ?? 'nothing'} of generation ${record.generation}; ${why}; waiting for a full checkpoint` };
           this.#o.log.error('staging stopped at a gap', { container: name, seq: record.seq, parentSeq: record.parentSeq, stagedSeq: appliedSeq, reason: why });
         }
-        c.blocked = c.gap.reason;
+        // Only a full checkpoint can move it past a gap: its queue goes, and the cursor no longer waits for it.
+        this.#journal.awaitFull(state, name, c.gap.reason);
         return staged;
       }
-      const remembered = this.#refused.get(refusalKey(name, record));
-      if (remembered !== undefined) {
-        this.#showRefusal(c, record, remembered);
+      const verdict = this.#refused.verdict(name, record.digest, retryNow);
+      if (verdict?.kind === 'refused') {
+        this.#showRefusal(state, name, c, record, verdict.reason);
+        return staged;
+      }
+      if (verdict?.kind === 'backoff') {
+        c.lastError = `${verdict.reason}; fetched again after ${new Date(verdict.retryAt).toISOString()} (${verdict.failures} failed download(s))`;
         return staged;
       }
       const declared = declaredProblem({ ...record.counts, size: record.size }, this.#limits)
         ?? (record.chunks === undefined ? null : chunkListProblem(record.chunks, this.#limits));
       if (declared !== null) {
-        this.#refuse(name, c, record, declared);
+        this.#refuse(state, name, c, record, declared);
         return staged;
       }
       const twin = await this.#o.runtime.twinState(name);
@@ -315,7 +324,27 @@ export class Stager {
       }
       const upperDir = twin.layers.upperDir;
       // Not downloaded when it cannot fit (the disk may be freed: checked again next poll, not remembered).
-      const room = await roomProblem(upperDir, bytesNeeded(record.counts) + (record.chunks?.bytes ?? 0));
+      const need = bytesNeeded(record.counts) + (record.chunks?.bytes ?? 0);
+      let room = await roomProblem(upperDir, need);
+      // A full checkpoint that fits once the tree it replaces is gone: that goes first (room-for-full.ts).
+      let emptyFirst = false;
+      if (room !== null && record.kind === 'full') {
+        const fs = await statfs(upperDir);
+        const free = fs.bavail * fs.bsize;
+        // The twin's tree does not change while it is stopped and this commit waits: added up once per commit.
+        const key = `${twin.id}\n${record.digest}`;
+        let freed = this.#treeBytes.get(name)?.key === key ? this.#treeBytes.get(name)!.bytes : null;
+        if (freed === null) {
+          freed = await bytesFreedByEmptying(upperDir, Number.POSITIVE_INFINITY);
+          this.#treeBytes.set(name, { key, bytes: freed });
+        }
+        if (free + freed >= need) {
+          emptyFirst = true;
+          room = null;
+        } else {
+          room = `${room} (and ${freed} more once its twin's upper dir is emptied: not enough either)`;
+        }
+      }
       if (room !== null) {
         if (c.lastError !== room) this.#o.log.warn('staging waits for free disk space', { container: name, seq: record.seq, reason: room });
         c.lastError = room;
@@ -324,6 +353,8 @@ export class Stager {
       const blob = join(this.#o.blobDir, `${record.digest}.${record.seq}`);
       const intent: StageIntent = { container: name, twinId: twin.id, generation: record.generation, seq: record.seq, digest: record.digest };
       let twinStarted = false;
+      /** The blob is on disk: a failure from here on cost a whole download, and is not retried at once. */
+      let downloaded = false;
       /** Called once the commit is applied and synced; its undo log is discarded after it returns. */
       const recordStaged = async (): Promise<void> => {
         const after = await this.#o.runtime.twinState(name);
@@ -336,8 +367,9 @@ export class Stager {
           generation: record.generation, seq: record.seq, digest: record.digest, stagedAt: new Date().toISOString(), twinId: twin.id,
           ...(record.specDigest === undefined ? {} : { specDigest: record.specDigest }),
         };
-        // A full checkpoint makes the upper dir exactly the commit: trusted again.
+        // A full checkpoint makes the upper dir exactly the commit: trusted again, and followed again.
         if (record.kind === 'full' && state.held?.[name] !== undefined) delete state.held[name];
+        if (record.kind === 'full') this.#journal.fullStaged(state, name);
         // Out of the queue before the cursor is computed: the cursor stops before the first record still queued.
         done();
         c.gap = null;
@@ -361,10 +393,22 @@ export class Stager {
           }
           if (c.restage) return staged;
         }
+        if (emptyFirst) {
+          if (signal.aborted || this.#frozen) break;
+          this.#treeBytes.delete(name);
+          const emptying = this.#emptyForFull(state, name, twin.id, upperDir, record);
+          this.#stagings.add(emptying);
+          try {
+            await emptying;
+          } finally {
+            this.#stagings.delete(emptying);
+          }
+        }
         const ok = await this.#slots.add(async () => {
           if (signal.aborted || this.#frozen) return false;
           await this.#download(record, blob, signal);
           if (signal.aborted || this.#frozen) return false;
+          downloaded = true;
           const chunked = await openChunkedCommit({
             bucket: this.#o.bucket, packs: this.#packs, limits: this.#limits, indexDir: this.#o.chunkIndexDir ?? join(dirname(this.#o.blobDir), 'chunk-index'),
           }, name, twin.id, record, blob);
@@ -393,6 +437,7 @@ export class Stager {
         c.blocked = null;
         c.lastError = null;
         c.refusedCommit = null;
+        this.#refused.staged(name, record.digest);
         staged++;
         this.#o.metrics?.commitStaged(record.kind);
         this.#o.log.debug('staged', { container: name, seq: record.seq, kind: record.kind });
@@ -403,13 +448,22 @@ export class Stager {
           return staged;
         }
         if (err instanceof ChangesetRejectedError) {
-          this.#refuse(name, c, record, err.message);
+          this.#refuse(state, name, c, record, err.message);
           return staged;
         }
-        // I/O errors, a full disk (ChangesetNoRoomError), a tool failing: undone, retried whole by a later poll.
-        c.lastError = (err as Error).message;
+        // I/O errors, a full disk (ChangesetNoRoomError), a tool failing: undone, retried whole by a later poll; after
+        // a backoff when the blob was fetched, did not match its record or is missing (each a request S3 charges for),
+        // so it is not asked for on every poll.
+        const message = (err as Error).message;
         this.#o.metrics?.failure('stage');
-        this.#o.log.warn('staging failed; the staged seq did not move', { container: name, seq: record.seq, err });
+        if (downloaded || err instanceof BlobDigestMismatchError || err instanceof BlobMissingError) {
+          const retryAt = this.#refused.failed(name, record.digest, message);
+          c.lastError = `${message}; fetched again after ${new Date(retryAt).toISOString()}`;
+          this.#o.log.warn('staging failed; the staged seq did not move; the blob is fetched again after a backoff', { container: name, seq: record.seq, retryInMs: retryAt - Date.now(), err });
+        } else {
+          c.lastError = message;
+          this.#o.log.warn('staging failed; the staged seq did not move', { container: name, seq: record.seq, err });
+        }
         return staged;
       } finally {
         await rm(blob, { force: true });
@@ -418,25 +472,29 @@ export class Stager {
     return staged;
   }
 
-  /** A changeset refused for what it holds (or declares) is refused for good: remembered, so it is neither fetched
-   *  nor validated again, and the container waits for a full checkpoint that resets its queue. */
-  #refuse(name: string, c: ContainerRuntimeState, record: CommitRecord, reason: string): void {
-    this.#o.metrics?.failure('refused');
-    this.#o.log.error('changeset refused; this container waits for a full checkpoint', { container: name, seq: record.seq, digest: record.digest, reason });
-    const key = refusalKey(name, record);
-    this.#refused.delete(key);
-    this.#refused.set(key, reason);
-    while (this.#refused.size > maxRemembered) {
-      const oldest = this.#refused.keys().next();
-      if (oldest.done === true) break;
-      this.#refused.delete(oldest.value);
-    }
-    this.#showRefusal(c, record, reason);
+  /** Held durably first (an emptied upper dir is no state of the container: it must not boot), then emptied. */
+  async #emptyForFull(state: AppliedState, name: string, twinId: string, upperDir: string, record: CommitRecord): Promise<void> {
+    // Adding up its tree took a while: still the same stopped twin, or nothing is removed.
+    const now = await this.#o.runtime.twinState(name);
+    if (now.state === 'absent' || !stageable(now) || now.id !== twinId || now.layers.upperDir !== upperDir) throw new Error(`twin ${name} changed while room was made for full checkpoint ${record.seq}; nothing removed`);
+    (state.held ??= {})[name] = `its upper dir was emptied to make room for full checkpoint ${record.seq} (the disk cannot hold the tree it replaces beside it); it boots once a full checkpoint is staged into it`;
+    await this.#o.file.save(state);
+    this.#o.log.warn('emptying a twin\'s upper dir to make room for a full checkpoint; the twin is held until it is staged', { container: name, seq: record.seq, upperDir });
+    await emptyDir(upperDir);
   }
 
-  #showRefusal(c: ContainerRuntimeState, record: CommitRecord, reason: string): void {
+  /** A changeset refused for what it holds (or declares) is refused for good: remembered, so it is neither fetched
+   *  nor validated again, and the container waits for a full checkpoint (its queue goes meanwhile). */
+  #refuse(state: AppliedState, name: string, c: ContainerRuntimeState, record: CommitRecord, reason: string): void {
+    this.#o.metrics?.failure('refused');
+    this.#o.log.error('changeset refused; this container waits for a full checkpoint', { container: name, seq: record.seq, digest: record.digest, reason });
+    this.#refused.refuse(name, record.digest, reason);
+    this.#showRefusal(state, name, c, record, reason);
+  }
+
+  #showRefusal(state: AppliedState, name: string, c: ContainerRuntimeState, record: CommitRecord, reason: string): void {
     c.refusedCommit = { seq: record.seq, digest: record.digest, reason };
-    c.blocked = `commit ${record.seq} (blob ${record.digest.slice(0, 12)}) refused: ${reason}; waiting for a full checkpoint`;
+    this.#journal.awaitFull(state, name, `commit ${record.seq} (blob ${record.digest.slice(0, 12)}) refused: ${reason}; waiting for a full checkpoint`);
   }
 
   async #download(record: CommitRecord, file: string, signal: AbortSignal): Promise<void> {
@@ -455,8 +513,4 @@ export class Stager {
       download.catch(() => undefined);
     }
   }
-}
-
-function refusalKey(name: string, record: CommitRecord): string {
-  return `${name}\n${record.digest}`;
 }

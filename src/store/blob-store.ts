@@ -16,8 +16,10 @@ export interface BlobStore {
   putIfMatch(key: string, body: Buffer, etag: string): Promise<boolean>;
   /** The object's bytes, null when missing; throws ObjectTooLargeError when larger than maxBytes. */
   getBuffer(key: string, maxBytes: number): Promise<Buffer | null>;
-  /** Streams the object into `file` (written to a temp name and renamed); false when missing. */
-  getToFile(key: string, file: string): Promise<boolean>;
+  /** Streams the object into `file` (written to a temp name and renamed); false when missing. With `maxBytes`, an
+   *  object larger than that throws ObjectTooLargeError as soon as that is known (its announced length, or the first
+   *  byte past it while streaming), never read further, and nothing is left under `file`. */
+  getToFile(key: string, file: string, maxBytes?: number): Promise<boolean>;
   /**
    * Streams bytes [start, start + length) of the object into `file` (temp name, renamed) with one ranged GET (S3
    * `Range: bytes=a-b`). `missing` when there is no such object; `short` when the object ends before the range does

@@ -287,7 +287,8 @@ export class Bucket {
   /**
    * Downloads a blob to `file` and checks size and sha256. A mismatching download is discarded and fetched again,
    * up to blobRetries times, then BlobDigestMismatchError. Transport failures are retried by the store itself.
-   * Nothing appears under `file` unless it matched.
+   * Nothing appears under `file` unless it matched. The download stops at the first byte past `size` (the record's
+   * word): an object larger than its record says is refused at once, neither read on nor fetched again.
    */
   async downloadBlob(digest: Digest, size: number, file: string): Promise<void> {
     const key = this.blobKey(digest);
@@ -295,7 +296,15 @@ export class Bucket {
     let got = { digest: '', size: -1 };
     try {
       for (let attempt = 1; attempt <= this.#blobRetries; attempt++) {
-        if (!(await this.store.getToFile(key, tmp))) throw new BlobMissingError(key);
+        let found: boolean;
+        try {
+          found = await this.store.getToFile(key, tmp, size);
+        } catch (err) {
+          if (!(err instanceof ObjectTooLargeError)) throw err;
+          const seen = typeof err.context['size'] === 'number' ? err.context['size'] : size + 1;
+          throw new BlobDigestMismatchError(key, { digest, size }, { digest: '(not computed: larger than its record declares)', size: seen }, attempt);
+        }
+        if (!found) throw new BlobMissingError(key);
         const actualSize = (await stat(tmp)).size;
         const actual = actualSize === size ? await sha256File(tmp) : '(not computed: size differs)';
         if (actualSize === size && actual === digest) {

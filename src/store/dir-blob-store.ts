@@ -120,10 +120,12 @@ export class DirBlobStore implements BlobStore {
     }
   }
 
-  async getToFile(key: string, file: string): Promise<boolean> {
+  async getToFile(key: string, file: string, maxBytes = Number.MAX_SAFE_INTEGER): Promise<boolean> {
     const path = this.#path(key);
     try {
-      if (!(await stat(path)).isFile()) return false;
+      const st = await stat(path);
+      if (!st.isFile()) return false;
+      if (st.size > maxBytes) throw new ObjectTooLargeError(key, st.size, maxBytes);
     } catch (err) {
       if (missing(err)) return false;
       throw err;
@@ -132,6 +134,9 @@ export class DirBlobStore implements BlobStore {
     const tmp = `${file}.part-${randomBytes(6).toString('hex')}`;
     try {
       await copyFile(path, tmp);
+      // It may have grown since the stat.
+      const copied = (await stat(tmp)).size;
+      if (copied > maxBytes) throw new ObjectTooLargeError(key, copied, maxBytes);
       await rename(tmp, file);
       return true;
     } catch (err) {

@@ -334,7 +334,7 @@ export class S3BlobStore implements BlobStore {
     return r.status === 'ok' ? r.body : null;
   }
 
-  async getToFile(key: string, file: string): Promise<boolean> {
+  async getToFile(key: string, file: string, maxBytes = Number.MAX_SAFE_INTEGER): Promise<boolean> {
     return this.#request('get', key, async () => {
       let out;
       try {
@@ -345,10 +345,15 @@ export class S3BlobStore implements BlobStore {
         throw err;
       }
       const stream = bodyStream(out.Body, key);
+      if (out.ContentLength !== undefined && out.ContentLength > maxBytes) {
+        stream.destroy();
+        throw new ObjectTooLargeError(key, out.ContentLength, maxBytes);
+      }
       // Written beside the target and renamed: a half download never appears under `file`.
       const tmp = `${file}.part-${randomBytes(6).toString('hex')}`;
       try {
-        const counter = byteLimiter(Number.MAX_SAFE_INTEGER, key);
+        // Cut off at the first byte past maxBytes, whatever the server announced.
+        const counter = byteLimiter(maxBytes, key);
         await pipeline(stream, counter, createWriteStream(tmp));
         if (out.ContentLength !== undefined && counter.bytes !== out.ContentLength) {
           throw Object.assign(new Error(`short body: ${counter.bytes} of ${out.ContentLength} bytes`), { code: 'ERR_STREAM_PREMATURE_CLOSE' });

@@ -3,12 +3,13 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { link, mkdir, mkdtemp, readdir, rm, unlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, link, lstat, mkdir, mkdtemp, readFile, readdir, rm, unlink, utimes, writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { createLogger } from '../../../src/log/logger.js';
 import { UpperTracker, defaultLimits, relPathIsExcluded, stageChangeset } from '../../../src/changeset/index.js';
 import { readChangeset } from '../../../src/changeset/tar-reader.js';
+import type { TarEntry } from '../../../src/changeset/tar-format.js';
 import { requireRoot } from '../../support/overlay.js';
 
 async function list(file: string): Promise<string[]> {
@@ -95,7 +96,7 @@ describe('UpperTracker on a plain upper dir', () => {
       while (Date.now() < end) { fs.writeFileSync(process.argv[1], Buffer.alloc(${size}, i++ % 2 ? 0x61 : 0x62)); }`;
     const writer = spawn(process.execPath, ['-e', script, join(upper, 'f')], { stdio: 'ignore' });
     try {
-      const tracker = new UpperTracker({ upperDir: upper, workDir: join(base, 'w3') });
+    const tracker = new UpperTracker({ upperDir: upper, workDir: join(base, 'w-parents') });
       let shipped = 0;
       let torn = 0;
       for (let i = 0; i < 40; i++) {
@@ -144,8 +145,8 @@ describe('UpperTracker on a plain upper dir', () => {
     // a/one is named by no event, but shares b/two's inode: it ships too, first, with b/two linked to it.
     const second = await tracker.build(new Set(['a/tmp', 'b/two']));
     assert.ok(second !== null);
-    assert.deepEqual(await list(second.file), ['dir:a', 'file:a/.wh.tmp(remove)', 'file:a/one', 'hardlink:b/two->a/one']);
-    assert.deepEqual(second.counts, { files: 3, deletions: 1, bytes: 30 });
+    assert.deepEqual(await list(second.file), ['dir:a', 'file:a/.wh.tmp(remove)', 'file:a/one', 'dir:b', 'hardlink:b/two->a/one']);
+    assert.deepEqual(second.counts, { files: 4, deletions: 1, bytes: 30 });
     tracker.commit(second);
     await rm(second.file);
     // The serialized state round-trips through JSON.
@@ -153,4 +154,75 @@ describe('UpperTracker on a plain upper dir', () => {
     assert.equal(await revived.build('reconcile'), null);
     assert.throws(() => new UpperTracker({ upperDir: upper, workDir: base, shipped: { version: 1, entries: [['x', { t: 'bogus' }]] } }));
   });
+
+  it('ships every parent dir of what changed with its mode, owner, xattrs and mtime; staging it clobbers nothing and keeps an opaque flag', async () => {
+    const upper = join(base, 'u-parents');
+    const deep = join(upper, 'srv/data/deep');
+    await mkdir(deep, { recursive: true });
+    await writeFile(join(deep, 'f'), 'one');
+    await writeFile(join(upper, 'srv/data/other'), 'other');
+    await mkdir(join(upper, 'o'));
+    await writeFile(join(upper, 'o/x'), 'x1');
+    await writeFile(join(upper, 'o/y'), 'y1');
+    execFileSync('setfattr', ['-n', 'trusted.overlay.opaque', '-v', 'y', join(upper, 'o')]);
+    await chown(join(upper, 'srv/data'), 1234, 5678);
+    await chmod(join(upper, 'srv/data'), 0o750);
+    execFileSync('setfattr', ['-n', 'user.tag', '-v', 'kept', join(upper, 'srv/data')]);
+    await utimes(join(upper, 'srv/data'), 1_000_000, 1_000_000);
+    const tracker = new UpperTracker({ upperDir: upper, workDir: join(base, 'w-parents') });
+    const first = await tracker.build('full');
+    assert.ok(first !== null);
+    tracker.commit(first);
+    const twin = join(base, 'twin-parents');
+    await mkdir(twin);
+    await stageChangeset(first.file, first.kind, { upperDir: twin, tmpDir: join(base, 'tmp-parents') });
+    await rm(first.file);
+
+    // Rewritten in place, and one removal: no dir above them changed, yet every one ships.
+    await writeFile(join(deep, 'f'), 'two');
+    await unlink(join(upper, 'srv/data/other'));
+    await writeFile(join(upper, 'o/x'), 'x2');
+    const delta = await tracker.build(new Set(['srv/data/deep/f', 'srv/data/other', 'o/x']));
+    assert.ok(delta !== null);
+    assert.deepEqual(await list(delta.file), ['dir:o', 'file:o/x', 'dir:srv', 'dir:srv/data', 'file:srv/data/.wh.other(remove)', 'dir:srv/data/deep', 'file:srv/data/deep/f']);
+    const entries = new Map<string, TarEntry>();
+    await readChangeset(delta.file, defaultLimits, async (e) => {
+      entries.set(e.path, e);
+      await Promise.resolve();
+    });
+    const data = entries.get('srv/data');
+    assert.ok(data);
+    assert.deepEqual([data.mode, data.uid, data.gid], [0o750, 1234, 5678], 'the parent carries its real mode and owner');
+    assert.equal(data.mtimeNs, (await lstat(join(upper, 'srv/data'), { bigint: true })).mtimeNs, 'and its mtime as in the upper dir');
+    assert.deepEqual(data.xattrs.map(([n, v]) => [n, v.toString()]), [['user.tag', 'kept']], 'and its xattrs');
+    assert.deepEqual(entries.get('o')?.xattrs, [], 'an opaque parent carries no overlay xattr, and no marker (a marker would prune)');
+    tracker.commit(delta);
+
+    // Staged twice (a retry): the twin equals the primary's upper dir, the other children of the opaque dir stay.
+    for (let i = 0; i < 2; i++) await stageChangeset(delta.file, delta.kind, { upperDir: twin, tmpDir: join(base, 'tmp-parents') });
+    const [got, want] = [await treeState(twin), await treeState(upper)];
+    assert.deepEqual(got.map((e) => e.text), want.map((e) => e.text));
+    // utimes(2) takes a double: the times agree to well within a microsecond.
+    got.forEach((e, i) => assert.ok(Math.abs(Number(e.mtimeNs - want[i]!.mtimeNs)) < 1000, `${e.text}: mtime ${e.mtimeNs} vs ${want[i]!.mtimeNs}`));
+    assert.equal(await readFile(join(twin, 'o/y'), 'utf8'), 'y1');
+    assert.equal(execFileSync('getfattr', ['--only-values', '-n', 'trusted.overlay.opaque', join(twin, 'o')]).toString(), 'y');
+    await rm(delta.file);
+  });
 });
+
+/** Every path under `dir` with its kind, mode, owner, xattrs and content, and its mtime. */
+async function treeState(dir: string): Promise<Array<{ text: string; mtimeNs: bigint }>> {
+  const out: Array<{ text: string; mtimeNs: bigint }> = [];
+  const walk = async (rel: string): Promise<void> => {
+    for (const name of (await readdir(join(dir, rel))).sort()) {
+      const p = rel === '' ? name : `${rel}/${name}`;
+      const st = await lstat(join(dir, p), { bigint: true });
+      const x = execFileSync('getfattr', ['--absolute-names', '-h', '-d', '-m', '-', '-e', 'hex', join(dir, p)]).toString().split('\n').filter((l) => l.includes('=')).sort().join(',');
+      const body = st.isFile() ? await readFile(join(dir, p), 'utf8') : '';
+      out.push({ text: `${p} ${st.mode.toString(8)} ${st.uid}:${st.gid} [${x}] ${body}`, mtimeNs: st.mtimeNs });
+      if (st.isDirectory()) await walk(p);
+    }
+  };
+  await walk('');
+  return out;
+}

@@ -150,4 +150,66 @@ describe('puller on a standby whose disk is full', { timeout: 240_000 }, () => {
     assert.equal(await readFile(join(upper, 'base'), 'utf8'), 'rewritten by commit 3');
     assert.equal(await reason(), '');
   });
+
+  it('stages a full checkpoint that fits only in place of the tree it replaces: the twin is held and emptied first, never when that would not make room', async () => {
+    if (!engine) throw new Error('no engine');
+    // The first case left its twin holding most of the small file system, and imported the image already.
+    await dockerCli(engine, ['rm', '-f', NAME]);
+    const imageId = (await dockerCli(engine, ['image', 'inspect', '--format', '{{.Id}}', 'tl-busybox:puller'])).trim();
+    const group = 'enospc-full';
+    const name = 'swap-web';
+    const bucket = bucketFor(store, group);
+    await bucket.putSpec(name, twinSpec(name, imageId));
+    let seq = 0;
+    const publishFull = async (tar: Buffer): Promise<number> => {
+      const blob = await putBlob(store, bucket, gz(tar));
+      seq++;
+      await bucket.writeRecord(craftRecord({ seq, parentSeq: 0, container: name, kind: 'full', ...blob }));
+      await writeHead(bucket, seq, { [name]: seq });
+      return seq;
+    };
+    const stateDir = join(base, 'state-full');
+    const { log, lines } = collectingLogger();
+    const p = await openPuller({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath, bucket, group, stateDir, log });
+    const free0 = (await statfs(mnt)).bavail * (await statfs(mnt)).bsize;
+    const old = randomBytes(Math.floor(free0 / 3));
+    try {
+      await publishFull(tarOf([tarFile('old.bin', old), tarFile('keep', 'first')]));
+      await p.pollOnce();
+      assert.equal(await appliedSeq(stateDir, group, name), 1);
+      const runtime = new DockerRuntime({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath });
+      const twin = await runtime.twinState(name);
+      if (twin.state === 'absent') assert.fail('twin created');
+      const upper = twin.layers.upperDir;
+      const status = async (): Promise<string> => (await p.status()).containers.find((c) => c.name === name)?.reason ?? '';
+      const leave = Math.floor(free0 / 6);
+      const held = await ballast(leave, 1_000_000);
+      try {
+        const left = (await statfs(mnt)).bavail * (await statfs(mnt)).bsize;
+        // Larger than the free space and the old tree together: it waits, and the twin is left as it is.
+        await publishFull(tarOf([tarFile('huge.bin', randomBytes(left + old.length + 4 * MB))]));
+        await p.pollOnce();
+        assert.equal(await appliedSeq(stateDir, group, name), 1);
+        assert.match(await status(), /free.*not enough either/, await status());
+        assert.deepEqual((await readdir(upper)).sort(), ['keep', 'old.bin'], 'nothing emptied when that would not make room');
+        // Larger than the free space, smaller than it with the old tree gone: staged in its place.
+        const next = randomBytes(Math.floor((left + old.length) / 2));
+        assert.ok(next.length > left, 'it does not fit beside the old tree');
+        const fit = await publishFull(tarOf([tarFile('new.bin', next)]));
+        await p.pollOnce();
+        assert.equal(await appliedSeq(stateDir, group, name), fit, `staged: ${await status()}`);
+        assert.deepEqual(await readdir(upper), ['new.bin']);
+        assert.equal(sha256(await readFile(join(upper, 'new.bin'))), sha256(next));
+        assert.equal(await status(), '', 'no longer held');
+        assert.ok(lines.some((l) => l.includes('emptying a twin') && l.includes(name)), 'the emptying is logged');
+        const stateFile = JSON.parse(await readFile(join(stateDir, 'pull', group, 'applied.json'), 'utf8')) as { held?: Record<string, string> };
+        assert.equal(stateFile.held?.[name], undefined);
+      } finally {
+        await rm(held, { recursive: true });
+      }
+    } finally {
+      await p.stop();
+    }
+  });
 });
+

@@ -234,7 +234,7 @@ export function diffTrees(a: Map<string, string>, b: Map<string, string>): strin
 /** A Puller on the engine, opened; the caller stops it. */
 export async function openPuller(opts: {
   socketPath: string; mountInfoPath: string; bucket: Bucket; group: string; stateDir: string; log: Logger; maxRecordsPerPoll?: number;
-  twinPolicy?: TwinPolicy; trustUnsignedSpecs?: boolean;
+  twinPolicy?: TwinPolicy; trustUnsignedSpecs?: boolean; maxQueued?: number;
 }): Promise<Puller> {
   const puller = new Puller({
     runtime: new DockerRuntime({ socketPath: opts.socketPath, mountInfoPath: opts.mountInfoPath }),
@@ -246,6 +246,7 @@ export async function openPuller(opts: {
     downloadConcurrency: 4,
     startConcurrency: 4,
     ...(opts.maxRecordsPerPoll === undefined ? {} : { maxRecordsPerPoll: opts.maxRecordsPerPoll }),
+    ...(opts.maxQueued === undefined ? {} : { maxQueued: opts.maxQueued }),
     ...(opts.twinPolicy === undefined ? {} : { twinPolicy: opts.twinPolicy }),
     ...(opts.trustUnsignedSpecs === undefined ? {} : { trustUnsignedSpecs: opts.trustUnsignedSpecs }),
   });

@@ -3,13 +3,15 @@
 // fails after the last publish is retried by the journal writer until the head covers that publish.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { setTimeout as delay } from 'node:timers/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 
 import {
   asDigest,
+  BlobDigestMismatchError,
   Bucket,
   BucketMissingError,
   JournalWriter,
@@ -144,6 +146,38 @@ describe('S3BlobStore under faults', () => {
     proxy.fail('truncate', 2);
     await bucket.downloadBlob(d, body.length, join(work, 'blob.out'));
     assert.equal(sha(await readFile(join(work, 'blob.out'))), d);
+  });
+
+  it('stops a blob download at the first byte past the size its record declares, and does not fetch it again', async () => {
+    const direct = testS3Store(s3);
+    others.push(direct);
+    const bucket = new Bucket(store, { signatures: testSignatures(), prefix: 'tl', group: 'faults-cap' });
+    const body = randomBytes(48 * 1024 * 1024);
+    const d = asDigest(sha(body));
+    await direct.put(bucket.blobKey(d), body);
+    const gets: string[] = [];
+    const off = proxy.onAnswer((a) => {
+      if (a.method === 'GET' && a.path.includes(d)) gets.push(a.path);
+    });
+    const before = proxy.stats.bodyBytes;
+    const out = join(work, 'capped.out');
+    try {
+      // The record says 1000 bytes: the blob under its digest is 48 MiB.
+      await assert.rejects(bucket.downloadBlob(d, 1000, out), (err: unknown) => {
+        assert.ok(err instanceof BlobDigestMismatchError, String(err));
+        assert.match(err.message, /larger than its record declares/);
+        return true;
+      });
+      // What the sockets still held when the client hung up reaches the proxy's counter a moment later.
+      await delay(500);
+    } finally {
+      off();
+    }
+    const relayed = proxy.stats.bodyBytes - before;
+    console.log(`# a 48 MiB blob whose record declares 1000 bytes: ${gets.length} GET, ${relayed} body bytes through the proxy`);
+    assert.equal(gets.length, 1, 'one GET: an object larger than its record stays larger');
+    assert.ok(relayed < 16 * 1024 * 1024, `the download stopped early: ${relayed} bytes relayed`);
+    assert.deepEqual((await readdir(work)).filter((n) => n.startsWith('capped.out')), [], 'nothing left behind');
   });
 
   it('a conditional create whose answer was lost is still ours: the retry sees 412 and finds our bytes', async () => {

@@ -91,11 +91,11 @@ export class WrappedStore implements BlobStore {
     this.keysRead.push(key);
     return this.inner.getBuffer(key, maxBytes);
   }
-  async getToFile(key: string, file: string): Promise<boolean> {
+  async getToFile(key: string, file: string, maxBytes?: number): Promise<boolean> {
     this.keysRead.push(key);
     this.getToFileCalls++;
     await this.beforeGetToFile?.(key, this.getToFileCalls);
-    return this.inner.getToFile(key, file);
+    return this.inner.getToFile(key, file, maxBytes);
   }
   /** Ranged reads: each is recorded in keysRead (the key) and in ranges. */
   readonly ranges: Array<{ key: string; start: number; length: number }> = [];
