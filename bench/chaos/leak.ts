@@ -36,8 +36,8 @@ export interface LeakVerdict {
   fdsLast: number;
   fdsMax: number;
   fdFitGrowth: number;
-  /** The heap (heapUsed + external) over the whole life, role switches included: fit growth (MB), or null when not
-   *  judged. */
+  /** The heap's floor (heapUsed + external, the lowest within 30 s) within the role judged (or the whole life when no
+   *  role is long enough): fit growth (MB), or null when not judged. */
   heapFitGrowthMb: number | null;
   leak: boolean;
 }
@@ -100,13 +100,16 @@ export function judgeLife(s: Series, bounds: LeakBounds, switches: readonly Role
   const judged = verdicts.filter((v) => v.judged);
   const worst = judged.find((v) => v.leak) ?? judged.sort((x, y) => y.windowMs - x.windowMs)[0];
   const fdsMax = Math.max(0, ...s.samples.map((x) => x.fds));
-  // The heap is what the program holds, whatever the allocator keeps: judged over the whole life, switches included,
-  // by its floor. heapUsed counts garbage not yet collected (a sample between two major GCs can read 100 MB above the
-  // live set), so a least-squares line through raw samples follows when GCs happened; the lowest value around each
-  // sample is what survived a collection, and what a leak raises.
-  const heapSamples = heapFloor(s.samples.flatMap((x) => (x.heapMb === undefined ? [] : [{ t: x.t, mb: x.heapMb }])))
+  // The heap is what the program holds, whatever the allocator keeps, judged by its floor: heapUsed counts garbage
+  // not yet collected (a sample between two major GCs can read 100 MB above the live set), so a line through raw
+  // samples follows when GCs happened; the lowest value around each sample is what survived a collection, and what a
+  // leak raises. Within each role, as RSS: a primary holds more than a standby (its tracked trees, the shipped state
+  // of every container; the full soak: heap floors of 110-145 MB as primary, 52-61 MB as standby, level within each).
+  // A life with no role long enough to judge is judged whole, switches included.
+  const floor = heapFloor(s.samples.flatMap((x) => (x.heapMb === undefined ? [] : [{ t: x.t, mb: x.heapMb }])))
     .map((x) => ({ t: x.t, rssMb: x.mb, fds: 0 }));
-  const heap = judgeSeries({ ...s, samples: heapSamples }, bounds);
+  const heapByRole = stretches.map((x) => judgeSeries({ ...s, startedAt: x.from, samples: floor.filter((y) => y.t >= x.from && y.t < x.to) }, bounds)).filter((v) => v.judged);
+  const heap = heapByRole.find((v) => v.leak) ?? heapByRole.sort((x, y) => y.windowMs - x.windowMs)[0] ?? judgeSeries({ ...s, samples: floor }, bounds);
   const heapPart = heap.judged ? (heap.leak ? `heap ${heap.note.replace(/^RSS /, '')}` : `heap flat (${heap.rssFirstMb} → ${heap.rssLastMb} MB, fit ${heap.rssFitGrowthMb >= 0 ? '+' : ''}${heap.rssFitGrowthMb})`) : 'heap not judged';
   const heapFields = { heapFitGrowthMb: heap.judged ? heap.rssFitGrowthMb : null };
   const switchesPart = cuts.length > 0 ? `; ${cuts.length} role switch(es) in this life, RSS judged in ${judged.length} of ${stretches.length} stretch(es) between them` : '';

@@ -111,7 +111,7 @@ describe('leak criterion', () => {
     assert.match(unjudged.note, /switch/);
   });
 
-  it('judges the heap over the whole life, role switches included', () => {
+  it('judges the heap over the whole life when no role is long enough to judge', () => {
     const withHeap = (heap: (t: number) => number): Series => {
       const s = series((t) => ({ rssMb: t < 120_000 ? 150 : 230, fds: 40 }));
       return { ...s, samples: s.samples.map((x) => ({ ...x, heapMb: heap(x.t) })) };
@@ -136,6 +136,12 @@ describe('leak criterion', () => {
     // The floor itself rising is a leak, sawtooth or not.
     const rising = judgeLife(withHeap((t) => 50 + t / 2000 + ((t % 20_000) / 20_000) * 40), bounds, []);
     assert.equal(rising.leak, true, rising.note);
+    // A role switch is a step of the heap (a primary holds more than a standby), not growth; growth within a role is.
+    const step = judgeLife(withHeap((t) => (t < 120_000 ? 55 : 130) + ((t % 20_000) / 20_000) * 30), bounds, [{ from: 110_000, to: 140_000 }]);
+    assert.equal(step.judged, true, step.note);
+    assert.equal(step.leak, false, `a step at the switch: ${step.note}`);
+    const withinRole = judgeLife(withHeap((t) => (t < 120_000 ? 55 : 130 + (t - 140_000) / 1000)), bounds, [{ from: 110_000, to: 140_000 }]);
+    assert.equal(withinRole.leak, true, `growth within the new role: ${withinRole.note}`);
     assert.deepEqual(heapFloor([{ t: 0, mb: 90 }, { t: 10_000, mb: 50 }, { t: 60_000, mb: 80 }]).map((x) => x.mb), [50, 50, 80]);
   });
 });
