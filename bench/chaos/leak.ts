@@ -106,9 +106,11 @@ export function judgeLife(s: Series, bounds: LeakBounds, switches: readonly Role
   // leak raises. Within each role, as RSS: a primary holds more than a standby (its tracked trees, the shipped state
   // of every container; the full soak: heap floors of 110-145 MB as primary, 52-61 MB as standby, level within each).
   // A life with no role long enough to judge is judged whole, switches included.
-  const floor = heapFloor(s.samples.flatMap((x) => (x.heapMb === undefined ? [] : [{ t: x.t, mb: x.heapMb }])))
+  // The floor of a stretch looks only at that stretch's samples: across a switch it would take the other role's level.
+  const heapOf = (from: number, to: number): Sample[] => heapFloor(s.samples.flatMap((x) => (x.heapMb === undefined || x.t < from || x.t >= to ? [] : [{ t: x.t, mb: x.heapMb }])))
     .map((x) => ({ t: x.t, rssMb: x.mb, fds: 0 }));
-  const heapByRole = stretches.map((x) => judgeSeries({ ...s, startedAt: x.from, samples: floor.filter((y) => y.t >= x.from && y.t < x.to) }, bounds)).filter((v) => v.judged);
+  const floor = heapOf(-Infinity, Infinity);
+  const heapByRole = stretches.map((x) => judgeSeries({ ...s, startedAt: x.from, samples: heapOf(x.from, x.to) }, bounds)).filter((v) => v.judged);
   const heap = heapByRole.find((v) => v.leak) ?? heapByRole.sort((x, y) => y.windowMs - x.windowMs)[0] ?? judgeSeries({ ...s, samples: floor }, bounds);
   const heapPart = heap.judged ? (heap.leak ? `heap ${heap.note.replace(/^RSS /, '')}` : `heap flat (${heap.rssFirstMb} → ${heap.rssLastMb} MB, fit ${heap.rssFitGrowthMb >= 0 ? '+' : ''}${heap.rssFitGrowthMb})`) : 'heap not judged';
   const heapFields = { heapFitGrowthMb: heap.judged ? heap.rssFitGrowthMb : null };

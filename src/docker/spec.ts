@@ -195,11 +195,12 @@ export function twinLabels(spec: TwinSpec, group?: string): Record<string, strin
   return labels;
 }
 
-/** Pure: what identifies how a twin is created from a spec — everything but the capture time and the image's identity
- *  (key order fixed). The identity follows from imageId on the primary; left out, a spec that gains it (captured by a
- *  newer twinlayer) keeps its digest, and its twin is not recreated for it. */
+/** Pure: what identifies how a twin is created from a spec — everything but the capture time, the image's identity and
+ *  portBindingsNull (key order fixed). The identity follows from imageId on the primary, and null PortBindings run as
+ *  {} do; left out, a spec that gains them (captured by a newer twinlayer) keeps its digest: its twin is not recreated,
+ *  nor a full commit forced, by an upgrade, and a standby not yet upgraded still finds the spec its records name. */
 export function specDigest(spec: TwinSpec): string {
-  const { capturedAt: _capturedAt, imageIdentity: _imageIdentity, ...config } = spec;
+  const { capturedAt: _capturedAt, imageIdentity: _imageIdentity, portBindingsNull: _portBindingsNull, ...config } = spec;
   return createHash('sha256').update(stableJson(config)).digest('hex');
 }
 

@@ -374,6 +374,7 @@ export class S3BlobStore implements BlobStore {
     return this.#request('get-range', key, async (): Promise<RangeRead> => {
       let out;
       try {
+        this.#count('GET');
         out = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${start + length - 1}` }));
       } catch (err) {
         if (isNotFound(err) && !isNoSuchBucket(err)) return { status: 'missing' };
@@ -401,6 +402,7 @@ export class S3BlobStore implements BlobStore {
           throw Object.assign(new Error(`short body: ${counter.bytes} of ${length} bytes`), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
         }
         await rename(tmp, file);
+        this.#metrics?.bucketBytes('down', counter.bytes);
       } catch (err) {
         stream.destroy();
         await rm(tmp, { force: true });

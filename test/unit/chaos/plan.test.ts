@@ -142,6 +142,8 @@ describe('leak criterion', () => {
     assert.equal(step.leak, false, `a step at the switch: ${step.note}`);
     const withinRole = judgeLife(withHeap((t) => (t < 120_000 ? 55 : 130 + (t - 140_000) / 1000)), bounds, [{ from: 110_000, to: 140_000 }]);
     assert.equal(withinRole.leak, true, `growth within the new role: ${withinRole.note}`);
+    const beforeDemotion = judgeLife(withHeap((t) => (t < 110_000 ? 60 + t / 1500 : 55)), bounds, [{ from: 110_000, to: 115_000 }]);
+    assert.equal(beforeDemotion.leak, true, `growth up to a demotion, the standby's lower level right after: ${beforeDemotion.note}`);
     assert.deepEqual(heapFloor([{ t: 0, mb: 90 }, { t: 10_000, mb: 50 }, { t: 60_000, mb: 80 }]).map((x) => x.mb), [50, 50, 80]);
   });
 });
