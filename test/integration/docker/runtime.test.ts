@@ -182,7 +182,8 @@ describe('DockerRuntime on real engines', { timeout: 120_000 }, () => {
       return true;
     });
     const missing = `sha256:${'1'.repeat(64)}`;
-    await assert.rejects(rtB.ensureTwin({ ...spec, name: 'noimage', imageId: missing }, { trusted: false }), (err: unknown) => {
+    // Neither its id nor its identity (which would find the image under another id) names an image of B.
+    await assert.rejects(rtB.ensureTwin({ ...spec, name: 'noimage', imageId: missing, imageIdentity: { configDigest: missing, diffIds: [] } }, { trusted: false }), (err: unknown) => {
       assert.ok(err instanceof ImageMissingError);
       assert.match(err.message, /is not present/);
       return true;
