@@ -100,8 +100,12 @@ export function judgeLife(s: Series, bounds: LeakBounds, switches: readonly Role
   const judged = verdicts.filter((v) => v.judged);
   const worst = judged.find((v) => v.leak) ?? judged.sort((x, y) => y.windowMs - x.windowMs)[0];
   const fdsMax = Math.max(0, ...s.samples.map((x) => x.fds));
-  // The heap is what the program holds, whatever the allocator keeps: judged over the whole life, switches included.
-  const heapSamples = s.samples.flatMap((x) => (x.heapMb === undefined ? [] : [{ t: x.t, rssMb: x.heapMb, fds: 0 }]));
+  // The heap is what the program holds, whatever the allocator keeps: judged over the whole life, switches included,
+  // by its floor. heapUsed counts garbage not yet collected (a sample between two major GCs can read 100 MB above the
+  // live set), so a least-squares line through raw samples follows when GCs happened; the lowest value around each
+  // sample is what survived a collection, and what a leak raises.
+  const heapSamples = heapFloor(s.samples.flatMap((x) => (x.heapMb === undefined ? [] : [{ t: x.t, mb: x.heapMb }])))
+    .map((x) => ({ t: x.t, rssMb: x.mb, fds: 0 }));
   const heap = judgeSeries({ ...s, samples: heapSamples }, bounds);
   const heapPart = heap.judged ? (heap.leak ? `heap ${heap.note.replace(/^RSS /, '')}` : `heap flat (${heap.rssFirstMb} → ${heap.rssLastMb} MB, fit ${heap.rssFitGrowthMb >= 0 ? '+' : ''}${heap.rssFitGrowthMb})`) : 'heap not judged';
   const heapFields = { heapFitGrowthMb: heap.judged ? heap.rssFitGrowthMb : null };
@@ -111,6 +115,14 @@ export function judgeLife(s: Series, bounds: LeakBounds, switches: readonly Role
     return { ...longest, ...heapFields, judged: heap.judged, windowMs: heap.windowMs, fdsMax, leak: heap.leak, note: `RSS ${longest.note}; ${heapPart}${switchesPart}` };
   }
   return { ...worst, ...heapFields, fdsMax, leak: worst.leak || heap.leak, note: `${worst.note}; ${heapPart}${switchesPart}` };
+}
+
+/** How far around each heap sample its floor looks: a few major GCs of an agent under load. */
+export const HEAP_FLOOR_SPAN_MS = 30_000;
+
+/** Each sample replaced by the lowest value within HEAP_FLOOR_SPAN_MS of it: the heap's post-GC floor. */
+export function heapFloor(samples: readonly { t: number; mb: number }[]): { t: number; mb: number }[] {
+  return samples.map((x) => ({ t: x.t, mb: Math.min(...samples.filter((y) => Math.abs(y.t - x.t) <= HEAP_FLOOR_SPAN_MS).map((y) => y.mb)) }));
 }
 
 /**

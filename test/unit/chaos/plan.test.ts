@@ -3,7 +3,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { FaultLog } from '../../../bench/chaos/faults.js';
-import { judgeLife, judgeSeries, type Series } from '../../../bench/chaos/leak.js';
+import { heapFloor, judgeLife, judgeSeries, type Series } from '../../../bench/chaos/leak.js';
 import { countKinds, drawSchedule, FAULT_KINDS, fullPlan, quickPlan } from '../../../bench/chaos/plan.js';
 import { Prng } from '../../../bench/chaos/prng.js';
 import { drawOp } from '../../../bench/chaos/workload.js';
@@ -122,6 +122,21 @@ describe('leak criterion', () => {
     const growing = judgeLife(withHeap((t) => 40 + t / 2000), bounds, [{ from: 50_000, to: 260_000 }]);
     assert.equal(growing.judged, true, growing.note);
     assert.equal(growing.leak, true, `a heap that grows across switches: ${growing.note}`);
+  });
+
+  it('judges the heap by its floor: garbage between collections (a sawtooth up to 200 MB) is not growth', () => {
+    const withHeap = (heap: (t: number) => number): Series => {
+      const s = series(() => ({ rssMb: 150, fds: 40 }));
+      return { ...s, samples: s.samples.map((x) => ({ ...x, heapMb: heap(x.t) })) };
+    };
+    // A live set of 50 MB, garbage piling up to 200 MB more between major GCs 20 s apart, and more of it late.
+    const sawtooth = judgeLife(withHeap((t) => 50 + ((t % 20_000) / 20_000) * (t > 150_000 ? 200 : 40)), bounds, []);
+    assert.equal(sawtooth.judged, true, sawtooth.note);
+    assert.equal(sawtooth.leak, false, sawtooth.note);
+    // The floor itself rising is a leak, sawtooth or not.
+    const rising = judgeLife(withHeap((t) => 50 + t / 2000 + ((t % 20_000) / 20_000) * 40), bounds, []);
+    assert.equal(rising.leak, true, rising.note);
+    assert.deepEqual(heapFloor([{ t: 0, mb: 90 }, { t: 10_000, mb: 50 }, { t: 60_000, mb: 80 }]).map((x) => x.mb), [50, 50, 80]);
   });
 });
 
