@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The twinlayer command. It runs the compiled JavaScript in dist/ (built from src/ by `npm run build`, which
 // scripts/setup.sh runs): a start loads no TypeScript loader and depends on no transpile cache.
-import { existsSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync } from 'node:fs';
 import module from 'node:module';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -31,5 +31,16 @@ function enableCompileCache() {
   if (configured === 'off' || process.env.NODE_COMPILE_CACHE !== undefined) return;
   const systemd = process.env.CACHE_DIRECTORY?.split(':')[0];
   const dir = configured || (systemd ? join(systemd, 'compile') : join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'twinlayer', 'compile'));
+  // Cached code runs as this process: as root (the daemons), only from a directory no one else can write (a HOME
+  // kept by `sudo -E` could name a user's). Node checks entries against their source, not who wrote them.
+  if (process.getuid?.() === 0) {
+    try {
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      const st = lstatSync(dir);
+      if (!st.isDirectory() || st.uid !== 0 || (st.mode & 0o022) !== 0) return;
+    } catch {
+      return;
+    }
+  }
   module.enableCompileCache?.(dir);
 }

@@ -1,7 +1,7 @@
 // Twins run with restart policy `no`; promoted, they get their primary's back, from the spec. A container whose
 // spec cannot be read now stays pending, and pushing waits for it: the pusher captures the spec, policy included,
 // from the running container, and a `no` captured there would replace the user's policy for every later failover.
-import { NO_RESTART, specDigest, twinSpecSchema, type DockerRuntime, type TwinSpec } from '../docker/index.js';
+import { NO_RESTART, twinSpecSchema, type DockerRuntime, type TwinSpec } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Bucket } from '../store/index.js';
 import { messageOf as message, within } from './bounded.js';
@@ -74,19 +74,6 @@ export class RestartPolicies {
     }
     if (parsed.data.name !== name) {
       this.#log.warn('spec in the bucket names another container; the container keeps its restart policy', { container: name, named: parsed.data.name });
-      return null;
-    }
-    // The spec's signature binds it to its key only: an older signed spec put back (another policy) verifies too. The
-    // twin carries the digest of the spec it was made from; only that spec's policy is its primary's.
-    let madeFrom: string | null;
-    try {
-      const state = await this.#runtime.twinState(name);
-      madeFrom = state.state === 'absent' ? null : state.specDigest;
-    } catch {
-      return 'unknown';
-    }
-    if (madeFrom !== null && specDigest(parsed.data) !== madeFrom) {
-      this.#log.warn('spec in the bucket is not the one the container was made from; it keeps its restart policy', { container: name, specDigest: specDigest(parsed.data), madeFrom });
       return null;
     }
     return parsed.data;

@@ -13,6 +13,7 @@ const flagNames = new Set(['config', 'dir', 'listen', 'bucket', 'port-file', 'he
 const switches = new Set(['help', 'json', 'all']);
 /** The commands that take operands after them; any other refuses them. */
 const takesOperands = new Set(['ls']);
+const lsOnlyFlags = ['json', 'all', 'generation'];
 
 /** The commands that run from a config, each loaded on use. */
 const daemons: Record<string, () => Promise<{ run: (config: Config, log: Logger) => Promise<number | void> }>> = {
@@ -28,6 +29,8 @@ async function main(argv: readonly string[]): Promise<number> {
     process.stdout.write(usage);
     return command === undefined && !flags.has('help') ? 2 : 0;
   }
+  if (operands.length > 0 && !takesOperands.has(command)) throw new ConfigError(`unexpected argument ${JSON.stringify(operands[0])}`);
+  for (const f of lsOnlyFlags) if (flags.has(f) && command !== 'ls') throw new ConfigError(`--${f} is a flag of \`twinlayer ls\` only`);
   if (command === 's3') {
     const { run } = await import('./s3.js');
     await run(flags, createLogger({ level: 'info' }));
@@ -43,7 +46,6 @@ async function main(argv: readonly string[]): Promise<number> {
       return runDemo({ keep: flags.get('keep') === 'true', service: flags.get('service') });
     });
   }
-  if (operands.length > 0 && !takesOperands.has(command)) throw new ConfigError(`unexpected argument ${JSON.stringify(operands[0])}`);
   if (command === 'ls') {
     const config = loadConfig({ file: flags.get('config') });
     const { run } = await import('./ls.js');

@@ -188,9 +188,12 @@ export function twinLabels(spec: TwinSpec, group?: string): Record<string, strin
   return labels;
 }
 
-/** Pure: what identifies how a twin is created from a spec — everything but the capture time (key order fixed). */
+/** Pure: what identifies how a twin is created from a spec — everything but the capture time and portBindingsNull (key
+ *  order fixed). null PortBindings run as {} do; left out, a spec that gains the field (captured by a newer twinlayer)
+ *  keeps its digest: its twin is not recreated, nor a full commit forced, by an upgrade, and a standby not yet upgraded
+ *  still finds the spec its records name. */
 export function specDigest(spec: TwinSpec): string {
-  const { capturedAt: _capturedAt, ...config } = spec;
+  const { capturedAt: _capturedAt, portBindingsNull: _portBindingsNull, ...config } = spec;
   return createHash('sha256').update(stableJson(config)).digest('hex');
 }
 

@@ -2,7 +2,7 @@
 // TWINLAYER_COMPILE_CACHE says, or nowhere with `off` — checked on the real CLI process.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { chmod, chown, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnTwinlayer } from '../../support/twinlayer.js';
@@ -46,6 +46,16 @@ describe('the compile cache of bin/twinlayer.js', { timeout: 120_000 }, () => {
     assert.deepEqual(await filesUnder(home), []);
     await runHelp({ HOME: home });
     assert.ok((await filesUnder(join(home, '.cache', 'twinlayer', 'compile'))).length > 0);
+  });
+
+  it('as root, is not written into a directory another user owns or others may write (cached code runs as root)', async () => {
+    assert.equal(process.getuid?.(), 0, 'the tests run as root');
+    const [foreign, open, home] = [await freshDir(), await freshDir(), await freshDir()];
+    await chown(foreign, 65534, 65534);
+    await chmod(open, 0o777);
+    await runHelp({ TWINLAYER_COMPILE_CACHE: foreign, HOME: home });
+    await runHelp({ TWINLAYER_COMPILE_CACHE: open, HOME: home });
+    assert.deepEqual([...await filesUnder(foreign), ...await filesUnder(open), ...await filesUnder(home)], []);
   });
 
   it('is not written with TWINLAYER_COMPILE_CACHE=off', async () => {

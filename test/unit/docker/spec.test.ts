@@ -76,6 +76,7 @@ describe('specFromInspect', () => {
     const viaCli = specFromInspect(inspectSchema.parse(inspectFixture((o) => { o['HostConfig']!['PortBindings'] = {}; })), capturedAt);
     assert.equal('portBindingsNull' in viaCli, false);
     assert.deepEqual(createOptionsFromSpec(viaCli).HostConfig?.PortBindings, {});
+    assert.equal(specDigest(viaApi), specDigest(viaCli), 'an upgrade that records it recreates no twin and forces no full commit');
   });
 
   it('round-trips through JSON and twinSpecSchema', () => {
