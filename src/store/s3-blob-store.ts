@@ -349,22 +349,8 @@ export class S3BlobStore implements BlobStore {
         stream.destroy();
         throw new ObjectTooLargeError(key, out.ContentLength, maxBytes);
       }
-      // Written beside the target and renamed: a half download never appears under `file`.
-      const tmp = `${file}.part-${randomBytes(6).toString('hex')}`;
-      try {
-        // Cut off at the first byte past maxBytes, whatever the server announced.
-        const counter = byteLimiter(maxBytes, key);
-        await pipeline(stream, counter, createWriteStream(tmp));
-        if (out.ContentLength !== undefined && counter.bytes !== out.ContentLength) {
-          throw Object.assign(new Error(`short body: ${counter.bytes} of ${out.ContentLength} bytes`), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
-        }
-        await rename(tmp, file);
-        this.#metrics?.bucketBytes('down', counter.bytes);
-      } catch (err) {
-        stream.destroy();
-        await rm(tmp, { force: true });
-        throw err;
-      }
+      // Cut off at the first byte past maxBytes, whatever the server announced.
+      await this.#bodyToFile(stream, key, file, maxBytes, out.ContentLength);
       return true;
     });
   }
@@ -394,22 +380,28 @@ export class S3BlobStore implements BlobStore {
         stream.destroy();
         return { status: 'short', objectSize };
       }
-      const tmp = `${file}.part-${randomBytes(6).toString('hex')}`;
-      try {
-        const counter = byteLimiter(length, key);
-        await pipeline(stream, counter, createWriteStream(tmp));
-        if (counter.bytes !== length) {
-          throw Object.assign(new Error(`short body: ${counter.bytes} of ${length} bytes`), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
-        }
-        await rename(tmp, file);
-        this.#metrics?.bucketBytes('down', counter.bytes);
-      } catch (err) {
-        stream.destroy();
-        await rm(tmp, { force: true });
-        throw err;
-      }
+      await this.#bodyToFile(stream, key, file, length, length);
       return { status: 'ok' };
     });
+  }
+
+  /** Streams a GET's body into `file`, written beside it and renamed (a half download never appears under `file`):
+   *  cut off past `limit` bytes, and a body other than `expected` bytes (when known) is a premature close. */
+  async #bodyToFile(stream: Readable, key: string, file: string, limit: number, expected: number | undefined): Promise<void> {
+    const tmp = `${file}.part-${randomBytes(6).toString('hex')}`;
+    try {
+      const counter = byteLimiter(limit, key);
+      await pipeline(stream, counter, createWriteStream(tmp));
+      if (expected !== undefined && counter.bytes !== expected) {
+        throw Object.assign(new Error(`short body: ${counter.bytes} of ${expected} bytes`), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+      }
+      await rename(tmp, file);
+      this.#metrics?.bucketBytes('down', counter.bytes);
+    } catch (err) {
+      stream.destroy();
+      await rm(tmp, { force: true });
+      throw err;
+    }
   }
 
   /** Small objects (heads, records, specs): each attempt, body included, is bounded by smallRequestTimeoutMs. */
