@@ -1,12 +1,14 @@
 // The embedded S3 server (s3rver, file-backed) behind `twinlayer s3`, the tests and the demo.
 // s3rver accepts one fixed key pair, exported here. It ignores conditional writes (If-None-Match/If-Match on
 // PUT); conditional-writes.ts adds them, because generation claims need a create that exactly one writer wins.
+// Its reads can mix two versions of an object being replaced; whole-reads.ts makes them read one.
 import { mkdir } from 'node:fs/promises';
 
 import S3rver from 's3rver';
 
 import { KeyedMutex } from '../store/keyed-mutex.js';
 import { conditionalWrites } from './conditional-writes.js';
+import { wholeReads } from './whole-reads.js';
 
 /** The only credentials s3rver accepts. */
 export const S3RVER_CREDENTIALS = Object.freeze({ accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' });
@@ -65,8 +67,11 @@ export async function startS3Server(opts: S3ServerOptions): Promise<S3Server> {
       ctx.status = 304;
     }
   });
-  // First of all: every write request sees a store that serializes writes per key and honours its conditions.
-  server.middleware.unshift(conditionalWrites(new KeyedMutex()));
+  // First of all: every write request sees a store that serializes writes per key and honours its conditions, and
+  // every read one that reads one version of an object under the same per-key lock.
+  const perKey = new KeyedMutex();
+  server.middleware.unshift(wholeReads(perKey));
+  server.middleware.unshift(conditionalWrites(perKey));
   const address = await server.run();
   const urlHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   let closed: Promise<void> | undefined;

@@ -22,6 +22,8 @@ declare module 's3rver' {
     getResourcePath(bucket: string, key: string, resource: string): string;
     /** Throws an error with code ENOENT when the object is missing; `etag` is the quoted MD5 hex. */
     getMetadata(bucket: string, key: string): Promise<{ etag: string }>;
+    /** Resolves once the object's file is open (null when missing); `options` is a byte range. */
+    getObject(bucket: string, key: string, options?: unknown): Promise<unknown>;
     /** `content` is the request (a stream) or a Buffer; it resolves once the body went through, not once on disk. */
     putObject(object: { bucket: string; key: string; content?: unknown }): Promise<{ size: number; md5: string }>;
     /** Writes the object's `.md5` and `metadata.json` files (from the S3Object's metadata). */
