@@ -126,7 +126,7 @@ async function main(): Promise<void> {
       marks = new Map();
       const published = new Promise<void>((resolve) => {
         const poll = (): void => {
-          if (marks.has('whole file published') && !replicator.status().pendingSince) resolve();
+          if (marks.has('whole file published') && !replicator.status(collector.firstChangeAt).pendingSince) resolve();
           else setTimeout(poll, 1);
         };
         poll();

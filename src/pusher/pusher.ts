@@ -321,7 +321,7 @@ export class Pusher {
     return {
       generation: this.#generation,
       head: this.#journal?.headStatus() ?? null,
-      containers: [...this.#watched.values()].map((w) => w.replicator.status()),
+      containers: [...this.#watched.values()].map((w) => w.replicator.status(w.collector.firstChangeAt)),
     };
   }
 

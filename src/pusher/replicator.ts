@@ -134,23 +134,20 @@ export class ContainerReplicator {
     this.#wakeBackoff?.();
   }
 
-  status(): ReplicatorStatus {
-    const oldest = this.#oldestUnpublished();
+  /** `collecting`: when the first change of the burst its collector still holds was seen. A change being collected
+   *  waits as much as one handed over: the lag counts from it, so a status with lag 0 means all is published. */
+  status(collecting: number | null): ReplicatorStatus {
+    const pending = earliest(this.#pendingSince, collecting);
+    const oldest = earliest(pending, this.#inFlightSince);
     return {
       name: this.name,
       lastSeq: this.#deps.journal.lastSeqOf(this.name),
       lastPublishedAt: this.#lastPublishedAt === null ? null : new Date(this.#lastPublishedAt).toISOString(),
-      pendingSince: this.#pendingSince === null ? null : new Date(this.#pendingSince).toISOString(),
-      lagMs: oldest === null ? 0 : Date.now() - oldest,
+      pendingSince: pending === null ? null : new Date(pending).toISOString(),
+      lagMs: oldest === null ? 0 : Math.max(0, Date.now() - oldest),
       consecutiveFailures: this.#failures,
       lastError: this.#lastError,
     };
-  }
-
-  #oldestUnpublished(): number | null {
-    const a = this.#pendingSince;
-    const b = this.#inFlightSince;
-    return a === null ? b : b === null ? a : Math.min(a, b);
   }
 
   async close(): Promise<void> {

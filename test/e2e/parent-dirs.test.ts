@@ -20,6 +20,7 @@ import { silentLogger } from '../../src/log/logger.js';
 import { startEngine, dockerCli, type Engine } from '../../src/lab/engine.js';
 import { importBusyboxImage, copyImage } from '../../src/lab/busybox-image.js';
 import { readExport, diffTrees } from '../support/export-tree.js';
+import { pusherCaughtUp } from '../support/pusher-status.js';
 import { freePort, spawnTwinlayer, type TwinlayerProcess } from '../support/twinlayer.js';
 import { GroupKeys } from '../../src/lab/group-keys.js';
 import { waitFor } from '../../src/lab/wait.js';
@@ -66,14 +67,16 @@ describe('deltas carry their parent dirs', { timeout: 600_000 }, () => {
   async function converged(marker: string): Promise<{ generation: Generation; seq: number }> {
     const upper = await upperOfTwin();
     await waitFor(`marker ${marker} staged on B`, 60_000, async () => ((await readFile(join(upper, 'marker'), 'utf8').catch(() => null))?.trim() === marker ? true : undefined));
-    return waitFor('B staged the head seq of web', 60_000, async () => {
+    return waitFor('A published everything of web and B staged the head seq', 60_000, async () => {
       const g = (await bucket.listGenerations()).at(-1);
       if (g === undefined) return undefined;
       const head = await bucket.readHead(g);
       const headSeq = head.status === 'ok' ? head.head.containers['web'] : undefined;
       const text = await readFile(join(base, 'state-b', 'pull', 'parents', 'applied.json'), 'utf8').catch(() => null);
       const mine = text === null ? undefined : (JSON.parse(text) as { containers: Record<string, { seq: number; generation: number }> }).containers['web'];
-      return headSeq !== undefined && mine?.generation === g && mine.seq === headSeq ? { generation: g, seq: headSeq } : undefined;
+      // The marker can come ahead of earlier writes (test/support/pusher-status.ts): also wait for the pusher.
+      if (headSeq === undefined || !(await pusherCaughtUp(join(base, 'state-a'), 'parents', 'web', headSeq))) return undefined;
+      return mine?.generation === g && mine.seq === headSeq ? { generation: g, seq: headSeq } : undefined;
     });
   }
 

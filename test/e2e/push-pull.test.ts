@@ -21,6 +21,7 @@ import { GroupKeys } from '../../src/lab/group-keys.js';
 import { waitFor } from '../../src/lab/wait.js';
 import { startFaultProxy, type FaultProxy } from '../../src/lab/fault-proxy.js';
 import { ContainerNotFoundError } from '../../src/docker/index.js';
+import { pusherCaughtUp, readPusherStatus } from '../support/pusher-status.js';
 import { ENGINE_PAIRS, pairName, runtimeFor, twinlayerEngineEnv } from '../support/engine.js';
 
 const BUCKET = 'twinlayer-e2e';
@@ -86,6 +87,12 @@ for (const pair of ENGINE_PAIRS) describe(`push on A, pull on B, through S3 (${p
     return { head: headSeq, staged: mine && mine.generation === g ? mine.seq : -1, generation: g };
   }
 
+  /** The last lines of the puller's and the pusher's logs. */
+  function daemonTails(lines: number): string {
+    const tail = (p: TwinlayerProcess | undefined, name: string): string => `--- ${name} (exit ${p?.child.exitCode ?? 'running'}) ---\n${p?.lines.slice(-lines).join('\n') ?? '(not started)'}`;
+    return `${tail(puller, 'puller')}\n${tail(pusher, 'pusher')}`;
+  }
+
   /** Waits until `marker` holds `value` on the twin's upper dir, then until B staged everything in the head. */
   async function waitConverged(marker: string, value: string, timeoutMs = 60_000): Promise<void> {
     try {
@@ -93,14 +100,15 @@ for (const pair of ENGINE_PAIRS) describe(`push on A, pull on B, through S3 (${p
         const got = await readFile(join(await upperOf(engB, 'web'), marker), 'utf8').catch(() => null);
         return got?.trim() === value ? true : undefined;
       });
-      await waitFor('B staged the head seq', timeoutMs, async () => {
+      // The marker can reach the twin before writes made ahead of it (test/support/pusher-status.ts): converged is
+      // when the pusher holds nothing more (lag 0 at the head's seq) and B staged that seq.
+      await waitFor('A published everything and B staged the head seq', timeoutMs, async () => {
         const p = await positions();
-        return p.head > 0 && p.staged === p.head ? true : undefined;
+        return p.head > 0 && p.staged === p.head && (await pusherCaughtUp(join(base, 'state-a'), 'e2e', 'web', p.head)) ? true : undefined;
       });
     } catch (err) {
       // What the daemons said last is what explains a timeout.
-      const tail = (p: TwinlayerProcess | undefined, name: string): string => `--- ${name} (exit ${p?.child.exitCode ?? 'running'}) ---\n${p?.lines.slice(-25).join('\n') ?? '(not started)'}`;
-      throw new Error(`${(err as Error).message}\n${tail(puller, 'puller')}\n${tail(pusher, 'pusher')}`, { cause: err });
+      throw new Error(`${(err as Error).message}\n${daemonTails(25)}`, { cause: err });
     }
   }
 
@@ -121,7 +129,8 @@ for (const pair of ENGINE_PAIRS) describe(`push on A, pull on B, through S3 (${p
     const b = new Docker({ socketPath: engB.socketPath });
     const [ta, tb] = await Promise.all([readExport(await a.getContainer('web').export()), readExport(await b.getContainer('web').export())]);
     const diff = diffTrees(ta, tb);
-    assert.deepEqual(diff, [], `docker export of primary and twin differ:\n${diff.slice(0, 20).join('\n')}`);
+    // What the daemons said last is what explains a difference.
+    assert.deepEqual(diff, [], `docker export of primary and twin differ:\n${diff.slice(0, 20).join('\n')}\n${daemonTails(80)}`);
     assert.ok(ta.size > 20, 'the export holds the image and the changes');
   }
 
@@ -307,10 +316,8 @@ for (const pair of ENGINE_PAIRS) describe(`push on A, pull on B, through S3 (${p
   it('the bucket unreachable for a while: the pusher keeps the changes, reports the lag, and catches up', async () => {
     await proxyA.refuse();
     await exec('i=0; while [ $i -lt 40 ]; do echo o$i > /srv/data/fresh/outage$((i % 4)); i=$((i+1)); sleep 0.05; done; echo v6 > /etc/marker');
-    const statusFile = join(base, 'state-a', 'push', 'e2e', 'status.json');
     const lagging = await waitFor('the pusher status shows a growing lag', 30_000, async () => {
-      const st = JSON.parse(await readFile(statusFile, 'utf8')) as { containers: Array<{ name: string; lagMs: number; consecutiveFailures: number }> };
-      const web = st.containers.find((c) => c.name === 'web');
+      const web = (await readPusherStatus(join(base, 'state-a'), 'e2e'))?.containers.find((c) => c.name === 'web');
       return web && web.lagMs > 1500 && web.consecutiveFailures > 0 ? web : undefined;
     }, 200);
     assert.ok(lagging.lagMs > 1500);

@@ -18,6 +18,7 @@ import { startEngine, dockerCli, type Engine } from '../../src/lab/engine.js';
 import { importBusyboxImage, copyImage } from '../../src/lab/busybox-image.js';
 import { anonymousTwinVolumeName, DockerRuntime, TwinSpecRefusedError, twinSpecSchema } from '../../src/docker/index.js';
 import { readExport, diffTrees as diffExports } from '../support/export-tree.js';
+import { pusherCaughtUp } from '../support/pusher-status.js';
 import { diffTrees, hardLinkGroups, snapshotTree } from '../support/overlay.js';
 import { freePort, spawnTwinlayer, type TwinlayerProcess } from '../support/twinlayer.js';
 import { GroupKeys } from '../../src/lab/group-keys.js';
@@ -87,14 +88,16 @@ describe('volumes replicated with their container: push on A, pull on B', { time
         const got = await readFile(join(data.Source, 'marker'), 'utf8').catch(() => null);
         return got?.trim() === marker ? true : undefined;
       });
-      await waitFor('B staged the head seq', 60_000, async () => {
+      await waitFor('A published everything of svc and B staged the head seq', 60_000, async () => {
         const g = (await bucket.listGenerations()).at(-1);
         if (g === undefined) return undefined;
         const head = await bucket.readHead(g);
         const headSeq = head.status === 'ok' ? head.head.containers['svc'] ?? 0 : 0;
         const text = await readFile(join(base, 'state-b', 'pull', 'vol', 'applied.json'), 'utf8').catch(() => null);
         const staged = text === null ? undefined : (JSON.parse(text) as { containers: Record<string, { seq: number; generation: number }> }).containers['svc'];
-        return headSeq > 0 && staged?.generation === g && staged.seq === headSeq ? true : undefined;
+        // The marker can come ahead of earlier writes (test/support/pusher-status.ts): also wait for the pusher.
+        if (headSeq === 0 || !(await pusherCaughtUp(join(base, 'state-a'), 'vol', 'svc', headSeq))) return undefined;
+        return staged?.generation === g && staged.seq === headSeq ? true : undefined;
       });
     } catch (err) {
       throw new Error(`${(err as Error).message}\n${procsTail()}`, { cause: err });

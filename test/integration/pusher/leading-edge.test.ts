@@ -103,8 +103,18 @@ describe('pusher: leading edge, at most two commits per burst, never torn', { ti
     await exec(name, 'echo "line 1" > /data/f1; sleep 0.3; for i in $(seq 2 10); do echo "line $i" > /data/f$i; done; sleep 0.3; for i in $(seq 11 20); do echo "line $i" > /data/f$i; done');
     // Ten minutes of quiet debounce: only a leading flush can publish now.
     await waitFor('the first commit of the burst', 60_000, async () => ((await records(bucket, name)).length > before ? true : undefined), 20);
+    // The rest of the burst waits in the collector for ten minutes: the status counts it as waiting (an operator
+    // reading lag 0 must be able to trust that everything is out).
+    const waiting = await waitFor('the status counts the rest of the burst as waiting', 10_000, async () => {
+      await new Promise((r) => setTimeout(r, 300));
+      const st = pusher.status().containers.find((c) => c.name === name);
+      return st !== undefined && st.lagMs >= 300 && st.pendingSince !== null ? st : undefined;
+    }, 20);
+    assert.ok(waiting.lagMs >= 300);
     // What the quiet period would flush in ten minutes.
     await pusher.syncOnce();
+    const idle = pusher.status().containers.find((c) => c.name === name);
+    assert.deepEqual([idle?.lagMs, idle?.pendingSince], [0, null], 'nothing waits once the burst is out');
     const burst = (await records(bucket, name)).slice(before);
     // Two as a rule; one when the first build already found the whole burst written (a very slow build).
     assert.ok(burst.length >= 1 && burst.length <= 2, `the burst gave ${burst.length} commits: ${JSON.stringify(burst.map((r) => [r.seq, r.counts]))}`);
