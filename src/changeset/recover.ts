@@ -14,6 +14,9 @@ import type { StageIntent } from './undo-log.js';
 export async function recoverStaging(
   target: StageTarget, isRecorded: (intent: StageIntent) => boolean, log?: Logger, beforeUndo?: (info: { rebooted: boolean }) => Promise<void>,
 ): Promise<RecoveryOutcome> {
+  // No tmp dir: nothing was ever staged here, so nothing is half staged. Not created here: on a full disk (a fresh
+  // twin on a standby out of space) its mkdir would fail and hold the twin for a commit that never began.
+  if (!(await exists(target.tmpDir))) return { action: 'none' };
   const { upper, tmp, roots } = await checkTarget(target);
   const dir = join(tmp, txnDirName);
   const st = await lstat(dir).catch((err: unknown) => {
@@ -48,6 +51,7 @@ export async function recoverStaging(
 /** Discards a commit left half staged without undoing it: for a twin that runs, whose container owns its upper dir.
  *  Returns whether there was one. */
 export async function abandonStaging(target: StageTarget): Promise<boolean> {
+  if (!(await exists(target.tmpDir))) return false;
   const { tmp } = await checkTarget(target);
   const dir = join(tmp, txnDirName);
   const st = await lstat(dir).catch(() => null);
@@ -61,6 +65,17 @@ export async function abandonStaging(target: StageTarget): Promise<boolean> {
 export async function stagingLeftBehind(target: StageTarget): Promise<boolean> {
   try {
     await lstat(join(resolve(target.tmpDir), txnDirName));
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}
+
+/** Whether `path` exists (as anything: checkTarget refuses what is not a dir). */
+async function exists(path: string): Promise<boolean> {
+  try {
+    await lstat(resolve(path));
     return true;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
