@@ -69,3 +69,4 @@ export {
   StoreRequestError,
   StoreUnreachableError,
 } from './errors.js';
+export { commitChain, type ChainItem } from './commit-chain.js';

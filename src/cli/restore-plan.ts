@@ -1,0 +1,96 @@
+// Which commits `twinlayer restore` applies: the target commit (the newest, a seq, or the newest published at or
+// before a time) and the newest full checkpoint at or below it in its generation, found by following the
+// container's parentSeq links down from the target (commitChain): only that container's records are read.
+import { TwinlayerError } from '../log/errors.js';
+import { commitChain, type Bucket, type CommitRecord, type Generation, type Seq } from '../store/index.js';
+
+/** Records read walking one generation at most: the deltas since the newest full checkpoint (periodic checkpoints keep
+ *  them few), or, for --at, back to the time asked for. Past it the restore is refused, naming the bound. */
+export const MAX_CHAIN_RECORDS = 100_000;
+
+export type RestoreTarget =
+  | { kind: 'newest' }
+  | { kind: 'seq'; seq: Seq; generation?: Generation }
+  | { kind: 'at'; at: Date };
+
+export interface RestorePlan {
+  generation: Generation;
+  /** The commits to apply, oldest first: a full checkpoint, then every delta after it up to the target. */
+  commits: CommitRecord[];
+}
+
+export class RestoreRefusedError extends TwinlayerError {
+  constructor(message: string, context: { container: string; key?: string; hint?: string }) {
+    super('RESTORE_REFUSED', message, context);
+  }
+}
+
+/** The generations whose head names `container`, newest first, with its last seq there. */
+async function generationsHolding(bucket: Bucket, container: string): Promise<Array<{ generation: Generation; seq: Seq }>> {
+  const out: Array<{ generation: Generation; seq: Seq }> = [];
+  for (const g of (await bucket.listGenerations()).reverse()) {
+    const head = await bucket.readHead(g);
+    const seq = head.status === 'ok' ? head.head.containers[container] : undefined;
+    if (seq !== undefined) out.push({ generation: g, seq });
+  }
+  return out;
+}
+
+/**
+ * Walks down from `from` and returns the chain from the newest record accepted by `accept` down to the newest full
+ * checkpoint at or below it (newest first), or null when no record of the chain is accepted. A chain that breaks
+ * (missing, refused, another container's record) or ends without a full checkpoint below the target refuses.
+ */
+async function chainTo(bucket: Bucket, g: Generation, from: Seq, container: string, accept: (r: CommitRecord) => boolean): Promise<CommitRecord[] | null> {
+  const chain: CommitRecord[] = [];
+  let truncated = false;
+  for await (const item of commitChain(bucket, g, from, container, { max: MAX_CHAIN_RECORDS, onTruncated: () => (truncated = true) })) {
+    if ('error' in item) {
+      throw new RestoreRefusedError(`generation ${g} seq ${item.seq}: ${item.error}; the commits below it cannot be trusted to be this container's`, { container, key: bucket.journalKey(g, item.seq) });
+    }
+    const r = item.record;
+    if (chain.length === 0 && !accept(r)) continue;
+    chain.push(r);
+    if (r.kind === 'full') return chain;
+  }
+  if (truncated) throw new RestoreRefusedError(`more than ${MAX_CHAIN_RECORDS} commits between seq ${from} and a full checkpoint in generation ${g}; not restored`, { container });
+  if (chain.length === 0) return null;
+  throw new RestoreRefusedError(`generation ${g} has no full checkpoint at or below seq ${chain[0]!.seq} (its first commit, seq ${chain.at(-1)!.seq}, is a delta)`, { container });
+}
+
+export async function planRestore(bucket: Bucket, container: string, target: RestoreTarget): Promise<RestorePlan> {
+  if (target.kind === 'seq' && target.generation !== undefined) {
+    const g = target.generation;
+    const chain = await chainTo(bucket, g, target.seq, container, () => true);
+    if (chain === null) throw new RestoreRefusedError(`generation ${g} has no commit at seq ${target.seq}`, { container });
+    return { generation: g, commits: chain.reverse() };
+  }
+  const holding = await generationsHolding(bucket, container);
+  const newest = holding[0];
+  if (newest === undefined) throw new RestoreRefusedError('no generation in the bucket has commits of this container (no head the group signed names it)', { container });
+  if (target.kind === 'newest') {
+    return { generation: newest.generation, commits: (await chainTo(bucket, newest.generation, newest.seq, container, () => true))!.reverse() };
+  }
+  if (target.kind === 'seq') {
+    const seq = target.seq;
+    if (seq > newest.seq) {
+      // The head is the word of what is published: a record past it may be one whose head write is still retried.
+      throw new RestoreRefusedError(`seq ${seq} is past the last commit of this container in generation ${newest.generation} (seq ${newest.seq}, by its head)`, { container });
+    }
+    // Found by its own chain: the seq must be one of this container's commits, not another container's.
+    const chain = await chainTo(bucket, newest.generation, newest.seq, container, (r) => r.seq <= seq);
+    if (chain === null || chain[0]!.seq !== seq) {
+      throw new RestoreRefusedError(`seq ${seq} of generation ${newest.generation} is no commit of this container${chain === null ? '' : ` (the commit before it is seq ${chain[0]!.seq})`}`, { container });
+    }
+    return { generation: newest.generation, commits: chain.reverse() };
+  }
+  const at = target.at.getTime();
+  for (const { generation, seq } of holding) {
+    // A generation claimed after the time asked for holds nothing published before it.
+    const claim = await bucket.readClaim(generation);
+    if (claim !== null && Date.parse(claim.claimedAt) > at) continue;
+    const chain = await chainTo(bucket, generation, seq, container, (r) => Date.parse(r.publishedAt) <= at);
+    if (chain !== null) return { generation, commits: chain.reverse() };
+  }
+  throw new RestoreRefusedError(`no commit of this container was published at or before ${target.at.toISOString()} in any generation whose head names it`, { container });
+}
