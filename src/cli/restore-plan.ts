@@ -44,10 +44,13 @@ async function generationsHolding(bucket: Bucket, container: string): Promise<Ar
 async function chainTo(bucket: Bucket, g: Generation, from: Seq, container: string, accept: (r: CommitRecord) => boolean): Promise<CommitRecord[] | null> {
   const chain: CommitRecord[] = [];
   let truncated = false;
+  let first = true;
   for await (const item of commitChain(bucket, g, from, container, { max: MAX_CHAIN_RECORDS, onTruncated: () => (truncated = true) })) {
     if ('error' in item) {
-      throw new RestoreRefusedError(`generation ${g} seq ${item.seq}: ${item.error}; the commits below it cannot be trusted to be this container's`, { container, key: bucket.journalKey(g, item.seq) });
+      const below = first ? '' : `, reached from seq ${from} by parentSeq links; what lies below it cannot be told to be this container's`;
+      throw new RestoreRefusedError(`generation ${g} seq ${item.seq}: ${item.error}${below}`, { container, key: bucket.journalKey(g, item.seq) });
     }
+    first = false;
     const r = item.record;
     if (chain.length === 0 && !accept(r)) continue;
     chain.push(r);
@@ -61,9 +64,7 @@ async function chainTo(bucket: Bucket, g: Generation, from: Seq, container: stri
 export async function planRestore(bucket: Bucket, container: string, target: RestoreTarget): Promise<RestorePlan> {
   if (target.kind === 'seq' && target.generation !== undefined) {
     const g = target.generation;
-    const chain = await chainTo(bucket, g, target.seq, container, () => true);
-    if (chain === null) throw new RestoreRefusedError(`generation ${g} has no commit at seq ${target.seq}`, { container });
-    return { generation: g, commits: chain.reverse() };
+    return { generation: g, commits: (await chainTo(bucket, g, target.seq, container, () => true))!.reverse() };
   }
   const holding = await generationsHolding(bucket, container);
   const newest = holding[0];
@@ -72,17 +73,11 @@ export async function planRestore(bucket: Bucket, container: string, target: Res
     return { generation: newest.generation, commits: (await chainTo(bucket, newest.generation, newest.seq, container, () => true))!.reverse() };
   }
   if (target.kind === 'seq') {
-    const seq = target.seq;
-    if (seq > newest.seq) {
+    if (target.seq > newest.seq) {
       // The head is the word of what is published: a record past it may be one whose head write is still retried.
-      throw new RestoreRefusedError(`seq ${seq} is past the last commit of this container in generation ${newest.generation} (seq ${newest.seq}, by its head)`, { container });
+      throw new RestoreRefusedError(`seq ${target.seq} is past the last commit of this container in generation ${newest.generation} (seq ${newest.seq}, by its head)`, { container });
     }
-    // Found by its own chain: the seq must be one of this container's commits, not another container's.
-    const chain = await chainTo(bucket, newest.generation, newest.seq, container, (r) => r.seq <= seq);
-    if (chain === null || chain[0]!.seq !== seq) {
-      throw new RestoreRefusedError(`seq ${seq} of generation ${newest.generation} is no commit of this container${chain === null ? '' : ` (the commit before it is seq ${chain[0]!.seq})`}`, { container });
-    }
-    return { generation: newest.generation, commits: chain.reverse() };
+    return { generation: newest.generation, commits: (await chainTo(bucket, newest.generation, target.seq, container, () => true))!.reverse() };
   }
   const at = target.at.getTime();
   for (const { generation, seq } of holding) {

@@ -38,7 +38,7 @@ export async function* commitChain(
       return;
     }
     if (record.container !== container) {
-      yield { seq, error: `record is container ${record.container}'s, not ${container}'s (the parentSeq link leading to it is wrong)` };
+      yield { seq, error: `record is container ${record.container}'s, not ${container}'s` };
       return;
     }
     yield { record };
