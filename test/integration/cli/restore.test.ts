@@ -2,8 +2,8 @@
 // UpperTracker with a volume and files in chunks, published with a JournalWriter into the embedded S3 server, another
 // container's commits interleaved, a second generation) is restored by the real CLI at several commits and times; each
 // restored upper dir, mounted over the same lower dir, must show exactly the merged tree captured at that commit, and
-// its volume exactly the volume then. Hostile buckets (a corrupt blob, a record no trusted key signed) are refused
-// with nothing left in or beside the destination. Root only (overlayfs, mknod, trusted.* xattrs); no dockerd.
+// its volume exactly the volume then. Hostile buckets (a corrupt blob, a signed changeset a standby refuses, a record
+// no trusted key signed) are refused with nothing left in or beside the destination. Root only (overlayfs, mknod, trusted.* xattrs); no dockerd.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -17,10 +17,12 @@ import { uploadChunks } from '../../../src/pusher/chunk-upload.js';
 import {
   asDigest, Bucket, JournalWriter, PackStore, Signatures, SigningKey, type CommitRecord, type Generation, type S3BlobStore,
 } from '../../../src/store/index.js';
-import { diffTrees, makeOverlayDirs, mountOverlay, requireRoot, snapshotTree, unmountOverlay, unmountQuietly, type NodeInfo, type OverlayDirs } from '../../support/overlay.js';
+import { buildSampleLower, diffTrees, makeOverlayDirs, mountOverlay, requireRoot, snapshotTree, unmountOverlay, unmountQuietly, type NodeInfo, type OverlayDirs } from '../../support/overlay.js';
 import { s3Env, testS3Store, withS3, type TestS3 } from '../../support/s3.js';
 import { testKeyEnv, testSignatures } from '../../support/signing.js';
 import { spawnTwinlayer } from '../../support/twinlayer.js';
+import { file, symlinkEntry, tarOf } from '../changeset/craft-tar.js';
+import { gz, putBlob } from '../puller/helpers.js';
 
 const run = promisify(execFile);
 const PREFIX = 'tl';
@@ -120,16 +122,7 @@ describe('twinlayer restore', { timeout: 600_000 }, () => {
       ...s3Env(s3), ...(await testKeyEnv(base)), TWINLAYER_PREFIX: PREFIX, TWINLAYER_GROUP: GROUP, TWINLAYER_STATE_DIR: join(base, 'no-state'), TWINLAYER_HOST_ID: 'restorer',
     };
     lower = join(base, 'lower');
-    const f = async (rel: string, data: string, mode = 0o644): Promise<void> => {
-      await mkdir(join(lower, rel, '..'), { recursive: true });
-      await writeFile(join(lower, rel), data, { mode });
-    };
-    await f('etc/app.conf', 'listen 80\n');
-    await f('etc/hosts.d/one', 'one\n');
-    await f('etc/hosts.d/two', 'two\n');
-    await f('usr/bin/tool', '#!/bin/sh\necho tool\n', 0o755);
-    await f('usr/lib/libx.so', 'ELF...');
-    await f('data/deep/er/file', 'deep');
+    await buildSampleLower(lower);
     primary = await makeOverlayDirs(base, 'primary', lower);
     mounts.push(primary);
     await mountOverlay(primary);
@@ -282,7 +275,7 @@ describe('twinlayer restore', { timeout: 600_000 }, () => {
     for (const n of ['r1', 'r2', 'r3', 'r4', 'r5']) await noLeftovers(join(base, n));
   });
 
-  it('a corrupt blob after a good full checkpoint, and a record no trusted key signed, are refused with nothing left behind', async () => {
+  it('a corrupt blob or a changeset the standby refuses after a good full checkpoint, and a record no trusted key signed, are refused with nothing left behind', async () => {
     // Generation 3: `bad` with a full and a delta whose blob is replaced; `forged` with a full and a delta whose
     // record is signed by a key the group does not trust.
     const up = join(base, 'hostile-upper');
@@ -301,6 +294,17 @@ describe('twinlayer restore', { timeout: 600_000 }, () => {
     await forged.ship(bucket, g3);
     await writeFile(join(up2, 'b'), 'forged delta\n');
     const signedWell = await forged.ship(bucket, g3);
+    // `evil`: a full checkpoint, then a delta signed by the group but holding what a standby refuses (a symlink out
+    // of the tree and a file written through it).
+    const up3 = join(base, 'evil-upper');
+    await mkdir(up3);
+    const evil = new Shipper('evil', up3, join(base, 'w-evil'), [], packs);
+    await writeFile(join(up3, 'a'), 'evil full\n');
+    await evil.ship(bucket, g3);
+    const outside = join(base, 'outside');
+    await mkdir(outside);
+    const crafted = await putBlob(store, bucket, gz(tarOf([symlinkEntry('esc', outside), file('esc/pwned', 'gotcha')])));
+    await g3.publish({ container: 'evil', ...crafted, kind: 'delta', firstWriteAt: new Date() });
     await g3.close();
 
     const bytes = randomBytes(corrupt.size);
@@ -319,6 +323,13 @@ describe('twinlayer restore', { timeout: 600_000 }, () => {
     assert.equal(r2.code, 2, r2.out);
     assert.match(r2.out, /record refused: .*gen\/3\/journal\/0000000000000004\.json/);
     await noLeftovers(join(base, 'forged-out'));
+    const r3 = await restore(['evil', '--to', join(base, 'evil-out')]);
+    assert.equal(r3.code, 2, r3.out);
+    assert.match(r3.out, /CHANGESET_REJECTED/);
+    assert.match(r3.out, /"msg":"commit applied".*"seq":5/, 'the full checkpoint was applied before the delta was refused');
+    await noLeftovers(join(base, 'evil-out'));
+    assert.deepEqual(await readdir(outside), [], 'nothing written through the symlink');
+
     // The full checkpoint below it is intact and signed: restoring exactly that works.
     const ok = join(base, 'forged-full');
     assert.equal((await restore(['forged', '--seq', '3', '--to', ok])).code, 0);
