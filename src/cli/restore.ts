@@ -6,7 +6,7 @@
 // Every commit goes through what the standby does with it: the record's signature and its declared bounds, the
 // blob's digest, the chunk list and every chunk, the whole changeset validated before it is applied (stageChangeset).
 // All of it is built in a temp dir beside <dir> and renamed to <dir> at the end: a refusal leaves nothing there.
-import { lstat, mkdir, mkdtemp, readdir, rename, rm } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, realpath, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { ConfigError } from '../config/load.js';
 import type { Config } from '../config/schema.js';
@@ -77,8 +77,10 @@ async function checkDestination(to: string): Promise<void> {
 }
 
 export async function run(config: Config, log: Logger, operands: string[], flags: ReadonlyMap<string, string>): Promise<number> {
-  const args = parseRestoreArgs(operands, flags);
-  await checkDestination(args.to);
+  const parsed = parseRestoreArgs(operands, flags);
+  await checkDestination(parsed.to);
+  // Staging refuses dirs reached through a symlink: the temp dir is made under the parent's real path.
+  const args = { ...parsed, to: join(await realpath(dirname(parsed.to)), basename(parsed.to)) };
   const { bucket, store } = await openBucket(config, log, 'restore');
   const controller = new AbortController();
   const onSignal = (signal: NodeJS.Signals): void => {
