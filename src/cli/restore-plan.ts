@@ -17,6 +17,8 @@ export interface RestorePlan {
   generation: Generation;
   /** The commits to apply, oldest first: a full checkpoint, then every delta after it up to the target. */
   commits: CommitRecord[];
+  /** What the operator should know about the choice (newer generations passed over), for the log. */
+  notes: string[];
 }
 
 export class RestoreRefusedError extends TwinlayerError {
@@ -25,11 +27,13 @@ export class RestoreRefusedError extends TwinlayerError {
   }
 }
 
-/** The generations whose head names `container`, newest first, with its last seq there. */
-async function generationsHolding(bucket: Bucket, container: string): Promise<Array<{ generation: Generation; seq: Seq }>> {
+/** The generations whose head names `container`, newest first, with its last seq there; `passed` notes the newer
+ *  generations whose head was refused (their commits, if any, are not restored from). */
+async function generationsHolding(bucket: Bucket, container: string, passed: string[]): Promise<Array<{ generation: Generation; seq: Seq }>> {
   const out: Array<{ generation: Generation; seq: Seq }> = [];
   for (const g of (await bucket.listGenerations()).reverse()) {
     const head = await bucket.readHead(g);
+    if (head.status === 'refused' && out.length === 0) passed.push(`generation ${g} passed over: its head was refused (${head.reason})`);
     const seq = head.status === 'ok' ? head.head.containers[container] : undefined;
     if (seq !== undefined) out.push({ generation: g, seq });
   }
@@ -64,20 +68,21 @@ async function chainTo(bucket: Bucket, g: Generation, from: Seq, container: stri
 export async function planRestore(bucket: Bucket, container: string, target: RestoreTarget): Promise<RestorePlan> {
   if (target.kind === 'seq' && target.generation !== undefined) {
     const g = target.generation;
-    return { generation: g, commits: (await chainTo(bucket, g, target.seq, container, () => true))!.reverse() };
+    return { generation: g, commits: (await chainTo(bucket, g, target.seq, container, () => true))!.reverse(), notes: [] };
   }
-  const holding = await generationsHolding(bucket, container);
+  const notes: string[] = [];
+  const holding = await generationsHolding(bucket, container, notes);
   const newest = holding[0];
   if (newest === undefined) throw new RestoreRefusedError('no generation in the bucket has commits of this container (no head the group signed names it)', { container });
   if (target.kind === 'newest') {
-    return { generation: newest.generation, commits: (await chainTo(bucket, newest.generation, newest.seq, container, () => true))!.reverse() };
+    return { generation: newest.generation, commits: (await chainTo(bucket, newest.generation, newest.seq, container, () => true))!.reverse(), notes };
   }
   if (target.kind === 'seq') {
     if (target.seq > newest.seq) {
       // The head is the word of what is published: a record past it may be one whose head write is still retried.
       throw new RestoreRefusedError(`seq ${target.seq} is past the last commit of this container in generation ${newest.generation} (seq ${newest.seq}, by its head)`, { container });
     }
-    return { generation: newest.generation, commits: (await chainTo(bucket, newest.generation, target.seq, container, () => true))!.reverse() };
+    return { generation: newest.generation, commits: (await chainTo(bucket, newest.generation, target.seq, container, () => true))!.reverse(), notes };
   }
   const at = target.at.getTime();
   for (const { generation, seq } of holding) {
@@ -85,7 +90,7 @@ export async function planRestore(bucket: Bucket, container: string, target: Res
     const claim = await bucket.readClaim(generation);
     if (claim !== null && Date.parse(claim.claimedAt) > at) continue;
     const chain = await chainTo(bucket, generation, seq, container, (r) => Date.parse(r.publishedAt) <= at);
-    if (chain !== null) return { generation, commits: chain.reverse() };
+    if (chain !== null) return { generation, commits: chain.reverse(), notes };
   }
   throw new RestoreRefusedError(`no commit of this container was published at or before ${target.at.toISOString()} in any generation whose head names it`, { container });
 }

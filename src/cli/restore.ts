@@ -106,6 +106,7 @@ export async function restoreInto(bucket: Bucket, plan: RestorePlan, args: Resto
   const full = plan.commits[0]!;
   const last = plan.commits.at(-1)!;
   const started = Date.now();
+  for (const note of plan.notes) log.warn(note, { container });
   log.info('restoring', {
     container, generation: plan.generation, seq: last.seq, publishedAt: last.publishedAt, fromFull: full.seq, commits: plan.commits.length,
     blobBytes: plan.commits.reduce((n, c) => n + c.size, 0), to,

@@ -15,7 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { UpperTracker, type TrackedVolume } from '../../../src/changeset/index.js';
 import { uploadChunks } from '../../../src/pusher/chunk-upload.js';
 import {
-  asDigest, Bucket, JournalWriter, PackStore, Signatures, SigningKey, type CommitRecord, type Generation, type S3BlobStore,
+  asDigest, Bucket, JournalWriter, PackStore, Signatures, SigningKey, type CommitRecord, type Generation, type S3BlobStore, type Seq,
 } from '../../../src/store/index.js';
 import { buildSampleLower, diffTrees, makeOverlayDirs, mountOverlay, requireRoot, snapshotTree, unmountOverlay, unmountQuietly, type NodeInfo, type OverlayDirs } from '../../support/overlay.js';
 import { s3Env, testS3Store, withS3, type TestS3 } from '../../support/s3.js';
@@ -332,9 +332,13 @@ describe('twinlayer restore', { timeout: 600_000 }, () => {
     await noLeftovers(join(base, 'evil-out'));
     assert.deepEqual(await readdir(outside), [], 'nothing written through the symlink');
 
-    // The full checkpoint below it is intact and signed: restoring exactly that works.
+    // The full checkpoint below it is intact and signed: restoring exactly that works. A newer generation whose head
+    // no trusted key signed is passed over, and the log says so.
+    await untrusted.writeHead({ version: 1, generation: 4 as Generation, seq: 1 as Seq, writer: WRITER, updatedAt: new Date().toISOString(), containers: { forged: 1 as Seq } });
     const ok = join(base, 'forged-full');
-    assert.equal((await restore(['forged', '--seq', '3', '--to', ok])).code, 0);
+    const r4 = await restore(['forged', '--seq', '3', '--to', ok]);
+    assert.equal(r4.code, 0, r4.out);
+    assert.match(r4.out, /generation 4 passed over: its head was refused/);
     assert.deepEqual((await readdir(join(ok, 'upper'))).sort(), ['a']);
   });
 });
