@@ -1,5 +1,6 @@
 // `npm run chaos` (the full soak, under 60 min), `npm run chaos -- --quick` (under 5 min, in CI on every
-// submission), `--minutes=N` (the full mix, shorter), `--seed=N` (replay a schedule), `--results-dir=DIR`.
+// submission), `--minutes=N` (the full mix, shorter), `--seed=N` (replay a schedule), `--results-dir=DIR`,
+// `--agent-log=FILE` (every line the agents print, for explaining a slow rejoin afterwards).
 // Writes <date>-chaos[-<mode>].json and .md into bench/results (or DIR); exits 1 on any divergence, leak,
 // convergence timeout or harness failure, naming the container and the difference.
 import { execFile } from 'node:child_process';
@@ -23,11 +24,12 @@ process.emitWarning = ((warning: string | Error, ...rest: unknown[]): void => {
   (emitWarning as (w: string | Error, ...r: unknown[]) => void)(warning, ...rest);
 });
 
-function parseArgs(argv: string[]): { plan: ChaosPlan; seed: number; resultsDir: string } {
+function parseArgs(argv: string[]): { plan: ChaosPlan; seed: number; resultsDir: string; agentLog: string | undefined } {
   let quick = false;
   let minutes: number | undefined;
   let seed: number | undefined;
   let resultsDir = join(dirname(fileURLToPath(import.meta.url)), 'results');
+  let agentLog: string | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] ?? '';
     const [key, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
@@ -43,10 +45,11 @@ function parseArgs(argv: string[]): { plan: ChaosPlan; seed: number; resultsDir:
       seed = Number(v);
     } else if (key === '--minutes') minutes = Number(value());
     else if (key === '--results-dir') resultsDir = value();
-    else throw new Error(`unknown argument ${a}; expected --quick, --minutes=N, --seed=N, --results-dir=DIR`);
+    else if (key === '--agent-log') agentLog = value();
+    else throw new Error(`unknown argument ${a}; expected --quick, --minutes=N, --seed=N, --results-dir=DIR, --agent-log=FILE`);
   }
   if (quick && minutes !== undefined) throw new Error('--quick and --minutes exclude each other');
-  return { plan: quick ? quickPlan() : fullPlan(minutes), seed: seed ?? randomSeed(), resultsDir };
+  return { plan: quick ? quickPlan() : fullPlan(minutes), seed: seed ?? randomSeed(), resultsDir, agentLog };
 }
 
 async function machine(): Promise<Record<string, string>> {
@@ -56,13 +59,13 @@ async function machine(): Promise<Record<string, string>> {
 
 async function main(): Promise<number> {
   if (process.getuid?.() !== 0) throw new Error('chaos: run as root (dockerd, network namespaces, loop mounts)');
-  const { plan, seed, resultsDir } = parseArgs(process.argv.slice(2));
+  const { plan, seed, resultsDir, agentLog } = parseArgs(process.argv.slice(2));
   const started = Date.now();
   const log = (line: string): void => {
     process.stdout.write(`[${String(Math.round((Date.now() - started) / 1000)).padStart(4)} s] ${line}\n`);
   };
   log(`seed ${seed} (replay: npm run chaos -- ${plan.mode === 'quick' ? '--quick ' : plan.mode === 'full' ? '' : `--minutes=${plan.mode.replace('min', '')} `}--seed=${seed})`);
-  const result = await runSoak({ plan, seed, log });
+  const result = await runSoak({ plan, seed, log, ...(agentLog === undefined ? {} : { agentLog }) });
   const m = await machine();
   await mkdir(resultsDir, { recursive: true });
   const stem = `${result.startedAt.slice(0, 10)}-chaos${plan.mode === 'full' ? '' : `-${plan.mode}`}`;

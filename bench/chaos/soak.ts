@@ -6,6 +6,7 @@
 // acknowledged writes they lack). Then writes and faults stop, everything must converge, every twin must equal its
 // primary (`docker export`), and the primary is killed once more, checked the same way.
 import { execFile } from 'node:child_process';
+import { createWriteStream, type WriteStream } from 'node:fs';
 import { readFile, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -74,6 +75,8 @@ export interface SoakOptions {
   plan: ChaosPlan;
   seed: number;
   log: (line: string) => void;
+  /** Every line the agents and the lab print, each prefixed with the soak's second, appended to this file. */
+  agentLog?: string;
 }
 
 class Fatal extends Error {}
@@ -119,8 +122,11 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
   // SIGINT/SIGTERM once the lab is being made: its own handler tears it down and exits, and the exit hook of
   // mountSmallFs unmounts. Before that, only the mount exists: exit, and the hook unmounts it.
   let labStarted = false;
+  /** A signal while AgentLab.create runs, before the lab's own handler is there: the soak ends once it returns. */
+  const interrupted: { by: NodeJS.Signals | null } = { by: null };
   const onSignal = (sig: NodeJS.Signals): void => {
     if (!labStarted) process.exit(sig === 'SIGINT' ? 130 : 143);
+    if (al === null) interrupted.by = sig;
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -130,6 +136,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
   let al: AgentLab | null = null;
   let journal: JournalView | null = null;
   const stop = new AbortController();
+  // The report shows the first error of each kind; a slow rejoin or a stall is explained only by the whole log.
+  const agentLog: WriteStream | null = opts.agentLog === undefined ? null : createWriteStream(opts.agentLog, { flags: 'a' });
   try {
     for (const host of [FIRST_PRIMARY, FIRST_STANDBY]) smallFs.set(host, await mountSmallFs(plan.standbyFsMb));
     const fsOf = (host: string): string => {
@@ -141,6 +149,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     al = await AgentLab.create({
       // The agents' errors (the first of each message; all are counted for the report) and the lab's own trouble.
       log: (l) => {
+        agentLog?.write(`[${String(Math.round(now() / 1000)).padStart(4)} s] ${l}\n`);
         if (expectExits) return;
         // What an agent prints that is not a JSON log line (a start-up refusal on stderr) is always shown.
         const plain = /^\[([ab]) \S*node\] (?!\{)(.*)$/.exec(l);
@@ -167,6 +176,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       engineBaseDirs: { [FIRST_PRIMARY]: fsOf(FIRST_PRIMARY), [FIRST_STANDBY]: fsOf(FIRST_STANDBY) },
       agentEnv: { TWINLAYER_FINALIZE_DEADLINE_MS: String(plan.finalizeDeadlineMs) },
     });
+    if (interrupted.by !== null) throw new Fatal(`${interrupted.by} while the lab was being made: stopped`);
     const l = al;
     const jv = new JournalView(l.bucket, join(l.lab.dir, 'chaos-blobs'));
     journal = jv;
@@ -685,6 +695,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     for (const fs of smallFs.values()) await fs.unmount().catch((err: unknown) => fail(`unmount ${fs.dir}: ${String(err)}`));
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    if (agentLog !== null) await new Promise<void>((resolve) => agentLog.end(resolve));
   }
 
   const processes = series.map((s) => judgeLife(s, plan.leak, roleSwitches));
