@@ -78,6 +78,9 @@ export interface FailoverResult {
   notFinalized: { container: string; seq: number; finalized: number }[];
   /** Marker files checked in the promoted containers, and those of the newest commits before MASTER among them. */
   markersChecked: number;
+  /** Markers the promoted containers hold empty: created by a commit the finalize took, written by one it did not
+   *  (their writes are lost writes, in the divergent tail). */
+  halfWritten: number;
   newestCommitMarkers: number;
   /** Acknowledged writes on the old primary the new one lacks (after the last commit it finalized). */
   lostWrites: number;
@@ -127,19 +130,35 @@ async function waitUnexplained<T>(what: string, boundMs: number, o: FailoverOpti
   }
 }
 
+/** A failover that could not go on (a wait timed out): what it had checked and found until then comes with it. */
+export class FailoverAborted extends Error {
+  constructor(message: string, readonly partial: FailoverResult) {
+    super(message);
+  }
+}
+
 /** Runs one failover from roles.primary to roles.standby; kind final-kill: the last one, after the soak (no rejoin). */
 export async function runFailover(d: FailoverDeps, n: number, kind: FailoverKind | 'final-kill', opts: FailoverOptions): Promise<FailoverResult> {
+  const r: FailoverResult = {
+    n, kind, from: d.roles.primary, to: d.roles.standby, atS: Math.round(d.now() / 1000), generations: [d.roles.generation, 0], outcome: null, triggerToMasterMs: null, promotionMs: null, triggerToBootedMs: null, finalizeMs: null,
+    finalizeTimedOut: false, finalizeTimeout: null, commitsBeforeMaster: 0, commitsBeforeMasterOldGeneration: 0, notFinalized: [], markersChecked: 0, halfWritten: 0,
+    newestCommitMarkers: 0, lostWrites: 0, tails: 0, lostWritesAccounted: 0, rejoinMs: null, failures: [],
+  };
+  try {
+    return await failoverSteps(d, n, kind, opts, r);
+  } catch (err) {
+    // The checks of the promoted containers ran before the wait that gave up: their findings are reported too.
+    throw new FailoverAborted(err instanceof Error ? err.message : String(err), r);
+  }
+}
+
+async function failoverSteps(d: FailoverDeps, n: number, kind: FailoverKind | 'final-kill', opts: FailoverOptions, r: FailoverResult): Promise<FailoverResult> {
   const l = d.lab;
   const step = d.plan.failoverStepMs;
   const O = d.roles.primary;
   const N = d.roles.standby;
   const g = d.roles.generation;
   const t0 = Date.now();
-  const r: FailoverResult = {
-    n, kind, from: O, to: N, atS: Math.round(d.now() / 1000), generations: [g, 0], outcome: null, triggerToMasterMs: null, promotionMs: null, triggerToBootedMs: null, finalizeMs: null,
-    finalizeTimedOut: false, finalizeTimeout: null, commitsBeforeMaster: 0, commitsBeforeMasterOldGeneration: 0, notFinalized: [], markersChecked: 0,
-    newestCommitMarkers: 0, lostWrites: 0, tails: 0, lostWritesAccounted: 0, rejoinMs: null, failures: [],
-  };
   const bad = (msg: string): void => {
     r.failures.push(`failover ${n} (${kind}, ${O}→${N}): ${msg}`);
   };
@@ -210,7 +229,7 @@ export async function runFailover(d: FailoverDeps, n: number, kind: FailoverKind
   const lost = new Map<string, number[]>();
   for (const name of d.names) {
     const finalized = claim.from.containers[name] ?? 0;
-    const { markers: present, bad: wrong } = await markersInUpper(await upper(docker, name));
+    const { markers: present, empty, bad: wrong } = await markersInUpper(await upper(docker, name));
     for (const w of wrong) bad(`${name} on ${N}: ${w}`);
     r.markersChecked += present.size;
     const newest = before.newest.get(name) ?? 0;
@@ -223,7 +242,15 @@ export async function runFailover(d: FailoverDeps, n: number, kind: FailoverKind
       if (missing.length > 0 && newest <= finalized) bad(`${name}: the promoted container lacks markers ${ranges(missing)} of commit ${g}/${newest}, the newest before MASTER`);
     }
     const maxFinalized = await d.journal.maxMarker(g, finalized);
-    const v = judgePromoted(d.book.epoch(name), maxFinalized, present);
+    // Booted empty: allowed only where the write was not finalized complete (markers.ts).
+    const known = d.book.halfWritten(name);
+    const epoch = d.book.epoch(name);
+    const halfNow = [...empty].filter((m) => !known.has(m));
+    const wrongEmpty = halfNow.filter((m) => m <= maxFinalized || m < epoch.start);
+    if (wrongEmpty.length > 0) bad(`${name} on ${N}: markers ${ranges(wrongEmpty)} are empty although their writes were finalized complete (up to marker ${maxFinalized}) or done before this epoch`);
+    r.halfWritten += halfNow.length - wrongEmpty.length;
+    d.book.noteHalfWritten(name, halfNow);
+    const v = judgePromoted(epoch, maxFinalized, present);
     if (v.missing.length > 0) bad(`${name}: the promoted container lacks markers ${ranges(v.missing)}, finalized (up to marker ${maxFinalized}, commit ${g}/${finalized}) or held at the last failover`);
     if (v.unexpected.length > 0) bad(`${name}: the promoted container holds markers ${ranges(v.unexpected)} that neither its last failover nor the commits up to ${g}/${finalized} (marker ${maxFinalized}) account for`);
     if (v.lost.length > 0) lost.set(name, v.lost);
@@ -234,7 +261,7 @@ export async function runFailover(d: FailoverDeps, n: number, kind: FailoverKind
   d.roles.standby = O;
   d.roles.generation = g2;
   d.resumeWrites();
-  d.log(`failover ${n}: ${N} ${promotion.outcome} ${started.size} containers ${r.triggerToBootedMs} ms after the ${kind === 'failover-keepalived' ? 'stop' : 'kill'} (finalize ${r.finalizeMs ?? '?'} ms${r.finalizeTimedOut ? ', TIMED OUT' : ''}); ${r.commitsBeforeMaster} commits before MASTER; ${r.markersChecked} markers checked in the promoted containers; ${r.lostWrites} acknowledged writes on ${O} after what was finalized`);
+  d.log(`failover ${n}: ${N} ${promotion.outcome} ${started.size} containers ${r.triggerToBootedMs} ms after the ${kind === 'failover-keepalived' ? 'stop' : 'kill'} (finalize ${r.finalizeMs ?? '?'} ms${r.finalizeTimedOut ? ', TIMED OUT' : ''}); ${r.commitsBeforeMaster} commits before MASTER; ${r.markersChecked} markers checked in the promoted containers${r.halfWritten > 0 ? ` (${r.halfWritten} booted empty: created, not yet written in what was finalized)` : ''}; ${r.lostWrites} acknowledged writes on ${O} after what was finalized`);
   if (kind === 'final-kill') {
     // Everything had converged before this kill: no acknowledged write may be missing.
     for (const [name, ms] of lost) bad(`${name}: acknowledged writes (markers ${ranges(ms)}) were not finalized although the standby had converged`);

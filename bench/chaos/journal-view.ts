@@ -5,7 +5,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ProxyAnswer } from '../../src/lab/fault-proxy.js';
 import { asDigest, type Bucket, type Generation } from '../../src/store/index.js';
-import { markersInChangeset } from './markers.js';
+import { markersInChangeset, type MarkerScan } from './markers.js';
 
 export interface CommitInfo {
   seq: number;
@@ -24,7 +24,7 @@ export class JournalView {
   readonly #records = new Map<number, Map<number, CommitInfo>>();
   readonly #lastSeq = new Map<number, number>();
   readonly #ackAt = new Map<string, number>();
-  readonly #markers = new Map<string, Promise<{ markers: Set<number>; bad: string[] }>>();
+  readonly #markers = new Map<string, Promise<MarkerScan>>();
   /** Journal items that did not read (a gap, a record that does not parse): each is a failure of the soak. */
   readonly problems: string[] = [];
 
@@ -102,7 +102,7 @@ export class JournalView {
   }
 
   /** The markers a commit's changeset holds (downloaded once per digest). */
-  markersOf(c: CommitInfo): Promise<{ markers: Set<number>; bad: string[] }> {
+  markersOf(c: CommitInfo): Promise<MarkerScan> {
     let p = this.#markers.get(c.digest);
     if (p === undefined) {
       p = this.#readMarkers(c.digest, c.size);
@@ -113,11 +113,11 @@ export class JournalView {
   }
 
   /** A divergent tail's changeset, or any blob: its markers. */
-  markersOfBlob(digest: string, size: number): Promise<{ markers: Set<number>; bad: string[] }> {
+  markersOfBlob(digest: string, size: number): Promise<MarkerScan> {
     return this.markersOf({ seq: 0, parentSeq: 0, container: '', kind: 'delta', digest, size });
   }
 
-  async #readMarkers(digest: string, size: number): Promise<{ markers: Set<number>; bad: string[] }> {
+  async #readMarkers(digest: string, size: number): Promise<MarkerScan> {
     await mkdir(this.#workDir, { recursive: true });
     const file = join(this.#workDir, `${digest}.tar.gz`);
     try {

@@ -8,6 +8,12 @@
 // M the highest marker in the commits the new primary finalized from, the promoted container must hold
 // base ∪ {acknowledged n ≤ M} and nothing outside base ∪ [start, M]; an acknowledged marker above M never reached
 // what was finalized, so it must be in the old primary's divergent tail.
+//
+// `echo n > f` is two steps (create, then write): a commit may catch the file between them, empty. A failover that
+// finalizes such a commit boots the marker empty, as a crash of the primary at that moment would leave it; the
+// completed write is then a lost one (in the divergent tail). So an empty marker is accepted where its write was
+// not finalized complete (n > M, or one seen empty at an earlier failover: it is never written again), and
+// counted; any other content than "" or "n" is a torn read, a failure everywhere.
 import { createReadStream } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -18,6 +24,13 @@ export const MARKER_DIR = 'chaos-m';
 /** The shell that creates marker n; its exit status is the exec's (0 only once the marker is written). */
 export function markerScript(n: number): string {
   return `mkdir -p /${MARKER_DIR} && echo ${n} > /${MARKER_DIR}/${n}`;
+}
+
+/** Marker files found: complete ones, empty ones (created, not yet written), and anything else (torn: a failure). */
+export interface MarkerScan {
+  markers: Set<number>;
+  empty: Set<number>;
+  bad: string[];
 }
 
 export interface Epoch {
@@ -36,6 +49,8 @@ export class MarkerBook {
   readonly #next = new Map<string, number>();
   readonly #busy = new Set<string>();
   readonly #epochs = new Map<string, Epoch>();
+  /** Markers a failover booted empty (their write lost), by container: they stay so. */
+  readonly #halfWritten = new Map<string, Set<number>>();
 
   constructor(names: readonly string[], host: string) {
     for (const n of names) {
@@ -70,6 +85,17 @@ export class MarkerBook {
     return e;
   }
 
+  /** Markers of `name` a failover booted empty. */
+  halfWritten(name: string): ReadonlySet<number> {
+    return this.#halfWritten.get(name) ?? new Set();
+  }
+
+  noteHalfWritten(name: string, markers: Iterable<number>): void {
+    const set = this.#halfWritten.get(name) ?? new Set<number>();
+    for (const n of markers) set.add(n);
+    this.#halfWritten.set(name, set);
+  }
+
   /** A new primary: the container's epoch there begins with what it holds. */
   newEpoch(name: string, host: string, base: ReadonlySet<number>): void {
     this.#epochs.set(name, { host, start: this.#next.get(name) ?? 1, base, acked: new Set() });
@@ -95,8 +121,9 @@ export function judgePromoted(epoch: Epoch, maxFinalized: number, present: Reado
 }
 
 /** The markers a changeset (gzip'd tar) holds, each checked to hold its own number. */
-export async function markersInChangeset(file: string): Promise<{ markers: Set<number>; bad: string[] }> {
+export async function markersInChangeset(file: string): Promise<MarkerScan> {
   const markers = new Set<number>();
+  const empty = new Set<number>();
   const bad: string[] = [];
   const parser = new Parser({ strict: true });
   const pending: Promise<void>[] = [];
@@ -111,7 +138,9 @@ export async function markersInChangeset(file: string): Promise<{ markers: Set<n
     const chunks: Buffer[] = [];
     entry.on('data', (c: Buffer) => chunks.push(c));
     pending.push(new Promise((resolve) => entry.on('end', () => {
-      if (Buffer.concat(chunks).toString('utf8') === `${n}\n`) markers.add(n);
+      const text = Buffer.concat(chunks).toString('utf8');
+      if (text === `${n}\n`) markers.add(n);
+      else if (text === '') empty.add(n);
       else bad.push(`${entry.path} holds ${JSON.stringify(Buffer.concat(chunks).toString('utf8').slice(0, 40))}`);
       resolve();
     })));
@@ -124,26 +153,28 @@ export async function markersInChangeset(file: string): Promise<{ markers: Set<n
     s.pipe(parser);
   });
   await Promise.all(pending);
-  return { markers, bad };
+  return { markers, empty, bad };
 }
 
 /** The markers in a container's upper dir (where a container's own files live), each checked to hold its number. */
-export async function markersInUpper(upperDir: string): Promise<{ markers: Set<number>; bad: string[] }> {
+export async function markersInUpper(upperDir: string): Promise<MarkerScan> {
   const markers = new Set<number>();
+  const empty = new Set<number>();
   const bad: string[] = [];
   let names: string[];
   try {
     names = await readdir(join(upperDir, MARKER_DIR));
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { markers, bad };
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { markers, empty, bad };
     throw err;
   }
   for (const name of names) {
     const text = /^\d+$/.test(name) ? await readFile(join(upperDir, MARKER_DIR, name), 'utf8').catch((err: unknown) => `unreadable: ${String(err)}`) : null;
     if (text === `${name}\n`) markers.add(Number(name));
+    else if (text === '') empty.add(Number(name));
     else bad.push(`${MARKER_DIR}/${name} holds ${JSON.stringify((text ?? '(not a marker name)').slice(0, 40))}`);
   }
-  return { markers, bad };
+  return { markers, empty, bad };
 }
 
 /** "1-4, 7, 9-10" */

@@ -27,7 +27,7 @@ export function renderChaosReport(r: SoakResult, plan: ChaosPlan, machine: Recor
   out.push(`| final convergence (last write → every twin staged) | ${s(r.finalConvergeMs)} |`);
   const fo = r.failovers;
   const sum = (f: (x: FailoverResult) => number): number => fo.reduce((a, x) => a + f(x), 0);
-  out.push(`| commits before MASTER checked in the promoted containers | ${sum((x) => x.commitsBeforeMasterOldGeneration)} of the old generations over ${fo.length} failovers (${sum((x) => x.markersChecked)} marker files checked, ${sum((x) => x.newestCommitMarkers)} of them from the newest commit of each container); ${sum((x) => x.notFinalized.length)} left out by a finalize that timed out |`);
+  out.push(`| commits before MASTER checked in the promoted containers | ${sum((x) => x.commitsBeforeMasterOldGeneration)} of the old generations over ${fo.length} failovers (${sum((x) => x.markersChecked)} marker files checked, ${sum((x) => x.newestCommitMarkers)} of them from the newest commit of each container; ${sum((x) => x.halfWritten)} booted empty, their writes lost as after a crash and kept in the divergent tail); ${sum((x) => x.notFinalized.length)} left out by a finalize that timed out |`);
   out.push(`| acknowledged writes on an old primary after what it shipped (divergent tails) | ${sum((x) => x.lostWrites)}, of which ${sum((x) => x.lostWritesAccounted)} found in ${sum((x) => x.tails)} divergent tail(s) |`);
   out.push(`| leaks | ${r.processes.filter((p) => p.leak).length} of ${r.processes.filter((p) => p.judged).length} process lives judged |`, '');
 

@@ -18,7 +18,7 @@ import type { Fault } from '../../src/lab/fault-proxy.js';
 import { killHard, withDescendants } from '../../src/lab/processes.js';
 import { waitFor } from '../../src/lab/wait.js';
 import { diffTrees, type Tree } from '../../test/support/export-tree.js';
-import { runFailover, type FailoverDeps, type FailoverResult, type Roles } from './failover.js';
+import { FailoverAborted, runFailover, type FailoverDeps, type FailoverResult, type Roles } from './failover.js';
 import { FaultLog, type Convergence, type FaultInterval } from './faults.js';
 import { JournalView } from './journal-view.js';
 import { judgeLife, sampleProcess, type LeakVerdict, type RoleSwitch, type Series } from './leak.js';
@@ -485,7 +485,12 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
             keepVrrpStateFile, exclusiveOver, unexplainedSince: (from) => now() - from - faults.blockedMs(from, now(), f.id),
           });
         } catch (err) {
-          throw new Fatal(`failover ${failovers.length + 1} (${kind}, ${roles.primary} → ${roles.standby}): ${(err as Error).message}`);
+          const what = `failover ${failovers.length + 1} (${kind}, ${roles.primary} → ${roles.standby})`;
+          if (err instanceof FailoverAborted) {
+            failovers.push(err.partial);
+            for (const x of err.partial.failures) fail(x);
+          }
+          throw new Fatal(`${what}: ${(err as Error).message}`);
         }
         failovers.push(r);
         roleSwitches.push({ from: switchFrom, to: now() });

@@ -47,6 +47,7 @@ describe('chaos markers', () => {
       await mkdir(join(root, 'data'), { recursive: true });
       for (const n of [3, 4, 9]) await writeFile(join(root, MARKER_DIR, String(n)), `${n}\n`);
       await writeFile(join(root, MARKER_DIR, '7'), 'not seven\n');
+      await writeFile(join(root, MARKER_DIR, '11'), '');
       await writeFile(join(root, 'data', '5'), '5\n');
       const file = join(dir, 'c.tar.gz');
       await create({ gzip: true, file, cwd: root }, [MARKER_DIR, 'data']);
@@ -54,13 +55,24 @@ describe('chaos markers', () => {
       assert.deepEqual([...inTar.markers].sort((a, b) => a - b), [3, 4, 9]);
       assert.equal(inTar.bad.length, 1);
       assert.match(inTar.bad[0] ?? '', /chaos-m\/7 holds "not seven/);
+      assert.deepEqual([...inTar.empty], [11], 'created, not yet written: empty, not torn');
       const inUpper = await markersInUpper(root);
       assert.deepEqual([...inUpper.markers].sort((a, b) => a - b), [3, 4, 9]);
       assert.equal(inUpper.bad.length, 1);
+      assert.deepEqual([...inUpper.empty], [11]);
       assert.deepEqual((await markersInUpper(join(dir, 'none'))).markers.size, 0, 'no marker dir: no markers');
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+
+  it('remembers the markers a failover booted empty, for every later epoch of the container', () => {
+    const book = new MarkerBook(['c01'], 'a');
+    assert.equal(book.halfWritten('c01').size, 0);
+    book.noteHalfWritten('c01', [80]);
+    book.newEpoch('c01', 'b', new Set([1, 2]));
+    book.noteHalfWritten('c01', [95]);
+    assert.deepEqual([...book.halfWritten('c01')].sort((a, b) => a - b), [80, 95]);
   });
 
   it('writes a marker only as the last step and gives its status', () => {
