@@ -74,6 +74,8 @@ export interface ReplicatorDeps {
   sinceFull?: { deltas: number; bytes: number };
   /** When a full checkpoint is due (checkpoint-policy.ts); default DEFAULT_CHECKPOINT_POLICY. */
   checkpoints?: CheckpointPolicy;
+  /** The clock checkpoints are timed by (tests move it); default Date.now. */
+  clock?: () => number;
   metrics?: Metrics | undefined;
   /** Backoff after a failed ship; doubles up to maxBackoffMs. */
   baseBackoffMs?: number;
@@ -102,8 +104,9 @@ export class ContainerReplicator {
   /** Deltas published since the last full checkpoint, their weight, and the container's bytes as last shipped. */
   #sinceFull = { deltas: 0, bytes: 0 };
   #containerBytes = 0;
+  readonly #clock: () => number;
   /** Where a checkpoint's age counts from when the last one's time is unknown. */
-  readonly #startedAt = Date.now();
+  readonly #startedAt: number;
   #checkpointFailures = 0;
   #checkpointRetryAt = 0;
   #backoffTimer: NodeJS.Timeout | null = null;
@@ -118,6 +121,8 @@ export class ContainerReplicator {
     this.#lastFullAt = deps.lastFullAt ?? null;
     this.#sinceFull = { ...(deps.sinceFull ?? { deltas: 0, bytes: 0 }) };
     this.#containerBytes = deps.shipped === undefined ? 0 : shippedFileBytes(deps.shipped);
+    this.#clock = deps.clock ?? Date.now;
+    this.#startedAt = this.#clock();
   }
 
   /** The replication metrics of this container at `now`; `collecting` is when the first change of the burst not yet
@@ -217,7 +222,7 @@ export class ContainerReplicator {
           // The deltas do not wait for it: what was pending goes out as a delta next, the checkpoint later.
           this.#checkpointFailures++;
           const waitMs = Math.min(checkpointRetryMaxMs, checkpointRetryBaseMs * 2 ** Math.min(this.#checkpointFailures - 1, 16));
-          this.#checkpointRetryAt = Date.now() + waitMs;
+          this.#checkpointRetryAt = this.#clock() + waitMs;
           this.#deps.log.warn('checkpoint failed; deltas go on, the checkpoint is tried again later', { container: this.name, failures: this.#checkpointFailures, retryInMs: waitMs, err });
           continue;
         }
@@ -235,7 +240,7 @@ export class ContainerReplicator {
   /** Why a full checkpoint is due now, or null (none due, a first full sync is due anyway, or one failed lately). */
   #checkpointDue(): string | null {
     if (this.#needFull || this.#closed) return null;
-    const now = Date.now();
+    const now = this.#clock();
     if (now < this.#checkpointRetryAt) return null;
     const verdict = checkpointDue(this.#deps.checkpoints ?? DEFAULT_CHECKPOINT_POLICY, {
       deltaBytesSinceFull: this.#sinceFull.bytes, deltasSinceFull: this.#sinceFull.deltas, containerBytes: this.#containerBytes,
