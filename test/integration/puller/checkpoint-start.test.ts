@@ -13,11 +13,14 @@ import { AppliedStateFile, type AppliedState } from '../../../src/puller/applied
 import { ContainerStates } from '../../../src/puller/container-state.js';
 import { JournalFollower } from '../../../src/puller/journal-follower.js';
 import { startFaultProxy, type FaultProxy } from '../../../src/lab/fault-proxy.js';
+import { checkpointDue, DEFAULT_CHECKPOINT_POLICY, deltaWeight } from '../../../src/pusher/checkpoint-policy.js';
 import { asDigest, type Generation, type Seq, type S3BlobStore } from '../../../src/store/index.js';
 import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
 import { bucketFor, collectingLogger, craftRecord, sha256, WRITER } from './helpers.js';
 
 const g1 = 1 as Generation;
+/** Commits of the catch-up case (the issue's figure); TWINLAYER_CATCHUP_COMMITS sets another. */
+const COMMITS = Number(process.env['TWINLAYER_CATCHUP_COMMITS'] ?? 10_000);
 
 describe('a container started from nothing reads the journal from its newest full checkpoint', { timeout: 120_000 }, () => {
   let base: string;
@@ -55,29 +58,32 @@ describe('a container started from nothing reads the journal from its newest ful
   });
 
   /** A journal written as a pusher writes it: `plan` lists, in order, the container and kind of each record. */
-  async function journal(plan: Array<[string, 'full' | 'delta']>, maxRecordsPerPoll = 100_000) {
+  /** `writers` records are written at once; `reuse` reads the journal of that group again (writing none). */
+  async function journal(plan: Array<[string, 'full' | 'delta']>, maxRecordsPerPoll = 100_000, writers = 1, reuse?: string) {
     caseNo++;
-    const group = `ck${caseNo}`;
+    const group = reuse ?? `ck${caseNo}`;
     const writer = bucketFor(direct, group);
     const reader = bucketFor(viaProxy, group);
     const containers: Record<string, number> = {};
     const lastFull: Record<string, number> = {};
     let seq = 0;
-    for (const [name, kind] of plan) {
+    const records = plan.map(([name, kind]) => {
       seq++;
       const digest = asDigest(sha256(Buffer.from(`${name} ${seq}`)));
-      await writer.writeRecord(craftRecord({ seq, parentSeq: containers[name] ?? 0, container: name, kind, digest, size: 10 }));
+      const rec = craftRecord({ seq, parentSeq: containers[name] ?? 0, container: name, kind, digest, size: 10 });
       containers[name] = seq;
       if (kind === 'full') lastFull[name] = seq;
-    }
+      return rec;
+    });
+    for (let i = 0; i < records.length; i += writers) await Promise.all(records.slice(i, i + writers).map((r) => writer.writeRecord(r)));
     const writeHead = async (fulls: Record<string, number> | undefined): Promise<void> => {
       await writer.writeHead({
         version: 1, generation: g1, seq: seq as Seq, writer: WRITER, updatedAt: new Date().toISOString(),
         containers: containers as Record<string, Seq>, ...(fulls === undefined ? {} : { lastFull: fulls as Record<string, Seq> }),
       });
     };
-    await writeHead(lastFull);
-    const stateDir = join(base, group);
+    if (reuse === undefined) await writeHead(lastFull);
+    const stateDir = join(base, `${group}-${caseNo}`);
     await mkdir(stateDir, { recursive: true });
     const { log, lines } = collectingLogger();
     const states = new ContainerStates();
@@ -150,6 +156,37 @@ describe('a container started from nothing reads the journal from its newest ful
         assert.deepEqual(web, webFrom20, lie);
       }
     }
+  });
+
+  it(`after ${COMMITS} commits checkpointed as the default policy does, a new standby reads the records from the newest checkpoint on; without lastFull, all`, async () => {
+    // The kinds the pusher's default policy gives 10 000 small commits of a small container (checkpoint-policy.ts).
+    const plan: Array<[string, 'full' | 'delta']> = [['counter', 'full']];
+    let since = { deltas: 0, bytes: 0 };
+    for (let i = 0; i < COMMITS; i++) {
+      plan.push(['counter', 'delta']);
+      since = { deltas: since.deltas + 1, bytes: since.bytes + deltaWeight(12) };
+      const verdict = checkpointDue(DEFAULT_CHECKPOINT_POLICY, { deltaBytesSinceFull: since.bytes, deltasSinceFull: since.deltas, containerBytes: 1200, lastFullAt: Date.now(), since: Date.now() }, Date.now());
+      if (verdict.due) {
+        plan.push(['counter', 'full']);
+        since = { deltas: 0, bytes: 0 };
+      }
+    }
+    const j = await journal(plan, 100_000, 16);
+    const lastFull = j.lastFull['counter']!;
+    const head = j.seq();
+    assert.ok(head - lastFull <= 129, `the newest checkpoint is at most 129 records back: ${lastFull} of ${head}`);
+    const seqs = await j.read();
+    assert.deepEqual(seqs.filter((s) => s < lastFull), [], 'nothing before the checkpoint');
+    assert.equal(seqs.length, head - lastFull + 1 + 1, 'the records from the checkpoint to the head, and the checkpoint checked once');
+    assert.equal(j.queued('counter').length, head - lastFull + 1);
+    assert.equal(j.queued('counter')[0], `${lastFull}F`);
+
+    // The same journal under a head of an older version: every record of the generation is read.
+    const old = await journal(plan.slice(0, 0), 100_000, 16, j.group);
+    await j.writeHead(undefined);
+    const all = await old.read();
+    assert.equal(all.length, head);
+    console.log(JSON.stringify({ commits: COMMITS, records: head, checkpoints: plan.filter(([, k]) => k === 'full').length, journalGetsFromCheckpoint: seqs.length, journalGetsWithoutLastFull: all.length }));
   });
 
   it('reads from the cursor when the head is of an older version (no lastFull)', async () => {
