@@ -153,12 +153,10 @@ export class JournalFollower {
       return;
     }
     const starts = new Map<string, number>();
-    const fresh: string[] = [];
-    for (const name of names) {
-      const applied = state.containers[name];
-      if (applied !== undefined && applied.generation === g) starts.set(name, applied.seq);
-      else fresh.push(name);
-    }
+    // Every container staged in this generation, also one a head does not name (no head of this writer leaves one
+    // out; a forged one might): its records after what it staged are read.
+    for (const [name, applied] of Object.entries(state.containers)) if (applied.generation === g) starts.set(name, applied.seq);
+    const fresh = names.filter((name) => !starts.has(name));
     const fulls = await this.#checkedFulls(g, fresh, head);
     for (const name of fresh) {
       const full = fulls.get(name);

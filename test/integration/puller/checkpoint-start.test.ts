@@ -211,6 +211,16 @@ describe('a container started from nothing reads the journal from its newest ful
     assert.deepEqual(j.queued('web'), webFrom20);
   });
 
+  it('never starts past what a container staged in this generation, even one the head does not name', async () => {
+    const j = await journal(twoContainers());
+    j.state.generation = 1;
+    // A head that leaves a staged container out (none of this writer's does): its records after 3 are still read.
+    j.state.containers['ghost'] = { generation: 1, seq: 3, digest: null, stagedAt: null };
+    const seqs = await j.read();
+    assert.ok(seqs.includes(4), seqs.join(','));
+    assert.deepEqual(j.queued('web'), webFrom20);
+  });
+
   it('re-queues a replaced twin from its checkpoint, reading nothing before it; one the head names past the read position waits for it', async () => {
     const j = await journal(twoContainers());
     await j.read();
