@@ -42,7 +42,8 @@ export interface CheckpointFacts {
 
 export type CheckpointVerdict = { due: false } | { due: true; reason: 'share' | 'age'; detail: string };
 
-/** What one delta adds to deltaBytesSinceFull. */
+/** What one delta adds to deltaBytesSinceFull, from the bytes staging it writes (its files shipped whole and those
+ *  assembled from chunks: a 1000-byte append to a 1 GiB file rewrites the whole file on the standby). */
 export function deltaWeight(bytes: number): number {
   return Math.max(MIN_DELTA_WEIGHT_BYTES, Number.isFinite(bytes) && bytes > 0 ? bytes : 0);
 }

@@ -286,7 +286,9 @@ export class ContainerReplicator {
       tracker.commit(built);
       const shipped = tracker.serialize();
       // As they are once this commit is out: the pending state is adopted only if it went out.
-      const sinceFull = built.kind === 'full' ? { deltas: 0, bytes: 0 } : { deltas: this.#sinceFull.deltas + 1, bytes: this.#sinceFull.bytes + deltaWeight(built.counts.bytes) };
+      // A delta weighs what staging it writes: the files it carries whole and those it assembles from chunks.
+      const stagedBytes = built.counts.bytes + (built.chunks?.files.reduce((n, f) => n + f.size, 0) ?? 0);
+      const sinceFull = built.kind === 'full' ? { deltas: 0, bytes: 0 } : { deltas: this.#sinceFull.deltas + 1, bytes: this.#sinceFull.bytes + deltaWeight(stagedBytes) };
       const pendingState = { generation, lastSeq: journal.lastSeqOf(this.name), digest: built.digest, containerId: this.#deps.containerId, ...this.#fullAt(), sinceFull, shipped };
       let record;
       try {
