@@ -275,6 +275,13 @@ export class ContainerReplicator {
       if (tracker.torn.length > 0) this.#deps.retry(tracker.torn);
       return null;
     }
+    if (checkpoint !== null && !this.#needFull && built.torn.length > 0) {
+      // Staging a full removes what it does not name: a periodic checkpoint without a file being written would take
+      // that file off the standby until a later delta. It fails instead (the deltas go on; it is tried again later).
+      await removeBuiltFiles(built);
+      this.#deps.retry(built.torn);
+      throw new Error(`checkpoint not published: ${built.torn.length} file(s) changed while being read (${built.torn.slice(0, 3).join(', ')})`);
+    }
     try {
       // Files that changed while being read go out in a later changeset, never torn.
       if (built.torn.length > 0) this.#deps.retry(built.torn);
