@@ -11,6 +11,7 @@ import { asDigest, type Bucket, type CommitChunks, type Digest, type JournalWrit
 import { uploadChunks } from './chunk-upload.js';
 import { mergeScopes, type Burst, type BurstScope } from './burst.js';
 import { checkpointDue, deltaWeight, DEFAULT_CHECKPOINT_POLICY, shippedFileBytes, type CheckpointPolicy } from './checkpoint-policy.js';
+import { sameShippedState } from './checkpoint-same.js';
 import type { ShippedStateStore } from './shipped-state.js';
 
 /** Waits before building again what a build left out as torn when nothing else shipped (ms; about 30 in all). */
@@ -292,6 +293,10 @@ export class ContainerReplicator {
       const before = tracker.serialize();
       tracker.commit(built);
       const shipped = tracker.serialize();
+      // A checkpoint that found the container as the commits up to its parent left it: a standby that staged them
+      // records it without staging it again (checkpoint-same.ts).
+      const parentSeq = journal.lastSeqOf(this.name);
+      const sameAs = checkpoint !== null && built.kind === 'full' && parentSeq > 0 && sameShippedState(before, shipped) ? parentSeq : undefined;
       // As they are once this commit is out: the pending state is adopted only if it went out.
       // A delta weighs what staging it writes: the files it carries whole and those it assembles from chunks.
       const stagedBytes = built.counts.bytes + (built.chunks?.files.reduce((n, f) => n + f.size, 0) ?? 0);
@@ -317,6 +322,7 @@ export class ContainerReplicator {
           firstWriteAt: new Date(firstWriteAt),
           ...(chunks === undefined ? {} : { chunks }),
           specDigest: this.#deps.specDigest,
+          ...(sameAs === undefined ? {} : { sameAs }),
         });
       } catch (err) {
         this.#tracker = this.#deps.makeTracker(before);
@@ -332,6 +338,7 @@ export class ContainerReplicator {
       log.info('published', {
         container: this.name, seq: record.seq, kind: built.kind, files: built.counts.files, deletions: built.counts.deletions,
         bytes: built.counts.bytes, size: built.size, lagMs: this.#lastPublishedAt - firstWriteAt, ...(checkpoint === null || built.kind !== 'full' ? {} : { checkpoint }),
+        ...(record.sameAs === undefined ? {} : { sameAs: record.sameAs }),
       });
       return built.kind;
     } finally {

@@ -21,6 +21,9 @@ export interface PublishInput {
   chunks?: CommitChunks;
   /** The spec the commit belongs to (CommitRecord.specDigest). */
   specDigest?: Digest;
+  /** A full commit whose content is what the container shipped by this seq (CommitRecord.sameAs): written only when
+   *  it is the record's parentSeq (a commit that turned out to have landed after all comes between: left out). */
+  sameAs?: Seq;
 }
 
 export interface JournalWriterOptions {
@@ -184,10 +187,11 @@ export class JournalWriter {
     await this.#beforePublish?.();
     await this.#settleUncertain();
     const seq = asSeq(this.#lastSeq + 1);
+    const parentSeq = this.lastSeqOf(input.container);
     const rec: CommitRecord = {
       version: 1,
       seq,
-      parentSeq: this.lastSeqOf(input.container),
+      parentSeq,
       generation: this.#generation,
       container: input.container,
       digest: input.digest,
@@ -199,7 +203,11 @@ export class JournalWriter {
       publishedAt: new Date().toISOString(),
       writer: this.#writer,
       ...(input.specDigest === undefined ? {} : { specDigest: input.specDigest }),
+      ...(input.kind === 'full' && input.sameAs !== undefined && input.sameAs === parentSeq ? { sameAs: parentSeq } : {}),
     };
+    if (input.sameAs !== undefined && rec.sameAs === undefined) {
+      this.#log.info('checkpoint published without sameAs: its parent is not the commit its content was compared with', { container: input.container, seq, parentSeq, sameAs: input.sameAs });
+    }
     try {
       await this.#bucket.writeRecord(rec);
     } catch (err) {

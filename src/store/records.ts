@@ -49,6 +49,14 @@ export interface CommitRecord {
    * Absent in records written before it was recorded.
    */
   specDigest?: Digest | undefined;
+  /**
+   * On a full checkpoint: its parentSeq, when the writer found the container exactly as it had shipped it by that
+   * commit (the same files, each with the same stat, as its tracker's shipped state). A standby that staged that
+   * commit into a twin it trusts already holds this checkpoint's content: it records the checkpoint without staging
+   * it. Absent on a checkpoint that carries changes of its own (it is staged as any full commit), and in records
+   * written before it was recorded.
+   */
+  sameAs?: Seq | undefined;
 }
 
 export interface Head {
@@ -153,7 +161,11 @@ export const commitRecordSchema: z.ZodType<CommitRecord> = z.strictObject({
   writer,
   chunks: z.strictObject({ digest, size: count, files: count, count, bytes: count }).optional(),
   specDigest: digest.optional(),
-}).refine((r) => r.parentSeq < r.seq, { message: 'parentSeq must be below seq', path: ['parentSeq'] });
+  sameAs: seq.optional(),
+}).refine((r) => r.parentSeq < r.seq, { message: 'parentSeq must be below seq', path: ['parentSeq'] })
+  .refine((r) => r.sameAs === undefined || (r.kind === 'full' && r.sameAs === r.parentSeq), {
+    message: 'sameAs is only on a full commit, and names its parentSeq', path: ['sameAs'],
+  });
 
 export const headSchema: z.ZodType<Head> = z.strictObject({
   version: z.literal(1),

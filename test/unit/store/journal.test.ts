@@ -75,6 +75,30 @@ describe('JournalWriter', () => {
     assert.deepEqual(describeItems(await collect(bucket.listRecords(g1, 0))), ['1', '2', '3']);
   });
 
+  it('writes sameAs on a full commit only when it names the record\'s parent: not when a write that landed after all came between', async () => {
+    const { wrap, bucket, jw, lines } = setup();
+    await jw.publish({ ...input('web'), kind: 'full' });
+    await jw.publish(input('web'));
+    const restating = await jw.publish({ ...input('web'), kind: 'full', sameAs: jw.lastSeqOf('web') });
+    assert.equal(restating.sameAs, 2);
+    assert.equal(restating.parentSeq, 2);
+    // A delta never carries it.
+    const delta = await jw.publish({ ...input('web'), sameAs: jw.lastSeqOf('web') });
+    assert.equal(delta.sameAs, undefined);
+    // Record 5's write fails on our side but lands: the checkpoint compared with 4 follows 5, so it restates nothing.
+    wrap.afterPut = (key) => {
+      wrap.afterPut = undefined;
+      if (key.endsWith('0000000000000005.json')) throw new Error('response lost');
+    };
+    await assert.rejects(jw.publish(input('web')), /response lost/);
+    const after = await jw.publish({ ...input('web'), kind: 'full', sameAs: jw.lastSeqOf('web') });
+    assert.equal(after.parentSeq, 5);
+    assert.equal(after.sameAs, undefined);
+    assert.ok(lines.some((l) => l['msg'] === 'checkpoint published without sameAs: its parent is not the commit its content was compared with'));
+    const stored = await bucket.readRecord(g1, restating.seq);
+    assert.equal(stored?.sameAs, 2, 'read back signed and parsed');
+  });
+
   it('reuses the seq of a record write that did not land', async () => {
     const { wrap, bucket, jw } = setup();
     await jw.publish(input('web'));

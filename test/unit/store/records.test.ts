@@ -38,6 +38,24 @@ describe('commitRecordSchema', () => {
   });
 });
 
+describe('commitRecordSchema: sameAs', () => {
+  it('accepts a full checkpoint restating its parent', () => {
+    const full = { ...record(1, 5, 'web', 3), kind: 'full' as const, sameAs: 3 };
+    assert.deepEqual(commitRecordSchema.parse(JSON.parse(JSON.stringify(full))), full);
+  });
+  it('refuses sameAs on a delta, naming another seq than the parent, with no parent, or not a seq', () => {
+    const full = { ...record(1, 5, 'web', 3), kind: 'full' as const };
+    for (const b of [
+      { ...record(1, 5, 'web', 3), sameAs: 3 },
+      { ...full, sameAs: 2 },
+      { ...full, sameAs: 4 },
+      { ...full, parentSeq: 0, sameAs: 0 },
+      { ...full, sameAs: '3' },
+      { ...full, sameAs: 3.5 },
+    ]) assert.equal(commitRecordSchema.safeParse(b).success, false, JSON.stringify(b));
+  });
+});
+
 describe('headSchema', () => {
   const head = { version: 1, generation: 2, seq: 9, writer: 'host-a', updatedAt: new Date().toISOString(), containers: { web: 9, dns: 4 } };
   it('accepts a head, an empty generation included', () => {
