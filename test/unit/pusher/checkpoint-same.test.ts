@@ -25,9 +25,19 @@ describe('sameShippedState', () => {
     assert.equal(sameShippedState(base, index([['A', rec()], ...base.entries.slice(1)])), false);
   });
 
-  it('is false for any field of a record that differs, an opaque flag or a racy fingerprint', () => {
-    for (const over of [{ ino: 70 }, { size: 4 }, { m: '101' }, { c: '201' }, { mode: 0o600 }, { uid: 1 }, { gid: 1 }, { t: 'l' }, { o: true }, { h: 'ab'.repeat(32) }, { h: '' }]) {
+  it('is false for any stat field of a record that differs, or an opaque flag', () => {
+    for (const over of [{ ino: 70 }, { size: 4 }, { m: '101' }, { c: '201' }, { mode: 0o600 }, { uid: 1 }, { gid: 1 }, { t: 'l' }, { o: true }]) {
       assert.equal(sameShippedState(base, index([['a', rec(over)], ...base.entries.slice(1)])), false, JSON.stringify(over));
     }
+  });
+
+  it('takes a path shipped racily clean as the same only when the checkpoint took the same fingerprint', () => {
+    const racy = (h: string | undefined): SerializedIndex => index([['a', rec(h === undefined ? {} : { h })], ...base.entries.slice(1)]);
+    const x = 'ab'.repeat(32);
+    assert.equal(sameShippedState(racy(x), racy(x)), true, 'the same fingerprint');
+    assert.equal(sameShippedState(racy(x), racy('cd'.repeat(32))), false, 'another content under the same stat');
+    assert.equal(sameShippedState(racy(x), racy(undefined)), false, 'read once settled: nothing to compare the fingerprint with');
+    assert.equal(sameShippedState(racy(''), racy('')), false, 'an unknown fingerprint proves nothing');
+    assert.equal(sameShippedState(racy(undefined), racy(x)), true, 'shipped trusted by stat, and the stat is the same');
   });
 });
