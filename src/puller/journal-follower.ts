@@ -233,7 +233,10 @@ export class JournalFollower {
         }
         if (skip !== undefined) this.#skipBelow.delete(name);
         if (item.record.kind === 'full') {
-          c.queue = [];
+          // A checkpoint restating the commit queued last follows it (the stager records it once that one is staged,
+          // without staging it again); any other full commit replaces what is queued.
+          const last = c.queue[c.queue.length - 1];
+          if (item.record.sameAs === undefined || last?.seq !== item.record.sameAs) c.queue = [];
           c.specStale = true;
           // What it waited for is here: not stalled until staging it says otherwise.
           if (c.blocked !== null && c.blocked === state.awaitFull?.[name]) c.blocked = null;
