@@ -22,7 +22,7 @@ const g1 = 1 as Generation;
 /** Commits of the catch-up case (the figure); TWINLAYER_CATCHUP_COMMITS sets another. */
 const COMMITS = Number(process.env['TWINLAYER_CATCHUP_COMMITS'] ?? 10_000);
 
-describe('a container started from nothing reads the journal from its newest full checkpoint', { timeout: 120_000 }, () => {
+describe('a container started from nothing reads the journal from its newest full checkpoint', { timeout: 900_000 }, () => {
   let base: string;
   let s3: TestS3;
   let direct: S3BlobStore;
