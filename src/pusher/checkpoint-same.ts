@@ -7,7 +7,8 @@
 //
 // A path shipped racily clean (changed within a timestamp tick of its read, racy.ts) may have changed since without
 // its stat showing it: its fingerprint then decides, and a checkpoint that read it once it was no longer racy has
-// none to compare. That checkpoint is not called the same (it is staged); a reconcile in between settles such paths.
+// none to compare. That checkpoint is not called the same (it is staged). So the replicator settles such paths first
+// (racyPaths): once past their window, a reconcile's walk checks their fingerprints and trusts their stat again.
 import type { SerializedIndex } from '../changeset/index.js';
 import { canonicalJson } from '../store/index.js';
 
@@ -31,4 +32,9 @@ export function sameShippedState(before: SerializedIndex, after: SerializedIndex
     if (x.h !== undefined && (x.h === '' || x.h !== y.h)) return false;
   }
   return true;
+}
+
+/** How many paths of `index` were shipped racily clean (they carry a fingerprint). */
+export function racyPaths(index: SerializedIndex): number {
+  return index.entries.filter(([, rec]) => typeof rec === 'object' && rec !== null && 'h' in rec).length;
 }

@@ -11,7 +11,7 @@ import { asDigest, type Bucket, type CommitChunks, type Digest, type JournalWrit
 import { uploadChunks } from './chunk-upload.js';
 import { mergeScopes, type Burst, type BurstScope } from './burst.js';
 import { checkpointDue, deltaWeight, DEFAULT_CHECKPOINT_POLICY, shippedFileBytes, type CheckpointPolicy } from './checkpoint-policy.js';
-import { sameShippedState } from './checkpoint-same.js';
+import { racyPaths, sameShippedState } from './checkpoint-same.js';
 import type { ShippedStateStore } from './shipped-state.js';
 
 /** Waits before building again what a build left out as torn when nothing else shipped (ms; about 30 in all). */
@@ -21,6 +21,10 @@ const tornRebuildWaitsMs = [2, 4, 8, 16] as const;
  *  deltas go on meanwhile (a checkpoint never holds them back). */
 const checkpointRetryBaseMs = 10_000;
 const checkpointRetryMaxMs = 10 * 60_000;
+
+/** Before a checkpoint, paths shipped racily clean wait this long, past their window (racy.ts: 50 ms after their last
+ *  change on file systems with fine timestamps), then a reconcile settles them (checkpoint-same.ts). */
+const racySettleMs = 100;
 
 /** A build whose files, or whose torn files, hold more than this is not made again for its torn paths. */
 const tornRebuildMaxBytes = 1024 * 1024;
@@ -110,6 +114,8 @@ export class ContainerReplicator {
   readonly #startedAt: number;
   #checkpointFailures = 0;
   #checkpointRetryAt = 0;
+  /** The paths shipped racily clean were settled for the checkpoint due now (once per checkpoint tried). */
+  #settledForCheckpoint = false;
   #backoffTimer: NodeJS.Timeout | null = null;
   #wakeBackoff: (() => void) | null = null;
 
@@ -198,6 +204,17 @@ export class ContainerReplicator {
       // it goes, taking along what came meanwhile (a full build ships the whole container): never starved by writes
       // that keep coming, never ahead of a delta it did not take in.
       const checkpoint: string | null = due !== null && (this.#pending === null || afterDelta) ? due : null;
+      if (checkpoint !== null && !this.#settledForCheckpoint && racyPaths(this.#tracker.serialize()) > 0) {
+        // Paths the last commits shipped racily clean: a checkpoint reading them now could not tell the standby it
+        // restates its parent (checkpoint-same.ts). Past their window, a reconcile goes first (as a delta when it finds
+        // a change, nothing otherwise), then the checkpoint.
+        this.#settledForCheckpoint = true;
+        await sleep(racySettleMs);
+        this.#pending = mergeScopes(this.#pending, 'reconcile');
+        afterDelta = false;
+        continue;
+      }
+      if (checkpoint !== null) this.#settledForCheckpoint = false;
       const scope = this.#pending;
       const firstWriteAt = this.#pendingSince ?? Date.now();
       this.#pending = null;

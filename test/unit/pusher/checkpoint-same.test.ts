@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import type { SerializedIndex } from '../../../src/changeset/index.js';
-import { sameShippedState } from '../../../src/pusher/checkpoint-same.js';
+import { racyPaths, sameShippedState } from '../../../src/pusher/checkpoint-same.js';
 
 const rec = (over: Record<string, unknown> = {}): Record<string, unknown> => ({ t: 'f', ino: 7, size: 3, m: '100', c: '200', mode: 0o644, uid: 0, gid: 0, ...over });
 const index = (entries: Array<[string, unknown]>): SerializedIndex => ({ version: 1, entries });
@@ -39,5 +39,13 @@ describe('sameShippedState', () => {
     assert.equal(sameShippedState(racy(x), racy(undefined)), false, 'read once settled: nothing to compare the fingerprint with');
     assert.equal(sameShippedState(racy(''), racy('')), false, 'an unknown fingerprint proves nothing');
     assert.equal(sameShippedState(racy(undefined), racy(x)), true, 'shipped trusted by stat, and the stat is the same');
+  });
+});
+
+describe('racyPaths', () => {
+  it('counts the records that carry a fingerprint, an unknown one included', () => {
+    assert.equal(racyPaths(index([])), 0);
+    assert.equal(racyPaths(index([['a', rec()], ['b', rec({ ino: 8 })]])), 0);
+    assert.equal(racyPaths(index([['a', rec({ h: 'ab'.repeat(32) })], ['b', rec({ ino: 8, h: '' })], ['c', rec({ ino: 9 })]])), 2);
   });
 });
