@@ -1,9 +1,11 @@
 // Room for a full checkpoint. Staged as one undoable step, a full checkpoint keeps the tree it replaces (in the undo
 // area) until it is recorded, so it needs free space for all of itself: a twin whose disk cannot hold its tree twice
 // would wait for space forever, never getting the checkpoint that replaces it. When the space its prune frees would
-// make the room, the old upper dir goes first: the twin is held (an emptied upper dir is no state of its container,
-// so it does not boot) until the full checkpoint is staged. Volumes are left alone (a full checkpoint replaces only
-// the volumes it carries).
+// make the room, and the twin's upper dir is no trusted state anyway (it holds no staged commit, or is held after a
+// restart mid-commit or an earlier emptying), the old upper dir goes first: the twin is held (an emptied upper dir is no state of its container, so it
+// does not boot) until the full checkpoint is staged. A twin that holds a trusted staged state is never emptied: it
+// waits for room, and boots what it holds if a failover comes first. Volumes are left alone (a full checkpoint
+// replaces only the volumes it carries).
 import { lstat, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 

@@ -8,6 +8,10 @@
 // container and digest and neither downloaded nor validated again, and its container waits for a full checkpoint (as
 // at a gap); one that failed after its download is fetched again only after a backoff (refused-commits.ts).
 // Promotion aborts validations in progress.
+//
+// A periodic checkpoint that restates the commit the twin staged last (CommitRecord.sameAs) is recorded, not staged:
+// the twin holds its content already. A twin whose upper dir is a trusted state is never emptied to make room for a
+// full checkpoint (room-for-full.ts): it waits for room and boots what it holds meanwhile.
 import { rm, statfs } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import PQueue from 'p-queue';
@@ -321,13 +325,32 @@ export class Stager {
         c.blocked = 'twin was replaced; restaging from the journal';
         return staged;
       }
+      // Its upper dir holds what the applied state records (a staged commit, not held for a restart mid-commit or an
+      // emptying).
+      const trusted = applied !== undefined && state.held?.[name] === undefined;
+      if (trusted && this.#restatesStaged(state, name, record, appliedSeq)) {
+        if (signal.aborted || this.#frozen) break;
+        const recording = this.#recordRestated(state, name, c, twin.id, record, done);
+        this.#stagings.add(recording);
+        try {
+          await recording;
+        } finally {
+          this.#stagings.delete(recording);
+        }
+        staged++;
+        continue;
+      }
       const upperDir = twin.layers.upperDir;
       // Not downloaded when it cannot fit (the disk may be freed: checked again next poll, not remembered).
       const need = bytesNeeded(record.counts) + (record.chunks?.bytes ?? 0);
       let room = await roomProblem(upperDir, need);
-      // A full checkpoint that fits once the tree it replaces is gone: that goes first (room-for-full.ts).
+      // A full checkpoint that fits once the tree it replaces is gone: that goes first (room-for-full.ts), but only
+      // into a twin whose upper dir is no trusted state anyway. A trusted one keeps what it staged, which boots, and
+      // waits for room: emptied, it would hold nothing that boots until the checkpoint is in.
       let emptyFirst = false;
-      if (room !== null && record.kind === 'full') {
+      if (room !== null && record.kind === 'full' && trusted) {
+        room = `${room} (its twin's upper dir, which holds staged commit ${applied.seq} of generation ${applied.generation}, is not emptied to make room: that is what boots)`;
+      } else if (room !== null && record.kind === 'full') {
         const fs = await statfs(upperDir);
         const free = fs.bavail * fs.bsize;
         // The twin's tree does not change while it is stopped and this commit waits: added up once per commit.
@@ -470,6 +493,37 @@ export class Stager {
       }
     }
     return staged;
+  }
+
+  /** Whether `record` is a full checkpoint whose content `name`'s twin holds already: it restates (sameAs) the commit
+   *  staged last, in this generation, and nothing since has been passed over or left half staged. The content equals
+   *  the staged state only because every commit up to it was staged into this twin (its parent chain). */
+  #restatesStaged(state: AppliedState, name: string, record: CommitRecord, appliedSeq: number | null): boolean {
+    return record.kind === 'full' && record.sameAs !== undefined && record.sameAs === record.parentSeq && appliedSeq === record.sameAs
+      && state.awaitFull?.[name] === undefined && !this.#pending.has(name);
+  }
+
+  /** Records a checkpoint the twin holds already (#restatesStaged) as staged: nothing is downloaded or written into
+   *  the twin. Its record was checked as every record is (signature, declared bounds); its blob is read by whoever
+   *  stages it from nothing. */
+  async #recordRestated(state: AppliedState, name: string, c: ContainerRuntimeState, twinId: string, record: CommitRecord, done: () => void): Promise<void> {
+    const now = await this.#o.runtime.twinState(name);
+    if (now.state === 'absent' || !stageable(now) || now.id !== twinId) throw new Error(`twin ${name} changed before full checkpoint ${record.seq} was recorded; nothing recorded`);
+    state.containers[name] = {
+      generation: record.generation, seq: record.seq, digest: record.digest, stagedAt: new Date().toISOString(), twinId,
+      ...(record.specDigest === undefined ? {} : { specDigest: record.specDigest }),
+    };
+    this.#journal.fullStaged(state, name);
+    done();
+    c.gap = null;
+    state.cursor = this.#journal.durableCursor();
+    await this.#o.file.save(state);
+    c.blocked = null;
+    c.lastError = null;
+    c.refusedCommit = null;
+    this.#refused.staged(name, record.digest);
+    this.#o.metrics?.commitStaged(record.kind);
+    this.#o.log.info('full checkpoint recorded without staging: the twin holds its content (it staged the commit the checkpoint restates)', { container: name, seq: record.seq, sameAs: record.sameAs });
   }
 
   /** Held durably first (an emptied upper dir is no state of the container: it must not boot), then emptied. */

@@ -21,6 +21,9 @@ export interface PublishInput {
   chunks?: CommitChunks;
   /** The spec the commit belongs to (CommitRecord.specDigest). */
   specDigest?: Digest;
+  /** A full commit whose content is what the container shipped by this seq (CommitRecord.sameAs): written only when
+   *  it is the record's parentSeq (a commit that turned out to have landed after all comes between: left out). */
+  sameAs?: Seq;
 }
 
 export interface JournalWriterOptions {
@@ -78,6 +81,8 @@ export class JournalWriter {
   readonly #writer: string;
   #lastSeq: Seq;
   readonly #containers = new Map<string, Seq>();
+  /** Seq of the newest full checkpoint per container, written into the head (Head.lastFull). */
+  readonly #lastFull = new Map<string, Seq>();
   /** The tail of the publication chain; every publish waits for the one before it. */
   #tail: Promise<unknown> = Promise.resolve();
   /** A record write that failed on our side may still have landed; resolved before the next seq is chosen. */
@@ -107,6 +112,7 @@ export class JournalWriter {
     this.#metrics = opts.metrics;
     this.#lastSeq = opts.head?.seq ?? asSeq(0);
     for (const [name, s] of Object.entries(opts.head?.containers ?? {})) this.#containers.set(name, s);
+    for (const [name, s] of Object.entries(opts.head?.lastFull ?? {})) this.#lastFull.set(name, s);
   }
 
   get lastSeq(): Seq {
@@ -115,6 +121,11 @@ export class JournalWriter {
 
   lastSeqOf(container: string): Seq {
     return this.#containers.get(container) ?? asSeq(0);
+  }
+
+  /** Seq of the newest full checkpoint of `container` published in this generation; 0 when none is known. */
+  lastFullOf(container: string): Seq {
+    return this.#lastFull.get(container) ?? asSeq(0);
   }
 
   /** True when the last head write failed; the background retry (or the next publish, or flushHead) writes it again. */
@@ -176,10 +187,11 @@ export class JournalWriter {
     await this.#beforePublish?.();
     await this.#settleUncertain();
     const seq = asSeq(this.#lastSeq + 1);
+    const parentSeq = this.lastSeqOf(input.container);
     const rec: CommitRecord = {
       version: 1,
       seq,
-      parentSeq: this.lastSeqOf(input.container),
+      parentSeq,
       generation: this.#generation,
       container: input.container,
       digest: input.digest,
@@ -191,7 +203,11 @@ export class JournalWriter {
       publishedAt: new Date().toISOString(),
       writer: this.#writer,
       ...(input.specDigest === undefined ? {} : { specDigest: input.specDigest }),
+      ...(input.kind === 'full' && input.sameAs !== undefined && input.sameAs === parentSeq ? { sameAs: parentSeq } : {}),
     };
+    if (input.sameAs !== undefined && rec.sameAs === undefined) {
+      this.#log.info('checkpoint published without sameAs: its parent is not the commit its content was compared with', { container: input.container, seq, parentSeq, sameAs: input.sameAs });
+    }
     try {
       await this.#bucket.writeRecord(rec);
     } catch (err) {
@@ -230,6 +246,7 @@ export class JournalWriter {
   #advance(rec: CommitRecord): void {
     this.#lastSeq = rec.seq;
     this.#containers.set(rec.container, rec.seq);
+    if (rec.kind === 'full') this.#lastFull.set(rec.container, rec.seq);
   }
 
   /** After a failed record write: if the record is in the bucket after all, it counts; else its seq is free. */
@@ -257,6 +274,7 @@ export class JournalWriter {
       writer: this.#writer,
       updatedAt: new Date().toISOString(),
       containers: Object.fromEntries(this.#containers),
+      lastFull: Object.fromEntries(this.#lastFull),
     };
     try {
       await this.#bucket.writeHead(head);
@@ -292,10 +310,14 @@ export async function recoverHead(bucket: Bucket, g: Generation): Promise<Head |
   let seq = start?.seq ?? asSeq(0);
   let writer = start?.writer;
   const containers: Record<string, Seq> = { ...(start?.containers ?? {}) };
+  // A head written before heads recorded them has none: the writer then names the checkpoints it publishes from
+  // here on, and pullers read the journal from the start for the others (as they did before).
+  const lastFull: Record<string, Seq> = { ...(start?.lastFull ?? {}) };
   let moved = false;
   for await (const item of bucket.listRecords(g, seq)) {
     if ('record' in item) {
       containers[item.record.container] = item.seq;
+      if (item.record.kind === 'full') lastFull[item.record.container] = item.seq;
       writer ??= item.record.writer;
     }
     seq = item.seq;
@@ -306,7 +328,7 @@ export async function recoverHead(bucket: Bucket, g: Generation): Promise<Head |
     // Only unusable records and no head: nothing tells who wrote this generation.
     throw new TwinlayerError('HEAD_UNRECOVERABLE', `generation ${g} has journal entries but neither a head nor a readable record`, { key: bucket.headKey(g) });
   }
-  const head: Head = { version: 1, generation: g, seq, writer, updatedAt: new Date().toISOString(), containers };
+  const head: Head = { version: 1, generation: g, seq, writer, updatedAt: new Date().toISOString(), containers, lastFull };
   await bucket.writeHead(head);
   return head;
 }

@@ -49,6 +49,14 @@ export interface CommitRecord {
    * Absent in records written before it was recorded.
    */
   specDigest?: Digest | undefined;
+  /**
+   * On a full checkpoint: its parentSeq, when the writer found the container exactly as it had shipped it by that
+   * commit (the same files, each with the same stat, as its tracker's shipped state). A standby that staged that
+   * commit into a twin it trusts already holds this checkpoint's content: it records the checkpoint without staging
+   * it. Absent on a checkpoint that carries changes of its own (it is staged as any full commit), and in records
+   * written before it was recorded.
+   */
+  sameAs?: Seq | undefined;
 }
 
 export interface Head {
@@ -60,6 +68,13 @@ export interface Head {
   updatedAt: string;
   /** Last seq per container. */
   containers: Record<string, Seq>;
+  /**
+   * Seq of the newest full checkpoint per container (a container whose first commit of the generation is still to
+   * come has none): a puller that starts a container from nothing lists the journal from there, not from seq 1.
+   * Untrusted like every bucket object: the puller reads the record it names and falls back to the whole journal
+   * unless it is a full commit of that container. Absent in heads written before it was recorded.
+   */
+  lastFull?: Record<string, Seq> | undefined;
 }
 
 /** Who owns a generation, and from what it started (DESIGN.md "Roles, promotion, fencing"). */
@@ -146,7 +161,11 @@ export const commitRecordSchema: z.ZodType<CommitRecord> = z.strictObject({
   writer,
   chunks: z.strictObject({ digest, size: count, files: count, count, bytes: count }).optional(),
   specDigest: digest.optional(),
-}).refine((r) => r.parentSeq < r.seq, { message: 'parentSeq must be below seq', path: ['parentSeq'] });
+  sameAs: seq.optional(),
+}).refine((r) => r.parentSeq < r.seq, { message: 'parentSeq must be below seq', path: ['parentSeq'] })
+  .refine((r) => r.sameAs === undefined || (r.kind === 'full' && r.sameAs === r.parentSeq), {
+    message: 'sameAs is only on a full commit, and names its parentSeq', path: ['sameAs'],
+  });
 
 export const headSchema: z.ZodType<Head> = z.strictObject({
   version: z.literal(1),
@@ -155,7 +174,11 @@ export const headSchema: z.ZodType<Head> = z.strictObject({
   writer,
   updatedAt: isoTime,
   containers: z.record(container, seq),
-}).refine((h) => Object.values(h.containers).every((s) => s <= h.seq), { message: 'a container seq is above the head seq', path: ['containers'] });
+  lastFull: z.record(container, seq).optional(),
+}).refine((h) => Object.values(h.containers).every((s) => s <= h.seq), { message: 'a container seq is above the head seq', path: ['containers'] })
+  .refine((h) => Object.entries(h.lastFull ?? {}).every(([name, s]) => s <= (h.containers[name] ?? 0)), {
+    message: 'a full checkpoint seq is above its container\'s last seq, or names a container the head does not', path: ['lastFull'],
+  });
 
 export const claimSchema: z.ZodType<Claim> = z.strictObject({
   version: z.literal(1),

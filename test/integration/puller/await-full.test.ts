@@ -37,7 +37,8 @@ describe('journal follower: waits for a full checkpoint, bounded queues', () => 
 
   function newCase(): {
     bucket: Bucket; file: AppliedStateFile; follower: (maxQueued?: number) => { j: JournalFollower; cs: ContainerStates };
-    publish: (name: string, kind?: 'full' | 'delta') => Promise<number>;
+    /** `sameAs`: a full checkpoint restating the container's previous record. */
+    publish: (name: string, kind?: 'full' | 'delta', sameAs?: boolean) => Promise<number>;
   } {
     caseNo++;
     const group = `a${caseNo}`;
@@ -52,9 +53,9 @@ describe('journal follower: waits for a full checkpoint, bounded queues', () => 
         const j = new JournalFollower({ bucket, log: silentLogger, file, generationCheckEvery: 1, maxRecordsPerPoll: 10_000, ...(maxQueued === undefined ? {} : { maxQueued }) }, cs);
         return { j, cs };
       },
-      publish: async (name, kind = 'delta') => {
+      publish: async (name, kind = 'delta', sameAs) => {
         seq++;
-        await bucket.writeRecord(craftRecord({ seq, parentSeq: head[name] ?? 0, container: name, kind, digest: DIGEST, size: 100 }));
+        await bucket.writeRecord(craftRecord({ seq, parentSeq: head[name] ?? 0, container: name, kind, digest: DIGEST, size: 100, ...(sameAs ? { sameAs: head[name] ?? 0 } : {}) }));
         head[name] = seq;
         await writeHead(bucket, seq, head);
         return seq;
@@ -116,6 +117,35 @@ describe('journal follower: waits for a full checkpoint, bounded queues', () => 
     assert.equal(state.awaitFull, undefined);
     assert.equal(await stageHead(c, j, cs, state, 'stuck'), after);
     assert.equal((await c.file.load('x')).cursor, after);
+  });
+
+  it('keeps the deltas queued before a checkpoint that restates the last of them; any other full commit replaces them', async () => {
+    const c = newCase();
+    const { j, cs } = c.follower();
+    const state = await c.file.load('x');
+    await c.publish('web', 'full');
+    await j.followNewestGeneration(state);
+    await j.readNew(state);
+    await stageHead(c, j, cs, state, 'web');
+    const d1 = await c.publish('web');
+    const d2 = await c.publish('web');
+    const restating = await c.publish('web', 'full', true);
+    const d3 = await c.publish('web');
+    await j.readNew(state);
+    // Behind by two deltas: they are staged, then the checkpoint is recorded (the stager's part, checkpoint-trusted).
+    assert.deepEqual(cs.get('web').queue.map((r) => r.seq), [d1, d2, restating, d3]);
+    const full = await c.publish('web', 'full');
+    await j.readNew(state);
+    assert.deepEqual(cs.get('web').queue.map((r) => r.seq), [full], 'a checkpoint with changes of its own replaces the queue');
+    // With nothing queued (its parent was staged and left the queue) a restating checkpoint is queued alone.
+    await stageHead(c, j, cs, state, 'web');
+    const d4 = await c.publish('web');
+    await j.readNew(state);
+    assert.deepEqual(cs.get('web').queue.map((r) => r.seq), [d4]);
+    cs.get('web').queue.pop();
+    const lone = await c.publish('web', 'full', true);
+    await j.readNew(state);
+    assert.deepEqual(cs.get('web').queue.map((r) => r.seq), [lone]);
   });
 
   it('bounds the queue of a container that cannot stage, not of one that only lags behind', async () => {

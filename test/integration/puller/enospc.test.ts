@@ -9,13 +9,14 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, readdir, rm, statfs, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readFile, readdir, rm, statfs, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 import { DockerRuntime } from '../../../src/docker/index.js';
 import type { Puller } from '../../../src/puller/index.js';
+import { AppliedStateFile } from '../../../src/puller/applied-state.js';
 import type { S3BlobStore } from '../../../src/store/index.js';
 import { dockerCli, startEngine, type Engine } from '../../../src/lab/engine.js';
 import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
@@ -151,7 +152,7 @@ describe('puller on a standby whose disk is full', { timeout: 240_000 }, () => {
     assert.equal(await reason(), '');
   });
 
-  it('stages a full checkpoint that fits only in place of the tree it replaces: the twin is held and emptied first, never when that would not make room', async () => {
+  it('never empties a twin that holds a trusted state: a checkpoint restating it is recorded, another waits for room; an untrusted one is emptied first when that makes room', async () => {
     if (!engine) throw new Error('no engine');
     // The first case left its twin holding most of the small file system, and imported the image already.
     await dockerCli(engine, ['rm', '-f', NAME]);
@@ -161,43 +162,74 @@ describe('puller on a standby whose disk is full', { timeout: 240_000 }, () => {
     const bucket = bucketFor(store, group);
     await bucket.putSpec(name, twinSpec(name, imageId));
     let seq = 0;
-    const publishFull = async (tar: Buffer): Promise<number> => {
+    const publishFull = async (tar: Buffer, sameAs = false): Promise<number> => {
       const blob = await putBlob(store, bucket, gz(tar));
+      const parentSeq = seq;
       seq++;
-      await bucket.writeRecord(craftRecord({ seq, parentSeq: 0, container: name, kind: 'full', ...blob }));
+      await bucket.writeRecord(craftRecord({ seq, parentSeq, container: name, kind: 'full', ...blob, ...(sameAs ? { sameAs: parentSeq } : {}) }));
       await writeHead(bucket, seq, { [name]: seq });
       return seq;
     };
     const stateDir = join(base, 'state-full');
     const { log, lines } = collectingLogger();
-    const p = await openPuller({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath, bucket, group, stateDir, log });
+    let p = await openPuller({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath, bucket, group, stateDir, log });
     const free0 = (await statfs(mnt)).bavail * (await statfs(mnt)).bsize;
     const old = randomBytes(Math.floor(free0 / 3));
+    const waits = (): string[] => lines.filter((l) => l.includes('staging waits for free disk space'));
     try {
-      await publishFull(tarOf([tarFile('old.bin', old), tarFile('keep', 'first')]));
+      const first = [tarFile('old.bin', old), tarFile('keep', 'first')];
+      await publishFull(tarOf(first));
       await p.pollOnce();
       assert.equal(await appliedSeq(stateDir, group, name), 1);
       const runtime = new DockerRuntime({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath });
       const twin = await runtime.twinState(name);
       if (twin.state === 'absent') assert.fail('twin created');
       const upper = twin.layers.upperDir;
+      const oldIno = (await lstat(join(upper, 'old.bin'))).ino;
       const status = async (): Promise<string> => (await p.status()).containers.find((c) => c.name === name)?.reason ?? '';
       const leave = Math.floor(free0 / 6);
       const held = await ballast(leave, 1_000_000);
       try {
         const left = (await statfs(mnt)).bavail * (await statfs(mnt)).bsize;
-        // Larger than the free space and the old tree together: it waits, and the twin is left as it is.
-        await publishFull(tarOf([tarFile('huge.bin', randomBytes(left + old.length + 4 * MB))]));
+        assert.ok(old.length > left, 'the twin\'s tree does not fit beside itself');
+        // A periodic checkpoint restating commit 1: recorded, nothing emptied or written (the old code emptied the twin
+        // and staged it again).
+        const restating = await publishFull(tarOf(first), true);
         await p.pollOnce();
-        assert.equal(await appliedSeq(stateDir, group, name), 1);
-        assert.match(await status(), /free.*not enough either/, await status());
-        assert.deepEqual((await readdir(upper)).sort(), ['keep', 'old.bin'], 'nothing emptied when that would not make room');
-        // Larger than the free space, smaller than it with the old tree gone: staged in its place.
+        assert.equal(await appliedSeq(stateDir, group, name), restating, `recorded: ${await status()}`);
+        assert.equal((await lstat(join(upper, 'old.bin'))).ino, oldIno, 'old.bin was not staged again');
+        assert.deepEqual((await readdir(upper)).sort(), ['keep', 'old.bin']);
+        assert.ok(!lines.some((l) => l.includes('emptying a twin')), 'nothing emptied');
+
+        // A full commit with changes of its own that fits only in place of the old tree: the trusted twin is not
+        // emptied for it; it waits for room and keeps what boots.
         const next = randomBytes(Math.floor((left + old.length) / 2));
         assert.ok(next.length > left, 'it does not fit beside the old tree');
         const fit = await publishFull(tarOf([tarFile('new.bin', next)]));
         await p.pollOnce();
-        assert.equal(await appliedSeq(stateDir, group, name), fit, `staged: ${await status()}`);
+        assert.equal(await appliedSeq(stateDir, group, name), restating, 'it waits');
+        assert.deepEqual((await readdir(upper)).sort(), ['keep', 'old.bin'], 'a trusted twin is never emptied to make room');
+        assert.match(await status(), /free.*not emptied to make room/, await status());
+        assert.ok(!lines.some((l) => l.includes('emptying a twin')), 'nothing emptied');
+
+        // The same twin untrusted (a commit interrupted by a restart of the machine, as recovery records it): emptied
+        // first, then staged; but not when even that would not make room.
+        await p.stop();
+        const file = new AppliedStateFile(stateDir, group);
+        const state = await file.load(group);
+        (state.held ??= {})[name] = 'a commit was interrupted by a restart of the machine, so its upper dir is not trusted; it boots once a full checkpoint is staged into it again';
+        await file.save(state);
+        const huge = await publishFull(tarOf([tarFile('huge.bin', randomBytes(left + old.length + 4 * MB))]));
+        p = await openPuller({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath, bucket, group, stateDir, log });
+        await p.pollOnce();
+        // Restaged from the journal (a held twin is): it holds no staged commit until a full checkpoint is staged.
+        assert.equal(await appliedSeq(stateDir, group, name), 0);
+        assert.ok(waits().some((l) => l.includes(`"seq":${huge}`) && /not enough either/.test(l)), 'waits: emptying would not make room');
+        assert.deepEqual((await readdir(upper)).sort(), ['keep', 'old.bin'], 'nothing emptied when that would not make room');
+        const fitAgain = await publishFull(tarOf([tarFile('new.bin', next)]));
+        assert.ok(fitAgain > fit);
+        await p.pollOnce();
+        assert.equal(await appliedSeq(stateDir, group, name), fitAgain, `staged: ${await status()}`);
         assert.deepEqual(await readdir(upper), ['new.bin']);
         assert.equal(sha256(await readFile(join(upper, 'new.bin'))), sha256(next));
         assert.equal(await status(), '', 'no longer held');

@@ -160,7 +160,11 @@ export function gz(tar: Buffer): Buffer {
 }
 
 /** A commit record as a pusher writes it. */
-export function craftRecord(r: { generation?: number; seq: number; parentSeq: number; container: string; digest: Digest; size: number; kind?: 'delta' | 'full'; counts?: CommitCounts }): CommitRecord {
+export function craftRecord(r: {
+  generation?: number; seq: number; parentSeq: number; container: string; digest: Digest; size: number; kind?: 'delta' | 'full'; counts?: CommitCounts;
+  /** A full checkpoint restating its parent (CommitRecord.sameAs). */
+  sameAs?: number;
+}): CommitRecord {
   return {
     version: 1,
     seq: r.seq as Seq,
@@ -174,6 +178,7 @@ export function craftRecord(r: { generation?: number; seq: number; parentSeq: nu
     firstWriteAt: new Date().toISOString(),
     publishedAt: new Date().toISOString(),
     writer: WRITER,
+    ...(r.sameAs === undefined ? {} : { sameAs: r.sameAs as Seq }),
   };
 }
 

@@ -38,6 +38,24 @@ describe('commitRecordSchema', () => {
   });
 });
 
+describe('commitRecordSchema: sameAs', () => {
+  it('accepts a full checkpoint restating its parent', () => {
+    const full = { ...record(1, 5, 'web', 3), kind: 'full' as const, sameAs: 3 };
+    assert.deepEqual(commitRecordSchema.parse(JSON.parse(JSON.stringify(full))), full);
+  });
+  it('refuses sameAs on a delta, naming another seq than the parent, with no parent, or not a seq', () => {
+    const full = { ...record(1, 5, 'web', 3), kind: 'full' as const };
+    for (const b of [
+      { ...record(1, 5, 'web', 3), sameAs: 3 },
+      { ...full, sameAs: 2 },
+      { ...full, sameAs: 4 },
+      { ...full, parentSeq: 0, sameAs: 0 },
+      { ...full, sameAs: '3' },
+      { ...full, sameAs: 3.5 },
+    ]) assert.equal(commitRecordSchema.safeParse(b).success, false, JSON.stringify(b));
+  });
+});
+
 describe('headSchema', () => {
   const head = { version: 1, generation: 2, seq: 9, writer: 'host-a', updatedAt: new Date().toISOString(), containers: { web: 9, dns: 4 } };
   it('accepts a head, an empty generation included', () => {
@@ -47,6 +65,17 @@ describe('headSchema', () => {
   it('refuses extra fields, bad names and container seqs above the head', () => {
     for (const b of [{ ...head, x: 1 }, { ...head, containers: { '../x': 1 } }, { ...head, containers: { web: 10 } }, { ...head, containers: { web: 0 } }, { ...head, generation: -1 }]) {
       assert.equal(headSchema.safeParse(b).success, false, JSON.stringify(b));
+    }
+  });
+  it('accepts the full checkpoints per container, or none (a head of an older version)', () => {
+    const withFulls = { ...head, lastFull: { web: 7, dns: 4 } };
+    assert.deepEqual(headSchema.parse(withFulls), withFulls);
+    assert.equal(headSchema.safeParse({ ...head, lastFull: {} }).success, true);
+    assert.equal('lastFull' in headSchema.parse(head), false);
+  });
+  it('refuses a full checkpoint above its container\'s last seq, of a container the head does not name, or not a seq', () => {
+    for (const lastFull of [{ web: 10 }, { dns: 5 }, { fw: 1 }, { web: 0 }, { web: -1 }, { web: 1.5 }, { '../x': 1 }, { web: '3' }]) {
+      assert.equal(headSchema.safeParse({ ...head, lastFull }).success, false, JSON.stringify(lastFull));
     }
   });
 });

@@ -1,0 +1,163 @@
+// A caught-up standby and periodic checkpoints (issue 12 item 1, review of ckpt12): a checkpoint that restates the
+// commit the twin staged last (CommitRecord.sameAs) is recorded without fetching its blob or writing into the twin
+// (the files keep their inodes: staging renames new ones in), also when the twin was a few deltas behind when it was
+// read (they are staged first); a standby that starts the container from that checkpoint stages it whole. A real
+// engine, the real Puller, the embedded S3 server behind the fault proxy, which counts the blob GETs.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { lstat, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { DockerRuntime } from '../../../src/docker/index.js';
+import type { Puller } from '../../../src/puller/index.js';
+import type { Bucket, Digest, Seq, S3BlobStore } from '../../../src/store/index.js';
+import { startEngine, type Engine } from '../../../src/lab/engine.js';
+import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
+import { startFaultProxy, type FaultProxy } from '../../../src/lab/fault-proxy.js';
+import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
+import { file as tarFile, tarOf } from '../changeset/craft-tar.js';
+import { appliedSeq, bucketFor, collectingLogger, craftRecord, gz, openPuller, putBlob, twinSpec, WRITER } from './helpers.js';
+
+describe('a standby records a checkpoint it holds already', { timeout: 300_000 }, () => {
+  let base: string;
+  let s3: TestS3;
+  /** Straight to the server: what the test writes as the primary. */
+  let direct: S3BlobStore;
+  let proxy: FaultProxy;
+  /** Through the proxy: what the pullers read. */
+  let viaProxy: S3BlobStore;
+  let engine: Engine;
+  let runtime: DockerRuntime;
+  let imageId: string;
+  const pullers: Puller[] = [];
+  const gets = new Map<string, number>();
+
+  before(async () => {
+    base = await mkdtemp(join(tmpdir(), 'tl-ckpt-trusted-'));
+    s3 = await withS3();
+    direct = testS3Store(s3);
+    proxy = await startFaultProxy(s3.endpoint);
+    viaProxy = testS3Store({ endpoint: proxy.endpoint, bucket: s3.bucket });
+    proxy.onAnswer((a) => {
+      if (a.method === 'GET') gets.set(a.path, (gets.get(a.path) ?? 0) + 1);
+    });
+    engine = await startEngine({ name: 'puller-ck' });
+    runtime = new DockerRuntime({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath });
+    imageId = await importBusyboxImage(engine.socketPath, 'tl-busybox:puller');
+  });
+
+  after(async () => {
+    const errors: unknown[] = [];
+    for (const p of pullers) await p.stop().catch((e: unknown) => errors.push(e));
+    direct?.destroy();
+    viaProxy?.destroy();
+    await proxy?.close().catch((e: unknown) => errors.push(e));
+    await engine?.stop().catch((e: unknown) => errors.push(e));
+    await s3?.close().catch((e: unknown) => errors.push(e));
+    if (base) await rm(base, { recursive: true, force: true });
+    if (errors.length > 0) throw new AggregateError(errors, 'cleanup failed');
+  });
+
+  /** GETs of the blob `digest` of `group` (another group's journal may hold a blob of the same bytes). */
+  const blobGets = (group: string, digest: Digest): number =>
+    [...gets.entries()].filter(([path]) => path.includes(`/${group}/`) && path.includes(digest)).reduce((n, [, c]) => n + c, 0);
+
+  /** A journal of one container, written as its primary writes it; the head names its newest full checkpoint. */
+  function journal(group: string, name: string) {
+    const writer = bucketFor(direct, group);
+    const files = new Map<string, string>();
+    const blobs = new Map<number, Digest>();
+    let seq = 0;
+    let lastFull = 0;
+    /** `changes` are written into the container; a full commit carries every file, `sameAs` restating its parent. */
+    const publish = async (changes: Record<string, string>, kind: 'delta' | 'full' = 'delta', sameAs = false): Promise<number> => {
+      for (const [p, body] of Object.entries(changes)) files.set(p, body);
+      const shipped = kind === 'full' ? [...files] : Object.entries(changes);
+      const blob = await putBlob(direct, writer, gz(tarOf(shipped.map(([p, body]) => tarFile(p, body)))));
+      const parentSeq = seq;
+      seq++;
+      await writer.writeRecord(craftRecord({ seq, parentSeq, container: name, kind, ...blob, ...(sameAs ? { sameAs: parentSeq } : {}) }));
+      if (kind === 'full') lastFull = seq;
+      blobs.set(seq, blob.digest);
+      await writer.writeHead({
+        version: 1, generation: 1 as never, seq: seq as Seq, writer: WRITER, updatedAt: new Date().toISOString(),
+        containers: { [name]: seq as Seq }, lastFull: { [name]: lastFull as Seq },
+      });
+      return seq;
+    };
+    return { writer, files, blobs, publish };
+  }
+
+  async function open(group: string, name: string, tag: string): Promise<{ p: Puller; stateDir: string; lines: string[]; reader: Bucket }> {
+    const reader = bucketFor(viaProxy, group);
+    await reader.putSpec(name, twinSpec(name, imageId));
+    const stateDir = join(base, `${group}-${tag}`);
+    await mkdir(stateDir, { recursive: true });
+    const { log, lines } = collectingLogger();
+    const p = await openPuller({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath, bucket: reader, group, stateDir, log });
+    pullers.push(p);
+    return { p, stateDir, lines, reader };
+  }
+
+  async function stagedBy(p: Puller, stateDir: string, group: string, name: string, seq: number): Promise<void> {
+    for (let i = 0; i < 20 && (await appliedSeq(stateDir, group, name)) < seq; i++) await p.pollOnce();
+    const status = (await p.status()).containers.find((c) => c.name === name);
+    assert.equal(await appliedSeq(stateDir, group, name), seq, `${name} staged ${seq}: ${JSON.stringify(status)}`);
+    assert.equal(status?.reason, undefined, 'nothing wrong');
+  }
+
+  async function upperOf(name: string): Promise<string> {
+    const t = await runtime.twinState(name);
+    if (t.state === 'absent') assert.fail(`twin ${name} exists`);
+    return t.layers.upperDir;
+  }
+
+  const inode = async (path: string): Promise<number> => (await lstat(path)).ino;
+
+  it('records a checkpoint restating what the twin staged without fetching it or writing into the twin, also a few deltas behind', async () => {
+    const group = 'ck-caught-up';
+    const name = 'ck-web';
+    const j = journal(group, name);
+    const { p, stateDir, lines } = await open(group, name, 'a');
+    await j.publish({ a: 'one', b: 'two' }, 'full');
+    await stagedBy(p, stateDir, group, name, 1);
+    await j.publish({ c: 'three' });
+    await stagedBy(p, stateDir, group, name, 2);
+    const upper = await upperOf(name);
+    const before = { a: await inode(join(upper, 'a')), c: await inode(join(upper, 'c')) };
+
+    const restating = await j.publish({}, 'full', true);
+    await stagedBy(p, stateDir, group, name, restating);
+    assert.equal(blobGets(group, j.blobs.get(restating)!), 0, 'its blob was not fetched');
+    assert.deepEqual({ a: await inode(join(upper, 'a')), c: await inode(join(upper, 'c')) }, before, 'nothing was written into the twin');
+    assert.ok(lines.some((l) => l.includes('full checkpoint recorded without staging') && l.includes(name)), 'logged');
+
+    // Two deltas, a checkpoint restating the second, a delta after it: read in one poll, the deltas are staged and the
+    // checkpoint recorded.
+    await j.publish({ d: 'four' });
+    await j.publish({ e: 'five' });
+    const second = await j.publish({}, 'full', true);
+    const last = await j.publish({ f: 'six' });
+    await stagedBy(p, stateDir, group, name, last);
+    assert.equal(blobGets(group, j.blobs.get(second)!), 0, 'its blob was not fetched');
+    assert.equal(await inode(join(upper, 'a')), before.a);
+    for (const [path, body] of j.files) assert.equal(await readFile(join(upper, path), 'utf8'), body, path);
+  });
+
+  it('a standby that starts the container from a restating checkpoint stages it whole', async () => {
+    const group = 'ck-fresh';
+    const name = 'ck-new';
+    const j = journal(group, name);
+    await j.publish({ a: 'one' }, 'full');
+    await j.publish({ b: 'two' });
+    const restating = await j.publish({}, 'full', true);
+    const after = await j.publish({ c: 'three' });
+    const { p, stateDir } = await open(group, name, 'b');
+    await stagedBy(p, stateDir, group, name, after);
+    assert.equal(blobGets(group, j.blobs.get(1)!), 0, 'it started at the checkpoint the head names');
+    assert.equal(blobGets(group, j.blobs.get(restating)!), 1, 'the checkpoint was fetched and staged');
+    const upper = await upperOf(name);
+    for (const [path, body] of j.files) assert.equal(await readFile(join(upper, path), 'utf8'), body, path);
+  });
+});
