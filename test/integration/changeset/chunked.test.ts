@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
-import { mkdir, mkdtemp, open, readdir, readFile, rm, truncate, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, truncate, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import {
@@ -102,6 +102,8 @@ describe('large files in chunks, primary overlay to twin overlay through the buc
   }
 
   const at = (rel: string): string => join(primary.merged, rel);
+  /** 512-byte blocks the file at `path` allocates on disk. */
+  const blocksOf = async (path: string): Promise<number> => Number((await stat(path)).blocks);
 
   before(async () => {
     requireRoot();
@@ -182,6 +184,10 @@ describe('large files in chunks, primary overlay to twin overlay through the buc
     assert.ok(hole.uploaded < 2 * MiB, `a hole of 6 MiB uploaded ${hole.uploaded} bytes (zeros compress, repeat)`);
     await stage(hole.record);
     await assertEqual();
+    // The hole stays a hole in the twin: its zero chunks are not written. Dense, the file would take 9 MiB.
+    const blocks = { primary: await blocksOf(join(primary.upper, 'var/log/app.log')), twin: await blocksOf(join(twin.upper, 'var/log/app.log')) };
+    assert.ok(Math.abs(blocks.twin - blocks.primary) * 512 <= maxChunkBytes + 64 * 1024, `the twin's file allocates about what the primary's does: ${JSON.stringify(blocks)} blocks of 512 bytes`);
+    assert.ok(blocks.twin * 512 < 5 * MiB, `the twin's file is sparse: ${JSON.stringify(blocks)} blocks of 512 bytes`);
     const copy = await readFile(at('var/log/app.log'));
     await writeFile(at('copy.bin'), copy);
     const copied = await ship();

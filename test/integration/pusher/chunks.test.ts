@@ -1,5 +1,5 @@
 // Large files as content-defined chunks end to end (issue 10): a busybox container on engine A appends to, edits in
-// the middle, truncates, extends with a hole, replaces and deletes a large file; the real
+// the middle, truncates, extends with a hole (a hole in the twin too), replaces and deletes a large file; the real
 // Pusher ships to the embedded S3 server and the real Puller stages into the twin on engine B. After each step the
 // twin's upper dir holds the primary's bytes (sha256 of the file in both upper dirs), and the bytes uploaded per
 // commit, counted at the store, stay within the issue's bounds (an edit: the chunks it changed, each once). A record
@@ -160,6 +160,11 @@ describe('large files in chunks, container to twin through the real pusher and p
     await exec(`truncate -s 20000000 /${FILE}`);
     assert.ok(await shipped() <= 2 * 1024 * 1024, 'a hole ships compressed zero chunks, each once');
     await converged();
+    // The twin's file keeps the hole (its zero chunks are not written): about the primary's 5 MB on disk, not 20 MB.
+    const twin = await new DockerRuntime({ socketPath: engB!.socketPath, mountInfoPath: engB!.mountInfoPath }).twinState(NAME);
+    assert.ok(twin.state !== 'absent');
+    const blocks = { primary: Number((await stat(join(upperA, FILE))).blocks), twin: Number((await stat(join(twin.layers.upperDir, FILE))).blocks) };
+    assert.ok(Math.abs(blocks.twin - blocks.primary) * 512 <= maxChunkBytes + 64 * 1024, `the twin's file allocates about what the primary's does: ${JSON.stringify(blocks)} blocks of 512 bytes`);
     await exec(`head -c 3000000 /dev/urandom > /${FILE}`);
     await shipped();
     await converged();
