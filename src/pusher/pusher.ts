@@ -4,11 +4,12 @@ import { mkdir, rm } from 'node:fs/promises';
 import { writeFileDurable } from '../state/atomic-file.js';
 import { join } from 'node:path';
 import PQueue from 'p-queue';
-import { ChunkIndex, chunkIndexFile, UpperTracker, volumeTarPath, type SerializedIndex } from '../changeset/index.js';
+import { ChunkIndex, chunkIndexFile, defaultLimits, UpperTracker, volumeTarPath, type SerializedIndex } from '../changeset/index.js';
 import { specDigest, type DockerRuntime, type ProtectedContainer } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/index.js';
-import { asDigest, asSeq, JournalWriter, PackStore, type Bucket, type CommitRecord, type Digest, type Generation, type HeadStatus } from '../store/index.js';
+import { asDigest, asGeneration, asSeq, JournalWriter, PackStore, recoverHead, type Bucket, type CommitRecord, type Digest, type Generation, type Head, type HeadStatus } from '../store/index.js';
+import { learnChunksFromBucket, type LearnBounds } from './bucket-chunks.js';
 import { BurstCollector } from './burst.js';
 import { chooseGeneration, type WriterPosition } from './generation.js';
 import { ContainerReplicator, type ReplicatorStatus } from './replicator.js';
@@ -43,6 +44,8 @@ export interface PusherOptions {
   /** The chunk indexes a puller of this host kept of its twins (a promoted standby): a container whose twin it was
    *  starts with the places of its chunks known, so its first full commit uploads none the bucket holds. */
   chunkIndexDir?: string;
+  /** Bounds of what a pusher that knows no chunk reads of the newest chunk lists at start (bucket-chunks.ts). */
+  learnBounds?: Partial<LearnBounds>;
 }
 
 interface Watched {
@@ -105,6 +108,7 @@ export class Pusher {
       views: (now) => [...this.#watched.values()].map((w) => w.replicator.view(now, w.collector.firstChangeAt)),
     }) ?? null;
     log.info('pusher writing', { generation: position.generation, opened: position.opened, seq: position.head?.seq ?? 0 });
+    await this.#learnFromBucket(position.opened ? null : head);
     await this.discover();
     const discoverEvery = this.#opts.discoverIntervalMs ?? 2000;
     this.#timers.push(setInterval(() => void this.discover().catch((err: unknown) => log.warn('discovery failed', { err })), discoverEvery));
@@ -241,6 +245,28 @@ export class Pusher {
     log.info('protecting', { container: container.name, upperDir: upper, volumes: container.volumes.map((v) => `${v.name}:${v.destination}`), firstSync: needFull ? 'full' : 'reconcile' });
     collector.addReconcile();
     collector.flush();
+  }
+
+  /** Knowing no chunk of the bucket (no pack cache: a new host, a lost state dir), learns where the chunks of the
+   *  newest commits are from their chunk lists (bucket-chunks.ts): `head` when this pusher continues its generation,
+   *  else the newest earlier generation's. Best effort: a failure costs uploads, never a commit. */
+  async #learnFromBucket(own: Head | null): Promise<void> {
+    const { bucket, log, stateDir } = this.#opts;
+    const dir = join(stateDir, 'push', 'learn');
+    try {
+      if (await this.packs.remembered() > 0) return;
+      const g = this.#generation;
+      const head = own ?? (g !== null && g > 1 ? await recoverHead(bucket, asGeneration(g - 1)) : null);
+      if (head === null || Object.keys(head.containers).length === 0) return;
+      await rm(dir, { recursive: true, force: true });
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      const learnt = await learnChunksFromBucket({ bucket, packs: this.packs, head, limits: defaultLimits, log, dir, ...(this.#opts.learnBounds ? { bounds: this.#opts.learnBounds } : {}) });
+      log.info('chunks known from the chunk lists of the newest commits', { generation: head.generation, ...learnt });
+    } catch (err) {
+      log.warn('cannot learn the chunks the bucket holds; the first commits may upload some again', { err });
+    } finally {
+      await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+    }
   }
 
   /** Takes in the chunk index this host kept while `container` was its twin (same container id), if any. */
