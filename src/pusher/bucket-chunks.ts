@@ -4,7 +4,8 @@
 // lists of that commit and those below it down to its newest full checkpoint place every chunk of the container's
 // large files in a pack. A few small objects a container, bounded in count and bytes, against every byte of every
 // large file; no listing of the bucket and no pack is read. Each pack learnt is HEADed once before a commit relies
-// on it (PackStore), as a remembered one is.
+// on it (PackStore), as a remembered one is. A promoted standby does not need this (its twins' chunk indexes say the
+// same, without a request), nor does a pusher with its pack cache.
 // The lists are read as the standby reads them: named by a signed record, bounded from the record's totals before
 // the fetch, checked against their digest and parsed with the same limits (chunk-list.ts). A list that fails any of
 // this is passed over with a warning: learning only saves uploads, it never decides what a commit holds.
@@ -12,7 +13,7 @@ import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chunkListProblem, parseChunkList, type ChunkPlace, type Limits } from '../changeset/index.js';
 import type { Logger } from '../log/logger.js';
-import { commitChain, type Bucket, type Head, type PackStore } from '../store/index.js';
+import { commitChain, type Bucket, type Head, type PackStore, type Seq } from '../store/index.js';
 
 export interface LearnBounds {
   /** Records read per container, from its newest down to its newest full checkpoint. Default 64. */
@@ -21,9 +22,13 @@ export interface LearnBounds {
   maxLists: number;
   /** Stored bytes of the lists read in all (each one is held in memory while parsed). Default 64 MiB. */
   maxListBytes: number;
+  /** Containers walked at once. Default 4. */
+  concurrency: number;
+  /** No record or list is asked for after this long (ms): the pusher's first commits wait for this. Default 20 s. */
+  maxMs: number;
 }
 
-export const defaultLearnBounds: LearnBounds = { maxRecordsPerContainer: 64, maxLists: 256, maxListBytes: 64 * 1024 * 1024 };
+export const defaultLearnBounds: LearnBounds = { maxRecordsPerContainer: 64, maxLists: 256, maxListBytes: 64 * 1024 * 1024, concurrency: 4, maxMs: 20_000 };
 
 export interface LearnResult {
   lists: number;
@@ -43,14 +48,20 @@ export async function learnChunksFromBucket(o: {
 }): Promise<LearnResult> {
   const bounds = { ...defaultLearnBounds, ...o.bounds };
   const result: LearnResult = { lists: 0, chunks: 0, skipped: 0, truncated: false };
+  const deadline = Date.now() + bounds.maxMs;
+  // Counted when a fetch starts (walks run at once): the bounds hold however the fetches interleave.
+  let listsStarted = 0;
   let listBytes = 0;
   const g = o.head.generation;
-  for (const [name, seq] of Object.entries(o.head.containers).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-    for await (const item of commitChain(o.bucket, g, seq, name, { max: bounds.maxRecordsPerContainer, untilFull: true })) {
+  const containers = Object.entries(o.head.containers).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+
+  const walk = async (name: string, seq: Seq): Promise<void> => {
+    const chain = commitChain(o.bucket, g, seq, name, { max: bounds.maxRecordsPerContainer, untilFull: true });
+    for await (const item of chain) {
       if (!('record' in item)) {
         o.log.warn('a commit below the head cannot be read; its chunks are not learnt', { container: name, generation: g, seq: item.seq, reason: item.error });
         result.skipped++;
-        break;
+        return;
       }
       const declared = item.record.chunks;
       if (declared === undefined) continue;
@@ -60,12 +71,13 @@ export async function learnChunksFromBucket(o: {
         result.skipped++;
         continue;
       }
-      if (result.lists >= bounds.maxLists || listBytes + declared.size > bounds.maxListBytes) {
+      if (result.truncated || listsStarted >= bounds.maxLists || listBytes + declared.size > bounds.maxListBytes || Date.now() > deadline) {
         result.truncated = true;
-        return result;
+        return;
       }
+      listsStarted++;
       listBytes += declared.size;
-      const file = join(o.dir, `${item.record.seq}.chunks.json.gz`);
+      const file = join(o.dir, `${name}.${item.record.seq}.chunks.json.gz`);
       try {
         await o.bucket.downloadBlob(declared.digest, declared.size, file);
         const list = await parseChunkList(await readFile(file), declared, o.limits);
@@ -82,6 +94,21 @@ export async function learnChunksFromBucket(o: {
         await rm(file, { force: true });
       }
     }
-  }
+  };
+
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    for (let i = next++; i < containers.length; i = next++) {
+      if (result.truncated || Date.now() > deadline) {
+        result.truncated = true;
+        return;
+      }
+      const [name, seq] = containers[i]!;
+      await walk(name, seq);
+    }
+  };
+  // Every walk ends before this returns or throws: none is left downloading into `dir`.
+  const settled = await Promise.allSettled(Array.from({ length: Math.min(bounds.concurrency, containers.length) }, () => worker()));
+  for (const r of settled) if (r.status === 'rejected') throw r.reason;
   return result;
 }

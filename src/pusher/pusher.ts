@@ -1,6 +1,6 @@
 // The primary's daemon: finds protected containers, publishes their specs, watches their upper dirs and ships
 // every burst of changes as a commit. A periodic reconcile catches whatever the watcher missed.
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import { writeFileDurable } from '../state/atomic-file.js';
 import { join } from 'node:path';
 import PQueue from 'p-queue';
@@ -249,12 +249,13 @@ export class Pusher {
 
   /** Knowing no chunk of the bucket (no pack cache: a new host, a lost state dir), learns where the chunks of the
    *  newest commits are from their chunk lists (bucket-chunks.ts): `head` when this pusher continues its generation,
-   *  else the newest earlier generation's. Best effort: a failure costs uploads, never a commit. */
+   *  else the newest earlier generation's. Not a promoted standby: its twins' chunk indexes tell it the same.
+   *  Best effort: a failure costs uploads, never a commit. */
   async #learnFromBucket(own: Head | null): Promise<void> {
     const { bucket, log, stateDir } = this.#opts;
     const dir = join(stateDir, 'push', 'learn');
     try {
-      if (await this.packs.remembered() > 0) return;
+      if (await this.packs.remembered() > 0 || await this.#hasTwinIndexes()) return;
       const g = this.#generation;
       const head = own ?? (g !== null && g > 1 ? await recoverHead(bucket, asGeneration(g - 1)) : null);
       if (head === null || Object.keys(head.containers).length === 0) return;
@@ -267,6 +268,14 @@ export class Pusher {
     } finally {
       await rm(dir, { recursive: true, force: true }).catch(() => undefined);
     }
+  }
+
+  /** Whether this host kept chunk indexes of twins (a promoted standby): its containers learn from those. */
+  async #hasTwinIndexes(): Promise<boolean> {
+    const dir = this.#opts.chunkIndexDir;
+    if (dir === undefined) return false;
+    const names = await readdir(dir).catch(() => []);
+    return names.some((n) => n.endsWith('.json'));
   }
 
   /** Takes in the chunk index this host kept while `container` was its twin (same container id), if any. */

@@ -72,7 +72,7 @@ describe('a pusher that knows no chunk learns the newest chunk lists', { timeout
     return h;
   }
 
-  const learn = async (packs: PackStore, h: Head, bounds?: { maxLists?: number; maxListBytes?: number }): Promise<Awaited<ReturnType<typeof learnChunksFromBucket>>> => {
+  const learn = async (packs: PackStore, h: Head, bounds?: { maxLists?: number; maxListBytes?: number; maxMs?: number }): Promise<Awaited<ReturnType<typeof learnChunksFromBucket>>> => {
     const dir = join(base, `learn-${randomBytes(3).toString('hex')}`);
     await mkdir(dir);
     return learnChunksFromBucket({ bucket, packs, head: h, limits: defaultLimits, log, dir, ...(bounds ? { bounds } : {}) });
@@ -133,6 +133,8 @@ describe('a pusher that knows no chunk learns the newest chunk lists', { timeout
     const bytes = await learn(new PackStore(wrapped, bucket.layout), await head(), { maxListBytes: 1 });
     assert.equal(bytes.lists, 0);
     assert.equal(bytes.truncated, true);
+    const late = await learn(new PackStore(wrapped, bucket.layout), await head(), { maxMs: -1 });
+    assert.deepEqual([late.lists, late.truncated], [0, true], 'nothing is asked for past the deadline');
   });
 
   it('passes over a list refused from its record (never fetched) and a list not matching its digest', async () => {
