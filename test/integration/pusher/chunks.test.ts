@@ -86,6 +86,12 @@ describe('large files in chunks, container to twin through the real pusher and p
     }
   }
 
+  const newPusher = (stateDir: string): Pusher => new Pusher({
+    runtime: new DockerRuntime({ socketPath: engA!.socketPath, mountInfoPath: engA!.mountInfoPath }),
+    bucket, log, hostId: 'chunks-a', group: GROUP, label: 'twinlayer.enable', stateDir: join(base, stateDir), excludes: [],
+    debounceQuietMs: 5, debounceMaxMs: 20, uploadConcurrency: 4, reconcileIntervalMs: 600_000,
+  });
+
   before(async () => {
     requireRoot();
     base = await mkdtemp(join(tmpdir(), 'tl-chunks-'));
@@ -101,11 +107,7 @@ describe('large files in chunks, container to twin through the real pusher and p
     await dockerCli(engA, ['run', '-d', '--name', NAME, '--label', 'twinlayer.enable=true', '--network', 'none', IMAGE, 'sh', '-c', 'mkdir -p /data; while true; do sleep 1; done']);
     upperA = (await dockerCli(engA, ['inspect', '-f', '{{.GraphDriver.Data.UpperDir}}', NAME])).trim();
     bucket = bucketFor(wrapped, GROUP, log);
-    pusher = new Pusher({
-      runtime: new DockerRuntime({ socketPath: engA.socketPath, mountInfoPath: engA.mountInfoPath }),
-      bucket, log, hostId: 'chunks-a', group: GROUP, label: 'twinlayer.enable', stateDir: join(base, 'state-a'), excludes: [],
-      debounceQuietMs: 5, debounceMaxMs: 20, uploadConcurrency: 4, reconcileIntervalMs: 600_000,
-    });
+    pusher = newPusher('state-a');
     await pusher.start();
     puller = await openPuller({ socketPath: engB.socketPath, mountInfoPath: engB.mountInfoPath, bucket, group: GROUP, stateDir: join(base, 'state-b'), log });
   });
@@ -170,6 +172,25 @@ describe('large files in chunks, container to twin through the real pusher and p
     await converged();
     await exec(`rm /${FILE}`);
     await shipped();
+    await converged();
+  });
+
+  it('a pusher started again without its state dir uploads none of the chunks the bucket holds', async () => {
+    await exec(`head -c 3000000 /dev/urandom > /${FILE}`);
+    await shipped();
+    await converged();
+    await pusher!.stop();
+    // No pack cache: it learns the chunks of the newest commits from their lists, then ships a full commit.
+    const linesBefore = lines.length;
+    pusher = newPusher('state-a-lost');
+    await pusher.start();
+    await pusher.syncOnce();
+    const learnt = lines.slice(linesBefore).find((l) => l.includes('chunks known from the chunk lists of the newest commits'));
+    assert.ok(learnt !== undefined, `the pusher learnt from the bucket\n${lines.slice(linesBefore).join('\n')}`);
+    assert.equal(pusher.packs.stats.uploaded, 0, `chunks uploaded by the full commit of a file the bucket holds\n${learnt}`);
+    const seq = pusher.status().containers.find((c) => c.name === NAME)?.lastSeq ?? 0;
+    const rec = await bucket.readRecord(pusher.generation!, asSeq(seq));
+    assert.ok(rec?.kind === 'full' && (rec.chunks?.count ?? 0) > 0, `a full commit that ships the file in chunks: ${JSON.stringify(rec)}`);
     await converged();
   });
 
