@@ -249,7 +249,8 @@ export class Pusher {
 
   /** Knowing no chunk of the bucket (no pack cache: a new host, a lost state dir), learns where the chunks of the
    *  newest commits are from their chunk lists (bucket-chunks.ts): `head` when this pusher continues its generation,
-   *  else the newest earlier generation's. Not a promoted standby: its twins' chunk indexes tell it the same.
+   *  else the newest earlier generation's. Not a promoted standby (its twins' chunk indexes tell it the same), nor a
+   *  pusher that shipped these containers before (its pack cache would hold what it uploaded).
    *  Best effort: a failure costs uploads, never a commit. */
   async #learnFromBucket(own: Head | null): Promise<void> {
     const { bucket, log, stateDir } = this.#opts;
@@ -259,6 +260,10 @@ export class Pusher {
       const g = this.#generation;
       const head = own ?? (g !== null && g > 1 ? await recoverHead(bucket, asGeneration(g - 1)) : null);
       if (head === null || Object.keys(head.containers).length === 0) return;
+      // A pusher that shipped these containers before and has no pack cache never uploaded a chunk: a restart of the
+      // agent would only pay the reads (up to 64 records a container) for nothing.
+      const shipped = new Set(await readdir(join(stateDir, 'push', this.#opts.group)).catch(() => []));
+      if (Object.keys(head.containers).some((name) => shipped.has(`${name}.json`))) return;
       await rm(dir, { recursive: true, force: true });
       await mkdir(dir, { recursive: true, mode: 0o700 });
       const learnt = await learnChunksFromBucket({ bucket, packs: this.packs, head, limits: defaultLimits, log, dir, ...(this.#opts.learnBounds ? { bounds: this.#opts.learnBounds } : {}) });
