@@ -10,13 +10,16 @@
 //   same40   the same 20 MB file written in 40 containers (40 overlays, one bucket), one commit each
 //   new206   a new 206 MB file: ship (build + upload) and stage (download + validate + apply) times
 //   small    a 4 KiB file rewritten: ship and stage times
+//   edits    the chunker alone, no bucket: 4 KiB overwritten at a random place of 6 MiB of pseudo-random data, many
+//            times (--edit-trials=N, default 2000); the spread of the bytes of the chunks cut anew (what an edit
+//            uploads) against 2 x the average and 2 x the maximum chunk size (the issue's "<= 2 x the chunk size")
 // Shipped = stored bytes sent in PUTs (changesets, lists, packs); stored = the bucket's objects after the workload;
 // twin fetched = changesets, lists and the pack bytes of the twin's ranged GETs.
 // The embedded S3 server runs as its own process (`twinlayer s3`, from dist/: `npm run build` first), so its CPU does
 // not share the bench's event loop.
-// Usage: node --import tsx bench/chunking.ts [--only=append,edit,same40,new206,small] [--pack-mib=16] [--tag=T]   (root: overlay mounts). Prints a table, writes
+// Usage: node --import tsx bench/chunking.ts [--only=append,edit,same40,new206,small,edits] [--pack-mib=16] [--tag=T]   (root: overlay mounts). Prints a table, writes
 // bench/results/<date>-chunking[-T].json. The large files are pseudo-random (AES-CTR of zeros): they do not compress.
-import { createCipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { constants as fsc } from 'node:fs';
 import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
@@ -26,7 +29,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
-import { stageChangeset, UpperTracker } from '../src/changeset/index.js';
+import { avgChunkBytes, Chunker, maxChunkBytes, stageChangeset, UpperTracker } from '../src/changeset/index.js';
 import { openChunkedCommit } from '../src/puller/chunked-commit.js';
 import { uploadChunks } from '../src/pusher/chunk-upload.js';
 import { S3RVER_CREDENTIALS } from '../src/s3server/index.js';
@@ -290,13 +293,72 @@ async function smallWorkload(mode: string, chunked: boolean): Promise<Row> {
   });
 }
 
+interface EditSpread {
+  trials: number;
+  /** Bytes of the chunks cut anew by one 4 KiB edit: quantiles and the largest. */
+  bytes: { median: number; p90: number; p99: number; p999: number; max: number };
+  /** How many edits cut 1, 2, ... new chunks. */
+  chunksHistogram: Record<string, number>;
+  /** Share of edits whose new chunks exceed 2 x the average chunk size, and 2 x the maximum. */
+  over2xAvg: number;
+  over2xMax: number;
+}
+
+/** The chunks of `buf` (digest -> size). */
+async function cut(buf: Buffer): Promise<Map<string, number>> {
+  const c = new Chunker();
+  await c.update(buf);
+  return new Map((await c.end()).map((k) => [k.digest, k.size]));
+}
+
+/** The chunker alone: what one 4 KiB edit in the middle of a file makes new, over many edits (deterministic). */
+async function editSpread(trials: number): Promise<EditSpread> {
+  const data = Buffer.alloc(6 * MiB);
+  const sizes: number[] = [];
+  const hist: Record<string, number> = {};
+  for (let t = 0; t < trials; t++) {
+    // Fresh pseudo-random data each trial (AES-CTR keyed by the trial), edited past the first 2 MiB: the cuts before
+    // the edit are those of any file, and 4 MiB after it leave room for the cuts to come back in step.
+    const cipher = createCipheriv('aes-256-ctr', createHashKey(`spread ${t}`), Buffer.alloc(16));
+    cipher.update(data.fill(0)).copy(data);
+    const before = await cut(data);
+    const at = 2 * MiB + ((t * 7919) % MiB);
+    cipher.update(Buffer.alloc(4096)).copy(data, at);
+    const after = await cut(data);
+    const fresh = [...after].filter(([d]) => !before.has(d)).map(([, n]) => n);
+    sizes.push(fresh.reduce((a, b) => a + b, 0));
+    hist[String(fresh.length)] = (hist[String(fresh.length)] ?? 0) + 1;
+  }
+  const sorted = [...sizes].sort((a, b) => a - b);
+  const q = (p: number): number => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? 0;
+  return {
+    trials,
+    bytes: { median: q(0.5), p90: q(0.9), p99: q(0.99), p999: q(0.999), max: sorted.at(-1) ?? 0 },
+    chunksHistogram: hist,
+    over2xAvg: sizes.filter((n) => n > 2 * avgChunkBytes).length / trials,
+    over2xMax: sizes.filter((n) => n > 2 * maxChunkBytes).length / trials,
+  };
+}
+
+function createHashKey(seed: string): Buffer {
+  return createHash('sha256').update(seed).digest();
+}
+
 const fmt = (n: number): string => (n >= MB ? `${(n / MB).toFixed(2)} MB` : `${(n / 1000).toFixed(1)} kB`);
 
 async function main(): Promise<void> {
-  if (process.getuid?.() !== 0) throw new Error('bench/chunking.ts needs root (overlay mounts)');
   const rows: Row[] = [];
   const all = { append: appendWorkload, edit: editWorkload, same40: same40Workload, new206: new206Workload, small: smallWorkload };
   const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length).split(',');
+  if (process.getuid?.() !== 0 && Object.keys(all).some((id) => only === undefined || only.includes(id))) throw new Error('bench/chunking.ts needs root (overlay mounts)');
+  let spread: EditSpread | undefined;
+  if (only === undefined || only.includes('edits')) {
+    const trials = Number(process.argv.find((a) => a.startsWith('--edit-trials='))?.slice('--edit-trials='.length) ?? 2000);
+    if (!Number.isSafeInteger(trials) || trials < 1) throw new Error(`--edit-trials: expected a positive integer, got ${trials}`);
+    spread = await editSpread(trials);
+    const b = spread.bytes;
+    console.log(`4 KiB edits, chunker alone (${trials}): new chunk bytes median ${fmt(b.median)}, p90 ${fmt(b.p90)}, p99 ${fmt(b.p99)}, p99.9 ${fmt(b.p999)}, max ${fmt(b.max)}; over 2 x avg (${fmt(2 * avgChunkBytes)}) ${(spread.over2xAvg * 100).toFixed(2)} %, over 2 x max (${fmt(2 * maxChunkBytes)}) ${(spread.over2xMax * 100).toFixed(3)} %; new chunks per edit ${JSON.stringify(spread.chunksHistogram)}`);
+  }
   for (const [id, w] of Object.entries(all)) {
     if (only !== undefined && !only.includes(id)) continue;
     for (const [mode, chunked] of [['whole', false], ['chunks', true]] as const) {
@@ -308,7 +370,7 @@ async function main(): Promise<void> {
   const tag = process.argv.find((a) => a.startsWith('--tag='))?.slice('--tag='.length);
   const out = join(here, 'results', `${new Date().toISOString().slice(0, 10)}-chunking${tag === undefined ? '' : `-${tag}`}.json`);
   await mkdir(dirname(out), { recursive: true });
-  await writeFile(out, JSON.stringify({ date: new Date().toISOString(), node: process.version, packMiB, rows }, null, 1) + '\n');
+  await writeFile(out, JSON.stringify({ date: new Date().toISOString(), node: process.version, packMiB, rows, ...(spread === undefined ? {} : { editSpread: spread }) }, null, 1) + '\n');
   console.log(`wrote ${out}`);
 }
 

@@ -113,6 +113,17 @@ async function openInTwin(roots: TreeRoots, path: string): Promise<FileHandle | 
   return fh;
 }
 
+const zeros = Buffer.alloc(64 * 1024);
+
+/** Whether every byte of `buf` is zero (memcmp against a block of zeros, a block at a time). */
+export function isZeros(buf: Buffer): boolean {
+  for (let off = 0; off < buf.length; off += zeros.length) {
+    const n = Math.min(zeros.length, buf.length - off);
+    if (!buf.subarray(off, off + n).equals(zeros.subarray(0, n))) return false;
+  }
+  return true;
+}
+
 async function readAt(fh: FileHandle, size: number, offset: number): Promise<Buffer | null> {
   const buf = Buffer.allocUnsafe(size);
   let got = 0;
@@ -221,11 +232,14 @@ export class ChunkSupply {
     for (const r of settled) if (r.status === 'rejected') throw r.reason;
   }
 
-  /** Writes `f`'s content into `out` from offset 0 and checks the whole file against its digest (ChangesetRejectedError
-   *  when the list's chunks do not make the file it names). */
+  /** Writes `f`'s content into `out` (a new, empty file) from offset 0 and checks the whole file against its digest
+   *  (ChangesetRejectedError when the list's chunks do not make the file it names). A chunk of zeros is not written
+   *  but left a hole, and the file's length set at the end: a sparse file on the primary (extended with `truncate -s`,
+   *  a VM image, a database's preallocated pages) stays sparse in the twin instead of taking its full size on disk. */
   async write(out: FileHandle, f: ListedFile): Promise<void> {
     const whole = createHash('sha256');
     let pos = 0;
+    let skipped = false;
     // A fetched range holds neighbours in file order: its file stays open while the chunks read come from it.
     const fetched: { file: string | null; fh: FileHandle | null } = { file: null, fh: null };
     try {
@@ -248,6 +262,11 @@ export class ChunkSupply {
         // the whole file's digest below checks them again at once.
         if (buf === null) throw new Error(`chunk ${digest} is shorter than ${size} bytes now`);
         whole.update(buf);
+        if (isZeros(buf)) {
+          pos += buf.length;
+          skipped = true;
+          continue;
+        }
         let off = 0;
         while (off < buf.length) {
           const { bytesWritten } = await out.write(buf, off, buf.length - off, pos);
@@ -260,6 +279,8 @@ export class ChunkSupply {
     }
     const actual = whole.digest('hex');
     if (actual !== f.digest) throw new ChangesetRejectedError(`the file assembled from its chunks has sha256 ${actual}, the chunk list says ${f.digest}`, { entry: f.path });
+    // Zeros left unwritten at the end: the length is the list's (which the digest just vouched for), the rest a hole.
+    if (skipped) await out.truncate(pos);
   }
 
   async close(): Promise<void> {

@@ -1,14 +1,15 @@
 // The primary's daemon: finds protected containers, publishes their specs, watches their upper dirs and ships
 // every burst of changes as a commit. A periodic reconcile catches whatever the watcher missed.
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import { writeFileDurable } from '../state/atomic-file.js';
 import { join } from 'node:path';
 import PQueue from 'p-queue';
-import { ChunkIndex, chunkIndexFile, UpperTracker, volumeTarPath, type SerializedIndex } from '../changeset/index.js';
+import { ChunkIndex, chunkIndexFile, defaultLimits, UpperTracker, volumeTarPath, type SerializedIndex } from '../changeset/index.js';
 import { specDigest, type DockerRuntime, type ProtectedContainer } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/index.js';
-import { asDigest, asSeq, JournalWriter, PackStore, type Bucket, type CommitRecord, type Digest, type Generation, type HeadStatus } from '../store/index.js';
+import { asDigest, asGeneration, asSeq, JournalWriter, PackStore, recoverHead, type Bucket, type CommitRecord, type Digest, type Generation, type Head, type HeadStatus } from '../store/index.js';
+import { learnChunksFromBucket, type LearnBounds } from './bucket-chunks.js';
 import { BurstCollector } from './burst.js';
 import type { CheckpointPolicy } from './checkpoint-policy.js';
 import { chooseGeneration, type WriterPosition } from './generation.js';
@@ -46,6 +47,8 @@ export interface PusherOptions {
   chunkIndexDir?: string;
   /** When a container's next commit is a full checkpoint (checkpoint-policy.ts); default DEFAULT_CHECKPOINT_POLICY. */
   checkpoints?: CheckpointPolicy;
+  /** Bounds of what a pusher that knows no chunk reads of the newest chunk lists at start (bucket-chunks.ts). */
+  learnBounds?: Partial<LearnBounds>;
 }
 
 interface Watched {
@@ -108,6 +111,7 @@ export class Pusher {
       views: (now) => [...this.#watched.values()].map((w) => w.replicator.view(now, w.collector.firstChangeAt)),
     }) ?? null;
     log.info('pusher writing', { generation: position.generation, opened: position.opened, seq: position.head?.seq ?? 0 });
+    await this.#learnFromBucket(position.opened ? null : head);
     await this.discover();
     const discoverEvery = this.#opts.discoverIntervalMs ?? 2000;
     this.#timers.push(setInterval(() => void this.discover().catch((err: unknown) => log.warn('discovery failed', { err })), discoverEvery));
@@ -246,6 +250,42 @@ export class Pusher {
     log.info('protecting', { container: container.name, upperDir: upper, volumes: container.volumes.map((v) => `${v.name}:${v.destination}`), firstSync: needFull ? 'full' : 'reconcile' });
     collector.addReconcile();
     collector.flush();
+  }
+
+  /** Knowing no chunk of the bucket (no pack cache: a new host, a lost state dir), learns where the chunks of the
+   *  newest commits are from their chunk lists (bucket-chunks.ts): `head` when this pusher continues its generation,
+   *  else the newest earlier generation's. Not a promoted standby (its twins' chunk indexes tell it the same), nor a
+   *  pusher that shipped these containers before (its pack cache would hold what it uploaded).
+   *  Best effort: a failure costs uploads, never a commit. */
+  async #learnFromBucket(own: Head | null): Promise<void> {
+    const { bucket, log, stateDir } = this.#opts;
+    const dir = join(stateDir, 'push', 'learn');
+    try {
+      if (await this.packs.remembered() > 0 || await this.#hasTwinIndexes()) return;
+      const g = this.#generation;
+      const head = own ?? (g !== null && g > 1 ? await recoverHead(bucket, asGeneration(g - 1)) : null);
+      if (head === null || Object.keys(head.containers).length === 0) return;
+      // A pusher that shipped these containers before and has no pack cache never uploaded a chunk: a restart of the
+      // agent would only pay the reads (up to 64 records a container) for nothing.
+      const shipped = new Set(await readdir(join(stateDir, 'push', this.#opts.group)).catch(() => []));
+      if (Object.keys(head.containers).some((name) => shipped.has(`${name}.json`))) return;
+      await rm(dir, { recursive: true, force: true });
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      const learnt = await learnChunksFromBucket({ bucket, packs: this.packs, head, limits: defaultLimits, log, dir, ...(this.#opts.learnBounds ? { bounds: this.#opts.learnBounds } : {}) });
+      log.info('chunks known from the chunk lists of the newest commits', { generation: head.generation, ...learnt });
+    } catch (err) {
+      log.warn('cannot learn the chunks the bucket holds; the first commits may upload some again', { err });
+    } finally {
+      await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+    }
+  }
+
+  /** Whether this host kept chunk indexes of twins (a promoted standby): its containers learn from those. */
+  async #hasTwinIndexes(): Promise<boolean> {
+    const dir = this.#opts.chunkIndexDir;
+    if (dir === undefined) return false;
+    const names = await readdir(dir).catch(() => []);
+    return names.some((n) => n.endsWith('.json'));
   }
 
   /** Takes in the chunk index this host kept while `container` was its twin (same container id), if any. */

@@ -315,6 +315,12 @@ export class PackStore {
     return this.#places.size;
   }
 
+  /** Chunks remembered with a place once the cache file is read: 0 for a pusher that knows nothing of the bucket. */
+  async remembered(): Promise<number> {
+    await this.#load();
+    return this.#places.size;
+  }
+
   /** A sink for one build's new chunks (ChunkingOptions.openSink): they are packed in memory as they come and each
    *  pack is uploaded as soon as it is full, `concurrency` at a time, while the build goes on. */
   readonly openSink = (): ChunkSink => new PackSession(this.#internals());
