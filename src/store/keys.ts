@@ -87,6 +87,18 @@ export class KeyLayout {
     return `${this.base}/blobs/sha256/${d.slice(0, 2)}/${d}`;
   }
 
+  get blobsPrefix(): string {
+    return `${this.base}/blobs/sha256/`;
+  }
+
+  /** The digest a blob key names; null unless the key is exactly blobKey(digest). */
+  parseBlobKey(key: string): Digest | null {
+    if (!key.startsWith(this.blobsPrefix)) return null;
+    const rest = key.slice(this.blobsPrefix.length);
+    const d = rest.slice(3);
+    return rest.length === 67 && isDigest(d) && rest.slice(0, 3) === `${d.slice(0, 2)}/` ? d : null;
+  }
+
   /** A pack: chunks of large files (src/changeset/chunker.ts) stored back to back, each a gzip member of its own,
    *  named by the sha256 of the pack's bytes. Commit chunk lists say which chunk lies where (chunk-list.ts). */
   packKey(d: Digest): string {

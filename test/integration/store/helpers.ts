@@ -122,4 +122,10 @@ export class WrappedStore implements BlobStore {
   delete(key: string): Promise<void> {
     return this.inner.delete(key);
   }
+  listObjects(prefix: string) {
+    return this.inner.listObjects(prefix);
+  }
+  deleteMany(keys: readonly string[]): Promise<void> {
+    return this.inner.deleteMany(keys);
+  }
 }
