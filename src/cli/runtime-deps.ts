@@ -56,6 +56,7 @@ export function pushSettings(config: Config) {
     uploadConcurrency: config.uploadConcurrency,
     reconcileIntervalMs: config.reconcileIntervalMs,
     chunkThresholdBytes: config.chunkThresholdBytes,
+    gc: { intervalMs: config.gcIntervalMs, retentionMs: config.retentionMs, graceMs: config.gcGraceMs },
   };
 }
 

@@ -8,7 +8,7 @@ import { ChunkIndex, chunkIndexFile, UpperTracker, volumeTarPath, type Serialize
 import { specDigest, type DockerRuntime, type ProtectedContainer } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/index.js';
-import { asDigest, asSeq, JournalWriter, PackStore, type Bucket, type CommitRecord, type Digest, type Generation, type HeadStatus } from '../store/index.js';
+import { asDigest, asSeq, GcLoop, JournalWriter, PackStore, type Bucket, type CommitRecord, type Digest, type Generation, type HeadStatus } from '../store/index.js';
 import { BurstCollector } from './burst.js';
 import { chooseGeneration, type WriterPosition } from './generation.js';
 import { ContainerReplicator, type ReplicatorStatus } from './replicator.js';
@@ -43,6 +43,8 @@ export interface PusherOptions {
   /** The chunk indexes a puller of this host kept of its twins (a promoted standby): a container whose twin it was
    *  starts with the places of its chunks known, so its first full commit uploads none the bucket holds. */
   chunkIndexDir?: string;
+  /** Garbage collection of the bucket while this pusher runs (the primary): every intervalMs, 0 = off. */
+  gc?: { intervalMs: number; retentionMs: number; graceMs: number } | undefined;
 }
 
 interface Watched {
@@ -65,13 +67,14 @@ export class Pusher {
   #discovering: Promise<void> | null = null;
   #stopped = false;
   #unreport: (() => void) | null = null;
+  #gc: GcLoop | null = null;
 
   constructor(opts: PusherOptions) {
     this.#opts = opts;
     this.#uploads = new PQueue({ concurrency: opts.uploadConcurrency });
     this.#shipped = new ShippedStateStore(opts.stateDir, opts.group);
     this.packs = new PackStore(opts.bucket.store, opts.bucket.layout, {
-      log: opts.log.child({ unit: 'packs' }), cacheFile: join(opts.stateDir, 'push', opts.group, 'packs.jsonl'),
+      log: opts.log.child({ unit: 'packs' }), cacheFile: join(opts.stateDir, 'push', opts.group, 'packs.jsonl'), gate: opts.bucket.gate,
     });
   }
 
@@ -110,6 +113,20 @@ export class Pusher {
     this.#timers.push(setInterval(() => void this.discover().catch((err: unknown) => log.warn('discovery failed', { err })), discoverEvery));
     this.#timers.push(setInterval(() => this.#reconcileAll(), this.#opts.reconcileIntervalMs));
     this.#timers.push(setInterval(() => void this.#writeStatus().catch((err: unknown) => log.warn('cannot write status file', { err })), 1000));
+    if (this.#opts.gc !== undefined && this.#opts.gc.intervalMs > 0) {
+      this.#gc = new GcLoop(bucket, {
+        ...this.#opts.gc,
+        log: log.child({ unit: 'gc' }),
+        metrics: this.#opts.metrics,
+        // Packs about to go are forgotten: a build started after that uploads their chunks again; a commit shipping
+        // now may name them, so GC looks for references once it is out.
+        beforeSecondPhase: async (deletions) => {
+          this.packs.forgetPacks(deletions.flatMap((d) => (d.kind === 'pack' ? [d.key.slice(-64)] : [])));
+          await Promise.all([...this.#watched.values()].map((w) => w.replicator.shipped()));
+        },
+      });
+      this.#gc.start();
+    }
   }
 
   /** `<stateDir>/push/<group>/status.json`: what `twinlayer status` shows of this pusher (lag, failures). */
@@ -330,10 +347,17 @@ export class Pusher {
     return [...this.#watched.keys()].sort();
   }
 
+  async #stopGc(): Promise<void> {
+    const gc = this.#gc;
+    this.#gc = null;
+    await gc?.stop();
+  }
+
   /** Stops at once without shipping what is pending (a demoted or fenced primary must publish nothing more); a
    *  commit already being published finishes. What was not shipped stays in the upper dirs and the shipped state. */
   async halt(): Promise<void> {
     this.#stopped = true;
+    await this.#stopGc();
     this.#unreport?.();
     this.#unreport = null;
     for (const t of this.#timers) clearInterval(t);
@@ -353,6 +377,7 @@ export class Pusher {
   /** Stops watching; ships what is pending within `deadlineMs`. */
   async stop(deadlineMs = 10_000): Promise<void> {
     this.#stopped = true;
+    await this.#stopGc();
     this.#unreport?.();
     this.#unreport = null;
     for (const t of this.#timers) clearInterval(t);

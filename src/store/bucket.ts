@@ -13,6 +13,7 @@ import { TwinlayerError } from '../log/errors.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import type { BlobStore } from './blob-store.js';
 import type { SignedKind } from './canonical.js';
+import { DeleteGate } from './delete-gate.js';
 import { BlobDigestMismatchError, BlobMissingError, BucketObjectInvalidError, ObjectTooLargeError } from './errors.js';
 import { KeyLayout, type DivergentKeyParts } from './keys.js';
 import {
@@ -168,6 +169,8 @@ export class Bucket {
   readonly #log: Logger;
   readonly #blobRetries: number;
   readonly #maxListed: number;
+  /** GC in this process and this bucket's writers (delete-gate.ts). */
+  readonly gate = new DeleteGate();
 
   constructor(store: BlobStore, opts: BucketOptions) {
     this.store = store;
@@ -275,6 +278,11 @@ export class Bucket {
    */
   async uploadBlob(file: string, digest: Digest): Promise<void> {
     const key = this.blobKey(digest);
+    // A blob GC here is about to delete is put again whatever its size: it must not be named while it goes.
+    if (await this.gate.beforeWrite(key)) {
+      await this.store.put(key, { file });
+      return;
+    }
     if ((await stat(file)).size < blindPutBelowBytes) {
       // Sent from memory: a plain request, without a file stream's opens and reads on the way.
       await this.store.put(key, await readFile(file));

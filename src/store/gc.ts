@@ -27,6 +27,9 @@ export interface GcOptions {
   limits?: Limits;
   /** Called between the two phases (tests: a writer acts there). */
   betweenPhases?: () => Promise<void>;
+  /** Told the blobs and packs about to be deleted, before the last check for commits that name them: the pusher
+   *  forgets those packs and waits for the commits it is shipping now (they may name them). */
+  beforeSecondPhase?: (deletions: readonly GcDeletion[]) => Promise<void>;
 }
 
 export interface GcReport {
@@ -71,11 +74,21 @@ export async function runGc(bucket: Bucket, opts: GcOptions): Promise<GcReport> 
   try {
     await deleteAll(bucket, plan.first);
     await opts.betweenPhases?.();
-    const late = await namedSince(bucket, new Set(input.objects.map((o) => o.key)), limits);
-    const second = plan.second.filter((d) => !late.keys.has(d.key) && !(late.allPacks && d.kind === 'pack'));
-    report.spared = plan.second.length - second.length;
-    report.deleted = totalsOf([...plan.first, ...second]);
-    await deleteAll(bucket, second);
+    // Doomed from here: a writer of this process that puts one of these keys again rescues it (delete-gate.ts).
+    const doom = bucket.gate.doom(plan.second.map((d) => d.key));
+    try {
+      await opts.beforeSecondPhase?.(plan.second);
+      const late = await namedSince(bucket, new Set(input.objects.map((o) => o.key)), limits);
+      const rewritten = await youngNow(bucket, now - opts.graceMs);
+      const spare = (d: GcDeletion): boolean => late.keys.has(d.key) || rewritten.has(d.key) || (late.allPacks && d.kind === 'pack');
+      const candidates = new Map(plan.second.filter((d) => !spare(d)).map((d) => [d.key, d]));
+      const deleted = await doom.run(async (keys) => deleteAll(bucket, keys.filter((k) => candidates.has(k)).map((k) => candidates.get(k)!)));
+      const second = deleted.flatMap((k) => candidates.get(k) ?? []);
+      report.spared = plan.second.length - second.length;
+      report.deleted = totalsOf([...plan.first, ...second]);
+    } finally {
+      doom.release();
+    }
     opts.metrics?.gcRun('ok');
   } catch (err) {
     opts.metrics?.gcRun('failed');
@@ -147,6 +160,15 @@ async function namedSince(bucket: Bucket, before: ReadonlySet<string>, limits: L
     }
   }
   return { keys: named, allPacks };
+}
+
+/** Blob and pack keys written within the grace period by now (a writer put the same bytes again since the listing). */
+async function youngNow(bucket: Bucket, graceEdge: number): Promise<Set<string>> {
+  const young = new Set<string>();
+  for (const prefix of [bucket.layout.blobsPrefix, bucket.layout.packsPrefix]) {
+    for await (const o of bucket.store.listObjects(prefix)) if (o.lastModified > graceEdge) young.add(o.key);
+  }
+  return young;
 }
 
 /** GC every `intervalMs` on the primary, one run at a time; stop() waits for the run in flight. */
