@@ -9,11 +9,11 @@ import { parseArgs } from './args.js';
 import { importDevOnly } from './dev-only.js';
 import { usage } from './usage.js';
 
-const flagNames = new Set(['config', 'dir', 'listen', 'bucket', 'port-file', 'help', 'keep', 'runs', 'out', 'key', 'service', 'json', 'all', 'generation']);
-const switches = new Set(['help', 'json', 'all']);
+const flagNames = new Set(['config', 'dir', 'listen', 'bucket', 'port-file', 'help', 'keep', 'runs', 'out', 'key', 'service', 'json', 'all', 'generation', 'dry-run']);
+const switches = new Set(['help', 'json', 'all', 'dry-run']);
 /** The commands that take operands after them; any other refuses them. */
 const takesOperands = new Set(['ls']);
-const lsOnlyFlags = ['json', 'all', 'generation'];
+const lsOnlyFlags = ['all', 'generation'];
 
 /** The commands that run from a config, each loaded on use. */
 const daemons: Record<string, () => Promise<{ run: (config: Config, log: Logger) => Promise<number | void> }>> = {
@@ -31,6 +31,8 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   if (operands.length > 0 && !takesOperands.has(command)) throw new ConfigError(`unexpected argument ${JSON.stringify(operands[0])}`);
   for (const f of lsOnlyFlags) if (flags.has(f) && command !== 'ls') throw new ConfigError(`--${f} is a flag of \`twinlayer ls\` only`);
+  if (flags.has('json') && command !== 'ls' && command !== 'gc') throw new ConfigError('--json is a flag of `twinlayer ls` and `twinlayer gc` only');
+  if (flags.has('dry-run') && command !== 'gc') throw new ConfigError('--dry-run is a flag of `twinlayer gc` only');
   if (command === 's3') {
     const { run } = await import('./s3.js');
     await run(flags, createLogger({ level: 'info' }));
@@ -50,6 +52,11 @@ async function main(argv: readonly string[]): Promise<number> {
     const config = loadConfig({ file: flags.get('config') });
     const { run } = await import('./ls.js');
     return run(config, createLogger({ level: config.logLevel === 'debug' ? 'debug' : 'warn' }).child({ cmd: 'ls', host: config.hostId }), operands, flags);
+  }
+  if (command === 'gc') {
+    const config = loadConfig({ file: flags.get('config') });
+    const { run } = await import('./gc.js');
+    return run(config, createLogger({ level: config.logLevel === 'debug' ? 'debug' : 'warn' }).child({ cmd: 'gc', host: config.hostId }), flags);
   }
   const load = daemons[command];
   if (load === undefined) {

@@ -8,6 +8,9 @@ Usage:
   twinlayer ls [<container>] [--generation N | --all] [--json]
                                      what the bucket holds: generations, containers, divergent tails; with a
                                      container its commits (seq, kind, time, size) in the newest generation
+  twinlayer gc [--dry-run] [--json]  delete what retention no longer keeps: old records and generations, expired
+                                     divergent tails, blobs and packs nothing retained names (the primary also
+                                     does it every gcIntervalMs); prints counts and bytes by kind
   twinlayer keygen [--out FILE]      new signing key for this host (mode 0600; default signingKeyFile, never
                                      replaced); prints the line to add to trustedKeys on every host
   twinlayer pubkey [--key FILE]      print the trustedKeys line of this host's signing key
