@@ -203,7 +203,11 @@ export class GcLoop {
     try {
       this.lastReport = await runGc(this.#bucket, { ...this.#opts, cache: this.#cache });
     } catch (err) {
-      (this.#opts.log ?? silentLogger).warn('bucket garbage collection failed; the next run tries again', { err });
+      const denied = err instanceof Error && /AccessDenied|HTTP 403/.test(err.message);
+      (this.#opts.log ?? silentLogger).warn('bucket garbage collection failed; the next run tries again', {
+        err,
+        ...(denied ? { hint: 'these credentials may not delete: grant s3:DeleteObject (minio/policy-gc.json) or set gcIntervalMs=0 and use a lifecycle rule (README, Retention and GC)' } : {}),
+      });
     }
   }
 
