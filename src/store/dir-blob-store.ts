@@ -240,8 +240,8 @@ export class DirBlobStore implements BlobStore {
     });
   }
 
-  async *listObjects(prefix: string): AsyncIterable<ListedObject> {
-    for await (const key of this.list(prefix)) {
+  async *listObjects(prefix: string, startAfter?: string): AsyncIterable<ListedObject> {
+    for await (const key of this.list(prefix, startAfter)) {
       try {
         const st = await stat(this.#path(key));
         yield { key, size: st.size, lastModified: st.mtimeMs };

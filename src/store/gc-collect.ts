@@ -154,7 +154,7 @@ export async function collectGc(bucket: Bucket, opts: GcCollectOptions): Promise
 
 /** The packs a chunk list names, read as the standby reads it (held to what its record declares); null when it cannot
  *  be read. */
-async function readPacks(bucket: Bucket, digest: Digest, declared: CommitChunks, limits: Limits): Promise<readonly string[] | null> {
+export async function readPacks(bucket: Bucket, digest: Digest, declared: CommitChunks, limits: Limits): Promise<readonly string[] | null> {
   if (chunkListProblem(declared, limits) !== null) return null;
   const body = await bucket.store.getBuffer(bucket.layout.blobKey(digest), declared.size).catch(() => null);
   if (body === null || createHash('sha256').update(body).digest('hex') !== digest) return null;

@@ -3,14 +3,13 @@
 // then the blobs and packs nothing retained names. Before the second phase the journal is listed again: a commit
 // published since the plan may name a blob or pack the plan found unreferenced (the same bytes committed again), and
 // that one stays. Runs on the primary every gcIntervalMs (GcLoop) and as `twinlayer gc`.
-import { createHash } from 'node:crypto';
-
-import { chunkListProblem, defaultLimits, parseChunkList, type Limits } from '../changeset/index.js';
-import { TwinlayerError } from '../log/errors.js';
+import { defaultLimits, type Limits } from '../changeset/index.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/index.js';
 import type { Bucket } from './bucket.js';
-import { collectGc, GcCache } from './gc-collect.js';
+import { BucketObjectInvalidError } from './errors.js';
+import { collectGc, GcCache, readPacks } from './gc-collect.js';
+import type { Digest } from './types.js';
 import { gcKinds, planGc, type GcDeletion, type GcKind, type GcPlan } from './gc-plan.js';
 
 export interface GcOptions {
@@ -137,27 +136,16 @@ async function namedSince(bucket: Bucket, before: ReadonlySet<string>, limits: L
     try {
       rec = await bucket.readRecord(g, s);
     } catch (err) {
-      if (err instanceof TwinlayerError) continue; // refused: names nothing the standby would use
+      if (err instanceof BucketObjectInvalidError) continue; // refused: names nothing a standby would use
       throw err;
     }
     if (rec === null) continue;
     named.add(layout.blobKey(rec.digest));
     if (rec.chunks === undefined) continue;
     named.add(layout.blobKey(rec.chunks.digest));
-    if (chunkListProblem(rec.chunks, limits) !== null) {
-      allPacks = true;
-      continue;
-    }
-    const body = await bucket.store.getBuffer(layout.blobKey(rec.chunks.digest), rec.chunks.size).catch(() => null);
-    if (body === null || createHash('sha256').update(body).digest('hex') !== rec.chunks.digest) {
-      allPacks = true;
-      continue;
-    }
-    try {
-      for (const p of (await parseChunkList(body, rec.chunks, limits)).packs) named.add(`${layout.packsPrefix}${p.slice(0, 2)}/${p}`);
-    } catch {
-      allPacks = true;
-    }
+    const packs = await readPacks(bucket, rec.chunks.digest, rec.chunks, limits);
+    if (packs === null) allPacks = true;
+    else for (const p of packs) named.add(layout.packKey(p as Digest));
   }
   return { keys: named, allPacks };
 }

@@ -455,6 +455,18 @@ export class S3BlobStore implements BlobStore {
    * same on AWS and MinIO, but s3rver encrypts them with DES, which OpenSSL 3 (Node 18+) refuses: it answers 500.
    */
   async *list(prefix: string, startAfter?: string): AsyncIterable<string> {
+    for await (const o of this.listObjects(prefix, startAfter)) yield o.key;
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.#request('delete', key, async () => {
+      this.#count('DELETE');
+      await this.#client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+    });
+  }
+
+  /** The pages of list(), with each object's size and LastModified. */
+  async *listObjects(prefix: string, startAfter?: string): AsyncIterable<ListedObject> {
     let marker = startAfter;
     // Bounded by the bucket's size: every page moves the marker strictly forward or ends the listing.
     for (;;) {
@@ -466,33 +478,7 @@ export class S3BlobStore implements BlobStore {
       for (const obj of page.Contents ?? []) {
         if (obj.Key === undefined) continue;
         last = obj.Key;
-        yield obj.Key;
-      }
-      if (page.IsTruncated !== true || last === undefined || last === marker) return;
-      marker = last;
-    }
-  }
-
-  async delete(key: string): Promise<void> {
-    await this.#request('delete', key, async () => {
-      this.#count('DELETE');
-      await this.#client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
-    });
-  }
-
-  /** ListObjects (v1) pages as list() reads them, with each object's size and LastModified. */
-  async *listObjects(prefix: string): AsyncIterable<ListedObject> {
-    let marker: string | undefined;
-    for (;;) {
-      const page = await this.#request('list', prefix, () => {
-        this.#count('LIST');
-        return this.#client.send(new ListObjectsCommand({ Bucket: this.bucket, Prefix: prefix, MaxKeys: 1000, ...(marker === undefined ? {} : { Marker: marker }) }));
-      });
-      let last: string | undefined;
-      for (const obj of page.Contents ?? []) {
-        if (obj.Key === undefined) continue;
-        last = obj.Key;
-        // A listing without a time is treated as written now: GC then leaves the object for its grace period.
+        // A listing without a time is taken as written now: GC then leaves the object for its grace period.
         yield { key: obj.Key, size: obj.Size ?? 0, lastModified: obj.LastModified?.getTime() ?? Date.now() };
       }
       if (page.IsTruncated !== true || last === undefined || last === marker) return;

@@ -60,8 +60,8 @@ class ClockedStore extends WrappedStore {
     super(inner);
     this.afterPut = (key) => void this.written.set(key, clock.now);
   }
-  override async *listObjects(prefix: string): AsyncIterable<ListedObject> {
-    for await (const o of this.inner.listObjects(prefix)) yield { ...o, lastModified: this.written.get(o.key) ?? o.lastModified };
+  override async *listObjects(prefix: string, startAfter?: string): AsyncIterable<ListedObject> {
+    for await (const o of this.inner.listObjects(prefix, startAfter)) yield { ...o, lastModified: this.written.get(o.key) ?? o.lastModified };
   }
 }
 

@@ -122,8 +122,8 @@ export class WrappedStore implements BlobStore {
   delete(key: string): Promise<void> {
     return this.inner.delete(key);
   }
-  listObjects(prefix: string) {
-    return this.inner.listObjects(prefix);
+  listObjects(prefix: string, startAfter?: string) {
+    return this.inner.listObjects(prefix, startAfter);
   }
   deleteMany(keys: readonly string[]): Promise<void> {
     return this.inner.deleteMany(keys);
