@@ -347,17 +347,18 @@ export class Pusher {
     return [...this.#watched.keys()].sort();
   }
 
-  async #stopGc(): Promise<void> {
-    const gc = this.#gc;
+  /** No run is started after this; one in flight finishes on its own (its order of deletions is safe to stop at
+   *  any point), so a demotion is not held up by a listing of the bucket. */
+  #stopGc(): void {
+    void this.#gc?.stop();
     this.#gc = null;
-    await gc?.stop();
   }
 
   /** Stops at once without shipping what is pending (a demoted or fenced primary must publish nothing more); a
    *  commit already being published finishes. What was not shipped stays in the upper dirs and the shipped state. */
   async halt(): Promise<void> {
     this.#stopped = true;
-    await this.#stopGc();
+    this.#stopGc();
     this.#unreport?.();
     this.#unreport = null;
     for (const t of this.#timers) clearInterval(t);
@@ -377,7 +378,7 @@ export class Pusher {
   /** Stops watching; ships what is pending within `deadlineMs`. */
   async stop(deadlineMs = 10_000): Promise<void> {
     this.#stopped = true;
-    await this.#stopGc();
+    this.#stopGc();
     this.#unreport?.();
     this.#unreport = null;
     for (const t of this.#timers) clearInterval(t);
