@@ -9,7 +9,7 @@ import type { Logger } from '../log/logger.js';
 import { readSigningKeyFile, Signatures, SigningKeyError, TrustedKey, type SigningKey } from '../store/index.js';
 
 /** What a command does with the bucket: `pull` and `ls` only read; `push` and `agent` also write. */
-export type BucketRole = 'push' | 'pull' | 'agent' | 'ls' | 'gc';
+export type BucketRole = 'push' | 'pull' | 'agent' | 'ls' | 'gc' | 'restore';
 
 export class SigningSetupError extends TwinlayerError {
   constructor(code: 'TRUST_MISSING' | 'TRUST_INVALID' | 'SIGNING_KEY_UNTRUSTED', message: string, context: { key: string; hint?: string }) {
@@ -63,7 +63,7 @@ export async function signaturesFor(config: Config, role: BucketRole, log: Logge
     });
   }
   // Readers and GC (which only deletes) sign nothing.
-  const signer = role === 'pull' || role === 'ls' || role === 'gc' ? null : await signingKey(config, role, log);
+  const signer = role === 'pull' || role === 'ls' || role === 'gc' || role === 'restore' ? null : await signingKey(config, role, log);
   if (signer !== null && trusted.length > 0) {
     const listed = trusted.find((k) => k.keyId === signer.keyId);
     if (listed === undefined) {

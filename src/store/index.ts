@@ -23,10 +23,13 @@ export {
   blindPutBelowBytes,
   Bucket,
   MAX_LISTED_GENERATIONS,
+  MAX_LISTED_SPECS,
+  MAX_LISTED_TAILS,
   MAX_LISTED_KEYS,
   MAX_KEYS_PAST_HEAD,
   MAX_UNSIGNED_GENERATIONS,
   REFUSED_GENERATION_SKIP,
+  type BoundedListing,
   type BucketOptions,
   type ClaimOutcome,
   type DivergentItem,
@@ -73,3 +76,4 @@ export { defaultGraceMs, defaultRetentionMs, GcLoop, runGc, type GcOptions, type
 export { collectGc, GcCache } from './gc-collect.js';
 export { gcKinds, planGc, retainedRecords, type GcDeletion, type GcDivergent, type GcGeneration, type GcInput, type GcKind, type GcObject, type GcPlan, type GcRecord } from './gc-plan.js';
 export type { ListedObject } from './blob-store.js';
+export { commitChain, type ChainItem } from './commit-chain.js';
