@@ -622,6 +622,7 @@ export class Agent {
         uploadConcurrency: this.#o.uploadConcurrency,
         reconcileIntervalMs: this.#o.reconcileIntervalMs,
         ...(this.#o.chunkThresholdBytes === undefined ? {} : { chunkThresholdBytes: this.#o.chunkThresholdBytes }),
+        ...(this.#o.checkpoints === undefined ? {} : { checkpoints: this.#o.checkpoints }),
         // What this host staged as a standby: its twins' chunk indexes say which chunks the bucket holds, and where.
         chunkIndexDir: chunkIndexDirOf(this.#o.stateDir, this.#o.group),
         position: { generation, head, opened: opened && head === null },

@@ -47,6 +47,10 @@ export const configSchema = z.strictObject({
   startConcurrency: ms(8),
   pollIntervalMs: ms(250, 10),
   reconcileIntervalMs: ms(60_000, 100),
+  /** A container's next commit is a full checkpoint once the deltas since its last one weigh more than this share of
+   *  it, or once that one is older than checkpointMaxAgeMs (the defaults and why: src/pusher/checkpoint-policy.ts). */
+  checkpointDeltaShare: z.coerce.number().positive().max(1000).default(0.5),
+  checkpointMaxAgeMs: ms(6 * 60 * 60 * 1000, 1000),
   /** Paths (relative to the container root) never shipped; a trailing /** excludes a subtree. */
   excludes: z.union([z.array(z.string()), z.string().transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean))]).default([]),
   /** This host's Ed25519 private key (PEM, mode 0600, made by `twinlayer keygen`): signs every object it writes. */

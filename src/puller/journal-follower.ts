@@ -6,8 +6,14 @@
 // move it, and the durable cursor passes them too. Its state says so (AppliedState.awaitFull), in the same save as
 // the cursor, so a restart passes them over as well. Its next full checkpoint is queued as usual and ends the wait
 // once staged.
+//
+// A container this host starts from nothing (a new standby, a replaced twin) needs only its newest full checkpoint and
+// what follows: the head names that checkpoint per container (Head.lastFull), and the journal is read from there, not
+// from seq 1. The head is untrusted: the record it names is read first, and unless it is a full commit of that
+// container the container's journal is read from the start of the generation, as before, and the log and the status
+// say so.
 import type { Logger } from '../log/logger.js';
-import { BucketObjectInvalidError, type Bucket, type CommitRecord, type Generation, type Head } from '../store/index.js';
+import { BucketObjectInvalidError, type Bucket, type CommitRecord, type Generation, type Head, type Seq } from '../store/index.js';
 import type { AppliedState, AppliedStateFile } from './applied-state.js';
 import type { ContainerRuntimeState, ContainerStates } from './container-state.js';
 
@@ -26,6 +32,9 @@ export interface JournalFollowerOptions {
 
 /** Commit records a container that cannot stage may keep queued (some 700 bytes each in memory). */
 export const DEFAULT_MAX_QUEUED = 10_000;
+
+/** The full checkpoints a head names are checked this many at a time (one small GET each). */
+const CHECK_CONCURRENCY = 8;
 
 /** Whether `c` cannot stage now (blocked, refused, held, being replaced): what its queue's length is held against. A
  *  failure to retry (the bucket, the disk) is not: a container that is only behind catches up, whatever its queue. */
@@ -59,6 +68,11 @@ export class JournalFollower {
   readonly #problems = new Map<number, string>();
   /** The waits for a full checkpoint a restart found in the state are shown (once, at the first read). */
   #shownWaits = false;
+  /** Per container started from nothing: its records below this seq are passed over, superseded by the full
+   *  checkpoint at this seq (read and checked). */
+  readonly #skipBelow = new Map<string, number>();
+  /** Where to start reading the followed generation was decided from a head (once per generation and process). */
+  #planned = false;
 
   constructor(opts: JournalFollowerOptions, containers: ContainerStates) {
     this.#o = opts;
@@ -92,6 +106,8 @@ export class JournalFollower {
     this.#readSeq = 0;
     this.#head = null;
     this.#etag = undefined;
+    this.#planned = false;
+    this.#skipBelow.clear();
     this.#problems.clear();
     for (const c of this.#containers.values()) {
       c.queue = [];
@@ -113,9 +129,87 @@ export class JournalFollower {
       this.#head = head.head;
       this.#etag = head.etag;
     }
+    if (!this.#planned && this.#head !== null) {
+      await this.#planStart(state, this.#head);
+      this.#planned = true;
+    }
     if (pastHead) await this.#readJournal(state, Number.MAX_SAFE_INTEGER);
     else if (this.#head && this.#head.seq > this.#readSeq) await this.#readJournal(state, this.#head.seq);
     return head.status === 'ok';
+  }
+
+  /**
+   * The first read of a generation: every container this host holds nothing of in it starts at the full checkpoint
+   * the head names (checked), the others after what they staged; the journal is read from the lowest of these. Never
+   * past the durable cursor's records still needed: a container whose checkpoint cannot be used keeps the start at
+   * the cursor.
+   */
+  async #planStart(state: AppliedState, head: Head): Promise<void> {
+    const g = state.generation as Generation;
+    const names = Object.keys(head.containers).sort();
+    if (names.length === 0) return;
+    if (head.lastFull === undefined) {
+      this.#o.log.info('the head names no full checkpoints (written by an older version): the journal is read from the cursor', { generation: g, cursor: this.#readSeq });
+      return;
+    }
+    const starts = new Map<string, number>();
+    // Every container staged in this generation, also one a head does not name (no head of this writer leaves one
+    // out; a forged one might): its records after what it staged are read.
+    for (const [name, applied] of Object.entries(state.containers)) if (applied.generation === g) starts.set(name, applied.seq);
+    const fresh = names.filter((name) => !starts.has(name));
+    const fulls = await this.#checkedFulls(g, fresh, head);
+    for (const name of fresh) {
+      const full = fulls.get(name);
+      if (full === undefined) {
+        starts.set(name, 0);
+        continue;
+      }
+      this.#skipBelow.set(name, full);
+      starts.set(name, full - 1);
+    }
+    const start = Math.min(...starts.values());
+    if (start <= this.#readSeq) return;
+    this.#o.log.info('journal read from the newest full checkpoints', { generation: g, from: this.#readSeq, to: start, checkpoints: Object.fromEntries(this.#skipBelow) });
+    this.#readSeq = start;
+  }
+
+  /** The full checkpoints `head` names for `names` that are what it says they are: by container, the seq. */
+  async #checkedFulls(g: Generation, names: readonly string[], head: Head): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    const queue = [...names];
+    const worker = async (): Promise<void> => {
+      for (let name = queue.shift(); name !== undefined; name = queue.shift()) {
+        const full = await this.#checkedFull(g, name, head.lastFull?.[name]);
+        if (full !== null) out.set(name, full);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(CHECK_CONCURRENCY, queue.length) }, worker));
+    return out;
+  }
+
+  /** `seq` when the record there is a full commit of `name` in generation `g`; otherwise null, logged and shown in
+   *  the container's status (its journal is then read from the start). A bucket failure fails the poll. */
+  async #checkedFull(g: Generation, name: string, seq: number | undefined): Promise<number | null> {
+    if (seq === undefined) {
+      this.#o.log.debug('the head names no full checkpoint of this container: its journal is read from the start', { container: name, generation: g });
+      return null;
+    }
+    const key = this.#o.bucket.journalKey(g, seq as Seq);
+    let why: string | null = null;
+    try {
+      const rec = await this.#o.bucket.readRecord(g, seq as Seq);
+      if (rec === null) why = 'it is missing from the bucket';
+      else if (rec.container !== name) why = `it belongs to container ${rec.container}`;
+      else if (rec.kind !== 'full') why = 'it is a delta, not a full checkpoint';
+    } catch (err) {
+      if (!(err instanceof BucketObjectInvalidError)) throw err;
+      why = `it is unusable: ${err.message}`;
+    }
+    if (why === null) return seq;
+    const reason = `the head names record ${seq} as the newest full checkpoint of ${name}, but ${why}; its journal is read from the start of generation ${g}`;
+    this.#o.log.warn('head names an unusable full checkpoint; reading the container\'s journal from the start', { container: name, generation: g, seq, key, reason: why });
+    this.#containers.get(name).lastError = reason;
+    return null;
   }
 
   async #readJournal(state: AppliedState, headSeq: number): Promise<void> {
@@ -131,6 +225,13 @@ export class JournalFollower {
         const c = this.#containers.get(name);
         noteSpec(c, item.record);
         notePublished(c, item.record);
+        const skip = this.#skipBelow.get(name);
+        if (skip !== undefined && item.seq < skip) {
+          // Superseded by the full checkpoint this container starts from.
+          this.#readSeq = item.seq;
+          continue;
+        }
+        if (skip !== undefined) this.#skipBelow.delete(name);
         if (item.record.kind === 'full') {
           c.queue = [];
           c.specStale = true;
@@ -182,12 +283,24 @@ export class JournalFollower {
    *  applied seqs and saves: their twins start from an empty upper dir. A crash before the save detects it again. */
   async requeue(state: AppliedState, names: string[], halted: () => boolean = () => false): Promise<void> {
     const queues = new Map<string, CommitRecord[]>(names.map((n) => [n, []]));
-    if (state.generation !== 0 && this.#readSeq > 0) {
-      for await (const item of this.#o.bucket.listRecords(state.generation as Generation, 0)) {
+    const skips = new Map<string, number>();
+    const g = state.generation as Generation;
+    if (g !== 0 && this.#readSeq > 0) {
+      // Each starts at the full checkpoint the head names (checked), else at the start of the generation.
+      const fulls = this.#head === null ? new Map<string, number>() : await this.#checkedFulls(g, names, this.#head);
+      const listed: string[] = [];
+      for (const name of names) {
+        const full = fulls.get(name);
+        // Not read yet: nothing of it up to the read position is needed; what comes before it is passed over as read.
+        if (full !== undefined && full > this.#readSeq) skips.set(name, full);
+        else listed.push(name);
+      }
+      const after = Math.min(this.#readSeq, ...listed.map((n) => Math.max(0, (fulls.get(n) ?? 1) - 1)));
+      for await (const item of listed.length === 0 ? [] : this.#o.bucket.listRecords(g, after)) {
         if (item.seq > this.#readSeq) break;
         if (!('record' in item)) continue;
         const q = queues.get(item.record.container);
-        if (q === undefined) continue;
+        if (q === undefined || !listed.includes(item.record.container) || item.seq < (fulls.get(item.record.container) ?? 0)) continue;
         if (item.record.kind === 'full') q.length = 0;
         q.push(item.record);
         noteSpec(this.#containers.get(item.record.container), item.record);
@@ -199,6 +312,9 @@ export class JournalFollower {
     if (halted()) return;
     for (const [name, q] of queues) {
       const c = this.#containers.get(name);
+      const skip = skips.get(name);
+      if (skip === undefined) this.#skipBelow.delete(name);
+      else this.#skipBelow.set(name, skip);
       c.queue = q;
       c.gap = null;
       c.blocked = null;

@@ -10,6 +10,7 @@ import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/index.js';
 import { asDigest, asSeq, GcLoop, JournalWriter, PackStore, type Bucket, type CommitRecord, type Digest, type Generation, type HeadStatus } from '../store/index.js';
 import { BurstCollector } from './burst.js';
+import type { CheckpointPolicy } from './checkpoint-policy.js';
 import { chooseGeneration, type WriterPosition } from './generation.js';
 import { ContainerReplicator, type ReplicatorStatus } from './replicator.js';
 import { ShippedStateStore, type ShippedFile } from './shipped-state.js';
@@ -43,6 +44,8 @@ export interface PusherOptions {
   /** The chunk indexes a puller of this host kept of its twins (a promoted standby): a container whose twin it was
    *  starts with the places of its chunks known, so its first full commit uploads none the bucket holds. */
   chunkIndexDir?: string;
+  /** When a container's next commit is a full checkpoint (checkpoint-policy.ts); default DEFAULT_CHECKPOINT_POLICY. */
+  checkpoints?: CheckpointPolicy;
   /** Garbage collection of the bucket while this pusher runs (the primary): every intervalMs, 0 = off. */
   gc?: { intervalMs: number; retentionMs: number; graceMs: number } | undefined;
 }
@@ -200,7 +203,7 @@ export class Pusher {
     const digestOfSpec = asDigest(specDigest(spec));
     const recovered = await this.#recoverShipped(container.name, container.id, generation, journal, digestOfSpec);
     const { shipped, needFull } = forceFull ? { shipped: undefined, needFull: true } : recovered;
-    const { lastPublishedAt, lastFullAt } = recovered;
+    const { lastPublishedAt, lastFullAt, sinceFull } = recovered;
     await this.#learnFromTwin(container);
     const workDir = join(stateDir, 'push', 'work', container.name);
     // What a killed pusher left there (a changeset, a spool of chunks as large as the files it held) is never resumed.
@@ -227,6 +230,8 @@ export class Pusher {
       log: clog,
       lastPublishedAt,
       lastFullAt,
+      ...(forceFull ? {} : { sinceFull }),
+      ...(this.#opts.checkpoints === undefined ? {} : { checkpoints: this.#opts.checkpoints }),
       metrics: this.#opts.metrics,
     });
     const collector: BurstCollector = new BurstCollector({
@@ -271,7 +276,9 @@ export class Pusher {
 
   /** The shipped state to resume from, or a full sync when it cannot be trusted; and when the last commit and the
    *  last full checkpoint were published, as far as the last record and the shipped state tell (for the metrics). */
-  async #recoverShipped(name: string, containerId: string, generation: Generation, journal: JournalWriter, spec: Digest): Promise<{ shipped: SerializedIndex | undefined; needFull: boolean; lastPublishedAt: number | null; lastFullAt: number | null }> {
+  async #recoverShipped(name: string, containerId: string, generation: Generation, journal: JournalWriter, spec: Digest): Promise<{
+    shipped: SerializedIndex | undefined; needFull: boolean; lastPublishedAt: number | null; lastFullAt: number | null; sinceFull: { deltas: number; bytes: number };
+  }> {
     const known = await this.#recoverShippedState(name, containerId, generation, journal, spec);
     const last = known.last;
     // Only a state of this very container in this generation speaks of its checkpoints.
@@ -282,6 +289,8 @@ export class Pusher {
       needFull: known.needFull,
       lastPublishedAt: last === null ? null : Date.parse(last.publishedAt),
       lastFullAt: last?.kind === 'full' ? Date.parse(last.publishedAt) : Number.isFinite(recordedFull) ? recordedFull : null,
+      // Counted by the state that matches the last record (a full one resets them); unknown counts as none.
+      sinceFull: last?.kind === 'full' || !own || known.needFull ? { deltas: 0, bytes: 0 } : known.committed?.sinceFull ?? { deltas: 0, bytes: 0 },
     };
   }
 

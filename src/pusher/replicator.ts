@@ -10,10 +10,16 @@ import type { Metrics, ReplicationView } from '../metrics/index.js';
 import { asDigest, type Bucket, type CommitChunks, type Digest, type JournalWriter } from '../store/index.js';
 import { uploadChunks } from './chunk-upload.js';
 import { mergeScopes, type Burst, type BurstScope } from './burst.js';
+import { checkpointDue, deltaWeight, DEFAULT_CHECKPOINT_POLICY, shippedFileBytes, type CheckpointPolicy } from './checkpoint-policy.js';
 import type { ShippedStateStore } from './shipped-state.js';
 
 /** Waits before building again what a build left out as torn when nothing else shipped (ms; about 30 in all). */
 const tornRebuildWaitsMs = [2, 4, 8, 16] as const;
+
+/** After a failed checkpoint the next one waits this long, doubling per failure up to checkpointRetryMaxMs; the
+ *  deltas go on meanwhile (a checkpoint never holds them back). */
+const checkpointRetryBaseMs = 10_000;
+const checkpointRetryMaxMs = 10 * 60_000;
 
 /** A build whose files, or whose torn files, hold more than this is not made again for its torn paths. */
 const tornRebuildMaxBytes = 1024 * 1024;
@@ -64,6 +70,12 @@ export interface ReplicatorDeps {
    *  (the last record, the shipped state); epoch ms. */
   lastPublishedAt?: number | null;
   lastFullAt?: number | null;
+  /** The deltas published since the last full checkpoint, as far as the shipped state tells (none when unknown). */
+  sinceFull?: { deltas: number; bytes: number };
+  /** When a full checkpoint is due (checkpoint-policy.ts); default DEFAULT_CHECKPOINT_POLICY. */
+  checkpoints?: CheckpointPolicy;
+  /** The clock checkpoints are timed by (tests move it); default Date.now. */
+  clock?: () => number;
   metrics?: Metrics | undefined;
   /** Backoff after a failed ship; doubles up to maxBackoffMs. */
   baseBackoffMs?: number;
@@ -91,6 +103,14 @@ export class ContainerReplicator {
   #lastError: string | null = null;
   #lastPublishedAt: number | null = null;
   #lastFullAt: number | null = null;
+  /** Deltas published since the last full checkpoint, their weight, and the container's bytes as last shipped. */
+  #sinceFull = { deltas: 0, bytes: 0 };
+  #containerBytes = 0;
+  readonly #clock: () => number;
+  /** Where a checkpoint's age counts from when the last one's time is unknown. */
+  readonly #startedAt: number;
+  #checkpointFailures = 0;
+  #checkpointRetryAt = 0;
   #backoffTimer: NodeJS.Timeout | null = null;
   #wakeBackoff: (() => void) | null = null;
 
@@ -101,6 +121,10 @@ export class ContainerReplicator {
     this.#tracker = deps.makeTracker(deps.shipped);
     this.#lastPublishedAt = deps.lastPublishedAt ?? null;
     this.#lastFullAt = deps.lastFullAt ?? null;
+    this.#sinceFull = { ...(deps.sinceFull ?? { deltas: 0, bytes: 0 }) };
+    this.#containerBytes = deps.shipped === undefined ? 0 : shippedFileBytes(deps.shipped);
+    this.#clock = deps.clock ?? Date.now;
+    this.#startedAt = this.#clock();
   }
 
   /** The replication metrics of this container at `now`; `collecting` is when the first change of the burst not yet
@@ -172,26 +196,49 @@ export class ContainerReplicator {
   }
 
   async #drain(): Promise<void> {
-    while (this.#pending !== null && !this.#closed) {
+    /** The last ship of this drain published a delta: a checkpoint due now goes next, whatever is pending. */
+    let afterDelta = false;
+    while (!this.#closed) {
+      const due = this.#checkpointDue();
+      if (this.#pending === null && due === null) break;
+      // A due checkpoint lets one delta go first (a write is not held back by a build of the whole container), then
+      // it goes, taking along what came meanwhile (a full build ships the whole container): never starved by writes
+      // that keep coming, never ahead of a delta it did not take in.
+      const checkpoint: string | null = due !== null && (this.#pending === null || afterDelta) ? due : null;
       const scope = this.#pending;
       const firstWriteAt = this.#pendingSince ?? Date.now();
       this.#pending = null;
       this.#pendingSince = null;
-      this.#inFlightSince = firstWriteAt;
+      // A checkpoint alone carries no change that waits: it adds nothing to the lag.
+      this.#inFlightSince = scope === null ? null : firstWriteAt;
       this.#inFlightChangeSince = this.#pendingChangeSince;
       this.#pendingChangeSince = null;
       try {
-        this.#ship = this.#shipOnce(scope, firstWriteAt);
-        await this.#ship;
+        const ship = this.#shipOnce(scope, firstWriteAt, checkpoint);
+        // What shipped() waits for; its failure is handled below.
+        this.#ship = ship.then(() => undefined, () => undefined);
+        afterDelta = (await ship) === 'delta';
         this.#failures = 0;
         this.#lastError = null;
+        if (checkpoint !== null) this.#checkpointFailures = 0;
       } catch (err) {
-        this.#pending = mergeScopes(this.#pending, scope);
-        this.#pendingSince = Math.min(this.#pendingSince ?? firstWriteAt, firstWriteAt);
+        if (scope !== null) {
+          this.#pending = mergeScopes(this.#pending, scope);
+          this.#pendingSince = Math.min(this.#pendingSince ?? firstWriteAt, firstWriteAt);
+        }
         this.#pendingChangeSince = earliest(this.#pendingChangeSince, this.#inFlightChangeSince);
+        this.#deps.metrics?.failure('ship');
+        afterDelta = false;
+        if (checkpoint !== null) {
+          // The deltas do not wait for it: what was pending goes out as a delta next, the checkpoint later.
+          this.#checkpointFailures++;
+          const waitMs = Math.min(checkpointRetryMaxMs, checkpointRetryBaseMs * 2 ** Math.min(this.#checkpointFailures - 1, 16));
+          this.#checkpointRetryAt = this.#clock() + waitMs;
+          this.#deps.log.warn('checkpoint failed; deltas go on, the checkpoint is tried again later', { container: this.name, failures: this.#checkpointFailures, retryInMs: waitMs, err });
+          continue;
+        }
         this.#failures++;
         this.#lastError = (err as Error).message;
-        this.#deps.metrics?.failure('ship');
         this.#deps.log.warn('ship failed; will retry', { container: this.name, failures: this.#failures, lagMs: Date.now() - (this.#pendingSince ?? firstWriteAt), err });
         await this.#backoff();
       } finally {
@@ -202,12 +249,27 @@ export class ContainerReplicator {
     }
   }
 
-  async #shipOnce(scope: BurstScope, firstWriteAt: number): Promise<void> {
+  /** Why a full checkpoint is due now, or null (none due, a first full sync is due anyway, or one failed lately). */
+  #checkpointDue(): string | null {
+    if (this.#needFull || this.#closed) return null;
+    const now = this.#clock();
+    if (now < this.#checkpointRetryAt) return null;
+    const verdict = checkpointDue(this.#deps.checkpoints ?? DEFAULT_CHECKPOINT_POLICY, {
+      deltaBytesSinceFull: this.#sinceFull.bytes, deltasSinceFull: this.#sinceFull.deltas, containerBytes: this.#containerBytes,
+      lastFullAt: this.#lastFullAt, since: this.#startedAt,
+    }, now);
+    return verdict.due ? `${verdict.reason}: ${verdict.detail}` : null;
+  }
+
+  /** Builds and publishes one commit: `scope` (null: nothing pending), or a full one when the first full sync or
+   *  `checkpoint` (why one is due) asks for it. Returns the kind published, or null when nothing was. */
+  async #shipOnce(scope: BurstScope | null, firstWriteAt: number, checkpoint: string | null): Promise<'delta' | 'full' | null> {
     const { bucket, journal, uploads, shippedState, log, generation } = this.#deps;
     const tracker = this.#tracker;
     // The first full checkpoint goes out even when empty: the standby creates the twin from it, and a container that
-    // never writes (a firewall applying a ruleset from its image) must have one all the same.
-    const buildScope = this.#needFull ? 'full' : scope;
+    // never writes (a firewall applying a ruleset from its image) must have one all the same. A periodic checkpoint is
+    // the same build: whatever is on disk, the pending paths with it.
+    const buildScope = this.#needFull || checkpoint !== null || scope === null ? 'full' : scope;
     let built = await tracker.build(buildScope, { emptyFull: true });
     // A file being written when the build read it is left out (torn). A burst's first flush comes at its first
     // event, often while the writer is still at it: a small build with torn paths is made again after a short wait,
@@ -220,10 +282,17 @@ export class ContainerReplicator {
       await sleep(tornRebuildWaitsMs[i]!);
       built = await tracker.build(buildScope);
     }
-    log.debug('built', { container: this.name, scope: this.#needFull ? 'full' : scope === 'reconcile' ? scope : [...scope].slice(0, 50), files: built?.counts.files ?? 0, torn: tracker.torn });
+    log.debug('built', { container: this.name, scope: typeof buildScope === 'string' ? buildScope : [...buildScope].slice(0, 50), files: built?.counts.files ?? 0, torn: tracker.torn, ...(checkpoint === null ? {} : { checkpoint }) });
     if (built === null) {
       if (tracker.torn.length > 0) this.#deps.retry(tracker.torn);
-      return;
+      return null;
+    }
+    if (checkpoint !== null && !this.#needFull && built.torn.length > 0) {
+      // Staging a full removes what it does not name: a periodic checkpoint without a file being written would take
+      // that file off the standby until a later delta. It fails instead (the deltas go on; it is tried again later).
+      await removeBuiltFiles(built);
+      this.#deps.retry(built.torn);
+      throw new Error(`checkpoint not published: ${built.torn.length} file(s) changed while being read (${built.torn.slice(0, 3).join(', ')})`);
     }
     try {
       // Files that changed while being read go out in a later changeset, never torn.
@@ -234,7 +303,12 @@ export class ContainerReplicator {
       // up (neither needs the other); the record is published only once both are done.
       const before = tracker.serialize();
       tracker.commit(built);
-      const pendingState = { generation, lastSeq: journal.lastSeqOf(this.name), digest: built.digest, containerId: this.#deps.containerId, ...this.#fullAt(), shipped: tracker.serialize() };
+      const shipped = tracker.serialize();
+      // As they are once this commit is out: the pending state is adopted only if it went out.
+      // A delta weighs what staging it writes: the files it carries whole and those it assembles from chunks.
+      const stagedBytes = built.counts.bytes + (built.chunks?.files.reduce((n, f) => n + f.size, 0) ?? 0);
+      const sinceFull = built.kind === 'full' ? { deltas: 0, bytes: 0 } : { deltas: this.#sinceFull.deltas + 1, bytes: this.#sinceFull.bytes + deltaWeight(stagedBytes) };
+      const pendingState = { generation, lastSeq: journal.lastSeqOf(this.name), digest: built.digest, containerId: this.#deps.containerId, ...this.#fullAt(), sinceFull, shipped };
       let record;
       try {
         const [chunks] = await allOrFirstError([
@@ -263,12 +337,15 @@ export class ContainerReplicator {
       this.#needFull = false;
       this.#lastPublishedAt = Date.parse(record.publishedAt);
       if (record.kind === 'full') this.#lastFullAt = this.#lastPublishedAt;
-      await shippedState.save(this.name, false, { generation, lastSeq: record.seq, digest: built.digest, containerId: this.#deps.containerId, ...this.#fullAt(), shipped: tracker.serialize() });
+      this.#sinceFull = sinceFull;
+      this.#containerBytes = shippedFileBytes(shipped);
+      await shippedState.save(this.name, false, { generation, lastSeq: record.seq, digest: built.digest, containerId: this.#deps.containerId, ...this.#fullAt(), sinceFull, shipped });
       await shippedState.clearPending(this.name);
       log.info('published', {
         container: this.name, seq: record.seq, kind: built.kind, files: built.counts.files, deletions: built.counts.deletions,
-        bytes: built.counts.bytes, size: built.size, lagMs: this.#lastPublishedAt - firstWriteAt,
+        bytes: built.counts.bytes, size: built.size, lagMs: this.#lastPublishedAt - firstWriteAt, ...(checkpoint === null || built.kind !== 'full' ? {} : { checkpoint }),
       });
+      return built.kind;
     } finally {
       await removeBuiltFiles(built);
     }

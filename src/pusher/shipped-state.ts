@@ -20,6 +20,9 @@ const shippedFileSchema = z.object({
   /** When the newest full checkpoint of the container was published (ISO), for the checkpoint-age metric across
    *  restarts. Absent in older files. */
   lastFullAt: z.string().optional(),
+  /** The deltas published since that checkpoint: how many, and their weight (checkpoint-policy.ts deltaWeight), for
+   *  the next checkpoint's decision across restarts. Absent in older files (counted from the next delta on). */
+  sinceFull: z.object({ deltas: z.number().int().nonnegative(), bytes: z.number().nonnegative() }).optional(),
   shipped: serializedIndexSchema,
 });
 export type ShippedFile = z.infer<typeof shippedFileSchema>;
@@ -42,7 +45,7 @@ export class ShippedStateStore {
     return parsed.success ? parsed.data : null;
   }
 
-  async save(name: string, pending: boolean, state: { generation: number; lastSeq: number; digest: string | null; containerId: string; lastFullAt?: string; shipped: SerializedIndex }): Promise<void> {
+  async save(name: string, pending: boolean, state: Omit<ShippedFile, 'version' | 'shipped'> & { shipped: SerializedIndex }): Promise<void> {
     await writeFileDurable(this.#file(name, pending), JSON.stringify({ version: 1, ...state }));
   }
 

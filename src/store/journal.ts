@@ -78,6 +78,8 @@ export class JournalWriter {
   readonly #writer: string;
   #lastSeq: Seq;
   readonly #containers = new Map<string, Seq>();
+  /** Seq of the newest full checkpoint per container, written into the head (Head.lastFull). */
+  readonly #lastFull = new Map<string, Seq>();
   /** The tail of the publication chain; every publish waits for the one before it. */
   #tail: Promise<unknown> = Promise.resolve();
   /** A record write that failed on our side may still have landed; resolved before the next seq is chosen. */
@@ -107,6 +109,7 @@ export class JournalWriter {
     this.#metrics = opts.metrics;
     this.#lastSeq = opts.head?.seq ?? asSeq(0);
     for (const [name, s] of Object.entries(opts.head?.containers ?? {})) this.#containers.set(name, s);
+    for (const [name, s] of Object.entries(opts.head?.lastFull ?? {})) this.#lastFull.set(name, s);
   }
 
   get lastSeq(): Seq {
@@ -115,6 +118,11 @@ export class JournalWriter {
 
   lastSeqOf(container: string): Seq {
     return this.#containers.get(container) ?? asSeq(0);
+  }
+
+  /** Seq of the newest full checkpoint of `container` published in this generation; 0 when none is known. */
+  lastFullOf(container: string): Seq {
+    return this.#lastFull.get(container) ?? asSeq(0);
   }
 
   /** True when the last head write failed; the background retry (or the next publish, or flushHead) writes it again. */
@@ -230,6 +238,7 @@ export class JournalWriter {
   #advance(rec: CommitRecord): void {
     this.#lastSeq = rec.seq;
     this.#containers.set(rec.container, rec.seq);
+    if (rec.kind === 'full') this.#lastFull.set(rec.container, rec.seq);
   }
 
   /** After a failed record write: if the record is in the bucket after all, it counts; else its seq is free. */
@@ -257,6 +266,7 @@ export class JournalWriter {
       writer: this.#writer,
       updatedAt: new Date().toISOString(),
       containers: Object.fromEntries(this.#containers),
+      lastFull: Object.fromEntries(this.#lastFull),
     };
     try {
       await this.#bucket.writeHead(head);
@@ -292,10 +302,14 @@ export async function recoverHead(bucket: Bucket, g: Generation): Promise<Head |
   let seq = start?.seq ?? asSeq(0);
   let writer = start?.writer;
   const containers: Record<string, Seq> = { ...(start?.containers ?? {}) };
+  // A head written before heads recorded them has none: the writer then names the checkpoints it publishes from
+  // here on, and pullers read the journal from the start for the others (as they did before).
+  const lastFull: Record<string, Seq> = { ...(start?.lastFull ?? {}) };
   let moved = false;
   for await (const item of bucket.listRecords(g, seq)) {
     if ('record' in item) {
       containers[item.record.container] = item.seq;
+      if (item.record.kind === 'full') lastFull[item.record.container] = item.seq;
       writer ??= item.record.writer;
     }
     seq = item.seq;
@@ -306,7 +320,7 @@ export async function recoverHead(bucket: Bucket, g: Generation): Promise<Head |
     // Only unusable records and no head: nothing tells who wrote this generation.
     throw new TwinlayerError('HEAD_UNRECOVERABLE', `generation ${g} has journal entries but neither a head nor a readable record`, { key: bucket.headKey(g) });
   }
-  const head: Head = { version: 1, generation: g, seq, writer, updatedAt: new Date().toISOString(), containers };
+  const head: Head = { version: 1, generation: g, seq, writer, updatedAt: new Date().toISOString(), containers, lastFull };
   await bucket.writeHead(head);
   return head;
 }

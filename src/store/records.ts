@@ -60,6 +60,13 @@ export interface Head {
   updatedAt: string;
   /** Last seq per container. */
   containers: Record<string, Seq>;
+  /**
+   * Seq of the newest full checkpoint per container (a container whose first commit of the generation is still to
+   * come has none): a puller that starts a container from nothing lists the journal from there, not from seq 1.
+   * Untrusted like every bucket object: the puller reads the record it names and falls back to the whole journal
+   * unless it is a full commit of that container. Absent in heads written before it was recorded.
+   */
+  lastFull?: Record<string, Seq> | undefined;
 }
 
 /** Who owns a generation, and from what it started (DESIGN.md "Roles, promotion, fencing"). */
@@ -155,7 +162,11 @@ export const headSchema: z.ZodType<Head> = z.strictObject({
   writer,
   updatedAt: isoTime,
   containers: z.record(container, seq),
-}).refine((h) => Object.values(h.containers).every((s) => s <= h.seq), { message: 'a container seq is above the head seq', path: ['containers'] });
+  lastFull: z.record(container, seq).optional(),
+}).refine((h) => Object.values(h.containers).every((s) => s <= h.seq), { message: 'a container seq is above the head seq', path: ['containers'] })
+  .refine((h) => Object.entries(h.lastFull ?? {}).every(([name, s]) => s <= (h.containers[name] ?? 0)), {
+    message: 'a full checkpoint seq is above its container\'s last seq, or names a container the head does not', path: ['lastFull'],
+  });
 
 export const claimSchema: z.ZodType<Claim> = z.strictObject({
   version: z.literal(1),

@@ -104,6 +104,9 @@ describe('large files in chunks, container to twin through the real pusher and p
       runtime: new DockerRuntime({ socketPath: engA.socketPath, mountInfoPath: engA.mountInfoPath }),
       bucket, log, hostId: 'chunks-a', group: GROUP, label: 'twinlayer.enable', stateDir: join(base, 'state-a'), excludes: [],
       debounceQuietMs: 5, debounceMaxMs: 20, uploadConcurrency: 4, reconcileIntervalMs: 600_000,
+      // The bytes of each commit are measured: no periodic checkpoint in between (checkpoints.test.ts tests them; with
+      // the default share, every edit of a file as large as the container would be followed by one).
+      checkpoints: { deltaShare: 1000, maxAgeMs: 24 * 60 * 60 * 1000 },
     });
     await pusher.start();
     puller = await openPuller({ socketPath: engB.socketPath, mountInfoPath: engB.mountInfoPath, bucket, group: GROUP, stateDir: join(base, 'state-b'), log });

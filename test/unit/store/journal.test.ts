@@ -16,6 +16,7 @@ import {
   headSchema,
   InvalidKeyError,
   JournalWriter,
+  recoverHead,
   type Generation,
   type HeadRetryPolicy,
   type PublishInput,
@@ -230,6 +231,60 @@ describe('JournalWriter', () => {
     const { bucket } = setup();
     assert.throws(() => new JournalWriter(bucket, { generation: g1, writer: 'h', head: null, headRetry: { baseMs: 0, maxMs: 10 } }), /headRetry\.baseMs/);
     assert.throws(() => new JournalWriter(bucket, { generation: g1, writer: 'h', head: null, headRetry: { baseMs: 10, maxMs: 5 } }), /headRetry\.maxMs/);
+  });
+
+  it('names each container\'s newest full checkpoint in the head, resumes them from a head, and recoverHead folds them in', async () => {
+    const { wrap, bucket, jw } = setup();
+    const full = (container: string): PublishInput => ({ ...input(container), kind: 'full' });
+    await jw.publish(full('web'));
+    await jw.publish(full('dns'));
+    await jw.publish(input('web'));
+    await jw.publish(full('web'));
+    await jw.publish(input('web'));
+    assert.equal(jw.lastFullOf('web'), 4);
+    assert.equal(jw.lastFullOf('dns'), 2);
+    assert.equal(jw.lastFullOf('fw'), 0);
+    const read = await bucket.readHead(g1);
+    assert.ok(read.status === 'ok');
+    assert.deepEqual(read.head.lastFull, { web: 4, dns: 2 });
+    assert.deepEqual(read.head.containers, { web: 5, dns: 2 });
+
+    // The head writes fail from here on (a crash between record and head looks the same): recoverHead reads the fulls
+    // past the head from the journal.
+    wrap.beforePut = (key) => {
+      if (key.endsWith('/head.json')) throw new Error('injected head failure');
+    };
+    await jw.publish(full('dns'));
+    await jw.publish(input('web'));
+    wrap.beforePut = undefined;
+    const recovered = await recoverHead(bucket, g1);
+    assert.ok(recovered !== null);
+    assert.deepEqual(recovered.lastFull, { web: 4, dns: 6 });
+    const resumed = new JournalWriter(bucket, { generation: g1, writer: 'host-a', head: recovered });
+    writers.push(resumed);
+    assert.equal(resumed.lastFullOf('dns'), 6);
+    await resumed.publish(full('fw'));
+    const after = await bucket.readHead(g1);
+    assert.ok(after.status === 'ok');
+    assert.deepEqual(after.head.lastFull, { web: 4, dns: 6, fw: 8 });
+  });
+
+  it('resumes from a head of an older version (no lastFull): it names the checkpoints it publishes from then on', async () => {
+    const { bucket } = setup();
+    const old = { version: 1 as const, generation: g1, seq: 3 as never, writer: 'host-a', updatedAt: new Date().toISOString(), containers: { web: 3 as never } };
+    await bucket.writeHead(old);
+    const recovered = await recoverHead(bucket, g1);
+    assert.ok(recovered !== null && recovered.lastFull === undefined, 'nothing past the head: the head as it is');
+    const jw = new JournalWriter(bucket, { generation: g1, writer: 'host-a', head: recovered });
+    writers.push(jw);
+    await jw.publish(input('web'));
+    let read = await bucket.readHead(g1);
+    assert.ok(read.status === 'ok');
+    assert.deepEqual(read.head.lastFull, {});
+    await jw.publish({ ...input('web'), kind: 'full' });
+    read = await bucket.readHead(g1);
+    assert.ok(read.status === 'ok');
+    assert.deepEqual(read.head.lastFull, { web: 5 });
   });
 
   it('refuses a head of another generation and a bad writer', () => {

@@ -49,6 +49,17 @@ describe('headSchema', () => {
       assert.equal(headSchema.safeParse(b).success, false, JSON.stringify(b));
     }
   });
+  it('accepts the full checkpoints per container, or none (a head of an older version)', () => {
+    const withFulls = { ...head, lastFull: { web: 7, dns: 4 } };
+    assert.deepEqual(headSchema.parse(withFulls), withFulls);
+    assert.equal(headSchema.safeParse({ ...head, lastFull: {} }).success, true);
+    assert.equal('lastFull' in headSchema.parse(head), false);
+  });
+  it('refuses a full checkpoint above its container\'s last seq, of a container the head does not name, or not a seq', () => {
+    for (const lastFull of [{ web: 10 }, { dns: 5 }, { fw: 1 }, { web: 0 }, { web: -1 }, { web: 1.5 }, { '../x': 1 }, { web: '3' }]) {
+      assert.equal(headSchema.safeParse({ ...head, lastFull }).success, false, JSON.stringify(lastFull));
+    }
+  });
 });
 
 describe('claimSchema', () => {
