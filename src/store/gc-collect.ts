@@ -116,7 +116,14 @@ export async function collectGc(bucket: Bucket, opts: GcCollectOptions): Promise
   }
 
   const divergent: GcDivergent[] = [];
-  for (const item of await bucket.listDivergent()) {
+  const tails = await bucket.listDivergent();
+  // Tails past the listing's bound are not read: the blob each one's key names stays.
+  const read = new Set(tails.map((t) => t.key));
+  for (const o of objects) {
+    const tail = read.has(o.key) ? null : layout.parseDivergentKey(o.key);
+    if (tail !== null) protectedDigests.add(tail.digest);
+  }
+  for (const item of tails) {
     if ('error' in item) {
       divergent.push({ key: item.key, refused: item.error });
       await digestsIn(bucket, item.key, MAX_RECORD_BYTES, protectedDigests);
