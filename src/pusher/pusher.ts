@@ -47,7 +47,7 @@ export interface PusherOptions {
   /** When a container's next commit is a full checkpoint (checkpoint-policy.ts); default DEFAULT_CHECKPOINT_POLICY. */
   checkpoints?: CheckpointPolicy;
   /** Garbage collection of the bucket while this pusher runs (the primary): every intervalMs, 0 = off. */
-  gc?: { intervalMs: number; retentionMs: number; graceMs: number } | undefined;
+  gc?: { intervalMs: number; retentionMs: number; graceMs: number; firstDelayMs?: number } | undefined;
 }
 
 interface Watched {
@@ -119,6 +119,8 @@ export class Pusher {
     if (this.#opts.gc !== undefined && this.#opts.gc.intervalMs > 0) {
       this.#gc = new GcLoop(bucket, {
         ...this.#opts.gc,
+        // Deletes only while this host writes the newest generation: a demoted or fenced primary's run stops.
+        owner: { generation: position.generation, host: hostId },
         log: log.child({ unit: 'gc' }),
         metrics: this.#opts.metrics,
         // Packs about to go are forgotten: a build started after that uploads their chunks again; a commit shipping
@@ -356,8 +358,8 @@ export class Pusher {
     return [...this.#watched.keys()].sort();
   }
 
-  /** No run is started after this; one in flight finishes on its own (its order of deletions is safe to stop at
-   *  any point), so a demotion is not held up by a listing of the bucket. */
+  /** No run is started after this; one in flight is aborted and stops at its next step (its order of deletions is
+   *  safe to stop at any point) without being waited for, so a demotion is not held up by a listing of the bucket. */
   #stopGc(): void {
     void this.#gc?.stop();
     this.#gc = null;
