@@ -35,7 +35,9 @@ import type { TrustedKey } from './signing-keys.js';
 import { asSeq, MAX_GENERATION, MAX_RECORD_BYTES, MAX_SPEC_BYTES, type Digest, type Generation, type Seq } from './types.js';
 
 /** One step of the journal: a record, or why the record at this seq cannot be used (missing, refused). */
-export type JournalItem = { seq: Seq; record: CommitRecord } | { seq: Seq; error: string };
+/** A record, or why the seq has none: `missingTo` is set when no key is listed from `seq` to it (a gap), else the key
+ *  is there and refused. */
+export type JournalItem = { seq: Seq; record: CommitRecord } | { seq: Seq; error: string; missingTo?: Seq };
 
 /** A saved divergent tail, or why the record under a well-formed key cannot be used. */
 export type DivergentItem = { key: string; record: DivergentRecord } | { key: string; error: string };
@@ -587,7 +589,7 @@ export class Bucket {
         const p: Promise<JournalItem> =
           step.gapTo === undefined
             ? this.#readItem(g, step.seq)
-            : Promise.resolve({ seq: step.seq, error: `missing from the journal: seq ${step.seq}${step.gapTo > step.seq ? `..${step.gapTo}` : ''}` });
+            : Promise.resolve({ seq: step.seq, error: `missing from the journal: seq ${step.seq}${step.gapTo > step.seq ? `..${step.gapTo}` : ''}`, missingTo: step.gapTo });
         // Marked handled now; the rejection is rethrown when the consumer reaches it.
         p.catch(() => undefined);
         pending.push(p);

@@ -11,7 +11,9 @@
 //   (published, head not yet written) stay, and so does the chain the newest generation's head names.
 // - A generation that ended at or before the horizon, and is not the newest valid one, goes whole: its journal
 //   (records refused or not) and its release; its claim stays (its head when it has no claim) as a marker, because
-//   the upward probes that fence a stale owner stop at the first absent generation (Bucket.nextGeneration).
+//   the upward probes that fence a stale owner stop at the first absent generation (Bucket.nextGeneration). Unless
+//   it holds the only full checkpoint of a container still in the newest head (none retained in a newer
+//   generation): that container's records from its newest full there on stay, and the generation with them.
 // - A divergent tail goes once it was saved at or before the horizon (the record; its blob as any other).
 // - A blob (changeset or chunk list) goes when no retained record, divergent tail, spec or unreadable object names
 //   it, and a pack when no retained record's chunk list names it, both only once older than the grace period by
@@ -105,12 +107,17 @@ export function retainedRecords(input: Pick<GcInput, 'now' | 'retentionMs' | 'ge
   const horizon = input.now - input.retentionMs;
   const gens = [...input.generations].sort((a, b) => a.generation - b.generation);
   const kept = new Map<Generation, Set<Seq>>();
+  /** Generations that ended at or before the horizon: gone whole unless a container needs them (below). */
+  const ended: GcGeneration[] = [];
   gens.forEach((g, i) => {
     const keep = new Set<Seq>();
     kept.set(g.generation, keep);
     const next = gens[i + 1];
     const newest = next === undefined;
-    if (!newest && startOf(next) <= horizon) return;
+    if (!newest && startOf(next) <= horizon) {
+      ended.push(g);
+      return;
+    }
     const byContainer = new Map<string, GcRecord[]>();
     for (const [seq, item] of g.records) {
       if (!('record' in item)) {
@@ -143,7 +150,43 @@ export function retainedRecords(input: Pick<GcInput, 'now' | 'retentionMs' | 'ge
       }
     }
   });
+  keepOnlyFulls(gens, ended, kept);
   return kept;
+}
+
+/**
+ * An ended generation goes whole only when every container with records in it has a full checkpoint retained in a
+ * newer generation, or is gone from the newest head that names a commit: otherwise it holds that container's only full checkpoint (its
+ * twin idle since the failover, say), and the container's chain from its newest full there stays.
+ */
+function keepOnlyFulls(gens: readonly GcGeneration[], ended: readonly GcGeneration[], kept: Map<Generation, Set<Seq>>): void {
+  if (ended.length === 0) return;
+  // The newest head that names a commit: a new primary writes an empty head at once, before its first sync, and its
+  // predecessor's last head still says which containers the group has. None: no container is known gone.
+  const head = [...gens].reverse().find((g) => g.head !== null && g.head.seq > 0)?.head ?? null;
+  const named = head === null ? null : new Set(Object.keys(head.containers));
+  const covered = new Set<string>();
+  const endedSet = new Set(ended);
+  for (const g of [...gens].reverse()) {
+    const keep = kept.get(g.generation) ?? new Set<Seq>();
+    const byContainer = new Map<string, GcRecord[]>();
+    for (const item of g.records.values()) {
+      if (!('record' in item)) continue;
+      const list = byContainer.get(item.record.container) ?? [];
+      list.push(item.record);
+      byContainer.set(item.record.container, list);
+    }
+    if (endedSet.has(g)) {
+      for (const [name, list] of byContainer) {
+        if (covered.has(name) || (named !== null && !named.has(name))) continue;
+        list.sort((a, b) => a.seq - b.seq);
+        const from = list.findLastIndex((r) => r.kind === 'full');
+        for (const r of list.slice(Math.max(0, from))) keep.add(r.seq);
+      }
+      kept.set(g.generation, keep);
+    }
+    for (const [name, list] of byContainer) if (list.some((r) => r.kind === 'full' && keep.has(r.seq))) covered.add(name);
+  }
 }
 
 /** When a generation started, as late as the bucket allows us to think (later keeps more). */

@@ -121,6 +121,8 @@ async function scenario(seed: number, s3: TestS3, dir: string): Promise<void> {
   // The writer, as JournalWriter publishes (record, then head), with the test's clock in the record.
   let lastSeq = 0;
   let containers: Record<string, Seq> = {};
+  /** Each generation's head, by the writer's account. */
+  const heads = new Map<Generation, Record<string, Seq>>();
   // As the pusher opens a generation: its head at once, empty.
   const openHead = (): Promise<void> => bucket.writeHead({ version: 1, generation, seq: 0 as Seq, writer: 'w', updatedAt: iso(), containers: {} });
   await openHead();
@@ -191,6 +193,7 @@ async function scenario(seed: number, s3: TestS3, dir: string): Promise<void> {
     await bucket.writeRecord(rec);
     lastSeq = rec.seq;
     containers = { ...containers, [c.container]: rec.seq };
+    heads.set(generation, containers);
     await bucket.writeHead({ version: 1, generation, seq: rec.seq, writer: 'w', updatedAt: iso(), containers });
     if (c.kind === 'full') hasFull.add(`${generation}/${c.container}`);
     const list = published.get(generation) ?? [];
@@ -226,13 +229,29 @@ async function scenario(seed: number, s3: TestS3, dir: string): Promise<void> {
   const mustKeep = (): Kept => {
     const horizon = clock.now - RETENTION;
     const out: Kept = new Map();
-    for (let g = 1; g <= generation; g++) {
+    // Newest first: a container's newest full checkpoint stays in an old generation unless a newer one keeps one of
+    // it, or the newest head (once it names a commit) does not name it.
+    const covered = new Set<string>();
+    const newestHead = [...heads.entries()].sort((a, b) => b[0] - a[0]).find(([, h]) => Object.keys(h).length > 0)?.[1];
+    const gone = (c: string): boolean => newestHead !== undefined && newestHead[c] === undefined;
+    for (let g = generation; g >= 1; g--) {
       const next = claims.get((g + 1) as Generation);
       const keep = new Map<Seq, { container: string; digest: Digest; chunks?: CommitChunks | undefined }>();
-      out.set(g as Generation, keep);
-      if (g !== generation && next !== undefined && next <= horizon) continue;
+      out.set(g, keep);
+      const all = published.get(g) ?? [];
+      if (g !== generation && next !== undefined && next <= horizon) {
+        for (const container of CONTAINERS) {
+          const list = all.filter((r) => r.container === container);
+          if (list.length === 0 || covered.has(container) || gone(container)) continue;
+          const from = Math.max(0, list.findLastIndex((r) => r.kind === 'full'));
+          for (const r of list.slice(from)) keep.set(r.seq, { container, digest: r.digest, chunks: r.chunks });
+          covered.add(container);
+        }
+        continue;
+      }
       for (const container of CONTAINERS) {
-        const list = (published.get(g as Generation) ?? []).filter((r) => r.container === container);
+        if (all.some((r) => r.container === container && r.kind === 'full')) covered.add(container);
+        const list = (published.get(g) ?? []).filter((r) => r.container === container);
         const base = list.findLastIndex((r) => r.kind === 'full' && r.at <= horizon);
         list.forEach((r, i) => {
           if (i >= base || r.at > horizon) keep.set(r.seq, { container, digest: r.digest, chunks: r.chunks });

@@ -11,7 +11,7 @@ const layout = new KeyLayout('tl', 'pair');
 const dg = (s: string): Digest => createHash('sha256').update(s).digest('hex') as Digest;
 
 interface Rec { seq: number; c?: string; kind?: 'full' | 'delta'; at: number; blob?: string; packs?: string[] }
-interface Gen { g: number; claimedAt?: number | null; head?: boolean; recs: Rec[]; refused?: number[] }
+interface Gen { g: number; claimedAt?: number | null; head?: boolean; recs: Rec[]; refused?: number[]; headSeq?: number }
 
 /** A bucket: generations of records (times in hours before NOW), each record's blob and packs present (old enough),
  *  plus extra objects. */
@@ -42,7 +42,7 @@ function bucket(gens: Gen[], extra: { objects?: GcObject[]; divergent?: GcDiverg
       obj(layout.journalKey(g, s as Seq), 1);
     }
     const seqs = [...records.keys()];
-    const headSeq = Math.max(0, ...seqs) as Seq;
+    const headSeq = (gen.headSeq ?? Math.max(0, ...seqs)) as Seq;
     const containers: Record<string, Seq> = {};
     for (const r of gen.recs) containers[r.c ?? 'web'] = Math.max(containers[r.c ?? 'web'] ?? 0, r.seq) as Seq;
     obj(layout.headKey(g), 1);
@@ -119,6 +119,57 @@ describe('planGc', () => {
     assert.ok(!d.has(rec(2, 1)) && !d.has(rec(2, 2)));
     assert.equal(p.totals.generation.objects, 4);
     assert.deepEqual(p.problems, [], 'a refused record of a generation that goes whole is no problem');
+  });
+
+  it('an old generation holding the only full checkpoint of a container the newest head names keeps that container\'s chain', () => {
+    // db went idle before generation 2: its only full is in generation 1; the newest head (3) still names it.
+    const gens: Gen[] = [
+      { g: 1, claimedAt: 200, recs: [{ seq: 1, c: 'db', kind: 'full', at: 199 }, { seq: 2, c: 'web', kind: 'full', at: 199 }, { seq: 3, c: 'db', kind: 'full', at: 150 }, { seq: 4, c: 'db', at: 140 }] },
+      { g: 2, claimedAt: 100, recs: [{ seq: 1, c: 'web', kind: 'full', at: 99 }] },
+      { g: 3, claimedAt: 48, recs: [{ seq: 1, c: 'web', kind: 'full', at: 47 }, { seq: 2, c: 'web', at: 3 }] },
+    ];
+    const input = bucket(gens);
+    const g3 = input.generations[2]!;
+    (input.generations as GcGeneration[])[2] = { ...g3, head: { ...g3.head!, containers: { ...g3.head!.containers, db: 0 as Seq } } };
+    const p = planGc(input);
+    const d = gone(p);
+    assert.ok(!d.has(rec(1, 3)) && !d.has(rec(1, 4)), 'db\'s newest full and its delta stay');
+    assert.ok(!d.has(blob('blob-1-3')) && !d.has(blob('blob-1-4')));
+    assert.ok(!d.has(layout.headKey(1 as Generation)), 'the generation is not deleted whole');
+    assert.ok(d.has(rec(1, 1)) && d.has(rec(1, 2)), 'db\'s older full and web\'s records (web has newer fulls) go');
+    assert.ok(d.has(rec(2, 1)) && d.has(layout.headKey(2 as Generation)), 'generation 2 (web only, newer full in 3) goes whole');
+  });
+
+  it('an old generation goes whole once its containers have newer fulls or are gone from the newest head', () => {
+    // db is named by no newest head: gone; web has a full in generation 3.
+    const d = gone(planGc(bucket([
+      { g: 1, claimedAt: 200, recs: [{ seq: 1, c: 'db', kind: 'full', at: 199 }, { seq: 2, c: 'web', kind: 'full', at: 199 }] },
+      { g: 3, claimedAt: 48, recs: [{ seq: 1, c: 'web', kind: 'full', at: 47 }] },
+    ])));
+    assert.ok(d.has(rec(1, 1)) && d.has(rec(1, 2)) && d.has(layout.headKey(1 as Generation)));
+  });
+
+  it('while the newest head names no commit yet (a new primary just opened it), the head before it says who is gone', () => {
+    const gens: Gen[] = [
+      { g: 1, claimedAt: 200, recs: [{ seq: 1, c: 'db', kind: 'full', at: 199 }, { seq: 2, c: 'app', kind: 'full', at: 199 }] },
+      { g: 2, claimedAt: 100, recs: [{ seq: 1, c: 'web', kind: 'full', at: 99 }] },
+      { g: 3, claimedAt: 0, recs: [], headSeq: 0 },
+    ];
+    const input = bucket(gens);
+    const g2 = input.generations[1]!;
+    (input.generations as GcGeneration[])[1] = { ...g2, head: { ...g2.head!, containers: { ...g2.head!.containers, db: 0 as Seq } } };
+    const d = gone(planGc(input));
+    assert.ok(!d.has(rec(1, 1)), 'db\'s only full stays: generation 2\'s head names it');
+    assert.ok(d.has(rec(1, 2)), 'app, which generation 2\'s head does not name, is gone');
+    assert.ok(!d.has(rec(2, 1)), 'web\'s only full (in generation 2, which ended inside the window) stays too');
+  });
+
+  it('with no head naming a commit at all, no container counts as gone', () => {
+    const d = gone(planGc(bucket([
+      { g: 1, claimedAt: 200, recs: [{ seq: 1, c: 'db', kind: 'full', at: 199 }], headSeq: 0 },
+      { g: 2, claimedAt: 100, recs: [], headSeq: 0 },
+    ])));
+    assert.ok(!d.has(rec(1, 1)));
   });
 
   it('a generation without a claim keeps its head as the marker', () => {
