@@ -133,6 +133,27 @@ describe('GC of a host that stops being primary', { timeout: 120_000 }, () => {
     assert.equal(left.filter((x) => x).length, 3, 'one batch of one went, then the claim stopped the rest');
   });
 
+  it('spares a blob that a divergent tail saved during the run names (found by the last look, not rewritten)', async () => {
+    const bucket = new Bucket(store, { prefix: 'tl/fence', group: 'tail', signatures: testSignatures() });
+    await bucket.claimGeneration({ version: 1, generation: g(1), host: 'old', claimedAt: new Date().toISOString(), from: { generation: g(0), containers: {} } });
+    // Large enough that uploadBlob asks whether it is there and, finding it, does not write it again.
+    const body = 'x'.repeat(300 * 1024);
+    const orphan = await blob(bucket, body);
+    const f = join(dir, `tail${n++}`);
+    await writeFile(f, body);
+    const report = await runGc(bucket, {
+      ...gcOpts,
+      owner: { generation: g(1), host: 'old' },
+      // A demoted host saves its divergent tail: the same bytes as the orphan.
+      betweenPhases: async () => void (await bucket.putDivergent({
+        version: 1, host: 'b', generation: g(1), claimGeneration: g(2), container: 'web', fromSeq: 0 as Seq, lastShippedSeq: 0 as Seq,
+        digest: sha(body), size: body.length, counts: { files: 1, deletions: 0, bytes: body.length }, savedAt: new Date().toISOString(), reason: 'test',
+      }, f)),
+    });
+    assert.equal(report.spared, 1);
+    assert.equal(await store.exists(orphan), true);
+  });
+
   it('the new primary keeps the blobs old-generation records in retention name', async () => {
     const { bucket } = await oldPrimary('newkeeps');
     await promote(bucket);
