@@ -5,7 +5,7 @@
 // process cannot be told what is about to go (README, Retention and GC).
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
-import { gcKinds, runGc, type GcReport } from '../store/index.js';
+import { gcKinds, GcStoppedError, runGc, type GcReport } from '../store/index.js';
 import { openBucket } from './runtime-deps.js';
 
 function formatBytes(n: number): string {
@@ -43,7 +43,15 @@ export function formatGcReport(r: GcReport, where: string): string {
 export async function run(config: Config, log: Logger, flags: ReadonlyMap<string, string>): Promise<number> {
   const { bucket, store } = await openBucket(config, log, 'gc');
   try {
-    const report = await runGc(bucket, { retentionMs: config.retentionMs, graceMs: config.gcGraceMs, dryRun: flags.get('dry-run') === 'true', log });
+    let report: GcReport;
+    try {
+      report = await runGc(bucket, { retentionMs: config.retentionMs, graceMs: config.gcGraceMs, dryRun: flags.get('dry-run') === 'true', log });
+    } catch (err) {
+      // A failover during the run: not a set-up problem (exit 2); what it deleted before is consistent, run it again.
+      if (!(err instanceof GcStoppedError)) throw err;
+      process.stderr.write(`twinlayer: ${err.message}; what was deleted before is consistent: run \`twinlayer gc\` again\n`);
+      return 1;
+    }
     const where = `${config.bucket}/${config.prefix}/${config.group}`;
     process.stdout.write(flags.get('json') === 'true' ? JSON.stringify(report, null, 2) + '\n' : formatGcReport(report, where));
   } finally {
