@@ -33,6 +33,8 @@ export interface GcCollectOptions {
   graceMs: number;
   cache?: GcCache;
   limits?: Limits;
+  /** Stops the collection (throws the signal's reason) between listing pages and reads. */
+  signal?: AbortSignal | undefined;
 }
 
 async function eachLimit<T>(items: readonly T[], fn: (item: T) => Promise<void>): Promise<void> {
@@ -55,16 +57,20 @@ async function digestsIn(bucket: Bucket, key: string, maxBytes: number, into: Se
 }
 
 /** Every object under the group's base, with sizes and times. */
-export async function listGroup(bucket: Bucket): Promise<GcObject[]> {
+export async function listGroup(bucket: Bucket, signal?: AbortSignal): Promise<GcObject[]> {
   const objects: GcObject[] = [];
-  for await (const o of bucket.store.listObjects(`${bucket.layout.base}/`)) objects.push(o);
+  for await (const o of bucket.store.listObjects(`${bucket.layout.base}/`)) {
+    // A page holds 1000 keys: checked once a page.
+    if (objects.length % 1000 === 0) signal?.throwIfAborted();
+    objects.push(o);
+  }
   return objects;
 }
 
 export async function collectGc(bucket: Bucket, opts: GcCollectOptions): Promise<GcInput> {
   const { layout } = bucket;
   const cache = opts.cache ?? new GcCache();
-  const objects = await listGroup(bucket);
+  const objects = await listGroup(bucket, opts.signal);
   const protectedDigests = new Set<string>();
 
   const journal = new Map<Generation, Seq[]>();
@@ -80,6 +86,7 @@ export async function collectGc(bucket: Bucket, opts: GcCollectOptions): Promise
   const generations: GcGeneration[] = [];
   const refusedGenerations: Generation[] = [];
   for (const [g, seqs] of [...journal].sort((a, b) => a[0] - b[0])) {
+    opts.signal?.throwIfAborted();
     const [claim, head] = await Promise.all([bucket.readClaim(g), bucket.readHead(g)]);
     const h = head.status === 'ok' ? head.head : null;
     if (claim === null && h === null) {
@@ -88,6 +95,7 @@ export async function collectGc(bucket: Bucket, opts: GcCollectOptions): Promise
     }
     const records = new Map<Seq, { record: GcRecord } | { refused: string }>();
     await eachLimit(seqs, async (s) => {
+      opts.signal?.throwIfAborted();
       const key = layout.journalKey(g, s);
       const cached = cache.records.get(key);
       if (cached !== undefined) {

@@ -83,7 +83,10 @@ export async function runGc(bucket: Bucket, opts: GcOptions): Promise<GcReport> 
   const batchSize = opts.batchSize ?? 1000;
   if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new TypeError(`Expected \`batchSize\` to be a positive integer, got ${String(batchSize)}`);
   opts.signal?.throwIfAborted();
-  const input = await collectGc(bucket, { now, retentionMs: opts.retentionMs, graceMs: opts.graceMs, cache, limits });
+  const input = await collectGc(bucket, { now, retentionMs: opts.retentionMs, graceMs: opts.graceMs, cache, limits, signal: opts.signal }).catch((err: unknown) => {
+    if (opts.signal?.aborted === true) throw new GcStoppedError('garbage collection stopped while it read the bucket: its host stopped being primary', { generation: opts.owner?.generation ?? 0 });
+    throw err;
+  });
   const plan = planGc(input);
   const newestListed = input.generations.reduce<Generation | null>((n, g) => (n === null || g.generation > n ? g.generation : n), null);
   const fence = opts.owner ?? (newestListed === null ? null : { generation: newestListed, host: null });

@@ -114,6 +114,22 @@ describe('GC of a host that stops being primary', { timeout: 120_000 }, () => {
     assert.equal(await store.exists(orphan), true);
   });
 
+  it('an abort while it reads the bucket stops it there, before any delete', async () => {
+    const { orphan } = await oldPrimary('abortread');
+    const life = new AbortController();
+    let reads = 0;
+    const reading = new (class extends WrappedStore {
+      override async getBuffer(key: string, maxBytes: number): Promise<Buffer | null> {
+        // The pusher halts while GC reads the generation's records.
+        if (++reads === 1) life.abort();
+        return this.inner.getBuffer(key, maxBytes);
+      }
+    })(store);
+    const bucket = new Bucket(reading, { prefix: 'tl/fence', group: 'abortread', signatures: testSignatures() });
+    await assert.rejects(runGc(bucket, { ...gcOpts, owner: { generation: g(1), host: 'old' }, signal: life.signal }), (err: unknown) => err instanceof GcStoppedError && /while it read the bucket/.test(err.message));
+    assert.equal(await store.exists(orphan), true);
+  });
+
   it('checks before every batch: a claim between two batches stops the rest', async () => {
     const bucket = new Bucket(store, { prefix: 'tl/fence', group: 'batches', signatures: testSignatures() });
     await bucket.claimGeneration({ version: 1, generation: g(1), host: 'old', claimedAt: new Date().toISOString(), from: { generation: g(0), containers: {} } });
