@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { asDigest, Bucket, GcLoop, GcStoppedError, runGc, type CommitRecord, type Digest, type Generation, type Seq, type S3BlobStore } from '../../../src/store/index.js';
+import { asDigest, Bucket, GcStoppedError, runGc, type CommitRecord, type Digest, type Generation, type Seq, type S3BlobStore } from '../../../src/store/index.js';
 import { testSignatures } from '../../support/signing.js';
 import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
 import { WrappedStore } from './helpers.js';
@@ -177,52 +177,5 @@ describe('GC of a host that stops being primary', { timeout: 120_000 }, () => {
     const report = await runGc(bucket, { ...gcOpts, owner: { generation: g(2), host: 'new' } });
     assert.equal(report.deleted.blob.objects, 1, 'the orphan only');
     assert.equal(await store.exists(bucket.blobKey(sha('newkeeps web 1'))), true);
-  });
-});
-
-describe('GcLoop', { timeout: 60_000 }, () => {
-  let s3: TestS3;
-  let store: S3BlobStore;
-  before(async () => {
-    s3 = await withS3();
-    store = testS3Store(s3);
-  });
-  after(async () => {
-    store?.destroy();
-    await s3?.close();
-  });
-
-  it('runs first soon after start (firstDelayMs), not a whole interval later', async () => {
-    const bucket = new Bucket(store, { prefix: 'tl/loop2', group: 'first', signatures: testSignatures() });
-    await bucket.writeHead({ version: 1, generation: g(1), seq: 0 as Seq, writer: 'w', updatedAt: new Date().toISOString(), containers: {} });
-    let runs = 0;
-    const loop = new GcLoop(bucket, { intervalMs: 3600_000, firstDelayMs: 10, retentionMs: H, graceMs: H, now: () => (runs++, Date.now()) });
-    loop.start();
-    for (let i = 0; i < 500 && loop.lastReport === null; i++) await new Promise((resolve) => setTimeout(resolve, 10));
-    await loop.stop();
-    assert.equal(runs, 1);
-    assert.notEqual(loop.lastReport, null);
-  });
-
-  it('stop() aborts the run in flight: it deletes nothing more', async () => {
-    const bucket = new Bucket(store, { prefix: 'tl/loop2', group: 'abort', signatures: testSignatures() });
-    await bucket.claimGeneration({ version: 1, generation: g(1), host: 'old', claimedAt: new Date().toISOString(), from: { generation: g(0), containers: {} } });
-    const orphan = bucket.blobKey(sha('loop orphan'));
-    await store.put(orphan, Buffer.from('loop orphan'));
-    let stopped = null as Promise<void> | null;
-    const loop: GcLoop = new GcLoop(bucket, {
-      intervalMs: 3600_000, firstDelayMs: 0, retentionMs: H, graceMs: H, now: () => Date.now() + 2 * H, owner: { generation: g(1), host: 'old' },
-      // The pusher halts (demoted) while the run is between its phases.
-      betweenPhases: () => {
-        stopped = loop.stop();
-        return Promise.resolve();
-      },
-    });
-    loop.start();
-    for (let i = 0; i < 500 && stopped === null; i++) await new Promise((resolve) => setTimeout(resolve, 10));
-    assert.notEqual(stopped, null, 'the run reached its second phase');
-    await stopped;
-    assert.equal(loop.lastReport, null, 'the run did not finish');
-    assert.equal(await store.exists(orphan), true);
   });
 });
