@@ -226,10 +226,14 @@ export class JournalFollower {
           // Perhaps retired by GC (retention): judged once every container the head names is known not to need it.
           const to = item.missingTo;
           const open = new Set(Object.keys(head.containers).filter((name) => !headClearsGap(head, name, item.seq, to)));
-          this.#pendingGaps.push({ from: item.seq, to, open, reason: item.error, generation: state.generation });
-          this.#settleGaps();
-          this.#readSeq = to;
-          continue;
+          // A container whose last record by the head lies there has no later record to judge by: lost.
+          const lastThere = [...open].some((name) => (head.containers[name] ?? 0) >= item.seq && (head.containers[name] ?? 0) <= to);
+          if (!lastThere) {
+            this.#pendingGaps.push({ from: item.seq, to, open, reason: item.error, generation: state.generation });
+            this.#settleGaps();
+            this.#readSeq = to;
+            continue;
+          }
         }
         // We cannot tell whose record is missing; each container's parent chain stops the one it belongs to.
         this.#o.log.error('journal gap or unreadable record', { seq: item.seq, generation: state.generation, reason: item.error });

@@ -78,6 +78,13 @@ describe('a journal thinned by GC', { timeout: 120_000 }, () => {
     assert.equal(follower.alert(() => 0), null);
   });
 
+  it('a container\'s last record missing is a gap at once (no later record of it will tell)', async () => {
+    // 29 is web's last record by the head.
+    const { follower, lines } = await thinned('lostlast', [29]);
+    assert.equal(lines.filter((l) => l.includes('journal gap')).length, 1, lines.join('\n'));
+    assert.match(follower.alert(() => 0) ?? '', /journal seq 29: missing from the journal/);
+  });
+
   it('a record missing above a container\'s newest full is still a gap', async () => {
     // 23 is web's, after its full at 20: no retention removes it.
     const { follower, lines } = await thinned('lost', [23]);
