@@ -79,6 +79,8 @@ class CountingStore implements BlobStore {
   exists(key: string): Promise<boolean> { return this.inner.exists(key); }
   list(prefix: string, startAfter?: string): AsyncIterable<string> { return this.inner.list(prefix, startAfter); }
   delete(key: string): Promise<void> { return this.inner.delete(key); }
+  listObjects(prefix: string, startAfter?: string) { return this.inner.listObjects(prefix, startAfter); }
+  deleteMany(keys: readonly string[]): Promise<void> { return this.inner.deleteMany(keys); }
   stored(): number {
     let n = 0;
     for (const v of this.sizes.values()) n += v;

@@ -52,6 +52,8 @@ class TimedStore implements BlobStore {
   exists(key: string): Promise<boolean> { return this.#timed('HEAD', key, () => this.inner.exists(key)); }
   list(prefix: string, startAfter?: string): AsyncIterable<string> { return this.inner.list(prefix, startAfter); }
   delete(key: string): Promise<void> { return this.#timed('DELETE', key, () => this.inner.delete(key)); }
+  listObjects(prefix: string, startAfter?: string) { return this.inner.listObjects(prefix, startAfter); }
+  deleteMany(keys: readonly string[]): Promise<void> { return this.inner.deleteMany(keys); }
 }
 
 function arg(name: string, fallback: number): number {

@@ -629,6 +629,7 @@ export class Agent {
         includeTwins: true,
         beforePublish: () => fence.assertOwner(),
         metrics: this.#o.metrics,
+        gc: this.#o.gc,
       });
       try {
         await pusher.start();

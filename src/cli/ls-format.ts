@@ -76,8 +76,9 @@ export interface ContainerListing {
   container: string;
   /** Per generation: the commits found by following the container's parentSeq links down from its head (at most a
    *  bound of them: `truncated`), and those published past the head; `unreadable`: records refused or missing on
-   *  the way (a broken link ends the walk) or past the head. */
-  generations: Array<GenerationView & { commits: CommitView[]; unreadable: string[]; truncated: boolean }>;
+   *  the way (a broken link ends the walk) or past the head; `retired`: where the walk ended at a record missing
+   *  below a full checkpoint (GC's retention), else null. */
+  generations: Array<GenerationView & { commits: CommitView[]; unreadable: string[]; retired: string | null; truncated: boolean }>;
   tails: TailView[];
   tailsLeftOut: LeftOut | null;
 }
@@ -108,6 +109,8 @@ function generationNote(v: GenerationView, newest: number | null): string {
   if (v.claimedAt === null && v.head !== null) notes.push('opened without a claim');
   if (v.from !== null && v.from.generation > 0) notes.push(`promoted from generation ${v.from.generation}`);
   if (v.release !== null) notes.push(`released by ${v.release.host} at ${v.release.releasedAt} (${v.release.reason})`);
+  // GC deletes a whole old generation but for its claim (the fencing marker).
+  if (v.head === null && v.claimedAt !== null && newest !== null && v.generation < newest) notes.push('no head: retired by retention (its claim stays), or never written');
   notes.push(...v.problems);
   return notes.join('; ');
 }
@@ -153,6 +156,7 @@ export function formatContainerListing(l: ContainerListing): string {
       ]));
     }
     for (const u of g.unreadable) out += `  unreadable record: ${printable(u)}\n`;
+    if (g.retired !== null) out += `  ${printable(g.retired)}\n`;
     for (const p of g.problems) out += `  ${printable(p)}\n`;
     out += '\n';
   }

@@ -105,9 +105,10 @@ function commitView(r: CommitRecord): CommitView {
  * seq the head names (commitChain), and the records published past the head (a LIST that finds nothing while the
  * head is current). Without a head the group signed, the generation's records are read in order, bounded.
  */
-async function readCommits(bucket: Bucket, g: Generation, view: GenerationView, container: string): Promise<{ commits: CommitView[]; unreadable: string[]; truncated: boolean }> {
+async function readCommits(bucket: Bucket, g: Generation, view: GenerationView, container: string): Promise<{ commits: CommitView[]; unreadable: string[]; retired: string | null; truncated: boolean }> {
   const commits: CommitView[] = [];
   const unreadable: string[] = [];
+  let retired: string | null = null;
   let truncated = false;
   const take = (item: JournalItem): void => {
     // Which container an unreadable record was for is unknown: show them all, so none is missed.
@@ -117,15 +118,21 @@ async function readCommits(bucket: Bucket, g: Generation, view: GenerationView, 
   const headSeq = view.head?.seq ?? 0;
   const from = view.head?.containers[container];
   if (from !== undefined) {
+    let fullSeen = false;
     for await (const item of commitChain(bucket, g, from as Seq, container, { max: MAX_COMMITS_SHOWN, onTruncated: () => (truncated = true) })) {
-      if ('error' in item) unreadable.push(`seq ${item.seq}: ${item.error}; reached from seq ${from} by parentSeq links, older commits of this generation not listed`);
-      else commits.push(commitView(item.record));
+      // Below a full checkpoint of the container, what is missing is what GC removed (retention), not a loss.
+      if ('error' in item && item.missing === true && fullSeen) retired = `seq ${item.seq} and older commits of this generation retired by retention (restorable from the full checkpoint above)`;
+      else if ('error' in item) unreadable.push(`seq ${item.seq}: ${item.error}; reached from seq ${from} by parentSeq links, older commits of this generation not listed`);
+      else {
+        fullSeen ||= item.record.kind === 'full';
+        commits.push(commitView(item.record));
+      }
     }
   }
   const past = view.head === null ? MAX_COMMITS_SHOWN : MAX_PAST_HEAD;
   for await (const item of bucket.listRecords(g, headSeq, { maxKeys: past, onTruncated: () => (truncated = true) })) take(item);
   commits.sort((a, b) => a.seq - b.seq);
-  return { commits, unreadable, truncated };
+  return { commits, unreadable, retired, truncated };
 }
 
 async function readContainer(bucket: Bucket, where: string, container: string, which: Generation | 'newest' | 'all'): Promise<ContainerListing> {

@@ -9,12 +9,14 @@ import { parseArgs } from './args.js';
 import { importDevOnly } from './dev-only.js';
 import { usage } from './usage.js';
 
-const flagNames = new Set(['config', 'dir', 'listen', 'bucket', 'port-file', 'help', 'keep', 'runs', 'out', 'key', 'service', 'json', 'all', 'generation', 'to', 'at', 'seq', 'image']);
-const switches = new Set(['help', 'json', 'all']);
+const flagNames = new Set(['config', 'dir', 'listen', 'bucket', 'port-file', 'help', 'keep', 'runs', 'out', 'key', 'service', 'json', 'all', 'generation', 'to', 'at', 'seq', 'image', 'dry-run']);
+const switches = new Set(['help', 'json', 'all', 'dry-run']);
 /** The commands that take operands after them; any other refuses them. */
 const takesOperands = new Set(['ls', 'restore']);
-/** Flags of `ls` and `restore` only, by command. */
-const commandFlags: Record<string, string[]> = { json: ['ls'], all: ['ls'], generation: ['ls', 'restore'], to: ['restore'], at: ['restore'], seq: ['restore'], image: ['restore'] };
+/** Flags of some commands only, by command. */
+const commandFlags: Record<string, string[]> = {
+  json: ['ls', 'gc'], all: ['ls'], generation: ['ls', 'restore'], to: ['restore'], at: ['restore'], seq: ['restore'], image: ['restore'], 'dry-run': ['gc'],
+};
 
 /** The commands that run from a config, each loaded on use. */
 const daemons: Record<string, () => Promise<{ run: (config: Config, log: Logger) => Promise<number | void> }>> = {
@@ -53,6 +55,11 @@ async function main(argv: readonly string[]): Promise<number> {
     const config = loadConfig({ file: flags.get('config') });
     const { run } = await import('./ls.js');
     return run(config, createLogger({ level: config.logLevel === 'debug' ? 'debug' : 'warn' }).child({ cmd: 'ls', host: config.hostId }), operands, flags);
+  }
+  if (command === 'gc') {
+    const config = loadConfig({ file: flags.get('config') });
+    const { run } = await import('./gc.js');
+    return run(config, createLogger({ level: config.logLevel === 'debug' ? 'debug' : 'warn' }).child({ cmd: 'gc', host: config.hostId }), flags);
   }
   if (command === 'restore') {
     const config = loadConfig({ file: flags.get('config') });

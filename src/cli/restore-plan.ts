@@ -45,17 +45,26 @@ async function generationsHolding(bucket: Bucket, container: string, passed: str
  * checkpoint at or below it (newest first), or null when no record of the chain is accepted. A chain that breaks
  * (missing, refused, another container's record) or ends without a full checkpoint below the target refuses.
  */
-async function chainTo(bucket: Bucket, g: Generation, from: Seq, container: string, accept: (r: CommitRecord) => boolean): Promise<CommitRecord[] | null> {
+async function chainTo(bucket: Bucket, g: Generation, from: Seq, container: string, accept: (r: CommitRecord) => boolean, lastFull?: Seq): Promise<CommitRecord[] | null> {
   const chain: CommitRecord[] = [];
   let truncated = false;
   let first = true;
+  /** The oldest full checkpoint the walk passed, else the newest the head names: what is missing below one is what
+   *  GC's retention removed. */
+  let fullPassed: Seq | null = null;
+  const headFull = lastFull !== undefined && lastFull > from ? lastFull : null;
   for await (const item of commitChain(bucket, g, from, container, { max: MAX_CHAIN_RECORDS, onTruncated: () => (truncated = true) })) {
     if ('error' in item) {
+      if (item.missing === true && (fullPassed !== null || headFull !== null)) {
+        const oldest = fullPassed !== null ? `the oldest restorable commit of it in this generation is the full checkpoint at seq ${fullPassed}` : `its commits from the full checkpoint at seq ${headFull} (or an older one still kept: \`twinlayer ls ${container}\`) are restorable`;
+        throw new RestoreRefusedError(`generation ${g} seq ${item.seq} of ${container} was retired by retention (retentionMs); ${oldest}`, { container, key: bucket.journalKey(g, item.seq) });
+      }
       const below = first ? '' : `, reached from seq ${from} by parentSeq links; what lies below it cannot be told to be this container's`;
       throw new RestoreRefusedError(`generation ${g} seq ${item.seq}: ${item.error}${below}`, { container, key: bucket.journalKey(g, item.seq) });
     }
     first = false;
     const r = item.record;
+    if (r.kind === 'full') fullPassed = r.seq;
     if (chain.length === 0 && !accept(r)) continue;
     chain.push(r);
     if (r.kind === 'full') return chain;
@@ -65,10 +74,16 @@ async function chainTo(bucket: Bucket, g: Generation, from: Seq, container: stri
   throw new RestoreRefusedError(`generation ${g} has no full checkpoint at or below seq ${chain[0]!.seq} (its first commit, seq ${chain.at(-1)!.seq}, is a delta)`, { container });
 }
 
+/** The newest full checkpoint of `container` that generation g's head names, if it names one. */
+async function lastFullOf(bucket: Bucket, g: Generation, container: string): Promise<Seq | undefined> {
+  const head = await bucket.readHead(g);
+  return head.status === 'ok' ? head.head.lastFull?.[container] : undefined;
+}
+
 export async function planRestore(bucket: Bucket, container: string, target: RestoreTarget): Promise<RestorePlan> {
   if (target.kind === 'seq' && target.generation !== undefined) {
     const g = target.generation;
-    return { generation: g, commits: (await chainTo(bucket, g, target.seq, container, () => true))!.reverse(), notes: [] };
+    return { generation: g, commits: (await chainTo(bucket, g, target.seq, container, () => true, await lastFullOf(bucket, g, container)))!.reverse(), notes: [] };
   }
   const notes: string[] = [];
   const holding = await generationsHolding(bucket, container, notes);
@@ -82,7 +97,8 @@ export async function planRestore(bucket: Bucket, container: string, target: Res
       // The head is the word of what is published: a record past it may be one whose head write is still retried.
       throw new RestoreRefusedError(`seq ${target.seq} is past the last commit of this container in generation ${newest.generation} (seq ${newest.seq}, by its head)`, { container });
     }
-    return { generation: newest.generation, commits: (await chainTo(bucket, newest.generation, target.seq, container, () => true))!.reverse(), notes };
+    const lastFull = await lastFullOf(bucket, newest.generation, container);
+    return { generation: newest.generation, commits: (await chainTo(bucket, newest.generation, target.seq, container, () => true, lastFull))!.reverse(), notes };
   }
   const at = target.at.getTime();
   for (const { generation, seq } of holding) {

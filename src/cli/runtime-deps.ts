@@ -57,6 +57,7 @@ export function pushSettings(config: Config) {
     reconcileIntervalMs: config.reconcileIntervalMs,
     chunkThresholdBytes: config.chunkThresholdBytes,
     checkpoints: { deltaShare: config.checkpointDeltaShare, maxAgeMs: config.checkpointMaxAgeMs },
+    gc: { intervalMs: config.gcIntervalMs, retentionMs: config.retentionMs, graceMs: config.gcGraceMs },
   };
 }
 

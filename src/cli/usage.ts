@@ -8,6 +8,9 @@ Usage:
   twinlayer ls [<container>] [--generation N | --all] [--json]
                                      what the bucket holds: generations, containers, divergent tails; with a
                                      container its commits (seq, kind, time, size) in the newest generation
+  twinlayer gc [--dry-run] [--json]  delete what retention no longer keeps: old records and generations, expired
+                                     divergent tails, blobs and packs nothing retained names (the primary also
+                                     does it every gcIntervalMs); prints counts and bytes by kind
   twinlayer restore <container> [--seq N [--generation G] | --at TIME] --to DIR
                                      the container's writable layer at a commit (default the newest), from the
                                      bucket alone: DIR/upper (an overlay upper dir) and DIR/volumes/<name>

@@ -110,6 +110,12 @@ export const configSchema = z.strictObject({
   backupSettleMs: z.coerce.number().int().min(0).max(60_000).default(1000),
   /** Grace period of docker stop when the agent demotes (then SIGKILL). */
   stopTimeoutSeconds: z.coerce.number().int().min(0).max(300).default(1),
+  /** Commits kept in the bucket for restore (GC, issue 12): at least this much history stays restorable. */
+  retentionMs: z.coerce.number().int().min(60_000).default(24 * 3600_000),
+  /** Blobs and packs no commit names stay this long after their upload (a commit in flight names them last). */
+  gcGraceMs: z.coerce.number().int().min(60_000).default(3600_000),
+  /** The primary garbage-collects the bucket this often; 0: never (`twinlayer gc` or a lifecycle rule instead). */
+  gcIntervalMs: z.coerce.number().int().min(0).default(3600_000),
   logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
 });
 

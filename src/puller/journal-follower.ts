@@ -13,7 +13,7 @@
 // container the container's journal is read from the start of the generation, as before, and the log and the status
 // say so.
 import type { Logger } from '../log/logger.js';
-import { BucketObjectInvalidError, type Bucket, type CommitRecord, type Generation, type Head, type Seq } from '../store/index.js';
+import { BucketObjectInvalidError, gapPassedBy, headClearsGap, type Bucket, type CommitRecord, type Generation, type Head, type Seq } from '../store/index.js';
 import type { AppliedState, AppliedStateFile } from './applied-state.js';
 import type { ContainerRuntimeState, ContainerStates } from './container-state.js';
 
@@ -73,6 +73,9 @@ export class JournalFollower {
   readonly #skipBelow = new Map<string, number>();
   /** Where to start reading the followed generation was decided from a head (once per generation and process). */
   #planned = false;
+  /** Runs of missing journal seqs not judged yet: `open` holds the containers that may still need them (judged by
+   *  their next record). None left: retired by retention, not reported. */
+  #pendingGaps: Array<{ from: number; to: number; open: Set<string>; reason: string; generation: number; lost?: true }> = [];
 
   constructor(opts: JournalFollowerOptions, containers: ContainerStates) {
     this.#o = opts;
@@ -109,6 +112,7 @@ export class JournalFollower {
     this.#planned = false;
     this.#skipBelow.clear();
     this.#problems.clear();
+    this.#pendingGaps = [];
     for (const c of this.#containers.values()) {
       c.queue = [];
       c.gap = null;
@@ -217,10 +221,25 @@ export class JournalFollower {
     for await (const item of this.#o.bucket.listRecords(state.generation as Generation, this.#readSeq)) {
       if (item.seq > headSeq || read++ >= this.#o.maxRecordsPerPoll) break;
       if ('error' in item) {
+        const head = this.#head;
+        if (item.missingTo !== undefined && head?.lastFull !== undefined) {
+          // Perhaps retired by GC (retention): judged once every container the head names is known not to need it.
+          const to = item.missingTo;
+          const open = new Set(Object.keys(head.containers).filter((name) => !headClearsGap(head, name, item.seq, to)));
+          // A container whose last record by the head lies there has no later record to judge by: lost.
+          const lastThere = [...open].some((name) => (head.containers[name] ?? 0) >= item.seq && (head.containers[name] ?? 0) <= to);
+          if (!lastThere) {
+            this.#pendingGaps.push({ from: item.seq, to, open, reason: item.error, generation: state.generation });
+            this.#settleGaps();
+            this.#readSeq = to;
+            continue;
+          }
+        }
         // We cannot tell whose record is missing; each container's parent chain stops the one it belongs to.
         this.#o.log.error('journal gap or unreadable record', { seq: item.seq, generation: state.generation, reason: item.error });
         this.#problems.set(item.seq, item.error);
       } else {
+        this.#judgeGaps(item.record);
         const name = item.record.container;
         const c = this.#containers.get(name);
         noteSpec(c, item.record);
@@ -250,6 +269,32 @@ export class JournalFollower {
       }
       this.#readSeq = item.seq;
     }
+  }
+
+  /** A record read after missing seqs tells whether its container needed them: its parentSeq passes over them (not
+   *  its records) or lies among them (its record is missing: a gap, reported). */
+  #judgeGaps(record: CommitRecord): void {
+    for (const gap of this.#pendingGaps) {
+      if (!gap.open.has(record.container) || record.seq <= gap.to) continue;
+      if (gapPassedBy(record, gap.from, gap.to)) {
+        gap.open.delete(record.container);
+        continue;
+      }
+      gap.open.clear();
+      gap.lost = true;
+      this.#o.log.error('journal gap or unreadable record', { seq: gap.from, generation: gap.generation, reason: gap.reason, container: record.container, parentSeq: record.parentSeq });
+      this.#problems.set(gap.from, gap.reason);
+    }
+    this.#settleGaps();
+  }
+
+  /** Missing seqs no container needs are retired by retention: passed over without an alert. */
+  #settleGaps(): void {
+    for (const gap of this.#pendingGaps) {
+      if (gap.open.size > 0 || gap.lost) continue;
+      this.#o.log.debug('journal records retired by retention passed over', { from: gap.from, to: gap.to, generation: gap.generation });
+    }
+    this.#pendingGaps = this.#pendingGaps.filter((g) => g.open.size > 0);
   }
 
   /** A queue that cannot drain is dropped past the bound: its container then waits for its next full checkpoint. */

@@ -8,7 +8,7 @@ import { ChunkIndex, chunkIndexFile, defaultLimits, UpperTracker, volumeTarPath,
 import { specDigest, type DockerRuntime, type ProtectedContainer } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/index.js';
-import { asDigest, asGeneration, asSeq, JournalWriter, PackStore, recoverHead, type Bucket, type CommitRecord, type Digest, type Generation, type Head, type HeadStatus } from '../store/index.js';
+import { asDigest, asGeneration, asSeq, GcLoop, JournalWriter, PackStore, recoverHead, type Bucket, type CommitRecord, type Digest, type Generation, type Head, type HeadStatus } from '../store/index.js';
 import { learnChunksFromBucket, type LearnBounds } from './bucket-chunks.js';
 import { BurstCollector } from './burst.js';
 import type { CheckpointPolicy } from './checkpoint-policy.js';
@@ -49,6 +49,8 @@ export interface PusherOptions {
   checkpoints?: CheckpointPolicy;
   /** Bounds of what a pusher that knows no chunk reads of the newest chunk lists at start (bucket-chunks.ts). */
   learnBounds?: Partial<LearnBounds>;
+  /** Garbage collection of the bucket while this pusher runs (the primary): every intervalMs, 0 = off. */
+  gc?: { intervalMs: number; retentionMs: number; graceMs: number; firstDelayMs?: number } | undefined;
 }
 
 interface Watched {
@@ -71,13 +73,14 @@ export class Pusher {
   #discovering: Promise<void> | null = null;
   #stopped = false;
   #unreport: (() => void) | null = null;
+  #gc: GcLoop | null = null;
 
   constructor(opts: PusherOptions) {
     this.#opts = opts;
     this.#uploads = new PQueue({ concurrency: opts.uploadConcurrency });
     this.#shipped = new ShippedStateStore(opts.stateDir, opts.group);
     this.packs = new PackStore(opts.bucket.store, opts.bucket.layout, {
-      log: opts.log.child({ unit: 'packs' }), cacheFile: join(opts.stateDir, 'push', opts.group, 'packs.jsonl'),
+      log: opts.log.child({ unit: 'packs' }), cacheFile: join(opts.stateDir, 'push', opts.group, 'packs.jsonl'), gate: opts.bucket.gate,
     });
   }
 
@@ -117,6 +120,22 @@ export class Pusher {
     this.#timers.push(setInterval(() => void this.discover().catch((err: unknown) => log.warn('discovery failed', { err })), discoverEvery));
     this.#timers.push(setInterval(() => this.#reconcileAll(), this.#opts.reconcileIntervalMs));
     this.#timers.push(setInterval(() => void this.#writeStatus().catch((err: unknown) => log.warn('cannot write status file', { err })), 1000));
+    if (this.#opts.gc !== undefined && this.#opts.gc.intervalMs > 0) {
+      this.#gc = new GcLoop(bucket, {
+        ...this.#opts.gc,
+        // Deletes only while this host writes the newest generation: a demoted or fenced primary's run stops.
+        owner: { generation: position.generation, host: hostId },
+        log: log.child({ unit: 'gc' }),
+        metrics: this.#opts.metrics,
+        // Packs about to go are forgotten: a build started after that uploads their chunks again; a commit shipping
+        // now may name them, so GC looks for references once it is out.
+        beforeSecondPhase: async (deletions) => {
+          this.packs.forgetPacks(deletions.flatMap((d) => (d.kind === 'pack' ? [d.key.slice(-64)] : [])));
+          await Promise.all([...this.#watched.values()].map((w) => w.replicator.shipped()));
+        },
+      });
+      this.#gc.start();
+    }
   }
 
   /** `<stateDir>/push/<group>/status.json`: what `twinlayer status` shows of this pusher (lag, failures). */
@@ -379,10 +398,18 @@ export class Pusher {
     return [...this.#watched.keys()].sort();
   }
 
+  /** No run is started after this; one in flight is aborted and stops at its next step (its order of deletions is
+   *  safe to stop at any point) without being waited for, so a demotion is not held up by a listing of the bucket. */
+  #stopGc(): void {
+    void this.#gc?.stop();
+    this.#gc = null;
+  }
+
   /** Stops at once without shipping what is pending (a demoted or fenced primary must publish nothing more); a
    *  commit already being published finishes. What was not shipped stays in the upper dirs and the shipped state. */
   async halt(): Promise<void> {
     this.#stopped = true;
+    this.#stopGc();
     this.#unreport?.();
     this.#unreport = null;
     for (const t of this.#timers) clearInterval(t);
@@ -402,6 +429,7 @@ export class Pusher {
   /** Stops watching; ships what is pending within `deadlineMs`. */
   async stop(deadlineMs = 10_000): Promise<void> {
     this.#stopped = true;
+    this.#stopGc();
     this.#unreport?.();
     this.#unreport = null;
     for (const t of this.#timers) clearInterval(t);

@@ -101,6 +101,8 @@ export class ContainerReplicator {
   #pendingChangeSince: number | null = null;
   #inFlightChangeSince: number | null = null;
   #running: Promise<void> | null = null;
+  /** The commit being shipped now. */
+  #ship: Promise<void> | null = null;
   #closed = false;
   #failures = 0;
   #lastError: string | null = null;
@@ -158,6 +160,12 @@ export class ContainerReplicator {
   /** Resolves when nothing is pending and nothing is in flight (or after the first failure, if failFast). */
   async idle(): Promise<void> {
     for (let i = 0; i < 1_000_000 && this.#running; i++) await this.#running;
+  }
+
+  /** Resolves once the commit being shipped now (if any) is published or has failed: GC in this process waits for
+   *  it before its last look for commits that name what it deletes (Pusher). */
+  async shipped(): Promise<void> {
+    await this.#ship?.catch(() => undefined);
   }
 
   /** Stop retrying backoffs right away (used by syncOnce and shutdown). */
@@ -224,7 +232,10 @@ export class ContainerReplicator {
       this.#inFlightChangeSince = this.#pendingChangeSince;
       this.#pendingChangeSince = null;
       try {
-        afterDelta = (await this.#shipOnce(scope, firstWriteAt, checkpoint)) === 'delta';
+        const ship = this.#shipOnce(scope, firstWriteAt, checkpoint);
+        // What shipped() waits for; its failure is handled below.
+        this.#ship = ship.then(() => undefined, () => undefined);
+        afterDelta = (await ship) === 'delta';
         this.#failures = 0;
         this.#lastError = null;
         if (checkpoint !== null) this.#checkpointFailures = 0;
@@ -249,6 +260,7 @@ export class ContainerReplicator {
         this.#deps.log.warn('ship failed; will retry', { container: this.name, failures: this.#failures, lagMs: Date.now() - (this.#pendingSince ?? firstWriteAt), err });
         await this.#backoff();
       } finally {
+        this.#ship = null;
         this.#inFlightSince = null;
         this.#inFlightChangeSince = null;
       }

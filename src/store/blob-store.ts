@@ -37,6 +37,20 @@ export interface BlobStore {
   list(prefix: string, startAfter?: string): AsyncIterable<string>;
   /** Removes the object; a missing object is not an error. */
   delete(key: string): Promise<void>;
+  /** Every object starting with `prefix` (after `startAfter`), in key order, with its size and the time the store
+   *  last wrote it (GC). */
+  listObjects(prefix: string, startAfter?: string): AsyncIterable<ListedObject>;
+  /** Removes the objects (missing ones are not an error), in as few requests as the store allows (S3
+   *  DeleteObjects: up to 1000 a request). Throws naming the keys that could not be deleted. */
+  deleteMany(keys: readonly string[]): Promise<void>;
+}
+
+/** An object as a listing shows it. */
+export interface ListedObject {
+  key: string;
+  size: number;
+  /** Milliseconds since the epoch, the store's clock. */
+  lastModified: number;
 }
 
 /** A range is at least one byte, within what a JS number counts exactly. */

@@ -13,6 +13,7 @@ import { TwinlayerError } from '../log/errors.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import type { BlobStore } from './blob-store.js';
 import type { SignedKind } from './canonical.js';
+import { DeleteGate } from './delete-gate.js';
 import { BlobDigestMismatchError, BlobMissingError, BucketObjectInvalidError, ObjectTooLargeError } from './errors.js';
 import { KeyLayout, type DivergentKeyParts } from './keys.js';
 import {
@@ -34,7 +35,9 @@ import type { TrustedKey } from './signing-keys.js';
 import { asSeq, MAX_GENERATION, MAX_RECORD_BYTES, MAX_SPEC_BYTES, type Digest, type Generation, type Seq } from './types.js';
 
 /** One step of the journal: a record, or why the record at this seq cannot be used (missing, refused). */
-export type JournalItem = { seq: Seq; record: CommitRecord } | { seq: Seq; error: string };
+/** A record, or why the seq has none: `missingTo` is set when no key is listed from `seq` to it (a gap), else the key
+ *  is there and refused. */
+export type JournalItem = { seq: Seq; record: CommitRecord } | { seq: Seq; error: string; missingTo?: Seq };
 
 /** A saved divergent tail, or why the record under a well-formed key cannot be used. */
 export type DivergentItem = { key: string; record: DivergentRecord } | { key: string; error: string };
@@ -209,6 +212,8 @@ export class Bucket {
   readonly #log: Logger;
   readonly #blobRetries: number;
   readonly #maxListed: number;
+  /** GC in this process and this bucket's writers (delete-gate.ts). */
+  readonly gate = new DeleteGate();
 
   constructor(store: BlobStore, opts: BucketOptions) {
     this.store = store;
@@ -316,6 +321,11 @@ export class Bucket {
    */
   async uploadBlob(file: string, digest: Digest): Promise<void> {
     const key = this.blobKey(digest);
+    // A blob GC here is about to delete is put again whatever its size: it must not be named while it goes.
+    if (await this.gate.beforeWrite(key)) {
+      await this.store.put(key, { file });
+      return;
+    }
     if ((await stat(file)).size < blindPutBelowBytes) {
       // Sent from memory: a plain request, without a file stream's opens and reads on the way.
       await this.store.put(key, await readFile(file));
@@ -579,7 +589,7 @@ export class Bucket {
         const p: Promise<JournalItem> =
           step.gapTo === undefined
             ? this.#readItem(g, step.seq)
-            : Promise.resolve({ seq: step.seq, error: `missing from the journal: seq ${step.seq}${step.gapTo > step.seq ? `..${step.gapTo}` : ''}` });
+            : Promise.resolve({ seq: step.seq, error: `missing from the journal: seq ${step.seq}${step.gapTo > step.seq ? `..${step.gapTo}` : ''}`, missingTo: step.gapTo });
         // Marked handled now; the rejection is rethrown when the consumer reaches it.
         p.catch(() => undefined);
         pending.push(p);

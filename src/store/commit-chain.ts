@@ -6,7 +6,7 @@ import type { CommitRecord } from './records.js';
 import type { Generation, Seq } from './types.js';
 
 /** A record of the chain, or why the chain stops there (missing, refused, another container's). */
-export type ChainItem = { record: CommitRecord } | { seq: Seq; error: string };
+export type ChainItem = { record: CommitRecord } | { seq: Seq; error: string; missing?: true };
 
 /**
  * Walks `container`'s commits of generation `g` from seq `from` down its parentSeq links: yields each record (newest
@@ -34,7 +34,7 @@ export async function* commitChain(
       return;
     }
     if (record === null) {
-      yield { seq, error: `record missing from the journal of generation ${g}` };
+      yield { seq, error: `record missing from the journal of generation ${g}`, missing: true };
       return;
     }
     if (record.container !== container) {

@@ -7,7 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { copyFile, link, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { checkRange, type BlobStore, type RangeRead } from './blob-store.js';
+import { checkRange, type BlobStore, type ListedObject, type RangeRead } from './blob-store.js';
 import { InvalidKeyError, ObjectTooLargeError } from './errors.js';
 import { KeyedMutex } from './keyed-mutex.js';
 
@@ -238,5 +238,21 @@ export class DirBlobStore implements BlobStore {
         if (!missing(err)) throw err;
       }
     });
+  }
+
+  async *listObjects(prefix: string, startAfter?: string): AsyncIterable<ListedObject> {
+    for await (const key of this.list(prefix, startAfter)) {
+      try {
+        const st = await stat(this.#path(key));
+        yield { key, size: st.size, lastModified: st.mtimeMs };
+      } catch (err) {
+        // Deleted since it was listed.
+        if (!missing(err)) throw err;
+      }
+    }
+  }
+
+  async deleteMany(keys: readonly string[]): Promise<void> {
+    for (const key of keys) await this.delete(key);
   }
 }

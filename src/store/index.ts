@@ -72,4 +72,9 @@ export {
   StoreRequestError,
   StoreUnreachableError,
 } from './errors.js';
+export { defaultFirstGcDelayMs, defaultGraceMs, defaultRetentionMs, GcLoop, GcStoppedError, runGc, type GcOptions, type GcReport } from './gc.js';
+export { collectGc, GcCache } from './gc-collect.js';
+export { gapPassedBy, headClearsGap } from './gc-retired.js';
+export { gcKinds, planGc, retainedRecords, type GcDeletion, type GcDivergent, type GcGeneration, type GcInput, type GcKind, type GcObject, type GcPlan, type GcRecord } from './gc-plan.js';
+export type { ListedObject } from './blob-store.js';
 export { commitChain, type ChainItem } from './commit-chain.js';

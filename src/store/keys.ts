@@ -28,6 +28,14 @@ function isHostSegment(host: string): boolean {
   return writerRe.test(host) && host !== '.' && host !== '..';
 }
 
+/** The digest of a content-addressed key "<prefix><2 hex>/<64 hex>"; null for anything else. */
+function parseAddressed(prefix: string, key: string): Digest | null {
+  if (!key.startsWith(prefix)) return null;
+  const rest = key.slice(prefix.length);
+  const d = rest.slice(3);
+  return rest.length === 67 && isDigest(d) && rest.slice(0, 3) === `${d.slice(0, 2)}/` ? d : null;
+}
+
 export function formatSeq(seq: Seq): string {
   return String(seq).padStart(SEQ_DIGITS, '0');
 }
@@ -87,6 +95,15 @@ export class KeyLayout {
     return `${this.base}/blobs/sha256/${d.slice(0, 2)}/${d}`;
   }
 
+  get blobsPrefix(): string {
+    return `${this.base}/blobs/sha256/`;
+  }
+
+  /** The digest a blob key names; null unless the key is exactly blobKey(digest). */
+  parseBlobKey(key: string): Digest | null {
+    return parseAddressed(this.blobsPrefix, key);
+  }
+
   /** A pack: chunks of large files (src/changeset/chunker.ts) stored back to back, each a gzip member of its own,
    *  named by the sha256 of the pack's bytes. Commit chunk lists say which chunk lies where (chunk-list.ts). */
   packKey(d: Digest): string {
@@ -99,10 +116,7 @@ export class KeyLayout {
 
   /** The digest a pack key names; null unless the key is exactly packKey(digest). */
   parsePackKey(key: string): Digest | null {
-    if (!key.startsWith(this.packsPrefix)) return null;
-    const rest = key.slice(this.packsPrefix.length);
-    const d = rest.slice(3);
-    return rest.length === 67 && isDigest(d) && rest.slice(0, 3) === `${d.slice(0, 2)}/` ? d : null;
+    return parseAddressed(this.packsPrefix, key);
   }
 
   /*

@@ -23,6 +23,7 @@ import { z } from 'zod';
 import { maxStoredChunkBytes, type ChunkedFile, type ChunkPlace, type ChunkSink, type PackEntry, type PackRange } from '../changeset/index.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import type { BlobStore } from './blob-store.js';
+import type { DeleteGate } from './delete-gate.js';
 import { BlobDigestMismatchError, BlobMissingError } from './errors.js';
 import type { KeyLayout } from './keys.js';
 import { asDigest } from './types.js';
@@ -45,6 +46,8 @@ export interface PackStoreOptions {
   maxPacksInMemory?: number;
   /** Downloads of a range whose chunks do not match their digests, before giving up. Default 3. */
   retries?: number;
+  /** GC in this process (delete-gate.ts): an upload of a pack it is about to delete rescues it. */
+  gate?: DeleteGate;
 }
 
 /** What the uploads of this process cost, for status and benchmarks. */
@@ -258,6 +261,7 @@ export class PackStore {
   readonly #packBytes: number;
   readonly #concurrency: number;
   readonly #retries: number;
+  readonly #gate: DeleteGate | undefined;
   /** Chunk -> its place, oldest first. */
   readonly #places = new Map<string, ChunkPlace>();
   /** Packs the bucket holds (true: uploaded or HEADed by this process) or a HEAD of it in flight. */
@@ -284,6 +288,7 @@ export class PackStore {
     this.#concurrency = opts.concurrency ?? 4;
     this.#maxPacksInMemory = opts.maxPacksInMemory ?? this.#concurrency + 2;
     this.#retries = opts.retries ?? 3;
+    this.#gate = opts.gate;
     for (const [name, v] of [['maxKnown', this.#maxKnown], ['packBytes', this.#packBytes], ['concurrency', this.#concurrency], ['retries', this.#retries], ['maxPacksInMemory', this.#maxPacksInMemory]] as const) {
       if (!Number.isSafeInteger(v) || v < 1) throw new TypeError(`Expected \`${name}\` to be a positive integer, got ${String(v)}`);
     }
@@ -362,6 +367,7 @@ export class PackStore {
   }
 
   async #upload(w: PackWriter, digest: string, body: Buffer): Promise<void> {
+    await this.#gate?.beforeWrite(this.#layout.packKey(asDigest(digest)));
     await this.#store.put(this.#layout.packKey(asDigest(digest)), body);
     this.#packs.set(digest, true);
     this.stats.packs++;
@@ -399,6 +405,20 @@ export class PackStore {
     });
     this.#packs.set(pack, check);
     return check;
+  }
+
+  /** Forgets packs about to be deleted (GC in this process): later builds upload their chunks again rather than name
+   *  them. Returns the chunks forgotten. The cache file keeps them until the next start HEADs and drops them. */
+  forgetPacks(packs: Iterable<string>): number {
+    const gone = new Set(packs);
+    for (const p of gone) this.#packs.delete(p);
+    let forgotten = 0;
+    for (const [d, p] of this.#places) {
+      if (!gone.has(p.pack)) continue;
+      this.#places.delete(d);
+      forgotten++;
+    }
+    return forgotten;
   }
 
   #remember(digest: string, place: ChunkPlace): void {

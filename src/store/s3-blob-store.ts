@@ -8,6 +8,7 @@ import { pipeline } from 'node:stream/promises';
 
 import {
   DeleteObjectCommand,
+  DeleteObjectsCommand,
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
@@ -20,7 +21,7 @@ import {
 import { TwinlayerError } from '../log/errors.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import type { BucketRequestKind, Metrics } from '../metrics/index.js';
-import { checkRange, defaultRetryPolicy, type BlobStore, type RangeRead, type RetryPolicy } from './blob-store.js';
+import { checkRange, defaultRetryPolicy, type BlobStore, type ListedObject, type RangeRead, type RetryPolicy } from './blob-store.js';
 import { BucketMissingError, ObjectTooLargeError, StoreRequestError, StoreUnreachableError } from './errors.js';
 import { checkRetryPolicy, withRetries } from './retry.js';
 
@@ -454,6 +455,18 @@ export class S3BlobStore implements BlobStore {
    * same on AWS and MinIO, but s3rver encrypts them with DES, which OpenSSL 3 (Node 18+) refuses: it answers 500.
    */
   async *list(prefix: string, startAfter?: string): AsyncIterable<string> {
+    for await (const o of this.listObjects(prefix, startAfter)) yield o.key;
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.#request('delete', key, async () => {
+      this.#count('DELETE');
+      await this.#client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+    });
+  }
+
+  /** The pages of list(), with each object's size and LastModified. */
+  async *listObjects(prefix: string, startAfter?: string): AsyncIterable<ListedObject> {
     let marker = startAfter;
     // Bounded by the bucket's size: every page moves the marker strictly forward or ends the listing.
     for (;;) {
@@ -465,18 +478,32 @@ export class S3BlobStore implements BlobStore {
       for (const obj of page.Contents ?? []) {
         if (obj.Key === undefined) continue;
         last = obj.Key;
-        yield obj.Key;
+        // A listing without a time is taken as written now: GC then leaves the object for its grace period.
+        yield { key: obj.Key, size: obj.Size ?? 0, lastModified: obj.LastModified?.getTime() ?? Date.now() };
       }
       if (page.IsTruncated !== true || last === undefined || last === marker) return;
       marker = last;
     }
   }
 
-  async delete(key: string): Promise<void> {
-    await this.#request('delete', key, async () => {
-      this.#count('DELETE');
-      await this.#client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
-    });
+  /** DeleteObjects, 1000 keys a request (the S3 limit), quiet mode: the answer lists only the keys that failed. */
+  async deleteMany(keys: readonly string[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += 1000) {
+      const batch = keys.slice(i, i + 1000);
+      const failed = await this.#request('delete-many', batch[0] ?? '', async () => {
+        this.#count('DELETE');
+        const out = await this.#client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }));
+        return out.Errors ?? [];
+      });
+      if (failed.length > 0) {
+        const first = failed[0];
+        throw new StoreRequestError(`deleting ${failed.length} of ${batch.length} objects from bucket ${this.bucket} failed, first ${JSON.stringify(first?.Key)}: ${first?.Code ?? '?'} ${first?.Message ?? ''}`, {
+          bucket: this.bucket,
+          key: first?.Key ?? '',
+          keys: failed.slice(0, 5).map((e) => e.Key ?? ''),
+        });
+      }
+    }
   }
 }
 

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { GroupKeys } from '../../../src/lab/group-keys.js';
 import { silentLogger } from '../../../src/log/logger.js';
 import { S3RVER_CREDENTIALS } from '../../../src/s3server/index.js';
-import { asDigest, Bucket, Signatures, type CommitRecord, type Generation, type Seq, type S3BlobStore } from '../../../src/store/index.js';
+import { asDigest, Bucket, runGc, Signatures, type CommitRecord, type Generation, type Seq, type S3BlobStore } from '../../../src/store/index.js';
 import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
 import { spawnTwinlayer } from '../../support/twinlayer.js';
 import type { ContainerListing, Overview } from '../../../src/cli/ls-format.js';
@@ -173,6 +173,30 @@ describe('twinlayer ls', { timeout: 120_000 }, () => {
     const l = JSON.parse(json.stdout) as ContainerListing;
     assert.ok(l.generations[0]?.unreadable.some((u) => u.includes('\u009b2J\u202eevil\x1b[')), JSON.stringify(l.generations[0]?.unreadable));
     await store.delete(`${PREFIX}/${GROUP}/gen/1/journal/0000000000000005.json`);
+  });
+
+  it('commits GC retired below a full checkpoint are shown as retired by retention, not as unreadable', async () => {
+    const group = 'thinned';
+    const a = new Bucket(store, { prefix: PREFIX, group, log: silentLogger, signatures: keys.signatures('host-a') });
+    await a.claimGeneration({ version: 1, generation: g(1), host: 'host-a', claimedAt: '2026-12-06T10:00:00.000Z', from: { generation: g(0), containers: {} } });
+    const chain = [commit(1, 1, 'web', 0, 'host-a', 'full'), commit(1, 2, 'web', 1, 'host-a'), commit(1, 3, 'web', 2, 'host-a', 'full'), commit(1, 4, 'web', 3, 'host-a')];
+    for (const r of chain) {
+      await store.put(a.blobKey(r.digest), Buffer.from(`${r.seq}`));
+      await a.writeRecord(r);
+    }
+    await a.writeHead({ version: 1, generation: g(1), seq: 4 as Seq, writer: 'host-a', updatedAt: '2026-12-06T10:04:02.000Z', containers: { web: 4 as Seq }, lastFull: { web: 3 as Seq } });
+    // Two days on, with a day of retention: web keeps its full at 3 and what follows.
+    const report = await runGc(a, { retentionMs: 24 * 3600_000, graceMs: 3600_000, now: () => Date.now() + 48 * 3600_000 });
+    assert.equal(report.deleted.record.objects, 2);
+    const json = await ls(['web', '--json'], { TWINLAYER_GROUP: group });
+    assert.equal(json.code, 0, json.out);
+    const l = JSON.parse(json.stdout) as ContainerListing;
+    assert.deepEqual(l.generations[0]?.commits.map((c) => c.seq), [3, 4]);
+    assert.deepEqual(l.generations[0]?.unreadable, []);
+    assert.match(l.generations[0]?.retired ?? '', /^seq 2 and older commits of this generation retired by retention/);
+    const human = await ls(['web'], { TWINLAYER_GROUP: group });
+    assert.match(human.stdout, /^ {2}seq 2 and older commits of this generation retired by retention/m);
+    assert.doesNotMatch(human.stdout, /unreadable record/);
   });
 
   it('the other commands still refuse an operand', async () => {

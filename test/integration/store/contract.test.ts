@@ -216,6 +216,17 @@ for (const impl of impls) {
       const all = await collect(store.list('man'));
       assert.equal(all.length, keys.length + 2);
       assert.ok(all.includes('man') && all.includes('manyx/other'));
+
+      // Listed with sizes and times, then deleted in batches (S3 DeleteObjects: 1000 keys a request).
+      const t0 = Date.now();
+      const listed: Array<{ key: string; size: number; lastModified: number }> = [];
+      for await (const o of store.listObjects('many/')) listed.push(o);
+      assert.deepEqual(listed.map((o) => o.key), keys);
+      assert.ok(listed.every((o, i) => o.size === Buffer.byteLength(keys[i]!) && o.lastModified > t0 - 10 * 60_000 && o.lastModified < t0 + 60_000), JSON.stringify(listed[0]));
+      await store.deleteMany([...keys.slice(0, 1100), 'many/not-there']);
+      assert.deepEqual(await collect(store.list('many/')), keys.slice(1100));
+      await store.deleteMany([]);
+      assert.equal(await store.exists('manyx/other'), true);
     });
   });
 }

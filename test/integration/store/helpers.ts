@@ -122,4 +122,10 @@ export class WrappedStore implements BlobStore {
   delete(key: string): Promise<void> {
     return this.inner.delete(key);
   }
+  listObjects(prefix: string, startAfter?: string) {
+    return this.inner.listObjects(prefix, startAfter);
+  }
+  deleteMany(keys: readonly string[]): Promise<void> {
+    return this.inner.deleteMany(keys);
+  }
 }
