@@ -319,7 +319,10 @@ async function failoverSteps(d: FailoverDeps, n: number, kind: FailoverKind | 'f
     const head = await l.head();
     const s = await l.status(O);
     return caughtUp(s, head) ? true : undefined;
-  }, 500);
+  }, 500).catch(async (err: unknown) => {
+    // What the agent said last: a stuck role, a generation not followed, containers behind (and where).
+    throw new Error(`${(err as Error).message}; ${O} now: ${await l.standbyGap(O).catch((e: unknown) => String(e))}`);
+  });
   r.rejoinMs = Date.now() - t0;
   d.log(`failover ${n}: ${O} back as the standby after ${r.rejoinMs} ms; its ${r.tails} divergent tail(s) hold ${r.lostWritesAccounted} of its ${r.lostWrites} lost writes`);
   return r;

@@ -644,8 +644,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       finalConvergeMs = Date.now() - finalStart;
       log(`converged ${finalConvergeMs} ms after the last marker write`);
     } catch (err) {
-      const st = await l.status(S);
-      const detail = (st?.containers ?? []).filter((c) => lagging.includes(c.name) || c.lastError).map((c) => `${c.name}: staged ${c.stagedSeq ?? '?'} twin ${c.twin ?? '?'} error ${c.lastError ?? '-'}`).join('; ');
+      const detail = await l.standbyGap(S).catch((e: unknown) => String(e));
       throw new Fatal(`final convergence timeout after ${plan.finalConvergeMs} ms: ${lagging.length > 0 ? `twins without the final marker: ${lagging.join(', ')}` : 'the standby did not report every container staged to the head'}; ${detail} (${(err as Error).message})`);
     }
     clearInterval(probePoller);

@@ -279,14 +279,42 @@ export class AgentLab {
 
   /** The agent's GET /v1/status, asked inside the host's namespace; null when it does not answer. */
   async status(host: string): Promise<AgentStatusView | null> {
-    const r = await this.lab.exec(host, ['curl', '-s', '--fail', '--max-time', '2', '-H', `authorization: Bearer ${this.token}`, `http://${HOOK}/v1/status`], { timeoutMs: 5_000 });
-    if (r.code !== 0) return null;
+    const r = await this.statusOrWhy(host);
+    return 'status' in r ? r.status : null;
+  }
+
+  /** The agent's status, or why there is none (for a failure message). */
+  async statusOrWhy(host: string): Promise<{ status: AgentStatusView } | { why: string }> {
+    const r = await this.lab.exec(host, ['curl', '-s', '--max-time', '2', '-w', '\n%{http_code}', '-H', `authorization: Bearer ${this.token}`, `http://${HOOK}/v1/status`], { timeoutMs: 5_000 });
+    if (r.code !== 0) return { why: `curl of the hook's /v1/status exited ${String(r.code)}${r.code === 28 ? ' (no answer within 2 s)' : ''}` };
+    const cut = r.stdout.lastIndexOf('\n');
+    const [body, code] = [r.stdout.slice(0, cut), r.stdout.slice(cut + 1).trim()];
+    if (code !== '200') return { why: `the hook answered HTTP ${code}: ${body.slice(0, 300)}` };
     try {
-      const parsed = statusSchema.safeParse(JSON.parse(r.stdout));
-      return parsed.success ? parsed.data : null;
-    } catch {
-      return null;
+      const parsed = statusSchema.safeParse(JSON.parse(body));
+      return parsed.success ? { status: parsed.data } : { why: `the status did not parse: ${parsed.error.message.slice(0, 300)}` };
+    } catch (err) {
+      return { why: `the status is not JSON: ${String(err)}` };
     }
+  }
+
+  /** Why `host` is not (yet) the standby staged to the head: '' once it is. For failure messages. */
+  async standbyGap(host: string): Promise<string> {
+    const r = await this.statusOrWhy(host);
+    if (!('status' in r)) return `no status from ${host}: ${r.why}`;
+    const s = r.status;
+    const head = await this.head();
+    const parts: string[] = [];
+    if (s.role !== 'standby') parts.push(`role ${s.role}`);
+    if (s.generation !== head.generation) parts.push(`generation ${String(s.generation)} (head ${head.generation})`);
+    const behind = Object.entries(head.containers).flatMap(([name, seq]) => {
+      const c = s.containers.find((x) => x.name === name);
+      if (c === undefined) return [`${name} absent`];
+      return c.stagedSeq !== seq || c.twin !== 'stopped' ? [`${name} staged ${String(c.stagedSeq ?? '?')} of ${seq}, twin ${c.twin ?? '?'}`] : [];
+    });
+    if (behind.length > 0) parts.push(`${behind.length} container(s) not at the head: ${behind.slice(0, 8).join('; ')}${behind.length > 8 ? '; …' : ''}`);
+    if (parts.length > 0 && s.lastError !== null) parts.push(`lastError ${s.lastError.slice(0, 300)}`);
+    return parts.join('; ');
   }
 
   /** The page on the VIP, fetched from the bridge namespace (a neutral client); null when nothing answers 200. A

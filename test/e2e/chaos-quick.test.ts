@@ -16,7 +16,8 @@ describe('chaos soak, quick', { timeout: 600_000 }, () => {
   it('survives every kind of fault with no divergence, no leak and no convergence timeout', async (t) => {
     const out = await mkdtemp(join(tmpdir(), 'tl-chaos-'));
     try {
-      const child = spawn(process.execPath, ['--import', 'tsx', join(repoRoot, 'bench', 'chaos.ts'), '--quick', `--results-dir=${out}`], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+      const agentLog = join(out, 'agents.log');
+      const child = spawn(process.execPath, ['--import', 'tsx', join(repoRoot, 'bench', 'chaos.ts'), '--quick', `--results-dir=${out}`, `--agent-log=${agentLog}`], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
       const lines: string[] = [];
       const keep = (b: Buffer): void => {
         for (const l of b.toString('utf8').split('\n')) if (l !== '') lines.push(l);
@@ -26,7 +27,13 @@ describe('chaos soak, quick', { timeout: 600_000 }, () => {
       const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
       const seed = lines.find((l) => l.includes('seed'));
       t.diagnostic(seed ?? '(no seed line)');
-      assert.equal(code, 0, `the quick soak failed:\n${lines.filter((l) => !l.startsWith('|')).slice(-40).join('\n')}`);
+      if (code !== 0) {
+        // A failure in CI is explained only by what the agents said: their warnings, errors and role changes, last first.
+        const said = (await readFile(agentLog, 'utf8').catch(() => '')).split('\n')
+          .filter((l) => /"level":"(warn|error)"|"msg":"(standby|demoting[^"]*|promotion [^"]*|agent started|claimed generation|following new generation)"/.test(l))
+          .slice(-80).map((l) => l.replace(/\{"time":"[^"]*",/, '{').slice(0, 400));
+        assert.fail(`the quick soak failed:\n${lines.filter((l) => !l.startsWith('|')).slice(-40).join('\n')}\n\nthe agents' last warnings, errors and role changes:\n${said.join('\n')}`);
+      }
       const json = (await readdir(out)).find((f) => f.endsWith('.json'));
       assert.ok(json, 'a JSON report was written');
       const r = JSON.parse(await readFile(join(out, json), 'utf8')) as SoakResult;
