@@ -2,7 +2,7 @@
 # Creates the twinlayer bucket, the least-privilege policies and one user per role:
 #   twinlayer-pusher: writes blobs, journal records, heads and specs (and reads them back to resume); with
 #     PUSHER_MAY_DELETE=1 it may also delete (policy-gc.json), so the primary garbage-collects the bucket
-#     (gcIntervalMs); without, set gcIntervalMs=0 and use lifecycle.json or `twinlayer gc` (README, Retention and GC);
+#     (gcIntervalMs); without, set gcIntervalMs=0 and run `twinlayer gc` while no pusher runs (README, Retention and GC);
 #   twinlayer-puller: only reads and lists.
 # Usage: bootstrap.sh ENDPOINT   (env: MINIO_ROOT_USER, MINIO_ROOT_PASSWORD, TWINLAYER_BUCKET, PUSHER_SECRET, PULLER_SECRET,
 #        PUSHER_MAY_DELETE)

@@ -114,7 +114,7 @@ export const configSchema = z.strictObject({
   retentionMs: z.coerce.number().int().min(60_000).default(24 * 3600_000),
   /** Blobs and packs no commit names stay this long after their upload (a commit in flight names them last). */
   gcGraceMs: z.coerce.number().int().min(60_000).default(3600_000),
-  /** The primary garbage-collects the bucket this often; 0: never (`twinlayer gc` or a lifecycle rule instead). */
+  /** The primary garbage-collects the bucket this often; 0: never (`twinlayer gc`, with the group's pushers stopped, instead). */
   gcIntervalMs: z.coerce.number().int().min(0).default(3600_000),
   logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
 });

@@ -8,7 +8,7 @@ import { ChunkIndex, chunkIndexFile, defaultLimits, UpperTracker, volumeTarPath,
 import { specDigest, type DockerRuntime, type ProtectedContainer } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/index.js';
-import { asDigest, asGeneration, asSeq, GcLoop, JournalWriter, PackStore, recoverHead, type Bucket, type CommitRecord, type Digest, type Generation, type Head, type HeadStatus } from '../store/index.js';
+import { asDigest, asGeneration, asSeq, GcLoop, JournalWriter, PackStore, type Bucket, type CommitRecord, type Digest, type Generation, type Head, type HeadStatus } from '../store/index.js';
 import { learnChunksFromBucket, type LearnBounds } from './bucket-chunks.js';
 import { BurstCollector } from './burst.js';
 import type { CheckpointPolicy } from './checkpoint-policy.js';
@@ -282,7 +282,10 @@ export class Pusher {
     try {
       if (await this.packs.remembered() > 0 || await this.#hasTwinIndexes()) return;
       const g = this.#generation;
-      const head = own ?? (g !== null && g > 1 ? await recoverHead(bucket, asGeneration(g - 1)) : null);
+      // The previous generation's head as it stands, read only: folding its journal into a new head (recoverHead)
+      // would write a head into a generation this host does not own, racing its writer until it is fenced.
+      const previous = own === null && g !== null && g > 1 ? await bucket.readHead(asGeneration(g - 1)) : null;
+      const head = own ?? (previous?.status === 'ok' ? previous.head : null);
       if (head === null || Object.keys(head.containers).length === 0) return;
       // A pusher that shipped these containers before and has no pack cache never uploaded a chunk: a restart of the
       // agent would only pay the reads (up to 64 records a container) for nothing.

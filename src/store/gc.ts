@@ -277,7 +277,7 @@ export class GcLoop {
       const denied = err instanceof Error && /AccessDenied|HTTP 403/.test(err.message);
       log.warn('bucket garbage collection failed; the next run tries again', {
         err,
-        ...(denied ? { hint: 'these credentials may not delete: grant s3:DeleteObject (minio/policy-gc.json) or set gcIntervalMs=0 and use a lifecycle rule (README, Retention and GC)' } : {}),
+        ...(denied ? { hint: 'these credentials may not delete: grant s3:DeleteObject (minio/policy-gc.json), or set gcIntervalMs=0 and run twinlayer gc with such credentials while no pusher of the group runs (README, Retention and GC)' } : {}),
       });
     }
   }
