@@ -138,6 +138,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
   const stop = new AbortController();
   // The report shows the first error of each kind; a slow rejoin or a stall is explained only by the whole log.
   const agentLog: WriteStream | null = opts.agentLog === undefined ? null : createWriteStream(opts.agentLog, { flags: 'a' });
+  // A file that cannot be written costs the log, never the soak.
+  agentLog?.on('error', (err) => log(`agent log ${opts.agentLog ?? ''}: ${err.message}`));
   try {
     for (const host of [FIRST_PRIMARY, FIRST_STANDBY]) smallFs.set(host, await mountSmallFs(plan.standbyFsMb));
     const fsOf = (host: string): string => {
@@ -149,7 +151,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     al = await AgentLab.create({
       // The agents' errors (the first of each message; all are counted for the report) and the lab's own trouble.
       log: (l) => {
-        agentLog?.write(`[${String(Math.round(now() / 1000)).padStart(4)} s] ${l}\n`);
+        if (agentLog !== null && !agentLog.writableEnded) agentLog.write(`[${String(Math.round(now() / 1000)).padStart(4)} s] ${l}\n`);
         if (expectExits) return;
         // What an agent prints that is not a JSON log line (a start-up refusal on stderr) is always shown.
         const plain = /^\[([ab]) \S*node\] (?!\{)(.*)$/.exec(l);
