@@ -154,10 +154,18 @@ export class Agent {
   /** One VRRP notification from the hook. MASTER waits (bounded) for the promotion; the others answer at once. */
   async notify(n: { state: VrrpState; at?: string | undefined }): Promise<NotifyAnswer> {
     const event: VrrpEvent = { state: n.state, at: n.at === undefined ? null : BigInt(n.at), receivedAt: Date.now(), source: 'hook' };
+    const previous = this.#intent.state;
     const offer = this.#intent.offer(event);
     this.#log.info('vrrp notification', { state: n.state, at: n.at, offer, role: this.#role });
     if (offer === 'accepted' && n.state !== 'MASTER' && this.#fenced !== null) {
       this.#log.info('VRRP left MASTER; a later MASTER may promote this host again', { fenced: this.#fenced });
+      this.#fenced = null;
+    } else if (offer === 'accepted' && n.state === 'MASTER' && previous !== 'MASTER' && this.#fenced !== null) {
+      // A new election, not the MASTER the fence was about: the fence holds a MASTER that predates it down. It can
+      // be set after the BACKUP that ended that MASTER was taken (a keepalived restarted as BACKUP before this host
+      // saw the newer generation), and nothing would end it then: the owner's host dying releases nothing, so this
+      // host would never take over. The claim decides whether it may.
+      this.#log.info('VRRP elected this host MASTER after it was fenced: promoting again', { fenced: this.#fenced, previous });
       this.#fenced = null;
     }
     const before = this.#lastPromotion;

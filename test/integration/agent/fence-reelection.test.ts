@@ -1,0 +1,94 @@
+// A primary told BACKUP (its keepalived restarted as BACKUP after another host took MASTER) that sees the newer
+// generation only afterwards is fenced with VRRP already saying BACKUP, so no later BACKUP ends its fence. When the
+// new owner then dies, VRRP elects this host MASTER again, and the new owner releases nothing: the fence must not
+// keep the host down (the quick chaos soak found it: after a keepalived failover and the final kill of the new
+// primary, no host took over). An agent in process (a real engine, the embedded S3 server); the other host is
+// played through the bucket with its own key.
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+
+import { Agent } from '../../../src/agent/index.js';
+import { DockerRuntime } from '../../../src/docker/index.js';
+import { startEngine, type Engine } from '../../../src/lab/engine.js';
+import { GroupKeys } from '../../../src/lab/group-keys.js';
+import { waitFor } from '../../../src/lab/wait.js';
+import { silentLogger } from '../../../src/log/logger.js';
+import { startS3Server } from '../../../src/s3server/index.js';
+import { Bucket, S3BlobStore, type Generation } from '../../../src/store/index.js';
+
+const BUCKET = 'twinlayer-fence-reelection';
+const GROUP = 'refence';
+
+describe('agent: fenced after VRRP said BACKUP, then elected MASTER when the new owner is gone', { timeout: 180_000 }, () => {
+  let base: string;
+  let s3: Awaited<ReturnType<typeof startS3Server>>;
+  let engine: Engine;
+  let store: S3BlobStore;
+  let keys: GroupKeys;
+  let agent: Agent | undefined;
+
+  before(async () => {
+    base = await mkdtemp(join(tmpdir(), 'tl-refence-'));
+    s3 = await startS3Server({ dir: join(base, 's3'), buckets: [BUCKET], silent: true });
+    engine = await startEngine({ name: 'refence' });
+    store = new S3BlobStore({ bucket: BUCKET, region: 'us-east-1', endpoint: s3.endpoint, pathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
+    keys = await GroupKeys.create(join(base, 'keys'), ['host-a', 'host-b']);
+  });
+
+  after(async () => {
+    await agent?.stop();
+    store?.destroy();
+    await engine?.stop();
+    await s3?.close();
+    if (base) await rm(base, { recursive: true, force: true });
+  });
+
+  it('takes over on the new MASTER: claims the next generation and runs as primary', async () => {
+    const hostA = new Bucket(store, { prefix: 'twinlayer', group: GROUP, signatures: keys.signatures('host-a') });
+    const hostB = new Bucket(store, { prefix: 'twinlayer', group: GROUP, signatures: keys.signatures('host-b') });
+    const observer = new Bucket(store, { prefix: 'twinlayer', group: GROUP, signatures: keys.signatures() });
+    // A settle time far above the fence interval: the BACKUP below is taken first, the fence is seen within it.
+    agent = new Agent({
+      runtime: new DockerRuntime({ socketPath: engine.socketPath }), bucket: hostA, log: silentLogger, hostId: 'host-a', group: GROUP, label: 'twinlayer.enable',
+      stateDir: join(base, 'state-a'), excludes: [], debounceQuietMs: 20, debounceMaxMs: 200, uploadConcurrency: 2, reconcileIntervalMs: 60_000, pollIntervalMs: 50,
+      downloadConcurrency: 2, startConcurrency: 4, finalizeDeadlineMs: 500, bootTimeoutMs: 10_000, vrrpStateFile: undefined, fenceIntervalMs: 100, backupSettleMs: 5_000,
+      stopTimeoutSeconds: 1, standbyCheckMs: 200,
+    });
+    await agent.open();
+    await agent.start();
+    const a = agent;
+    let at = BigInt(Date.now()) * 1_000_000n;
+    const next = (): string => (at += 1_000_000n).toString();
+
+    // A is MASTER and owns generation 1.
+    const first = await a.notify({ state: 'MASTER', at: next() });
+    assert.equal(first.role, 'primary');
+    assert.equal(first.promotion?.claim?.status, 'won');
+    assert.equal(first.generation, 1);
+
+    // A's keepalived comes back as BACKUP, then A sees that host B took generation 2 (B's MASTER, B's claim).
+    assert.equal((await a.notify({ state: 'BACKUP', at: next() })).offer, 'accepted');
+    const claimedAt = new Date().toISOString();
+    assert.deepEqual(await hostB.claimGeneration({ version: 1, generation: 2 as Generation, host: 'host-b', claimedAt, from: { generation: 1 as Generation, containers: {} } }), { won: true });
+    const fenced = await waitFor('A a fenced standby of generation 2', 30_000, async () => {
+      const s = await a.status();
+      return s.role === 'standby' && s.generation === 2 ? s : undefined;
+    }, 50);
+    assert.match(fenced.fenced ?? '', /host-b owns generation 2/, 'the precondition: fenced after VRRP said BACKUP');
+    assert.equal(fenced.vrrp.state, 'BACKUP');
+
+    // B dies without a word (no release); VRRP elects A.
+    const answer = await a.notify({ state: 'MASTER', at: next() });
+    assert.equal(answer.offer, 'accepted');
+    const taken = await waitFor('A primary of generation 3', 30_000, async () => {
+      const s = await a.status();
+      return s.role === 'primary' && s.generation === 3 ? s : undefined;
+    }, 50);
+    assert.equal(taken.fenced, null);
+    assert.equal((await observer.readClaim(3 as Generation))?.host, 'host-a');
+    assert.equal((await observer.readClaim(3 as Generation))?.from.generation, 2);
+  });
+});
