@@ -70,7 +70,17 @@ export class Agent {
   #role: Role = 'standby';
   /** Why this host must not promote although VRRP says MASTER (fenced, lost claim); cleared when VRRP leaves MASTER
    *  or when the owner of the newest generation releases it. */
-  #fenced: string | null = null;
+  #fenceReason: string | null = null;
+  /** When the fence was set, in notify.sh's stamps (ns since the epoch, this host's clock). */
+  #fencedAtNs: bigint | null = null;
+  get #fenced(): string | null {
+    return this.#fenceReason;
+  }
+  set #fenced(reason: string | null) {
+    if (reason === null) this.#fencedAtNs = null;
+    else if (this.#fenceReason === null) this.#fencedAtNs = BigInt(Date.now()) * 1_000_000n;
+    this.#fenceReason = reason;
+  }
   #puller: Puller | null = null;
   /** A puller being stopped in the background (its last poll may wait on an unreachable bucket). */
   #pullerStopping: Promise<void> | null = null;
@@ -160,11 +170,12 @@ export class Agent {
     if (offer === 'accepted' && n.state !== 'MASTER' && this.#fenced !== null) {
       this.#log.info('VRRP left MASTER; a later MASTER may promote this host again', { fenced: this.#fenced });
       this.#fenced = null;
-    } else if (offer === 'accepted' && n.state === 'MASTER' && previous !== 'MASTER' && this.#fenced !== null) {
+    } else if (offer === 'accepted' && n.state === 'MASTER' && previous !== 'MASTER' && this.#fenced !== null && (event.at === null || this.#fencedAtNs === null || event.at > this.#fencedAtNs)) {
       // A new election, not the MASTER the fence was about: the fence holds a MASTER that predates it down. It can
       // be set after the BACKUP that ended that MASTER was taken (a keepalived restarted as BACKUP before this host
       // saw the newer generation), and nothing would end it then: the owner's host dying releases nothing, so this
-      // host would never take over. The claim decides whether it may.
+      // host would never take over. A MASTER stamped before the fence (a late call of a flap) is not one: as if it
+      // had come in time, it stays down. A live owner is fenced in turn by this host's claim.
       this.#log.info('VRRP elected this host MASTER after it was fenced: promoting again', { fenced: this.#fenced, previous });
       this.#fenced = null;
     }

@@ -60,35 +60,56 @@ describe('agent: fenced after VRRP said BACKUP, then elected MASTER when the new
     await agent.open();
     await agent.start();
     const a = agent;
-    let at = BigInt(Date.now()) * 1_000_000n;
-    const next = (): string => (at += 1_000_000n).toString();
+    // notify.sh's stamps: ns since the epoch, this host's clock, always increasing here.
+    let at = 0n;
+    const stamp = (ns: bigint = BigInt(Date.now()) * 1_000_000n): string => (at = ns > at ? ns : at + 1n).toString();
+    const fencedWhileBackup = async (g: number): Promise<void> => {
+      // A's keepalived comes back as BACKUP, then A sees that host B took generation g (B's MASTER, B's claim).
+      assert.equal((await a.notify({ state: 'BACKUP', at: stamp() })).offer, 'accepted');
+      const claimedAt = new Date().toISOString();
+      assert.deepEqual(await hostB.claimGeneration({ version: 1, generation: g as Generation, host: 'host-b', claimedAt, from: { generation: (g - 1) as Generation, containers: {} } }), { won: true });
+      const s = await waitFor(`A a fenced standby of generation ${g}`, 30_000, async () => {
+        const x = await a.status();
+        return x.role === 'standby' && x.generation === g ? x : undefined;
+      }, 50);
+      assert.match(s.fenced ?? '', new RegExp(`host-b owns generation ${g}`), 'the precondition: fenced after VRRP said BACKUP');
+      assert.equal(s.vrrp.state, 'BACKUP');
+    };
+    const waitPrimary = (g: number): Promise<Awaited<ReturnType<Agent['status']>>> => waitFor(`A primary of generation ${g}`, 30_000, async () => {
+      const s = await a.status();
+      return s.role === 'primary' && s.generation === g ? s : undefined;
+    }, 50);
 
     // A is MASTER and owns generation 1.
-    const first = await a.notify({ state: 'MASTER', at: next() });
+    const first = await a.notify({ state: 'MASTER', at: stamp() });
     assert.equal(first.role, 'primary');
     assert.equal(first.promotion?.claim?.status, 'won');
     assert.equal(first.generation, 1);
 
-    // A's keepalived comes back as BACKUP, then A sees that host B took generation 2 (B's MASTER, B's claim).
-    assert.equal((await a.notify({ state: 'BACKUP', at: next() })).offer, 'accepted');
-    const claimedAt = new Date().toISOString();
-    assert.deepEqual(await hostB.claimGeneration({ version: 1, generation: 2 as Generation, host: 'host-b', claimedAt, from: { generation: 1 as Generation, containers: {} } }), { won: true });
-    const fenced = await waitFor('A a fenced standby of generation 2', 30_000, async () => {
-      const s = await a.status();
-      return s.role === 'standby' && s.generation === 2 ? s : undefined;
-    }, 50);
-    assert.match(fenced.fenced ?? '', /host-b owns generation 2/, 'the precondition: fenced after VRRP said BACKUP');
-    assert.equal(fenced.vrrp.state, 'BACKUP');
+    // Fenced after its BACKUP; a MASTER stamped before the fence (a flap's call delivered late) is the MASTER the fence
+    // is about: A stays down, as it would have had the call come in time.
+    await fencedWhileBackup(2);
+    const backupAt = at;
+    const late = await a.notify({ state: 'MASTER', at: stamp(backupAt + 1_000n) });
+    assert.equal(late.offer, 'accepted');
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const still = await a.status();
+    assert.equal(still.role, 'standby', 'a MASTER from before the fence promotes nothing');
+    assert.match(still.fenced ?? '', /host-b owns generation 2/);
+    assert.equal(await observer.readClaim(3 as Generation), null);
+    // VRRP leaves MASTER (ends the fence, as before), then elects A: it claims generation 3.
+    await a.notify({ state: 'BACKUP', at: stamp() });
+    await a.notify({ state: 'MASTER', at: stamp() });
+    await waitPrimary(3);
 
-    // B dies without a word (no release); VRRP elects A.
-    const answer = await a.notify({ state: 'MASTER', at: next() });
+    // Fenced after its BACKUP again; B dies without a word (no release); VRRP elects A: a MASTER stamped after the
+    // fence is a new election. (On the old code A stays a fenced standby for good.)
+    await fencedWhileBackup(4);
+    const answer = await a.notify({ state: 'MASTER', at: stamp() });
     assert.equal(answer.offer, 'accepted');
-    const taken = await waitFor('A primary of generation 3', 30_000, async () => {
-      const s = await a.status();
-      return s.role === 'primary' && s.generation === 3 ? s : undefined;
-    }, 50);
+    const taken = await waitPrimary(5);
     assert.equal(taken.fenced, null);
-    assert.equal((await observer.readClaim(3 as Generation))?.host, 'host-a');
-    assert.equal((await observer.readClaim(3 as Generation))?.from.generation, 2);
+    assert.equal((await observer.readClaim(5 as Generation))?.host, 'host-a');
+    assert.equal((await observer.readClaim(5 as Generation))?.from.generation, 4);
   });
 });
