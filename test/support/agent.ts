@@ -1,10 +1,11 @@
 // An Agent in process for the integration tests: short settle, fence and poll times, one host on one engine.
-import { Agent } from '../../src/agent/index.js';
+import { Agent, type AgentOptions } from '../../src/agent/index.js';
 import { DockerRuntime } from '../../src/docker/index.js';
 import { silentLogger } from '../../src/log/logger.js';
 import type { Bucket } from '../../src/store/index.js';
 
-export function inProcessAgent(o: { socketPath: string; bucket: Bucket; hostId: string; group: string; stateDir: string }): Agent {
+/** `timing` overrides the short times (a test that needs the settle time far above the fence interval). */
+export function inProcessAgent(o: { socketPath: string; bucket: Bucket; hostId: string; group: string; stateDir: string; timing?: Partial<Pick<AgentOptions, 'fenceIntervalMs' | 'backupSettleMs' | 'standbyCheckMs'>> }): Agent {
   return new Agent({
     runtime: new DockerRuntime({ socketPath: o.socketPath }),
     bucket: o.bucket,
@@ -27,5 +28,6 @@ export function inProcessAgent(o: { socketPath: string; bucket: Bucket; hostId: 
     fenceIntervalMs: 200,
     backupSettleMs: 400,
     stopTimeoutSeconds: 1,
+    ...o.timing,
   });
 }

@@ -10,14 +10,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { Agent } from '../../../src/agent/index.js';
-import { DockerRuntime } from '../../../src/docker/index.js';
+import type { Agent } from '../../../src/agent/index.js';
 import { startEngine, type Engine } from '../../../src/lab/engine.js';
 import { GroupKeys } from '../../../src/lab/group-keys.js';
 import { waitFor } from '../../../src/lab/wait.js';
-import { silentLogger } from '../../../src/log/logger.js';
 import { startS3Server } from '../../../src/s3server/index.js';
 import { Bucket, S3BlobStore, type Generation } from '../../../src/store/index.js';
+import { inProcessAgent } from '../../support/agent.js';
 
 const BUCKET = 'twinlayer-fence-reelection';
 const GROUP = 'refence';
@@ -51,12 +50,7 @@ describe('agent: fenced after VRRP said BACKUP, then elected MASTER when the new
     const hostB = new Bucket(store, { prefix: 'twinlayer', group: GROUP, signatures: keys.signatures('host-b') });
     const observer = new Bucket(store, { prefix: 'twinlayer', group: GROUP, signatures: keys.signatures() });
     // A settle time far above the fence interval: the BACKUP below is taken first, the fence is seen within it.
-    agent = new Agent({
-      runtime: new DockerRuntime({ socketPath: engine.socketPath }), bucket: hostA, log: silentLogger, hostId: 'host-a', group: GROUP, label: 'twinlayer.enable',
-      stateDir: join(base, 'state-a'), excludes: [], debounceQuietMs: 20, debounceMaxMs: 200, uploadConcurrency: 2, reconcileIntervalMs: 60_000, pollIntervalMs: 50,
-      downloadConcurrency: 2, startConcurrency: 4, finalizeDeadlineMs: 500, bootTimeoutMs: 10_000, vrrpStateFile: undefined, fenceIntervalMs: 100, backupSettleMs: 5_000,
-      stopTimeoutSeconds: 1, standbyCheckMs: 200,
-    });
+    agent = inProcessAgent({ socketPath: engine.socketPath, bucket: hostA, hostId: 'host-a', group: GROUP, stateDir: join(base, 'state-a'), timing: { fenceIntervalMs: 100, backupSettleMs: 5_000, standbyCheckMs: 200 } });
     await agent.open();
     await agent.start();
     const a = agent;
