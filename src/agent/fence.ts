@@ -26,6 +26,7 @@ export class Fence {
   #fencedBy: Ownership | null = null;
   #timer: NodeJS.Timeout | null = null;
   #checking: Promise<void> | null = null;
+  #failedChecks = 0;
 
   constructor(opts: FenceOptions) {
     this.#o = opts;
@@ -47,8 +48,21 @@ export class Fence {
   start(): void {
     if (this.#timer !== null) return;
     this.#timer = setInterval(() => {
-      this.check().catch((err: unknown) => this.#o.log.warn('fence check failed; checking again', { generation: this.#o.generation, err }));
+      this.check().then(() => this.#checkAnswered(), (err: unknown) => this.#checkFailed(err));
     }, this.#o.intervalMs);
+  }
+
+  // A bucket that stays down fails every interval's check: the first failure is a warning, the rest are counted and
+  // reported when the bucket answers again, so an outage reads as two lines, not one per interval.
+  #checkFailed(err: unknown): void {
+    this.#failedChecks += 1;
+    if (this.#failedChecks === 1) this.#o.log.warn('fence check failed; checking again every interval', { generation: this.#o.generation, intervalMs: this.#o.intervalMs, err });
+  }
+
+  #checkAnswered(): void {
+    if (this.#failedChecks === 0) return;
+    this.#o.log.info('fence check answered again', { generation: this.#o.generation, failedChecks: this.#failedChecks });
+    this.#failedChecks = 0;
   }
 
   stop(): void {

@@ -28,11 +28,12 @@ describe('chaos soak, quick', { timeout: 600_000 }, () => {
       const seed = lines.find((l) => l.includes('seed'));
       t.diagnostic(seed ?? '(no seed line)');
       if (code !== 0) {
-        // A failure in CI is explained only by what the agents said: their warnings, errors and role changes, last first.
-        const said = (await readFile(agentLog, 'utf8').catch(() => '')).split('\n')
+        // A failure in CI is explained only by what the agents said (their warnings, errors and role changes) and by
+        // the soak's own last lines, which say which criterion failed; they come last, as CI shows a failure's tail.
+        const said = collapseRepeats((await readFile(agentLog, 'utf8').catch(() => '')).split('\n')
           .filter((l) => /"level":"(warn|error)"|"msg":"(standby|demoting[^"]*|promotion [^"]*|agent started|claimed generation|following new generation)"/.test(l))
-          .slice(-80).map((l) => l.replace(/\{"time":"[^"]*",/, '{').slice(0, 400));
-        assert.fail(`the quick soak failed:\n${lines.filter((l) => !l.startsWith('|')).slice(-40).join('\n')}\n\nthe agents' last warnings, errors and role changes:\n${said.join('\n')}`);
+          .map((l) => l.replace(/\{"time":"[^"]*",/, '{').slice(0, 300))).slice(-60);
+        assert.fail(`the quick soak failed (${seed ?? 'no seed line'}).\nthe agents' last warnings, errors and role changes:\n${said.join('\n')}\n\nthe soak's last lines:\n${lines.filter((l) => !l.startsWith('|')).slice(-40).join('\n')}`);
       }
       const json = (await readdir(out)).find((f) => f.endsWith('.json'));
       assert.ok(json, 'a JSON report was written');
@@ -57,3 +58,19 @@ describe('chaos soak, quick', { timeout: 600_000 }, () => {
     }
   });
 });
+
+/** Consecutive lines that say the same thing (the same host and message) as one, with how many there were. */
+function collapseRepeats(said: string[]): string[] {
+  // `[ 115 s] [a /path/node] {"level":…,"msg":"…",…}`: the host's letter and the message.
+  const gist = (l: string): string => `${/\] \[(\w+) /.exec(l)?.[1] ?? ''} ${/"msg":"[^"]*"/.exec(l)?.[0] ?? l}`;
+  const out: string[] = [];
+  let run = 0;
+  for (let i = 0; i < said.length; i += 1) {
+    const line = said[i] ?? '';
+    run += 1;
+    if (i + 1 < said.length && gist(said[i + 1] ?? '') === gist(line)) continue;
+    out.push(run > 1 ? `${line} (×${run})` : line);
+    run = 0;
+  }
+  return out;
+}
