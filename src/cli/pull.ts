@@ -2,31 +2,38 @@
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import { Metrics } from '../metrics/index.js';
-import { Puller } from '../puller/index.js';
-import { createHookApp } from '../vrrp-hook/index.js';
-import { openBucket, openDocker, pullSettings } from './runtime-deps.js';
-import { serveUntilShutdown } from './serve.js';
+import { BootHandler } from '../vrrp-hook/index.js';
+import { serveWhileStarting } from './serve.js';
 
 export async function run(config: Config, log: Logger): Promise<void> {
   const metrics = new Metrics();
-  const { bucket, store } = await openBucket(config, log, 'pull', { metrics });
-  const puller = new Puller({
-    runtime: openDocker(config, log),
-    bucket,
-    log,
-    ...pullSettings(config),
-    metrics,
+  // The hook answers first; a MASTER that comes before the puller is open is held, then boots the twins.
+  await serveWhileStarting(config, log, metrics, async () => {
+    // Loaded once the hook answers: the AWS SDK, dockerode and the units behind them are most of a start's CPU.
+    const [{ Puller }, { openBucket, openDocker, pullSettings }] = await Promise.all([import('../puller/index.js'), import('./runtime-deps.js')]);
+    const { bucket, store } = await openBucket(config, log, 'pull', { metrics });
+    const puller = new Puller({
+      runtime: openDocker(config, log),
+      bucket,
+      log,
+      ...pullSettings(config),
+      metrics,
+    });
+    try {
+      await puller.open();
+    } catch (err) {
+      store.destroy();
+      throw err;
+    }
+    const hookLog = log.child({ unit: 'vrrp-hook' });
+    const handler = new BootHandler({
+      token: config.hookToken,
+      promoter: puller,
+      log: hookLog,
+      finalizeDeadlineMs: config.finalizeDeadlineMs,
+      bootTimeoutMs: config.bootTimeoutMs,
+      metrics,
+    }, hookLog);
+    return { handler, daemon: puller, store, run: () => puller.start() };
   });
-  await puller.open();
-  const app = createHookApp({
-    token: config.hookToken,
-    promoter: puller,
-    log: log.child({ unit: 'vrrp-hook' }),
-    finalizeDeadlineMs: config.finalizeDeadlineMs,
-    bootTimeoutMs: config.bootTimeoutMs,
-    metrics,
-  });
-  const { shutdown } = await serveUntilShutdown(config, log, app, puller, store, metrics);
-  puller.start();
-  await shutdown;
 }

@@ -8,6 +8,7 @@ import { BootHandler } from './boot-handler.js';
 import { Metrics } from '../metrics/index.js';
 import { registerHookMetrics, routeLabel } from './metrics.js';
 import { parseNotification } from './notification.js';
+import { NotReadyError } from './starting.js';
 import type { HookOptions } from './types.js';
 
 const DEFAULT_MAX_BODY_BYTES = 4096;
@@ -73,7 +74,13 @@ export function createHookApp(opts: HookOptions): Hono {
     async (c) => {
       const parsed = parseNotification(await c.req.text());
       if (!parsed.ok) throw new HTTPException(400, { message: `invalid notification: ${parsed.reason}` });
-      return c.json(await handler.notify(parsed.value));
+      try {
+        return c.json(await handler.notify(parsed.value));
+      } catch (err) {
+        // Not acted on (yet): a status notify.sh logs as a failure, with the reason and whether it is held.
+        if (err instanceof NotReadyError) return c.json({ error: err.message, ...err.body }, 503);
+        throw err;
+      }
     },
   );
 

@@ -17,7 +17,8 @@ export interface ServeOptions {
 export interface ServedHook {
   address: string;
   port: number;
-  close(): Promise<void>;
+  /** Stops listening. Open connections are cut at once, or after `graceMs` for the answers still being written. */
+  close(opts?: { graceMs?: number | undefined }): Promise<void>;
 }
 
 export function parseListen(listen: string): { host: string; port: number } {
@@ -72,11 +73,20 @@ export async function serveApp(app: Hono, listen: string): Promise<ServedHook> {
   return {
     address: info.address,
     port: info.port,
-    close: () =>
+    close: (opts = {}) =>
       new Promise<void>((resolve, reject) => {
-        server.close((err) => (err ? reject(err) : resolve()));
         // Keep-alive connections would hold close() open until they time out.
-        if ('closeAllConnections' in server) server.closeAllConnections();
+        const cutAll = (): void => {
+          if ('closeAllConnections' in server) server.closeAllConnections();
+        };
+        const grace = opts.graceMs === undefined ? undefined : setTimeout(cutAll, opts.graceMs);
+        server.close((err) => {
+          clearTimeout(grace);
+          if (err) reject(err);
+          else resolve();
+        });
+        if (grace === undefined) cutAll();
+        else if ('closeIdleConnections' in server) server.closeIdleConnections();
       }),
   };
 }
