@@ -2,6 +2,7 @@
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import { Metrics } from '../metrics/index.js';
+import { loadSeamsInTurns } from './load-in-turns.js';
 import { serveWhileStarting } from './serve.js';
 
 export async function run(config: Config, log: Logger): Promise<void> {
@@ -10,6 +11,7 @@ export async function run(config: Config, log: Logger): Promise<void> {
   // The hook answers first; keepalived's calls are held until the agent is open, then taken (and ordered) by it.
   await serveWhileStarting(config, log, metrics, async () => {
     // Loaded once the hook answers: the AWS SDK, dockerode and the units behind them are most of a start's CPU.
+    await loadSeamsInTurns();
     const [{ Agent, AgentHookHandler }, { openBucket, openDocker, pullSettings, pushSettings }] = await Promise.all([import('../agent/index.js'), import('./runtime-deps.js')]);
     const { bucket, store } = await openBucket(config, log, 'agent', { requireReachable: false, metrics });
     const agent = new Agent({

@@ -3,6 +3,7 @@ import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import { Metrics } from '../metrics/index.js';
 import { BootHandler } from '../vrrp-hook/index.js';
+import { loadSeamsInTurns } from './load-in-turns.js';
 import { serveWhileStarting } from './serve.js';
 
 export async function run(config: Config, log: Logger): Promise<void> {
@@ -10,6 +11,7 @@ export async function run(config: Config, log: Logger): Promise<void> {
   // The hook answers first; a MASTER that comes before the puller is open is held, then boots the twins.
   await serveWhileStarting(config, log, metrics, async () => {
     // Loaded once the hook answers: the AWS SDK, dockerode and the units behind them are most of a start's CPU.
+    await loadSeamsInTurns();
     const [{ Puller }, { openBucket, openDocker, pullSettings }] = await Promise.all([import('../puller/index.js'), import('./runtime-deps.js')]);
     const { bucket, store } = await openBucket(config, log, 'pull', { metrics });
     const puller = new Puller({
