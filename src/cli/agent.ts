@@ -1,17 +1,17 @@
 // `twinlayer agent`: one process per host, either role, serving the hook on every host.
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
-import { Metrics } from '../metrics/index.js';
 import { loadSeamsInTurns } from './load-in-turns.js';
 import { serveWhileStarting } from './serve.js';
 
 export async function run(config: Config, log: Logger): Promise<void> {
-  // One registry for the process: the store, the pusher and the puller report into it, the hook exposes it.
-  const metrics = new Metrics();
   // The hook answers first; keepalived's calls are held until the agent is open, then taken (and ordered) by it.
-  await serveWhileStarting(config, log, metrics, async () => {
+  await serveWhileStarting(config, log, async () => {
     // Loaded once the hook answers: the AWS SDK, dockerode and the units behind them are most of a start's CPU.
     await loadSeamsInTurns();
+    // One registry for the process: the store, the pusher and the puller report into it, the hook exposes it.
+    const { Metrics } = await import('../metrics/index.js');
+    const metrics = new Metrics();
     const [{ Agent, AgentHookHandler }, { openBucket, openDocker, pullSettings, pushSettings }] = await Promise.all([import('../agent/index.js'), import('./runtime-deps.js')]);
     const { bucket, store } = await openBucket(config, log, 'agent', { requireReachable: false, metrics });
     const agent = new Agent({
@@ -36,6 +36,7 @@ export async function run(config: Config, log: Logger): Promise<void> {
     }
     return {
       handler: new AgentHookHandler(agent),
+      metrics,
       daemon: agent,
       store,
       run: async () => {

@@ -1,18 +1,18 @@
 // `twinlayer pull`: fixed role, standby: stages changes into twins and serves the VRRP hook.
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
-import { Metrics } from '../metrics/index.js';
-import { BootHandler } from '../vrrp-hook/index.js';
 import { loadSeamsInTurns } from './load-in-turns.js';
 import { serveWhileStarting } from './serve.js';
 
 export async function run(config: Config, log: Logger): Promise<void> {
-  const metrics = new Metrics();
   // The hook answers first; a MASTER that comes before the puller is open is held, then boots the twins.
-  await serveWhileStarting(config, log, metrics, async () => {
+  await serveWhileStarting(config, log, async () => {
     // Loaded once the hook answers: the AWS SDK, dockerode and the units behind them are most of a start's CPU.
     await loadSeamsInTurns();
-    const [{ Puller }, { openBucket, openDocker, pullSettings }] = await Promise.all([import('../puller/index.js'), import('./runtime-deps.js')]);
+    // One registry for the process: the store, the pusher and the puller report into it, the hook exposes it.
+    const { Metrics } = await import('../metrics/index.js');
+    const metrics = new Metrics();
+    const [{ Puller }, { openBucket, openDocker, pullSettings }, { BootHandler }] = await Promise.all([import('../puller/index.js'), import('./runtime-deps.js'), import('../vrrp-hook/index.js')]);
     const { bucket, store } = await openBucket(config, log, 'pull', { metrics });
     const puller = new Puller({
       runtime: openDocker(config, log),
@@ -36,6 +36,6 @@ export async function run(config: Config, log: Logger): Promise<void> {
       bootTimeoutMs: config.bootTimeoutMs,
       metrics,
     }, hookLog);
-    return { handler, daemon: puller, store, run: () => puller.start() };
+    return { handler, metrics, daemon: puller, store, run: () => puller.start() };
   });
 }

@@ -1,11 +1,16 @@
 // The hook of `twinlayer agent` and `twinlayer pull`, and the metrics listener of every daemon (metricsListen),
-// served until the first signal. The hook listens first, before the daemon's modules load and before its first
-// bucket and engine round trips: /healthz answers from the process's first moments, and keepalived's calls are
-// held until the daemon is ready (vrrp-hook/starting.ts).
+// served until the first signal. The hook listens first, before the daemon's modules (the AWS SDK, dockerode,
+// prom-client) load and before its first bucket and engine round trips: /healthz answers from the process's first
+// moments, and keepalived's calls are held until the daemon is ready (vrrp-hook/starting.ts). This module loads
+// only what that early hook needs; the rest comes with the daemon.
+import type { Hono } from 'hono';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/index.js';
-import { createHookApp, createMetricsApp, serveApp, serveHook, StartingHandler, type ServedHook, type VrrpHandler } from '../vrrp-hook/index.js';
+import { hookRoutes } from '../vrrp-hook/routes.js';
+import { serveApp, serveHook, type ServedHook } from '../vrrp-hook/serve.js';
+import { StartingHandler } from '../vrrp-hook/starting.js';
+import type { VrrpHandler } from '../vrrp-hook/types.js';
 import { onShutdown } from './shutdown.js';
 
 /** How long the answers to calls held during a start that failed may take to be written before the process exits. */
@@ -14,6 +19,7 @@ const FAILED_START_GRACE_MS = 1_000;
 /** Serves `metrics` alone on `metricsListen` when it is set; null when it is not. */
 export async function serveMetrics(config: Config, log: Logger, metrics: Metrics): Promise<ServedHook | null> {
   if (config.metricsListen === undefined) return null;
+  const { createMetricsApp } = await import('../vrrp-hook/app.js');
   const server = await serveApp(createMetricsApp(metrics), config.metricsListen);
   log.info('metrics listening', { address: server.address, port: server.port });
   return server;
@@ -23,27 +29,24 @@ export async function serveMetrics(config: Config, log: Logger, metrics: Metrics
 export interface OpenedDaemon {
   /** Acts on the hook's calls from now on (the held ones first). */
   handler: VrrpHandler;
+  /** The process's registry: the hook's counters and the handler's gauges join it, GET /metrics exposes it. */
+  metrics: Metrics;
   daemon: { stop(): Promise<void> };
   store: { destroy(): void };
   /** Runs once the handler takes the calls: the agent's first decision, the puller's polling. */
   run(): Promise<void> | void;
 }
 
-/** Serves the hook (and the metrics listener), then opens the daemon with `open`; a failed listen or open stops
- *  the start and throws. Resolves after the first signal's drain: close the listeners, let a start in progress
- *  finish, stop the daemon, release the S3 client. */
-export async function serveWhileStarting(config: Config, log: Logger, metrics: Metrics, open: () => Promise<OpenedDaemon>): Promise<void> {
+/** Serves the hook, then opens the daemon with `open` and, once it is open, the metrics listener; a failed listen or
+ *  open stops the start and throws. Resolves after the first signal's drain: close the listeners, let a start in
+ *  progress finish, stop the daemon, release the S3 client. */
+export async function serveWhileStarting(config: Config, log: Logger, open: () => Promise<OpenedDaemon>): Promise<void> {
   const hookLog = log.child({ unit: 'vrrp-hook' });
   const starting = new StartingHandler({ log: hookLog, bootTimeoutMs: config.bootTimeoutMs });
-  const app = createHookApp({ token: config.hookToken, handler: starting, log: hookLog, metrics });
-  const server = await serveHook(app, { listen: config.hookListen, token: config.hookToken, allowNoToken: config.hookAllowNoToken });
+  // The same routes throughout; until the daemon is open they have no registry (nothing counted, /metrics 503).
+  let app: Hono = hookRoutes({ token: config.hookToken, handler: starting, log: hookLog, metrics: null });
+  const server = await serveHook({ fetch: (...args) => app.fetch(...args) }, { listen: config.hookListen, token: config.hookToken, allowNoToken: config.hookAllowNoToken });
   let metricsServer: ServedHook | null = null;
-  try {
-    metricsServer = await serveMetrics(config, log, metrics);
-  } catch (err) {
-    await server.close();
-    throw err;
-  }
   let closed: Promise<void> | null = null;
   const closeListeners = (graceMs?: number): Promise<void> =>
     (closed ??= Promise.all([server.close({ graceMs }), metricsServer?.close({ graceMs })]).then(() => undefined));
@@ -67,10 +70,21 @@ export async function serveWhileStarting(config: Config, log: Logger, metrics: M
   let opened: OpenedDaemon;
   try {
     opened = await opening;
+    if (!stopping) {
+      const { createHookApp } = await import('../vrrp-hook/app.js');
+      app = createHookApp({ token: config.hookToken, handler: opened.handler, log: hookLog, metrics: opened.metrics });
+      metricsServer = await serveMetrics(config, log, opened.metrics);
+    }
   } catch (err) {
     starting.failed(err);
     // The calls held meanwhile are answered 503 with the reason before the listeners go.
     await closeListeners(FAILED_START_GRACE_MS);
+    // Opened, but the metrics listener failed: stop what was opened.
+    const done = await opening.catch(() => null);
+    if (done) {
+      await done.daemon.stop();
+      done.store.destroy();
+    }
     throw err;
   }
   if (!stopping) {

@@ -39,7 +39,7 @@ export function isLoopback(host: string): boolean {
 }
 
 /** Serve on HOST:PORT; refuses to start without a token unless the host is loopback AND allowNoToken. */
-export async function serveHook(app: Hono, opts: ServeOptions): Promise<ServedHook> {
+export async function serveHook(app: Pick<Hono, 'fetch'>, opts: ServeOptions): Promise<ServedHook> {
   const { host } = parseListen(opts.listen);
   if (opts.token === undefined || opts.token === '') {
     if (!isLoopback(host)) {
@@ -57,7 +57,7 @@ export async function serveHook(app: Hono, opts: ServeOptions): Promise<ServedHo
 }
 
 /** Serve on HOST:PORT with no token policy: for an app that serves nothing a token would guard (createMetricsApp). */
-export async function serveApp(app: Hono, listen: string): Promise<ServedHook> {
+export async function serveApp(app: Pick<Hono, 'fetch'>, listen: string): Promise<ServedHook> {
   const { host, port } = parseListen(listen);
   const server = serve({ fetch: app.fetch, hostname: host, port });
   const info = await new Promise<AddressInfo>((resolve, reject) => {

@@ -28,7 +28,11 @@ const before = { SIGINT: process.listeners('SIGINT'), SIGTERM: process.listeners
 const added = (sig: 'SIGINT' | 'SIGTERM'): NodeJS.SignalsListener[] => process.listeners(sig).filter((l) => !before[sig].includes(l));
 
 /** serveWhileStarting with a logger that records each line and how many signal handlers it added by then. */
-function start(open: () => Promise<OpenedDaemon>): { done: Promise<void>; lines: Line[]; handlersAt: Map<string, number>; line: (msg: string) => Promise<Line>; held: () => Promise<Line> } {
+interface Started { done: Promise<void>; lines: Line[]; handlersAt: Map<string, number>; line: (msg: string) => Promise<Line>; held: () => Promise<Line>; signal: () => void }
+/** The current test's start: drained after the test if the test did not (an open hook would keep the process alive). */
+let current: Started | null = null;
+
+function start(open: () => Promise<OpenedDaemon>): Started {
   const config = loadConfig({ env: { TWINLAYER_BUCKET: 'twins', TWINLAYER_HOOK_LISTEN: '127.0.0.1:0', TWINLAYER_HOOK_TOKEN: TOKEN } });
   const lines: Line[] = [];
   const handlersAt = new Map<string, number>();
@@ -41,7 +45,7 @@ function start(open: () => Promise<OpenedDaemon>): { done: Promise<void>; lines:
       for (const w of waiters.filter((x) => x.msg === parsed.msg)) w.resolve(parsed);
     },
   });
-  const done = serveWhileStarting(config, log, new Metrics({ processMetrics: false }), open);
+  const done = serveWhileStarting(config, log, open);
   const line = (msg: string): Promise<Line> => {
     const found = lines.find((l) => l.msg === msg);
     if (found) return Promise.resolve(found);
@@ -50,7 +54,16 @@ function start(open: () => Promise<OpenedDaemon>): { done: Promise<void>; lines:
       waiters.push({ msg, resolve: (l) => { clearTimeout(t); resolve(l); } });
     });
   };
-  return { done, lines, handlersAt, line, held: () => line('vrrp notification while starting: held until the daemon is ready') };
+  let signalled = false;
+  // The drain handler itself, as the signal would run it (process.emit would also run the test runner's own
+  // handlers); once only: a second signal exits the process.
+  const signal = (): void => {
+    if (signalled) return;
+    signalled = true;
+    added('SIGTERM')[0]!('SIGTERM');
+  };
+  current = { done, lines, handlersAt, line, held: () => line('vrrp notification while starting: held until the daemon is ready'), signal };
+  return current;
 }
 
 function postMaster(port: number): Promise<Response> {
@@ -66,6 +79,7 @@ function postMaster(port: number): Promise<Response> {
 function opened(promoter: TestPromoter, calls: string[]): OpenedDaemon {
   return {
     handler: new BootHandler({ token: TOKEN, promoter, log: createLogger({ level: 'error' }), finalizeDeadlineMs: 1000, bootTimeoutMs: 5000 }, createLogger({ level: 'error' })),
+    metrics: new Metrics({ processMetrics: false }),
     daemon: { stop: () => { calls.push('daemon.stop'); return Promise.resolve(); } },
     store: { destroy: () => { calls.push('store.destroy'); } },
     run: () => { calls.push('run'); },
@@ -73,8 +87,11 @@ function opened(promoter: TestPromoter, calls: string[]): OpenedDaemon {
 }
 
 describe('serveWhileStarting', () => {
-  afterEach(() => {
+  afterEach(async () => {
     // Also when an assertion failed: the drain closes the hook's server, which would keep the test process alive.
+    if (added('SIGTERM').length > 0) current?.signal();
+    await current?.done.catch(() => undefined);
+    current = null;
     for (const sig of ['SIGINT', 'SIGTERM'] as const) for (const l of added(sig)) process.removeListener(sig, l);
   });
 
@@ -91,6 +108,9 @@ describe('serveWhileStarting', () => {
     const status = await fetch(`http://127.0.0.1:${port}/v1/status`, { headers: { authorization: `Bearer ${TOKEN}` } });
     assert.equal(status.status, 503);
     assert.equal(((await status.json()) as { phase: string }).phase, 'starting');
+    const metricsWhileStarting = await fetch(`http://127.0.0.1:${port}/metrics`);
+    assert.equal(metricsWhileStarting.status, 503, 'no registry before the daemon is open');
+    assert.equal(((await metricsWhileStarting.json()) as { phase: string }).phase, 'starting');
     const master = postMaster(port);
     await s.held();
     assert.deepEqual(promoter.sideEffects(), [], 'nothing boots before the daemon is open');
@@ -105,8 +125,12 @@ describe('serveWhileStarting', () => {
     assert.equal(ready.port, port);
     assert.equal(s.handlersAt.get('hook listening'), 1);
     assert.deepEqual(calls, ['run']);
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    assert.match(metrics, /^twinlayer_boot_state\{state="booted"\} 1$/m, 'the daemon\'s registry, its handler\'s gauges in it');
+    const again = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    assert.match(again, /^twinlayer_hook_requests_total\{route="\/metrics",code="200"\} 1$/m, 'answers counted from then on');
 
-    added('SIGTERM')[0]!('SIGTERM');
+    s.signal();
     await s.done;
     assert.deepEqual(calls, ['run', 'daemon.stop', 'store.destroy']);
     assert.ok(s.lines.some((l) => l.msg === 'stopping' && l.signal === 'SIGTERM'));
@@ -118,7 +142,7 @@ describe('serveWhileStarting', () => {
     const calls: string[] = [];
     const s = start(async () => { await opening.promise; return opened(new TestPromoter(), calls); });
     const port = (await s.line('hook answering while starting')).port!;
-    added('SIGTERM')[0]!('SIGTERM');
+    s.signal();
     assert.equal(await refused(port), true, 'the hook closes at the signal');
     assert.deepEqual(calls, []);
     opening.open();
