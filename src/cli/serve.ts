@@ -74,6 +74,8 @@ export async function serveWhileStarting(config: Config, log: Logger, open: () =
       const { createHookApp } = await import('../vrrp-hook/app.js');
       app = createHookApp({ token: config.hookToken, handler: opened.handler, log: hookLog, metrics: opened.metrics });
       metricsServer = await serveMetrics(config, log, opened.metrics);
+      // A signal while it began listening: the drain closed the listeners it knew of.
+      if (stopping) await metricsServer?.close();
     }
   } catch (err) {
     starting.failed(err);
