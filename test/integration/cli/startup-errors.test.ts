@@ -47,7 +47,7 @@ describe('start-up refusals', { timeout: 180_000 }, () => {
   const base = (): Record<string, string> => ({
     ...creds, TWINLAYER_ENDPOINT: s3.endpoint, TWINLAYER_BUCKET: 'present', TWINLAYER_PATH_STYLE: 'true',
     TWINLAYER_STATE_DIR: join(dir, 'state'), TWINLAYER_DOCKER_SOCKET: engine.socketPath,
-    TWINLAYER_HOST_ID: 'cli-a', ...keys.env('cli-a'), TWINLAYER_HOOK_LISTEN: hookListen,
+    TWINLAYER_HOST_ID: 'cli-a', ...keys.env('cli-a'), TWINLAYER_HOOK_LISTEN: hookListen, TWINLAYER_HOOK_TOKEN: 'cli-token-0123456789abcdef',
   });
 
   it('a wrong type names the key, its variable and the value', async () => {
@@ -119,7 +119,9 @@ describe('start-up refusals', { timeout: 180_000 }, () => {
   });
 
   it('the hook refuses to listen beyond loopback without a token', async () => {
-    const r = await run(['pull'], { ...base(), TWINLAYER_HOOK_LISTEN: `0.0.0.0:${await freePort()}` });
+    const env = base();
+    delete env['TWINLAYER_HOOK_TOKEN'];
+    const r = await run(['pull'], { ...env, TWINLAYER_HOOK_LISTEN: `0.0.0.0:${await freePort()}` });
     assert.equal(r.code, 2);
     assert.match(r.out, /token/i);
   });
