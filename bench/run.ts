@@ -13,6 +13,7 @@ import { profileBulk } from './profile.js';
 import { runRecoveryPoint } from './recovery.js';
 import { renderReport, renderStdout, type BenchResult } from './report.js';
 import { changeKinds, runSyncWorkload } from './sync.js';
+import { trixieDockerDir } from '../src/lab/engine.js';
 
 const execFileP = promisify(execFile);
 
@@ -39,23 +40,26 @@ interface Plan {
   headPollMs: number;
 }
 
-function planFor(argv: string[]): { plan: Plan; only: Set<string> } {
+function planFor(argv: string[]): { plan: Plan; only: Set<string>; store: 'overlay2' | 'containerd' } {
   const quick = argv.includes('--quick');
   const onlyArg = argv.find((a) => a.startsWith('--only='));
+  const storeArg = argv.find((a) => a.startsWith('--store='))?.slice('--store='.length) ?? 'overlay2';
+  if (storeArg !== 'overlay2' && storeArg !== 'containerd') throw new Error(`--store=${storeArg}: expected overlay2 or containerd`);
   const only = new Set(onlyArg ? onlyArg.slice('--only='.length).split(',') : ['sync', 'recovery']);
-  for (const a of argv) if (a !== '--quick' && !a.startsWith('--only=')) throw new Error(`unknown argument ${a}; expected --quick and/or --only=sync,recovery`);
+  for (const a of argv) if (a !== '--quick' && !a.startsWith('--only=') && !a.startsWith('--store=')) throw new Error(`unknown argument ${a}; expected --quick, --only=sync,recovery, --store=overlay2|containerd`);
   const plan: Plan = quick
     ? { mode: 'quick', sizes: [46, 107, 206], samples: 5, bulkSamples: { 46: 2, 107: 2, 206: 1 }, lsyncdBulkSamples: 1, profileSizes: [46], recoveryRuns: 2, counts: [10], idleWindowMs: 10_000, pollIntervalMs: 20, headPollMs: 5 }
     : { mode: 'full', sizes: [46, 107, 206], samples: 30, bulkSamples: { 46: 30, 107: 15, 206: 10 }, lsyncdBulkSamples: 5, profileSizes: [46, 107, 206], recoveryRuns: 5, counts: [10, 20, 40], idleWindowMs: 30_000, pollIntervalMs: 20, headPollMs: 5 };
-  return { plan, only };
+  return { plan, only, store: storeArg };
 }
 
-async function machine(): Promise<Record<string, string>> {
+async function machine(store: 'overlay2' | 'containerd'): Promise<Record<string, string>> {
   const run = async (cmd: string, args: string[]): Promise<string> => (await execFileP(cmd, args).catch(() => ({ stdout: '?' }))).stdout.trim();
   return {
     cpus: `${cpus().length} x ${cpus()[0]?.model ?? '?'}`,
     kernel: await run('uname', ['-r']),
-    dockerd: await run('dockerd', ['--version']),
+    dockerd: await run(store === 'overlay2' ? 'dockerd' : join(trixieDockerDir(), 'root/usr/sbin/dockerd'), ['--version']),
+    store,
     node: process.version,
     lsyncd: (await run('lsyncd', ['--version'])).split('\n')[0] ?? '?',
     rsync: (await run('rsync', ['--version'])).split('\n')[0] ?? '?',
@@ -70,13 +74,13 @@ async function restartS3(c: Cluster, log: (line: string) => void): Promise<void>
 }
 
 async function main(): Promise<void> {
-  const { plan, only } = planFor(process.argv.slice(2));
+  const { plan, only, store } = planFor(process.argv.slice(2));
   const started = performance.now();
   const startedAt = new Date();
   const log = (line: string): void => {
     process.stdout.write(`[${((performance.now() - started) / 1000).toFixed(0).padStart(4)} s] ${line}\n`);
   };
-  log(`twinlayer bench, ${plan.mode} mode`);
+  log(`twinlayer bench, ${plan.mode} mode, ${store === 'overlay2' ? 'dockerd 20.10 on overlay2' : 'dockerd 26 on the containerd image store'}`);
   const base = await mkdtemp(join(tmpdir(), 'tlb-'));
   let cluster: Cluster | null = null;
   let interrupted = false;
@@ -88,7 +92,7 @@ async function main(): Promise<void> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    cluster = await startCluster(base, () => undefined);
+    cluster = await startCluster(base, () => undefined, store);
     log('engines A and B and the S3 server up');
     const sizesNeeded = [...new Set([...plan.sizes, 46])];
     const images: Record<number, number> = {};
@@ -98,12 +102,12 @@ async function main(): Promise<void> {
       log(`image ${mb} MB ready (${(images[mb] / 1e6).toFixed(1)} MB)`);
     }
     const day = startedAt.toISOString().slice(0, 10);
-    const stem = plan.mode === 'quick' ? `${day}-quick` : day;
+    const stem = `${plan.mode === 'quick' ? `${day}-quick` : day}${store === 'containerd' ? '-containerd' : ''}`;
     const result: BenchResult = {
       date: startedAt.toISOString(),
       mode: plan.mode,
       durationSeconds: 0,
-      machine: await machine(),
+      machine: await machine(store),
       plan: { ...plan },
       images,
       sync: [],
@@ -163,7 +167,7 @@ async function main(): Promise<void> {
     await save();
     const md = renderReport(result);
     await writeFile(join(resultsDir, `${stem}.md`), md);
-    if (plan.mode === 'full' && only.has('sync') && only.has('recovery') && result.errors.length === 0) await writeFile(join(resultsDir, 'latest.md'), md);
+    if (plan.mode === 'full' && store === 'overlay2' && only.has('sync') && only.has('recovery') && result.errors.length === 0) await writeFile(join(resultsDir, 'latest.md'), md);
     process.stdout.write('\n' + renderStdout(result) + '\n');
     log(`wrote bench/results/${stem}.json and .md in ${result.durationSeconds} s${result.errors.length > 0 ? `; ${result.errors.length} workload(s) FAILED` : ''}`);
     if (result.errors.length > 0) process.exitCode = 1;

@@ -4,9 +4,10 @@ import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import PQueue from 'p-queue';
-import { DockerRuntime } from '../../src/docker/index.js';
+import type { DockerRuntime } from '../../src/docker/index.js';
 import { copyImage, importBusyboxImage } from '../../src/lab/busybox-image.js';
-import { dockerCli, startEngine, type Engine } from '../../src/lab/engine.js';
+import { dockerCli, startEngine, type Engine, type EngineKind } from '../../src/lab/engine.js';
+import { runtimeFor, twinlayerEngineEnv } from '../../src/lab/engine-access.js';
 import { GroupKeys } from '../../src/lab/group-keys.js';
 import { spawnTwinlayer, type TwinlayerProcess } from '../../test/support/twinlayer.js';
 import { waitFor } from '../../src/lab/wait.js';
@@ -29,11 +30,12 @@ export interface Cluster {
   procs: Set<TwinlayerProcess>;
 }
 
-export async function startCluster(base: string, log: (line: string) => void): Promise<Cluster> {
+/** `kind`: both engines' image store (src/lab/engine.ts): overlay2 (dockerd 20.10) or the containerd store (dockerd 26). */
+export async function startCluster(base: string, log: (line: string) => void, kind: EngineKind = 'overlay2'): Promise<Cluster> {
   // First: nothing to clean up when it fails.
   const keys = await GroupKeys.create(join(base, 'keys'), ['bench-a', 'bench-b']);
   const s3 = await startS3Process(join(base, 's3'));
-  const engines = await Promise.allSettled([startEngine({ name: 'bench-a', log }), startEngine({ name: 'bench-b', log })]);
+  const engines = await Promise.allSettled([startEngine({ name: 'bench-a', log, kind }), startEngine({ name: 'bench-b', log, kind })]);
   const [a, b] = engines.map((e) => (e.status === 'fulfilled' ? e.value : null));
   if (!a || !b) {
     await Promise.allSettled([a?.stop(), b?.stop(), s3.stop()]);
@@ -46,8 +48,8 @@ export async function startCluster(base: string, log: (line: string) => void): P
     a,
     b,
     keys,
-    runtimeA: new DockerRuntime({ socketPath: a.socketPath }),
-    runtimeB: new DockerRuntime({ socketPath: b.socketPath }),
+    runtimeA: runtimeFor(a),
+    runtimeB: runtimeFor(b),
     token: randomBytes(16).toString('hex'),
     procs: new Set(),
   };
@@ -143,7 +145,7 @@ export function twinlayerEnv(c: Cluster, side: 'a' | 'b', o: GroupOptions): Reco
     TWINLAYER_LABEL: o.label,
     TWINLAYER_HOST_ID: side === 'a' ? 'bench-a' : 'bench-b',
     ...c.keys.env(side === 'a' ? 'bench-a' : 'bench-b'),
-    TWINLAYER_DOCKER_SOCKET: side === 'a' ? c.a.socketPath : c.b.socketPath,
+    ...twinlayerEngineEnv(side === 'a' ? c.a : c.b),
     TWINLAYER_STATE_DIR: join(c.base, `state-${o.group}-${side}`),
     TWINLAYER_POLL_INTERVAL_MS: String(o.pollIntervalMs),
     TWINLAYER_HOOK_LISTEN: `127.0.0.1:${o.hookPort ?? 7450}`,

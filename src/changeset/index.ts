@@ -24,3 +24,4 @@ export { StagePendingError, StageUndoError } from './errors.js';
 export { ChunkIndex, chunkIndexFile } from './chunk-index.js';
 export type { StageChunks } from './stage.js';
 export { coalesce, type ChunkLocation, type FetchRange, type PackEntry, type PackRange, type SupplyStats } from './chunk-supply.js';
+export { volumesNamed } from './volumes-named.js';

@@ -6,6 +6,7 @@ import { lstat, readdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Logger } from '../log/logger.js';
 import { checkTarget, type StageTarget } from './stage-target.js';
+import { lstatOrNull } from './upper-node.js';
 import { currentBootId, discardTxn, isStrayTemp, readTxnHeader, txnDirName, undoTxn, type RecoveryOutcome } from './staging-txn.js';
 import type { StageIntent } from './undo-log.js';
 
@@ -14,6 +15,9 @@ import type { StageIntent } from './undo-log.js';
 export async function recoverStaging(
   target: StageTarget, isRecorded: (intent: StageIntent) => boolean, log?: Logger, beforeUndo?: (info: { rebooted: boolean }) => Promise<void>,
 ): Promise<RecoveryOutcome> {
+  // No tmp dir: nothing was ever staged here, so nothing is half staged. Not created here: on a full disk (a fresh
+  // twin on a standby out of space) its mkdir would fail and hold the twin for a commit that never began.
+  if ((await lstatOrNull(resolve(target.tmpDir))) === null) return { action: 'none' };
   const { upper, tmp, roots } = await checkTarget(target);
   const dir = join(tmp, txnDirName);
   const st = await lstat(dir).catch((err: unknown) => {
@@ -48,6 +52,7 @@ export async function recoverStaging(
 /** Discards a commit left half staged without undoing it: for a twin that runs, whose container owns its upper dir.
  *  Returns whether there was one. */
 export async function abandonStaging(target: StageTarget): Promise<boolean> {
+  if ((await lstatOrNull(resolve(target.tmpDir))) === null) return false;
   const { tmp } = await checkTarget(target);
   const dir = join(tmp, txnDirName);
   const st = await lstat(dir).catch(() => null);

@@ -1,4 +1,6 @@
-// What `twinlayer ls` shows, and how it reads on a terminal (pure; --json prints the same objects).
+// What `twinlayer ls` shows, and how it reads on a terminal (pure; --json prints the same objects). Every text from
+// the bucket goes through printable() on its way out (terminal-text.ts).
+import { printable } from './terminal-text.js';
 
 export interface GenerationView {
   generation: number;
@@ -30,6 +32,13 @@ export interface TailView {
   error?: string;
 }
 
+/** Items a bounded listing left out: how many, and whether there are at least that many (the listing of keys stopped
+ *  at its own bound first). */
+export interface LeftOut {
+  count: number;
+  atLeast: boolean;
+}
+
 export interface Overview {
   bucket: string;
   /** Newest first. */
@@ -39,7 +48,10 @@ export interface Overview {
   containers: Record<string, number>;
   /** Containers with a twin spec in the bucket. */
   specs: string[];
+  /** Set when the spec listing stopped at its bound. */
+  specsLeftOut: LeftOut | null;
   tails: TailView[];
+  tailsLeftOut: LeftOut | null;
 }
 
 export interface CommitView {
@@ -62,8 +74,12 @@ export interface CommitView {
 export interface ContainerListing {
   bucket: string;
   container: string;
+  /** Per generation: the commits found by following the container's parentSeq links down from its head (at most a
+   *  bound of them: `truncated`), and those published past the head; `unreadable`: records refused or missing on
+   *  the way (a broken link ends the walk) or past the head. */
   generations: Array<GenerationView & { commits: CommitView[]; unreadable: string[]; truncated: boolean }>;
   tails: TailView[];
+  tailsLeftOut: LeftOut | null;
 }
 
 export function formatBytes(n: number): string {
@@ -78,8 +94,9 @@ export function formatBytes(n: number): string {
   return `${v.toFixed(1)} ${units[u]}`;
 }
 
-/** Left-aligned columns, two spaces apart. */
-export function table(header: string[], rows: string[][]): string {
+/** Left-aligned columns, two spaces apart; every cell escaped for the terminal. */
+export function table(header: string[], rawRows: string[][]): string {
+  const rows = rawRows.map((r) => r.map(printable));
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd();
   return [line(header), ...rows.map(line)].join('\n') + '\n';
@@ -95,16 +112,21 @@ function generationNote(v: GenerationView, newest: number | null): string {
   return notes.join('; ');
 }
 
-function formatTails(tails: TailView[]): string {
-  if (tails.length === 0) return 'divergent tails: none\n';
+/** The line under a listing that stopped at its bound. */
+export function leftOutLine(l: LeftOut | null): string {
+  return l === null ? '' : `… and ${l.atLeast ? 'at least ' : ''}${l.count} more (the listing stops at its bound)\n`;
+}
+
+function formatTails(tails: TailView[], leftOut: LeftOut | null): string {
+  if (tails.length === 0 && leftOut === null) return 'divergent tails: none\n';
   const rows = tails.map((t) => (t.error !== undefined
     ? [t.key, '', '', '', '', '', `refused: ${t.error}`]
     : [t.container ?? '', t.host ?? '', String(t.generation ?? ''), `${t.fromSeq ?? ''}..${t.lastShippedSeq ?? ''}`, `${t.files ?? 0} files, ${t.deletions ?? 0} deleted, ${formatBytes(t.size ?? 0)}`, t.savedAt ?? '', t.reason ?? '']));
-  return `divergent tails (saved, never applied; blobs/sha256/<digest>, see --json):\n${table(['CONTAINER', 'HOST', 'GEN', 'AFTER..LAST', 'CONTENT', 'SAVED', 'WHY'], rows)}`;
+  return `divergent tails (saved, never applied; blobs/sha256/<digest>, see --json):\n${table(['CONTAINER', 'HOST', 'GEN', 'AFTER..LAST', 'CONTENT', 'SAVED', 'WHY'], rows)}${leftOutLine(leftOut)}`;
 }
 
 export function formatOverview(o: Overview): string {
-  let out = `${o.bucket}: ${o.generations.length} generation(s)\n`;
+  let out = `${printable(o.bucket)}: ${o.generations.length} generation(s)\n`;
   if (o.generations.length > 0) {
     out += table(['GEN', 'OWNER', 'CLAIMED', 'HEAD SEQ', 'UPDATED', 'CONTAINERS', 'NOTE'], o.generations.map((v) => [
       String(v.generation), v.owner ?? '-', v.claimedAt ?? '-', v.head === null ? '-' : String(v.head.seq), v.head?.updatedAt ?? '-',
@@ -114,24 +136,25 @@ export function formatOverview(o: Overview): string {
   const names = [...new Set([...Object.keys(o.containers), ...o.specs])].sort();
   if (names.length > 0) {
     out += `\ncontainers${o.newest === null ? '' : ` (last seq in generation ${o.newest})`}:\n`;
-    out += table(['CONTAINER', 'LAST SEQ', 'SPEC'], names.map((n) => [n, o.containers[n] === undefined ? '-' : String(o.containers[n]), o.specs.includes(n) ? 'yes' : 'no']));
+    out += table(['CONTAINER', 'LAST SEQ', 'SPEC'], names.map((n) => [n, o.containers[n] === undefined ? '-' : String(o.containers[n]), o.specs.includes(n) ? 'yes' : o.specsLeftOut === null ? 'no' : '?']));
   }
-  return `${out}\n${formatTails(o.tails)}`;
+  if (o.specsLeftOut !== null) out += `specs: ${leftOutLine(o.specsLeftOut)}`;
+  return `${out}\n${formatTails(o.tails, o.tailsLeftOut)}`;
 }
 
 export function formatContainerListing(l: ContainerListing): string {
   let out = '';
-  if (l.generations.length === 0) out += `${l.bucket}: no generation has commits of ${l.container}\n`;
+  if (l.generations.length === 0) out += `${printable(l.bucket)}: no generation has commits of ${printable(l.container)}\n`;
   for (const g of l.generations) {
-    out += `${l.container} in generation ${g.generation} (${g.owner ?? 'no owner'}${g.head === null ? '' : `, head seq ${g.head.seq}`}): ${g.commits.length} commit(s)${g.truncated ? ', listing stopped at its bound' : ''}\n`;
+    out += `${printable(l.container)} in generation ${g.generation} (${printable(g.owner ?? 'no owner')}${g.head === null ? '' : `, head seq ${g.head.seq}`}): ${g.commits.length} commit(s)${g.truncated ? ', listing stopped at its bound' : ''}\n`;
     if (g.commits.length > 0) {
       out += table(['SEQ', 'KIND', 'PUBLISHED', 'SIZE', 'FILES', 'DELETED', 'CHUNKED', 'WRITER'], g.commits.map((c) => [
         String(c.seq), c.kind, c.publishedAt, formatBytes(c.size), String(c.files), String(c.deletions), String(c.chunkedFiles), c.writer,
       ]));
     }
-    for (const u of g.unreadable) out += `  unreadable record (container unknown): ${u}\n`;
-    for (const p of g.problems) out += `  ${p}\n`;
+    for (const u of g.unreadable) out += `  unreadable record: ${printable(u)}\n`;
+    for (const p of g.problems) out += `  ${printable(p)}\n`;
     out += '\n';
   }
-  return out + formatTails(l.tails);
+  return out + formatTails(l.tails, l.tailsLeftOut);
 }

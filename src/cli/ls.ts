@@ -4,12 +4,21 @@
 import type { Config } from '../config/schema.js';
 import { ConfigError } from '../config/load.js';
 import type { Logger } from '../log/logger.js';
-import type { Bucket, Generation } from '../store/index.js';
-import { formatContainerListing, formatOverview, type CommitView, type ContainerListing, type GenerationView, type Overview, type TailView } from './ls-format.js';
+import { commitChain, type Bucket, type CommitRecord, type Generation, type JournalItem, type Seq } from '../store/index.js';
+import {
+  formatContainerListing, formatOverview, type CommitView, type ContainerListing, type GenerationView, type LeftOut, type Overview, type TailView,
+} from './ls-format.js';
 import { openBucket } from './runtime-deps.js';
+import { terminalJson } from './terminal-text.js';
 
-/** Commit records read per generation at most: a listing stays bounded whatever the bucket holds. */
-const MAX_COMMITS_SHOWN = 100_000;
+/** Commits of the container read per generation at most, following its parentSeq links down from its head (one GET
+ *  each): a listing stays bounded whatever the bucket holds. */
+const MAX_COMMITS_SHOWN = 10_000;
+/** Records past a generation's head read at most (published while its head write is retried, or someone's junk). */
+const MAX_PAST_HEAD = 1000;
+/** Divergent tails and spec names shown at most. */
+const MAX_TAILS_SHOWN = 1000;
+const MAX_SPECS_SHOWN = 10_000;
 
 export async function run(config: Config, log: Logger, operands: string[], flags: ReadonlyMap<string, string>): Promise<number> {
   if (operands.length > 1) throw new ConfigError(`ls takes at most one container name, got ${operands.length}: ${operands.join(' ')}`);
@@ -26,10 +35,10 @@ export async function run(config: Config, log: Logger, operands: string[], flags
     const where = `${config.bucket}/${config.prefix}/${config.group}`;
     if (container === undefined) {
       const overview = await readOverview(bucket, where);
-      process.stdout.write(json ? JSON.stringify(overview, null, 2) + '\n' : formatOverview(overview));
+      process.stdout.write(json ? terminalJson(overview) + '\n' : formatOverview(overview));
     } else {
       const listing = await readContainer(bucket, where, container, generation === undefined ? (flags.has('all') ? 'all' : 'newest') : (generation as Generation));
-      process.stdout.write(json ? JSON.stringify(listing, null, 2) + '\n' : formatContainerListing(listing));
+      process.stdout.write(json ? terminalJson(listing) + '\n' : formatContainerListing(listing));
     }
   } finally {
     store.destroy();
@@ -54,9 +63,11 @@ async function readGeneration(bucket: Bucket, g: Generation): Promise<Generation
   };
 }
 
-async function readTails(bucket: Bucket, container?: string): Promise<TailView[]> {
+async function readTails(bucket: Bucket, container?: string): Promise<{ tails: TailView[]; leftOut: LeftOut | null }> {
   const tails: TailView[] = [];
-  for (const item of await bucket.listDivergent()) {
+  let leftOut: LeftOut | null = null;
+  const items = await bucket.listDivergent(undefined, { max: MAX_TAILS_SHOWN, onTruncated: (count, atLeast) => (leftOut = { count, atLeast }) });
+  for (const item of items) {
     if ('error' in item) {
       if (container === undefined) tails.push({ key: item.key, error: item.error });
       continue;
@@ -68,7 +79,7 @@ async function readTails(bucket: Bucket, container?: string): Promise<TailView[]
       lastShippedSeq: r.lastShippedSeq, digest: r.digest, size: r.size, files: r.counts.files, deletions: r.counts.deletions, savedAt: r.savedAt, reason: r.reason,
     });
   }
-  return tails;
+  return { tails, leftOut };
 }
 
 async function readOverview(bucket: Bucket, where: string): Promise<Overview> {
@@ -76,8 +87,45 @@ async function readOverview(bucket: Bucket, where: string): Promise<Overview> {
   // Newest first, as an operator reads them.
   for (const g of (await bucket.listGenerations()).reverse()) generations.push(await readGeneration(bucket, g));
   const newest = generations.find((v) => v.problems.length === 0 && (v.head !== null || v.claimedAt !== null)) ?? null;
-  const specs = await bucket.listSpecNames();
-  return { bucket: where, generations, newest: newest?.generation ?? null, containers: newest?.head?.containers ?? {}, specs, tails: await readTails(bucket) };
+  let specsLeftOut: LeftOut | null = null;
+  const specs = await bucket.listSpecNames({ max: MAX_SPECS_SHOWN, onTruncated: (count, atLeast) => (specsLeftOut = { count, atLeast }) });
+  const { tails, leftOut } = await readTails(bucket);
+  return { bucket: where, generations, newest: newest?.generation ?? null, containers: newest?.head?.containers ?? {}, specs, specsLeftOut, tails, tailsLeftOut: leftOut };
+}
+
+function commitView(r: CommitRecord): CommitView {
+  return {
+    seq: r.seq, parentSeq: r.parentSeq, kind: r.kind, publishedAt: r.publishedAt, firstWriteAt: r.firstWriteAt, size: r.size, files: r.counts.files,
+    deletions: r.counts.deletions, bytes: r.counts.bytes, chunkedFiles: r.chunks?.files ?? 0, writer: r.writer, digest: r.digest,
+  };
+}
+
+/**
+ * The container's commits of generation g without reading the other containers' records: its chain down from the
+ * seq the head names (commitChain), and the records published past the head (a LIST that finds nothing while the
+ * head is current). Without a head the group signed, the generation's records are read in order, bounded.
+ */
+async function readCommits(bucket: Bucket, g: Generation, view: GenerationView, container: string): Promise<{ commits: CommitView[]; unreadable: string[]; truncated: boolean }> {
+  const commits: CommitView[] = [];
+  const unreadable: string[] = [];
+  let truncated = false;
+  const take = (item: JournalItem): void => {
+    // Which container an unreadable record was for is unknown: show them all, so none is missed.
+    if ('error' in item) unreadable.push(`seq ${item.seq}: ${item.error}`);
+    else if (item.record.container === container) commits.push(commitView(item.record));
+  };
+  const headSeq = view.head?.seq ?? 0;
+  const from = view.head?.containers[container];
+  if (from !== undefined) {
+    for await (const item of commitChain(bucket, g, from as Seq, container, { max: MAX_COMMITS_SHOWN, onTruncated: () => (truncated = true) })) {
+      if ('error' in item) unreadable.push(`seq ${item.seq}: ${item.error}; reached from seq ${from} by parentSeq links, older commits of this generation not listed`);
+      else commits.push(commitView(item.record));
+    }
+  }
+  const past = view.head === null ? MAX_COMMITS_SHOWN : MAX_PAST_HEAD;
+  for await (const item of bucket.listRecords(g, headSeq, { maxKeys: past, onTruncated: () => (truncated = true) })) take(item);
+  commits.sort((a, b) => a.seq - b.seq);
+  return { commits, unreadable, truncated };
 }
 
 async function readContainer(bucket: Bucket, where: string, container: string, which: Generation | 'newest' | 'all'): Promise<ContainerListing> {
@@ -100,23 +148,9 @@ async function readContainer(bucket: Bucket, where: string, container: string, w
   }
   const generations: ContainerListing['generations'] = [];
   for (const g of chosen) {
-    const commits: CommitView[] = [];
-    const unreadable: string[] = [];
-    let truncated = false;
-    for await (const item of bucket.listRecords(g, 0, { maxKeys: MAX_COMMITS_SHOWN, onTruncated: () => (truncated = true) })) {
-      if ('error' in item) {
-        // Which container an unreadable record was for is unknown: show them all, so none is missed.
-        unreadable.push(`seq ${item.seq}: ${item.error}`);
-        continue;
-      }
-      const r = item.record;
-      if (r.container !== container) continue;
-      commits.push({
-        seq: r.seq, parentSeq: r.parentSeq, kind: r.kind, publishedAt: r.publishedAt, firstWriteAt: r.firstWriteAt, size: r.size, files: r.counts.files,
-        deletions: r.counts.deletions, bytes: r.counts.bytes, chunkedFiles: r.chunks?.files ?? 0, writer: r.writer, digest: r.digest,
-      });
-    }
-    generations.push({ ...(await readGeneration(bucket, g)), commits, unreadable, truncated });
+    const view = await readGeneration(bucket, g);
+    generations.push({ ...view, ...(await readCommits(bucket, g, view, container)) });
   }
-  return { bucket: where, container, generations, tails: await readTails(bucket, container) };
+  const { tails, leftOut } = await readTails(bucket, container);
+  return { bucket: where, container, generations, tails, tailsLeftOut: leftOut };
 }

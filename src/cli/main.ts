@@ -1,4 +1,4 @@
-// twinlayer CLI entry: agent | push | pull | status | keygen | pubkey | s3 | demo. Config errors exit 2 naming the key.
+// twinlayer CLI entry: agent | push | pull | status | ls | restore | keygen | pubkey | s3 | demo. Config errors exit 2 naming the key.
 // Each command's modules (and so its dependencies: the AWS SDK, dockerode, hono, chokidar, s3rver, the lab) are
 // imported when that command runs, not at every start.
 import { ConfigError, loadConfig } from '../config/load.js';
@@ -9,11 +9,12 @@ import { parseArgs } from './args.js';
 import { importDevOnly } from './dev-only.js';
 import { usage } from './usage.js';
 
-const flagNames = new Set(['config', 'dir', 'listen', 'bucket', 'port-file', 'help', 'keep', 'runs', 'out', 'key', 'service', 'json', 'all', 'generation']);
+const flagNames = new Set(['config', 'dir', 'listen', 'bucket', 'port-file', 'help', 'keep', 'runs', 'out', 'key', 'service', 'json', 'all', 'generation', 'to', 'at', 'seq', 'image']);
 const switches = new Set(['help', 'json', 'all']);
 /** The commands that take operands after them; any other refuses them. */
-const takesOperands = new Set(['ls']);
-const lsOnlyFlags = ['json', 'all', 'generation'];
+const takesOperands = new Set(['ls', 'restore']);
+/** Flags of `ls` and `restore` only, by command. */
+const commandFlags: Record<string, string[]> = { json: ['ls'], all: ['ls'], generation: ['ls', 'restore'], to: ['restore'], at: ['restore'], seq: ['restore'], image: ['restore'] };
 
 /** The commands that run from a config, each loaded on use. */
 const daemons: Record<string, () => Promise<{ run: (config: Config, log: Logger) => Promise<number | void> }>> = {
@@ -30,7 +31,9 @@ async function main(argv: readonly string[]): Promise<number> {
     return command === undefined && !flags.has('help') ? 2 : 0;
   }
   if (operands.length > 0 && !takesOperands.has(command)) throw new ConfigError(`unexpected argument ${JSON.stringify(operands[0])}`);
-  for (const f of lsOnlyFlags) if (flags.has(f) && command !== 'ls') throw new ConfigError(`--${f} is a flag of \`twinlayer ls\` only`);
+  for (const [f, commands] of Object.entries(commandFlags)) {
+    if (flags.has(f) && !commands.includes(command)) throw new ConfigError(`--${f} is a flag of ${commands.map((c) => `\`twinlayer ${c}\``).join(' and ')} only`);
+  }
   if (command === 's3') {
     const { run } = await import('./s3.js');
     await run(flags, createLogger({ level: 'info' }));
@@ -50,6 +53,11 @@ async function main(argv: readonly string[]): Promise<number> {
     const config = loadConfig({ file: flags.get('config') });
     const { run } = await import('./ls.js');
     return run(config, createLogger({ level: config.logLevel === 'debug' ? 'debug' : 'warn' }).child({ cmd: 'ls', host: config.hostId }), operands, flags);
+  }
+  if (command === 'restore') {
+    const config = loadConfig({ file: flags.get('config') });
+    const { run } = await import('./restore.js');
+    return run(config, createLogger({ level: config.logLevel === 'debug' ? 'debug' : 'info' }).child({ cmd: 'restore', host: config.hostId }), operands, flags);
   }
   const load = daemons[command];
   if (load === undefined) {

@@ -9,7 +9,7 @@ import type { Logger } from '../log/logger.js';
 import { readSigningKeyFile, Signatures, SigningKeyError, TrustedKey, type SigningKey } from '../store/index.js';
 
 /** What a command does with the bucket: `pull` and `ls` only read; `push` and `agent` also write. */
-export type BucketRole = 'push' | 'pull' | 'agent' | 'ls';
+export type BucketRole = 'push' | 'pull' | 'agent' | 'ls' | 'restore';
 
 export class SigningSetupError extends TwinlayerError {
   constructor(code: 'TRUST_MISSING' | 'TRUST_INVALID' | 'SIGNING_KEY_UNTRUSTED', message: string, context: { key: string; hint?: string }) {
@@ -62,7 +62,7 @@ export async function signaturesFor(config: Config, role: BucketRole, log: Logge
       hint: `run \`twinlayer keygen\` on every host of the group and list every line it prints in trustedKeys on all of them; ${acceptHint}`,
     });
   }
-  const signer = role === 'pull' || role === 'ls' ? null : await signingKey(config, role, log);
+  const signer = role === 'pull' || role === 'ls' || role === 'restore' ? null : await signingKey(config, role, log);
   if (signer !== null && trusted.length > 0) {
     const listed = trusted.find((k) => k.keyId === signer.keyId);
     if (listed === undefined) {

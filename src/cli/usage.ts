@@ -8,6 +8,9 @@ Usage:
   twinlayer ls [<container>] [--generation N | --all] [--json]
                                      what the bucket holds: generations, containers, divergent tails; with a
                                      container its commits (seq, kind, time, size) in the newest generation
+  twinlayer restore <container> [--seq N [--generation G] | --at TIME] --to DIR
+                                     the container's writable layer at a commit (default the newest), from the
+                                     bucket alone: DIR/upper (an overlay upper dir) and DIR/volumes/<name>
   twinlayer keygen [--out FILE]      new signing key for this host (mode 0600; default signingKeyFile, never
                                      replaced); prints the line to add to trustedKeys on every host
   twinlayer pubkey [--key FILE]      print the trustedKeys line of this host's signing key

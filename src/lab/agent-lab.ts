@@ -11,7 +11,8 @@ import { z } from 'zod';
 import { S3RVER_CREDENTIALS, startS3Server, type S3Server } from '../s3server/index.js';
 import { Bucket, S3BlobStore, type Generation } from '../store/index.js';
 import { copyImage, importBusyboxImage } from './busybox-image.js';
-import { dockerCli, type Engine } from './engine.js';
+import { dockerCli, type Engine, type EngineKind } from './engine.js';
+import { twinlayerEngineEnv } from './engine-access.js';
 import { startFaultProxy, type FaultProxy } from './fault-proxy.js';
 import { GroupKeys } from './group-keys.js';
 import { createLab, type Lab, type LabProcess, type RootForward } from './index.js';
@@ -86,6 +87,8 @@ export interface AgentLabOptions {
   /** Each engine's bound for /_ping at start and restart (default 30 s): dockerd answers only once it has restored
    *  its containers, which takes longer with many of them on a busy machine. */
   engineStartTimeoutMs?: number;
+  /** Each host's engine kind (engine.ts), by lab host name; default overlay2. */
+  engineKinds?: Partial<Record<string, EngineKind>>;
   /** false: no busybox `web` container (the caller protects its own, e.g. the service labs); default true. */
   busyboxWeb?: boolean;
 }
@@ -130,7 +133,10 @@ export class AgentLab {
     let s3: S3Server | null = null;
     const proxies = new Map<string, FaultProxy>();
     try {
-      await lab.startEngines({ ...(opts.engineBaseDirs ? { baseDirs: opts.engineBaseDirs } : {}), ...(opts.engineStartTimeoutMs === undefined ? {} : { startTimeoutMs: opts.engineStartTimeoutMs }) });
+      await lab.startEngines({
+        ...(opts.engineBaseDirs ? { baseDirs: opts.engineBaseDirs } : {}), ...(opts.engineKinds ? { kinds: opts.engineKinds } : {}),
+        ...(opts.engineStartTimeoutMs === undefined ? {} : { startTimeoutMs: opts.engineStartTimeoutMs }),
+      });
       s3 = await startS3Server({ dir: join(lab.dir, 's3'), buckets: [AGENT_LAB_BUCKET], silent: true });
       const forwards = new Map<string, RootForward>();
       for (const h of lab.hosts) {
@@ -198,7 +204,7 @@ export class AgentLab {
       AWS_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey, AWS_REGION: 'us-east-1',
       TWINLAYER_ENDPOINT: `http://${fwd.host}:${fwd.port}`, TWINLAYER_BUCKET: AGENT_LAB_BUCKET, TWINLAYER_PATH_STYLE: 'true',
       TWINLAYER_GROUP: AGENT_LAB_GROUP, TWINLAYER_HOST_ID: this.hostId(host),
-      TWINLAYER_DOCKER_SOCKET: engine.socketPath, TWINLAYER_STATE_DIR: join(this.lab.dir, `state-${host}`),
+      ...twinlayerEngineEnv(engine), TWINLAYER_STATE_DIR: join(this.lab.dir, `state-${host}`),
       TWINLAYER_HOOK_LISTEN: HOOK, TWINLAYER_HOOK_TOKEN: this.token, TWINLAYER_VRRP_STATE_FILE: vrrpStateFile(this.lab, host),
       TWINLAYER_POLL_INTERVAL_MS: '50', TWINLAYER_FENCE_INTERVAL_MS: '200', TWINLAYER_BACKUP_SETTLE_MS: '300', TWINLAYER_STOP_TIMEOUT_SECONDS: '1',
       TWINLAYER_RECONCILE_INTERVAL_MS: '5000', TWINLAYER_LOG_LEVEL: 'info',

@@ -6,6 +6,7 @@
 // the figures; tears the lab down in any case.
 import { randomBytes } from 'node:crypto';
 import { AgentLab, WEB, type AgentLogLine, type AgentStatusView } from './agent-lab.js';
+import type { EngineKind } from './engine.js';
 import { waitFor } from './wait.js';
 
 export interface TimelineEvent { event: string; ms: number }
@@ -65,6 +66,8 @@ export interface FailoverOptions {
   advertIntSec?: number;
   /** Bound for each wait (ms); default 30 s. */
   waitMs?: number;
+  /** Host a's and host b's engine kinds (engine.ts); default overlay2 on both. */
+  engineKinds?: readonly [EngineKind, EngineKind];
 }
 
 /** The timeline lines an agent log line gives (null: not shown). */
@@ -126,7 +129,10 @@ export async function runFailover(opts: FailoverOptions = {}): Promise<FailoverR
 
   let al: AgentLab | null = null;
   try {
-    al = await AgentLab.create({ log: (l) => log(`  lab: ${l}`), onAgentLine, waitMs, ...(opts.advertIntSec === undefined ? {} : { advertIntSec: opts.advertIntSec }) });
+    al = await AgentLab.create({
+      log: (l) => log(`  lab: ${l}`), onAgentLine, waitMs, ...(opts.advertIntSec === undefined ? {} : { advertIntSec: opts.advertIntSec }),
+      ...(opts.engineKinds === undefined ? {} : { engineKinds: { a: opts.engineKinds[0], b: opts.engineKinds[1] } }),
+    });
     const l = al;
     const [a, b] = l.hosts;
     mark(`lab up: hosts ${a} and ${b} in network namespaces, a Docker engine in each, the S3 server in the root namespace`);

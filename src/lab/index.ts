@@ -5,7 +5,7 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Engine } from './engine.js';
+import type { Engine, EngineKind } from './engine.js';
 import { LabError } from './errors.js';
 import type { Forward } from './forward.js';
 import { startForward } from './forward.js';
@@ -95,8 +95,9 @@ export interface Lab {
   reviveHost(host: string): Promise<void>;
   /** Start a Docker engine inside each host's namespace (engine.ts); `baseDirs` puts a host's engine (data root,
    *  exec root, socket) under a dir of the caller's, e.g. a small file system of its own. */
-  /** `startTimeoutMs`: each engine's bound for /_ping, at start and at every restart (engine.ts; default 30 s). */
-  startEngines(opts?: { baseDirs?: Partial<Record<string, string>>; startTimeoutMs?: number }): Promise<void>;
+  /** `startTimeoutMs`: each engine's bound for /_ping, at start and at every restart (engine.ts; default 30 s).
+   *  `kinds`: a host's engine kind (engine.ts: overlay2 or the containerd image store); default overlay2. */
+  startEngines(opts?: { baseDirs?: Partial<Record<string, string>>; startTimeoutMs?: number; kinds?: Partial<Record<string, EngineKind>> }): Promise<void>;
   /** Tear everything down; idempotent; safe after partial setup failure. */
   destroy(): Promise<void>;
 }
@@ -364,7 +365,11 @@ export async function createLab(opts: CreateLabOptions = {}): Promise<Lab> {
         if (dead.has(h.name)) throw new LabError('LAB_STATE', `host ${h.name} was killed`);
         // engine.ts accepts 1-24 letters, digits, dashes.
         const name = `tl-${id}-${h.name.replace(/[^a-zA-Z0-9-]/g, '-')}`.slice(0, 24);
-        h.engine = await startEngine({ name, baseDir: o.baseDirs?.[h.name] ?? dir, netns: h.netns, log, ...(o.startTimeoutMs === undefined ? {} : { startTimeoutMs: o.startTimeoutMs }) });
+        const kind = o.kinds?.[h.name];
+        h.engine = await startEngine({
+          name, baseDir: o.baseDirs?.[h.name] ?? dir, netns: h.netns, log,
+          ...(o.startTimeoutMs === undefined ? {} : { startTimeoutMs: o.startTimeoutMs }), ...(kind === undefined ? {} : { kind }),
+        });
       }
     },
 

@@ -11,7 +11,8 @@ import { performance } from 'node:perf_hooks';
 import { startS3Server, S3RVER_CREDENTIALS } from '../s3server/index.js';
 import { Bucket, S3BlobStore } from '../store/index.js';
 import { createLab, type Lab } from './index.js';
-import { dockerCli } from './engine.js';
+import { dockerCli, type EngineKind } from './engine.js';
+import { twinlayerEngineEnv } from './engine-access.js';
 import { GroupKeys } from './group-keys.js';
 import { importBusyboxImage, copyImage } from './busybox-image.js';
 import type { TimelineEvent } from './failover.js';
@@ -40,6 +41,8 @@ export interface PushPullFailoverOptions {
   advertIntSec?: number;
   /** Bound for each wait (ms). */
   waitMs?: number;
+  /** The primary's and the standby's engine kinds (engine.ts); default overlay2 on both. */
+  engineKinds?: readonly [EngineKind, EngineKind];
 }
 
 export async function runPushPullFailover(opts: PushPullFailoverOptions = {}): Promise<PushPullFailoverResult> {
@@ -59,7 +62,7 @@ export async function runPushPullFailover(opts: PushPullFailoverOptions = {}): P
   try {
     lab = await createLab({ log: (l) => log(`  lab: ${l}`) });
     mark('lab up: two hosts in network namespaces');
-    await lab.startEngines();
+    await lab.startEngines(opts.engineKinds === undefined ? {} : { kinds: { primary: opts.engineKinds[0], standby: opts.engineKinds[1] } });
     const [primary, standby] = lab.hosts;
     if (!primary?.engine || !standby?.engine) throw new Error('lab engines did not start');
     mark('one Docker engine per host');
@@ -81,8 +84,8 @@ export async function runPushPullFailover(opts: PushPullFailoverOptions = {}): P
     const stateDir = (h: string): string => join(lab!.dir, `state-${h}`);
     const node = process.execPath;
     const bin = join(repoRoot, 'bin', 'twinlayer.js');
-    await lab.spawn('primary', [node, bin, 'push'], { env: { ...common, TWINLAYER_HOST_ID: 'primary', ...keys.env('primary'), TWINLAYER_DOCKER_SOCKET: primary.engine.socketPath, TWINLAYER_STATE_DIR: stateDir('primary') } });
-    await lab.spawn('standby', [node, bin, 'pull'], { env: { ...common, TWINLAYER_HOST_ID: 'standby', ...keys.env('standby'), TWINLAYER_DOCKER_SOCKET: standby.engine.socketPath, TWINLAYER_STATE_DIR: stateDir('standby'), TWINLAYER_HOOK_LISTEN: '127.0.0.1:7450' } });
+    await lab.spawn('primary', [node, bin, 'push'], { env: { ...common, TWINLAYER_HOST_ID: 'primary', ...keys.env('primary'), ...twinlayerEngineEnv(primary.engine), TWINLAYER_STATE_DIR: stateDir('primary') } });
+    await lab.spawn('standby', [node, bin, 'pull'], { env: { ...common, TWINLAYER_HOST_ID: 'standby', ...keys.env('standby'), ...twinlayerEngineEnv(standby.engine), TWINLAYER_STATE_DIR: stateDir('standby'), TWINLAYER_HOOK_LISTEN: '127.0.0.1:7450' } });
 
     // keepalived insists that notify scripts are root-owned and not writable by others: copy ours into the lab dir.
     const notify = join(lab.dir, 'notify.sh');

@@ -8,13 +8,15 @@ import { join, relative } from 'node:path';
 import { z } from 'zod';
 import { AgentLab, type AgentLogLine } from './agent-lab.js';
 import { dockerCli, type Engine } from './engine.js';
+import { runtimeFor } from './engine-access.js';
+import type { DockerRuntime } from '../docker/index.js';
 import type { Lab } from './index.js';
 import { loadServiceImages, type ServiceImages } from './service-images.js';
 import { waitFor } from './wait.js';
 
-/** What waitTwinFile reads of `docker inspect` (zod: another program's output). */
+/** What waitTwinFile reads of `docker inspect` (zod: another program's output); the upper dir comes from the docker
+ *  unit, which finds it on either image store (on the containerd store inspect has no GraphDriver.Data). */
 const twinInspectSchema = z.looseObject({
-  GraphDriver: z.looseObject({ Data: z.looseObject({ UpperDir: z.string() }) }),
   Mounts: z.array(z.looseObject({ Type: z.string(), Source: z.string(), Destination: z.string() })),
 });
 
@@ -93,6 +95,14 @@ export class ServiceLab {
     return this.agents.engine(host);
   }
 
+  readonly #runtimes = new Map<string, DockerRuntime>();
+  /** The docker unit on `host`'s engine (one per host: the engine keeps its socket across a revive). */
+  #runtime(host: string): DockerRuntime {
+    let r = this.#runtimes.get(host);
+    if (r === undefined) this.#runtimes.set(host, (r = runtimeFor(this.engine(host))));
+    return r;
+  }
+
   /** The lab's first three octets, e.g. 10.231.7. */
   get prefix(): string {
     return this.lab.subnet.split('.').slice(0, 3).join('.');
@@ -130,7 +140,7 @@ export class ServiceLab {
       const [twin] = z.array(twinInspectSchema).length(1).parse(JSON.parse(await dockerCli(this.engine(host), ['inspect', name])));
       if (twin === undefined) return undefined;
       const volume = twin.Mounts.find((m) => m.Type === 'volume' && (path === m.Destination || path.startsWith(`${m.Destination}/`)));
-      const file = volume !== undefined ? join(volume.Source, relative(volume.Destination, path)) : join(twin.GraphDriver.Data.UpperDir, path);
+      const file = volume !== undefined ? join(volume.Source, relative(volume.Destination, path)) : join((await this.#runtime(host).resolveLayers(name)).upperDir, path);
       const content = await readFile(file, 'utf8').catch(() => '');
       return content.includes(text) ? true : undefined;
     }, 100);

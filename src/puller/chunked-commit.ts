@@ -2,7 +2,7 @@
 // totals passed chunkListProblem), parsed and bounded, the twin's chunk index that says which chunks its upper dir
 // already holds, and ranged reads of the packs for the others; once the commit is staged, the index takes in the list.
 import { readFile, rm } from 'node:fs/promises';
-import { ChangesetRejectedError, ChunkIndex, chunkIndexFile, chunkListProblem, parseChunkList, type ChunkList, type Limits, type StageChunks } from '../changeset/index.js';
+import { ChangesetRejectedError, ChunkIndex, chunkIndexFile, chunkListProblem, declaredProblem, parseChunkList, type ChunkList, type Limits, type StageChunks } from '../changeset/index.js';
 import type { Bucket, CommitRecord, PackStore } from '../store/index.js';
 
 export interface ChunkedCommit {
@@ -10,6 +10,12 @@ export interface ChunkedCommit {
   stage: StageChunks | undefined;
   /** Records what the staged commit wrote in the twin's chunk index. */
   adopt(): Promise<void>;
+}
+
+/** Why a commit is refused from what its signed record declares alone (sizes, counts, chunk list totals), before
+ *  anything is fetched; null when it may be fetched. The standby and `twinlayer restore` ask the same. */
+export function declaredCommitProblem(record: CommitRecord, limits: Limits): string | null {
+  return declaredProblem({ ...record.counts, size: record.size }, limits) ?? (record.chunks === undefined ? null : chunkListProblem(record.chunks, limits));
 }
 
 /** Fetches and parses the chunk list of `record` (a refusal throws ChangesetRejectedError) and loads the twin's index.

@@ -12,14 +12,14 @@ import { rm, statfs } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import PQueue from 'p-queue';
 import {
-  abandonStaging, bytesNeeded, ChangesetRejectedError, chunkListProblem, declaredProblem, defaultLimits, recoverStaging, roomProblem, stageChangeset,
+  abandonStaging, bytesNeeded, ChangesetRejectedError, defaultLimits, recoverStaging, roomProblem, stageChangeset,
   StagePendingError, StageUndoError, stagingLeftBehind, type Limits, type StageIntent, type StageTarget,
 } from '../changeset/index.js';
 import { isEngineUnavailable, specDigest, type DockerRuntime, type TwinSpec, type TwinState } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/index.js';
 import { BlobDigestMismatchError, BlobMissingError, PackStore, type Bucket, type CommitRecord } from '../store/index.js';
-import { openChunkedCommit } from './chunked-commit.js';
+import { declaredCommitProblem, openChunkedCommit } from './chunked-commit.js';
 import type { AppliedState, AppliedStateFile } from './applied-state.js';
 import type { ContainerRuntimeState, ContainerStates } from './container-state.js';
 import type { JournalFollower } from './journal-follower.js';
@@ -286,8 +286,7 @@ export class Stager {
         c.lastError = `${verdict.reason}; fetched again after ${new Date(verdict.retryAt).toISOString()} (${verdict.failures} failed download(s))`;
         return staged;
       }
-      const declared = declaredProblem({ ...record.counts, size: record.size }, this.#limits)
-        ?? (record.chunks === undefined ? null : chunkListProblem(record.chunks, this.#limits));
+      const declared = declaredCommitProblem(record, this.#limits);
       if (declared !== null) {
         this.#refuse(state, name, c, record, declared);
         return staged;

@@ -133,10 +133,18 @@ function untilAborted<T>(req: IncomingMessage, write: Promise<T>): Promise<T> {
  * s3rver's putObject writes straight into the object's file (truncated when opened) and answers once the body went
  * through, before the file is flushed: a GET right after the 200 — or during the write — could read an empty or
  * partial object (a claim read back after a won create was refused as torn JSON under load). Here the body goes to
- * a temp file beside it (not listed: s3rver lists names ending in its object suffix) that replaces the object's file
- * in one rename once it is complete, then s3rver writes the metadata, as its own putObject does.
+ * a temp file beside it (not listed: s3rver lists names ending in its object suffix), received without any lock: a
+ * slow or stalled upload (a frozen client) holds no key, so neither reads (whole-reads.ts) nor other writes of the
+ * key wait for it. Then `commitTemp`, under the key's lock, replaces the object's file in one rename and writes the
+ * metadata, as s3rver's own putObject does.
  */
-async function putObjectWhole(real: S3rverStore, object: { bucket: string; key: string; content?: unknown; metadata?: unknown }): Promise<{ size: number; md5: string }> {
+interface ReceivedBody {
+  tmp: string;
+  size: number;
+  md5: string;
+}
+
+async function receiveToTemp(real: S3rverStore, object: { bucket: string; key: string; content?: unknown }): Promise<ReceivedBody> {
   const objectPath = real.getResourcePath(object.bucket, object.key, 'object');
   await mkdir(dirname(objectPath), { recursive: true });
   const tmp = `${objectPath}.tl-${randomBytes(6).toString('hex')}.tmp`;
@@ -144,22 +152,30 @@ async function putObjectWhole(real: S3rverStore, object: { bucket: string; key: 
   let size = 0;
   const content = object.content instanceof Readable ? object.content : Readable.from([Buffer.isBuffer(object.content) ? object.content : Buffer.alloc(0)], { objectMode: false });
   try {
-    const out = createWriteStream(tmp);
     await pipeline(content, new Transform({
       transform(chunk: Buffer, _enc, done) {
         md5.update(chunk);
         size += chunk.length;
         done(null, chunk);
       },
-    }), out);
-    await rename(tmp, objectPath);
+    }), createWriteStream(tmp));
   } catch (err) {
     await rm(tmp, { force: true });
     throw err;
   }
-  const digest = md5.digest('hex');
-  await real.putMetadata(object.bucket, object.key, object.metadata, digest);
-  return { size, md5: digest };
+  return { tmp, size, md5: md5.digest('hex') };
+}
+
+/** Under the key's lock: the received body becomes the object (one rename), then its metadata. */
+async function commitTemp(real: S3rverStore, object: { bucket: string; key: string; metadata?: unknown }, body: ReceivedBody): Promise<{ size: number; md5: string }> {
+  try {
+    await rename(body.tmp, real.getResourcePath(object.bucket, object.key, 'object'));
+  } catch (err) {
+    await rm(body.tmp, { force: true });
+    throw err;
+  }
+  await real.putMetadata(object.bucket, object.key, object.metadata, body.md5);
+  return { size: body.size, md5: body.md5 };
 }
 
 function storeFor(real: S3rverStore, mutex: KeyedMutex, req: IncomingMessage, headers: Record<string, string | string[] | undefined>): S3rverStore {
@@ -169,17 +185,22 @@ function storeFor(real: S3rverStore, mutex: KeyedMutex, req: IncomingMessage, he
   const unconditional = <T>(write: () => Promise<T>): Promise<T> => (conditions() === null ? write() : Promise.reject(notImplemented()));
   const view = Object.create(real) as S3rverStore;
   return Object.assign(view, {
-    async putObject(object: { bucket: string; key: string; content?: unknown }) {
+    async putObject(object: { bucket: string; key: string; content?: unknown; metadata?: unknown }) {
       const cond = conditions();
-      if (cond === null) {
-        return mutex.run(lockKey(object.bucket, object.key), () => untilAborted(req, putObjectWhole(real, object)));
-      }
-      // Read first, outside the lock: an aborted conditional upload creates nothing, and a slow client does not
-      // hold the key while it sends.
-      const content = object.content instanceof Readable ? await readBody(object.content) : object.content;
+      // Received first, outside the lock: an aborted upload creates nothing, and a slow client holds no key while
+      // it sends. A conditional body is bounded (readBody) before anything is written.
+      const content = cond !== null && object.content instanceof Readable ? Readable.from([await readBody(object.content)], { objectMode: false }) : object.content;
+      const body = await untilAborted(req, receiveToTemp(real, { ...object, content }));
       return mutex.run(lockKey(object.bucket, object.key), async () => {
-        await check(real, object.bucket, object.key, cond);
-        return putObjectWhole(real, { ...object, content: Readable.from([content], { objectMode: false }) });
+        if (cond !== null) {
+          try {
+            await check(real, object.bucket, object.key, cond);
+          } catch (err) {
+            await rm(body.tmp, { force: true });
+            throw err;
+          }
+        }
+        return commitTemp(real, object, body);
       });
     },
     copyObject(srcBucket: string, srcKey: string, destBucket: string, destKey: string, replacementMetadata?: unknown) {

@@ -93,6 +93,47 @@ export interface ListRecordsOptions {
   /** Called when keys past those listed were left out. */
   onTruncated?: () => void;
 }
+/** A listing of objects of one kind that stops at `max` items: what was left out is counted (keys only, nothing read),
+ *  up to MAX_LISTED_KEYS keys listed in all. */
+export interface BoundedListing {
+  /** Items returned at most (records read, names kept). */
+  max?: number;
+  /** Called once when items were left out: how many, and whether that count is exact or the listing of keys stopped
+   *  at its own bound first (then there are at least that many more). */
+  onTruncated?: (more: number, atLeast: boolean) => void;
+}
+
+/** Divergent tails listDivergent reads at most by default: each is a GET; an operator reads a few. */
+export const MAX_LISTED_TAILS = 1000;
+/** Spec names listSpecNames returns at most by default (protected containers of one group). */
+export const MAX_LISTED_SPECS = 10_000;
+
+/** Keeps the first `max` items of a listing and counts the rest, listing at most MAX_LISTED_KEYS keys in all. */
+class Bounded<T> {
+  readonly items: T[] = [];
+  more = 0;
+  keys = 0;
+  readonly #max: number;
+  constructor(max: number) {
+    if (!Number.isInteger(max) || max < 1) throw new RangeError(`max must be an integer >= 1, got ${max}`);
+    this.#max = max;
+  }
+
+  /** False once no more keys may be listed. */
+  keyListed(): boolean {
+    return ++this.keys <= MAX_LISTED_KEYS;
+  }
+
+  add(item: T): void {
+    if (this.items.length < this.#max) this.items.push(item);
+    else this.more++;
+  }
+
+  report(opts: BoundedListing, stoppedEarly: boolean): void {
+    if (this.more > 0 || stoppedEarly) opts.onTruncated?.(this.more, stoppedEarly);
+  }
+}
+
 /** Generations probed one by one above a known one before the generations are listed instead. */
 const CLAIM_WALK_LIMIT = 32;
 /**
@@ -697,20 +738,26 @@ export class Bucket {
    * Every saved divergent tail (of `host` only, when given), in key order. Keys outside the layout are ignored
    * and logged; a record that is refused or disagrees with its key is an error item.
    */
-  async listDivergent(host?: string): Promise<DivergentItem[]> {
+  async listDivergent(host?: string, opts: BoundedListing = {}): Promise<DivergentItem[]> {
     const prefix = host === undefined ? this.layout.divergentPrefix : this.layout.divergentHostPrefix(host);
     const hostile = new HostileKeys();
-    const found: Array<{ key: string; parts: DivergentKeyParts }> = [];
+    const found = new Bounded<{ key: string; parts: DivergentKeyParts }>(opts.max ?? MAX_LISTED_TAILS);
+    let stoppedEarly = false;
     for await (const key of this.store.list(prefix)) {
+      if (!found.keyListed()) {
+        stoppedEarly = true;
+        break;
+      }
       const parts = this.layout.parseDivergentKey(key);
       if (parts === null || (host !== undefined && parts.host !== host)) hostile.note(key);
-      else found.push({ key, parts });
+      else found.add({ key, parts });
     }
     hostile.report(this.#log, prefix);
+    found.report(opts, stoppedEarly);
     const items: DivergentItem[] = [];
-    // A few reads in flight at a time; there are few tails, each a small record.
-    for (let i = 0; i < found.length; i += READ_AHEAD) {
-      items.push(...(await Promise.all(found.slice(i, i + READ_AHEAD).map((f) => this.#readDivergent(f.key, f.parts)))));
+    // A few reads in flight at a time; each a small record.
+    for (let i = 0; i < found.items.length; i += READ_AHEAD) {
+      items.push(...(await Promise.all(found.items.slice(i, i + READ_AHEAD).map((f) => this.#readDivergent(f.key, f.parts)))));
     }
     return items;
   }
@@ -753,15 +800,23 @@ export class Bucket {
     return { spec: r.value, signer: r.signer };
   }
 
-  async listSpecNames(): Promise<string[]> {
-    const names: string[] = [];
+  /** The names of the containers with a spec, sorted: the first `opts.max` (default MAX_LISTED_SPECS) in key order. */
+  async listSpecNames(opts: BoundedListing = {}): Promise<string[]> {
+    const names = new Bounded<string>(opts.max ?? MAX_LISTED_SPECS);
     const hostile = new HostileKeys();
+    let stoppedEarly = false;
     for await (const key of this.store.list(this.layout.specsPrefix)) {
+      if (!names.keyListed()) {
+        stoppedEarly = true;
+        break;
+      }
       const name = this.layout.parseSpecKey(key);
       if (name === null) hostile.note(key);
-      else names.push(name);
+      else names.add(name);
     }
     hostile.report(this.#log, this.layout.specsPrefix);
-    return names.sort();
+    names.report(opts, stoppedEarly);
+    if (names.more > 0 || stoppedEarly) this.#log.warn('spec listing stopped at its bound', { prefix: this.layout.specsPrefix, shown: names.items.length, more: names.more, atLeast: stoppedEarly });
+    return names.items.sort();
   }
 }

@@ -23,10 +23,13 @@ export {
   blindPutBelowBytes,
   Bucket,
   MAX_LISTED_GENERATIONS,
+  MAX_LISTED_SPECS,
+  MAX_LISTED_TAILS,
   MAX_LISTED_KEYS,
   MAX_KEYS_PAST_HEAD,
   MAX_UNSIGNED_GENERATIONS,
   REFUSED_GENERATION_SKIP,
+  type BoundedListing,
   type BucketOptions,
   type ClaimOutcome,
   type DivergentItem,
@@ -69,3 +72,4 @@ export {
   StoreRequestError,
   StoreUnreachableError,
 } from './errors.js';
+export { commitChain, type ChainItem } from './commit-chain.js';

@@ -4,15 +4,18 @@
 // the standby; b is killed and a serves again: a failover and a failback with their timeline.
 // Also the fixed roles: `twinlayer push` on the primary, `twinlayer pull` with its hook on the standby, keepalived's
 // notify.sh calling that hook; after SIGKILL of the primary's keepalived and engine, the twin serves the last content.
+// Both for each engine pair (issue 11): dockerd 20.10 on overlay2 on both hosts, dockerd 26 on the containerd image
+// store on both, and a primary on overlay2 with its standby on the containerd store.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { runFailover } from '../../src/lab/failover.js';
 import { runPushPullFailover } from '../../src/lab/push-pull-failover.js';
+import { ENGINE_PAIRS, pairName } from '../support/engine.js';
 
-describe('failover and failback in the two-host lab (the demo scenario)', { timeout: 300_000 }, () => {
+for (const pair of ENGINE_PAIRS) describe(`failover and failback in the two-host lab (the demo scenario; ${pairName(pair)})`, { timeout: 300_000 }, () => {
   it('b serves the last content in the bucket after a dies; a rejoins as standby; a serves again after b dies', async (t) => {
     const lines: string[] = [];
-    const r = await runFailover({ versions: 3, log: (l) => lines.push(l) });
+    const r = await runFailover({ versions: 3, log: (l) => lines.push(l), engineKinds: pair });
     t.diagnostic(`timeline:\n${r.timeline.map((e) => `${String(e.ms).padStart(6)} ms  ${e.event}`).join('\n')}`);
     assert.equal(r.versions.length, 4, 'three versions on a, one on b');
     for (const [leg, from, to, version] of [[r.failover, 'a', 'b', r.versions[2]], [r.failback, 'b', 'a', r.versions[3]]] as const) {
@@ -44,10 +47,10 @@ describe('failover and failback in the two-host lab (the demo scenario)', { time
   });
 });
 
-describe('fixed roles: push and pull, failover in the two-host lab', { timeout: 300_000 }, () => {
+for (const pair of ENGINE_PAIRS) describe(`fixed roles: push and pull, failover in the two-host lab (${pairName(pair)})`, { timeout: 300_000 }, () => {
   it('the twin serves the last content in the bucket on the virtual IP after the primary dies', async (t) => {
     const lines: string[] = [];
-    const result = await runPushPullFailover({ versions: 3, log: (l) => lines.push(l) });
+    const result = await runPushPullFailover({ versions: 3, log: (l) => lines.push(l), engineKinds: pair });
     t.diagnostic(`timeline:\n${result.timeline.map((e) => `${String(e.ms).padStart(6)} ms  ${e.event}`).join('\n')}`);
     t.diagnostic(`kill -> standby MASTER ${result.killToMasterMs} ms, -> twin started ${result.killToTwinStartedMs} ms, -> first good response ${result.killToFirstGoodMs} ms`);
     assert.equal(result.versions.length, 3);

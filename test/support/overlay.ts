@@ -1,7 +1,7 @@
 // Real overlayfs mounts for tests (root only), and a tree snapshot to compare two merged views.
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { lstat, mkdir, readdir, readFile, readlink } from 'node:fs/promises';
+import { link, lstat, mkdir, readdir, readFile, readlink, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
@@ -41,6 +41,26 @@ export async function unmountOverlay(d: OverlayDirs): Promise<void> {
 export async function unmountQuietly(d: OverlayDirs): Promise<void> {
   const mounts = await readFile('/proc/self/mounts', 'utf8');
   if (mounts.split('\n').some((l) => l.split(' ')[1] === d.merged)) await run('umount', ['-l', d.merged]);
+}
+
+/** A small lower dir with what the merged-view tests exercise: nested dirs, an executable, symlinks (relative and
+ *  absolute), a hard link pair, an empty dir. */
+export async function buildSampleLower(lower: string): Promise<void> {
+  const f = async (rel: string, data: string, mode = 0o644): Promise<void> => {
+    await mkdir(join(lower, rel, '..'), { recursive: true });
+    await writeFile(join(lower, rel), data, { mode });
+  };
+  await f('etc/app.conf', 'listen 80\n');
+  await f('etc/hosts.d/one', 'one\n');
+  await f('etc/hosts.d/two', 'two\n');
+  await f('usr/bin/tool', '#!/bin/sh\necho tool\n', 0o755);
+  await f('usr/lib/libx.so', 'ELF...');
+  await f('data/deep/er/file', 'deep');
+  await mkdir(join(lower, 'var/empty'), { recursive: true });
+  await symlink('usr/lib', join(lower, 'lib'));
+  await symlink('/etc/app.conf', join(lower, 'etc/abs'));
+  await f('h1', 'hard-linked');
+  await link(join(lower, 'h1'), join(lower, 'h2'));
 }
 
 export interface NodeInfo {

@@ -10,7 +10,7 @@ import fc from 'fast-check';
 import { UpperTracker, defaultLimits, stageChangeset, type BuiltChangeset } from '../../../src/changeset/index.js';
 import { readChangeset } from '../../../src/changeset/tar-reader.js';
 import {
-  diffTrees, hardLinkGroups, makeOverlayDirs, mountOverlay, requireRoot, snapshotTree, unmountOverlay, unmountQuietly,
+  buildSampleLower, diffTrees, hardLinkGroups, makeOverlayDirs, mountOverlay, requireRoot, snapshotTree, unmountOverlay, unmountQuietly,
   type OverlayDirs,
 } from '../../support/overlay.js';
 
@@ -52,24 +52,6 @@ function content(seed: number, size: number): Buffer {
   const b = Buffer.alloc(size);
   for (let i = 0; i + 4 <= size; i += 4) b.writeUInt32LE((seed * 2654435761 + i) >>> 0, i);
   return b;
-}
-
-async function buildLower(lower: string): Promise<void> {
-  const f = async (rel: string, data: string, mode = 0o644): Promise<void> => {
-    await mkdir(join(lower, rel, '..'), { recursive: true });
-    await writeFile(join(lower, rel), data, { mode });
-  };
-  await f('etc/app.conf', 'listen 80\n');
-  await f('etc/hosts.d/one', 'one\n');
-  await f('etc/hosts.d/two', 'two\n');
-  await f('usr/bin/tool', '#!/bin/sh\necho tool\n', 0o755);
-  await f('usr/lib/libx.so', 'ELF...');
-  await f('data/deep/er/file', 'deep');
-  await mkdir(join(lower, 'var/empty'), { recursive: true });
-  await symlink('usr/lib', join(lower, 'lib'));
-  await symlink('/etc/app.conf', join(lower, 'etc/abs'));
-  await f('h1', 'hard-linked');
-  await link(join(lower, 'h1'), join(lower, 'h2'));
 }
 
 /** Applies one operation through the merged dir; never follows a symlink. Returns the relative paths it touched. */
@@ -186,7 +168,7 @@ describe('changeset round trip through overlayfs', () => {
     base = await mkdtemp('/tmp/twinlayer-cs-roundtrip-');
     lower = join(base, 'lower');
     await mkdir(lower);
-    await buildLower(lower);
+    await buildSampleLower(lower);
   });
 
   after(async () => {

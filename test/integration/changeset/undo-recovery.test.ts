@@ -72,6 +72,14 @@ describe('undo log recovery', () => {
     await symlink(outside, join(upper, 'link'));
   });
 
+  it('a twin never staged into (no tmp dir) has nothing to recover, and its tmp dir is not made', async () => {
+    await rm(tmp, { recursive: true });
+    const was = await both();
+    assert.deepEqual(await recoverStaging(target(), () => false), { action: 'none' });
+    assert.deepEqual(diffStates(was.upper, (await both()).upper, 0n), []);
+    await assert.rejects(readdir(tmp), { code: 'ENOENT' }, 'recovery made no tmp dir: on a full disk its mkdir would fail');
+  });
+
   it('undoes every complete line and ignores a line torn by kill -9', async () => {
     await writeFile(join(upper, 'created'), 'made by the commit');
     await writeFile(join(upper, 'replaced'), 'new content');

@@ -65,9 +65,9 @@ describe('twinlayer ls', { timeout: 120_000 }, () => {
     assert.deepEqual(await b.claimGeneration({ version: 1, generation: g(2), host: 'host-b', claimedAt: '2026-12-06T10:06:00.000Z', from: { generation: g(1), containers: { web: 2 as Seq, db: 3 as Seq } } }), { won: true });
     await b.writeRecord(commit(2, 1, 'web', 0, 'host-b', 'full'));
     await b.writeHead({ version: 1, generation: g(2), seq: 3 as Seq, writer: 'host-b', updatedAt: '2026-12-06T10:08:00.000Z', containers: { web: 3 as Seq } });
-    // Seq 2 of generation 2 written by someone who holds no key: refused, shown, never taken for web's.
-    await as(null, true).writeRecord(commit(2, 2, 'web', 1, 'host-b'));
     await b.writeRecord(commit(2, 3, 'web', 1, 'host-b'));
+    // Seq 4 of generation 2, past its head, written by someone who holds no key: refused, shown, never taken for web's.
+    await as(null, true).writeRecord(commit(2, 4, 'web', 3, 'host-b'));
     const tail = join(dir, 'tail.tar');
     await writeFile(tail, 'a divergent tail');
     await a.putDivergent({
@@ -116,14 +116,14 @@ describe('twinlayer ls', { timeout: 120_000 }, () => {
     const [gen2] = l.generations;
     assert.deepEqual(gen2?.commits.map((c) => [c.seq, c.kind, c.size, c.files, c.writer]), [[1, 'full', 1000, 1, 'host-b'], [3, 'delta', 3000, 3, 'host-b']]);
     assert.equal(gen2?.unreadable.length, 1);
-    assert.match(gen2?.unreadable[0] ?? '', /^seq 2: /);
+    assert.match(gen2?.unreadable[0] ?? '', /^seq 4: /);
     assert.deepEqual(l.tails.map((t) => t.lastShippedSeq), [4]);
 
     const human = await ls(['web']);
     assert.equal(human.code, 0, human.out);
     assert.match(human.stdout, /^web in generation 2 \(host-b, head seq 3\): 2 commit\(s\)$/m);
     assert.match(human.stdout, /^1 +full +2026-12-06T10:01:01\.000Z +1000 B +1 +1 +0 +host-b$/m);
-    assert.match(human.stdout, /unreadable record \(container unknown\): seq 2: /);
+    assert.match(human.stdout, /unreadable record: seq 4: /);
   });
 
   it('--generation picks one, --all every generation; db is only in generation 1', async () => {
@@ -153,6 +153,26 @@ describe('twinlayer ls', { timeout: 120_000 }, () => {
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.out}`);
       assert.match(r.out, reason, args.join(' '));
     }
+  });
+
+  it('text from the bucket reaches the terminal escaped: a record holding ANSI escapes shows them as \\x1b, never raw', async () => {
+    // Junk past generation 1's head: the refusal quotes the bytes JSON.parse choked on.
+    // A C1 CSI, a bidi override and ESC sequences, where the parse error quotes them.
+    const hostile = '\u009b2J\u202eevil\x1b[2J\x1b]0;pwned\x07';
+    await store.put(`${PREFIX}/${GROUP}/gen/1/journal/0000000000000005.json`, Buffer.from(hostile, 'utf8'));
+    // Any control character but the output's own line ends, or the bidi override.
+    const raw = /[\p{Cc}\u202e]/u;
+    const human = await ls(['web', '--generation', '1']);
+    assert.equal(human.code, 0, human.out);
+    assert.doesNotMatch(human.stdout.replace(/\n/g, ''), raw);
+    assert.match(human.stdout, /unreadable record: seq 5: .*\\x9b2J\\u\{202e\}evil\\x1b\[/);
+    const json = await ls(['web', '--generation', '1', '--json']);
+    assert.equal(json.code, 0, json.out);
+    assert.doesNotMatch(json.stdout.replace(/\n/g, ''), raw);
+    // Escaped for the terminal, the same string for a program.
+    const l = JSON.parse(json.stdout) as ContainerListing;
+    assert.ok(l.generations[0]?.unreadable.some((u) => u.includes('\u009b2J\u202eevil\x1b[')), JSON.stringify(l.generations[0]?.unreadable));
+    await store.delete(`${PREFIX}/${GROUP}/gen/1/journal/0000000000000005.json`);
   });
 
   it('the other commands still refuse an operand', async () => {

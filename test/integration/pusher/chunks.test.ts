@@ -54,8 +54,15 @@ describe('large files in chunks, container to twin through the real pusher and p
   async function shipped(): Promise<number> {
     const before = sent;
     await pusher!.syncOnce();
+    shipFrom = shipTo;
+    shipTo = lines.length;
     return sent - before;
   }
+  /** The log since the shipped() before the last one ended (the write that the last one shipped, and its builds):
+   *  what the pusher built and published then explains a figure over its bound. */
+  let shipFrom = 0;
+  let shipTo = 0;
+  const shipLog = (): string => lines.slice(shipFrom, shipTo).filter((l) => /"msg":"(built|published|changeset)/.test(l)).slice(-20).join('\n');
 
   /** Polls the puller until the twin's upper dir holds the primary's `FILE` (or lacks it, as the primary does). */
   async function converged(): Promise<void> {
@@ -124,7 +131,7 @@ describe('large files in chunks, container to twin through the real pusher and p
     for (let i = 0; i < 5; i++) {
       await exec(`head -c 1000 /dev/urandom >> /${FILE}`);
       const bytes = await shipped();
-      assert.ok(bytes <= maxChunkBytes + 64 * 1024, `an append of 1000 bytes uploaded ${bytes} bytes`);
+      assert.ok(bytes <= maxChunkBytes + 64 * 1024, `an append of 1000 bytes uploaded ${bytes} bytes\n${shipLog()}`);
     }
     await converged();
   });
@@ -132,7 +139,7 @@ describe('large files in chunks, container to twin through the real pusher and p
   it('a 4 KiB edit in the middle costs at most two chunks', async () => {
     await exec(`head -c 4096 /dev/urandom | dd of=/${FILE} bs=4096 seek=3000 conv=notrunc 2>/dev/null`);
     const bytes = await shipped();
-    assert.ok(bytes <= 2 * maxChunkBytes + 64 * 1024, `a 4 KiB edit uploaded ${bytes} bytes`);
+    assert.ok(bytes <= 2 * maxChunkBytes + 64 * 1024, `a 4 KiB edit uploaded ${bytes} bytes\n${shipLog()}`);
     await converged();
   });
 

@@ -205,4 +205,21 @@ describe('embedded S3 server: conditional writes', () => {
     await Promise.all([writer, reader(), reader(), reader()]);
     assert.ok(new Set(seen).size >= 2, `the readers saw the versions change (${seen.length} reads)`);
   });
+  it('a PUT stalled mid-body holds no key: GETs read the current version and another PUT of the key completes', async () => {
+    assert.equal((await put(ours.endpoint, 'stall/head.json', 'v1')).status, 200);
+    // A writer frozen mid-upload (SIGSTOP, a stalled link) keeps its connection open with part of its body sent.
+    const sock = await startPartialPut(ours.port, 'stall/head.json', {});
+    try {
+      const temps = async (): Promise<string[]> =>
+        (await readdir(join(dir, 'ours', BUCKET, 'stall')).catch(() => [])).filter((n) => n.startsWith('head.json._S3rver_object.tl-') && n.endsWith('.tmp'));
+      await waitFor('the stalled upload to be received into its temp file', 5_000, async () => ((await temps()).length > 0 ? true : undefined), 5);
+      // Each request has 5 s (AbortSignal.timeout in get/put): a key held by the stalled upload would time them out.
+      assert.equal((await get(ours.endpoint, 'stall/head.json')).body, 'v1');
+      assert.equal((await put(ours.endpoint, 'stall/head.json', 'v2')).status, 200);
+      const after = await get(ours.endpoint, 'stall/head.json');
+      assert.deepEqual([after.body, after.etag], ['v2', md5('v2')]);
+    } finally {
+      sock.destroy();
+    }
+  });
 });
