@@ -369,6 +369,8 @@ export class Stager {
         // A full checkpoint makes the upper dir exactly the commit: trusted again, and followed again.
         if (record.kind === 'full' && state.held?.[name] !== undefined) delete state.held[name];
         if (record.kind === 'full') this.#journal.fullStaged(state, name);
+        // Counted where the status starts to show the seq: a scrape that reads lag 0 also reads the commit counted.
+        this.#o.metrics?.commitStaged(record.kind);
         // Out of the queue before the cursor is computed: the cursor stops before the first record still queued.
         done();
         c.gap = null;
@@ -438,7 +440,6 @@ export class Stager {
         c.refusedCommit = null;
         this.#refused.staged(name, record.digest);
         staged++;
-        this.#o.metrics?.commitStaged(record.kind);
         this.#o.log.debug('staged', { container: name, seq: record.seq, kind: record.kind });
       } catch (err) {
         if (signal.aborted) {
