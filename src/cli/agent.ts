@@ -1,35 +1,48 @@
 // `twinlayer agent`: one process per host, either role, serving the hook on every host.
-import { Agent, AgentHookHandler } from '../agent/index.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
-import { Metrics } from '../metrics/index.js';
-import { createHookApp } from '../vrrp-hook/index.js';
-import { openBucket, openDocker, pullSettings, pushSettings } from './runtime-deps.js';
-import { serveUntilShutdown } from './serve.js';
+import { loadSeamsInTurns } from './load-in-turns.js';
+import { serveWhileStarting } from './serve.js';
 
 export async function run(config: Config, log: Logger): Promise<void> {
-  // One registry for the process: the store, the pusher and the puller report into it, the hook exposes it.
-  const metrics = new Metrics();
-  const { bucket, store } = await openBucket(config, log, 'agent', { requireReachable: false, metrics });
-  const agent = new Agent({
-    runtime: openDocker(config, log),
-    bucket,
-    log,
-    ...pushSettings(config),
-    ...pullSettings(config),
-    finalizeDeadlineMs: config.finalizeDeadlineMs,
-    bootTimeoutMs: config.bootTimeoutMs,
-    vrrpStateFile: config.vrrpStateFile,
-    fenceIntervalMs: config.fenceIntervalMs,
-    backupSettleMs: config.backupSettleMs,
-    stopTimeoutSeconds: config.stopTimeoutSeconds,
-    metrics,
+  // The hook answers first; keepalived's calls are held until the agent is open, then taken (and ordered) by it.
+  await serveWhileStarting(config, log, async () => {
+    // Loaded once the hook answers: the AWS SDK, dockerode and the units behind them are most of a start's CPU.
+    await loadSeamsInTurns();
+    // One registry for the process: the store, the pusher and the puller report into it, the hook exposes it.
+    const { Metrics } = await import('../metrics/index.js');
+    const metrics = new Metrics();
+    const [{ Agent, AgentHookHandler }, { openBucket, openDocker, pullSettings, pushSettings }] = await Promise.all([import('../agent/index.js'), import('./runtime-deps.js')]);
+    const { bucket, store } = await openBucket(config, log, 'agent', { requireReachable: false, metrics });
+    const agent = new Agent({
+      runtime: openDocker(config, log),
+      bucket,
+      log,
+      ...pushSettings(config),
+      ...pullSettings(config),
+      finalizeDeadlineMs: config.finalizeDeadlineMs,
+      bootTimeoutMs: config.bootTimeoutMs,
+      vrrpStateFile: config.vrrpStateFile,
+      fenceIntervalMs: config.fenceIntervalMs,
+      backupSettleMs: config.backupSettleMs,
+      stopTimeoutSeconds: config.stopTimeoutSeconds,
+      metrics,
+    });
+    try {
+      await agent.open();
+    } catch (err) {
+      store.destroy();
+      throw err;
+    }
+    return {
+      handler: new AgentHookHandler(agent),
+      metrics,
+      daemon: agent,
+      store,
+      run: async () => {
+        await agent.start();
+        log.info('agent started', { role: agent.role });
+      },
+    };
   });
-  await agent.open();
-  const app = createHookApp({ token: config.hookToken, handler: new AgentHookHandler(agent), log: log.child({ unit: 'vrrp-hook' }), metrics });
-  // The hook listens before the first role is decided: keepalived's calls are taken (and ordered) from the start.
-  const { shutdown } = await serveUntilShutdown(config, log, app, agent, store, metrics);
-  await agent.start();
-  log.info('agent started', { role: agent.role });
-  await shutdown;
 }

@@ -13,7 +13,8 @@ export async function run(config: Config): Promise<number> {
   const headers: Record<string, string> = config.hookToken ? { authorization: `Bearer ${config.hookToken}` } : {};
   try {
     const res = await fetch(url, { headers, signal: AbortSignal.timeout(5000) });
-    out['puller'] = res.ok ? await res.json() : { error: `hook answered HTTP ${res.status}` };
+    // A 503 carries why (`"phase":"starting"` while the daemon behind the hook is not open yet).
+    out['puller'] = res.ok ? await res.json() : { error: `hook answered HTTP ${res.status}`, answer: await res.json().catch(() => null) };
   } catch (err) {
     if (pushText === null) throw new Error(`no pusher status at ${pushFile} and no puller hook at ${url}: ${(err as Error).message}`, { cause: err });
   }

@@ -1,6 +1,6 @@
 // Reads the optional config file (YAML or JSON) and TWINLAYER_* variables; env wins. A bad value names its key.
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
+import { createRequire } from 'node:module';
 import type { z } from 'zod';
 
 import { TwinlayerError } from '../log/errors.js';
@@ -21,7 +21,10 @@ function readFile(file: string): Record<string, unknown> {
   }
   let parsed: unknown;
   try {
-    parsed = parseYaml(text);
+    // Loaded only for a config file (a daemon under systemd usually has its env file alone): the YAML parser is a
+    // sizeable part of what every start loads before the hook answers.
+    const { parse } = createRequire(import.meta.url)('yaml') as typeof import('yaml');
+    parsed = parse(text);
   } catch (cause) {
     throw new ConfigError(`config file ${file} is not valid YAML/JSON: ${(cause as Error).message}`);
   }

@@ -2,7 +2,7 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { hostIpEntryProblem, parsePortRange } from '../docker/host-ports.js';
-import { HOST_NAMESPACES } from '../docker/twin-policy.js';
+import { HOST_NAMESPACES } from '../docker/host-namespaces.js';
 import { publicKeyLineRe } from '../store/signing-keys.js';
 
 const ms = (def: number, min = 1) => z.coerce.number().int().min(min).default(def);

@@ -7,10 +7,8 @@ import { describeBinding, hostBindingsOf, hostIpAllowed, isWildcardIp, portsAllo
 import type { TwinSpec } from './spec.js';
 import { parseBind } from './spec-run.js';
 import { unreplicatedVolumeRefusal } from './volumes.js';
-
-/** The namespaces a container may share with its host (`--network host`, `--pid host`, `--cgroupns host`, ...). */
-export const HOST_NAMESPACES = ['network', 'pid', 'ipc', 'uts', 'userns', 'cgroup'] as const;
-export type HostNamespace = (typeof HOST_NAMESPACES)[number];
+import { HOST_NAMESPACES, type HostNamespace } from './host-namespaces.js';
+export { HOST_NAMESPACES, type HostNamespace };
 
 /** What the standby's engine gives every container that does not say otherwise: asking for it is no privilege. */
 export interface EngineDefaults {

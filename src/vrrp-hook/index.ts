@@ -17,5 +17,6 @@ export type { Notification } from './notification.js';
 export type { ServeOptions, ServedHook } from './serve.js';
 export { createHookApp, createMetricsApp } from './app.js';
 export { BootHandler } from './boot-handler.js';
+export { NotReadyError, StartingHandler, type StartingOptions } from './starting.js';
 export { serveApp, serveHook, isLoopback, parseListen } from './serve.js';
 export { HookError, type HookErrorCode } from './errors.js';

@@ -2,14 +2,7 @@
 // process's registry, which GET /metrics exposes whole.
 import { registerCounter, registerReadGauge, registerStateGauge, type Metrics } from '../metrics/index.js';
 import { bootPhases, type BootSnapshot } from './boot.js';
-
-/** Routes are labelled by their pattern, never by the raw path, so label cardinality stays bounded. */
-export const knownRoutes = ['/v1/vrrp', '/v1/status', '/healthz', '/metrics'] as const;
-export type RouteLabel = (typeof knownRoutes)[number] | 'other';
-
-export function routeLabel(path: string): RouteLabel {
-  return (knownRoutes as readonly string[]).includes(path) ? (path as RouteLabel) : 'other';
-}
+import type { RouteLabel } from './routes.js';
 
 /** Counts one answered request; status codes are a small set, so they may be a label. */
 export type RequestCounter = (route: RouteLabel, code: number) => void;

@@ -17,7 +17,8 @@ export interface ServeOptions {
 export interface ServedHook {
   address: string;
   port: number;
-  close(): Promise<void>;
+  /** Stops listening. Open connections are cut at once, or after `graceMs` for the answers still being written. */
+  close(opts?: { graceMs?: number | undefined }): Promise<void>;
 }
 
 export function parseListen(listen: string): { host: string; port: number } {
@@ -38,7 +39,7 @@ export function isLoopback(host: string): boolean {
 }
 
 /** Serve on HOST:PORT; refuses to start without a token unless the host is loopback AND allowNoToken. */
-export async function serveHook(app: Hono, opts: ServeOptions): Promise<ServedHook> {
+export async function serveHook(app: Pick<Hono, 'fetch'>, opts: ServeOptions): Promise<ServedHook> {
   const { host } = parseListen(opts.listen);
   if (opts.token === undefined || opts.token === '') {
     if (!isLoopback(host)) {
@@ -56,7 +57,7 @@ export async function serveHook(app: Hono, opts: ServeOptions): Promise<ServedHo
 }
 
 /** Serve on HOST:PORT with no token policy: for an app that serves nothing a token would guard (createMetricsApp). */
-export async function serveApp(app: Hono, listen: string): Promise<ServedHook> {
+export async function serveApp(app: Pick<Hono, 'fetch'>, listen: string): Promise<ServedHook> {
   const { host, port } = parseListen(listen);
   const server = serve({ fetch: app.fetch, hostname: host, port });
   const info = await new Promise<AddressInfo>((resolve, reject) => {
@@ -72,11 +73,20 @@ export async function serveApp(app: Hono, listen: string): Promise<ServedHook> {
   return {
     address: info.address,
     port: info.port,
-    close: () =>
+    close: (opts = {}) =>
       new Promise<void>((resolve, reject) => {
-        server.close((err) => (err ? reject(err) : resolve()));
         // Keep-alive connections would hold close() open until they time out.
-        if ('closeAllConnections' in server) server.closeAllConnections();
+        const cutAll = (): void => {
+          if ('closeAllConnections' in server) server.closeAllConnections();
+        };
+        const grace = opts.graceMs === undefined ? undefined : setTimeout(cutAll, opts.graceMs);
+        server.close((err) => {
+          clearTimeout(grace);
+          if (err) reject(err);
+          else resolve();
+        });
+        if (grace === undefined) cutAll();
+        else if ('closeIdleConnections' in server) server.closeIdleConnections();
       }),
   };
 }

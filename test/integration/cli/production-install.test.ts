@@ -82,11 +82,13 @@ describe('a production install (npm ci --omit=dev)', { timeout: 180_000 }, () =>
 
   it('agent, push, pull and status load everything they need and get to their first outside call', async () => {
     const closed = await freePort();
+    // The hook listens before the bucket is asked: on a port of its own, not the one nothing answers on.
+    const hookPort = await freePort();
     const env = {
       TWINLAYER_BUCKET: 'twinlayer', TWINLAYER_ENDPOINT: `http://127.0.0.1:${closed}`, TWINLAYER_PATH_STYLE: 'true',
       AWS_ACCESS_KEY_ID: 'x', AWS_SECRET_ACCESS_KEY: 'y', AWS_REGION: 'us-east-1',
       TWINLAYER_STATE_DIR: join(dir, 'state'), TWINLAYER_DOCKER_SOCKET: join(dir, 'no-docker.sock'), TWINLAYER_VRRP_STATE_FILE: join(dir, 'vrrp-state'),
-      TWINLAYER_HOOK_LISTEN: `127.0.0.1:${closed}`, TWINLAYER_HOOK_ALLOW_NO_TOKEN: 'true',
+      TWINLAYER_HOOK_LISTEN: `127.0.0.1:${hookPort}`, TWINLAYER_HOOK_ALLOW_NO_TOKEN: 'true',
       // Signed, as every daemon must be by default: the signature set-up (node:crypto, the key file) loads too.
       ...(await testKeyEnv(dir)),
     };

@@ -28,8 +28,11 @@ describe('start-up refusals', { timeout: 180_000 }, () => {
   let s3: Awaited<ReturnType<typeof startS3Server>>;
   let engine: Engine;
   let keys: GroupKeys;
+  /** The hook listens before the bucket and engine checks: on a port of the test's, not the default 7450. */
+  let hookListen: string;
 
   before(async () => {
+    hookListen = `127.0.0.1:${await freePort()}`;
     dir = await mkdtemp(join(tmpdir(), 'tl-cli-'));
     keys = await GroupKeys.create(join(dir, 'keys'), ['cli-a', 'cli-b']);
     s3 = await startS3Server({ dir: join(dir, 's3'), buckets: ['present'], silent: true });
@@ -44,7 +47,7 @@ describe('start-up refusals', { timeout: 180_000 }, () => {
   const base = (): Record<string, string> => ({
     ...creds, TWINLAYER_ENDPOINT: s3.endpoint, TWINLAYER_BUCKET: 'present', TWINLAYER_PATH_STYLE: 'true',
     TWINLAYER_STATE_DIR: join(dir, 'state'), TWINLAYER_DOCKER_SOCKET: engine.socketPath,
-    TWINLAYER_HOST_ID: 'cli-a', ...keys.env('cli-a'),
+    TWINLAYER_HOST_ID: 'cli-a', ...keys.env('cli-a'), TWINLAYER_HOOK_LISTEN: hookListen, TWINLAYER_HOOK_TOKEN: 'cli-token-0123456789abcdef',
   });
 
   it('a wrong type names the key, its variable and the value', async () => {
@@ -116,7 +119,9 @@ describe('start-up refusals', { timeout: 180_000 }, () => {
   });
 
   it('the hook refuses to listen beyond loopback without a token', async () => {
-    const r = await run(['pull'], { ...base(), TWINLAYER_HOOK_LISTEN: `0.0.0.0:${await freePort()}` });
+    const env = base();
+    delete env['TWINLAYER_HOOK_TOKEN'];
+    const r = await run(['pull'], { ...env, TWINLAYER_HOOK_LISTEN: `0.0.0.0:${await freePort()}` });
     assert.equal(r.code, 2);
     assert.match(r.out, /token/i);
   });
