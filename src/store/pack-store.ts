@@ -121,7 +121,7 @@ interface SessionInternals {
   concurrency: number;
   packPresent(pack: string): Promise<boolean>;
   upload(w: PackWriter, digest: string, body: Buffer): Promise<void>;
-  /** Marks a remembered chunk as used now (it is forgotten last). */
+  /** Marks a remembered chunk as used now (it is forgotten last) and counts it as one the bucket held. */
   touch(digest: string): void;
   /** Takes (waiting its turn) and gives back room for one pack in memory. */
   acquire(): Promise<void>;
@@ -345,7 +345,9 @@ export class PackStore {
       release: () => this.#release(),
       touch: (digest) => {
         const p = this.#places.get(digest);
-        if (p !== undefined) this.#remember(digest, p);
+        if (p === undefined) return;
+        this.#remember(digest, p);
+        this.stats.skipped++;
       },
     };
   }

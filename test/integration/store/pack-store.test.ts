@@ -115,6 +115,7 @@ describe('pack store', () => {
       assert.deepEqual(await build(second, join(dir, 'b'), chunks), places);
       assert.equal(store.puts.length, puts, 'nothing sent again');
       assert.equal(second.stats.heads, packs.length, 'one HEAD a pack');
+      assert.equal(second.stats.skipped, chunks.length, 'every chunk counted as held by the bucket');
       await store.delete(layout.packKey(asDigest(packs[0]!)));
       // A torn last line (a crash while appending) is skipped, and the cache is rewritten without it.
       await appendFile(cacheFile, '{"pack":"ab');
@@ -122,6 +123,7 @@ describe('pack store', () => {
       const again = await build(third, join(dir, 'c'), chunks);
       const lost = chunks.filter((c) => places.get(sha(c))?.pack === packs[0]);
       assert.equal(third.stats.uploaded, lost.length, 'only the chunks of the lost pack are sent');
+      assert.equal(third.stats.skipped, chunks.length - lost.length, 'the others counted as held');
       for (const c of chunks) assert.ok(await store.exists(layout.packKey(asDigest(again.get(sha(c))!.pack))));
       assert.ok(!(await readFile(cacheFile, 'utf8')).includes('{"pack":"ab\n'), 'the torn line is gone');
     });
