@@ -10,7 +10,7 @@
 // - the old primary catches up as the standby.
 import type Docker from 'dockerode';
 import { z } from 'zod';
-import type { AgentLab, AgentStatusView } from '../../src/lab/agent-lab.js';
+import { standbyGapTo, type AgentLab } from '../../src/lab/agent-lab.js';
 import { waitFor } from '../../src/lab/wait.js';
 import type { DivergentRecord, Generation } from '../../src/store/index.js';
 import type { JournalView } from './journal-view.js';
@@ -318,7 +318,7 @@ async function failoverSteps(d: FailoverDeps, n: number, kind: FailoverKind | 'f
   await waitUnexplained(`${O} caught up as the standby of generation ${g2}`, step, opts, from, async () => {
     const head = await l.head();
     const s = await l.status(O);
-    return caughtUp(s, head) ? true : undefined;
+    return s !== null && standbyGapTo(s, head).length === 0 ? true : undefined;
   }, 500).catch(async (err: unknown) => {
     // What the agent said last: a stuck role, a generation not followed, containers behind (and where).
     throw new Error(`${(err as Error).message}; ${O} now: ${await l.standbyGap(O).catch((e: unknown) => String(e))}`);
@@ -326,14 +326,4 @@ async function failoverSteps(d: FailoverDeps, n: number, kind: FailoverKind | 'f
   r.rejoinMs = Date.now() - t0;
   d.log(`failover ${n}: ${O} back as the standby after ${r.rejoinMs} ms; its ${r.tails} divergent tail(s) hold ${r.lostWritesAccounted} of its ${r.lostWrites} lost writes`);
   return r;
-}
-
-/** A standby of the head's generation, with every container of the head (read before) staged up to it. Writes go
- *  on meanwhile, so "up to the head read just before", not "at the head". */
-function caughtUp(s: AgentStatusView | null, head: { generation: number; containers: Record<string, number> }): boolean {
-  if (s?.role !== 'standby' || s.generation !== head.generation || Object.keys(head.containers).length === 0) return false;
-  return Object.entries(head.containers).every(([name, seq]) => {
-    const c = s.containers.find((x) => x.name === name);
-    return c !== undefined && (c.stagedSeq ?? 0) >= seq && c.twin === 'stopped';
-  });
 }

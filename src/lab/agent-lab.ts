@@ -300,20 +300,11 @@ export class AgentLab {
 
   /** Why `host` is not (yet) the standby staged to the head: '' once it is. For failure messages. */
   async standbyGap(host: string): Promise<string> {
+    const head = await this.head();
     const r = await this.statusOrWhy(host);
     if (!('status' in r)) return `no status from ${host}: ${r.why}`;
-    const s = r.status;
-    const head = await this.head();
-    const parts: string[] = [];
-    if (s.role !== 'standby') parts.push(`role ${s.role}`);
-    if (s.generation !== head.generation) parts.push(`generation ${String(s.generation)} (head ${head.generation})`);
-    const behind = Object.entries(head.containers).flatMap(([name, seq]) => {
-      const c = s.containers.find((x) => x.name === name);
-      if (c === undefined) return [`${name} absent`];
-      return c.stagedSeq !== seq || c.twin !== 'stopped' ? [`${name} staged ${String(c.stagedSeq ?? '?')} of ${seq}, twin ${c.twin ?? '?'}`] : [];
-    });
-    if (behind.length > 0) parts.push(`${behind.length} container(s) not at the head: ${behind.slice(0, 8).join('; ')}${behind.length > 8 ? '; …' : ''}`);
-    if (parts.length > 0 && s.lastError !== null) parts.push(`lastError ${s.lastError.slice(0, 300)}`);
+    const parts = standbyGapTo(r.status, head);
+    if (parts.length > 0 && r.status.lastError !== null) parts.push(`lastError ${r.status.lastError.slice(0, 300)}`);
     return parts.join('; ');
   }
 
@@ -360,18 +351,12 @@ export class AgentLab {
 
   /**
    * The standby on `host` has converged: role standby, following the newest generation, every container of the
-   * head staged to the head's seq in a stopped twin. Returns the status, or undefined.
+   * head (read first) staged up to the head's seq in a stopped twin. Returns the status, or undefined.
    */
   async converged(host: string): Promise<AgentStatusView | undefined> {
-    const s = await this.status(host);
-    if (s?.role !== 'standby') return undefined;
     const head = await this.head();
-    if (head.generation === 0 || s.generation !== head.generation || Object.keys(head.containers).length === 0) return undefined;
-    for (const [name, seq] of Object.entries(head.containers)) {
-      const c = s.containers.find((x) => x.name === name);
-      if (c?.stagedSeq !== seq || c.twin !== 'stopped') return undefined;
-    }
-    return s;
+    const s = await this.status(host);
+    return s !== null && standbyGapTo(s, head).length === 0 ? s : undefined;
   }
 
   /** The fault proxy on the host's path to the bucket (AgentLabOptions.faultProxies). */
@@ -442,4 +427,26 @@ function agentHostId(host: string): string {
 
 function vrrpStateFile(lab: Lab, host: string): string {
   return join(lab.dir, `vrrp-state-${host}`);
+}
+
+/** The newest generation's head as the lab reads it: each container's seq. */
+export interface HeadSeqs { generation: number; containers: Record<string, number> }
+
+/**
+ * Why status `s` is not the standby of `head`'s generation with every container of `head` staged up to its seq in a
+ * stopped twin: [] once it is. `head` is read before the status, and writes may go on meanwhile: "staged up to the
+ * head read just before", not "at the head". One judgement for the lab's convergence waits and failure messages.
+ */
+export function standbyGapTo(s: AgentStatusView, head: HeadSeqs): string[] {
+  const parts: string[] = [];
+  if (s.role !== 'standby') parts.push(`role ${s.role}`);
+  if (s.generation !== head.generation) parts.push(`generation ${String(s.generation)} (head ${head.generation})`);
+  if (Object.keys(head.containers).length === 0) parts.push(`the head of generation ${head.generation} names no container yet`);
+  const behind = Object.entries(head.containers).flatMap(([name, seq]) => {
+    const c = s.containers.find((x) => x.name === name);
+    if (c === undefined) return [`${name} absent`];
+    return (c.stagedSeq ?? 0) < seq || c.twin !== 'stopped' ? [`${name} staged ${String(c.stagedSeq ?? '?')} of ${seq}, twin ${c.twin ?? '?'}`] : [];
+  });
+  if (behind.length > 0) parts.push(`${behind.length} container(s) not at the head: ${behind.slice(0, 8).join('; ')}${behind.length > 8 ? '; …' : ''}`);
+  return parts;
 }
