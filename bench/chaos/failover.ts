@@ -87,8 +87,10 @@ export interface FailoverResult {
   /** The old primary's divergent tails of this failover, and the lost writes found in them. */
   tails: number;
   lostWritesAccounted: number;
-  /** The kill or stop → the old primary caught up as the standby. */
+  /** The kill or stop → the old primary caught up as the standby (plan.rejoinLagMs). */
   rejoinMs: number | null;
+  /** Then: how old the newest head it had staged in full was (ms). */
+  rejoinLagMs: number | null;
   failures: string[];
 }
 
@@ -142,7 +144,7 @@ export async function runFailover(d: FailoverDeps, n: number, kind: FailoverKind
   const r: FailoverResult = {
     n, kind, from: d.roles.primary, to: d.roles.standby, atS: Math.round(d.now() / 1000), generations: [d.roles.generation, 0], outcome: null, triggerToMasterMs: null, promotionMs: null, triggerToBootedMs: null, finalizeMs: null,
     finalizeTimedOut: false, finalizeTimeout: null, commitsBeforeMaster: 0, commitsBeforeMasterOldGeneration: 0, notFinalized: [], markersChecked: 0, halfWritten: 0,
-    newestCommitMarkers: 0, lostWrites: 0, tails: 0, lostWritesAccounted: 0, rejoinMs: null, failures: [],
+    newestCommitMarkers: 0, lostWrites: 0, tails: 0, lostWritesAccounted: 0, rejoinMs: null, rejoinLagMs: null, failures: [],
   };
   try {
     return await failoverSteps(d, n, kind, opts, r);
@@ -315,15 +317,20 @@ async function failoverSteps(d: FailoverDeps, n: number, kind: FailoverKind | 'f
       if (!mine.some((t) => t.fromSeq === nf.finalized && t.lastShippedSeq >= nf.seq)) bad(`${name}: commit ${g}/${nf.seq} was not finalized and ${O}'s tail does not name it (${JSON.stringify(mine.map((t) => [t.fromSeq, t.lastShippedSeq]))})`);
     }
   }
-  await waitUnexplained(`${O} caught up as the standby of generation ${g2}`, step, opts, from, async () => {
-    const head = await l.head();
+  // Heads of the new generation as read over the last rejoinLagMs, oldest first: caught up once one of them is
+  // staged in full (the newest such one says how far behind the standby follows).
+  const heads: Array<{ at: number; head: Awaited<ReturnType<typeof l.head>> }> = [];
+  r.rejoinLagMs = await waitUnexplained(`${O} caught up as the standby of generation ${g2} (every container staged to a head at most ${d.plan.rejoinLagMs / 1000} s old)`, step, opts, from, async () => {
+    heads.push({ at: Date.now(), head: await l.head() });
+    while (heads.length > 0 && Date.now() - heads[0]!.at > d.plan.rejoinLagMs) heads.shift();
     const s = await l.status(O);
-    return s !== null && standbyGapTo(s, head).length === 0 ? true : undefined;
+    const staged = s === null ? undefined : heads.findLast((h) => standbyGapTo(s, h.head).length === 0);
+    return staged === undefined ? undefined : Date.now() - staged.at;
   }, 500).catch(async (err: unknown) => {
     // What the agent said last: a stuck role, a generation not followed, containers behind (and where).
     throw new Error(`${(err as Error).message}; ${O} now: ${await l.standbyGap(O).catch((e: unknown) => String(e))}`);
   });
   r.rejoinMs = Date.now() - t0;
-  d.log(`failover ${n}: ${O} back as the standby after ${r.rejoinMs} ms; its ${r.tails} divergent tail(s) hold ${r.lostWritesAccounted} of its ${r.lostWrites} lost writes`);
+  d.log(`failover ${n}: ${O} back as the standby after ${r.rejoinMs} ms (following ${r.rejoinLagMs} ms behind); its ${r.tails} divergent tail(s) hold ${r.lostWritesAccounted} of its ${r.lostWrites} lost writes`);
   return r;
 }

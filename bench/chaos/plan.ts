@@ -70,6 +70,12 @@ export interface ChaosPlan {
   failoverRoomMs: number;
   /** Bound for each step of a failover: the promotion, the old primary back as the standby, its tails saved. */
   failoverStepMs: number;
+  /** The old primary is back as the standby once it has staged, in every container, a head of the new generation read
+   *  at most this long before (ms): its replication lag. Writes go on meanwhile, so "the head read just before" would
+   *  need a moment at which all containers are current at once, which a standby that follows a second or two behind
+   *  may not have for minutes (seed 3051411080: after a 90 s wait 4 of 17 containers were 3–9 s behind the head read
+   *  just before, with commits every 0.2–2 s each). A standby that does not keep up falls further behind and still fails. */
+  rejoinLagMs: number;
   /** The agents' finalize deadline: ten times the longest finalize seen without a fault in the way (0.5 s), so a
    *  standby a few commits behind catches up at MASTER and "every commit that reached the bucket before MASTER is in
    *  the promoted container" is what is checked; below the 30 s request timeout, so a stalled request makes a
@@ -88,7 +94,7 @@ export function quickPlan(): ChaosPlan {
     outagesMs: [20_000, 4_000], diskFullsMs: [12_000], netFaultGapMs: 6_000,
     faultConvergeBoundMs: 90_000, finalConvergeMs: 120_000, agentStartMs: 60_000, sampleMs: 2_000,
     leak: { warmUpMs: 15_000, minWindowMs: 60_000, rssGrowthMb: 48, rssGrowthFraction: 0.35, fdGrowth: 24 },
-    failovers: 2, failoverRoomMs: 75_000, failoverStepMs: 90_000, finalizeDeadlineMs: 5_000,
+    failovers: 2, failoverRoomMs: 75_000, failoverStepMs: 90_000, rejoinLagMs: 10_000, finalizeDeadlineMs: 5_000,
     standbyFsMb: 512,
   };
 }
@@ -112,7 +118,7 @@ export function fullPlan(minutes = 50): ChaosPlan {
     faultConvergeBoundMs: 180_000, finalConvergeMs: 300_000, agentStartMs: longest + 2 * MIN, sampleMs: 5_000,
     leak: { warmUpMs: 60_000, minWindowMs: Math.min(5 * MIN, Math.round(minutes * MIN * 0.25)), rssGrowthMb: 48, rssGrowthFraction: 0.25, fdGrowth: 24 },
     // At least two (one there, one back); the full run 5, one every 8.4 min.
-    failovers: Math.max(2, Math.round(minutes / 10)), failoverRoomMs: 3 * MIN, failoverStepMs: 4 * MIN, finalizeDeadlineMs: 5_000,
+    failovers: Math.max(2, Math.round(minutes / 10)), failoverRoomMs: 3 * MIN, failoverStepMs: 4 * MIN, rejoinLagMs: 10_000, finalizeDeadlineMs: 5_000,
     standbyFsMb: 1024,
   };
 }
