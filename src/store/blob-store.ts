@@ -42,7 +42,14 @@ export interface BlobStore {
   listObjects(prefix: string, startAfter?: string): AsyncIterable<ListedObject>;
   /** Removes the objects (missing ones are not an error), in as few requests as the store allows (S3
    *  DeleteObjects: up to 1000 a request). Throws naming the keys that could not be deleted. */
-  deleteMany(keys: readonly string[]): Promise<void>;
+  deleteMany(keys: readonly string[], opts?: DeleteManyOptions): Promise<void>;
+}
+
+export interface DeleteManyOptions {
+  /** Awaited right before each request, every retry included; a throw ends the deletion with that error. GC checks
+   *  there that its host still owns the newest generation: a retry sent after another host took over could delete
+   *  what the new primary names again (a retried request can come many seconds after the first). */
+  beforeRequest?: () => Promise<void>;
 }
 
 /** An object as a listing shows it. */

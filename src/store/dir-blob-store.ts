@@ -7,7 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { copyFile, link, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { checkRange, type BlobStore, type ListedObject, type RangeRead } from './blob-store.js';
+import { checkRange, type BlobStore, type DeleteManyOptions, type ListedObject, type RangeRead } from './blob-store.js';
 import { InvalidKeyError, ObjectTooLargeError } from './errors.js';
 import { KeyedMutex } from './keyed-mutex.js';
 
@@ -252,7 +252,9 @@ export class DirBlobStore implements BlobStore {
     }
   }
 
-  async deleteMany(keys: readonly string[]): Promise<void> {
+  async deleteMany(keys: readonly string[], opts: DeleteManyOptions = {}): Promise<void> {
+    // One request in S3 terms: checked once.
+    if (keys.length > 0) await opts.beforeRequest?.();
     for (const key of keys) await this.delete(key);
   }
 }

@@ -108,8 +108,7 @@ export async function runGc(bucket: Bucket, opts: GcOptions): Promise<GcReport> 
     const done: string[] = [];
     for (let i = 0; i < deletions.length; i += batchSize) {
       const batch = deletions.slice(i, i + batchSize).map((d) => d.key);
-      await mayDelete();
-      await bucket.store.deleteMany(batch);
+      await bucket.store.deleteMany(batch, { beforeRequest: mayDelete });
       done.push(...batch);
     }
     return done;

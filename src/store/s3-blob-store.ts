@@ -21,7 +21,7 @@ import {
 import { TwinlayerError } from '../log/errors.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import type { BucketRequestKind, Metrics } from '../metrics/index.js';
-import { checkRange, defaultRetryPolicy, type BlobStore, type ListedObject, type RangeRead, type RetryPolicy } from './blob-store.js';
+import { checkRange, defaultRetryPolicy, type BlobStore, type DeleteManyOptions, type ListedObject, type RangeRead, type RetryPolicy } from './blob-store.js';
 import { BucketMissingError, ObjectTooLargeError, StoreRequestError, StoreUnreachableError } from './errors.js';
 import { checkRetryPolicy, withRetries } from './retry.js';
 
@@ -487,10 +487,11 @@ export class S3BlobStore implements BlobStore {
   }
 
   /** DeleteObjects, 1000 keys a request (the S3 limit), quiet mode: the answer lists only the keys that failed. */
-  async deleteMany(keys: readonly string[]): Promise<void> {
+  async deleteMany(keys: readonly string[], opts: DeleteManyOptions = {}): Promise<void> {
     for (let i = 0; i < keys.length; i += 1000) {
       const batch = keys.slice(i, i + 1000);
       const failed = await this.#request('delete-many', batch[0] ?? '', async () => {
+        await opts.beforeRequest?.();
         this.#count('DELETE');
         const out = await this.#client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }));
         return out.Errors ?? [];

@@ -10,10 +10,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { asDigest, Bucket, GcStoppedError, runGc, type CommitRecord, type Digest, type Generation, type Seq, type S3BlobStore } from '../../../src/store/index.js';
+import { asDigest, Bucket, GcStoppedError, runGc, type CommitRecord, type DeleteManyOptions, type Digest, type Generation, type Seq, type S3BlobStore } from '../../../src/store/index.js';
 import { testSignatures } from '../../support/signing.js';
 import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
 import { WrappedStore } from './helpers.js';
+import { startFaultProxy } from '../../../src/lab/fault-proxy.js';
 
 const H = 3600_000;
 const g = (n: number): Generation => n as Generation;
@@ -137,16 +138,45 @@ describe('GC of a host that stops being primary', { timeout: 120_000 }, () => {
     for (let i = 0; i < 4; i++) orphans.push(await blob(bucket, `batch orphan ${i}`));
     let batches = 0;
     const counting = new (class extends WrappedStore {
-      override async deleteMany(keys: readonly string[]): Promise<void> {
-        await this.inner.deleteMany(keys);
+      override async deleteMany(keys: readonly string[], opts?: DeleteManyOptions): Promise<void> {
+        await this.inner.deleteMany(keys, opts);
         if (++batches === 1) await promote(bucket);
       }
     })(store);
     const watched = new Bucket(counting, { prefix: 'tl/fence', group: 'batches', signatures: testSignatures() });
     await assert.rejects(runGc(watched, { ...gcOpts, owner: { generation: g(1), host: 'old' }, batchSize: 1 }), GcStoppedError);
-    assert.equal(batches, 1);
+    assert.equal(batches, 1, 'the second batch stopped at the check before its request');
     const left = await Promise.all(orphans.map((k) => store.exists(k)));
     assert.equal(left.filter((x) => x).length, 3, 'one batch of one went, then the claim stopped the rest');
+  });
+
+  it('checks before every request of a batch, a retry included: a claim while a batch is retried stops it', async () => {
+    const { bucket, orphan } = await oldPrimary('retried');
+    const proxy = await startFaultProxy(s3.endpoint);
+    const proxied = testS3Store({ endpoint: proxy.endpoint, bucket: s3.bucket });
+    try {
+      let checks = 0;
+      const racing = new (class extends WrappedStore {
+        override deleteMany(keys: readonly string[], opts?: DeleteManyOptions): Promise<void> {
+          return this.inner.deleteMany(keys, {
+            beforeRequest: async () => {
+              // The first request failed (500) and is about to be sent again: the new primary has claimed meanwhile.
+              if (++checks === 2) await promote(bucket);
+              await opts?.beforeRequest?.();
+            },
+          });
+        }
+      })(proxied);
+      proxy.fail('error500', 1, { method: 'POST' });
+      const watched = new Bucket(racing, { prefix: 'tl/fence', group: 'retried', signatures: testSignatures() });
+      await assert.rejects(runGc(watched, { ...gcOpts, owner: { generation: g(1), host: 'old' } }), (err: unknown) => err instanceof GcStoppedError && /generation 2 was opened/.test(err.message));
+      assert.equal(proxy.stats.faults.error500, 1, 'the first DeleteObjects failed and was to be retried');
+      assert.equal(checks, 2, 'the retry was checked before it was sent');
+      assert.equal(await store.exists(orphan), true, 'the retry was not sent');
+    } finally {
+      proxied.destroy();
+      await proxy.close();
+    }
   });
 
   it('spares a blob that a divergent tail saved during the run names (found by the last look, not rewritten)', async () => {

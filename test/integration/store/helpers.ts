@@ -5,6 +5,7 @@ import { createLogger } from '../../../src/log/logger.js';
 import {
   asDigest,
   type BlobStore,
+  type DeleteManyOptions,
   type CommitRecord,
   type Generation,
   type JournalItem,
@@ -125,7 +126,7 @@ export class WrappedStore implements BlobStore {
   listObjects(prefix: string, startAfter?: string) {
     return this.inner.listObjects(prefix, startAfter);
   }
-  deleteMany(keys: readonly string[]): Promise<void> {
-    return this.inner.deleteMany(keys);
+  deleteMany(keys: readonly string[], opts?: DeleteManyOptions): Promise<void> {
+    return this.inner.deleteMany(keys, opts);
   }
 }
