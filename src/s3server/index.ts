@@ -7,6 +7,7 @@ import { mkdir } from 'node:fs/promises';
 import S3rver from 's3rver';
 
 import { KeyedMutex } from '../store/keyed-mutex.js';
+import { abortMultipart } from './abort-multipart.js';
 import { conditionalWrites } from './conditional-writes.js';
 import { wholeReads } from './whole-reads.js';
 
@@ -71,6 +72,7 @@ export async function startS3Server(opts: S3ServerOptions): Promise<S3Server> {
   // every read one that reads one version of an object under the same per-key lock.
   const perKey = new KeyedMutex();
   server.middleware.unshift(wholeReads(perKey));
+  server.middleware.unshift(abortMultipart(opts.dir));
   server.middleware.unshift(conditionalWrites(perKey));
   const address = await server.run();
   const urlHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;

@@ -46,6 +46,10 @@ declare module 's3rver' {
 
   interface S3rverContext {
     method: string;
+    /** The request's path and query (Koa's). */
+    path: string;
+    query: Record<string, string | string[] | undefined>;
+    set(field: string, value: string): void;
     status: number;
     body: unknown;
     req: IncomingMessage;

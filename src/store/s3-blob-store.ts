@@ -7,6 +7,7 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
 import {
+  AbortMultipartUploadCommand,
   DeleteObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
@@ -17,6 +18,7 @@ import {
   S3Client,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
 
 import { TwinlayerError } from '../log/errors.js';
 import { silentLogger, type Logger } from '../log/logger.js';
@@ -43,7 +45,19 @@ export interface S3BlobStoreOptions {
   log?: Logger;
   /** Where each request (by kind), the bytes moved and the requests that failed for good are counted. */
   metrics?: Metrics | undefined;
+  /** A file at least this large goes up as a multipart upload, its parts in parallel; a smaller one as one
+   *  PutObject (at most 5 GiB). Default 64 MiB. */
+  multipartFromBytes?: number;
+  /** Each part of a multipart upload (S3: at least 5 MiB, at most 10,000 parts, so 16 MiB parts carry up to 156 GiB).
+   *  Default 16 MiB. */
+  partBytes?: number;
+  /** Parts uploaded at once, each held in memory while it goes. Default 4. */
+  partConcurrency?: number;
 }
+
+const MIB = 1024 * 1024;
+/** S3's smallest part (all but the last). */
+const MIN_PART_BYTES = 5 * MIB;
 
 type Metadata = { httpStatusCode?: number };
 const networkCodes = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ECONNABORTED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'ERR_STREAM_PREMATURE_CLOSE']);
@@ -154,6 +168,9 @@ export class S3BlobStore implements BlobStore {
   readonly #log: Logger;
   readonly #smallRequestTimeoutMs: number;
   readonly #metrics: Metrics | undefined;
+  readonly #multipartFromBytes: number;
+  readonly #partBytes: number;
+  readonly #partConcurrency: number;
 
   constructor(opts: S3BlobStoreOptions) {
     if (typeof opts.bucket !== 'string' || opts.bucket === '') throw new TypeError(`Expected \`bucket\` to be a non-empty string, got ${JSON.stringify(opts.bucket)}`);
@@ -187,6 +204,12 @@ export class S3BlobStore implements BlobStore {
       config.responseChecksumValidation = 'WHEN_REQUIRED';
     }
     if (opts.credentials !== undefined) config.credentials = { ...opts.credentials };
+    this.#partBytes = opts.partBytes ?? 16 * MIB;
+    this.#multipartFromBytes = opts.multipartFromBytes ?? 64 * MIB;
+    this.#partConcurrency = opts.partConcurrency ?? 4;
+    if (!Number.isSafeInteger(this.#partBytes) || this.#partBytes < MIN_PART_BYTES) throw new TypeError(`Expected \`partBytes\` to be an integer of at least ${MIN_PART_BYTES} (S3's smallest part), got ${String(this.#partBytes)}`);
+    if (!Number.isSafeInteger(this.#multipartFromBytes) || this.#multipartFromBytes <= this.#partBytes) throw new TypeError(`Expected \`multipartFromBytes\` to be an integer above \`partBytes\` (${this.#partBytes}), got ${String(this.#multipartFromBytes)}`);
+    if (!Number.isSafeInteger(this.#partConcurrency) || this.#partConcurrency < 1) throw new TypeError(`Expected \`partConcurrency\` to be a positive integer, got ${String(this.#partConcurrency)}`);
     this.#client = new S3Client(config);
   }
 
@@ -268,6 +291,7 @@ export class S3BlobStore implements BlobStore {
       }
       // A fresh stream per attempt: a retried upload starts from the first byte.
       const size = (await stat(body.file)).size;
+      if (size >= this.#multipartFromBytes) return this.#putMultipart(key, body.file, size);
       const stream = createReadStream(body.file);
       try {
         this.#count('PUT');
@@ -277,6 +301,50 @@ export class S3BlobStore implements BlobStore {
         stream.destroy();
       }
     });
+  }
+
+  /**
+   * One attempt of a large file's upload as a multipart upload (@aws-sdk/lib-storage): `partConcurrency` parts of
+   * `partBytes` in flight, read from the file as they go, so memory is bounded whatever the size. A failed attempt
+   * aborts its upload (no parts left to bill) and fails with the part's error, which decides the retry; the retry
+   * starts a new upload from the first byte. The object appears whole at CompleteMultipartUpload or not at all.
+   */
+  async #putMultipart(key: string, file: string, size: number): Promise<void> {
+    const stream = createReadStream(file, { highWaterMark: MIB });
+    const upload = new Upload({
+      client: this.#client,
+      params: { Bucket: this.bucket, Key: key, Body: stream, ContentLength: size },
+      partSize: this.#partBytes,
+      queueSize: this.#partConcurrency,
+      // Aborted below instead: lib-storage's own abort throws its failure in place of the part's error.
+      leavePartsOnError: true,
+    });
+    // Create, each part, complete: each is a request the bucket answers (and bills).
+    this.#count('PUT');
+    upload.on('httpUploadProgress', (p) => {
+      if (p.part !== undefined) this.#count('PUT');
+    });
+    try {
+      await upload.done();
+      this.#count('PUT');
+      this.#metrics?.bucketBytes('up', size);
+    } catch (err) {
+      if (upload.uploadId !== undefined) await this.#abortUpload(key, upload.uploadId);
+      throw err;
+    } finally {
+      stream.destroy();
+    }
+  }
+
+  /** Best effort: an upload left behind costs storage until the bucket's lifecycle rule for incomplete multipart
+   *  uploads removes it, and is logged. */
+  async #abortUpload(key: string, uploadId: string): Promise<void> {
+    try {
+      this.#count('DELETE');
+      await this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }), { abortSignal: AbortSignal.timeout(this.#smallRequestTimeoutMs) });
+    } catch (err) {
+      this.#log.warn('a failed multipart upload could not be aborted; its parts stay until the bucket removes incomplete uploads', { key, uploadId, error: describe(err) });
+    }
   }
 
   async putIfAbsent(key: string, body: Buffer): Promise<boolean> {
