@@ -92,7 +92,7 @@ export class Metrics {
     }
 
     // Garbage collection (retention) is reported here once it exists; until then these have no samples at all.
-    this.#gcRuns = new Counter({ name: 'twinlayer_gc_runs_total', help: 'Garbage-collection runs of the bucket by result (ok, failed). No samples until GC has run in this process.', labelNames: ['result'], registers });
+    this.#gcRuns = new Counter({ name: 'twinlayer_gc_runs_total', help: 'Garbage-collection runs of the bucket by result (ok; failed; stopped: its host stopped being primary, or a newer generation was opened). No samples until GC has run in this process.', labelNames: ['result'], registers });
     this.#gcObjects = new Counter({ name: 'twinlayer_gc_deleted_objects_total', help: 'Objects garbage collection deleted from the bucket, by kind (record, blob, chunk, generation, divergent).', labelNames: ['kind'], registers });
     this.#gcBytes = new Counter({ name: 'twinlayer_gc_deleted_bytes_total', help: 'Bytes of the objects garbage collection deleted from the bucket, by kind.', labelNames: ['kind'], registers });
   }
@@ -123,7 +123,7 @@ export class Metrics {
     this.#staged.inc({ kind });
   }
 
-  gcRun(result: 'ok' | 'failed'): void {
+  gcRun(result: 'ok' | 'failed' | 'stopped'): void {
     this.#gcRuns.inc({ result });
   }
 

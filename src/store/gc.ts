@@ -84,6 +84,7 @@ export async function runGc(bucket: Bucket, opts: GcOptions): Promise<GcReport> 
   if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new TypeError(`Expected \`batchSize\` to be a positive integer, got ${String(batchSize)}`);
   opts.signal?.throwIfAborted();
   const input = await collectGc(bucket, { now, retentionMs: opts.retentionMs, graceMs: opts.graceMs, cache, limits, signal: opts.signal }).catch((err: unknown) => {
+    opts.metrics?.gcRun(opts.signal?.aborted === true ? 'stopped' : 'failed');
     if (opts.signal?.aborted === true) throw new GcStoppedError('garbage collection stopped while it read the bucket: its host stopped being primary', { generation: opts.owner?.generation ?? 0 });
     throw err;
   });
@@ -135,8 +136,8 @@ export async function runGc(bucket: Bucket, opts: GcOptions): Promise<GcReport> 
     }
     opts.metrics?.gcRun('ok');
   } catch (err) {
-    // A stop is no failure: the run ended where it was told to.
-    if (!(err instanceof GcStoppedError) && !opts.signal?.aborted) opts.metrics?.gcRun('failed');
+    // A stop is no failure: the run ended where it was told to (or where the fence told it to).
+    opts.metrics?.gcRun(err instanceof GcStoppedError || opts.signal?.aborted === true ? 'stopped' : 'failed');
     if (opts.signal?.aborted === true && !(err instanceof GcStoppedError)) throw new GcStoppedError('garbage collection stopped: its host stopped being primary', { generation: fence?.generation ?? 0 });
     throw err;
   }

@@ -15,6 +15,8 @@ import { testSignatures } from '../../support/signing.js';
 import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
 import { WrappedStore } from './helpers.js';
 import { startFaultProxy } from '../../../src/lab/fault-proxy.js';
+import { Metrics } from '../../../src/metrics/index.js';
+import { maybeSample, parsePrometheusText, sampleValue } from '../../support/prom-text.js';
 
 const H = 3600_000;
 const g = (n: number): Generation => n as Generation;
@@ -75,11 +77,15 @@ describe('GC of a host that stops being primary', { timeout: 120_000 }, () => {
     assert.equal(await store.exists(orphan), false);
   });
 
-  it('a host whose generation is no longer the newest deletes nothing', async () => {
+  it('a host whose generation is no longer the newest deletes nothing (the run counted as stopped)', async () => {
     const { bucket, orphan } = await oldPrimary('fenced');
     await promote(bucket);
-    await assert.rejects(runGc(bucket, { ...gcOpts, owner: { generation: g(1), host: 'old' } }), (err: unknown) => err instanceof GcStoppedError && /generation 2 was opened/.test(err.message));
+    const metrics = new Metrics();
+    await assert.rejects(runGc(bucket, { ...gcOpts, owner: { generation: g(1), host: 'old' }, metrics }), (err: unknown) => err instanceof GcStoppedError && /generation 2 was opened/.test(err.message));
     assert.equal(await store.exists(orphan), true);
+    const f = parsePrometheusText(await metrics.render());
+    assert.equal(sampleValue(f, 'twinlayer_gc_runs_total', { result: 'stopped' }), 1);
+    assert.equal(maybeSample(f, 'twinlayer_gc_runs_total', { result: 'failed' }), undefined, 'a stop is no failure');
   });
 
   it('a host that does not own the generation it names deletes nothing', async () => {

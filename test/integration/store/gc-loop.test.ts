@@ -36,7 +36,8 @@ describe('GcLoop', { timeout: 60_000 }, () => {
       now: () => Date.now() + 2 * 3600_000 * ++runs,
     });
     loop.start();
-    for (let i = 0; i < 200 && (loop.lastReport === null || runs < 3); i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    // Bounded at 60 s: three runs against s3rver take milliseconds on a quiet machine, seconds on a loaded one.
+    for (let i = 0; i < 3000 && (loop.lastReport === null || runs < 3); i++) await new Promise((resolve) => setTimeout(resolve, 20));
     await loop.stop();
     const ranBefore = runs;
     assert.ok(ranBefore >= 3, `ran ${ranBefore} times`);
@@ -63,7 +64,7 @@ describe('GcLoop', { timeout: 60_000 }, () => {
     let runs = 0;
     const loop = new GcLoop(bucket, { intervalMs: 3600_000, firstDelayMs: 10, retentionMs: H, graceMs: H, now: () => (runs++, Date.now()) });
     loop.start();
-    for (let i = 0; i < 500 && loop.lastReport === null; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    for (let i = 0; i < 6000 && loop.lastReport === null; i++) await new Promise((resolve) => setTimeout(resolve, 10));
     await loop.stop();
     assert.equal(runs, 1);
     assert.notEqual(loop.lastReport, null);
@@ -84,7 +85,7 @@ describe('GcLoop', { timeout: 60_000 }, () => {
       },
     });
     loop.start();
-    for (let i = 0; i < 500 && stopped === null; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    for (let i = 0; i < 6000 && stopped === null; i++) await new Promise((resolve) => setTimeout(resolve, 10));
     assert.notEqual(stopped, null, 'the run reached its second phase');
     await stopped;
     assert.equal(loop.lastReport, null, 'the run did not finish');
