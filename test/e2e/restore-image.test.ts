@@ -117,9 +117,10 @@ describe('twinlayer restore --image', { timeout: 900_000 }, () => {
   }
 
   /** Runs `cmd` in the container, waits for the pusher to publish all of it, and records the export at that commit. */
-  async function step(cmd: string): Promise<Step> {
+  async function step(cmd: string, then?: () => Promise<void>): Promise<Step> {
     const before = steps.at(-1)?.record.seq ?? 0;
     await exec(cmd);
+    await then?.();
     const at = await waitFor('the pusher published the step', 60_000, async () => {
       const g = (await bucket.listGenerations()).at(-1);
       if (g === undefined) return undefined;
@@ -165,7 +166,11 @@ describe('twinlayer restore --image', { timeout: 900_000 }, () => {
       'mkdir -p /srv/app && echo secret=1 > /srv/app/config && chmod 640 /srv/app/config && chown -R 4321:8765 /srv/app && chmod 750 /srv/app',
       'ln /srv/app/config /srv/app/config.hard && ln -s /etc/app.conf /srv/link && echo "listen 8080" > /etc/app.conf',
       'dd if=/dev/urandom of=/srv/big.bin bs=1024 count=3072 2>/dev/null',
-    ].join(' && '));
+    ].join(' && '), async () => {
+      // An xattr (busybox has no setfattr): set from the host through the container's merged dir.
+      const merged = (await dockerCli(engA, ['inspect', '-f', '{{.GraphDriver.Data.MergedDir}}', 'web'])).trim();
+      await run('setfattr', ['-n', 'user.note', '-v', 'kept', join(merged, 'srv/app/config')]);
+    });
     // 2: image files deleted and renamed, a setuid copy-up, an owner changed, the chunked file appended to.
     await step([
       'rm /etc/conf.d/one /var/www/old.txt && mv /var/www/index.html /var/www/moved.html',
@@ -220,6 +225,10 @@ describe('twinlayer restore --image', { timeout: 900_000 }, () => {
       const diff = diffTrees(s.tree, await exportOfImage(engA, tag), ['primary', 'restored']);
       assert.deepEqual(diff, [], `step ${i + 1} (seq ${s.record.seq}):\n${diff.slice(0, 20).join('\n')}`);
     }
+    // The xattr rides in the layer (docker export does not show xattrs): the restored image's top layer on overlay2.
+    const top = (await dockerCli(engA, ['image', 'inspect', '-f', '{{.GraphDriver.Data.UpperDir}}', `tl-restored:seq${steps[0]!.record.seq}`])).trim();
+    const { stdout } = await run('getfattr', ['--only-values', '-n', 'user.note', join(top, 'srv/app/config')]);
+    assert.equal(stdout, 'kept');
     // The image's config is the container's: its command, env, working dir and labels (twinlayer's own left out).
     const cfg = JSON.parse(await dockerCli(engA, ['image', 'inspect', '-f', '{{json .Config}}', `tl-restored:seq${steps[3]!.record.seq}`])) as {
       Cmd: string[]; Env: string[]; WorkingDir: string; Labels: Record<string, string>;
