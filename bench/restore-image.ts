@@ -28,6 +28,9 @@ interface Case {
   wallMs: Summary;
   reportedMs: Summary;
   layerBytes: number;
+  /** Medians of the phases the restore's log reports: the restore from the bucket, docker save of the base image, the
+   *  layer written, docker load. */
+  phasesMs: Record<string, number>;
 }
 
 async function lastSeq(stateDir: string, group: string): Promise<number> {
@@ -45,6 +48,7 @@ async function publishedFrom(stateDir: string, group: string, minSeq: number): P
 async function measure(c: Cluster, o: GroupOptions, label: string, restoreTmp: string): Promise<Case> {
   const wall: number[] = [];
   const reported: number[] = [];
+  const phases: Record<string, number[]> = {};
   let layerBytes = 0;
   for (let i = 0; i < RUNS; i++) {
     const t0 = performance.now();
@@ -55,12 +59,13 @@ async function measure(c: Cluster, o: GroupOptions, label: string, restoreTmp: s
     wall.push(Math.round(performance.now() - t0));
     const line = p.lines.find((l) => l.includes('"msg":"image loaded"'));
     if (code !== 0 || line === undefined) throw new Error(`restore exited ${code}:\n${p.lines.slice(-10).join('\n')}`);
-    const parsed = JSON.parse(line) as { ms: number; layerBytes: number };
+    const parsed = JSON.parse(line) as { ms: number; layerBytes: number; phasesMs: Record<string, number> };
     reported.push(parsed.ms);
+    for (const [k, v] of Object.entries(parsed.phasesMs)) (phases[k] ??= []).push(v);
     layerBytes = parsed.layerBytes;
     log(`  ${label} run ${i + 1}: wall ${wall.at(-1)} ms, reported ${parsed.ms} ms, layer ${(parsed.layerBytes / 1e6).toFixed(1)} MB`);
   }
-  return { case: label, wallMs: summarize(wall), reportedMs: summarize(reported), layerBytes };
+  return { case: label, wallMs: summarize(wall), reportedMs: summarize(reported), layerBytes, phasesMs: Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, summarize(v).median])) };
 }
 
 const base = await mkdtemp(join(tmpdir(), 'twl-rimg-bench-'));
@@ -87,12 +92,13 @@ try {
   await publishedFrom(stateDir, o.group, before + 1);
   cases.push(await measure(c, o, '4 KiB + 50 MB written', restoreTmp));
 
-  const rows = cases.map((x) => `| ${x.case} | ${(x.layerBytes / 1e6).toFixed(1)} MB | ${x.reportedMs.median} ms (${x.reportedMs.min}-${x.reportedMs.max}) | ${x.wallMs.median} ms (${x.wallMs.min}-${x.wallMs.max}) |`);
+  const p = (x: Case): string => ['restore', 'save', 'layer', 'load'].map((k) => x.phasesMs[k] ?? '?').join(' / ');
+  const rows = cases.map((x) => `| ${x.case} | ${(x.layerBytes / 1e6).toFixed(1)} MB | ${x.reportedMs.median} ms (${x.reportedMs.min}-${x.reportedMs.max}) | ${p(x)} ms | ${x.wallMs.median} ms (${x.wallMs.min}-${x.wallMs.max}) |`);
   process.stdout.write([
     `restore --image, ${imageTag(MB)} (${(size / 1e6).toFixed(1)} MB), ${KIND}, ${RUNS} runs each, medians (min-max)`,
     '',
-    '| container wrote | restored layer | restore to image loaded (its log) | CLI wall time |',
-    '|---|---|---|---|',
+    '| container wrote | restored layer | restore to image loaded (its log) | restore / save / layer / load | CLI wall time |',
+    '|---|---|---|---|---|',
     ...rows,
     '',
   ].join('\n'));

@@ -133,12 +133,14 @@ async function buildAndLoad(docker: DockerRuntime, bucket: Bucket, plan: Restore
   try {
     const tree = join(work, 'tree');
     await restoreInto(bucket, plan, { container, target: { kind: 'seq', seq: last.seq, generation: plan.generation }, to: tree }, log, signal);
+    const restoredAt = Date.now();
     const volumes = await readdir(join(tree, 'volumes'));
     if (volumes.length > 0) log.warn('the container\'s volumes are not part of an image; `restore --to <dir>` gives their content', { container, volumes });
 
     const archive = join(work, 'archive');
     await mkdir(archive, { mode: 0o700 });
     await pipeline(await docker.saveImage(i.baseId), extract({ cwd: archive, strict: true }));
+    const savedAt = Date.now();
     signal.throwIfAborted();
     const manifestRaw: unknown = JSON.parse(await readFile(join(archive, 'manifest.json'), 'utf8'));
     const manifest = manifestSchema.safeParse(manifestRaw);
@@ -157,6 +159,7 @@ async function buildAndLoad(docker: DockerRuntime, bucket: Bucket, plan: Restore
     await mkdir(layerDir);
     const layerTmp = join(layerDir, 'layer.tar');
     const layer = await writeOciLayer(join(tree, 'upper'), layerTmp);
+    const layerAt = Date.now();
     signal.throwIfAborted();
     const layerPath = `twinlayer-restore/layer.tar`;
     const created = last.publishedAt;
@@ -179,6 +182,7 @@ async function buildAndLoad(docker: DockerRuntime, bucket: Bucket, plan: Restore
     signal.throwIfAborted();
     // node-tar's Pack is a Minipass stream: piped through a PassThrough, dockerode gets a Node stream.
     await docker.loadImage(createTar({ cwd: archive, follow: true, portable: true }, files).pipe(new PassThrough()));
+    const loadedAt = Date.now();
     const image = await docker.imageByRef(out.ref);
     const want = [...diffIds, layer.diffId];
     if (image === null || image.diffIds.length !== want.length || image.diffIds.some((d, n) => d !== want[n])) {
@@ -187,6 +191,7 @@ async function buildAndLoad(docker: DockerRuntime, bucket: Bucket, plan: Restore
     log.info('image loaded', {
       container, image: out.ref, imageId: image.id, base: i.spec.image, baseId: i.baseId, generation: plan.generation, seq: last.seq, publishedAt: last.publishedAt,
       layerDiffId: layer.diffId, layerBytes: layer.size, layerEntries: layer.entries, ms: Date.now() - started,
+      phasesMs: { restore: restoredAt - started, save: savedAt - restoredAt, layer: layerAt - savedAt, load: loadedAt - layerAt },
     });
   } finally {
     await rm(work, { recursive: true, force: true });
