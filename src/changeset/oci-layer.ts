@@ -86,7 +86,8 @@ export async function writeOciLayer(upperDir: string, dest: string): Promise<Oci
         const inode = `${st.dev}:${st.ino}`;
         const first = st.nlink > 1n ? firstOfInode.get(inode) : undefined;
         if (first !== undefined) {
-          await writer.writeEntry({ ...base, path: rel, type: 'hardlink', size: 0, linkpath: first });
+          // The inode's xattrs came with its first path.
+          await writer.writeEntry({ ...base, path: rel, type: 'hardlink', size: 0, linkpath: first, xattrs: [] });
           continue;
         }
         if (st.nlink > 1n) firstOfInode.set(inode, rel);
