@@ -28,7 +28,7 @@ import { ENABLE_LABEL, OWN_LABELS, specDigest, twinSpecSchema, type DockerRuntim
 import type { Logger } from '../log/logger.js';
 import type { Bucket } from '../store/index.js';
 import { planRestore, RestoreRefusedError, type RestorePlan, type RestoreTarget } from './restore-plan.js';
-import { restoreInto } from './restore.js';
+import { restoreInto, stopOnSignals } from './restore.js';
 import { openBucket, openDocker } from './runtime-deps.js';
 
 const digest = z.string().regex(/^sha256:[0-9a-f]{64}$/);
@@ -89,13 +89,7 @@ export async function runImage(config: Config, log: Logger, container: string, t
     throw new ConfigError(`image ${out.ref} exists on the engine (${existing.id}); name another or give --force to move the tag to the restored image`);
   }
   const { bucket, store } = await openBucket(config, log, 'restore');
-  const controller = new AbortController();
-  const onSignal = (signal: NodeJS.Signals): void => {
-    log.warn('stopping the restore; nothing is loaded', { signal });
-    controller.abort(new Error(`stopped by ${signal}`));
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const stop = stopOnSignals(log, 'stopping the restore; nothing is loaded');
   try {
     const spec = await readSpec(bucket, container);
     const baseId = await docker.localImageFor(spec);
@@ -108,10 +102,9 @@ export async function runImage(config: Config, log: Logger, container: string, t
     if (last.specDigest !== undefined && last.specDigest !== specDigest(spec)) {
       log.warn('the container\'s spec in the bucket is newer than the commit restored (it was reconfigured or recreated since): its image and settings are used', { container, seq: last.seq });
     }
-    await buildAndLoad(docker, bucket, plan, { container, spec, baseId, out, config }, log, controller.signal);
+    await buildAndLoad(docker, bucket, plan, { container, spec, baseId, out, config }, log, stop.signal);
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    stop.dispose();
     store.destroy();
   }
   return 0;

@@ -106,22 +106,34 @@ export async function run(config: Config, log: Logger, operands: string[], flags
   // Staging refuses dirs reached through a symlink: the temp dir is made under the parent's real path.
   const args = { container: parsed.container, target: parsed.target, to: join(await realpath(dirname(parsed.out.to)), basename(parsed.out.to)) };
   const { bucket, store } = await openBucket(config, log, 'restore');
+  const stop = stopOnSignals(log, 'stopping the restore; nothing is left in the destination');
+  try {
+    const plan = await planRestore(bucket, args.container, args.target);
+    await restoreInto(bucket, plan, args, log, stop.signal);
+  } finally {
+    stop.dispose();
+    store.destroy();
+  }
+  return 0;
+}
+
+/** SIGINT and SIGTERM abort the returned signal (the restore's temp dir is then removed as on any error) until
+ *  dispose(). */
+export function stopOnSignals(log: Logger, message: string): { signal: AbortSignal; dispose: () => void } {
   const controller = new AbortController();
   const onSignal = (signal: NodeJS.Signals): void => {
-    log.warn('stopping the restore; nothing is left in the destination', { signal });
+    log.warn(message, { signal });
     controller.abort(new Error(`stopped by ${signal}`));
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  try {
-    const plan = await planRestore(bucket, args.container, args.target);
-    await restoreInto(bucket, plan, args, log, controller.signal);
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    store.destroy();
-  }
-  return 0;
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
 }
 
 /** Applies `plan` into a temp dir beside `args.to`, then renames it there; the temp dir goes whatever happens. */
