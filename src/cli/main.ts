@@ -9,13 +9,13 @@ import { parseArgs } from './args.js';
 import { importDevOnly } from './dev-only.js';
 import { usage } from './usage.js';
 
-const flagNames = new Set(['config', 'dir', 'listen', 'bucket', 'port-file', 'help', 'keep', 'runs', 'out', 'key', 'service', 'json', 'all', 'generation', 'to', 'at', 'seq', 'image', 'dry-run']);
-const switches = new Set(['help', 'json', 'all', 'dry-run']);
+const flagNames = new Set(['config', 'dir', 'listen', 'bucket', 'port-file', 'help', 'keep', 'runs', 'out', 'key', 'service', 'json', 'all', 'generation', 'to', 'at', 'seq', 'image', 'force', 'dry-run']);
+const switches = new Set(['help', 'json', 'all', 'dry-run', 'force']);
 /** The commands that take operands after them; any other refuses them. */
 const takesOperands = new Set(['ls', 'restore']);
 /** Flags of some commands only, by command. */
 const commandFlags: Record<string, string[]> = {
-  json: ['ls', 'gc'], all: ['ls'], generation: ['ls', 'restore'], to: ['restore'], at: ['restore'], seq: ['restore'], image: ['restore'], 'dry-run': ['gc'],
+  json: ['ls', 'gc'], all: ['ls'], generation: ['ls', 'restore'], to: ['restore'], at: ['restore'], seq: ['restore'], image: ['restore'], force: ['restore'], 'dry-run': ['gc'],
 };
 
 /** The commands that run from a config, each loaded on use. */

@@ -1,7 +1,8 @@
-// `twinlayer restore <container> [--at <RFC 3339 time> | --seq <n> [--generation <g>]] --to <dir>`: the container's
-// writable layer at that commit, from the bucket alone (the config's bucket and trustedKeys; no state dir, no Docker),
-// as `<dir>/upper` (an overlay upper dir: whiteouts as 0/0 character devices, opaque dirs with
-// trusted.overlay.opaque=y) and `<dir>/volumes/<name>` (each volume the changesets carry).
+// `twinlayer restore <container> [--at <RFC 3339 time> | --seq <n> [--generation <g>]] (--to <dir> | --image <name:tag>)`:
+// the container's writable layer at that commit, from the bucket alone (the config's bucket and trustedKeys; no state
+// dir), as `<dir>/upper` (an overlay upper dir: whiteouts as 0/0 character devices, opaque dirs with
+// trusted.overlay.opaque=y) and `<dir>/volumes/<name>` (each volume the changesets carry), or as an image loaded into
+// the config's engine (restore-image.ts).
 //
 // Every commit goes through what the standby does with it: the record's signature and its declared bounds, the
 // blob's digest, the chunk list and every chunk, the whole changeset validated before it is applied (stageChangeset).
@@ -29,14 +30,32 @@ export interface RestoreArgs {
   to: string;
 }
 
+/** What `restore` is asked for: a dir (`--to`) or an image (`--image`, replacing a tag only with `--force`). */
+export interface RestoreRequest {
+  container: string;
+  target: RestoreTarget;
+  out: { kind: 'dir'; to: string } | { kind: 'image'; ref: string; force: boolean };
+}
+
+/** A Docker image reference with an explicit tag: [host[:port]/]path:tag, path components as Docker accepts them. */
+const component = '[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*';
+export const imageRefRe = new RegExp(`^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?${component}(?:/${component})*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`);
+
 /** The operands and flags of `restore`, checked (a ConfigError names what is wrong). */
-export function parseRestoreArgs(operands: readonly string[], flags: ReadonlyMap<string, string>): RestoreArgs {
+export function parseRestoreArgs(operands: readonly string[], flags: ReadonlyMap<string, string>): RestoreRequest {
   if (operands.length !== 1) throw new ConfigError(`restore takes one container name, got ${operands.length}${operands.length > 0 ? `: ${operands.join(' ')}` : ''}`);
   const container = operands[0]!;
   if (!containerNameRe.test(container)) throw new ConfigError(`${JSON.stringify(container)} is not a container name`);
-  if (flags.has('image')) throw new ConfigError('restore --image is not implemented yet; use --to <dir>');
   const to = flags.get('to');
-  if (to === undefined || to === 'true' || to === '') throw new ConfigError('restore needs --to <dir>: where the upper dir and volumes are written (a new or empty dir)');
+  const image = flags.get('image');
+  if (to !== undefined && image !== undefined) throw new ConfigError('--to and --image exclude each other: restore writes a dir or loads an image');
+  if (flags.has('force') && image === undefined) throw new ConfigError('--force goes with --image: it replaces an image of that name:tag');
+  if (image !== undefined && (image === 'true' || !imageRefRe.test(image) || image.length > 255)) {
+    throw new ConfigError(`--image expects an image name with its tag, such as web-restored:1032, got ${JSON.stringify(image)}`);
+  }
+  if (image === undefined && (to === undefined || to === 'true' || to === '')) {
+    throw new ConfigError('restore needs --to <dir> (where the upper dir and volumes are written, a new or empty dir) or --image <name:tag>');
+  }
   const seqFlag = flags.get('seq');
   const atFlag = flags.get('at');
   const genFlag = flags.get('generation');
@@ -58,7 +77,7 @@ export function parseRestoreArgs(operands: readonly string[], flags: ReadonlyMap
     if (!rfc3339.test(atFlag) || Number.isNaN(at.getTime())) throw new ConfigError(`--at expects an RFC 3339 time such as 2026-12-06T10:32:00Z, got ${JSON.stringify(atFlag)}`);
     target = { kind: 'at', at };
   }
-  return { container, target, to: resolve(to) };
+  return { container, target, out: image !== undefined ? { kind: 'image', ref: image, force: flags.has('force') } : { kind: 'dir', to: resolve(to!) } };
 }
 
 /** <dir> must be absent (its parent a dir) or an empty dir: nothing an operator has there is ever replaced. */
@@ -78,26 +97,43 @@ async function checkDestination(to: string): Promise<void> {
 
 export async function run(config: Config, log: Logger, operands: string[], flags: ReadonlyMap<string, string>): Promise<number> {
   const parsed = parseRestoreArgs(operands, flags);
-  await checkDestination(parsed.to);
+  if (parsed.out.kind === 'image') {
+    // Loaded on use, as main.ts does for each command: dockerode is not loaded for a restore into a dir.
+    const { runImage } = await import('./restore-image.js');
+    return runImage(config, log, parsed.container, parsed.target, parsed.out);
+  }
+  await checkDestination(parsed.out.to);
   // Staging refuses dirs reached through a symlink: the temp dir is made under the parent's real path.
-  const args = { ...parsed, to: join(await realpath(dirname(parsed.to)), basename(parsed.to)) };
+  const args = { container: parsed.container, target: parsed.target, to: join(await realpath(dirname(parsed.out.to)), basename(parsed.out.to)) };
   const { bucket, store } = await openBucket(config, log, 'restore');
+  const stop = stopOnSignals(log, 'stopping the restore; nothing is left in the destination');
+  try {
+    const plan = await planRestore(bucket, args.container, args.target);
+    await restoreInto(bucket, plan, args, log, stop.signal);
+  } finally {
+    stop.dispose();
+    store.destroy();
+  }
+  return 0;
+}
+
+/** SIGINT and SIGTERM abort the returned signal (the restore's temp dir is then removed as on any error) until
+ *  dispose(). */
+export function stopOnSignals(log: Logger, message: string): { signal: AbortSignal; dispose: () => void } {
   const controller = new AbortController();
   const onSignal = (signal: NodeJS.Signals): void => {
-    log.warn('stopping the restore; nothing is left in the destination', { signal });
+    log.warn(message, { signal });
     controller.abort(new Error(`stopped by ${signal}`));
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  try {
-    const plan = await planRestore(bucket, args.container, args.target);
-    await restoreInto(bucket, plan, args, log, controller.signal);
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    store.destroy();
-  }
-  return 0;
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
 }
 
 /** Applies `plan` into a temp dir beside `args.to`, then renames it there; the temp dir goes whatever happens. */

@@ -11,9 +11,11 @@ Usage:
   twinlayer gc [--dry-run] [--json]  delete what retention no longer keeps: old records and generations, expired
                                      divergent tails, blobs and packs nothing retained names (the primary also
                                      does it every gcIntervalMs); prints counts and bytes by kind
-  twinlayer restore <container> [--seq N [--generation G] | --at TIME] --to DIR
+  twinlayer restore <container> [--seq N [--generation G] | --at TIME] (--to DIR | --image NAME:TAG [--force])
                                      the container's writable layer at a commit (default the newest), from the
-                                     bucket alone: DIR/upper (an overlay upper dir) and DIR/volumes/<name>
+                                     bucket alone: DIR/upper (an overlay upper dir) and DIR/volumes/<name>, or
+                                     an image loaded into the config's engine (the base image plus one layer);
+                                     an existing NAME:TAG is replaced only with --force
   twinlayer keygen [--out FILE]      new signing key for this host (mode 0600; default signingKeyFile, never
                                      replaced); prints the line to add to trustedKeys on every host
   twinlayer pubkey [--key FILE]      print the trustedKeys line of this host's signing key

@@ -24,7 +24,7 @@ export { NO_RESTART } from './spec.js';
 export { inspectSchema, infoSchema } from './schemas.js';
 export type { ContainerInspect, DockerInfo } from './schemas.js';
 export { parseMountPoints, readMountPoints } from './mountinfo.js';
-export { ENABLE_LABEL, SPEC_LABEL, TWIN_LABEL } from './labels.js';
+export { ENABLE_LABEL, OWN_LABELS, SPEC_LABEL, TWIN_LABEL } from './labels.js';
 export { ContainerNotFoundError, DockerApiError, EngineUnsupportedError, ImageMissingError, isEngineUnavailable, LayerResolveError, TwinHostNotReadyError, TwinRefusedError, TwinSpecRefusedError } from './errors.js';
 export { anonymousTwinVolumeName, volumesFromInspect, volumeInspectProblem } from './volumes.js';
 export type { ContainerVolume, VolumeSpec } from './volumes.js';

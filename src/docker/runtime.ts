@@ -614,6 +614,12 @@ export class DockerRuntime {
     }
   }
 
+  /** The image a reference (name:tag or id) names on this engine, with its layers' diff ids; null when none. */
+  async imageByRef(ref: string): Promise<{ id: string; diffIds: string[] } | null> {
+    const inspect = await this.#inspectParsedOrNull(() => this.#docker.getImage(ref).inspect(), imageInspectSchema, 'inspect image', { imageId: ref });
+    return inspect === null ? null : { id: inspect.Id, diffIds: inspect.RootFS?.Layers ?? [] };
+  }
+
   /** True when an image with exactly this id (sha256:...) is on the engine. */
   async imagePresent(imageId: string): Promise<boolean> {
     try {

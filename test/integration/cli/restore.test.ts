@@ -266,7 +266,9 @@ describe('twinlayer restore', { timeout: 600_000 }, () => {
       [['web', '--seq', '1', '--at', '2026-01-01T00:00:00Z', '--to', join(base, 'r4')], /--seq and --at exclude each other/],
       [['web', '--at', 'yesterday', '--to', join(base, 'r5')], /--at expects an RFC 3339 time/],
       [['web'], /restore needs --to <dir>/],
-      [['web', '--image', 'x:1'], /--image is not implemented yet/],
+      [['web', '--image', 'x'], /--image expects an image name with its tag/],
+      [['web', '--image', 'x:1', '--to', join(base, 'r6')], /--to and --image exclude each other/],
+      [['web', '--force', '--to', join(base, 'r7')], /--force goes with --image/],
     ];
     for (const [args, re] of cases) {
       const r = await restore(args);
@@ -274,7 +276,7 @@ describe('twinlayer restore', { timeout: 600_000 }, () => {
       assert.match(r.out, re, args.join(' '));
     }
     assert.deepEqual(await readdir(full), ['keep']);
-    for (const n of ['r1', 'r2', 'r3', 'r4', 'r5']) await noLeftovers(join(base, n));
+    for (const n of ['r1', 'r2', 'r3', 'r4', 'r5', 'r6', 'r7']) await noLeftovers(join(base, n));
   });
 
   it('a corrupt blob or a changeset the standby refuses after a good full checkpoint, and a record no trusted key signed, are refused with nothing left behind', async () => {
