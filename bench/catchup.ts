@@ -8,7 +8,7 @@
 // JournalWriter, round robin over the containers as a busy primary publishes them. Counted per staged commit: Docker
 // API requests (a counting relay in front of the engine's socket) and applied-state saves (renames onto applied.json).
 // With --before=<dir of another src/>, both variants run in turns, on the same engine and bucket (their own groups
-// and twins), so the machine's mood affects each alike.
+// and twins), the first one alternating, so the machine's mood affects each alike.
 // Usage: node --import tsx bench/catchup.ts [--containers=20,40] [--commits=M] [--runs=R] [--before=dir] [--log=file] (root)
 // Another revision's src/: git archive <rev> src | tar -x -C /tmp/base && ln -s "$PWD/node_modules" /tmp/base/
 // Prints a table and writes bench/results/<date>-catchup.json.
@@ -27,11 +27,19 @@ import { createLogger, type Logger } from '../src/log/logger.js';
 import { asDigest, Bucket, JournalWriter, type BlobStore, type Generation } from '../src/store/index.js';
 import { testSignatures } from '../test/support/signing.js';
 import { testS3Store, withS3, type TestS3 } from '../test/support/s3.js';
-import { startDockerCallCounter, type DockerCallCounter } from './lib/docker-calls.js';
+import { startDockerCallCounter, type DockerCallCounter } from '../test/support/docker-calls.js';
 import { summarize, type Summary } from './lib/stats.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const WRITER = 'bench-primary';
+/** Set by SIGINT/SIGTERM: the bench stops at its next wait and cleans up (engine, S3 server, temp dirs). */
+let interrupted: string | null = null;
+const interrupt = (signal: string): void => {
+  interrupted = signal;
+};
+const checkInterrupted = (): void => {
+  if (interrupted !== null) throw new Error(`interrupted by ${interrupted}`);
+};
 
 /** What the bench uses of a src/ tree's puller side (another revision's classes, loaded at run time). */
 interface PullerLike {
@@ -124,7 +132,10 @@ type Batch = Array<{ index: number; built: BuiltChangeset }>;
 async function buildBatch(sources: Source[], commits: number, withFull: boolean): Promise<Batch> {
   const out: Batch = [];
   if (withFull) for (const [index, s] of sources.entries()) out.push({ index, built: await s.next('full') });
-  for (let m = 0; m < commits; m++) for (const [index, s] of sources.entries()) out.push({ index, built: await s.next('delta') });
+  for (let m = 0; m < commits; m++) {
+    checkInterrupted();
+    for (const [index, s] of sources.entries()) out.push({ index, built: await s.next('delta') });
+  }
   return out;
 }
 
@@ -186,6 +197,7 @@ async function catchUp(v: Variant, g: Group, stateDir: string, engine: Engine, c
       const applied = (JSON.parse(text) as { containers?: Record<string, { generation: number; seq: number }> }).containers ?? {};
       const behind = Object.entries(want).filter(([name, seq]) => applied[name]?.generation !== g.generation || applied[name]?.seq !== seq);
       if (behind.length === 0) break;
+      checkInterrupted();
       if (i >= 60_000 / 20 * 10) throw new Error(`${v.label}: not caught up after 600 s: ${behind.slice(0, 5).map(([n, s]) => `${n} at ${JSON.stringify(applied[n])} of ${s}`).join(', ')}`);
       await new Promise((r) => setTimeout(r, 20));
     }
@@ -200,6 +212,7 @@ async function catchUp(v: Variant, g: Group, stateDir: string, engine: Engine, c
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('bench/catchup.ts: run as root (dockerd, overlayfs)');
   const a = args();
+  process.once('SIGINT', interrupt).once('SIGTERM', interrupt);
   const variants: Variant[] = [];
   if (a.before !== null) variants.push(await load('before', a.before));
   variants.push(await load('this', join(here, '..', 'src')));
@@ -229,7 +242,8 @@ async function main(): Promise<void> {
       for (let r = 0; r < a.runs; r++) {
         for (const shape of ['backlog', 'rejoin'] as const) {
           const batch = await buildBatch(sources, a.commits, shape === 'rejoin');
-          for (const { v, g, stateDir } of groups) {
+          // Each run the other variant goes first: what the one before leaves (dirty pages, a busier engine) is shared.
+          for (const { v, g, stateDir } of r % 2 === 0 ? groups : [...groups].reverse()) {
             if (shape === 'rejoin') g.nextGeneration();
             const want = await g.publish(batch, imageId);
             const m = await catchUp(v, g, stateDir, engine, counter, store, want, log);
