@@ -9,6 +9,11 @@
 // at a gap); one that failed after its download is fetched again only after a backoff (refused-commits.ts).
 // Promotion aborts validations in progress.
 //
+// A twin is checked (stopped, unmounted, the spec's, the id the applied seq names) before each commit, and again once
+// the commit is applied, before it is recorded; the read that ends a commit is the check of the container's next one
+// in the same run (one inspect a commit while catching up). Right before the first write, the engine's mount table
+// says whether the twin was started since its check (the slot, the download and validation lie between them).
+//
 // A periodic checkpoint that restates the commit the twin staged last (CommitRecord.sameAs) is recorded, not staged:
 // the twin holds its content already. A twin whose upper dir is a trusted state is never emptied to make room for a
 // full checkpoint (room-for-full.ts): it waits for room and boots what it holds meanwhile.
