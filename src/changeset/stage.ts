@@ -53,6 +53,9 @@ export interface StageOptions {
   signal?: AbortSignal;
   /** Which commit this is, written into the undo log's intent: recovery rolls it forward when the caller recorded it. */
   intent?: StageIntent;
+  /** Runs right before the first write into the upper dir or a volume (after validation and the chunks' fetch); a
+   *  throw stages nothing (no undo log is begun) and is rethrown. The caller's last look at who uses the target. */
+  beforeWrite?: () => Promise<void>;
   /** Records the commit as staged (durably), once it is applied and synced, before its undo log is discarded. When
    *  it throws, the log stays: recoverStaging then rolls the commit forward or undoes it by what is recorded. */
   record?: () => Promise<void>;
@@ -99,6 +102,8 @@ export async function stageChangeset(blobFile: string, kind: ChangesetKind, targ
 async function applyAndRecord(
   blobFile: string, kind: ChangesetKind, roots: TreeRoots, tmp: string, plan: StagePlan, limits: Limits, opts: StageOptions, supply: ChunkSupply | null,
 ): Promise<StageResult> {
+  opts.signal?.throwIfAborted();
+  await opts.beforeWrite?.();
   opts.signal?.throwIfAborted();
   const txn = await StagingTxn.begin(roots, tmp, kind, opts.intent ?? null);
   try {

@@ -764,6 +764,12 @@ export class DockerRuntime {
     };
   }
 
+  /** Whether a twin's layers are mounted now (it runs, is starting, or `docker export`/`cp` read it): the engine's
+   *  mount table only, no API request. Staging asks right before its first write into the upper dir. */
+  async layersMounted(layers: OverlayLayers): Promise<boolean> {
+    return this.#isMounted(layers);
+  }
+
   /** Whether the container's filesystem is mounted anywhere in the engine's mount namespace: at its merged dir (its
    *  rootfs while it runs, or while `docker export`/`cp` read it), or any overlay mount with its upper dir. */
   async #isMounted(layers: OverlayLayers): Promise<boolean> {

@@ -1,4 +1,5 @@
-// What the standby has staged, per container, kept durably (write + fsync + rename after each staged commit).
+// What the standby has staged, per container, kept durably (write + fsync + rename after each staged commit; commits
+// of several containers staged at once may share one write).
 // A crash anywhere leaves the seq of the last fully staged commit; re-staging from there converges.
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -50,12 +51,24 @@ export class AppliedStateFile {
   }
 
   #saving: Promise<void> = Promise.resolve();
+  /** The save waiting for the one being written, not begun yet. */
+  #queued: { state: AppliedState; run: Promise<void> } | null = null;
 
   /** Saves are serialized and each serializes the state when its turn comes: two containers staged in parallel
-   *  used to race their renames, and the older snapshot could land last (the file then lagged the memory). */
+   *  used to race their renames, and the older snapshot could land last (the file then lagged the memory). A save
+   *  of the same state asked for while another waits for its turn joins it (one write, one fsync, for every
+   *  container staged meanwhile): that write serializes the state after each of them changed it, so each caller
+   *  resolves only once what it changed is durable, as with a write of its own. */
   save(state: AppliedState): Promise<void> {
-    const run = this.#saving.then(() => writeFileDurable(this.path, JSON.stringify(state, null, 1)));
-    this.#saving = run.catch(() => undefined);
-    return run;
+    if (this.#queued?.state === state) return this.#queued.run;
+    const entry: { state: AppliedState; run: Promise<void> } = { state, run: Promise.resolve() };
+    entry.run = this.#saving.then(() => {
+      // Begun: a save asked for from now on may have changed the state after it is serialized, so it waits for its own.
+      if (this.#queued === entry) this.#queued = null;
+      return writeFileDurable(this.path, JSON.stringify(state, null, 1));
+    });
+    this.#queued = entry;
+    this.#saving = entry.run.catch(() => undefined);
+    return entry.run;
   }
 }

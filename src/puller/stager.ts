@@ -9,6 +9,11 @@
 // at a gap); one that failed after its download is fetched again only after a backoff (refused-commits.ts).
 // Promotion aborts validations in progress.
 //
+// A twin is checked (stopped, unmounted, the spec's, the id the applied seq names) before each commit, and again once
+// the commit is applied, before it is recorded; the read that ends a commit is the check of the container's next one
+// in the same run (one inspect a commit while catching up). Right before the first write, the engine's mount table
+// says whether the twin was started since its check (the slot, the download and validation lie between them).
+//
 // A periodic checkpoint that restates the commit the twin staged last (CommitRecord.sameAs) is recorded, not staged:
 // the twin holds its content already. A twin whose upper dir is a trusted state is never emptied to make room for a
 // full checkpoint (room-for-full.ts): it waits for room and boots what it holds meanwhile.
@@ -258,7 +263,13 @@ export class Stager {
 
   async #stageContainer(state: AppliedState, name: string, c: ContainerRuntimeState, signal: AbortSignal, retryNow: boolean): Promise<number> {
     let staged = 0;
+    /** The twin as recordStaged read it once the commit before was applied (stopped, unmounted, the same id): the
+     *  next commit of this run checks that answer instead of asking the engine again (one inspect a commit, not two,
+     *  while a standby catches up). Only ever the read that ended the commit just staged. */
+    let readAfterStaged: TwinState | null = null;
     while (c.queue.length > 0 && !signal.aborted && !this.#frozen) {
+      const known = readAfterStaged;
+      readAfterStaged = null;
       const record = c.queue[0]!;
       // A poll may replace the queue meanwhile (a full commit, a new generation): only this record leaves it.
       const done = (): void => {
@@ -295,7 +306,7 @@ export class Stager {
         this.#refuse(state, name, c, record, declared);
         return staged;
       }
-      const twin = await this.#o.runtime.twinState(name);
+      const twin = known ?? await this.#o.runtime.twinState(name);
       const hold = stageHold(twin, c.spec);
       if (twin.state === 'absent' || hold !== null) {
         // A twin removed since the last check is recreated by the next poll; one held for what this host lacks is
@@ -375,16 +386,21 @@ export class Stager {
       const blob = join(this.#o.blobDir, `${record.digest}.${record.seq}`);
       const intent: StageIntent = { container: name, twinId: twin.id, generation: record.generation, seq: record.seq, digest: record.digest };
       let twinStarted = false;
+      /** Its layers were found mounted right before the first write: nothing was written. */
+      let mountedBeforeWrite = false;
+      /** What recordStaged read of the twin: still this stopped twin, unmounted, when the commit was recorded. */
+      let after: TwinState | null = null;
       /** The blob is on disk: a failure from here on cost a whole download, and is not retried at once. */
       let downloaded = false;
       /** Called once the commit is applied and synced; its undo log is discarded after it returns. */
       const recordStaged = async (): Promise<void> => {
-        const after = await this.#o.runtime.twinState(name);
-        if (!stageable(after)) {
+        const now = await this.#o.runtime.twinState(name);
+        if (!stageable(now)) {
           // Complete on disk, but the container owns its upper dir now: nothing is undone under it, nothing recorded.
           twinStarted = true;
           return;
         }
+        after = now;
         state.containers[name] = {
           generation: record.generation, seq: record.seq, digest: record.digest, stagedAt: new Date().toISOString(), twinId: twin.id,
           ...(record.specDigest === undefined ? {} : { specDigest: record.specDigest }),
@@ -403,6 +419,13 @@ export class Stager {
         this.#pending.add(name);
         await this.#o.file.save(state);
         this.#pending.delete(name);
+      };
+      /** The twin was checked before the slot, the download and validation (or is the read that ended the commit
+       *  before): started since, its layers are mounted. One look at the engine's mount table, no API request. */
+      const beforeWrite = async (): Promise<void> => {
+        if (!(await this.#o.runtime.layersMounted(twin.layers))) return;
+        mountedBeforeWrite = true;
+        throw new Error(`twin ${name} was started (its layers are mounted) since it was checked; nothing written`);
       };
       try {
         if (this.#pending.has(name)) {
@@ -438,7 +461,7 @@ export class Stager {
           }, name, twin.id, record, blob);
           const staging = stageChangeset(blob, record.kind, stageTargetOf(twin, c.spec ?? { volumes: [] }), {
             limits: this.#limits, log: this.#o.log.child({ container: name }), declared: { ...record.counts, size: record.size }, signal,
-            intent, record: recordStaged, ...(chunked.stage === undefined ? {} : { chunks: chunked.stage }),
+            intent, record: recordStaged, beforeWrite, ...(chunked.stage === undefined ? {} : { chunks: chunked.stage }),
           }).then(async (r) => {
             // Only a hint for the next commits (every chunk read through it is checked): a failure costs downloads.
             if (!twinStarted) await chunked.adopt().catch((err: unknown) => this.#o.log.warn('cannot save the chunk index', { container: name, err }));
@@ -464,10 +487,23 @@ export class Stager {
         this.#refused.staged(name, record.digest);
         staged++;
         this.#o.log.debug('staged', { container: name, seq: record.seq, kind: record.kind });
+        // The next commit checks this read (every check above runs on it again: state, mounts, volume users, image,
+        // spec, twin id) instead of a second inspect: nothing of this host runs between the two but the bookkeeping
+        // of this commit, while the window from any check to the write (a slot, the download, validation) was there
+        // all along.
+        // (Set inside recordStaged, which the flow analysis does not follow.)
+        const read = after as TwinState | null;
+        if (read !== null && read.state !== 'absent' && read.id === twin.id) readAfterStaged = read;
       } catch (err) {
         if (signal.aborted) {
           // Validation abandoned, or the apply undone: the twin holds the previous commit; a later poll stages this one.
           this.#o.log.info('staging stopped by a deadline; the staged seq did not move', { container: name, seq: record.seq });
+          return staged;
+        }
+        if (mountedBeforeWrite) {
+          // As a twin found running by the check: paused, not a failure; staged once it is stopped again.
+          c.blocked = 'twin is running or mounted; staging paused';
+          this.#o.log.info('staging paused: the twin was started before the commit was written; nothing written', { container: name, seq: record.seq });
           return staged;
         }
         if (err instanceof ChangesetRejectedError) {
