@@ -8,8 +8,15 @@
 // - so a directory that appears is added to the watch, and walked again shortly after (its subdirectories added,
 //   its path reported so the tracker compares the whole subtree): whatever was written before the new watch took
 //   hold is found by that walk, whatever comes after by events.
+// - only directories are watched: inotify reports every change to an entry of a watched directory (create, write,
+//   attributes and xattrs, rename, delete) with its name, which the raw handler notes. chokidar's own watch of every
+//   file (an inotify watch, an FSWatcher and its path strings each, about 5 KB of heap) grew with every file the
+//   container ever kept: the chaos soak's new file per write made the primary grow for as long as it ran, and 200
+//   containers use up inotify's watches. A write through another hard link to a file is noted under that link's
+//   name; the scan ships every link of a changed inode together (scan-closure.ts).
 // The periodic reconcile in the pusher stays the last line: a missed event delays a change, it never loses it.
 import { lstat, readdir } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
 import { join } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import type { Logger } from '../log/logger.js';
@@ -34,7 +41,11 @@ export interface UpperWatchOptions {
 
 export async function watchUpper(opts: UpperWatchOptions): Promise<UpperWatch> {
   const { upperDir: upper, onPath, onLost, log } = opts;
-  const watcher: FSWatcher = watch(upper, { ignoreInitial: true, followSymlinks: false, persistent: true, ignorePermissionErrors: true });
+  // chokidar asks first without stats (never ignored then), then with lstat's: all but directories are left out.
+  const watcher: FSWatcher = watch(upper, {
+    ignoreInitial: true, followSymlinks: false, persistent: true, ignorePermissionErrors: true,
+    ignored: (_path: string, stats?: Stats) => stats !== undefined && !stats.isDirectory(),
+  });
   const timers = new Set<NodeJS.Timeout>();
   let closed = false;
 
