@@ -1,10 +1,12 @@
-// `npm run bench:agent-memory [-- --minutes=N --containers=N --writes=N --snapshots --label=L]`: does an agent's memory stay
-// flat under the chaos soak's writes, with no fault? The two-host lab (src/lab) with `twinlayer agent` on both hosts
-// and keepalived; N protected busybox containers on the primary written like the soak writes them (bench/chaos:
-// one operation and a new marker file per write, one write per container at a time, `--writes` per second in all),
-// for `--minutes`. Every 20 s each agent's RSS and V8 heap (heapUsed + external, from its status) are sampled. With
-// `--snapshots`, each agent writes a V8 heap snapshot a minute in and at the end (SIGUSR2, into a directory under the
-// system's tmp, named on stderr): `node --import tsx bench/heap-compare.ts OLD NEW` says what grew between them.
+// `npm run bench:agent-memory [-- --minutes=N --containers=N --writes=N --failover=S --malloc-arenas=N --snapshots
+// --label=L]`: does an agent's memory stay flat under the chaos soak's writes? The two-host lab (src/lab) with
+// `twinlayer agent` on both hosts and keepalived; N protected busybox containers on the primary written like the soak
+// writes them (bench/chaos: one operation and a new marker file per write, one write per container at a time,
+// `--writes` per second in all), for `--minutes`; no fault but the failover `--failover` asks for. Every 20 s each
+// agent's RSS, V8 heap (heapUsed + external, from its status, as the soak judges it; and V8's total) and inotify
+// watches are sampled. With `--snapshots`, each agent writes a V8 heap snapshot a minute in (a minute after the
+// failover) and at the end (SIGUSR2, into a directory under the system's tmp, named on stderr):
+// `node --max-old-space-size=8000 --import tsx bench/heap-compare.ts OLD NEW` says what grew between them.
 import { mkdir, readdir, readFile, readlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,6 +32,12 @@ const minutes = arg('minutes', 5, 60);
 const containers = arg('containers', 16, 100);
 const writesPerSecond = arg('writes', 8, 50);
 const snapshots = process.argv.includes('--snapshots');
+/** `--failover=S`: keepalived is stopped on the primary S seconds in, and the writes go on in the promoted twins (the
+ *  chaos soak's primaries are mostly promoted standbys); the first heap snapshot is then a minute after it. */
+/** `--malloc-arenas=N`: the agents run with MALLOC_ARENA_MAX=N (glibc's malloc arenas: memory freed in one of a
+ *  thread's arenas stays in the process). */
+const mallocArenas = process.argv.some((x) => x.startsWith('--malloc-arenas=')) ? arg('malloc-arenas', 2, 64) : 0;
+const failoverAtS = process.argv.some((x) => x.startsWith('--failover=')) ? arg('failover', 60, 3600) : 0;
 /** Names the results file (`--label=before`): runs of one day kept apart. */
 const label = process.argv.find((x) => x.startsWith('--label='))?.slice('--label='.length).replace(/[^\w-]/g, '') ?? '';
 const SEED = 3430849210;
@@ -71,7 +79,10 @@ async function main(): Promise<void> {
     // VRRP adverts every second, not every 0.1 s: run niced beside other work, keepalived on the primary can be late
     // by a few tenths of a second and hand over, and a role switch is not what this measures.
     advertIntSec: 1,
-    ...(snapshots ? { agentEnv: { NODE_OPTIONS: `--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${snapDir}` } } : {}),
+    agentEnv: {
+      ...(snapshots ? { NODE_OPTIONS: `--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${snapDir}` } : {}),
+      ...(mallocArenas > 0 ? { MALLOC_ARENA_MAX: String(mallocArenas) } : {}),
+    },
   });
   const rows: Row[] = [];
   const names = Array.from({ length: containers }, (_, i) => `m${i}`);
@@ -87,7 +98,7 @@ async function main(): Promise<void> {
     await l.startAgent(b);
     await l.startKeepalived();
     await waitFor('b converged as the standby', 180_000, () => l.converged(b), 500);
-    const docker = new Docker({ socketPath: l.engine(a).socketPath });
+    let docker = new Docker({ socketPath: l.engine(a).socketPath });
     const prng = new Prng(SEED);
     let writes = 0;
     let failed = 0;
@@ -126,8 +137,24 @@ async function main(): Promise<void> {
     rows.push(await sample());
     let nextSample = start + SAMPLE_MS;
     let snapped = false;
+    let snapAt = start + 60_000;
+    let failedOver = failoverAtS === 0;
     const end = start + minutes * 60_000;
     while (Date.now() < end) {
+      if (!failedOver && Date.now() - start >= failoverAtS * 1000) {
+        // keepalived stopped on a: b is promoted and boots the twins, the writes go on there (a demotes itself).
+        failedOver = true;
+        await Promise.all([...inflight]);
+        const g = (await l.status(b))?.generation ?? 0;
+        await l.lab.stopKeepalivedOn(a);
+        await waitFor('b promoted', 120_000, async () => {
+          const st = await l.status(b);
+          return st?.role === 'primary' && st.generation !== null && st.generation > g ? st : undefined;
+        }, 200);
+        docker = new Docker({ socketPath: l.engine(b).socketPath });
+        log(`failover: b promoted after ${writes} writes`);
+        if (!snapped) snapAt = Date.now() + 60_000;
+      }
       const name = prng.pick(names);
       if (!busy.has(name)) {
         busy.add(name);
@@ -140,9 +167,9 @@ async function main(): Promise<void> {
         nextSample += SAMPLE_MS;
         rows.push(await sample());
         log(JSON.stringify(rows.at(-1)));
-        if (!snapped && Date.now() - start >= 60_000) {
+        if (!snapped && failedOver && Date.now() >= snapAt) {
           snapped = true;
-          await snapshot('after 1 min');
+          await snapshot(`at ${Math.round((Date.now() - start) / 1000)} s`);
         }
       }
       await sleep(prng.range(0.5, 1.5) * (1000 / writesPerSecond));
@@ -163,11 +190,11 @@ async function main(): Promise<void> {
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
   const switched = rows.filter((r) => JSON.stringify(r.role) !== JSON.stringify(rows[0]?.role));
-  if (switched.length > 0) process.stdout.write(`the roles changed during the run (first at ${switched[0]?.t} s): the rows after it measure other roles\n`);
+  if (switched.length > 0 && failoverAtS === 0) process.stdout.write(`the roles changed during the run (first at ${switched[0]?.t} s): the rows after it measure other roles\n`);
   const dir = join(import.meta.dirname, 'results');
   await mkdir(dir, { recursive: true });
   const file = join(dir, `${new Date().toISOString().slice(0, 10)}-agent-memory${label === '' ? '' : `-${label}`}.json`);
-  await writeFile(file, JSON.stringify({ label, minutes, containers, writesPerSecond, seed: SEED, node: process.version, rows }, null, 2));
+  await writeFile(file, JSON.stringify({ label, minutes, failoverAtS, mallocArenas, containers, writesPerSecond, seed: SEED, node: process.version, rows }, null, 2));
   process.stderr.write(`wrote ${file}\n`);
 }
 
