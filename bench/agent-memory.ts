@@ -1,4 +1,4 @@
-// `npm run bench:agent-memory [-- --minutes=N --containers=N --writes=N --failover=S --malloc-arenas=N --snapshots
+// `npm run bench:agent-memory [-- --minutes=N --containers=N --writes=N --failover=S --malloc=NAME=N --snapshots
 // --label=L]`: does an agent's memory stay flat under the chaos soak's writes? The two-host lab (src/lab) with
 // `twinlayer agent` on both hosts and keepalived; N protected busybox containers on the primary written like the soak
 // writes them (bench/chaos: one operation and a new marker file per write, one write per container at a time,
@@ -34,9 +34,13 @@ const writesPerSecond = arg('writes', 8, 50);
 const snapshots = process.argv.includes('--snapshots');
 /** `--failover=S`: keepalived is stopped on the primary S seconds in, and the writes go on in the promoted twins (the
  *  chaos soak's primaries are mostly promoted standbys); the first heap snapshot is then a minute after it. */
-/** `--malloc-arenas=N`: the agents run with MALLOC_ARENA_MAX=N (glibc's malloc arenas: memory freed in one of a
- *  thread's arenas stays in the process). */
-const mallocArenas = process.argv.some((x) => x.startsWith('--malloc-arenas=')) ? arg('malloc-arenas', 2, 64) : 0;
+/** `--malloc=NAME=N,…`: glibc malloc tunables for the agents (MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_
+ *  …): what glibc keeps of freed memory shows in RSS, not in the heap. */
+const mallocEnv: Record<string, string> = Object.fromEntries<string>((process.argv.find((x) => x.startsWith('--malloc='))?.slice('--malloc='.length).split(',') ?? []).map((kv) => {
+  const m = /^(MALLOC_[A-Z_]+)=(\d+)$/.exec(kv);
+  if (m === null) throw new RangeError(`--malloc: NAME=N pairs with MALLOC_* names, got ${kv}`);
+  return [m[1] ?? '', m[2] ?? ''] as const;
+}));
 const failoverAtS = process.argv.some((x) => x.startsWith('--failover=')) ? arg('failover', 60, 3600) : 0;
 /** Names the results file (`--label=before`): runs of one day kept apart. */
 const label = process.argv.find((x) => x.startsWith('--label='))?.slice('--label='.length).replace(/[^\w-]/g, '') ?? '';
@@ -81,7 +85,7 @@ async function main(): Promise<void> {
     advertIntSec: 1,
     agentEnv: {
       ...(snapshots ? { NODE_OPTIONS: `--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${snapDir}` } : {}),
-      ...(mallocArenas > 0 ? { MALLOC_ARENA_MAX: String(mallocArenas) } : {}),
+      ...mallocEnv,
     },
   });
   const rows: Row[] = [];
@@ -194,7 +198,7 @@ async function main(): Promise<void> {
   const dir = join(import.meta.dirname, 'results');
   await mkdir(dir, { recursive: true });
   const file = join(dir, `${new Date().toISOString().slice(0, 10)}-agent-memory${label === '' ? '' : `-${label}`}.json`);
-  await writeFile(file, JSON.stringify({ label, minutes, failoverAtS, mallocArenas, containers, writesPerSecond, seed: SEED, node: process.version, rows }, null, 2));
+  await writeFile(file, JSON.stringify({ label, minutes, failoverAtS, mallocEnv, containers, writesPerSecond, seed: SEED, node: process.version, rows }, null, 2));
   process.stderr.write(`wrote ${file}\n`);
 }
 
