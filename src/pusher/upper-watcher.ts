@@ -28,6 +28,10 @@ const MAX_DIRS_PER_WALK = 10_000;
 
 export interface UpperWatch {
   close(): Promise<void>;
+  /** Paths chokidar watches and the listeners it keeps on them (one each when every path was added once). */
+  size(): { paths: number; listeners: number };
+  /** No follow-up walk is due or running. */
+  settled(): boolean;
 }
 
 export interface UpperWatchOptions {
@@ -47,7 +51,17 @@ export async function watchUpper(opts: UpperWatchOptions): Promise<UpperWatch> {
     ignored: (_path: string, stats?: Stats) => stats !== undefined && !stats.isDirectory(),
   });
   const timers = new Set<NodeJS.Timeout>();
+  let walks = 0;
   let closed = false;
+
+  // chokidar gives a path it watches one more listener (and closer) at every add, kept until the path goes and
+  // called at every event there: a directory that appeared was added up to 8 times (its raw event, chokidar's
+  // addDir, the follow-up walks of each), and again at every walk of an ancestor — the primary of the chaos soak
+  // held a thousand more every few minutes. Only what chokidar does not watch is added; adds racing before chokidar
+  // has stat'ed the path may still each go through (a listener or two more, dropped with the path).
+  const add = (dir: string): void => {
+    if (!watcher._closers.has(dir)) watcher.add(dir);
+  };
 
   const note = (path: string): void => {
     if (path === upper) onPath('');
@@ -58,7 +72,7 @@ export async function watchUpper(opts: UpperWatchOptions): Promise<UpperWatch> {
     const queue = [dir];
     for (let n = 0; queue.length > 0 && n < MAX_DIRS_PER_WALK && !closed; n++) {
       const d = queue.shift()!;
-      watcher.add(d);
+      add(d);
       const entries = await readdir(d, { withFileTypes: true }).catch(() => []);
       for (const e of entries) if (e.isDirectory()) queue.push(join(d, e.name));
     }
@@ -67,13 +81,15 @@ export async function watchUpper(opts: UpperWatchOptions): Promise<UpperWatch> {
   const onDirectoryAppeared = (path: string): void => {
     if (closed) return;
     log.debug('watching a directory that appeared', { path });
-    watcher.add(path);
+    add(path);
     note(path);
     for (const ms of FOLLOW_UP_MS) {
       const t = setTimeout(() => {
         timers.delete(t);
         if (closed) return;
-        void addSubdirs(path).then(() => note(path), (err: unknown) => log.debug('follow-up walk failed', { path, err }));
+        walks++;
+        void addSubdirs(path).then(() => note(path), (err: unknown) => log.debug('follow-up walk failed', { path, err }))
+          .finally(() => { walks--; });
       }, ms);
       timers.add(t);
     }
@@ -106,6 +122,14 @@ export async function watchUpper(opts: UpperWatchOptions): Promise<UpperWatch> {
       for (const t of timers) clearTimeout(t);
       timers.clear();
       await watcher.close();
+    },
+    size() {
+      let listeners = 0;
+      for (const closers of watcher._closers.values()) listeners += closers.length;
+      return { paths: watcher._closers.size, listeners };
+    },
+    settled() {
+      return timers.size === 0 && walks === 0;
     },
   };
 }

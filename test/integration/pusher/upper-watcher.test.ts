@@ -110,4 +110,22 @@ describe('the upper dir watch', { timeout: 120_000 }, () => {
     const held = (await inotifyWatches()) - watchesBefore;
     assert.ok(held >= 6 && held <= 10, `inotify watches held for 6 directories: ${held}`);
   });
+
+  it('keeps one listener per watched directory however often directories appear and are walked', async () => {
+    // Each directory that appears is added by its raw event, chokidar's addDir and three follow-up walks each, and
+    // again by every walk of an ancestor: chokidar kept a listener per add, for as long as the directory lived.
+    const m = (rel: string): string => join(dirs!.merged, rel);
+    for (let i = 0; i < 12; i++) {
+      await mkdir(m(`grow/s${i}/t`), { recursive: true });
+      await writeFile(m(`grow/s${i}/t/f`), `${i}\n`);
+    }
+    // The upper dir, many, many/d0, many/d1, img, gone, and now grow with 12 × 2 below it.
+    const done = (): boolean => noted.has('grow') && watch!.size().paths >= 6 + 1 + 24 && watch!.settled();
+    await waitFor('the watch holding every new directory and its follow-up walks done', 30_000, () => Promise.resolve(done() ? true : undefined), 100);
+    const { paths, listeners } = watch!.size();
+    // At most three adds of a path can race before chokidar has stat'ed it (its own read of the parent, the raw
+    // event's, addDir's), each a listener; never one per add and walk: the old watch held 207 on these 31 paths.
+    assert.ok(listeners <= 3 * paths, `listeners ${listeners} on ${paths} watched paths`);
+    assert.deepEqual(lost, []);
+  });
 });
