@@ -57,7 +57,7 @@ interface Watched {
   container: ProtectedContainer;
   replicator: ContainerReplicator;
   collector: BurstCollector;
-  watcher: UpperWatch;
+  watcher: Pick<UpperWatch, 'close'>;
 }
 
 export class Pusher {
@@ -264,7 +264,7 @@ export class Pusher {
       collector.close();
       throw err;
     }
-    const watcher: UpperWatch = { close: async () => { await Promise.all(watches.map((w) => w.close())); } };
+    const watcher: Pick<UpperWatch, 'close'> = { close: async () => { await Promise.all(watches.map((w) => w.close())); } };
     this.#watched.set(container.name, { container, replicator, collector, watcher });
     log.info('protecting', { container: container.name, upperDir: upper, volumes: container.volumes.map((v) => `${v.name}:${v.destination}`), firstSync: needFull ? 'full' : 'reconcile' });
     collector.addReconcile();

@@ -8,8 +8,15 @@
 // - so a directory that appears is added to the watch, and walked again shortly after (its subdirectories added,
 //   its path reported so the tracker compares the whole subtree): whatever was written before the new watch took
 //   hold is found by that walk, whatever comes after by events.
+// - only directories are watched: inotify reports every change to an entry of a watched directory (create, write,
+//   attributes and xattrs, rename, delete) with its name, which the raw handler notes. chokidar's own watch of every
+//   file (an inotify watch, an FSWatcher and its path strings each, about 5 KB of heap) grew with every file the
+//   container ever kept: the chaos soak's new file per write made the primary grow for as long as it ran, and 200
+//   containers use up inotify's watches. A write through another hard link to a file is noted under that link's
+//   name; the scan ships every link of a changed inode together (scan-closure.ts).
 // The periodic reconcile in the pusher stays the last line: a missed event delays a change, it never loses it.
 import { lstat, readdir } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
 import { join } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import type { Logger } from '../log/logger.js';
@@ -21,6 +28,10 @@ const MAX_DIRS_PER_WALK = 10_000;
 
 export interface UpperWatch {
   close(): Promise<void>;
+  /** Paths chokidar watches and the listeners it keeps on them (one each when every path was added once). */
+  size(): { paths: number; listeners: number };
+  /** No follow-up walk is due or running. */
+  settled(): boolean;
 }
 
 export interface UpperWatchOptions {
@@ -34,9 +45,23 @@ export interface UpperWatchOptions {
 
 export async function watchUpper(opts: UpperWatchOptions): Promise<UpperWatch> {
   const { upperDir: upper, onPath, onLost, log } = opts;
-  const watcher: FSWatcher = watch(upper, { ignoreInitial: true, followSymlinks: false, persistent: true, ignorePermissionErrors: true });
+  // chokidar asks first without stats (never ignored then), then with lstat's: all but directories are left out.
+  const watcher: FSWatcher = watch(upper, {
+    ignoreInitial: true, followSymlinks: false, persistent: true, ignorePermissionErrors: true,
+    ignored: (_path: string, stats?: Stats) => stats !== undefined && !stats.isDirectory(),
+  });
   const timers = new Set<NodeJS.Timeout>();
+  let walks = 0;
   let closed = false;
+
+  // chokidar gives a path it watches one more listener (and closer) at every add, kept until the path goes and
+  // called at every event there: a directory that appeared was added up to 8 times (its raw event, chokidar's
+  // addDir, the follow-up walks of each), and again at every walk of an ancestor — the primary of the chaos soak
+  // held a thousand more every few minutes. Only what chokidar does not watch is added; adds racing before chokidar
+  // has stat'ed the path may still each go through (a listener or two more, dropped with the path).
+  const add = (dir: string): void => {
+    if (!watcher._closers.has(dir)) watcher.add(dir);
+  };
 
   const note = (path: string): void => {
     if (path === upper) onPath('');
@@ -47,7 +72,7 @@ export async function watchUpper(opts: UpperWatchOptions): Promise<UpperWatch> {
     const queue = [dir];
     for (let n = 0; queue.length > 0 && n < MAX_DIRS_PER_WALK && !closed; n++) {
       const d = queue.shift()!;
-      watcher.add(d);
+      add(d);
       const entries = await readdir(d, { withFileTypes: true }).catch(() => []);
       for (const e of entries) if (e.isDirectory()) queue.push(join(d, e.name));
     }
@@ -56,13 +81,15 @@ export async function watchUpper(opts: UpperWatchOptions): Promise<UpperWatch> {
   const onDirectoryAppeared = (path: string): void => {
     if (closed) return;
     log.debug('watching a directory that appeared', { path });
-    watcher.add(path);
+    add(path);
     note(path);
     for (const ms of FOLLOW_UP_MS) {
       const t = setTimeout(() => {
         timers.delete(t);
         if (closed) return;
-        void addSubdirs(path).then(() => note(path), (err: unknown) => log.debug('follow-up walk failed', { path, err }));
+        walks++;
+        void addSubdirs(path).then(() => note(path), (err: unknown) => log.debug('follow-up walk failed', { path, err }))
+          .finally(() => { walks--; });
       }, ms);
       timers.add(t);
     }
@@ -95,6 +122,14 @@ export async function watchUpper(opts: UpperWatchOptions): Promise<UpperWatch> {
       for (const t of timers) clearTimeout(t);
       timers.clear();
       await watcher.close();
+    },
+    size() {
+      let listeners = 0;
+      for (const closers of watcher._closers.values()) listeners += closers.length;
+      return { paths: watcher._closers.size, listeners };
+    },
+    settled() {
+      return timers.size === 0 && walks === 0;
     },
   };
 }
