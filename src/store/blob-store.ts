@@ -46,7 +46,8 @@ export interface BlobStore {
 }
 
 export interface DeleteManyOptions {
-  /** Awaited right before each request, every retry included; a throw ends the deletion with that error. GC checks
+  /** Awaited right before each request, every retry included. A TwinlayerError it throws ends the deletion with that
+   *  error at once; any other is taken for the request's own failure (and retried when such would be). GC checks
    *  there that its host still owns the newest generation: a retry sent after another host took over could delete
    *  what the new primary names again (a retried request can come many seconds after the first). */
   beforeRequest?: () => Promise<void>;

@@ -101,8 +101,10 @@ export async function runGc(bucket: Bucket, opts: GcOptions): Promise<GcReport> 
     problems: plan.problems,
   };
   if (opts.dryRun === true) return report;
+  // Runs before every DeleteObjects request, retries included (in the store's retry loop): what it throws is a
+  // TwinlayerError, which ends the deletion at once rather than being retried as the request's failure.
   const mayDelete = async (): Promise<void> => {
-    opts.signal?.throwIfAborted();
+    if (opts.signal?.aborted === true) throw new GcStoppedError('garbage collection stopped: its host stopped being primary', { generation: fence?.generation ?? 0 });
     if (fence !== null) await checkFence(bucket, fence);
   };
   const batched = async (deletions: readonly GcDeletion[]): Promise<string[]> => {
