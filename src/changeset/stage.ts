@@ -54,7 +54,9 @@ export interface StageOptions {
   /** Which commit this is, written into the undo log's intent: recovery rolls it forward when the caller recorded it. */
   intent?: StageIntent;
   /** Runs right before the first write into the upper dir or a volume (after validation and the chunks' fetch); a
-   *  throw stages nothing (no undo log is begun) and is rethrown. The caller's last look at who uses the target. */
+   *  throw stages nothing (no undo log is begun) and is rethrown. The stager looks there whether the twin's layers
+   *  were mounted since its check (a twin started); a start after it, during the apply, is found by the read that
+   *  records the commit, which then records nothing. */
   beforeWrite?: () => Promise<void>;
   /** Records the commit as staged (durably), once it is applied and synced, before its undo log is discarded. When
    *  it throws, the log stays: recoverStaging then rolls the commit forward or undoes it by what is recorded. */

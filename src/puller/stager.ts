@@ -64,7 +64,16 @@ interface Task {
  *  shared by all containers made a standby of 17 busy containers wait 1.7 s a commit for a slot, and fall behind a
  *  primary committing 10 times a second) while the memory and disk of the large ones stay bounded by their own slots. */
 const SMALL_COMMIT_BYTES = 1024 * 1024;
+const SMALL_COMMIT_ENTRIES = 1000;
 const SMALL_SLOTS_PER_SLOT = 4;
+
+/** Small by everything its record declares it brings (each declaration is enforced while it is fetched and
+ *  validated): the blob, what it unpacks to on disk (a 1 MiB blob of zeros can declare 512 MiB), the chunk list and
+ *  the chunks, and its entries. */
+function isSmallCommit(record: CommitRecord): boolean {
+  const bytes = Math.max(record.size, bytesNeeded(record.counts)) + (record.chunks?.size ?? 0) + (record.chunks?.bytes ?? 0);
+  return bytes <= SMALL_COMMIT_BYTES && record.counts.files + record.counts.deletions <= SMALL_COMMIT_ENTRIES;
+}
 
 function stageable(twin: TwinState): boolean {
   return twin.state === 'stopped' && !twin.mounted;
@@ -462,7 +471,7 @@ export class Stager {
             this.#stagings.delete(emptying);
           }
         }
-        const slots = record.size + (record.chunks?.bytes ?? 0) <= SMALL_COMMIT_BYTES ? this.#smallSlots : this.#slots;
+        const slots = isSmallCommit(record) ? this.#smallSlots : this.#slots;
         const ok = await slots.add(async () => {
           if (signal.aborted || this.#frozen) return false;
           await this.#download(record, blob, signal);
