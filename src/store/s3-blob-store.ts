@@ -311,26 +311,39 @@ export class S3BlobStore implements BlobStore {
    */
   async #putMultipart(key: string, file: string, size: number): Promise<void> {
     const stream = createReadStream(file, { highWaterMark: MIB });
+    // lib-storage goes on sending the other parts after one failed, to the end of the file, before it throws: the
+    // first failure aborts the whole attempt at once instead (its uploads share this signal). Every request it sends
+    // is counted here, a failed one too.
+    const stop = new AbortController();
+    let firstFailure: { err: unknown } | null = null;
+    const send = async (command: Parameters<S3Client['send']>[0], options?: { abortSignal?: AbortSignal }): Promise<unknown> => {
+      this.#count('PUT');
+      try {
+        // The parts in flight end with the first failure too (lib-storage passes them no signal of its own).
+        return await this.#client.send(command, { ...options, abortSignal: options?.abortSignal ?? stop.signal });
+      } catch (err) {
+        firstFailure ??= { err };
+        stop.abort();
+        throw err;
+      }
+    };
+    const client = new Proxy(this.#client, { get: (target, prop, receiver) => (prop === 'send' ? send : Reflect.get(target, prop, receiver) as unknown) });
     const upload = new Upload({
-      client: this.#client,
+      client,
       params: { Bucket: this.bucket, Key: key, Body: stream, ContentLength: size },
       partSize: this.#partBytes,
       queueSize: this.#partConcurrency,
       // Aborted below instead: lib-storage's own abort throws its failure in place of the part's error.
       leavePartsOnError: true,
-    });
-    // Create, each part, complete: each is a request the bucket answers (and bills).
-    this.#count('PUT');
-    upload.on('httpUploadProgress', (p) => {
-      if (p.part !== undefined) this.#count('PUT');
+      abortController: stop,
     });
     try {
       await upload.done();
-      this.#count('PUT');
       this.#metrics?.bucketBytes('up', size);
     } catch (err) {
       if (upload.uploadId !== undefined) await this.#abortUpload(key, upload.uploadId);
-      throw err;
+      // The request's own error decides the retry, not lib-storage's "Upload aborted." that ended the others.
+      throw firstFailure === null ? err : (firstFailure as { err: unknown }).err;
     } finally {
       stream.destroy();
     }

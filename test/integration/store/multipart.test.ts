@@ -86,6 +86,11 @@ describe('S3BlobStore: multipart uploads of large files', { timeout: 120_000 }, 
     assert.deepEqual(keys, ['cut/object'], 'nothing else under the key');
   });
 
+  it('the embedded server refuses an unsigned abort of an upload (s3rver lets unsigned requests through as anonymous)', async () => {
+    const res = await fetch(`${s3.endpoint}/${s3.bucket}/cut/object?uploadId=${'a'.repeat(32)}`, { method: 'DELETE' });
+    assert.equal(res.status, 403, await res.text());
+  });
+
   it('refuses a part size below S3\'s smallest part and a threshold not above it', () => {
     const base = { bucket: s3.bucket, region: TEST_REGION, endpoint: proxy.endpoint, pathStyle: true, credentials: { ...TEST_CREDENTIALS } };
     assert.throws(() => new S3BlobStore({ ...base, partBytes: 4 * MIB }), /partBytes.*at least 5242880/);
