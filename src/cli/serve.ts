@@ -71,8 +71,7 @@ export async function serveWhileStarting(config: Config, log: Logger, open: () =
   try {
     opened = await opening;
     if (!stopping) {
-      const { createHookApp } = await import('../vrrp-hook/app.js');
-      app = createHookApp({ token: config.hookToken, handler: opened.handler, log: hookLog, metrics: opened.metrics });
+      // Before any call reaches the daemon: a failed listen stops a daemon that has acted on nothing yet.
       metricsServer = await serveMetrics(config, log, opened.metrics);
       // A signal while it began listening: the drain closed the listeners it knew of.
       if (stopping) await metricsServer?.close();
@@ -90,7 +89,11 @@ export async function serveWhileStarting(config: Config, log: Logger, open: () =
     throw err;
   }
   if (!stopping) {
+    // The calls held while starting go to the daemon first, in the order they came; then the routes with the
+    // process's registry take over (a call between the two goes through `starting`, straight to the daemon).
     starting.ready(opened.handler);
+    const { createHookApp } = await import('../vrrp-hook/app.js');
+    app = createHookApp({ token: config.hookToken, handler: opened.handler, log: hookLog, metrics: opened.metrics });
     // "hook listening" still means what supervisors and tests have waited for: the daemon behind the hook is open.
     log.info('hook listening', { address: server.address, port: server.port });
     await opened.run();
