@@ -27,6 +27,7 @@ export class Fence {
   #timer: NodeJS.Timeout | null = null;
   #checking: Promise<void> | null = null;
   #failedChecks = 0;
+  #lastFailure: string | null = null;
 
   constructor(opts: FenceOptions) {
     this.#o = opts;
@@ -52,17 +53,23 @@ export class Fence {
     }, this.#o.intervalMs);
   }
 
-  // A bucket that stays down fails every interval's check: the first failure is a warning, the rest are counted and
-  // reported when the bucket answers again, so an outage reads as two lines, not one per interval.
+  // A bucket that stays down fails every interval's check: the first failure is a warning (and each different one),
+  // the rest are counted and reported when the bucket answers again, so an outage reads as two lines, not one per
+  // interval.
   #checkFailed(err: unknown): void {
     this.#failedChecks += 1;
-    if (this.#failedChecks === 1) this.#o.log.warn('fence check failed; checking again every interval', { generation: this.#o.generation, intervalMs: this.#o.intervalMs, err });
+    // A new kind of failure during the outage (a timeout turning into 403, say) is said too.
+    const why = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    if (why === this.#lastFailure) return;
+    this.#lastFailure = why;
+    this.#o.log.warn('fence check failed; checking again every interval', { generation: this.#o.generation, intervalMs: this.#o.intervalMs, failedChecks: this.#failedChecks, err });
   }
 
   #checkAnswered(): void {
     if (this.#failedChecks === 0) return;
     this.#o.log.info('fence check answered again', { generation: this.#o.generation, failedChecks: this.#failedChecks });
     this.#failedChecks = 0;
+    this.#lastFailure = null;
   }
 
   stop(): void {
