@@ -60,7 +60,9 @@ export async function watchUpper(opts: UpperWatchOptions): Promise<UpperWatch> {
   // held a thousand more every few minutes. Only what chokidar does not watch is added; adds racing before chokidar
   // has stat'ed the path may still each go through (a listener or two more, dropped with the path).
   const add = (dir: string): void => {
-    if (!watcher._closers.has(dir)) watcher.add(dir);
+    // `_closers` is chokidar 5's own (its types declare it); were it to go, every add goes through as before.
+    const closers: unknown = watcher._closers;
+    if (!(closers instanceof Map) || !closers.has(dir)) watcher.add(dir);
   };
 
   const note = (path: string): void => {
