@@ -46,22 +46,19 @@ export interface ImageOut {
   force: boolean;
 }
 
-/** The container's spec and whether a trusted key signed it (null: unsigned, accepted under acceptUnsigned). */
-async function readSpec(bucket: Bucket, container: string): Promise<{ spec: TwinSpec; signed: boolean }> {
-  const read = await bucket.getSignedSpec(container);
-  if (read === undefined) throw new RestoreRefusedError('no spec.json of this container in the bucket: its image and config are not known', { container, key: bucket.specKey(container) });
-  const spec = twinSpecSchema.safeParse(read.spec);
+async function readSpec(bucket: Bucket, container: string): Promise<TwinSpec> {
+  const raw = await bucket.getSpec(container);
+  if (raw === undefined) throw new RestoreRefusedError('no spec.json of this container in the bucket: its image and config are not known', { container, key: bucket.specKey(container) });
+  const spec = twinSpecSchema.safeParse(raw);
   if (!spec.success) throw new RestoreRefusedError(`spec.json is invalid: ${spec.error.issues[0]?.message ?? 'invalid'}`, { container, key: bucket.specKey(container) });
   if (spec.data.name !== container) throw new RestoreRefusedError(`spec.json names another container (${JSON.stringify(spec.data.name)})`, { container, key: bucket.specKey(container) });
-  return { spec: spec.data, signed: read.signer !== null };
+  return spec.data;
 }
 
 /** The base image's config with the container's settings where the spec has them (the container's own values: Docker
  *  merged the image's defaults into them when it was created). */
-function imageConfigOf(base: Record<string, unknown>, spec: TwinSpec, signed: boolean, config: Config): Record<string, unknown> {
+function imageConfigOf(base: Record<string, unknown>, spec: TwinSpec, config: Config): Record<string, unknown> {
   const out: Record<string, unknown> = { ...base };
-  // As on a standby, an unsigned spec (acceptUnsigned) chooses no command, user or environment: the base's stay.
-  if (!signed) return out;
   const set = (key: string, value: unknown): void => {
     if (value === null || value === undefined) delete out[key];
     else out[key] = value;
@@ -94,8 +91,7 @@ export async function runImage(config: Config, log: Logger, container: string, t
   const { bucket, store } = await openBucket(config, log, 'restore');
   const stop = stopOnSignals(log, 'stopping the restore; nothing is loaded');
   try {
-    const { spec, signed } = await readSpec(bucket, container);
-    if (!signed) log.warn('the container\'s spec is unsigned (acceptUnsigned): the image gets the base image\'s config, not the spec\'s command, user, environment or labels', { container });
+    const spec = await readSpec(bucket, container);
     const baseId = await docker.localImageFor(spec);
     if (baseId === null) {
       const identity = spec.imageIdentity === undefined ? '' : `, config ${spec.imageIdentity.configDigest}`;
@@ -106,7 +102,7 @@ export async function runImage(config: Config, log: Logger, container: string, t
     if (last.specDigest !== undefined && last.specDigest !== specDigest(spec)) {
       log.warn('the container\'s spec in the bucket is newer than the commit restored (it was reconfigured or recreated since): its image and settings are used', { container, seq: last.seq });
     }
-    await buildAndLoad(docker, bucket, plan, { container, spec, signed, baseId, out, config }, log, stop.signal);
+    await buildAndLoad(docker, bucket, plan, { container, spec, baseId, out, config }, log, stop.signal);
   } finally {
     stop.dispose();
     store.destroy();
@@ -117,8 +113,6 @@ export async function runImage(config: Config, log: Logger, container: string, t
 interface BuildInputs {
   container: string;
   spec: TwinSpec;
-  /** A trusted key signed the spec: its command, user, environment and labels go into the image. */
-  signed: boolean;
   baseId: string;
   out: ImageOut;
   config: Config;
@@ -165,7 +159,7 @@ async function buildAndLoad(docker: DockerRuntime, bucket: Bucket, plan: Restore
     const imageConfig = {
       ...baseConfig.data,
       created,
-      config: imageConfigOf(baseConfig.data.config ?? {}, i.spec, i.signed, i.config),
+      config: imageConfigOf(baseConfig.data.config ?? {}, i.spec, i.config),
       rootfs: { type: 'layers', diff_ids: [...diffIds, layer.diffId] },
       history: [
         ...(baseConfig.data.history ?? []),
