@@ -59,7 +59,9 @@ export class Fence {
   #checkFailed(err: unknown): void {
     this.#failedChecks += 1;
     // A new kind of failure during the outage (a timeout turning into 403, say) is said too.
-    const why = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    // By kind (name and code), not message: the messages of one kind differ in details (attempts, addresses).
+    const code = (err as { code?: unknown }).code;
+    const why = err instanceof Error ? `${err.name} ${typeof code === 'string' ? code : ''}` : String(err);
     if (why === this.#lastFailure) return;
     this.#lastFailure = why;
     this.#o.log.warn('fence check failed; checking again every interval', { generation: this.#o.generation, intervalMs: this.#o.intervalMs, failedChecks: this.#failedChecks, err });

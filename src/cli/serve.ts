@@ -68,8 +68,12 @@ export async function serveWhileStarting(config: Config, log: Logger, open: () =
   log.info('hook answering while starting', { address: server.address, port: server.port });
   opening = open();
   let opened: OpenedDaemon;
+  let createHookApp: (typeof import('../vrrp-hook/app.js'))['createHookApp'];
   try {
     opened = await opening;
+    // Loaded here so that from the stopping check below to run() nothing waits: a signal in between would see a
+    // daemon being started while it stops it.
+    ({ createHookApp } = await import('../vrrp-hook/app.js'));
     if (!stopping) {
       // Before any call reaches the daemon: a failed listen stops a daemon that has acted on nothing yet.
       metricsServer = await serveMetrics(config, log, opened.metrics);
@@ -92,7 +96,6 @@ export async function serveWhileStarting(config: Config, log: Logger, open: () =
     // The calls held while starting go to the daemon first, in the order they came; then the routes with the
     // process's registry take over (a call between the two goes through `starting`, straight to the daemon).
     starting.ready(opened.handler);
-    const { createHookApp } = await import('../vrrp-hook/app.js');
     app = createHookApp({ token: config.hookToken, handler: opened.handler, log: hookLog, metrics: opened.metrics });
     // "hook listening" still means what supervisors and tests have waited for: the daemon behind the hook is open.
     log.info('hook listening', { address: server.address, port: server.port });

@@ -64,15 +64,14 @@ interface Task {
  *  shared by all containers made a standby of 17 busy containers wait 1.7 s a commit for a slot, and fall behind a
  *  primary committing 10 times a second) while the memory and disk of the large ones stay bounded by their own slots. */
 const SMALL_COMMIT_BYTES = 1024 * 1024;
-const SMALL_COMMIT_ENTRIES = 1000;
 const SMALL_SLOTS_PER_SLOT = 4;
 
 /** Small by everything its record declares it brings (each declaration is enforced while it is fetched and
- *  validated): the blob, what it unpacks to on disk (a 1 MiB blob of zeros can declare 512 MiB), the chunk list and
- *  the chunks, and its entries. */
+ *  validated): the blob, what it unpacks to on disk (a 1 MiB blob of zeros can declare 512 MiB; 4 KiB counted per
+ *  entry, so at most 256 entries), the chunk list and the chunks. */
 function isSmallCommit(record: CommitRecord): boolean {
   const bytes = Math.max(record.size, bytesNeeded(record.counts)) + (record.chunks?.size ?? 0) + (record.chunks?.bytes ?? 0);
-  return bytes <= SMALL_COMMIT_BYTES && record.counts.files + record.counts.deletions <= SMALL_COMMIT_ENTRIES;
+  return bytes <= SMALL_COMMIT_BYTES;
 }
 
 function stageable(twin: TwinState): boolean {

@@ -1,7 +1,7 @@
 // AbortMultipartUpload for the embedded S3 server, which s3rver lacks (DELETE ?uploadId answers 405): the upload's
 // parts are removed and the server answers 204, as S3 and MinIO do; an upload it does not hold is 404 NoSuchUpload.
-// s3rver lets an unsigned request through as anonymous; an abort must be signed (it checks the signature of a signed
-// one, and answers 403 when it is wrong), and name the key the upload was started for.
+// s3rver lets an unsigned request through as anonymous; an abort must be signed (s3rver checks a signature V2 and
+// only the key id of a V4 one: a development server), and name the key the upload was started for.
 // The store aborts a multipart upload whose attempt failed before it starts the next one (s3-blob-store.ts).
 import { lstat, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';

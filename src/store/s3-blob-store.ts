@@ -316,16 +316,18 @@ export class S3BlobStore implements BlobStore {
     // is counted here, a failed one too.
     const stop = new AbortController();
     let firstFailure: { err: unknown } | null = null;
-    const send = async (command: Parameters<S3Client['send']>[0], options?: { abortSignal?: AbortSignal }): Promise<unknown> => {
+    const inFlight = new Set<Promise<unknown>>();
+    const send = (command: Parameters<S3Client['send']>[0], options?: { abortSignal?: AbortSignal }): Promise<unknown> => {
       this.#count('PUT');
-      try {
-        // The parts in flight end with the first failure too (lib-storage passes them no signal of its own).
-        return await this.#client.send(command, { ...options, abortSignal: options?.abortSignal ?? stop.signal });
-      } catch (err) {
+      // The parts in flight end with the first failure too (lib-storage passes them no signal of its own).
+      const sent = this.#client.send(command, { ...options, abortSignal: options?.abortSignal ?? stop.signal }).catch((err: unknown) => {
         firstFailure ??= { err };
         stop.abort();
         throw err;
-      }
+      });
+      const settled = sent.then(() => undefined, () => undefined).finally(() => inFlight.delete(settled));
+      inFlight.add(settled);
+      return sent;
     };
     const client = new Proxy(this.#client, { get: (target, prop, receiver) => (prop === 'send' ? send : Reflect.get(target, prop, receiver) as unknown) });
     const upload = new Upload({
@@ -341,6 +343,9 @@ export class S3BlobStore implements BlobStore {
       await upload.done();
       this.#metrics?.bucketBytes('up', size);
     } catch (err) {
+      // lib-storage gives up at the abort, before its other requests end: a part still going could land after the
+      // abort and be kept (S3 says a part in progress may succeed). Each ends soon: its signal is aborted.
+      await Promise.allSettled([...inFlight]);
       if (upload.uploadId !== undefined) await this.#abortUpload(key, upload.uploadId);
       // The request's own error decides the retry, not lib-storage's "Upload aborted." that ended the others.
       throw firstFailure === null ? err : (firstFailure as { err: unknown }).err;
