@@ -97,9 +97,9 @@ async function main(): Promise<void> {
     };
     const shippedState = new ShippedStateStore(join(base, 'state'), 'small');
     const save = shippedState.save.bind(shippedState);
-    shippedState.save = async (n, pending, state) => {
+    shippedState.save = async (n, pending, state, text) => {
       mark(`state ${pending ? 'pending' : 'committed'} save start`);
-      await save(n, pending, state);
+      await save(n, pending, state, text);
       mark(`state ${pending ? 'pending' : 'committed'} save done`);
     };
     const replicator = new ContainerReplicator({

@@ -12,7 +12,7 @@ import { uploadChunks } from './chunk-upload.js';
 import { mergeScopes, type Burst, type BurstScope } from './burst.js';
 import { checkpointDue, deltaWeight, DEFAULT_CHECKPOINT_POLICY, shippedFileBytes, type CheckpointPolicy } from './checkpoint-policy.js';
 import { racyPaths, sameShippedState } from './checkpoint-same.js';
-import type { ShippedStateStore } from './shipped-state.js';
+import { shippedText, type ShippedStateStore } from './shipped-state.js';
 
 /** Waits before building again what a build left out as torn when nothing else shipped (ms; about 30 in all). */
 const tornRebuildWaitsMs = [2, 4, 8, 16] as const;
@@ -330,7 +330,8 @@ export class ContainerReplicator {
       // A delta weighs what staging it writes: the files it carries whole and those it assembles from chunks.
       const stagedBytes = built.counts.bytes + (built.chunks?.files.reduce((n, f) => n + f.size, 0) ?? 0);
       const sinceFull = built.kind === 'full' ? { deltas: 0, bytes: 0 } : { deltas: this.#sinceFull.deltas + 1, bytes: this.#sinceFull.bytes + deltaWeight(stagedBytes) };
-      const pendingState = { generation, lastSeq: journal.lastSeqOf(this.name), digest: built.digest, containerId: this.#deps.containerId, ...this.#fullAt(), sinceFull, shipped };
+      const shippedJson = shippedText(shipped);
+      const pendingState = { generation, lastSeq: journal.lastSeqOf(this.name), digest: built.digest, containerId: this.#deps.containerId, ...this.#fullAt(), sinceFull };
       let record;
       try {
         const [chunks] = await allOrFirstError([
@@ -340,7 +341,7 @@ export class ContainerReplicator {
             await uploads.add(() => bucket.uploadBlob(built.file, digest));
             return c;
           })(),
-          shippedState.save(this.name, true, pendingState),
+          shippedState.save(this.name, true, pendingState, shippedJson),
         ] as const);
         record = await journal.publish({
           container: this.name,
@@ -362,7 +363,7 @@ export class ContainerReplicator {
       if (record.kind === 'full') this.#lastFullAt = this.#lastPublishedAt;
       this.#sinceFull = sinceFull;
       this.#containerBytes = shippedFileBytes(shipped);
-      await shippedState.save(this.name, false, { generation, lastSeq: record.seq, digest: built.digest, containerId: this.#deps.containerId, ...this.#fullAt(), sinceFull, shipped });
+      await shippedState.save(this.name, false, { generation, lastSeq: record.seq, digest: built.digest, containerId: this.#deps.containerId, ...this.#fullAt(), sinceFull }, shippedJson);
       await shippedState.clearPending(this.name);
       log.info('published', {
         container: this.name, seq: record.seq, kind: built.kind, files: built.counts.files, deletions: built.counts.deletions,

@@ -27,6 +27,13 @@ const shippedFileSchema = z.object({
 });
 export type ShippedFile = z.infer<typeof shippedFileSchema>;
 
+/** A shipped index as JSON text. A commit writes it twice (pending, then committed) and it grows with every file the
+ *  container keeps, so it is serialized once per commit. */
+export type ShippedText = string & { readonly shippedText: unique symbol };
+export function shippedText(index: SerializedIndex): ShippedText {
+  return JSON.stringify(index) as ShippedText;
+}
+
 export class ShippedStateStore {
   readonly #dir: string;
   constructor(stateDir: string, group: string) {
@@ -45,8 +52,9 @@ export class ShippedStateStore {
     return parsed.success ? parsed.data : null;
   }
 
-  async save(name: string, pending: boolean, state: Omit<ShippedFile, 'version' | 'shipped'> & { shipped: SerializedIndex }): Promise<void> {
-    await writeFileDurable(this.#file(name, pending), JSON.stringify({ version: 1, ...state }));
+  async save(name: string, pending: boolean, state: Omit<ShippedFile, 'version' | 'shipped'>, shipped: ShippedText): Promise<void> {
+    const head = JSON.stringify({ version: 1, ...state });
+    await writeFileDurable(this.#file(name, pending), `${head.slice(0, -1)},"shipped":${shipped}}`);
   }
 
   async clearPending(name: string): Promise<void> {
