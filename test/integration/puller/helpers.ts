@@ -7,20 +7,22 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 
 import { UpperTracker, type TrackedVolume } from '../../../src/changeset/index.js';
 import { blockSize, decodeHeaderBlock, paddingFor, parsePaxBody } from '../../../src/changeset/tar-format.js';
-import { DockerRuntime, specDigest, twinSpecSchema, type TwinPolicy, type TwinSpec } from '../../../src/docker/index.js';
+import { specDigest, twinSpecSchema, type TwinSpec } from '../../../src/docker/index.js';
 import { createLogger, type Logger } from '../../../src/log/logger.js';
-import { Puller } from '../../../src/puller/index.js';
 import {
   asDigest, Bucket, JournalWriter, type BlobStore, type CommitCounts, type CommitRecord, type Digest, type Generation, type Seq,
 } from '../../../src/store/index.js';
+import { PULLER_IMAGE } from '../../support/puller.js';
 import { testSignatures } from '../../support/signing.js';
+
+export { openPuller } from '../../support/puller.js';
 
 export const WRITER = 'test-primary';
 
 /** A twin spec as the primary would publish it, for a busybox image present on the standby. */
 export function twinSpec(name: string, imageId: string): TwinSpec {
   return twinSpecSchema.parse({
-    version: 1, name, image: 'tl-busybox:puller', imageId, cmd: ['sh'], entrypoint: null, env: [], labels: {},
+    version: 1, name, image: PULLER_IMAGE, imageId, cmd: ['sh'], entrypoint: null, env: [], labels: {},
     workingDir: '', user: '', exposedPorts: [], portBindings: {}, networkMode: 'none', capturedAt: new Date().toISOString(),
   });
 }
@@ -234,29 +236,6 @@ export function diffTrees(a: Map<string, string>, b: Map<string, string>): strin
   for (const [k, v] of a) if (b.get(k) !== v) out.push(`${k}: ${v} vs ${b.get(k) ?? '(absent)'}`);
   for (const [k, v] of b) if (!a.has(k)) out.push(`${k}: (absent) vs ${v}`);
   return out;
-}
-
-/** A Puller on the engine, opened; the caller stops it. */
-export async function openPuller(opts: {
-  socketPath: string; mountInfoPath: string; bucket: Bucket; group: string; stateDir: string; log: Logger; maxRecordsPerPoll?: number;
-  twinPolicy?: TwinPolicy; trustUnsignedSpecs?: boolean; maxQueued?: number;
-}): Promise<Puller> {
-  const puller = new Puller({
-    runtime: new DockerRuntime({ socketPath: opts.socketPath, mountInfoPath: opts.mountInfoPath }),
-    bucket: opts.bucket,
-    log: opts.log,
-    group: opts.group,
-    stateDir: opts.stateDir,
-    pollIntervalMs: 50,
-    downloadConcurrency: 4,
-    startConcurrency: 4,
-    ...(opts.maxRecordsPerPoll === undefined ? {} : { maxRecordsPerPoll: opts.maxRecordsPerPoll }),
-    ...(opts.maxQueued === undefined ? {} : { maxQueued: opts.maxQueued }),
-    ...(opts.twinPolicy === undefined ? {} : { twinPolicy: opts.twinPolicy }),
-    ...(opts.trustUnsignedSpecs === undefined ? {} : { trustUnsignedSpecs: opts.trustUnsignedSpecs }),
-  });
-  await puller.open();
-  return puller;
 }
 
 export function bucketFor(store: BlobStore, group: string, log?: Logger): Bucket {
