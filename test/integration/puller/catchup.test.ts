@@ -11,12 +11,11 @@ import { access, mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import type { Puller } from '../../../src/puller/index.js';
-import type { Digest, Seq } from '../../../src/store/index.js';
+import type { Digest } from '../../../src/store/index.js';
 import { dockerCli } from '../../../src/lab/engine.js';
 import { startDockerCallCounter, type DockerCallCounter } from '../../support/docker-calls.js';
 import { startPullerFixture, type PullerFixture } from '../../support/puller.js';
-import { file as tarFile, tarOf } from '../changeset/craft-tar.js';
-import { appliedSeq, bucketFor, collectingLogger, craftRecord, gz, putBlob, twinSpec, WRITER } from './helpers.js';
+import { appliedSeq, bucketFor, collectingLogger, craftedJournal, twinSpec } from './helpers.js';
 
 describe('a standby catching up', { timeout: 300_000 }, () => {
   let fx: PullerFixture;
@@ -41,32 +40,6 @@ describe('a standby catching up', { timeout: 300_000 }, () => {
   const blobGets = (group: string, digest: Digest): number =>
     [...gets.entries()].filter(([path]) => path.includes(`/${group}/`) && path.includes(digest)).reduce((n, [, c]) => n + c, 0);
 
-  /** One container's journal as its primary writes it (the head names its newest full checkpoint). */
-  function journal(group: string, name: string) {
-    const writer = bucketFor(fx.store, group);
-    const files = new Map<string, string>();
-    const blobs = new Map<number, Digest>();
-    let seq = 0;
-    let lastFull = 0;
-    const publish = async (changes: Record<string, string>, kind: 'delta' | 'full' = 'delta'): Promise<number> => {
-      if (kind === 'full') files.clear();
-      for (const [p, body] of Object.entries(changes)) files.set(p, body);
-      const shipped = kind === 'full' ? [...files] : Object.entries(changes);
-      const blob = await putBlob(fx.store, writer, gz(tarOf(shipped.map(([p, body]) => tarFile(p, body)))));
-      const parentSeq = seq;
-      seq++;
-      await writer.writeRecord(craftRecord({ seq, parentSeq, container: name, kind, ...blob }));
-      if (kind === 'full') lastFull = seq;
-      blobs.set(seq, blob.digest);
-      await writer.writeHead({
-        version: 1, generation: 1 as never, seq: seq as Seq, writer: WRITER, updatedAt: new Date().toISOString(),
-        containers: { [name]: seq as Seq }, lastFull: { [name]: lastFull as Seq },
-      });
-      return seq;
-    };
-    return { files, blobs, publish };
-  }
-
   /** A puller whose Docker requests go through the counting relay; `cmd` is the twin's (a long one can be started). */
   async function open(group: string, name: string, cmd: string[] = ['sh']): Promise<{ p: Puller; stateDir: string; lines: string[] }> {
     const reader = bucketFor(fx.viaProxy, group);
@@ -86,7 +59,7 @@ describe('a standby catching up', { timeout: 300_000 }, () => {
   it('a run of queued commits asks the engine once a commit and ends equal to the primary', async () => {
     const group = 'cu-run';
     const name = 'cu-web';
-    const j = journal(group, name);
+    const j = craftedJournal(fx.store, group, name);
     const { p, stateDir, lines } = await open(group, name);
     await j.publish({ a: 'one' }, 'full');
     await p.pollOnce();
@@ -107,7 +80,7 @@ describe('a standby catching up', { timeout: 300_000 }, () => {
   it('a twin started after the last commit was recorded, while the next is fetched, gets nothing written; staged once stopped', async () => {
     const group = 'cu-start';
     const name = 'cu-started';
-    const j = journal(group, name);
+    const j = craftedJournal(fx.store, group, name);
     const { p, stateDir, lines } = await open(group, name, ['sleep', '3600']);
     await j.publish({ a: 'one' }, 'full');
     await j.publish({ b: 'two' });
@@ -148,7 +121,7 @@ describe('a standby catching up', { timeout: 300_000 }, () => {
   it('a full checkpoint queued behind deltas supersedes them: they are not fetched', async () => {
     const group = 'cu-full';
     const name = 'cu-behind';
-    const j = journal(group, name);
+    const j = craftedJournal(fx.store, group, name);
     const { p, stateDir, lines } = await open(group, name);
     await j.publish({ a: 'one', b: 'two' }, 'full');
     await p.pollOnce();

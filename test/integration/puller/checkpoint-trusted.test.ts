@@ -9,10 +9,9 @@ import { lstat, mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import type { Puller } from '../../../src/puller/index.js';
-import type { Bucket, Digest, Seq } from '../../../src/store/index.js';
+import type { Bucket, Digest } from '../../../src/store/index.js';
 import { startPullerFixture, type PullerFixture } from '../../support/puller.js';
-import { file as tarFile, tarOf } from '../changeset/craft-tar.js';
-import { appliedSeq, bucketFor, collectingLogger, craftRecord, gz, putBlob, twinSpec, WRITER } from './helpers.js';
+import { appliedSeq, bucketFor, collectingLogger, craftedJournal, twinSpec } from './helpers.js';
 
 describe('a standby records a checkpoint it holds already', { timeout: 300_000 }, () => {
   let fx: PullerFixture;
@@ -30,32 +29,6 @@ describe('a standby records a checkpoint it holds already', { timeout: 300_000 }
   /** GETs of the blob `digest` of `group` (another group's journal may hold a blob of the same bytes). */
   const blobGets = (group: string, digest: Digest): number =>
     [...gets.entries()].filter(([path]) => path.includes(`/${group}/`) && path.includes(digest)).reduce((n, [, c]) => n + c, 0);
-
-  /** A journal of one container, written as its primary writes it; the head names its newest full checkpoint. */
-  function journal(group: string, name: string) {
-    const writer = bucketFor(fx.store, group);
-    const files = new Map<string, string>();
-    const blobs = new Map<number, Digest>();
-    let seq = 0;
-    let lastFull = 0;
-    /** `changes` are written into the container; a full commit carries every file, `sameAs` restating its parent. */
-    const publish = async (changes: Record<string, string>, kind: 'delta' | 'full' = 'delta', sameAs = false): Promise<number> => {
-      for (const [p, body] of Object.entries(changes)) files.set(p, body);
-      const shipped = kind === 'full' ? [...files] : Object.entries(changes);
-      const blob = await putBlob(fx.store, writer, gz(tarOf(shipped.map(([p, body]) => tarFile(p, body)))));
-      const parentSeq = seq;
-      seq++;
-      await writer.writeRecord(craftRecord({ seq, parentSeq, container: name, kind, ...blob, ...(sameAs ? { sameAs: parentSeq } : {}) }));
-      if (kind === 'full') lastFull = seq;
-      blobs.set(seq, blob.digest);
-      await writer.writeHead({
-        version: 1, generation: 1 as never, seq: seq as Seq, writer: WRITER, updatedAt: new Date().toISOString(),
-        containers: { [name]: seq as Seq }, lastFull: { [name]: lastFull as Seq },
-      });
-      return seq;
-    };
-    return { writer, files, blobs, publish };
-  }
 
   async function open(group: string, name: string, tag: string): Promise<{ p: Puller; stateDir: string; lines: string[]; reader: Bucket }> {
     const reader = bucketFor(fx.viaProxy, group);
@@ -79,7 +52,7 @@ describe('a standby records a checkpoint it holds already', { timeout: 300_000 }
   it('records a checkpoint restating what the twin staged without fetching it or writing into the twin, also a few deltas behind', async () => {
     const group = 'ck-caught-up';
     const name = 'ck-web';
-    const j = journal(group, name);
+    const j = craftedJournal(fx.store, group, name);
     const { p, stateDir, lines } = await open(group, name, 'a');
     await j.publish({ a: 'one', b: 'two' }, 'full');
     await stagedBy(p, stateDir, group, name, 1);
@@ -109,7 +82,7 @@ describe('a standby records a checkpoint it holds already', { timeout: 300_000 }
   it('a standby that starts the container from a restating checkpoint stages it whole', async () => {
     const group = 'ck-fresh';
     const name = 'ck-new';
-    const j = journal(group, name);
+    const j = craftedJournal(fx.store, group, name);
     await j.publish({ a: 'one' }, 'full');
     await j.publish({ b: 'two' });
     const restating = await j.publish({}, 'full', true);

@@ -13,6 +13,7 @@ import {
   asDigest, Bucket, JournalWriter, type BlobStore, type CommitCounts, type CommitRecord, type Digest, type Generation, type Seq,
 } from '../../../src/store/index.js';
 import { PULLER_IMAGE } from '../../support/puller.js';
+import { file as tarFile, tarOf } from '../changeset/craft-tar.js';
 import { testSignatures } from '../../support/signing.js';
 
 export { openPuller } from '../../support/puller.js';
@@ -182,6 +183,40 @@ export function craftRecord(r: {
     writer: WRITER,
     ...(r.sameAs === undefined ? {} : { sameAs: r.sameAs as Seq }),
   };
+}
+
+/** One container's journal as its primary writes it, in crafted commits of text files; the head names its newest full
+ *  checkpoint. `files` is what the container holds, `blobs` the digest of each commit by seq. */
+export function craftedJournal(store: BlobStore, group: string, name: string): {
+  writer: Bucket;
+  files: Map<string, string>;
+  blobs: Map<number, Digest>;
+  /** Writes `changes` into the container and publishes them; returns the commit's seq. A full commit carries every file
+   *  the container holds: it replaces them with `changes`, or (`sameAs`, CommitRecord.sameAs) restates its parent. */
+  publish: (changes: Record<string, string>, kind?: 'delta' | 'full', sameAs?: boolean) => Promise<number>;
+} {
+  const writer = bucketFor(store, group);
+  const files = new Map<string, string>();
+  const blobs = new Map<number, Digest>();
+  let seq = 0;
+  let lastFull = 0;
+  const publish = async (changes: Record<string, string>, kind: 'delta' | 'full' = 'delta', sameAs = false): Promise<number> => {
+    if (kind === 'full' && !sameAs) files.clear();
+    for (const [p, body] of Object.entries(changes)) files.set(p, body);
+    const shipped = kind === 'full' ? [...files] : Object.entries(changes);
+    const blob = await putBlob(store, writer, gz(tarOf(shipped.map(([p, body]) => tarFile(p, body)))));
+    const parentSeq = seq;
+    seq++;
+    await writer.writeRecord(craftRecord({ seq, parentSeq, container: name, kind, ...blob, ...(sameAs ? { sameAs: parentSeq } : {}) }));
+    if (kind === 'full') lastFull = seq;
+    blobs.set(seq, blob.digest);
+    await writer.writeHead({
+      version: 1, generation: 1 as Generation, seq: seq as Seq, writer: WRITER, updatedAt: new Date().toISOString(),
+      containers: { [name]: seq as Seq }, lastFull: { [name]: lastFull as Seq },
+    });
+    return seq;
+  };
+  return { writer, files, blobs, publish };
 }
 
 export async function writeHead(bucket: Bucket, seq: number, containers: Record<string, number>, generation = 1): Promise<void> {
