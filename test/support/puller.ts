@@ -57,6 +57,8 @@ export interface PullerFixtureOptions {
   tmpPrefix: string;
   /** The engine's name (src/lab/engine.ts); none is started without one (a test of the journal alone). */
   engine?: string;
+  /** The tag the busybox image is imported under on the engine (PULLER_IMAGE by default). */
+  image?: string;
   /** Starts the lab's fault proxy in front of the S3 server, and `viaProxy`, a store through it; with options, the
    *  store's (testS3Store's: the timeouts a hung request is given up after). */
   proxy?: boolean | Parameters<typeof testS3Store>[1];
@@ -76,7 +78,7 @@ export interface PullerFixture {
   readonly engine: Engine;
   /** The test's own view of the twins on the engine. */
   readonly runtime: DockerRuntime;
-  /** The id of PULLER_IMAGE on the engine. */
+  /** The id of the busybox image on the engine. */
   readonly imageId: string;
   /** A Puller on the engine (openPuller), stopped at close(). */
   openPuller(opts: Omit<OpenPullerOptions, 'socketPath' | 'mountInfoPath'> & { socketPath?: string; mountInfoPath?: string }): Promise<Puller>;
@@ -123,7 +125,7 @@ export async function startPullerFixture(o: PullerFixtureOptions): Promise<Pulle
       engine = started;
       teardown.defer(() => started.stop());
       runtime = new DockerRuntime({ socketPath: started.socketPath, mountInfoPath: started.mountInfoPath });
-      imageId = await importBusyboxImage(started.socketPath, PULLER_IMAGE);
+      imageId = await importBusyboxImage(started.socketPath, o.image ?? PULLER_IMAGE);
     }
     const fixture: PullerFixture = {
       base,
