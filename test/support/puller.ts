@@ -80,10 +80,8 @@ export interface PullerFixture {
   readonly runtime: DockerRuntime;
   /** The id of the busybox image on the engine. */
   readonly imageId: string;
-  /** A Puller on the engine (openPuller), stopped at close(). */
+  /** A Puller on the engine (openPuller; another socket or mount table can be named), stopped at close(). */
   openPuller(opts: Omit<OpenPullerOptions, 'socketPath' | 'mountInfoPath'> & { socketPath?: string; mountInfoPath?: string }): Promise<Puller>;
-  /** Stops `puller` at close() (one opened another way). */
-  track(puller: Puller): void;
   /** Runs `step` at close(), before the fixture's own (so before the engine and the S3 server stop). */
   defer(step: () => unknown): void;
   /** The upper dir of the twin `name`; fails the test when there is no twin. */
@@ -149,11 +147,8 @@ export async function startPullerFixture(o: PullerFixtureOptions): Promise<Pulle
       async openPuller(opts) {
         const on = fixture.engine;
         const puller = await openPuller({ socketPath: on.socketPath, mountInfoPath: on.mountInfoPath, ...opts });
-        fixture.track(puller);
-        return puller;
-      },
-      track(puller) {
         teardown.defer(() => puller.stop());
+        return puller;
       },
       defer(step) {
         teardown.defer(step);
