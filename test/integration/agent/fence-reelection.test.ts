@@ -5,55 +5,34 @@
 // primary, no host took over). An agent in process (a real engine, the embedded S3 server); the other host is
 // played through the bucket with its own key.
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import type { Agent } from '../../../src/agent/index.js';
-import { startEngine, type Engine } from '../../../src/lab/engine.js';
-import { GroupKeys } from '../../../src/lab/group-keys.js';
 import { waitFor } from '../../../src/lab/wait.js';
-import { startS3Server } from '../../../src/s3server/index.js';
-import { Bucket, S3BlobStore, type Generation } from '../../../src/store/index.js';
-import { inProcessAgent } from '../../support/agent.js';
+import { Bucket, type Generation } from '../../../src/store/index.js';
+import { startAgentFixture, type AgentFixture } from '../../support/agent.js';
 
 const BUCKET = 'twinlayer-fence-reelection';
 const GROUP = 'refence';
 
 describe('agent: fenced after VRRP said BACKUP, then elected MASTER when the new owner is gone', { timeout: 180_000 }, () => {
-  let base: string;
-  let s3: Awaited<ReturnType<typeof startS3Server>>;
-  let engine: Engine;
-  let store: S3BlobStore;
-  let keys: GroupKeys;
-  let agent: Agent | undefined;
+  let fx: AgentFixture;
 
   before(async () => {
-    base = await mkdtemp(join(tmpdir(), 'tl-refence-'));
-    s3 = await startS3Server({ dir: join(base, 's3'), buckets: [BUCKET], silent: true });
-    engine = await startEngine({ name: 'refence' });
-    store = new S3BlobStore({ bucket: BUCKET, region: 'us-east-1', endpoint: s3.endpoint, pathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
-    keys = await GroupKeys.create(join(base, 'keys'), ['host-a', 'host-b']);
+    fx = await startAgentFixture({ tmpPrefix: 'tl-refence-', engine: 'refence', bucket: BUCKET, hosts: ['host-a', 'host-b'] });
   });
 
-  after(async () => {
-    await agent?.stop();
-    store?.destroy();
-    await engine?.stop();
-    await s3?.close();
-    if (base) await rm(base, { recursive: true, force: true });
-  });
+  after(() => fx?.close());
 
   it('takes over on the new MASTER: claims the next generation and runs as primary', async () => {
-    const hostA = new Bucket(store, { prefix: 'twinlayer', group: GROUP, signatures: keys.signatures('host-a') });
-    const hostB = new Bucket(store, { prefix: 'twinlayer', group: GROUP, signatures: keys.signatures('host-b') });
-    const observer = new Bucket(store, { prefix: 'twinlayer', group: GROUP, signatures: keys.signatures() });
+    const hostA = new Bucket(fx.store, { prefix: 'twinlayer', group: GROUP, signatures: fx.keys.signatures('host-a') });
+    const hostB = new Bucket(fx.store, { prefix: 'twinlayer', group: GROUP, signatures: fx.keys.signatures('host-b') });
+    const observer = new Bucket(fx.store, { prefix: 'twinlayer', group: GROUP, signatures: fx.keys.signatures() });
     // A settle time far above the fence interval: the BACKUP below is taken first, the fence is seen within it.
-    agent = inProcessAgent({ socketPath: engine.socketPath, bucket: hostA, hostId: 'host-a', group: GROUP, stateDir: join(base, 'state-a'), timing: { fenceIntervalMs: 100, backupSettleMs: 5_000, standbyCheckMs: 200 } });
-    await agent.open();
-    await agent.start();
-    const a = agent;
+    const a = fx.agent({ bucket: hostA, hostId: 'host-a', group: GROUP, stateDir: join(fx.base, 'state-a'), timing: { fenceIntervalMs: 100, backupSettleMs: 5_000, standbyCheckMs: 200 } });
+    await a.open();
+    await a.start();
     // notify.sh's stamps: ns since the epoch, this host's clock, always increasing here.
     let at = 0n;
     const stamp = (ns: bigint = BigInt(Date.now()) * 1_000_000n): string => (at = ns > at ? ns : at + 1n).toString();

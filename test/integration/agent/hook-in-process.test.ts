@@ -3,18 +3,14 @@
 // as it was; a late, older BACKUP is stale; a bad stamp is a 400 with no side effect.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Hono } from 'hono';
 import { AgentHookHandler, type Agent } from '../../../src/agent/index.js';
-import { startS3Server } from '../../../src/s3server/index.js';
-import { inProcessAgent } from '../../support/agent.js';
-import { Bucket, S3BlobStore } from '../../../src/store/index.js';
+import { startAgentFixture, type AgentFixture } from '../../support/agent.js';
+import { Bucket } from '../../../src/store/index.js';
 import { silentLogger } from '../../../src/log/logger.js';
 import { createHookApp } from '../../../src/vrrp-hook/index.js';
-import { startEngine, dockerCli, type Engine } from '../../../src/lab/engine.js';
-import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
+import { dockerCli } from '../../../src/lab/engine.js';
 import { testSignatures } from '../../support/signing.js';
 
 const BUCKET = 'twinlayer-inproc';
@@ -23,10 +19,7 @@ let lastAt = BigInt(Date.now()) * 1_000_000n;
 const nextAt = (): string => (lastAt += 1_000_000n).toString();
 
 describe('agent hook in process', { timeout: 180_000 }, () => {
-  let base: string;
-  let s3: Awaited<ReturnType<typeof startS3Server>>;
-  let engine: Engine;
-  let store: S3BlobStore;
+  let fx: AgentFixture;
   let bucket: Bucket;
   let agent: Agent;
   let app: Hono;
@@ -39,29 +32,19 @@ describe('agent hook in process', { timeout: 180_000 }, () => {
     });
     return { status: res.status, body: (await res.json()) as Record<string, unknown> };
   };
-  const startedAt = async (): Promise<string> => (await dockerCli(engine, ['inspect', '-f', '{{.State.StartedAt}} {{.State.Running}}', 'web'])).trim();
+  const startedAt = async (): Promise<string> => (await dockerCli(fx.engine, ['inspect', '-f', '{{.State.StartedAt}} {{.State.Running}}', 'web'])).trim();
 
   before(async () => {
-    base = await mkdtemp(join(tmpdir(), 'tl-inproc-'));
-    s3 = await startS3Server({ dir: join(base, 's3'), buckets: [BUCKET], silent: true });
-    engine = await startEngine({ name: 'inproc' });
-    await importBusyboxImage(engine.socketPath, 'tl-busybox:inproc');
-    await dockerCli(engine, ['run', '-d', '--name', 'web', '--label', 'twinlayer.enable=true', '--network', 'none', 'tl-busybox:inproc', 'sh', '-c', "trap 'exit 0' TERM; while true; do sleep 0.2; done"]);
-    store = new S3BlobStore({ bucket: BUCKET, region: 'us-east-1', endpoint: s3.endpoint, pathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
-    bucket = new Bucket(store, { prefix: 'twinlayer', group: 'inproc', signatures: testSignatures(), log: silentLogger });
-    agent = inProcessAgent({ socketPath: engine.socketPath, bucket, hostId: 'host-a', group: 'inproc', stateDir: join(base, 'state') });
+    fx = await startAgentFixture({ tmpPrefix: 'tl-inproc-', engine: 'inproc', bucket: BUCKET, image: 'tl-busybox:inproc' });
+    await dockerCli(fx.engine, ['run', '-d', '--name', 'web', '--label', 'twinlayer.enable=true', '--network', 'none', 'tl-busybox:inproc', 'sh', '-c', "trap 'exit 0' TERM; while true; do sleep 0.2; done"]);
+    bucket = new Bucket(fx.store, { prefix: 'twinlayer', group: 'inproc', signatures: testSignatures(), log: silentLogger });
+    agent = fx.agent({ bucket, hostId: 'host-a', group: 'inproc', stateDir: join(fx.base, 'state') });
     await agent.open();
     app = createHookApp({ token: TOKEN, handler: new AgentHookHandler(agent), log: silentLogger });
     await agent.start();
   });
 
-  after(async () => {
-    await agent?.stop();
-    store?.destroy();
-    await engine?.stop();
-    await s3?.close();
-    if (base) await rm(base, { recursive: true, force: true });
-  });
+  after(() => fx?.close());
 
   it('five identical MASTERs at once promote once: one claim, the container not restarted', async () => {
     const before = await startedAt();

@@ -6,21 +6,14 @@
 // made at) and shows why in its status; it takes over on a release the owner makes now. A release made by a host
 // that does not own the generation is refused too.
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { Agent } from '../../../src/agent/index.js';
 import { currentRelease, releaseGeneration, withdrawRelease } from '../../../src/agent/release.js';
-import { DockerRuntime } from '../../../src/docker/index.js';
-import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
-import { startEngine, type Engine } from '../../../src/lab/engine.js';
-import { GroupKeys } from '../../../src/lab/group-keys.js';
 import { waitFor } from '../../../src/lab/wait.js';
-import { silentLogger } from '../../../src/log/logger.js';
-import { startS3Server } from '../../../src/s3server/index.js';
-import { asDigest, Bucket, S3BlobStore, type CommitRecord, type Generation, type Seq } from '../../../src/store/index.js';
+import { asDigest, Bucket, type CommitRecord, type Generation, type Seq } from '../../../src/store/index.js';
+import { startAgentFixture, type AgentFixture } from '../../support/agent.js';
 
 const BUCKET = 'twinlayer-release-replay';
 const GROUP = 'rreplay';
@@ -34,34 +27,19 @@ function recordOf(seq: number): CommitRecord {
 }
 
 describe('agent: a release put back after its owner withdrew it makes no fenced MASTER take over', { timeout: 180_000 }, () => {
-  let base: string;
-  let s3: Awaited<ReturnType<typeof startS3Server>>;
-  let engine: Engine;
-  let store: S3BlobStore;
-  let keys: GroupKeys;
-  let agent: Agent | undefined;
+  let fx: AgentFixture;
 
   before(async () => {
-    base = await mkdtemp(join(tmpdir(), 'tl-rreplay-'));
-    s3 = await startS3Server({ dir: join(base, 's3'), buckets: [BUCKET], silent: true });
-    engine = await startEngine({ name: 'rreplay' });
-    await importBusyboxImage(engine.socketPath, 'tl-busybox:rreplay');
-    store = new S3BlobStore({ bucket: BUCKET, region: 'us-east-1', endpoint: s3.endpoint, pathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
-    keys = await GroupKeys.create(join(base, 'keys'), ['host-a', 'host-b']);
+    fx = await startAgentFixture({ tmpPrefix: 'tl-rreplay-', engine: 'rreplay', bucket: BUCKET, image: 'tl-busybox:rreplay', hosts: ['host-a', 'host-b'] });
   });
 
-  after(async () => {
-    await agent?.stop();
-    store?.destroy();
-    await engine?.stop();
-    await s3?.close();
-    if (base) await rm(base, { recursive: true, force: true });
-  });
+  after(() => fx?.close());
 
   it('refuses the replayed release (alone and with its head) in its status, and takes over on a release made now', async () => {
-    const hostB = new Bucket(store, { prefix: 'twinlayer', group: GROUP, signatures: keys.signatures('host-b') });
-    const hostA = new Bucket(store, { prefix: 'twinlayer', group: GROUP, signatures: keys.signatures('host-a') });
-    const observer = new Bucket(store, { prefix: 'twinlayer', group: GROUP, signatures: keys.signatures() });
+    const { store } = fx;
+    const hostB = new Bucket(store, { prefix: 'twinlayer', group: GROUP, signatures: fx.keys.signatures('host-b') });
+    const hostA = new Bucket(store, { prefix: 'twinlayer', group: GROUP, signatures: fx.keys.signatures('host-a') });
+    const observer = new Bucket(store, { prefix: 'twinlayer', group: GROUP, signatures: fx.keys.signatures() });
     const raw = async (key: string): Promise<Buffer> => {
       const body = await store.getBuffer(key, 1 << 20);
       assert.ok(body, `${key} is there`);
@@ -93,17 +71,11 @@ describe('agent: a release put back after its owner withdrew it makes no fenced 
     const currentHead = await raw(hostB.headKey(g1));
 
     // Host A: fenced at start (its VRRP state file says MASTER since before B's claim), a standby following B.
-    const vrrpFile = join(base, 'vrrp-a');
+    const vrrpFile = join(fx.base, 'vrrp-a');
     await writeFile(vrrpFile, `MASTER ${BigInt(claimedAt.getTime() - 5_000) * 1_000_000n}\n`);
-    agent = new Agent({
-      runtime: new DockerRuntime({ socketPath: engine.socketPath }), bucket: hostA, log: silentLogger, hostId: 'host-a', group: GROUP, label: 'twinlayer.enable',
-      stateDir: join(base, 'state-a'), excludes: [], debounceQuietMs: 20, debounceMaxMs: 200, uploadConcurrency: 2, reconcileIntervalMs: 60_000, pollIntervalMs: 50,
-      downloadConcurrency: 2, startConcurrency: 4, finalizeDeadlineMs: 500, bootTimeoutMs: 10_000, vrrpStateFile: vrrpFile, fenceIntervalMs: 200, backupSettleMs: 400,
-      stopTimeoutSeconds: 1, standbyCheckMs: 200,
-    });
-    await agent.open();
-    await agent.start();
-    const a = agent;
+    const a = fx.agent({ bucket: hostA, hostId: 'host-a', group: GROUP, stateDir: join(fx.base, 'state-a'), vrrpStateFile: vrrpFile, timing: { standbyCheckMs: 200 } });
+    await a.open();
+    await a.start();
     const st = await a.status();
     assert.equal(st.role, 'standby');
     assert.match(st.fenced ?? '', /VRRP state file says MASTER/);

@@ -4,17 +4,12 @@
 // refuses it, and the primary goes on publishing in its generation, the refusal in its status.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Agent } from '../../../src/agent/index.js';
-import { startS3Server } from '../../../src/s3server/index.js';
-import { inProcessAgent } from '../../support/agent.js';
-import { Bucket, S3BlobStore, Signatures, SigningKey, type Generation, type Seq } from '../../../src/store/index.js';
+import { startAgentFixture, type AgentFixture } from '../../support/agent.js';
+import { Bucket, Signatures, SigningKey, type Generation, type Seq } from '../../../src/store/index.js';
 import { silentLogger } from '../../../src/log/logger.js';
-import { startEngine, dockerCli, type Engine } from '../../../src/lab/engine.js';
-import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
-import { GroupKeys } from '../../../src/lab/group-keys.js';
+import { dockerCli } from '../../../src/lab/engine.js';
 import { waitFor } from '../../../src/lab/wait.js';
 
 const BUCKET = 'twinlayer-signed-fence';
@@ -23,34 +18,20 @@ let lastAt = BigInt(Date.now()) * 1_000_000n;
 const nextAt = (): bigint => (lastAt += 1_000_000n);
 
 describe('agent: a keyless claim of the next generation fences nobody', { timeout: 180_000 }, () => {
-  let base: string;
-  let s3: Awaited<ReturnType<typeof startS3Server>>;
-  let engine: Engine;
-  let store: S3BlobStore;
+  let fx: AgentFixture;
   let agent: Agent;
   let observer: Bucket;
 
   before(async () => {
-    base = await mkdtemp(join(tmpdir(), 'tl-sfence-'));
-    s3 = await startS3Server({ dir: join(base, 's3'), buckets: [BUCKET], silent: true });
-    engine = await startEngine({ name: 'sfence' });
-    await importBusyboxImage(engine.socketPath, 'tl-busybox:sfence');
-    await dockerCli(engine, ['run', '-d', '--name', 'web', '--label', 'twinlayer.enable=true', '--network', 'none', 'tl-busybox:sfence', 'sh', '-c', "trap 'exit 0' TERM; while true; do sleep 0.2; done"]);
-    store = new S3BlobStore({ bucket: BUCKET, region: 'us-east-1', endpoint: s3.endpoint, pathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
-    const keys = await GroupKeys.create(join(base, 'keys'), ['host-a', 'host-b']);
-    observer = new Bucket(store, { prefix: 'twinlayer', group: GROUP, signatures: keys.signatures() });
-    agent = inProcessAgent({ socketPath: engine.socketPath, bucket: new Bucket(store, { prefix: 'twinlayer', group: GROUP, signatures: keys.signatures('host-a'), log: silentLogger }), hostId: 'host-a', group: GROUP, stateDir: join(base, 'state') });
+    fx = await startAgentFixture({ tmpPrefix: 'tl-sfence-', engine: 'sfence', bucket: BUCKET, image: 'tl-busybox:sfence', hosts: ['host-a', 'host-b'] });
+    await dockerCli(fx.engine, ['run', '-d', '--name', 'web', '--label', 'twinlayer.enable=true', '--network', 'none', 'tl-busybox:sfence', 'sh', '-c', "trap 'exit 0' TERM; while true; do sleep 0.2; done"]);
+    observer = new Bucket(fx.store, { prefix: 'twinlayer', group: GROUP, signatures: fx.keys.signatures() });
+    agent = fx.agent({ bucket: new Bucket(fx.store, { prefix: 'twinlayer', group: GROUP, signatures: fx.keys.signatures('host-a'), log: silentLogger }), hostId: 'host-a', group: GROUP, stateDir: join(fx.base, 'state') });
     await agent.open();
     await agent.start();
   });
 
-  after(async () => {
-    await agent?.stop();
-    store?.destroy();
-    await engine?.stop();
-    await s3?.close();
-    if (base) await rm(base, { recursive: true, force: true });
-  });
+  after(() => fx?.close());
 
   /** The last seq of web in generation 1's journal (0 before any). */
   const lastOfWeb = async (): Promise<number> => {
@@ -62,13 +43,13 @@ describe('agent: a keyless claim of the next generation fences nobody', { timeou
   it('refuses the forged claim and head of generation 2, stays the primary of 1 and keeps publishing', async () => {
     const answer = await agent.notify({ state: 'MASTER', at: nextAt().toString() });
     assert.equal(answer.role, 'primary');
-    await dockerCli(engine, ['exec', 'web', 'sh', '-c', 'echo before-forgery > /before']);
+    await dockerCli(fx.engine, ['exec', 'web', 'sh', '-c', 'echo before-forgery > /before']);
     const first = await waitFor('the first checkpoint of web in generation 1', 30_000, async () => ((await lastOfWeb()) > 0 ? lastOfWeb() : undefined), 50);
 
     // No key: an unsigned claim of 2 in host-b's name. A key of its own, named host-b: a head of 2.
-    const attacker = new Bucket(store, { prefix: 'twinlayer', group: GROUP, signatures: new Signatures({ signer: null, trusted: [], acceptUnsigned: true }) });
+    const attacker = new Bucket(fx.store, { prefix: 'twinlayer', group: GROUP, signatures: new Signatures({ signer: null, trusted: [], acceptUnsigned: true }) });
     await attacker.claimGeneration({ version: 1, generation: 2 as Generation, host: 'host-b', claimedAt: new Date().toISOString(), from: { generation: 1 as Generation, containers: { web: first as Seq } } });
-    const mallory = new Bucket(store, { prefix: 'twinlayer', group: GROUP, signatures: new Signatures({ signer: SigningKey.generate('host-b'), trusted: [], acceptUnsigned: false }) });
+    const mallory = new Bucket(fx.store, { prefix: 'twinlayer', group: GROUP, signatures: new Signatures({ signer: SigningKey.generate('host-b'), trusted: [], acceptUnsigned: false }) });
     await mallory.writeHead({ version: 1, generation: 2 as Generation, seq: 0 as Seq, writer: 'host-b', updatedAt: new Date().toISOString(), containers: {} });
 
     // The fence read both (they are in the status) ...
@@ -82,13 +63,13 @@ describe('agent: a keyless claim of the next generation fences nobody', { timeou
     assert.match(status.signatures.refused.recent.find((r) => r.key === claimKey)?.reason ?? '', /^not signed/);
     assert.match(status.signatures.refused.recent.find((r) => r.key === headKey)?.reason ?? '', /not among the group's trusted keys/);
     // ... and a write after that is published in generation 1: the fence let it through.
-    await dockerCli(engine, ['exec', 'web', 'sh', '-c', 'echo after-forgery > /after']);
+    await dockerCli(fx.engine, ['exec', 'web', 'sh', '-c', 'echo after-forgery > /after']);
     await waitFor('a commit of web after the forgery', 30_000, async () => ((await lastOfWeb()) > first ? true : undefined), 50);
     const after = await agent.status();
     assert.equal(after.role, 'primary');
     assert.equal(after.generation, 1);
     assert.equal(after.fenced, null);
-    assert.match((await dockerCli(engine, ['inspect', '-f', '{{.State.Running}}', 'web'])).trim(), /^true$/);
+    assert.match((await dockerCli(fx.engine, ['inspect', '-f', '{{.State.Running}}', 'web'])).trim(), /^true$/);
     assert.equal(await observer.newestGenerationFrom(1 as Generation), 1);
   });
 });

@@ -6,86 +6,59 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { lstat, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { lstat, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 import { stageChangeset } from '../../../src/changeset/index.js';
-import { DockerRuntime } from '../../../src/docker/index.js';
-import type { Puller } from '../../../src/puller/index.js';
-import type { S3BlobStore } from '../../../src/store/index.js';
-import { dockerCli, startEngine, type Engine } from '../../../src/lab/engine.js';
-import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
+import { dockerCli } from '../../../src/lab/engine.js';
 import { waitFor } from '../../../src/lab/wait.js';
-import { s3Env, testS3Store, withS3, type TestS3 } from '../../support/s3.js';
+import { startPullerFixture, type PullerFixture } from '../../support/puller.js';
+import { s3Env } from '../../support/s3.js';
 import { testKeyEnv } from '../../support/signing.js';
 import { freePort, spawnTwinlayer, type TwinlayerProcess } from '../../support/twinlayer.js';
 import { diffStates, upperState, type UpperState } from '../../support/upper-state.js';
 import { commit1, commit2 } from './big-commits.js';
-import { appliedSeq, bucketFor, collectingLogger, craftRecord, gz, openPuller, putBlob, twinSpec, writeHead } from './helpers.js';
+import { appliedSeq, bucketFor, collectingLogger, craftRecord, gz, putBlob, twinSpec, writeHead } from './helpers.js';
 
 const run = promisify(execFile);
 describe('MASTER while a commit is being staged', { timeout: 600_000 }, () => {
-  let base: string;
-  let s3: TestS3;
-  let store: S3BlobStore;
-  let engine: Engine;
-  let runtime: DockerRuntime;
-  let imageId: string;
-  const pullers: Puller[] = [];
+  let fx: PullerFixture;
   const procs: TwinlayerProcess[] = [];
 
   before(async () => {
-    base = await mkdtemp(join(tmpdir(), 'tl-amaster-'));
-    s3 = await withS3();
-    store = testS3Store(s3);
-    engine = await startEngine({ name: 'puller-am' });
-    runtime = new DockerRuntime({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath });
-    imageId = await importBusyboxImage(engine.socketPath, 'tl-busybox:puller');
+    fx = await startPullerFixture({ tmpPrefix: 'tl-amaster-', engine: 'puller-am' });
   });
 
   after(async () => {
-    const errors: unknown[] = [];
     await Promise.allSettled(procs.map((p) => p.kill('SIGKILL')));
-    for (const p of pullers) await p.stop().catch((e: unknown) => errors.push(e));
-    store?.destroy();
-    await engine?.stop().catch((e: unknown) => errors.push(e));
-    await s3?.close().catch((e: unknown) => errors.push(e));
-    if (base) await rm(base, { recursive: true, force: true });
-    if (errors.length > 0) throw new AggregateError(errors, 'cleanup failed');
+    await fx?.close();
   });
 
   /** Publishes commit 1 (a full one, with the spec) of `name` in `group`, or commit 2 when `second`. */
   async function publish(group: string, name: string, second: boolean): Promise<void> {
-    const bucket = bucketFor(store, group);
+    const bucket = bucketFor(fx.store, group);
     if (!second) {
-      await bucket.putSpec(name, twinSpec(name, imageId));
-      const b1 = await putBlob(store, bucket, gz(commit1()));
+      await bucket.putSpec(name, twinSpec(name, fx.imageId));
+      const b1 = await putBlob(fx.store, bucket, gz(commit1()));
       await bucket.writeRecord(craftRecord({ seq: 1, parentSeq: 0, container: name, kind: 'full', ...b1 }));
       await writeHead(bucket, 1, { [name]: 1 });
       return;
     }
-    const b2 = await putBlob(store, bucket, gz(commit2()));
+    const b2 = await putBlob(fx.store, bucket, gz(commit2()));
     await bucket.writeRecord(craftRecord({ seq: 2, parentSeq: 1, container: name, ...b2 }));
     await writeHead(bucket, 2, { [name]: 2 });
   }
 
   /** The state after commit 2: its blob staged into a copy of the twin's upper dir as it is before it. */
   async function stateAfterCommit2(upper: string, name: string): Promise<UpperState> {
-    const ref = join(base, `ref-${name}`);
+    const ref = join(fx.base, `ref-${name}`);
     await mkdir(ref);
     await run('cp', ['-a', upper, join(ref, 'upper')]);
     const blob = join(ref, 'c2.tar.gz');
     await writeFile(blob, gz(commit2()));
     await stageChangeset(blob, 'delta', { upperDir: join(ref, 'upper'), tmpDir: join(ref, 'tmp') });
     return upperState(join(ref, 'upper'));
-  }
-
-  async function upperOf(name: string): Promise<string> {
-    const twin = await runtime.twinState(name);
-    if (twin.state === 'absent') assert.fail(`twin ${name} absent`);
-    return twin.layers.upperDir;
   }
 
   /** Resolves once the undo log of the commit being staged into `upper`'s twin holds at least `bytes`. */
@@ -105,20 +78,19 @@ describe('MASTER while a commit is being staged', { timeout: 600_000 }, () => {
   }
 
   async function startedAt(name: string): Promise<string> {
-    return (await dockerCli(engine, ['inspect', '--format', '{{.State.StartedAt}}', name])).trim();
+    return (await dockerCli(fx.engine, ['inspect', '--format', '{{.State.StartedAt}}', name])).trim();
   }
 
   it('a promotion in the middle of an apply undoes it: the twin boots with commit 1 whole', async () => {
     const group = 'amaster';
     const name = 'am-web';
-    const stateDir = join(base, 'state-a');
+    const stateDir = join(fx.base, 'state-a');
     await publish(group, name, false);
     const { log, lines } = collectingLogger();
-    const puller = await openPuller({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath, bucket: bucketFor(store, group), group, stateDir, log });
-    pullers.push(puller);
+    const puller = await fx.openPuller({ bucket: bucketFor(fx.store, group), group, stateDir, log });
     await puller.pollOnce();
     assert.equal(await appliedSeq(stateDir, group, name), 1);
-    const upper = await upperOf(name);
+    const upper = await fx.upperOf(name);
     const beforeC2 = await upperState(upper);
     const afterC2 = await stateAfterCommit2(upper, name);
 
@@ -140,24 +112,24 @@ describe('MASTER while a commit is being staged', { timeout: 600_000 }, () => {
   it('a standby killed with SIGKILL mid-commit and then promoted boots its twin with the whole commit or none of it', async () => {
     const group = 'akill';
     const name = 'ak-web';
-    const stateDir = join(base, 'state-k');
+    const stateDir = join(fx.base, 'state-k');
     await publish(group, name, false);
     const env = {
-      ...s3Env(s3),
+      ...s3Env(fx.s3),
       TWINLAYER_GROUP: group,
       TWINLAYER_HOST_ID: 'standby',
-      TWINLAYER_DOCKER_SOCKET: engine.socketPath,
+      TWINLAYER_DOCKER_SOCKET: fx.engine.socketPath,
       TWINLAYER_STATE_DIR: stateDir,
       TWINLAYER_POLL_INTERVAL_MS: '50',
       TWINLAYER_HOOK_LISTEN: `127.0.0.1:${await freePort()}`,
       TWINLAYER_HOOK_TOKEN: 'atomic-master-token-0123456789',
       TWINLAYER_LOG_LEVEL: 'debug',
-      ...(await testKeyEnv(base)),
+      ...(await testKeyEnv(fx.base)),
     };
     const first = spawnTwinlayer(['pull'], env);
     procs.push(first);
     await waitFor('commit 1 staged', 120_000, async () => ((await appliedSeq(stateDir, group, name)) === 1 ? true : undefined), 50);
-    const upper = await upperOf(name);
+    const upper = await fx.upperOf(name);
     const beforeC2 = await upperState(upper);
     const afterC2 = await stateAfterCommit2(upper, name);
 
@@ -168,8 +140,7 @@ describe('MASTER while a commit is being staged', { timeout: 600_000 }, () => {
 
     // The agent (or `twinlayer pull`) starts again and MASTER comes at once: recovery at open, then finalize.
     const { log, lines } = collectingLogger();
-    const puller = await openPuller({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath, bucket: bucketFor(store, group), group, stateDir, log });
-    pullers.push(puller);
+    const puller = await fx.openPuller({ bucket: bucketFor(fx.store, group), group, stateDir, log });
     assert.ok(lines.some((l) => l.includes('a commit left half staged was undone')), 'recovered at start');
     assert.deepEqual(diffStates(beforeC2, await upperState(upper), 2000n), [], 'undone: exactly commit 1');
     const fin = await puller.finalize(100);

@@ -5,40 +5,26 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { access, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { access, mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 
-import { DockerRuntime } from '../../../src/docker/index.js';
 import type { Puller } from '../../../src/puller/index.js';
-import { asDigest, type Bucket, type Digest, type S3BlobStore } from '../../../src/store/index.js';
-import { dockerCli, startEngine, type Engine } from '../../../src/lab/engine.js';
-import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
-import { startFaultProxy, type FaultProxy } from '../../../src/lab/fault-proxy.js';
-import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
+import { asDigest, type Bucket, type Digest } from '../../../src/store/index.js';
+import { dockerCli } from '../../../src/lab/engine.js';
+import { startPullerFixture, type PullerFixture } from '../../support/puller.js';
 import { file as tarFile, tarOf } from '../changeset/craft-tar.js';
-import { appliedSeq, bucketFor, collectingLogger, countsOf, craftRecord, gz, openPuller, putBlob, readApplied, sha256, twinSpec, writeHead } from './helpers.js';
+import { appliedSeq, bucketFor, collectingLogger, countsOf, craftRecord, gz, putBlob, readApplied, sha256, twinSpec, writeHead } from './helpers.js';
 
 const MiB = 1024 * 1024;
 
 describe('bounded work on the standby', { timeout: 300_000 }, () => {
-  let base: string;
-  let s3: TestS3;
-  /** Straight to the server: what the test writes as the primary. */
-  let direct: S3BlobStore;
-  let proxy: FaultProxy;
-  /** Through the proxy: what the puller reads. */
-  let viaProxy: S3BlobStore;
-  let engine: Engine;
-  let runtime: DockerRuntime;
-  let imageId: string;
-  const pullers: Puller[] = [];
+  let fx: PullerFixture;
   let caseNo = 0;
 
   interface Case {
     group: string;
-    /** The primary's view (direct). */
+    /** The primary's view (straight to the server). */
     writer: Bucket;
     /** The puller's view (through the proxy). */
     reader: Bucket;
@@ -51,19 +37,19 @@ describe('bounded work on the standby', { timeout: 300_000 }, () => {
     getsOf: (digest: Digest) => number;
   }
 
-  async function newCase(tag: string, names: string[], specOf: (name: string) => ReturnType<typeof twinSpec> = (n) => twinSpec(n, imageId)): Promise<Case> {
+  async function newCase(tag: string, names: string[], specOf: (name: string) => ReturnType<typeof twinSpec> = (n) => twinSpec(n, fx.imageId)): Promise<Case> {
     caseNo++;
     const group = `w${caseNo}-${tag}`;
-    const writer = bucketFor(direct, group);
-    const reader = bucketFor(viaProxy, group);
-    const stateDir = join(base, group, 'state');
+    const writer = bucketFor(fx.store, group);
+    const reader = bucketFor(fx.viaProxy, group);
+    const stateDir = join(fx.base, group, 'state');
     await mkdir(stateDir, { recursive: true });
     for (const n of names) await writer.putSpec(n, specOf(n));
     const { log, lines } = collectingLogger();
     let seq = 0;
     const head: Record<string, number> = {};
     const gets = new Map<string, number>();
-    proxy.onAnswer((a) => {
+    fx.proxy.onAnswer((a) => {
       if (a.method === 'GET') gets.set(a.path, (gets.get(a.path) ?? 0) + 1);
     });
     const publish: Case['publish'] = async (name, blob, kind = 'delta') => {
@@ -73,17 +59,10 @@ describe('bounded work on the standby', { timeout: 300_000 }, () => {
       await writeHead(writer, seq, head);
       return seq;
     };
-    const commit: Case['commit'] = async (name, path, body, kind = 'delta') => publish(name, await putBlob(direct, writer, gz(tarOf([tarFile(path, body)]))), kind);
+    const commit: Case['commit'] = async (name, path, body, kind = 'delta') => publish(name, await putBlob(fx.store, writer, gz(tarOf([tarFile(path, body)]))), kind);
     return {
       group, writer, reader, stateDir, lines, head, publish, commit,
-      open: async (opts = {}) => {
-        const p = await openPuller({
-          socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath, bucket: reader, group, stateDir, log,
-          ...(opts.maxQueued === undefined ? {} : { maxQueued: opts.maxQueued }),
-        });
-        pullers.push(p);
-        return p;
-      },
+      open: (opts = {}) => fx.openPuller({ bucket: reader, group, stateDir, log, ...(opts.maxQueued === undefined ? {} : { maxQueued: opts.maxQueued }) }),
       getsOf: (digest) => [...gets.entries()].filter(([path]) => path.includes(digest)).reduce((n, [, c]) => n + c, 0),
     };
   }
@@ -94,12 +73,6 @@ describe('bounded work on the standby', { timeout: 300_000 }, () => {
     return c;
   }
 
-  async function upperOf(name: string): Promise<string> {
-    const t = await runtime.twinState(name);
-    if (t.state === 'absent') assert.fail(`twin ${name} exists`);
-    return t.layers.upperDir;
-  }
-
   /** Polls `p` (explicit polls) until `name` staged `seq`, at most `polls` times. */
   async function stagedBy(c: Case, p: Puller, name: string, seq: number, polls = 20): Promise<void> {
     for (let i = 0; i < polls && (await appliedSeq(c.stateDir, c.group, name)) < seq; i++) await p.pollOnce();
@@ -107,27 +80,10 @@ describe('bounded work on the standby', { timeout: 300_000 }, () => {
   }
 
   before(async () => {
-    base = await mkdtemp(join(tmpdir(), 'tl-bounded-'));
-    s3 = await withS3();
-    direct = testS3Store(s3);
-    proxy = await startFaultProxy(s3.endpoint);
-    viaProxy = testS3Store({ endpoint: proxy.endpoint, bucket: s3.bucket });
-    engine = await startEngine({ name: 'puller-w' });
-    runtime = new DockerRuntime({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath });
-    imageId = await importBusyboxImage(engine.socketPath, 'tl-busybox:puller');
+    fx = await startPullerFixture({ tmpPrefix: 'tl-bounded-', engine: 'puller-w', proxy: true });
   });
 
-  after(async () => {
-    const errors: unknown[] = [];
-    for (const p of pullers) await p.stop().catch((e: unknown) => errors.push(e));
-    direct?.destroy();
-    viaProxy?.destroy();
-    await proxy?.close().catch((e: unknown) => errors.push(e));
-    await engine?.stop().catch((e: unknown) => errors.push(e));
-    await s3?.close().catch((e: unknown) => errors.push(e));
-    if (base) await rm(base, { recursive: true, force: true });
-    if (errors.length > 0) throw new AggregateError(errors, 'cleanup failed');
-  });
+  after(() => fx?.close());
 
   it('fetches a blob that does not match its record again only after a backoff, while the others flow; an explicit poll tries at once', async () => {
     const c = await newCase('backoff', ['bad', 'calm']);
@@ -138,7 +94,7 @@ describe('bounded work on the standby', { timeout: 300_000 }, () => {
     // The record names the digest of the right bytes; the bucket holds others of the same length under it.
     const good = gz(tarOf([tarFile('next', 'bad 2')]));
     const digest = asDigest(sha256(good));
-    await direct.put(c.writer.blobKey(digest), randomBytes(good.length));
+    await fx.store.put(c.writer.blobKey(digest), randomBytes(good.length));
     const badSeq = await c.publish('bad', { digest, size: good.length, counts: countsOf(good) });
     p.start();
     const windowMs = 5_000;
@@ -158,10 +114,10 @@ describe('bounded work on the standby', { timeout: 300_000 }, () => {
     assert.equal(st.stagedSeq, 1);
     assert.match(st.reason ?? '', /does not match its digest.*fetched again after/, String(st.reason));
     // The right bytes are back: an explicit poll does not wait for the backoff.
-    await direct.put(c.writer.blobKey(digest), good);
+    await fx.store.put(c.writer.blobKey(digest), good);
     await p.pollOnce();
     assert.equal(await appliedSeq(c.stateDir, c.group, 'bad'), badSeq);
-    assert.equal(await readFile(join(await upperOf('bad'), 'next'), 'utf8'), 'bad 2');
+    assert.equal(await readFile(join(await fx.upperOf('bad'), 'next'), 'utf8'), 'bad 2');
     assert.equal((await statusOf(p, 'bad')).reason, undefined);
   });
 
@@ -171,21 +127,21 @@ describe('bounded work on the standby', { timeout: 300_000 }, () => {
     const p = await c.open();
     await p.pollOnce();
     const big = gz(tarOf([tarFile('big', randomBytes(48 * MiB))]));
-    const blob = await putBlob(direct, c.writer, big);
+    const blob = await putBlob(fx.store, c.writer, big);
     // The record says the blob is 1000 bytes.
     await c.publish('liar', { ...blob, size: 1000, counts: { files: 1, deletions: 0, bytes: 100 } });
-    const bytes0 = proxy.stats.bodyBytes;
+    const bytes0 = fx.proxy.stats.bodyBytes;
     p.start();
     for (let i = 0; i < 100 && !/larger than its record/.test((await statusOf(p, 'liar')).reason ?? ''); i++) await delay(50);
     await delay(2_000);
     const gets = c.getsOf(blob.digest);
-    const relayed = proxy.stats.bodyBytes - bytes0;
+    const relayed = fx.proxy.stats.bodyBytes - bytes0;
     console.log(`# a 48 MiB blob whose record declares 1000 bytes, 2 s of daemon polls: ${gets} GETs, ${relayed} body bytes through the proxy`);
     assert.match((await statusOf(p, 'liar')).reason ?? '', /larger than its record declares/);
     assert.ok(gets >= 1 && gets <= 2, `${gets} GETs`);
     assert.ok(relayed < 16 * MiB, `${relayed} bytes relayed`);
     assert.equal(await appliedSeq(c.stateDir, c.group, 'liar'), 1);
-    await access(join(await upperOf('liar'), 'base'));
+    await access(join(await fx.upperOf('liar'), 'base'));
   });
 
   it('passes over the deltas of a container only a full checkpoint can move: the cursor goes on, also across a restart', async () => {
@@ -195,12 +151,12 @@ describe('bounded work on the standby', { timeout: 300_000 }, () => {
     let p = await c.open();
     await p.pollOnce();
     // Refused from its record alone (more entries than the limits allow): never downloaded.
-    const hostile = await putBlob(direct, c.writer, gz(tarOf([tarFile('x', 'x')])));
+    const hostile = await putBlob(fx.store, c.writer, gz(tarOf([tarFile('x', 'x')])));
     const refusedSeq = await c.publish('stuck', { ...hostile, counts: { files: 100_000_000, deletions: 0, bytes: 1 } });
     const passed: Digest[] = [];
     for (let i = 0; i < 6; i++) {
       const body = gz(tarOf([tarFile(`after-${i}`, String(i))]));
-      await c.publish('stuck', await putBlob(direct, c.writer, body));
+      await c.publish('stuck', await putBlob(fx.store, c.writer, body));
       passed.push(asDigest(sha256(body)));
     }
     const flowSeq = await c.commit('flow', 'more', 'flow 2');
@@ -235,18 +191,18 @@ describe('bounded work on the standby', { timeout: 300_000 }, () => {
     const st2 = await statusOf(p, 'stuck');
     assert.equal(st2.reason, undefined);
     assert.equal(st2.refusedCommit, undefined);
-    assert.equal(await readFile(join(await upperOf('stuck'), 'after-full'), 'utf8'), 'followed');
+    assert.equal(await readFile(join(await fx.upperOf('stuck'), 'after-full'), 'utf8'), 'followed');
     assert.equal((await readApplied(c.stateDir, c.group))?.cursor, after);
   });
 
   it('bounds the queue of a container that cannot stage: past the bound it waits for its next full checkpoint', async () => {
     // A twin that keeps running once started (the busybox `sh` of the default spec exits at once).
-    const c = await newCase('held', ['busy', 'other'], (n) => ({ ...twinSpec(n, imageId), cmd: ['sh', '-c', 'sleep 3600'] }));
+    const c = await newCase('held', ['busy', 'other'], (n) => ({ ...twinSpec(n, fx.imageId), cmd: ['sh', '-c', 'sleep 3600'] }));
     await c.commit('busy', 'base', 'busy 1', 'full');
     await c.commit('other', 'base', 'other 1', 'full');
     const p = await c.open({ maxQueued: 5 });
     await p.pollOnce();
-    await dockerCli(engine, ['start', 'busy']);
+    await dockerCli(fx.engine, ['start', 'busy']);
     try {
       await c.commit('busy', 'b2', '2');
       await p.pollOnce();
@@ -259,7 +215,7 @@ describe('bounded work on the standby', { timeout: 300_000 }, () => {
       assert.equal(await appliedSeq(c.stateDir, c.group, 'other'), otherSeq);
       assert.equal((await readApplied(c.stateDir, c.group))?.cursor, otherSeq, 'the cursor does not wait for the dropped queue');
     } finally {
-      await dockerCli(engine, ['stop', '-t', '0', 'busy']);
+      await dockerCli(fx.engine, ['stop', '-t', '0', 'busy']);
     }
     // Stopped again: the dropped commits are not staged piecemeal; its next full checkpoint brings it up to date.
     await p.pollOnce();

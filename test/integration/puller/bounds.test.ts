@@ -5,32 +5,22 @@
 // validation. GETs are counted by wrapping the real store (WrappedStore).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { access, mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { access, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 
-import { DockerRuntime } from '../../../src/docker/index.js';
 import type { Puller } from '../../../src/puller/index.js';
-import type { Bucket, Digest, S3BlobStore } from '../../../src/store/index.js';
-import { startEngine, type Engine } from '../../../src/lab/engine.js';
-import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
-import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
+import type { Bucket, Digest } from '../../../src/store/index.js';
+import { startPullerFixture, type PullerFixture } from '../../support/puller.js';
 import { WrappedStore } from '../store/helpers.js';
 import { file as tarFile, tarOf } from '../changeset/craft-tar.js';
 import { zeroBomb } from '../changeset/bomb-blobs.js';
-import { appliedSeq, bucketFor, collectingLogger, craftRecord, gz, openPuller, putBlob, twinSpec, writeHead } from './helpers.js';
+import { appliedSeq, bucketFor, collectingLogger, craftRecord, gz, putBlob, twinSpec, writeHead } from './helpers.js';
 
 const GiB = 1024 ** 3;
 
 describe('puller against gzip bombs and slow blobs', { timeout: 300_000 }, () => {
-  let base: string;
-  let s3: TestS3;
-  let store: S3BlobStore;
-  let engine: Engine;
-  let runtime: DockerRuntime;
-  let imageId: string;
-  const pullers: Puller[] = [];
+  let fx: PullerFixture;
   let caseNo = 0;
 
   /** A group whose bucket reads go through a WrappedStore, with a little journal writer for crafted commits. */
@@ -41,15 +31,15 @@ describe('puller against gzip bombs and slow blobs', { timeout: 300_000 }, () =>
   }> {
     caseNo++;
     const group = `b${caseNo}-${tag}`;
-    const wrapped = new WrappedStore(store);
+    const wrapped = new WrappedStore(fx.store);
     const bucket = bucketFor(wrapped, group);
-    const stateDir = join(base, group, 'state');
+    const stateDir = join(fx.base, group, 'state');
     await mkdir(stateDir, { recursive: true });
-    for (const n of names) await bucket.putSpec(n, twinSpec(n, imageId));
+    for (const n of names) await bucket.putSpec(n, twinSpec(n, fx.imageId));
     let seq = 0;
     const head: Record<string, number> = {};
     const publish = async (name: string, gzBytes: Buffer, opts: { kind?: 'full' | 'delta'; counts?: { files: number; deletions: number; bytes: number } } = {}): Promise<{ seq: number; digest: Digest }> => {
-      const blob = await putBlob(store, bucket, gzBytes);
+      const blob = await putBlob(fx.store, bucket, gzBytes);
       seq++;
       await bucket.writeRecord(craftRecord({ seq, parentSeq: head[name] ?? 0, container: name, kind: opts.kind ?? 'delta', ...blob, ...(opts.counts ? { counts: opts.counts } : {}) }));
       head[name] = seq;
@@ -58,8 +48,7 @@ describe('puller against gzip bombs and slow blobs', { timeout: 300_000 }, () =>
     };
     for (const n of names) await publish(n, gz(tarOf([tarFile('base', n)])), { kind: 'full' });
     const { log, lines } = collectingLogger();
-    const puller = await openPuller({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath, bucket, group, stateDir, log });
-    pullers.push(puller);
+    const puller = await fx.openPuller({ bucket, group, stateDir, log });
     await puller.pollOnce();
     for (const n of names) assert.equal(await appliedSeq(stateDir, group, n), names.indexOf(n) + 1, `${n}: base staged`);
     const getsOf = (digest: Digest): number => wrapped.keysRead.filter((k) => k === bucket.blobKey(digest)).length;
@@ -73,23 +62,10 @@ describe('puller against gzip bombs and slow blobs', { timeout: 300_000 }, () =>
   }
 
   before(async () => {
-    base = await mkdtemp(join(tmpdir(), 'tl-bounds-'));
-    s3 = await withS3();
-    store = testS3Store(s3);
-    engine = await startEngine({ name: 'puller-b' });
-    runtime = new DockerRuntime({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath });
-    imageId = await importBusyboxImage(engine.socketPath, 'tl-busybox:puller');
+    fx = await startPullerFixture({ tmpPrefix: 'tl-bounds-', engine: 'puller-b' });
   });
 
-  after(async () => {
-    const errors: unknown[] = [];
-    for (const p of pullers) await p.stop().catch((e: unknown) => errors.push(e));
-    store?.destroy();
-    await engine?.stop().catch((e: unknown) => errors.push(e));
-    await s3?.close().catch((e: unknown) => errors.push(e));
-    if (base) await rm(base, { recursive: true, force: true });
-    if (errors.length > 0) throw new AggregateError(errors, 'cleanup failed');
-  });
+  after(() => fx?.close());
 
   it('refuses a 64 MiB bomb declaring a 70 GiB file at once, never fetches it again, and stages another container in the same poll', async () => {
     const c = await newCase('bomb', ['calm', 'bomb-lie', 'bomb-told']);
@@ -107,7 +83,7 @@ describe('puller against gzip bombs and slow blobs', { timeout: 300_000 }, () =>
     assert.equal(report.bucketReachable, true, String(report.error));
     assert.ok(took < 60_000, `the poll took ${took} ms`);
     assert.equal(await appliedSeq(c.stateDir, c.group, 'calm'), calm.seq, 'the other container staged in the same poll');
-    const calmUpper = await upperOf('calm');
+    const calmUpper = await fx.upperOf('calm');
     await access(join(calmUpper, 'next'));
     for (const [name, rec, why] of [['bomb-lie', lie, /commit record declares/], ['bomb-told', told, /expansion ratio|limit/]] as const) {
       assert.equal(await appliedSeq(c.stateDir, c.group, name), name === 'bomb-lie' ? 2 : 3, `${name}: seq did not move`);
@@ -188,7 +164,7 @@ describe('puller against gzip bombs and slow blobs', { timeout: 300_000 }, () =>
     const c = await newCase('netns', ['net-ok']);
     const hostile = [['net-container', 'container:net-ok'], ['net-ns', 'ns:/proc/1/ns/net']] as const;
     for (const [name, mode] of hostile) {
-      await c.bucket.putSpec(name, { ...twinSpec(name, imageId), networkMode: mode });
+      await c.bucket.putSpec(name, { ...twinSpec(name, fx.imageId), networkMode: mode });
       await c.publish(name, gz(tarOf([tarFile('base', name)])), { kind: 'full' });
     }
     const ok = await c.publish('net-ok', gz(tarOf([tarFile('more', 'ok')])));
@@ -199,14 +175,8 @@ describe('puller against gzip bombs and slow blobs', { timeout: 300_000 }, () =>
       assert.equal(st?.twin, 'refused', `${name}: ${JSON.stringify(st)}`);
       assert.match(st?.reason ?? '', /networkMode/);
       assert.ok(st?.reason?.includes(JSON.stringify(mode)), `${name}: the reason names the mode: ${st?.reason}`);
-      assert.equal((await runtime.twinState(name)).state, 'absent', `${name}: no twin created`);
+      assert.equal((await fx.runtime.twinState(name)).state, 'absent', `${name}: no twin created`);
       assert.equal(await appliedSeq(c.stateDir, c.group, name), 0);
     }
   });
-
-  async function upperOf(name: string): Promise<string> {
-    const t = await runtime.twinState(name);
-    if (t.state === 'absent') assert.fail(`twin ${name} exists`);
-    return t.layers.upperDir;
-  }
 });

@@ -7,126 +7,59 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { access, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { access, mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { DockerRuntime } from '../../../src/docker/index.js';
-import { Puller } from '../../../src/puller/index.js';
-import type { Digest, Seq, S3BlobStore } from '../../../src/store/index.js';
-import { dockerCli, startEngine, type Engine } from '../../../src/lab/engine.js';
-import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
-import { startFaultProxy, type FaultProxy } from '../../../src/lab/fault-proxy.js';
+import type { Puller } from '../../../src/puller/index.js';
+import type { Digest } from '../../../src/store/index.js';
+import { dockerCli } from '../../../src/lab/engine.js';
 import { startDockerCallCounter, type DockerCallCounter } from '../../support/docker-calls.js';
-import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
-import { file as tarFile, tarOf } from '../changeset/craft-tar.js';
-import { appliedSeq, bucketFor, collectingLogger, craftRecord, gz, putBlob, twinSpec, WRITER } from './helpers.js';
+import { startPullerFixture, type PullerFixture } from '../../support/puller.js';
+import { appliedSeq, bucketFor, collectingLogger, craftedJournal, twinSpec } from './helpers.js';
 
 describe('a standby catching up', { timeout: 300_000 }, () => {
-  let base: string;
-  let s3: TestS3;
-  let direct: S3BlobStore;
-  let proxy: FaultProxy;
-  let viaProxy: S3BlobStore;
-  let engine: Engine;
+  let fx: PullerFixture;
   let counter: DockerCallCounter;
-  let runtime: DockerRuntime;
-  let imageId: string;
-  const pullers: Puller[] = [];
   const gets = new Map<string, number>();
   /** Called (synchronously, before the answer is relayed) with the path of every blob GET the server answered. */
   let onBlobGet: ((path: string) => void) | null = null;
 
   before(async () => {
-    base = await mkdtemp(join(tmpdir(), 'tl-catchup-'));
-    s3 = await withS3();
-    direct = testS3Store(s3);
-    proxy = await startFaultProxy(s3.endpoint);
-    viaProxy = testS3Store({ endpoint: proxy.endpoint, bucket: s3.bucket });
-    proxy.onAnswer((a) => {
+    fx = await startPullerFixture({ tmpPrefix: 'tl-catchup-', engine: 'puller-cu', proxy: true });
+    fx.proxy.onAnswer((a) => {
       if (a.method !== 'GET') return;
       gets.set(a.path, (gets.get(a.path) ?? 0) + 1);
       if (a.path.includes('/blobs/')) onBlobGet?.(a.path);
     });
-    engine = await startEngine({ name: 'puller-cu' });
-    counter = await startDockerCallCounter(join(base, 'docker.sock'), engine.socketPath);
-    runtime = new DockerRuntime({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath });
-    imageId = await importBusyboxImage(engine.socketPath, 'tl-busybox:puller');
+    counter = await startDockerCallCounter(join(fx.base, 'docker.sock'), fx.engine.socketPath);
+    fx.defer(() => counter.close());
   });
 
-  after(async () => {
-    const errors: unknown[] = [];
-    for (const p of pullers) await p.stop().catch((e: unknown) => errors.push(e));
-    direct?.destroy();
-    viaProxy?.destroy();
-    await counter?.close().catch((e: unknown) => errors.push(e));
-    await proxy?.close().catch((e: unknown) => errors.push(e));
-    await engine?.stop().catch((e: unknown) => errors.push(e));
-    await s3?.close().catch((e: unknown) => errors.push(e));
-    if (base) await rm(base, { recursive: true, force: true });
-    if (errors.length > 0) throw new AggregateError(errors, 'cleanup failed');
-  });
+  after(() => fx?.close());
 
   const blobGets = (group: string, digest: Digest): number =>
     [...gets.entries()].filter(([path]) => path.includes(`/${group}/`) && path.includes(digest)).reduce((n, [, c]) => n + c, 0);
 
-  /** One container's journal as its primary writes it (the head names its newest full checkpoint). */
-  function journal(group: string, name: string) {
-    const writer = bucketFor(direct, group);
-    const files = new Map<string, string>();
-    const blobs = new Map<number, Digest>();
-    let seq = 0;
-    let lastFull = 0;
-    const publish = async (changes: Record<string, string>, kind: 'delta' | 'full' = 'delta'): Promise<number> => {
-      if (kind === 'full') files.clear();
-      for (const [p, body] of Object.entries(changes)) files.set(p, body);
-      const shipped = kind === 'full' ? [...files] : Object.entries(changes);
-      const blob = await putBlob(direct, writer, gz(tarOf(shipped.map(([p, body]) => tarFile(p, body)))));
-      const parentSeq = seq;
-      seq++;
-      await writer.writeRecord(craftRecord({ seq, parentSeq, container: name, kind, ...blob }));
-      if (kind === 'full') lastFull = seq;
-      blobs.set(seq, blob.digest);
-      await writer.writeHead({
-        version: 1, generation: 1 as never, seq: seq as Seq, writer: WRITER, updatedAt: new Date().toISOString(),
-        containers: { [name]: seq as Seq }, lastFull: { [name]: lastFull as Seq },
-      });
-      return seq;
-    };
-    return { files, blobs, publish };
-  }
-
   /** A puller whose Docker requests go through the counting relay; `cmd` is the twin's (a long one can be started). */
   async function open(group: string, name: string, cmd: string[] = ['sh']): Promise<{ p: Puller; stateDir: string; lines: string[] }> {
-    const reader = bucketFor(viaProxy, group);
-    await reader.putSpec(name, { ...twinSpec(name, imageId), cmd });
-    const stateDir = join(base, group);
+    const reader = bucketFor(fx.viaProxy, group);
+    await reader.putSpec(name, { ...twinSpec(name, fx.imageId), cmd });
+    const stateDir = join(fx.base, group);
     await mkdir(stateDir, { recursive: true });
     const { log, lines } = collectingLogger();
-    const p = new Puller({
-      runtime: new DockerRuntime({ socketPath: counter.path, mountInfoPath: engine.mountInfoPath }), bucket: reader, log, group, stateDir,
-      pollIntervalMs: 50, downloadConcurrency: 4, startConcurrency: 4,
-    });
-    await p.open();
-    pullers.push(p);
+    const p = await fx.openPuller({ socketPath: counter.path, bucket: reader, log, group, stateDir });
     return { p, stateDir, lines };
   }
 
-  async function upperOf(name: string): Promise<string> {
-    const t = await runtime.twinState(name);
-    if (t.state === 'absent') assert.fail(`twin ${name} exists`);
-    return t.layers.upperDir;
-  }
-
   async function assertHolds(name: string, files: Map<string, string>): Promise<void> {
-    const upper = await upperOf(name);
+    const upper = await fx.upperOf(name);
     for (const [path, body] of files) assert.equal(await readFile(join(upper, path), 'utf8'), body, path);
   }
 
   it('a run of queued commits asks the engine once a commit and ends equal to the primary', async () => {
     const group = 'cu-run';
     const name = 'cu-web';
-    const j = journal(group, name);
+    const j = craftedJournal(fx.store, group, name);
     const { p, stateDir, lines } = await open(group, name);
     await j.publish({ a: 'one' }, 'full');
     await p.pollOnce();
@@ -147,7 +80,7 @@ describe('a standby catching up', { timeout: 300_000 }, () => {
   it('a twin started after the last commit was recorded, while the next is fetched, gets nothing written; staged once stopped', async () => {
     const group = 'cu-start';
     const name = 'cu-started';
-    const j = journal(group, name);
+    const j = craftedJournal(fx.store, group, name);
     const { p, stateDir, lines } = await open(group, name, ['sleep', '3600']);
     await j.publish({ a: 'one' }, 'full');
     await j.publish({ b: 'two' });
@@ -163,7 +96,7 @@ describe('a standby catching up', { timeout: 300_000 }, () => {
     let started = 0;
     onBlobGet = (path) => {
       if (!path.includes(digest) || started++ > 0) return;
-      execFileSync('docker', ['-H', `unix://${engine.socketPath}`, 'start', name], { timeout: 60_000, stdio: 'ignore' });
+      execFileSync('docker', ['-H', `unix://${fx.engine.socketPath}`, 'start', name], { timeout: 60_000, stdio: 'ignore' });
     };
     try {
       await p.pollOnce();
@@ -172,14 +105,14 @@ describe('a standby catching up', { timeout: 300_000 }, () => {
     }
     assert.equal(started, 1, 'the twin was started during the download');
     assert.equal(await appliedSeq(stateDir, group, name), third, 'commit 3 staged, nothing after it');
-    const upper = await upperOf(name);
+    const upper = await fx.upperOf(name);
     assert.equal(await readFile(join(upper, 'c'), 'utf8'), 'three');
     await assert.rejects(access(join(upper, 'd')), { code: 'ENOENT' }, 'commit 4 was not written into the running twin');
     const status = (await p.status()).containers.find((c) => c.name === name);
     assert.match(status?.reason ?? '', /twin is running or mounted; staging paused/, JSON.stringify(status));
     assert.ok(lines.some((l) => l.includes('the twin was started before the commit was written')), 'logged');
 
-    await dockerCli(engine, ['stop', '-t', '0', name]);
+    await dockerCli(fx.engine, ['stop', '-t', '0', name]);
     for (let i = 0; i < 20 && (await appliedSeq(stateDir, group, name)) < fifth; i++) await p.pollOnce();
     assert.equal(await appliedSeq(stateDir, group, name), fifth, lines.slice(-20).join('\n'));
     await assertHolds(name, j.files);
@@ -188,7 +121,7 @@ describe('a standby catching up', { timeout: 300_000 }, () => {
   it('a full checkpoint queued behind deltas supersedes them: they are not fetched', async () => {
     const group = 'cu-full';
     const name = 'cu-behind';
-    const j = journal(group, name);
+    const j = craftedJournal(fx.store, group, name);
     const { p, stateDir, lines } = await open(group, name);
     await j.publish({ a: 'one', b: 'two' }, 'full');
     await p.pollOnce();
@@ -202,6 +135,6 @@ describe('a standby catching up', { timeout: 300_000 }, () => {
     assert.equal(blobGets(group, j.blobs.get(full)!), 1, 'the full checkpoint was fetched once');
     await assertHolds(name, j.files);
     // The full checkpoint made the upper dir exactly itself: what only the superseded deltas wrote is gone.
-    await assert.rejects(access(join(await upperOf(name), 'c')), { code: 'ENOENT' });
+    await assert.rejects(access(join(await fx.upperOf(name), 'c')), { code: 'ENOENT' });
   });
 });

@@ -5,17 +5,15 @@
 // counts the journal GETs; no engine is needed to read the journal.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { AppliedStateFile, type AppliedState } from '../../../src/puller/applied-state.js';
 import { ContainerStates } from '../../../src/puller/container-state.js';
 import { JournalFollower } from '../../../src/puller/journal-follower.js';
-import { startFaultProxy, type FaultProxy } from '../../../src/lab/fault-proxy.js';
 import { checkpointDue, DEFAULT_CHECKPOINT_POLICY, deltaWeight } from '../../../src/pusher/checkpoint-policy.js';
-import { asDigest, type Generation, type Seq, type S3BlobStore } from '../../../src/store/index.js';
-import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
+import { asDigest, type Generation, type Seq } from '../../../src/store/index.js';
+import { startPullerFixture, type PullerFixture } from '../../support/puller.js';
 import { bucketFor, collectingLogger, craftRecord, sha256, WRITER } from './helpers.js';
 
 const g1 = 1 as Generation;
@@ -23,22 +21,14 @@ const g1 = 1 as Generation;
 const COMMITS = Number(process.env['TWINLAYER_CATCHUP_COMMITS'] ?? 10_000);
 
 describe('a container started from nothing reads the journal from its newest full checkpoint', { timeout: 900_000 }, () => {
-  let base: string;
-  let s3: TestS3;
-  let direct: S3BlobStore;
-  let proxy: FaultProxy;
-  let viaProxy: S3BlobStore;
+  let fx: PullerFixture;
   let caseNo = 0;
   /** Journal seqs the proxy answered a GET for, per group. */
   const gets = new Map<string, number[]>();
 
   before(async () => {
-    base = await mkdtemp(join(tmpdir(), 'tl-ckpt-start-'));
-    s3 = await withS3();
-    direct = testS3Store(s3);
-    proxy = await startFaultProxy(s3.endpoint);
-    viaProxy = testS3Store({ endpoint: proxy.endpoint, bucket: s3.bucket });
-    proxy.onAnswer((a) => {
+    fx = await startPullerFixture({ tmpPrefix: 'tl-ckpt-start-', proxy: true });
+    fx.proxy.onAnswer((a) => {
       const m = /\/twinlayer\/([^/]+)\/gen\/1\/journal\/(\d{16})\.json$/.exec(a.path.split('?')[0] ?? '');
       if (a.method !== 'GET' || m === null) return;
       const list = gets.get(m[1]!) ?? [];
@@ -47,23 +37,15 @@ describe('a container started from nothing reads the journal from its newest ful
     });
   });
 
-  after(async () => {
-    const errors: unknown[] = [];
-    direct?.destroy();
-    viaProxy?.destroy();
-    await proxy?.close().catch((e: unknown) => errors.push(e));
-    await s3?.close().catch((e: unknown) => errors.push(e));
-    if (base) await rm(base, { recursive: true, force: true });
-    if (errors.length > 0) throw new AggregateError(errors, 'cleanup failed');
-  });
+  after(() => fx?.close());
 
   /** A journal written as a pusher writes it: `plan` lists, in order, the container and kind of each record. */
   /** `writers` records are written at once; `reuse` reads the journal of that group again (writing none). */
   async function journal(plan: Array<[string, 'full' | 'delta']>, maxRecordsPerPoll = 100_000, writers = 1, reuse?: string) {
     caseNo++;
     const group = reuse ?? `ck${caseNo}`;
-    const writer = bucketFor(direct, group);
-    const reader = bucketFor(viaProxy, group);
+    const writer = bucketFor(fx.store, group);
+    const reader = bucketFor(fx.viaProxy, group);
     const containers: Record<string, number> = {};
     const lastFull: Record<string, number> = {};
     let seq = 0;
@@ -83,7 +65,7 @@ describe('a container started from nothing reads the journal from its newest ful
       });
     };
     if (reuse === undefined) await writeHead(lastFull);
-    const stateDir = join(base, `${group}-${caseNo}`);
+    const stateDir = join(fx.base, `${group}-${caseNo}`);
     await mkdir(stateDir, { recursive: true });
     const { log, lines } = collectingLogger();
     const states = new ContainerStates();
@@ -134,10 +116,10 @@ describe('a container started from nothing reads the journal from its newest ful
       assert.deepEqual(j.lastFull, { web: 20, dns: 9 });
       if (lie === 'delta') await j.writeHead({ web: 22, dns: 9 });
       if (lie === 'other') await j.writeHead({ web: 18, dns: 9 });
-      if (lie === 'missing') await direct.delete(j.writer.journalKey(g1, 20 as Seq));
+      if (lie === 'missing') await fx.store.delete(j.writer.journalKey(g1, 20 as Seq));
       if (lie === 'unsigned') {
         const rec = await j.writer.readRecord(g1, 20 as Seq);
-        await direct.put(j.writer.journalKey(g1, 20 as Seq), Buffer.from(JSON.stringify(rec)));
+        await fx.store.put(j.writer.journalKey(g1, 20 as Seq), Buffer.from(JSON.stringify(rec)));
       }
       const seqs = await j.read();
       assert.ok(seqs.includes(1), `${lie}: the journal is read from its start: ${seqs.join(',')}`);

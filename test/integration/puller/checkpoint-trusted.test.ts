@@ -5,98 +5,38 @@
 // engine, the real Puller, the embedded S3 server behind the fault proxy, which counts the blob GETs.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { lstat, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { lstat, mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { DockerRuntime } from '../../../src/docker/index.js';
 import type { Puller } from '../../../src/puller/index.js';
-import type { Bucket, Digest, Seq, S3BlobStore } from '../../../src/store/index.js';
-import { startEngine, type Engine } from '../../../src/lab/engine.js';
-import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
-import { startFaultProxy, type FaultProxy } from '../../../src/lab/fault-proxy.js';
-import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
-import { file as tarFile, tarOf } from '../changeset/craft-tar.js';
-import { appliedSeq, bucketFor, collectingLogger, craftRecord, gz, openPuller, putBlob, twinSpec, WRITER } from './helpers.js';
+import type { Bucket, Digest } from '../../../src/store/index.js';
+import { startPullerFixture, type PullerFixture } from '../../support/puller.js';
+import { appliedSeq, bucketFor, collectingLogger, craftedJournal, twinSpec } from './helpers.js';
 
 describe('a standby records a checkpoint it holds already', { timeout: 300_000 }, () => {
-  let base: string;
-  let s3: TestS3;
-  /** Straight to the server: what the test writes as the primary. */
-  let direct: S3BlobStore;
-  let proxy: FaultProxy;
-  /** Through the proxy: what the pullers read. */
-  let viaProxy: S3BlobStore;
-  let engine: Engine;
-  let runtime: DockerRuntime;
-  let imageId: string;
-  const pullers: Puller[] = [];
+  let fx: PullerFixture;
   const gets = new Map<string, number>();
 
   before(async () => {
-    base = await mkdtemp(join(tmpdir(), 'tl-ckpt-trusted-'));
-    s3 = await withS3();
-    direct = testS3Store(s3);
-    proxy = await startFaultProxy(s3.endpoint);
-    viaProxy = testS3Store({ endpoint: proxy.endpoint, bucket: s3.bucket });
-    proxy.onAnswer((a) => {
+    fx = await startPullerFixture({ tmpPrefix: 'tl-ckpt-trusted-', engine: 'puller-ck', proxy: true });
+    fx.proxy.onAnswer((a) => {
       if (a.method === 'GET') gets.set(a.path, (gets.get(a.path) ?? 0) + 1);
     });
-    engine = await startEngine({ name: 'puller-ck' });
-    runtime = new DockerRuntime({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath });
-    imageId = await importBusyboxImage(engine.socketPath, 'tl-busybox:puller');
   });
 
-  after(async () => {
-    const errors: unknown[] = [];
-    for (const p of pullers) await p.stop().catch((e: unknown) => errors.push(e));
-    direct?.destroy();
-    viaProxy?.destroy();
-    await proxy?.close().catch((e: unknown) => errors.push(e));
-    await engine?.stop().catch((e: unknown) => errors.push(e));
-    await s3?.close().catch((e: unknown) => errors.push(e));
-    if (base) await rm(base, { recursive: true, force: true });
-    if (errors.length > 0) throw new AggregateError(errors, 'cleanup failed');
-  });
+  after(() => fx?.close());
 
   /** GETs of the blob `digest` of `group` (another group's journal may hold a blob of the same bytes). */
   const blobGets = (group: string, digest: Digest): number =>
     [...gets.entries()].filter(([path]) => path.includes(`/${group}/`) && path.includes(digest)).reduce((n, [, c]) => n + c, 0);
 
-  /** A journal of one container, written as its primary writes it; the head names its newest full checkpoint. */
-  function journal(group: string, name: string) {
-    const writer = bucketFor(direct, group);
-    const files = new Map<string, string>();
-    const blobs = new Map<number, Digest>();
-    let seq = 0;
-    let lastFull = 0;
-    /** `changes` are written into the container; a full commit carries every file, `sameAs` restating its parent. */
-    const publish = async (changes: Record<string, string>, kind: 'delta' | 'full' = 'delta', sameAs = false): Promise<number> => {
-      for (const [p, body] of Object.entries(changes)) files.set(p, body);
-      const shipped = kind === 'full' ? [...files] : Object.entries(changes);
-      const blob = await putBlob(direct, writer, gz(tarOf(shipped.map(([p, body]) => tarFile(p, body)))));
-      const parentSeq = seq;
-      seq++;
-      await writer.writeRecord(craftRecord({ seq, parentSeq, container: name, kind, ...blob, ...(sameAs ? { sameAs: parentSeq } : {}) }));
-      if (kind === 'full') lastFull = seq;
-      blobs.set(seq, blob.digest);
-      await writer.writeHead({
-        version: 1, generation: 1 as never, seq: seq as Seq, writer: WRITER, updatedAt: new Date().toISOString(),
-        containers: { [name]: seq as Seq }, lastFull: { [name]: lastFull as Seq },
-      });
-      return seq;
-    };
-    return { writer, files, blobs, publish };
-  }
-
   async function open(group: string, name: string, tag: string): Promise<{ p: Puller; stateDir: string; lines: string[]; reader: Bucket }> {
-    const reader = bucketFor(viaProxy, group);
-    await reader.putSpec(name, twinSpec(name, imageId));
-    const stateDir = join(base, `${group}-${tag}`);
+    const reader = bucketFor(fx.viaProxy, group);
+    await reader.putSpec(name, twinSpec(name, fx.imageId));
+    const stateDir = join(fx.base, `${group}-${tag}`);
     await mkdir(stateDir, { recursive: true });
     const { log, lines } = collectingLogger();
-    const p = await openPuller({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath, bucket: reader, group, stateDir, log });
-    pullers.push(p);
+    const p = await fx.openPuller({ bucket: reader, group, stateDir, log });
     return { p, stateDir, lines, reader };
   }
 
@@ -107,24 +47,18 @@ describe('a standby records a checkpoint it holds already', { timeout: 300_000 }
     assert.equal(status?.reason, undefined, 'nothing wrong');
   }
 
-  async function upperOf(name: string): Promise<string> {
-    const t = await runtime.twinState(name);
-    if (t.state === 'absent') assert.fail(`twin ${name} exists`);
-    return t.layers.upperDir;
-  }
-
   const inode = async (path: string): Promise<number> => (await lstat(path)).ino;
 
   it('records a checkpoint restating what the twin staged without fetching it or writing into the twin, also a few deltas behind', async () => {
     const group = 'ck-caught-up';
     const name = 'ck-web';
-    const j = journal(group, name);
+    const j = craftedJournal(fx.store, group, name);
     const { p, stateDir, lines } = await open(group, name, 'a');
     await j.publish({ a: 'one', b: 'two' }, 'full');
     await stagedBy(p, stateDir, group, name, 1);
     await j.publish({ c: 'three' });
     await stagedBy(p, stateDir, group, name, 2);
-    const upper = await upperOf(name);
+    const upper = await fx.upperOf(name);
     const before = { a: await inode(join(upper, 'a')), c: await inode(join(upper, 'c')) };
 
     const restating = await j.publish({}, 'full', true);
@@ -148,7 +82,7 @@ describe('a standby records a checkpoint it holds already', { timeout: 300_000 }
   it('a standby that starts the container from a restating checkpoint stages it whole', async () => {
     const group = 'ck-fresh';
     const name = 'ck-new';
-    const j = journal(group, name);
+    const j = craftedJournal(fx.store, group, name);
     await j.publish({ a: 'one' }, 'full');
     await j.publish({ b: 'two' });
     const restating = await j.publish({}, 'full', true);
@@ -157,7 +91,7 @@ describe('a standby records a checkpoint it holds already', { timeout: 300_000 }
     await stagedBy(p, stateDir, group, name, after);
     assert.equal(blobGets(group, j.blobs.get(1)!), 0, 'it started at the checkpoint the head names');
     assert.equal(blobGets(group, j.blobs.get(restating)!), 1, 'the checkpoint was fetched and staged');
-    const upper = await upperOf(name);
+    const upper = await fx.upperOf(name);
     for (const [path, body] of j.files) assert.equal(await readFile(join(upper, path), 'utf8'), body, path);
   });
 });

@@ -4,15 +4,11 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
-import { DockerRuntime } from '../../../src/docker/index.js';
-import type { S3BlobStore } from '../../../src/store/index.js';
-import { startEngine, type Engine } from '../../../src/lab/engine.js';
-import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
-import { s3Env, testS3Store, withS3, type TestS3 } from '../../support/s3.js';
+import { startPullerFixture, type PullerFixture } from '../../support/puller.js';
+import { s3Env } from '../../support/s3.js';
 import { freePort, spawnTwinlayer, type TwinlayerProcess } from '../../support/twinlayer.js';
 import { testKey } from '../../support/signing.js';
 import { waitFor } from '../../../src/lab/wait.js';
@@ -24,22 +20,16 @@ const COMMITS = 30;
 const MB = 1024 * 1024;
 
 describe('puller killed with SIGKILL while staging', { timeout: 240_000 }, () => {
-  let base: string;
-  let s3: TestS3;
-  let store: S3BlobStore;
-  let engine: Engine;
+  let fx: PullerFixture;
   const procs: TwinlayerProcess[] = [];
   /** sha256 of data/c<i>.bin per commit i. */
   const hashes = new Map<number, string>();
 
   before(async () => {
-    base = await mkdtemp(join(tmpdir(), 'tl-pcrash-'));
-    s3 = await withS3();
-    store = testS3Store(s3);
-    engine = await startEngine({ name: 'puller-k' });
-    const imageId = await importBusyboxImage(engine.socketPath, 'tl-busybox:puller');
-    const primary = new Primary(bucketFor(store, GROUP), join(base, 'primary'));
-    const web = await primary.container(NAME, imageId);
+    fx = await startPullerFixture({ tmpPrefix: 'tl-pcrash-', engine: 'puller-k' });
+    fx.defer(() => Promise.allSettled(procs.map((p) => p.kill('SIGKILL'))));
+    const primary = new Primary(bucketFor(fx.store, GROUP), join(fx.base, 'primary'));
+    const web = await primary.container(NAME, fx.imageId);
     for (let i = 1; i <= COMMITS; i++) {
       const body = randomBytes(2 * MB + (i % 3) * MB);
       hashes.set(i, sha256(body));
@@ -53,32 +43,24 @@ describe('puller killed with SIGKILL while staging', { timeout: 240_000 }, () =>
     }
   });
 
-  after(async () => {
-    const errors: unknown[] = [];
-    await Promise.allSettled(procs.map((p) => p.kill('SIGKILL')));
-    store?.destroy();
-    await engine?.stop().catch((e: unknown) => errors.push(e));
-    await s3?.close().catch((e: unknown) => errors.push(e));
-    if (base) await rm(base, { recursive: true, force: true });
-    if (errors.length > 0) throw new AggregateError(errors, 'cleanup failed');
-  });
+  after(() => fx?.close());
 
   it('never records more than is staged, leaves no temp file in sight, and converges', async () => {
-    const stateDir = join(base, 'state');
+    const stateDir = join(fx.base, 'state');
     const env = {
-      ...s3Env(s3),
+      ...s3Env(fx.s3),
       TWINLAYER_GROUP: GROUP,
       TWINLAYER_HOST_ID: 'standby',
       // The test's primary signs with the test key (bucketFor).
       TWINLAYER_TRUSTED_KEYS: testKey.publicLine,
-      TWINLAYER_DOCKER_SOCKET: engine.socketPath,
+      TWINLAYER_DOCKER_SOCKET: fx.engine.socketPath,
       TWINLAYER_STATE_DIR: stateDir,
       TWINLAYER_POLL_INTERVAL_MS: '50',
       TWINLAYER_HOOK_LISTEN: `127.0.0.1:${await freePort()}`,
       TWINLAYER_HOOK_TOKEN: 'puller-crash-token-0123456789',
       TWINLAYER_LOG_LEVEL: 'debug',
     };
-    const runtime = new DockerRuntime({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath });
+    const { runtime } = fx;
     const start = (): TwinlayerProcess => {
       const p = spawnTwinlayer(['pull'], env);
       procs.push(p);
@@ -130,7 +112,7 @@ describe('puller killed with SIGKILL while staging', { timeout: 240_000 }, () =>
     await checkInvariants('at the end');
     const twin = await runtime.twinState(NAME);
     if (twin.state === 'absent') assert.fail('twin absent at the end');
-    const diff = diffTrees(await treeOf(twin.layers.upperDir), await treeOf(join(base, 'primary', NAME, 'upper')));
+    const diff = diffTrees(await treeOf(twin.layers.upperDir), await treeOf(join(fx.base, 'primary', NAME, 'upper')));
     assert.deepEqual(diff, [], 'the twin holds the primary tree');
   });
 });

@@ -4,71 +4,50 @@
 // once dockerd is back on the same data root the same twins are used and staging goes on.
 import assert from 'node:assert/strict';
 import { getEventListeners } from 'node:events';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { DockerRuntime } from '../../../src/docker/index.js';
-import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
-import { startEngine, type Engine } from '../../../src/lab/engine.js';
 import { killHard, withDescendants } from '../../../src/lab/processes.js';
-import type { Puller } from '../../../src/puller/index.js';
-import type { S3BlobStore } from '../../../src/store/index.js';
-import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
+import { startPullerFixture, type PullerFixture } from '../../support/puller.js';
 import { file as tarFile, tarOf } from '../changeset/craft-tar.js';
-import { appliedSeq, bucketFor, collectingLogger, craftRecord, gz, openPuller, putBlob, twinSpec, writeHead } from './helpers.js';
+import { appliedSeq, bucketFor, collectingLogger, craftRecord, gz, putBlob, twinSpec, writeHead } from './helpers.js';
 
 const GROUP = 'engine-down';
 const N = 12;
 const names = Array.from({ length: N }, (_, i) => `ed-${String(i).padStart(2, '0')}`);
 
 describe('puller: many containers, and a dockerd that dies and comes back', { timeout: 300_000 }, () => {
-  let base: string;
-  let s3: TestS3;
-  let store: S3BlobStore;
-  let engine: Engine;
-  let imageId: string;
-  const pullers: Puller[] = [];
+  let fx: PullerFixture;
   const warnings: string[] = [];
   const onWarning = (w: Error): void => {
     warnings.push(`${w.name}: ${w.message}`);
   };
 
   before(async () => {
-    base = await mkdtemp(join(tmpdir(), 'tl-edown-'));
-    s3 = await withS3();
-    store = testS3Store(s3);
-    engine = await startEngine({ name: 'puller-ed' });
-    imageId = await importBusyboxImage(engine.socketPath, 'tl-busybox:puller');
+    fx = await startPullerFixture({ tmpPrefix: 'tl-edown-', engine: 'puller-ed' });
     process.on('warning', onWarning);
   });
 
   after(async () => {
     process.off('warning', onWarning);
-    const errors: unknown[] = [];
-    for (const p of pullers) await p.stop().catch((e: unknown) => errors.push(e));
-    store?.destroy();
-    await engine?.stop().catch((e: unknown) => errors.push(e));
-    await s3?.close().catch((e: unknown) => errors.push(e));
-    if (base) await rm(base, { recursive: true, force: true });
-    if (errors.length > 0) throw new AggregateError(errors, 'cleanup failed');
+    await fx?.close();
   });
 
   it('stages twelve containers in one poll without a listener warning; a dead dockerd refuses nothing and is logged once', async () => {
-    const bucket = bucketFor(store, GROUP);
-    const stateDir = join(base, 'state');
+    const bucket = bucketFor(fx.store, GROUP);
+    const stateDir = join(fx.base, 'state');
     for (const [i, n] of names.entries()) {
-      await bucket.putSpec(n, twinSpec(n, imageId));
-      const blob = await putBlob(store, bucket, gz(tarOf([tarFile('f', `${n} 1`)])));
+      await bucket.putSpec(n, twinSpec(n, fx.imageId));
+      const blob = await putBlob(fx.store, bucket, gz(tarOf([tarFile('f', `${n} 1`)])));
       await bucket.writeRecord(craftRecord({ seq: i + 1, parentSeq: 0, container: n, kind: 'full', ...blob }));
     }
     await writeHead(bucket, N, Object.fromEntries(names.map((n, i) => [n, i + 1])));
 
     const { log, lines } = collectingLogger();
     // The mount table of our own mount namespace, which the engine shares: it outlives a dockerd pid.
-    const puller = await openPuller({ socketPath: engine.socketPath, mountInfoPath: '/proc/self/mountinfo', bucket: bucketFor(store, GROUP, log), group: GROUP, stateDir, log });
-    pullers.push(puller);
+    const puller = await fx.openPuller({ mountInfoPath: '/proc/self/mountinfo', bucket: bucketFor(fx.store, GROUP, log), group: GROUP, stateDir, log });
     // The listeners on the poll's signal, sampled at every turn of the event loop while the poll stages (Node 24 no
     // longer warns about an AbortSignal's listeners; Node 20 and 22 did, past ten).
     const controller = new AbortController();
@@ -88,7 +67,7 @@ describe('puller: many containers, and a dockerd that dies and comes back', { ti
     assert.equal(getEventListeners(controller.signal, 'abort').length, 0, 'removed once they are done');
     assert.deepEqual(warnings.filter((w) => w.includes('MaxListenersExceeded')), [], 'no listener warning');
 
-    const runtime = new DockerRuntime({ socketPath: engine.socketPath, mountInfoPath: '/proc/self/mountinfo' });
+    const runtime = new DockerRuntime({ socketPath: fx.engine.socketPath, mountInfoPath: '/proc/self/mountinfo' });
     const ids = new Map<string, string>();
     for (const n of names) {
       const t = await runtime.twinState(n);
@@ -97,10 +76,10 @@ describe('puller: many containers, and a dockerd that dies and comes back', { ti
     }
 
     // Dockerd dies; the primary goes on (the head moves, so every twin is checked at the next poll).
-    const survivors = await killHard(await withDescendants([engine.pid, ...(await engine.containerPids())]));
+    const survivors = await killHard(await withDescendants([fx.engine.pid, ...(await fx.engine.containerPids())]));
     assert.deepEqual(survivors, [], 'dockerd is gone');
     const first = names[0] ?? 'ed-00';
-    const blob = await putBlob(store, bucket, gz(tarOf([tarFile('f', `${first} 2`)])));
+    const blob = await putBlob(fx.store, bucket, gz(tarOf([tarFile('f', `${first} 2`)])));
     await bucket.writeRecord(craftRecord({ seq: N + 1, parentSeq: 1, container: first, ...blob }));
     await writeHead(bucket, N + 1, Object.fromEntries(names.map((n, i) => [n, i === 0 ? N + 1 : i + 1])));
     for (let i = 0; i < 3; i++) await puller.pollOnce();
@@ -115,7 +94,7 @@ describe('puller: many containers, and a dockerd that dies and comes back', { ti
     assert.equal(await appliedSeq(stateDir, GROUP, first), 1);
 
     // Dockerd back on the same data root: the same twins, and the commit is staged.
-    await engine.restart();
+    await fx.engine.restart();
     await puller.pollOnce();
     await puller.pollOnce();
     assert.ok(lines.some((l) => l.includes('docker engine answers again')), 'recovery logged');

@@ -4,32 +4,31 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { access, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { access, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
-import { DockerRuntime } from '../../../src/docker/index.js';
 import type { Puller } from '../../../src/puller/index.js';
-import { type Bucket, type S3BlobStore, type Generation, type Seq } from '../../../src/store/index.js';
-import { dockerCli, startEngine, type Engine } from '../../../src/lab/engine.js';
+import { type Bucket, type Generation, type Seq } from '../../../src/store/index.js';
+import { dockerCli } from '../../../src/lab/engine.js';
 import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
-import { startFaultProxy, type FaultProxy } from '../../../src/lab/fault-proxy.js';
-import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
+import { startFaultProxy } from '../../../src/lab/fault-proxy.js';
+import { startPullerFixture, type PullerFixture } from '../../support/puller.js';
+import { testS3Store } from '../../support/s3.js';
 import { dir as tarDir, file as tarFile, symlinkEntry, tarOf } from '../changeset/craft-tar.js';
 import {
-  appliedSeq, bucketFor, collectingLogger, craftRecord, gz, openPuller, Primary, putBlob, readApplied, treeOf, twinSpec, writeHead,
+  appliedSeq, bucketFor, collectingLogger, craftRecord, gz, Primary, putBlob, readApplied, treeOf, twinSpec, writeHead,
 } from './helpers.js';
 
 describe('puller faults and hostile input', { timeout: 240_000 }, () => {
-  let base: string;
-  let s3: TestS3;
-  let store: S3BlobStore;
-  let engine: Engine;
-  let runtime: DockerRuntime;
-  let imageId: string;
-  const pullers: Puller[] = [];
-  const stores: S3BlobStore[] = [];
-  const proxies: FaultProxy[] = [];
+  let fx: PullerFixture;
+
+  before(async () => {
+    fx = await startPullerFixture({ tmpPrefix: 'tl-puller-', engine: 'puller-f' });
+    await importBusyboxImage(fx.engine.socketPath, 'tl-busybox:other');
+  });
+
+  after(() => fx?.close());
+
   let caseNo = 0;
 
   interface Case {
@@ -46,26 +45,15 @@ describe('puller faults and hostile input', { timeout: 240_000 }, () => {
     caseNo++;
     const group = `g${caseNo}-${tag}`;
     const { log, lines } = collectingLogger();
-    const bucket = bucketOverride ?? bucketFor(store, group);
-    const root = join(base, group);
+    const bucket = bucketOverride ?? bucketFor(fx.store, group);
+    const root = join(fx.base, group);
     const stateDir = join(root, 'state');
     await mkdir(stateDir, { recursive: true });
     const primary = new Primary(bucket, join(root, 'primary'));
     return {
       group, bucket, primary, stateDir, lines,
-      puller: async () => {
-        const p = await openPuller({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath, bucket, group, stateDir, log });
-        pullers.push(p);
-        return p;
-      },
+      puller: () => fx.openPuller({ bucket, group, stateDir, log }),
     };
-  }
-
-  async function upperOf(name: string): Promise<string> {
-    const t = await runtime.twinState(name);
-    assert.notEqual(t.state, 'absent', `twin ${name} exists`);
-    if (t.state === 'absent') throw new Error('unreachable');
-    return t.layers.upperDir;
   }
 
   async function statusOf(p: Puller, name: string): Promise<{ stagedSeq: number; reason?: string; twin: string; lag: number | null }> {
@@ -75,31 +63,9 @@ describe('puller faults and hostile input', { timeout: 240_000 }, () => {
     return c;
   }
 
-  before(async () => {
-    base = await mkdtemp(join(tmpdir(), 'tl-puller-'));
-    s3 = await withS3();
-    store = testS3Store(s3);
-    engine = await startEngine({ name: 'puller-f' });
-    runtime = new DockerRuntime({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath });
-    imageId = await importBusyboxImage(engine.socketPath, 'tl-busybox:puller');
-    await importBusyboxImage(engine.socketPath, 'tl-busybox:other');
-  });
-
-  after(async () => {
-    const errors: unknown[] = [];
-    for (const p of pullers) await p.stop().catch((e: unknown) => errors.push(e));
-    for (const p of proxies) await p.close().catch((e: unknown) => errors.push(e));
-    for (const s of stores) s.destroy();
-    store?.destroy();
-    await engine?.stop().catch((e: unknown) => errors.push(e));
-    await s3?.close().catch((e: unknown) => errors.push(e));
-    if (base) await rm(base, { recursive: true, force: true });
-    if (errors.length > 0) throw new AggregateError(errors, 'cleanup failed');
-  });
-
   it('stages three commits in order (baseline)', async () => {
     const c = await newCase('happy');
-    const web = await c.primary.container('happy-web', imageId);
+    const web = await c.primary.container('happy-web', fx.imageId);
     await web.commit(async (u) => {
       await mkdir(join(u, 'etc'));
       await writeFile(join(u, 'etc/one'), '1\n');
@@ -114,7 +80,7 @@ describe('puller faults and hostile input', { timeout: 240_000 }, () => {
     assert.equal(report.bucketReachable, true, String(report.error));
     assert.equal(report.staged, 3);
     assert.equal(await appliedSeq(c.stateDir, c.group, 'happy-web'), 3);
-    const upper = await upperOf('happy-web');
+    const upper = await fx.upperOf('happy-web');
     assert.equal(await readFile(join(upper, 'etc/one'), 'utf8'), 'one again\n');
     assert.equal(await readFile(join(upper, 'etc/two'), 'utf8'), '2\n');
     assert.deepEqual(await treeOf(upper), await treeOf(web.upper));
@@ -126,19 +92,19 @@ describe('puller faults and hostile input', { timeout: 240_000 }, () => {
 
   it('stops one container at a journal gap, keeps the others flowing, and resumes on a full', async () => {
     const c = await newCase('gap');
-    const a = await c.primary.container('gap-a', imageId);
-    const b = await c.primary.container('gap-b', imageId);
+    const a = await c.primary.container('gap-a', fx.imageId);
+    const b = await c.primary.container('gap-b', fx.imageId);
     await a.commit(async (u) => writeFile(join(u, 'one'), '1'));
     await a.commit(async (u) => writeFile(join(u, 'two'), '2'));
     await a.commit(async (u) => writeFile(join(u, 'three'), '3'));
     await b.commit(async (u) => writeFile(join(u, 'b1'), 'b1'));
     await b.commit(async (u) => writeFile(join(u, 'b2'), 'b2'));
-    await store.delete(c.bucket.journalKey(1 as Generation, 2 as Seq));
+    await fx.store.delete(c.bucket.journalKey(1 as Generation, 2 as Seq));
     const p = await c.puller();
     for (let i = 0; i < 2; i++) await p.pollOnce();
     assert.equal(await appliedSeq(c.stateDir, c.group, 'gap-a'), 1, 'staging stops at the gap');
     assert.equal(await appliedSeq(c.stateDir, c.group, 'gap-b'), 5, 'the other container flows');
-    const upperA = await upperOf('gap-a');
+    const upperA = await fx.upperOf('gap-a');
     await assert.rejects(access(join(upperA, 'three')), 'record 3 is not staged past the gap');
     const st = await statusOf(p, 'gap-a');
     assert.match(st.reason ?? '', /gap/);
@@ -158,12 +124,12 @@ describe('puller faults and hostile input', { timeout: 240_000 }, () => {
 
   it('stops a container whose record names a parent that is not its own', async () => {
     const c = await newCase('parent');
-    const fullA = await putBlob(store, c.bucket, gz(tarOf([tarFile('a1', 'a1')])));
-    const fullB = await putBlob(store, c.bucket, gz(tarOf([tarFile('b1', 'b1')])));
-    const deltaA = await putBlob(store, c.bucket, gz(tarOf([tarFile('a3', 'a3')])));
-    const deltaB = await putBlob(store, c.bucket, gz(tarOf([tarFile('b5', 'b5')])));
-    await c.bucket.putSpec('par-a', twinSpec('par-a', imageId));
-    await c.bucket.putSpec('par-b', twinSpec('par-b', imageId));
+    const fullA = await putBlob(fx.store, c.bucket, gz(tarOf([tarFile('a1', 'a1')])));
+    const fullB = await putBlob(fx.store, c.bucket, gz(tarOf([tarFile('b1', 'b1')])));
+    const deltaA = await putBlob(fx.store, c.bucket, gz(tarOf([tarFile('a3', 'a3')])));
+    const deltaB = await putBlob(fx.store, c.bucket, gz(tarOf([tarFile('b5', 'b5')])));
+    await c.bucket.putSpec('par-a', twinSpec('par-a', fx.imageId));
+    await c.bucket.putSpec('par-b', twinSpec('par-b', fx.imageId));
     await c.bucket.writeRecord(craftRecord({ seq: 1, parentSeq: 0, container: 'par-a', kind: 'full', ...fullA }));
     await c.bucket.writeRecord(craftRecord({ seq: 2, parentSeq: 0, container: 'par-b', kind: 'full', ...fullB }));
     // Seq 3 of par-a claims seq 2 (par-b's) as its parent; seq 4 of par-a names seq 3... which is par-a's but unstaged.
@@ -174,7 +140,7 @@ describe('puller faults and hostile input', { timeout: 240_000 }, () => {
     await p.pollOnce();
     assert.equal(await appliedSeq(c.stateDir, c.group, 'par-a'), 1);
     assert.equal(await appliedSeq(c.stateDir, c.group, 'par-b'), 5, 'the missing seq 4 belongs to nobody staged: par-b flows');
-    await assert.rejects(access(join(await upperOf('par-a'), 'a3')));
+    await assert.rejects(access(join(await fx.upperOf('par-a'), 'a3')));
     const st = await statusOf(p, 'par-a');
     assert.match(st.reason ?? '', /gap/);
     assert.match(st.reason ?? '', /par-b/, `the reason names whose record the parent is: ${st.reason}`);
@@ -182,18 +148,18 @@ describe('puller faults and hostile input', { timeout: 240_000 }, () => {
 
   it('stops a container at a record that does not parse and says why; nothing is skipped', async () => {
     const c = await newCase('garbage');
-    const a = await c.primary.container('junk-a', imageId);
-    const b = await c.primary.container('junk-b', imageId);
+    const a = await c.primary.container('junk-a', fx.imageId);
+    const b = await c.primary.container('junk-b', fx.imageId);
     await a.commit(async (u) => writeFile(join(u, 'one'), '1'));
     await a.commit(async (u) => writeFile(join(u, 'two'), '2'));
     await a.commit(async (u) => writeFile(join(u, 'three'), '3'));
     await b.commit(async (u) => writeFile(join(u, 'b1'), 'b1'));
-    await store.put(c.bucket.journalKey(1 as Generation, 2 as Seq), Buffer.from('{"version":1, "seq": 2, garbage'));
+    await fx.store.put(c.bucket.journalKey(1 as Generation, 2 as Seq), Buffer.from('{"version":1, "seq": 2, garbage'));
     const p = await c.puller();
     for (let i = 0; i < 2; i++) await p.pollOnce();
     assert.equal(await appliedSeq(c.stateDir, c.group, 'junk-a'), 1);
     assert.equal(await appliedSeq(c.stateDir, c.group, 'junk-b'), 4);
-    const upperA = await upperOf('junk-a');
+    const upperA = await fx.upperOf('junk-a');
     await assert.rejects(access(join(upperA, 'two')));
     await assert.rejects(access(join(upperA, 'three')), 'nothing is skipped');
     const st = await statusOf(p, 'junk-a');
@@ -205,22 +171,22 @@ describe('puller faults and hostile input', { timeout: 240_000 }, () => {
 
   it('refuses a blob whose bytes do not match its digest, then stages it once the right bytes are back', async () => {
     const c = await newCase('digest');
-    const a = await c.primary.container('dig-a', imageId);
+    const a = await c.primary.container('dig-a', fx.imageId);
     await a.commit(async (u) => writeFile(join(u, 'one'), '1'));
     const p = await c.puller();
     await p.pollOnce();
     const rec = await a.commit(async (u) => writeFile(join(u, 'two'), '2'));
     const key = c.bucket.blobKey(rec.digest);
-    const good = await store.getBuffer(key, 10_000_000);
+    const good = await fx.store.getBuffer(key, 10_000_000);
     assert.ok(good);
-    await store.put(key, randomBytes(good.length));
-    const upper = await upperOf('dig-a');
+    await fx.store.put(key, randomBytes(good.length));
+    const upper = await fx.upperOf('dig-a');
     const before = await treeOf(upper);
     await p.pollOnce();
     assert.equal(await appliedSeq(c.stateDir, c.group, 'dig-a'), 1);
     assert.deepEqual(await treeOf(upper), before, 'nothing written into the upper dir');
     assert.match((await statusOf(p, 'dig-a')).reason ?? '', /digest|match/i);
-    await store.put(key, good);
+    await fx.store.put(key, good);
     await p.pollOnce();
     assert.equal(await appliedSeq(c.stateDir, c.group, 'dig-a'), 2);
     assert.equal(await readFile(join(upper, 'two'), 'utf8'), '2');
@@ -238,8 +204,8 @@ describe('puller faults and hostile input', { timeout: 240_000 }, () => {
     let seq = 0;
     const head: Record<string, number> = {};
     for (const h of cases) {
-      await c.bucket.putSpec(h.name, twinSpec(h.name, imageId));
-      const full = await putBlob(store, c.bucket, gz(tarOf([tarFile('base', 'base')])));
+      await c.bucket.putSpec(h.name, twinSpec(h.name, fx.imageId));
+      const full = await putBlob(fx.store, c.bucket, gz(tarOf([tarFile('base', 'base')])));
       await c.bucket.writeRecord(craftRecord({ seq: ++seq, parentSeq: 0, container: h.name, kind: 'full', ...full }));
       head[h.name] = seq;
     }
@@ -248,12 +214,12 @@ describe('puller faults and hostile input', { timeout: 240_000 }, () => {
     await p.pollOnce();
     const uppers = new Map<string, string>();
     for (const h of cases) {
-      const upper = await upperOf(h.name);
+      const upper = await fx.upperOf(h.name);
       uppers.set(h.name, upper);
       const sentinel = join(dirname(upper), 'escape');
       await writeFile(sentinel, 'sentinel');
       sentinels.push(sentinel);
-      const blob = await putBlob(store, c.bucket, gz(h.tar));
+      const blob = await putBlob(fx.store, c.bucket, gz(h.tar));
       await c.bucket.writeRecord(craftRecord({ seq: ++seq, parentSeq: head[h.name] ?? 0, container: h.name, ...blob }));
       head[h.name] = seq;
     }
@@ -268,14 +234,14 @@ describe('puller faults and hostile input', { timeout: 240_000 }, () => {
       assert.match(st.reason ?? '', h.entry, `${h.name}: the reason names the entry: ${st.reason}`);
     }
     for (const s of sentinels) assert.equal(await readFile(s, 'utf8'), 'sentinel');
-    assert.deepEqual((await readdir(base)).filter((n) => n === 'escape'), []);
+    assert.deepEqual((await readdir(fx.base)).filter((n) => n === 'escape'), []);
   });
 
   it('catches up over more than 1000 journal records of two containers, in order', async () => {
     const c = await newCase('many');
     const total = 1100;
     const names = ['many-a', 'many-b'];
-    for (const n of names) await c.bucket.putSpec(n, twinSpec(n, imageId));
+    for (const n of names) await c.bucket.putSpec(n, twinSpec(n, fx.imageId));
     // Interleaved by a fixed pattern; each commit sets c/count and adds c/f<k>, so an out-of-order or skipped commit shows.
     const plan: Array<{ seq: number; name: string; k: number; parent: number }> = [];
     const last: Record<string, number> = {};
@@ -292,7 +258,7 @@ describe('puller faults and hostile input', { timeout: 240_000 }, () => {
     await Promise.all(Array.from({ length: 16 }, async () => {
       for (let step = queue.shift(); step !== undefined; step = queue.shift()) {
         const pieces = step.k === 1 ? [tarDir('c'), tarFile('c/count', String(step.k)), tarFile(`c/f${step.k}`, String(step.k))] : [tarFile('c/count', String(step.k)), tarFile(`c/f${step.k}`, String(step.k))];
-        const blob = await putBlob(store, c.bucket, gz(tarOf(pieces)));
+        const blob = await putBlob(fx.store, c.bucket, gz(tarOf(pieces)));
         await c.bucket.writeRecord(craftRecord({ seq: step.seq, parentSeq: step.parent, container: step.name, kind: step.k === 1 ? 'full' : 'delta', ...blob }));
       }
     }));
@@ -310,7 +276,7 @@ describe('puller faults and hostile input', { timeout: 240_000 }, () => {
     console.log(`# ${total} records: published in ${published} ms, staged in ${took} ms over ${polls} poll(s)`);
     for (const n of names) {
       assert.equal(await appliedSeq(c.stateDir, c.group, n), last[n], `${n} staged to its last seq`);
-      const upper = await upperOf(n);
+      const upper = await fx.upperOf(n);
       assert.equal(await readFile(join(upper, 'c/count'), 'utf8'), String(count[n]));
       const files = (await readdir(join(upper, 'c'))).filter((f) => f.startsWith('f'));
       assert.equal(files.length, count[n], `${n}: every commit's file is there`);
@@ -324,35 +290,35 @@ describe('puller faults and hostile input', { timeout: 240_000 }, () => {
   it('does not replicate a container whose twin has another image, or whose image is absent; others flow', async () => {
     const c = await newCase('image');
     // img-wrong: a twin-labelled container of that name exists, created from another image.
-    await dockerCli(engine, ['create', '--name', 'img-wrong', '--network', 'none', '--label', 'twinlayer.twin=true', 'tl-busybox:other', 'sh']);
+    await dockerCli(fx.engine, ['create', '--name', 'img-wrong', '--network', 'none', '--label', 'twinlayer.twin=true', 'tl-busybox:other', 'sh']);
     // img-alien: a container of that name that is not a twin at all (same image).
-    await dockerCli(engine, ['create', '--name', 'img-alien', '--network', 'none', 'tl-busybox:puller', 'sh']);
-    const wrong = await c.primary.container('img-wrong', imageId);
-    const alien = await c.primary.container('img-alien', imageId);
+    await dockerCli(fx.engine, ['create', '--name', 'img-alien', '--network', 'none', 'tl-busybox:puller', 'sh']);
+    const wrong = await c.primary.container('img-wrong', fx.imageId);
+    const alien = await c.primary.container('img-alien', fx.imageId);
     const absent = await c.primary.container('img-absent', `sha256:${'0'.repeat(64)}`);
-    const ok = await c.primary.container('img-ok', imageId);
+    const ok = await c.primary.container('img-ok', fx.imageId);
     for (const x of [wrong, alien, absent, ok]) await x.commit(async (u) => writeFile(join(u, 'marker'), x.name));
-    const wrongUpper = await upperOf('img-wrong');
-    const alienUpper = await upperOf('img-alien');
+    const wrongUpper = await fx.upperOf('img-wrong');
+    const alienUpper = await fx.upperOf('img-alien');
     const p = await c.puller();
     await p.pollOnce();
     await p.pollOnce();
     assert.equal(await appliedSeq(c.stateDir, c.group, 'img-ok'), 4);
-    assert.equal(await readFile(join(await upperOf('img-ok'), 'marker'), 'utf8'), 'img-ok');
+    assert.equal(await readFile(join(await fx.upperOf('img-ok'), 'marker'), 'utf8'), 'img-ok');
     for (const [name, re] of [['img-wrong', /image/], ['img-alien', /not a twin/], ['img-absent', /not present|image/]] as const) {
       assert.equal(await appliedSeq(c.stateDir, c.group, name), 0, `${name} is not staged`);
       const st = await statusOf(p, name);
       assert.equal(st.twin, name === 'img-absent' ? st.twin : 'refused');
       assert.match(st.reason ?? '', re, `${name}: ${st.reason}`);
     }
-    assert.equal((await runtime.twinState('img-absent')).state, 'absent', 'no twin created without its image');
+    assert.equal((await fx.runtime.twinState('img-absent')).state, 'absent', 'no twin created without its image');
     await assert.rejects(access(join(wrongUpper, 'marker')), 'nothing written into the other-image container');
     await assert.rejects(access(join(alienUpper, 'marker')), 'nothing written into a container that is not a twin');
   });
 
   it('recreates a removed twin and restages it from the last full commit', async () => {
     const c = await newCase('removed');
-    const a = await c.primary.container('rm-a', imageId);
+    const a = await c.primary.container('rm-a', fx.imageId);
     await a.commit(async (u) => writeFile(join(u, 'one'), '1'));
     await a.commit(async (u) => writeFile(join(u, 'two'), '2'));
     const p = await c.puller();
@@ -360,10 +326,10 @@ describe('puller faults and hostile input', { timeout: 240_000 }, () => {
     assert.equal(await appliedSeq(c.stateDir, c.group, 'rm-a'), 2);
     const oldId = (await readApplied(c.stateDir, c.group))?.containers['rm-a']?.twinId;
     assert.ok(oldId, 'the applied state records which twin the seq describes');
-    await dockerCli(engine, ['rm', 'rm-a']);
+    await dockerCli(fx.engine, ['rm', 'rm-a']);
     // Twins are checked every twinCheckEvery polls (default 20) and whenever the head moves.
-    for (let i = 0; i < 21 && (await runtime.twinState('rm-a')).state === 'absent'; i++) await p.pollOnce();
-    const twin = await runtime.twinState('rm-a');
+    for (let i = 0; i < 21 && (await fx.runtime.twinState('rm-a')).state === 'absent'; i++) await p.pollOnce();
+    const twin = await fx.runtime.twinState('rm-a');
     if (twin.state === 'absent') assert.fail('the twin is recreated from its spec');
     assert.notEqual(twin.id, oldId);
     const applied = (await readApplied(c.stateDir, c.group))?.containers['rm-a'];
@@ -377,19 +343,19 @@ describe('puller faults and hostile input', { timeout: 240_000 }, () => {
   });
 
   it('reports the bucket unreachable, changes nothing, catches up when it returns; finalize keeps its deadline', async () => {
-    const proxy = await startFaultProxy(s3.endpoint);
-    proxies.push(proxy);
-    const viaProxy = testS3Store({ endpoint: proxy.endpoint, bucket: s3.bucket }, { requestTimeoutMs: 2_000 });
-    stores.push(viaProxy);
-    const direct = bucketFor(store, `g${caseNo + 1}-down`);
+    const proxy = await startFaultProxy(fx.s3.endpoint);
+    fx.defer(() => proxy.close());
+    const viaProxy = testS3Store({ endpoint: proxy.endpoint, bucket: fx.s3.bucket }, { requestTimeoutMs: 2_000 });
+    fx.defer(() => viaProxy.destroy());
+    const direct = bucketFor(fx.store, `g${caseNo + 1}-down`);
     const c = await newCase('down', bucketFor(viaProxy, `g${caseNo + 1}-down`));
-    const primary = new Primary(direct, join(base, c.group, 'primary-direct'));
-    const a = await primary.container('down-a', imageId);
+    const primary = new Primary(direct, join(fx.base, c.group, 'primary-direct'));
+    const a = await primary.container('down-a', fx.imageId);
     await a.commit(async (u) => writeFile(join(u, 'one'), '1'));
     const p = await c.puller();
     assert.equal((await p.pollOnce()).bucketReachable, true);
     assert.equal(await appliedSeq(c.stateDir, c.group, 'down-a'), 1);
-    const upper = await upperOf('down-a');
+    const upper = await fx.upperOf('down-a');
     await proxy.refuse();
     await a.commit(async (u) => writeFile(join(u, 'two'), '2'));
     const down = await p.pollOnce();
@@ -416,14 +382,14 @@ describe('puller faults and hostile input', { timeout: 240_000 }, () => {
   });
 
   it('finalize keeps its deadline when the bucket hangs', async () => {
-    const proxy = await startFaultProxy(s3.endpoint);
-    proxies.push(proxy);
-    const viaProxy = testS3Store({ endpoint: proxy.endpoint, bucket: s3.bucket }, { requestTimeoutMs: 1_000 });
-    stores.push(viaProxy);
+    const proxy = await startFaultProxy(fx.s3.endpoint);
+    fx.defer(() => proxy.close());
+    const viaProxy = testS3Store({ endpoint: proxy.endpoint, bucket: fx.s3.bucket }, { requestTimeoutMs: 1_000 });
+    fx.defer(() => viaProxy.destroy());
     const group = `g${caseNo + 1}-hang`;
     const c = await newCase('hang', bucketFor(viaProxy, group));
-    const primary = new Primary(bucketFor(store, group), join(base, c.group, 'primary-direct'));
-    const a = await primary.container('hang-a', imageId);
+    const primary = new Primary(bucketFor(fx.store, group), join(fx.base, c.group, 'primary-direct'));
+    const a = await primary.container('hang-a', fx.imageId);
     await a.commit(async (u) => writeFile(join(u, 'one'), '1'));
     const p = await c.puller();
     await p.pollOnce();
@@ -443,6 +409,6 @@ describe('puller faults and hostile input', { timeout: 240_000 }, () => {
     assert.ok(Date.now() - t1 < 3_000, `startTwins waited ${Date.now() - t1} ms`);
     assert.deepEqual(started.containers.map((x) => [x.name, x.ok]), [['hang-a', true]]);
     proxy.pass();
-    await dockerCli(engine, ['stop', '-t', '0', 'hang-a']);
+    await dockerCli(fx.engine, ['stop', '-t', '0', 'hang-a']);
   });
 });

@@ -6,23 +6,17 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { lstat, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { lstat, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 import { stageChangeset } from '../../../src/changeset/index.js';
-import { DockerRuntime } from '../../../src/docker/index.js';
 import type { Puller } from '../../../src/puller/index.js';
-import type { S3BlobStore } from '../../../src/store/index.js';
-import { startEngine, type Engine } from '../../../src/lab/engine.js';
-import { startFaultProxy, type FaultProxy } from '../../../src/lab/fault-proxy.js';
-import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
 import { waitFor } from '../../../src/lab/wait.js';
-import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
+import { startPullerFixture, type PullerFixture } from '../../support/puller.js';
 import { diffStates, upperState, type UpperState } from '../../support/upper-state.js';
 import { dir as tarDir, file as tarFile, tarOf, type Piece } from '../changeset/craft-tar.js';
-import { appliedSeq, bucketFor, collectingLogger, craftRecord, gz, openPuller, putBlob, twinSpec, writeHead } from './helpers.js';
+import { appliedSeq, bucketFor, collectingLogger, craftRecord, gz, putBlob, twinSpec, writeHead } from './helpers.js';
 
 const run = promisify(execFile);
 const fname = (i: number): string => `f${String(i).padStart(4, '0')}`;
@@ -38,67 +32,36 @@ function commitTar(seq: number, files: number): Buffer {
 }
 
 describe('the finalize deadline with a standby behind on many commits', { timeout: 900_000 }, () => {
-  let base: string;
-  let s3: TestS3;
-  let store: S3BlobStore;
-  let proxy: FaultProxy;
-  let viaProxy: S3BlobStore;
-  let engine: Engine;
-  let runtime: DockerRuntime;
-  let imageId: string;
-  const pullers: Puller[] = [];
+  let fx: PullerFixture;
 
   before(async () => {
-    base = await mkdtemp(join(tmpdir(), 'tl-fdeadline-'));
-    s3 = await withS3();
-    store = testS3Store(s3);
-    proxy = await startFaultProxy(s3.endpoint);
     // A hung request is given up after 2 s and tried again: the poll that sent it stays in flight that long.
-    viaProxy = testS3Store({ endpoint: proxy.endpoint, bucket: s3.bucket }, { requestTimeoutMs: 2_000, smallRequestTimeoutMs: 2_000 });
-    engine = await startEngine({ name: 'puller-fd' });
-    runtime = new DockerRuntime({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath });
-    imageId = await importBusyboxImage(engine.socketPath, 'tl-busybox:puller');
+    fx = await startPullerFixture({ tmpPrefix: 'tl-fdeadline-', engine: 'puller-fd', proxy: { requestTimeoutMs: 2_000, smallRequestTimeoutMs: 2_000 } });
   });
 
-  after(async () => {
-    const errors: unknown[] = [];
-    for (const p of pullers) await p.stop().catch((e: unknown) => errors.push(e));
-    viaProxy?.destroy();
-    store?.destroy();
-    await proxy?.close().catch((e: unknown) => errors.push(e));
-    await engine?.stop().catch((e: unknown) => errors.push(e));
-    await s3?.close().catch((e: unknown) => errors.push(e));
-    if (base) await rm(base, { recursive: true, force: true });
-    if (errors.length > 0) throw new AggregateError(errors, 'cleanup failed');
-  });
+  after(() => fx?.close());
 
   /** The journal's seq of commit `k` (1-based) of the `i`th of `n` containers: their commits interleave. */
   const seqOf = (k: number, i: number, n: number): number => (k - 1) * n + i + 1;
 
   /** Publishes commits from..to of every container (the first with its spec) and moves the head past them. */
   async function publish(group: string, names: string[], from: number, to: number, files: number): Promise<void> {
-    const bucket = bucketFor(store, group);
+    const bucket = bucketFor(fx.store, group);
     const n = names.length;
-    if (from === 1) for (const name of names) await bucket.putSpec(name, twinSpec(name, imageId));
+    if (from === 1) for (const name of names) await bucket.putSpec(name, twinSpec(name, fx.imageId));
     for (let k = from; k <= to; k++) {
       for (const [i, name] of names.entries()) {
-        const b = await putBlob(store, bucket, gz(commitTar(k, files)));
+        const b = await putBlob(fx.store, bucket, gz(commitTar(k, files)));
         await bucket.writeRecord(craftRecord({ seq: seqOf(k, i, n), parentSeq: k === 1 ? 0 : seqOf(k - 1, i, n), container: name, kind: k === 1 ? 'full' : 'delta', ...b }));
       }
     }
     await writeHead(bucket, seqOf(to, n - 1, n), Object.fromEntries(names.map((name, i) => [name, seqOf(to, i, n)])));
   }
 
-  async function upperOf(name: string): Promise<string> {
-    const twin = await runtime.twinState(name);
-    if (twin.state === 'absent') assert.fail(`twin ${name} absent`);
-    return twin.layers.upperDir;
-  }
-
   /** The state after every commit 1..last (by commit, not seq): commit 1 as the twin holds it, then each later blob staged into a copy. */
   async function references(name: string, last: number, files: number): Promise<UpperState[]> {
-    const upper = await upperOf(name);
-    const ref = join(base, `ref-${name}`);
+    const upper = await fx.upperOf(name);
+    const ref = join(fx.base, `ref-${name}`);
     await mkdir(ref);
     await run('cp', ['-a', upper, join(ref, 'upper')]);
     const out: UpperState[] = [];
@@ -130,7 +93,7 @@ describe('the finalize deadline with a standby behind on many commits', { timeou
       assert.equal(position.containers[name], reported, `${what}: ${name}: the claim's basis is the reported seq`);
       assert.equal(puller.position().containers[name], reported, `${what}: ${name}: nothing recorded after the report`);
       assert.equal(await appliedSeq(stateDir, group, name), reported, `${what}: ${name}: the applied-state file says the reported seq`);
-      const upper = await upperOf(name);
+      const upper = await fx.upperOf(name);
       const expected = refs.get(name)?.[k];
       if (expected === undefined) assert.fail(`${what}: ${name}: no reference for commit ${k} (seq ${reported})`);
       const diff = diffStates(expected, await upperState(upper), 2000n);
@@ -145,11 +108,10 @@ describe('the finalize deadline with a standby behind on many commits', { timeou
     const names = ['fd-a', 'fd-b'];
     const files = 60;
     const last = 8;
-    const stateDir = join(base, 'state-daemon');
+    const stateDir = join(fx.base, 'state-daemon');
     await publish(group, names, 1, 1, files);
     const { log, lines } = collectingLogger();
-    const puller = await openPuller({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath, bucket: bucketFor(viaProxy, group), group, stateDir, log });
-    pullers.push(puller);
+    const puller = await fx.openPuller({ bucket: bucketFor(fx.viaProxy, group), group, stateDir, log });
     await puller.pollOnce();
     const refs = new Map<string, UpperState[]>();
     for (const [i, name] of names.entries()) {
@@ -160,9 +122,9 @@ describe('the finalize deadline with a standby behind on many commits', { timeou
     const polledAt = (await puller.status()).lastPollAt;
 
     // The daemon's next poll hangs on its first request; MASTER comes while it does.
-    proxy.fail('hang', 1);
+    fx.proxy.fail('hang', 1);
     puller.start();
-    await waitFor('the daemon poll hangs on the bucket', 30_000, () => Promise.resolve(proxy.stats.faults.hang === 1 ? true : undefined), 5);
+    await waitFor('the daemon poll hangs on the bucket', 30_000, () => Promise.resolve(fx.proxy.stats.faults.hang === 1 ? true : undefined), 5);
     const fin = await puller.finalize(200);
     assert.equal(fin.timedOut, true, 'the deadline passed while the daemon poll hung');
     // The daemon poll comes back after the deadline (its request given up and tried again) with every record, and
@@ -184,11 +146,10 @@ describe('the finalize deadline with a standby behind on many commits', { timeou
     for (let r = 0; r < rounds; r++) {
       const group = `fdl-r${r}`;
       const names = [0, 1, 2].map((i) => `r${r}-c${i}`);
-      const stateDir = join(base, `state-r${r}`);
+      const stateDir = join(fx.base, `state-r${r}`);
       await publish(group, names, 1, 1, files);
       const { log, lines } = collectingLogger();
-      const puller = await openPuller({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath, bucket: bucketFor(store, group), group, stateDir, log });
-      pullers.push(puller);
+      const puller = await fx.openPuller({ bucket: bucketFor(fx.store, group), group, stateDir, log });
       await puller.pollOnce();
       const refs = new Map<string, UpperState[]>();
       for (const name of names) refs.set(name, await references(name, last, files));
@@ -200,7 +161,7 @@ describe('the finalize deadline with a standby behind on many commits', { timeou
       const seq = 1 + (r % (last - 2));
       const bytes = [200, 4_000, 9_000, 14_000][r % 4] ?? 200;
       const deadlineMs = [1, 40, 120, 5][r % 4] ?? 1;
-      const log0 = join(await upperOf(watched), '..', 'twinlayer-tmp', 'txn', 'undo.log');
+      const log0 = join(await fx.upperOf(watched), '..', 'twinlayer-tmp', 'txn', 'undo.log');
       puller.start();
       await waitFor(`${watched} staged ${seq} and applies the next (undo log ${bytes} bytes)`, 120_000, async () => {
         if ((await appliedSeq(stateDir, group, watched)) < seqOf(seq, r % 3, names.length)) return undefined;

@@ -7,20 +7,23 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 
 import { UpperTracker, type TrackedVolume } from '../../../src/changeset/index.js';
 import { blockSize, decodeHeaderBlock, paddingFor, parsePaxBody } from '../../../src/changeset/tar-format.js';
-import { DockerRuntime, specDigest, twinSpecSchema, type TwinPolicy, type TwinSpec } from '../../../src/docker/index.js';
+import { specDigest, twinSpecSchema, type TwinSpec } from '../../../src/docker/index.js';
 import { createLogger, type Logger } from '../../../src/log/logger.js';
-import { Puller } from '../../../src/puller/index.js';
 import {
   asDigest, Bucket, JournalWriter, type BlobStore, type CommitCounts, type CommitRecord, type Digest, type Generation, type Seq,
 } from '../../../src/store/index.js';
+import { PULLER_IMAGE } from '../../support/puller.js';
+import { file as tarFile, tarOf } from '../changeset/craft-tar.js';
 import { testSignatures } from '../../support/signing.js';
+
+export { openPuller } from '../../support/puller.js';
 
 export const WRITER = 'test-primary';
 
 /** A twin spec as the primary would publish it, for a busybox image present on the standby. */
 export function twinSpec(name: string, imageId: string): TwinSpec {
   return twinSpecSchema.parse({
-    version: 1, name, image: 'tl-busybox:puller', imageId, cmd: ['sh'], entrypoint: null, env: [], labels: {},
+    version: 1, name, image: PULLER_IMAGE, imageId, cmd: ['sh'], entrypoint: null, env: [], labels: {},
     workingDir: '', user: '', exposedPorts: [], portBindings: {}, networkMode: 'none', capturedAt: new Date().toISOString(),
   });
 }
@@ -182,6 +185,40 @@ export function craftRecord(r: {
   };
 }
 
+/** One container's journal as its primary writes it, in crafted commits of text files; the head names its newest full
+ *  checkpoint. `files` is what the container holds, `blobs` the digest of each commit by seq. */
+export function craftedJournal(store: BlobStore, group: string, name: string): {
+  writer: Bucket;
+  files: Map<string, string>;
+  blobs: Map<number, Digest>;
+  /** Writes `changes` into the container and publishes them; returns the commit's seq. A full commit carries every file
+   *  the container holds: it replaces them with `changes`, or (`sameAs`, CommitRecord.sameAs) restates its parent. */
+  publish: (changes: Record<string, string>, kind?: 'delta' | 'full', sameAs?: boolean) => Promise<number>;
+} {
+  const writer = bucketFor(store, group);
+  const files = new Map<string, string>();
+  const blobs = new Map<number, Digest>();
+  let seq = 0;
+  let lastFull = 0;
+  const publish = async (changes: Record<string, string>, kind: 'delta' | 'full' = 'delta', sameAs = false): Promise<number> => {
+    if (kind === 'full' && !sameAs) files.clear();
+    for (const [p, body] of Object.entries(changes)) files.set(p, body);
+    const shipped = kind === 'full' ? [...files] : Object.entries(changes);
+    const blob = await putBlob(store, writer, gz(tarOf(shipped.map(([p, body]) => tarFile(p, body)))));
+    const parentSeq = seq;
+    seq++;
+    await writer.writeRecord(craftRecord({ seq, parentSeq, container: name, kind, ...blob, ...(sameAs ? { sameAs: parentSeq } : {}) }));
+    if (kind === 'full') lastFull = seq;
+    blobs.set(seq, blob.digest);
+    await writer.writeHead({
+      version: 1, generation: 1 as Generation, seq: seq as Seq, writer: WRITER, updatedAt: new Date().toISOString(),
+      containers: { [name]: seq as Seq }, lastFull: { [name]: lastFull as Seq },
+    });
+    return seq;
+  };
+  return { writer, files, blobs, publish };
+}
+
 export async function writeHead(bucket: Bucket, seq: number, containers: Record<string, number>, generation = 1): Promise<void> {
   await bucket.writeHead({
     version: 1, generation: generation as Generation, seq: seq as Seq, writer: WRITER, updatedAt: new Date().toISOString(),
@@ -234,29 +271,6 @@ export function diffTrees(a: Map<string, string>, b: Map<string, string>): strin
   for (const [k, v] of a) if (b.get(k) !== v) out.push(`${k}: ${v} vs ${b.get(k) ?? '(absent)'}`);
   for (const [k, v] of b) if (!a.has(k)) out.push(`${k}: (absent) vs ${v}`);
   return out;
-}
-
-/** A Puller on the engine, opened; the caller stops it. */
-export async function openPuller(opts: {
-  socketPath: string; mountInfoPath: string; bucket: Bucket; group: string; stateDir: string; log: Logger; maxRecordsPerPoll?: number;
-  twinPolicy?: TwinPolicy; trustUnsignedSpecs?: boolean; maxQueued?: number;
-}): Promise<Puller> {
-  const puller = new Puller({
-    runtime: new DockerRuntime({ socketPath: opts.socketPath, mountInfoPath: opts.mountInfoPath }),
-    bucket: opts.bucket,
-    log: opts.log,
-    group: opts.group,
-    stateDir: opts.stateDir,
-    pollIntervalMs: 50,
-    downloadConcurrency: 4,
-    startConcurrency: 4,
-    ...(opts.maxRecordsPerPoll === undefined ? {} : { maxRecordsPerPoll: opts.maxRecordsPerPoll }),
-    ...(opts.maxQueued === undefined ? {} : { maxQueued: opts.maxQueued }),
-    ...(opts.twinPolicy === undefined ? {} : { twinPolicy: opts.twinPolicy }),
-    ...(opts.trustUnsignedSpecs === undefined ? {} : { trustUnsignedSpecs: opts.trustUnsignedSpecs }),
-  });
-  await puller.open();
-  return puller;
 }
 
 export function bucketFor(store: BlobStore, group: string, log?: Logger): Bucket {

@@ -5,58 +5,28 @@
 // dockerd twins, s3rver and the lab fault proxy.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { DEFAULT_TWIN_POLICY, DockerRuntime, specDigest, type TwinSpec } from '../../../src/docker/index.js';
-import type { Puller } from '../../../src/puller/index.js';
-import type { S3BlobStore } from '../../../src/store/index.js';
-import { startEngine, type Engine } from '../../../src/lab/engine.js';
-import { startFaultProxy, type FaultProxy, type ProxyAnswer } from '../../../src/lab/fault-proxy.js';
-import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
+import { DEFAULT_TWIN_POLICY, specDigest, type TwinSpec } from '../../../src/docker/index.js';
+import type { ProxyAnswer } from '../../../src/lab/fault-proxy.js';
 import { waitFor } from '../../../src/lab/wait.js';
-import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
-import { appliedSeq, bucketFor, collectingLogger, openPuller, Primary, twinSpec } from './helpers.js';
+import { startPullerFixture, type PullerFixture } from '../../support/puller.js';
+import { appliedSeq, bucketFor, collectingLogger, Primary, twinSpec } from './helpers.js';
 
 describe('a daemon poll in flight when the finalize returned', { timeout: 600_000 }, () => {
-  let base: string;
-  let s3: TestS3;
-  let store: S3BlobStore;
-  let proxy: FaultProxy;
-  let viaProxy: S3BlobStore;
-  let engine: Engine;
-  let runtime: DockerRuntime;
-  let imageId: string;
-  const pullers: Puller[] = [];
+  let fx: PullerFixture;
 
   before(async () => {
-    base = await mkdtemp(join(tmpdir(), 'tl-latepoll-'));
-    s3 = await withS3();
-    store = testS3Store(s3);
-    proxy = await startFaultProxy(s3.endpoint);
     // A hung request is given up after 10 s and tried again: far longer than the finalize and the new spec and
     // commit put after it (checked below: the retried poll's head read is answered after they are in the bucket).
-    viaProxy = testS3Store({ endpoint: proxy.endpoint, bucket: s3.bucket }, { requestTimeoutMs: 10_000, smallRequestTimeoutMs: 10_000 });
-    engine = await startEngine({ name: 'puller-lp' });
-    runtime = new DockerRuntime({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath });
-    imageId = await importBusyboxImage(engine.socketPath, 'tl-busybox:puller');
+    fx = await startPullerFixture({ tmpPrefix: 'tl-latepoll-', engine: 'puller-lp', proxy: { requestTimeoutMs: 10_000, smallRequestTimeoutMs: 10_000 } });
   });
 
-  after(async () => {
-    const errors: unknown[] = [];
-    for (const p of pullers) await p.stop().catch((e: unknown) => errors.push(e));
-    viaProxy?.destroy();
-    store?.destroy();
-    await proxy?.close().catch((e: unknown) => errors.push(e));
-    await engine?.stop().catch((e: unknown) => errors.push(e));
-    await s3?.close().catch((e: unknown) => errors.push(e));
-    if (base) await rm(base, { recursive: true, force: true });
-    if (errors.length > 0) throw new AggregateError(errors, 'cleanup failed');
-  });
+  after(() => fx?.close());
 
   async function twinOf(name: string): Promise<{ id: string; upper: string; specDigest: string | null; state: string }> {
-    const t = await runtime.twinState(name);
+    const t = await fx.runtime.twinState(name);
     if (t.state === 'absent') assert.fail(`twin ${name} absent`);
     return { id: t.id, upper: t.layers.upperDir, specDigest: t.specDigest, state: t.state };
   }
@@ -64,16 +34,15 @@ describe('a daemon poll in flight when the finalize returned', { timeout: 600_00
   it('boots the twin the report describes, with its staged content, not one the late poll made from a newer spec', async () => {
     const group = 'late-poll';
     const name = 'lp-web';
-    const stateDir = join(base, 'state');
-    const specA: TwinSpec = { ...twinSpec(name, imageId), env: ['V=1'] };
-    const specB: TwinSpec = { ...twinSpec(name, imageId), env: ['V=2'] };
-    const primary = new Primary(bucketFor(store, group), join(base, 'primary'));
-    const web = await primary.container(name, imageId, { spec: specA });
+    const stateDir = join(fx.base, 'state');
+    const specA: TwinSpec = { ...twinSpec(name, fx.imageId), env: ['V=1'] };
+    const specB: TwinSpec = { ...twinSpec(name, fx.imageId), env: ['V=2'] };
+    const primary = new Primary(bucketFor(fx.store, group), join(fx.base, 'primary'));
+    const web = await primary.container(name, fx.imageId, { spec: specA });
     await web.commit((u) => writeFile(join(u, 'f'), 'staged a1'));
 
     const { log, lines } = collectingLogger();
-    const puller = await openPuller({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath, bucket: bucketFor(viaProxy, group), group, stateDir, log });
-    pullers.push(puller);
+    const puller = await fx.openPuller({ bucket: bucketFor(fx.viaProxy, group), group, stateDir, log });
     await puller.pollOnce();
     assert.equal(await appliedSeq(stateDir, group, name), 1);
     const twinA = await twinOf(name);
@@ -82,11 +51,11 @@ describe('a daemon poll in flight when the finalize returned', { timeout: 600_00
 
     // The daemon's next poll hangs on its first request; MASTER comes while it does.
     const answers: ProxyAnswer[] = [];
-    const stopListening = proxy.onAnswer((a) => answers.push(a));
+    const stopListening = fx.proxy.onAnswer((a) => answers.push(a));
     try {
-      proxy.fail('hang', 1);
+      fx.proxy.fail('hang', 1);
       puller.start();
-      await waitFor('the daemon poll hangs on the bucket', 30_000, () => Promise.resolve(proxy.stats.faults.hang === 1 ? true : undefined), 5);
+      await waitFor('the daemon poll hangs on the bucket', 30_000, () => Promise.resolve(fx.proxy.stats.faults.hang === 1 ? true : undefined), 5);
       const fin = await puller.finalize(200);
       assert.equal(fin.timedOut, true, 'the deadline passed while the daemon poll hung');
       assert.equal(fin.containers.find((c) => c.name === name)?.stagedSeq, 1);
@@ -119,22 +88,21 @@ describe('a daemon poll in flight when the finalize returned', { timeout: 600_00
   it('holds a twin that is not the container its staged seq describes', async () => {
     const group = 'late-replaced';
     const name = 'lr-web';
-    const stateDir = join(base, 'state-replaced');
-    const spec: TwinSpec = twinSpec(name, imageId);
-    const primary = new Primary(bucketFor(store, group), join(base, 'primary-replaced'));
-    const web = await primary.container(name, imageId, { spec });
+    const stateDir = join(fx.base, 'state-replaced');
+    const spec: TwinSpec = twinSpec(name, fx.imageId);
+    const primary = new Primary(bucketFor(fx.store, group), join(fx.base, 'primary-replaced'));
+    const web = await primary.container(name, fx.imageId, { spec });
     await web.commit((u) => writeFile(join(u, 'f'), 'staged'));
     const { log } = collectingLogger();
-    const puller = await openPuller({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath, bucket: bucketFor(store, group), group, stateDir, log });
-    pullers.push(puller);
+    const puller = await fx.openPuller({ bucket: bucketFor(fx.store, group), group, stateDir, log });
     await puller.pollOnce();
     const first = await twinOf(name);
 
     const fin = await puller.finalize(10_000);
     assert.equal(fin.containers.find((c) => c.name === name)?.stagedSeq, 1);
     // Replaced after the report (as a late poll did): same spec, same labels, an empty upper dir.
-    await runtime.removeContainer(first.id);
-    const other = await runtime.ensureTwin(spec, { group, trusted: false, policy: DEFAULT_TWIN_POLICY, hostProblems: [] });
+    await fx.runtime.removeContainer(first.id);
+    const other = await fx.runtime.ensureTwin(spec, { group, trusted: false, policy: DEFAULT_TWIN_POLICY, hostProblems: [] });
     assert.notEqual(other.state, 'absent');
 
     const start = await puller.startTwins();

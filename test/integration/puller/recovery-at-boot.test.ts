@@ -8,20 +8,17 @@
 //   the bucket answers within the finalize deadline.
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { lstat, mkdir, mkdtemp, readFile, rm, symlink, unlink, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { lstat, mkdir, readFile, symlink, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 
 import { stageChangeset, type StageIntent } from '../../../src/changeset/index.js';
-import { DockerRuntime } from '../../../src/docker/index.js';
-import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
-import { dockerCli, startEngine, type Engine } from '../../../src/lab/engine.js';
+import { dockerCli } from '../../../src/lab/engine.js';
 import { waitFor } from '../../../src/lab/wait.js';
-import type { Puller } from '../../../src/puller/index.js';
-import type { Digest, S3BlobStore } from '../../../src/store/index.js';
-import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
+import type { Digest } from '../../../src/store/index.js';
+import { startPullerFixture, type PullerFixture } from '../../support/puller.js';
+import { testS3Store } from '../../support/s3.js';
 import { killTree } from '../../support/kill-tree.js';
 import { freePort } from '../../support/twinlayer.js';
 import { diffStates, upperState, type UpperState } from '../../support/upper-state.js';
@@ -32,32 +29,13 @@ const run = promisify(execFile);
 const stageChild = new URL('../changeset/stage-child.ts', import.meta.url).pathname;
 
 describe('a commit left half staged never boots half', { timeout: 600_000 }, () => {
-  let base: string;
-  let s3: TestS3;
-  let store: S3BlobStore;
-  let engine: Engine;
-  let runtime: DockerRuntime;
-  let imageId: string;
-  const pullers: Puller[] = [];
+  let fx: PullerFixture;
 
   before(async () => {
-    base = await mkdtemp(join(tmpdir(), 'tl-rboot-'));
-    s3 = await withS3();
-    store = testS3Store(s3);
-    engine = await startEngine({ name: 'puller-rb' });
-    runtime = new DockerRuntime({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath });
-    imageId = await importBusyboxImage(engine.socketPath, 'tl-busybox:puller');
+    fx = await startPullerFixture({ tmpPrefix: 'tl-rboot-', engine: 'puller-rb' });
   });
 
-  after(async () => {
-    const errors: unknown[] = [];
-    for (const p of pullers) await p.stop().catch((e: unknown) => errors.push(e));
-    store?.destroy();
-    await engine?.stop().catch((e: unknown) => errors.push(e));
-    await s3?.close().catch((e: unknown) => errors.push(e));
-    if (base) await rm(base, { recursive: true, force: true });
-    if (errors.length > 0) throw new AggregateError(errors, 'cleanup failed');
-  });
+  after(() => fx?.close());
 
   interface Scene {
     group: string;
@@ -73,30 +51,30 @@ describe('a commit left half staged never boots half', { timeout: 600_000 }, () 
   /** Commit 1 staged by a puller (then stopped) and commit 2 published; the states before and after commit 2. */
   async function scene(group: string): Promise<Scene> {
     const name = `${group}-web`;
-    const stateDir = join(base, `state-${group}`);
-    const bucket = bucketFor(store, group);
-    await bucket.putSpec(name, twinSpec(name, imageId));
-    const b1 = await putBlob(store, bucket, gz(commit1()));
+    const stateDir = join(fx.base, `state-${group}`);
+    const bucket = bucketFor(fx.store, group);
+    await bucket.putSpec(name, twinSpec(name, fx.imageId));
+    const b1 = await putBlob(fx.store, bucket, gz(commit1()));
     await bucket.writeRecord(craftRecord({ seq: 1, parentSeq: 0, container: name, kind: 'full', ...b1 }));
     await writeHead(bucket, 1, { [name]: 1 });
-    const p = await openPuller({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath, bucket, group, stateDir, log: collectingLogger().log });
+    const p = await openPuller({ socketPath: fx.engine.socketPath, mountInfoPath: fx.engine.mountInfoPath, bucket, group, stateDir, log: collectingLogger().log });
     try {
       await p.pollOnce();
     } finally {
       await p.stop();
     }
     assert.equal(await appliedSeq(stateDir, group, name), 1);
-    const twin = await runtime.twinState(name);
+    const twin = await fx.runtime.twinState(name);
     if (twin.state === 'absent') assert.fail(`twin ${name} absent`);
     const upper = twin.layers.upperDir;
     const beforeC2 = await upperState(upper);
-    const ref = join(base, `ref-${group}`);
+    const ref = join(fx.base, `ref-${group}`);
     await mkdir(ref);
     await run('cp', ['-a', upper, join(ref, 'upper')]);
     await writeFile(join(ref, 'c2.tar.gz'), gz(commit2()));
     await stageChangeset(join(ref, 'c2.tar.gz'), 'delta', { upperDir: join(ref, 'upper'), tmpDir: join(ref, 'tmp') });
     const afterC2 = await upperState(join(ref, 'upper'));
-    const b2 = await putBlob(store, bucket, gz(commit2()));
+    const b2 = await putBlob(fx.store, bucket, gz(commit2()));
     await bucket.writeRecord(craftRecord({ seq: 2, parentSeq: 1, container: name, ...b2 }));
     await writeHead(bucket, 2, { [name]: 2 });
     return { group, name, stateDir, upper, beforeC2, afterC2, c2: b2, twinId: twin.id };
@@ -106,10 +84,10 @@ describe('a commit left half staged never boots half', { timeout: 600_000 }, () 
 
   /** A staging process (the standby's, as the puller stages) killed with SIGKILL in the middle of commit 2. */
   async function killMidCommit2(s: Scene): Promise<void> {
-    const blob = join(base, `c2-${s.group}.tar.gz`);
+    const blob = join(fx.base, `c2-${s.group}.tar.gz`);
     await writeFile(blob, gz(commit2()));
     const intent: StageIntent = { container: s.name, twinId: s.twinId, generation: 1, seq: 2, digest: s.c2.digest };
-    const p = spawn(process.execPath, ['--import', 'tsx', stageChild, blob, 'delta', s.upper, join(dirname(s.upper), 'twinlayer-tmp'), join(base, `rec-${s.group}`), JSON.stringify(intent)], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const p = spawn(process.execPath, ['--import', 'tsx', stageChild, blob, 'delta', s.upper, join(dirname(s.upper), 'twinlayer-tmp'), join(fx.base, `rec-${s.group}`), JSON.stringify(intent)], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     p.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
     const exited = new Promise<void>((resolve) => p.once('exit', () => resolve()));
@@ -128,22 +106,21 @@ describe('a commit left half staged never boots half', { timeout: 600_000 }, () 
   }
 
   async function startedAt(name: string): Promise<string> {
-    return (await dockerCli(engine, ['inspect', '--format', '{{.State.StartedAt}}', name])).trim();
+    return (await dockerCli(fx.engine, ['inspect', '--format', '{{.State.StartedAt}}', name])).trim();
   }
 
   it('a twin whose state cannot be read at open is marked for recovery first: MASTER before any poll boots it with commit 1 whole', async () => {
     const s = await scene('rb-open');
     await killMidCommit2(s);
     // Docker answers (info, listing), but no twin's state can be read: its mount table is not there yet.
-    const mountInfo = join(base, 'mountinfo-link');
-    await symlink(join(base, 'no-mountinfo-yet'), mountInfo);
+    const mountInfo = join(fx.base, 'mountinfo-link');
+    await symlink(join(fx.base, 'no-mountinfo-yet'), mountInfo);
     const { log, lines } = collectingLogger();
-    const puller = await openPuller({ socketPath: engine.socketPath, mountInfoPath: mountInfo, bucket: bucketFor(store, s.group), group: s.group, stateDir: s.stateDir, log });
-    pullers.push(puller);
+    const puller = await fx.openPuller({ mountInfoPath: mountInfo, bucket: bucketFor(fx.store, s.group), group: s.group, stateDir: s.stateDir, log });
     assert.ok(lines.some((l) => l.includes('a commit left half staged could not be undone')), 'recovery at open failed');
     assert.ok((await lstat(txnOf(s)).catch(() => null)) !== null, 'the undo log is still there');
     await unlink(mountInfo);
-    await symlink(engine.mountInfoPath, mountInfo);
+    await symlink(fx.engine.mountInfoPath, mountInfo);
 
     const start = await puller.startTwins();
     assert.deepEqual(start.containers.map((c) => [c.name, c.ok]), [[s.name, true]], JSON.stringify(start));
@@ -156,8 +133,7 @@ describe('a commit left half staged never boots half', { timeout: 600_000 }, () 
   it('an undo log that appears behind an open puller is found right before the boot and undone first', async () => {
     const s = await scene('rb-late');
     const { log, lines } = collectingLogger();
-    const puller = await openPuller({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath, bucket: bucketFor(store, s.group), group: s.group, stateDir: s.stateDir, log });
-    pullers.push(puller);
+    const puller = await fx.openPuller({ bucket: bucketFor(fx.store, s.group), group: s.group, stateDir: s.stateDir, log });
     await killMidCommit2(s);
     const start = await puller.startTwins();
     assert.deepEqual(start.containers.map((c) => [c.name, c.ok]), [[s.name, true]], JSON.stringify(start));
@@ -178,11 +154,10 @@ describe('a commit left half staged never boots half', { timeout: 600_000 }, () 
     await writeFile(logFile, JSON.stringify(header) + text.slice(nl));
 
     // The bucket is out of reach: nothing answers on its port.
-    const deadStore = testS3Store({ endpoint: `http://127.0.0.1:${await freePort()}`, bucket: s3.bucket });
+    const deadStore = testS3Store({ endpoint: `http://127.0.0.1:${await freePort()}`, bucket: fx.s3.bucket });
     try {
       const { log, lines } = collectingLogger();
-      const cut = await openPuller({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath, bucket: bucketFor(deadStore, s.group), group: s.group, stateDir: s.stateDir, log });
-      pullers.push(cut);
+      const cut = await fx.openPuller({ bucket: bucketFor(deadStore, s.group), group: s.group, stateDir: s.stateDir, log });
       assert.ok(lines.some((l) => l.includes('interrupted by a restart of the machine')), 'the restart is noticed');
       assert.match((await readApplied(s.stateDir, s.group) as { held?: Record<string, string> } | null)?.held?.[s.name] ?? '', /restart of the machine/, 'held durably');
       const fin = await cut.finalize(1_500);
@@ -201,8 +176,7 @@ describe('a commit left half staged never boots half', { timeout: 600_000 }, () 
 
     // The agent starts again and the bucket answers: restaged from the full checkpoint (commit 1), then commit 2.
     const { log } = collectingLogger();
-    const puller = await openPuller({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath, bucket: bucketFor(store, s.group), group: s.group, stateDir: s.stateDir, log });
-    pullers.push(puller);
+    const puller = await fx.openPuller({ bucket: bucketFor(fx.store, s.group), group: s.group, stateDir: s.stateDir, log });
     const fin = await puller.finalize(60_000);
     assert.equal(fin.containers.find((c) => c.name === s.name)?.stagedSeq, 2, JSON.stringify(fin));
     const start = await puller.startTwins();

@@ -5,72 +5,47 @@
 // the container waiting for a record naming it (status and log; not a refusal: a new spec is put before its commit) — after a restart (the spec read again) and when a new full commit makes it read the spec
 // again — while the twin made from the named spec stays as it is.
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { DockerRuntime, specDigest, twinSpecSchema, type TwinSpec } from '../../../src/docker/index.js';
-import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
-import { startEngine, type Engine } from '../../../src/lab/engine.js';
-import type { Puller } from '../../../src/puller/index.js';
-import type { S3BlobStore } from '../../../src/store/index.js';
-import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
-import { appliedSeq, bucketFor, collectingLogger, openPuller, Primary, twinSpec } from './helpers.js';
+import { specDigest, twinSpecSchema, type TwinSpec } from '../../../src/docker/index.js';
+import { startPullerFixture, type PullerFixture } from '../../support/puller.js';
+import { appliedSeq, bucketFor, collectingLogger, Primary, twinSpec } from './helpers.js';
 
 const GROUP = 'spec-replay';
 
 describe('puller: a signed spec put back at its own key is not used unless the newest record names it', { timeout: 300_000 }, () => {
-  let base: string;
-  let s3: TestS3;
-  let store: S3BlobStore;
-  let engine: Engine;
-  let runtime: DockerRuntime;
-  let imageId: string;
-  const pullers: Puller[] = [];
+  let fx: PullerFixture;
 
   before(async () => {
-    base = await mkdtemp(join(tmpdir(), 'tl-specreplay-'));
-    s3 = await withS3();
-    store = testS3Store(s3);
-    engine = await startEngine({ name: 'puller-sr' });
-    runtime = new DockerRuntime({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath });
-    imageId = await importBusyboxImage(engine.socketPath, 'tl-busybox:puller');
+    fx = await startPullerFixture({ tmpPrefix: 'tl-specreplay-', engine: 'puller-sr' });
   });
 
-  after(async () => {
-    const errors: unknown[] = [];
-    for (const p of pullers) await p.stop().catch((e: unknown) => errors.push(e));
-    store?.destroy();
-    await engine?.stop().catch((e: unknown) => errors.push(e));
-    await s3?.close().catch((e: unknown) => errors.push(e));
-    if (base) await rm(base, { recursive: true, force: true });
-    if (errors.length > 0) throw new AggregateError(errors, 'cleanup failed');
-  });
+  after(() => fx?.close());
 
   // A command that keeps running, so the booted twin is still running when the test looks (`sh` alone exits at once).
-  const specWith = (env: string[]): TwinSpec => twinSpecSchema.parse({ ...twinSpec('web', imageId), cmd: ['sleep', '600'], env });
+  const specWith = (env: string[]): TwinSpec => twinSpecSchema.parse({ ...twinSpec('web', fx.imageId), cmd: ['sleep', '600'], env });
 
   async function twinOf(name: string): Promise<{ id: string; specDigest: string | null; upper: string }> {
-    const t = await runtime.twinState(name);
+    const t = await fx.runtime.twinState(name);
     if (t.state === 'absent') throw new Error(`no twin of ${name}`);
     return { id: t.id, specDigest: t.specDigest, upper: t.layers.upperDir };
   }
 
   it('does not use the replayed spec after a restart and at the next full commit, keeps the twin, and takes the named spec back', async () => {
-    const bucket = bucketFor(store, GROUP);
-    const stateDir = join(base, 'state');
+    const bucket = bucketFor(fx.store, GROUP);
+    const stateDir = join(fx.base, 'state');
     const specA = specWith(['V=1']);
     const specB = specWith(['V=2']);
-    const primary = new Primary(bucket, join(base, 'primary'));
-    const web = await primary.container('web', imageId, { spec: specA });
+    const primary = new Primary(bucket, join(fx.base, 'primary'));
+    const web = await primary.container('web', fx.imageId, { spec: specA });
     await web.commit((u) => writeFile(join(u, 'f'), 'a1'));
-    const signedA = await store.getBuffer(bucket.specKey('web'), 1 << 20);
+    const signedA = await fx.store.getBuffer(bucket.specKey('web'), 1 << 20);
     assert.ok(signedA, 'spec A is in the bucket');
 
     const { log, lines } = collectingLogger();
-    let puller = await openPuller({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath, bucket: bucketFor(store, GROUP, log), group: GROUP, stateDir, log });
-    pullers.push(puller);
+    let puller = await fx.openPuller({ bucket: bucketFor(fx.store, GROUP, log), group: GROUP, stateDir, log });
     await puller.pollOnce();
     assert.equal(await appliedSeq(stateDir, GROUP, 'web'), 1);
     assert.equal((await twinOf('web')).specDigest, specDigest(specA));
@@ -85,13 +60,12 @@ describe('puller: a signed spec put back at its own key is not used unless the n
     assert.equal(twinB.specDigest, specDigest(specB), 'the twin was recreated from spec B');
 
     // A bucket writer puts back the older spec the primary signed (it verifies: right key, right signer).
-    await store.put(bucket.specKey('web'), signedA);
+    await fx.store.put(bucket.specKey('web'), signedA);
     assert.deepEqual(await bucket.getSpec('web'), JSON.parse(JSON.stringify(specA)), 'the replayed spec verifies on its own');
 
     // 1. The standby restarts: the spec is read again; the staged record names B.
     await puller.stop();
-    puller = await openPuller({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath, bucket: bucketFor(store, GROUP, log), group: GROUP, stateDir, log });
-    pullers.push(puller);
+    puller = await fx.openPuller({ bucket: bucketFor(fx.store, GROUP, log), group: GROUP, stateDir, log });
     await puller.pollOnce();
     let st = (await puller.status()).containers.find((c) => c.name === 'web');
     // Not refused (a new spec put before the commit naming it looks the same): the container waits for a record
@@ -115,7 +89,7 @@ describe('puller: a signed spec put back at its own key is not used unless the n
     assert.equal((await twinOf('web')).id, twinB.id);
 
     // 2. Replayed again, while the puller runs: a full commit (naming B) makes it read the spec again.
-    await store.put(bucket.specKey('web'), signedA);
+    await fx.store.put(bucket.specKey('web'), signedA);
     await web.commit((u) => writeFile(join(u, 'f'), 'b4'), 'full');
     await puller.pollOnce();
     st = (await puller.status()).containers.find((c) => c.name === 'web');
@@ -134,7 +108,7 @@ describe('puller: a signed spec put back at its own key is not used unless the n
     assert.equal(fin.containers.find((c) => c.name === 'web')?.stagedSeq, 3);
     const started = await puller.startTwins();
     assert.deepEqual(started.containers.map((c) => [c.name, c.ok]), [['web', true]]);
-    const booted = await runtime.twinState('web');
+    const booted = await fx.runtime.twinState('web');
     if (booted.state !== 'running') throw new Error(`the twin did not boot: ${booted.state}`);
     assert.equal(booted.specDigest, specDigest(specB));
   });

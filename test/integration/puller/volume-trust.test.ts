@@ -7,45 +7,26 @@
 // replicated volumes (the status says which), and goes on once it does not.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { DockerRuntime, twinSpecSchema } from '../../../src/docker/index.js';
+import { twinSpecSchema } from '../../../src/docker/index.js';
 import type { RunHostConfig, TwinSpec } from '../../../src/docker/index.js';
 import type { ContainerStatus, Puller } from '../../../src/puller/index.js';
-import { Bucket, Signatures, type S3BlobStore } from '../../../src/store/index.js';
-import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
-import { dockerCli, startEngine, type Engine } from '../../../src/lab/engine.js';
-import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
+import { Bucket, Signatures } from '../../../src/store/index.js';
+import { dockerCli } from '../../../src/lab/engine.js';
+import { startPullerFixture, type PullerFixture } from '../../support/puller.js';
 import { testKey } from '../../support/signing.js';
-import { appliedSeq, bucketFor, collectingLogger, openPuller, Primary, twinSpec } from './helpers.js';
+import { appliedSeq, bucketFor, collectingLogger, Primary, twinSpec } from './helpers.js';
 
 describe('puller: volumes of the standby that are not the twin\'s own', { timeout: 300_000 }, () => {
-  let base: string;
-  let s3: TestS3;
-  let store: S3BlobStore;
-  let engine: Engine;
-  let runtime: DockerRuntime;
-  let imageId: string;
-  const pullers: Puller[] = [];
+  let fx: PullerFixture;
 
   before(async () => {
-    base = await mkdtemp(join(tmpdir(), 'tl-voltrust-'));
-    s3 = await withS3();
-    store = testS3Store(s3);
-    engine = await startEngine({ name: 'puller-voltrust' });
-    runtime = new DockerRuntime({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath });
-    imageId = await importBusyboxImage(engine.socketPath, 'tl-busybox:voltrust');
+    fx = await startPullerFixture({ tmpPrefix: 'tl-voltrust-', engine: 'puller-voltrust', image: 'tl-busybox:voltrust' });
   });
 
-  after(async () => {
-    for (const p of pullers) await p.stop();
-    await engine?.stop();
-    store?.destroy();
-    await s3?.close();
-    if (base) await rm(base, { recursive: true, force: true });
-  });
+  after(() => fx?.close());
 
   /** A spec mounting the named volumes of `binds` (`name:/dest`), replicating those of `replicated`. */
   const spec = (name: string, binds: string[], replicated: string[]): TwinSpec => {
@@ -55,28 +36,27 @@ describe('puller: volumes of the standby that are not the twin\'s own', { timeou
       assert.ok(bind, `${v} is bound`);
       return { name: v, destination: bind.slice(v.length + 1) };
     });
-    return twinSpecSchema.parse({ ...twinSpec(name, imageId), hostConfig: host, config: {}, networks: {}, unsupported: [], volumes });
+    return twinSpecSchema.parse({ ...twinSpec(name, fx.imageId), hostConfig: host, config: {}, networks: {}, unsupported: [], volumes });
   };
 
   /** An operator's volume on the standby (no twinlayer label) holding `keep`; returns its dir. */
   async function operatorVolume(name: string): Promise<string> {
-    await dockerCli(engine, ['volume', 'create', name]);
-    const dir = (await dockerCli(engine, ['volume', 'inspect', '-f', '{{.Mountpoint}}', name])).trim();
+    await dockerCli(fx.engine, ['volume', 'create', name]);
+    const dir = (await dockerCli(fx.engine, ['volume', 'inspect', '-f', '{{.Mountpoint}}', name])).trim();
     await writeFile(join(dir, 'keep'), `${name} belongs to the operator\n`);
     return dir;
   }
 
   async function open(bucket: Bucket, group: string, trustUnsignedSpecs = false): Promise<Puller> {
-    const stateDir = join(base, group);
+    const stateDir = join(fx.base, group);
     await mkdir(stateDir, { recursive: true });
-    const p = await openPuller({ socketPath: engine.socketPath, mountInfoPath: engine.mountInfoPath, bucket, group, stateDir, log: collectingLogger().log, trustUnsignedSpecs });
-    pullers.push(p);
+    const p = await fx.openPuller({ bucket, group, stateDir, log: collectingLogger().log, trustUnsignedSpecs });
     await p.pollOnce();
     return p;
   }
 
   const unsignedBucket = (group: string): Bucket =>
-    new Bucket(store, { prefix: 'twinlayer', group, signatures: new Signatures({ signer: null, trusted: [testKey.trusted], acceptUnsigned: true }) });
+    new Bucket(fx.store, { prefix: 'twinlayer', group, signatures: new Signatures({ signer: null, trusted: [testKey.trusted], acceptUnsigned: true }) });
 
   async function statusOf(p: Puller, name: string): Promise<ContainerStatus> {
     const c = (await p.status()).containers.find((x) => x.name === name);
@@ -97,12 +77,12 @@ describe('puller: volumes of the standby that are not the twin\'s own', { timeou
       const st = await statusOf(puller, name);
       assert.equal(st.twin, 'refused', `${name}: ${JSON.stringify(st)}`);
       assert.match(st.reason ?? '', /not signed by a key the group trusts and asks for an existing volume of this host that twinlayer did not create: ops-data/);
-      assert.equal((await runtime.twinState(name)).state, 'absent', `${name}: no twin`);
+      assert.equal((await fx.runtime.twinState(name)).state, 'absent', `${name}: no twin`);
     }
     assert.deepEqual(await readdir(dir), ['keep']);
     // Its own volume, which twinlayer creates (labelled): an unsigned spec gets its twin, as before.
     assert.equal((await statusOf(puller, 'u-own')).twin, 'stopped');
-    assert.equal((await dockerCli(engine, ['volume', 'inspect', '-f', '{{index .Labels "twinlayer.twin"}}', 'u-own-data'])).trim(), 'true');
+    assert.equal((await dockerCli(fx.engine, ['volume', 'inspect', '-f', '{{index .Labels "twinlayer.twin"}}', 'u-own-data'])).trim(), 'true');
     // The host that trusts its bucket's specs as a whole mounts the operator's volume.
     await puller.stop();
     const trusting = await open(bucket, 'g-untrusted', true);
@@ -113,25 +93,25 @@ describe('puller: volumes of the standby that are not the twin\'s own', { timeou
   it('a trusted spec: staging writes only into the volumes it replicates, never into an operator\'s volume it mounts besides', async () => {
     const opsA = await operatorVolume('ops-a');
     const opsB = await operatorVolume('ops-b');
-    const bucket = bucketFor(store, 'g-trusted');
-    const primary = new Primary(bucket, join(base, 'trusted-primary'));
-    const vols = join(base, 'trusted-vols');
+    const bucket = bucketFor(fx.store, 'g-trusted');
+    const primary = new Primary(bucket, join(fx.base, 'trusted-primary'));
+    const vols = join(fx.base, 'trusted-vols');
     for (const d of ['bad-data', 'bad-ops', 'good-data', 'good-ops']) await mkdir(join(vols, d), { recursive: true });
     // t-bad's primary ships a tree for ops-a too (a spec naming it in its binds only, a primary that replicates it
     // anyway); t-good's ships only its replicated volume, with a full commit that would prune anything else.
     const badSpec = spec('t-bad', ['ops-a:/ops', 't-bad-data:/data'], ['t-bad-data']);
     const goodSpec = spec('t-good', ['ops-b:/ops', 't-good-data:/data'], ['t-good-data']);
-    const bad = await primary.container('t-bad', imageId, {
+    const bad = await primary.container('t-bad', fx.imageId, {
       spec: badSpec, volumes: [{ key: 't-bad-data', destination: '/data', dir: join(vols, 'bad-data') }, { key: 'ops-a', destination: '/ops', dir: join(vols, 'bad-ops') }],
     });
-    const good = await primary.container('t-good', imageId, { spec: goodSpec, volumes: [{ key: 't-good-data', destination: '/data', dir: join(vols, 'good-data') }] });
+    const good = await primary.container('t-good', fx.imageId, { spec: goodSpec, volumes: [{ key: 't-good-data', destination: '/data', dir: join(vols, 'good-data') }] });
     await bad.commit(async () => {
       await writeFile(join(vols, 'bad-data', 'a'), 'bad data\n');
       await writeFile(join(vols, 'bad-ops', 'planted'), 'not yours\n');
     });
     await good.commit(async () => writeFile(join(vols, 'good-data', 'a'), 'good v1\n'));
     const puller = await open(bucket, 'g-trusted');
-    const stateDir = join(base, 'g-trusted');
+    const stateDir = join(fx.base, 'g-trusted');
 
     const badStatus = await statusOf(puller, 't-bad');
     assert.match(badStatus.refusedCommit?.reason ?? '', /volume ops-a is not a volume of this twin/, JSON.stringify(badStatus));
@@ -139,7 +119,7 @@ describe('puller: volumes of the standby that are not the twin\'s own', { timeou
     assert.deepEqual(await readdir(opsA), ['keep']);
 
     assert.equal(await appliedSeq(stateDir, 'g-trusted', 't-good'), 2);
-    const twin = await runtime.twinState('t-good');
+    const twin = await fx.runtime.twinState('t-good');
     assert.ok(twin.state === 'stopped', twin.state);
     assert.ok(twin.volumes['t-good-data'] !== undefined && twin.volumes['ops-b'] === opsB, JSON.stringify(twin.volumes));
     assert.equal(await readFile(join(twin.volumes['t-good-data'], 'a'), 'utf8'), 'good v1\n');
@@ -153,15 +133,15 @@ describe('puller: volumes of the standby that are not the twin\'s own', { timeou
   });
 
   it('staging pauses while another container uses a replicated volume of the twin, and goes on once it does not', async () => {
-    const bucket = bucketFor(store, 'g-shared');
-    const primary = new Primary(bucket, join(base, 'shared-primary'));
-    const vol = join(base, 'shared-vol');
+    const bucket = bucketFor(fx.store, 'g-shared');
+    const primary = new Primary(bucket, join(fx.base, 'shared-primary'));
+    const vol = join(fx.base, 'shared-vol');
     await mkdir(vol, { recursive: true });
-    const web = await primary.container('s-web', imageId, { spec: spec('s-web', ['s-data:/data'], ['s-data']), volumes: [{ key: 's-data', destination: '/data', dir: vol }] });
+    const web = await primary.container('s-web', fx.imageId, { spec: spec('s-web', ['s-data:/data'], ['s-data']), volumes: [{ key: 's-data', destination: '/data', dir: vol }] });
     await web.commit(async () => writeFile(join(vol, 'state'), 'v1\n'));
     const puller = await open(bucket, 'g-shared');
-    const stateDir = join(base, 'g-shared');
-    const twin = await runtime.twinState('s-web');
+    const stateDir = join(fx.base, 'g-shared');
+    const twin = await fx.runtime.twinState('s-web');
     assert.ok(twin.state === 'stopped', twin.state);
     const dir = twin.volumes['s-data'];
     assert.ok(dir !== undefined);
@@ -169,7 +149,7 @@ describe('puller: volumes of the standby that are not the twin\'s own', { timeou
     assert.equal(await appliedSeq(stateDir, 'g-shared', 's-web'), 1);
 
     // Someone on the standby creates a container on the twin's volume (stopped: using it is enough).
-    await dockerCli(engine, ['create', '--name', 'intruder', '-v', 's-data:/x', 'tl-busybox:voltrust', 'sh']);
+    await dockerCli(fx.engine, ['create', '--name', 'intruder', '-v', 's-data:/x', 'tl-busybox:voltrust', 'sh']);
     try {
       await web.commit(async () => writeFile(join(vol, 'state'), 'v2\n'));
       await puller.pollOnce();
@@ -178,7 +158,7 @@ describe('puller: volumes of the standby that are not the twin\'s own', { timeou
       assert.equal(await appliedSeq(stateDir, 'g-shared', 's-web'), 1);
       assert.equal(await readFile(join(dir, 'state'), 'utf8'), 'v1\n', 'nothing written while another container uses it');
     } finally {
-      await dockerCli(engine, ['rm', '-f', 'intruder']);
+      await dockerCli(fx.engine, ['rm', '-f', 'intruder']);
     }
     await puller.pollOnce();
     assert.equal(await appliedSeq(stateDir, 'g-shared', 's-web'), 2);
