@@ -1,0 +1,406 @@
+// `npm run bench:months [-- --minutes=N --containers=N --writes=N --retention=S --kib=N --label=L]` (also part of
+// `npm run bench`): months of operation compressed in time (issue 12). Does the bucket stay flat once retention
+// applies, how many requests of each kind do a primary and a standby make, and what does a month of that cost at
+// AWS S3 list prices?
+//
+// The two-host lab (src/lab): `twinlayer agent` on both hosts with keepalived, a Docker engine each, the embedded S3
+// server behind one fault proxy per host (which sees every request and counts it). N protected busybox containers on
+// the primary, written through the engine's exec API at `--writes` per second in all: each write replaces one of 8
+// files of `--kib` KiB of random bytes in its container (a working set that stays the same size, as a database's or a
+// spool's does). Time is compressed by k = 24 h / retention: retention `--retention` s (default 60 s, the config's
+// floor: k = 1440, a bench minute is a day), and the primary's other periods scaled alike (gcIntervalMs 1 h / k,
+// checkpointMaxAgeMs 6 h / k; gcGraceMs stays at its floor of 60 s). Polls, the fence and reconciles keep their
+// defaults: they run on their own clocks whatever the workload.
+//
+// Every `--sample` s: the bucket's objects and bytes by kind (walked on the S3 server's disk, so the bench itself makes
+// no request), the requests each host made since the last sample by kind and object, the standby's lag. The request
+// rates per real hour are taken over the steady window (from retention + grace + 30 s on): requests that run on a
+// clock (bench/lib/s3-cost.ts isClockDriven) as measured, all others (commits, checkpoints, GC, catch-up) divided by
+// k, since in the bench they happen k times as often as in the day they stand for. The report says how many writes a
+// container makes in real time at that rate, and the requests per commit, to scale to another write rate.
+// Prints a table and writes bench/results/<date>-months[-label].json and .md; `--render=FILE.json` renders a saved run.
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import Docker from 'dockerode';
+import { AGENT_LAB_BUCKET, AgentLab } from '../src/lab/agent-lab.js';
+import { copyImage, importBusyboxImage } from '../src/lab/busybox-image.js';
+import { dockerCli } from '../src/lab/engine.js';
+import { waitFor } from '../src/lab/wait.js';
+import { dockerExec } from './chaos/tools.js';
+import { classifyRequest, isClockDriven, monthlyRequestCost, monthlyStorageCost, objectClassOf, requestKinds, S3_PRICES, type RequestKind } from './lib/s3-cost.js';
+
+const DAY_MS = 86_400_000;
+const IMAGE = 'tl-months:lab';
+const SLOTS = 8;
+const resultsDir = join(import.meta.dirname, 'results');
+
+export interface MonthsOptions {
+  minutes: number;
+  containers: number;
+  /** Writes per second, over all containers. */
+  writes: number;
+  retentionS: number;
+  sampleS: number;
+  kib: number;
+  label: string;
+  log?: (line: string) => void;
+}
+
+type Role = 'primary' | 'standby';
+
+interface Sample {
+  /** Seconds since the writes began. */
+  t: number;
+  writes: number;
+  failedWrites: number;
+  objects: number;
+  bytes: number;
+  /** Objects and bytes by object class (blob, record, head, spec, …). */
+  byObject: Record<string, { objects: number; bytes: number }>;
+  /** Requests since the previous sample: "role kind object status" → count. */
+  requests: Record<string, number>;
+  /** The standby's largest lag in commits (head seq − staged seq) over the containers; null without an answer. */
+  standbyLagCommits: number | null;
+  gcRuns: number;
+}
+
+export interface MonthsResult {
+  at: string;
+  label: string;
+  options: Omit<MonthsOptions, 'log'>;
+  compression: number;
+  agentEnv: Record<string, string>;
+  node: string;
+  prices: typeof S3_PRICES;
+  samples: Sample[];
+  /** Requests of the set-up (agents started to the standby converged), not in any sample. */
+  setupRequests: Record<string, number>;
+  gc: { runs: number; deleted: Record<string, number> };
+  rolesAtEnd: Record<string, string>;
+  errors: string[];
+  durationS: number;
+}
+
+/** The bucket on the S3 server's disk (s3rver: `<dir>/<bucket>/<key>._S3rver_object`). */
+async function bucketOnDisk(dir: string): Promise<{ objects: number; bytes: number; byObject: Record<string, { objects: number; bytes: number }> }> {
+  const suffix = '._S3rver_object';
+  const out = { objects: 0, bytes: 0, byObject: {} as Record<string, { objects: number; bytes: number }> };
+  const walk = async (d: string, depth: number): Promise<void> => {
+    if (depth > 20) throw new Error(`bucket walk: deeper than 20 under ${dir}`);
+    for (const e of await readdir(d, { withFileTypes: true }).catch(() => [])) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) await walk(p, depth + 1);
+      else if (e.isFile() && e.name.endsWith(suffix)) {
+        const size = (await stat(p).catch(() => null))?.size;
+        if (size === undefined) continue;
+        const cls = objectClassOf(relative(dir, p).slice(0, -suffix.length));
+        const b = (out.byObject[cls] ??= { objects: 0, bytes: 0 });
+        b.objects++;
+        b.bytes += size;
+        out.objects++;
+        out.bytes += size;
+      }
+    }
+  };
+  await walk(dir, 0);
+  return out;
+}
+
+function parseKey(key: string): { role: Role; kind: RequestKind; object: string; status: number } {
+  const [role = '', kind = '', object = '', status = '0'] = key.split(' ');
+  return { role: role as Role, kind: kind as RequestKind, object, status: Number(status) };
+}
+
+export async function runMonths(o: MonthsOptions): Promise<MonthsResult> {
+  const t0 = Date.now();
+  const log = o.log ?? ((m: string): void => { process.stderr.write(`[${String(Math.round((Date.now() - t0) / 1000)).padStart(4)} s] ${m}\n`); });
+  const retentionMs = o.retentionS * 1000;
+  const k = DAY_MS / retentionMs;
+  const scaled = (realMs: number, floor: number): number => Math.max(floor, Math.round(realMs / k));
+  const agentEnv: Record<string, string> = {
+    TWINLAYER_RETENTION_MS: String(retentionMs),
+    TWINLAYER_GC_INTERVAL_MS: String(scaled(3_600_000, 1000)),
+    TWINLAYER_GC_GRACE_MS: String(scaled(3_600_000, 60_000)),
+    TWINLAYER_CHECKPOINT_MAX_AGE_MS: String(scaled(6 * 3_600_000, 1000)),
+    // The defaults (the lab's are a test's): these run on their own clocks, and the report counts them as they are.
+    TWINLAYER_POLL_INTERVAL_MS: '250', TWINLAYER_FENCE_INTERVAL_MS: '500', TWINLAYER_RECONCILE_INTERVAL_MS: '60000', TWINLAYER_BACKUP_SETTLE_MS: '1000',
+    TWINLAYER_LOG_LEVEL: 'info',
+  };
+  const gc = { runs: 0, deleted: {} as Record<string, number> };
+  const errors: string[] = [];
+  const l = await AgentLab.create({
+    waitMs: 180_000,
+    // VRRP adverts every second: run niced beside other work, a late advert must not hand over (not measured here).
+    advertIntSec: 1,
+    faultProxies: true,
+    busyboxWeb: false,
+    engineStartTimeoutMs: 120_000,
+    agentEnv,
+    onAgentLine: (_host, line) => {
+      if (line.msg !== 'bucket garbage collected') return;
+      gc.runs++;
+      const deleted = line['deleted'];
+      if (typeof deleted !== 'object' || deleted === null) return;
+      for (const [kind, v] of Object.entries(deleted as Record<string, unknown>)) {
+        const n = typeof v === 'number' ? v : typeof v === 'object' && v !== null && typeof (v as { objects?: unknown }).objects === 'number' ? (v as { objects: number }).objects : null;
+        if (n !== null) gc.deleted[kind] = (gc.deleted[kind] ?? 0) + n;
+      }
+    },
+  });
+  const [a, b] = l.hosts;
+  const role: Record<string, Role> = { [a]: 'primary', [b]: 'standby' };
+  let window = new Map<string, number>();
+  for (const h of l.hosts) {
+    l.faultProxy(h).onAnswer((ans) => {
+      const r = classifyRequest(ans.method, ans.path);
+      const key = `${role[h]} ${r.kind} ${r.object} ${ans.status}`;
+      window.set(key, (window.get(key) ?? 0) + 1);
+    });
+  }
+  const take = (): Record<string, number> => {
+    const out = Object.fromEntries(window);
+    window = new Map();
+    return out;
+  };
+  const s3Dir = join(l.lab.dir, 's3', AGENT_LAB_BUCKET);
+  const samples: Sample[] = [];
+  let setupRequests: Record<string, number> | undefined;
+  const rolesAtEnd: Record<string, string> = {};
+  const names = Array.from({ length: o.containers }, (_, i) => `m${String(i).padStart(2, '0')}`);
+  try {
+    await importBusyboxImage(l.engine(a).socketPath, IMAGE);
+    await copyImage(l.engine(a).socketPath, l.engine(b).socketPath, IMAGE);
+    for (const n of names) {
+      await dockerCli(l.engine(a), ['run', '-d', '--name', n, '--label', 'twinlayer.enable=true', '--network', 'none', IMAGE,
+        'sh', '-c', "mkdir -p /data; trap 'exit 0' TERM; while true; do sleep 1; done"]);
+    }
+    await l.startAgent(a);
+    await l.startAgent(b);
+    await l.startKeepalived();
+    await waitFor('b converged as the standby', 300_000, () => l.converged(b), 1000);
+    log(`${o.containers} containers protected, the standby converged; writing for ${o.minutes} min at ${o.writes}/s (compression ${k}: a bench minute is ${(k / 60).toFixed(1)} h)`);
+    setupRequests = take();
+    const docker = new Docker({ socketPath: l.engine(a).socketPath });
+    let writes = 0;
+    let failedWrites = 0;
+    let next = 0;
+    const busy = new Set<string>();
+    const inflight = new Set<Promise<void>>();
+    const start = Date.now();
+    const sample = async (): Promise<Sample> => {
+      const disk = await bucketOnDisk(s3Dir);
+      const st = await l.status(b);
+      const head = await l.head().catch(() => null);
+      const lag = st === null || head === null ? null
+        : Math.max(0, ...Object.entries(head.containers).map(([n, seq]) => seq - (st.containers.find((c) => c.name === n)?.stagedSeq ?? 0)));
+      return { t: Math.round((Date.now() - start) / 1000), writes, failedWrites, ...disk, requests: take(), standbyLagCommits: lag, gcRuns: gc.runs };
+    };
+    samples.push(await sample());
+    let nextSample = start + o.sampleS * 1000;
+    const end = start + o.minutes * 60_000;
+    // Bounded: the loop ends at `end`; each write is bounded by dockerExec's timeout.
+    while (Date.now() < end) {
+      const name = names[next++ % names.length]!;
+      if (!busy.has(name)) {
+        busy.add(name);
+        const slot = writes % SLOTS;
+        writes++;
+        const script = `head -c ${o.kib * 1024} /dev/urandom > /data/.f${slot} && mv /data/.f${slot} /data/f${slot}`;
+        const p = dockerExec(docker, name, script).then((code) => { if (code !== 0) failedWrites++; }, () => { failedWrites++; })
+          .finally(() => { busy.delete(name); inflight.delete(p); });
+        inflight.add(p);
+      }
+      if (Date.now() >= nextSample) {
+        nextSample += o.sampleS * 1000;
+        const s = await sample();
+        samples.push(s);
+        log(`t=${s.t}s writes ${s.writes} objects ${s.objects} bytes ${(s.bytes / 1e6).toFixed(2)} MB, standby lag ${s.standbyLagCommits ?? '?'} commits, GC runs ${s.gcRuns}`);
+      }
+      await sleep(1000 / o.writes);
+    }
+    await Promise.all([...inflight]);
+    samples.push(await sample());
+    // The standby catches up to the head (bounded); its catch-up requests are not in the steady window.
+    await waitFor('the standby caught up after the writes', 180_000, () => l.converged(b), 1000).catch((err: unknown) => errors.push(`standby: ${(err as Error).message}`));
+    for (const h of l.hosts) rolesAtEnd[h] = (await l.status(h))?.role ?? '?';
+    if (rolesAtEnd[a] !== 'primary' || rolesAtEnd[b] !== 'standby') errors.push(`the roles changed during the run: ${JSON.stringify(rolesAtEnd)}`);
+    if (failedWrites > 0) errors.push(`${failedWrites} of ${writes} writes failed`);
+  } finally {
+    await l.destroy();
+  }
+  return {
+    at: new Date(t0).toISOString(), label: o.label, options: { minutes: o.minutes, containers: o.containers, writes: o.writes, retentionS: o.retentionS, sampleS: o.sampleS, kib: o.kib, label: o.label },
+    compression: k, agentEnv, node: process.version, prices: S3_PRICES, samples, setupRequests: setupRequests ?? {}, gc, rolesAtEnd, errors, durationS: Math.round((Date.now() - t0) / 1000),
+  };
+}
+
+export interface MonthsSummary {
+  /** The steady window: from `fromS` to `toS` (seconds since the writes began). */
+  fromS: number;
+  toS: number;
+  objects: { min: number; max: number; mean: number };
+  bytes: { min: number; max: number; mean: number };
+  commits: number;
+  /** Per host: requests per hour in the bench, and per real hour (clock-driven ones as they are, others ÷ k). */
+  perHour: Record<Role, { bench: Record<string, number>; real: Record<string, number>; clockReal: Record<string, number>; workloadReal: Record<string, number> }>;
+  /** Workload requests per commit, per host and kind. */
+  perCommit: Record<Role, Record<string, number>>;
+  monthly: { storage: number; primary: number; standby: number; total: number };
+  /** One container's writes per real hour at this rate. */
+  writesPerContainerPerRealHour: number;
+}
+
+export function summarize(r: MonthsResult): MonthsSummary {
+  const k = r.compression;
+  const fromS = r.options.retentionS + Number(r.agentEnv['TWINLAYER_GC_GRACE_MS'] ?? 60_000) / 1000 + 30;
+  const steady = r.samples.filter((s) => s.t > fromS && s.t <= r.options.minutes * 60 + r.options.sampleS);
+  // The requests of a sample were made since the one before: a window starts at the sample before the first.
+  const first = r.samples[r.samples.indexOf(steady[0]!) - 1];
+  const last = steady.at(-1);
+  if (steady.length < 2 || first === undefined || last === undefined) throw new Error(`no steady window: ${r.samples.length} samples, steady from ${fromS} s; run longer (--minutes)`);
+  const seconds = last.t - first.t;
+  const stats = (xs: number[]): { min: number; max: number; mean: number } => ({ min: Math.min(...xs), max: Math.max(...xs), mean: Math.round(xs.reduce((s, x) => s + x, 0) / xs.length) });
+  const perHour = {} as MonthsSummary['perHour'];
+  const perCommit = {} as MonthsSummary['perCommit'];
+  let commits = 0;
+  for (const s of steady) for (const [key, n] of Object.entries(s.requests)) {
+    const q = parseKey(key);
+    if (q.role === 'primary' && q.kind === 'PUT' && q.object === 'record' && q.status === 200) commits += n;
+  }
+  for (const role of ['primary', 'standby'] as const) {
+    const bench: Record<string, number> = {};
+    const clockReal: Record<string, number> = {};
+    const workloadReal: Record<string, number> = {};
+    const workload: Record<string, number> = {};
+    for (const s of steady) for (const [key, n] of Object.entries(s.requests)) {
+      const q = parseKey(key);
+      if (q.role !== role) continue;
+      const h = (n / seconds) * 3600;
+      bench[q.kind] = (bench[q.kind] ?? 0) + h;
+      if (isClockDriven(role, { kind: q.kind, object: q.object as never }, q.status)) clockReal[q.kind] = (clockReal[q.kind] ?? 0) + h;
+      else {
+        workloadReal[q.kind] = (workloadReal[q.kind] ?? 0) + h / k;
+        workload[q.kind] = (workload[q.kind] ?? 0) + n;
+      }
+    }
+    const real: Record<string, number> = {};
+    for (const kind of requestKinds) {
+      const v = (clockReal[kind] ?? 0) + (workloadReal[kind] ?? 0);
+      if (v > 0) real[kind] = v;
+    }
+    perHour[role] = { bench, real, clockReal, workloadReal };
+    perCommit[role] = Object.fromEntries(Object.entries(workload).map(([kind, n]) => [kind, commits === 0 ? 0 : n / commits]));
+  }
+  const bytes = stats(steady.map((s) => s.bytes));
+  const storage = monthlyStorageCost(bytes.mean);
+  const primary = monthlyRequestCost(perHour.primary.real);
+  const standby = monthlyRequestCost(perHour.standby.real);
+  const writes = last.writes - first.writes;
+  return {
+    fromS: first.t, toS: last.t, objects: stats(steady.map((s) => s.objects)), bytes, commits,
+    perHour, perCommit, monthly: { storage, primary, standby, total: storage + primary + standby },
+    writesPerContainerPerRealHour: (writes / r.options.containers) / (seconds * k) * 3600,
+  };
+}
+
+const fmt = (n: number, d = 0): string => n.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d });
+const usd = (n: number): string => `$${n < 0.01 && n > 0 ? n.toFixed(4) : n.toFixed(2)}`;
+
+export function renderMonths(r: MonthsResult): string {
+  const s = summarize(r);
+  const k = r.compression;
+  const o = r.options;
+  const lines: string[] = [];
+  lines.push(`# Months of operation, compressed (issue 12), ${r.at.slice(0, 10)}${r.label === '' ? '' : ` (${r.label})`}`, '');
+  lines.push(`${o.containers} protected busybox containers on the primary of the two-host lab (\`twinlayer agent\` and keepalived on both, a`,
+    `Docker engine each, the embedded S3 server behind a counting proxy per host), ${o.writes} writes/s in all for ${o.minutes} min, each`,
+    `replacing one of ${SLOTS} files of ${o.kib} KiB of random bytes in its container. Retention ${o.retentionS} s against the default 24 h: time`,
+    `compressed ${fmt(k)}×, one bench minute stands for ${fmt(k / 60, 1)} h. Agent settings: ${Object.entries(r.agentEnv).filter(([key]) => !key.endsWith('LOG_LEVEL')).map(([key, v]) => `${key.replace('TWINLAYER_', '')}=${v}`).join(', ')}`,
+    `(gcIntervalMs and checkpointMaxAgeMs are the defaults ÷ ${fmt(k)}; gcGraceMs stays at its floor of 60 s, ${fmt(60_000 * k / 3_600_000, 0)} h of real time;`,
+    `polls, the fence and reconciles run at their defaults). Node ${r.node}, ${r.durationS} s in all.`, '');
+  if (r.errors.length > 0) lines.push(`**Errors:** ${r.errors.join('; ')}`, '');
+  lines.push('## The bucket over time', '', '| t (s) | ≈ real time | writes | objects | MB | blobs | records | standby lag (commits) | GC runs |', '|---|---|---|---|---|---|---|---|---|');
+  for (const x of r.samples) {
+    lines.push(`| ${x.t} | ${fmt(x.t * k / 86_400, 1)} d | ${x.writes} | ${x.objects} | ${fmt(x.bytes / 1e6, 2)} | ${x.byObject['blob']?.objects ?? 0} | ${x.byObject['record']?.objects ?? 0} | ${x.standbyLagCommits ?? '?'} | ${x.gcRuns} |`);
+  }
+  lines.push('', `Steady window (from retention + grace + 30 s): t = ${s.fromS}-${s.toS} s (${fmt((s.toS - s.fromS) * k / 86_400, 1)} days of real time): ${fmt(s.objects.min)}-${fmt(s.objects.max)} objects`,
+    `(mean ${fmt(s.objects.mean)}), ${fmt(s.bytes.min / 1e6, 2)}-${fmt(s.bytes.max / 1e6, 2)} MB (mean ${fmt(s.bytes.mean / 1e6, 2)} MB); ${s.commits} commits published, ${r.gc.runs} GC runs in the whole run`,
+    `(deleted: ${Object.entries(r.gc.deleted).map(([kk, v]) => `${kk} ${v}`).join(', ') || 'nothing'}).`, '');
+  lines.push('## Requests per hour', '',
+    `Per real hour: requests that run on their own clock (the standby's head polls, generation probes and spec listings; the`,
+    `primary's fence probes) as measured; all others (commits, checkpoints, GC, staging) ÷ ${fmt(k)}, since the bench makes them`,
+    `${fmt(k)} times as often as the day it stands for. At this rate each container writes ${fmt(s.writesPerContainerPerRealHour, 2)} times per real hour.`, '',
+    `| host | ${requestKinds.join(' | ')} | $/month |`, `|---|${requestKinds.map(() => '---').join('|')}|---|`);
+  for (const role of ['primary', 'standby'] as const) {
+    const p = s.perHour[role];
+    lines.push(`| ${role}, bench (per hour) | ${requestKinds.map((kk) => fmt(p.bench[kk] ?? 0)).join(' | ')} | |`);
+    lines.push(`| ${role}, on its clock (per real hour) | ${requestKinds.map((kk) => fmt(p.clockReal[kk] ?? 0)).join(' | ')} | ${usd(monthlyRequestCost(p.clockReal))} |`);
+    lines.push(`| ${role}, workload ÷ ${fmt(k)} (per real hour) | ${requestKinds.map((kk) => fmt(p.workloadReal[kk] ?? 0, 1)).join(' | ')} | ${usd(monthlyRequestCost(p.workloadReal))} |`);
+  }
+  lines.push('', `Workload requests per commit (to scale to another write rate): primary ${Object.entries(s.perCommit.primary).map(([kk, v]) => `${kk} ${fmt(v, 2)}`).join(', ')};`,
+    `standby ${Object.entries(s.perCommit.standby).map(([kk, v]) => `${kk} ${fmt(v, 2)}`).join(', ')}.`, '');
+  lines.push('## Monthly cost', '',
+    `AWS ${r.prices.storageClass} list prices, ${r.prices.region}, as of ${r.prices.asOf}: storage $${r.prices.storagePerGbMonth}/GB-month (GB = 2^30 bytes), PUT/COPY/POST/LIST`,
+    `$${r.prices.tier1Per1000} per 1000, GET/HEAD $${r.prices.tier2Per1000} per 1000, DELETE free (GC's DeleteObjects counted as DELETE); ${r.prices.hoursPerMonth} h a month; no data`,
+    'transfer (same region).', '',
+    '| | $/month |', '|---|---|',
+    `| storage (mean of the steady window, ${fmt(s.bytes.mean / 1e6, 2)} MB) | ${usd(s.monthly.storage)} |`,
+    `| primary's requests | ${usd(s.monthly.primary)} |`,
+    `| standby's requests | ${usd(s.monthly.standby)} |`,
+    `| **one primary and one standby** | **${usd(s.monthly.total)}** |`, '');
+  lines.push('## Requests in the steady window by object (bench counts)', '', '| host | kind | object | status | requests |', '|---|---|---|---|---|');
+  const totals = new Map<string, number>();
+  for (const x of r.samples.filter((y) => y.t > s.fromS && y.t <= s.toS)) for (const [key, n] of Object.entries(x.requests)) totals.set(key, (totals.get(key) ?? 0) + n);
+  for (const [key, n] of [...totals].sort()) {
+    const q = parseKey(key);
+    lines.push(`| ${q.role} | ${q.kind} | ${q.object} | ${q.status} | ${n}${isClockDriven(q.role, { kind: q.kind, object: q.object as never }, q.status) ? ' (clock)' : ''} |`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+function intArg(argv: string[], name: string, dflt: number, min: number, max: number): number {
+  const a = argv.find((x) => x.startsWith(`--${name}=`));
+  const n = a === undefined ? dflt : Number(a.slice(name.length + 3));
+  if (!Number.isInteger(n) || n < min || n > max) throw new RangeError(`Expected \`--${name}\` to be an integer in ${min}..${max}, got ${a}`);
+  return n;
+}
+
+export function monthsOptions(argv: string[]): MonthsOptions {
+  const known = ['minutes', 'containers', 'writes', 'retention', 'sample', 'kib', 'label', 'render'];
+  for (const a of argv) if (!known.some((k) => a.startsWith(`--${k}=`))) throw new Error(`unknown argument ${a}; expected --minutes= --containers= --writes= --retention= --sample= --kib= --label= --render=`);
+  return {
+    minutes: intArg(argv, 'minutes', 5, 3, 60),
+    containers: intArg(argv, 'containers', 40, 1, 100),
+    writes: intArg(argv, 'writes', 6, 1, 50),
+    // The config's floor for retentionMs is 60 s.
+    retentionS: intArg(argv, 'retention', 60, 60, 3600),
+    sampleS: intArg(argv, 'sample', 15, 5, 300),
+    kib: intArg(argv, 'kib', 16, 1, 4096),
+    label: argv.find((x) => x.startsWith('--label='))?.slice('--label='.length).replace(/[^\w-]/g, '') ?? '',
+  };
+}
+
+/** Runs, prints the report and writes results/<date>-months[-label].json and .md; returns the file stem. */
+export async function runAndWriteMonths(o: MonthsOptions): Promise<string> {
+  const r = await runMonths(o);
+  const stem = join(resultsDir, `${r.at.slice(0, 10)}-months${r.label === '' ? '' : `-${r.label}`}`);
+  await writeFile(`${stem}.json`, `${JSON.stringify(r, null, 1)}\n`);
+  const md = renderMonths(r);
+  await writeFile(`${stem}.md`, md);
+  process.stdout.write(md);
+  process.stderr.write(`wrote ${stem}.json and .md\n`);
+  if (r.errors.length > 0) throw new Error(`months: ${r.errors.join('; ')}`);
+  return stem;
+}
+
+if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const argv = process.argv.slice(2);
+  const render = argv.find((x) => x.startsWith('--render='))?.slice('--render='.length);
+  if (render !== undefined) process.stdout.write(renderMonths(JSON.parse(await readFile(render, 'utf8')) as MonthsResult));
+  else {
+    if (process.getuid?.() !== 0) throw new Error('bench/months.ts: run as root (dockerd, network namespaces, keepalived)');
+    await runAndWriteMonths(monthsOptions(argv));
+  }
+}
