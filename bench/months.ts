@@ -1,4 +1,4 @@
-// `npm run bench:months [-- --minutes=N --containers=N --writes=N --retention=S --kib=N --label=L]` (also part of
+// `npm run bench:months [-- --minutes=5 --containers=40 --writes=4 --retention=60 --kib=16 --sample=15 --label=L]` (also part of
 // `npm run bench`): months of operation compressed in time (issue 12). Does the bucket stay flat once retention
 // applies, how many requests of each kind do a primary and a standby make, and what does a month of that cost at
 // AWS S3 list prices?
@@ -24,6 +24,7 @@ import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Docker from 'dockerode';
+import PQueue from 'p-queue';
 import { AGENT_LAB_BUCKET, AgentLab } from '../src/lab/agent-lab.js';
 import { copyImage, importBusyboxImage } from '../src/lab/busybox-image.js';
 import { dockerCli } from '../src/lab/engine.js';
@@ -149,6 +150,13 @@ export async function runMonths(o: MonthsOptions): Promise<MonthsResult> {
       }
     },
   });
+  // Ctrl-C ends the writes at once and still takes the lab down (engines, namespaces, keepalived, agents).
+  let interrupted: string | null = null;
+  const onSignal = (signal: string): void => {
+    interrupted = signal;
+    log(`${signal}: stopping, then cleaning up`);
+  };
+  process.once('SIGINT', onSignal).once('SIGTERM', onSignal);
   const [a, b] = l.hosts;
   const role: Record<string, Role> = { [a]: 'primary', [b]: 'standby' };
   let window = new Map<string, number>();
@@ -172,10 +180,9 @@ export async function runMonths(o: MonthsOptions): Promise<MonthsResult> {
   try {
     await importBusyboxImage(l.engine(a).socketPath, IMAGE);
     await copyImage(l.engine(a).socketPath, l.engine(b).socketPath, IMAGE);
-    for (const n of names) {
-      await dockerCli(l.engine(a), ['run', '-d', '--name', n, '--label', 'twinlayer.enable=true', '--network', 'none', IMAGE,
-        'sh', '-c', "mkdir -p /data; trap 'exit 0' TERM; while true; do sleep 1; done"]);
-    }
+    const q = new PQueue({ concurrency: 4 });
+    await Promise.all(names.map((n) => q.add(() => dockerCli(l.engine(a), ['run', '-d', '--name', n, '--label', 'twinlayer.enable=true', '--network', 'none', IMAGE,
+      'sh', '-c', "mkdir -p /data; trap 'exit 0' TERM; while true; do sleep 1; done"]))));
     await l.startAgent(a);
     await l.startAgent(b);
     await l.startKeepalived();
@@ -201,7 +208,7 @@ export async function runMonths(o: MonthsOptions): Promise<MonthsResult> {
     let nextSample = start + o.sampleS * 1000;
     const end = start + o.minutes * 60_000;
     // Bounded: the loop ends at `end`; each write is bounded by dockerExec's timeout.
-    while (Date.now() < end) {
+    while (Date.now() < end && interrupted === null) {
       const name = names[next++ % names.length]!;
       if (!busy.has(name)) {
         busy.add(name);
@@ -221,6 +228,7 @@ export async function runMonths(o: MonthsOptions): Promise<MonthsResult> {
       await sleep(1000 / o.writes);
     }
     await Promise.all([...inflight]);
+    if (interrupted !== null) throw new Error(`interrupted by ${String(interrupted)}`);
     samples.push(await sample());
     // The standby catches up to the head (bounded); its catch-up requests are not in the steady window.
     await waitFor('the standby caught up after the writes', 180_000, () => l.converged(b), 1000).catch((err: unknown) => errors.push(`standby: ${(err as Error).message}`));
@@ -228,6 +236,7 @@ export async function runMonths(o: MonthsOptions): Promise<MonthsResult> {
     if (rolesAtEnd[a] !== 'primary' || rolesAtEnd[b] !== 'standby') errors.push(`the roles changed during the run: ${JSON.stringify(rolesAtEnd)}`);
     if (failedWrites > 0) errors.push(`${failedWrites} of ${writes} writes failed`);
   } finally {
+    process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
     await l.destroy();
   }
   return {
@@ -373,7 +382,7 @@ export function monthsOptions(argv: string[]): MonthsOptions {
   return {
     minutes: intArg(argv, 'minutes', 5, 3, 60),
     containers: intArg(argv, 'containers', 40, 1, 100),
-    writes: intArg(argv, 'writes', 6, 1, 50),
+    writes: intArg(argv, 'writes', 4, 1, 50),
     // The config's floor for retentionMs is 60 s.
     retentionS: intArg(argv, 'retention', 60, 60, 3600),
     sampleS: intArg(argv, 'sample', 15, 5, 300),
