@@ -15,7 +15,7 @@ function result(): MonthsResult {
       requests: t === 0 ? {} : {
         'standby GET head 304': 60, 'primary PUT record 200': 90, 'primary PUT blob 200': 90, 'standby GET blob 200': 90, 'primary GET claim 404': 30,
       },
-      standbyLagCommits: 0, gcRuns: t,
+      standbyBehind: 0, gcRuns: t,
     });
   }
   return {
