@@ -1,4 +1,4 @@
-// `npm run bench:months [-- --minutes=5 --containers=40 --writes=4 --retention=60 --kib=16 --sample=15 --label=L]` (also part of
+// `npm run bench:months [-- --minutes=5 --containers=40 --writes=4 --retention=60 --kib=16 --sample=15 --idle=60 --label=L]` (also part of
 // `npm run bench`): months of operation compressed in time (issue 12). Does the bucket stay flat once retention
 // applies, how many requests of each kind do a primary and a standby make, and what does a month of that cost at
 // AWS S3 list prices?
@@ -13,11 +13,15 @@
 // defaults: they run on their own clocks whatever the workload.
 //
 // Every `--sample` s: the bucket's objects and bytes by kind (walked on the S3 server's disk, so the bench itself makes
-// no request), the requests each host made since the last sample by kind and object, the standby's lag. The request
-// rates per real hour are taken over the steady window (from retention + grace + 30 s on): requests that run on a
-// clock (bench/lib/s3-cost.ts isClockDriven) as measured, all others (commits, checkpoints, GC, catch-up) divided by
-// k, since in the bench they happen k times as often as in the day they stand for. The report says how many writes a
-// container makes in real time at that rate, and the requests per commit, to scale to another write rate.
+// no request), the requests each host made since the last sample by kind and object, the standby's containers behind.
+// Then, the standby caught up, `--idle` s without writes: what each host asks on its own clocks (the standby's head
+// polls, generation probes and spec listings; the primary's fence). Per real hour, by kind: those idle rates as
+// measured (a real deployment is idle between its rare writes), plus the workload's requests over the steady window
+// (from retention + grace + 30 s on) divided by k, since in the bench commits, checkpoints and GC runs come k times as
+// often as in the day they stand for: the standby's above its idle rate of the same request (busy, its polls are
+// slower, and every head move lists the specs), the primary's all but its fence (bench/lib/s3-cost.ts isFenceProbe),
+// which runs on its clock busy or not. The report says how many writes a container makes per real hour at that rate,
+// and the requests per commit and per GC run, to scale to another write rate.
 // Prints a table and writes bench/results/<date>-months[-label].json and .md; `--render=FILE.json` renders a saved run.
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
@@ -30,7 +34,7 @@ import { copyImage, importBusyboxImage } from '../src/lab/busybox-image.js';
 import { dockerCli } from '../src/lab/engine.js';
 import { waitFor } from '../src/lab/wait.js';
 import { dockerExec } from './chaos/tools.js';
-import { classifyRequest, isClockDriven, monthlyRequestCost, monthlyStorageCost, objectClassOf, requestKinds, S3_PRICES, type RequestKind } from './lib/s3-cost.js';
+import { classifyRequest, isFenceProbe, monthlyRequestCost, monthlyStorageCost, objectClassOf, requestKinds, S3_PRICES, type RequestKind } from './lib/s3-cost.js';
 
 const DAY_MS = 86_400_000;
 const IMAGE = 'tl-months:lab';
@@ -44,6 +48,8 @@ export interface MonthsOptions {
   writes: number;
   retentionS: number;
   sampleS: number;
+  /** Seconds without writes at the end, for the requests on clocks. */
+  idleS: number;
   kib: number;
   label: string;
   log?: (line: string) => void;
@@ -78,6 +84,8 @@ export interface MonthsResult {
   samples: Sample[];
   /** Requests of the set-up (agents started to the standby converged), not in any sample. */
   setupRequests: Record<string, number>;
+  /** The idle window at the end: its length and requests ("role kind object status" → count). */
+  idle: { seconds: number; requests: Record<string, number> };
   gc: { runs: number; deleted: Record<string, number> };
   rolesAtEnd: Record<string, string>;
   errors: string[];
@@ -175,6 +183,7 @@ export async function runMonths(o: MonthsOptions): Promise<MonthsResult> {
   const s3Dir = join(l.lab.dir, 's3', AGENT_LAB_BUCKET);
   const samples: Sample[] = [];
   let setupRequests: Record<string, number> | undefined;
+  let idle: MonthsResult['idle'] | undefined;
   const rolesAtEnd: Record<string, string> = {};
   const names = Array.from({ length: o.containers }, (_, i) => `m${String(i).padStart(2, '0')}`);
   try {
@@ -234,6 +243,11 @@ export async function runMonths(o: MonthsOptions): Promise<MonthsResult> {
     samples.push(await sample());
     // The standby catches up to the head (bounded); its catch-up requests are not in the steady window.
     await waitFor('the standby caught up after the writes', 180_000, () => l.converged(b), 1000).catch((err: unknown) => errors.push(`standby: ${(err as Error).message}`));
+    take();
+    const idleFrom = Date.now();
+    await sleep(o.idleS * 1000);
+    idle = { seconds: (Date.now() - idleFrom) / 1000, requests: take() };
+    log(`idle ${o.idleS} s: ${Object.values(idle.requests).reduce((x, y) => x + y, 0)} requests`);
     for (const h of l.hosts) rolesAtEnd[h] = (await l.status(h))?.role ?? '?';
     if (rolesAtEnd[a] !== 'primary' || rolesAtEnd[b] !== 'standby') errors.push(`the roles changed during the run: ${JSON.stringify(rolesAtEnd)}`);
     if (failedWrites > 0) errors.push(`${failedWrites} of ${writes} writes failed`);
@@ -242,8 +256,8 @@ export async function runMonths(o: MonthsOptions): Promise<MonthsResult> {
     await l.destroy();
   }
   return {
-    at: new Date(t0).toISOString(), label: o.label, options: { minutes: o.minutes, containers: o.containers, writes: o.writes, retentionS: o.retentionS, sampleS: o.sampleS, kib: o.kib, label: o.label },
-    compression: k, agentEnv, node: process.version, prices: S3_PRICES, samples, setupRequests: setupRequests ?? {}, gc, rolesAtEnd, errors, durationS: Math.round((Date.now() - t0) / 1000),
+    at: new Date(t0).toISOString(), label: o.label, options: { minutes: o.minutes, containers: o.containers, writes: o.writes, retentionS: o.retentionS, sampleS: o.sampleS, idleS: o.idleS, kib: o.kib, label: o.label },
+    compression: k, agentEnv, node: process.version, prices: S3_PRICES, samples, setupRequests: setupRequests ?? {}, idle: idle ?? { seconds: 0, requests: {} }, gc, rolesAtEnd, errors, durationS: Math.round((Date.now() - t0) / 1000),
   };
 }
 
@@ -254,14 +268,22 @@ export interface MonthsSummary {
   objects: { min: number; max: number; mean: number };
   bytes: { min: number; max: number; mean: number };
   commits: number;
-  /** Per host: requests per hour in the bench, and per real hour (clock-driven ones as they are, others ÷ k). */
-  perHour: Record<Role, { bench: Record<string, number>; real: Record<string, number>; clockReal: Record<string, number>; workloadReal: Record<string, number> }>;
-  /** Workload requests per commit, per host and kind. */
+  gcRuns: number;
+  /** Per host, by kind: per hour in the steady window of the bench; per real hour on its clocks (the idle window),
+   *  of the workload (÷ k), and both. */
+  perHour: Record<Role, { bench: Record<string, number>; clockReal: Record<string, number>; workloadReal: Record<string, number>; real: Record<string, number> }>;
+  /** The primary's publishing PUTs and the standby's workload requests per commit; the primary's other (GC) requests
+   *  per GC run. */
   perCommit: Record<Role, Record<string, number>>;
+  perGcRun: Record<string, number>;
   monthly: { storage: number; primary: number; standby: number; total: number };
   /** One container's writes per real hour at this rate. */
   writesPerContainerPerRealHour: number;
 }
+
+const add = (m: Record<string, number>, k: string, v: number): void => {
+  m[k] = (m[k] ?? 0) + v;
+};
 
 export function summarize(r: MonthsResult): MonthsSummary {
   const k = r.compression;
@@ -271,29 +293,61 @@ export function summarize(r: MonthsResult): MonthsSummary {
   const first = r.samples[r.samples.indexOf(steady[0]!) - 1];
   const last = steady.at(-1);
   if (steady.length < 2 || first === undefined || last === undefined) throw new Error(`no steady window: ${r.samples.length} samples, steady from ${fromS} s; run longer (--minutes)`);
+  if (!(r.idle.seconds > 0)) throw new Error('no idle window: the requests on clocks are taken there (--idle)');
   const seconds = last.t - first.t;
   const stats = (xs: number[]): { min: number; max: number; mean: number } => ({ min: Math.min(...xs), max: Math.max(...xs), mean: Math.round(xs.reduce((s, x) => s + x, 0) / xs.length) });
-  const perHour = {} as MonthsSummary['perHour'];
-  const perCommit = {} as MonthsSummary['perCommit'];
+  const busy = new Map<string, number>();
+  for (const s of steady) for (const [key, n] of Object.entries(s.requests)) busy.set(key, (busy.get(key) ?? 0) + n);
+  // The standby's workload is what it asks above its idle rate of the same request, whatever the answer (a poll is
+  // answered 304 idle, 200 when the head moved).
+  const byRequest = (m: Iterable<[string, number]>): Map<string, number> => {
+    const out = new Map<string, number>();
+    for (const [key, n] of m) {
+      const q = parseKey(key);
+      const req = `${q.role} ${q.kind} ${q.object}`;
+      out.set(req, (out.get(req) ?? 0) + n);
+    }
+    return out;
+  };
+  const idleByRequest = byRequest(Object.entries(r.idle.requests));
+  const idleRate = (key: string): number => ((r.idle.requests[key] ?? 0) / r.idle.seconds) * 3600;
   let commits = 0;
-  for (const s of steady) for (const [key, n] of Object.entries(s.requests)) {
+  for (const [key, n] of busy) {
     const q = parseKey(key);
     if (q.role === 'primary' && q.kind === 'PUT' && q.object === 'record' && q.status === 200) commits += n;
   }
+  const gcRuns = last.gcRuns - first.gcRuns;
+  const perHour = {} as MonthsSummary['perHour'];
+  const perCommit: MonthsSummary['perCommit'] = { primary: {}, standby: {} };
+  const perGcRun: Record<string, number> = {};
   for (const role of ['primary', 'standby'] as const) {
     const bench: Record<string, number> = {};
     const clockReal: Record<string, number> = {};
     const workloadReal: Record<string, number> = {};
-    const workload: Record<string, number> = {};
-    for (const s of steady) for (const [key, n] of Object.entries(s.requests)) {
+    for (const key of Object.keys(r.idle.requests)) {
+      const q = parseKey(key);
+      if (q.role !== role) continue;
+      if (role === 'standby' || isFenceProbe({ kind: q.kind, object: q.object as never }, q.status)) add(clockReal, q.kind, idleRate(key));
+    }
+    for (const [key, n] of busy) {
       const q = parseKey(key);
       if (q.role !== role) continue;
       const h = (n / seconds) * 3600;
-      bench[q.kind] = (bench[q.kind] ?? 0) + h;
-      if (isClockDriven(role, { kind: q.kind, object: q.object as never }, q.status)) clockReal[q.kind] = (clockReal[q.kind] ?? 0) + h;
-      else {
-        workloadReal[q.kind] = (workloadReal[q.kind] ?? 0) + h / k;
-        workload[q.kind] = (workload[q.kind] ?? 0) + n;
+      add(bench, q.kind, h);
+      if (role === 'primary') {
+        if (isFenceProbe({ kind: q.kind, object: q.object as never }, q.status)) continue;
+        add(workloadReal, q.kind, h / k);
+        if (q.kind === 'PUT') add(perCommit.primary, q.kind, n / Math.max(1, commits));
+        else add(perGcRun, q.kind, n / Math.max(1, gcRuns));
+      }
+    }
+    if (role === 'standby') {
+      for (const [req, n] of byRequest(busy)) {
+        const [, kind = ''] = req.split(' ');
+        if (!req.startsWith('standby ')) continue;
+        const excess = Math.max(0, (n / seconds) * 3600 - ((idleByRequest.get(req) ?? 0) / r.idle.seconds) * 3600);
+        add(workloadReal, kind, excess / k);
+        add(perCommit.standby, kind, ((excess / 3600) * seconds) / Math.max(1, commits));
       }
     }
     const real: Record<string, number> = {};
@@ -301,8 +355,7 @@ export function summarize(r: MonthsResult): MonthsSummary {
       const v = (clockReal[kind] ?? 0) + (workloadReal[kind] ?? 0);
       if (v > 0) real[kind] = v;
     }
-    perHour[role] = { bench, real, clockReal, workloadReal };
-    perCommit[role] = Object.fromEntries(Object.entries(workload).map(([kind, n]) => [kind, commits === 0 ? 0 : n / commits]));
+    perHour[role] = { bench, clockReal, workloadReal, real };
   }
   const bytes = stats(steady.map((s) => s.bytes));
   const storage = monthlyStorageCost(bytes.mean);
@@ -310,8 +363,8 @@ export function summarize(r: MonthsResult): MonthsSummary {
   const standby = monthlyRequestCost(perHour.standby.real);
   const writes = last.writes - first.writes;
   return {
-    fromS: first.t, toS: last.t, objects: stats(steady.map((s) => s.objects)), bytes, commits,
-    perHour, perCommit, monthly: { storage, primary, standby, total: storage + primary + standby },
+    fromS: first.t, toS: last.t, objects: stats(steady.map((s) => s.objects)), bytes, commits, gcRuns,
+    perHour, perCommit, perGcRun, monthly: { storage, primary, standby, total: storage + primary + standby },
     writesPerContainerPerRealHour: (writes / r.options.containers) / (seconds * k) * 3600,
   };
 }
@@ -340,18 +393,20 @@ export function renderMonths(r: MonthsResult): string {
     `(mean ${fmt(s.objects.mean)}), ${fmt(s.bytes.min / 1e6, 2)}-${fmt(s.bytes.max / 1e6, 2)} MB (mean ${fmt(s.bytes.mean / 1e6, 2)} MB); ${s.commits} commits published, ${r.gc.runs} GC runs in the whole run`,
     `(deleted: ${Object.entries(r.gc.deleted).map(([kk, v]) => `${kk} ${v}`).join(', ') || 'nothing'}).`, '');
   lines.push('## Requests per hour', '',
-    `Per real hour: requests that run on their own clock (the standby's head polls, generation probes and spec listings; the`,
-    `primary's fence probes) as measured; all others (commits, checkpoints, GC, staging) ÷ ${fmt(k)}, since the bench makes them`,
-    `${fmt(k)} times as often as the day it stands for. At this rate each container writes ${fmt(s.writesPerContainerPerRealHour, 2)} times per real hour.`, '',
+    `Per real hour: what each host asks on its own clocks, measured in ${fmt(r.idle.seconds)} s without writes at the end (the standby: its head`,
+    `polls, generation probes and spec listings; the primary: its fence probes), plus the workload's requests of the steady`,
+    `window ÷ ${fmt(k)} (commits, checkpoints, GC, staging: the bench makes them ${fmt(k)} times as often as the day it stands for; the`,
+    `standby's counted above its idle rate of the same request). At this rate each container writes ${fmt(s.writesPerContainerPerRealHour, 2)} times per real hour.`, '',
     `| host | ${requestKinds.join(' | ')} | $/month |`, `|---|${requestKinds.map(() => '---').join('|')}|---|`);
   for (const role of ['primary', 'standby'] as const) {
     const p = s.perHour[role];
     lines.push(`| ${role}, bench (per hour) | ${requestKinds.map((kk) => fmt(p.bench[kk] ?? 0)).join(' | ')} | |`);
-    lines.push(`| ${role}, on its clock (per real hour) | ${requestKinds.map((kk) => fmt(p.clockReal[kk] ?? 0)).join(' | ')} | ${usd(monthlyRequestCost(p.clockReal))} |`);
+    lines.push(`| ${role}, on its clocks, idle (per real hour) | ${requestKinds.map((kk) => fmt(p.clockReal[kk] ?? 0)).join(' | ')} | ${usd(monthlyRequestCost(p.clockReal))} |`);
     lines.push(`| ${role}, workload ÷ ${fmt(k)} (per real hour) | ${requestKinds.map((kk) => fmt(p.workloadReal[kk] ?? 0, 1)).join(' | ')} | ${usd(monthlyRequestCost(p.workloadReal))} |`);
   }
-  lines.push('', `Workload requests per commit (to scale to another write rate): primary ${Object.entries(s.perCommit.primary).map(([kk, v]) => `${kk} ${fmt(v, 2)}`).join(', ')};`,
-    `standby ${Object.entries(s.perCommit.standby).map(([kk, v]) => `${kk} ${fmt(v, 2)}`).join(', ')}.`, '');
+  const list = (m: Record<string, number>): string => Object.entries(m).map(([kk, v]) => `${kk} ${fmt(v, 2)}`).join(', ') || 'none';
+  lines.push('', `To scale to another write rate or GC interval: per commit, the primary ${list(s.perCommit.primary)} (blob, record, head) and the`,
+    `standby ${list(s.perCommit.standby)} above its idle rate; per GC run (${s.gcRuns} in the steady window), the primary ${list(s.perGcRun)}.`, '');
   lines.push('## Monthly cost', '',
     `AWS ${r.prices.storageClass} list prices, ${r.prices.region}, as of ${r.prices.asOf}: storage $${r.prices.storagePerGbMonth}/GB-month (GB = 2^30 bytes), PUT/COPY/POST/LIST`,
     `$${r.prices.tier1Per1000} per 1000, GET/HEAD $${r.prices.tier2Per1000} per 1000, DELETE free (GC's DeleteObjects counted as DELETE); ${r.prices.hoursPerMonth} h a month; no data`,
@@ -361,12 +416,14 @@ export function renderMonths(r: MonthsResult): string {
     `| primary's requests | ${usd(s.monthly.primary)} |`,
     `| standby's requests | ${usd(s.monthly.standby)} |`,
     `| **one primary and one standby** | **${usd(s.monthly.total)}** |`, '');
-  lines.push('## Requests in the steady window by object (bench counts)', '', '| host | kind | object | status | requests |', '|---|---|---|---|---|');
+  lines.push(`## Requests by object (bench counts: steady window of ${s.toS - s.fromS} s, idle window of ${fmt(r.idle.seconds)} s)`, '', '| host | kind | object | status | steady | idle |', '|---|---|---|---|---|---|');
   const totals = new Map<string, number>();
   for (const x of r.samples.filter((y) => y.t > s.fromS && y.t <= s.toS)) for (const [key, n] of Object.entries(x.requests)) totals.set(key, (totals.get(key) ?? 0) + n);
+  for (const key of Object.keys(r.idle.requests)) if (!totals.has(key)) totals.set(key, 0);
   for (const [key, n] of [...totals].sort()) {
     const q = parseKey(key);
-    lines.push(`| ${q.role} | ${q.kind} | ${q.object} | ${q.status} | ${n}${isClockDriven(q.role, { kind: q.kind, object: q.object as never }, q.status) ? ' (clock)' : ''} |`);
+    const fence = q.role === 'primary' && isFenceProbe({ kind: q.kind, object: q.object as never }, q.status) ? ' (fence)' : '';
+    lines.push(`| ${q.role} | ${q.kind} | ${q.object} | ${q.status} | ${n}${fence} | ${r.idle.requests[key] ?? 0} |`);
   }
   return `${lines.join('\n')}\n`;
 }
@@ -379,8 +436,8 @@ function intArg(argv: string[], name: string, dflt: number, min: number, max: nu
 }
 
 export function monthsOptions(argv: string[]): MonthsOptions {
-  const known = ['minutes', 'containers', 'writes', 'retention', 'sample', 'kib', 'label', 'render'];
-  for (const a of argv) if (!known.some((k) => a.startsWith(`--${k}=`))) throw new Error(`unknown argument ${a}; expected --minutes= --containers= --writes= --retention= --sample= --kib= --label= --render=`);
+  const known = ['minutes', 'containers', 'writes', 'retention', 'sample', 'idle', 'kib', 'label', 'render'];
+  for (const a of argv) if (!known.some((k) => a.startsWith(`--${k}=`))) throw new Error(`unknown argument ${a}; expected --minutes= --containers= --writes= --retention= --sample= --idle= --kib= --label= --render=`);
   return {
     minutes: intArg(argv, 'minutes', 5, 3, 60),
     containers: intArg(argv, 'containers', 40, 1, 100),
@@ -388,6 +445,7 @@ export function monthsOptions(argv: string[]): MonthsOptions {
     // The config's floor for retentionMs is 60 s.
     retentionS: intArg(argv, 'retention', 60, 60, 3600),
     sampleS: intArg(argv, 'sample', 15, 5, 300),
+    idleS: intArg(argv, 'idle', 60, 10, 600),
     kib: intArg(argv, 'kib', 16, 1, 4096),
     label: argv.find((x) => x.startsWith('--label='))?.slice('--label='.length).replace(/[^\w-]/g, '') ?? '',
   };

@@ -1,5 +1,5 @@
-// What an S3 request seen at the fault proxy is (operation, price class, object), which requests run on a clock rather
-// than with the workload, and what a month of it costs at AWS S3 list prices. Pure: bench/months.ts feeds it.
+// What an S3 request seen at the fault proxy is (operation, price class, object), which of the primary's run on a clock
+// rather than with the workload, and what a month of it costs at AWS S3 list prices. Pure: bench/months.ts feeds it.
 
 /** AWS S3 Standard list prices, us-east-1, first 50 TB a month (per GB-month of storage; per 1000 requests). */
 export const S3_PRICES = {
@@ -69,16 +69,11 @@ export function classifyRequest(method: string, url: string): ClassifiedRequest 
 }
 
 /**
- * Whether a request runs on a clock of its own rather than with the workload (writes, checkpoints, GC), so that a
- * bench compressed in time must not scale it: the standby's polls of the head, its probes for a newer generation and
- * its periodic listing of the specs (every 20 polls), and the primary's fence (a probe of the next generation's claim
- * and head, both missing, every fenceIntervalMs). `status` is the server's answer: a probe finds nothing (404).
+ * Whether a request of the primary is its fence's (a probe of the next generation's claim and head, both missing,
+ * every fenceIntervalMs): on its own clock, whatever the workload. Everything else the primary sends follows the
+ * workload (commits, checkpoints) or GC, both compressed in the months bench. `status` is the server's answer.
  */
-export function isClockDriven(role: 'primary' | 'standby', r: ClassifiedRequest, status: number): boolean {
-  if (role === 'standby') {
-    if ((r.kind === 'GET' || r.kind === 'HEAD') && (r.object === 'head' || ((r.object === 'claim' || r.object === 'released') && status === 404))) return true;
-    return r.kind === 'LIST' && (r.object === 'spec' || r.object === 'generation');
-  }
+export function isFenceProbe(r: ClassifiedRequest, status: number): boolean {
   return (r.kind === 'GET' || r.kind === 'HEAD') && (r.object === 'head' || r.object === 'claim' || r.object === 'released') && status === 404;
 }
 

@@ -1,8 +1,8 @@
-// The months bench's request accounting (pure): what an S3 request seen at the fault proxy is, which ones run on a
-// clock (not scaled by the bench's time compression), and a month's cost at the list prices.
+// The months bench's request accounting (pure): what an S3 request seen at the fault proxy is, which of the primary's
+// run on a clock (its fence: not scaled by the bench's time compression), and a month's cost at the list prices.
 import { describe, it } from 'node:test';
 import { strict as assert } from 'node:assert';
-import { classifyRequest, isClockDriven, monthlyRequestCost, monthlyStorageCost, S3_PRICES } from '../../../bench/lib/s3-cost.js';
+import { classifyRequest, isFenceProbe, monthlyRequestCost, monthlyStorageCost, S3_PRICES } from '../../../bench/lib/s3-cost.js';
 
 const B = '/twinlayer-lab';
 const G = 'twinlayer/lab';
@@ -29,19 +29,14 @@ describe('classifyRequest', () => {
   });
 });
 
-describe('isClockDriven', () => {
-  it("the standby's head polls, generation probes and spec listings; the primary's fence probes (nothing there)", () => {
-    assert.equal(isClockDriven('standby', { kind: 'GET', object: 'head' }, 304), true);
-    assert.equal(isClockDriven('standby', { kind: 'GET', object: 'head' }, 200), true);
-    assert.equal(isClockDriven('standby', { kind: 'GET', object: 'claim' }, 404), true);
-    assert.equal(isClockDriven('standby', { kind: 'LIST', object: 'spec' }, 200), true);
-    assert.equal(isClockDriven('standby', { kind: 'LIST', object: 'record' }, 200), false, 'the journal read when the head moved');
-    assert.equal(isClockDriven('standby', { kind: 'GET', object: 'blob' }, 200), false);
-    assert.equal(isClockDriven('primary', { kind: 'GET', object: 'claim' }, 404), true);
-    assert.equal(isClockDriven('primary', { kind: 'GET', object: 'head' }, 404), true);
-    assert.equal(isClockDriven('primary', { kind: 'GET', object: 'head' }, 200), false, "GC reads the generations' heads");
-    assert.equal(isClockDriven('primary', { kind: 'PUT', object: 'head' }, 200), false);
-    assert.equal(isClockDriven('primary', { kind: 'LIST', object: 'group' }, 200), false);
+describe('isFenceProbe', () => {
+  it("the primary's probes of the next generation (nothing there); not GC's reads of the generations", () => {
+    assert.equal(isFenceProbe({ kind: 'GET', object: 'claim' }, 404), true);
+    assert.equal(isFenceProbe({ kind: 'GET', object: 'head' }, 404), true);
+    assert.equal(isFenceProbe({ kind: 'GET', object: 'head' }, 200), false, "GC reads the generations' heads");
+    assert.equal(isFenceProbe({ kind: 'GET', object: 'claim' }, 200), false);
+    assert.equal(isFenceProbe({ kind: 'PUT', object: 'head' }, 200), false);
+    assert.equal(isFenceProbe({ kind: 'LIST', object: 'group' }, 200), false);
   });
 });
 
