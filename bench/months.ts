@@ -15,8 +15,8 @@
 // Every `--sample` s: the bucket's objects and bytes by kind (walked on the S3 server's disk, so the bench itself makes
 // no request), the requests each host made since the last sample by kind and object, the standby's containers behind.
 // Then, the standby caught up, `--idle` s without writes: what each host asks on its own clocks (the standby's head
-// polls, generation probes and spec listings; the primary's fence). Per real hour, by kind: those idle rates as
-// measured (a real deployment is idle between its rare writes), plus the workload's requests over the steady window
+// polls, generation probes and spec listings: isStandbyClock; the primary's fence). Per real hour, by kind: those idle
+// rates as measured (a real deployment is idle between its rare writes), plus the workload's requests over the steady window
 // (from retention + grace + 30 s on) divided by k, since in the bench commits, checkpoints and GC runs come k times as
 // often as in the day they stand for: the standby's above its idle rate of the same request (busy, its polls are
 // slower, and every head move lists the specs), the primary's all but its fence (bench/lib/s3-cost.ts isFenceProbe),
@@ -34,7 +34,7 @@ import { copyImage, importBusyboxImage } from '../src/lab/busybox-image.js';
 import { dockerCli } from '../src/lab/engine.js';
 import { waitFor } from '../src/lab/wait.js';
 import { dockerExec } from './chaos/tools.js';
-import { classifyRequest, isFenceProbe, monthlyRequestCost, monthlyStorageCost, objectClassOf, requestKinds, S3_PRICES, type RequestKind } from './lib/s3-cost.js';
+import { classifyRequest, isFenceProbe, isStandbyClock, monthlyRequestCost, monthlyStorageCost, objectClassOf, requestKinds, S3_PRICES, type RequestKind } from './lib/s3-cost.js';
 
 const DAY_MS = 86_400_000;
 const IMAGE = 'tl-months:lab';
@@ -309,7 +309,11 @@ export function summarize(r: MonthsResult): MonthsSummary {
     }
     return out;
   };
-  const idleByRequest = byRequest(Object.entries(r.idle.requests));
+  // Its baseline: only what it asks on its clocks when idle (the checkpoints an idle primary still publishes are workload).
+  const idleByRequest = byRequest(Object.entries(r.idle.requests).filter(([key]) => {
+    const q = parseKey(key);
+    return isStandbyClock({ kind: q.kind, object: q.object as never });
+  }));
   const idleRate = (key: string): number => ((r.idle.requests[key] ?? 0) / r.idle.seconds) * 3600;
   let commits = 0;
   for (const [key, n] of busy) {
@@ -327,7 +331,8 @@ export function summarize(r: MonthsResult): MonthsSummary {
     for (const key of Object.keys(r.idle.requests)) {
       const q = parseKey(key);
       if (q.role !== role) continue;
-      if (role === 'standby' || isFenceProbe({ kind: q.kind, object: q.object as never }, q.status)) add(clockReal, q.kind, idleRate(key));
+      const r0 = { kind: q.kind, object: q.object as never };
+      if (role === 'standby' ? isStandbyClock(r0) : isFenceProbe(r0, q.status)) add(clockReal, q.kind, idleRate(key));
     }
     for (const [key, n] of busy) {
       const q = parseKey(key);
@@ -394,7 +399,8 @@ export function renderMonths(r: MonthsResult): string {
     `(deleted: ${Object.entries(r.gc.deleted).map(([kk, v]) => `${kk} ${v}`).join(', ') || 'nothing'}).`, '');
   lines.push('## Requests per hour', '',
     `Per real hour: what each host asks on its own clocks, measured in ${fmt(r.idle.seconds)} s without writes at the end (the standby: its head`,
-    `polls, generation probes and spec listings; the primary: its fence probes), plus the workload's requests of the steady`,
+    `polls, generation probes and spec listings; the primary: its fence probes, and GC's probe of the next generation at each`,
+    `of its runs, up to ${fmt(60_000 / Number(r.agentEnv['TWINLAYER_GC_INTERVAL_MS'] ?? 3_600_000), 0)} a minute here, which look alike: an overestimate), plus the workload's requests of the steady`,
     `window ÷ ${fmt(k)} (commits, checkpoints, GC, staging: the bench makes them ${fmt(k)} times as often as the day it stands for; the`,
     `standby's counted above its idle rate of the same request). At this rate each container writes ${fmt(s.writesPerContainerPerRealHour, 2)} times per real hour.`, '',
     `| host | ${requestKinds.join(' | ')} | $/month |`, `|---|${requestKinds.map(() => '---').join('|')}|---|`);

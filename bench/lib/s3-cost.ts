@@ -77,6 +77,16 @@ export function isFenceProbe(r: ClassifiedRequest, status: number): boolean {
   return (r.kind === 'GET' || r.kind === 'HEAD') && (r.object === 'head' || r.object === 'claim' || r.object === 'released') && status === 404;
 }
 
+/**
+ * Whether a request of the standby is one of its clocks' (its head polls, generation probes and spec listings, every
+ * pollIntervalMs or every 20 polls): what it asks when nothing is written. Records, blobs and specs it reads follow
+ * commits (an idle primary still publishes a checkpoint after its last write).
+ */
+export function isStandbyClock(r: ClassifiedRequest): boolean {
+  if (r.kind === 'GET' || r.kind === 'HEAD') return r.object === 'head' || r.object === 'claim' || r.object === 'released';
+  return r.kind === 'LIST' && (r.object === 'spec' || r.object === 'generation');
+}
+
 export function pricePer1000(kind: RequestKind): number {
   if (kind === 'DELETE') return S3_PRICES.deletePer1000;
   if (kind === 'PUT' || kind === 'COPY' || kind === 'POST' || kind === 'LIST') return S3_PRICES.tier1Per1000;

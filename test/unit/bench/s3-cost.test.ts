@@ -2,7 +2,7 @@
 // run on a clock (its fence: not scaled by the bench's time compression), and a month's cost at the list prices.
 import { describe, it } from 'node:test';
 import { strict as assert } from 'node:assert';
-import { classifyRequest, isFenceProbe, monthlyRequestCost, monthlyStorageCost, S3_PRICES } from '../../../bench/lib/s3-cost.js';
+import { classifyRequest, isFenceProbe, isStandbyClock, monthlyRequestCost, monthlyStorageCost, S3_PRICES } from '../../../bench/lib/s3-cost.js';
 
 const B = '/twinlayer-lab';
 const G = 'twinlayer/lab';
@@ -37,6 +37,19 @@ describe('isFenceProbe', () => {
     assert.equal(isFenceProbe({ kind: 'GET', object: 'claim' }, 200), false);
     assert.equal(isFenceProbe({ kind: 'PUT', object: 'head' }, 200), false);
     assert.equal(isFenceProbe({ kind: 'LIST', object: 'group' }, 200), false);
+  });
+});
+
+describe('isStandbyClock', () => {
+  it('head polls, generation probes, spec and generation listings; not the records, blobs and specs commits bring', () => {
+    assert.equal(isStandbyClock({ kind: 'GET', object: 'head' }), true);
+    assert.equal(isStandbyClock({ kind: 'GET', object: 'claim' }), true);
+    assert.equal(isStandbyClock({ kind: 'LIST', object: 'spec' }), true);
+    assert.equal(isStandbyClock({ kind: 'LIST', object: 'generation' }), true);
+    assert.equal(isStandbyClock({ kind: 'LIST', object: 'record' }), false);
+    assert.equal(isStandbyClock({ kind: 'GET', object: 'record' }), false);
+    assert.equal(isStandbyClock({ kind: 'GET', object: 'blob' }), false);
+    assert.equal(isStandbyClock({ kind: 'GET', object: 'spec' }), false);
   });
 });
 
