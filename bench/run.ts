@@ -1,6 +1,7 @@
-// `npm run bench` (full, < 20 min on 2 cores) and `npm run bench -- --quick` (< 3 min): twinlayer's sync and
-// recovery on the workloads of the published reference, with floors and the lsyncd peer measured in the same run.
-// Writes bench/results/<date>.json and .md (quick: <date>-quick.*); a full run also updates latest.md.
+// `npm run bench` (full, < 30 min on 2 cores) and `npm run bench -- --quick` (< 10 min): twinlayer's sync and
+// recovery on the workloads of the published reference, with floors and the lsyncd peer measured in the same run,
+// then months of operation compressed in time (months.ts: 5 min of writes, quick 3).
+// Writes bench/results/<date>.json and .md (quick: <date>-quick.*) and <date>-months.*; a full run also updates latest.md.
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
@@ -13,6 +14,7 @@ import { profileBulk } from './profile.js';
 import { runRecoveryPoint } from './recovery.js';
 import { renderReport, renderStdout, type BenchResult } from './report.js';
 import { changeKinds, runSyncWorkload } from './sync.js';
+import { monthsOptions, runAndWriteMonths } from './months.js';
 import { trixieDockerDir } from '../src/lab/engine.js';
 
 const execFileP = promisify(execFile);
@@ -45,8 +47,10 @@ function planFor(argv: string[]): { plan: Plan; only: Set<string>; store: 'overl
   const onlyArg = argv.find((a) => a.startsWith('--only='));
   const storeArg = argv.find((a) => a.startsWith('--store='))?.slice('--store='.length) ?? 'overlay2';
   if (storeArg !== 'overlay2' && storeArg !== 'containerd') throw new Error(`--store=${storeArg}: expected overlay2 or containerd`);
-  const only = new Set(onlyArg ? onlyArg.slice('--only='.length).split(',') : ['sync', 'recovery']);
-  for (const a of argv) if (a !== '--quick' && !a.startsWith('--only=') && !a.startsWith('--store=')) throw new Error(`unknown argument ${a}; expected --quick, --only=sync,recovery, --store=overlay2|containerd`);
+  const only = new Set(onlyArg ? onlyArg.slice('--only='.length).split(',') : ['sync', 'recovery', ...(storeArg === 'overlay2' ? ['months'] : [])]);
+  for (const a of argv) if (a !== '--quick' && !a.startsWith('--only=') && !a.startsWith('--store=')) throw new Error(`unknown argument ${a}; expected --quick, --only=sync,recovery,months, --store=overlay2|containerd`);
+  for (const o of only) if (!['sync', 'recovery', 'months'].includes(o)) throw new Error(`--only=${o}: expected sync, recovery or months`);
+  if (only.has('months') && storeArg !== 'overlay2') throw new Error('--only=months runs on the lab\'s overlay2 engines only');
   const plan: Plan = quick
     ? { mode: 'quick', sizes: [46, 107, 206], samples: 5, bulkSamples: { 46: 2, 107: 2, 206: 1 }, lsyncdBulkSamples: 1, profileSizes: [46], recoveryRuns: 2, counts: [10], idleWindowMs: 10_000, pollIntervalMs: 20, headPollMs: 5 }
     : { mode: 'full', sizes: [46, 107, 206], samples: 30, bulkSamples: { 46: 30, 107: 15, 206: 10 }, lsyncdBulkSamples: 5, profileSizes: [46, 107, 206], recoveryRuns: 5, counts: [10, 20, 40], idleWindowMs: 30_000, pollIntervalMs: 20, headPollMs: 5 };
@@ -75,6 +79,13 @@ async function restartS3(c: Cluster, log: (line: string) => void): Promise<void>
 
 async function main(): Promise<void> {
   const { plan, only, store } = planFor(process.argv.slice(2));
+  const months = only.delete('months');
+  if (only.size > 0) await clusterBench(plan, only, store);
+  // After the engines of the cluster are gone: the lab starts its own two hosts.
+  if (months) await runAndWriteMonths({ ...monthsOptions([]), minutes: plan.mode === 'quick' ? 3 : 5 });
+}
+
+async function clusterBench(plan: Plan, only: Set<string>, store: 'overlay2' | 'containerd'): Promise<void> {
   const started = performance.now();
   const startedAt = new Date();
   const log = (line: string): void => {

@@ -16,7 +16,8 @@
 // says whether the twin was started since its check (the slot, the download and validation lie between them).
 //
 // A periodic checkpoint that restates the commit the twin staged last (CommitRecord.sameAs) is recorded, not staged:
-// the twin holds its content already. A twin whose upper dir is a trusted state is never emptied to make room for a
+// the twin holds its content already. A queued commit whose blob retention retired moves the container on to the
+// checkpoint queued after it (superseded.ts). A twin whose upper dir is a trusted state is never emptied to make room for a
 // full checkpoint (room-for-full.ts): it waits for room and boots what it holds meanwhile.
 import { rm, statfs } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -34,6 +35,7 @@ import type { AppliedState, AppliedStateFile } from './applied-state.js';
 import type { ContainerRuntimeState, ContainerStates } from './container-state.js';
 import type { JournalFollower } from './journal-follower.js';
 import { RefusedCommits } from './refused-commits.js';
+import { supersedingCheckpoint } from './superseded.js';
 import { bytesFreedByEmptying, emptyDir } from './room-for-full.js';
 import type { TwinKeeper } from './twin-keeper.js';
 
@@ -530,6 +532,7 @@ export class Stager {
           this.#refuse(state, name, c, record, err.message);
           return staged;
         }
+        if (err instanceof BlobMissingError && this.#skipRetired(name, c, record, err)) continue;
         // I/O errors, a full disk (ChangesetNoRoomError), a tool failing: undone, retried whole by a later poll; after
         // a backoff when the blob was fetched, did not match its record or is missing (each a request S3 charges for),
         // so it is not asked for on every poll.
@@ -549,6 +552,19 @@ export class Stager {
       }
     }
     return staged;
+  }
+
+  /** `record`'s blob (or a pack it names) is gone and a later full checkpoint of `name` is queued: retired by
+   *  retention (superseded.ts). The queue moves on to that checkpoint, which is then staged whole; true when it did. */
+  #skipRetired(name: string, c: ContainerRuntimeState, record: CommitRecord, err: BlobMissingError): boolean {
+    const at = supersedingCheckpoint(c.queue, record);
+    const checkpoint = c.queue[at];
+    if (checkpoint === undefined) return false;
+    this.#o.log.warn('a queued commit\'s blob is gone from the bucket (retired by retention); moving on to the full checkpoint queued after it, staged whole', {
+      container: name, seq: record.seq, key: err.context['key'], checkpoint: checkpoint.seq, skipped: at,
+    });
+    c.queue = c.queue.slice(at);
+    return true;
   }
 
   /** Whether `record` is a full checkpoint whose content `name`'s twin holds already: it restates (sameAs) the commit
