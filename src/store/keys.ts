@@ -119,6 +119,24 @@ export class KeyLayout {
     return parseAddressed(this.packsPrefix, key);
   }
 
+  /** An image object (issue 12, images through the bucket), content-addressed and shared by every container and
+   *  generation of the group: an image's config under its config digest (the config's own bytes), and each layer
+   *  under its diff id (the sha256 of the uncompressed layer tar), stored gzip'd. Naming layers by diff id rather
+   *  than by their compressed digest makes both image stores agree: overlay2 and the containerd store report the
+   *  same diff ids for one image, but save it with different compression. */
+  imageKey(d: Digest): string {
+    return `${this.imagesPrefix}${d.slice(0, 2)}/${d}`;
+  }
+
+  get imagesPrefix(): string {
+    return `${this.base}/images/sha256/`;
+  }
+
+  /** The digest an image key names; null unless the key is exactly imageKey(digest). */
+  parseImageKey(key: string): Digest | null {
+    return parseAddressed(this.imagesPrefix, key);
+  }
+
   /*
    * Divergent tails: what a demoted host held beyond the claim that superseded it (DESIGN.md "Roles, promotion,
    * fencing"). One small record per saved changeset,
