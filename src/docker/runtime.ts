@@ -50,6 +50,9 @@ export interface ProtectedContainer {
 export interface ListProtectedOptions {
   /** Also list twins that carry the opt-in label (the agent: the role decides what is pushed, not a label). */
   includeTwins?: boolean;
+  /** Containers already known, name → id: one listed under the same name and id is not inspected again, only named in
+   *  `kept` (a discovery every 2 s inspected every protected container each time). */
+  known?: ReadonlyMap<string, string>;
 }
 
 /** A labelled container that could not be protected, with the reason (for the status). */
@@ -195,7 +198,15 @@ export class DockerRuntime {
     return containers;
   }
 
-  async listProtectedDetailed(label: string, opts: ListProtectedOptions = {}): Promise<{ containers: ProtectedContainer[]; refused: RefusedContainer[] }> {
+  /** listProtected for a caller that knows some of them already (`opts.known`): the new or replaced ones resolved, the
+   *  known ones still listed by name. */
+  async listProtectedChanges(label: string, opts: ListProtectedOptions & { known: ReadonlyMap<string, string> }): Promise<{ containers: ProtectedContainer[]; kept: string[] }> {
+    const { containers, refused, kept } = await this.listProtectedDetailed(label, opts);
+    for (const r of refused) this.#log.warn('labelled container not protected', { container: r.name, id: r.id, error: r.error });
+    return { containers, kept };
+  }
+
+  async listProtectedDetailed(label: string, opts: ListProtectedOptions = {}): Promise<{ containers: ProtectedContainer[]; refused: RefusedContainer[]; kept: string[] }> {
     let raw: unknown;
     try {
       raw = await this.#docker.listContainers({ all: true, filters: JSON.stringify({ label: [`${label}=true`] }) });
@@ -205,9 +216,14 @@ export class DockerRuntime {
     const entries = this.#parse(listSchema, raw, 'list containers', {});
     const containers: ProtectedContainer[] = [];
     const refused: RefusedContainer[] = [];
+    const kept: string[] = [];
     for (const entry of entries) {
       if (entry.Labels?.[TWIN_LABEL] === 'true' && opts.includeTwins !== true) continue;
       const name = (entry.Names?.[0] ?? entry.Id).replace(/^\//, '');
+      if (opts.known?.get(name) === entry.Id) {
+        kept.push(name);
+        continue;
+      }
       const inspect = await this.#inspectOrNull(entry.Id);
       if (inspect === null) continue; // removed between list and inspect
       try {
@@ -230,7 +246,7 @@ export class DockerRuntime {
       }
     }
     containers.sort((a, b) => a.name.localeCompare(b.name));
-    return { containers, refused };
+    return { containers, refused, kept };
   }
 
   /** inspect + the overlay dirs, refused (LayerResolveError) unless present, absolute, under the store's root
@@ -516,29 +532,36 @@ export class DockerRuntime {
   }
 
   /** Starts the containers in parallel, at most `concurrency` at once; one result per name, in the given order.
-   *  `beforeStart` runs in each one's slot right before its start: a reason it returns leaves the container stopped. */
-  async startContainers(names: string[], concurrency: number, beforeStart?: StartCheck): Promise<StartResult[]> {
+   *  `beforeStart` runs in each one's slot right before its start: a reason it returns leaves the container stopped.
+   *  `onResult` hears each result as it comes (a promotion's answer at its deadline says what started so far). */
+  async startContainers(names: string[], concurrency: number, beforeStart?: StartCheck, onResult?: (r: StartResult) => void): Promise<StartResult[]> {
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`Expected \`concurrency\` to be an integer >= 1, got ${concurrency}`);
     const queue = new PQueue({ concurrency });
     const results = await Promise.all(
       names.map((name) =>
         queue.add(async (): Promise<StartResult> => {
-          const t0 = performance.now();
-          const ms = (): number => Math.round((performance.now() - t0) * 10) / 10;
-          try {
-            const refused = beforeStart === undefined ? null : await beforeStart(name);
-            if (refused !== null) return { name, ok: false, ms: ms(), error: refused };
-            await this.#docker.getContainer(name).start();
-            return { name, ok: true, ms: ms() };
-          } catch (cause) {
-            const status = statusOf(cause);
-            if (status === 304) return { name, ok: true, ms: ms(), alreadyRunning: true };
-            return { name, ok: false, ms: ms(), error: status === 404 ? 'no such container' : messageOf(cause).trim() };
-          }
+          const r = await this.#startOne(name, beforeStart);
+          onResult?.(r);
+          return r;
         }),
       ),
     );
     return results;
+  }
+
+  async #startOne(name: string, beforeStart: StartCheck | undefined): Promise<StartResult> {
+    const t0 = performance.now();
+    const ms = (): number => Math.round((performance.now() - t0) * 10) / 10;
+    try {
+      const refused = beforeStart === undefined ? null : await beforeStart(name);
+      if (refused !== null) return { name, ok: false, ms: ms(), error: refused };
+      await this.#docker.getContainer(name).start();
+      return { name, ok: true, ms: ms() };
+    } catch (cause) {
+      const status = statusOf(cause);
+      if (status === 304) return { name, ok: true, ms: ms(), alreadyRunning: true };
+      return { name, ok: false, ms: ms(), error: status === 404 ? 'no such container' : messageOf(cause).trim() };
+    }
   }
 
   /** Stops a container (SIGTERM, then SIGKILL after timeoutSeconds); a stopped one is fine. */
@@ -586,6 +609,19 @@ export class DockerRuntime {
     }
     const entries = this.#parse(listSchema, raw, 'list twins', {});
     return entries.map((e) => (e.Names?.[0] ?? e.Id).replace(/^\//, '')).sort();
+  }
+
+  /** Every twin-labelled container of the engine (any group: ensureTwin adopts twins by name) as name → "id state",
+   *  in one request: what changed since the last look shows as another fingerprint (removed, replaced, started). */
+  async twinFingerprints(): Promise<Map<string, string>> {
+    let raw: unknown;
+    try {
+      raw = await this.#docker.listContainers({ all: true, filters: JSON.stringify({ label: [`${TWIN_LABEL}=true`] }) });
+    } catch (cause) {
+      throw new DockerApiError('list twins', statusOf(cause), {}, { cause });
+    }
+    const entries = this.#parse(listSchema, raw, 'list twins', {});
+    return new Map(entries.map((e) => [(e.Names?.[0] ?? e.Id).replace(/^\//, ''), `${e.Id} ${e.State ?? '?'}`]));
   }
 
   /** `docker update --restart`: a twin runs with `no`; a promoted one gets its primary's policy back. */

@@ -10,7 +10,7 @@ import { AppliedStateFile, type AppliedState } from './applied-state.js';
 import { ContainerStates, type ContainerRuntimeState } from './container-state.js';
 import { JournalFollower } from './journal-follower.js';
 import type { PollReport, PullerOptions } from './options.js';
-import type { ContainerStatus, FinalizeReport, StartReport, StatusReport } from './reports.js';
+import type { ContainerStart, ContainerStatus, FinalizeReport, StartReport, StatusReport } from './reports.js';
 import { Stager } from './stager.js';
 import { TwinKeeper } from './twin-keeper.js';
 
@@ -266,9 +266,10 @@ export class Puller {
   }
 
   /** Starts every twin in parallel with bounded concurrency; polling stays paused (the twins now own their layers).
+   *  `onStarted` hears each twin's start as it is done.
    *  Every twin counts, not only those a poll has seen: the ones Docker knows by label (an agent restarted while the
    *  bucket is down has seen none) and those the staged state names; a named twin that is gone is a failure. */
-  async startTwins(): Promise<StartReport> {
+  async startTwins(onStarted?: (r: ContainerStart) => void): Promise<StartReport> {
     const started = Date.now();
     this.#paused = true;
     // No staging starts from here on; one in progress is undone first. A poll stuck on the bucket is not waited for.
@@ -300,7 +301,7 @@ export class Puller {
       this.#o.log.error('not booting a twin whose upper dir is not trusted', { container: name, reason: why });
     }
     const policy = this.#o.twinPolicy ?? DEFAULT_TWIN_POLICY;
-    const results = await this.#o.runtime.startContainers([...names].sort(), this.#o.startConcurrency, (name) => this.#startCheck(name, policy));
+    const results = await this.#o.runtime.startContainers([...names].sort(), this.#o.startConcurrency, (name) => this.#startCheck(name, policy), onStarted);
     for (const h of held) results.push({ name: h.name, ok: false, ms: 0, error: h.error });
     for (const name of missing.sort()) results.push({ name, ok: false, ms: 0, error: 'no twin container on this host (the staged state names it)' });
     for (const r of results) if (r.ok) this.#containers.get(r.name).twin = 'running';
