@@ -13,16 +13,19 @@
 //     content, beside the Docker API floor measured as bench/recovery.ts does (the same stopped containers started
 //     through the API at the same concurrency); how many twins answered and what the hook reported.
 // Prints a table and writes bench/results/<date>-scale[-T].json and .md. Root; run it under the heavy lock.
+// `--cpu-prof=DIR`: CPU profiles of the pusher and the idle puller (they include the MASTER run and the pusher's
+// writes: look at the idle minute in the timeline).
 import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import PQueue from 'p-queue';
 import { dockerCli } from '../src/lab/engine.js';
-import { startFaultProxy, type FaultProxy } from '../src/lab/fault-proxy.js';
+import { startFaultProxy, type FaultProxy, type ProxyAnswer } from '../src/lab/fault-proxy.js';
 import { freePort, type TwinlayerProcess } from '../test/support/twinlayer.js';
 import {
   makeServiceImage, removeContainers, runServices, spawnPuller, spawnPusher, startCluster, stopCluster, upperDir, waitAllStaged,
@@ -45,7 +48,7 @@ function intOption(name: string, dflt: number, max: number): number {
   return n;
 }
 for (const a of process.argv.slice(2)) {
-  if (!/^--(containers|samples|idle-seconds|tag)=/.test(a)) throw new Error(`unknown argument ${a}; expected --containers=100,200 --samples=10 --idle-seconds=60 --tag=T`);
+  if (!/^--(containers|samples|idle-seconds|tag|cpu-prof)=/.test(a)) throw new Error(`unknown argument ${a}; expected --containers=100,200 --samples=10 --idle-seconds=60 --tag=T --cpu-prof=DIR`);
 }
 const counts = [...new Set([1, ...(option('containers') ?? '100,200').split(',').map((x) => {
   const n = Number(x);
@@ -55,6 +58,15 @@ const counts = [...new Set([1, ...(option('containers') ?? '100,200').split(',')
 const samples = intOption('samples', 10, 100);
 const idleSeconds = intOption('idle-seconds', 60, 600);
 const tag = option('tag') ?? '';
+/** `--cpu-prof=DIR`: the pusher and the idle puller of each point write V8 CPU profiles there when they exit
+ *  (node --cpu-prof; open them in Chrome's DevTools): what an idle process does, per poll and per container. */
+const cpuProfDir = option('cpu-prof');
+function profEnv(n: number, side: string): Record<string, string> {
+  if (cpuProfDir === undefined) return {};
+  const dir = join(resolve(cpuProfDir), `${side}-${n}`);
+  mkdirSync(dir, { recursive: true });
+  return { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${dir}` };
+}
 if (!/^[a-z0-9-]*$/.test(tag)) throw new Error(`--tag: letters, digits and dashes, got ${JSON.stringify(tag)}`);
 
 /** A busybox image of about this many MB (bench/lib/cluster.ts makeServiceImage): small, the count is what is measured. */
@@ -77,7 +89,11 @@ export interface ScalePoint {
   /** Over the sync samples (wall time of the samples, writes one at a time). */
   underWrites: { seconds: number; pusher: ProcFigures; puller: ProcFigures };
   /** A quiet window, the puller at its default poll. */
-  idle: { seconds: number; pollIntervalMs: number; standbyRequestsPerMinute: number; primaryRequestsPerMinute: number; pusher: ProcFigures; puller: ProcFigures };
+  idle: {
+    seconds: number; pollIntervalMs: number; standbyRequestsPerMinute: number; primaryRequestsPerMinute: number; pusher: ProcFigures; puller: ProcFigures;
+    /** Requests answered over the window by method and key pattern (numbers and digests folded). */
+    requestKinds: { primary: Record<string, number>; standby: Record<string, number> };
+  };
   inotify: { watches: number; instances: number };
   master: {
     /** MASTER posted → every twin answered 200 with its latest content (ms); NaN when some never did. */
@@ -121,7 +137,7 @@ async function runPoint(c: Cluster, n: number, log: (line: string) => void): Pro
     proxies = { pusher: await startFaultProxy(c.s3.endpoint), puller: await startFaultProxy(c.s3.endpoint) };
     const g: GroupOptions = { group, label, pollIntervalMs: LATENCY_POLL_MS, hookPort };
     const s0 = performance.now();
-    const pusher = spawnPusher(c, { ...g, endpoint: proxies.pusher.endpoint });
+    const pusher = spawnPusher(c, { ...g, endpoint: proxies.pusher.endpoint, env: profEnv(n, 'pusher') });
     procs.push(pusher);
     let puller = await spawnPuller(c, { ...g, endpoint: proxies.puller.endpoint, hookPort });
     procs.push(puller);
@@ -170,7 +186,7 @@ async function runPoint(c: Cluster, n: number, log: (line: string) => void): Pro
 
     // The quiet window, the puller at its default poll.
     await puller.kill('SIGTERM');
-    puller = await spawnPuller(c, { ...g, endpoint: proxies.puller.endpoint, hookPort, pollIntervalMs: DEFAULT_POLL_MS });
+    puller = await spawnPuller(c, { ...g, endpoint: proxies.puller.endpoint, hookPort, pollIntervalMs: DEFAULT_POLL_MS, env: profEnv(n, 'puller') });
     procs.push(puller);
     await waitAllStaged(c, hookPort, names, 120_000);
     await sleep(5_000); // the new puller's first checks, anything in flight
@@ -178,13 +194,22 @@ async function runPoint(c: Cluster, n: number, log: (line: string) => void): Pro
     for (const m of Object.values(idleMeters)) await m.begin();
     const p0 = proxies.pusher.stats.requests;
     const l0 = proxies.puller.stats.requests;
+    const kinds = { primary: new Map<string, number>(), standby: new Map<string, number>() };
+    const countKind = (m: Map<string, number>) => (a: ProxyAnswer): void => {
+      // One kind per request of the same sort: containers, sequence numbers and digests folded.
+      const k = `${a.method} ${a.path.replace(/\?.*$/, '').replace(/[0-9a-f]{16,}/g, '*').replace(/\d+/g, 'N').replace(new RegExp(`${group}-N`, 'g'), 'C')}`;
+      m.set(k, (m.get(k) ?? 0) + 1);
+    };
+    const unhear = [proxies.pusher.onAnswer(countKind(kinds.primary)), proxies.puller.onAnswer(countKind(kinds.standby))];
     await sleep(idleSeconds * 1000);
+    for (const u of unhear) u();
     const perMin = (x: number): number => Math.round((x / idleSeconds) * 60);
     const idle = {
       seconds: idleSeconds, pollIntervalMs: DEFAULT_POLL_MS,
       standbyRequestsPerMinute: perMin(proxies.puller.stats.requests - l0),
       primaryRequestsPerMinute: perMin(proxies.pusher.stats.requests - p0),
       pusher: await figures(idleMeters.pusher, idleSeconds), puller: await figures(idleMeters.puller, idleSeconds),
+      requestKinds: { primary: Object.fromEntries(kinds.primary), standby: Object.fromEntries(kinds.standby) },
     };
     log(`  ${n}: idle ${JSON.stringify(idle)}; inotify ${JSON.stringify(inotify)}`);
 

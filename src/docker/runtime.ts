@@ -79,6 +79,8 @@ export type TwinState =
     /** Other containers of this engine that use a volume the twin mounts, by volume name (none: absent). Staging
      *  into a volume another container uses would write under that container: it waits, like a mounted twin. */
     volumeUsers: Record<string, string[]>;
+    /** The host paths it bind-mounts (HostConfig.Binds and Mounts); null (or absent) when not known. */
+    bindSources?: string[] | null;
   };
 
 export interface StartResult {
@@ -123,6 +125,23 @@ const bindsOfInspect = z.looseObject({
   Binds: z.array(z.string()).nullable().optional(),
   Mounts: z.array(z.looseObject({ Type: z.string().optional(), Source: z.string().optional() })).nullable().optional(),
 });
+
+/** The bind sources of a container as its inspect shows them; null when HostConfig's binds do not parse. */
+function bindSourcesOfInspect(inspect: ContainerInspect): string[] | null {
+  const host = bindsOfInspect.safeParse(inspect.HostConfig);
+  if (!host.success) return null;
+  const sources: string[] = [];
+  for (const b of host.data.Binds ?? []) {
+    const parsed = parseBind(b);
+    if (typeof parsed !== 'string') {
+      if (parsed.kind === 'bind') sources.push(parsed.source);
+    } else if (b.startsWith('/')) {
+      sources.push(b.split(':')[0] ?? b);
+    }
+  }
+  for (const m of host.data.Mounts ?? []) if (m.Type === 'bind' && m.Source !== undefined) sources.push(m.Source);
+  return sources;
+}
 
 /** What removeAllContainers could not remove, by container id. */
 export interface RemoveFailure {
@@ -423,22 +442,15 @@ export class DockerRuntime {
   }
 
   /** What is wrong now with the bind-mount sources of an existing container (missing, or resolving out of the
-   *  policy's bind roots): Docker would mount a missing source as a new empty directory, and follows a symlink. */
-  async bindSourceProblemsOf(idOrName: string, policy: TwinPolicy = DEFAULT_TWIN_POLICY): Promise<string[]> {
+   *  policy's bind roots): Docker would mount a missing source as a new empty directory, and follows a symlink.
+   *  `sources`: the container's bind sources as an inspect of it (twinState's `bindSources`) found them: a container's
+   *  binds do not change, so only the file system is looked at now. */
+  async bindSourceProblemsOf(idOrName: string, policy: TwinPolicy = DEFAULT_TWIN_POLICY, sources?: readonly string[]): Promise<string[]> {
+    if (sources !== undefined) return bindSourceProblems(sources, policy);
     const inspect = await this.#inspect(idOrName);
-    const host = bindsOfInspect.safeParse(inspect.HostConfig);
-    if (!host.success) throw new DockerApiError('inspect (HostConfig.Binds/Mounts did not parse)', undefined, { container: idOrName }, { cause: host.error });
-    const sources: string[] = [];
-    for (const b of host.data.Binds ?? []) {
-      const parsed = parseBind(b);
-      if (typeof parsed !== 'string') {
-        if (parsed.kind === 'bind') sources.push(parsed.source);
-      } else if (b.startsWith('/')) {
-        sources.push(b.split(':')[0] ?? b);
-      }
-    }
-    for (const m of host.data.Mounts ?? []) if (m.Type === 'bind' && m.Source !== undefined) sources.push(m.Source);
-    return bindSourceProblems(sources, policy);
+    const found = bindSourcesOfInspect(inspect);
+    if (found === null) throw new DockerApiError('inspect (HostConfig.Binds/Mounts did not parse)', undefined, { container: idOrName });
+    return bindSourceProblems(found, policy);
   }
 
   /** Creates the twin (stopped, labelled, restart policy off, by image id, with every run setting of the spec) unless
@@ -797,6 +809,7 @@ export class DockerRuntime {
       specDigest: inspect.Config.Labels?.[SPEC_LABEL] ?? null,
       volumes,
       volumeUsers,
+      bindSources: bindSourcesOfInspect(inspect),
     };
   }
 
