@@ -260,7 +260,7 @@ function render(points: ScalePoint[], meta: { date: string; load: string }): str
   return [
     `# twinlayer with many containers per host (${meta.date})`,
     '',
-    `\`npm run bench:scale -- --containers=${points.map((p) => p.containers).filter((x) => x !== 1).join(',')} --samples=${samples} --idle-seconds=${idleSeconds}\`; load before the run: ${meta.load}.`,
+    `\`npm run bench:scale -- --containers=${points.map((p) => p.containers).filter((x) => x !== 1).join(',')} --samples=${samples} --idle-seconds=${idleSeconds}${tag ? ` --tag=${tag}` : ''}\`${process.env['TWINLAYER_BENCH_BIN'] === undefined ? '' : ` (twinlayer: ${process.env['TWINLAYER_BENCH_BIN']})`}; load before the run: ${meta.load}.`,
     `Busybox httpd containers of a ${IMAGE_MB} MB image; sync samples with the puller polling every ${LATENCY_POLL_MS} ms, the idle window and MASTER at its default ${DEFAULT_POLL_MS} ms;`,
     'CPU as % of one core (utime + stime over the window), RSS = VmRSS at its end; the floor starts the same stopped containers through the Docker API',
     'at the puller\'s start concurrency (bench/recovery.ts); "twins answering": 200 with the latest content within 120 s.',
