@@ -197,7 +197,7 @@ async function runPoint(c: Cluster, n: number, log: (line: string) => void): Pro
     const kinds = { primary: new Map<string, number>(), standby: new Map<string, number>() };
     const countKind = (m: Map<string, number>) => (a: ProxyAnswer): void => {
       // One kind per request of the same sort: containers, sequence numbers and digests folded.
-      const k = `${a.method} ${a.path.replace(/\?.*$/, '').replace(/[0-9a-f]{16,}/g, '*').replace(/\d+/g, 'N').replace(new RegExp(`${group}-N`, 'g'), 'C')}`;
+      const k = `${a.method} ${a.path.replace(/\?.*$/, '').replace(new RegExp(`${group}-\\d+`, 'g'), 'C').replace(/[0-9a-f]{16,}/g, '*').replace(/\d+/g, 'N')}`;
       m.set(k, (m.get(k) ?? 0) + 1);
     };
     const unhear = [proxies.pusher.onAnswer(countKind(kinds.primary)), proxies.puller.onAnswer(countKind(kinds.standby))];
