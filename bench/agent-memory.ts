@@ -7,7 +7,7 @@
 // watches are sampled. With `--snapshots`, each agent writes a V8 heap snapshot a minute in (a minute after the
 // failover) and at the end (SIGUSR2, into a directory under the system's tmp, named on stderr):
 // `node --max-old-space-size=8000 --import tsx bench/heap-compare.ts OLD NEW` says what grew between them.
-import { mkdir, readdir, readFile, readlink, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -17,6 +17,7 @@ import { importBusyboxImage, copyImage } from '../src/lab/busybox-image.js';
 import { dockerCli } from '../src/lab/engine.js';
 import { waitFor } from '../src/lab/wait.js';
 import { sampleProcess } from './chaos/leak.js';
+import { inotifyWatches } from './lib/proc-meter.js';
 import { markerScript } from './chaos/markers.js';
 import { Prng } from './chaos/prng.js';
 import { dockerExec } from './chaos/tools.js';
@@ -59,18 +60,6 @@ interface Row {
   /** inotify watches the process holds (one per watched directory, and per file where files are watched). */
   watches: Record<string, number>;
   role: Record<string, string>;
-}
-
-/** inotify watches of a process: the `inotify wd:` lines of its inotify descriptors' fdinfo. */
-async function inotifyWatches(pid: number): Promise<number> {
-  let n = 0;
-  for (const fd of await readdir(`/proc/${pid}/fd`).catch(() => [])) {
-    const target = await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '');
-    if (target !== 'anon_inode:inotify') continue;
-    const info = await readFile(`/proc/${pid}/fdinfo/${fd}`, 'utf8').catch(() => '');
-    n += info.split('\n').filter((l) => l.startsWith('inotify wd:')).length;
-  }
-  return n;
 }
 
 async function main(): Promise<void> {

@@ -12,6 +12,7 @@ import { freePort } from '../test/support/twinlayer.js';
 import {
   removeContainers, runServices, spawnPuller, spawnPusher, waitAllStaged, type Cluster, type GroupOptions, type Service,
 } from './lib/cluster.js';
+import type { TwinlayerProcess } from '../test/support/twinlayer.js';
 import { ProcMeter, type ProcUsage } from './lib/proc-meter.js';
 import { summarize, type Summary } from './lib/stats.js';
 
@@ -79,15 +80,84 @@ function getBody(port: number): Promise<{ status: number; body: string } | null>
   });
 }
 
-/** ms from t0 until the service answers 200 with `token`; bounded. */
-async function firstGood(s: Service, token: string, t0: number, everyMs: number, timeoutMs: number): Promise<number> {
+/** ms from t0 until the service answers 200 with `token`; bounded: throws after timeoutMs, or (lenient) gives NaN. */
+async function firstGood(s: Service, token: string, t0: number, everyMs: number, timeoutMs: number, lenient = false): Promise<number> {
   const deadline = t0 + timeoutMs;
   while (performance.now() < deadline) {
     const r = await getBody(s.port);
     if (r && r.status === 200 && r.body.trim() === token) return performance.now() - t0;
     await sleep(everyMs);
   }
+  if (lenient) return Number.NaN;
   throw new Error(`${s.name} did not answer 200 with the latest content within ${timeoutMs} ms`);
+}
+
+/** One timed recovery: each service's first good answer from t0; lenient runs count the ones that never answered. */
+function runOf(per: number[], extra: Partial<RecoveryRun> = {}): RecoveryRun & { answered: number } {
+  const good = per.filter((x) => Number.isFinite(x));
+  return {
+    totalMs: good.length === 0 ? Number.NaN : Math.max(...good),
+    meanMs: good.reduce((a, b) => a + b, 0) / good.length,
+    perContainerMs: per.map((x) => Math.round(x)),
+    answered: good.length,
+    ...extra,
+  };
+}
+
+/** The hook's answer to MASTER (src/vrrp-hook/boot.ts MasterAnswer). */
+interface MasterAnswer {
+  outcome: string;
+  timedOut?: boolean;
+  totals: { ms: number; started: number; failed: number };
+  finalize: { ms: number };
+  start: { ms: number; containers: Array<{ ms: number; ok: boolean }> };
+}
+
+export interface ProbeOptions {
+  probeEveryMs: number;
+  timeoutMs: number;
+  /** Twins that never answer within timeoutMs are counted (`answered`), not thrown on. */
+  lenient?: boolean;
+}
+
+/** MASTER posted to a standing puller's hook (it promotes once per process) → every twin answers 200 with its latest
+ *  content; the hook's own report beside it. */
+export async function timeMaster(c: Cluster, hookPort: number, puller: TwinlayerProcess, services: Service[], tokens: Map<string, string>, o: ProbeOptions): Promise<RecoveryRun & { answered: number; hookAnswer: MasterAnswer }> {
+  await assertNothingAnswers(services);
+  const meter = new ProcMeter(puller.child.pid!);
+  await meter.begin();
+  const m0 = performance.now();
+  const answer = fetch(`http://127.0.0.1:${hookPort}/v1/vrrp`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${c.token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ type: 'INSTANCE', name: 'VI_BENCH', state: 'MASTER', priority: 100 }),
+    signal: AbortSignal.timeout(o.timeoutMs),
+  }).then(async (res) => (await res.json()) as MasterAnswer);
+  answer.catch(() => undefined);
+  const per = await Promise.all(services.map((s) => firstGood(s, tokens.get(s.name)!, m0, o.probeEveryMs, o.timeoutMs, o.lenient)));
+  const hook = await answer;
+  const usage = await meter.end();
+  return {
+    ...runOf(per, {
+      hook: { finalizeMs: hook.finalize.ms, startMs: hook.start.ms, totalMs: hook.totals.ms, startCallMs: summarize(hook.start.containers.map((x) => x.ms)), outcome: hook.outcome },
+      puller: usage,
+    }),
+    hookAnswer: hook,
+  };
+}
+
+/** The floor: the same stopped containers started through the Docker API, same concurrency, nothing else. */
+export async function timeFloor(c: Cluster, services: Service[], tokens: Map<string, string>, o: ProbeOptions): Promise<RecoveryRun & { answered: number }> {
+  await assertNothingAnswers(services);
+  const f0 = performance.now();
+  const api = c.runtimeB.startContainers(services.map((s) => s.name), START_CONCURRENCY).then((res) => {
+    const failed = res.filter((x) => !x.ok);
+    if (failed.length > 0) throw new Error(`floor start failed: ${failed.map((x) => `${x.name}: ${x.error}`).join('; ')}`);
+    return performance.now() - f0;
+  });
+  api.catch(() => undefined);
+  const per = await Promise.all(services.map((s) => firstGood(s, tokens.get(s.name)!, f0, o.probeEveryMs, o.timeoutMs, o.lenient)));
+  return runOf(per, { apiMs: await api });
 }
 
 async function assertNothingAnswers(services: Service[]): Promise<void> {
@@ -96,7 +166,7 @@ async function assertNothingAnswers(services: Service[]): Promise<void> {
   }
 }
 
-async function stopAll(c: Cluster, names: string[]): Promise<void> {
+export async function stopAll(c: Cluster, names: string[]): Promise<void> {
   const q = new PQueue({ concurrency: START_CONCURRENCY });
   await Promise.all(names.map((n) => q.add(() => c.runtimeB.stopContainer(n, 0))));
 }
@@ -166,42 +236,14 @@ export async function runRecoveryPoint(c: Cluster, imageMB: number, n: number, o
       // twinlayer: a fresh puller (the hook promotes once per process), MASTER, every twin good.
       puller = await spawnPuller(c, { ...base, hookPort });
       await waitAllStaged(c, hookPort, names, 60_000);
-      await assertNothingAnswers(services);
-      const meter = new ProcMeter(puller.child.pid!);
-      await meter.begin();
-      const m0 = performance.now();
-      const answer = fetch(`http://127.0.0.1:${hookPort}/v1/vrrp`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${c.token}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ type: 'INSTANCE', name: 'VI_BENCH', state: 'MASTER', priority: 100 }),
-        signal: AbortSignal.timeout(120_000),
-      }).then(async (res) => (await res.json()) as { outcome: string; totals: { ms: number }; finalize: { ms: number }; start: { ms: number; containers: Array<{ ms: number; ok: boolean }> } });
-      answer.catch(() => undefined);
-      const per = await Promise.all(services.map((s) => firstGood(s, tokens.get(s.name)!, m0, probeEvery, 120_000)));
-      const hook = await answer;
-      const usage = await meter.end();
-      runs.push({
-        totalMs: Math.max(...per),
-        meanMs: per.reduce((a, b) => a + b, 0) / per.length,
-        perContainerMs: per.map((x) => Math.round(x)),
-        hook: { finalizeMs: hook.finalize.ms, startMs: hook.start.ms, totalMs: hook.totals.ms, startCallMs: summarize(hook.start.containers.map((x) => x.ms)), outcome: hook.outcome },
-        puller: usage,
-      });
+      const { answered: _a, hookAnswer: hook, ...run } = await timeMaster(c, hookPort, puller, services, tokens, { probeEveryMs: probeEvery, timeoutMs: 120_000 });
+      runs.push(run);
       if (hook.outcome !== 'booted') throw new Error(`MASTER outcome ${hook.outcome}`);
       await puller.kill('SIGTERM');
       await stopAll(c, names);
 
-      // floor: the same stopped containers started through the Docker API, same concurrency, nothing else.
-      await assertNothingAnswers(services);
-      const f0 = performance.now();
-      const api = c.runtimeB.startContainers(names, START_CONCURRENCY).then((res) => {
-        const failed = res.filter((x) => !x.ok);
-        if (failed.length > 0) throw new Error(`floor start failed: ${failed.map((x) => `${x.name}: ${x.error}`).join('; ')}`);
-        return performance.now() - f0;
-      });
-      api.catch(() => undefined);
-      const fper = await Promise.all(services.map((s) => firstGood(s, tokens.get(s.name)!, f0, probeEvery, 120_000)));
-      floorRuns.push({ totalMs: Math.max(...fper), meanMs: fper.reduce((a, b) => a + b, 0) / fper.length, perContainerMs: fper.map((x) => Math.round(x)), apiMs: await api });
+      const { answered: _f, ...floorRun } = await timeFloor(c, services, tokens, { probeEveryMs: probeEvery, timeoutMs: 120_000 });
+      floorRuns.push(floorRun);
       await stopAll(c, names);
       o.log(`  recovery ${n} x ${imageMB} MB run ${r + 1}: twinlayer ${Math.round(runs.at(-1)!.totalMs)} ms, floor ${Math.round(floorRuns.at(-1)!.totalMs)} ms`);
     }

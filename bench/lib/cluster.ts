@@ -132,6 +132,8 @@ export interface GroupOptions {
   endpoint?: string;
   hookPort?: number;
   logLevel?: 'debug' | 'info' | 'warn';
+  /** More environment for the process (NODE_OPTIONS=--cpu-prof …). */
+  env?: Record<string, string>;
 }
 
 export function twinlayerEnv(c: Cluster, side: 'a' | 'b', o: GroupOptions): Record<string, string> {
@@ -151,6 +153,7 @@ export function twinlayerEnv(c: Cluster, side: 'a' | 'b', o: GroupOptions): Reco
     TWINLAYER_HOOK_LISTEN: `127.0.0.1:${o.hookPort ?? 7450}`,
     TWINLAYER_HOOK_TOKEN: c.token,
     TWINLAYER_LOG_LEVEL: o.logLevel ?? 'info',
+    ...o.env,
   };
 }
 

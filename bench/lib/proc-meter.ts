@@ -1,6 +1,6 @@
 // CPU seconds and peak RSS of one process over a workload, from /proc. The peak is reset at the start of each
 // workload by writing 5 to /proc/<pid>/clear_refs (Linux >= 4.0), so VmHWM is the peak of that workload only.
-import { readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, readlink, writeFile } from 'node:fs/promises';
 
 /** getconf CLK_TCK on Linux x86-64 and arm64. */
 const TICKS_PER_SECOND = 100;
@@ -53,4 +53,32 @@ export async function measure<T>(meters: Record<string, ProcMeter>, work: () => 
     usage[name] = await m.end().catch(() => ({ cpuSeconds: Number.NaN, peakRssMB: Number.NaN }));
   }
   return { result, usage };
+}
+
+/** VmRSS of a process now (MB). */
+export async function rssMB(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const m = /^VmRSS:\s+(\d+) kB$/m.exec(status);
+  return m ? Math.round(Number(m[1]) / 102.4) / 10 : Number.NaN;
+}
+
+/** inotify watches of a process: the `inotify wd:` lines of its inotify descriptors' fdinfo. */
+export async function inotifyWatches(pid: number): Promise<number> {
+  let n = 0;
+  for (const fd of await readdir(`/proc/${pid}/fd`).catch(() => [])) {
+    const target = await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '');
+    if (target !== 'anon_inode:inotify') continue;
+    const info = await readFile(`/proc/${pid}/fdinfo/${fd}`, 'utf8').catch(() => '');
+    n += info.split('\n').filter((l) => l.startsWith('inotify wd:')).length;
+  }
+  return n;
+}
+
+/** inotify instances (descriptors) a process holds: fs.inotify.max_user_instances bounds them per user. */
+export async function inotifyInstances(pid: number): Promise<number> {
+  let n = 0;
+  for (const fd of await readdir(`/proc/${pid}/fd`).catch(() => [])) {
+    if ((await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '')) === 'anon_inode:inotify') n++;
+  }
+  return n;
 }

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import PQueue from 'p-queue';
 import { NO_RESTART, type ProtectedContainer, type StartResult, type TwinSpec } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
-import { chunkIndexDirOf, Puller, type PullerOptions } from '../puller/index.js';
+import { chunkIndexDirOf, Puller, type PullerOptions, type StartReport } from '../puller/index.js';
 import { Pusher, type PusherOptions } from '../pusher/index.js';
 import { acquireStateLock, type StateLock } from '../state/lock.js';
 import { recoverHead, type Generation } from '../store/index.js';
@@ -506,7 +506,12 @@ export class Agent {
         return;
       }
       const specs = puller?.specs() ?? new Map<string, TwinSpec>();
-      const start = puller !== null ? await puller.startTwins() : { ms: 0, containers: [] };
+      // Filled as each twin starts: an answer at bootTimeoutMs (the report is the one the hook answers with) says how
+      // many run so far, not none.
+      const s0 = Date.now();
+      const soFar: StartReport = { ms: 0, containers: [] };
+      report.start = soFar;
+      const start = puller !== null ? await puller.startTwins((r) => { soFar.containers.push(r); soFar.ms = Date.now() - s0; }) : { ms: 0, containers: [] };
       twinsStarted = true;
       // Protected containers that are no twins (a first promotion: the user's own containers) run too.
       const others = await this.#startProtected(new Set(start.containers.map((c) => c.name)));

@@ -50,6 +50,9 @@ export interface ProtectedContainer {
 export interface ListProtectedOptions {
   /** Also list twins that carry the opt-in label (the agent: the role decides what is pushed, not a label). */
   includeTwins?: boolean;
+  /** Containers already known, name → id: one listed under the same name and id is not inspected again, only named in
+   *  `kept` (a discovery every 2 s inspected every protected container each time). */
+  known?: ReadonlyMap<string, string>;
 }
 
 /** A labelled container that could not be protected, with the reason (for the status). */
@@ -76,6 +79,8 @@ export type TwinState =
     /** Other containers of this engine that use a volume the twin mounts, by volume name (none: absent). Staging
      *  into a volume another container uses would write under that container: it waits, like a mounted twin. */
     volumeUsers: Record<string, string[]>;
+    /** The host paths it bind-mounts (HostConfig.Binds and Mounts); null (or absent) when not known. */
+    bindSources?: string[] | null;
   };
 
 export interface StartResult {
@@ -120,6 +125,23 @@ const bindsOfInspect = z.looseObject({
   Binds: z.array(z.string()).nullable().optional(),
   Mounts: z.array(z.looseObject({ Type: z.string().optional(), Source: z.string().optional() })).nullable().optional(),
 });
+
+/** The bind sources of a container as its inspect shows them; null when HostConfig's binds do not parse. */
+function bindSourcesOfInspect(inspect: ContainerInspect): string[] | null {
+  const host = bindsOfInspect.safeParse(inspect.HostConfig);
+  if (!host.success) return null;
+  const sources: string[] = [];
+  for (const b of host.data.Binds ?? []) {
+    const parsed = parseBind(b);
+    if (typeof parsed !== 'string') {
+      if (parsed.kind === 'bind') sources.push(parsed.source);
+    } else if (b.startsWith('/')) {
+      sources.push(b.split(':')[0] ?? b);
+    }
+  }
+  for (const m of host.data.Mounts ?? []) if (m.Type === 'bind' && m.Source !== undefined) sources.push(m.Source);
+  return sources;
+}
 
 /** What removeAllContainers could not remove, by container id. */
 export interface RemoveFailure {
@@ -195,7 +217,15 @@ export class DockerRuntime {
     return containers;
   }
 
-  async listProtectedDetailed(label: string, opts: ListProtectedOptions = {}): Promise<{ containers: ProtectedContainer[]; refused: RefusedContainer[] }> {
+  /** listProtected for a caller that knows some of them already (`opts.known`): the new or replaced ones resolved, the
+   *  known ones still listed by name. */
+  async listProtectedChanges(label: string, opts: ListProtectedOptions & { known: ReadonlyMap<string, string> }): Promise<{ containers: ProtectedContainer[]; kept: string[] }> {
+    const { containers, refused, kept } = await this.listProtectedDetailed(label, opts);
+    for (const r of refused) this.#log.warn('labelled container not protected', { container: r.name, id: r.id, error: r.error });
+    return { containers, kept };
+  }
+
+  async listProtectedDetailed(label: string, opts: ListProtectedOptions = {}): Promise<{ containers: ProtectedContainer[]; refused: RefusedContainer[]; kept: string[] }> {
     let raw: unknown;
     try {
       raw = await this.#docker.listContainers({ all: true, filters: JSON.stringify({ label: [`${label}=true`] }) });
@@ -205,9 +235,14 @@ export class DockerRuntime {
     const entries = this.#parse(listSchema, raw, 'list containers', {});
     const containers: ProtectedContainer[] = [];
     const refused: RefusedContainer[] = [];
+    const kept: string[] = [];
     for (const entry of entries) {
       if (entry.Labels?.[TWIN_LABEL] === 'true' && opts.includeTwins !== true) continue;
       const name = (entry.Names?.[0] ?? entry.Id).replace(/^\//, '');
+      if (opts.known?.get(name) === entry.Id) {
+        kept.push(name);
+        continue;
+      }
       const inspect = await this.#inspectOrNull(entry.Id);
       if (inspect === null) continue; // removed between list and inspect
       try {
@@ -230,7 +265,7 @@ export class DockerRuntime {
       }
     }
     containers.sort((a, b) => a.name.localeCompare(b.name));
-    return { containers, refused };
+    return { containers, refused, kept };
   }
 
   /** inspect + the overlay dirs, refused (LayerResolveError) unless present, absolute, under the store's root
@@ -407,22 +442,15 @@ export class DockerRuntime {
   }
 
   /** What is wrong now with the bind-mount sources of an existing container (missing, or resolving out of the
-   *  policy's bind roots): Docker would mount a missing source as a new empty directory, and follows a symlink. */
-  async bindSourceProblemsOf(idOrName: string, policy: TwinPolicy = DEFAULT_TWIN_POLICY): Promise<string[]> {
+   *  policy's bind roots): Docker would mount a missing source as a new empty directory, and follows a symlink.
+   *  `sources`: the container's bind sources as an inspect of it (twinState's `bindSources`) found them: a container's
+   *  binds do not change, so only the file system is looked at now. */
+  async bindSourceProblemsOf(idOrName: string, policy: TwinPolicy = DEFAULT_TWIN_POLICY, sources?: readonly string[]): Promise<string[]> {
+    if (sources !== undefined) return bindSourceProblems(sources, policy);
     const inspect = await this.#inspect(idOrName);
-    const host = bindsOfInspect.safeParse(inspect.HostConfig);
-    if (!host.success) throw new DockerApiError('inspect (HostConfig.Binds/Mounts did not parse)', undefined, { container: idOrName }, { cause: host.error });
-    const sources: string[] = [];
-    for (const b of host.data.Binds ?? []) {
-      const parsed = parseBind(b);
-      if (typeof parsed !== 'string') {
-        if (parsed.kind === 'bind') sources.push(parsed.source);
-      } else if (b.startsWith('/')) {
-        sources.push(b.split(':')[0] ?? b);
-      }
-    }
-    for (const m of host.data.Mounts ?? []) if (m.Type === 'bind' && m.Source !== undefined) sources.push(m.Source);
-    return bindSourceProblems(sources, policy);
+    const found = bindSourcesOfInspect(inspect);
+    if (found === null) throw new DockerApiError('inspect (HostConfig.Binds/Mounts did not parse)', undefined, { container: idOrName });
+    return bindSourceProblems(found, policy);
   }
 
   /** Creates the twin (stopped, labelled, restart policy off, by image id, with every run setting of the spec) unless
@@ -516,29 +544,36 @@ export class DockerRuntime {
   }
 
   /** Starts the containers in parallel, at most `concurrency` at once; one result per name, in the given order.
-   *  `beforeStart` runs in each one's slot right before its start: a reason it returns leaves the container stopped. */
-  async startContainers(names: string[], concurrency: number, beforeStart?: StartCheck): Promise<StartResult[]> {
+   *  `beforeStart` runs in each one's slot right before its start: a reason it returns leaves the container stopped.
+   *  `onResult` hears each result as it comes (a promotion's answer at its deadline says what started so far). */
+  async startContainers(names: string[], concurrency: number, beforeStart?: StartCheck, onResult?: (r: StartResult) => void): Promise<StartResult[]> {
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`Expected \`concurrency\` to be an integer >= 1, got ${concurrency}`);
     const queue = new PQueue({ concurrency });
     const results = await Promise.all(
       names.map((name) =>
         queue.add(async (): Promise<StartResult> => {
-          const t0 = performance.now();
-          const ms = (): number => Math.round((performance.now() - t0) * 10) / 10;
-          try {
-            const refused = beforeStart === undefined ? null : await beforeStart(name);
-            if (refused !== null) return { name, ok: false, ms: ms(), error: refused };
-            await this.#docker.getContainer(name).start();
-            return { name, ok: true, ms: ms() };
-          } catch (cause) {
-            const status = statusOf(cause);
-            if (status === 304) return { name, ok: true, ms: ms(), alreadyRunning: true };
-            return { name, ok: false, ms: ms(), error: status === 404 ? 'no such container' : messageOf(cause).trim() };
-          }
+          const r = await this.#startOne(name, beforeStart);
+          onResult?.(r);
+          return r;
         }),
       ),
     );
     return results;
+  }
+
+  async #startOne(name: string, beforeStart: StartCheck | undefined): Promise<StartResult> {
+    const t0 = performance.now();
+    const ms = (): number => Math.round((performance.now() - t0) * 10) / 10;
+    try {
+      const refused = beforeStart === undefined ? null : await beforeStart(name);
+      if (refused !== null) return { name, ok: false, ms: ms(), error: refused };
+      await this.#docker.getContainer(name).start();
+      return { name, ok: true, ms: ms() };
+    } catch (cause) {
+      const status = statusOf(cause);
+      if (status === 304) return { name, ok: true, ms: ms(), alreadyRunning: true };
+      return { name, ok: false, ms: ms(), error: status === 404 ? 'no such container' : messageOf(cause).trim() };
+    }
   }
 
   /** Stops a container (SIGTERM, then SIGKILL after timeoutSeconds); a stopped one is fine. */
@@ -586,6 +621,19 @@ export class DockerRuntime {
     }
     const entries = this.#parse(listSchema, raw, 'list twins', {});
     return entries.map((e) => (e.Names?.[0] ?? e.Id).replace(/^\//, '')).sort();
+  }
+
+  /** Every twin-labelled container of the engine (any group: ensureTwin adopts twins by name) as name → "id state",
+   *  in one request: what changed since the last look shows as another fingerprint (removed, replaced, started). */
+  async twinFingerprints(): Promise<Map<string, string>> {
+    let raw: unknown;
+    try {
+      raw = await this.#docker.listContainers({ all: true, filters: JSON.stringify({ label: [`${TWIN_LABEL}=true`] }) });
+    } catch (cause) {
+      throw new DockerApiError('list twins', statusOf(cause), {}, { cause });
+    }
+    const entries = this.#parse(listSchema, raw, 'list twins', {});
+    return new Map(entries.map((e) => [(e.Names?.[0] ?? e.Id).replace(/^\//, ''), `${e.Id} ${e.State ?? '?'}`]));
   }
 
   /** `docker update --restart`: a twin runs with `no`; a promoted one gets its primary's policy back. */
@@ -761,6 +809,7 @@ export class DockerRuntime {
       specDigest: inspect.Config.Labels?.[SPEC_LABEL] ?? null,
       volumes,
       volumeUsers,
+      bindSources: bindSourcesOfInspect(inspect),
     };
   }
 

@@ -163,8 +163,10 @@ export class Pusher {
 
   async #discoverOnce(): Promise<void> {
     const { runtime, label, log } = this.#opts;
-    const containers = await runtime.listProtected(label, { includeTwins: this.#opts.includeTwins === true });
-    const present = new Set(containers.map((c) => c.name));
+    // The containers watched already are only listed (not inspected again) while their id is the same.
+    const known = new Map([...this.#watched].map(([name, w]) => [name, w.container.id]));
+    const { containers, kept } = await runtime.listProtectedChanges(label, { includeTwins: this.#opts.includeTwins === true, known });
+    const present = new Set([...containers.map((c) => c.name), ...kept]);
     for (const [name, w] of this.#watched) {
       if (!present.has(name)) await this.#unprotect(name, w, 'container gone or no longer labelled');
     }

@@ -2,7 +2,7 @@
 // or after BACKUP/FAULT in between) joins the same run and gets the same outcome. Twins are never started twice
 // by one process, and a host whose puller already reports `master` is not booted again.
 import type { Logger } from '../log/logger.js';
-import type { FinalizeReport, Promoter, StartReport } from './types.js';
+import type { ContainerStart, FinalizeReport, Promoter, StartReport } from './types.js';
 
 export type BootOutcome = 'booted' | 'already-booted' | 'partial' | 'failed';
 /** `finalizing`/`starting` while the run is in flight, then its outcome. */
@@ -71,6 +71,9 @@ export class Boot {
   #startedAt: string | null = null;
   #finishedAt: string | null = null;
   #finalize: FinalizeReport | undefined;
+  /** The twins' starts as they are done, and when starting began: an answer at the deadline reports them. */
+  readonly #startedSoFar: ContainerStart[] = [];
+  #startT0: number | null = null;
   #result: BootResult | null = null;
 
   constructor(opts: BootOptions) {
@@ -102,14 +105,18 @@ export class Boot {
     return Math.round(performance.now() - this.#t0);
   }
 
+  /** What is known at the deadline: the finalize's report once it is done, and each twin started (or failed) so far;
+   *  the rest are still starting. */
   #soFar(): BootResult {
     const ms = this.#elapsed();
+    const containers = [...this.#startedSoFar];
+    const started = containers.filter((c) => c.ok).length;
     return {
       outcome: 'partial',
       // Not known yet: the bucket's reachability is not claimed, the deadline is.
       finalize: this.#finalize ?? { ms, bucketReachable: false, timedOut: true, containers: [] },
-      start: { ms: 0, containers: [] },
-      totals: { ms, started: 0, failed: 0 },
+      start: { ms: this.#startT0 === null ? 0 : Math.round(performance.now() - this.#startT0), containers },
+      totals: { ms, started, failed: containers.length - started },
       errors: [],
     };
   }
@@ -188,8 +195,9 @@ export class Boot {
     let start: StartReport;
     let startThrew = false;
     const s0 = performance.now();
+    this.#startT0 = s0;
     try {
-      start = await this.#promoter.startTwins();
+      start = await this.#promoter.startTwins((r) => this.#startedSoFar.push(r));
     } catch (err) {
       errors.push(`startTwins: ${message(err)}`);
       start = { ms: Math.round(performance.now() - s0), containers: [] };

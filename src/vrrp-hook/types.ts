@@ -4,15 +4,15 @@ import type { Metrics } from '../metrics/index.js';
 import type { Notification } from './notification.js';
 
 // The reports are the puller's own types (the hook may import the puller; never the other way round).
-import type { FinalizeReport, StartReport, StatusReport } from '../puller/index.js';
+import type { ContainerStart, FinalizeReport, StartReport, StatusReport } from '../puller/index.js';
 export type { ContainerFinalize, ContainerStart, ContainerStatus, FinalizeReport, StartReport, StatusReport } from '../puller/index.js';
 
 /** Implemented by the puller; the hook drives a promotion through it and nothing else. */
 export interface Promoter {
   /** Pause polling, fetch+stage anything newer than staged within deadlineMs; on S3 failure go on with what is staged and say so. */
   finalize(deadlineMs: number): Promise<FinalizeReport>;
-  /** Start every twin in parallel with bounded concurrency. */
-  startTwins(): Promise<StartReport>;
+  /** Start every twin in parallel with bounded concurrency; `onStarted` hears each twin's start as it is done. */
+  startTwins(onStarted?: (r: ContainerStart) => void): Promise<StartReport>;
   status(): Promise<StatusReport>;
 }
 

@@ -30,6 +30,8 @@ export interface OpenPullerOptions {
   twinPolicy?: TwinPolicy;
   trustUnsignedSpecs?: boolean;
   maxQueued?: number;
+  /** The keeper's full check of every twin every this many polls (default 20). */
+  twinCheckEvery?: number;
 }
 
 /** A Puller on the engine, opened; the caller stops it. */
@@ -45,6 +47,7 @@ export async function openPuller(opts: OpenPullerOptions): Promise<Puller> {
     startConcurrency: 4,
     ...(opts.maxRecordsPerPoll === undefined ? {} : { maxRecordsPerPoll: opts.maxRecordsPerPoll }),
     ...(opts.maxQueued === undefined ? {} : { maxQueued: opts.maxQueued }),
+    ...(opts.twinCheckEvery === undefined ? {} : { twinCheckEvery: opts.twinCheckEvery }),
     ...(opts.twinPolicy === undefined ? {} : { twinPolicy: opts.twinPolicy }),
     ...(opts.trustUnsignedSpecs === undefined ? {} : { trustUnsignedSpecs: opts.trustUnsignedSpecs }),
   });

@@ -7,7 +7,8 @@ import { createServer } from 'node:net';
 import { killTree } from './kill-tree.js';
 
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const bin = join(repoRoot, 'bin', 'twinlayer.js');
+/** TWINLAYER_BENCH_BIN: another tree's bin/twinlayer.js (a benchmark's "before" in the same run style). */
+const bin = process.env['TWINLAYER_BENCH_BIN'] ?? join(repoRoot, 'bin', 'twinlayer.js');
 
 export interface TwinlayerProcess {
   child: ChildProcess;

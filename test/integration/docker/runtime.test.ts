@@ -20,6 +20,7 @@ import type { TwinSpec } from '../../../src/docker/index.js';
 import { copyImage, importBusyboxImage } from '../../../src/lab/busybox-image.js';
 import { dockerCli, startEngine, stopAllEngines } from '../../../src/lab/engine.js';
 import type { Engine } from '../../../src/lab/engine.js';
+import { startDockerCallCounter } from '../../support/docker-calls.js';
 
 const LABEL = 'twinlayer.enable';
 const suffix = randomBytes(3).toString('hex');
@@ -87,6 +88,26 @@ describe('DockerRuntime on real engines', { timeout: 120_000 }, () => {
     assert.ok(web.layers.upperDir.startsWith(`${a.dataRoot}/overlay2/`), web.layers.upperDir);
     assert.ok(web.layers.lowerDirs.length >= 1);
     assert.deepEqual(await rtA.resolveLayers('web'), web.layers);
+  });
+
+  it('listProtectedChanges inspects only what is new or replaced: a known name and id is only listed', async () => {
+    const counter = await startDockerCallCounter(join(a.dataRoot, '..', `calls-${suffix}.sock`), a.socketPath);
+    try {
+      const rt = new DockerRuntime({ socketPath: counter.path });
+      const [web] = await rt.listProtected(LABEL);
+      assert.ok(web);
+      counter.reset();
+      const known = await rt.listProtectedChanges(LABEL, { known: new Map([['web', web.id]]) });
+      assert.deepEqual(known, { containers: [], kept: ['web'] });
+      assert.equal(counter.counts().get('GET /containers/*/json') ?? 0, 0, JSON.stringify(Object.fromEntries(counter.counts())));
+      assert.equal(counter.total(), 1, 'one listing');
+      // Another id under that name (a `docker rm` + `docker run`): resolved again.
+      const replaced = await rt.listProtectedChanges(LABEL, { known: new Map([['web', 'f'.repeat(64)]]) });
+      assert.deepEqual(replaced.containers.map((c) => c.id), [web.id]);
+      assert.deepEqual(replaced.kept, []);
+    } finally {
+      await counter.close();
+    }
   });
 
   it('captureSpec round-trips through twinSpecSchema', async () => {

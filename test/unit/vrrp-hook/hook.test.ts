@@ -266,6 +266,21 @@ describe('MASTER: one boot', () => {
     assert.equal(promoter.count('startTwins'), 1);
   });
 
+  it('an answer at bootTimeoutMs counts the twins started so far (200 twins answered "started 0" with 117 running)', async () => {
+    const promoter = new TestPromoter();
+    promoter.startGate = gate();
+    promoter.startedBeforeGate = [{ name: 'dns', ok: true, ms: 140 }, { name: 'mail', ok: false, ms: 20, error: 'no such container' }];
+    const app = makeApp(promoter, { bootTimeoutMs: 30 });
+    const early = await json<MasterBody>(await post(app, master));
+    assert.equal(early.timedOut, true);
+    assert.equal(early.outcome, 'partial');
+    assert.deepEqual(early.start.containers, promoter.startedBeforeGate);
+    assert.equal(early.totals.started, 1);
+    assert.equal(early.totals.failed, 1);
+    promoter.startGate.open();
+    await promoter.startReturned.promise;
+  });
+
   it('a finalize that never returns is bounded by bootTimeoutMs and twins are not started under it', async () => {
     const promoter = new TestPromoter();
     promoter.finalizeGate = gate();

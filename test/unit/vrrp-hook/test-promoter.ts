@@ -1,6 +1,6 @@
 // A Promoter for the hook's tests: records every call and lets a test hold finalize/startTwins open with a gate.
 // It stands in for the puller (the seam), not for the hook, which is the subject under test.
-import type { FinalizeReport, Promoter, StartReport, StatusReport } from '../../../src/vrrp-hook/index.js';
+import type { ContainerStart, FinalizeReport, Promoter, StartReport, StatusReport } from '../../../src/vrrp-hook/index.js';
 
 export interface Gate {
   promise: Promise<void>;
@@ -37,6 +37,8 @@ export class TestPromoter implements Promoter {
   /** When set, finalize / startTwins wait for it to open. */
   finalizeGate: Gate | undefined;
   startGate: Gate | undefined;
+  /** Reported through startTwins' onStarted before it waits at startGate: the twins a slow boot started so far. */
+  startedBeforeGate: ContainerStart[] = [];
   readonly finalizeEntered = reachedSignal();
   readonly startEntered = reachedSignal();
   readonly startReturned = reachedSignal();
@@ -58,9 +60,10 @@ export class TestPromoter implements Promoter {
     return this.finalizeReport;
   }
 
-  async startTwins(): Promise<StartReport> {
+  async startTwins(onStarted?: (r: ContainerStart) => void): Promise<StartReport> {
     this.calls.push('startTwins');
     this.startEntered.reach();
+    for (const r of this.startedBeforeGate) onStarted?.(r);
     try {
       if (this.startGate !== undefined) await this.startGate.promise;
       if (this.startError !== undefined) throw this.startError;
