@@ -183,7 +183,7 @@ export class ImageShipper {
     const missing = new Set<string>();
     for (const d of digests) {
       signal.throwIfAborted();
-      if (!(await this.#objects.has(hexOf(d)))) missing.add(d);
+      if (!(await this.#objects.has(hexOf(d), signal))) missing.add(d);
     }
     const present = digests.length - missing.size;
     if (missing.size === 0) {

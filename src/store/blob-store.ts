@@ -33,7 +33,8 @@ export interface BlobStore {
     etag: string | undefined,
     maxBytes: number,
   ): Promise<{ status: 'missing' } | { status: 'unchanged' } | { status: 'ok'; body: Buffer; etag: string }>;
-  exists(key: string): Promise<boolean>;
+  /** A HEAD; an aborted `signal` ends it as it ends a put. */
+  exists(key: string, opts?: PutOptions): Promise<boolean>;
   /** Every key starting with `prefix` and sorting after `startAfter`, in key order, paginated under the hood. */
   list(prefix: string, startAfter?: string): AsyncIterable<string>;
   /** Removes the object; a missing object is not an error. */
@@ -46,6 +47,7 @@ export interface BlobStore {
   deleteMany(keys: readonly string[], opts?: DeleteManyOptions): Promise<void>;
 }
 
+/** Options of a request a caller may stop (put, exists). */
 export interface PutOptions {
   signal?: AbortSignal | undefined;
 }

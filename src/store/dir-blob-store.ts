@@ -189,7 +189,8 @@ export class DirBlobStore implements BlobStore {
     return { status: 'ok', body, etag: current };
   }
 
-  async exists(key: string): Promise<boolean> {
+  async exists(key: string, opts: PutOptions = {}): Promise<boolean> {
+    opts.signal?.throwIfAborted();
     try {
       return (await stat(this.#path(key))).isFile();
     } catch (err) {

@@ -16,10 +16,10 @@ export class ImageObjects {
 
   /** Whether the object is in the bucket (a HEAD) and stays: one a GC run of this process is about to delete counts
    *  as missing, and is rescued from that run (delete-gate.ts) for the put that follows. */
-  async has(d: Digest): Promise<boolean> {
+  async has(d: Digest, signal?: AbortSignal): Promise<boolean> {
     const key = this.key(d);
     if (await this.#bucket.gate.beforeWrite(key)) return false;
-    return this.#bucket.store.exists(key);
+    return this.#bucket.store.exists(key, { signal });
   }
 
   /** Uploads the object; `signal` ends the upload in flight. A GC run of this process that doomed the key leaves it. */

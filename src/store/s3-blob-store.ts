@@ -540,17 +540,19 @@ export class S3BlobStore implements BlobStore {
     });
   }
 
-  async exists(key: string): Promise<boolean> {
+  async exists(key: string, opts: PutOptions = {}): Promise<boolean> {
+    const { signal } = opts;
     return this.#request('head', key, async () => {
+      signal?.throwIfAborted();
       try {
         this.#count('HEAD');
-        await this.#client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+        await this.#client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), signal === undefined ? {} : { abortSignal: signal });
         return true;
       } catch (err) {
         if (isNotFound(err) && !isNoSuchBucket(err)) return false;
         throw err;
       }
-    });
+    }, (err) => signal?.aborted !== true && isRetryableS3Error(err), signal);
   }
 
   /**

@@ -123,25 +123,28 @@ for (const kind of ENGINE_KINDS) {
       assert.equal(imagePuts(), before, 'no PUT of an image object on the second ship');
     });
 
-    it('stop() during an upload the proxy holds returns at once, and leaves no temp files', async () => {
-      assert.ok(derived.identity !== null);
-      const bucket = bucketFor(viaProxy!, `hang-${kind}`);
-      const { shipper: s, dir } = shipper(bucket);
-      proxy!.fail('hang', Number.POSITIVE_INFINITY, { method: 'PUT', path: /\/images\/sha256\// });
-      try {
-        s.want('c1', derived.id, derived.identity);
-        for (let i = 0; i < 600 && proxy!.stats.faults.hang === 0; i++) await delay(50);
-        assert.ok(proxy!.stats.faults.hang > 0, 'an upload reached the proxy and is held');
-        assert.equal(s.status()[0]?.state, 'shipping');
-        const t0 = Date.now();
-        await s.stop();
-        const ms = Date.now() - t0;
-        assert.ok(ms < 5_000, `stop() took ${ms} ms`);
-        assert.deepEqual(await readdir(dir).catch(() => []), [], 'the temp files are gone');
-      } finally {
-        proxy!.pass();
-      }
-    });
+    for (const method of ['PUT', 'HEAD']) {
+      it(`stop() during ${method === 'PUT' ? 'an upload' : 'a HEAD'} the proxy holds returns at once, and leaves no temp files`, async () => {
+        assert.ok(derived.identity !== null);
+        const bucket = bucketFor(viaProxy!, `hang-${method}-${kind}`);
+        const { shipper: s, dir } = shipper(bucket);
+        const held = proxy!.stats.faults.hang;
+        proxy!.fail('hang', Number.POSITIVE_INFINITY, { method, path: /\/images\/sha256\// });
+        try {
+          s.want('c1', derived.id, derived.identity);
+          for (let i = 0; i < 600 && proxy!.stats.faults.hang === held; i++) await delay(50);
+          assert.ok(proxy!.stats.faults.hang > held, `a ${method} reached the proxy and is held`);
+          assert.equal(s.status()[0]?.state, 'shipping');
+          const t0 = Date.now();
+          await s.stop();
+          const ms = Date.now() - t0;
+          assert.ok(ms < 5_000, `stop() took ${ms} ms`);
+          assert.deepEqual(await readdir(dir).catch(() => []), [], 'the temp files are gone');
+        } finally {
+          proxy!.pass();
+        }
+      });
+    }
 
     it('a pusher ships its container\'s image only with shipImages', async () => {
       assert.ok(derived.identity !== null);
