@@ -64,6 +64,8 @@ export interface ReadArchiveOptions {
   smallBytes?: number;
   /** Entries read at most. Default 100 000. */
   maxEntries?: number;
+  /** Bytes of small files held in memory at most, all together. Default 256 MiB. */
+  maxHeldBytes?: number;
 }
 
 const digestSchema = z.string().regex(/^sha256:[0-9a-f]{64}$/, 'sha256:<64 hex>');
@@ -171,6 +173,8 @@ type Held = { kind: 'small'; bytes: Buffer } | { kind: 'layer'; layer: ArchiveLa
 export async function readImageArchive(stream: NodeJS.ReadableStream, opts: ReadArchiveOptions): Promise<SavedImage> {
   const smallBytes = opts.smallBytes ?? 4 * 1024 * 1024;
   const maxEntries = opts.maxEntries ?? 100_000;
+  const maxHeld = opts.maxHeldBytes ?? 256 * 1024 * 1024;
+  let heldBytes = 0;
   const context: ErrorContext = opts.imageId === undefined ? {} : { imageId: opts.imageId };
   const held = new Map<string, Held>();
   let entries = 0;
@@ -194,6 +198,8 @@ export async function readImageArchive(stream: NodeJS.ReadableStream, opts: Read
       return;
     }
     if ((entry.size ?? 0) <= smallBytes) {
+      heldBytes += entry.size ?? 0;
+      if (heldBytes > maxHeld) throw new ImageArchiveError(`the saved image has more than ${maxHeld} bytes of small files`, { ...context, path }, { permanent: true });
       const chunks: Buffer[] = [];
       for await (const c of entry as AsyncIterable<Buffer>) chunks.push(c);
       held.set(path, { kind: 'small', bytes: Buffer.concat(chunks) });

@@ -158,6 +158,12 @@ describe('readImageArchive', () => {
     await assert.rejects(readImageArchive(await archiveOf(dir), { dir: await scratch() }), /manifest.json of the saved image is not what Docker writes/);
   });
 
+  it('bounds the entries and the small files it holds', async () => {
+    const { dir } = await legacyArchive();
+    await assert.rejects(readImageArchive(await archiveOf(dir), { dir: await scratch(), maxEntries: 3 }), /more than 3 entries/);
+    await assert.rejects(readImageArchive(await archiveOf(dir), { dir: await scratch(), maxHeldBytes: 100 }), /more than 100 bytes of small files/);
+  });
+
   it('stops when its signal is aborted', async () => {
     const { dir } = await legacyArchive();
     const ac = new AbortController();
