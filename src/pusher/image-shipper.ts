@@ -155,11 +155,10 @@ export class ImageShipper {
     const log = this.#o.log.child({ imageId: t.imageId, configDigest: t.identity.configDigest });
     t.state = 'shipping';
     try {
-      const r = await this.ship(t.imageId, t.identity, signal, log);
+      await this.ship(t.imageId, t.identity, signal, log);
       t.state = 'shipped';
       t.failures = 0;
       t.error = null;
-      if (r.uploaded > 0) this.#o.log.debug('image objects uploaded', { imageId: t.imageId, ...r });
       this.#later(t, this.#recheckMs);
     } catch (err) {
       if (signal.aborted) return;

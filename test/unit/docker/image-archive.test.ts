@@ -6,6 +6,8 @@ import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { PassThrough } from 'node:stream';
+import { setTimeout as delay } from 'node:timers/promises';
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { create } from 'tar';
@@ -164,11 +166,30 @@ describe('readImageArchive', () => {
     await assert.rejects(readImageArchive(await archiveOf(dir), { dir: await scratch(), maxHeldBytes: 100 }), /more than 100 bytes of small files/);
   });
 
-  it('stops when its signal is aborted', async () => {
+  it('stops mid-layer when its signal is aborted while the stream stalls', async () => {
     const { dir } = await legacyArchive();
+    const whole = await new Promise<Buffer>((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      void archiveOf(dir).then((s) => s.on('data', (c: Buffer) => chunks.push(c)).on('end', () => resolve(Buffer.concat(chunks))).on('error', reject));
+    });
+    const stalled = new PassThrough();
+    // The headers and the first bytes of the first layer, then nothing more: a docker save that hangs.
+    stalled.write(whole.subarray(0, 2048));
+    const ac = new AbortController();
+    const reading = readImageArchive(stalled, { dir: await scratch(), signal: ac.signal, smallBytes: 1024 });
+    await delay(50);
+    ac.abort(new Error('demoted'));
+    await assert.rejects(reading, /demoted/);
+    assert.ok(stalled.destroyed, 'the save stream is closed');
+  });
+
+  it('reads nothing when its signal is aborted already, and closes the stream', async () => {
     const ac = new AbortController();
     ac.abort(new Error('stopping'));
-    await assert.rejects(readImageArchive(await archiveOf(dir), { dir: await scratch(), signal: ac.signal }), /stopping/);
+    const stream = new PassThrough();
+    stream.write(Buffer.alloc(1024));
+    await assert.rejects(readImageArchive(stream, { dir: await scratch(), signal: ac.signal }), /stopping/);
+    assert.ok(stream.destroyed);
   });
 });
 
