@@ -654,6 +654,7 @@ export class Agent {
         beforePublish: () => fence.assertOwner(),
         metrics: this.#o.metrics,
         gc: this.#o.gc,
+        ...(this.#o.shipImages === undefined ? {} : { shipImages: this.#o.shipImages }),
       });
       try {
         await pusher.start();

@@ -1,6 +1,6 @@
 // `twinlayer gc [--dry-run] [--json]`: garbage-collects the group's bucket now (what the primary does every
 // gcIntervalMs): records older than `retentionMs` that no restore needs, old generations, expired divergent tails,
-// and blobs and packs nothing retained names once older than `gcGraceMs`. Prints what was (or would be) deleted by
+// and blobs, packs and image objects nothing retained (or no spec) names once older than `gcGraceMs`. Prints what was (or would be) deleted by
 // kind, and what it left for an operator. Only while no pusher of the group runs: a pusher in another process
 // cannot be told what is about to go and names remembered packs again without writing them (README, Retention and
 // GC); the primary's own runs (gcIntervalMs) are coordinated with its uploads.

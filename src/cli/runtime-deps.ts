@@ -58,6 +58,7 @@ export function pushSettings(config: Config) {
     chunkThresholdBytes: config.chunkThresholdBytes,
     checkpoints: { deltaShare: config.checkpointDeltaShare, maxAgeMs: config.checkpointMaxAgeMs },
     gc: { intervalMs: config.gcIntervalMs, retentionMs: config.retentionMs, graceMs: config.gcGraceMs },
+    shipImages: config.shipImages,
   };
 }
 

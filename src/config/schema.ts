@@ -116,6 +116,8 @@ export const configSchema = z.strictObject({
   gcGraceMs: z.coerce.number().int().min(60_000).default(3600_000),
   /** The primary garbage-collects the bucket this often; 0: never (`twinlayer gc`, with the group's pushers stopped, instead). */
   gcIntervalMs: z.coerce.number().int().min(0).default(3600_000),
+  /** The primary ships each protected container's image to the bucket (images/), so a standby needs no registry. */
+  shipImages: bool(true),
   logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
 });
 

@@ -28,3 +28,5 @@ export { ENABLE_LABEL, OWN_LABELS, SPEC_LABEL, TWIN_LABEL } from './labels.js';
 export { ContainerNotFoundError, DockerApiError, EngineUnsupportedError, ImageMissingError, isEngineUnavailable, LayerResolveError, TwinHostNotReadyError, TwinRefusedError, TwinSpecRefusedError } from './errors.js';
 export { anonymousTwinVolumeName, volumesFromInspect, volumeInspectProblem } from './volumes.js';
 export type { ContainerVolume, VolumeSpec } from './volumes.js';
+export { archiveMismatch, gzipLayer, ImageArchiveError, readImageArchive, verifyArchive } from './image-archive.js';
+export type { ArchiveLayer, LayerCompression, ReadArchiveOptions, SavedImage } from './image-archive.js';

@@ -668,6 +668,12 @@ export class DockerRuntime {
     return inspect === null ? null : { id: inspect.Id, diffIds: inspect.RootFS?.Layers ?? [] };
   }
 
+  /** The bytes of an image's layers, uncompressed (`docker image inspect` Size); null when there is no such image. */
+  async imageSize(imageId: string): Promise<number | null> {
+    const inspect = await this.#inspectParsedOrNull(() => this.#docker.getImage(imageId).inspect(), imageInspectSchema, 'inspect image', { imageId });
+    return inspect?.Size ?? null;
+  }
+
   /** True when an image with exactly this id (sha256:...) is on the engine. */
   async imagePresent(imageId: string): Promise<boolean> {
     try {

@@ -66,6 +66,8 @@ export const listSchema = z.array(listEntrySchema);
 
 export const imageInspectSchema = z.looseObject({
   Id: z.string(),
+  /** Bytes of the image's layers, uncompressed. */
+  Size: z.number().int().nonnegative().optional(),
   Os: z.string().optional(),
   Architecture: z.string().optional(),
   Variant: z.string().optional(),

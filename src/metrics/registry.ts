@@ -32,7 +32,7 @@ export const commitKinds = ['delta', 'full'] as const;
 export type CommitKind = (typeof commitKinds)[number];
 
 /** What GC deletes, by kind (declared for the GC unit of issue 12; nothing reports them before it exists). */
-export type GcObjectKind = 'record' | 'blob' | 'chunk' | 'generation' | 'divergent';
+export type GcObjectKind = 'record' | 'blob' | 'chunk' | 'generation' | 'divergent' | 'image';
 
 type Labels<T extends string> = Partial<Record<T, string | number>>;
 
@@ -47,6 +47,8 @@ export class Metrics {
   readonly #gcRuns: Counter<'result'>;
   readonly #gcObjects: Counter<'kind'>;
   readonly #gcBytes: Counter<'kind'>;
+  readonly #imageObjects: Counter<'result'>;
+  readonly #imageBytes: Counter;
 
   constructor(opts: { processMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -93,8 +95,14 @@ export class Metrics {
 
     // Garbage collection (retention) is reported here once it exists; until then these have no samples at all.
     this.#gcRuns = new Counter({ name: 'twinlayer_gc_runs_total', help: 'Garbage-collection runs of the bucket by result (ok; failed; stopped: its host stopped being primary, or a newer generation was opened). No samples until GC has run in this process.', labelNames: ['result'], registers });
-    this.#gcObjects = new Counter({ name: 'twinlayer_gc_deleted_objects_total', help: 'Objects garbage collection deleted from the bucket, by kind (record, blob, chunk, generation, divergent).', labelNames: ['kind'], registers });
+    this.#gcObjects = new Counter({ name: 'twinlayer_gc_deleted_objects_total', help: 'Objects garbage collection deleted from the bucket, by kind (record, blob, chunk, generation, divergent, image).', labelNames: ['kind'], registers });
     this.#gcBytes = new Counter({ name: 'twinlayer_gc_deleted_bytes_total', help: 'Bytes of the objects garbage collection deleted from the bucket, by kind.', labelNames: ['kind'], registers });
+
+    // Images shipped through the bucket by the primary (issue 12): config and layer objects, and their bytes.
+    this.#imageObjects = new Counter({ name: 'twinlayer_image_objects_total', help: 'Image objects (configs and gzip\'d layers) the primary checked for its protected containers\' images, by result: uploaded, or present (already in the bucket).', labelNames: ['result'], registers });
+    this.#imageBytes = new Counter({ name: 'twinlayer_image_bytes_shipped_total', help: 'Bytes of the image objects the primary uploaded (also counted in twinlayer_bucket_bytes_total).', registers });
+    for (const result of ['uploaded', 'present']) this.#imageObjects.inc({ result }, 0);
+    this.#imageBytes.inc(0);
   }
 
   /** Reports until the returned function is called (a pusher or puller, while it runs). */
@@ -130,6 +138,11 @@ export class Metrics {
   gcDeleted(kind: GcObjectKind, objects: number, bytes: number): void {
     this.#gcObjects.inc({ kind }, objects);
     this.#gcBytes.inc({ kind }, bytes);
+  }
+
+  imageObject(result: 'uploaded' | 'present', bytes = 0): void {
+    this.#imageObjects.inc({ result });
+    if (bytes > 0) this.#imageBytes.inc(bytes);
   }
 
   /** The Prometheus text exposition of everything registered. */

@@ -13,6 +13,7 @@ import { learnChunksFromBucket, type LearnBounds } from './bucket-chunks.js';
 import { BurstCollector } from './burst.js';
 import type { CheckpointPolicy } from './checkpoint-policy.js';
 import { chooseGeneration, type WriterPosition } from './generation.js';
+import { ImageShipper } from './image-shipper.js';
 import { ContainerReplicator, type ReplicatorStatus } from './replicator.js';
 import { ShippedStateStore, type ShippedFile } from './shipped-state.js';
 import { watchUpper, type UpperWatch } from './upper-watcher.js';
@@ -51,6 +52,9 @@ export interface PusherOptions {
   learnBounds?: Partial<LearnBounds>;
   /** Garbage collection of the bucket while this pusher runs (the primary): every intervalMs, 0 = off. */
   gc?: { intervalMs: number; retentionMs: number; graceMs: number; firstDelayMs?: number } | undefined;
+  /** Ship each protected container's image to the bucket (image-shipper.ts), in the background. Default false (the
+   *  config's shipImages, default true, is passed by `push` and the agent). */
+  shipImages?: boolean;
 }
 
 interface Watched {
@@ -74,6 +78,7 @@ export class Pusher {
   #stopped = false;
   #unreport: (() => void) | null = null;
   #gc: GcLoop | null = null;
+  #images: ImageShipper | null = null;
 
   constructor(opts: PusherOptions) {
     this.#opts = opts;
@@ -114,6 +119,12 @@ export class Pusher {
       views: (now) => [...this.#watched.values()].map((w) => w.replicator.view(now, w.collector.firstChangeAt)),
     }) ?? null;
     log.info('pusher writing', { generation: position.generation, opened: position.opened, seq: position.head?.seq ?? 0 });
+    if (this.#opts.shipImages === true) {
+      const dir = join(this.#opts.stateDir, 'push', 'images');
+      // What a killed shipper left there is never resumed.
+      await rm(dir, { recursive: true, force: true });
+      this.#images = new ImageShipper({ runtime, bucket, dir, log: log.child({ unit: 'images' }), metrics: this.#opts.metrics });
+    }
     await this.#learnFromBucket(position.opened ? null : head);
     await this.discover();
     const discoverEvery = this.#opts.discoverIntervalMs ?? 2000;
@@ -188,6 +199,7 @@ export class Pusher {
   /** Stops watching a container; what was pending is shipped first when the old upper dir still exists. */
   async #unprotect(name: string, w: Watched, why: string): Promise<void> {
     this.#watched.delete(name);
+    this.#images?.release(name);
     await w.watcher.close();
     w.collector.flush();
     await w.replicator.close();
@@ -208,6 +220,10 @@ export class Pusher {
     // A fenced writer must not replace the group's specs either (the agent's fence; a no-op for `push`).
     await this.#opts.beforePublish?.();
     await bucket.putSpec(container.name, spec);
+    if (this.#images !== null) {
+      if (spec.imageIdentity === undefined) log.warn('the image\'s identity is not known; it is not shipped to the bucket', { container: container.name, imageId: spec.imageId });
+      else this.#images.want(container.name, spec.imageId, spec.imageIdentity);
+    }
     const digestOfSpec = asDigest(specDigest(spec));
     const recovered = await this.#recoverShipped(container.name, container.id, generation, journal, digestOfSpec);
     const { shipped, needFull } = forceFull ? { shipped: undefined, needFull: true } : recovered;
@@ -410,11 +426,29 @@ export class Pusher {
     this.#gc = null;
   }
 
+  /** Aborts the image upload in flight; nothing more is shipped. */
+  async #stopImages(): Promise<void> {
+    const images = this.#images;
+    this.#images = null;
+    await images?.stop();
+  }
+
+  /** What the image shipper is doing, image by image (tests; empty when images are not shipped). */
+  imageStatus(): ReturnType<ImageShipper['status']> {
+    return this.#images?.status() ?? [];
+  }
+
+  /** Resolves when no image is being shipped or queued (tests). */
+  async imagesIdle(): Promise<void> {
+    await this.#images?.idle();
+  }
+
   /** Stops at once without shipping what is pending (a demoted or fenced primary must publish nothing more); a
    *  commit already being published finishes. What was not shipped stays in the upper dirs and the shipped state. */
   async halt(): Promise<void> {
     this.#stopped = true;
     this.#stopGc();
+    await this.#stopImages();
     this.#unreport?.();
     this.#unreport = null;
     for (const t of this.#timers) clearInterval(t);
@@ -435,6 +469,7 @@ export class Pusher {
   async stop(deadlineMs = 10_000): Promise<void> {
     this.#stopped = true;
     this.#stopGc();
+    await this.#stopImages();
     this.#unreport?.();
     this.#unreport = null;
     for (const t of this.#timers) clearInterval(t);

@@ -1,7 +1,8 @@
 // The seam between twinlayer and an object store (Litestream's ReplicaClient). Keys are S3 keys; bodies are bytes.
 export interface BlobStore {
-  /** Writes the whole object; a file body is streamed from disk. */
-  put(key: string, body: Buffer | { file: string }): Promise<void>;
+  /** Writes the whole object; a file body is streamed from disk. An aborted `signal` ends the request in flight (and
+   *  the retries) with the signal's reason. */
+  put(key: string, body: Buffer | { file: string }, opts?: PutOptions): Promise<void>;
   /**
    * Creates the object only if the key does not exist (S3 `If-None-Match: *`), atomically against every other
    * writer of the key: true when this call created it, false when the key existed (HTTP 412).
@@ -32,7 +33,8 @@ export interface BlobStore {
     etag: string | undefined,
     maxBytes: number,
   ): Promise<{ status: 'missing' } | { status: 'unchanged' } | { status: 'ok'; body: Buffer; etag: string }>;
-  exists(key: string): Promise<boolean>;
+  /** A HEAD; an aborted `signal` ends it as it ends a put. */
+  exists(key: string, opts?: PutOptions): Promise<boolean>;
   /** Every key starting with `prefix` and sorting after `startAfter`, in key order, paginated under the hood. */
   list(prefix: string, startAfter?: string): AsyncIterable<string>;
   /** Removes the object; a missing object is not an error. */
@@ -43,6 +45,11 @@ export interface BlobStore {
   /** Removes the objects (missing ones are not an error), in as few requests as the store allows (S3
    *  DeleteObjects: up to 1000 a request). Throws naming the keys that could not be deleted. */
   deleteMany(keys: readonly string[], opts?: DeleteManyOptions): Promise<void>;
+}
+
+/** Options of a request a caller may stop (put, exists). */
+export interface PutOptions {
+  signal?: AbortSignal | undefined;
 }
 
 export interface DeleteManyOptions {

@@ -7,7 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { copyFile, link, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { checkRange, type BlobStore, type DeleteManyOptions, type ListedObject, type RangeRead } from './blob-store.js';
+import { checkRange, type BlobStore, type DeleteManyOptions, type ListedObject, type PutOptions, type RangeRead } from './blob-store.js';
 import { InvalidKeyError, ObjectTooLargeError } from './errors.js';
 import { KeyedMutex } from './keyed-mutex.js';
 
@@ -59,7 +59,8 @@ export class DirBlobStore implements BlobStore {
     return join(dir, randomBytes(8).toString('hex'));
   }
 
-  async put(key: string, body: Buffer | { file: string }): Promise<void> {
+  async put(key: string, body: Buffer | { file: string }, opts: PutOptions = {}): Promise<void> {
+    opts.signal?.throwIfAborted();
     const dest = this.#path(key);
     await this.#writes.run(key, () => this.#replace(dest, body));
   }
@@ -188,7 +189,8 @@ export class DirBlobStore implements BlobStore {
     return { status: 'ok', body, etag: current };
   }
 
-  async exists(key: string): Promise<boolean> {
+  async exists(key: string, opts: PutOptions = {}): Promise<boolean> {
+    opts.signal?.throwIfAborted();
     try {
       return (await stat(this.#path(key))).isFile();
     } catch (err) {

@@ -56,6 +56,25 @@ async function digestsIn(bucket: Bucket, key: string, maxBytes: number, into: Se
   for (const m of body?.toString('utf8').matchAll(digestInText) ?? []) into.add(m[0]);
 }
 
+/** The 64-hex words of every spec (an image's config digest and diff ids among them); null when a spec could not be
+ *  read or the listing was cut short: an image it names is not known. */
+export async function specDigests(bucket: Bucket): Promise<Set<string> | null> {
+  let truncated = false;
+  const names = await bucket.listSpecNames({ onTruncated: () => (truncated = true) });
+  if (truncated) return null;
+  const out = new Set<string>();
+  for (const name of names) {
+    let body: Buffer | null;
+    try {
+      body = await bucket.store.getBuffer(bucket.layout.specKey(name), MAX_SPEC_BYTES);
+    } catch {
+      return null;
+    }
+    for (const m of body?.toString('utf8').matchAll(digestInText) ?? []) out.add(m[0]);
+  }
+  return out;
+}
+
 /** Every object under the group's base, with sizes and times. */
 export async function listGroup(bucket: Bucket, signal?: AbortSignal): Promise<GcObject[]> {
   const objects: GcObject[] = [];
@@ -139,8 +158,9 @@ export async function collectGc(bucket: Bucket, opts: GcCollectOptions): Promise
       divergent.push({ key: item.key, savedAt: Date.parse(item.record.savedAt), digest: item.record.digest });
     }
   }
-  // Specs name no blob today; whatever digests they carry (images shipped through the bucket) are kept.
-  for (const name of await bucket.listSpecNames()) await digestsIn(bucket, layout.specKey(name), MAX_SPEC_BYTES, protectedDigests);
+  // Specs name no blob; the digests they carry name the images shipped through the bucket (and are kept as any).
+  const imagesNamed = await specDigests(bucket);
+  for (const d of imagesNamed ?? []) protectedDigests.add(d);
 
   const chunkLists = new Map<string, readonly string[] | null>();
   const kept = retainedRecords({ now: opts.now, retentionMs: opts.retentionMs, generations });
@@ -164,7 +184,7 @@ export async function collectGc(bucket: Bucket, opts: GcCollectOptions): Promise
 
   const listed = new Set(objects.map((o) => o.key));
   cache.prune(listed, new Set(wanted.keys()));
-  return { layout, now: opts.now, retentionMs: opts.retentionMs, graceMs: opts.graceMs, objects, generations, refusedGenerations, divergent, protectedDigests, chunkLists };
+  return { layout, now: opts.now, retentionMs: opts.retentionMs, graceMs: opts.graceMs, objects, generations, refusedGenerations, divergent, protectedDigests, chunkLists, imagesNamed };
 }
 
 /** The packs a chunk list names, read as the standby reads it (held to what its record declares); null when it cannot

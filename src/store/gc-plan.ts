@@ -18,6 +18,9 @@
 // - A blob (changeset or chunk list) goes when no retained record, divergent tail, spec or unreadable object names
 //   it, and a pack when no retained record's chunk list names it, both only once older than the grace period by
 //   the store's LastModified: a commit in flight uploads them before its record.
+// - An image object (images/, the primary's image shipper) goes when no spec names it (its config digest or one of
+//   its diff ids; specs are never deleted, so every container the bucket has a spec of keeps its image), once older
+//   than the grace period; none goes when a spec could not be read.
 // - Refused records and divergent records, refused generations, specs and keys outside the layout are never deleted
 //   (except refused records inside a generation that goes whole): they are reported for an operator.
 // Deletions come in two phases: records (and what else names blobs) first, then blobs and packs, so a crash
@@ -26,8 +29,8 @@ import type { KeyLayout } from './keys.js';
 import type { CommitChunks } from './records.js';
 import type { Digest, Generation, Seq } from './types.js';
 
-export type GcKind = 'record' | 'generation' | 'divergent' | 'blob' | 'pack';
-export const gcKinds: readonly GcKind[] = ['record', 'generation', 'divergent', 'blob', 'pack'];
+export type GcKind = 'record' | 'generation' | 'divergent' | 'blob' | 'pack' | 'image';
+export const gcKinds: readonly GcKind[] = ['record', 'generation', 'divergent', 'blob', 'pack', 'image'];
 
 export interface GcObject {
   key: string;
@@ -79,6 +82,9 @@ export interface GcInput {
   /** The packs each chunk list names (by the list's digest); null when the list could not be read. A retained
    *  record whose list is missing here or null keeps every pack. */
   chunkLists: ReadonlyMap<string, readonly string[] | null>;
+  /** The digests the specs name (64 hex, what an image object's key ends in); null when a spec could not be read or
+   *  listed: then no image object is deleted. */
+  imagesNamed: ReadonlySet<string> | null;
 }
 
 export interface GcDeletion {
@@ -90,7 +96,7 @@ export interface GcDeletion {
 export interface GcPlan {
   /** Deleted first: records, tails and generations' objects, which name blobs. */
   first: GcDeletion[];
-  /** Deleted once `first` is gone: blobs and packs. */
+  /** Deleted once `first` is gone: blobs, packs and image objects. */
   second: GcDeletion[];
   /** Counts and bytes by kind of what is deleted. */
   totals: Record<GcKind, { objects: number; bytes: number }>;
@@ -200,6 +206,7 @@ function startOf(g: GcGeneration): number {
 
 const emptyTotals = (): GcPlan['totals'] => ({
   record: { objects: 0, bytes: 0 }, generation: { objects: 0, bytes: 0 }, divergent: { objects: 0, bytes: 0 }, blob: { objects: 0, bytes: 0 }, pack: { objects: 0, bytes: 0 },
+  image: { objects: 0, bytes: 0 },
 });
 
 export function planGc(input: GcInput): GcPlan {
@@ -264,6 +271,7 @@ export function planGc(input: GcInput): GcPlan {
     }
   }
   if (packsUnknown !== null) problems.push(packsUnknown);
+  if (input.imagesNamed === null) problems.push('a spec could not be read or listed: no image object is deleted');
 
   for (const d of input.divergent) {
     if ('refused' in d) {
@@ -287,6 +295,12 @@ export function planGc(input: GcInput): GcPlan {
     const pack = layout.parsePackKey(o.key);
     if (pack !== null) {
       if (packsUnknown === null && !packsNamed.has(pack) && o.lastModified <= graceEdge) second.push({ key: o.key, kind: 'pack', bytes: o.size });
+      continue;
+    }
+    const image = layout.parseImageKey(o.key);
+    if (image !== null) {
+      const named = input.imagesNamed === null || input.imagesNamed.has(image) || input.protectedDigests.has(image);
+      if (!named && o.lastModified <= graceEdge) second.push({ key: o.key, kind: 'image', bytes: o.size });
       continue;
     }
     if (layout.parseGenerationKey(o.key) !== null || layout.parseSpecKey(o.key) !== null || layout.parseDivergentKey(o.key) !== null) continue;

@@ -1,8 +1,8 @@
 // Garbage collection of a group's bucket (issue 12): collect (gc-collect.ts), plan (gc-plan.ts), then delete in an
 // order that leaves the bucket consistent whenever it stops: the records, tails and old generations' objects first,
-// then the blobs and packs nothing retained names. Before the second phase the journal is listed again: a commit
-// published since the plan may name a blob or pack the plan found unreferenced (the same bytes committed again), and
-// that one stays. Runs on the primary every gcIntervalMs (GcLoop, first soon after the start) and as `twinlayer gc`.
+// then the blobs, packs and image objects nothing retained names. Before the second phase the journal is listed again:
+// a commit published since the plan may name a blob or pack the plan found unreferenced (the same bytes committed
+// again), and that one stays; so are the specs when image objects are to go (a container protected meanwhile). Runs on the primary every gcIntervalMs (GcLoop, first soon after the start) and as `twinlayer gc`.
 //
 // Deletes go in batches, and before each one the run checks that it may still delete: it was not stopped (the
 // pusher's life: a demoted primary's run ends at the next step) and the generation it planned for is still the
@@ -12,11 +12,11 @@
 // was seen (bounded by batchSize).
 import { defaultLimits, type Limits } from '../changeset/index.js';
 import { silentLogger, type Logger } from '../log/logger.js';
-import type { Metrics } from '../metrics/index.js';
+import type { GcObjectKind, Metrics } from '../metrics/index.js';
 import type { Bucket } from './bucket.js';
 import { TwinlayerError } from '../log/errors.js';
 import { BucketObjectInvalidError } from './errors.js';
-import { collectGc, GcCache, readPacks } from './gc-collect.js';
+import { collectGc, GcCache, readPacks, specDigests } from './gc-collect.js';
 import type { Digest, Generation } from './types.js';
 import { gcKinds, planGc, type GcDeletion, type GcKind, type GcPlan } from './gc-plan.js';
 
@@ -127,7 +127,10 @@ export async function runGc(bucket: Bucket, opts: GcOptions): Promise<GcReport> 
       opts.signal?.throwIfAborted();
       const late = await namedSince(bucket, new Set(input.objects.map((o) => o.key)), limits);
       const rewritten = await youngNow(bucket, now - opts.graceMs);
-      const spare = (d: GcDeletion): boolean => late.keys.has(d.key) || rewritten.has(d.key) || (late.allPacks && d.kind === 'pack');
+      // A spec written since the listing (a container protected meanwhile) may name an image object again.
+      const imagesNow = plan.second.some((d) => d.kind === 'image') ? await specDigests(bucket) : new Set<string>();
+      const imageNamed = (d: GcDeletion): boolean => d.kind === 'image' && (imagesNow === null || imagesNow.has(d.key.slice(-64)));
+      const spare = (d: GcDeletion): boolean => late.keys.has(d.key) || rewritten.has(d.key) || (late.allPacks && d.kind === 'pack') || imageNamed(d);
       const candidates = new Map(plan.second.filter((d) => !spare(d)).map((d) => [d.key, d]));
       const deleted = await doom.run(async (keys) => batched(keys.filter((k) => candidates.has(k)).map((k) => candidates.get(k)!)));
       const second = deleted.flatMap((k) => candidates.get(k) ?? []);
@@ -152,7 +155,7 @@ export async function runGc(bucket: Bucket, opts: GcOptions): Promise<GcReport> 
   return report;
 }
 
-function metricKind(kind: GcKind): 'record' | 'blob' | 'chunk' | 'generation' | 'divergent' {
+function metricKind(kind: GcKind): GcObjectKind {
   return kind === 'pack' ? 'chunk' : kind;
 }
 
@@ -219,7 +222,7 @@ async function namedSince(bucket: Bucket, before: ReadonlySet<string>, limits: L
 /** Blob and pack keys written within the grace period by now (a writer put the same bytes again since the listing). */
 async function youngNow(bucket: Bucket, graceEdge: number): Promise<Set<string>> {
   const young = new Set<string>();
-  for (const prefix of [bucket.layout.blobsPrefix, bucket.layout.packsPrefix]) {
+  for (const prefix of [bucket.layout.blobsPrefix, bucket.layout.packsPrefix, bucket.layout.imagesPrefix]) {
     for await (const o of bucket.store.listObjects(prefix)) if (o.lastModified > graceEdge) young.add(o.key);
   }
   return young;

@@ -76,5 +76,6 @@ export { defaultFirstGcDelayMs, defaultGraceMs, defaultRetentionMs, GcLoop, GcSt
 export { collectGc, GcCache } from './gc-collect.js';
 export { gapPassedBy, headClearsGap } from './gc-retired.js';
 export { gcKinds, planGc, retainedRecords, type GcDeletion, type GcDivergent, type GcGeneration, type GcInput, type GcKind, type GcObject, type GcPlan, type GcRecord } from './gc-plan.js';
-export type { DeleteManyOptions, ListedObject } from './blob-store.js';
+export type { DeleteManyOptions, ListedObject, PutOptions } from './blob-store.js';
 export { commitChain, type ChainItem } from './commit-chain.js';
+export { ImageObjects } from './image-objects.js';

@@ -19,13 +19,15 @@ export function checkRetryPolicy(policy: RetryPolicy): RetryPolicy {
 
 /**
  * Runs `attempt` until it succeeds, `isRetryable` says no, or the attempts are spent; then throws the last error.
- * `onRetry` sees each error that will be retried (for a debug log), with the wait before the next try.
+ * `onRetry` sees each error that will be retried (for a debug log), with the wait before the next try; `signal` ends
+ * a wait between tries.
  */
 export async function withRetries<T>(
   policy: RetryPolicy,
   attempt: (n: number) => Promise<T>,
   isRetryable: (err: unknown) => boolean,
   onRetry?: (err: unknown, n: number, delayMs: number) => void,
+  signal?: AbortSignal,
 ): Promise<T> {
   for (let n = 1; ; n++) {
     try {
@@ -34,7 +36,8 @@ export async function withRetries<T>(
       if (n >= policy.attempts || !isRetryable(err)) throw err;
       const delay = backoffDelay(policy, n - 1);
       onRetry?.(err, n, delay);
-      await sleep(delay);
+      // An abort ends the wait at once (with an AbortError; the caller names the signal's reason).
+      await sleep(delay, undefined, signal === undefined ? undefined : { signal });
     }
   }
 }

@@ -23,7 +23,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { TwinlayerError } from '../log/errors.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import type { BucketRequestKind, Metrics } from '../metrics/index.js';
-import { checkRange, defaultRetryPolicy, type BlobStore, type DeleteManyOptions, type ListedObject, type RangeRead, type RetryPolicy } from './blob-store.js';
+import { checkRange, defaultRetryPolicy, type BlobStore, type DeleteManyOptions, type ListedObject, type PutOptions, type RangeRead, type RetryPolicy } from './blob-store.js';
 import { BucketMissingError, ObjectTooLargeError, StoreRequestError, StoreUnreachableError } from './errors.js';
 import { checkRetryPolicy, withRetries } from './retry.js';
 
@@ -146,6 +146,12 @@ function byteLimiter(limit: number, key: string): Transform & { bytes: number } 
   return t;
 }
 
+/** Why the caller stopped a request, as an Error. */
+function abortReason(signal: AbortSignal): Error {
+  const reason: unknown = signal.reason;
+  return reason instanceof Error ? reason : new Error(String(reason));
+}
+
 function bodyStream(body: unknown, key: string): Readable {
   if (body instanceof Readable) return body;
   throw new StoreRequestError('the S3 client returned a body that is not a Node stream', { key });
@@ -248,7 +254,7 @@ export class S3BlobStore implements BlobStore {
   }
 
   /** One logical request: retried per the policy; the final error names endpoint, bucket and key. */
-  async #request<T>(op: string, key: string, attempt: () => Promise<T>, isRetryable: (err: unknown) => boolean = isRetryableS3Error): Promise<T> {
+  async #request<T>(op: string, key: string, attempt: () => Promise<T>, isRetryable: (err: unknown) => boolean = isRetryableS3Error, signal?: AbortSignal): Promise<T> {
     let tries = 0;
     try {
       return await withRetries(
@@ -259,8 +265,11 @@ export class S3BlobStore implements BlobStore {
         },
         isRetryable,
         (err, n, delayMs) => this.#log.debug('s3 request retried', { op, key, attempt: n, delayMs, error: describe(err) }),
+        signal,
       );
     } catch (err) {
+      // Stopped by its caller: no failure of the bucket's.
+      if (signal?.aborted === true) throw abortReason(signal);
       const final = this.#finalError(op, key, err, tries);
       // Our own refusals (an object too large) and local file errors are not the bucket's failures.
       if (final !== err) this.#metrics?.failure('bucket');
@@ -281,26 +290,29 @@ export class S3BlobStore implements BlobStore {
     return new StoreRequestError(`S3 ${op} failed after ${tries} attempt(s): ${describe(err)}`, ctx, err);
   }
 
-  async put(key: string, body: Buffer | { file: string }): Promise<void> {
+  async put(key: string, body: Buffer | { file: string }, opts: PutOptions = {}): Promise<void> {
+    const { signal } = opts;
+    const abortable = signal === undefined ? {} : { abortSignal: signal };
     await this.#request('put', key, async () => {
+      signal?.throwIfAborted();
       if (Buffer.isBuffer(body)) {
         this.#count('PUT');
-        await this.#client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length }));
+        await this.#client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length }), abortable);
         this.#metrics?.bucketBytes('up', body.length);
         return;
       }
       // A fresh stream per attempt: a retried upload starts from the first byte.
       const size = (await stat(body.file)).size;
-      if (size >= this.#multipartFromBytes) return this.#putMultipart(key, body.file, size);
+      if (size >= this.#multipartFromBytes) return this.#putMultipart(key, body.file, size, signal);
       const stream = createReadStream(body.file);
       try {
         this.#count('PUT');
-        await this.#client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: stream, ContentLength: size }));
+        await this.#client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: stream, ContentLength: size }), abortable);
         this.#metrics?.bucketBytes('up', size);
       } finally {
         stream.destroy();
       }
-    });
+    }, (err) => signal?.aborted !== true && isRetryableS3Error(err), signal);
   }
 
   /**
@@ -309,12 +321,15 @@ export class S3BlobStore implements BlobStore {
    * aborts its upload (no parts left to bill) and fails with the part's error, which decides the retry; the retry
    * starts a new upload from the first byte. The object appears whole at CompleteMultipartUpload or not at all.
    */
-  async #putMultipart(key: string, file: string, size: number): Promise<void> {
+  async #putMultipart(key: string, file: string, size: number, signal?: AbortSignal): Promise<void> {
     const stream = createReadStream(file, { highWaterMark: MIB });
     // lib-storage goes on sending the other parts after one failed, to the end of the file, before it throws: the
     // first failure aborts the whole attempt at once instead (its uploads share this signal). Every request it sends
     // is counted here, a failed one too.
     const stop = new AbortController();
+    // The caller's abort ends the upload like a failed part (and aborts it in the bucket).
+    const onAbort = (): void => stop.abort();
+    signal?.addEventListener('abort', onAbort, { once: true });
     let firstFailure: { err: unknown } | null = null;
     const inFlight = new Set<Promise<unknown>>();
     const send = (command: Parameters<S3Client['send']>[0], options?: { abortSignal?: AbortSignal }): Promise<unknown> => {
@@ -348,8 +363,10 @@ export class S3BlobStore implements BlobStore {
       await Promise.allSettled([...inFlight]);
       if (upload.uploadId !== undefined) await this.#abortUpload(key, upload.uploadId);
       // The request's own error decides the retry, not lib-storage's "Upload aborted." that ended the others.
+      if (signal?.aborted === true) throw abortReason(signal);
       throw firstFailure === null ? err : (firstFailure as { err: unknown }).err;
     } finally {
+      signal?.removeEventListener('abort', onAbort);
       stream.destroy();
     }
   }
@@ -523,17 +540,19 @@ export class S3BlobStore implements BlobStore {
     });
   }
 
-  async exists(key: string): Promise<boolean> {
+  async exists(key: string, opts: PutOptions = {}): Promise<boolean> {
+    const { signal } = opts;
     return this.#request('head', key, async () => {
+      signal?.throwIfAborted();
       try {
         this.#count('HEAD');
-        await this.#client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+        await this.#client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), signal === undefined ? {} : { abortSignal: signal });
         return true;
       } catch (err) {
         if (isNotFound(err) && !isNoSuchBucket(err)) return false;
         throw err;
       }
-    });
+    }, (err) => signal?.aborted !== true && isRetryableS3Error(err), signal);
   }
 
   /**

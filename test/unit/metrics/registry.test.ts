@@ -16,6 +16,8 @@ describe('metrics registry', () => {
     for (const kind of bucketRequestKinds) assert.equal(sampleValue(f, 'twinlayer_bucket_requests_total', { kind }), 0, kind);
     assert.equal(sampleValue(f, 'twinlayer_bucket_bytes_total', { direction: 'up' }), 0);
     assert.equal(sampleValue(f, 'twinlayer_bucket_bytes_total', { direction: 'down' }), 0);
+    assert.equal(sampleValue(f, 'twinlayer_image_objects_total', { result: 'uploaded' }), 0);
+    assert.equal(sampleValue(f, 'twinlayer_image_bytes_shipped_total'), 0);
     for (const name of ['twinlayer_gc_runs_total', 'twinlayer_gc_deleted_objects_total', 'twinlayer_gc_deleted_bytes_total']) {
       assert.equal(f.get(name)?.type, 'counter', name);
       assert.ok((f.get(name)?.help ?? '').length > 20, `${name} says what it counts`);
@@ -41,7 +43,15 @@ describe('metrics registry', () => {
     m.commitStaged('delta');
     m.gcRun('ok');
     m.gcDeleted('blob', 3, 4096);
+    m.gcDeleted('image', 1, 10);
+    m.imageObject('present');
+    m.imageObject('uploaded', 700);
+    m.imageObject('uploaded', 300);
     const f = await scrape(m);
+    assert.equal(sampleValue(f, 'twinlayer_gc_deleted_objects_total', { kind: 'image' }), 1);
+    assert.equal(sampleValue(f, 'twinlayer_image_objects_total', { result: 'present' }), 1);
+    assert.equal(sampleValue(f, 'twinlayer_image_objects_total', { result: 'uploaded' }), 2);
+    assert.equal(sampleValue(f, 'twinlayer_image_bytes_shipped_total'), 1000);
     assert.equal(sampleValue(f, 'twinlayer_bucket_requests_total', { kind: 'GET' }), 2);
     assert.equal(sampleValue(f, 'twinlayer_bucket_requests_total', { kind: 'LIST' }), 1);
     assert.equal(sampleValue(f, 'twinlayer_bucket_requests_total', { kind: 'PUT' }), 0);

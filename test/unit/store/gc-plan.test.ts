@@ -15,7 +15,7 @@ interface Gen { g: number; claimedAt?: number | null; head?: boolean; recs: Rec[
 
 /** A bucket: generations of records (times in hours before NOW), each record's blob and packs present (old enough),
  *  plus extra objects. */
-function bucket(gens: Gen[], extra: { objects?: GcObject[]; divergent?: GcDivergent[]; protectedDigests?: string[]; unreadableLists?: string[]; retentionH?: number; graceH?: number } = {}): GcInput {
+function bucket(gens: Gen[], extra: { objects?: GcObject[]; divergent?: GcDivergent[]; protectedDigests?: string[]; unreadableLists?: string[]; retentionH?: number; graceH?: number; imagesNamed?: string[] | null } = {}): GcInput {
   const objects: GcObject[] = [];
   const old = NOW - 100 * H;
   const obj = (key: string, size = 10, lastModified = old): void => void objects.push({ key, size, lastModified });
@@ -59,6 +59,7 @@ function bucket(gens: Gen[], extra: { objects?: GcObject[]; divergent?: GcDiverg
   return {
     layout, now: NOW, retentionMs: (extra.retentionH ?? 24) * H, graceMs: (extra.graceH ?? 1) * H, objects, generations, refusedGenerations: [],
     divergent: extra.divergent ?? [], protectedDigests: new Set(extra.protectedDigests ?? []), chunkLists,
+    imagesNamed: extra.imagesNamed === null ? null : new Set(extra.imagesNamed ?? []),
   };
 }
 
@@ -273,5 +274,17 @@ describe('planGc', () => {
     assert.ok(p.first.every((x) => x.kind !== 'blob' && x.kind !== 'pack'));
     assert.ok(p.second.every((x) => x.kind === 'blob' || x.kind === 'pack'));
     assert.deepEqual(p.second.map((x) => x.key), [blob('blob-1-1')]);
+  });
+
+  it('image objects: those a spec names stay, unnamed ones go once older than the grace period, none when a spec was unreadable', () => {
+    const image = (name: string, h: number): GcObject => ({ key: layout.imageKey(dg(name)), size: 7, lastModified: NOW - h * H });
+    const objects = [image('named', 50), image('unnamed-old', 50), image('unnamed-young', 0.5)];
+    const p = planGc(bucket([{ g: 1, recs: [{ seq: 1, kind: 'full', at: 1 }] }], { objects, imagesNamed: [dg('named')] }));
+    assert.deepEqual(p.second.filter((x) => x.kind === 'image').map((x) => x.key), [layout.imageKey(dg('unnamed-old'))]);
+    assert.deepEqual(p.totals.image, { objects: 1, bytes: 7 });
+    assert.doesNotMatch(p.problems.join('\n'), /outside the bucket layout/, 'image keys are in the layout');
+    const blind = planGc(bucket([{ g: 1, recs: [{ seq: 1, kind: 'full', at: 1 }] }], { objects, imagesNamed: null }));
+    assert.equal(blind.totals.image.objects, 0);
+    assert.match(blind.problems.join('\n'), /no image object is deleted/);
   });
 });
