@@ -23,7 +23,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { TwinlayerError } from '../log/errors.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import type { BucketRequestKind, Metrics } from '../metrics/index.js';
-import { checkRange, defaultRetryPolicy, type BlobStore, type DeleteManyOptions, type ListedObject, type RangeRead, type RetryPolicy } from './blob-store.js';
+import { checkRange, defaultRetryPolicy, type BlobStore, type DeleteManyOptions, type ListedObject, type RangeBytes, type RangeRead, type RetryPolicy } from './blob-store.js';
 import { BucketMissingError, ObjectTooLargeError, StoreRequestError, StoreUnreachableError } from './errors.js';
 import { checkRetryPolicy, withRetries } from './retry.js';
 
@@ -470,6 +470,41 @@ export class S3BlobStore implements BlobStore {
       await this.#bodyToFile(stream, key, file, length, length);
       return { status: 'ok' };
     });
+  }
+
+  async getRange(key: string, start: number, length: number, signal?: AbortSignal): Promise<RangeBytes> {
+    checkRange(start, length);
+    // An aborted request is not the bucket's failure: never retried, its reason thrown as it is.
+    const retryable = (err: unknown): boolean => signal?.aborted !== true && isRetryableS3Error(err);
+    try {
+      return await this.#request('get-range', key, async (): Promise<RangeBytes> => {
+        signal?.throwIfAborted();
+        let out;
+        try {
+          this.#count('GET');
+          out = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${start + length - 1}` }), signal === undefined ? {} : { abortSignal: signal });
+        } catch (err) {
+          if (isNotFound(err) && !isNoSuchBucket(err)) return { status: 'missing' };
+          if (statusOf(err) === 416 || nameOf(err) === 'InvalidRange') return { status: 'short', objectSize: null };
+          throw err;
+        }
+        const stream = bodyStream(out.Body, key);
+        const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(out.ContentRange ?? '');
+        const objectSize = range?.[3] === undefined || range[3] === '*' ? null : Number(range[3]);
+        if (range === null || Number(range[1]) !== start || Number(range[2]) > start + length - 1) {
+          stream.destroy();
+          throw new StoreRequestError(`the S3 server did not answer the range ${start}+${length} (Content-Range ${JSON.stringify(out.ContentRange ?? null)})`, { key, endpoint: this.endpoint });
+        }
+        const expected = Number(range[2]) - start + 1;
+        const body = await readAll(stream, expected, key);
+        if (body.length !== expected) throw Object.assign(new Error(`short body: ${body.length} of ${expected} bytes`), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+        this.#metrics?.bucketBytes('down', body.length);
+        return { status: 'ok', body, objectSize };
+      }, retryable);
+    } catch (err) {
+      if (signal?.aborted === true) throw signal.reason;
+      throw err;
+    }
   }
 
   /** Streams a GET's body into `file`, written beside it and renamed (a half download never appears under `file`):

@@ -105,6 +105,11 @@ export class WrappedStore implements BlobStore {
     this.ranges.push({ key, start, length });
     return this.inner.getRangeToFile(key, start, length, file);
   }
+  getRange(key: string, start: number, length: number, signal?: AbortSignal) {
+    this.keysRead.push(key);
+    this.ranges.push({ key, start, length });
+    return this.inner.getRange(key, start, length, signal);
+  }
   getIfNoneMatch(key: string, etag: string | undefined, maxBytes: number) {
     this.keysRead.push(key);
     return this.inner.getIfNoneMatch(key, etag, maxBytes);
