@@ -12,6 +12,8 @@ const refRe = /^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]{1,5})?\/)?[a-z0-9]+(?:(
  *  when it is an id, a digest reference or nothing a tag can be. Pure. */
 export function repoTagOf(ref: string | null): string | null {
   if (ref === null || ref.length > 255 || !refRe.test(ref)) return null;
+  // An image id (sha256:<hex>, or the bare hex Docker refuses as a name).
+  if (/^(sha256:)?[0-9a-f]{64}$/.test(ref)) return null;
   const lastSegment = ref.slice(ref.lastIndexOf('/') + 1);
   return lastSegment.includes(':') ? ref : `${ref}:latest`;
 }
