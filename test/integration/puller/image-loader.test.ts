@@ -2,21 +2,22 @@
 // loaded by its identity, once for two containers; a tampered layer is refused before the engine sees anything and
 // loads once the right object is back (after a backoff, not at once); a pause (a finalize) aborts a load in flight.
 import assert from 'node:assert/strict';
-import { readdir } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
 
-import type { ImageIdentity } from '../../../src/docker/index.js';
+import { twinSpecSchema, type ImageIdentity } from '../../../src/docker/index.js';
 import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
 import { dockerCli } from '../../../src/lab/engine.js';
+import { waitFor } from '../../../src/lab/wait.js';
 import { ImageLoader } from '../../../src/puller/image-loader.js';
 import { Bucket } from '../../../src/store/index.js';
 import { startPullerFixture, type PullerFixture } from '../../support/puller.js';
 import { shipImage, type ShippedImage } from '../../support/ship-image.js';
 import { testSignatures } from '../../support/signing.js';
 import { WrappedStore } from '../store/helpers.js';
-import { collectingLogger } from './helpers.js';
+import { appliedSeq, collectingLogger, Primary, twinSpec } from './helpers.js';
 
 const REF = 'tl-img:payload';
 const GROUP = 'imgload';
@@ -141,5 +142,45 @@ describe('image loader: images through the bucket', () => {
     l.resume();
     await l.settled();
     assert.notEqual(await fx.runtime.imageWithIdentity(identity), null, 'loaded after resume, without a backoff');
+  });
+
+  it('a puller holds the twin while its image loads; a finalize aborts the load at once, resume loads it and the twin is made', async () => {
+    await removeImage();
+    const primary = new Primary(bucket, join(fx.base, 'primary'));
+    const spec = twinSpecSchema.parse({ ...twinSpec('web', shipped.configDigest), image: REF, imageIdentity: identity });
+    const web = await primary.container('web', shipped.configDigest, { spec });
+    await web.commit(async (u) => writeFile(join(u, 'marker'), 'from the bucket'));
+    const stateDir = join(fx.base, 'state-puller');
+    const p = await fx.openPuller({ bucket, group: GROUP, stateDir, log: logs.log, imageLoad: { reserveBytes: 0, rangeBytes: 1024 * 1024 } });
+    const [bigDiffId] = [...shipped.layers].sort((a, b) => b[1].length - a[1].length)[0]!;
+    const bigKey = bucket.images.keyOf(bigDiffId);
+    let midway!: () => void;
+    const reached = new Promise<void>((resolve) => (midway = resolve));
+    wrapped.beforeGetRange = (key, start) => {
+      if (key === bigKey && start >= 4 * 1024 * 1024) midway();
+    };
+    let report;
+    try {
+      await p.pollOnce();
+      const held = (await p.status()).containers.find((c) => c.name === 'web');
+      assert.match(held?.reason ?? '', /loading it from the bucket|waiting to load/, JSON.stringify(held));
+      await reached;
+      report = await p.finalize(5_000);
+    } finally {
+      wrapped.beforeGetRange = undefined;
+    }
+    assert.ok(report.ms < 2_000, `the finalize did not wait for the load (${report.ms} ms)`);
+    const web0 = report.containers.find((c) => c.name === 'web');
+    assert.equal(web0?.stagedSeq, 0);
+    assert.match(web0?.error ?? '', /image/);
+    const images = join(stateDir, 'pull', GROUP, 'images');
+    await waitFor('the aborted load cleaned up its work dir', 10_000, async () => ((await readdir(images)).length === 0 ? true : undefined), 50);
+    assert.equal(await fx.runtime.imageWithIdentity(identity), null, 'the aborted load gave the engine nothing');
+    p.resume();
+    await waitFor('the twin made from the loaded image and staged', 30_000, async () => {
+      await p.pollOnce();
+      return (await appliedSeq(stateDir, GROUP, 'web')) === 1 ? true : undefined;
+    }, 100);
+    assert.equal(await readFile(join(await fx.upperOf('web'), 'marker'), 'utf8'), 'from the bucket');
   });
 });
