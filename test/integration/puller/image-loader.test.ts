@@ -60,6 +60,18 @@ describe('image loader: images through the bucket', () => {
     assert.equal(await fx.runtime.imageWithIdentity(identity), null, 'the engine has the image no more');
   }
 
+  /** `reached` resolves when a load has read 4 MiB into the largest layer (the read goes on: only a signal stops it). */
+  function midwayThroughTheLayer(): { bigKey: string; reached: Promise<void> } {
+    const [bigDiffId] = [...shipped.layers].sort((a, b) => b[1].length - a[1].length)[0]!;
+    const bigKey = bucket.images.keyOf(bigDiffId);
+    const reached = new Promise<void>((resolve) => {
+      wrapped.beforeGetRange = (key, start) => {
+        if (key === bigKey && start >= 4 * 1024 * 1024) resolve();
+      };
+    });
+    return { bigKey, reached };
+  }
+
   const configReads = (): number => wrapped.ranges.filter((r) => r.key === shipped.keys[0]).length;
 
   it('loads an image by its identity, one load for two containers, tagged as it was run', async () => {
@@ -118,13 +130,7 @@ describe('image loader: images through the bucket', () => {
   it('a pause (a finalize) aborts the load in flight; none starts until resume', async () => {
     await removeImage();
     const l = loader();
-    const [bigDiffId] = [...shipped.layers].sort((a, b) => b[1].length - a[1].length)[0]!;
-    const bigKey = bucket.images.keyOf(bigDiffId);
-    let midway!: () => void;
-    const reached = new Promise<void>((resolve) => (midway = resolve));
-    wrapped.beforeGetRange = (key, start) => {
-      if (key === bigKey && start >= 4 * 1024 * 1024) midway();
-    };
+    const { bigKey, reached } = midwayThroughTheLayer();
     try {
       l.request('a', { identity, ref: REF });
       await reached;
@@ -152,13 +158,7 @@ describe('image loader: images through the bucket', () => {
     await web.commit(async (u) => writeFile(join(u, 'marker'), 'from the bucket'));
     const stateDir = join(fx.base, 'state-puller');
     const p = await fx.openPuller({ bucket, group: GROUP, stateDir, log: logs.log, imageLoad: { reserveBytes: 0, rangeBytes: 1024 * 1024 } });
-    const [bigDiffId] = [...shipped.layers].sort((a, b) => b[1].length - a[1].length)[0]!;
-    const bigKey = bucket.images.keyOf(bigDiffId);
-    let midway!: () => void;
-    const reached = new Promise<void>((resolve) => (midway = resolve));
-    wrapped.beforeGetRange = (key, start) => {
-      if (key === bigKey && start >= 4 * 1024 * 1024) midway();
-    };
+    const { reached } = midwayThroughTheLayer();
     let report;
     try {
       await p.pollOnce();
