@@ -213,8 +213,11 @@ export class TwinKeeper {
       twin = await this.#o.runtime.ensureTwin(c.spec, { group: this.#o.group, trusted: c.specTrusted, policy, hostProblems: lacking });
     } catch (err) {
       if (err instanceof ImageMissingError && this.#o.images !== undefined && c.spec.imageIdentity !== undefined) {
-        // Held while the loader brings the image from the bucket (never waited for here: asked again every poll).
-        const loading = this.#o.images.request(name, { identity: c.spec.imageIdentity, ref: c.spec.image });
+        // Held while the loader brings the image from the bucket (never waited for here: asked again every poll). Only
+        // for a trusted spec: an unsigned one would let any bucket writer bring an image of its own onto this host.
+        const loading = c.specTrusted
+          ? this.#o.images.request(name, { identity: c.spec.imageIdentity, ref: c.spec.image })
+          : `${err.message}; not loaded from the bucket: the spec is not signed by a key the group trusts`;
         c.refused = null;
         c.twin = 'absent';
         this.#hold(name, c, [...lacking, loading]);
