@@ -12,10 +12,10 @@ import { importBusyboxImage } from '../../../src/lab/busybox-image.js';
 import { dockerCli } from '../../../src/lab/engine.js';
 import { waitFor } from '../../../src/lab/wait.js';
 import { ImageLoader } from '../../../src/puller/image-loader.js';
-import { Bucket } from '../../../src/store/index.js';
+import { Bucket, Signatures } from '../../../src/store/index.js';
 import { startPullerFixture, type PullerFixture } from '../../support/puller.js';
 import { shipImage, type ShippedImage } from '../../support/ship-image.js';
-import { testSignatures } from '../../support/signing.js';
+import { testKey, testSignatures } from '../../support/signing.js';
 import { WrappedStore } from '../store/helpers.js';
 import { appliedSeq, collectingLogger, Primary, twinSpec } from './helpers.js';
 
@@ -89,6 +89,27 @@ describe('image loader: images through the bucket', () => {
     assert.equal(configReads() - before, 1, 'the two containers shared one load');
     assert.deepEqual(await readdir(workDir), [], 'the work dir is empty afterwards');
     assert.ok(logs.lines.some((line) => line.includes('image layer fetched and checked')), 'progress is logged');
+  });
+
+  it('an unsigned spec gets no image from the bucket: its twin is held and the status says why', async () => {
+    await removeImage();
+    const group = 'imgload-unsigned';
+    const unsigned = new Bucket(wrapped, { prefix: 'twinlayer', group, signatures: new Signatures({ signer: null, trusted: [testKey.trusted], acceptUnsigned: true }) });
+    // The image's objects are in this group's bucket too: only the spec's signature keeps them out.
+    for (const key of shipped.keys) {
+      const body = await fx.store.getBuffer(key, 64 * 1024 * 1024);
+      assert.ok(body !== null);
+      await fx.store.put(key.replace(`/${GROUP}/`, `/${group}/`), body);
+    }
+    await unsigned.putSpec('rogue', twinSpecSchema.parse({ ...twinSpec('rogue', shipped.configDigest), image: REF, imageIdentity: identity }));
+    const stateDir = join(fx.base, 'state-unsigned');
+    const p = await fx.openPuller({ bucket: unsigned, group, stateDir, log: logs.log, trustUnsignedSpecs: false, imageLoad: { reserveBytes: 0 } });
+    await p.pollOnce();
+    const rogue = (await p.status()).containers.find((c) => c.name === 'rogue');
+    assert.match(rogue?.reason ?? '', /not loaded from the bucket: the spec is not signed by a key the group trusts/, JSON.stringify(rogue));
+    assert.equal(rogue?.twin, 'absent');
+    assert.deepEqual(wrapped.ranges.filter((r) => r.key.includes(`/${group}/images/`)), [], 'no image object was read');
+    assert.equal(await fx.runtime.imageWithIdentity(identity), null);
   });
 
   it('refuses a tampered layer before the engine sees anything, and loads it after a backoff once it is put back', async () => {
