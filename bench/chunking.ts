@@ -75,6 +75,7 @@ class CountingStore implements BlobStore {
   getBuffer(key: string, maxBytes: number): Promise<Buffer | null> { this.gets++; return this.inner.getBuffer(key, maxBytes); }
   getToFile(key: string, file: string, maxBytes?: number): Promise<boolean> { this.gets++; return this.inner.getToFile(key, file, maxBytes); }
   getRangeToFile(key: string, start: number, length: number, file: string) { this.gets++; return this.inner.getRangeToFile(key, start, length, file); }
+  getRange(key: string, start: number, length: number, signal?: AbortSignal) { this.gets++; return this.inner.getRange(key, start, length, signal); }
   getIfNoneMatch(key: string, etag: string | undefined, maxBytes: number) { return this.inner.getIfNoneMatch(key, etag, maxBytes); }
   exists(key: string): Promise<boolean> { return this.inner.exists(key); }
   list(prefix: string, startAfter?: string): AsyncIterable<string> { return this.inner.list(prefix, startAfter); }

@@ -46,6 +46,7 @@ class TimedStore implements BlobStore {
   getBuffer(key: string, maxBytes: number): Promise<Buffer | null> { return this.#timed('GET', key, () => this.inner.getBuffer(key, maxBytes)); }
   getToFile(key: string, file: string): Promise<boolean> { return this.#timed('GET', key, () => this.inner.getToFile(key, file)); }
   getRangeToFile(key: string, start: number, length: number, file: string): Promise<RangeRead> { return this.#timed('GET-range', key, () => this.inner.getRangeToFile(key, start, length, file)); }
+  getRange(key: string, start: number, length: number, signal?: AbortSignal): ReturnType<BlobStore['getRange']> { return this.#timed('GET-range', key, () => this.inner.getRange(key, start, length, signal)); }
   getIfNoneMatch(key: string, etag: string | undefined, maxBytes: number): ReturnType<BlobStore['getIfNoneMatch']> {
     return this.#timed('GET', key, () => this.inner.getIfNoneMatch(key, etag, maxBytes));
   }

@@ -26,7 +26,8 @@ import type { Config } from '../config/schema.js';
 import { writeOciLayer } from '../changeset/index.js';
 import { ENABLE_LABEL, OWN_LABELS, specDigest, twinSpecSchema, type DockerRuntime, type TwinSpec } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
-import type { Bucket } from '../store/index.js';
+import { ImageLoadedOtherError, loadImageFromBucket } from '../puller/image-load.js';
+import { ImageNoRoomError, ImageObjectRefusedError, type Bucket } from '../store/index.js';
 import { planRestore, RestoreRefusedError, type RestorePlan, type RestoreTarget } from './restore-plan.js';
 import { restoreInto, stopOnSignals } from './restore.js';
 import { openBucket, openDocker } from './runtime-deps.js';
@@ -92,11 +93,7 @@ export async function runImage(config: Config, log: Logger, container: string, t
   const stop = stopOnSignals(log, 'stopping the restore; nothing is loaded');
   try {
     const spec = await readSpec(bucket, container);
-    const baseId = await docker.localImageFor(spec);
-    if (baseId === null) {
-      const identity = spec.imageIdentity === undefined ? '' : `, config ${spec.imageIdentity.configDigest}`;
-      throw new RestoreRefusedError(`the engine has not got the container's image ${spec.image} (${spec.imageId}${identity}); load it into this engine, then restore again`, { container });
-    }
+    const baseId = (await docker.localImageFor(spec)) ?? (await loadBase(docker, bucket, spec, log, stop.signal));
     const plan = await planRestore(bucket, container, target);
     const last = plan.commits.at(-1)!;
     if (last.specDigest !== undefined && last.specDigest !== specDigest(spec)) {
@@ -108,6 +105,27 @@ export async function runImage(config: Config, log: Logger, container: string, t
     store.destroy();
   }
   return 0;
+}
+
+/** The base image out of the bucket (images through the bucket), checked as a standby checks it, when the engine has
+ *  not got it: by the identity the spec names, in a temp dir removed after. */
+async function loadBase(docker: DockerRuntime, bucket: Bucket, spec: TwinSpec, log: Logger, signal: AbortSignal): Promise<string> {
+  const container = spec.name;
+  const identity = spec.imageIdentity;
+  const missing = `the engine has not got the container's image ${spec.image} (${spec.imageId}${identity === undefined ? '' : `, config ${identity.configDigest}`})`;
+  if (identity === undefined) throw new RestoreRefusedError(`${missing}, and its spec names no image identity to load it from the bucket by; load it into this engine, then restore again`, { container });
+  log.info('the engine has not got the container\'s image; loading it from the bucket', { container, image: spec.image, configDigest: identity.configDigest });
+  const work = await mkdtemp(join(tmpdir(), 'twinlayer-restore-base-'));
+  try {
+    return await loadImageFromBucket({ identity, ref: spec.image }, { runtime: docker, bucket, log, workDir: work, context: { container } }, signal);
+  } catch (err) {
+    if (err instanceof ImageObjectRefusedError || err instanceof ImageNoRoomError || err instanceof ImageLoadedOtherError) {
+      throw new RestoreRefusedError(`${missing}, and loading it from the bucket failed: ${err.message}; load it into this engine, then restore again`, { container });
+    }
+    throw err;
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
 }
 
 interface BuildInputs {

@@ -6,6 +6,8 @@ export type { EngineFacts, ImageStore } from './engine-facts.js';
 export { layersFromOverlayOptions, overlayFeatureProblem, overlayMounts, overlayOptionsFromCtrMounts, parseCtrVersion, parseOverlayOptions, parsePluginsDetailed } from './containerd-output.js';
 export type { OverlayKernelDefaults, OverlayOptions, PluginInfo } from './containerd-output.js';
 export type { ContainerdSettings } from './containerd-store.js';
+export { dockerArchiveManifest, packDockerArchive, repoTagOf } from './load-archive.js';
+export type { DockerArchiveFiles } from './load-archive.js';
 export { imageIdentitySchema, manifestForPlatform, parseContentDocument, sameIdentity } from './image-identity.js';
 export type { ImageIdentity } from './image-identity.js';
 export { checkUpperDirFacts, layersFromGraphDriver, verifyUpperDirOnDisk } from './layers.js';

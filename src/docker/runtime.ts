@@ -731,13 +731,18 @@ export class DockerRuntime {
     const direct = await this.imageIdentity(spec.imageId);
     if (direct !== null && (want === undefined || sameIdentity(direct, want))) return spec.imageId;
     if (want === undefined) return null;
+    return this.imageWithIdentity(want, { container: spec.name });
+  }
+
+  /** This engine's image of that identity (config digest and diff ids), on either image store; null when none. */
+  async imageWithIdentity(want: ImageIdentity, context: ErrorContext = {}): Promise<string | null> {
     let raw: unknown;
     try {
       raw = await this.#docker.listImages();
     } catch (cause) {
-      throw new DockerApiError('list images', statusOf(cause), { container: spec.name }, { cause });
+      throw new DockerApiError('list images', statusOf(cause), context, { cause });
     }
-    const ids = [...new Set(this.#parse(imageListSchema, raw, 'list images', { container: spec.name }).map((i) => i.Id))].sort();
+    const ids = [...new Set(this.#parse(imageListSchema, raw, 'list images', context).map((i) => i.Id))].sort();
     for (const id of ids) {
       const have = await this.imageIdentity(id);
       if (have !== null && sameIdentity(have, want)) return id;
@@ -771,10 +776,11 @@ export class DockerRuntime {
     }
   }
 
-  /** `docker load` from a tar stream made by saveImage; resolves when the engine has read it all. */
-  async loadImage(tar: NodeJS.ReadableStream): Promise<void> {
+  /** `docker load` from a tar stream made by saveImage; resolves when the engine has read it all. `signal` aborts the
+   *  request (the engine drops what it read of an archive it did not get whole). */
+  async loadImage(tar: NodeJS.ReadableStream, signal?: AbortSignal): Promise<void> {
     try {
-      const res = await this.#docker.loadImage(tar, { quiet: true });
+      const res = await this.#docker.loadImage(tar, { quiet: true, ...(signal === undefined ? {} : { abortSignal: signal }) });
       // The engine reports per-line JSON progress; an error inside it still comes with HTTP 200.
       const body = await new Promise<string>((resolve, reject) => {
         let text = '';

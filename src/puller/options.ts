@@ -4,6 +4,7 @@ import type { DockerRuntime, TwinPolicy } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Bucket } from '../store/index.js';
 import type { Metrics } from '../metrics/index.js';
+import type { ImageLoaderOptions } from './image-loader.js';
 
 export interface PullerOptions {
   runtime: DockerRuntime;
@@ -30,6 +31,9 @@ export interface PullerOptions {
   twinPolicy?: TwinPolicy;
   /** Honour privileged fields of unsigned specs (twin-keeper.ts). Default false. */
   trustUnsignedSpecs?: boolean;
+  /** How images this engine lacks are loaded from the bucket (image-loader.ts): the disk reserve kept beyond the
+   *  layers, the ranged GETs' size, the bound on a layer, the backoff after a failed load. */
+  imageLoad?: Partial<Pick<ImageLoaderOptions, 'reserveBytes' | 'rangeBytes' | 'maxLayerBytes' | 'retryBaseMs' | 'retryMaxMs'>>;
   /** Where the replication lag, commit ages and failures of this standby are reported while it runs. */
   metrics?: Metrics | undefined;
 }

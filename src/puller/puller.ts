@@ -7,6 +7,7 @@ import { DEFAULT_TWIN_POLICY, type TwinPolicy, type TwinSpec } from '../docker/i
 import type { ReplicationView } from '../metrics/index.js';
 import { acquireStateLock, type StateLock } from '../state/lock.js';
 import { AppliedStateFile, type AppliedState } from './applied-state.js';
+import { ImageLoader } from './image-loader.js';
 import { ContainerStates, type ContainerRuntimeState } from './container-state.js';
 import { JournalFollower } from './journal-follower.js';
 import type { PollReport, PullerOptions } from './options.js';
@@ -28,6 +29,7 @@ export class Puller {
   readonly #journal: JournalFollower;
   readonly #keeper: TwinKeeper;
   readonly #stager: Stager;
+  readonly #images: ImageLoader;
   readonly #blobDir: string;
   #loop: Promise<void> | null = null;
   #inFlight: Promise<PollReport> | null = null;
@@ -51,8 +53,9 @@ export class Puller {
       bucket, log, file: this.#file, generationCheckEvery: opts.generationCheckEvery ?? 20, maxRecordsPerPoll: opts.maxRecordsPerPoll ?? 10_000,
       ...(opts.maxQueued === undefined ? {} : { maxQueued: opts.maxQueued }),
     }, this.#containers);
+    this.#images = new ImageLoader({ runtime, bucket, log, workDir: join(opts.stateDir, 'pull', opts.group, 'images'), ...opts.imageLoad });
     this.#keeper = new TwinKeeper({
-      runtime, bucket, log, checkEvery: opts.twinCheckEvery ?? 20, group: opts.group,
+      runtime, bucket, log, checkEvery: opts.twinCheckEvery ?? 20, group: opts.group, images: this.#images,
       ...(opts.twinPolicy === undefined ? {} : { policy: opts.twinPolicy }),
       ...(opts.trustUnsignedSpecs === undefined ? {} : { trustUnsignedSpecs: opts.trustUnsignedSpecs }),
     }, this.#containers, this.#journal);
@@ -76,6 +79,7 @@ export class Puller {
       await this.#recoverTwins(this.#state);
       await rm(this.#blobDir, { recursive: true, force: true });
       await mkdir(this.#blobDir, { recursive: true });
+      await this.#images.open();
     } catch (err) {
       await this.#lock.release();
       this.#lock = null;
@@ -227,6 +231,8 @@ export class Puller {
     const started = Date.now();
     this.#paused = true;
     this.#daemonPolls.abort();
+    // An image being loaded is aborted, not waited for: MASTER boots the twins there are.
+    this.#images.pause();
     this.#role = 'promoting';
     const controller = new AbortController();
     let timer: NodeJS.Timeout | undefined;
@@ -367,6 +373,7 @@ export class Puller {
     this.#paused = false;
     this.#daemonPolls = new AbortController();
     this.#stager.thaw();
+    this.#images.resume();
     this.#role = 'standby';
     this.#wake?.();
   }
@@ -431,6 +438,7 @@ export class Puller {
     await this.#loop;
     while (this.#inFlight) await this.#inFlight.catch(() => undefined);
     await this.#stager.drain();
+    await this.#images.stop();
     await this.#lock?.release();
     this.#lock = null;
   }

@@ -9,13 +9,14 @@
 // A spec.json that is not the one the newest commit names is neither: it waits (blocked) for a record naming it, the
 // spec in use and its twin kept; a new spec is put before the commit naming it, and an older one put back is not used.
 import {
-  DEFAULT_TWIN_POLICY, isEngineUnavailable, LayerResolveError, specDigest, TwinHostNotReadyError, TwinRefusedError, TwinSpecRefusedError, twinSpecSchema,
+  DEFAULT_TWIN_POLICY, ImageMissingError, isEngineUnavailable, LayerResolveError, specDigest, TwinHostNotReadyError, TwinRefusedError, TwinSpecRefusedError, twinSpecSchema,
   type DockerRuntime, type HostLookups, type TwinPolicy, type TwinSpec, type TwinState,
 } from '../docker/index.js';
 import { TwinlayerError } from '../log/errors.js';
 import type { Logger } from '../log/logger.js';
 import { BucketObjectInvalidError, ObjectTooLargeError, type Bucket } from '../store/index.js';
 import type { AppliedState } from './applied-state.js';
+import type { ImageLoader } from './image-loader.js';
 import type { ContainerRuntimeState, ContainerStates, HostProblem } from './container-state.js';
 import type { JournalFollower } from './journal-follower.js';
 
@@ -51,6 +52,9 @@ export interface TwinKeeperOptions {
   /** Honour privileged fields of specs no trusted key signed: anyone who can write the bucket then gets them on this
    *  host. For a group whose bucket is as trusted as its hosts. Default false. */
   trustUnsignedSpecs?: boolean;
+  /** Loads a spec's image this engine lacks from the bucket (by the identity the spec names); without it such a twin
+   *  is held until the image is loaded by hand. */
+  images?: ImageLoader;
 }
 
 export class TwinKeeper {
@@ -227,6 +231,17 @@ export class TwinKeeper {
     try {
       twin = await this.#o.runtime.ensureTwin(c.spec, { group: this.#o.group, trusted: c.specTrusted, policy, hostProblems: lacking });
     } catch (err) {
+      if (err instanceof ImageMissingError && this.#o.images !== undefined && c.spec.imageIdentity !== undefined) {
+        // Held while the loader brings the image from the bucket (never waited for here: asked again every poll). Only
+        // for a trusted spec: an unsigned one would let any bucket writer bring an image of its own onto this host.
+        const loading = c.specTrusted
+          ? this.#o.images.request(name, { identity: c.spec.imageIdentity, ref: c.spec.image })
+          : `${err.message}; not loaded from the bucket: the spec is not signed by a key the group trusts`;
+        c.refused = null;
+        c.twin = 'absent';
+        this.#hold(name, c, [...lacking, loading]);
+        return;
+      }
       // None created while the host lacks something; an existing twin was adopted above it.
       if (!(err instanceof TwinHostNotReadyError)) throw err;
       twin = { state: 'absent' };

@@ -15,7 +15,7 @@ import PQueue from 'p-queue';
 import { ImageArchiveError, readImageArchive, verifyArchive, type DockerRuntime, type ImageIdentity } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/index.js';
-import { asDigest, ImageObjects, type Bucket, type Digest } from '../store/index.js';
+import { asDigest, ImageUploads, type Bucket, type Digest } from '../store/index.js';
 
 export interface ImageShipperOptions {
   runtime: Pick<DockerRuntime, 'saveImage' | 'imageSize'>;
@@ -73,7 +73,7 @@ function hexOf(digest: string): Digest {
 
 export class ImageShipper {
   readonly #o: ImageShipperOptions;
-  readonly #objects: ImageObjects;
+  readonly #objects: ImageUploads;
   /** By config digest: one image, whatever its id on this engine. */
   readonly #images = new Map<string, Tracked>();
   readonly #queue = new PQueue({ concurrency: 1 });
@@ -85,7 +85,7 @@ export class ImageShipper {
 
   constructor(opts: ImageShipperOptions) {
     this.#o = opts;
-    this.#objects = new ImageObjects(opts.bucket);
+    this.#objects = new ImageUploads(opts.bucket);
     this.#recheckMs = opts.recheckMs ?? 10 * 60_000;
     this.#baseMs = opts.baseBackoffMs ?? 10_000;
     this.#maxMs = opts.maxBackoffMs ?? 3600_000;

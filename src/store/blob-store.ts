@@ -27,6 +27,13 @@ export interface BlobStore {
    * (nothing is written), with its size when the store said it.
    */
   getRangeToFile(key: string, start: number, length: number, file: string): Promise<RangeRead>;
+  /**
+   * Bytes [start, start + length) of the object, into memory, with one ranged GET (retried whole). `ok` with fewer
+   * than `length` bytes when the object ends inside the range, and the object's size when the store said it;
+   * `short` when the object ends at or before `start`; `missing` when there is none. `signal` ends the request (and
+   * its retries) at once with its reason.
+   */
+  getRange(key: string, start: number, length: number, signal?: AbortSignal): Promise<RangeBytes>;
   /** Conditional GET: `unchanged` when the object's ETag still equals `etag`. */
   getIfNoneMatch(
     key: string,
@@ -75,6 +82,8 @@ export function checkRange(start: number, length: number): void {
 }
 
 export type RangeRead = { status: 'ok' } | { status: 'missing' } | { status: 'short'; objectSize: number | null };
+
+export type RangeBytes = { status: 'ok'; body: Buffer; objectSize: number | null } | { status: 'missing' } | { status: 'short'; objectSize: number | null };
 
 /** Exponential backoff with full jitter: attempt n waits random(0, min(maxMs, baseMs * 2^n)). */
 export interface RetryPolicy {

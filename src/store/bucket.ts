@@ -15,6 +15,7 @@ import type { BlobStore } from './blob-store.js';
 import type { SignedKind } from './canonical.js';
 import { DeleteGate } from './delete-gate.js';
 import { BlobDigestMismatchError, BlobMissingError, BucketObjectInvalidError, ObjectTooLargeError } from './errors.js';
+import { ImageObjects } from './image-objects.js';
 import { KeyLayout, type DivergentKeyParts } from './keys.js';
 import {
   claimSchema,
@@ -214,10 +215,13 @@ export class Bucket {
   readonly #maxListed: number;
   /** GC in this process and this bucket's writers (delete-gate.ts). */
   readonly gate = new DeleteGate();
+  /** The group's images, read and checked while they stream (image-objects.ts). */
+  readonly images: ImageObjects;
 
   constructor(store: BlobStore, opts: BucketOptions) {
     this.store = store;
     this.layout = new KeyLayout(opts.prefix, opts.group);
+    this.images = new ImageObjects(store, this.layout);
     this.#group = opts.group;
     this.#sig = opts.signatures;
     this.#log = opts.log ?? silentLogger;

@@ -7,7 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { copyFile, link, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { checkRange, type BlobStore, type DeleteManyOptions, type ListedObject, type PutOptions, type RangeRead } from './blob-store.js';
+import { checkRange, type BlobStore, type DeleteManyOptions, type ListedObject, type PutOptions, type RangeBytes, type RangeRead } from './blob-store.js';
 import { InvalidKeyError, ObjectTooLargeError } from './errors.js';
 import { KeyedMutex } from './keyed-mutex.js';
 
@@ -174,6 +174,28 @@ export class DirBlobStore implements BlobStore {
       return { status: 'ok' };
     } finally {
       await rm(tmp, { force: true });
+    }
+  }
+
+  async getRange(key: string, start: number, length: number, signal?: AbortSignal): Promise<RangeBytes> {
+    checkRange(start, length);
+    signal?.throwIfAborted();
+    let fh;
+    try {
+      fh = await open(this.#path(key), 'r');
+    } catch (err) {
+      if (missing(err)) return { status: 'missing' };
+      throw err;
+    }
+    try {
+      const st = await fh.stat();
+      if (!st.isFile()) return { status: 'missing' };
+      if (start >= st.size) return { status: 'short', objectSize: st.size };
+      const buf = Buffer.allocUnsafe(Math.min(length, st.size - start));
+      const { bytesRead } = await fh.read(buf, 0, buf.length, start);
+      return { status: 'ok', body: buf.subarray(0, bytesRead), objectSize: st.size };
+    } finally {
+      await fh.close();
     }
   }
 

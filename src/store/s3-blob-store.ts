@@ -23,7 +23,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { TwinlayerError } from '../log/errors.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import type { BucketRequestKind, Metrics } from '../metrics/index.js';
-import { checkRange, defaultRetryPolicy, type BlobStore, type DeleteManyOptions, type ListedObject, type PutOptions, type RangeRead, type RetryPolicy } from './blob-store.js';
+import { checkRange, defaultRetryPolicy, type BlobStore, type DeleteManyOptions, type ListedObject, type PutOptions, type RangeBytes, type RangeRead, type RetryPolicy } from './blob-store.js';
 import { BucketMissingError, ObjectTooLargeError, StoreRequestError, StoreUnreachableError } from './errors.js';
 import { checkRetryPolicy, withRetries } from './retry.js';
 
@@ -462,31 +462,61 @@ export class S3BlobStore implements BlobStore {
   async getRangeToFile(key: string, start: number, length: number, file: string): Promise<RangeRead> {
     checkRange(start, length);
     return this.#request('get-range', key, async (): Promise<RangeRead> => {
-      let out;
-      try {
-        this.#count('GET');
-        out = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${start + length - 1}` }));
-      } catch (err) {
-        if (isNotFound(err) && !isNoSuchBucket(err)) return { status: 'missing' };
-        // 416: the range starts at or past the object's end.
-        if (statusOf(err) === 416 || nameOf(err) === 'InvalidRange') return { status: 'short', objectSize: null };
-        throw err;
+      const got = await this.#openRange(key, start, length);
+      if (got.status !== 'open') return got;
+      if (got.end !== start + length - 1) {
+        got.stream.destroy();
+        return { status: 'short', objectSize: got.objectSize };
       }
-      const stream = bodyStream(out.Body, key);
-      // A server that ignores Range answers 200 with the whole object; one whose object ends early answers less.
-      const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(out.ContentRange ?? '');
-      const objectSize = range?.[3] === undefined || range[3] === '*' ? null : Number(range[3]);
-      if (range === null || Number(range[1]) !== start) {
-        stream.destroy();
-        throw new StoreRequestError(`the S3 server did not answer the range ${start}+${length} (Content-Range ${JSON.stringify(out.ContentRange ?? null)})`, { key, endpoint: this.endpoint });
-      }
-      if (Number(range[2]) !== start + length - 1) {
-        stream.destroy();
-        return { status: 'short', objectSize };
-      }
-      await this.#bodyToFile(stream, key, file, length, length);
+      await this.#bodyToFile(got.stream, key, file, length, length);
       return { status: 'ok' };
     });
+  }
+
+  async getRange(key: string, start: number, length: number, signal?: AbortSignal): Promise<RangeBytes> {
+    checkRange(start, length);
+    // An aborted request is not the bucket's failure: never retried, its reason thrown as it is.
+    const retryable = (err: unknown): boolean => signal?.aborted !== true && isRetryableS3Error(err);
+    try {
+      return await this.#request('get-range', key, async (): Promise<RangeBytes> => {
+        signal?.throwIfAborted();
+        const got = await this.#openRange(key, start, length, signal);
+        if (got.status !== 'open') return got;
+        const expected = got.end - start + 1;
+        const body = await readAll(got.stream, expected, key);
+        if (body.length !== expected) throw Object.assign(new Error(`short body: ${body.length} of ${expected} bytes`), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+        this.#metrics?.bucketBytes('down', body.length);
+        return { status: 'ok', body, objectSize: got.objectSize };
+      }, retryable);
+    } catch (err) {
+      if (signal?.aborted === true) throw signal.reason;
+      throw err;
+    }
+  }
+
+  /** One ranged GET: its body from `start` to `end` (the last byte the server sends, at most the range's), or why
+   *  there is none. */
+  async #openRange(key: string, start: number, length: number, signal?: AbortSignal): Promise<
+    { status: 'open'; stream: Readable; end: number; objectSize: number | null } | { status: 'missing' } | { status: 'short'; objectSize: null }
+  > {
+    let out;
+    try {
+      this.#count('GET');
+      out = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${start + length - 1}` }), signal === undefined ? {} : { abortSignal: signal });
+    } catch (err) {
+      if (isNotFound(err) && !isNoSuchBucket(err)) return { status: 'missing' };
+      // 416: the range starts at or past the object's end.
+      if (statusOf(err) === 416 || nameOf(err) === 'InvalidRange') return { status: 'short', objectSize: null };
+      throw err;
+    }
+    const stream = bodyStream(out.Body, key);
+    // A server that ignores Range answers 200 with the whole object; one whose object ends early answers less.
+    const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(out.ContentRange ?? '');
+    if (range === null || Number(range[1]) !== start || Number(range[2]) > start + length - 1) {
+      stream.destroy();
+      throw new StoreRequestError(`the S3 server did not answer the range ${start}+${length} (Content-Range ${JSON.stringify(out.ContentRange ?? null)})`, { key, endpoint: this.endpoint });
+    }
+    return { status: 'open', stream, end: Number(range[2]), objectSize: range[3] === undefined || range[3] === '*' ? null : Number(range[3]) };
   }
 
   /** Streams a GET's body into `file`, written beside it and renamed (a half download never appears under `file`):

@@ -10,7 +10,7 @@
 //   (engine B: not the engine that made the changesets, another image store), whose container exports the same, the
 //   0750 1234:5678 parent dir included. So does an image stacked by hand from the base image's layers and each
 //   changeset's tar as a layer (test/support/stacked-image.ts), but for the file in chunks, which other tools read as
-//   an empty file.
+//   an empty file. Engine B gets the base image from the bucket alone (images through the bucket).
 // - Refusals load nothing: an engine without the base image, a tag that exists (without --force), a tampered blob.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -26,7 +26,8 @@ import { startS3Server } from '../../src/s3server/index.js';
 import { Bucket, S3BlobStore, type CommitRecord, type Generation } from '../../src/store/index.js';
 import { silentLogger } from '../../src/log/logger.js';
 import { startEngine, dockerCli, type Engine } from '../../src/lab/engine.js';
-import { importBusyboxImage, copyImage } from '../../src/lab/busybox-image.js';
+import { importBusyboxImage } from '../../src/lab/busybox-image.js';
+import { shipImage } from '../support/ship-image.js';
 import { readExport, diffTrees, type Tree } from '../support/export-tree.js';
 import { pusherCaughtUp } from '../support/pusher-status.js';
 import { freePort, spawnTwinlayer, type TwinlayerProcess } from '../support/twinlayer.js';
@@ -89,6 +90,9 @@ describe('twinlayer restore --image', { timeout: 900_000 }, () => {
     TWINLAYER_CHECKPOINT_DELTA_SHARE: '1000',
     TWINLAYER_HOOK_LISTEN: '127.0.0.1:0',
     TWINLAYER_HOOK_TOKEN: 'rimage-token-0123456789abcdef',
+    // The pusher ships no image: the refusal case needs a bucket without the base image, and the portability case puts
+    // it there itself (test/support/ship-image.ts) once that is checked.
+    TWINLAYER_SHIP_IMAGES: 'false',
     ...extra,
   });
   const exec = (cmd: string): Promise<string> => dockerCli(engA, ['exec', 'web', 'sh', '-c', cmd]);
@@ -212,10 +216,10 @@ describe('twinlayer restore --image', { timeout: 900_000 }, () => {
     assert.deepEqual([img?.mode, img?.uid, img?.gid], [0o750, 1234, 5678]);
   });
 
-  it('refuses, loading nothing, on an engine without the base image', async () => {
+  it('refuses, loading nothing, on an engine without the base image when the bucket has not got it either', async () => {
     const r = await restore(engB, ['--image', 'tl-restored:none']);
     assert.equal(r.code, 2, r.out);
-    assert.match(r.out, /the engine has not got the container's image tl-rimage:base \(sha256:[0-9a-f]{64}/);
+    assert.match(r.out, /the engine has not got the container's image tl-rimage:base \(sha256:[0-9a-f]{64}.*loading it from the bucket failed: .*not in the bucket/);
     await assert.rejects(dockerCli(engB, ['image', 'inspect', 'tl-restored:none']));
   });
 
@@ -278,8 +282,9 @@ describe('twinlayer restore --image', { timeout: 900_000 }, () => {
     }
   });
 
-  it('layer portability: the image from the bucket, loaded into a fresh engine on the containerd store, exports as the primary', async () => {
-    await copyImage(engA.socketPath, engB.socketPath, BASE);
+  it('layer portability: the image from the bucket alone (its base image too), loaded into a fresh engine on the containerd store, exports as the primary', async () => {
+    // The base image reaches the engine through the bucket, as the primary ships it.
+    await shipImage(engA, BASE, store, bucket.layout);
     const last = steps[3]!;
     const r = await restore(engB, ['--image', 'tl-restored:fresh']);
     assert.equal(r.code, 0, r.out);

@@ -12,6 +12,7 @@ import { startEngine, type Engine } from '../../src/lab/engine.js';
 import { startFaultProxy, type FaultProxy } from '../../src/lab/fault-proxy.js';
 import type { Logger } from '../../src/log/logger.js';
 import { Puller } from '../../src/puller/index.js';
+import type { PullerOptions } from '../../src/puller/options.js';
 import type { Bucket, S3BlobStore } from '../../src/store/index.js';
 import { testS3Store, withS3, type TestS3 } from './s3.js';
 import { setUpOrTearDown, Teardown } from './teardown.js';
@@ -32,6 +33,7 @@ export interface OpenPullerOptions {
   maxQueued?: number;
   /** The keeper's full check of every twin every this many polls (default 20). */
   twinCheckEvery?: number;
+  imageLoad?: PullerOptions['imageLoad'];
 }
 
 /** A Puller on the engine, opened; the caller stops it. */
@@ -50,6 +52,7 @@ export async function openPuller(opts: OpenPullerOptions): Promise<Puller> {
     ...(opts.twinCheckEvery === undefined ? {} : { twinCheckEvery: opts.twinCheckEvery }),
     ...(opts.twinPolicy === undefined ? {} : { twinPolicy: opts.twinPolicy }),
     ...(opts.trustUnsignedSpecs === undefined ? {} : { trustUnsignedSpecs: opts.trustUnsignedSpecs }),
+    ...(opts.imageLoad === undefined ? {} : { imageLoad: opts.imageLoad }),
   });
   await puller.open();
   return puller;

@@ -59,6 +59,7 @@ export class WrappedStore implements BlobStore {
   beforePut: ((key: string, body: Buffer | { file: string }) => Promise<void> | void) | undefined;
   afterPut: ((key: string, body: Buffer | { file: string }) => Promise<void> | void) | undefined;
   beforeGetToFile: ((key: string, calls: number) => Promise<void>) | undefined;
+  beforeGetRange: ((key: string, start: number) => Promise<void> | void) | undefined;
   getToFileCalls = 0;
   /** Keys a real S3 may hold but s3rver cannot (NUL, "..": it maps keys to paths); merged into listings. */
   injected: string[] = [];
@@ -104,6 +105,12 @@ export class WrappedStore implements BlobStore {
     this.keysRead.push(key);
     this.ranges.push({ key, start, length });
     return this.inner.getRangeToFile(key, start, length, file);
+  }
+  async getRange(key: string, start: number, length: number, signal?: AbortSignal) {
+    this.keysRead.push(key);
+    this.ranges.push({ key, start, length });
+    await this.beforeGetRange?.(key, start);
+    return this.inner.getRange(key, start, length, signal);
   }
   getIfNoneMatch(key: string, etag: string | undefined, maxBytes: number) {
     this.keysRead.push(key);

@@ -1,0 +1,139 @@
+// Image objects read out of the bucket, checked while they stream: configs by digest and diff ids, layers gunzipped to
+// their declared size and diff id, with nothing left behind when refused.
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { gzipSync } from 'node:zlib';
+
+import { declaredSize, DirBlobStore, ImageNoRoomError, ImageObjectRefusedError, ImageObjects, KeyLayout } from '../../../src/store/index.js';
+
+const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+describe('image objects', () => {
+  let dir: string;
+  let store: DirBlobStore;
+  let images: ImageObjects;
+  let out: string;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'tl-image-objects-'));
+    store = new DirBlobStore(join(dir, 'bucket'));
+    images = new ImageObjects(store, new KeyLayout('tl', 'g'));
+    out = join(dir, 'out');
+    await mkdir(out);
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function putLayer(tar: Buffer, stored: Buffer = gzipSync(tar)): Promise<string> {
+    const diffId = sha(tar);
+    await store.put(images.keyOf(diffId), stored);
+    return diffId;
+  }
+
+  it('declaredSize: the trailer\'s size mod 2^32 raised to what the compressed bytes can hold', () => {
+    assert.equal(declaredSize(1000, 100), 1000);
+    assert.equal(declaredSize(5, 3_000_000_000), 2 ** 32 + 5);
+    assert.equal(declaredSize(0, 0), 0);
+    // 4 GiB + 1 KiB cannot come out of 65 KiB of gzip: deflate does not compress past about 1032 to 1.
+    assert.equal(declaredSize(1024, 65_000), null);
+    assert.equal(declaredSize(60_000_000, 65_000), 60_000_000);
+  });
+
+  it('a layer streams in small ranges to its uncompressed file, of its diff id, with progress', async () => {
+    const tar = Buffer.concat([randomBytes(300_000), Buffer.alloc(9 * 1024 * 1024)]);
+    const diffId = await putLayer(tar);
+    const probe = await images.probeLayer(diffId);
+    assert.equal(probe.declaredBytes, tar.length);
+    const seen: number[] = [];
+    const file = join(out, 'good.tar');
+    await images.fetchLayer(probe, file, { rangeBytes: 64 * 1024, reserveBytes: 0, onProgress: (n) => seen.push(n) });
+    assert.equal(sha(await readFile(file)), diffId);
+    assert.equal(seen.at(-1), tar.length);
+    await rm(file);
+  });
+
+  it('refuses a tampered layer (a byte flipped, gzip\'d again), leaving no file', async () => {
+    const tar = randomBytes(50_000);
+    const diffId = sha(tar);
+    const bad = Buffer.from(tar);
+    bad[100] = (bad[100] ?? 0) ^ 1;
+    await store.put(images.keyOf(diffId), gzipSync(bad));
+    const probe = await images.probeLayer(diffId);
+    await assert.rejects(images.fetchLayer(probe, join(out, 'bad.tar'), { reserveBytes: 0 }), (err: unknown) => err instanceof ImageObjectRefusedError && /digest/.test(err.message));
+    assert.deepEqual(await readdir(out), []);
+  });
+
+  it('refuses a truncated gzip and a bomb that gunzips past its trailer\'s size', async () => {
+    const tar = randomBytes(40_000);
+    const gz = gzipSync(tar);
+    const truncatedId = await putLayer(tar, Buffer.concat([gz.subarray(0, gz.length - 100), gz.subarray(gz.length - 8)]));
+    const probe = await images.probeLayer(truncatedId);
+    await assert.rejects(images.fetchLayer(probe, join(out, 't.tar'), { reserveBytes: 0 }), ImageObjectRefusedError);
+
+    // 64 MiB of zeros whose trailer is rewritten to say 1 KiB: no gzip of its size holds 4 GiB + 1 KiB, refused at once;
+    // rewritten to say 60 MiB: stopped at the first byte past it.
+    const zeros = Buffer.alloc(64 * 1024 * 1024);
+    const bomb = gzipSync(zeros);
+    bomb.writeUInt32LE(1024, bomb.length - 4);
+    const bombId = await putLayer(zeros, bomb);
+    await assert.rejects(images.probeLayer(bombId), /which no gzip of/);
+    bomb.writeUInt32LE(60 * 1024 * 1024, bomb.length - 4);
+    await store.put(images.keyOf(bombId), bomb);
+    const bombProbe = await images.probeLayer(bombId);
+    assert.equal(bombProbe.declaredBytes, 60 * 1024 * 1024);
+    await assert.rejects(images.fetchLayer(bombProbe, join(out, 'b.tar'), { reserveBytes: 0 }), (err: unknown) => err instanceof ImageObjectRefusedError && /more than the/.test(err.message));
+    // A sane bound whatever the trailer says.
+    const big = randomBytes(4096);
+    const bigId = await putLayer(big);
+    await assert.rejects(images.fetchLayer(await images.probeLayer(bigId), join(out, 'c.tar'), { reserveBytes: 0, maxBytes: 1000 }), /more than the 1000 allowed/);
+    assert.deepEqual(await readdir(out), []);
+  });
+
+  it('refuses a layer when the disk would fall below the reserve', async () => {
+    const tar = Buffer.alloc(20 * 1024 * 1024, 7);
+    const diffId = await putLayer(tar);
+    await assert.rejects(images.fetchLayer(await images.probeLayer(diffId), join(out, 'r.tar'), { reserveBytes: Number.MAX_SAFE_INTEGER }), ImageNoRoomError);
+    assert.deepEqual(await readdir(out), []);
+  });
+
+  it('an aborted fetch (mid-way or before it starts) throws its reason and leaves no file', async () => {
+    const tar = Buffer.alloc(4 * 1024 * 1024, 3);
+    const diffId = await putLayer(tar);
+    const stop = new AbortController();
+    // The third range read aborts the fetch, as a finalize would.
+    let reads = 0;
+    class AbortingStore extends DirBlobStore {
+      override getRange(key: string, start: number, length: number, signal?: AbortSignal) {
+        if (++reads === 3) stop.abort(new Error('paused by a finalize'));
+        return super.getRange(key, start, length, signal);
+      }
+    }
+    const aborting = new ImageObjects(new AbortingStore(join(dir, 'bucket')), new KeyLayout('tl', 'g'));
+    const probe = await aborting.probeLayer(diffId);
+    await assert.rejects(aborting.fetchLayer(probe, join(out, 'a.tar'), { reserveBytes: 0, rangeBytes: 1024, signal: stop.signal }), /paused by a finalize/);
+    assert.ok(reads < 10, `the fetch stopped at once (${reads} reads)`);
+    await assert.rejects(images.fetchLayer(probe, join(out, 'a2.tar'), { reserveBytes: 0, signal: stop.signal }), /paused by a finalize/);
+    assert.deepEqual(await readdir(out), []);
+  });
+
+  it('a config is its exact bytes, JSON, naming exactly the diff ids asked for', async () => {
+    const layers = [sha(Buffer.from('a')), sha(Buffer.from('b'))];
+    const bytes = Buffer.from(JSON.stringify({ architecture: 'amd64', rootfs: { type: 'layers', diff_ids: layers } }));
+    const digest = sha(bytes);
+    await store.put(images.keyOf(digest), bytes);
+    assert.deepEqual(await images.config(digest, layers), bytes);
+    await assert.rejects(images.config(digest, [...layers].reverse()), /names the layers/);
+    const other = Buffer.from(`${bytes.toString()} `);
+    await store.put(images.keyOf(digest), other);
+    await assert.rejects(images.config(digest, layers), /have digest/);
+    const notJson = Buffer.from('{');
+    await store.put(images.keyOf(sha(notJson)), notJson);
+    await assert.rejects(images.config(sha(notJson), []), /not JSON/);
+    await assert.rejects(images.config(sha(Buffer.from('nothing')), []), /not in the bucket/);
+  });
+});
