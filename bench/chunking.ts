@@ -35,7 +35,7 @@ import { uploadChunks } from '../src/pusher/chunk-upload.js';
 import { S3RVER_CREDENTIALS } from '../src/s3server/index.js';
 import { BUCKET, startS3Process } from './lib/s3.js';
 import {
-  asDigest, Bucket, PackStore, S3BlobStore, Signatures, SigningKey, type BlobStore, type CommitRecord,
+  asDigest, Bucket, PackStore, S3BlobStore, Signatures, SigningKey, type BlobStore, type CommitRecord, type GetOptions,
 } from '../src/store/index.js';
 import { defaultLimits } from '../src/changeset/limits.js';
 
@@ -73,7 +73,7 @@ class CountingStore implements BlobStore {
     return ok;
   }
   getBuffer(key: string, maxBytes: number): Promise<Buffer | null> { this.gets++; return this.inner.getBuffer(key, maxBytes); }
-  getToFile(key: string, file: string, maxBytes?: number): Promise<boolean> { this.gets++; return this.inner.getToFile(key, file, maxBytes); }
+  getToFile(key: string, file: string, maxBytes?: number, opts?: GetOptions): Promise<boolean> { this.gets++; return this.inner.getToFile(key, file, maxBytes, opts); }
   getRangeToFile(key: string, start: number, length: number, file: string) { this.gets++; return this.inner.getRangeToFile(key, start, length, file); }
   getIfNoneMatch(key: string, etag: string | undefined, maxBytes: number) { return this.inner.getIfNoneMatch(key, etag, maxBytes); }
   exists(key: string): Promise<boolean> { return this.inner.exists(key); }

@@ -23,7 +23,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { TwinlayerError } from '../log/errors.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import type { BucketRequestKind, Metrics } from '../metrics/index.js';
-import { checkRange, defaultRetryPolicy, type BlobStore, type DeleteManyOptions, type ListedObject, type RangeRead, type RetryPolicy } from './blob-store.js';
+import { checkRange, defaultRetryPolicy, observed, type BlobStore, type GetOptions, type DeleteManyOptions, type ListedObject, type RangeRead, type RetryPolicy } from './blob-store.js';
 import { BucketMissingError, ObjectTooLargeError, StoreRequestError, StoreUnreachableError } from './errors.js';
 import { checkRetryPolicy, withRetries } from './retry.js';
 
@@ -421,12 +421,14 @@ export class S3BlobStore implements BlobStore {
     return r.status === 'ok' ? r.body : null;
   }
 
-  async getToFile(key: string, file: string, maxBytes = Number.MAX_SAFE_INTEGER): Promise<boolean> {
+  async getToFile(key: string, file: string, maxBytes = Number.MAX_SAFE_INTEGER, opts: GetOptions = {}): Promise<boolean> {
+    const { signal } = opts;
     return this.#request('get', key, async () => {
+      signal?.throwIfAborted();
       let out;
       try {
         this.#count('GET');
-        out = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+        out = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }), signal === undefined ? {} : { abortSignal: signal });
       } catch (err) {
         if (isNotFound(err) && !isNoSuchBucket(err)) return false;
         throw err;
@@ -437,9 +439,9 @@ export class S3BlobStore implements BlobStore {
         throw new ObjectTooLargeError(key, out.ContentLength, maxBytes);
       }
       // Cut off at the first byte past maxBytes, whatever the server announced.
-      await this.#bodyToFile(stream, key, file, maxBytes, out.ContentLength);
+      await this.#bodyToFile(stream, key, file, maxBytes, out.ContentLength, opts);
       return true;
-    });
+    }, (err) => signal?.aborted !== true && isRetryableS3Error(err));
   }
 
   async getRangeToFile(key: string, start: number, length: number, file: string): Promise<RangeRead> {
@@ -474,11 +476,17 @@ export class S3BlobStore implements BlobStore {
 
   /** Streams a GET's body into `file`, written beside it and renamed (a half download never appears under `file`):
    *  cut off past `limit` bytes, and a body other than `expected` bytes (when known) is a premature close. */
-  async #bodyToFile(stream: Readable, key: string, file: string, limit: number, expected: number | undefined): Promise<void> {
+  async #bodyToFile(stream: Readable, key: string, file: string, limit: number, expected: number | undefined, opts: GetOptions = {}): Promise<void> {
     const tmp = `${file}.part-${randomBytes(6).toString('hex')}`;
     try {
       const counter = byteLimiter(limit, key);
-      await pipeline(stream, counter, createWriteStream(tmp));
+      const signal = opts.signal === undefined ? {} : { signal: opts.signal };
+      if (opts.observe === undefined) {
+        await pipeline(stream, counter, createWriteStream(tmp), signal);
+      } else {
+        opts.observe.start();
+        await pipeline(stream, counter, observed(opts.observe), createWriteStream(tmp), signal);
+      }
       if (expected !== undefined && counter.bytes !== expected) {
         throw Object.assign(new Error(`short body: ${counter.bytes} of ${expected} bytes`), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
       }

@@ -5,6 +5,7 @@ import { createLogger } from '../../../src/log/logger.js';
 import {
   asDigest,
   type BlobStore,
+  type GetOptions,
   type DeleteManyOptions,
   type CommitRecord,
   type Generation,
@@ -92,11 +93,11 @@ export class WrappedStore implements BlobStore {
     this.keysRead.push(key);
     return this.inner.getBuffer(key, maxBytes);
   }
-  async getToFile(key: string, file: string, maxBytes?: number): Promise<boolean> {
+  async getToFile(key: string, file: string, maxBytes?: number, opts?: GetOptions): Promise<boolean> {
     this.keysRead.push(key);
     this.getToFileCalls++;
     await this.beforeGetToFile?.(key, this.getToFileCalls);
-    return this.inner.getToFile(key, file, maxBytes);
+    return this.inner.getToFile(key, file, maxBytes, opts);
   }
   /** Ranged reads: each is recorded in keysRead (the key) and in ranges. */
   readonly ranges: Array<{ key: string; start: number; length: number }> = [];
