@@ -53,6 +53,8 @@ export interface ValidationFeed {
   write(bytes: Buffer): Promise<void> | undefined;
   end(): void;
   abort(reason: Error): void;
+  /** Resolves once validation of these bytes ended, whatever its outcome (a refusal mid-stream ends it early). */
+  readonly settled: Promise<void>;
 }
 
 type Outcome = { status: 'valid'; validated: ValidatedChangeset } | { status: 'refused'; err: Error } | { status: 'void'; why: string };
@@ -61,6 +63,7 @@ class Feed implements ValidationFeed {
   readonly #o: StreamedValidationOptions;
   readonly #input: PassThrough;
   readonly done: Promise<Outcome>;
+  readonly settled: Promise<void>;
   /** Why this feed's work is void (left behind, aborted, a request retried), or null. */
   #void: string | null = null;
   ended = false;
@@ -80,6 +83,7 @@ class Feed implements ValidationFeed {
         return { status: 'void', why: `streamed validation failed: ${(err as Error).message}` };
       },
     );
+    this.settled = this.done.then(() => undefined);
   }
 
   async #validate(): Promise<ValidatedChangeset> {
