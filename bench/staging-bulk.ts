@@ -2,8 +2,8 @@
 // src/: the blob downloaded from the embedded S3 server (its own process, 127.0.0.1), checked, validated and applied
 // in process, as the stager does it (a revision with downloadValidated validates while downloading; an older one
 // downloads, hashes, validates and applies, each a pass over the file). Per run: wall time, the bytes this process
-// read (/proc/self/io rchar: the download's socket reads and every read of a file) per byte staged, and the peak
-// RSS of the run (VmHWM, reset before each run through /proc/self/clear_refs). The GetObject floor: the same GET
+// read (/proc/self/io rchar: the download's socket reads and every read of a file) per byte staged, and how far the
+// RSS rose above where the run began (VmHWM, reset before each run through /proc/self/clear_refs, less VmRSS then). The GetObject floor: the same GET
 // into a file, nothing else.
 import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
@@ -42,7 +42,16 @@ interface ChangesetModule {
     commit(b: unknown): void;
   };
 }
-export interface BulkResult { src: string; ms: Summary; readPerByte: Summary; peakRssMb: Summary; streamed: boolean }
+export interface BulkResult {
+  src: string;
+  /** Bucket → staged, and the part until the download (with hashing, and validation when streamed) returned. */
+  ms: Summary;
+  downloadMs: Summary;
+  readPerByte: Summary;
+  /** The run's peak RSS above the RSS it started with (the bench's own buffers and both revisions' modules are not counted). */
+  rssGrowthMb: Summary;
+  streamed: boolean;
+}
 
 const run = promisify(execFile);
 const MB = 1e6;
@@ -54,9 +63,10 @@ async function procIo(): Promise<number> {
   return Number(m[1]);
 }
 
-async function peakRssMb(): Promise<number> {
-  const m = /^VmHWM:\s+(\d+) kB$/m.exec(await readFile('/proc/self/status', 'utf8'));
-  if (m?.[1] === undefined) throw new Error('no VmHWM in /proc/self/status');
+/** VmRSS (now) or VmHWM (the peak since the last reset) of this process, in MB. */
+async function rssMb(field: 'VmRSS' | 'VmHWM'): Promise<number> {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(await readFile('/proc/self/status', 'utf8'));
+  if (m?.[1] === undefined) throw new Error(`no ${field} in /proc/self/status`);
   return Math.round(Number(m[1]) / 1024);
 }
 
@@ -111,7 +121,7 @@ export async function runBulk(revisions: ReadonlyArray<{ label: string; dir: str
       await run('cp', ['-a', seed, twin]);
       twins.set(m.label, twin);
     }
-    const samples = new Map(mods.map((m) => [m.label, { ms: [] as number[], read: [] as number[], rss: [] as number[] }]));
+    const samples = new Map(mods.map((m) => [m.label, { ms: [] as number[], download: [] as number[], read: [] as number[], rss: [] as number[] }]));
     const floor: number[] = [];
     const blob = join(base, 'bulk.dl');
     for (let r = -1; r < runs; r++) {
@@ -125,29 +135,34 @@ export async function runBulk(revisions: ReadonlyArray<{ label: string; dir: str
         global.gc?.();
         await writeFile('/proc/self/clear_refs', '5');
         const read0 = await procIo();
+        const rss0 = await rssMb('VmRSS');
         const t0 = performance.now();
+        let tDownloaded: number;
         if (m.pl.downloadValidated !== undefined) {
           const validated = await m.pl.downloadValidated(m.bucket, record, blob, { kind: record.kind, target, limits: m.cs.defaultLimits, log: silent, signal: new AbortController().signal });
+          tDownloaded = performance.now();
           await m.cs.stageChangeset(blob, record.kind, target, validated === null ? {} : { validated });
         } else {
           await m.bucket.downloadBlob(record.digest, record.size, blob);
+          tDownloaded = performance.now();
           await m.cs.stageChangeset(blob, record.kind, target);
         }
         const t1 = performance.now();
         const read = (await procIo()) - read0;
-        const rss = await peakRssMb();
+        const rss = (await rssMb('VmHWM')) - rss0;
         await rm(blob, { force: true });
         if ((await stat(join(target.upperDir, 'data', 'big.bin'))).size !== fileBytes) throw new Error(`${m.label}: the file was not staged whole`);
         if (r < 0) continue;
         const s = samples.get(m.label)!;
         s.ms.push(t1 - t0);
+        s.download.push(tDownloaded - t0);
         s.read.push(read / fileBytes);
         s.rss.push(rss);
       }
     }
     const results = mods.map((m) => {
       const s = samples.get(m.label)!;
-      return { src: m.label, ms: summarize(s.ms), readPerByte: summarize(s.read), peakRssMb: summarize(s.rss), streamed: m.pl.downloadValidated !== undefined };
+      return { src: m.label, ms: summarize(s.ms), downloadMs: summarize(s.download), readPerByte: summarize(s.read), rssGrowthMb: summarize(s.rss), streamed: m.pl.downloadValidated !== undefined };
     });
     return { results, floorMs: summarize(floor), blobBytes: record.size, fileBytes };
   } finally {
