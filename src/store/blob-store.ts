@@ -27,6 +27,8 @@ export interface BlobStore {
    * (nothing is written), with its size when the store said it.
    */
   getRangeToFile(key: string, start: number, length: number, file: string): Promise<RangeRead>;
+  /** getRangeToFile's bytes shown to `observe` as they arrive, and written nowhere. */
+  getRange(key: string, start: number, length: number, observe: BodyObserver): Promise<RangeRead>;
   /** Conditional GET: `unchanged` when the object's ETag still equals `etag`. */
   getIfNoneMatch(
     key: string,

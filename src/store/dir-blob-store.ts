@@ -9,7 +9,7 @@ import { copyFile, link, mkdir, open, readdir, readFile, rename, rm, stat, unlin
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 
-import { checkRange, observed, type BlobStore, type GetOptions, type DeleteManyOptions, type ListedObject, type RangeRead } from './blob-store.js';
+import { checkRange, observed, type BlobStore, type BodyObserver, type GetOptions, type DeleteManyOptions, type ListedObject, type RangeRead } from './blob-store.js';
 import { InvalidKeyError, ObjectTooLargeError } from './errors.js';
 import { KeyedMutex } from './keyed-mutex.js';
 
@@ -150,6 +150,33 @@ export class DirBlobStore implements BlobStore {
     } catch (err) {
       await rm(tmp, { force: true });
       throw err;
+    }
+  }
+
+  async getRange(key: string, start: number, length: number, observe: BodyObserver): Promise<RangeRead> {
+    checkRange(start, length);
+    const path = this.#path(key);
+    let fh;
+    try {
+      fh = await open(path, 'r');
+    } catch (err) {
+      if (missing(err)) return { status: 'missing' };
+      throw err;
+    }
+    try {
+      const size = (await fh.stat()).size;
+      if (start + length > size) return { status: 'short', objectSize: size };
+      observe.start();
+      const buf = Buffer.allocUnsafe(Math.min(length, 1 << 20));
+      for (let at = 0; at < length;) {
+        const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, length - at), start + at);
+        if (bytesRead === 0) return { status: 'short', objectSize: null };
+        await observe.chunk(Buffer.from(buf.subarray(0, bytesRead)));
+        at += bytesRead;
+      }
+      return { status: 'ok' };
+    } finally {
+      await fh.close();
     }
   }
 

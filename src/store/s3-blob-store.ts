@@ -23,7 +23,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { TwinlayerError } from '../log/errors.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import type { BucketRequestKind, Metrics } from '../metrics/index.js';
-import { checkRange, defaultRetryPolicy, observed, type BlobStore, type GetOptions, type DeleteManyOptions, type ListedObject, type RangeRead, type RetryPolicy } from './blob-store.js';
+import { checkRange, defaultRetryPolicy, observed, type BlobStore, type BodyObserver, type GetOptions, type DeleteManyOptions, type ListedObject, type RangeRead, type RetryPolicy } from './blob-store.js';
 import { BucketMissingError, ObjectTooLargeError, StoreRequestError, StoreUnreachableError } from './errors.js';
 import { checkRetryPolicy, withRetries } from './retry.js';
 
@@ -445,6 +445,25 @@ export class S3BlobStore implements BlobStore {
   }
 
   async getRangeToFile(key: string, start: number, length: number, file: string): Promise<RangeRead> {
+    return this.#range(key, start, length, (stream) => this.#bodyToFile(stream, key, file, length, length));
+  }
+
+  async getRange(key: string, start: number, length: number, observe: BodyObserver): Promise<RangeRead> {
+    return this.#range(key, start, length, async (stream) => {
+      const counter = byteLimiter(length, key);
+      observe.start();
+      await pipeline(stream, counter, observed(observe), async (source: AsyncIterable<Buffer>) => {
+        for await (const _ of source) {
+          // observed: nothing kept
+        }
+      });
+      if (counter.bytes !== length) throw Object.assign(new Error(`short body: ${counter.bytes} of ${length} bytes`), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+      this.#metrics?.bucketBytes('down', counter.bytes);
+    });
+  }
+
+  /** One ranged GET per attempt; `body` takes the body of a complete answer. */
+  async #range(key: string, start: number, length: number, body: (stream: Readable) => Promise<void>): Promise<RangeRead> {
     checkRange(start, length);
     return this.#request('get-range', key, async (): Promise<RangeRead> => {
       let out;
@@ -469,7 +488,11 @@ export class S3BlobStore implements BlobStore {
         stream.destroy();
         return { status: 'short', objectSize };
       }
-      await this.#bodyToFile(stream, key, file, length, length);
+      try {
+        await body(stream);
+      } finally {
+        stream.destroy();
+      }
       return { status: 'ok' };
     });
   }

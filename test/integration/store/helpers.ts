@@ -5,6 +5,7 @@ import { createLogger } from '../../../src/log/logger.js';
 import {
   asDigest,
   type BlobStore,
+  type BodyObserver,
   type GetOptions,
   type DeleteManyOptions,
   type CommitRecord,
@@ -105,6 +106,11 @@ export class WrappedStore implements BlobStore {
     this.keysRead.push(key);
     this.ranges.push({ key, start, length });
     return this.inner.getRangeToFile(key, start, length, file);
+  }
+  getRange(key: string, start: number, length: number, observe: BodyObserver) {
+    this.keysRead.push(key);
+    this.ranges.push({ key, start, length });
+    return this.inner.getRange(key, start, length, observe);
   }
   getIfNoneMatch(key: string, etag: string | undefined, maxBytes: number) {
     this.keysRead.push(key);
