@@ -23,7 +23,7 @@ import { rm, statfs } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import PQueue from 'p-queue';
 import {
-  abandonStaging, bytesNeeded, ChangesetRejectedError, defaultLimits, recoverStaging, roomProblem, stageChangeset,
+  abandonStaging, bytesNeeded, ChangesetNoRoomError, ChangesetRejectedError, defaultLimits, recoverStaging, roomProblem, stageChangeset,
   StagePendingError, StageUndoError, stagingLeftBehind, type Limits, type StageIntent, type StageTarget,
 } from '../changeset/index.js';
 import { isEngineUnavailable, specDigest, type DockerRuntime, type TwinSpec, type TwinState } from '../docker/index.js';
@@ -484,7 +484,11 @@ export class Stager {
           const target = stageTargetOf(twin, c.spec ?? { volumes: [] });
           const log = this.#o.log.child({ container: name });
           const download = downloadValidated(this.#o.bucket, record, blob, { kind: record.kind, target, limits: this.#limits, chunks: chunked.stage?.list, log, signal });
-          const validated = await this.#untilAborted(download, signal);
+          const validated = await this.#untilAborted(download, signal).catch((err: unknown) => {
+            // A verdict of the streamed validation comes once the whole blob was downloaded and matched its digest.
+            if (err instanceof ChangesetRejectedError || err instanceof ChangesetNoRoomError) downloaded = true;
+            throw err;
+          });
           if (validated === undefined || signal.aborted || this.#frozen) return false;
           downloaded = true;
           const staging = stageChangeset(blob, record.kind, target, {
