@@ -120,8 +120,7 @@ describe('puller on a standby whose disk is full', { timeout: 240_000 }, () => {
     await puller.pollOnce();
     assert.equal(await appliedSeq(stateDir, GROUP, NAME), 1, 'the seq does not move');
     assert.deepEqual(await readdir(upper), ['base'], 'nothing written');
-    // Found while the blob downloaded, said once it matched its digest: a whole download, fetched again after a backoff.
-    assert.match(await reason(), /free.*; fetched again after/, 'the status says the disk is too full, and when the blob is fetched again');
+    assert.match(await reason(), /free/, 'the status says the disk is too full');
     await rm(held, { recursive: true });
     await puller.pollOnce();
     assert.equal(await appliedSeq(stateDir, GROUP, NAME), 2, 'retried once there is room');
