@@ -31,11 +31,13 @@ import { promisify } from 'node:util';
 
 import { avgChunkBytes, Chunker, maxChunkBytes, stageChangeset, UpperTracker } from '../src/changeset/index.js';
 import { openChunkedCommit } from '../src/puller/chunked-commit.js';
+import { downloadValidated } from '../src/puller/validated-download.js';
+import { silentLogger } from '../src/log/logger.js';
 import { uploadChunks } from '../src/pusher/chunk-upload.js';
 import { S3RVER_CREDENTIALS } from '../src/s3server/index.js';
 import { BUCKET, startS3Process } from './lib/s3.js';
 import {
-  asDigest, Bucket, PackStore, S3BlobStore, Signatures, SigningKey, type BlobStore, type CommitRecord,
+  asDigest, Bucket, PackStore, S3BlobStore, Signatures, SigningKey, type BlobStore, type CommitRecord, type BodyObserver, type GetOptions,
 } from '../src/store/index.js';
 import { defaultLimits } from '../src/changeset/limits.js';
 
@@ -73,9 +75,10 @@ class CountingStore implements BlobStore {
     return ok;
   }
   getBuffer(key: string, maxBytes: number): Promise<Buffer | null> { this.gets++; return this.inner.getBuffer(key, maxBytes); }
-  getToFile(key: string, file: string, maxBytes?: number): Promise<boolean> { this.gets++; return this.inner.getToFile(key, file, maxBytes); }
+  getToFile(key: string, file: string, maxBytes?: number, opts?: GetOptions): Promise<boolean> { this.gets++; return this.inner.getToFile(key, file, maxBytes, opts); }
   getRangeToFile(key: string, start: number, length: number, file: string) { this.gets++; return this.inner.getRangeToFile(key, start, length, file); }
   getRange(key: string, start: number, length: number, signal?: AbortSignal) { this.gets++; return this.inner.getRange(key, start, length, signal); }
+  observeRange(key: string, start: number, length: number, observe: BodyObserver) { this.gets++; return this.inner.observeRange(key, start, length, observe); }
   getIfNoneMatch(key: string, etag: string | undefined, maxBytes: number) { return this.inner.getIfNoneMatch(key, etag, maxBytes); }
   exists(key: string): Promise<boolean> { return this.inner.exists(key); }
   list(prefix: string, startAfter?: string): AsyncIterable<string> { return this.inner.list(prefix, startAfter); }
@@ -152,9 +155,11 @@ class Pair {
   async stage(record: CommitRecord): Promise<number> {
     const t = performance.now();
     const blob = join(this.env.base, this.name, `dl-${record.seq}`);
-    await this.env.bucket.downloadBlob(record.digest, record.size, blob);
+    // As the stager: the chunk list, then the blob hashed and validated as it downloads, then the apply.
     const chunked = await openChunkedCommit({ bucket: this.env.bucket, packs: this.env.pullPacks, limits: defaultLimits, indexDir: join(this.env.base, 'chunk-index') }, this.name, 'twin', record, blob);
-    const r = await stageChangeset(blob, record.kind, { upperDir: this.twinUpper, tmpDir: join(this.env.base, this.name, 'twin-tmp') }, chunked.stage === undefined ? {} : { chunks: chunked.stage });
+    const target = { upperDir: this.twinUpper, tmpDir: join(this.env.base, this.name, 'twin-tmp') };
+    const validated = await downloadValidated(this.env.bucket, record, blob, { kind: record.kind, target, limits: defaultLimits, chunks: chunked.stage?.list, log: silentLogger, signal: new AbortController().signal });
+    const r = await stageChangeset(blob, record.kind, target, { ...(chunked.stage === undefined ? {} : { chunks: chunked.stage }), ...(validated === null ? {} : { validated }) });
     this.env.twinFetched += record.size + (record.chunks?.size ?? 0) + (r.chunks?.rangeBytes ?? 0);
     await chunked.adopt();
     await rm(blob, { force: true });

@@ -17,7 +17,7 @@ import { ContainerReplicator } from '../src/pusher/replicator.js';
 import { ShippedStateStore } from '../src/pusher/shipped-state.js';
 import { watchUpper } from '../src/pusher/upper-watcher.js';
 import { S3RVER_CREDENTIALS } from '../src/s3server/index.js';
-import { asDigest, asGeneration, Bucket, JournalWriter, S3BlobStore, type BlobStore, type RangeRead } from '../src/store/index.js';
+import { asDigest, asGeneration, Bucket, JournalWriter, S3BlobStore, type BlobStore, type BodyObserver, type GetOptions, type RangeRead } from '../src/store/index.js';
 import { testSignatures } from '../test/support/signing.js';
 import { BUCKET, startS3Process } from './lib/s3.js';
 import { summarize } from './lib/stats.js';
@@ -44,9 +44,10 @@ class TimedStore implements BlobStore {
   putIfAbsent(key: string, body: Buffer): Promise<boolean> { return this.#timed('PUT-if-absent', key, () => this.inner.putIfAbsent(key, body)); }
   putIfMatch(key: string, body: Buffer, etag: string): Promise<boolean> { return this.#timed('PUT-if-match', key, () => this.inner.putIfMatch(key, body, etag)); }
   getBuffer(key: string, maxBytes: number): Promise<Buffer | null> { return this.#timed('GET', key, () => this.inner.getBuffer(key, maxBytes)); }
-  getToFile(key: string, file: string): Promise<boolean> { return this.#timed('GET', key, () => this.inner.getToFile(key, file)); }
+  getToFile(key: string, file: string, maxBytes?: number, opts?: GetOptions): Promise<boolean> { return this.#timed('GET', key, () => this.inner.getToFile(key, file, maxBytes, opts)); }
   getRangeToFile(key: string, start: number, length: number, file: string): Promise<RangeRead> { return this.#timed('GET-range', key, () => this.inner.getRangeToFile(key, start, length, file)); }
   getRange(key: string, start: number, length: number, signal?: AbortSignal): ReturnType<BlobStore['getRange']> { return this.#timed('GET-range', key, () => this.inner.getRange(key, start, length, signal)); }
+  observeRange(key: string, start: number, length: number, observe: BodyObserver): Promise<RangeRead> { return this.#timed('GET-range', key, () => this.inner.observeRange(key, start, length, observe)); }
   getIfNoneMatch(key: string, etag: string | undefined, maxBytes: number): ReturnType<BlobStore['getIfNoneMatch']> {
     return this.#timed('GET', key, () => this.inner.getIfNoneMatch(key, etag, maxBytes));
   }

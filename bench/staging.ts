@@ -6,9 +6,11 @@
 //   full   a full checkpoint naming 2,500 of the twin's 5,000 files (the rest pruned); the twin is reset between runs
 // The twins live on an ext4 of their own (a loop-mounted image), so the sync that ends each commit waits for this
 // bench's writes only, not for whatever else the machine is writing.
-// Usage: node --import tsx bench/staging.ts [--src=label:dir ...] [--runs=N]   (root; default --src=this:src)
+//   --bulk one ~200 MB incompressible file, from the bucket (the embedded S3 server) to staged, alone: wall time,
+//          bytes read per byte staged, peak RSS, and the GetObject floor (staging-bulk.ts); --mb=N sets the size
+// Usage: node --import tsx bench/staging.ts [--src=label:dir ...] [--runs=N] [--bulk [--mb=200]]   (root; default --src=this:src)
 // Another revision's src/: git archive <rev> src | tar -x -C /tmp/base && ln -s "$PWD/node_modules" /tmp/base/
-// Prints a table and writes bench/results/<date>-staging.json.
+// Prints a table and writes bench/results/<date>-staging.json (--bulk: <date>-staging-bulk.json).
 import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -17,6 +19,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { summarize, type Summary } from './lib/stats.js';
+import { runBulk } from './staging-bulk.js';
 
 const run = promisify(execFile);
 const here = dirname(fileURLToPath(import.meta.url));
@@ -32,9 +35,11 @@ interface ChangesetModule {
 
 interface Workload { id: string; runs: number; blob: string; kind: 'full' | 'delta'; twinSeed: string; reset: boolean }
 
-function args(): { srcs: Array<{ label: string; dir: string }>; runs: number } {
+function args(): { srcs: Array<{ label: string; dir: string }>; runs: number; bulk: boolean; mb: number } {
   const srcs: Array<{ label: string; dir: string }> = [];
   let runs = 30;
+  let bulk = false;
+  let mb = 200;
   for (const a of process.argv.slice(2)) {
     if (a.startsWith('--src=')) {
       const v = a.slice('--src='.length);
@@ -42,11 +47,14 @@ function args(): { srcs: Array<{ label: string; dir: string }>; runs: number } {
       if (i <= 0) throw new Error(`Expected \`--src\` to be label:dir, got ${v}`);
       srcs.push({ label: v.slice(0, i), dir: resolve(v.slice(i + 1)) });
     } else if (a.startsWith('--runs=')) runs = Number(a.slice('--runs='.length));
-    else throw new Error(`unknown argument ${a}; expected --src=label:dir and --runs=N`);
+    else if (a === '--bulk') bulk = true;
+    else if (a.startsWith('--mb=')) mb = Number(a.slice('--mb='.length));
+    else throw new Error(`unknown argument ${a}; expected --src=label:dir, --runs=N, --bulk and --mb=N`);
   }
   if (!Number.isInteger(runs) || runs < 1) throw new Error(`Expected \`--runs\` to be an integer >= 1, got ${runs}`);
+  if (!(mb > 0)) throw new Error(`Expected \`--mb\` to be a positive number, got ${mb}`);
   if (srcs.length === 0) srcs.push({ label: 'this', dir: join(here, '..', 'src') });
-  return { srcs, runs };
+  return { srcs, runs, bulk, mb };
 }
 
 async function writeFiles(root: string, dirs: number, perDir: number, size: number, tag: string): Promise<void> {
@@ -106,7 +114,7 @@ async function prepare(cs: ChangesetModule, base: string, runs: number): Promise
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('bench/staging.ts: run as root (chown, xattrs)');
-  const { srcs, runs } = args();
+  const { srcs, runs, bulk, mb } = args();
   const mods = await Promise.all(srcs.map(async (s) => ({ ...s, cs: (await import(pathToFileURL(join(s.dir, 'changeset', 'index.ts')).href)) as ChangesetModule })));
   const outer = await mkdtemp(join(tmpdir(), 'tl-stagebench-'));
   const base = join(outer, 'fs');
@@ -114,10 +122,23 @@ async function main(): Promise<void> {
    *  area is discarded after that, off the path of the staged seq). */
   const results: Array<{ workload: string; src: string; ms: Summary; recordedMs: Summary }> = [];
   await mkdir(base);
-  await run('truncate', ['-s', '2G', join(outer, 'fs.img')]);
+  await run('truncate', ['-s', bulk ? `${Math.ceil((mb * 7) / 1000) + 1}G` : '2G', join(outer, 'fs.img')]);
   await run('mkfs.ext4', ['-q', '-F', join(outer, 'fs.img')], { timeout: 120_000 });
   await run('mount', ['-o', 'loop', join(outer, 'fs.img'), base]);
   try {
+    if (bulk) {
+      const out = await runBulk(srcs, base, join(outer, 's3'), runs, mb);
+      console.log(`${(out.fileBytes / 1e6).toFixed(0)} MB file, ${(out.blobBytes / 1e6).toFixed(1)} MB blob; GetObject floor median ${out.floorMs.median} ms (min ${out.floorMs.min})`);
+      console.log('| src | N | bucket → staged median / p90 / min | of it until downloaded (median) | bytes read per byte staged | RSS rise median / max |');
+      console.log('|---|---|---|---|---|---|');
+      for (const r of out.results) {
+        console.log(`| ${r.src}${r.streamed ? ' (streamed)' : ''} | ${r.ms.n} | ${r.ms.median} / ${r.ms.p90} / ${r.ms.min} ms | ${r.downloadMs.median} ms | ${r.readPerByte.median} | ${r.rssGrowthMb.median} / ${r.rssGrowthMb.max} MB |`);
+      }
+      const file = join(here, 'results', `${new Date().toISOString().slice(0, 10)}-staging-bulk.json`);
+      await writeFile(file, JSON.stringify({ at: new Date().toISOString(), fs: 'ext4 on a loop device (image on the root disk); S3: twinlayer s3 on 127.0.0.1, its own process', srcs, runs, ...out }, null, 1));
+      console.log(`written ${file}`);
+      return;
+    }
     const first = mods[0];
     if (first === undefined) throw new Error('no src');
     const workloads = await prepare(first.cs, base, runs);

@@ -13,6 +13,7 @@ export { treeOf, volumeKeyProblem, volumeTarPath, volumesDir } from './volume-pa
 export type { SerializedIndex } from './shipped-index.js';
 export type { StageTarget, StageResult, StageOptions } from './stage.js';
 export { stageChangeset } from './stage.js';
+export { StreamedValidation, type StreamedValidationOptions, type ValidatedChangeset, type ValidationFeed } from './streamed-validation.js';
 export type { DeclaredChangeset } from './declared.js';
 export { bytesNeeded, declaredProblem, roomProblem } from './declared.js';
 export { ChangesetNoRoomError, ChangesetRejectedError } from './errors.js';

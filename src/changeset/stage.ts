@@ -23,6 +23,7 @@ import { readChangeset } from './tar-reader.js';
 import type { ChangesetKind } from './built-changeset.js';
 import type { StageIntent } from './undo-log.js';
 import { validateChangeset, type StagePlan } from './validate.js';
+import { validatedAgainst, type ValidatedChangeset } from './streamed-validation.js';
 import { makeWhiteoutNode } from './whiteout-node.js';
 import { readXattrs, removeXattr, writeXattrs } from './xattr.js';
 import { syncFileSystem } from './tools.js';
@@ -63,6 +64,9 @@ export interface StageOptions {
   record?: () => Promise<void>;
   /** Required when the commit record names a chunk list. */
   chunks?: StageChunks;
+  /** The plan validated from this blob's bytes as they were downloaded (streamed-validation.ts), for this target:
+   *  the blob is then read once, to apply it. */
+  validated?: ValidatedChangeset;
 }
 
 const opaqueXattr = 'trusted.overlay.opaque';
@@ -70,7 +74,7 @@ const opaqueXattr = 'trusted.overlay.opaque';
 const xattrBatchItems = 4096;
 const xattrBatchBytes = 4 * 1024 * 1024;
 
-/** Validates the whole changeset first (throws ChangesetRejectedError naming the entry, ChangesetNoRoomError, or the
+/** Validates the whole changeset first (unless opts.validated did, from the same bytes; throws ChangesetRejectedError naming the entry, ChangesetNoRoomError, or the
  *  signal's reason; nothing written), then applies it into upperDir, syncs the file system and calls `record`. A
  *  failure or an abort while applying undoes what was applied and rethrows (StageUndoError when undoing failed too:
  *  recoverStaging must then run before the upper dir is used). Throws StagePendingError when an earlier commit was
@@ -80,9 +84,11 @@ export async function stageChangeset(blobFile: string, kind: ChangesetKind, targ
   opts.signal?.throwIfAborted();
   // A missing or unreadable blob is an I/O error to retry, not a hostile changeset.
   await access(blobFile, fsc.R_OK);
-  const { tmp, roots } = await checkTarget(target);
+  const { upper, tmp, roots } = await checkTarget(target);
   await StagingTxn.assertNone(tmp);
-  const plan = await validateChangeset(blobFile, {
+  const v = opts.validated;
+  if (v !== undefined && v.against !== validatedAgainst(kind, upper, roots)) throw new Error(`a plan validated against ${v.against} given for ${upper}`);
+  const plan = v?.plan ?? await validateChangeset(blobFile, {
     kind, roots, tmpDir: tmp, limits,
     ...(opts.declared === undefined ? {} : { declared: opts.declared }),
     ...(opts.signal === undefined ? {} : { signal: opts.signal }),

@@ -4,6 +4,7 @@
 // does not understand is refused with ChangesetRejectedError; an abort signal stops it between chunks.
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { expansionBound } from './declared.js';
 import { ChangesetRejectedError } from './errors.js';
@@ -166,11 +167,22 @@ export async function readChangeset(
   opts: { signal?: AbortSignal } = {},
 ): Promise<ReadSummary> {
   const stored = (await stat(file)).size;
+  return readChangesetFrom(createReadStream(file, { highWaterMark: 1 << 20 }), stored, limits, onEntry, opts);
+}
+
+/** readChangeset of the gzip'd bytes `input` streams (destroyed at the end); `stored`: how many there are at most
+ *  (a download's declared size), which bounds the expansion. An error of `input` ends the read as a corrupt stream. */
+export async function readChangesetFrom(
+  input: Readable,
+  stored: number,
+  limits: Limits,
+  onEntry: (e: TarEntry, body: EntryBody) => Promise<void>,
+  opts: { signal?: AbortSignal } = {},
+): Promise<ReadSummary> {
   const bound = expansionBound(stored, limits);
   const why = bound === limits.maxTotalBytes ? 'the limit on uncompressed bytes' : `${limits.maxExpansionRatio}:1 expansion of a ${stored}-byte blob`;
   // Large chunks: each zlib chunk is a round trip to the thread pool, and 16 KiB ones made reading 200 MB take a second.
   const gunzip = createGunzip({ chunkSize: 1 << 20 });
-  const input = createReadStream(file, { highWaterMark: 1 << 20 });
   input.on('error', (err) => gunzip.destroy(err));
   input.pipe(gunzip);
   const it = gunzip[Symbol.asyncIterator]() as AsyncIterator<Buffer>;

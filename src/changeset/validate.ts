@@ -7,13 +7,15 @@
 // Memory is bounded whatever the blob holds: nothing is kept per entry but one small integer per path in `index`
 // (the paths the changeset changes, and those on disk it relies on), charged against `limits.maxIndexBytes`, plus
 // the mtime of each directory entry. xattr values are checked and dropped; the second pass reads them again.
-import { lstat, statfs } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { lstat, stat, statfs } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
 import { bytesNeeded, type DeclaredChangeset } from './declared.js';
 import { ChangesetNoRoomError, ChangesetRejectedError } from './errors.js';
 import { indexBytesPerPath, maxMtimeSec, minMtimeSec, pathMaxBytes, xattrProbeFromBytes, type Limits } from './limits.js';
 import { ancestorsOf, parentOf, relPathProblem } from './paths.js';
 import type { TarEntry } from './tar-format.js';
-import { readChangeset } from './tar-reader.js';
+import { readChangesetFrom } from './tar-reader.js';
 import type { ChangesetKind } from './built-changeset.js';
 import type { ListedFile, ChunkList } from './chunk-list.js';
 import type { TreeRoots } from './tree-roots.js';
@@ -75,9 +77,21 @@ function reject(message: string, entry: string): never {
  *  when the target lacks the space, or the signal's reason when aborted. Writes nothing but the xattr probe's
  *  scratch file in tmpDir (removed). */
 export async function validateChangeset(blobFile: string, o: ValidateOptions): Promise<StagePlan> {
+  const stored = (await stat(blobFile)).size;
+  return validateChangesetStream(createReadStream(blobFile, { highWaterMark: 1 << 20 }), stored, o);
+}
+
+/** validateChangeset of the blob's bytes as `input` streams them (a download on its way); `stored`: the blob's size
+ *  as its record declares it. The same checks, in the same order, and the same plan. */
+export async function validateChangesetStream(input: Readable, stored: number, o: ValidateOptions): Promise<StagePlan> {
   const v = new Validator(o);
-  await v.prepare();
-  await readChangeset(blobFile, o.limits, (e) => v.entry(e), o.signal === undefined ? {} : { signal: o.signal });
+  try {
+    await v.prepare();
+  } catch (err) {
+    input.destroy();
+    throw err;
+  }
+  await readChangesetFrom(input, stored, o.limits, (e) => v.entry(e), o.signal === undefined ? {} : { signal: o.signal });
   await v.finish();
   return v.plan;
 }

@@ -23,7 +23,7 @@ import { rm, statfs } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import PQueue from 'p-queue';
 import {
-  abandonStaging, bytesNeeded, ChangesetRejectedError, defaultLimits, recoverStaging, roomProblem, stageChangeset,
+  abandonStaging, bytesNeeded, ChangesetNoRoomError, ChangesetRejectedError, defaultLimits, recoverStaging, roomProblem, stageChangeset,
   StagePendingError, StageUndoError, stagingLeftBehind, type Limits, type StageIntent, type StageTarget,
 } from '../changeset/index.js';
 import { isEngineUnavailable, specDigest, type DockerRuntime, type TwinSpec, type TwinState } from '../docker/index.js';
@@ -31,6 +31,7 @@ import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/index.js';
 import { BlobDigestMismatchError, BlobMissingError, PackStore, type Bucket, type CommitRecord } from '../store/index.js';
 import { declaredCommitProblem, openChunkedCommit } from './chunked-commit.js';
+import { downloadValidated } from './validated-download.js';
 import type { AppliedState, AppliedStateFile } from './applied-state.js';
 import type { ContainerRuntimeState, ContainerStates } from './container-state.js';
 import type { JournalFollower } from './journal-follower.js';
@@ -475,15 +476,25 @@ export class Stager {
         const slots = isSmallCommit(record) ? this.#smallSlots : this.#slots;
         const ok = await slots.add(async () => {
           if (signal.aborted || this.#frozen) return false;
-          await this.#download(record, blob, signal);
-          if (signal.aborted || this.#frozen) return false;
-          downloaded = true;
+          // The chunk list first: the blob is validated against it as it downloads.
           const chunked = await openChunkedCommit({
             bucket: this.#o.bucket, packs: this.#packs, limits: this.#limits, indexDir: this.#o.chunkIndexDir ?? join(dirname(this.#o.blobDir), 'chunk-index'),
           }, name, twin.id, record, blob);
-          const staging = stageChangeset(blob, record.kind, stageTargetOf(twin, c.spec ?? { volumes: [] }), {
-            limits: this.#limits, log: this.#o.log.child({ container: name }), declared: { ...record.counts, size: record.size }, signal,
+          if (signal.aborted || this.#frozen) return false;
+          const target = stageTargetOf(twin, c.spec ?? { volumes: [] });
+          const log = this.#o.log.child({ container: name });
+          const download = downloadValidated(this.#o.bucket, record, blob, { kind: record.kind, target, limits: this.#limits, chunks: chunked.stage?.list, log, signal });
+          const validated = await this.#untilAborted(download, signal).catch((err: unknown) => {
+            // A verdict of the streamed validation comes once the whole blob was downloaded and matched its digest.
+            if (err instanceof ChangesetRejectedError || err instanceof ChangesetNoRoomError) downloaded = true;
+            throw err;
+          });
+          if (validated === undefined || signal.aborted || this.#frozen) return false;
+          downloaded = true;
+          const staging = stageChangeset(blob, record.kind, target, {
+            limits: this.#limits, log, declared: { ...record.counts, size: record.size }, signal,
             intent, record: recordStaged, beforeWrite, ...(chunked.stage === undefined ? {} : { chunks: chunked.stage }),
+            ...(validated === null ? {} : { validated }),
           }).then(async (r) => {
             // Only a hint for the next commits (every chunk read through it is checked): a failure costs downloads.
             if (!twinStarted) await chunked.adopt().catch((err: unknown) => this.#o.log.warn('cannot save the chunk index', { container: name, err }));
@@ -623,20 +634,23 @@ export class Stager {
     this.#journal.awaitFull(state, name, `commit ${record.seq} (blob ${record.digest.slice(0, 12)}) refused: ${reason}; waiting for a full checkpoint`);
   }
 
-  async #download(record: CommitRecord, file: string, signal: AbortSignal): Promise<void> {
-    const download = this.#o.bucket.downloadBlob(record.digest, record.size, file);
-    if (signal.aborted) return;
+  /** `work`, or the signal's abort, whichever comes first: an abort stops the download (its request and
+   *  validation) soon, not at once, and its file is removed by the caller. */
+  async #untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T | undefined> {
+    if (signal.aborted) {
+      work.catch(() => undefined);
+      return undefined;
+    }
     let onAbort: (() => void) | undefined;
-    const aborted = new Promise<void>((resolve) => {
-      onAbort = resolve;
+    const aborted = new Promise<undefined>((resolve) => {
+      onAbort = () => resolve(undefined);
       signal.addEventListener('abort', onAbort, { once: true });
     });
     try {
-      await Promise.race([download, aborted]);
+      return await Promise.race([work, aborted]);
     } finally {
       if (onAbort) signal.removeEventListener('abort', onAbort);
-      // A download overtaken by the deadline finishes in the background; its file is removed by the caller.
-      download.catch(() => undefined);
+      work.catch(() => undefined);
     }
   }
 }

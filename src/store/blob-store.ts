@@ -19,8 +19,9 @@ export interface BlobStore {
   getBuffer(key: string, maxBytes: number): Promise<Buffer | null>;
   /** Streams the object into `file` (written to a temp name and renamed); false when missing. With `maxBytes`, an
    *  object larger than that throws ObjectTooLargeError as soon as that is known (its announced length, or the first
-   *  byte past it while streaming), never read further, and nothing is left under `file`. */
-  getToFile(key: string, file: string, maxBytes?: number): Promise<boolean>;
+   *  byte past it while streaming), never read further, and nothing is left under `file`. `opts.observe` sees the
+   *  bytes as they arrive; `opts.signal` stops the request (not retried). */
+  getToFile(key: string, file: string, maxBytes?: number, opts?: GetOptions): Promise<boolean>;
   /**
    * Streams bytes [start, start + length) of the object into `file` (temp name, renamed) with one ranged GET (S3
    * `Range: bytes=a-b`). `missing` when there is no such object; `short` when the object ends before the range does
@@ -34,6 +35,8 @@ export interface BlobStore {
    * its retries) at once with its reason.
    */
   getRange(key: string, start: number, length: number, signal?: AbortSignal): Promise<RangeBytes>;
+  /** getRangeToFile's bytes shown to `observe` as they arrive, and written nowhere. */
+  observeRange(key: string, start: number, length: number, observe: BodyObserver): Promise<RangeRead>;
   /** Conditional GET: `unchanged` when the object's ETag still equals `etag`. */
   getIfNoneMatch(
     key: string,
@@ -65,6 +68,31 @@ export interface DeleteManyOptions {
    *  there that its host still owns the newest generation: a retry sent after another host took over could delete
    *  what the new primary names again (a retried request can come many seconds after the first). */
   beforeRequest?: () => Promise<void>;
+}
+
+/** Sees an object's bytes as getToFile streams them, in order, before they are written: the caller hashes and
+ *  validates them on the way instead of reading the file again. */
+export interface BodyObserver {
+  /** Before an attempt's first byte: a retried request starts again from byte 0, what was seen before is void. */
+  start(): void;
+  /** The next bytes; the download waits for the promise (so the observer's pace bounds the download's). */
+  chunk(bytes: Buffer): Promise<void> | undefined;
+}
+
+export interface GetOptions {
+  observe?: BodyObserver;
+  /** Stops the request and the body's stream; an aborted request is not retried. */
+  signal?: AbortSignal;
+}
+
+/** Passes each chunk of `source` to `observe` (awaited) before handing it on: a pipeline stage. */
+export function observed(observe: BodyObserver): (source: AsyncIterable<Buffer>) => AsyncGenerator<Buffer> {
+  return async function* (source) {
+    for await (const chunk of source) {
+      await observe.chunk(chunk);
+      yield chunk;
+    }
+  };
 }
 
 /** An object as a listing shows it. */

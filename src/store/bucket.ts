@@ -3,7 +3,7 @@
 // Everything read back is untrusted: keys are parsed strictly, bodies size-limited, signatures checked against the
 // group's trusted keys (signatures.ts) and bodies parsed with zod. Every small object is written signed by this
 // host's key; blobs need no signature of their own: the signed record names their digest and size.
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { readFile, rename, rm, stat } from 'node:fs/promises';
 
@@ -11,7 +11,7 @@ import { z } from 'zod';
 
 import { TwinlayerError } from '../log/errors.js';
 import { silentLogger, type Logger } from '../log/logger.js';
-import type { BlobStore } from './blob-store.js';
+import type { BlobStore, BodyObserver } from './blob-store.js';
 import type { SignedKind } from './canonical.js';
 import { DeleteGate } from './delete-gate.js';
 import { BlobDigestMismatchError, BlobMissingError, BucketObjectInvalidError, ObjectTooLargeError } from './errors.js';
@@ -59,6 +59,22 @@ export interface GenerationFound {
   generation: Generation;
   claim: Claim | null;
   head: Head | null;
+}
+
+/** Sees one request's bytes of a blob as they arrive (Bucket.downloadBlob), to work on them in the same pass. */
+export interface BlobTap {
+  /** The next bytes; the download waits for the promise, so a tap must bound how long it keeps it waiting. */
+  write(bytes: Buffer): Promise<void> | undefined;
+  /** Every byte was shown, and the blob matched its size and digest. */
+  end(): void;
+  /** What was shown is void (the request failed or was retried, or the blob did not match): nothing more comes. */
+  abort(reason: Error): void;
+}
+
+export interface DownloadOptions {
+  /** A new tap for each request of the blob. */
+  tap?: () => BlobTap;
+  signal?: AbortSignal;
 }
 
 /** What status shows of signatures: the set-up and what was refused. */
@@ -340,37 +356,67 @@ export class Bucket {
   }
 
   /**
-   * Downloads a blob to `file` and checks size and sha256. A mismatching download is discarded and fetched again,
-   * up to blobRetries times, then BlobDigestMismatchError. Transport failures are retried by the store itself.
-   * Nothing appears under `file` unless it matched. The download stops at the first byte past `size` (the record's
-   * word): an object larger than its record says is refused at once, neither read on nor fetched again.
+   * Downloads a blob to `file` and checks size and sha256, hashed as the bytes arrive. A mismatching download is
+   * discarded and fetched again, up to blobRetries times, then BlobDigestMismatchError. Transport failures are retried
+   * by the store itself. Nothing appears under `file` unless it matched. The download stops at the first byte past
+   * `size` (the record's word): an object larger than its record says is refused at once, neither read on nor fetched
+   * again. `opts.tap` is asked for a BlobTap at each request's first byte, which sees that request's bytes; `signal`
+   * stops the download (and the tap).
    */
-  async downloadBlob(digest: Digest, size: number, file: string): Promise<void> {
+  async downloadBlob(digest: Digest, size: number, file: string, opts: DownloadOptions = {}): Promise<void> {
     const key = this.blobKey(digest);
     const tmp = `${file}.dl-${randomBytes(6).toString('hex')}`;
     let got = { digest: '', size: -1 };
+    /** This request's hash, the bytes it saw, and its tap. */
+    let seen: { hash: Hash; bytes: number; tap: BlobTap | null } | null = null;
+    const stop = (reason: Error): void => {
+      seen?.tap?.abort(reason);
+      seen = null;
+    };
+    const observe: BodyObserver = {
+      start: () => {
+        stop(new Error(`the download of ${key} started again from its first byte`));
+        seen = { hash: createHash('sha256'), bytes: 0, tap: opts.tap?.() ?? null };
+      },
+      chunk: (bytes) => {
+        if (seen === null) return undefined;
+        seen.hash.update(bytes);
+        seen.bytes += bytes.length;
+        return seen.tap?.write(bytes);
+      },
+    };
     try {
       for (let attempt = 1; attempt <= this.#blobRetries; attempt++) {
+        seen = null;
         let found: boolean;
         try {
-          found = await this.store.getToFile(key, tmp, size);
+          found = await this.store.getToFile(key, tmp, size, { observe, ...(opts.signal === undefined ? {} : { signal: opts.signal }) });
         } catch (err) {
+          stop(err as Error);
           if (!(err instanceof ObjectTooLargeError)) throw err;
-          const seen = typeof err.context['size'] === 'number' ? err.context['size'] : size + 1;
-          throw new BlobDigestMismatchError(key, { digest, size }, { digest: '(not computed: larger than its record declares)', size: seen }, attempt);
+          const seenSize = typeof err.context['size'] === 'number' ? err.context['size'] : size + 1;
+          throw new BlobDigestMismatchError(key, { digest, size }, { digest: '(not computed: larger than its record declares)', size: seenSize }, attempt);
         }
         if (!found) throw new BlobMissingError(key);
         const actualSize = (await stat(tmp)).size;
-        const actual = actualSize === size ? await sha256File(tmp) : '(not computed: size differs)';
+        const s = seen as { hash: Hash; bytes: number; tap: BlobTap | null } | null;
+        // A store that did not show every byte (a wrapper without the observer) is hashed from the file.
+        const streamed = s !== null && s.bytes === actualSize;
+        const actual = actualSize !== size ? '(not computed: size differs)' : streamed ? s.hash.digest('hex') : await sha256File(tmp);
         if (actualSize === size && actual === digest) {
           await rename(tmp, file);
+          if (streamed) s.tap?.end();
+          else stop(new Error(`the store did not show the bytes of ${key} as they came`));
+          seen = null;
           return;
         }
+        stop(new Error(`${key} does not match its digest`));
         got = { digest: actual, size: actualSize };
         await rm(tmp, { force: true });
         this.#log.warn('blob does not match its digest; fetching again', { key, attempt, expectedSize: size, size: actualSize });
       }
     } finally {
+      stop(new Error(`the download of ${key} ended`));
       await rm(tmp, { force: true });
     }
     throw new BlobDigestMismatchError(key, { digest, size }, got, this.#blobRetries);

@@ -4,10 +4,12 @@
 // atomic even across processes; putIfMatch (check, then rename) is atomic only against writers in this process,
 // whose writes of a key run one at a time.
 import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { copyFile, link, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 
-import { checkRange, type BlobStore, type DeleteManyOptions, type ListedObject, type PutOptions, type RangeBytes, type RangeRead } from './blob-store.js';
+import { checkRange, observed, type BlobStore, type BodyObserver, type DeleteManyOptions, type GetOptions, type ListedObject, type PutOptions, type RangeBytes, type RangeRead } from './blob-store.js';
 import { InvalidKeyError, ObjectTooLargeError } from './errors.js';
 import { KeyedMutex } from './keyed-mutex.js';
 
@@ -121,7 +123,8 @@ export class DirBlobStore implements BlobStore {
     }
   }
 
-  async getToFile(key: string, file: string, maxBytes = Number.MAX_SAFE_INTEGER): Promise<boolean> {
+  async getToFile(key: string, file: string, maxBytes = Number.MAX_SAFE_INTEGER, opts: GetOptions = {}): Promise<boolean> {
+    opts.signal?.throwIfAborted();
     const path = this.#path(key);
     try {
       const st = await stat(path);
@@ -134,7 +137,12 @@ export class DirBlobStore implements BlobStore {
     // Errors from here on are about the destination (or a race with delete) and are reported as they are.
     const tmp = `${file}.part-${randomBytes(6).toString('hex')}`;
     try {
-      await copyFile(path, tmp);
+      if (opts.observe === undefined) {
+        await copyFile(path, tmp);
+      } else {
+        opts.observe.start();
+        await pipeline(createReadStream(path, { highWaterMark: 1 << 20 }), observed(opts.observe), createWriteStream(tmp, { flags: 'wx' }), opts.signal === undefined ? {} : { signal: opts.signal });
+      }
       // It may have grown since the stat.
       const copied = (await stat(tmp)).size;
       if (copied > maxBytes) throw new ObjectTooLargeError(key, copied, maxBytes);
@@ -143,6 +151,33 @@ export class DirBlobStore implements BlobStore {
     } catch (err) {
       await rm(tmp, { force: true });
       throw err;
+    }
+  }
+
+  async observeRange(key: string, start: number, length: number, observe: BodyObserver): Promise<RangeRead> {
+    checkRange(start, length);
+    const path = this.#path(key);
+    let fh;
+    try {
+      fh = await open(path, 'r');
+    } catch (err) {
+      if (missing(err)) return { status: 'missing' };
+      throw err;
+    }
+    try {
+      const size = (await fh.stat()).size;
+      if (start + length > size) return { status: 'short', objectSize: size };
+      observe.start();
+      const buf = Buffer.allocUnsafe(Math.min(length, 1 << 20));
+      for (let at = 0; at < length;) {
+        const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, length - at), start + at);
+        if (bytesRead === 0) return { status: 'short', objectSize: null };
+        await observe.chunk(Buffer.from(buf.subarray(0, bytesRead)));
+        at += bytesRead;
+      }
+      return { status: 'ok' };
+    } finally {
+      await fh.close();
     }
   }
 

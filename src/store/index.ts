@@ -1,6 +1,6 @@
 // The store unit: bucket layout, commit records, head pointer, blob transfer with digest check.
 export { asDigest, asGeneration, asSeq, isDigest, MAX_RECORD_BYTES, MAX_SPEC_BYTES, type Digest, type Generation, type Seq } from './types.js';
-export { defaultRetryPolicy, type BlobStore, type RangeBytes, type RangeRead, type RetryPolicy } from './blob-store.js';
+export { defaultRetryPolicy, type BlobStore, type BodyObserver, type GetOptions, type RangeBytes, type RangeRead, type RetryPolicy } from './blob-store.js';
 export { S3BlobStore, isRetryableS3Error, type S3BlobStoreOptions } from './s3-blob-store.js';
 export { DirBlobStore } from './dir-blob-store.js';
 export { PackStore, type PackStoreOptions, type PackUploadStats } from './pack-store.js';
@@ -29,10 +29,12 @@ export {
   MAX_KEYS_PAST_HEAD,
   MAX_UNSIGNED_GENERATIONS,
   REFUSED_GENERATION_SKIP,
+  type BlobTap,
   type BoundedListing,
   type BucketOptions,
   type ClaimOutcome,
   type DivergentItem,
+  type DownloadOptions,
   type GenerationFound,
   type HeadRead,
   type JournalItem,

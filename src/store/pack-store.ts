@@ -22,7 +22,7 @@ import { deflateRawSync, gunzip as gunzipCb, gzip as gzipCb, gzipSync } from 'no
 import { z } from 'zod';
 import { maxStoredChunkBytes, type ChunkedFile, type ChunkPlace, type ChunkSink, type PackEntry, type PackRange } from '../changeset/index.js';
 import { silentLogger, type Logger } from '../log/logger.js';
-import type { BlobStore } from './blob-store.js';
+import type { BlobStore, BodyObserver } from './blob-store.js';
 import type { DeleteGate } from './delete-gate.js';
 import { BlobDigestMismatchError, BlobMissingError } from './errors.js';
 import type { KeyLayout } from './keys.js';
@@ -529,16 +529,23 @@ export class PackStore {
     const key = this.#layout.packKey(asDigest(range.pack));
     let bad: Mismatch = { digest: range.entries[0]?.digest ?? '', size: -1, got: { digest: '', size: -1 } };
     for (let attempt = 1; attempt <= this.#retries; attempt++) {
-      const tmp = `${file}.pack-${randomBytes(6).toString('hex')}`;
+      // Each chunk inflated and checked as its stored bytes arrive, straight into `file`: the range itself is never
+      // written, nor read back.
+      const inflater = await RangeInflater.open(range, file);
+      let ok = false;
       try {
-        const got = await this.#store.getRangeToFile(key, range.start, range.length, tmp);
+        const got = await this.#store.observeRange(key, range.start, range.length, inflater);
         if (got.status === 'missing') throw new BlobMissingError(key);
         if (got.status === 'short') return { status: 'short', packSize: got.objectSize };
-        const mismatch = await inflateRange(tmp, range, file);
-        if (mismatch === null) return { status: 'ok' };
+        const mismatch = await inflater.finish();
+        if (mismatch === null) {
+          ok = true;
+          return { status: 'ok' };
+        }
         bad = mismatch;
       } finally {
-        await rm(tmp, { force: true });
+        await inflater.close();
+        if (!ok) await rm(file, { force: true });
       }
       this.#log.warn('a chunk of a pack does not match its digest; fetching again', { key, attempt, chunk: bad.digest, expectedSize: bad.size, size: bad.got.size });
     }
@@ -572,29 +579,84 @@ async function inflateEntry(stored: Buffer, bytesRead: number, e: PackEntry): Pr
   return bytes.length === e.size && actual === e.digest ? bytes : miss(actual, bytes.length);
 }
 
-/** Inflates each entry of `range` (read from `rangeFile`) into `out`; null when all matched, else the first mismatch
- *  (and `out` is removed). */
-async function inflateRange(rangeFile: string, range: PackRange, out: string): Promise<Mismatch | null> {
-  const src = await open(rangeFile, 'r');
-  let dst: FileHandle | null = null;
-  let ok = false;
-  try {
-    dst = await open(out, 'wx', 0o600);
-    let pos = 0;
-    for (const e of range.entries) {
-      const stored = Buffer.allocUnsafe(e.stored);
-      const { bytesRead } = await src.read(stored, 0, e.stored, e.offset - range.start);
-      const bytes = await inflateEntry(stored, bytesRead, e);
-      if (!Buffer.isBuffer(bytes)) return bytes;
-      let off = 0;
-      while (off < bytes.length) off += (await dst.write(bytes, off, bytes.length - off, pos + off)).bytesWritten;
-      pos += bytes.length;
+/** A range's bytes as they arrive (a BodyObserver): each entry's stored bytes gathered (one chunk's at most), inflated,
+ *  checked against its length and digest and written into `out` back to back; the bytes between entries dropped.
+ *  A request started again writes from the start again. */
+class RangeInflater implements BodyObserver {
+  readonly #range: PackRange;
+  readonly #out: FileHandle;
+  /** Bytes of the range seen, the entry being gathered, its stored bytes so far, and where it goes in `out`. */
+  #pos = 0;
+  #entry = 0;
+  #stored: Buffer | null = null;
+  #have = 0;
+  #outPos = 0;
+  #mismatch: Mismatch | null = null;
+
+  private constructor(range: PackRange, out: FileHandle) {
+    this.#range = range;
+    this.#out = out;
+  }
+
+  static async open(range: PackRange, out: string): Promise<RangeInflater> {
+    return new RangeInflater(range, await open(out, 'wx', 0o600));
+  }
+
+  start(): void {
+    this.#pos = 0;
+    this.#entry = 0;
+    this.#stored = null;
+    this.#have = 0;
+    this.#outPos = 0;
+    this.#mismatch = null;
+  }
+
+  async chunk(bytes: Buffer): Promise<void> {
+    let off = 0;
+    while (off < bytes.length && this.#mismatch === null) {
+      const e = this.#range.entries[this.#entry];
+      if (e === undefined) break;
+      const at = e.offset - this.#range.start;
+      if (this.#pos < at) {
+        const gap = Math.min(at - this.#pos, bytes.length - off);
+        this.#pos += gap;
+        off += gap;
+        continue;
+      }
+      this.#stored ??= Buffer.allocUnsafe(e.stored);
+      const n = Math.min(e.stored - this.#have, bytes.length - off);
+      bytes.copy(this.#stored, this.#have, off, off + n);
+      this.#have += n;
+      this.#pos += n;
+      off += n;
+      if (this.#have < e.stored) continue;
+      const inflated = await inflateEntry(this.#stored, this.#have, e);
+      this.#stored = null;
+      this.#have = 0;
+      this.#entry++;
+      if (!Buffer.isBuffer(inflated)) {
+        // The rest is not looked at: the range is fetched again.
+        this.#mismatch = inflated;
+        break;
+      }
+      let w = 0;
+      while (w < inflated.length) w += (await this.#out.write(inflated, w, inflated.length - w, this.#outPos + w)).bytesWritten;
+      this.#outPos += inflated.length;
     }
-    ok = true;
+    this.#pos += bytes.length - off;
+  }
+
+  /** Null when every entry came and matched, else the first that did not. */
+  async finish(): Promise<Mismatch | null> {
+    if (this.#mismatch !== null) return this.#mismatch;
+    const e = this.#range.entries[this.#entry];
+    if (e !== undefined) return { digest: e.digest, size: e.size, got: { digest: `(not computed: ${this.#have} of ${e.stored} stored bytes)`, size: -1 } };
+    // A request started again over a longer first try leaves nothing past the end.
+    await this.#out.truncate(this.#outPos);
     return null;
-  } finally {
-    await src.close();
-    await dst?.close();
-    if (!ok) await rm(out, { force: true });
+  }
+
+  async close(): Promise<void> {
+    await this.#out.close();
   }
 }

@@ -23,7 +23,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { TwinlayerError } from '../log/errors.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import type { BucketRequestKind, Metrics } from '../metrics/index.js';
-import { checkRange, defaultRetryPolicy, type BlobStore, type DeleteManyOptions, type ListedObject, type PutOptions, type RangeBytes, type RangeRead, type RetryPolicy } from './blob-store.js';
+import { checkRange, defaultRetryPolicy, observed, type BlobStore, type BodyObserver, type DeleteManyOptions, type GetOptions, type ListedObject, type PutOptions, type RangeBytes, type RangeRead, type RetryPolicy } from './blob-store.js';
 import { BucketMissingError, ObjectTooLargeError, StoreRequestError, StoreUnreachableError } from './errors.js';
 import { checkRetryPolicy, withRetries } from './retry.js';
 
@@ -438,12 +438,14 @@ export class S3BlobStore implements BlobStore {
     return r.status === 'ok' ? r.body : null;
   }
 
-  async getToFile(key: string, file: string, maxBytes = Number.MAX_SAFE_INTEGER): Promise<boolean> {
+  async getToFile(key: string, file: string, maxBytes = Number.MAX_SAFE_INTEGER, opts: GetOptions = {}): Promise<boolean> {
+    const { signal } = opts;
     return this.#request('get', key, async () => {
+      signal?.throwIfAborted();
       let out;
       try {
         this.#count('GET');
-        out = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+        out = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }), signal === undefined ? {} : { abortSignal: signal });
       } catch (err) {
         if (isNotFound(err) && !isNoSuchBucket(err)) return false;
         throw err;
@@ -454,12 +456,31 @@ export class S3BlobStore implements BlobStore {
         throw new ObjectTooLargeError(key, out.ContentLength, maxBytes);
       }
       // Cut off at the first byte past maxBytes, whatever the server announced.
-      await this.#bodyToFile(stream, key, file, maxBytes, out.ContentLength);
+      await this.#bodyToFile(stream, key, file, maxBytes, out.ContentLength, opts);
       return true;
-    });
+    }, (err) => signal?.aborted !== true && isRetryableS3Error(err));
   }
 
   async getRangeToFile(key: string, start: number, length: number, file: string): Promise<RangeRead> {
+    return this.#range(key, start, length, (stream) => this.#bodyToFile(stream, key, file, length, length));
+  }
+
+  async observeRange(key: string, start: number, length: number, observe: BodyObserver): Promise<RangeRead> {
+    return this.#range(key, start, length, async (stream) => {
+      const counter = byteLimiter(length, key);
+      observe.start();
+      await pipeline(stream, counter, observed(observe), async (source: AsyncIterable<Buffer>) => {
+        for await (const _ of source) {
+          // observed: nothing kept
+        }
+      });
+      if (counter.bytes !== length) throw Object.assign(new Error(`short body: ${counter.bytes} of ${length} bytes`), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+      this.#metrics?.bucketBytes('down', counter.bytes);
+    });
+  }
+
+  /** One ranged GET per attempt; `body` takes the body of a complete answer. */
+  async #range(key: string, start: number, length: number, body: (stream: Readable) => Promise<void>): Promise<RangeRead> {
     checkRange(start, length);
     return this.#request('get-range', key, async (): Promise<RangeRead> => {
       const got = await this.#openRange(key, start, length);
@@ -468,7 +489,11 @@ export class S3BlobStore implements BlobStore {
         got.stream.destroy();
         return { status: 'short', objectSize: got.objectSize };
       }
-      await this.#bodyToFile(got.stream, key, file, length, length);
+      try {
+        await body(got.stream);
+      } finally {
+        got.stream.destroy();
+      }
       return { status: 'ok' };
     });
   }
@@ -521,11 +546,17 @@ export class S3BlobStore implements BlobStore {
 
   /** Streams a GET's body into `file`, written beside it and renamed (a half download never appears under `file`):
    *  cut off past `limit` bytes, and a body other than `expected` bytes (when known) is a premature close. */
-  async #bodyToFile(stream: Readable, key: string, file: string, limit: number, expected: number | undefined): Promise<void> {
+  async #bodyToFile(stream: Readable, key: string, file: string, limit: number, expected: number | undefined, opts: GetOptions = {}): Promise<void> {
     const tmp = `${file}.part-${randomBytes(6).toString('hex')}`;
     try {
       const counter = byteLimiter(limit, key);
-      await pipeline(stream, counter, createWriteStream(tmp));
+      const signal = opts.signal === undefined ? {} : { signal: opts.signal };
+      if (opts.observe === undefined) {
+        await pipeline(stream, counter, createWriteStream(tmp), signal);
+      } else {
+        opts.observe.start();
+        await pipeline(stream, counter, observed(opts.observe), createWriteStream(tmp), signal);
+      }
       if (expected !== undefined && counter.bytes !== expected) {
         throw Object.assign(new Error(`short body: ${counter.bytes} of ${expected} bytes`), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
       }

@@ -145,6 +145,41 @@ for (const impl of impls) {
       await assert.rejects(store.getRange('c/ranged-mem', 0, 0), TypeError);
     });
 
+    it('shows a byte range, and a whole file, to an observer as they arrive', async () => {
+      const body = randomBytes(2 * 1024 * 1024 + 9);
+      await store.put('c/seen', body);
+      const seen = (): { observe: { start(): void; chunk(b: Buffer): undefined }; bytes(): Buffer; starts(): number } => {
+        let parts: Buffer[] = [];
+        let starts = 0;
+        return {
+          observe: {
+            start: () => {
+              starts++;
+              parts = [];
+            },
+            chunk: (b) => void parts.push(Buffer.from(b)),
+          },
+          bytes: () => Buffer.concat(parts),
+          starts: () => starts,
+        };
+      };
+      const r = seen();
+      assert.deepEqual(await store.observeRange('c/seen', 1000, 1_500_000, r.observe), { status: 'ok' });
+      assert.ok(r.bytes().equals(body.subarray(1000, 1_501_000)));
+      assert.equal(r.starts(), 1);
+      assert.equal((await store.observeRange('c/seen', body.length - 10, 11, seen().observe)).status, 'short');
+      assert.deepEqual(await store.observeRange('c/none', 0, 10, seen().observe), { status: 'missing' });
+      const w = seen();
+      const dest = join(work, 'seen.bin');
+      assert.equal(await store.getToFile('c/seen', dest, undefined, { observe: w.observe }), true);
+      assert.ok(w.bytes().equals(body));
+      assert.ok((await readFile(dest)).equals(body));
+      await rm(dest);
+      // An aborted signal stops the read before anything is written.
+      await assert.rejects(store.getToFile('c/seen', dest, undefined, { signal: AbortSignal.abort() }));
+      assert.deepEqual((await readdir(work)).filter((f) => f.startsWith('seen')), []);
+    });
+
     it('answers conditional GETs: missing, ok with an ETag, unchanged, ok again after a change', async () => {
       assert.deepEqual(await store.getIfNoneMatch('c/head', undefined, 1024), { status: 'missing' });
       await store.put('c/head', Buffer.from('{"seq":1}'));

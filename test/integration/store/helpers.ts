@@ -5,6 +5,8 @@ import { createLogger } from '../../../src/log/logger.js';
 import {
   asDigest,
   type BlobStore,
+  type BodyObserver,
+  type GetOptions,
   type DeleteManyOptions,
   type CommitRecord,
   type Generation,
@@ -93,11 +95,11 @@ export class WrappedStore implements BlobStore {
     this.keysRead.push(key);
     return this.inner.getBuffer(key, maxBytes);
   }
-  async getToFile(key: string, file: string, maxBytes?: number): Promise<boolean> {
+  async getToFile(key: string, file: string, maxBytes?: number, opts?: GetOptions): Promise<boolean> {
     this.keysRead.push(key);
     this.getToFileCalls++;
     await this.beforeGetToFile?.(key, this.getToFileCalls);
-    return this.inner.getToFile(key, file, maxBytes);
+    return this.inner.getToFile(key, file, maxBytes, opts);
   }
   /** Ranged reads: each is recorded in keysRead (the key) and in ranges. */
   readonly ranges: Array<{ key: string; start: number; length: number }> = [];
@@ -111,6 +113,11 @@ export class WrappedStore implements BlobStore {
     this.ranges.push({ key, start, length });
     await this.beforeGetRange?.(key, start);
     return this.inner.getRange(key, start, length, signal);
+  }
+  observeRange(key: string, start: number, length: number, observe: BodyObserver) {
+    this.keysRead.push(key);
+    this.ranges.push({ key, start, length });
+    return this.inner.observeRange(key, start, length, observe);
   }
   getIfNoneMatch(key: string, etag: string | undefined, maxBytes: number) {
     this.keysRead.push(key);

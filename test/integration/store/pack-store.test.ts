@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { coalesce, placeChunks, type ChunkedFile, type PackRange } from '../../../src/changeset/index.js';
-import { asDigest, BlobDigestMismatchError, BlobMissingError, DirBlobStore, KeyLayout, PackStore } from '../../../src/store/index.js';
+import { asDigest, BlobDigestMismatchError, BlobMissingError, DirBlobStore, KeyLayout, PackStore, type BodyObserver } from '../../../src/store/index.js';
 import { WrappedStore } from './helpers.js';
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
@@ -171,6 +171,23 @@ describe('pack store', () => {
       assert.ok(range !== undefined && range.entries.length === 5, 'neighbours make one range');
       assert.deepEqual(await ps.fetchRange(range, join(dir, 'out')), { status: 'ok' });
       assert.deepEqual(await readFile(join(dir, 'out')), Buffer.concat(chunks));
+      // Bytes that come in small pieces, a request started again halfway, and gaps between the chunks asked for.
+      const pieces = new Proxy(inner, {
+        get: (target, prop, receiver) => prop !== 'getRange' ? Reflect.get(target, prop, receiver) as unknown
+          : async (key: string, start: number, length: number, observe: BodyObserver) => {
+            const whole = (await inner.getBuffer(key, 1 << 20))!.subarray(start, start + length);
+            for (const upTo of [Math.floor(length / 2), length]) {
+              observe.start();
+              for (let at = 0; at < upTo; at += 777) await observe.chunk(whole.subarray(at, Math.min(upTo, at + 777)));
+            }
+            return { status: 'ok' };
+          },
+      });
+      const [gappy] = coalesce(pack, [entries[0]!, entries[2]!, entries[4]!], 1 << 20, 1 << 20);
+      assert.ok(gappy !== undefined && gappy.entries.length === 3, 'one range over the gaps');
+      assert.deepEqual(await new PackStore(pieces, layout).fetchRange(gappy, join(dir, 'gappy')), { status: 'ok' });
+      assert.deepEqual(await readFile(join(dir, 'gappy')), Buffer.concat([chunks[0]!, chunks[2]!, chunks[4]!]));
+      await rm(join(dir, 'gappy'));
       const elsewhere: PackRange = { ...range, pack: sha(Buffer.from('none')) };
       await assert.rejects(ps.fetchRange(elsewhere, join(dir, 'missing')), BlobMissingError);
       const packSize = range.start + range.length;
