@@ -173,7 +173,7 @@ describe('pack store', () => {
       assert.deepEqual(await readFile(join(dir, 'out')), Buffer.concat(chunks));
       // Bytes that come in small pieces, a request started again halfway, and gaps between the chunks asked for.
       const pieces = new Proxy(inner, {
-        get: (target, prop, receiver) => prop !== 'getRange' ? Reflect.get(target, prop, receiver) as unknown
+        get: (target, prop, receiver) => prop !== 'observeRange' ? Reflect.get(target, prop, receiver) as unknown
           : async (key: string, start: number, length: number, observe: BodyObserver) => {
             const whole = (await inner.getBuffer(key, 1 << 20))!.subarray(start, start + length);
             for (const upTo of [Math.floor(length / 2), length]) {
