@@ -7,7 +7,7 @@
 // manifest says what they are. Nothing is trusted: JSON is zod-parsed, paths are resolved inside the archive, and
 // the caller checks the result against the image's identity (verifyArchive) before anything is uploaded.
 import { createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { Readable, Transform, Writable } from 'node:stream';
@@ -98,19 +98,6 @@ function hashTap(): Transform & { digest: () => string; bytes: () => number } {
   return Object.assign(t, { digest: () => `sha256:${hash.digest('hex')}`, bytes: () => n });
 }
 
-/** A pass-through that also writes what passes to `out`, waiting for it when it is behind. */
-function teeTo(out: Writable): Transform {
-  return new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      if (out.write(chunk)) cb(null, chunk);
-      else out.once('drain', () => cb(null, chunk));
-    },
-    flush(cb) {
-      out.end(() => cb());
-    },
-  });
-}
-
 /** The first bytes of a stream, and the stream with them put back. */
 async function peek(source: AsyncIterable<Buffer>, want: number): Promise<{ head: Buffer; rest: AsyncIterable<Buffer> }> {
   const it = source[Symbol.asyncIterator]();
@@ -132,7 +119,8 @@ async function peek(source: AsyncIterable<Buffer>, want: number): Promise<{ head
 
 /**
  * One layer's bytes as the archive holds them into `file`, gzip'd: a plain tar is hashed and gzip'd, a gzip'd one is
- * kept as it is and hashed through gunzip. The diff id is the sha256 of the tar either way.
+ * written as it is, then read back through gunzip to hash it. The diff id is the sha256 of the tar either way. Every
+ * stream is inside a pipeline, so a failed write (ENOSPC) rejects and closes them all.
  */
 export async function gzipLayer(source: AsyncIterable<Buffer>, file: string, context: ErrorContext, signal?: AbortSignal): Promise<Omit<ArchiveLayer, 'file'>> {
   const { head, rest } = await peek(source, zstdMagic.length);
@@ -144,8 +132,8 @@ export async function gzipLayer(source: AsyncIterable<Buffer>, file: string, con
     if (head.subarray(0, gzipMagic.length).equals(gzipMagic)) {
       const stored = hashTap();
       const tar = hashTap();
-      const out = createWriteStream(file);
-      await pipeline(rest, stored, teeTo(out), createGunzip(), tar, new Writable({ write: (_c, _e, cb) => cb() }), opts);
+      await pipeline(rest, stored, createWriteStream(file), opts);
+      await pipeline(createReadStream(file), createGunzip(), tar, new Writable({ write: (_c, _e, cb) => cb() }), opts);
       return { diffId: tar.digest(), gzBytes: stored.bytes(), tarBytes: tar.bytes(), compression: 'gzip' };
     }
     const tar = hashTap();

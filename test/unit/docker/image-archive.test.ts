@@ -4,7 +4,7 @@
 import { after, before, describe, it } from 'node:test';
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { PassThrough } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { create } from 'tar';
 import { archiveMismatch, ImageArchiveError, readImageArchive, verifyArchive, type SavedImage } from '../../../src/docker/index.js';
+import { gzipLayer } from '../../../src/docker/image-archive.js';
 
 const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const hex = (b: Buffer): string => sha(b).slice('sha256:'.length);
@@ -191,6 +192,23 @@ describe('readImageArchive', () => {
     await assert.rejects(readImageArchive(stream, { dir: await scratch(), signal: ac.signal }), /stopping/);
     assert.ok(stream.destroyed);
   });
+});
+
+describe('gzipLayer', () => {
+  // A link to /dev/full: every write fails with ENOSPC, and the link (not the device) is what a failure removes.
+  for (const [what, bytes] of [['a plain tar', async () => layerTar('p')], ['a gzip\'d tar', async () => gzipSync(await layerTar('g'))]] as const) {
+    it(`rejects when its file cannot be written (ENOSPC), ${what}, and leaves no file open`, async () => {
+      assert.ok((await stat('/dev/full')).isCharacterDevice(), '/dev/full is the device (something replaced it with a file)');
+      const dir = await scratch();
+      const file = join(dir, 'layer.tar.gz');
+      await symlink('/dev/full', file);
+      const body = await bytes();
+      const fds = (await readdir('/proc/self/fd')).length;
+      await assert.rejects(gzipLayer(PassThrough.from([body]) as AsyncIterable<Buffer>, file, { path: 'x' }), (err: unknown) => err instanceof ImageArchiveError && /ENOSPC|no space/i.test(err.message));
+      await delay(50);
+      assert.equal((await readdir('/proc/self/fd')).length, fds, 'no file descriptor is left open');
+    });
+  }
 });
 
 describe('archiveMismatch', () => {
