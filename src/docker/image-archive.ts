@@ -258,13 +258,17 @@ function lookup(held: ReadonlyMap<string, Held>, path: string, context: ErrorCon
   throw new ImageArchiveError(`the saved image links ${JSON.stringify(path)} in a loop`, { ...context, path }, { permanent: true });
 }
 
-function parseJson<T>(bytes: Buffer, schema: z.ZodType<T>, what: string, context: ErrorContext): T {
-  let raw: unknown;
+/** JSON of the archive, or a permanent refusal: the same save gives the same bytes. */
+function jsonOf(bytes: Buffer, what: string, context: ErrorContext): unknown {
   try {
-    raw = JSON.parse(bytes.toString('utf8'));
+    return JSON.parse(bytes.toString('utf8'));
   } catch (err) {
     throw new ImageArchiveError(`${what} of the saved image is not JSON`, context, { permanent: true, cause: err });
   }
+}
+
+function parseJson<T>(bytes: Buffer, schema: z.ZodType<T>, what: string, context: ErrorContext): T {
+  const raw = jsonOf(bytes, what, context);
   const parsed = schema.safeParse(raw);
   if (!parsed.success) throw new ImageArchiveError(`${what} of the saved image is not what Docker writes: ${parsed.error.issues[0]?.message ?? 'invalid'}`, context, { permanent: true });
   return parsed.data;
@@ -300,7 +304,7 @@ function manifestOf(held: ReadonlyMap<string, Held>, context: ErrorContext): { c
       if (!held.has(blobPath(d.digest))) continue; // another platform's, not saved
       const bytes = small(blobPath(d.digest));
       if (sha256(bytes) !== d.digest) throw new ImageArchiveError(`blob ${d.digest} of the saved image has another digest`, context, { permanent: true });
-      const m = ociManifestSchema.safeParse(JSON.parse(bytes.toString('utf8')));
+      const m = ociManifestSchema.safeParse(jsonOf(bytes, `blob ${d.digest}`, context));
       if (m.success) found.push(m.data);
       else next.push(...parseJson(bytes, ociIndexSchema, `index ${d.digest}`, context).manifests);
     }

@@ -161,6 +161,15 @@ describe('readImageArchive', () => {
     await assert.rejects(readImageArchive(await archiveOf(dir), { dir: await scratch() }), /manifest.json of the saved image is not what Docker writes/);
   });
 
+  it('refuses for good an OCI manifest blob that is not JSON', async () => {
+    const dir = await scratch();
+    const bad = Buffer.from('{ not json');
+    await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+    await writeFile(join(dir, 'blobs', 'sha256', hex(bad)), bad);
+    await writeFile(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{ digest: sha(bad), size: bad.length }] }));
+    await assert.rejects(readImageArchive(await archiveOf(dir), { dir: await scratch() }), (err: unknown) => err instanceof ImageArchiveError && err.permanent && /is not JSON/.test(err.message));
+  });
+
   it('bounds the entries and the small files it holds', async () => {
     const { dir } = await legacyArchive();
     await assert.rejects(readImageArchive(await archiveOf(dir), { dir: await scratch(), maxEntries: 3 }), /more than 3 entries/);
