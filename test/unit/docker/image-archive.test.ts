@@ -8,8 +8,8 @@ import { mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile } from 
 import { tmpdir } from 'node:os';
 import { PassThrough } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
-import { join } from 'node:path';
-import { gunzipSync, gzipSync } from 'node:zlib';
+import { dirname, join } from 'node:path';
+import { crc32, gunzipSync, gzipSync } from 'node:zlib';
 import { create } from 'tar';
 import { archiveMismatch, ImageArchiveError, readImageArchive, verifyArchive, type SavedImage } from '../../../src/docker/index.js';
 import { gzipLayer } from '../../../src/docker/image-archive.js';
@@ -204,6 +204,40 @@ describe('readImageArchive', () => {
 });
 
 describe('gzipLayer', () => {
+  /** Whether the trailer of `gz` (its last 8 bytes) has the whole tar's CRC32 and ISIZE: the standby checks ISIZE; a
+   *  second member or bytes after the member leave a trailer that is not the whole's. */
+  function oneMemberFor(gz: Buffer, tar: Buffer): boolean {
+    return gz.readUInt32LE(gz.length - 8) === crc32(tar) && gz.readUInt32LE(gz.length - 4) === tar.length % 2 ** 32;
+  }
+
+  for (const [what, make] of [
+    ['two gzip members (eStargz, bgzip)', (tar: Buffer) => Buffer.concat([gzipSync(tar.subarray(0, 1000)), gzipSync(tar.subarray(1000))])],
+    ['bytes after its gzip member', (tar: Buffer) => Buffer.concat([gzipSync(tar), Buffer.alloc(64)])],
+  ] as const) {
+    it(`gzips again a layer of ${what}: one member, its trailer the whole tar's, gunzipping to the diff id`, async () => {
+      const tar = await layerTar('m');
+      const came = make(tar);
+      assert.ok(!oneMemberFor(came, tar), 'the layer as it came is not one member that fits');
+      const file = join(await scratch(), 'layer.tar.gz');
+      const got = await gzipLayer(PassThrough.from([came]) as AsyncIterable<Buffer>, file, {});
+      const stored = await readFile(file);
+      assert.equal(got.diffId, sha(tar));
+      assert.equal(got.tarBytes, tar.length);
+      assert.equal(got.gzBytes, stored.length);
+      assert.ok(oneMemberFor(stored, tar), 'the stored layer is one member whose trailer fits');
+      assert.equal(sha(gunzipSync(stored)), got.diffId);
+      assert.deepEqual(await readdir(dirname(file)), ['layer.tar.gz'], 'no temp file is left');
+    });
+  }
+
+  it('keeps a single-member gzip layer byte for byte', async () => {
+    const tar = await layerTar('k');
+    const came = gzipSync(tar, { level: 1 });
+    const file = join(await scratch(), 'layer.tar.gz');
+    await gzipLayer(PassThrough.from([came]) as AsyncIterable<Buffer>, file, {});
+    assert.ok((await readFile(file)).equals(came));
+  });
+
   // A link to /dev/full: every write fails with ENOSPC, and the link (not the device) is what a failure removes.
   for (const [what, bytes] of [['a plain tar', async () => layerTar('p')], ['a gzip\'d tar', async () => gzipSync(await layerTar('g'))]] as const) {
     it(`rejects when its file cannot be written (ENOSPC), ${what}, and leaves no file open`, async () => {
