@@ -220,10 +220,6 @@ export class Pusher {
     // A fenced writer must not replace the group's specs either (the agent's fence; a no-op for `push`).
     await this.#opts.beforePublish?.();
     await bucket.putSpec(container.name, spec);
-    if (this.#images !== null) {
-      if (spec.imageIdentity === undefined) log.warn('the image\'s identity is not known; it is not shipped to the bucket', { container: container.name, imageId: spec.imageId });
-      else this.#images.want(container.name, spec.imageId, spec.imageIdentity);
-    }
     const digestOfSpec = asDigest(specDigest(spec));
     const recovered = await this.#recoverShipped(container.name, container.id, generation, journal, digestOfSpec);
     const { shipped, needFull } = forceFull ? { shipped: undefined, needFull: true } : recovered;
@@ -284,6 +280,11 @@ export class Pusher {
     }
     const watcher: Pick<UpperWatch, 'close'> = { close: async () => { await Promise.all(watches.map((w) => w.close())); } };
     this.#watched.set(container.name, { container, replicator, collector, watcher });
+    // Only once watched: #unprotect (which releases it) then knows the container, whatever failed before.
+    if (this.#images !== null) {
+      if (spec.imageIdentity === undefined) log.warn('the image\'s identity is not known; it is not shipped to the bucket', { container: container.name, imageId: spec.imageId });
+      else this.#images.want(container.name, spec.imageId, spec.imageIdentity);
+    }
     log.info('protecting', { container: container.name, upperDir: upper, volumes: container.volumes.map((v) => `${v.name}:${v.destination}`), firstSync: needFull ? 'full' : 'reconcile' });
     collector.addReconcile();
     collector.flush();
