@@ -220,7 +220,7 @@ export class ImageShipper {
     await rm(work, { recursive: true, force: true });
     await mkdir(work, { recursive: true, mode: 0o700 });
     try {
-      const saved = await readImageArchive(await this.#o.runtime.saveImage(imageId), { dir: work, signal, imageId });
+      const saved = await readImageArchive(await this.#o.runtime.saveImage(imageId, { signal }), { dir: work, signal, imageId });
       verifyArchive(saved, identity, { imageId });
       let uploaded = 0;
       let bytes = 0;

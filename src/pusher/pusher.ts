@@ -449,7 +449,8 @@ export class Pusher {
   async halt(): Promise<void> {
     this.#stopped = true;
     this.#stopGc();
-    await this.#stopImages();
+    // Aborted now, awaited last: the other timers and watchers stop meanwhile, whatever an image save still holds.
+    const images = this.#stopImages();
     this.#unreport?.();
     this.#unreport = null;
     for (const t of this.#timers) clearInterval(t);
@@ -461,6 +462,7 @@ export class Pusher {
       await w.replicator.close();
     }
     this.#watched.clear();
+    await images;
     await this.#journal?.close();
     // A halted pusher is no longer this host's pusher: `twinlayer status` must not show its last figures as current.
     await rm(this.statusFile, { force: true });
@@ -470,7 +472,8 @@ export class Pusher {
   async stop(deadlineMs = 10_000): Promise<void> {
     this.#stopped = true;
     this.#stopGc();
-    await this.#stopImages();
+    // Aborted now, awaited last: the other timers and watchers stop meanwhile, whatever an image save still holds.
+    const images = this.#stopImages();
     this.#unreport?.();
     this.#unreport = null;
     for (const t of this.#timers) clearInterval(t);
@@ -489,6 +492,7 @@ export class Pusher {
       await w.replicator.close();
     }
     this.#watched.clear();
+    await images;
     // Last: the replicators' publishes are done; this ends the background head retry.
     await this.#journal?.close();
   }
