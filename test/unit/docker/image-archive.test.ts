@@ -230,6 +230,16 @@ describe('gzipLayer', () => {
     });
   }
 
+  it('rejects a gzip layer that does not gunzip, removes its file and leaves no file open', async () => {
+    const file = join(await scratch(), 'layer.tar.gz');
+    const bad = Buffer.concat([gzipSync(await layerTar('c')).subarray(0, 40), Buffer.alloc(4096, 0xff)]);
+    const fds = (await readdir('/proc/self/fd')).length;
+    await assert.rejects(gzipLayer(PassThrough.from([bad]) as AsyncIterable<Buffer>, file, {}), (err: unknown) => err instanceof ImageArchiveError && !err.permanent);
+    await delay(50);
+    assert.equal((await readdir('/proc/self/fd')).length, fds, 'no file descriptor is left open');
+    assert.deepEqual(await readdir(dirname(file)), []);
+  });
+
   it('keeps a single-member gzip layer byte for byte', async () => {
     const tar = await layerTar('k');
     const came = gzipSync(tar, { level: 1 });
