@@ -7,12 +7,12 @@
 // manifest says what they are. Nothing is trusted: JSON is zod-parsed, paths are resolved inside the archive, and
 // the caller checks the result against the image's identity (verifyArchive) before anything is uploaded.
 import { createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { open, rename, rm } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { Readable, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip, createGzip } from 'node:zlib';
+import { crc32, createGunzip, createGzip } from 'node:zlib';
 import { Parser, type ReadEntry } from 'tar';
 import { z } from 'zod';
 import { TwinlayerError, type ErrorContext } from '../log/errors.js';
@@ -39,7 +39,7 @@ export interface ArchiveLayer {
   gzBytes: number;
   /** Bytes of the uncompressed tar. */
   tarBytes: number;
-  /** How the archive held it: a gzip'd layer is kept as it came. */
+  /** How the archive held it: a gzip'd layer is kept as it came when it is one member whose trailer fits the tar. */
   compression: LayerCompression;
 }
 
@@ -84,31 +84,35 @@ function sha256(bytes: Buffer): string {
   return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 }
 
-/** A pass-through that hashes and counts what passes. */
-function hashTap(): Transform & { digest: () => string; bytes: () => number } {
+/** A pass-through that hashes (sha256 and crc32) and counts what passes. */
+function hashTap(): Transform & { digest: () => string; bytes: () => number; crc: () => number } {
   const hash = createHash('sha256');
   let n = 0;
+  let c = 0;
   const t = new Transform({
     transform(chunk: Buffer, _enc, cb) {
       hash.update(chunk);
+      c = crc32(chunk, c);
       n += chunk.length;
       cb(null, chunk);
     },
   });
-  return Object.assign(t, { digest: () => `sha256:${hash.digest('hex')}`, bytes: () => n });
+  return Object.assign(t, { digest: () => `sha256:${hash.digest('hex')}`, bytes: () => n, crc: () => c });
 }
 
-/** A pass-through that also writes what passes to `out`, waiting for it when it is behind. */
-function teeTo(out: Writable): Transform {
-  return new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      if (out.write(chunk)) cb(null, chunk);
-      else out.once('drain', () => cb(null, chunk));
-    },
-    flush(cb) {
-      out.end(() => cb());
-    },
-  });
+/** Whether the gzip file's trailer (its last 8 bytes: CRC32, then ISIZE, little-endian) describes the whole tar. The
+ *  standby checks ISIZE against the layer's size: a multi-member gzip (eStargz, bgzip) or one with bytes after its
+ *  member ends has a trailer that does not (the last member's CRC differs from the whole's but by chance). */
+async function trailerFitsWhole(file: string, gzBytes: number, tar: { bytes: number; crc: number }): Promise<boolean> {
+  if (gzBytes < 18) return false; // smaller than a gzip header and trailer
+  const fh = await open(file, 'r');
+  try {
+    const trailer = Buffer.alloc(8);
+    const { bytesRead } = await fh.read(trailer, 0, 8, gzBytes - 8);
+    return bytesRead === 8 && trailer.readUInt32LE(0) === tar.crc && trailer.readUInt32LE(4) === tar.bytes % 2 ** 32;
+  } finally {
+    await fh.close();
+  }
 }
 
 /** The first bytes of a stream, and the stream with them put back. */
@@ -132,7 +136,9 @@ async function peek(source: AsyncIterable<Buffer>, want: number): Promise<{ head
 
 /**
  * One layer's bytes as the archive holds them into `file`, gzip'd: a plain tar is hashed and gzip'd, a gzip'd one is
- * kept as it is and hashed through gunzip. The diff id is the sha256 of the tar either way.
+ * written as it is, then read back through gunzip to hash it; it is kept as it came only when it is one gzip member
+ * whose trailer fits the whole tar (what the standby checks), else gzip'd again. The diff id is the sha256 of the tar
+ * either way. Every stream is inside a pipeline, so a failed write (ENOSPC) rejects and closes them all.
  */
 export async function gzipLayer(source: AsyncIterable<Buffer>, file: string, context: ErrorContext, signal?: AbortSignal): Promise<Omit<ArchiveLayer, 'file'>> {
   const { head, rest } = await peek(source, zstdMagic.length);
@@ -144,9 +150,20 @@ export async function gzipLayer(source: AsyncIterable<Buffer>, file: string, con
     if (head.subarray(0, gzipMagic.length).equals(gzipMagic)) {
       const stored = hashTap();
       const tar = hashTap();
-      const out = createWriteStream(file);
-      await pipeline(rest, stored, teeTo(out), createGunzip(), tar, new Writable({ write: (_c, _e, cb) => cb() }), opts);
-      return { diffId: tar.digest(), gzBytes: stored.bytes(), tarBytes: tar.bytes(), compression: 'gzip' };
+      await pipeline(rest, stored, createWriteStream(file), opts);
+      await pipeline(createReadStream(file), createGunzip(), tar, new Writable({ write: (_c, _e, cb) => cb() }), opts);
+      if (await trailerFitsWhole(file, stored.bytes(), { bytes: tar.bytes(), crc: tar.crc() })) {
+        return { diffId: tar.digest(), gzBytes: stored.bytes(), tarBytes: tar.bytes(), compression: 'gzip' };
+      }
+      const again = `${file}.again`;
+      const gz = hashTap();
+      try {
+        await pipeline(createReadStream(file), createGunzip(), createGzip(), gz, createWriteStream(again), opts);
+        await rename(again, file);
+      } finally {
+        await rm(again, { force: true });
+      }
+      return { diffId: tar.digest(), gzBytes: gz.bytes(), tarBytes: tar.bytes(), compression: 'gzip' };
     }
     const tar = hashTap();
     const gz = hashTap();
@@ -270,13 +287,17 @@ function lookup(held: ReadonlyMap<string, Held>, path: string, context: ErrorCon
   throw new ImageArchiveError(`the saved image links ${JSON.stringify(path)} in a loop`, { ...context, path }, { permanent: true });
 }
 
-function parseJson<T>(bytes: Buffer, schema: z.ZodType<T>, what: string, context: ErrorContext): T {
-  let raw: unknown;
+/** JSON of the archive, or a permanent refusal: the same save gives the same bytes. */
+function jsonOf(bytes: Buffer, what: string, context: ErrorContext): unknown {
   try {
-    raw = JSON.parse(bytes.toString('utf8'));
+    return JSON.parse(bytes.toString('utf8'));
   } catch (err) {
     throw new ImageArchiveError(`${what} of the saved image is not JSON`, context, { permanent: true, cause: err });
   }
+}
+
+function parseJson<T>(bytes: Buffer, schema: z.ZodType<T>, what: string, context: ErrorContext): T {
+  const raw = jsonOf(bytes, what, context);
   const parsed = schema.safeParse(raw);
   if (!parsed.success) throw new ImageArchiveError(`${what} of the saved image is not what Docker writes: ${parsed.error.issues[0]?.message ?? 'invalid'}`, context, { permanent: true });
   return parsed.data;
@@ -312,7 +333,7 @@ function manifestOf(held: ReadonlyMap<string, Held>, context: ErrorContext): { c
       if (!held.has(blobPath(d.digest))) continue; // another platform's, not saved
       const bytes = small(blobPath(d.digest));
       if (sha256(bytes) !== d.digest) throw new ImageArchiveError(`blob ${d.digest} of the saved image has another digest`, context, { permanent: true });
-      const m = ociManifestSchema.safeParse(JSON.parse(bytes.toString('utf8')));
+      const m = ociManifestSchema.safeParse(jsonOf(bytes, `blob ${d.digest}`, context));
       if (m.success) found.push(m.data);
       else next.push(...parseJson(bytes, ociIndexSchema, `index ${d.digest}`, context).manifests);
     }

@@ -19,6 +19,7 @@ import { imageIdentitySchema, manifestForPlatform, parseContentDocument, sameIde
 import type { ImageIdentity } from './image-identity.js';
 import type { ContainerdEndpoint, ContainerdSettings } from './containerd-store.js';
 import { readFile } from 'node:fs/promises';
+import { pipeline as streamPipeline, Transform, type Readable } from 'node:stream';
 import * as path from 'node:path';
 import { imageInspectSchema, imageListSchema, inspectSchema, listSchema, networkInspectSchema } from './schemas.js';
 import type { ContainerInspect } from './schemas.js';
@@ -767,13 +768,47 @@ export class DockerRuntime {
     }
   }
 
-  /** `docker save` of one image: a tar stream that loadImage (on another engine) turns into the same image id. */
-  async saveImage(imageId: string): Promise<NodeJS.ReadableStream> {
+  /** `docker save` of one image: a tar stream that loadImage (on another engine) turns into the same image id.
+   *  `signal` aborts the request, and so does an engine that sends no byte for `idleMs` (default 60 s): a stalled
+   *  save must not hold whoever waits for it (a demoted agent's stop) nor the saves queued behind it. The stream then
+   *  fails with a DockerApiError. */
+  async saveImage(imageId: string, opts: { signal?: AbortSignal | undefined; idleMs?: number } = {}): Promise<NodeJS.ReadableStream> {
+    const idleMs = opts.idleMs ?? 60_000;
+    const context: ErrorContext = { imageId };
+    const idle = new AbortController();
+    const stalled = (): void => idle.abort(new DockerApiError('save image', undefined, context, { cause: new Error(`the engine sent nothing for ${idleMs} ms`) }));
+    let timer = setTimeout(stalled, idleMs).unref();
+    const signal = opts.signal === undefined ? idle.signal : AbortSignal.any([opts.signal, idle.signal]);
+    let res: NodeJS.ReadableStream;
     try {
-      return await this.#docker.getImage(imageId).get();
+      res = await new Promise<NodeJS.ReadableStream>((resolve, reject) => {
+        // dockerode's image.get() takes no signal: the same request, dialled with one.
+        this.#docker.modem.dial({ path: `/images/${imageId}/get`, method: 'GET', isStream: true, statusCodes: { 200: true, 500: 'server error' }, abortSignal: signal }, (err, data) => {
+          if (err !== null) reject(err);
+          else resolve(data as NodeJS.ReadableStream);
+        });
+      });
     } catch (cause) {
-      throw new DockerApiError('save image', statusOf(cause), { imageId }, { cause });
+      clearTimeout(timer);
+      throw new DockerApiError('save image', statusOf(cause), context, { cause: idle.signal.aborted ? idle.signal.reason : cause });
     }
+    // Bytes pass through a tap that restarts the idle timer; a failure of the response (abort included) fails it.
+    const tap = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        clearTimeout(timer);
+        timer = setTimeout(stalled, idleMs).unref();
+        cb(null, chunk);
+      },
+    });
+    const onAbort = (): void => {
+      (res as Readable).destroy(idle.signal.aborted ? (idle.signal.reason as Error) : new DockerApiError('save image', undefined, context, { cause: signal.reason }));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    streamPipeline(res, tap, () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+    });
+    return tap;
   }
 
   /** `docker load` from a tar stream made by saveImage; resolves when the engine has read it all. `signal` aborts the

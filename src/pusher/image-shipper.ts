@@ -45,9 +45,10 @@ export function shipBackoffMs(failures: number, baseMs: number, maxMs: number): 
 export type ImageShipState = 'queued' | 'shipping' | 'shipped' | 'waiting' | 'refused';
 
 interface Tracked {
-  imageId: string;
   identity: ImageIdentity;
-  containers: Set<string>;
+  /** Each container that wants the image, with its image id: under the containerd store two ids can share a config
+   *  digest, and the first may be removed while another stays (a ship saves whichever is still on the engine). */
+  containers: Map<string, string>;
   state: ImageShipState;
   failures: number;
   timer: NodeJS.Timeout | null;
@@ -65,6 +66,11 @@ export interface ShipResult {
 async function statfsFree(dir: string): Promise<number> {
   const s = await statfs(dir);
   return s.bavail * s.bsize;
+}
+
+/** The distinct image ids the containers want, in the order they first wanted the image. */
+function idsOf(t: Tracked): string[] {
+  return [...new Set(t.containers.values())];
 }
 
 function hexOf(digest: string): Digest {
@@ -100,10 +106,10 @@ export class ImageShipper {
     if (this.#life.signal.aborted) return;
     const known = this.#images.get(identity.configDigest);
     if (known !== undefined) {
-      known.containers.add(container);
+      known.containers.set(container, imageId);
       return;
     }
-    const t: Tracked = { imageId, identity, containers: new Set([container]), state: 'queued', failures: 0, timer: null, error: null };
+    const t: Tracked = { identity, containers: new Map([[container, imageId]]), state: 'queued', failures: 0, timer: null, error: null };
     this.#images.set(identity.configDigest, t);
     this.#enqueue(t);
   }
@@ -118,8 +124,8 @@ export class ImageShipper {
   }
 
   /** Each image's state, for status and tests. */
-  status(): Array<{ configDigest: string; imageId: string; containers: string[]; state: ImageShipState; failures: number; error: string | null }> {
-    return [...this.#images.entries()].map(([configDigest, t]) => ({ configDigest, imageId: t.imageId, containers: [...t.containers].sort(), state: t.state, failures: t.failures, error: t.error }));
+  status(): Array<{ configDigest: string; imageIds: string[]; containers: string[]; state: ImageShipState; failures: number; error: string | null }> {
+    return [...this.#images.entries()].map(([configDigest, t]) => ({ configDigest, imageIds: idsOf(t), containers: [...t.containers.keys()].sort(), state: t.state, failures: t.failures, error: t.error }));
   }
 
   /** Resolves once nothing is queued or shipping (timers may still be set). */
@@ -152,10 +158,11 @@ export class ImageShipper {
   async #run(t: Tracked): Promise<void> {
     const signal = this.#life.signal;
     if (signal.aborted || this.#images.get(t.identity.configDigest) !== t) return;
-    const log = this.#o.log.child({ imageId: t.imageId, configDigest: t.identity.configDigest });
+    const ids = idsOf(t);
+    const log = this.#o.log.child({ imageIds: ids, configDigest: t.identity.configDigest });
     t.state = 'shipping';
     try {
-      await this.ship(t.imageId, t.identity, signal, log);
+      await this.ship(ids, t.identity, signal, log);
       t.state = 'shipped';
       t.failures = 0;
       t.error = null;
@@ -165,19 +172,20 @@ export class ImageShipper {
       t.error = err instanceof Error ? err.message : String(err);
       if (err instanceof ImageArchiveError && err.permanent) {
         t.state = 'refused';
-        log.error('image not shipped, and not tried again until restart: its saved archive is refused', { containers: [...t.containers], err });
+        log.error('image not shipped, and not tried again until restart: its saved archive is refused', { containers: [...t.containers.keys()], err });
         return;
       }
       t.failures++;
       t.state = 'waiting';
       const delayMs = shipBackoffMs(t.failures, this.#baseMs, this.#maxMs);
-      log.warn('image not shipped; trying again later', { containers: [...t.containers], failures: t.failures, delayMs, err });
+      log.warn('image not shipped; trying again later', { containers: [...t.containers.keys()], failures: t.failures, delayMs, err });
       this.#later(t, delayMs);
     }
   }
 
-  /** Ships one image: HEADs its objects, and when any is missing saves the image and uploads what is missing. */
-  async ship(imageId: string, identity: ImageIdentity, signal: AbortSignal, log: Logger = this.#o.log): Promise<ShipResult> {
+  /** Ships one image: HEADs its objects, and when any is missing saves the image (the first of `imageIds` still on
+   *  this engine) and uploads what is missing. */
+  async ship(imageIds: string | readonly string[], identity: ImageIdentity, signal: AbortSignal, log: Logger = this.#o.log): Promise<ShipResult> {
     const digests = [...new Set([identity.configDigest, ...identity.diffIds])];
     const missing = new Set<string>();
     for (const d of digests) {
@@ -192,8 +200,17 @@ export class ImageShipper {
     }
     const started = Date.now();
     await mkdir(this.#o.dir, { recursive: true, mode: 0o700 });
-    const size = await this.#o.runtime.imageSize(imageId);
-    if (size === null) throw new Error(`image ${imageId} is no longer on this engine`);
+    const candidates = typeof imageIds === 'string' ? [imageIds] : imageIds;
+    let imageId: string | null = null;
+    let size: number | null = null;
+    for (const id of candidates) {
+      size = await this.#o.runtime.imageSize(id);
+      if (size !== null) {
+        imageId = id;
+        break;
+      }
+    }
+    if (imageId === null || size === null) throw new Error(`image ${candidates.join(', ')} is no longer on this engine`);
     const free = await (this.#o.freeBytes ?? statfsFree)(this.#o.dir);
     if (free < size + this.#reserve) {
       throw new Error(`not enough free space to save the image in ${this.#o.dir}: ${free} bytes free, ${size + this.#reserve} needed (its ${size} bytes and ${this.#reserve} to spare)`);
@@ -203,7 +220,7 @@ export class ImageShipper {
     await rm(work, { recursive: true, force: true });
     await mkdir(work, { recursive: true, mode: 0o700 });
     try {
-      const saved = await readImageArchive(await this.#o.runtime.saveImage(imageId), { dir: work, signal, imageId });
+      const saved = await readImageArchive(await this.#o.runtime.saveImage(imageId, { signal }), { dir: work, signal, imageId });
       verifyArchive(saved, identity, { imageId });
       let uploaded = 0;
       let bytes = 0;

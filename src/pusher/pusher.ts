@@ -220,10 +220,6 @@ export class Pusher {
     // A fenced writer must not replace the group's specs either (the agent's fence; a no-op for `push`).
     await this.#opts.beforePublish?.();
     await bucket.putSpec(container.name, spec);
-    if (this.#images !== null) {
-      if (spec.imageIdentity === undefined) log.warn('the image\'s identity is not known; it is not shipped to the bucket', { container: container.name, imageId: spec.imageId });
-      else this.#images.want(container.name, spec.imageId, spec.imageIdentity);
-    }
     const digestOfSpec = asDigest(specDigest(spec));
     const recovered = await this.#recoverShipped(container.name, container.id, generation, journal, digestOfSpec);
     const { shipped, needFull } = forceFull ? { shipped: undefined, needFull: true } : recovered;
@@ -284,6 +280,11 @@ export class Pusher {
     }
     const watcher: Pick<UpperWatch, 'close'> = { close: async () => { await Promise.all(watches.map((w) => w.close())); } };
     this.#watched.set(container.name, { container, replicator, collector, watcher });
+    // Only once watched: #unprotect (which releases it) then knows the container, whatever failed before.
+    if (this.#images !== null) {
+      if (spec.imageIdentity === undefined) log.warn('the image\'s identity is not known; it is not shipped to the bucket', { container: container.name, imageId: spec.imageId });
+      else this.#images.want(container.name, spec.imageId, spec.imageIdentity);
+    }
     log.info('protecting', { container: container.name, upperDir: upper, volumes: container.volumes.map((v) => `${v.name}:${v.destination}`), firstSync: needFull ? 'full' : 'reconcile' });
     collector.addReconcile();
     collector.flush();
@@ -448,7 +449,8 @@ export class Pusher {
   async halt(): Promise<void> {
     this.#stopped = true;
     this.#stopGc();
-    await this.#stopImages();
+    // Aborted now, awaited last: the other timers and watchers stop meanwhile, whatever an image save still holds.
+    const images = this.#stopImages();
     this.#unreport?.();
     this.#unreport = null;
     for (const t of this.#timers) clearInterval(t);
@@ -460,6 +462,7 @@ export class Pusher {
       await w.replicator.close();
     }
     this.#watched.clear();
+    await images;
     await this.#journal?.close();
     // A halted pusher is no longer this host's pusher: `twinlayer status` must not show its last figures as current.
     await rm(this.statusFile, { force: true });
@@ -469,7 +472,8 @@ export class Pusher {
   async stop(deadlineMs = 10_000): Promise<void> {
     this.#stopped = true;
     this.#stopGc();
-    await this.#stopImages();
+    // Aborted now, awaited last: the other timers and watchers stop meanwhile, whatever an image save still holds.
+    const images = this.#stopImages();
     this.#unreport?.();
     this.#unreport = null;
     for (const t of this.#timers) clearInterval(t);
@@ -488,6 +492,7 @@ export class Pusher {
       await w.replicator.close();
     }
     this.#watched.clear();
+    await images;
     // Last: the replicators' publishes are done; this ends the background head retry.
     await this.#journal?.close();
   }

@@ -4,14 +4,15 @@
 import { after, before, describe, it } from 'node:test';
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { PassThrough } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
-import { join } from 'node:path';
-import { gunzipSync, gzipSync } from 'node:zlib';
+import { dirname, join } from 'node:path';
+import { crc32, gunzipSync, gzipSync } from 'node:zlib';
 import { create } from 'tar';
 import { archiveMismatch, ImageArchiveError, readImageArchive, verifyArchive, type SavedImage } from '../../../src/docker/index.js';
+import { gzipLayer } from '../../../src/docker/image-archive.js';
 
 const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const hex = (b: Buffer): string => sha(b).slice('sha256:'.length);
@@ -160,6 +161,15 @@ describe('readImageArchive', () => {
     await assert.rejects(readImageArchive(await archiveOf(dir), { dir: await scratch() }), /manifest.json of the saved image is not what Docker writes/);
   });
 
+  it('refuses for good an OCI manifest blob that is not JSON', async () => {
+    const dir = await scratch();
+    const bad = Buffer.from('{ not json');
+    await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+    await writeFile(join(dir, 'blobs', 'sha256', hex(bad)), bad);
+    await writeFile(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{ digest: sha(bad), size: bad.length }] }));
+    await assert.rejects(readImageArchive(await archiveOf(dir), { dir: await scratch() }), (err: unknown) => err instanceof ImageArchiveError && err.permanent && /is not JSON/.test(err.message));
+  });
+
   it('bounds the entries and the small files it holds', async () => {
     const { dir } = await legacyArchive();
     await assert.rejects(readImageArchive(await archiveOf(dir), { dir: await scratch(), maxEntries: 3 }), /more than 3 entries/);
@@ -191,6 +201,67 @@ describe('readImageArchive', () => {
     await assert.rejects(readImageArchive(stream, { dir: await scratch(), signal: ac.signal }), /stopping/);
     assert.ok(stream.destroyed);
   });
+});
+
+describe('gzipLayer', () => {
+  /** Whether the trailer of `gz` (its last 8 bytes) has the whole tar's CRC32 and ISIZE: the standby checks ISIZE; a
+   *  second member or bytes after the member leave a trailer that is not the whole's. */
+  function oneMemberFor(gz: Buffer, tar: Buffer): boolean {
+    return gz.readUInt32LE(gz.length - 8) === crc32(tar) && gz.readUInt32LE(gz.length - 4) === tar.length % 2 ** 32;
+  }
+
+  for (const [what, make] of [
+    ['two gzip members (eStargz, bgzip)', (tar: Buffer) => Buffer.concat([gzipSync(tar.subarray(0, 1000)), gzipSync(tar.subarray(1000))])],
+    ['bytes after its gzip member', (tar: Buffer) => Buffer.concat([gzipSync(tar), Buffer.alloc(64)])],
+  ] as const) {
+    it(`gzips again a layer of ${what}: one member, its trailer the whole tar's, gunzipping to the diff id`, async () => {
+      const tar = await layerTar('m');
+      const came = make(tar);
+      assert.ok(!oneMemberFor(came, tar), 'the layer as it came is not one member that fits');
+      const file = join(await scratch(), 'layer.tar.gz');
+      const got = await gzipLayer(PassThrough.from([came]) as AsyncIterable<Buffer>, file, {});
+      const stored = await readFile(file);
+      assert.equal(got.diffId, sha(tar));
+      assert.equal(got.tarBytes, tar.length);
+      assert.equal(got.gzBytes, stored.length);
+      assert.ok(oneMemberFor(stored, tar), 'the stored layer is one member whose trailer fits');
+      assert.equal(sha(gunzipSync(stored)), got.diffId);
+      assert.deepEqual(await readdir(dirname(file)), ['layer.tar.gz'], 'no temp file is left');
+    });
+  }
+
+  it('rejects a gzip layer that does not gunzip, removes its file and leaves no file open', async () => {
+    const file = join(await scratch(), 'layer.tar.gz');
+    const bad = Buffer.concat([gzipSync(await layerTar('c')).subarray(0, 40), Buffer.alloc(4096, 0xff)]);
+    const fds = (await readdir('/proc/self/fd')).length;
+    await assert.rejects(gzipLayer(PassThrough.from([bad]) as AsyncIterable<Buffer>, file, {}), (err: unknown) => err instanceof ImageArchiveError && !err.permanent);
+    await delay(50);
+    assert.equal((await readdir('/proc/self/fd')).length, fds, 'no file descriptor is left open');
+    assert.deepEqual(await readdir(dirname(file)), []);
+  });
+
+  it('keeps a single-member gzip layer byte for byte', async () => {
+    const tar = await layerTar('k');
+    const came = gzipSync(tar, { level: 1 });
+    const file = join(await scratch(), 'layer.tar.gz');
+    await gzipLayer(PassThrough.from([came]) as AsyncIterable<Buffer>, file, {});
+    assert.ok((await readFile(file)).equals(came));
+  });
+
+  // A link to /dev/full: every write fails with ENOSPC, and the link (not the device) is what a failure removes.
+  for (const [what, bytes] of [['a plain tar', async () => layerTar('p')], ['a gzip\'d tar', async () => gzipSync(await layerTar('g'))]] as const) {
+    it(`rejects when its file cannot be written (ENOSPC), ${what}, and leaves no file open`, async () => {
+      assert.ok((await stat('/dev/full')).isCharacterDevice(), '/dev/full is the device (something replaced it with a file)');
+      const dir = await scratch();
+      const file = join(dir, 'layer.tar.gz');
+      await symlink('/dev/full', file);
+      const body = await bytes();
+      const fds = (await readdir('/proc/self/fd')).length;
+      await assert.rejects(gzipLayer(PassThrough.from([body]) as AsyncIterable<Buffer>, file, { path: 'x' }), (err: unknown) => err instanceof ImageArchiveError && /ENOSPC|no space/i.test(err.message));
+      await delay(50);
+      assert.equal((await readdir('/proc/self/fd')).length, fds, 'no file descriptor is left open');
+    });
+  }
 });
 
 describe('archiveMismatch', () => {

@@ -51,16 +51,18 @@ describe('ImageShipper', () => {
   });
 
   let n = 0;
-  function make(runtime: { saveImage?: () => Promise<NodeJS.ReadableStream>; free?: number }): { shipper: ImageShipper; saves: () => number } {
+  function make(runtime: { saveImage?: () => Promise<NodeJS.ReadableStream>; free?: number; onEngine?: (imageId: string) => boolean }): { shipper: ImageShipper; saves: () => number; saved: string[] } {
     let saves = 0;
+    const saved: string[] = [];
     const shipper = new ImageShipper({
       runtime: {
-        saveImage: async () => {
+        saveImage: async (imageId: string) => {
           saves++;
+          saved.push(imageId);
           if (runtime.saveImage === undefined) return create({ cwd: archive, portable: true }, ['manifest.json', 'config.json', 'l1']) as unknown as NodeJS.ReadableStream;
           return runtime.saveImage();
         },
-        imageSize: () => Promise.resolve(1000),
+        imageSize: (imageId: string) => Promise.resolve(runtime.onEngine === undefined || runtime.onEngine(imageId) ? 1000 : null),
       },
       bucket: new Bucket(bucket.store, { prefix: 'tl', group: `g${n++}`, signatures: testSignatures() }),
       dir: join(root, `work-${n}`),
@@ -69,7 +71,7 @@ describe('ImageShipper', () => {
       maxBackoffMs: 40,
       freeBytes: () => Promise.resolve(runtime.free ?? Number.MAX_SAFE_INTEGER),
     });
-    return { shipper, saves: () => saves };
+    return { shipper, saves: () => saves, saved };
   }
 
   async function until(what: string, check: () => boolean): Promise<void> {
@@ -130,6 +132,20 @@ describe('ImageShipper', () => {
       await until('two failures', () => (shipper.status()[0]?.failures ?? 0) >= 2);
       assert.match(shipper.status()[0]?.error ?? '', /not enough free space/);
       assert.equal(saves(), 0, 'never saved');
+    } finally {
+      await shipper.stop();
+    }
+  });
+
+  it('keeps the image id of each container that wants it, and saves the one still on the engine', async () => {
+    // The containerd store: two ids share the config digest; the first container's is gone from the engine.
+    const { shipper, saved } = make({ onEngine: (id) => id === 'sha256:new' });
+    try {
+      shipper.want('c1', 'sha256:old', identity);
+      shipper.want('c2', 'sha256:new', identity);
+      assert.deepEqual(shipper.status().map((s) => s.imageIds), [['sha256:old', 'sha256:new']]);
+      await until('shipped', () => shipper.status()[0]?.state === 'shipped');
+      assert.deepEqual(saved, ['sha256:new']);
     } finally {
       await shipper.stop();
     }
