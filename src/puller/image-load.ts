@@ -68,7 +68,9 @@ export async function loadImageFromBucket(want: ImageWant, o: ImageLoadOptions, 
     const probes: LayerProbe[] = [];
     const unique = [...new Set(diffIds)];
     for (const diffId of unique) probes.push(await bucket.images.probeLayer(diffId, signal));
-    const total = probes.reduce((n, p) => n + p.declaredBytes, 0);
+    // ISIZE gives each layer's size mod 2^32 only: this is a lower bound (exact for layers under 4 GiB). The meter of
+    // fetchLayer, which looks at the free space while the layers are written, is the real guard.
+    const total = probes.reduce((n, p) => n + p.leastBytes, 0);
     const reserve = o.reserveBytes ?? DEFAULT_IMAGE_RESERVE_BYTES;
     const fs = await statfs(workDir);
     const free = fs.bavail * fs.bsize;
@@ -79,7 +81,7 @@ export async function loadImageFromBucket(want: ImageWant, o: ImageLoadOptions, 
     let done = 0;
     for (const [i, probe] of probes.entries()) {
       let loggedAt = Date.now();
-      await bucket.images.fetchLayer(probe, join(workDir, `${hexOf(probe.diffId)}.tar`), {
+      done += await bucket.images.fetchLayer(probe, join(workDir, `${hexOf(probe.diffId)}.tar`), {
         signal, reserveBytes: reserve,
         ...(o.rangeBytes === undefined ? {} : { rangeBytes: o.rangeBytes }),
         ...(o.maxLayerBytes === undefined ? {} : { maxBytes: o.maxLayerBytes }),
@@ -89,7 +91,6 @@ export async function loadImageFromBucket(want: ImageWant, o: ImageLoadOptions, 
           log.info('image layer being fetched', { ...ctx, layer: i + 1, of: probes.length, bytes: done + bytes, totalBytes: total });
         },
       });
-      done += probe.declaredBytes;
       log.info('image layer fetched and checked', { ...ctx, layer: i + 1, of: probes.length, diffId: probe.diffId, bytes: done, totalBytes: total });
     }
     signal.throwIfAborted();
