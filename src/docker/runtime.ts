@@ -6,7 +6,7 @@ import { silentLogger } from '../log/logger.js';
 import type { Logger } from '../log/logger.js';
 import type { ErrorContext } from '../log/errors.js';
 import { engineFactsFromInfo } from './engine-facts.js';
-import type { EngineFacts } from './engine-facts.js';
+import type { EngineFacts, ImageStore } from './engine-facts.js';
 import { ContainerNotFoundError, DockerApiError, EngineUnsupportedError, ImageMissingError, LayerResolveError, TwinHostNotReadyError, TwinRefusedError, TwinSpecRefusedError } from './errors.js';
 import { GROUP_LABEL, SPEC_LABEL, TWIN_LABEL } from './labels.js';
 import { layersFromGraphDriver, verifyUpperDirOnDisk } from './layers.js';
@@ -809,6 +809,15 @@ export class DockerRuntime {
       signal.removeEventListener('abort', onAbort);
     });
     return tap;
+  }
+
+  /** Where `docker load` writes an image's layers: the data root under overlay2, containerd's root (its content store
+   *  and snapshots) under the containerd image store. */
+  async imageStorage(): Promise<{ store: ImageStore; dir: string }> {
+    const facts = await this.#engineFacts();
+    const snapshotterRoot = this.#containerd?.endpoint.snapshotterRoot;
+    if (facts.store === 'containerd' && snapshotterRoot !== undefined) return { store: 'containerd', dir: path.dirname(snapshotterRoot) };
+    return { store: facts.store, dir: facts.dataRoot };
   }
 
   /** `docker load` from a tar stream made by saveImage; resolves when the engine has read it all. `signal` aborts the

@@ -43,6 +43,9 @@ export interface ContainerRuntimeState {
 export interface HostProblem {
   problem: string;
   since: string;
+  /** What is being done about it now (the image loader's state), shown in the status: it changes often, so it is no
+   *  part of the problem a change of which is logged. */
+  detail?: string;
 }
 
 /** Every container the puller has heard of (journal, specs), created on first mention. */

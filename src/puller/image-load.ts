@@ -1,14 +1,16 @@
 // One image out of the bucket into the engine: the config and every layer fetched and checked while they stream
-// (store/image-objects.ts) into a work dir, the room for them checked first; then one `docker load` of a docker-archive
-// streamed from those files; then the engine's image must have the identity asked for. Nothing reaches the engine
-// before every byte was checked, and the work dir is emptied whatever happens.
-import { mkdir, readdir, rm, statfs, writeFile } from 'node:fs/promises';
+// (store/image-objects.ts) into a work dir, the room for them and for docker load's copy in the engine's storage
+// checked first (load-room.ts); then one `docker load` of a docker-archive streamed from those files; then the
+// engine's image must have the identity asked for. Nothing reaches the engine before every byte was checked, and the
+// work dir is emptied whatever happens.
+import { mkdir, readdir, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { dockerArchiveManifest, packDockerArchive, repoTagOf, type DockerRuntime, type ImageIdentity } from '../docker/index.js';
 import { TwinlayerError } from '../log/errors.js';
 import type { Logger } from '../log/logger.js';
 import { ImageNoRoomError, type Bucket, type LayerProbe } from '../store/index.js';
+import { loadRoomProblem, type DiskFree } from './load-room.js';
 
 /** An image to load: its identity (the config digest and the diff ids a spec carries), and the reference it was run
  *  by (tagged on the engine when no image has that tag yet). */
@@ -23,7 +25,7 @@ export interface ImageLoadOptions {
   log: Logger;
   /** Emptied before and after; holds the config and the uncompressed layers while they are checked and loaded. */
   workDir: string;
-  /** The disk of workDir keeps this many bytes free beyond the layers (default 512 MiB). */
+  /** The disks of workDir and of the engine's storage keep this many bytes free beyond the layers (default 512 MiB). */
   reserveBytes?: number;
   /** Ranged GETs of this many bytes (default 16 MiB). */
   rangeBytes?: number;
@@ -50,6 +52,11 @@ export async function emptyWorkDir(dir: string): Promise<void> {
   for (const name of await readdir(dir)) await rm(join(dir, name), { recursive: true, force: true });
 }
 
+async function diskFree(path: string): Promise<DiskFree> {
+  const [fs, st] = await Promise.all([statfs(path), stat(path, { bigint: true })]);
+  return { path, dev: st.dev, free: fs.bavail * fs.bsize };
+}
+
 const hexOf = (digest: string): string => digest.replace(/^sha256:/, '');
 
 /** Loads `want` into the engine; returns the engine's id of it. Throws ImageObjectRefusedError / ImageNoRoomError
@@ -68,18 +75,18 @@ export async function loadImageFromBucket(want: ImageWant, o: ImageLoadOptions, 
     const probes: LayerProbe[] = [];
     const unique = [...new Set(diffIds)];
     for (const diffId of unique) probes.push(await bucket.images.probeLayer(diffId, signal));
-    const total = probes.reduce((n, p) => n + p.declaredBytes, 0);
+    // ISIZE gives each layer's size mod 2^32 only: this is a lower bound (exact for layers under 4 GiB). The meter of
+    // fetchLayer, which looks at the free space while the layers are written, is the real guard.
+    const total = probes.reduce((n, p) => n + p.leastBytes, 0);
     const reserve = o.reserveBytes ?? DEFAULT_IMAGE_RESERVE_BYTES;
-    const fs = await statfs(workDir);
-    const free = fs.bavail * fs.bsize;
-    if (free < total + reserve) {
-      throw new ImageNoRoomError(`the image's ${unique.length} layers take ${total} bytes uncompressed and ${reserve} must stay free, but ${free} are free`, { path: workDir });
-    }
+    const engine = await runtime.imageStorage();
+    const problem = loadRoomProblem({ layerBytes: total, reserve, store: engine.store, work: await diskFree(workDir), engine: await diskFree(engine.dir) });
+    if (problem !== null) throw new ImageNoRoomError(problem, { path: workDir });
     log.info('loading an image from the bucket', { ...ctx, layers: diffIds.length, bytes: total, compressedBytes: probes.reduce((n, p) => n + p.compressedBytes, 0) });
     let done = 0;
     for (const [i, probe] of probes.entries()) {
       let loggedAt = Date.now();
-      await bucket.images.fetchLayer(probe, join(workDir, `${hexOf(probe.diffId)}.tar`), {
+      done += await bucket.images.fetchLayer(probe, join(workDir, `${hexOf(probe.diffId)}.tar`), {
         signal, reserveBytes: reserve,
         ...(o.rangeBytes === undefined ? {} : { rangeBytes: o.rangeBytes }),
         ...(o.maxLayerBytes === undefined ? {} : { maxBytes: o.maxLayerBytes }),
@@ -89,7 +96,6 @@ export async function loadImageFromBucket(want: ImageWant, o: ImageLoadOptions, 
           log.info('image layer being fetched', { ...ctx, layer: i + 1, of: probes.length, bytes: done + bytes, totalBytes: total });
         },
       });
-      done += probe.declaredBytes;
       log.info('image layer fetched and checked', { ...ctx, layer: i + 1, of: probes.length, diffId: probe.diffId, bytes: done, totalBytes: total });
     }
     signal.throwIfAborted();

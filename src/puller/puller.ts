@@ -450,6 +450,6 @@ function reasonOf(c: ContainerRuntimeState): string | null {
   if (c.refused !== null) return c.refused;
   if (c.notStarted !== null) return c.notStarted;
   const first = c.hostProblems[0];
-  if (first !== undefined) return `held since ${first.since}: this host lacks what the twin needs: ${c.hostProblems.map((p) => p.problem).join('; ')}`;
+  if (first !== undefined) return `held since ${first.since}: this host lacks what the twin needs: ${c.hostProblems.map((p) => p.detail ?? p.problem).join('; ')}`;
   return c.blocked ?? c.lastError;
 }

@@ -17,7 +17,7 @@ export interface ContainerStatus {
   refusedCommit?: { seq: number; digest: string; reason: string };
   /** What this host lacks for the twin, each since when: the twin is held (an existing one kept with what is staged
    *  into it, none created) and checked again every poll. */
-  hostProblems?: Array<{ problem: string; since: string }>;
+  hostProblems?: Array<{ problem: string; since: string; detail?: string }>;
 }
 export interface StatusReport {
   role: 'standby' | 'promoting' | 'master';

@@ -20,6 +20,9 @@ import type { ImageLoader } from './image-loader.js';
 import type { ContainerRuntimeState, ContainerStates, HostProblem } from './container-state.js';
 import type { JournalFollower } from './journal-follower.js';
 
+/** A problem held for, with what is being done about it now (shown in the status, never compared nor logged). */
+type HostProblemIn = string | { problem: string; detail: string };
+
 /** A container that cannot be replicated because of its spec (not a fault of the poll). */
 class TwinRefusal extends TwinlayerError {
   constructor(reason: string) {
@@ -234,8 +237,10 @@ export class TwinKeeper {
       if (err instanceof ImageMissingError && this.#o.images !== undefined && c.spec.imageIdentity !== undefined) {
         // Held while the loader brings the image from the bucket (never waited for here: asked again every poll). Only
         // for a trusted spec: an unsigned one would let any bucket writer bring an image of its own onto this host.
-        const loading = c.specTrusted
-          ? this.#o.images.request(name, { identity: c.spec.imageIdentity, ref: c.spec.image })
+        // The loader's state (loading, waiting, refused until a time) goes to the status only: in the logged problem it
+        // would log a warn per twin at each of its changes.
+        const loading: HostProblemIn = c.specTrusted
+          ? { problem: `${err.message}; it is loaded from the bucket`, detail: this.#o.images.request(name, { identity: c.spec.imageIdentity, ref: c.spec.image }) }
           : `${err.message}; not loaded from the bucket: the spec is not signed by a key the group trusts`;
         c.refused = null;
         c.twin = 'absent';
@@ -253,10 +258,14 @@ export class TwinKeeper {
   }
 
   /** Records what this host lacks for the twin, each problem with the time it was first seen; logs a change. */
-  #hold(name: string, c: ContainerRuntimeState, problems: string[], opts: { quiet?: boolean } = {}): void {
+  #hold(name: string, c: ContainerRuntimeState, held: HostProblemIn[], opts: { quiet?: boolean } = {}): void {
     const before = new Map(c.hostProblems.map((p) => [p.problem, p.since]));
     const now = new Date().toISOString();
-    const next: HostProblem[] = problems.map((problem) => ({ problem, since: before.get(problem) ?? now }));
+    const next: HostProblem[] = held.map((h) => {
+      const { problem, detail } = typeof h === 'string' ? { problem: h, detail: undefined } : h;
+      return { problem, since: before.get(problem) ?? now, ...(detail === undefined ? {} : { detail }) };
+    });
+    const problems = next.map((p) => p.problem);
     const changed = next.length !== before.size || next.some((p) => !before.has(p.problem));
     c.hostProblems = next;
     if (!changed || opts.quiet === true) return;

@@ -1,9 +1,11 @@
 // Reading an image out of the bucket (issue 12, images through the bucket), every byte checked while it streams.
 // The objects (keys.ts imageKey): an image's config under its config digest, its exact bytes; each layer under its
 // diff id, the layer tar gzip'd. Nothing here trusts the bucket: a config must hash to the digest it is read by and
-// name exactly the diff ids asked for; a layer must gunzip (a truncated or corrupt gzip is refused), to exactly the
-// size its gzip trailer declares and no byte more (a bomb stops at the first byte past it), and to the diff id it is
-// read by. The compressed bytes are never written to disk: ranged GETs feed gunzip, whose output is hashed, counted
+// name exactly the diff ids asked for; a layer must gunzip (a truncated or corrupt gzip is refused), to a size its gzip
+// trailer agrees with and no byte past what its compressed size can hold or the max allowed (a bomb stops at the first
+// byte past it), and to the diff id it is read by. ISIZE is the size mod 2^32 only, so a layer over 4 GiB is bounded while it streams by what its compressed
+// bytes can hold (and the max layer size), and its end must agree with ISIZE mod 2^32; the diff id is the integrity
+// check. The compressed bytes are never written to disk: ranged GETs feed gunzip, whose output is hashed, counted
 // and written to the one file a layer becomes, while a meter checks the disk keeps its reserve.
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
@@ -58,9 +60,11 @@ export interface LayerProbe {
   key: string;
   /** The gzip'd object's size. */
   compressedBytes: number;
-  /** The uncompressed size the gzip trailer declares (ISIZE is the size mod 2^32: the smallest size of that residue
-   *  a gzip of `compressedBytes` can hold). */
-  declaredBytes: number;
+  /** The gzip trailer's ISIZE: the uncompressed size mod 2^32. */
+  isize: number;
+  /** The smallest uncompressed size consistent with ISIZE that a gzip of `compressedBytes` can hold: a lower bound
+   *  (a layer over 4 GiB may be any multiple of 2^32 more). */
+  leastBytes: number;
 }
 
 export interface FetchLayerOptions {
@@ -79,13 +83,24 @@ function mostHeldBy(compressedBytes: number): number {
   return compressedBytes * 1033 + 1024;
 }
 
-/** The uncompressed size a gzip's ISIZE trailer (size mod 2^32) declares: the smallest size of that residue that a
- *  gzip of `compressedBytes` can hold (deflate never grows data by more than a few bytes per 16 KiB block, nor shrinks
+/** The least uncompressed size a gzip's ISIZE trailer (size mod 2^32) declares: the smallest size of that residue that
+ *  a gzip of `compressedBytes` can hold (a lower bound: a larger layer may be any multiple of 2^32 more) (deflate never grows data by more than a few bytes per 16 KiB block, nor shrinks
  *  it past about 1032 to 1); null when none can. Pure. */
 export function declaredSize(isize: number, compressedBytes: number): number | null {
   const least = Math.max(0, Math.floor(compressedBytes * (1 - 1 / 2048)) - 1024);
   const size = isize >= least ? isize : isize + Math.ceil((least - isize) / ISIZE_WRAP) * ISIZE_WRAP;
   return size <= mostHeldBy(compressedBytes) ? size : null;
+}
+
+/** The most uncompressed bytes a layer of `compressedBytes` may stream before it is refused: what the compressed bytes
+ *  can hold, and never more than `maxBytes`. Pure. */
+export function layerByteCap(compressedBytes: number, maxBytes: number): number {
+  return Math.min(maxBytes, mostHeldBy(compressedBytes));
+}
+
+/** Whether `bytes` uncompressed agrees with a gzip trailer's ISIZE (the size mod 2^32). Pure. */
+export function agreesWithIsize(bytes: number, isize: number): boolean {
+  return bytes % ISIZE_WRAP === isize;
 }
 
 /** A pass-through that hashes and counts what goes by, refuses the first byte past `limit`, and every METER_EVERY_BYTES
@@ -112,7 +127,7 @@ class VerifyMeter extends Transform {
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.bytes += chunk.length;
     if (this.bytes > this.#limit) {
-      cb(this.#refuse(`it gunzips to more than the ${this.#limit} bytes its gzip trailer declares`));
+      cb(this.#refuse(`it gunzips to more than the ${this.#limit} bytes its compressed size can hold or a layer may have`));
       return;
     }
     this.#hash.update(chunk);
@@ -188,18 +203,19 @@ export class ImageObjects {
     const isize = tail.body.readUInt32LE(4);
     const declared = declaredSize(isize, size);
     if (declared === null) throw new ImageObjectRefusedError(`the gzip trailer declares ${isize} bytes (mod 2^32), which no gzip of ${size} bytes holds`, ctx);
-    return { diffId, key, compressedBytes: size, declaredBytes: declared };
+    return { diffId, key, compressedBytes: size, isize, leastBytes: declared };
   }
 
   /**
-   * Streams the layer into `file` (uncompressed), checking every byte on the way: it must gunzip, to exactly its
-   * declared size and the diff id. Anything else removes the file and throws ImageObjectRefusedError (ImageNoRoomError
-   * when the disk falls below the reserve; the signal's reason when aborted). `maxBytes` bounds the declared size.
+   * Streams the layer into `file` (uncompressed), checking every byte on the way: it must gunzip, to no more than
+   * layerByteCap, to a size that agrees with its ISIZE, and to the diff id. Anything else removes the file and throws
+   * ImageObjectRefusedError (ImageNoRoomError when the disk falls below the reserve; the signal's reason when aborted).
+   * Returns the bytes written.
    */
-  async fetchLayer(probe: LayerProbe, file: string, o: FetchLayerOptions & { maxBytes?: number }): Promise<void> {
+  async fetchLayer(probe: LayerProbe, file: string, o: FetchLayerOptions & { maxBytes?: number }): Promise<number> {
     const ctx = { key: probe.key, digest: probe.diffId };
     const maxBytes = o.maxBytes ?? DEFAULT_MAX_LAYER_BYTES;
-    if (probe.declaredBytes > maxBytes) throw new ImageObjectRefusedError(`the layer declares ${probe.declaredBytes} bytes uncompressed, more than the ${maxBytes} allowed`, ctx);
+    if (probe.leastBytes > maxBytes) throw new ImageObjectRefusedError(`the layer declares at least ${probe.leastBytes} bytes uncompressed, more than the ${maxBytes} allowed`, ctx);
     const rangeBytes = o.rangeBytes ?? DEFAULT_IMAGE_RANGE_BYTES;
     const store = this.#store;
     const signal = o.signal;
@@ -212,13 +228,14 @@ export class ImageObjects {
         yield read.body;
       }
     }
-    const meter = new VerifyMeter({ limit: probe.declaredBytes, path: dirname(file), reserve: o.reserveBytes, onProgress: o.onProgress, refuse: (reason) => new ImageObjectRefusedError(reason, ctx) });
+    const meter = new VerifyMeter({ limit: layerByteCap(probe.compressedBytes, maxBytes), path: dirname(file), reserve: o.reserveBytes, onProgress: o.onProgress, refuse: (reason) => new ImageObjectRefusedError(reason, ctx) });
     try {
       await pipeline(ranges, createGunzip(), meter, createWriteStream(file, { flags: 'wx', mode: 0o600 }), ...(signal === undefined ? [] : [{ signal }] as const));
-      if (meter.bytes !== probe.declaredBytes) throw new ImageObjectRefusedError(`it gunzips to ${meter.bytes} bytes, not the ${probe.declaredBytes} its gzip trailer declares`, ctx);
+      if (!agreesWithIsize(meter.bytes, probe.isize)) throw new ImageObjectRefusedError(`it gunzips to ${meter.bytes} bytes, which its gzip trailer's ${probe.isize} (the size mod 2^32) does not agree with`, ctx);
       const got = meter.digest();
       if (got !== probe.diffId) throw new ImageObjectRefusedError(`the layer's uncompressed bytes have digest ${got}`, ctx);
       o.onProgress?.(meter.bytes);
+      return meter.bytes;
     } catch (err) {
       await rm(file, { force: true });
       if (signal?.aborted === true) throw signal.reason;

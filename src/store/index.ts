@@ -82,6 +82,6 @@ export type { DeleteManyOptions, ListedObject, PutOptions } from './blob-store.j
 export { commitChain, type ChainItem } from './commit-chain.js';
 export { ImageUploads } from './image-uploads.js';
 export {
-  DEFAULT_IMAGE_RANGE_BYTES, DEFAULT_MAX_LAYER_BYTES, declaredSize, ImageNoRoomError, ImageObjectRefusedError, ImageObjects, MAX_IMAGE_CONFIG_BYTES,
+  DEFAULT_IMAGE_RANGE_BYTES, DEFAULT_MAX_LAYER_BYTES, agreesWithIsize, declaredSize, ImageNoRoomError, layerByteCap, ImageObjectRefusedError, ImageObjects, MAX_IMAGE_CONFIG_BYTES,
   type FetchLayerOptions, type LayerProbe,
 } from './image-objects.js';

@@ -512,7 +512,7 @@ export class S3BlobStore implements BlobStore {
         if (body.length !== expected) throw Object.assign(new Error(`short body: ${body.length} of ${expected} bytes`), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
         this.#metrics?.bucketBytes('down', body.length);
         return { status: 'ok', body, objectSize: got.objectSize };
-      }, retryable);
+      }, retryable, signal);
     } catch (err) {
       if (signal?.aborted === true) throw signal.reason;
       throw err;

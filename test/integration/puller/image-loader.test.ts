@@ -72,6 +72,30 @@ describe('image loader: images through the bucket', () => {
     return { bigKey, reached };
   }
 
+  /** Like midwayThroughTheLayer, but that read is held until `release()` (its signal is not seen while held): a load
+   *  cannot finish before then. `held()` says whether it still is. */
+  function heldMidwayThroughTheLayer(): { reached: Promise<void>; held: () => boolean; release: () => void } {
+    const [bigDiffId] = [...shipped.layers].sort((a, b) => b[1].length - a[1].length)[0]!;
+    const bigKey = bucket.images.keyOf(bigDiffId);
+    let release = (): void => undefined;
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let holding = false;
+    let once = false;
+    const reached = new Promise<void>((resolve) => {
+      wrapped.beforeGetRange = async (key, start) => {
+        if (key !== bigKey || start < 4 * 1024 * 1024 || once) return;
+        once = true;
+        holding = true;
+        resolve();
+        await gate;
+        holding = false;
+      };
+    });
+    return { reached, held: () => holding, release };
+  }
+
   const configReads = (): number => wrapped.ranges.filter((r) => r.key === shipped.keys[0]).length;
 
   it('loads an image by its identity, one load for two containers, tagged as it was run', async () => {
@@ -179,18 +203,29 @@ describe('image loader: images through the bucket', () => {
     await web.commit(async (u) => writeFile(join(u, 'marker'), 'from the bucket'));
     const stateDir = join(fx.base, 'state-puller');
     const p = await fx.openPuller({ bucket, group: GROUP, stateDir, log: logs.log, imageLoad: { reserveBytes: 0, rangeBytes: 1024 * 1024 } });
-    const { reached } = midwayThroughTheLayer();
+    const aborts = (): number => logs.lines.filter((l) => l.includes('image load aborted')).length;
+    const abortsBefore = aborts();
+    const hold = heldMidwayThroughTheLayer();
+    // Released after a minute at the latest, so that a finalize that waits for the load fails the test, not hangs it.
+    const safety = setTimeout(hold.release, 60_000);
     let report;
+    let heldWhenFinalized: boolean;
     try {
       await p.pollOnce();
       const held = (await p.status()).containers.find((c) => c.name === 'web');
       assert.match(held?.reason ?? '', /loading it from the bucket|waiting to load/, JSON.stringify(held));
-      await reached;
+      await hold.reached;
       report = await p.finalize(5_000);
+      heldWhenFinalized = hold.held();
     } finally {
+      hold.release();
+      clearTimeout(safety);
       wrapped.beforeGetRange = undefined;
     }
-    assert.ok(report.ms < 2_000, `the finalize did not wait for the load (${report.ms} ms)`);
+    // The load could not have finished (nor the finalize have waited for it): its read was still held.
+    assert.ok(heldWhenFinalized, 'the finalize resolved while the load\'s read of the layer was still held');
+    assert.equal(report.timedOut, false, 'the finalize did not run into its deadline');
+    await waitFor('the load reported aborted', 10_000, () => Promise.resolve(aborts() > abortsBefore ? true : undefined), 50);
     const web0 = report.containers.find((c) => c.name === 'web');
     assert.equal(web0?.stagedSeq, 0);
     assert.match(web0?.error ?? '', /image/);

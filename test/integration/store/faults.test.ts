@@ -309,6 +309,33 @@ describe('S3BlobStore under faults', () => {
     assert.equal((await store.getBuffer('f/slow', 100))?.toString(), 'throttled');
   });
 
+  it('an aborted ranged read stops waiting out its retry backoff at once', { timeout: 120_000 }, async () => {
+    await store.put('f/range-abort', Buffer.from('held back'));
+    let retried: (() => void) | undefined;
+    const inBackoff = new Promise<void>((resolve) => {
+      retried = resolve;
+    });
+    const slow = testS3Store({ endpoint: proxy.endpoint, bucket: s3.bucket }, {
+      requestTimeoutMs: 2_000, retry: { attempts: 3, baseMs: 600_000, maxMs: 600_000 },
+      log: createLogger({ level: 'debug', write: (l) => { if (l.includes('s3 request retried')) retried?.(); } }),
+    });
+    others.push(slow);
+    const stop = new AbortController();
+    proxy.fail('slowdown', Infinity, { method: 'GET' });
+    // Full jitter: the wait drawn at the top of its range, 10 min, which the test's timeout is far below.
+    const random = Math.random;
+    Math.random = () => 0.999_999;
+    let read: Promise<unknown>;
+    try {
+      read = slow.getRange('f/range-abort', 0, 4, stop.signal);
+      await inBackoff;
+    } finally {
+      Math.random = random;
+    }
+    stop.abort(new Error('paused by a finalize'));
+    await assert.rejects(read, /paused by a finalize/);
+  });
+
   it('reports a bucket that answers 503 SlowDown or 500 as unavailable, not as a setup error', async () => {
     for (const fault of ['slowdown', 'error500'] as const) {
       proxy.fail(fault, Infinity);

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
 
-import { declaredSize, DirBlobStore, ImageNoRoomError, ImageObjectRefusedError, ImageObjects, KeyLayout } from '../../../src/store/index.js';
+import { agreesWithIsize, declaredSize, DEFAULT_MAX_LAYER_BYTES, DirBlobStore, ImageNoRoomError, ImageObjectRefusedError, ImageObjects, KeyLayout, layerByteCap } from '../../../src/store/index.js';
 
 const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
@@ -44,14 +44,34 @@ describe('image objects', () => {
     assert.equal(declaredSize(60_000_000, 65_000), 60_000_000);
   });
 
+  it('a layer over 4 GiB: ISIZE gives a lower bound, the stream is capped by what the gzip can hold, the end agrees mod 2^32', () => {
+    const GiB = 2 ** 30;
+    // 5 GiB of tar stored as 1 GB of gzip: the trailer says 1 GiB (5 GiB mod 2^32).
+    const compressed = 1_000_000_000;
+    const isize = (5 * GiB) % 2 ** 32;
+    assert.equal(isize, GiB);
+    assert.equal(declaredSize(isize, compressed), GiB, 'the least size consistent with ISIZE: a lower bound');
+    const cap = layerByteCap(compressed, DEFAULT_MAX_LAYER_BYTES);
+    assert.ok(cap >= 5 * GiB, `the stream may go past the 1 GiB ISIZE says (cap ${cap})`);
+    assert.equal(agreesWithIsize(5 * GiB, isize), true, 'the 5 GiB layer is accepted at its end');
+    assert.equal(agreesWithIsize(GiB, isize), true);
+    assert.equal(agreesWithIsize(5 * GiB + 1, isize), false);
+    assert.equal(agreesWithIsize(5 * GiB - 1, isize), false);
+    // The cap: what the compressed bytes can hold (deflate's ~1032:1), never past maxBytes.
+    assert.equal(layerByteCap(compressed, 6 * GiB), 6 * GiB);
+    assert.equal(layerByteCap(65_000, DEFAULT_MAX_LAYER_BYTES), 65_000 * 1033 + 1024);
+    assert.ok(layerByteCap(65_000, DEFAULT_MAX_LAYER_BYTES) < 2 ** 32, 'a small gzip cannot stream 4 GiB');
+  });
+
   it('a layer streams in small ranges to its uncompressed file, of its diff id, with progress', async () => {
     const tar = Buffer.concat([randomBytes(300_000), Buffer.alloc(9 * 1024 * 1024)]);
     const diffId = await putLayer(tar);
     const probe = await images.probeLayer(diffId);
-    assert.equal(probe.declaredBytes, tar.length);
+    assert.equal(probe.leastBytes, tar.length);
+    assert.equal(probe.isize, tar.length);
     const seen: number[] = [];
     const file = join(out, 'good.tar');
-    await images.fetchLayer(probe, file, { rangeBytes: 64 * 1024, reserveBytes: 0, onProgress: (n) => seen.push(n) });
+    assert.equal(await images.fetchLayer(probe, file, { rangeBytes: 64 * 1024, reserveBytes: 0, onProgress: (n) => seen.push(n) }), tar.length);
     assert.equal(sha(await readFile(file)), diffId);
     assert.equal(seen.at(-1), tar.length);
     await rm(file);
@@ -76,7 +96,8 @@ describe('image objects', () => {
     await assert.rejects(images.fetchLayer(probe, join(out, 't.tar'), { reserveBytes: 0 }), ImageObjectRefusedError);
 
     // 64 MiB of zeros whose trailer is rewritten to say 1 KiB: no gzip of its size holds 4 GiB + 1 KiB, refused at once;
-    // rewritten to say 60 MiB: stopped at the first byte past it.
+    // rewritten to say 60 MiB: its end does not agree with the trailer (zlib's own length check sees it first); with a max of 1 MiB: stopped at the first byte
+    // past it.
     const zeros = Buffer.alloc(64 * 1024 * 1024);
     const bomb = gzipSync(zeros);
     bomb.writeUInt32LE(1024, bomb.length - 4);
@@ -85,8 +106,16 @@ describe('image objects', () => {
     bomb.writeUInt32LE(60 * 1024 * 1024, bomb.length - 4);
     await store.put(images.keyOf(bombId), bomb);
     const bombProbe = await images.probeLayer(bombId);
-    assert.equal(bombProbe.declaredBytes, 60 * 1024 * 1024);
-    await assert.rejects(images.fetchLayer(bombProbe, join(out, 'b.tar'), { reserveBytes: 0 }), (err: unknown) => err instanceof ImageObjectRefusedError && /more than the/.test(err.message));
+    assert.equal(bombProbe.leastBytes, 60 * 1024 * 1024);
+    await assert.rejects(images.fetchLayer(bombProbe, join(out, 'b.tar'), { reserveBytes: 0 }), (err: unknown) => err instanceof ImageObjectRefusedError && /incorrect length check|does not agree/.test(err.message));
+    bomb.writeUInt32LE(100 * 1024, bomb.length - 4);
+    await store.put(images.keyOf(bombId), bomb);
+    let streamed = 0;
+    await assert.rejects(
+      images.fetchLayer(await images.probeLayer(bombId), join(out, 'b2.tar'), { reserveBytes: 0, maxBytes: 1024 * 1024, onProgress: (n) => { streamed = n; } }),
+      (err: unknown) => err instanceof ImageObjectRefusedError && /more than the 1048576 bytes/.test(err.message),
+    );
+    assert.ok(streamed <= 1024 * 1024, `stopped at the cap (${streamed})`);
     // A sane bound whatever the trailer says.
     const big = randomBytes(4096);
     const bigId = await putLayer(big);

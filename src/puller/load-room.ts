@@ -1,0 +1,34 @@
+// The room an image load needs. Its layers are written once, uncompressed, into the work dir (where they are checked),
+// then `docker load` writes them again into the engine's storage: about once more under overlay2 (the layer's diff
+// dir), twice under the containerd image store (the content store keeps the layer blob, the snapshot unpacks it).
+import type { ImageStore } from '../docker/index.js';
+
+/** A file system's free bytes, and its device (st_dev) to tell whether two dirs share it. */
+export interface DiskFree {
+  path: string;
+  dev: bigint;
+  free: number;
+}
+
+/** How many times more than the layers' bytes `docker load` writes into the engine's storage. */
+export function engineCopies(store: ImageStore): number {
+  return store === 'overlay2' ? 1 : 2;
+}
+
+/** Why an image of `layerBytes` (uncompressed) cannot be loaded, or null when it can: the work dir's file system holds
+ *  the layers, the engine's holds engineCopies of them; one file system shared holds both. Each keeps `reserve` free.
+ *  Pure. */
+export function loadRoomProblem(o: { layerBytes: number; reserve: number; store: ImageStore; work: DiskFree; engine: DiskFree }): string | null {
+  const k = engineCopies(o.store);
+  const what = `the image's layers take ${o.layerBytes} bytes uncompressed (at least) and ${o.reserve} must stay free`;
+  if (o.work.dev === o.engine.dev) {
+    const need = o.layerBytes * (1 + k) + o.reserve;
+    if (o.work.free >= need) return null;
+    return `${what}; checked in ${o.work.path} and written ${k} more time(s) by docker load into ${o.engine.path} (${o.store}), on one file system that needs ${need} bytes free but has ${o.work.free}`;
+  }
+  const workNeed = o.layerBytes + o.reserve;
+  if (o.work.free < workNeed) return `${what}; the file system of ${o.work.path} needs ${workNeed} bytes free to check them but has ${o.work.free}`;
+  const engineNeed = o.layerBytes * k + o.reserve;
+  if (o.engine.free < engineNeed) return `${what}; docker load writes them ${k} time(s) into ${o.engine.path} (${o.store}), whose file system needs ${engineNeed} bytes free but has ${o.engine.free}`;
+  return null;
+}
