@@ -268,6 +268,8 @@ export async function readImageArchive(stream: NodeJS.ReadableStream, opts: Read
     });
   } catch (err) {
     (current as ReadEntry | null)?.destroy();
+    // The engine's save ends with its connection: a refused archive must not hold it (nor the socket) open.
+    (stream as Readable).destroy();
     failure ??= opts.signal?.aborted === true ? asError(opts.signal.reason) : new ImageArchiveError(`the saved image could not be read: ${(err as Error).message}`, context, { permanent: false, cause: err });
   }
   await Promise.all(pending);

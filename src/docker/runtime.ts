@@ -769,15 +769,17 @@ export class DockerRuntime {
   }
 
   /** `docker save` of one image: a tar stream that loadImage (on another engine) turns into the same image id.
-   *  `signal` aborts the request, and so does an engine that sends no byte for `idleMs` (default 60 s): a stalled
-   *  save must not hold whoever waits for it (a demoted agent's stop) nor the saves queued behind it. The stream then
-   *  fails with a DockerApiError. */
+   *  `signal` aborts the request, and so does an engine that stops sending for `idleMs` (default 60 s) once its first
+   *  byte came: a stalled save must not hold whoever waits for it (a demoted agent's stop) nor the saves queued behind
+   *  it. The stream then fails with a DockerApiError. Before the first byte there is no such bound: a graphdriver
+   *  engine (overlay2) exports the whole image into a temp dir before it answers, minutes for a large image on a slow
+   *  disk; `signal` (stop, demotion) still ends that wait. */
   async saveImage(imageId: string, opts: { signal?: AbortSignal | undefined; idleMs?: number } = {}): Promise<NodeJS.ReadableStream> {
     const idleMs = opts.idleMs ?? 60_000;
     const context: ErrorContext = { imageId };
     const idle = new AbortController();
     const stalled = (): void => idle.abort(new DockerApiError('save image', undefined, context, { cause: new Error(`the engine sent nothing for ${idleMs} ms`) }));
-    let timer = setTimeout(stalled, idleMs).unref();
+    let timer: NodeJS.Timeout | undefined;
     const signal = opts.signal === undefined ? idle.signal : AbortSignal.any([opts.signal, idle.signal]);
     let res: NodeJS.ReadableStream;
     try {

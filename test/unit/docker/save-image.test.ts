@@ -1,5 +1,6 @@
 // DockerRuntime.saveImage against a stand-in engine on a unix socket that sends the start of an archive and then
-// nothing: the save fails once no byte came for idleMs, and its signal aborts it; either way the request is closed
+// nothing: the save fails once no byte came for idleMs after the first (an engine slow to start its answer is waited
+// for), and its signal aborts it; either way the request is closed
 // (the engine sees its connection go), so neither a stop nor the saves queued behind it wait for a stalled engine.
 import { after, before, describe, it } from 'node:test';
 import { strict as assert } from 'node:assert';
@@ -25,6 +26,11 @@ describe('DockerRuntime.saveImage', { timeout: 30_000 }, () => {
     dir = await mkdtemp(join(tmpdir(), 'save-image-'));
     server = createServer((req: IncomingMessage, res) => {
       requests.push({ path: req.url ?? '', closed: new Promise((resolve) => res.once('close', () => resolve())) });
+      if (req.url === '/images/sha256:slow/get') {
+        // A graphdriver engine exports the whole image before its first byte: 600 ms here, 3 idle periods, then all.
+        setTimeout(() => res.end(Buffer.alloc(4096)), 600);
+        return;
+      }
       res.writeHead(200, { 'Content-Type': 'application/x-tar' });
       res.write(Buffer.alloc(512)); // the start of an archive, then a stall
     });
@@ -42,6 +48,12 @@ describe('DockerRuntime.saveImage', { timeout: 30_000 }, () => {
     await assert.rejects(drain(stream), /docker save image failed: the engine sent nothing for 200 ms/);
     assert.equal(requests.at(-1)?.path, '/images/sha256:aaa/get');
     await requests.at(-1)?.closed;
+  });
+
+  it('waits for the first byte however long the engine prepares the save (idleMs counts from it)', async () => {
+    const runtime = new DockerRuntime({ socketPath: join(dir, 'docker.sock') });
+    const stream = await runtime.saveImage('sha256:slow', { idleMs: 200 });
+    assert.equal(await drain(stream), 4096);
   });
 
   it('fails when its signal is aborted mid-stream, and closes the request', async () => {
