@@ -10,7 +10,7 @@ import { dockerArchiveManifest, packDockerArchive, repoTagOf, type DockerRuntime
 import { TwinlayerError } from '../log/errors.js';
 import type { Logger } from '../log/logger.js';
 import { ImageNoRoomError, type Bucket, type LayerProbe } from '../store/index.js';
-import { loadRoomProblem, type DiskFree } from './load-room.js';
+import { engineRoomProblem, loadRoomProblem, type DiskFree } from './load-room.js';
 
 /** An image to load: its identity (the config digest and the diff ids a spec carries), and the reference it was run
  *  by (tagged on the engine when no image has that tag yet). */
@@ -99,6 +99,8 @@ export async function loadImageFromBucket(want: ImageWant, o: ImageLoadOptions, 
       log.info('image layer fetched and checked', { ...ctx, layer: i + 1, of: probes.length, diffId: probe.diffId, bytes: done, totalBytes: total });
     }
     signal.throwIfAborted();
+    const late = engineRoomProblem({ layerBytes: done, reserve, store: engine.store, engine: await diskFree(engine.dir) });
+    if (late !== null) throw new ImageNoRoomError(late, { path: engine.dir });
     const tag = repoTagOf(want.ref);
     // An existing tag is the operator's: it is not moved to this image (twins are created by id).
     const repoTags = tag !== null && (await runtime.imageByRef(tag)) === null ? [tag] : [];
