@@ -94,8 +94,12 @@ export function declaredSize(isize: number, compressedBytes: number): number | n
 
 /** The most uncompressed bytes a layer of `compressedBytes` may stream before it is refused: what the compressed bytes
  *  can hold, and never more than `maxBytes`. Pure. */
-export function layerByteCap(compressedBytes: number, maxBytes: number): number {
-  return Math.min(maxBytes, mostHeldBy(compressedBytes));
+export function layerByteCap(compressedBytes: number, maxBytes: number, isize: number): number {
+  // The largest size within both bounds that the trailer allows: exact (the ISIZE itself) for any layer that cannot
+  // reach 4 GiB, so a bomb whose trailer lies stops at the first byte past it, not at the format's limit.
+  const cap = Math.min(maxBytes, mostHeldBy(compressedBytes));
+  if (cap < isize) return cap;
+  return isize + Math.floor((cap - isize) / ISIZE_WRAP) * ISIZE_WRAP;
 }
 
 /** Whether `bytes` uncompressed agrees with a gzip trailer's ISIZE (the size mod 2^32). Pure. */
@@ -228,7 +232,7 @@ export class ImageObjects {
         yield read.body;
       }
     }
-    const meter = new VerifyMeter({ limit: layerByteCap(probe.compressedBytes, maxBytes), path: dirname(file), reserve: o.reserveBytes, onProgress: o.onProgress, refuse: (reason) => new ImageObjectRefusedError(reason, ctx) });
+    const meter = new VerifyMeter({ limit: layerByteCap(probe.compressedBytes, maxBytes, probe.isize), path: dirname(file), reserve: o.reserveBytes, onProgress: o.onProgress, refuse: (reason) => new ImageObjectRefusedError(reason, ctx) });
     try {
       await pipeline(ranges, createGunzip(), meter, createWriteStream(file, { flags: 'wx', mode: 0o600 }), ...(signal === undefined ? [] : [{ signal }] as const));
       if (!agreesWithIsize(meter.bytes, probe.isize)) throw new ImageObjectRefusedError(`it gunzips to ${meter.bytes} bytes, which its gzip trailer's ${probe.isize} (the size mod 2^32) does not agree with`, ctx);

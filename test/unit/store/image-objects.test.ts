@@ -51,16 +51,18 @@ describe('image objects', () => {
     const isize = (5 * GiB) % 2 ** 32;
     assert.equal(isize, GiB);
     assert.equal(declaredSize(isize, compressed), GiB, 'the least size consistent with ISIZE: a lower bound');
-    const cap = layerByteCap(compressed, DEFAULT_MAX_LAYER_BYTES);
+    const cap = layerByteCap(compressed, DEFAULT_MAX_LAYER_BYTES, isize);
     assert.ok(cap >= 5 * GiB, `the stream may go past the 1 GiB ISIZE says (cap ${cap})`);
     assert.equal(agreesWithIsize(5 * GiB, isize), true, 'the 5 GiB layer is accepted at its end');
     assert.equal(agreesWithIsize(GiB, isize), true);
     assert.equal(agreesWithIsize(5 * GiB + 1, isize), false);
     assert.equal(agreesWithIsize(5 * GiB - 1, isize), false);
-    // The cap: what the compressed bytes can hold (deflate's ~1032:1), never past maxBytes.
-    assert.equal(layerByteCap(compressed, 6 * GiB), 6 * GiB);
-    assert.equal(layerByteCap(65_000, DEFAULT_MAX_LAYER_BYTES), 65_000 * 1033 + 1024);
-    assert.ok(layerByteCap(65_000, DEFAULT_MAX_LAYER_BYTES) < 2 ** 32, 'a small gzip cannot stream 4 GiB');
+    // The cap: the largest size the trailer allows within what the compressed bytes can hold (deflate's ~1032:1) and
+    // maxBytes: 5 GiB within 6 GiB, and exactly the ISIZE for a gzip too small to reach 4 GiB.
+    assert.equal(layerByteCap(compressed, 6 * GiB, isize), 5 * GiB);
+    assert.equal(cap % 2 ** 32, isize);
+    assert.equal(layerByteCap(65_000, DEFAULT_MAX_LAYER_BYTES, 1000), 1000);
+    assert.equal(layerByteCap(65_000, DEFAULT_MAX_LAYER_BYTES, 60_000_000), 60_000_000);
   });
 
   it('a layer streams in small ranges to its uncompressed file, of its diff id, with progress', async () => {
@@ -107,13 +109,19 @@ describe('image objects', () => {
     await store.put(images.keyOf(bombId), bomb);
     const bombProbe = await images.probeLayer(bombId);
     assert.equal(bombProbe.leastBytes, 60 * 1024 * 1024);
-    await assert.rejects(images.fetchLayer(bombProbe, join(out, 'b.tar'), { reserveBytes: 0 }), (err: unknown) => err instanceof ImageObjectRefusedError && /incorrect length check|does not agree/.test(err.message));
-    bomb.writeUInt32LE(100 * 1024, bomb.length - 4);
-    await store.put(images.keyOf(bombId), bomb);
+    // The trailer's word bounds the stream (a layer this small cannot reach 4 GiB): it stops at the first byte past it.
     let streamed = 0;
     await assert.rejects(
+      images.fetchLayer(bombProbe, join(out, 'b.tar'), { reserveBytes: 0, onProgress: (n) => { streamed = n; } }),
+      (err: unknown) => err instanceof ImageObjectRefusedError && /more than the 62914560 bytes/.test(err.message),
+    );
+    assert.ok(streamed <= 60 * 1024 * 1024, `stopped at the trailer's size (${streamed})`);
+    bomb.writeUInt32LE(100 * 1024, bomb.length - 4);
+    await store.put(images.keyOf(bombId), bomb);
+    streamed = 0;
+    await assert.rejects(
       images.fetchLayer(await images.probeLayer(bombId), join(out, 'b2.tar'), { reserveBytes: 0, maxBytes: 1024 * 1024, onProgress: (n) => { streamed = n; } }),
-      (err: unknown) => err instanceof ImageObjectRefusedError && /more than the 1048576 bytes/.test(err.message),
+      (err: unknown) => err instanceof ImageObjectRefusedError && /more than the 102400 bytes/.test(err.message),
     );
     assert.ok(streamed <= 1024 * 1024, `stopped at the cap (${streamed})`);
     // A sane bound whatever the trailer says.
