@@ -8,8 +8,11 @@ export interface Sample {
   t: number;
   rssMb: number;
   fds: number;
-  /** The process's V8 heap in use plus its external memory (Buffers), from its status; absent when it did not answer. */
+  /** The process's V8 heap in use plus its external memory (Buffers) as its last major GC left them, from its status;
+   *  absent before its first major GC or when it did not answer. */
   heapMb?: number;
+  /** When that GC ended (ms since the soak started). */
+  heapAt?: number;
 }
 
 /** One life of one process: a restarted agent is a new series. */
@@ -36,7 +39,7 @@ export interface LeakVerdict {
   fdsLast: number;
   fdsMax: number;
   fdFitGrowth: number;
-  /** The heap's floor (heapUsed + external, the lowest within 30 s) within the role judged (or the whole life when no
+  /** The heap as major GCs left it (heapUsed + external) within the role judged (or the whole life when no
    *  role is long enough): fit growth (MB), or null when not judged. */
   heapFitGrowthMb: number | null;
   leak: boolean;
@@ -100,18 +103,16 @@ export function judgeLife(s: Series, bounds: LeakBounds, switches: readonly Role
   const judged = verdicts.filter((v) => v.judged);
   const worst = judged.find((v) => v.leak) ?? judged.sort((x, y) => y.windowMs - x.windowMs)[0];
   const fdsMax = Math.max(0, ...s.samples.map((x) => x.fds));
-  // The heap is what the program holds, whatever the allocator keeps, judged by its floor: heapUsed counts garbage
-  // not yet collected (a sample between two major GCs can read 100 MB above the live set), so a line through raw
-  // samples follows when GCs happened; the lowest value around each sample is what survived a collection, and what a
-  // leak raises. Within each role, as RSS: a primary holds more than a standby (its tracked trees, the shipped state
-  // of every container; the full soak: heap floors of 110-145 MB as primary, 52-61 MB as standby, level within each).
-  // A life with no role long enough to judge is judged whole, switches included.
-  // The floor of a stretch looks only at that stretch's samples: across a switch it would take the other role's level.
-  const heapOf = (from: number, to: number): Sample[] => heapFloor(s.samples.flatMap((x) => (x.heapMb === undefined || x.t < from || x.t >= to ? [] : [{ t: x.t, mb: x.heapMb }])))
-    .map((x) => ({ t: x.t, rssMb: x.mb, fds: 0 }));
-  const floor = heapOf(-Infinity, Infinity);
+  // The heap is what the program holds, whatever the allocator keeps, judged as each major GC leaves it: heapUsed
+  // at any other moment counts garbage not yet collected (a sample between two major GCs can read 100 MB above the
+  // live set, and V8 may go a minute without one: a floor over samples took that for growth), so only the level after
+  // a collection is what a leak raises. Within each role, as RSS: a primary holds more than a standby (its tracked
+  // trees, the shipped state of every container). A stretch takes only the levels of its own GCs, not one the other
+  // role left. A life with no role long enough to judge is judged whole, switches included.
+  const heapOf = (from: number, to: number): Sample[] => s.samples.flatMap((x) => (x.heapMb === undefined || x.heapAt === undefined || x.t < from || x.t >= to || x.heapAt < from ? [] : [{ t: x.t, rssMb: x.heapMb, fds: 0 }]));
+  const whole = heapOf(-Infinity, Infinity);
   const heapByRole = stretches.map((x) => judgeSeries({ ...s, startedAt: x.from, samples: heapOf(x.from, x.to) }, bounds)).filter((v) => v.judged);
-  const heap = heapByRole.find((v) => v.leak) ?? heapByRole.sort((x, y) => y.windowMs - x.windowMs)[0] ?? judgeSeries({ ...s, samples: floor }, bounds);
+  const heap = heapByRole.find((v) => v.leak) ?? heapByRole.sort((x, y) => y.windowMs - x.windowMs)[0] ?? judgeSeries({ ...s, samples: whole }, bounds);
   const heapPart = heap.judged ? (heap.leak ? `heap ${heap.note.replace(/^RSS /, '')}` : `heap flat (${heap.rssFirstMb} → ${heap.rssLastMb} MB, fit ${heap.rssFitGrowthMb >= 0 ? '+' : ''}${heap.rssFitGrowthMb})`) : 'heap not judged';
   const heapFields = { heapFitGrowthMb: heap.judged ? heap.rssFitGrowthMb : null };
   const switchesPart = cuts.length > 0 ? `; ${cuts.length} role switch(es) in this life, RSS judged in ${judged.length} of ${stretches.length} stretch(es) between them` : '';
@@ -120,14 +121,6 @@ export function judgeLife(s: Series, bounds: LeakBounds, switches: readonly Role
     return { ...longest, ...heapFields, judged: heap.judged, windowMs: heap.windowMs, fdsMax, leak: heap.leak, note: `RSS ${longest.note}; ${heapPart}${switchesPart}` };
   }
   return { ...worst, ...heapFields, fdsMax, leak: worst.leak || heap.leak, note: `${worst.note}; ${heapPart}${switchesPart}` };
-}
-
-/** How far around each heap sample its floor looks: a few major GCs of an agent under load. */
-export const HEAP_FLOOR_SPAN_MS = 30_000;
-
-/** Each sample replaced by the lowest value within HEAP_FLOOR_SPAN_MS of it: the heap's post-GC floor. */
-export function heapFloor(samples: readonly { t: number; mb: number }[]): { t: number; mb: number }[] {
-  return samples.map((x) => ({ t: x.t, mb: Math.min(...samples.filter((y) => Math.abs(y.t - x.t) <= HEAP_FLOOR_SPAN_MS).map((y) => y.mb)) }));
 }
 
 /**

@@ -277,10 +277,12 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     const sampler = setInterval(() => {
       for (const life of lives.values()) {
         if (!life.run.proc.running) continue;
-        // The heap from the agent's status (its answer may lag the /proc sample by the status round trip).
+        // The heap as the agent's last major GC left it, from its status (its answer may lag the /proc sample by the
+        // status round trip).
         void Promise.all([sampleProcess(life.series.pid, now()), l.status(life.run.host)]).then(([x, st]) => {
           if (x === null) return;
-          life.series.samples.push(st?.memory ? { ...x, heapMb: Math.round((st.memory.heapUsedMb + st.memory.externalMb) * 10) / 10 } : x);
+          const gc = st?.memory?.afterMajorGc;
+          life.series.samples.push(gc === undefined ? x : { ...x, heapMb: gc.heapMb, heapAt: Date.parse(gc.at) - t0 });
         });
       }
     }, plan.sampleMs);

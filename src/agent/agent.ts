@@ -16,6 +16,7 @@ import { claimGeneration, type ClaimBasis } from './claims.js';
 import { saveDivergentTail } from './divergent.js';
 import { Fence } from './fence.js';
 import { newestOwnership, ownershipOf, successorOf, type Ownership } from './ownership.js';
+import { processMemory, watchMajorGc } from './process-memory.js';
 import { currentRelease, releaseGeneration, withdrawRelease } from './release.js';
 import { RestartPolicies } from './restart-policies.js';
 import { RoleFileStore } from './role-file.js';
@@ -136,6 +137,7 @@ export class Agent {
 
   /** Takes the agent's lock, checks the engine, reads the VRRP state notify.sh recorded; starts nothing yet. */
   async open(): Promise<void> {
+    watchMajorGc();
     this.#lock = await acquireStateLock(join(this.#o.stateDir, 'agent'), `agent-${this.#o.group}`);
     try {
       await this.#o.runtime.checkEngine();
@@ -914,10 +916,4 @@ export class Agent {
     await this.#lock?.release();
     this.#lock = null;
   }
-}
-
-function processMemory(): AgentStatus['memory'] {
-  const m = process.memoryUsage();
-  const mb = (x: number): number => Math.round((x / 2 ** 20) * 10) / 10;
-  return { rssMb: mb(m.rss), heapUsedMb: mb(m.heapUsed), heapTotalMb: mb(m.heapTotal), externalMb: mb(m.external) };
 }

@@ -73,4 +73,7 @@ export interface ProcessMemory {
   heapTotalMb: number;
   /** Memory of Buffers and other objects outside the V8 heap. */
   externalMb: number;
+  /** heapUsed + external as the last major GC left them (what the program holds; absent before the first one):
+   *  how many major GCs so far, and when the last ended. */
+  afterMajorGc?: { count: number; at: string; heapMb: number };
 }

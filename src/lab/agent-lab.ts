@@ -51,7 +51,10 @@ const statusSchema = z.looseObject({
     lastError: z.string().nullable().optional(),
   })),
   lastError: z.string().nullable(),
-  memory: z.object({ rssMb: z.number(), heapUsedMb: z.number(), heapTotalMb: z.number(), externalMb: z.number() }).optional(),
+  memory: z.object({
+    rssMb: z.number(), heapUsedMb: z.number(), heapTotalMb: z.number(), externalMb: z.number(),
+    afterMajorGc: z.object({ count: z.number(), at: z.string(), heapMb: z.number() }).optional(),
+  }).optional(),
 });
 export type AgentStatusView = z.infer<typeof statusSchema>;
 

@@ -3,7 +3,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { FaultLog } from '../../../bench/chaos/faults.js';
-import { heapFloor, judgeLife, judgeSeries, type Series } from '../../../bench/chaos/leak.js';
+import { judgeLife, judgeSeries, type Series } from '../../../bench/chaos/leak.js';
 import { countKinds, drawSchedule, FAULT_KINDS, fullPlan, quickPlan } from '../../../bench/chaos/plan.js';
 import { Prng } from '../../../bench/chaos/prng.js';
 import { drawOp } from '../../../bench/chaos/workload.js';
@@ -111,40 +111,47 @@ describe('leak criterion', () => {
     assert.match(unjudged.note, /switch/);
   });
 
+  // A major GC before every sample (heapAt = t) unless said otherwise.
+  const withHeap = (rss: (t: number) => number, heap: (t: number) => number, gcAt: (t: number) => number = (t) => t): Series => {
+    const s = series((t) => ({ rssMb: rss(t), fds: 40 }));
+    return { ...s, samples: s.samples.map((x) => ({ ...x, heapMb: heap(gcAt(x.t)), heapAt: gcAt(x.t) })) };
+  };
+
   it('judges the heap over the whole life when no role is long enough to judge', () => {
-    const withHeap = (heap: (t: number) => number): Series => {
-      const s = series((t) => ({ rssMb: t < 120_000 ? 150 : 230, fds: 40 }));
-      return { ...s, samples: s.samples.map((x) => ({ ...x, heapMb: heap(x.t) })) };
-    };
-    const flat = judgeLife(withHeap((t) => 40 + ((t / 5000) % 4) * 6), bounds, [{ from: 110_000, to: 140_000 }]);
+    const stepRss = (t: number): number => (t < 120_000 ? 150 : 230);
+    const flat = judgeLife(withHeap(stepRss, (t) => 40 + ((t / 5000) % 4) * 6), bounds, [{ from: 110_000, to: 140_000 }]);
     assert.equal(flat.leak, false, flat.note);
     assert.match(flat.note, /heap flat/);
-    const growing = judgeLife(withHeap((t) => 40 + t / 2000), bounds, [{ from: 50_000, to: 260_000 }]);
+    const growing = judgeLife(withHeap(stepRss, (t) => 40 + t / 2000), bounds, [{ from: 50_000, to: 260_000 }]);
     assert.equal(growing.judged, true, growing.note);
     assert.equal(growing.leak, true, `a heap that grows across switches: ${growing.note}`);
   });
 
-  it('judges the heap by its floor: garbage between collections (a sawtooth up to 200 MB) is not growth', () => {
-    const withHeap = (heap: (t: number) => number): Series => {
-      const s = series(() => ({ rssMb: 150, fds: 40 }));
-      return { ...s, samples: s.samples.map((x) => ({ ...x, heapMb: heap(x.t) })) };
-    };
-    // A live set of 50 MB, garbage piling up to 200 MB more between major GCs 20 s apart, and more of it late.
-    const sawtooth = judgeLife(withHeap((t) => 50 + ((t % 20_000) / 20_000) * (t > 150_000 ? 200 : 40)), bounds, []);
-    assert.equal(sawtooth.judged, true, sawtooth.note);
-    assert.equal(sawtooth.leak, false, sawtooth.note);
-    // The floor itself rising is a leak, sawtooth or not.
-    const rising = judgeLife(withHeap((t) => 50 + t / 2000 + ((t % 20_000) / 20_000) * 40), bounds, []);
+  it('judges the heap as major GCs leave it, each role by its own GCs', () => {
+    const rss = (): number => 150;
+    // Major GCs every 20 s leaving 50 MB: whatever heapUsed reads between them, the levels are flat.
+    const every20s = (t: number): number => t - (t % 20_000);
+    const flat = judgeLife(withHeap(rss, () => 50, every20s), bounds, []);
+    assert.equal(flat.judged, true, flat.note);
+    assert.equal(flat.leak, false, flat.note);
+    // The levels themselves rising is a leak, however far apart the GCs.
+    const rising = judgeLife(withHeap(rss, (t) => 50 + t / 2000, every20s), bounds, []);
     assert.equal(rising.leak, true, rising.note);
     // A role switch is a step of the heap (a primary holds more than a standby), not growth; growth within a role is.
-    const step = judgeLife(withHeap((t) => (t < 120_000 ? 55 : 130) + ((t % 20_000) / 20_000) * 30), bounds, [{ from: 110_000, to: 140_000 }]);
+    const step = judgeLife(withHeap(rss, (t) => (t < 120_000 ? 55 : 130), every20s), bounds, [{ from: 110_000, to: 140_000 }]);
     assert.equal(step.judged, true, step.note);
     assert.equal(step.leak, false, `a step at the switch: ${step.note}`);
-    const withinRole = judgeLife(withHeap((t) => (t < 120_000 ? 55 : 130 + (t - 140_000) / 1000)), bounds, [{ from: 110_000, to: 140_000 }]);
+    const withinRole = judgeLife(withHeap(rss, (t) => (t < 120_000 ? 55 : 130 + (t - 140_000) / 1000)), bounds, [{ from: 110_000, to: 140_000 }]);
     assert.equal(withinRole.leak, true, `growth within the new role: ${withinRole.note}`);
-    const beforeDemotion = judgeLife(withHeap((t) => (t < 110_000 ? 60 + t / 1500 : 55)), bounds, [{ from: 110_000, to: 115_000 }]);
+    const beforeDemotion = judgeLife(withHeap(rss, (t) => (t < 110_000 ? 60 + t / 1500 : 55)), bounds, [{ from: 110_000, to: 115_000 }]);
     assert.equal(beforeDemotion.leak, true, `growth up to a demotion, the standby's lower level right after: ${beforeDemotion.note}`);
-    assert.deepEqual(heapFloor([{ t: 0, mb: 90 }, { t: 10_000, mb: 50 }, { t: 60_000, mb: 80 }]).map((x) => x.mb), [50, 50, 80]);
+    // No major GC for a minute after the switch: the level the old role left (50 MB) is not the new role's, which
+    // its first GC (at 160 s) shows at 130 MB and keeps: flat, not a growth from 50 to 130.
+    const lateGc = (t: number): number => (t < 160_000 ? Math.min(every20s(t), 100_000) : every20s(t));
+    const noGcAfter = judgeLife(withHeap(rss, (g) => (g <= 100_000 ? 50 : 130), lateGc), bounds, [{ from: 100_000, to: 105_000 }]);
+    assert.equal(noGcAfter.judged, true, noGcAfter.note);
+    assert.match(noGcAfter.note, /heap flat \(130/);
+    assert.equal(noGcAfter.leak, false, noGcAfter.note);
   });
 });
 
