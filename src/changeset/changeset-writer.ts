@@ -97,6 +97,15 @@ export async function writeChangeset(parts: readonly ScanPart[], workDir: string
         continue;
       }
       const racy = isRacy(c.st, part.scan.startNs);
+      // An empty file changed within a tick of the scan is most likely one its writer has just opened with O_TRUNC
+      // or O_CREAT and not written yet (`echo … > f`): a delta's leading flush, which comes at that very event, would
+      // otherwise ship the file empty, and a failover before the next commit would boot the twin with it so. Left out
+      // as torn: the build is made again after a few ms (replicator.ts), or the trailing flush takes it, settled.
+      if (!full && racy && c.kind === 'f' && c.st.size === 0n) {
+        part.torn.push(c.path);
+        if (group !== undefined) tornGroups.add(group);
+        continue;
+      }
       const print = racy && plan.linkTo === undefined ? new Fingerprint(c.xattrs) : undefined;
       const chunk: ChunkTarget | undefined = sink !== undefined && chunking !== undefined && c.kind === 'f' && plan.linkTo === undefined && c.st.size > BigInt(chunking.thresholdBytes)
         ? { sink, files: chunkedFiles }

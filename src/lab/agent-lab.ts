@@ -49,6 +49,8 @@ const statusSchema = z.looseObject({
     lastSeq: z.number().optional(),
     consecutiveFailures: z.number().optional(),
     lastError: z.string().nullable().optional(),
+    lagMs: z.number().optional(),
+    pendingSince: z.string().nullable().optional(),
   })),
   lastError: z.string().nullable(),
   memory: z.object({
@@ -341,6 +343,16 @@ export class AgentLab {
       const h = await this.head();
       const seq = h.containers[container] ?? 0;
       return h.generation > after.generation || (h.generation === after.generation && seq > was) ? { generation: h.generation, seq } : undefined;
+    }, 10);
+  }
+
+  /** Resolves once the primary `host`'s pusher has nothing of `container` waiting or in flight (its status: lag 0,
+   *  nothing pending): every commit of the writes before is in the bucket, not only the first (a leading flush may
+   *  publish while its writer is still at it). */
+  async shipped(host: string, what: string, container = WEB): Promise<void> {
+    await waitFor(`${what} shipped by ${host}`, this.#waitMs, async () => {
+      const c = (await this.status(host))?.containers.find((x) => x.name === container);
+      return c !== undefined && c.lagMs === 0 && c.pendingSince === null ? true : undefined;
     }, 10);
   }
 

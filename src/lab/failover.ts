@@ -151,7 +151,10 @@ export async function runFailover(opts: FailoverOptions = {}): Promise<FailoverR
       const before = await l.head();
       await l.write(host, '/var/www/index.html', content);
       mark(`write: version ${versions.length + 1} of the page inside the container on ${host}`);
-      const h = await l.waitInBucket(before, `version ${versions.length + 1}`);
+      await l.waitInBucket(before, `version ${versions.length + 1}`);
+      // Every commit of the write, not only the first (a leading flush may publish while the writer is at it).
+      await l.shipped(host, `version ${versions.length + 1}`);
+      const h = await l.head();
       mark(`in bucket: generation ${h.generation} commit ${h.seq}`);
       await waitFor(`commit ${h.seq} staged on ${standby}`, waitMs, async () => {
         const st = await l.status(standby);

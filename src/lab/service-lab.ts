@@ -167,6 +167,8 @@ export class ServiceLab {
     const before = await this.agents.head();
     await change();
     await this.agents.waitInBucket(before, what, container);
+    // Every commit of the change, not only the first (a leading flush may publish while the writer is at it).
+    await this.agents.shipped(primary, what, container);
     await this.standbyConverged(this.agents.other(primary));
   }
 

@@ -49,6 +49,8 @@ describe('twinlayer agent with keepalived: three failovers, rejoins after a rebo
     const before = await l.head();
     await l.write(host, '/var/www/index.html', content);
     await l.waitInBucket(before, `version ${version}`);
+    // The head moving is the burst's first commit; the write may need the next (the shell's O_TRUNC came first).
+    await l.shipped(host, `version ${version}`);
     latest = content;
     return content;
   }

@@ -10,6 +10,7 @@ import { createLogger } from '../../../src/log/logger.js';
 import { UpperTracker, defaultLimits, relPathIsExcluded, stageChangeset } from '../../../src/changeset/index.js';
 import { readChangeset } from '../../../src/changeset/tar-reader.js';
 import type { TarEntry } from '../../../src/changeset/tar-format.js';
+import { racyWindowNs } from '../../../src/changeset/racy.js';
 import { requireRoot } from '../../support/overlay.js';
 
 async function list(file: string): Promise<string[]> {
@@ -125,6 +126,37 @@ describe('UpperTracker on a plain upper dir', () => {
       writer.kill();
       if (writer.exitCode === null && writer.signalCode === null) await once(writer, 'exit');
     }
+  });
+
+  it('leaves out of a delta an empty file changed within a tick (opened with O_TRUNC, not yet written) and ships it once settled', async () => {
+    const upper = join(base, 'u-trunc');
+    await mkdir(join(upper, 'etc'), { recursive: true });
+    await writeFile(join(upper, 'etc/app.conf'), 'version 1\n');
+    const tracker = new UpperTracker({ upperDir: upper, workDir: join(base, 'w-trunc') });
+    const first = await tracker.build('full');
+    assert.ok(first !== null);
+    tracker.commit(first);
+    await rm(first.file);
+    // What `echo … > etc/app.conf` leaves between its open and its write: the leading flush comes right then.
+    await writeFile(join(upper, 'etc/app.conf'), '');
+    const early = await tracker.build(new Set(['etc/app.conf']));
+    assert.ok(early === null || !(await list(early.file)).includes('file:etc/app.conf'), 'the empty file is not shipped while its change is within a tick');
+    assert.deepEqual(early?.torn ?? tracker.torn, ['etc/app.conf'], 'it is handed back as torn, to be built again');
+    if (early !== null) await rm(early.file);
+    // Once its change is older than the racy window (a tick and the margin), the file ships as it is: empty.
+    const st = await lstat(join(upper, 'etc/app.conf'), { bigint: true });
+    await new Promise((r) => setTimeout(r, Number(racyWindowNs(st.ctimeNs) / 1_000_000n) + 20));
+    const settled = await tracker.build(new Set(['etc/app.conf']));
+    assert.ok(settled !== null);
+    assert.deepEqual(await list(settled.file), ['dir:etc', 'file:etc/app.conf']);
+    assert.deepEqual(settled.torn, []);
+    await rm(settled.file);
+    // A file with content ships at once, within the tick or not.
+    await writeFile(join(upper, 'etc/app.conf'), 'version 2\n');
+    const written = await tracker.build(new Set(['etc/app.conf']));
+    assert.ok(written !== null);
+    assert.deepEqual(await list(written.file), ['dir:etc', 'file:etc/app.conf']);
+    await rm(written.file);
   });
 
   it('ships hard-link siblings together and removals of upper-only paths as remove-only whiteouts', async () => {
