@@ -12,7 +12,7 @@ import { stageChangeset, UpperTracker } from '../src/changeset/index.js';
 import { gzipAndHash } from '../src/changeset/tar-writer.js';
 import { S3RVER_CREDENTIALS } from '../src/s3server/index.js';
 import { asDigest, Bucket, S3BlobStore } from '../src/store/index.js';
-import { BUCKET, PutFloor, startS3Process } from './lib/s3.js';
+import { BUCKET, S3Floors, startS3Process } from './lib/s3.js';
 import { testSignatures } from '../test/support/signing.js';
 
 export interface BulkProfile {
@@ -42,7 +42,7 @@ async function timed<T>(f: () => Promise<T>): Promise<{ ms: number; value: T }> 
 export async function profileBulk(endpoint: string, baseDir: string, bytes: number): Promise<BulkProfile> {
   const dir = await mkdtemp(join(baseDir, 'profile-'));
   const store = new S3BlobStore({ bucket: BUCKET, region: 'us-east-1', endpoint, pathStyle: true, credentials: { ...S3RVER_CREDENTIALS } });
-  const floor = new PutFloor(endpoint);
+  const floor = new S3Floors(endpoint);
   try {
     const upper = join(dir, 'upper');
     const twin = join(dir, 'twin');

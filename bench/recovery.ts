@@ -13,7 +13,7 @@ import {
   removeContainers, runServices, spawnPuller, spawnPusher, waitAllStaged, type Cluster, type GroupOptions, type Service,
 } from './lib/cluster.js';
 import type { TwinlayerProcess } from '../test/support/twinlayer.js';
-import { ProcMeter, type ProcUsage } from './lib/proc-meter.js';
+import { ProcMeter, rssMB, type ProcUsage } from './lib/proc-meter.js';
 import { summarize, type Summary } from './lib/stats.js';
 
 /** The puller's default `startConcurrency`; the floor uses the same. */
@@ -39,6 +39,9 @@ export interface IdleRate {
   pullerRequestsPerMinute: number;
   pusherCpuSeconds: number;
   pullerCpuSeconds: number;
+  /** VmRSS of each process at the window's end (MB; absent in results before 2026-12-07). */
+  pusherRssMB?: number;
+  pullerRssMB?: number;
 }
 
 export interface RecoveryPoint {
@@ -185,6 +188,8 @@ async function countDuring(proxies: { pusher: FaultProxy; puller: FaultProxy }, 
     pullerRequestsPerMinute: perMin(proxies.puller.stats.requests - l0),
     pusherCpuSeconds: (await meters['pusher']!.end()).cpuSeconds,
     pullerCpuSeconds: (await meters['puller']!.end()).cpuSeconds,
+    pusherRssMB: await rssMB(meters['pusher']!.pid),
+    pullerRssMB: await rssMB(meters['puller']!.pid),
   };
 }
 

@@ -101,12 +101,13 @@ export function renderReport(r: BenchResult): string {
   out.push('## Sync: write returned → commit in the bucket → staged in the twin');
   out.push('');
   out.push(table(
-    ['image', 'change', 'N', '→ bucket median / p90 / max', '→ twin median / p90 / max', 'floor: PutObject median', 'bucket ÷ floor', 'lsyncd → target median (N)', 'twin ÷ lsyncd', 'commits per change (median / max)'],
+    ['image', 'change', 'N', '→ bucket median / p90 / max', '→ twin median / p90 / max', 'floor: PutObject median', 'bucket ÷ floor', 'floor: GetObject median', 'twin ÷ (PutObject + GetObject)', 'lsyncd → target median (N)', 'twin ÷ lsyncd', 'commits per change (median / max)'],
     r.sync.map((p) => [
       `${p.imageMB} MB`, p.change, String(p.bucket.n),
       `${ms(p.bucket.median)} / ${ms(p.bucket.p90)} / ${ms(p.bucket.max)}`,
       `${ms(p.twin.median)} / ${ms(p.twin.p90)} / ${ms(p.twin.max)}`,
       ms(p.floorPut.median), x2(ratio(p.bucket.median, p.floorPut.median)),
+      p.floorGet === undefined ? '—' : ms(p.floorGet.median), p.floorGet === undefined ? '—' : x2(ratio(p.twin.median, p.floorPut.median + p.floorGet.median)),
       `${ms(p.lsyncd.median)} (${p.lsyncd.n})`, x2(ratio(p.twin.median, p.lsyncd.median)),
       `${p.commits.median} / ${p.commits.max}`,
     ]),
@@ -179,8 +180,8 @@ export function renderReport(r: BenchResult): string {
     out.push('S3 requests per minute when idle (counted by an HTTP proxy in front of the S3 server, one per process):');
     out.push('');
     out.push(table(
-      ['protected containers', 'puller poll interval', 'window', 'pusher req/min', 'puller req/min', 'pusher CPU in window', 'puller CPU in window'],
-      idle.map(({ p, i }) => [String(p.containers), `${i.pollIntervalMs} ms`, `${i.windowSeconds} s`, String(i.pusherRequestsPerMinute), String(i.pullerRequestsPerMinute), `${i.pusherCpuSeconds} s`, `${i.pullerCpuSeconds} s`]),
+      ['protected containers', 'puller poll interval', 'window', 'pusher req/min', 'puller req/min', 'pusher CPU in window', 'puller CPU in window', 'RSS pusher / puller at its end'],
+      idle.map(({ p, i }) => [String(p.containers), `${i.pollIntervalMs} ms`, `${i.windowSeconds} s`, String(i.pusherRequestsPerMinute), String(i.pullerRequestsPerMinute), `${i.pusherCpuSeconds} s`, `${i.pullerCpuSeconds} s`, i.pusherRssMB === undefined ? '—' : `${i.pusherRssMB} / ${i.pullerRssMB} MB`]),
     ));
     out.push('');
   }
@@ -193,7 +194,7 @@ export function renderReport(r: BenchResult): string {
     '- Changes: 4 KiB rewrite of /etc/app.conf, 1 MB rewrite of /srv/data/blob-1mb.bin, and a bulk rewrite of /payload/blob.bin as large as the image (token line + /dev/urandom). They are written by one long-running `sh` inside the container (`docker exec -i`, commands on its stdin), so no exec round trip sits inside a sample.',
     '- "Write returned": an inotify watch (node fs.watch) on the primary\'s upper dir, in the bench process; the time of the last modify event of the file is the return of its last write(2). The container\'s shell acknowledges on stdout only so the bench knows the write is over; that ack is not the timestamp.',
     '- "In the bucket": the bench polls the group\'s head.json every ' + String(r.plan['headPollMs']) + ' ms with a conditional GET (If-None-Match) and records when each seq first appears; a sample ends at the seq the puller staged once everything is idle (the change\'s last commit). "Staged in the twin": the bench polls the twin\'s upper dir every 2 ms until the file holds the token and the exact size (staging renames whole files in).',
-    '- Floor for sync: one PutObject of the same number of random bytes to the same server with the same SDK settings (no checksums, path style). Peer: lsyncd ' + String(r.machine['lsyncd']) + ' with `default.rsync`, `delay = 0` (accepted; it syncs on the closed write), mirroring the primary\'s upper dir to a local dir while the pusher is stopped; time from the write to the file with the token and full size in the target.',
+    '- Floors for sync: one PutObject of the same number of random bytes to the same server with the same SDK settings (no checksums, path style), and one GetObject of that object streamed into a file (a write → staged cannot beat the two). Peer: lsyncd ' + String(r.machine['lsyncd']) + ' with `default.rsync`, `delay = 0` (accepted; it syncs on the closed write), mirroring the primary\'s upper dir to a local dir while the pusher is stopped; time from the write to the file with the token and full size in the target.',
     '- Recovery: N containers on A, latest content written into each /var/www/index.html, `push` + `pull` until every twin is staged (the "initial sync" column), primaries stopped (docker stop -t 0). Each run starts a fresh `twinlayer pull` (the hook promotes once per process; its state dir keeps the staged seqs), waits until it reports every twin stopped with lag 0, posts MASTER and polls every port (' + '5 ms for one container, 20 ms for more' + ') until it answers 200 with that container\'s token; between runs the twins are stopped again. The floor run starts the same stopped containers with DockerRuntime.startContainers (concurrency 8) from the bench process and polls the same way.',
     '- Samples per point: ' + `${String(r.plan['samples'])} for the 4 KiB and 1 MB changes; ${JSON.stringify(r.plan['bulkSamples'])} for the bulk change (fewer than 30 to fit the time budget: one 206 MB sample takes several seconds); lsyncd bulk ${String(r.plan['lsyncdBulkSamples'])}; recovery ${String(r.plan['recoveryRuns'])} runs per point, each followed by a floor run.`,
   ].join('\n'));

@@ -1,9 +1,12 @@
-// `npm run bench` (full, < 30 min on 2 cores) and `npm run bench -- --quick` (< 10 min): twinlayer's sync and
+// `npm run bench` (full, < 60 min on 2 cores) and `npm run bench -- --quick` (< 20 min): twinlayer's sync and
 // recovery on the workloads of the published reference, with floors and the lsyncd peer measured in the same run,
-// then months of operation compressed in time (months.ts: 5 min of writes, quick 3).
-// Writes bench/results/<date>.json and .md (quick: <date>-quick.*) and <date>-months.*; a full run also updates latest.md.
-import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+// then months of operation compressed in time (months.ts: 5 min of writes, quick 3), then 200 containers on one host
+// (scale.ts; quick: 50) and process start → hook answering (startup.ts), and last the targets of issue 13 from all of
+// it, each beside its floor and the figure before (targets.ts).
+// Writes bench/results/<date>.json and .md (quick: <date>-quick.*) with the targets appended, <date>-months.*,
+// <date>-scale-bench.*, <date>-startup-bench.json and <date>[-quick]-targets.json; a full run also updates latest.md.
+import { execFile, spawn } from 'node:child_process';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,18 +17,12 @@ import { profileBulk } from './profile.js';
 import { runRecoveryPoint } from './recovery.js';
 import { renderReport, renderStdout, type BenchResult } from './report.js';
 import { changeKinds, runSyncWorkload } from './sync.js';
+import { parseScaleRun, parseStartupRun, renderTargets, targetRows } from './targets.js';
 import { monthsOptions, runAndWriteMonths } from './months.js';
 import { trixieDockerDir } from '../src/lab/engine.js';
 
 const execFileP = promisify(execFile);
 
-// The AWS SDK warns once per process under Node 20 that its 2027 releases need Node 22 (bin/twinlayer.js does the same).
-const emitWarning = process.emitWarning.bind(process);
-process.emitWarning = ((warning: string | Error, ...rest: unknown[]): void => {
-  const text = typeof warning === 'string' ? warning : warning.message;
-  if (/NodeVersionSupportWarning|require node >=22/.test(text) || (typeof rest[0] === 'object' && rest[0] !== null && (rest[0] as { type?: unknown }).type === 'NodeVersionSupportWarning') || rest[0] === 'NodeVersionSupportWarning') return;
-  (emitWarning as (w: string | Error, ...r: unknown[]) => void)(warning, ...rest);
-});
 const resultsDir = join(dirname(fileURLToPath(import.meta.url)), 'results');
 
 interface Plan {
@@ -42,15 +39,18 @@ interface Plan {
   headPollMs: number;
 }
 
+/** Runs with engines of their own, on dockerd 20.10 and overlay2 only. */
+const OVERLAY2_ONLY = ['months', 'scale', 'startup'];
+
 function planFor(argv: string[]): { plan: Plan; only: Set<string>; store: 'overlay2' | 'containerd' } {
   const quick = argv.includes('--quick');
   const onlyArg = argv.find((a) => a.startsWith('--only='));
   const storeArg = argv.find((a) => a.startsWith('--store='))?.slice('--store='.length) ?? 'overlay2';
   if (storeArg !== 'overlay2' && storeArg !== 'containerd') throw new Error(`--store=${storeArg}: expected overlay2 or containerd`);
-  const only = new Set(onlyArg ? onlyArg.slice('--only='.length).split(',') : ['sync', 'recovery', ...(storeArg === 'overlay2' ? ['months'] : [])]);
-  for (const a of argv) if (a !== '--quick' && !a.startsWith('--only=') && !a.startsWith('--store=')) throw new Error(`unknown argument ${a}; expected --quick, --only=sync,recovery,months, --store=overlay2|containerd`);
-  for (const o of only) if (!['sync', 'recovery', 'months'].includes(o)) throw new Error(`--only=${o}: expected sync, recovery or months`);
-  if (only.has('months') && storeArg !== 'overlay2') throw new Error('--only=months runs on the lab\'s overlay2 engines only');
+  const only = new Set(onlyArg ? onlyArg.slice('--only='.length).split(',') : ['sync', 'recovery', ...(storeArg === 'overlay2' ? OVERLAY2_ONLY : [])]);
+  for (const a of argv) if (a !== '--quick' && !a.startsWith('--only=') && !a.startsWith('--store=')) throw new Error(`unknown argument ${a}; expected --quick, --only=sync,recovery,months,scale,startup, --store=overlay2|containerd`);
+  for (const o of only) if (!['sync', 'recovery', 'months', 'scale', 'startup'].includes(o)) throw new Error(`--only=${o}: expected sync, recovery, months, scale or startup`);
+  for (const o of OVERLAY2_ONLY) if (only.has(o) && storeArg !== 'overlay2') throw new Error(`--only=${o} runs on overlay2 engines only`);
   const plan: Plan = quick
     ? { mode: 'quick', sizes: [46, 107, 206], samples: 5, bulkSamples: { 46: 2, 107: 2, 206: 1 }, lsyncdBulkSamples: 1, profileSizes: [46], recoveryRuns: 2, counts: [10], idleWindowMs: 10_000, pollIntervalMs: 20, headPollMs: 5 }
     : { mode: 'full', sizes: [46, 107, 206], samples: 30, bulkSamples: { 46: 30, 107: 15, 206: 10 }, lsyncdBulkSamples: 5, profileSizes: [46, 107, 206], recoveryRuns: 5, counts: [10, 20, 40], idleWindowMs: 30_000, pollIntervalMs: 20, headPollMs: 5 };
@@ -77,15 +77,58 @@ async function restartS3(c: Cluster, log: (line: string) => void): Promise<void>
   log(`S3 server restarted (it held ${fds} descriptors)`);
 }
 
+/** Runs another bench script (its own engines) to its end; resolves to the JSON result it wrote (`<date>-<name>-bench.json`:
+ *  `args` give it the tag `bench`). */
+async function runScript(script: string, args: string[], name: string): Promise<unknown> {
+  const t0 = Date.now();
+  const child = spawn(process.execPath, ['--import', 'tsx', join(dirname(fileURLToPath(import.meta.url)), script), ...args], { stdio: 'inherit' });
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (c) => resolve(c));
+  });
+  if (code !== 0) throw new Error(`${script} ${args.join(' ')} exited with ${code}`);
+  // Its date is that of its end: the newest file of this name written since it started.
+  const files = (await readdir(resultsDir)).filter((f) => f.endsWith(`-${name}-bench.json`));
+  const fresh = (await Promise.all(files.map(async (f) => ({ f, at: (await stat(join(resultsDir, f))).mtimeMs })))).filter((x) => x.at >= t0).sort((a, b) => b.at - a.at)[0];
+  if (fresh === undefined) throw new Error(`${script} wrote no bench/results/<date>-${name}-bench.json`);
+  return JSON.parse(await readFile(join(resultsDir, fresh.f), 'utf8'));
+}
+
 async function main(): Promise<void> {
   const { plan, only, store } = planFor(process.argv.slice(2));
   const months = only.delete('months');
-  if (only.size > 0) await clusterBench(plan, only, store);
-  // After the engines of the cluster are gone: the lab starts its own two hosts.
+  const scale = only.delete('scale');
+  const startup = only.delete('startup');
+  const bench = only.size > 0 ? await clusterBench(plan, only, store) : null;
+  // After the engines of the cluster are gone: the lab and the other scripts start their own.
   if (months) await runAndWriteMonths({ ...monthsOptions([]), minutes: plan.mode === 'quick' ? 3 : 5 });
+  let failed = bench === null ? false : bench.result.errors.length > 0;
+  const attempt = async <T>(what: string, work: () => Promise<T>): Promise<T | null> => {
+    try {
+      return await work();
+    } catch (err) {
+      failed = true;
+      process.stdout.write(`FAILED ${what}: ${err instanceof Error ? err.message : String(err)}\n`);
+      return null;
+    }
+  };
+  const scaleRun = scale
+    ? await attempt('scale', async () => parseScaleRun(await runScript('scale.ts', plan.mode === 'quick' ? ['--containers=50', '--samples=5', '--idle-seconds=20', '--tag=bench'] : ['--containers=200', '--samples=10', '--idle-seconds=60', '--tag=bench'], 'scale')))
+    : null;
+  const startupRun = startup ? await attempt('startup', async () => parseStartupRun(await runScript('startup.ts', ['--runs', plan.mode === 'quick' ? '3' : '7', '--variants', 'bin', '--tag', 'bench'], 'startup'))) : null;
+  if (bench !== null && (scale || startup)) {
+    const rows = targetRows(bench.result, scaleRun, startupRun);
+    const sources = `From this run: ${bench.stem}.json (sync, recovery)${scale ? `, ${bench.stem.slice(0, 10)}-scale-bench.json (\`bench/scale.ts\`)` : ''}${startup ? `, ${bench.stem.slice(0, 10)}-startup-bench.json (\`bench/startup.ts\`)` : ''}. "Before": the issue's figures, measured on 2026-11-27 (bench/results/2026-11-27.md) and by trying the CLI.`;
+    const md = renderTargets(rows, sources);
+    await writeFile(join(resultsDir, `${bench.stem}-targets.json`), JSON.stringify({ date: bench.result.date, rows }, null, 2) + '\n');
+    await writeFile(join(resultsDir, `${bench.stem}.md`), `${bench.md}\n${md}`);
+    if (bench.latest) await writeFile(join(resultsDir, 'latest.md'), `${bench.md}\n${md}`);
+    process.stdout.write(`\n${md}\n`);
+  }
+  if (failed) process.exitCode = 1;
 }
 
-async function clusterBench(plan: Plan, only: Set<string>, store: 'overlay2' | 'containerd'): Promise<void> {
+async function clusterBench(plan: Plan, only: Set<string>, store: 'overlay2' | 'containerd'): Promise<{ result: BenchResult; stem: string; md: string; latest: boolean }> {
   const started = performance.now();
   const startedAt = new Date();
   const log = (line: string): void => {
@@ -178,10 +221,11 @@ async function clusterBench(plan: Plan, only: Set<string>, store: 'overlay2' | '
     await save();
     const md = renderReport(result);
     await writeFile(join(resultsDir, `${stem}.md`), md);
-    if (plan.mode === 'full' && store === 'overlay2' && only.has('sync') && only.has('recovery') && result.errors.length === 0) await writeFile(join(resultsDir, 'latest.md'), md);
+    const latest = plan.mode === 'full' && store === 'overlay2' && only.has('sync') && only.has('recovery') && result.errors.length === 0;
+    if (latest) await writeFile(join(resultsDir, 'latest.md'), md);
     process.stdout.write('\n' + renderStdout(result) + '\n');
     log(`wrote bench/results/${stem}.json and .md in ${result.durationSeconds} s${result.errors.length > 0 ? `; ${result.errors.length} workload(s) FAILED` : ''}`);
-    if (result.errors.length > 0) process.exitCode = 1;
+    return { result, stem, md, latest };
   } finally {
     if (!interrupted) {
       if (cluster) await stopCluster(cluster).catch((err: unknown) => log(`cleanup: ${String(err)}`));

@@ -1,7 +1,7 @@
 // Sync workload for one service image: a 4 KiB config change, a 1 MB change and a bulk change as large as the
 // image, each measured from the moment the write returned (inotify on the primary's upper dir) to (a) the commit
 // visible in the bucket (head.json polled every few ms) and (b) the change staged in the twin's upper dir; then
-// the floor (one PutObject of the same bytes) and the peer (lsyncd + rsync of the upper dir).
+// the floors (one PutObject of the same bytes, one GetObject of them back) and the peer (lsyncd + rsync of the upper dir).
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
@@ -11,7 +11,7 @@ import {
 } from './lib/cluster.js';
 import { startLsyncd } from './lib/lsyncd.js';
 import { measure, ProcMeter, type ProcUsage } from './lib/proc-meter.js';
-import { HeadWatcher, PutFloor } from './lib/s3.js';
+import { HeadWatcher, S3Floors } from './lib/s3.js';
 import { summarize, type Summary } from './lib/stats.js';
 import { ContainerShell, fileHolds, pollUntil, WriteClock, writeCommand } from './lib/writer.js';
 
@@ -40,6 +40,9 @@ export interface SyncPoint {
   bucket: Summary;
   twin: Summary;
   floorPut: Summary;
+  /** One GetObject of the same bytes into a file, right after each floor PutObject (absent in results before
+   *  2026-12-07). */
+  floorGet?: Summary;
   lsyncd: Summary;
   commits: Summary;
   usage: Record<string, ProcUsage>;
@@ -82,7 +85,7 @@ export async function runSyncWorkload(c: Cluster, imageMB: number, o: SyncOption
   const clocks = new Map<string, WriteClock>();
   const work = await mkdtemp(join(c.base, `sync-${imageMB}-`));
   let watcher: HeadWatcher | null = null;
-  const floor = new PutFloor(c.s3.endpoint);
+  const floor = new S3Floors(c.s3.endpoint);
   try {
     const writing = JSON.parse(await pusher.waitForLine(/"pusher writing"/, 30_000)) as { generation: number };
     watcher = new HeadWatcher(c.s3.endpoint, group, writing.generation, o.headPollMs);
@@ -157,6 +160,7 @@ export async function runSyncWorkload(c: Cluster, imageMB: number, o: SyncOption
         bucket: summarize(samples.map((s) => s.bucketMs)),
         twin: summarize(samples.map((s) => s.twinMs)),
         floorPut: summarize([]),
+        floorGet: summarize([]),
         lsyncd: summarize([]),
         commits: summarize(samples.map((s) => s.commits)),
         usage,
@@ -169,9 +173,15 @@ export async function runSyncWorkload(c: Cluster, imageMB: number, o: SyncOption
       const ch = o.changes.find((x) => x.id === point.change)!;
       const src = join(work, `floor-${ch.id}.bin`);
       await writeFile(src, randomBytes(ch.bytes));
-      const times: number[] = [];
-      for (let i = 0; i < ch.samples; i++) times.push(await floor.putFile(src));
-      point.floorPut = summarize(times);
+      const puts: number[] = [];
+      const gets: number[] = [];
+      for (let i = 0; i < ch.samples; i++) {
+        const t = await floor.putThenGet(src, `${src}.get`);
+        puts.push(t.putMs);
+        gets.push(t.getMs);
+      }
+      point.floorPut = summarize(puts);
+      point.floorGet = summarize(gets);
       await rm(src, { force: true });
     }
 

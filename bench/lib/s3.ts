@@ -1,11 +1,13 @@
 // The S3 side of the bench: the embedded S3 server as its own process (so its CPU does not share the bench's
 // event loop), a tight head.json watcher, the PutObject floor, and request-counting proxies for the idle rate.
-import { createReadStream } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import http from 'node:http';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { performance } from 'node:perf_hooks';
-import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { pipeline } from 'node:stream/promises';
+import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { S3RVER_CREDENTIALS } from '../../src/s3server/index.js';
 import { spawnTwinlayer, type TwinlayerProcess } from '../../test/support/twinlayer.js';
 import { waitFor } from '../../src/lab/wait.js';
@@ -152,8 +154,9 @@ export class HeadWatcher {
   }
 }
 
-/** The sync floor: one PutObject of the same bytes to the same server, with the SDK settings twinlayer uses. */
-export class PutFloor {
+/** The sync floors: one PutObject of the same bytes to the same server, with the SDK settings twinlayer uses, and one
+ *  GetObject of them back into a file (what a standby cannot do with less). */
+export class S3Floors {
   readonly #client: S3Client;
   #n = 0;
 
@@ -171,11 +174,27 @@ export class PutFloor {
 
   /** Milliseconds for one PutObject of `file`. */
   async putFile(file: string): Promise<number> {
+    return (await this.#put(file)).ms;
+  }
+
+  /** Milliseconds for one PutObject of `file`, then for one GetObject of that object streamed into `dest`. */
+  async putThenGet(file: string, dest: string): Promise<{ putMs: number; getMs: number }> {
+    const { key, ms: putMs } = await this.#put(file);
+    const t0 = performance.now();
+    const r = await this.#client.send(new GetObjectCommand({ Bucket: BUCKET, Key: key }));
+    if (!(r.Body instanceof Readable)) throw new Error(`floor GET ${key}: no stream body`);
+    await pipeline(r.Body, createWriteStream(dest));
+    const getMs = performance.now() - t0;
+    await rm(dest, { force: true });
+    return { putMs, getMs };
+  }
+
+  async #put(file: string): Promise<{ key: string; ms: number }> {
     const size = (await stat(file)).size;
     const key = `floor/${process.pid}-${this.#n++}`;
     const t0 = performance.now();
     await this.#client.send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: createReadStream(file), ContentLength: size }));
-    return performance.now() - t0;
+    return { key, ms: performance.now() - t0 };
   }
 
   destroy(): void {
