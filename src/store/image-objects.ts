@@ -1,4 +1,6 @@
-// Reading an image out of the bucket (issue 12, images through the bucket), every byte checked while it streams.
+// An image's objects in the bucket (issue 12, images through the bucket): what the primary's shipper asks of them
+// (has, put: content-addressed like blobs, so a PUT over the same key writes the same bytes) and the standby's reads,
+// every byte checked while it streams.
 // The objects (keys.ts imageKey): an image's config under its config digest, its exact bytes; each layer under its
 // diff id, the layer tar gzip'd. Nothing here trusts the bucket: a config must hash to the digest it is read by and
 // name exactly the diff ids asked for; a layer must gunzip (a truncated or corrupt gzip is refused), to a size its gzip
@@ -19,6 +21,7 @@ import { z } from 'zod';
 
 import { TwinlayerError } from '../log/errors.js';
 import type { BlobStore } from './blob-store.js';
+import type { DeleteGate } from './delete-gate.js';
 import type { KeyLayout } from './keys.js';
 import { asDigest } from './types.js';
 
@@ -153,18 +156,36 @@ class VerifyMeter extends Transform {
   }
 }
 
-/** The image objects of a group's bucket. */
+/** The image objects of a group's bucket. A digest is sha256:<hex> (or the bare hex). */
 export class ImageObjects {
   readonly #store: BlobStore;
   readonly #layout: KeyLayout;
+  readonly #gate: DeleteGate;
 
-  constructor(store: BlobStore, layout: KeyLayout) {
+  /** `gate`: the bucket's (Bucket.gate), so that a GC run of this process spares what the shipper names again. */
+  constructor(store: BlobStore, layout: KeyLayout, gate: DeleteGate) {
     this.#store = store;
     this.#layout = layout;
+    this.#gate = gate;
   }
 
   keyOf(digest: string): string {
     return this.#layout.imageKey(asDigest(digest.replace(/^sha256:/, '')));
+  }
+
+  /** Whether the object is in the bucket (a HEAD) and stays: one a GC run of this process is about to delete counts
+   *  as missing, and is rescued from that run (delete-gate.ts) for the put that follows. */
+  async has(digest: string, signal?: AbortSignal): Promise<boolean> {
+    const key = this.keyOf(digest);
+    if (await this.#gate.beforeWrite(key)) return false;
+    return this.#store.exists(key, { signal });
+  }
+
+  /** Uploads the object; `signal` ends the upload in flight. A GC run of this process that doomed the key leaves it. */
+  async put(digest: string, body: Buffer | { file: string }, signal?: AbortSignal): Promise<void> {
+    const key = this.keyOf(digest);
+    await this.#gate.beforeWrite(key);
+    await this.#store.put(key, body, { signal });
   }
 
   /** The config stored under `configDigest`, checked: its bytes hash to it, it is JSON, and its rootfs.diff_ids are

@@ -80,7 +80,6 @@ export { gapPassedBy, headClearsGap } from './gc-retired.js';
 export { gcKinds, planGc, retainedRecords, type GcDeletion, type GcDivergent, type GcGeneration, type GcInput, type GcKind, type GcObject, type GcPlan, type GcRecord } from './gc-plan.js';
 export type { DeleteManyOptions, ListedObject, PutOptions } from './blob-store.js';
 export { commitChain, type ChainItem } from './commit-chain.js';
-export { ImageUploads } from './image-uploads.js';
 export {
   DEFAULT_IMAGE_RANGE_BYTES, DEFAULT_MAX_LAYER_BYTES, agreesWithIsize, declaredSize, ImageNoRoomError, layerByteCap, ImageObjectRefusedError, ImageObjects, MAX_IMAGE_CONFIG_BYTES,
   type FetchLayerOptions, type LayerProbe,
