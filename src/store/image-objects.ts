@@ -20,7 +20,7 @@ import { createGunzip } from 'node:zlib';
 import { z } from 'zod';
 
 import { TwinlayerError } from '../log/errors.js';
-import type { BlobStore } from './blob-store.js';
+import { readRange, type BlobStore } from './blob-store.js';
 import type { DeleteGate } from './delete-gate.js';
 import type { KeyLayout } from './keys.js';
 import { asDigest } from './types.js';
@@ -193,7 +193,7 @@ export class ImageObjects {
   async config(configDigest: string, diffIds: readonly string[], signal?: AbortSignal): Promise<Buffer> {
     const key = this.keyOf(configDigest);
     const ctx = { key, digest: configDigest };
-    const read = await this.#store.getRange(key, 0, MAX_IMAGE_CONFIG_BYTES + 1, signal);
+    const read = await readRange(this.#store, key, 0, MAX_IMAGE_CONFIG_BYTES + 1, signal);
     if (read.status !== 'ok') throw new ImageObjectRefusedError('the image config is not in the bucket', ctx);
     if (read.body.length > MAX_IMAGE_CONFIG_BYTES) throw new ImageObjectRefusedError(`the image config is larger than ${MAX_IMAGE_CONFIG_BYTES} bytes`, ctx);
     const got = `sha256:${createHash('sha256').update(read.body).digest('hex')}`;
@@ -217,13 +217,13 @@ export class ImageObjects {
   async probeLayer(diffId: string, signal?: AbortSignal): Promise<LayerProbe> {
     const key = this.keyOf(diffId);
     const ctx = { key, digest: diffId };
-    const head = await this.#store.getRange(key, 0, 10, signal);
+    const head = await readRange(this.#store, key, 0, 10, signal);
     if (head.status !== 'ok') throw new ImageObjectRefusedError('the layer is not in the bucket', ctx);
     if (head.body.length < 10 || head.body[0] !== 0x1f || head.body[1] !== 0x8b) throw new ImageObjectRefusedError('the layer object is not gzip', ctx);
     const size = head.objectSize;
     if (size === null) throw new ImageObjectRefusedError('the store did not say the layer object\'s size', ctx);
     if (size < 10 + GZIP_TRAILER_BYTES) throw new ImageObjectRefusedError(`the layer object is ${size} bytes, too short for a gzip`, ctx);
-    const tail = await this.#store.getRange(key, size - GZIP_TRAILER_BYTES, GZIP_TRAILER_BYTES, signal);
+    const tail = await readRange(this.#store, key, size - GZIP_TRAILER_BYTES, GZIP_TRAILER_BYTES, signal);
     if (tail.status !== 'ok' || tail.body.length !== GZIP_TRAILER_BYTES) throw new ImageObjectRefusedError('the layer object changed while it was read', ctx);
     const isize = tail.body.readUInt32LE(4);
     const declared = declaredSize(isize, size);
@@ -246,7 +246,7 @@ export class ImageObjects {
     const signal = o.signal;
     async function* ranges(): AsyncGenerator<Buffer> {
       for (let at = 0; at < probe.compressedBytes;) {
-        const read = await store.getRange(probe.key, at, Math.min(rangeBytes, probe.compressedBytes - at), signal);
+        const read = await readRange(store, probe.key, at, Math.min(rangeBytes, probe.compressedBytes - at), signal);
         if (read.status !== 'ok' || read.body.length === 0) throw new ImageObjectRefusedError(`the layer object ended at ${at} bytes, not at the ${probe.compressedBytes} it had`, ctx);
         if (read.objectSize !== null && read.objectSize !== probe.compressedBytes) throw new ImageObjectRefusedError('the layer object changed while it was read', ctx);
         at += read.body.length;

@@ -1,6 +1,6 @@
 // The store unit: bucket layout, commit records, head pointer, blob transfer with digest check.
 export { asDigest, asGeneration, asSeq, isDigest, MAX_RECORD_BYTES, MAX_SPEC_BYTES, type Digest, type Generation, type Seq } from './types.js';
-export { defaultRetryPolicy, type BlobStore, type BodyObserver, type GetOptions, type RangeBytes, type RangeRead, type RetryPolicy } from './blob-store.js';
+export { defaultRetryPolicy, readRange, type BlobStore, type BodyObserver, type GetOptions, type RangeBytes, type RangeObserved, type RangeOptions, type RangeRead, type RetryPolicy } from './blob-store.js';
 export { S3BlobStore, isRetryableS3Error, type S3BlobStoreOptions } from './s3-blob-store.js';
 export { DirBlobStore } from './dir-blob-store.js';
 export { PackStore, type PackStoreOptions, type PackUploadStats } from './pack-store.js';

@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
 
 import { DeleteGate } from '../../../src/store/delete-gate.js';
-import { agreesWithIsize, declaredSize, DEFAULT_MAX_LAYER_BYTES, DirBlobStore, ImageNoRoomError, ImageObjectRefusedError, ImageObjects, KeyLayout, layerByteCap } from '../../../src/store/index.js';
+import { agreesWithIsize, declaredSize, DEFAULT_MAX_LAYER_BYTES, DirBlobStore, ImageNoRoomError, ImageObjectRefusedError, ImageObjects, KeyLayout, layerByteCap, type BodyObserver, type RangeOptions } from '../../../src/store/index.js';
 
 const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
@@ -163,9 +163,9 @@ describe('image objects', () => {
     // The third range read aborts the fetch, as a finalize would.
     let reads = 0;
     class AbortingStore extends DirBlobStore {
-      override getRange(key: string, start: number, length: number, signal?: AbortSignal) {
+      override observeRange(key: string, start: number, length: number, observe: BodyObserver, opts?: RangeOptions) {
         if (++reads === 3) stop.abort(new Error('paused by a finalize'));
-        return super.getRange(key, start, length, signal);
+        return super.observeRange(key, start, length, observe, opts);
       }
     }
     const aborting = new ImageObjects(new AbortingStore(join(dir, 'bucket')), new KeyLayout('tl', 'g'), new DeleteGate());
