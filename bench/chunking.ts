@@ -37,7 +37,7 @@ import { uploadChunks } from '../src/pusher/chunk-upload.js';
 import { S3RVER_CREDENTIALS } from '../src/s3server/index.js';
 import { BUCKET, startS3Process } from './lib/s3.js';
 import {
-  asDigest, Bucket, PackStore, S3BlobStore, Signatures, SigningKey, type BlobStore, type CommitRecord, type BodyObserver, type GetOptions,
+  asDigest, Bucket, PackStore, S3BlobStore, Signatures, SigningKey, type BlobStore, type CommitRecord, type BodyObserver, type GetOptions, type RangeOptions,
 } from '../src/store/index.js';
 import { defaultLimits } from '../src/changeset/limits.js';
 
@@ -77,8 +77,7 @@ class CountingStore implements BlobStore {
   getBuffer(key: string, maxBytes: number): Promise<Buffer | null> { this.gets++; return this.inner.getBuffer(key, maxBytes); }
   getToFile(key: string, file: string, maxBytes?: number, opts?: GetOptions): Promise<boolean> { this.gets++; return this.inner.getToFile(key, file, maxBytes, opts); }
   getRangeToFile(key: string, start: number, length: number, file: string) { this.gets++; return this.inner.getRangeToFile(key, start, length, file); }
-  getRange(key: string, start: number, length: number, signal?: AbortSignal) { this.gets++; return this.inner.getRange(key, start, length, signal); }
-  observeRange(key: string, start: number, length: number, observe: BodyObserver) { this.gets++; return this.inner.observeRange(key, start, length, observe); }
+  observeRange(key: string, start: number, length: number, observe: BodyObserver, opts?: RangeOptions) { this.gets++; return this.inner.observeRange(key, start, length, observe, opts); }
   getIfNoneMatch(key: string, etag: string | undefined, maxBytes: number) { return this.inner.getIfNoneMatch(key, etag, maxBytes); }
   exists(key: string): Promise<boolean> { return this.inner.exists(key); }
   list(prefix: string, startAfter?: string): AsyncIterable<string> { return this.inner.list(prefix, startAfter); }

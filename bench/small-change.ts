@@ -17,7 +17,7 @@ import { ContainerReplicator } from '../src/pusher/replicator.js';
 import { ShippedStateStore } from '../src/pusher/shipped-state.js';
 import { watchUpper } from '../src/pusher/upper-watcher.js';
 import { S3RVER_CREDENTIALS } from '../src/s3server/index.js';
-import { asDigest, asGeneration, Bucket, JournalWriter, S3BlobStore, type BlobStore, type BodyObserver, type GetOptions, type RangeRead } from '../src/store/index.js';
+import { asDigest, asGeneration, Bucket, JournalWriter, S3BlobStore, type BlobStore, type BodyObserver, type GetOptions, type RangeObserved, type RangeOptions, type RangeRead } from '../src/store/index.js';
 import { testSignatures } from '../test/support/signing.js';
 import { BUCKET, startS3Process } from './lib/s3.js';
 import { summarize } from './lib/stats.js';
@@ -46,8 +46,7 @@ class TimedStore implements BlobStore {
   getBuffer(key: string, maxBytes: number): Promise<Buffer | null> { return this.#timed('GET', key, () => this.inner.getBuffer(key, maxBytes)); }
   getToFile(key: string, file: string, maxBytes?: number, opts?: GetOptions): Promise<boolean> { return this.#timed('GET', key, () => this.inner.getToFile(key, file, maxBytes, opts)); }
   getRangeToFile(key: string, start: number, length: number, file: string): Promise<RangeRead> { return this.#timed('GET-range', key, () => this.inner.getRangeToFile(key, start, length, file)); }
-  getRange(key: string, start: number, length: number, signal?: AbortSignal): ReturnType<BlobStore['getRange']> { return this.#timed('GET-range', key, () => this.inner.getRange(key, start, length, signal)); }
-  observeRange(key: string, start: number, length: number, observe: BodyObserver): Promise<RangeRead> { return this.#timed('GET-range', key, () => this.inner.observeRange(key, start, length, observe)); }
+  observeRange(key: string, start: number, length: number, observe: BodyObserver, opts?: RangeOptions): Promise<RangeObserved> { return this.#timed('GET-range', key, () => this.inner.observeRange(key, start, length, observe, opts)); }
   getIfNoneMatch(key: string, etag: string | undefined, maxBytes: number): ReturnType<BlobStore['getIfNoneMatch']> {
     return this.#timed('GET', key, () => this.inner.getIfNoneMatch(key, etag, maxBytes));
   }

@@ -4,9 +4,9 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { open, writeFile, type FileHandle } from 'node:fs/promises';
-import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip, deflateRawSync, gzipSync } from 'node:zlib';
+import { hashTap } from '../streams/hash-tap.js';
 import { encodeEntryHeaders, endOfArchive, paddingFor, type TarEntry } from './tar-format.js';
 
 export class TarFileWriter {
@@ -118,17 +118,9 @@ export async function gzipAndHash(src: string, dst: string): Promise<{ digest: s
   } finally {
     await fh.close();
   }
-  const hash = createHash('sha256');
-  let size = 0;
-  const tap = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      hash.update(chunk);
-      size += chunk.length;
-      cb(null, chunk);
-    },
-  });
+  const tap = hashTap();
   const level = await chooseGzipLevel(src);
   // 1 MiB chunks: each zlib chunk is a round trip to the thread pool (16 KiB ones cost a second per 200 MB).
   await pipeline(createReadStream(src, { highWaterMark: 1 << 20 }), createGzip({ level, chunkSize: 1 << 20 }), tap, createWriteStream(dst, { flags: 'wx', mode: 0o600 }));
-  return { digest: hash.digest('hex'), size };
+  return { digest: tap.hex(), size: tap.bytes() };
 }

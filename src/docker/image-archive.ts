@@ -10,12 +10,13 @@ import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
 import { join, posix } from 'node:path';
-import { Readable, Transform, Writable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { crc32, createGunzip, createGzip } from 'node:zlib';
+import { createGunzip, createGzip } from 'node:zlib';
 import { Parser, type ReadEntry } from 'tar';
 import { z } from 'zod';
 import { TwinlayerError, type ErrorContext } from '../log/errors.js';
+import { hashTap } from '../streams/hash-tap.js';
 import type { ImageIdentity } from './image-identity.js';
 
 /** The archive cannot be used. `permanent` when saving the same image again gives the same answer (an identity that
@@ -84,22 +85,6 @@ function sha256(bytes: Buffer): string {
   return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 }
 
-/** A pass-through that hashes (sha256 and crc32) and counts what passes. */
-function hashTap(): Transform & { digest: () => string; bytes: () => number; crc: () => number } {
-  const hash = createHash('sha256');
-  let n = 0;
-  let c = 0;
-  const t = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      hash.update(chunk);
-      c = crc32(chunk, c);
-      n += chunk.length;
-      cb(null, chunk);
-    },
-  });
-  return Object.assign(t, { digest: () => `sha256:${hash.digest('hex')}`, bytes: () => n, crc: () => c });
-}
-
 /** Whether the gzip file's trailer (its last 8 bytes: CRC32, then ISIZE, little-endian) describes the whole tar. The
  *  standby checks ISIZE against the layer's size: a multi-member gzip (eStargz, bgzip) or one with bytes after its
  *  member ends has a trailer that does not (the last member's CRC differs from the whole's but by chance). */
@@ -149,7 +134,7 @@ export async function gzipLayer(source: AsyncIterable<Buffer>, file: string, con
     }
     if (head.subarray(0, gzipMagic.length).equals(gzipMagic)) {
       const stored = hashTap();
-      const tar = hashTap();
+      const tar = hashTap({ crc32: true });
       await pipeline(rest, stored, createWriteStream(file), opts);
       await pipeline(createReadStream(file), createGunzip(), tar, new Writable({ write: (_c, _e, cb) => cb() }), opts);
       if (await trailerFitsWhole(file, stored.bytes(), { bytes: tar.bytes(), crc: tar.crc() })) {

@@ -15,7 +15,7 @@ import PQueue from 'p-queue';
 import { ImageArchiveError, readImageArchive, verifyArchive, type DockerRuntime, type ImageIdentity } from '../docker/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/index.js';
-import { asDigest, ImageUploads, type Bucket, type Digest } from '../store/index.js';
+import type { Bucket } from '../store/index.js';
 
 export interface ImageShipperOptions {
   runtime: Pick<DockerRuntime, 'saveImage' | 'imageSize'>;
@@ -73,13 +73,8 @@ function idsOf(t: Tracked): string[] {
   return [...new Set(t.containers.values())];
 }
 
-function hexOf(digest: string): Digest {
-  return asDigest(digest.slice('sha256:'.length));
-}
-
 export class ImageShipper {
   readonly #o: ImageShipperOptions;
-  readonly #objects: ImageUploads;
   /** By config digest: one image, whatever its id on this engine. */
   readonly #images = new Map<string, Tracked>();
   readonly #queue = new PQueue({ concurrency: 1 });
@@ -91,7 +86,6 @@ export class ImageShipper {
 
   constructor(opts: ImageShipperOptions) {
     this.#o = opts;
-    this.#objects = new ImageUploads(opts.bucket);
     this.#recheckMs = opts.recheckMs ?? 10 * 60_000;
     this.#baseMs = opts.baseBackoffMs ?? 10_000;
     this.#maxMs = opts.maxBackoffMs ?? 3600_000;
@@ -190,7 +184,7 @@ export class ImageShipper {
     const missing = new Set<string>();
     for (const d of digests) {
       signal.throwIfAborted();
-      if (!(await this.#objects.has(hexOf(d), signal))) missing.add(d);
+      if (!(await this.#o.bucket.images.has(d, signal))) missing.add(d);
     }
     const present = digests.length - missing.size;
     if (missing.size === 0) {
@@ -228,7 +222,7 @@ export class ImageShipper {
       // Layers first: a loader that finds the config finds its layers (it checks everything either way).
       for (const layer of saved.layers) {
         if (!missing.has(layer.diffId) || done.has(layer.diffId)) continue;
-        await this.#objects.put(hexOf(layer.diffId), { file: layer.file }, signal);
+        await this.#o.bucket.images.put(layer.diffId, { file: layer.file }, signal);
         done.add(layer.diffId);
         uploaded++;
         bytes += layer.gzBytes;
@@ -236,7 +230,7 @@ export class ImageShipper {
         log.info('image layer uploaded', { diffId: layer.diffId, bytes: layer.gzBytes, tarBytes: layer.tarBytes, compression: layer.compression, ms: Date.now() - started });
       }
       if (missing.has(identity.configDigest)) {
-        await this.#objects.put(hexOf(identity.configDigest), saved.configBytes, signal);
+        await this.#o.bucket.images.put(identity.configDigest, saved.configBytes, signal);
         uploaded++;
         bytes += saved.configBytes.length;
         this.#o.metrics?.imageObject('uploaded', saved.configBytes.length);

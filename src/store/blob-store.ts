@@ -29,14 +29,14 @@ export interface BlobStore {
    */
   getRangeToFile(key: string, start: number, length: number, file: string): Promise<RangeRead>;
   /**
-   * Bytes [start, start + length) of the object, into memory, with one ranged GET (retried whole). `ok` with fewer
-   * than `length` bytes when the object ends inside the range, and the object's size when the store said it;
-   * `short` when the object ends at or before `start`; `missing` when there is none. `signal` ends the request (and
-   * its retries) at once with its reason.
+   * Bytes [start, start + length) of the object shown to `observe` as they arrive (never more than `length`), and
+   * kept nowhere, with one ranged GET (retried whole: `observe.start()` before each attempt). The one ranged read
+   * into memory too (readRange). `ok` with the object's size when the store said it; `missing` when there is no such
+   * object; `short` when the object ends before the range does (nothing shown), with its size when the store said it.
+   * With `opts.partial`, an object that ends inside the range shows what it has and is `ok`: `short` only when it
+   * ends at or before `start`. `opts.signal` ends the request (and its retries) at once with its reason.
    */
-  getRange(key: string, start: number, length: number, signal?: AbortSignal): Promise<RangeBytes>;
-  /** getRangeToFile's bytes shown to `observe` as they arrive, and written nowhere. */
-  observeRange(key: string, start: number, length: number, observe: BodyObserver): Promise<RangeRead>;
+  observeRange(key: string, start: number, length: number, observe: BodyObserver, opts?: RangeOptions): Promise<RangeObserved>;
   /** Conditional GET: `unchanged` when the object's ETag still equals `etag`. */
   getIfNoneMatch(
     key: string,
@@ -75,8 +75,16 @@ export interface DeleteManyOptions {
 export interface BodyObserver {
   /** Before an attempt's first byte: a retried request starts again from byte 0, what was seen before is void. */
   start(): void;
-  /** The next bytes; the download waits for the promise (so the observer's pace bounds the download's). */
+  /** The next bytes, the observer's to keep (a store never reuses them); the download waits for the promise (so the
+   *  observer's pace bounds the download's). */
   chunk(bytes: Buffer): Promise<void> | undefined;
+}
+
+export interface RangeOptions {
+  /** The range may run past the object's end: what the object has of it is `ok`. */
+  partial?: boolean;
+  /** Stops the request; an aborted request is not retried, and throws the signal's reason. */
+  signal?: AbortSignal | undefined;
 }
 
 export interface GetOptions {
@@ -111,7 +119,27 @@ export function checkRange(start: number, length: number): void {
 
 export type RangeRead = { status: 'ok' } | { status: 'missing' } | { status: 'short'; objectSize: number | null };
 
+export type RangeObserved = { status: 'ok'; objectSize: number | null } | { status: 'missing' } | { status: 'short'; objectSize: number | null };
+
 export type RangeBytes = { status: 'ok'; body: Buffer; objectSize: number | null } | { status: 'missing' } | { status: 'short'; objectSize: number | null };
+
+/**
+ * Bytes [start, start + length) of the object, into memory (never more than `length`), with one ranged GET (retried
+ * whole): observeRange's with an observer that keeps them. `ok` with fewer than `length` bytes when the object ends
+ * inside the range, and the object's size when the store said it; `short` when the object ends at or before
+ * `start`; `missing` when there is none. `signal` ends the request (and its retries) at once with its reason.
+ */
+export async function readRange(store: Pick<BlobStore, 'observeRange'>, key: string, start: number, length: number, signal?: AbortSignal): Promise<RangeBytes> {
+  let parts: Buffer[] = [];
+  const keep: BodyObserver = {
+    start: () => {
+      parts = [];
+    },
+    chunk: (bytes) => void parts.push(bytes),
+  };
+  const got = await store.observeRange(key, start, length, keep, { partial: true, signal });
+  return got.status === 'ok' ? { status: 'ok', body: Buffer.concat(parts), objectSize: got.objectSize } : got;
+}
 
 /** Exponential backoff with full jitter: attempt n waits random(0, min(maxMs, baseMs * 2^n)). */
 export interface RetryPolicy {

@@ -231,13 +231,13 @@ export class Bucket {
   readonly #maxListed: number;
   /** GC in this process and this bucket's writers (delete-gate.ts). */
   readonly gate = new DeleteGate();
-  /** The group's images, read and checked while they stream (image-objects.ts). */
+  /** The group's images: the shipper's HEADs and PUTs, the standby's reads checked while they stream (image-objects.ts). */
   readonly images: ImageObjects;
 
   constructor(store: BlobStore, opts: BucketOptions) {
     this.store = store;
     this.layout = new KeyLayout(opts.prefix, opts.group);
-    this.images = new ImageObjects(store, this.layout);
+    this.images = new ImageObjects(store, this.layout, this.gate);
     this.#group = opts.group;
     this.#sig = opts.signatures;
     this.#log = opts.log ?? silentLogger;

@@ -9,7 +9,7 @@ import { copyFile, link, mkdir, open, readdir, readFile, rename, rm, stat, unlin
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 
-import { checkRange, observed, type BlobStore, type BodyObserver, type DeleteManyOptions, type GetOptions, type ListedObject, type PutOptions, type RangeBytes, type RangeRead } from './blob-store.js';
+import { checkRange, observed, type BlobStore, type BodyObserver, type DeleteManyOptions, type GetOptions, type ListedObject, type PutOptions, type RangeObserved, type RangeOptions, type RangeRead } from './blob-store.js';
 import { InvalidKeyError, ObjectTooLargeError } from './errors.js';
 import { KeyedMutex } from './keyed-mutex.js';
 
@@ -154,28 +154,31 @@ export class DirBlobStore implements BlobStore {
     }
   }
 
-  async observeRange(key: string, start: number, length: number, observe: BodyObserver): Promise<RangeRead> {
+  async observeRange(key: string, start: number, length: number, observe: BodyObserver, opts: RangeOptions = {}): Promise<RangeObserved> {
     checkRange(start, length);
-    const path = this.#path(key);
+    opts.signal?.throwIfAborted();
     let fh;
     try {
-      fh = await open(path, 'r');
+      fh = await open(this.#path(key), 'r');
     } catch (err) {
       if (missing(err)) return { status: 'missing' };
       throw err;
     }
     try {
-      const size = (await fh.stat()).size;
-      if (start + length > size) return { status: 'short', objectSize: size };
+      const st = await fh.stat();
+      if (!st.isFile()) return { status: 'missing' };
+      const size = st.size;
+      if (start >= size || (opts.partial !== true && start + length > size)) return { status: 'short', objectSize: size };
+      const end = Math.min(start + length, size);
       observe.start();
-      const buf = Buffer.allocUnsafe(Math.min(length, 1 << 20));
-      for (let at = 0; at < length;) {
-        const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, length - at), start + at);
+      const buf = Buffer.allocUnsafe(Math.min(end - start, 1 << 20));
+      for (let at = start; at < end;) {
+        const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, end - at), at);
         if (bytesRead === 0) return { status: 'short', objectSize: null };
         await observe.chunk(Buffer.from(buf.subarray(0, bytesRead)));
         at += bytesRead;
       }
-      return { status: 'ok' };
+      return { status: 'ok', objectSize: size };
     } finally {
       await fh.close();
     }
@@ -209,28 +212,6 @@ export class DirBlobStore implements BlobStore {
       return { status: 'ok' };
     } finally {
       await rm(tmp, { force: true });
-    }
-  }
-
-  async getRange(key: string, start: number, length: number, signal?: AbortSignal): Promise<RangeBytes> {
-    checkRange(start, length);
-    signal?.throwIfAborted();
-    let fh;
-    try {
-      fh = await open(this.#path(key), 'r');
-    } catch (err) {
-      if (missing(err)) return { status: 'missing' };
-      throw err;
-    }
-    try {
-      const st = await fh.stat();
-      if (!st.isFile()) return { status: 'missing' };
-      if (start >= st.size) return { status: 'short', objectSize: st.size };
-      const buf = Buffer.allocUnsafe(Math.min(length, st.size - start));
-      const { bytesRead } = await fh.read(buf, 0, buf.length, start);
-      return { status: 'ok', body: buf.subarray(0, bytesRead), objectSize: st.size };
-    } finally {
-      await fh.close();
     }
   }
 

@@ -1,4 +1,6 @@
-// Reading an image out of the bucket (issue 12, images through the bucket), every byte checked while it streams.
+// An image's objects in the bucket (issue 12, images through the bucket): what the primary's shipper asks of them
+// (has, put: content-addressed like blobs, so a PUT over the same key writes the same bytes) and the standby's reads,
+// every byte checked while it streams.
 // The objects (keys.ts imageKey): an image's config under its config digest, its exact bytes; each layer under its
 // diff id, the layer tar gzip'd. Nothing here trusts the bucket: a config must hash to the digest it is read by and
 // name exactly the diff ids asked for; a layer must gunzip (a truncated or corrupt gzip is refused), to a size its gzip
@@ -18,7 +20,8 @@ import { createGunzip } from 'node:zlib';
 import { z } from 'zod';
 
 import { TwinlayerError } from '../log/errors.js';
-import type { BlobStore } from './blob-store.js';
+import { readRange, type BlobStore } from './blob-store.js';
+import type { DeleteGate } from './delete-gate.js';
 import type { KeyLayout } from './keys.js';
 import { asDigest } from './types.js';
 
@@ -153,18 +156,36 @@ class VerifyMeter extends Transform {
   }
 }
 
-/** The image objects of a group's bucket. */
+/** The image objects of a group's bucket. A digest is sha256:<hex> (or the bare hex). */
 export class ImageObjects {
   readonly #store: BlobStore;
   readonly #layout: KeyLayout;
+  readonly #gate: DeleteGate;
 
-  constructor(store: BlobStore, layout: KeyLayout) {
+  /** `gate`: the bucket's (Bucket.gate), so that a GC run of this process spares what the shipper names again. */
+  constructor(store: BlobStore, layout: KeyLayout, gate: DeleteGate) {
     this.#store = store;
     this.#layout = layout;
+    this.#gate = gate;
   }
 
   keyOf(digest: string): string {
     return this.#layout.imageKey(asDigest(digest.replace(/^sha256:/, '')));
+  }
+
+  /** Whether the object is in the bucket (a HEAD) and stays: one a GC run of this process is about to delete counts
+   *  as missing, and is rescued from that run (delete-gate.ts) for the put that follows. */
+  async has(digest: string, signal?: AbortSignal): Promise<boolean> {
+    const key = this.keyOf(digest);
+    if (await this.#gate.beforeWrite(key)) return false;
+    return this.#store.exists(key, { signal });
+  }
+
+  /** Uploads the object; `signal` ends the upload in flight. A GC run of this process that doomed the key leaves it. */
+  async put(digest: string, body: Buffer | { file: string }, signal?: AbortSignal): Promise<void> {
+    const key = this.keyOf(digest);
+    await this.#gate.beforeWrite(key);
+    await this.#store.put(key, body, { signal });
   }
 
   /** The config stored under `configDigest`, checked: its bytes hash to it, it is JSON, and its rootfs.diff_ids are
@@ -172,7 +193,7 @@ export class ImageObjects {
   async config(configDigest: string, diffIds: readonly string[], signal?: AbortSignal): Promise<Buffer> {
     const key = this.keyOf(configDigest);
     const ctx = { key, digest: configDigest };
-    const read = await this.#store.getRange(key, 0, MAX_IMAGE_CONFIG_BYTES + 1, signal);
+    const read = await readRange(this.#store, key, 0, MAX_IMAGE_CONFIG_BYTES + 1, signal);
     if (read.status !== 'ok') throw new ImageObjectRefusedError('the image config is not in the bucket', ctx);
     if (read.body.length > MAX_IMAGE_CONFIG_BYTES) throw new ImageObjectRefusedError(`the image config is larger than ${MAX_IMAGE_CONFIG_BYTES} bytes`, ctx);
     const got = `sha256:${createHash('sha256').update(read.body).digest('hex')}`;
@@ -196,13 +217,13 @@ export class ImageObjects {
   async probeLayer(diffId: string, signal?: AbortSignal): Promise<LayerProbe> {
     const key = this.keyOf(diffId);
     const ctx = { key, digest: diffId };
-    const head = await this.#store.getRange(key, 0, 10, signal);
+    const head = await readRange(this.#store, key, 0, 10, signal);
     if (head.status !== 'ok') throw new ImageObjectRefusedError('the layer is not in the bucket', ctx);
     if (head.body.length < 10 || head.body[0] !== 0x1f || head.body[1] !== 0x8b) throw new ImageObjectRefusedError('the layer object is not gzip', ctx);
     const size = head.objectSize;
     if (size === null) throw new ImageObjectRefusedError('the store did not say the layer object\'s size', ctx);
     if (size < 10 + GZIP_TRAILER_BYTES) throw new ImageObjectRefusedError(`the layer object is ${size} bytes, too short for a gzip`, ctx);
-    const tail = await this.#store.getRange(key, size - GZIP_TRAILER_BYTES, GZIP_TRAILER_BYTES, signal);
+    const tail = await readRange(this.#store, key, size - GZIP_TRAILER_BYTES, GZIP_TRAILER_BYTES, signal);
     if (tail.status !== 'ok' || tail.body.length !== GZIP_TRAILER_BYTES) throw new ImageObjectRefusedError('the layer object changed while it was read', ctx);
     const isize = tail.body.readUInt32LE(4);
     const declared = declaredSize(isize, size);
@@ -225,7 +246,7 @@ export class ImageObjects {
     const signal = o.signal;
     async function* ranges(): AsyncGenerator<Buffer> {
       for (let at = 0; at < probe.compressedBytes;) {
-        const read = await store.getRange(probe.key, at, Math.min(rangeBytes, probe.compressedBytes - at), signal);
+        const read = await readRange(store, probe.key, at, Math.min(rangeBytes, probe.compressedBytes - at), signal);
         if (read.status !== 'ok' || read.body.length === 0) throw new ImageObjectRefusedError(`the layer object ended at ${at} bytes, not at the ${probe.compressedBytes} it had`, ctx);
         if (read.objectSize !== null && read.objectSize !== probe.compressedBytes) throw new ImageObjectRefusedError('the layer object changed while it was read', ctx);
         at += read.body.length;

@@ -1,6 +1,6 @@
 // The store unit: bucket layout, commit records, head pointer, blob transfer with digest check.
 export { asDigest, asGeneration, asSeq, isDigest, MAX_RECORD_BYTES, MAX_SPEC_BYTES, type Digest, type Generation, type Seq } from './types.js';
-export { defaultRetryPolicy, type BlobStore, type BodyObserver, type GetOptions, type RangeBytes, type RangeRead, type RetryPolicy } from './blob-store.js';
+export { defaultRetryPolicy, readRange, type BlobStore, type BodyObserver, type GetOptions, type RangeBytes, type RangeObserved, type RangeOptions, type RangeRead, type RetryPolicy } from './blob-store.js';
 export { S3BlobStore, isRetryableS3Error, type S3BlobStoreOptions } from './s3-blob-store.js';
 export { DirBlobStore } from './dir-blob-store.js';
 export { PackStore, type PackStoreOptions, type PackUploadStats } from './pack-store.js';
@@ -80,7 +80,6 @@ export { gapPassedBy, headClearsGap } from './gc-retired.js';
 export { gcKinds, planGc, retainedRecords, type GcDeletion, type GcDivergent, type GcGeneration, type GcInput, type GcKind, type GcObject, type GcPlan, type GcRecord } from './gc-plan.js';
 export type { DeleteManyOptions, ListedObject, PutOptions } from './blob-store.js';
 export { commitChain, type ChainItem } from './commit-chain.js';
-export { ImageUploads } from './image-uploads.js';
 export {
   DEFAULT_IMAGE_RANGE_BYTES, DEFAULT_MAX_LAYER_BYTES, agreesWithIsize, declaredSize, ImageNoRoomError, layerByteCap, ImageObjectRefusedError, ImageObjects, MAX_IMAGE_CONFIG_BYTES,
   type FetchLayerOptions, type LayerProbe,

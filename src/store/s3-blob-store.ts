@@ -23,7 +23,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { TwinlayerError } from '../log/errors.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import type { BucketRequestKind, Metrics } from '../metrics/index.js';
-import { checkRange, defaultRetryPolicy, observed, type BlobStore, type BodyObserver, type DeleteManyOptions, type GetOptions, type ListedObject, type PutOptions, type RangeBytes, type RangeRead, type RetryPolicy } from './blob-store.js';
+import { checkRange, defaultRetryPolicy, observed, type BlobStore, type BodyObserver, type DeleteManyOptions, type GetOptions, type ListedObject, type PutOptions, type RangeObserved, type RangeOptions, type RangeRead, type RetryPolicy } from './blob-store.js';
 import { BucketMissingError, ObjectTooLargeError, StoreRequestError, StoreUnreachableError } from './errors.js';
 import { checkRetryPolicy, withRetries } from './retry.js';
 
@@ -462,56 +462,46 @@ export class S3BlobStore implements BlobStore {
   }
 
   async getRangeToFile(key: string, start: number, length: number, file: string): Promise<RangeRead> {
-    return this.#range(key, start, length, (stream) => this.#bodyToFile(stream, key, file, length, length));
+    const got = await this.#range(key, start, length, {}, (stream) => this.#bodyToFile(stream, key, file, length, length));
+    return got.status === 'ok' ? { status: 'ok' } : got;
   }
 
-  async observeRange(key: string, start: number, length: number, observe: BodyObserver): Promise<RangeRead> {
-    return this.#range(key, start, length, async (stream) => {
-      const counter = byteLimiter(length, key);
+  async observeRange(key: string, start: number, length: number, observe: BodyObserver, opts: RangeOptions = {}): Promise<RangeObserved> {
+    return this.#range(key, start, length, opts, async (stream, expected) => {
+      const counter = byteLimiter(expected, key);
       observe.start();
       await pipeline(stream, counter, observed(observe), async (source: AsyncIterable<Buffer>) => {
         for await (const _ of source) {
           // observed: nothing kept
         }
       });
-      if (counter.bytes !== length) throw Object.assign(new Error(`short body: ${counter.bytes} of ${length} bytes`), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+      if (counter.bytes !== expected) throw Object.assign(new Error(`short body: ${counter.bytes} of ${expected} bytes`), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
       this.#metrics?.bucketBytes('down', counter.bytes);
     });
   }
 
-  /** One ranged GET per attempt; `body` takes the body of a complete answer. */
-  async #range(key: string, start: number, length: number, body: (stream: Readable) => Promise<void>): Promise<RangeRead> {
+  /** One ranged GET per attempt; `body` takes the body of a complete answer, `expected` bytes (the range's, or with
+   *  `opts.partial` what the object has of it). An aborted request is not the bucket's failure: never retried, its
+   *  reason thrown as it is. */
+  async #range(key: string, start: number, length: number, opts: RangeOptions, body: (stream: Readable, expected: number) => Promise<void>): Promise<RangeObserved> {
     checkRange(start, length);
-    return this.#request('get-range', key, async (): Promise<RangeRead> => {
-      const got = await this.#openRange(key, start, length);
-      if (got.status !== 'open') return got;
-      if (got.end !== start + length - 1) {
-        got.stream.destroy();
-        return { status: 'short', objectSize: got.objectSize };
-      }
-      try {
-        await body(got.stream);
-      } finally {
-        got.stream.destroy();
-      }
-      return { status: 'ok' };
-    });
-  }
-
-  async getRange(key: string, start: number, length: number, signal?: AbortSignal): Promise<RangeBytes> {
-    checkRange(start, length);
-    // An aborted request is not the bucket's failure: never retried, its reason thrown as it is.
+    const { signal } = opts;
     const retryable = (err: unknown): boolean => signal?.aborted !== true && isRetryableS3Error(err);
     try {
-      return await this.#request('get-range', key, async (): Promise<RangeBytes> => {
+      return await this.#request('get-range', key, async (): Promise<RangeObserved> => {
         signal?.throwIfAborted();
         const got = await this.#openRange(key, start, length, signal);
         if (got.status !== 'open') return got;
-        const expected = got.end - start + 1;
-        const body = await readAll(got.stream, expected, key);
-        if (body.length !== expected) throw Object.assign(new Error(`short body: ${body.length} of ${expected} bytes`), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
-        this.#metrics?.bucketBytes('down', body.length);
-        return { status: 'ok', body, objectSize: got.objectSize };
+        if (opts.partial !== true && got.end !== start + length - 1) {
+          got.stream.destroy();
+          return { status: 'short', objectSize: got.objectSize };
+        }
+        try {
+          await body(got.stream, got.end - start + 1);
+        } finally {
+          got.stream.destroy();
+        }
+        return { status: 'ok', objectSize: got.objectSize };
       }, retryable, signal);
     } catch (err) {
       if (signal?.aborted === true) throw signal.reason;

@@ -65,7 +65,7 @@ describe('image loader: images through the bucket', () => {
     const [bigDiffId] = [...shipped.layers].sort((a, b) => b[1].length - a[1].length)[0]!;
     const bigKey = bucket.images.keyOf(bigDiffId);
     const reached = new Promise<void>((resolve) => {
-      wrapped.beforeGetRange = (key, start) => {
+      wrapped.beforeRange = (key, start) => {
         if (key === bigKey && start >= 4 * 1024 * 1024) resolve();
       };
     });
@@ -84,7 +84,7 @@ describe('image loader: images through the bucket', () => {
     let holding = false;
     let once = false;
     const reached = new Promise<void>((resolve) => {
-      wrapped.beforeGetRange = async (key, start) => {
+      wrapped.beforeRange = async (key, start) => {
         if (key !== bigKey || start < 4 * 1024 * 1024 || once) return;
         once = true;
         holding = true;
@@ -182,7 +182,7 @@ describe('image loader: images through the bucket', () => {
       l.pause();
       await l.settled();
     } finally {
-      wrapped.beforeGetRange = undefined;
+      wrapped.beforeRange = undefined;
     }
     const ranges = wrapped.ranges.filter((r) => r.key === bigKey).length;
     assert.equal(await fx.runtime.imageWithIdentity(identity), null, 'the aborted load gave the engine nothing');
@@ -220,7 +220,7 @@ describe('image loader: images through the bucket', () => {
     } finally {
       hold.release();
       clearTimeout(safety);
-      wrapped.beforeGetRange = undefined;
+      wrapped.beforeRange = undefined;
     }
     // The load could not have finished (nor the finalize have waited for it): its read was still held.
     assert.ok(heldWhenFinalized, 'the finalize resolved while the load\'s read of the layer was still held');

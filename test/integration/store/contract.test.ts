@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { DirBlobStore, ObjectTooLargeError, type BlobStore, type S3BlobStore } from '../../../src/store/index.js';
+import { DirBlobStore, ObjectTooLargeError, readRange, type BlobStore, type S3BlobStore } from '../../../src/store/index.js';
 import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
 
 async function collect(it: AsyncIterable<string>): Promise<string[]> {
@@ -130,19 +130,19 @@ for (const impl of impls) {
     it('reads a byte range into memory: the object ending inside it gives what is left, past it short, an aborted read its reason', async () => {
       const body = randomBytes(256 * 1024 + 3);
       await store.put('c/ranged-mem', body);
-      const mid = await store.getRange('c/ranged-mem', 100, 1000);
+      const mid = await readRange(store, 'c/ranged-mem', 100, 1000);
       assert.ok(mid.status === 'ok');
       assert.deepEqual(mid.body, body.subarray(100, 1100));
       assert.ok(mid.objectSize === null || mid.objectSize === body.length);
-      const tail = await store.getRange('c/ranged-mem', body.length - 10, 1000);
+      const tail = await readRange(store, 'c/ranged-mem', body.length - 10, 1000);
       assert.ok(tail.status === 'ok');
       assert.deepEqual(tail.body, body.subarray(body.length - 10));
-      assert.equal((await store.getRange('c/ranged-mem', body.length, 10)).status, 'short');
-      assert.deepEqual(await store.getRange('c/none', 0, 10), { status: 'missing' });
+      assert.equal((await readRange(store, 'c/ranged-mem', body.length, 10)).status, 'short');
+      assert.deepEqual(await readRange(store, 'c/none', 0, 10), { status: 'missing' });
       const stop = new AbortController();
       stop.abort(new Error('paused'));
-      await assert.rejects(store.getRange('c/ranged-mem', 0, 10, stop.signal), /paused/);
-      await assert.rejects(store.getRange('c/ranged-mem', 0, 0), TypeError);
+      await assert.rejects(readRange(store, 'c/ranged-mem', 0, 10, stop.signal), /paused/);
+      await assert.rejects(readRange(store, 'c/ranged-mem', 0, 0), TypeError);
     });
 
     it('shows a byte range, and a whole file, to an observer as they arrive', async () => {
@@ -164,7 +164,8 @@ for (const impl of impls) {
         };
       };
       const r = seen();
-      assert.deepEqual(await store.observeRange('c/seen', 1000, 1_500_000, r.observe), { status: 'ok' });
+      const ok = await store.observeRange('c/seen', 1000, 1_500_000, r.observe);
+      assert.ok(ok.status === 'ok' && (ok.objectSize === null || ok.objectSize === body.length), JSON.stringify(ok));
       assert.ok(r.bytes().equals(body.subarray(1000, 1_501_000)));
       assert.equal(r.starts(), 1);
       assert.equal((await store.observeRange('c/seen', body.length - 10, 11, seen().observe)).status, 'short');

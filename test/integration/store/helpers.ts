@@ -7,6 +7,7 @@ import {
   type BlobStore,
   type BodyObserver,
   type GetOptions,
+  type RangeOptions,
   type DeleteManyOptions,
   type CommitRecord,
   type Generation,
@@ -61,7 +62,8 @@ export class WrappedStore implements BlobStore {
   beforePut: ((key: string, body: Buffer | { file: string }) => Promise<void> | void) | undefined;
   afterPut: ((key: string, body: Buffer | { file: string }) => Promise<void> | void) | undefined;
   beforeGetToFile: ((key: string, calls: number) => Promise<void>) | undefined;
-  beforeGetRange: ((key: string, start: number) => Promise<void> | void) | undefined;
+  /** Before each ranged read (observeRange, so readRange too). */
+  beforeRange: ((key: string, start: number) => Promise<void> | void) | undefined;
   getToFileCalls = 0;
   /** Keys a real S3 may hold but s3rver cannot (NUL, "..": it maps keys to paths); merged into listings. */
   injected: string[] = [];
@@ -108,16 +110,11 @@ export class WrappedStore implements BlobStore {
     this.ranges.push({ key, start, length });
     return this.inner.getRangeToFile(key, start, length, file);
   }
-  async getRange(key: string, start: number, length: number, signal?: AbortSignal) {
+  async observeRange(key: string, start: number, length: number, observe: BodyObserver, opts?: RangeOptions) {
     this.keysRead.push(key);
     this.ranges.push({ key, start, length });
-    await this.beforeGetRange?.(key, start);
-    return this.inner.getRange(key, start, length, signal);
-  }
-  observeRange(key: string, start: number, length: number, observe: BodyObserver) {
-    this.keysRead.push(key);
-    this.ranges.push({ key, start, length });
-    return this.inner.observeRange(key, start, length, observe);
+    await this.beforeRange?.(key, start);
+    return this.inner.observeRange(key, start, length, observe, opts);
   }
   getIfNoneMatch(key: string, etag: string | undefined, maxBytes: number) {
     this.keysRead.push(key);

@@ -180,7 +180,7 @@ describe('pack store', () => {
               observe.start();
               for (let at = 0; at < upTo; at += 777) await observe.chunk(whole.subarray(at, Math.min(upTo, at + 777)));
             }
-            return { status: 'ok' };
+            return { status: 'ok', objectSize: null };
           },
       });
       const [gappy] = coalesce(pack, [entries[0]!, entries[2]!, entries[4]!], 1 << 20, 1 << 20);

@@ -1,5 +1,6 @@
-// Image objects read out of the bucket, checked while they stream: configs by digest and diff ids, layers gunzipped to
-// their declared size and diff id, with nothing left behind when refused.
+// Image objects in the bucket: the shipper's HEAD and PUT through the bucket's delete gate, and the reads, checked while
+// they stream: configs by digest and diff ids, layers gunzipped to their declared size and diff id, with nothing left
+// behind when refused.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
@@ -8,7 +9,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
 
-import { agreesWithIsize, declaredSize, DEFAULT_MAX_LAYER_BYTES, DirBlobStore, ImageNoRoomError, ImageObjectRefusedError, ImageObjects, KeyLayout, layerByteCap } from '../../../src/store/index.js';
+import { DeleteGate } from '../../../src/store/delete-gate.js';
+import { agreesWithIsize, declaredSize, DEFAULT_MAX_LAYER_BYTES, DirBlobStore, ImageNoRoomError, ImageObjectRefusedError, ImageObjects, KeyLayout, layerByteCap, type BodyObserver, type RangeOptions } from '../../../src/store/index.js';
 
 const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
@@ -16,12 +18,14 @@ describe('image objects', () => {
   let dir: string;
   let store: DirBlobStore;
   let images: ImageObjects;
+  let gate: DeleteGate;
   let out: string;
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'tl-image-objects-'));
     store = new DirBlobStore(join(dir, 'bucket'));
-    images = new ImageObjects(store, new KeyLayout('tl', 'g'));
+    gate = new DeleteGate();
+    images = new ImageObjects(store, new KeyLayout('tl', 'g'), gate);
     out = join(dir, 'out');
     await mkdir(out);
   });
@@ -34,6 +38,20 @@ describe('image objects', () => {
     await store.put(images.keyOf(diffId), stored);
     return diffId;
   }
+
+  it('has and put: the shipper\'s HEAD and PUT by digest; a key a GC run doomed counts as missing and is spared by the put', async () => {
+    const config = Buffer.from('{"rootfs":{"type":"layers","diff_ids":[]}}');
+    const digest = sha(config);
+    assert.equal(await images.has(digest), false);
+    await images.put(digest, config);
+    assert.equal(await images.has(digest), true);
+    assert.deepEqual(await images.config(digest, []), config, 'read back under the same key');
+    const doom = gate.doom([images.keyOf(digest)]);
+    assert.equal(await images.has(digest), false, 'about to be deleted: the shipper must put it again');
+    await images.put(digest, config);
+    assert.deepEqual(await doom.run((keys) => Promise.resolve(keys)), [], 'rescued from the run');
+    assert.equal(await images.has(digest), true);
+  });
 
   it('declaredSize: the trailer\'s size mod 2^32 raised to what the compressed bytes can hold', () => {
     assert.equal(declaredSize(1000, 100), 1000);
@@ -145,12 +163,12 @@ describe('image objects', () => {
     // The third range read aborts the fetch, as a finalize would.
     let reads = 0;
     class AbortingStore extends DirBlobStore {
-      override getRange(key: string, start: number, length: number, signal?: AbortSignal) {
+      override observeRange(key: string, start: number, length: number, observe: BodyObserver, opts?: RangeOptions) {
         if (++reads === 3) stop.abort(new Error('paused by a finalize'));
-        return super.getRange(key, start, length, signal);
+        return super.observeRange(key, start, length, observe, opts);
       }
     }
-    const aborting = new ImageObjects(new AbortingStore(join(dir, 'bucket')), new KeyLayout('tl', 'g'));
+    const aborting = new ImageObjects(new AbortingStore(join(dir, 'bucket')), new KeyLayout('tl', 'g'), new DeleteGate());
     const probe = await aborting.probeLayer(diffId);
     await assert.rejects(aborting.fetchLayer(probe, join(out, 'a.tar'), { reserveBytes: 0, rangeBytes: 1024, signal: stop.signal }), /paused by a finalize/);
     assert.ok(reads < 10, `the fetch stopped at once (${reads} reads)`);
