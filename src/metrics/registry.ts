@@ -34,6 +34,10 @@ export type CommitKind = (typeof commitKinds)[number];
 /** What GC deletes, by kind (declared for the GC unit of issue 12; nothing reports them before it exists). */
 export type GcObjectKind = 'record' | 'blob' | 'chunk' | 'generation' | 'divergent' | 'image';
 
+/** How often the event loop's lag is sampled (ms). A stall longer than this is always seen (the sample after it is
+ *  late by as much); a shorter one only when a sample falls due inside it, so its percentiles are rougher. */
+export const EVENT_LOOP_SAMPLE_MS = 100;
+
 type Labels<T extends string> = Partial<Record<T, string | number>>;
 
 export class Metrics {
@@ -52,8 +56,10 @@ export class Metrics {
 
   constructor(opts: { processMetrics?: boolean } = {}) {
     const registers = [this.registry];
-    // Process metrics (CPU, memory, event-loop lag, handles) under their usual unprefixed names.
-    if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
+    // Process metrics (CPU, memory, event-loop lag, handles) under their usual unprefixed names. The event-loop lag
+    // is sampled every EVENT_LOOP_SAMPLE_MS, not prom-client's 10 ms: a timer waking the process 100 times a second
+    // cost an idle pusher or puller 0.3 % of a core by itself, a third of its idle budget.
+    if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
 
     const perContainer = (name: string, help: string, value: (s: ReplicationSource, now: number) => Array<{ labels: Labels<'container' | 'side'>; value: number }>): void => {
       const sources = this.#sources;

@@ -4,7 +4,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
+import { setTimeout as sleep } from 'node:timers/promises';
+
 import { bucketRequestKinds, failureKinds, Metrics, type ReplicationView } from '../../../src/metrics/index.js';
+import { EVENT_LOOP_SAMPLE_MS } from '../../../src/metrics/registry.js';
 import { maybeSample, parsePrometheusText, sampleValue, type Family } from '../../support/prom-text.js';
 
 const scrape = async (m: Metrics): Promise<Map<string, Family>> => parsePrometheusText(await m.render());
@@ -29,6 +32,18 @@ describe('metrics registry', () => {
     }
     assert.equal(f.get('process_resident_memory_bytes')?.type, 'gauge');
     assert.equal(f.get('nodejs_eventloop_lag_seconds')?.type, 'gauge');
+  });
+
+  it('the event-loop lag, sampled every EVENT_LOOP_SAMPLE_MS, still shows a stall longer than that', async () => {
+    const m = new Metrics();
+    await sleep(2 * EVENT_LOOP_SAMPLE_MS);
+    const stallMs = 4 * EVENT_LOOP_SAMPLE_MS;
+    const until = Date.now() + stallMs;
+    while (Date.now() < until) { /* the loop is blocked */ }
+    await sleep(2 * EVENT_LOOP_SAMPLE_MS);
+    const max = sampleValue(await scrape(m), 'nodejs_eventloop_lag_max_seconds');
+    // The sample due during the stall comes late by the stall less at most one interval.
+    assert.ok(max >= (stallMs - EVENT_LOOP_SAMPLE_MS) / 1000, `lag max ${max} s after a ${stallMs} ms stall`);
   });
 
   it('counts requests by kind, bytes by direction, failures, commits, GC results', async () => {
