@@ -118,7 +118,7 @@ async function main(): Promise<void> {
   const startupRun = startup ? await attempt('startup', async () => parseStartupRun(await runScript('startup.ts', ['--runs', plan.mode === 'quick' ? '3' : '7', '--variants', 'bin', '--tag', 'bench'], 'startup'))) : null;
   if (bench !== null && (scale || startup)) {
     const rows = targetRows(bench.result, scaleRun, startupRun);
-    const sources = `From this run: ${bench.stem}.json (sync, recovery)${scale ? `, ${bench.stem.slice(0, 10)}-scale-bench.json (\`bench/scale.ts\`)` : ''}${startup ? `, ${bench.stem.slice(0, 10)}-startup-bench.json (\`bench/startup.ts\`)` : ''}. "Before": the issue's figures, measured on 2026-11-27 (bench/results/2026-11-27.md) and by trying the CLI.`;
+    const sources = `From this run: ${bench.stem}.json (${bench.parts.join(', ')})${scale ? `, ${bench.stem.slice(0, 10)}-scale-bench.json (\`bench/scale.ts\`)` : ''}${startup ? `, ${bench.stem.slice(0, 10)}-startup-bench.json (\`bench/startup.ts\`)` : ''}. "Before": the issue's figures, measured on 2026-11-27 (bench/results/2026-11-27.md) and by trying the CLI.`;
     const md = renderTargets(rows, sources);
     await writeFile(join(resultsDir, `${bench.stem}-targets.json`), JSON.stringify({ date: bench.result.date, rows }, null, 2) + '\n');
     await writeFile(join(resultsDir, `${bench.stem}.md`), `${bench.md}\n${md}`);
@@ -128,7 +128,7 @@ async function main(): Promise<void> {
   if (failed) process.exitCode = 1;
 }
 
-async function clusterBench(plan: Plan, only: Set<string>, store: 'overlay2' | 'containerd'): Promise<{ result: BenchResult; stem: string; md: string; latest: boolean }> {
+async function clusterBench(plan: Plan, only: Set<string>, store: 'overlay2' | 'containerd'): Promise<{ result: BenchResult; stem: string; md: string; latest: boolean; parts: string[] }> {
   const started = performance.now();
   const startedAt = new Date();
   const log = (line: string): void => {
@@ -225,7 +225,7 @@ async function clusterBench(plan: Plan, only: Set<string>, store: 'overlay2' | '
     if (latest) await writeFile(join(resultsDir, 'latest.md'), md);
     process.stdout.write('\n' + renderStdout(result) + '\n');
     log(`wrote bench/results/${stem}.json and .md in ${result.durationSeconds} s${result.errors.length > 0 ? `; ${result.errors.length} workload(s) FAILED` : ''}`);
-    return { result, stem, md, latest };
+    return { result, stem, md, latest, parts: [...only] };
   } finally {
     if (!interrupted) {
       if (cluster) await stopCluster(cluster).catch((err: unknown) => log(`cleanup: ${String(err)}`));
