@@ -108,11 +108,15 @@ export function judgeLife(s: Series, bounds: LeakBounds, switches: readonly Role
   // live set, and V8 may go a minute without one: a floor over samples took that for growth), so only the level after
   // a collection is what a leak raises. Within each role, as RSS: a primary holds more than a standby (its tracked
   // trees, the shipped state of every container). A stretch takes only the levels of its own GCs, not one the other
-  // role left. A life with no role long enough to judge is judged whole, switches included.
-  const heapOf = (from: number, to: number): Sample[] => s.samples.flatMap((x) => (x.heapMb === undefined || x.heapAt === undefined || x.t < from || x.t >= to || x.heapAt < from ? [] : [{ t: x.t, rssMb: x.heapMb, fds: 0 }]));
-  const whole = heapOf(-Infinity, Infinity);
+  // role left. A life with no role long enough to judge is not judged, as for RSS: across a switch the step between
+  // the roles' levels reads as growth (CI: a standby's 45 MB, then 87 MB as primary, judged whole as a leak).
+  // At least two GCs: one level repeated is no line to judge (heap not judged).
+  const heapOf = (from: number, to: number): Sample[] => {
+    const own = s.samples.flatMap((x) => (x.heapMb === undefined || x.heapAt === undefined || x.t < from || x.t >= to || x.heapAt < from ? [] : [{ t: x.t, rssMb: x.heapMb, fds: 0, at: x.heapAt }]));
+    return new Set(own.map((x) => x.at)).size < 2 ? [] : own.map(({ t, rssMb, fds }) => ({ t, rssMb, fds }));
+  };
   const heapByRole = stretches.map((x) => judgeSeries({ ...s, startedAt: x.from, samples: heapOf(x.from, x.to) }, bounds)).filter((v) => v.judged);
-  const heap = heapByRole.find((v) => v.leak) ?? heapByRole.sort((x, y) => y.windowMs - x.windowMs)[0] ?? judgeSeries({ ...s, samples: whole }, bounds);
+  const heap = heapByRole.find((v) => v.leak) ?? heapByRole.sort((x, y) => y.windowMs - x.windowMs)[0] ?? judgeSeries({ ...s, samples: [] }, bounds);
   const heapPart = heap.judged ? (heap.leak ? `heap ${heap.note.replace(/^RSS /, '')}` : `heap flat (${heap.rssFirstMb} → ${heap.rssLastMb} MB, fit ${heap.rssFitGrowthMb >= 0 ? '+' : ''}${heap.rssFitGrowthMb})`) : 'heap not judged';
   const heapFields = { heapFitGrowthMb: heap.judged ? heap.rssFitGrowthMb : null };
   const switchesPart = cuts.length > 0 ? `; ${cuts.length} role switch(es) in this life, RSS judged in ${judged.length} of ${stretches.length} stretch(es) between them` : '';

@@ -117,14 +117,17 @@ describe('leak criterion', () => {
     return { ...s, samples: s.samples.map((x) => ({ ...x, heapMb: heap(gcAt(x.t)), heapAt: gcAt(x.t) })) };
   };
 
-  it('judges the heap over the whole life when no role is long enough to judge', () => {
+  it('does not judge the heap across role switches when no role is long enough to judge, as RSS', () => {
     const stepRss = (t: number): number => (t < 120_000 ? 150 : 230);
-    const flat = judgeLife(withHeap(stepRss, (t) => 40 + ((t / 5000) % 4) * 6), bounds, [{ from: 110_000, to: 140_000 }]);
-    assert.equal(flat.leak, false, flat.note);
-    assert.match(flat.note, /heap flat/);
-    const growing = judgeLife(withHeap(stepRss, (t) => 40 + t / 2000), bounds, [{ from: 50_000, to: 260_000 }]);
-    assert.equal(growing.judged, true, growing.note);
-    assert.equal(growing.leak, true, `a heap that grows across switches: ${growing.note}`);
+    // A standby's level, then a primary's: with no stretch long enough, the step would read as growth.
+    const stepped = judgeLife(withHeap(stepRss, (t) => (t < 110_000 ? 45 : 87)), bounds, [{ from: 50_000, to: 260_000 }]);
+    assert.equal(stepped.leak, false, stepped.note);
+    assert.match(stepped.note, /heap not judged/);
+    // A life without switches is one stretch: judged, flat or growing.
+    const flat = judgeLife(withHeap(() => 150, (t) => 40 + ((t / 5000) % 4) * 6), bounds, []);
+    assert.match(flat.note, /heap flat/, flat.note);
+    const growing = judgeLife(withHeap(() => 150, (t) => 40 + t / 2000), bounds, []);
+    assert.equal(growing.leak, true, growing.note);
   });
 
   it('judges the heap as major GCs leave it, each role by its own GCs', () => {
@@ -151,6 +154,9 @@ describe('leak criterion', () => {
     const noGcAfter = judgeLife(withHeap(rss, (g) => (g <= 100_000 ? 50 : 130), lateGc), bounds, [{ from: 100_000, to: 105_000 }]);
     assert.equal(noGcAfter.judged, true, noGcAfter.note);
     assert.match(noGcAfter.note, /heap flat \(130/);
+    // One major GC in a life: a single level repeated is not judged flat, it is not judged.
+    const oneGc = judgeLife(withHeap(rss, () => 80, () => 5_000), bounds, []);
+    assert.match(oneGc.note, /heap not judged/, oneGc.note);
     assert.equal(noGcAfter.leak, false, noGcAfter.note);
   });
 });
