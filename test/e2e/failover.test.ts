@@ -23,7 +23,10 @@ for (const pair of ENGINE_PAIRS) describe(`failover and failback in the two-host
       assert.deepEqual([leg.from, leg.to], [from, to]);
       assert.equal(leg.lastInBucket, version);
       assert.equal(leg.served, leg.lastInBucket, `${to} serves the last version that was in the bucket`);
-      assert.ok(leg.killToMasterMs > 0 && leg.killToMasterMs <= leg.killToTwinStartedMs && leg.killToTwinStartedMs <= leg.killToFirstGoodMs, JSON.stringify(leg));
+      // Not twin started ≤ first good response: "started" is Docker's State.StartedAt, which dockerd records after
+      // containerd has started the task, so a fast service can answer a millisecond or two before it (CI: started
+      // 599 ms, first good response 598 ms on 26/containerd).
+      assert.ok(leg.killToMasterMs > 0 && leg.killToMasterMs <= leg.killToTwinStartedMs && leg.killToMasterMs <= leg.killToFirstGoodMs, JSON.stringify(leg));
       assert.ok(leg.masterToFullCheckpointMs > 0, 'the full checkpoint follows the MASTER');
     }
     assert.deepEqual([r.failover.generation, r.failback.generation], [2, 3], 'each promotion claims the next generation');
