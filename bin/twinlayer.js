@@ -48,12 +48,14 @@ function enableCompileCache() {
 
 /** The daemons run with V8's young generation capped at SEMI_SPACE_MB a semi-space. Node 24's default scales with
  *  the heap limit (64 MB a semi-space, 128 MB of new space, on a 24 GB host; Node 20 stopped at 16), and V8 keeps
- *  the pages it grew to: a burst of work (a large change, a failover's starts) left an idle agent 60-130 MB above
- *  what it holds (bench/results/2026-12-07-agent-memory-*.json: heapTotal 100 → 167 MB with heapUsed flat). V8
- *  reads the cap when it sets up the heap, before any JavaScript runs (v8.setFlagsFromString is too late), so the
- *  process re-executes itself once with the flag: the same pid (systemd's main pid, the test's child), the same
- *  argv and environment. A flag set by the caller (node --max-semi-space-size=N, NODE_OPTIONS) is left as it is.
- *  Only the daemons: a short command would pay a second Node start for nothing. */
+ *  the pages it grew to: the new space was most of what an idle daemon grew by with its containers (pusher idle with
+ *  40 containers: 52 of its 176 MB) and of an agent's 300-430 MB (V8's total 170-225 MB with 60-90 MB used). With
+ *  the cap: 121 MB, agents 200-250 MB through a failover; idle CPU, sync latency and a 206 MB change's CPU unchanged
+ *  (bench/results/2026-12-07-{scale,quick,agent-memory}-rss13-*). V8 reads the cap when it sets up the heap, before
+ *  any JavaScript runs (v8.setFlagsFromString is too late), so the process re-executes itself once with the flag:
+ *  the same pid (systemd's main pid, the test's child), the same argv and environment; that costs a start about
+ *  25 ms of CPU. A flag set by the caller (node --max-semi-space-size=N, NODE_OPTIONS) is left as it is. Only the
+ *  daemons: a short command would pay a second Node start for nothing. */
 function youngGenerationCap() {
   const SEMI_SPACE_MB = 4;
   const daemon = process.argv.slice(2).some((a) => a === 'agent' || a === 'push' || a === 'pull');
