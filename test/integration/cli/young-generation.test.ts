@@ -1,7 +1,8 @@
-// bin/twinlayer.js runs the daemons (agent, push, pull) with V8's young generation capped: the process re-executes
-// itself with --max-semi-space-size, keeping its pid. Checked on the real CLI process while its start waits at the
-// bucket check (a listener that accepts and never answers, where the S3 endpoint would be): its /proc cmdline is
-// what V8 was set up from. A cap the caller gives (NODE_OPTIONS) is left as it is; a short command is not re-run.
+// bin/twinlayer.js runs the daemons (agent, push, pull) with V8's young generation capped and glibc's mmap threshold
+// fixed: the process re-executes itself with --max-semi-space-size and MALLOC_MMAP_THRESHOLD_, keeping its pid.
+// Checked on the real CLI process while its start waits at the bucket check (a listener that accepts and never
+// answers, where the S3 endpoint would be): its /proc cmdline is what V8 was set up from, its /proc environ what
+// malloc read. What the caller sets (NODE_OPTIONS, the malloc variable) is kept; a short command is not re-run.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -46,7 +47,7 @@ describe('the daemons\' young generation (CLI, no engine, no S3 server)', { time
   });
 
   /** Starts `twinlayer <args>` against a held endpoint and returns its argv as /proc shows it once it waits there. */
-  async function cmdlineWhileStarting(args: string[], extraEnv: Record<string, string> = {}): Promise<{ argv: string[]; pid: number }> {
+  async function cmdlineWhileStarting(args: string[], extraEnv: Record<string, string> = {}): Promise<{ argv: string[]; env: string[]; pid: number }> {
     const endpoint = await heldEndpoint();
     const p = spawnTwinlayer(args, {
       AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test-secret',
@@ -64,7 +65,8 @@ describe('the daemons\' young generation (CLI, no engine, no S3 server)', { time
       const pid = p.child.pid;
       assert.ok(pid !== undefined);
       const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').filter((a) => a !== '');
-      return { argv, pid };
+      const env = (await readFile(`/proc/${pid}/environ`, 'utf8')).split('\0').filter((a) => a !== '');
+      return { argv, env, pid };
     } finally {
       await p.kill('SIGKILL');
       await endpoint.close();
@@ -73,7 +75,8 @@ describe('the daemons\' young generation (CLI, no engine, no S3 server)', { time
 
   for (const command of ['push', 'pull', 'agent']) {
     it(`${command}: runs with --max-semi-space-size, in the process that was started (same pid, same arguments)`, async () => {
-      const { argv } = await cmdlineWhileStarting([command]);
+      const { argv, env } = await cmdlineWhileStarting([command]);
+      assert.ok(env.includes('MALLOC_MMAP_THRESHOLD_=131072'), 'a fixed malloc mmap threshold in its environment');
       const caps = argv.filter((a) => a.startsWith('--max-semi-space-size='));
       assert.deepEqual(caps, ['--max-semi-space-size=4'], argv.join(' '));
       // Node's flags before the script, the command after it: the re-run is the same command.
@@ -81,6 +84,12 @@ describe('the daemons\' young generation (CLI, no engine, no S3 server)', { time
       assert.equal(argv.at(-1), command, argv.join(' '));
     });
   }
+
+  it('an operator\'s MALLOC_MMAP_THRESHOLD_ is kept', async () => {
+    const { argv, env } = await cmdlineWhileStarting(['agent'], { MALLOC_MMAP_THRESHOLD_: '262144' });
+    assert.ok(argv.includes('--max-semi-space-size=4'), argv.join(' '));
+    assert.deepEqual(env.filter((e) => e.startsWith('MALLOC_MMAP_THRESHOLD_=')), ['MALLOC_MMAP_THRESHOLD_=262144']);
+  });
 
   it('a cap given in NODE_OPTIONS is left as it is: no second flag', async () => {
     const { argv } = await cmdlineWhileStarting(['push'], { NODE_OPTIONS: '--max-semi-space-size=8' });
