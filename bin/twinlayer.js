@@ -12,6 +12,7 @@ if (major < 22 || (major === 22 && minor < 18)) {
   process.stderr.write(`twinlayer: needs Node >= 22.18 (24 recommended); ${process.execPath} is ${process.version} (README: "Running it for real")\n`);
   process.exit(2);
 }
+youngGenerationCap();
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const main = join(root, 'dist', 'cli', 'main.js');
 if (!existsSync(main)) {
@@ -43,4 +44,28 @@ function enableCompileCache() {
     }
   }
   module.enableCompileCache?.(dir);
+}
+
+/** The daemons run with V8's young generation capped at SEMI_SPACE_MB a semi-space. Node 24's default scales with
+ *  the heap limit (64 MB a semi-space, 128 MB of new space, on a 24 GB host; Node 20 stopped at 16), and V8 keeps
+ *  the pages it grew to: the new space was most of what an idle daemon grew by with its containers (pusher idle with
+ *  40 containers: 52 of its 176 MB) and of an agent's 300-430 MB (V8's total 170-225 MB with 60-90 MB used). With
+ *  the cap: 121 MB, agents 200-250 MB through a failover; idle CPU, sync latency and a 206 MB change's CPU unchanged
+ *  (bench/results/2026-12-07-{scale,quick,agent-memory}-rss13-*). V8 reads the cap when it sets up the heap, before
+ *  any JavaScript runs (v8.setFlagsFromString is too late), so the process re-executes itself once with the flag:
+ *  the same pid (systemd's main pid, the test's child), the same argv and environment; that costs a start about
+ *  25 ms of CPU. A flag set by the caller (node --max-semi-space-size=N, NODE_OPTIONS) is left as it is. Only the
+ *  daemons: a short command would pay a second Node start for nothing. */
+function youngGenerationCap() {
+  const SEMI_SPACE_MB = 4;
+  const daemon = process.argv.slice(2).some((a) => a === 'agent' || a === 'push' || a === 'pull');
+  const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) => /^--max[-_]semi[-_]space[-_]size\b/.test(a));
+  if (!daemon || given || typeof process.execve !== 'function') return;
+  // glibc's malloc: a block of 128 KiB or more is mapped on its own and unmapped when freed. By default the threshold
+  // rises to the largest block freed (up to 32 MB), after which the 1 MiB stream buffers and 16 MiB packs of a
+  // large change come from the heap and stay resident, fragmented: with it fixed, a 206 MB change peaked at
+  // 185 / 195 MB (pusher / puller) against 264 / 208 with the cap alone, a demoted agent held 162 MB against 202,
+  // with no more CPU (same results files). An operator's own setting is kept.
+  const env = { MALLOC_MMAP_THRESHOLD_: '131072', ...process.env };
+  process.execve(process.execPath, [process.execPath, `--max-semi-space-size=${SEMI_SPACE_MB}`, ...process.execArgv, ...process.argv.slice(1)], env);
 }

@@ -1,5 +1,6 @@
 // DockerRuntime: the one seam between twinlayer and a Docker engine (dockerode over the engine's unix socket).
-import Docker from 'dockerode';
+import type DockerType from 'dockerode';
+import Docker from './dockerode.js';
 import PQueue from 'p-queue';
 import { performance } from 'node:perf_hooks';
 import { silentLogger } from '../log/logger.js';
@@ -160,7 +161,7 @@ function messageOf(err: unknown): string {
 }
 
 export class DockerRuntime {
-  readonly #docker: Docker;
+  readonly #docker: DockerType;
   readonly #log: Logger;
   readonly #mountInfoPath: string;
   readonly #containerdSettings: ContainerdSettings;
