@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The twinlayer command. It runs the compiled JavaScript in dist/ (built from src/ by `npm run build`, which
 // scripts/setup.sh runs): a start loads no TypeScript loader and depends on no transpile cache.
-import { existsSync, lstatSync, mkdirSync } from 'node:fs';
+import { accessSync, constants as fsConstants, existsSync, lstatSync, mkdirSync } from 'node:fs';
 import module from 'node:module';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -67,5 +67,12 @@ function youngGenerationCap() {
   // 185 / 195 MB (pusher / puller) against 264 / 208 with the cap alone, a demoted agent held 162 MB against 202,
   // with no more CPU (same results files). An operator's own setting is kept.
   const env = { MALLOC_MMAP_THRESHOLD_: '131072', ...process.env };
-  process.execve(process.execPath, [process.execPath, `--max-semi-space-size=${SEMI_SPACE_MB}`, ...process.execArgv, ...process.argv.slice(1)], env);
+  // A failing execve(2) aborts Node (it cannot be caught): run on without the cap when the binary is not executable
+  // or Node refuses first (its permission model, a worker).
+  try {
+    accessSync(process.execPath, fsConstants.X_OK);
+    process.execve(process.execPath, [process.execPath, `--max-semi-space-size=${SEMI_SPACE_MB}`, ...process.execArgv, ...process.argv.slice(1)], env);
+  } catch {
+    // The daemon runs with Node's default young generation.
+  }
 }

@@ -13,7 +13,7 @@ import type { ChunkingOptions } from './chunked-copy.js';
 import { copyEntry, type ChunkTarget } from './copy-entry.js';
 import { planEntries, zeroEntry, type EntryPlan } from './entry-plan.js';
 import { baseOf, comparePaths } from './paths.js';
-import { Fingerprint, isRacy } from './racy.js';
+import { Fingerprint, isJustChanged, isRacy } from './racy.js';
 import { recFromStat, whiteoutRec, type IndexDelta } from './shipped-index.js';
 import { gzipAndHash, TarFileWriter } from './tar-writer.js';
 import type { Cand } from './upper-node.js';
@@ -101,7 +101,7 @@ export async function writeChangeset(parts: readonly ScanPart[], workDir: string
       // or O_CREAT and not written yet (`echo … > f`): a delta's leading flush, which comes at that very event, would
       // otherwise ship the file empty, and a failover before the next commit would boot the twin with it so. Left out
       // as torn: the build is made again after a few ms (replicator.ts), or the trailing flush takes it, settled.
-      if (!full && racy && c.kind === 'f' && c.st.size === 0n) {
+      if (!full && c.kind === 'f' && c.st.size === 0n && isJustChanged(c.st, part.scan.startNs)) {
         part.torn.push(c.path);
         if (group !== undefined) tornGroups.add(group);
         continue;

@@ -41,6 +41,12 @@ export function isRacy(st: Pick<BigIntStats, 'ctimeNs'>, scanStartNs: bigint): b
   return st.ctimeNs + racyWindowNs(st.ctimeNs) > scanStartNs;
 }
 
+/** Changed within the window of `scanStartNs` and not from the future: a ctime more than a second ahead of the scan
+ *  (the clock stepped back since) says nothing about a writer at work now. */
+export function isJustChanged(st: Pick<BigIntStats, 'ctimeNs'>, scanStartNs: bigint): boolean {
+  return isRacy(st, scanStartNs) && st.ctimeNs <= scanStartNs + secondNs;
+}
+
 /** The fingerprint of a racily clean node: its shipped xattrs, then its content (file) or target (symlink). */
 export class Fingerprint {
   readonly #hash: Hash = createHash('sha256');

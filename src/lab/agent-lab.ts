@@ -352,7 +352,9 @@ export class AgentLab {
   async shipped(host: string, what: string, container = WEB): Promise<void> {
     await waitFor(`${what} shipped by ${host}`, this.#waitMs, async () => {
       const c = (await this.status(host))?.containers.find((x) => x.name === container);
-      return c !== undefined && c.lagMs === 0 && c.pendingSince === null ? true : undefined;
+      if (c === undefined || c.lagMs !== 0 || c.pendingSince !== null) return undefined;
+      // And the head names its last commit (a head write may still be retried after the commit is out).
+      return ((await this.head()).containers[container] ?? 0) >= (c.lastSeq ?? 0) ? true : undefined;
     }, 10);
   }
 

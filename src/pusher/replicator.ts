@@ -296,6 +296,9 @@ export class ContainerReplicator {
     // build, or one that read or would read again more than tornRebuildMaxBytes (a bulk write), is not made again.
     for (let i = 0; i < tornRebuildWaitsMs.length && tracker.torn.length > 0 && typeof buildScope !== 'string' && !this.#closed; i++) {
       if ((built !== null && built.counts.bytes > tornRebuildMaxBytes) || tracker.tornBytes > tornRebuildMaxBytes) break;
+      // Only empty files left out (changed within a tick: a writer that had just opened them): one rebuild catches
+      // the writer that was about to write; a file that stays empty ships with the trailing flush, settled.
+      if (i > 0 && tracker.tornBytes === 0) break;
       if (built !== null) await removeBuiltFiles(built);
       await sleep(tornRebuildWaitsMs[i]!);
       built = await tracker.build(buildScope);
