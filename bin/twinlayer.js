@@ -60,13 +60,19 @@ function youngGenerationCap() {
   const SEMI_SPACE_MB = 4;
   const daemon = process.argv.slice(2).some((a) => a === 'agent' || a === 'push' || a === 'pull');
   const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) => /^--max[-_]semi[-_]space[-_]size\b/.test(a));
+  // The threshold is for this process's allocator, which read it at start: the tools it runs (tar, ctr) are not
+  // given it.
+  if (process.env.TWINLAYER_MMAP_THRESHOLD_SET === '1') {
+    delete process.env.MALLOC_MMAP_THRESHOLD_;
+    delete process.env.TWINLAYER_MMAP_THRESHOLD_SET;
+  }
   if (!daemon || given || typeof process.execve !== 'function') return;
   // glibc's malloc: a block of 128 KiB or more is mapped on its own and unmapped when freed. By default the threshold
   // rises to the largest block freed (up to 32 MB), after which the 1 MiB stream buffers and 16 MiB packs of a
   // large change come from the heap and stay resident, fragmented: with it fixed, a 206 MB change peaked at
   // 185 / 195 MB (pusher / puller) against 264 / 208 with the cap alone, a demoted agent held 162 MB against 202,
   // with no more CPU (same results files). An operator's own setting is kept.
-  const env = { MALLOC_MMAP_THRESHOLD_: '131072', ...process.env };
+  const env = process.env.MALLOC_MMAP_THRESHOLD_ === undefined ? { ...process.env, MALLOC_MMAP_THRESHOLD_: '131072', TWINLAYER_MMAP_THRESHOLD_SET: '1' } : process.env;
   // A failing execve(2) aborts Node (it cannot be caught): run on without the cap when the binary is not executable
   // or Node refuses first (its permission model, a worker).
   try {
