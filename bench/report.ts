@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { PUBLISHED_BY_COUNT, PUBLISHED_BY_SIZE } from './published.js';
 import type { BulkProfile } from './profile.js';
 import type { RecoveryPoint } from './recovery.js';
+import { formatMs, formatRatio, NONE } from './lib/format.js';
 import { median, ratio, summarize } from './lib/stats.js';
 import type { SyncPoint } from './sync.js';
 
@@ -22,9 +23,7 @@ export interface BenchResult {
   errors: string[];
 }
 
-const ms = (x: number | undefined): string => (x === undefined || Number.isNaN(x) ? '—' : x >= 10_000 ? `${(x / 1000).toFixed(1)} s` : `${Math.round(x)} ms`);
-const x2 = (x: number): string => (Number.isNaN(x) ? '—' : `${x.toFixed(2)}×`);
-const mbps = (bytes: number, millis: number): string => (millis > 0 ? `${((bytes / 1e6) / (millis / 1000)).toFixed(0)} MB/s` : '—');
+const mbps = (bytes: number, millis: number): string => (millis > 0 ? `${((bytes / 1e6) / (millis / 1000)).toFixed(0)} MB/s` : NONE);
 
 function table(head: string[], rows: string[][]): string {
   return [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
@@ -52,13 +51,13 @@ export function headlineTables(r: BenchResult): string {
       const sb = point(r, pub.imageMB, 'bulk');
       const rp = rec(r, pub.imageMB, 1);
       return [
-        `${pub.imageMB} MB`, ms(pub.syncCriuMs), ms(pub.syncLayerMs),
-        s4 ? `${ms(s4.bucket.median)} / ${ms(s4.twin.median)}` : '—',
-        s1 ? `${ms(s1.bucket.median)} / ${ms(s1.twin.median)}` : '—',
-        sb ? `${ms(sb.bucket.median)} / ${ms(sb.twin.median)}` : '—',
-        ms(pub.recoveryCriuMs), ms(pub.recoveryLayerMs),
-        rp ? ms(rp.total.median) : '—',
-        rp ? x2(ratio(rp.total.median, rp.floorTotal.median)) : '—',
+        `${pub.imageMB} MB`, formatMs(pub.syncCriuMs), formatMs(pub.syncLayerMs),
+        s4 ? `${formatMs(s4.bucket.median)} / ${formatMs(s4.twin.median)}` : NONE,
+        s1 ? `${formatMs(s1.bucket.median)} / ${formatMs(s1.twin.median)}` : NONE,
+        sb ? `${formatMs(sb.bucket.median)} / ${formatMs(sb.twin.median)}` : NONE,
+        formatMs(pub.recoveryCriuMs), formatMs(pub.recoveryLayerMs),
+        rp ? formatMs(rp.total.median) : NONE,
+        rp ? formatRatio(ratio(rp.total.median, rp.floorTotal.median)) : NONE,
       ];
     }),
   );
@@ -67,10 +66,10 @@ export function headlineTables(r: BenchResult): string {
     PUBLISHED_BY_COUNT.map((pub) => {
       const rp = rec(r, 46, pub.containers);
       return [
-        String(pub.containers), ms(pub.avgSyncCriuMs), ms(pub.avgSyncLayerMs), ms(pub.recoveryCriuMs), ms(pub.recoveryLayerMs),
-        rp ? ms(rp.total.median) : '—', rp ? ms(rp.mean.median) : '—', rp ? ms(rp.floorTotal.median) : '—',
-        rp ? x2(ratio(rp.total.median, rp.floorTotal.median)) : '—',
-        rp ? `${(pub.recoveryLayerMs / rp.total.median).toFixed(1)}× faster` : '—',
+        String(pub.containers), formatMs(pub.avgSyncCriuMs), formatMs(pub.avgSyncLayerMs), formatMs(pub.recoveryCriuMs), formatMs(pub.recoveryLayerMs),
+        rp ? formatMs(rp.total.median) : NONE, rp ? formatMs(rp.mean.median) : NONE, rp ? formatMs(rp.floorTotal.median) : NONE,
+        rp ? formatRatio(ratio(rp.total.median, rp.floorTotal.median)) : NONE,
+        rp ? `${(pub.recoveryLayerMs / rp.total.median).toFixed(1)}× faster` : NONE,
       ];
     }),
   );
@@ -104,11 +103,11 @@ export function renderReport(r: BenchResult): string {
     ['image', 'change', 'N', '→ bucket median / p90 / max', '→ twin median / p90 / max', 'floor: PutObject median', 'bucket ÷ floor', 'floor: GetObject median', 'twin ÷ (PutObject + GetObject)', 'lsyncd → target median (N)', 'twin ÷ lsyncd', 'commits per change (median / max)'],
     r.sync.map((p) => [
       `${p.imageMB} MB`, p.change, String(p.bucket.n),
-      `${ms(p.bucket.median)} / ${ms(p.bucket.p90)} / ${ms(p.bucket.max)}`,
-      `${ms(p.twin.median)} / ${ms(p.twin.p90)} / ${ms(p.twin.max)}`,
-      ms(p.floorPut.median), x2(ratio(p.bucket.median, p.floorPut.median)),
-      p.floorGet === undefined ? '—' : ms(p.floorGet.median), p.floorGet === undefined ? '—' : x2(ratio(p.twin.median, p.floorPut.median + p.floorGet.median)),
-      `${ms(p.lsyncd.median)} (${p.lsyncd.n})`, x2(ratio(p.twin.median, p.lsyncd.median)),
+      `${formatMs(p.bucket.median)} / ${formatMs(p.bucket.p90)} / ${formatMs(p.bucket.max)}`,
+      `${formatMs(p.twin.median)} / ${formatMs(p.twin.p90)} / ${formatMs(p.twin.max)}`,
+      formatMs(p.floorPut.median), formatRatio(ratio(p.bucket.median, p.floorPut.median)),
+      p.floorGet === undefined ? NONE : formatMs(p.floorGet.median), p.floorGet === undefined ? NONE : formatRatio(ratio(p.twin.median, p.floorPut.median + p.floorGet.median)),
+      `${formatMs(p.lsyncd.median)} (${p.lsyncd.n})`, formatRatio(ratio(p.twin.median, p.lsyncd.median)),
       `${p.commits.median} / ${p.commits.max}`,
     ]),
   ));
@@ -119,7 +118,7 @@ export function renderReport(r: BenchResult): string {
     ['image', 'change', 'pusher lag (its log)', 'write → bucket', 'bucket → twin'],
     r.sync.map((p) => {
       const b = breakdown(p);
-      return [`${p.imageMB} MB`, p.change, ms(b.lag), ms(b.toBucket), ms(b.bucketToTwin)];
+      return [`${p.imageMB} MB`, p.change, formatMs(b.lag), formatMs(b.toBucket), formatMs(b.bucketToTwin)];
     }),
   ));
   out.push('');
@@ -129,7 +128,7 @@ export function renderReport(r: BenchResult): string {
   out.push(table(
     ['image', 'bulk bytes', 'N', 'write → twin median', 'end to end', 'write → bucket', 'floor: one PutObject', 'lsyncd (rsync) to target'],
     r.sync.filter((p) => p.change === 'bulk').map((p) => [
-      `${p.imageMB} MB`, `${(p.bytes / 1e6).toFixed(0)} MB`, String(p.twin.n), ms(p.twin.median), mbps(p.bytes, p.twin.median), mbps(p.bytes, p.bucket.median), mbps(p.bytes, p.floorPut.median), mbps(p.bytes, p.lsyncd.median),
+      `${p.imageMB} MB`, `${(p.bytes / 1e6).toFixed(0)} MB`, String(p.twin.n), formatMs(p.twin.median), mbps(p.bytes, p.twin.median), mbps(p.bytes, p.bucket.median), mbps(p.bytes, p.floorPut.median), mbps(p.bytes, p.lsyncd.median),
     ]),
   ));
   out.push('');
@@ -139,7 +138,7 @@ export function renderReport(r: BenchResult): string {
     out.push('');
     out.push(table(
       ['changed bytes', 'pusher: build (tar + gzip + sha256)', 'of which gzip (level by sampling: 0 for this random payload) + sha256', 'plain copy of the bytes', 'pusher: upload', 'puller: download + sha256', 'puller: stage (gunzip, untar, fsync, rename)', 'floor: one PutObject'],
-      r.profile.map((p) => [`${(p.bytes / 1e6).toFixed(0)} MB`, ms(p.buildMs), ms(p.gzipHashMs), ms(p.copyMs), ms(p.uploadMs), ms(p.downloadMs), ms(p.stageMs), ms(p.floorPutMs)]),
+      r.profile.map((p) => [`${(p.bytes / 1e6).toFixed(0)} MB`, formatMs(p.buildMs), formatMs(p.gzipHashMs), formatMs(p.copyMs), formatMs(p.uploadMs), formatMs(p.downloadMs), formatMs(p.stageMs), formatMs(p.floorPutMs)]),
     ));
     out.push('');
   }
@@ -150,10 +149,10 @@ export function renderReport(r: BenchResult): string {
     ['containers', 'image', 'runs', 'total median / p90 / max', 'mean per container', 'total ÷ N', 'floor: Docker API start, same concurrency (median)', '÷ floor', 'hook: finalize / start (median)', 'initial sync of all N'],
     r.recovery.map((p) => [
       String(p.containers), `${p.imageMB} MB`, String(p.total.n),
-      `${ms(p.total.median)} / ${ms(p.total.p90)} / ${ms(p.total.max)}`,
-      ms(p.mean.median), ms(p.total.median / p.containers), ms(p.floorTotal.median), x2(ratio(p.total.median, p.floorTotal.median)),
-      `${ms(median(p.runs.map((x) => x.hook?.finalizeMs ?? Number.NaN)))} / ${ms(median(p.runs.map((x) => x.hook?.startMs ?? Number.NaN)))}`,
-      ms(p.stageAllMs),
+      `${formatMs(p.total.median)} / ${formatMs(p.total.p90)} / ${formatMs(p.total.max)}`,
+      formatMs(p.mean.median), formatMs(p.total.median / p.containers), formatMs(p.floorTotal.median), formatRatio(ratio(p.total.median, p.floorTotal.median)),
+      `${formatMs(median(p.runs.map((x) => x.hook?.finalizeMs ?? Number.NaN)))} / ${formatMs(median(p.runs.map((x) => x.hook?.startMs ?? Number.NaN)))}`,
+      formatMs(p.stageAllMs),
     ]),
   ));
   out.push('');
@@ -170,7 +169,7 @@ export function renderReport(r: BenchResult): string {
       ...r.recovery.map((p) => {
         const cpu = summarize(p.runs.map((x) => x.puller?.cpuSeconds ?? Number.NaN));
         const rss = summarize(p.runs.map((x) => x.puller?.peakRssMB ?? Number.NaN));
-        return [`recovery of ${p.containers} × ${p.imageMB} MB (median of runs)`, '—', '—', `${cpu.median} s`, `${rss.median} MB`];
+        return [`recovery of ${p.containers} × ${p.imageMB} MB (median of runs)`, NONE, NONE, `${cpu.median} s`, `${rss.median} MB`];
       }),
     ],
   ));
@@ -181,7 +180,7 @@ export function renderReport(r: BenchResult): string {
     out.push('');
     out.push(table(
       ['protected containers', 'puller poll interval', 'window', 'pusher req/min', 'puller req/min', 'pusher CPU in window', 'puller CPU in window', 'RSS pusher / puller at its end'],
-      idle.map(({ p, i }) => [String(p.containers), `${i.pollIntervalMs} ms`, `${i.windowSeconds} s`, String(i.pusherRequestsPerMinute), String(i.pullerRequestsPerMinute), `${i.pusherCpuSeconds} s`, `${i.pullerCpuSeconds} s`, i.pusherRssMB === undefined ? '—' : `${i.pusherRssMB} / ${i.pullerRssMB} MB`]),
+      idle.map(({ p, i }) => [String(p.containers), `${i.pollIntervalMs} ms`, `${i.windowSeconds} s`, String(i.pusherRequestsPerMinute), String(i.pullerRequestsPerMinute), `${i.pusherCpuSeconds} s`, `${i.pullerCpuSeconds} s`, i.pusherRssMB === undefined ? NONE : `${i.pusherRssMB} / ${i.pullerRssMB} MB`]),
     ));
     out.push('');
   }
@@ -205,8 +204,8 @@ export function renderReport(r: BenchResult): string {
 export function renderStdout(r: BenchResult): string {
   const lines = [headlineTables(r), ''];
   lines.push(table(['image', 'change', 'N', '→ bucket median', '→ twin median', 'p90 / max (twin)', '÷ floor', '÷ lsyncd'], r.sync.map((p) => [
-    `${p.imageMB} MB`, p.change, String(p.twin.n), ms(p.bucket.median), ms(p.twin.median), `${ms(p.twin.p90)} / ${ms(p.twin.max)}`,
-    x2(ratio(p.bucket.median, p.floorPut.median)), x2(ratio(p.twin.median, p.lsyncd.median)),
+    `${p.imageMB} MB`, p.change, String(p.twin.n), formatMs(p.bucket.median), formatMs(p.twin.median), `${formatMs(p.twin.p90)} / ${formatMs(p.twin.max)}`,
+    formatRatio(ratio(p.bucket.median, p.floorPut.median)), formatRatio(ratio(p.twin.median, p.lsyncd.median)),
   ])));
   return lines.join('\n');
 }

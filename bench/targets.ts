@@ -3,6 +3,7 @@
 // and 200 containers) and the start-up run (bench/startup.ts). Pure: the runs write their JSON, this reads it.
 import { z } from 'zod';
 import type { BenchResult } from './report.js';
+import { formatMs, formatRatio, formatSeconds, NONE } from './lib/format.js';
 import { ratio } from './lib/stats.js';
 
 /** What the scale run's JSON holds that a target needs (bench/scale.ts ScalePoint). */
@@ -45,9 +46,6 @@ export interface TargetRow {
   met: boolean | null;
 }
 
-const ms = (x: number | null | undefined): string => (x === null || x === undefined || !Number.isFinite(x) ? '–' : `${Math.round(x)} ms`);
-const s1 = (x: number): string => `${(x / 1000).toFixed(1)} s`;
-const x2 = (x: number | null): string => (x === null || !Number.isFinite(x) ? '–' : `${x.toFixed(2)}×`);
 
 /** The eight rows of the issue's table, in its order. */
 export function targetRows(bench: BenchResult | null, scale: ScaleRun | null, startup: StartupRun | null): TargetRow[] {
@@ -72,64 +70,64 @@ export function targetRows(bench: BenchResult | null, scale: ScaleRun | null, st
     {
       figure: `4 KiB write → commit in the bucket, ${sizes || '46/107/206'} MB images`,
       previous: '85 / 84 / 83 ms',
-      now: small.length === 0 ? '–' : small.map((p) => ms(p.bucket.median)).join(' / '),
-      floor: small.length === 0 ? '–' : `PutObject ${small.map((p) => ms(p.floorPut.median)).join(' / ')}`,
+      now: small.length === 0 ? NONE : small.map((p) => formatMs(p.bucket.median)).join(' / '),
+      floor: small.length === 0 ? NONE : `PutObject ${small.map((p) => formatMs(p.floorPut.median)).join(' / ')}`,
       target: '≤ 50 ms at every size',
       met: small.length === 0 ? null : small.every((p) => p.bucket.median <= 50),
     },
     {
       figure: `4 KiB write → staged in the twin (bench poll ${pollMs} ms)`,
       previous: '123 / 121 / 116 ms',
-      now: small.length === 0 ? '–' : small.map((p) => ms(p.twin.median)).join(' / '),
-      floor: small.length === 0 || small.some((p) => p.floorGet === undefined) ? '–' : `PutObject + GetObject ${small.map((p) => ms(p.floorPut.median + (p.floorGet?.median ?? 0))).join(' / ')}`,
+      now: small.length === 0 ? NONE : small.map((p) => formatMs(p.twin.median)).join(' / '),
+      floor: small.length === 0 || small.some((p) => p.floorGet === undefined) ? NONE : `PutObject + GetObject ${small.map((p) => formatMs(p.floorPut.median + (p.floorGet?.median ?? 0))).join(' / ')}`,
       target: '≤ 100 ms',
       met: small.length === 0 ? null : small.every((p) => p.twin.median <= 100),
     },
     {
       figure: '206 MB write → staged',
       previous: '5.2 s (PutObject floor 1.6 s)',
-      now: bulk === undefined ? '–' : `${s1(bulk.twin.median)} (${x2(bulkFloor === null ? null : ratio(bulk.twin.median, bulkFloor))} the floors)`,
-      floor: bulk === undefined || bulk.floorGet === undefined ? '–' : `PutObject ${s1(bulk.floorPut.median)} + GetObject ${s1(bulk.floorGet.median)}`,
+      now: bulk === undefined ? NONE : `${formatSeconds(bulk.twin.median)} (${formatRatio(bulkFloor === null ? null : ratio(bulk.twin.median, bulkFloor))} the floors)`,
+      floor: bulk === undefined || bulk.floorGet === undefined ? NONE : `PutObject ${formatSeconds(bulk.floorPut.median)} + GetObject ${formatSeconds(bulk.floorGet.median)}`,
       target: '≤ 1.5 × (PutObject + GetObject)',
       met: bulk === undefined || bulkFloor === null ? null : bulk.twin.median <= 1.5 * bulkFloor,
     },
     {
       figure: `RSS per process, ${idleRec?.containers ?? 40} containers idle / during a 206 MB change`,
       previous: '150–220 MB peak',
-      now: `${idle?.pusherRssMB === undefined ? '–' : `${idle.pusherRssMB} / ${idle.pullerRssMB} MB (push / pull)`} / ${bulk === undefined ? '–' : `peak ${bulk.usage['pusher']?.peakRssMB} / ${bulk.usage['puller']?.peakRssMB} MB`}`,
-      floor: '–',
+      now: `${idle?.pusherRssMB === undefined ? NONE : `${idle.pusherRssMB} / ${idle.pullerRssMB} MB (push / pull)`} / ${bulk === undefined ? NONE : `peak ${bulk.usage['pusher']?.peakRssMB} / ${bulk.usage['puller']?.peakRssMB} MB`}`,
+      floor: NONE,
       target: '≤ 120 MB / ≤ 200 MB',
       met: idleRss === null || peak === null || !Number.isFinite(peak) ? null : idleRss <= 120 && peak <= 200,
     },
     {
       figure: `idle CPU per process with ${many?.containers ?? 200} containers`,
       previous: 'standby 20 %, primary 6 % of a core',
-      now: many === undefined ? '–' : `standby ${many.idle.puller.cpuPercent} %, primary ${many.idle.pusher.cpuPercent} % (poll ${many.idle.pollIntervalMs} ms)`,
-      floor: one === undefined ? '–' : `1 container: ${one.idle.puller.cpuPercent} % / ${one.idle.pusher.cpuPercent} %`,
+      now: many === undefined ? NONE : `standby ${many.idle.puller.cpuPercent} %, primary ${many.idle.pusher.cpuPercent} % (poll ${many.idle.pollIntervalMs} ms)`,
+      floor: one === undefined ? NONE : `1 container: ${one.idle.puller.cpuPercent} % / ${one.idle.pusher.cpuPercent} %`,
       target: '< 1 %',
       met: many === undefined ? null : many.idle.puller.cpuPercent < 1 && many.idle.pusher.cpuPercent < 1,
     },
     {
       figure: `process start → hook answering (\`twinlayer ${startup?.command ?? 'agent'}\`)`,
       previous: 'about 1 s of transpiling first',
-      now: bin === undefined ? '–' : ms(bin.hookMs.median),
-      floor: '–',
+      now: bin === undefined ? NONE : formatMs(bin.hookMs.median),
+      floor: NONE,
       target: '≤ 300 ms',
       met: bin === undefined ? null : bin.hookMs.median <= 300,
     },
     {
       figure: `MASTER → ${many?.containers ?? 200} twins answering`,
       previous: '117 of 200 running at the 15 s timeout',
-      now: many === undefined ? '–' : `${ms(many.master.totalMs)}, ${many.master.answered} of ${many.containers} (${x2(masterRatio)} the floor)`,
-      floor: many === undefined ? '–' : `Docker API ${ms(many.master.floorMs)}`,
+      now: many === undefined ? NONE : `${formatMs(many.master.totalMs)}, ${many.master.answered} of ${many.containers} (${formatRatio(masterRatio)} the floor)`,
+      floor: many === undefined ? NONE : `Docker API ${formatMs(many.master.floorMs)}`,
       target: '≤ 1.1 × Docker API floor, all of them',
       met: many === undefined || masterRatio === null ? null : many.master.answered === many.containers && masterRatio <= 1.1,
     },
     {
       figure: `sync latency with ${many?.containers ?? 200} containers protected`,
       previous: 'not measured',
-      now: many === undefined ? '–' : `${ms(many.sync.median)} (${x2(syncRatio)} the 1-container figure)`,
-      floor: one === undefined ? '–' : `1 container: ${ms(one.sync.median)}`,
+      now: many === undefined ? NONE : `${formatMs(many.sync.median)} (${formatRatio(syncRatio)} the 1-container figure)`,
+      floor: one === undefined ? NONE : `1 container: ${formatMs(one.sync.median)}`,
       target: '≤ 1.2 × the 1-container figure',
       met: syncRatio === null || !Number.isFinite(syncRatio) ? null : syncRatio <= 1.2,
     },
