@@ -15,6 +15,7 @@ import { promisify } from 'node:util';
 import { imageSize, makeServiceImage, startCluster, stopCluster, type Cluster } from './lib/cluster.js';
 import { profileBulk } from './profile.js';
 import { runRecoveryPoint } from './recovery.js';
+import { attemptPart } from './lib/attempt.js';
 import { renderReport, renderStdout, type BenchResult } from './report.js';
 import { changeKinds, runSyncWorkload } from './sync.js';
 import { parseScaleRun, parseStartupRun, renderTargets, targetRows } from './targets.js';
@@ -103,15 +104,10 @@ async function main(): Promise<void> {
   // After the engines of the cluster are gone: the lab and the other scripts start their own.
   let failed = bench === null ? false : bench.result.errors.length > 0;
   /** A part that fails is reported and the run goes on to the next: the targets table says what is missing. */
-  const attempt = async <T>(what: string, work: () => Promise<T>): Promise<T | null> => {
-    try {
-      return await work();
-    } catch (err) {
-      failed = true;
-      process.stdout.write(`FAILED ${what}: ${err instanceof Error ? err.message : String(err)}\n`);
-      return null;
-    }
-  };
+  const attempt = <T>(what: string, work: () => Promise<T>): Promise<T | null> => attemptPart(what, work, (part, message) => {
+    failed = true;
+    process.stdout.write(`FAILED ${part}: ${message}\n`);
+  });
   if (months) await attempt('months', () => runAndWriteMonths({ ...monthsOptions([]), minutes: plan.mode === 'quick' ? 3 : 5 }));
   const scaleRun = scale
     ? await attempt('scale', async () => parseScaleRun(await runScript('scale.ts', plan.mode === 'quick' ? ['--containers=50', '--samples=5', '--idle-seconds=20', '--tag=bench'] : ['--containers=200', '--samples=10', '--idle-seconds=60', '--tag=bench'], 'scale')))
@@ -177,13 +173,10 @@ async function clusterBench(plan: Plan, only: Set<string>, store: 'overlay2' | '
     };
     /** A failed workload is recorded and the run goes on: the report names it. */
     const attempt = async (what: string, work: () => Promise<void>): Promise<void> => {
-      try {
-        await work();
-      } catch (err) {
-        const text = err instanceof Error ? err.message : String(err);
-        result.errors.push(`${what}: ${text}`);
-        log(`FAILED ${what}: ${text}`);
-      }
+      await attemptPart(what, work, (part, message) => {
+        result.errors.push(`${part}: ${message}`);
+        log(`FAILED ${part}: ${message}`);
+      });
       await save();
     };
     if (only.has('sync')) {
