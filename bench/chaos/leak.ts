@@ -19,6 +19,8 @@ export interface Sample {
 export interface Series {
   name: string;
   pid: number;
+  /** The host whose agent this is (its role switches are its own). */
+  host?: string;
   /** ms since the soak started. */
   startedAt: number;
   samples: Sample[];
@@ -77,10 +79,13 @@ function median(xs: readonly number[]): number {
   return s.length % 2 === 1 ? (s[mid] ?? 0) : ((s[mid - 1] ?? 0) + (s[mid] ?? 0)) / 2;
 }
 
-/** A failover, from its start until the old primary is back as the standby (ms since the soak started). */
+/** A failover as one host lived it (ms since the soak started): from its start until that host's new role was
+ *  reached — the new primary's promotion over, the old primary back as the standby (a minute later in the quick
+ *  soak: its engine back, its rejoin, under faults). No host: both hosts. */
 export interface RoleSwitch {
   from: number;
   to: number;
+  host?: string;
 }
 
 /**
@@ -91,7 +96,7 @@ export interface RoleSwitch {
  */
 export function judgeLife(s: Series, bounds: LeakBounds, switches: readonly RoleSwitch[]): LeakVerdict {
   const end = s.samples.at(-1)?.t ?? s.startedAt;
-  const cuts = switches.filter((w) => w.to > s.startedAt && w.from < end).sort((x, y) => x.from - y.from);
+  const cuts = switches.filter((w) => (w.host === undefined || w.host === s.host) && w.to > s.startedAt && w.from < end).sort((x, y) => x.from - y.from);
   const stretches: { from: number; to: number }[] = [];
   let from = s.startedAt;
   for (const w of cuts) {

@@ -94,7 +94,7 @@ export function quickPlan(): ChaosPlan {
     outagesMs: [20_000, 4_000], diskFullsMs: [12_000], netFaultGapMs: 6_000,
     faultConvergeBoundMs: 90_000, finalConvergeMs: 120_000, agentStartMs: 60_000, sampleMs: 2_000,
     leak: { warmUpMs: 15_000, minWindowMs: 60_000, rssGrowthMb: 48, rssGrowthFraction: 0.35, fdGrowth: 24 },
-    failovers: 2, failoverRoomMs: 75_000, failoverStepMs: 90_000, rejoinLagMs: 10_000, finalizeDeadlineMs: 5_000,
+    failovers: 2, failoverRoomMs: 90_000, failoverStepMs: 90_000, rejoinLagMs: 10_000, finalizeDeadlineMs: 5_000,
     standbyFsMb: 512,
   };
 }

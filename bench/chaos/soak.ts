@@ -223,7 +223,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
           await sleep(1000);
         }
       }
-      const s: Series = { name: `agent-${host}#${series.filter((x) => x.name.startsWith(`agent-${host}#`)).length + 1}`, pid: run.proc.pid, startedAt: now(), samples: [] };
+      const s: Series = { name: `agent-${host}#${series.filter((x) => x.name.startsWith(`agent-${host}#`)).length + 1}`, pid: run.proc.pid, host, startedAt: now(), samples: [] };
       series.push(s);
       const life = { run, series: s, killedByUs: false };
       lives.set(host, life);
@@ -497,7 +497,10 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
           throw new Fatal(`${what}: ${(err as Error).message}`);
         }
         failovers.push(r);
-        roleSwitches.push({ from: switchFrom, to: now() });
+        // Each host's switch ends when it reached its new role: the promoted one judged from its promotion on, not
+        // from the old primary's rejoin a minute later (the quick soak then had no stretch long enough to judge).
+        const promoted = r.triggerToBootedMs === null ? now() : Math.min(now(), switchFrom + r.triggerToBootedMs);
+        roleSwitches.push({ host: r.to, from: switchFrom, to: promoted }, { host: r.from, from: switchFrom, to: now() });
         for (const x of r.failures) fail(x);
         faults.end(f);
         if (kind !== 'final-kill') probe(f);

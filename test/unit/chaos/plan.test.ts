@@ -40,6 +40,10 @@ describe('chaos schedule', () => {
         for (const f of fo) assert.ok(f.at >= plan.soakMs * 0.1 && f.at < plan.soakMs - plan.failoverRoomMs, `seed ${seed}, ${plan.mode}: failover at ${f.at} ms`);
       }
     }
+    // The last failover's new primary keeps its role to the end: room for its promotion (15 s at most here, under
+    // faults), the warm-up and a window, so a quick soak always has a life to judge.
+    const quick = quickPlan();
+    assert.ok(quick.failoverRoomMs >= 15_000 + quick.leak.warmUpMs + quick.leak.minWindowMs, `quick: ${quick.failoverRoomMs} ms of room`);
     assert.equal(fullPlan().failovers, 5);
     assert.equal(fullPlan().containers, 40);
   });
@@ -106,6 +110,15 @@ describe('leak criterion', () => {
     assert.equal(after.leak, true, `growth after the switch: ${after.note}`);
     const before = judgeLife(series((t) => ({ rssMb: t < 110_000 ? 150 + t / 1000 : 300, fds: 40 })), bounds, [{ from: 110_000, to: 140_000 }]);
     assert.equal(before.leak, true, `growth before the switch: ${before.note}`);
+    // A switch is each host's own: the promoted host is judged from its promotion on, while the old primary is still
+    // on its way back as the standby (a minute in the quick soak).
+    const flatLife = series(() => ({ rssMb: 150, fds: 40 }));
+    const failover = [{ host: 'b', from: 60_000, to: 68_000 }, { host: 'a', from: 60_000, to: 260_000 }];
+    const promoted = judgeLife({ ...flatLife, host: 'b' }, bounds, failover);
+    assert.equal(promoted.judged, true, promoted.note);
+    assert.equal(promoted.leak, false, promoted.note);
+    const demoted = judgeLife({ ...flatLife, host: 'a' }, bounds, failover);
+    assert.equal(demoted.judged, false, `the old primary's switch is its own: ${demoted.note}`);
     const unjudged = judgeLife(series((t) => ({ rssMb: 150 + t, fds: 40 })), bounds, [{ from: 50_000, to: 260_000 }]);
     assert.equal(unjudged.judged, false, 'no stretch long enough');
     assert.match(unjudged.note, /switch/);
