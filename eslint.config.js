@@ -5,7 +5,7 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
-const AWS = { group: ['@aws-sdk/*'], message: 'Only src/store/s3-blob-store.ts talks to the AWS SDK.' };
+const AWS = { group: ['@aws-sdk/*', '@smithy/*'], message: 'Only src/store/s3-*.ts talk to the AWS SDK (and its @smithy parts).' };
 const DOCKERODE = { group: ['dockerode'], message: 'Only src/docker/ talks to dockerode.' };
 const LAB = { regex: '(^|/)lab/', message: 'Only src/demo imports the lab (src/lab).' };
 // s3rver is a devDependency, absent from a production install: the product loads the embedded S3 server only by

@@ -26,6 +26,7 @@ import type { BucketRequestKind, Metrics } from '../metrics/index.js';
 import { checkRange, defaultRetryPolicy, observed, type BlobStore, type BodyObserver, type DeleteManyOptions, type GetOptions, type ListedObject, type PutOptions, type RangeObserved, type RangeOptions, type RangeRead, type RetryPolicy } from './blob-store.js';
 import { BucketMissingError, ObjectTooLargeError, StoreRequestError, StoreUnreachableError } from './errors.js';
 import { checkRetryPolicy, withRetries } from './retry.js';
+import { SmallGetter } from './s3-small-get.js';
 
 export interface S3BlobStoreOptions {
   bucket: string;
@@ -157,19 +158,11 @@ function bodyStream(body: unknown, key: string): Readable {
   throw new StoreRequestError('the S3 client returned a body that is not a Node stream', { key });
 }
 
-async function readAll(stream: Readable, maxBytes: number, key: string): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  const limiter = byteLimiter(maxBytes, key);
-  await pipeline(stream, limiter, async (source: AsyncIterable<Buffer>) => {
-    for await (const chunk of source) chunks.push(chunk);
-  });
-  return Buffer.concat(chunks);
-}
-
 export class S3BlobStore implements BlobStore {
   readonly bucket: string;
   readonly endpoint: string;
   readonly #client: S3Client;
+  readonly #small: SmallGetter;
   readonly #retry: RetryPolicy;
   readonly #log: Logger;
   readonly #smallRequestTimeoutMs: number;
@@ -217,6 +210,16 @@ export class S3BlobStore implements BlobStore {
     if (!Number.isSafeInteger(this.#multipartFromBytes) || this.#multipartFromBytes <= this.#partBytes) throw new TypeError(`Expected \`multipartFromBytes\` to be an integer above \`partBytes\` (${this.#partBytes}), got ${String(this.#multipartFromBytes)}`);
     if (!Number.isSafeInteger(this.#partConcurrency) || this.#partConcurrency < 1) throw new TypeError(`Expected \`partConcurrency\` to be a positive integer, got ${String(this.#partConcurrency)}`);
     this.#client = new S3Client(config);
+    const client = this.#client;
+    this.#small = new SmallGetter({
+      endpoint: this.endpoint,
+      bucket: this.bucket,
+      region: opts.region,
+      pathStyle: opts.pathStyle,
+      // The client's own provider: the same chain, cache and refresh as every SDK request.
+      credentials: () => client.config.credentials(),
+      clockOffsetMs: () => client.config.systemClockOffset ?? 0,
+    });
   }
 
   /** HeadBucket with a short timeout and no retry: tells "unreachable" from "no such bucket" at start. */
@@ -251,6 +254,7 @@ export class S3BlobStore implements BlobStore {
 
   destroy(): void {
     this.#client.destroy();
+    this.#small.destroy();
   }
 
   /** One logical request: retried per the policy; the final error names endpoint, bucket and key. */
@@ -559,35 +563,26 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
-  /** Small objects (heads, records, specs): each attempt, body included, is bounded by smallRequestTimeoutMs. */
+  /** Small objects (heads, records, specs): each attempt, body included, is bounded by smallRequestTimeoutMs. One
+   *  lean signed GET (s3-small-get.ts) instead of the SDK's GetObject: the standby sends one every poll. */
   async getIfNoneMatch(
     key: string,
     etag: string | undefined,
     maxBytes: number,
   ): Promise<{ status: 'missing' } | { status: 'unchanged' } | { status: 'ok'; body: Buffer; etag: string }> {
     return this.#request('get', key, async () => {
-      const abortSignal = AbortSignal.timeout(this.#smallRequestTimeoutMs);
-      let out;
-      try {
-        this.#count('GET');
-        out = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(etag === undefined ? {} : { IfNoneMatch: etag }) }), { abortSignal });
-      } catch (err) {
-        if (statusOf(err) === 304) return { status: 'unchanged' as const };
-        if (isNotFound(err) && !isNoSuchBucket(err)) return { status: 'missing' as const };
-        throw err;
+      this.#count('GET');
+      const got = await this.#small.get(key, etag, maxBytes, AbortSignal.timeout(this.#smallRequestTimeoutMs), (size) => {
+        throw new ObjectTooLargeError(key, size, maxBytes);
+      });
+      if (got.status !== 'ok') return got;
+      const { body, contentLength } = got;
+      if (contentLength !== undefined && body.length !== contentLength) {
+        throw Object.assign(new Error(`short body: ${body.length} of ${contentLength} bytes`), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
       }
-      const stream = bodyStream(out.Body, key);
-      if (out.ContentLength !== undefined && out.ContentLength > maxBytes) {
-        stream.destroy();
-        throw new ObjectTooLargeError(key, out.ContentLength, maxBytes);
-      }
-      const body = await readAll(stream, maxBytes, key);
-      if (out.ContentLength !== undefined && body.length !== out.ContentLength) {
-        throw Object.assign(new Error(`short body: ${body.length} of ${out.ContentLength} bytes`), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
-      }
-      if (out.ETag === undefined) throw new StoreRequestError('the S3 server answered without an ETag', { key, endpoint: this.endpoint });
+      if (got.etag === undefined) throw new StoreRequestError('the S3 server answered without an ETag', { key, endpoint: this.endpoint });
       this.#metrics?.bucketBytes('down', body.length);
-      return { status: 'ok' as const, body, etag: out.ETag };
+      return { status: 'ok' as const, body, etag: got.etag };
     });
   }
 
