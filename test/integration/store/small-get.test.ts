@@ -10,6 +10,7 @@ import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
 
 import { startFaultProxy, type FaultProxy } from '../../../src/lab/fault-proxy.js';
 import { BucketMissingError, ObjectTooLargeError, S3BlobStore, StoreRequestError, StoreUnreachableError } from '../../../src/store/index.js';
+import { startSigV4Proxy } from '../../support/sigv4-check.js';
 import { TEST_CREDENTIALS, TEST_REGION, TEST_RETRY, testS3Store, uniqueBucketName, withS3, type TestS3 } from '../../support/s3.js';
 
 describe('small GETs (head polls) without the SDK', () => {
@@ -98,6 +99,35 @@ describe('small GETs (head polls) without the SDK', () => {
       return true;
     });
     assert.equal(proxy.stats.requests - requests, 1);
+  });
+
+  it('signs as S3 checks it (SigV4 verified from the specification, which the SDK\'s own requests pass too); a wrong secret is refused as 403 SignatureDoesNotMatch', async () => {
+    const checking = await startSigV4Proxy(s3.endpoint, TEST_CREDENTIALS, TEST_REGION);
+    const signedStore = testS3Store({ endpoint: checking.endpoint, bucket: s3.bucket });
+    const wrongSecret = new S3BlobStore({
+      bucket: s3.bucket, region: TEST_REGION, endpoint: checking.endpoint, pathStyle: true,
+      credentials: { accessKeyId: TEST_CREDENTIALS.accessKeyId, secretAccessKey: `${TEST_CREDENTIALS.secretAccessKey}x` }, retry: { attempts: 5, baseMs: 1, maxMs: 5 },
+    });
+    others.push(signedStore, wrongSecret);
+    try {
+      const key = "tl/sig v4/a+b=c!*'()&ü~.json";
+      await signedStore.put(key, Buffer.from('{"signed":true}'));
+      assert.ok(checking.checked.length > 0 && checking.checked.every((c) => c.ok), `the SDK's PUT passes the check: ${JSON.stringify(checking.checked)}`);
+      const lean = checking.checked.length;
+      const got = await signedStore.getIfNoneMatch(key, undefined, 100);
+      assert.equal(got.status, 'ok');
+      const again = await signedStore.getIfNoneMatch(key, got.status === 'ok' ? got.etag : undefined, 100);
+      assert.equal(again.status, 'unchanged');
+      const leanChecks = checking.checked.slice(lean);
+      assert.ok(leanChecks.length === 2 && leanChecks.every((c) => c.ok), `the lean GETs pass the check: ${JSON.stringify(leanChecks)}`);
+      await assert.rejects(wrongSecret.getIfNoneMatch(key, undefined, 100), (err: unknown) => {
+        assert.ok(err instanceof StoreRequestError, String(err));
+        assert.match(err.message, /HTTP 403 SignatureDoesNotMatch/);
+        return true;
+      });
+    } finally {
+      await checking.close();
+    }
   });
 
   it('signs with the credentials of the SDK chain when none are configured (the environment here)', async (t) => {

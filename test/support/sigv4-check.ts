@@ -1,0 +1,108 @@
+// A proxy in front of the embedded S3 server that checks every request's AWS Signature Version 4 the way S3 does,
+// written from AWS's specification ("Authenticating Requests: Using the Authorization Header", header-based, S3's
+// single URI encoding), not from a signer library. s3rver checks version 2 signatures only (its v4 path accepts any
+// signature), so without this a request signed wrongly would pass every test and fail against MinIO or AWS.
+// A request whose signature does not match is answered 403 SignatureDoesNotMatch, as S3 answers it.
+import { createHash, createHmac } from 'node:crypto';
+import { createServer, request, type IncomingHttpHeaders, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface SigV4Checked {
+  method: string;
+  path: string;
+  ok: boolean;
+  reason: string;
+}
+
+export interface SigV4Proxy {
+  endpoint: string;
+  /** Every request seen, in order, with its verdict. */
+  readonly checked: SigV4Checked[];
+  close(): Promise<void>;
+}
+
+const hmac = (key: Buffer | string, data: string): Buffer => createHmac('sha256', key).update(data, 'utf8').digest();
+const sha256Hex = (data: string): string => createHash('sha256').update(data, 'utf8').digest('hex');
+
+/** RFC 3986 unreserved characters stay, everything else is %XX (upper case); '/' kept in a path. */
+function awsEncode(s: string, keepSlash: boolean): string {
+  return Array.from(Buffer.from(s, 'utf8')).map((b) => {
+    const c = String.fromCharCode(b);
+    return /[A-Za-z0-9\-_.~]/.test(c) || (keepSlash && c === '/') ? c : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
+  }).join('');
+}
+
+/** Why `method url headers` is not signed with `secret` for `region`, or '' when it is. */
+export function sigV4Mismatch(method: string, url: string, headers: IncomingHttpHeaders, credentials: { accessKeyId: string; secretAccessKey: string }, region: string): string {
+  const auth = headers.authorization;
+  if (typeof auth !== 'string') return 'no Authorization header';
+  const m = /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request, ?SignedHeaders=([^,]+), ?Signature=([0-9a-f]{64})$/.exec(auth);
+  if (m === null) return `not a SigV4 Authorization header: ${auth}`;
+  const [, keyId, day, scopeRegion, service, signedList, signature] = m as unknown as [string, string, string, string, string, string, string];
+  if (keyId !== credentials.accessKeyId) return `access key ${keyId}`;
+  if (scopeRegion !== region || service !== 's3') return `scope ${scopeRegion}/${service}`;
+  const amzDate = headers['x-amz-date'];
+  if (typeof amzDate !== 'string' || !amzDate.startsWith(day)) return `x-amz-date ${String(amzDate)} outside the scope's day ${day}`;
+  const payloadHash = headers['x-amz-content-sha256'];
+  if (typeof payloadHash !== 'string') return 'no x-amz-content-sha256';
+  const signed = signedList.split(';');
+  if (!signed.includes('host')) return 'host not signed';
+  const q = url.indexOf('?');
+  const rawPath = q < 0 ? url : url.slice(0, q);
+  const canonicalPath = awsEncode(rawPath.split('/').map((seg) => decodeURIComponent(seg)).join('/'), true);
+  const query = q < 0 ? '' : url.slice(q + 1);
+  const canonicalQuery = query === '' ? '' : query.split('&').map((kv) => {
+    const i = kv.indexOf('=');
+    const k = decodeURIComponent((i < 0 ? kv : kv.slice(0, i)).replace(/\+/g, ' '));
+    const v = i < 0 ? '' : decodeURIComponent(kv.slice(i + 1).replace(/\+/g, ' '));
+    return [awsEncode(k, false), awsEncode(v, false)] as const;
+  }).sort((a, b) => (a[0] === b[0] ? (a[1] < b[1] ? -1 : 1) : a[0] < b[0] ? -1 : 1)).map(([k, v]) => `${k}=${v}`).join('&');
+  const canonicalHeaders = signed.map((name) => {
+    const v = headers[name];
+    if (v === undefined) return null;
+    const value = (Array.isArray(v) ? v.join(',') : v).trim().replace(/\s+/g, ' ');
+    return `${name}:${value}\n`;
+  });
+  const missing = signed.filter((_, i) => canonicalHeaders[i] === null);
+  if (missing.length > 0) return `signed headers not sent: ${missing.join(', ')}`;
+  const canonicalRequest = [method, canonicalPath, canonicalQuery, canonicalHeaders.join(''), signedList, payloadHash].join('\n');
+  const scope = `${day}/${region}/s3/aws4_request`;
+  const stringToSign = ['AWS4-HMAC-SHA256', amzDate, scope, sha256Hex(canonicalRequest)].join('\n');
+  const key = hmac(hmac(hmac(hmac(`AWS4${credentials.secretAccessKey}`, day), region), 's3'), 'aws4_request');
+  const expected = createHmac('sha256', key).update(stringToSign, 'utf8').digest('hex');
+  return expected === signature ? '' : `signature mismatch for canonical request:\n${canonicalRequest}`;
+}
+
+/** Starts the checking proxy on 127.0.0.1 in front of `target` (http://127.0.0.1:port). */
+export async function startSigV4Proxy(target: string, credentials: { accessKeyId: string; secretAccessKey: string }, region: string): Promise<SigV4Proxy> {
+  const upstream = new URL(target);
+  const checked: SigV4Checked[] = [];
+  const server: Server = createServer((req, res) => {
+    const method = req.method ?? 'GET';
+    const url = req.url ?? '/';
+    const reason = sigV4Mismatch(method, url, req.headers, credentials, region);
+    checked.push({ method, path: url, ok: reason === '', reason });
+    if (reason !== '') {
+      req.resume();
+      res.writeHead(403, { 'content-type': 'application/xml' });
+      res.end(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>SignatureDoesNotMatch</Code><Message>checked by the test proxy</Message></Error>`);
+      return;
+    }
+    const out = request({ host: upstream.hostname, port: upstream.port, method, path: url, headers: req.headers }, (up) => {
+      res.writeHead(up.statusCode ?? 502, up.headers);
+      up.pipe(res);
+    });
+    out.on('error', () => res.destroy());
+    req.pipe(out);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    checked,
+    close: () => new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }),
+  };
+}
