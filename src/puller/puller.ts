@@ -196,9 +196,7 @@ export class Puller {
       }
       const headMoved = await this.#journal.readNew(state, pastHead);
       if (halted()) return this.#overtaken(started, signal);
-      // New commits of containers whose twins are in place go straight to staging (it checks each twin before
-      // writing); anything else the head brought is checked first.
-      if (this.#keeper.due(pastHead || (headMoved && !this.#keeper.twinsInPlace()))) await this.#keeper.ensureTwins(state, halted);
+      if (this.#keeper.due(headMoved || pastHead)) await this.#keeper.ensureTwins(state, halted);
       else await this.#keeper.recheckHeld(state, halted);
       if (halted()) return this.#overtaken(started, signal);
       staged = await this.#stager.stageQueues(state, signal, waitForStaging);

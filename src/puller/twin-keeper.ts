@@ -1,7 +1,6 @@
 // Keeping the twins: every container with a spec has a stopped twin created from it, of the spec's image, and is
-// the container its applied seq describes. Checked every few polls, and when the head moved for a container whose
-// twin is not known to be in place (new, a new spec, held, refused, blocked, failed); a twin held for what this host
-// lacks is checked every poll.
+// the container its applied seq describes. Checked every few polls and whenever the head moved; a twin held for what
+// this host lacks is checked every poll.
 //
 // Two kinds of "no": a spec that is refused (it asks for what the policy or the trust refuses, or what no twin can
 // have) removes its stopped twin, since the spec itself will not change its mind. What this host lacks for the twin
@@ -84,17 +83,6 @@ export class TwinKeeper {
     const due = headMoved || this.#pollsSinceCheck === 0 || this.#pollsSinceCheck >= this.#o.checkEvery;
     this.#pollsSinceCheck = due ? 1 : this.#pollsSinceCheck + 1;
     return due;
-  }
-
-  /** Every container with commits queued has a twin as the last check left it, of the spec in use, with nothing
-   *  held, refused, blocked or failed: staging needs no check of the keeper first (it checks its own twin before each
-   *  write). A head that moved for such containers only does not hold their staging back by a full pass (the specs'
-   *  listing, the twins' listing, the host lookups); the periodic check (`checkEvery`) stays. */
-  twinsInPlace(): boolean {
-    return this.#containers.values().every((c) => c.queue.length === 0 || (
-      c.twin === 'stopped' && c.spec !== null && !c.specStale && c.refused === null && c.blocked === null && c.hostProblems.length === 0
-      && !c.restage && c.lastError === null
-    ));
   }
 
   /** Whether the engine did not answer at the last check: no staging starts until it does. */
