@@ -26,7 +26,7 @@ import { validateChangeset, type StagePlan } from './validate.js';
 import { validatedAgainst, type ValidatedChangeset } from './streamed-validation.js';
 import { makeWhiteoutNode } from './whiteout-node.js';
 import { readXattrs, removeXattr, writeXattrs } from './xattr.js';
-import { syncFileSystem } from './tools.js';
+import { CommitSync } from './commit-sync.js';
 
 export type { StageTarget } from './stage-target.js';
 export interface StageResult {
@@ -158,6 +158,8 @@ class Applier {
   #template: string | null = null;
   #xattrItems: XattrItem[] = [];
   #xattrBytes = 0;
+  /** What must be durable before the commit is recorded. */
+  readonly #durable = new CommitSync();
 
   constructor(
     roots: TreeRoots, txn: StagingTxn, plan: StagePlan, kind: ChangesetKind, signal: AbortSignal | undefined,
@@ -184,6 +186,7 @@ class Applier {
     // A full changeset replaces the tree: drop everything it does not name first. A volume it names (its root dir
     // is an entry of every full changeset that carries it) is replaced the same way.
     if (this.#kind === 'full') {
+      this.#durable.wholeFileSystem();
       await this.#prune('');
       for (const key of this.#roots.volumes.keys()) if (this.#plan.targets.get(volumeTarPath(key, '')) === 'dir') await this.#prune(volumeTarPath(key, ''));
     }
@@ -192,6 +195,7 @@ class Applier {
       const meaning = treePathMeaning(e.path);
       if (typeof meaning === 'string') throw new ChangesetRejectedError(meaning, { entry: e.path });
       if (meaning.kind === 'opaque') {
+        this.#durable.wholeFileSystem();
         await this.#parentDir(meaning.dir, e.path);
         await this.#prune(meaning.dir);
         // A dir entry of this changeset gets the flag with its own xattrs; a dir on disk changes in place.
@@ -199,6 +203,7 @@ class Applier {
         return;
       }
       if (meaning.kind === 'whiteout') {
+        this.#durable.wholeFileSystem();
         await this.#whiteout(meaning.target, e.removeOnly === true);
         return;
       }
@@ -225,8 +230,18 @@ class Applier {
     for (const [rel, ns] of this.#plan.dirMtimes) {
       const t = timeOf(ns);
       await lutimes(this.#abs(rel), t, t);
+      this.#durable.add(this.#abs(rel));
     }
-    await syncFileSystem(this.#roots.upper);
+    await this.#durable.sync(this.#roots.upper);
+  }
+
+  /** `rel` was written, and its parent dir's entries changed (unless the parent is the reserved volumes dir, which
+   *  is no directory: a volume's root is its own). */
+  #wrote(rel: string): void {
+    this.#durable.add(this.#abs(rel));
+    if (rel === '') return;
+    const parent = parentOf(rel);
+    if (parent !== volumesDir) this.#durable.add(this.#abs(parent));
   }
 
   /** Defence in depth (validation already proved it): `rel` is a real directory. Its owner, mode and times are
@@ -277,6 +292,7 @@ class Applier {
     }
     await lchown(abs, e.uid, e.gid);
     await chmod(abs, e.mode);
+    this.#wrote(e.path);
     const xattrs = [...e.xattrs];
     if (this.#plan.opaqueDirs.has(e.path)) xattrs.push([opaqueXattr, Buffer.from('y')]);
     await this.#queueXattrs({ rel: e.path, xattrs, preexisting, existing: preexisting });
@@ -316,10 +332,13 @@ class Applier {
       await fh.close();
     }
     await this.#renameIn(tmp, e.path);
+    this.#wrote(e.path);
     if (e.xattrs.length > 0) await this.#queueXattrs({ rel: e.path, xattrs: e.xattrs });
   }
 
   async #symlink(e: TarEntry): Promise<void> {
+    // A symlink cannot be opened to be synced (it would be followed, or refused).
+    this.#durable.wholeFileSystem();
     const tmp = this.#tempName();
     await symlink(e.linkpath ?? '', tmp);
     await lchown(tmp, e.uid, e.gid);
@@ -330,6 +349,7 @@ class Applier {
   }
 
   async #hardlink(e: TarEntry): Promise<void> {
+    this.#durable.wholeFileSystem();
     const target = e.linkpath ?? '';
     await this.#parentDir(parentOf(target), e.path);
     const st = await lstat(this.#abs(target));

@@ -13,7 +13,7 @@
 // container the container's journal is read from the start of the generation, as before, and the log and the status
 // say so.
 import type { Logger } from '../log/logger.js';
-import { BucketObjectInvalidError, gapPassedBy, headClearsGap, type Bucket, type CommitRecord, type Generation, type Head, type Seq } from '../store/index.js';
+import { asSeq, BucketObjectInvalidError, gapPassedBy, headClearsGap, type Bucket, type CommitRecord, type Generation, type Head, type JournalItem, type Seq } from '../store/index.js';
 import type { AppliedState, AppliedStateFile } from './applied-state.js';
 import type { ContainerRuntimeState, ContainerStates } from './container-state.js';
 
@@ -32,6 +32,9 @@ export interface JournalFollowerOptions {
 
 /** Commit records a container that cannot stage may keep queued (some 700 bytes each in memory). */
 export const DEFAULT_MAX_QUEUED = 10_000;
+
+/** A head announcing at most this many records past the read position has them read by key, without a listing. */
+const DIRECT_READ_MAX = 16;
 
 /** The full checkpoints a head names are checked this many at a time (one small GET each). */
 const CHECK_CONCURRENCY = 8;
@@ -217,58 +220,92 @@ export class JournalFollower {
   }
 
   async #readJournal(state: AppliedState, headSeq: number): Promise<void> {
+    const direct = await this.#readAnnounced(state, headSeq);
+    if (direct !== null) {
+      for (const item of direct) this.#take(state, item);
+      return;
+    }
     let read = 0;
     for await (const item of this.#o.bucket.listRecords(state.generation as Generation, this.#readSeq)) {
       if (item.seq > headSeq || read++ >= this.#o.maxRecordsPerPoll) break;
-      if ('error' in item) {
-        const head = this.#head;
-        if (item.missingTo !== undefined && head?.lastFull !== undefined) {
-          // Perhaps retired by GC (retention): judged once every container the head names is known not to need it.
-          const to = item.missingTo;
-          const open = new Set(Object.keys(head.containers).filter((name) => !headClearsGap(head, name, item.seq, to)));
-          // A container whose last record by the head lies there has no later record to judge by: lost.
-          const lastThere = [...open].some((name) => (head.containers[name] ?? 0) >= item.seq && (head.containers[name] ?? 0) <= to);
-          if (!lastThere) {
-            this.#pendingGaps.push({ from: item.seq, to, open, reason: item.error, generation: state.generation });
-            this.#settleGaps();
-            this.#readSeq = to;
-            continue;
-          }
-        }
-        // We cannot tell whose record is missing; each container's parent chain stops the one it belongs to.
-        this.#o.log.error('journal gap or unreadable record', { seq: item.seq, generation: state.generation, reason: item.error });
-        this.#problems.set(item.seq, item.error);
-      } else {
-        this.#judgeGaps(item.record);
-        const name = item.record.container;
-        const c = this.#containers.get(name);
-        noteSpec(c, item.record);
-        notePublished(c, item.record);
-        const skip = this.#skipBelow.get(name);
-        if (skip !== undefined && item.seq < skip) {
-          // Superseded by the full checkpoint this container starts from.
-          this.#readSeq = item.seq;
-          continue;
-        }
-        if (skip !== undefined) this.#skipBelow.delete(name);
-        if (item.record.kind === 'full') {
-          // A checkpoint restating the commit queued last follows it (the stager records it once that one is staged,
-          // without staging it again); any other full commit replaces what is queued.
-          const last = c.queue[c.queue.length - 1];
-          if (item.record.sameAs === undefined || last?.seq !== item.record.sameAs) c.queue = [];
-          c.specStale = true;
-          // What it waited for is here: not stalled until staging it says otherwise.
-          if (c.blocked !== null && c.blocked === state.awaitFull?.[name]) c.blocked = null;
-        } else if (c.queue.length === 0 && state.awaitFull?.[name] !== undefined) {
-          // Only a full checkpoint can move it: this delta is passed over (and the cursor with it).
-          this.#readSeq = item.seq;
-          continue;
-        }
-        c.queue.push(item.record);
-        this.#bound(state, name, c);
-      }
-      this.#readSeq = item.seq;
+      this.#take(state, item);
     }
+  }
+
+  /**
+   * The few records a head announces past the read position, read by their keys without listing the journal first:
+   * the listing is a round trip before the records' GETs, and a standby following a busy primary sees a head move by
+   * one or two seqs at a time. Null (the listing reads them) when more are announced than DIRECT_READ_MAX, or when any
+   * of them is missing or refused: the listing is what tells a gap, a retired range and a refused record apart.
+   */
+  async #readAnnounced(state: AppliedState, headSeq: number): Promise<JournalItem[] | null> {
+    const count = headSeq - this.#readSeq;
+    if (count < 1 || count > Math.min(DIRECT_READ_MAX, this.#o.maxRecordsPerPoll)) return null;
+    const g = state.generation as Generation;
+    const seqs = Array.from({ length: count }, (_, i) => asSeq(this.#readSeq + 1 + i));
+    const records = await Promise.all(seqs.map((s) => this.#o.bucket.readRecord(g, s).catch((err: unknown) => {
+      if (err instanceof BucketObjectInvalidError) return null;
+      throw err;
+    })));
+    const items: JournalItem[] = [];
+    for (const [i, record] of records.entries()) {
+      if (record === null) return null;
+      items.push({ seq: seqs[i]!, record });
+    }
+    return items;
+  }
+
+  /** One journal item read past the read position, in seq order: queued for its container, passed over, or noted as
+   *  a gap. */
+  #take(state: AppliedState, item: JournalItem): void {
+    if ('error' in item) {
+      const head = this.#head;
+      if (item.missingTo !== undefined && head?.lastFull !== undefined) {
+        // Perhaps retired by GC (retention): judged once every container the head names is known not to need it.
+        const to = item.missingTo;
+        const open = new Set(Object.keys(head.containers).filter((name) => !headClearsGap(head, name, item.seq, to)));
+        // A container whose last record by the head lies there has no later record to judge by: lost.
+        const lastThere = [...open].some((name) => (head.containers[name] ?? 0) >= item.seq && (head.containers[name] ?? 0) <= to);
+        if (!lastThere) {
+          this.#pendingGaps.push({ from: item.seq, to, open, reason: item.error, generation: state.generation });
+          this.#settleGaps();
+          this.#readSeq = to;
+          return;
+        }
+      }
+      // We cannot tell whose record is missing; each container's parent chain stops the one it belongs to.
+      this.#o.log.error('journal gap or unreadable record', { seq: item.seq, generation: state.generation, reason: item.error });
+      this.#problems.set(item.seq, item.error);
+    } else {
+      this.#judgeGaps(item.record);
+      const name = item.record.container;
+      const c = this.#containers.get(name);
+      noteSpec(c, item.record);
+      notePublished(c, item.record);
+      const skip = this.#skipBelow.get(name);
+      if (skip !== undefined && item.seq < skip) {
+        // Superseded by the full checkpoint this container starts from.
+        this.#readSeq = item.seq;
+        return;
+      }
+      if (skip !== undefined) this.#skipBelow.delete(name);
+      if (item.record.kind === 'full') {
+        // A checkpoint restating the commit queued last follows it (the stager records it once that one is staged,
+        // without staging it again); any other full commit replaces what is queued.
+        const last = c.queue[c.queue.length - 1];
+        if (item.record.sameAs === undefined || last?.seq !== item.record.sameAs) c.queue = [];
+        c.specStale = true;
+        // What it waited for is here: not stalled until staging it says otherwise.
+        if (c.blocked !== null && c.blocked === state.awaitFull?.[name]) c.blocked = null;
+      } else if (c.queue.length === 0 && state.awaitFull?.[name] !== undefined) {
+        // Only a full checkpoint can move it: this delta is passed over (and the cursor with it).
+        this.#readSeq = item.seq;
+        return;
+      }
+      c.queue.push(item.record);
+      this.#bound(state, name, c);
+    }
+    this.#readSeq = item.seq;
   }
 
   /** A record read after missing seqs tells whether its container needed them: its parentSeq passes over them (not
