@@ -2,13 +2,15 @@
 // the twin's upper dir or one of its volumes (the index names tar paths, TreeRoots maps them) when the twin's chunk
 // index (chunk-index.ts) says a file there held it (the previous version of the same file, usually) and its bytes
 // there still hash to its digest; the others are downloaded from their packs with ranged GETs, neighbours in a pack
-// coalesced into one range, each chunk inflated and checked into the commit's chunk dir. The files read are opened
-// before the apply begins and kept open until it ends, so an entry of the same commit that replaces one cannot change
-// what is read. Nothing is written to the twin's dirs here; assembling (write()) checks the whole file's digest
-// before the caller renames it in.
+// coalesced into one range, each chunk inflated, checked, and written straight to where it belongs: its first place
+// in the file being assembled for the listed file that holds it (one file per listed file in the commit's chunk
+// dir; a chunk of zeros is left a hole). The files read in the twin are opened before the apply begins and kept open
+// until it ends, so an entry of the same commit that replaces one cannot change what is read. Nothing is written to
+// the twin's dirs here; take() completes an assembled file, checks the whole file's digest, and only then links it
+// to the caller's temp name (which the caller renames in): the bytes fetched are written once and read once more.
 import { createHash } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
-import { lstat, mkdir, open, rm, type FileHandle } from 'node:fs/promises';
+import { link, lstat, mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ChangesetRejectedError } from './errors.js';
 import type { ChunkList, ListedFile } from './chunk-list.js';
@@ -22,10 +24,13 @@ export interface PackEntry { digest: string; size: number; offset: number; store
 /** One ranged read of a pack: bytes [start, start + length), which hold `entries` in offset order. */
 export interface PackRange { pack: string; start: number; length: number; entries: PackEntry[] }
 
-/** Fetches `range` and writes its chunks, inflated and each checked against its digest and length, back to back in
- *  entry order into `file` (created). `short` when the pack ends before the range does (nothing written); throws when
- *  the pack is missing or a chunk does not match (PackStore.fetchRange). */
-export type FetchRange = (range: PackRange, file: string) => Promise<{ status: 'ok' } | { status: 'short'; packSize: number | null }>;
+/** Takes one fetched chunk: its entry and its bytes, inflated and checked against the entry's digest and length. */
+export type ChunkOut = (entry: PackEntry, bytes: Buffer) => Promise<void>;
+
+/** Fetches `range` and hands each of its chunks, inflated and checked against its digest and length, to `out` in
+ *  entry order (again from the first when a request is started again). `short` when the pack ends before the range
+ *  does (`out` not called); throws when the pack is missing or a chunk does not match (PackStore.fetchRangeInto). */
+export type FetchRange = (range: PackRange, out: ChunkOut) => Promise<{ status: 'ok' } | { status: 'short'; packSize: number | null }>;
 
 /** Where a chunk may be in the twin: a file's tar path (in the upper dir or a volume) and the chunk's offset in it. */
 export interface ChunkLocation { path: string; offset: number }
@@ -62,6 +67,7 @@ export interface SupplyStats {
   rangeBytes: number;
 }
 
+/** A chunk's bytes: in a file of the twin (held open), or in a file being assembled in the chunk dir. */
 type Source = { fh: FileHandle; offset: number } | { file: string; offset: number };
 
 /** `wanted` (of one pack, in offset order; no two overlap: parseChunkList) cut into ranges of neighbours. */
@@ -135,10 +141,39 @@ async function readAt(fh: FileHandle, size: number, offset: number): Promise<Buf
   return buf;
 }
 
+async function writeAt(fh: FileHandle, buf: Buffer, pos: number): Promise<void> {
+  let off = 0;
+  while (off < buf.length) off += (await fh.write(buf, off, buf.length - off, pos + off)).bytesWritten;
+}
+
+/** Copies the assembled file `from` of `f` into `to` (created), a chunk at a time; chunks of zeros are left holes. */
+async function copySparse(from: string, to: string, f: ListedFile): Promise<void> {
+  const src = await open(from, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  try {
+    const out = await open(to, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+    try {
+      await out.truncate(f.size);
+      let pos = 0;
+      for (const [, size] of f.chunks) {
+        const buf = await readAt(src, size, pos);
+        if (buf === null) throw new Error(`${from} ended before ${f.size} bytes`);
+        if (!isZeros(buf)) await writeAt(out, buf, pos);
+        pos += size;
+      }
+    } finally {
+      await out.close();
+    }
+  } finally {
+    await src.close();
+  }
+}
+
 export class ChunkSupply {
   readonly #sources = new Map<string, Source>();
   readonly #open: FileHandle[] = [];
   readonly #dir: string;
+  /** The file assembled for each listed file. */
+  #files = new Map<ListedFile, string>();
   readonly stats: SupplyStats = { local: 0, localBytes: 0, fetched: 0, fetchedBytes: 0, ranges: 0, rangeBytes: 0 };
 
   private constructor(dir: string) {
@@ -202,26 +237,51 @@ export class ChunkSupply {
       entries.sort((a, b) => a.offset - b.offset);
       ranges.push(...coalesce(pack, entries, o.gapBytes ?? 256 * 1024, o.rangeBytes ?? 8 * 1024 * 1024));
     }
+    // Each fetched chunk goes to its first place in the listed files, in the file assembled for it.
+    const place = new Map<string, { file: string; offset: number }>();
+    o.list.files.forEach((f, i) => {
+      let offset = 0;
+      for (const [d, size] of f.chunks) {
+        if (!this.#sources.has(d) && !place.has(d)) place.set(d, { file: this.#assembly(i), offset });
+        offset += size;
+      }
+    });
+    this.#files = new Map(o.list.files.map((f, i) => [f, this.#assembly(i)]));
     let next = 0;
     let failed = false;
     const worker = async (): Promise<void> => {
-      for (let i = next++; i < ranges.length && !failed; i = next++) {
-        o.signal?.throwIfAborted();
-        const r = ranges[i]!;
-        const file = join(this.#dir, `range-${i}`);
-        const got = await o.fetch(r, file);
-        if (got.status === 'short') {
-          throw new ChangesetRejectedError(`chunk list: chunks at bytes ${r.start}-${r.start + r.length - 1} of pack ${r.pack.slice(0, 12)}, which ${got.packSize === null ? 'ends before' : `holds ${got.packSize} bytes`}`, { entry: '<chunk list>' });
+      // The range's chunks mostly belong to one file: its handle stays open while they come.
+      const out: { file: string | null; fh: FileHandle | null } = { file: null, fh: null };
+      try {
+        for (let i = next++; i < ranges.length && !failed; i = next++) {
+          o.signal?.throwIfAborted();
+          const r = ranges[i]!;
+          const got = await o.fetch(r, async (e, bytes) => {
+            const at = place.get(e.digest);
+            if (at === undefined) throw new Error(`chunk ${e.digest} has no place`);
+            // Zeros stay a hole: the assembled file gets its full length in take().
+            if (isZeros(bytes)) return;
+            if (out.file !== at.file) {
+              await out.fh?.close();
+              out.fh = null;
+              out.fh = await open(at.file, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
+              out.file = at.file;
+            }
+            await writeAt(out.fh!, bytes, at.offset);
+          });
+          if (got.status === 'short') {
+            throw new ChangesetRejectedError(`chunk list: chunks at bytes ${r.start}-${r.start + r.length - 1} of pack ${r.pack.slice(0, 12)}, which ${got.packSize === null ? 'ends before' : `holds ${got.packSize} bytes`}`, { entry: '<chunk list>' });
+          }
+          for (const e of r.entries) {
+            this.#sources.set(e.digest, place.get(e.digest)!);
+            this.stats.fetched++;
+            this.stats.fetchedBytes += e.size;
+          }
+          this.stats.ranges++;
+          this.stats.rangeBytes += r.length;
         }
-        let offset = 0;
-        for (const e of r.entries) {
-          this.#sources.set(e.digest, { file, offset });
-          offset += e.size;
-          this.stats.fetched++;
-          this.stats.fetchedBytes += e.size;
-        }
-        this.stats.ranges++;
-        this.stats.rangeBytes += r.length;
+      } finally {
+        await out.fh?.close();
       }
     };
     // Every worker ends before this returns (or throws): close() must not race a download still writing.
@@ -232,55 +292,67 @@ export class ChunkSupply {
     for (const r of settled) if (r.status === 'rejected') throw r.reason;
   }
 
-  /** Writes `f`'s content into `out` (a new, empty file) from offset 0 and checks the whole file against its digest
-   *  (ChangesetRejectedError when the list's chunks do not make the file it names). A chunk of zeros is not written
-   *  but left a hole, and the file's length set at the end: a sparse file on the primary (extended with `truncate -s`,
-   *  a VM image, a database's preallocated pages) stays sparse in the twin instead of taking its full size on disk. */
-  async write(out: FileHandle, f: ListedFile): Promise<void> {
+  #assembly(index: number): string {
+    return join(this.#dir, `file-${index}`);
+  }
+
+  /** Makes `f`'s content the file `dest` (a new name, which the caller renames in): completes the file assembled for
+   *  it (the fetched chunks are there already; the others are copied from where they were found), checks the whole
+   *  file against its digest (ChangesetRejectedError when the list's chunks do not make the file it names; nothing is
+   *  made at `dest` then), and links it to `dest` (copied when `dest` is on another file system). A chunk of zeros is
+   *  not written but left a hole: a sparse file on the primary (extended with `truncate -s`, a VM image, a database's
+   *  preallocated pages) stays sparse in the twin instead of taking its full size on disk. */
+  async take(f: ListedFile, dest: string): Promise<void> {
+    const own = this.#files.get(f);
+    if (own === undefined) throw new Error(`${f.path} is not a file of this chunk list`);
     const whole = createHash('sha256');
-    let pos = 0;
-    let skipped = false;
-    // A fetched range holds neighbours in file order: its file stays open while the chunks read come from it.
-    const fetched: { file: string | null; fh: FileHandle | null } = { file: null, fh: null };
+    const fh = await open(own, fsc.O_RDWR | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
+    // Reads of chunks placed in another assembled file keep its handle open while they come from it.
+    const other: { file: string | null; fh: FileHandle | null } = { file: null, fh: null };
     try {
+      // Its full length first: a chunk left a hole at the end reads as zeros, not as the end of the file.
+      await fh.truncate(f.size);
+      let pos = 0;
       for (const [digest, size] of f.chunks) {
         const src = this.#sources.get(digest);
         if (src === undefined) throw new Error(`chunk ${digest} was not gathered`);
         let buf: Buffer | null;
+        let placed = false;
         if ('fh' in src) {
           buf = await readAt(src.fh, size, src.offset);
+        } else if (src.file === own) {
+          placed = src.offset === pos;
+          buf = await readAt(fh, size, src.offset);
         } else {
-          if (fetched.fh === null || fetched.file !== src.file) {
-            await fetched.fh?.close();
-            fetched.fh = null;
-            fetched.fh = await open(src.file, fsc.O_RDONLY | fsc.O_NOFOLLOW);
-            fetched.file = src.file;
+          if (other.fh === null || other.file !== src.file) {
+            await other.fh?.close();
+            other.fh = null;
+            other.fh = await open(src.file, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+            other.file = src.file;
           }
-          buf = await readAt(fetched.fh, size, src.offset);
+          buf = await readAt(other.fh, size, src.offset);
         }
         // Each chunk was checked when it was gathered (read through a handle held since, or fetched into our own dir);
         // the whole file's digest below checks them again at once.
         if (buf === null) throw new Error(`chunk ${digest} is shorter than ${size} bytes now`);
         whole.update(buf);
-        if (isZeros(buf)) {
-          pos += buf.length;
-          skipped = true;
-          continue;
-        }
-        let off = 0;
-        while (off < buf.length) {
-          const { bytesWritten } = await out.write(buf, off, buf.length - off, pos);
-          off += bytesWritten;
-          pos += bytesWritten;
-        }
+        if (!placed && !isZeros(buf)) await writeAt(fh, buf, pos);
+        pos += size;
       }
+      const actual = whole.digest('hex');
+      if (actual !== f.digest) throw new ChangesetRejectedError(`the file assembled from its chunks has sha256 ${actual}, the chunk list says ${f.digest}`, { entry: f.path });
+      if (pos !== f.size) throw new ChangesetRejectedError(`the chunks of the file make ${pos} bytes, the chunk list says ${f.size}`, { entry: f.path });
     } finally {
-      await fetched.fh?.close();
+      await other.fh?.close();
+      await fh.close();
     }
-    const actual = whole.digest('hex');
-    if (actual !== f.digest) throw new ChangesetRejectedError(`the file assembled from its chunks has sha256 ${actual}, the chunk list says ${f.digest}`, { entry: f.path });
-    // Zeros left unwritten at the end: the length is the list's (which the digest just vouched for), the rest a hole.
-    if (skipped) await out.truncate(pos);
+    try {
+      // The assembled file stays in the chunk dir (another file's chunk may be read from it) until close().
+      await link(own, dest);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+      await copySparse(own, dest, f);
+    }
   }
 
   async close(): Promise<void> {

@@ -24,7 +24,7 @@ export { abandonStaging, recoverStaging, stagingLeftBehind } from './recover.js'
 export { StagePendingError, StageUndoError } from './errors.js';
 export { ChunkIndex, chunkIndexFile } from './chunk-index.js';
 export type { StageChunks } from './stage.js';
-export { coalesce, type ChunkLocation, type FetchRange, type PackEntry, type PackRange, type SupplyStats } from './chunk-supply.js';
+export { coalesce, type ChunkLocation, type ChunkOut, type FetchRange, type PackEntry, type PackRange, type SupplyStats } from './chunk-supply.js';
 export { volumesNamed } from './volumes-named.js';
 export { writeOciLayer } from './oci-layer.js';
 export type { OciLayer } from './oci-layer.js';

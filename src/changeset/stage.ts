@@ -306,15 +306,18 @@ class Applier {
 
   async #file(e: TarEntry, chunks: AsyncGenerator<Buffer>): Promise<void> {
     const tmp = this.#tempName();
-    const fh = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+    let flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
+    if (e.chunked !== undefined) {
+      // Validation matched the entry with its chunk list and the supply gathered every chunk of it: the file it
+      // assembled (and checked) becomes the temp file.
+      const f = this.#chunked?.files.get(e.path);
+      if (f === undefined || this.#chunked === null) throw new ChangesetRejectedError('an entry shipped in chunks without its chunk list', { entry: e.path });
+      await this.#chunked.supply.take(f, tmp);
+      flags = fsc.O_WRONLY | fsc.O_NOFOLLOW;
+    }
+    const fh = await open(tmp, flags, 0o600);
     try {
       let pos = 0;
-      if (e.chunked !== undefined) {
-        // Validation matched the entry with its chunk list and the supply gathered every chunk of it.
-        const f = this.#chunked?.files.get(e.path);
-        if (f === undefined || this.#chunked === null) throw new ChangesetRejectedError('an entry shipped in chunks without its chunk list', { entry: e.path });
-        await this.#chunked.supply.write(fh, f);
-      }
       for await (const chunk of chunks) {
         let off = 0;
         while (off < chunk.length) {

@@ -45,7 +45,7 @@ export async function openChunkedCommit(
   if (list === null) return { stage: undefined, adopt };
   const l = list;
   return {
-    stage: { list: l, locate: index.locate, fetch: (range, file) => o.packs.fetchRange(range, file), dir: `${blob}.chunks` },
+    stage: { list: l, locate: index.locate, fetch: (range, out) => o.packs.fetchRangeInto(range, out), dir: `${blob}.chunks` },
     adopt,
   };
 }

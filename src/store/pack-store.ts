@@ -15,12 +15,12 @@
 // The standby reads chunks with ranged GETs (neighbours coalesced by ChunkSupply), inflates each one into a file of
 // its own range and checks it before anything is written to a twin.
 import { createHash, randomBytes } from 'node:crypto';
-import { appendFile, mkdir, open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { appendFile, mkdir, open, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { promisify } from 'node:util';
 import { deflateRawSync, gunzip as gunzipCb, gzip as gzipCb, gzipSync } from 'node:zlib';
 import { z } from 'zod';
-import { maxStoredChunkBytes, type ChunkedFile, type ChunkPlace, type ChunkSink, type PackEntry, type PackRange } from '../changeset/index.js';
+import { maxStoredChunkBytes, type ChunkedFile, type ChunkOut, type ChunkPlace, type ChunkSink, type PackEntry, type PackRange } from '../changeset/index.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import type { BlobStore, BodyObserver } from './blob-store.js';
 import type { DeleteGate } from './delete-gate.js';
@@ -521,32 +521,50 @@ export class PackStore {
 
   /**
    * Standby: reads `range` of its pack with one ranged GET and writes its chunks, inflated and each checked against its
-   * length and sha256, back to back into `file` (created). A stored entry that inflates past its chunk's length is cut
-   * off there. A mismatch is fetched again, up to `retries` times, then BlobDigestMismatchError; BlobMissingError when
-   * the bucket lacks the pack; `short` when the pack ends before the range (nothing written).
+   * length and sha256, back to back into `file` (created). See fetchRangeInto.
    */
   async fetchRange(range: PackRange, file: string): Promise<{ status: 'ok' } | { status: 'short'; packSize: number | null }> {
+    // Where each entry goes in `file`: a request started again writes the same bytes at the same places.
+    const at = new Map<PackEntry, number>();
+    let total = 0;
+    for (const e of range.entries) {
+      at.set(e, total);
+      total += e.size;
+    }
+    const fh = await open(file, 'wx', 0o600);
+    let ok = false;
+    try {
+      const got = await this.fetchRangeInto(range, async (e, bytes) => {
+        let w = 0;
+        while (w < bytes.length) w += (await fh.write(bytes, w, bytes.length - w, at.get(e)! + w)).bytesWritten;
+      });
+      if (got.status === 'ok') await fh.truncate(total);
+      ok = got.status === 'ok';
+      return got;
+    } finally {
+      await fh.close();
+      if (!ok) await rm(file, { force: true });
+    }
+  }
+
+  /**
+   * Standby: reads `range` of its pack with one ranged GET and hands each chunk, inflated and checked against its
+   * length and sha256, to `out` as it arrives (the range itself is never written, nor read back). A stored entry that
+   * inflates past its chunk's length is cut off there. A mismatch is fetched again, up to `retries` times (`out` is
+   * then called again for the entries of the new request), then BlobDigestMismatchError; BlobMissingError when the
+   * bucket lacks the pack; `short` when the pack ends before the range (`out` not called).
+   */
+  async fetchRangeInto(range: PackRange, out: ChunkOut): Promise<{ status: 'ok' } | { status: 'short'; packSize: number | null }> {
     const key = this.#layout.packKey(asDigest(range.pack));
     let bad: Mismatch = { digest: range.entries[0]?.digest ?? '', size: -1, got: { digest: '', size: -1 } };
     for (let attempt = 1; attempt <= this.#retries; attempt++) {
-      // Each chunk inflated and checked as its stored bytes arrive, straight into `file`: the range itself is never
-      // written, nor read back.
-      const inflater = await RangeInflater.open(range, file);
-      let ok = false;
-      try {
-        const got = await this.#store.observeRange(key, range.start, range.length, inflater);
-        if (got.status === 'missing') throw new BlobMissingError(key);
-        if (got.status === 'short') return { status: 'short', packSize: got.objectSize };
-        const mismatch = await inflater.finish();
-        if (mismatch === null) {
-          ok = true;
-          return { status: 'ok' };
-        }
-        bad = mismatch;
-      } finally {
-        await inflater.close();
-        if (!ok) await rm(file, { force: true });
-      }
+      const inflater = new RangeInflater(range, out);
+      const got = await this.#store.observeRange(key, range.start, range.length, inflater);
+      if (got.status === 'missing') throw new BlobMissingError(key);
+      if (got.status === 'short') return { status: 'short', packSize: got.objectSize };
+      const mismatch = inflater.finish();
+      if (mismatch === null) return { status: 'ok' };
+      bad = mismatch;
       this.#log.warn('a chunk of a pack does not match its digest; fetching again', { key, attempt, chunk: bad.digest, expectedSize: bad.size, size: bad.got.size });
     }
     throw new BlobDigestMismatchError(`${key} (chunk ${bad.digest})`, { digest: bad.digest, size: bad.size }, bad.got, this.#retries);
@@ -580,26 +598,21 @@ async function inflateEntry(stored: Buffer, bytesRead: number, e: PackEntry): Pr
 }
 
 /** A range's bytes as they arrive (a BodyObserver): each entry's stored bytes gathered (one chunk's at most), inflated,
- *  checked against its length and digest and written into `out` back to back; the bytes between entries dropped.
- *  A request started again writes from the start again. */
+ *  checked against its length and digest and handed to `out`; the bytes between entries dropped. A request started
+ *  again hands them again from the start. */
 class RangeInflater implements BodyObserver {
   readonly #range: PackRange;
-  readonly #out: FileHandle;
-  /** Bytes of the range seen, the entry being gathered, its stored bytes so far, and where it goes in `out`. */
+  readonly #out: ChunkOut;
+  /** Bytes of the range seen, the entry being gathered and its stored bytes so far. */
   #pos = 0;
   #entry = 0;
   #stored: Buffer | null = null;
   #have = 0;
-  #outPos = 0;
   #mismatch: Mismatch | null = null;
 
-  private constructor(range: PackRange, out: FileHandle) {
+  constructor(range: PackRange, out: ChunkOut) {
     this.#range = range;
     this.#out = out;
-  }
-
-  static async open(range: PackRange, out: string): Promise<RangeInflater> {
-    return new RangeInflater(range, await open(out, 'wx', 0o600));
   }
 
   start(): void {
@@ -607,7 +620,6 @@ class RangeInflater implements BodyObserver {
     this.#entry = 0;
     this.#stored = null;
     this.#have = 0;
-    this.#outPos = 0;
     this.#mismatch = null;
   }
 
@@ -639,24 +651,16 @@ class RangeInflater implements BodyObserver {
         this.#mismatch = inflated;
         break;
       }
-      let w = 0;
-      while (w < inflated.length) w += (await this.#out.write(inflated, w, inflated.length - w, this.#outPos + w)).bytesWritten;
-      this.#outPos += inflated.length;
+      await this.#out(e, inflated);
     }
     this.#pos += bytes.length - off;
   }
 
   /** Null when every entry came and matched, else the first that did not. */
-  async finish(): Promise<Mismatch | null> {
+  finish(): Mismatch | null {
     if (this.#mismatch !== null) return this.#mismatch;
     const e = this.#range.entries[this.#entry];
     if (e !== undefined) return { digest: e.digest, size: e.size, got: { digest: `(not computed: ${this.#have} of ${e.stored} stored bytes)`, size: -1 } };
-    // A request started again over a longer first try leaves nothing past the end.
-    await this.#out.truncate(this.#outPos);
     return null;
-  }
-
-  async close(): Promise<void> {
-    await this.#out.close();
   }
 }

@@ -141,7 +141,7 @@ describe('volumes in the changeset of their container', () => {
       const places = await built.chunks.sink.finish(built.chunks.files);
       const chunkList = placeChunks(built.chunks.files, (d) => places.get(d));
       const r = await stageChangeset(built.file, built.kind, target, {
-        chunks: { list: chunkList, locate: index.locate, dir: join(base, 'chunked-fetch'), fetch: (range, file) => pullPacks.fetchRange(range, file) },
+        chunks: { list: chunkList, locate: index.locate, dir: join(base, 'chunked-fetch'), fetch: (range, out) => pullPacks.fetchRangeInto(range, out) },
       });
       index.adopt(chunkList, built.kind);
       tracker.commit(built);

@@ -1,58 +1,73 @@
-// ChunkSupply.write leaves a chunk of zeros as a hole (a sparse file stays sparse in the twin) and still checks the
-// whole file's digest. The chunks are "fetched" by a function that writes them as PackStore.fetchRange does (inflated,
-// back to back); the pack store itself, and staging on overlayfs, are tested in test/integration/changeset.
+// ChunkSupply.take leaves a chunk of zeros as a hole (a sparse file stays sparse in the twin), still checks the whole
+// file's digest, writes a fetched chunk once where it belongs and copies it to its other places, and gives the caller
+// the assembled file itself (a hard link) or, across file systems, a copy. The chunks are "fetched" by a function
+// that hands them over as PackStore.fetchRangeInto does (inflated, in entry order); the pack store itself, and
+// staging on overlayfs, are tested in test/integration/changeset.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { access, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ChangesetRejectedError, type ChunkList, type ListedFile } from '../../../src/changeset/index.js';
-import { ChunkSupply, isZeros, type PackRange } from '../../../src/changeset/chunk-supply.js';
+import { ChunkSupply, isZeros, type ChunkOut, type PackRange } from '../../../src/changeset/chunk-supply.js';
 import { TreeRoots } from '../../../src/changeset/tree-roots.js';
 
 const KiB = 1024;
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 const PACK = 'a'.repeat(64);
 
-/** A one-file list of `parts` (each a chunk, placed back to back in one pack; stored = size: fetch ignores it). */
-function listOf(parts: Buffer[], digest = sha(Buffer.concat(parts))): { list: ChunkList; file: ListedFile; bytes: Map<string, Buffer> } {
+/** A list of files made of `files` (each a list of chunks); each distinct chunk placed once, back to back, in one
+ *  pack (stored = size: fetch ignores it). */
+function listOf(files: Buffer[][], digests: Array<string | undefined> = []): { list: ChunkList; bytes: Map<string, Buffer> } {
   const bytes = new Map<string, Buffer>();
+  const at = new Map<string, number>();
   let offset = 0;
-  const chunks = parts.map((p) => {
-    bytes.set(sha(p), p);
-    const c = [sha(p), p.length, 0, offset, p.length] as const;
-    offset += p.length;
-    return c;
+  const listed = files.map((parts, i): ListedFile => {
+    const chunks = parts.map((p) => {
+      const d = sha(p);
+      if (!at.has(d)) {
+        at.set(d, offset);
+        bytes.set(d, p);
+        offset += p.length;
+      }
+      return [d, p.length, 0, at.get(d)!, p.length] as const;
+    });
+    return { path: `f${i}`, size: parts.reduce((n, p) => n + p.length, 0), digest: digests[i] ?? sha(Buffer.concat(parts)), chunks };
   });
-  const file: ListedFile = { path: 'big', size: offset, digest, chunks };
-  return { list: { version: 2, packs: [PACK], files: [file] }, file, bytes };
+  return { list: { version: 2, packs: [PACK], files: listed }, bytes };
 }
 
-/** Writes the chunks of `parts` into `out` through a ChunkSupply; returns the file's bytes and allocated blocks. */
-async function assemble(dir: string, parts: Buffer[], digest?: string): Promise<{ content: Buffer; blocks: number }> {
-  const { list, file, bytes } = listOf(parts, digest);
-  const fetch = async (range: PackRange, to: string): Promise<{ status: 'ok' }> => {
-    await writeFile(to, Buffer.concat(range.entries.map((e) => bytes.get(e.digest)!)), { flag: 'wx' });
+/** Prepares a supply for `files` (counting the chunks fetched), takes each file into `outDir`; returns their bytes,
+ *  allocated blocks and inodes, and the supply's chunk dir's file inodes. */
+async function assemble(dir: string, files: Buffer[][], o: { digests?: Array<string | undefined>; outDir?: string } = {}) {
+  const { list, bytes } = listOf(files, o.digests);
+  const handed: string[] = [];
+  const fetch = async (range: PackRange, out: ChunkOut): Promise<{ status: 'ok' }> => {
+    for (const e of range.entries) {
+      handed.push(e.digest);
+      await out(e, bytes.get(e.digest)!);
+    }
     return { status: 'ok' };
   };
   const supply = await ChunkSupply.prepare({ list, roots: new TreeRoots(join(dir, 'upper')), locate: () => undefined, packs: list.packs, fetch, dir: join(dir, 'chunks') });
-  const out = join(dir, `out-${randomBytes(4).toString('hex')}`);
+  const outs = list.files.map((f) => join(o.outDir ?? dir, `out-${f.path}-${randomBytes(4).toString('hex')}`));
   try {
-    const fh = await open(out, 'wx');
-    try {
-      await supply.write(fh, file);
-    } finally {
-      await fh.close();
+    const got = [];
+    for (const [i, f] of list.files.entries()) {
+      const out = outs[i]!;
+      await supply.take(f, out);
+      const st = await stat(out);
+      got.push({ content: await readFile(out), blocks: Number(st.blocks), ino: st.ino, dev: st.dev, assembled: (await stat(join(dir, 'chunks', `file-${i}`))).ino });
     }
-    return { content: await readFile(out), blocks: Number((await stat(out)).blocks) };
+    return { files: got, handed };
   } finally {
     await supply.close();
-    await rm(out, { force: true });
+    for (const out of outs) await rm(out, { force: true });
   }
 }
 
-describe('ChunkSupply.write', () => {
+describe('ChunkSupply.take', () => {
   it('isZeros: true only when every byte is zero, at any length', () => {
     assert.equal(isZeros(Buffer.alloc(0)), true);
     assert.equal(isZeros(Buffer.alloc(200 * KiB)), true);
@@ -68,7 +83,7 @@ describe('ChunkSupply.write', () => {
     try {
       const data = randomBytes(256 * KiB);
       const parts = [data, Buffer.alloc(512 * KiB), Buffer.alloc(512 * KiB), randomBytes(64 * KiB), Buffer.alloc(512 * KiB)];
-      const got = await assemble(dir, parts);
+      const got = (await assemble(dir, [parts])).files[0]!;
       assert.ok(got.content.equals(Buffer.concat(parts)), 'the assembled file has the content of its chunks');
       // 320 KiB written; 1.5 MiB of zeros are holes (a filesystem without holes would allocate ~1.8 MiB).
       assert.ok(got.blocks * 512 <= 320 * KiB + 64 * KiB, `the file allocates ${got.blocks * 512} bytes`);
@@ -77,13 +92,62 @@ describe('ChunkSupply.write', () => {
     }
   });
 
-  it('still refuses a file whose chunks do not make its digest, zeros or not', async () => {
+  it('still refuses a file whose chunks do not make its digest, zeros or not, and makes nothing at the name', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'tl-supply-'));
     try {
-      await assert.rejects(assemble(dir, [randomBytes(64 * KiB), Buffer.alloc(512 * KiB)], sha(Buffer.alloc(1))), ChangesetRejectedError);
-      await assert.rejects(assemble(dir, [Buffer.alloc(512 * KiB)], sha(Buffer.alloc(512 * KiB - 1))), ChangesetRejectedError);
+      await assert.rejects(assemble(dir, [[randomBytes(64 * KiB), Buffer.alloc(512 * KiB)]], { digests: [sha(Buffer.alloc(1))] }), ChangesetRejectedError);
+      await assert.rejects(assemble(dir, [[Buffer.alloc(512 * KiB)]], { digests: [sha(Buffer.alloc(512 * KiB - 1))] }), ChangesetRejectedError);
+      const { list, bytes } = listOf([[randomBytes(64 * KiB)]], [sha(Buffer.alloc(1))]);
+      const supply = await ChunkSupply.prepare({
+        list, roots: new TreeRoots(join(dir, 'upper')), locate: () => undefined, packs: list.packs, dir: join(dir, 'chunks'),
+        fetch: async (range, out) => {
+          for (const e of range.entries) await out(e, bytes.get(e.digest)!);
+          return { status: 'ok' };
+        },
+      });
+      try {
+        await assert.rejects(supply.take(list.files[0]!, join(dir, 'refused')), ChangesetRejectedError);
+        await assert.rejects(access(join(dir, 'refused')), { code: 'ENOENT' }, 'a refused file leaves nothing at its name');
+      } finally {
+        await supply.close();
+      }
+      await assert.rejects(access(join(dir, 'chunks')), { code: 'ENOENT' }, 'close() removes the chunk dir');
     } finally {
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('fetches a chunk once and writes it to every place it has, in the same file and in another', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tl-supply-'));
+    try {
+      const [a, b, c] = [randomBytes(100 * KiB), randomBytes(70 * KiB), randomBytes(30 * KiB)];
+      const files = [[a, b, a], [c, b, a, Buffer.alloc(64 * KiB)]];
+      const got = await assemble(dir, files);
+      assert.deepEqual(got.handed.sort(), [sha(a), sha(b), sha(c), sha(Buffer.alloc(64 * KiB))].sort(), 'each distinct chunk is fetched once');
+      for (const [i, parts] of files.entries()) assert.ok(got.files[i]!.content.equals(Buffer.concat(parts)), `file ${i} has the content of its chunks`);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('hands over the assembled file itself on the same file system, and a sparse copy across file systems', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'tl-supply-'));
+    const other = await mkdtemp('/dev/shm/tl-supply-');
+    try {
+      const parts = [randomBytes(200 * KiB), Buffer.alloc(512 * KiB), randomBytes(10 * KiB)];
+      const same = (await assemble(dir, [parts])).files[0]!;
+      assert.equal(same.ino, same.assembled, 'the file taken is the file assembled (linked, not copied)');
+      if ((await stat(dir)).dev === (await stat(other)).dev) {
+        t.diagnostic(`${tmpdir()} and /dev/shm are one file system here: the copy is not exercised`);
+        assert.fail('the test needs /dev/shm on another file system than the temp dir');
+      }
+      const across = (await assemble(dir, [parts], { outDir: other })).files[0]!;
+      assert.notEqual(across.ino, across.assembled);
+      assert.ok(across.content.equals(Buffer.concat(parts)), 'the copy has the content of the chunks');
+      assert.ok(across.blocks * 512 <= 210 * KiB + 64 * KiB, `the copy allocates ${across.blocks * 512} bytes: its zeros stay a hole`);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+      await rm(other, { recursive: true, force: true });
     }
   });
 });
