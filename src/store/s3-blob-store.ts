@@ -19,6 +19,7 @@ import {
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { getEndpointFromInstructions } from '@smithy/core/endpoints';
 
 import { TwinlayerError } from '../log/errors.js';
 import { silentLogger, type Logger } from '../log/logger.js';
@@ -63,6 +64,9 @@ const MIN_PART_BYTES = 5 * MIB;
 type Metadata = { httpStatusCode?: number };
 const networkCodes = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ECONNABORTED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'ERR_STREAM_PREMATURE_CLOSE']);
 const throttleNames = new Set(['SlowDown', 'Throttling', 'ThrottlingException', 'RequestThrottled', 'RequestTimeout', 'TooManyRequestsException']);
+/** The host's clock too far from the server's: the signer has learned the server's time from the answer (the SDK's
+ *  signer, or s3-small-get.ts), so the next attempt is signed right. */
+const clockSkewNames = new Set(['RequestTimeTooSkewed', 'RequestExpired', 'RequestInTheFuture']);
 
 function statusOf(err: unknown): number | undefined {
   if (typeof err !== 'object' || err === null) return undefined;
@@ -98,12 +102,12 @@ function isTransportError(err: unknown): boolean {
   return err instanceof Error && !(err instanceof TypeError || err instanceof RangeError || err instanceof ReferenceError);
 }
 
-/** Transport errors, 5xx, 429 and throttling answers are retried; other 4xx and our own errors are not. */
+/** Transport errors, 5xx, 429, throttling and clock-skew answers are retried; other 4xx and our own errors are not. */
 export function isRetryableS3Error(err: unknown): boolean {
   if (err instanceof TwinlayerError) return false;
   const status = statusOf(err);
   if (status === undefined) return isTransportError(err);
-  return status >= 500 || status === 429 || throttleNames.has(nameOf(err));
+  return status >= 500 || status === 429 || throttleNames.has(nameOf(err)) || clockSkewNames.has(nameOf(err));
 }
 
 function isNotFound(err: unknown): boolean {
@@ -211,14 +215,18 @@ export class S3BlobStore implements BlobStore {
     if (!Number.isSafeInteger(this.#partConcurrency) || this.#partConcurrency < 1) throw new TypeError(`Expected \`partConcurrency\` to be a positive integer, got ${String(this.#partConcurrency)}`);
     this.#client = new S3Client(config);
     const client = this.#client;
+    const bucket = this.bucket;
     this.#small = new SmallGetter({
-      endpoint: this.endpoint,
-      bucket: this.bucket,
+      // Addressed as the SDK addresses a GetObject of this bucket: its endpoint rules decide path or virtual-host
+      // style (an IP endpoint, a bucket name with dots), and honour AWS_ENDPOINT_URL and the region's partition.
+      resolveBase: async () => (await getEndpointFromInstructions({ Bucket: bucket, Key: 'k' }, GetObjectCommand, client.config)).url,
       region: opts.region,
-      pathStyle: opts.pathStyle,
       // The client's own provider: the same chain, cache and refresh as every SDK request.
       credentials: () => client.config.credentials(),
       clockOffsetMs: () => client.config.systemClockOffset ?? 0,
+      learnClockOffsetMs: (ms) => {
+        client.config.systemClockOffset = ms;
+      },
     });
   }
 

@@ -19,15 +19,20 @@ export type SmallGetResult =
   | { status: 'ok'; body: Buffer; etag: string | undefined; contentLength: number | undefined };
 
 export interface SmallGetOptions {
-  endpoint: string;
-  bucket: string;
+  /** The URL under which the bucket's keys live, as the SDK addresses a GetObject of this bucket (its endpoint
+   *  rules: path or virtual-host style, an IP endpoint, AWS_ENDPOINT_URL, the region's partition). Asked once,
+   *  again after a failure. */
+  resolveBase: () => Promise<URL>;
   region: string;
-  pathStyle: boolean;
   /** The S3 client's resolved credentials provider (it caches and refreshes). */
   credentials: () => Promise<AwsCredentialIdentity>;
   /** Milliseconds the host clock is behind the server's (the S3 client's systemClockOffset, which it learns from a
    *  RequestTimeTooSkewed answer). */
   clockOffsetMs?: () => number;
+  /** Called with the offset (server clock − host clock, ms) an error answer's Date header shows when it is 5 min or
+   *  more away from the one in use: a host whose clock is off is refused (403 RequestTimeTooSkewed) until its
+   *  requests are signed with the server's time, as the SDK's signer learns it. */
+  learnClockOffsetMs?: (offsetMs: number) => void;
   /** A body larger than this is not read: the error answer's or the object's (the caller bounds the object). */
   maxErrorBodyBytes?: number;
 }
@@ -69,35 +74,53 @@ function escapeSegment(s: string): string {
   return encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
 }
 
-const DNS_BUCKET = /^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/;
+/** How far apart (ms) the server's clock and the signing clock may be before the offset is learned again (the SDK's
+ *  own threshold; S3 refuses signatures 15 min off). */
+const CLOCK_SKEW_MS = 5 * 60_000;
+
+interface Base {
+  url: URL;
+  /** The hostname to connect to (an IPv6 address without its brackets). */
+  connectHost: string;
+  agent: HttpAgent;
+  request: typeof httpRequest;
+}
 
 export class SmallGetter {
-  readonly #base: URL;
-  readonly #virtualHost: boolean;
-  readonly #bucket: string;
+  readonly #resolveBase: () => Promise<URL>;
+  #base: Promise<Base> | null = null;
+  readonly #agents: HttpAgent[] = [];
   readonly #signer: SignatureV4;
-  readonly #agent: HttpAgent;
-  readonly #request: typeof httpRequest;
   readonly #clockOffsetMs: () => number;
+  readonly #learnClockOffsetMs: (offsetMs: number) => void;
   readonly #maxErrorBodyBytes: number;
 
   constructor(o: SmallGetOptions) {
-    this.#base = new URL(o.endpoint);
-    if (this.#base.protocol !== 'http:' && this.#base.protocol !== 'https:') throw new TypeError(`Expected \`endpoint\` to be an http(s) URL, got ${JSON.stringify(o.endpoint)}`);
-    this.#bucket = o.bucket;
-    // Virtual-hosted addressing as the SDK does it: a bucket name with dots (TLS) or not DNS-safe goes path-style.
-    this.#virtualHost = !o.pathStyle && DNS_BUCKET.test(o.bucket);
+    this.#resolveBase = o.resolveBase;
     this.#signer = new SignatureV4({ credentials: o.credentials, region: o.region, service: 's3', sha256: Sha256, uriEscapePath: false, applyChecksum: false });
-    const https = this.#base.protocol === 'https:';
-    // Few sockets: small GETs go one at a time per caller, and a kept-alive socket spares a handshake every poll.
-    this.#agent = https ? new HttpsAgent({ keepAlive: true, maxSockets: 8 }) : new HttpAgent({ keepAlive: true, maxSockets: 8 });
-    this.#request = https ? httpsRequest : httpRequest;
     this.#clockOffsetMs = o.clockOffsetMs ?? (() => 0);
+    this.#learnClockOffsetMs = o.learnClockOffsetMs ?? (() => undefined);
     this.#maxErrorBodyBytes = o.maxErrorBodyBytes ?? 64 * 1024;
   }
 
+  /** The bucket's base URL and a keep-alive agent for it, resolved once (again after a failure). */
+  #baseOf(): Promise<Base> {
+    this.#base ??= this.#resolveBase().then((url) => {
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`Expected the bucket's endpoint to be an http(s) URL, got ${JSON.stringify(url.href)}`);
+      const https = url.protocol === 'https:';
+      // Few sockets: small GETs go one at a time per caller, and a kept-alive socket spares a handshake every poll.
+      const agent = https ? new HttpsAgent({ keepAlive: true, maxSockets: 8 }) : new HttpAgent({ keepAlive: true, maxSockets: 8 });
+      this.#agents.push(agent);
+      return { url, connectHost: url.hostname.replace(/^\[(.*)\]$/, '$1'), agent, request: https ? httpsRequest : httpRequest };
+    }, (err: unknown) => {
+      this.#base = null;
+      throw err;
+    });
+    return this.#base;
+  }
+
   destroy(): void {
-    this.#agent.destroy();
+    for (const agent of this.#agents) agent.destroy();
   }
 
   /**
@@ -107,18 +130,20 @@ export class SmallGetter {
    */
   async get(key: string, etag: string | undefined, maxBytes: number, signal: AbortSignal, tooLarge: (size: number) => never): Promise<SmallGetResult> {
     signal.throwIfAborted();
-    const host = this.#virtualHost ? `${this.#bucket}.${this.#base.host}` : this.#base.host;
-    const basePath = this.#base.pathname.replace(/\/+$/, '');
-    const path = `${basePath}${this.#virtualHost ? '' : `/${escapeSegment(this.#bucket)}`}/${key.split('/').map(escapeSegment).join('/')}`;
-    const headers: Record<string, string> = { host, 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' };
+    const base = await this.#baseOf();
+    const { url } = base;
+    const path = `${url.pathname.replace(/\/+$/, '')}/${key.split('/').map(escapeSegment).join('/')}`;
+    const headers: Record<string, string> = { host: url.host, 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' };
     if (etag !== undefined) headers['if-none-match'] = etag;
+    const offset = this.#clockOffsetMs();
     const signed = await this.#signer.sign(
-      { method: 'GET', protocol: this.#base.protocol, hostname: host.replace(/:\d+$/, ''), ...(this.#base.port === '' ? {} : { port: Number(this.#base.port) }), path, query: {}, headers },
-      { signingDate: new Date(Date.now() + this.#clockOffsetMs()) },
+      { method: 'GET', protocol: url.protocol, hostname: url.hostname, ...(url.port === '' ? {} : { port: Number(url.port) }), path, query: {}, headers },
+      { signingDate: new Date(Date.now() + offset) },
     );
     signal.throwIfAborted();
-    const res = await this.#send(host.replace(/:\d+$/, ''), path, signed.headers, signal);
+    const res = await this.#send(base, path, signed.headers, signal);
     const status = res.statusCode ?? 0;
+    if (status >= 400) this.#noteServerClock(res.headers.date, offset);
     if (status === 304) {
       res.resume();
       return { status: 'unchanged' };
@@ -140,9 +165,17 @@ export class SmallGetter {
     throw err;
   }
 
-  #send(hostname: string, path: string, headers: Record<string, string>, signal: AbortSignal): Promise<IncomingMessage> {
+  /** An error answer's Date far from the signing clock: the offset to sign with from now on. */
+  #noteServerClock(date: string | undefined, offsetInUse: number): void {
+    const server = date === undefined ? Number.NaN : Date.parse(date);
+    if (!Number.isFinite(server)) return;
+    const offset = server - Date.now();
+    if (Math.abs(offset - offsetInUse) >= CLOCK_SKEW_MS) this.#learnClockOffsetMs(offset);
+  }
+
+  #send(base: Base, path: string, headers: Record<string, string>, signal: AbortSignal): Promise<IncomingMessage> {
     return new Promise((resolve, reject) => {
-      const req = this.#request({ protocol: this.#base.protocol, hostname, port: this.#base.port, path, method: 'GET', headers, agent: this.#agent });
+      const req = base.request({ protocol: base.url.protocol, hostname: base.connectHost, port: base.url.port, path, method: 'GET', headers, agent: base.agent });
       const onAbort = (): void => {
         req.destroy();
         reject(signal.reason as Error);

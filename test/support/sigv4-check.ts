@@ -73,19 +73,52 @@ export function sigV4Mismatch(method: string, url: string, headers: IncomingHttp
   return expected === signature ? '' : `signature mismatch for canonical request:\n${canonicalRequest}`;
 }
 
+/** S3 refuses a request signed more than 15 minutes away from its clock. */
+const MAX_SKEW_MS = 15 * 60_000;
+
+/** x-amz-date (20261207T131500Z) as ms since the epoch. */
+function amzDateMs(v: string | string[] | undefined): number {
+  const m = typeof v === 'string' ? /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(v) : null;
+  return m === null ? Number.NaN : Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6]));
+}
+
+export interface SigV4ProxyOptions {
+  /** How far this server's clock is ahead of the host's: a request signed more than 15 min from it is refused, 403
+   *  RequestTimeTooSkewed with the server's Date, as S3 does. */
+  clockOffsetMs?: number;
+  /** Answer a GET that passes the checks with these bytes instead of forwarding it: the S3 server behind checks
+   *  request times against the host's own clock, so a server ahead of the host can only be this proxy. */
+  answerGets?: Buffer;
+}
+
 /** Starts the checking proxy on 127.0.0.1 in front of `target` (http://127.0.0.1:port). */
-export async function startSigV4Proxy(target: string, credentials: { accessKeyId: string; secretAccessKey: string }, region: string): Promise<SigV4Proxy> {
+export async function startSigV4Proxy(target: string, credentials: { accessKeyId: string; secretAccessKey: string }, region: string, opts: SigV4ProxyOptions = {}): Promise<SigV4Proxy> {
+  const clockOffsetMs = opts.clockOffsetMs ?? 0;
   const upstream = new URL(target);
   const checked: SigV4Checked[] = [];
   const server: Server = createServer((req, res) => {
     const method = req.method ?? 'GET';
     const url = req.url ?? '/';
-    const reason = sigV4Mismatch(method, url, req.headers, credentials, region);
+    const serverNow = Date.now() + clockOffsetMs;
+    const skewed = Math.abs(amzDateMs(req.headers['x-amz-date']) - serverNow) > MAX_SKEW_MS || Number.isNaN(amzDateMs(req.headers['x-amz-date']));
+    const reason = skewed ? `x-amz-date ${String(req.headers['x-amz-date'])} more than 15 min from the server's clock` : sigV4Mismatch(method, url, req.headers, credentials, region);
     checked.push({ method, path: url, ok: reason === '', reason });
+    if (skewed) {
+      req.resume();
+      res.writeHead(403, { 'content-type': 'application/xml', date: new Date(serverNow).toUTCString() });
+      res.end(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>RequestTimeTooSkewed</Code><Message>The difference between the request time and the current time is too large.</Message></Error>`);
+      return;
+    }
     if (reason !== '') {
       req.resume();
       res.writeHead(403, { 'content-type': 'application/xml' });
       res.end(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>SignatureDoesNotMatch</Code><Message>checked by the test proxy</Message></Error>`);
+      return;
+    }
+    if (opts.answerGets !== undefined && method === 'GET') {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': opts.answerGets.length, etag: '"answered-by-the-proxy"', date: new Date(serverNow).toUTCString() });
+      res.end(opts.answerGets);
       return;
     }
     const out = request({ host: upstream.hostname, port: upstream.port, method, path: url, headers: req.headers }, (up) => {

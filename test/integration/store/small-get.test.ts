@@ -130,6 +130,40 @@ describe('small GETs (head polls) without the SDK', () => {
     }
   });
 
+  it('addresses the bucket as the SDK does: an IP endpoint without path style is still addressed by path', async () => {
+    // Virtual-host style would send the GET to <bucket>.127.0.0.1, which no resolver knows; the SDK's endpoint rules
+    // go path style for an IP address, and the lean GET asks them.
+    const checking = await startSigV4Proxy(s3.endpoint, TEST_CREDENTIALS, TEST_REGION);
+    const byIp = new S3BlobStore({ bucket: s3.bucket, region: TEST_REGION, endpoint: checking.endpoint, pathStyle: false, credentials: { ...TEST_CREDENTIALS }, retry: TEST_RETRY });
+    others.push(byIp);
+    try {
+      await byIp.put('tl/by-ip.json', Buffer.from('{"ip":true}'));
+      const got = await byIp.getIfNoneMatch('tl/by-ip.json', undefined, 100);
+      assert.equal(got.status, 'ok');
+      assert.equal(got.status === 'ok' ? got.body.toString() : '', '{"ip":true}');
+      assert.ok(checking.checked.every((c) => c.ok && c.path.startsWith(`/${s3.bucket}/`)), JSON.stringify(checking.checked));
+    } finally {
+      await checking.close();
+    }
+  });
+
+  it('learns the server\'s clock from a RequestTimeTooSkewed answer and signs the next attempt with it', async () => {
+    const twoHoursAhead = await startSigV4Proxy(s3.endpoint, TEST_CREDENTIALS, TEST_REGION, { clockOffsetMs: 2 * 3600_000, answerGets: Buffer.from('{"skew":true}') });
+    const skewed = testS3Store({ endpoint: twoHoursAhead.endpoint, bucket: s3.bucket });
+    others.push(skewed);
+    try {
+      const got = await skewed.getIfNoneMatch('tl/skew.json', undefined, 100);
+      assert.equal(got.status === 'ok' ? got.body.toString() : got.status, '{"skew":true}');
+      assert.deepEqual(twoHoursAhead.checked.map((c) => c.ok), [false, true], JSON.stringify(twoHoursAhead.checked));
+      assert.match(twoHoursAhead.checked[0]?.reason ?? '', /more than 15 min/);
+      // Learned once: the next request is signed with the server's time at once.
+      assert.equal((await skewed.getIfNoneMatch('tl/skew.json', undefined, 100)).status, 'ok');
+      assert.equal(twoHoursAhead.checked.length, 3);
+    } finally {
+      await twoHoursAhead.close();
+    }
+  });
+
   it('signs with the credentials of the SDK chain when none are configured (the environment here)', async (t) => {
     const saved = { id: process.env['AWS_ACCESS_KEY_ID'], secret: process.env['AWS_SECRET_ACCESS_KEY'] };
     t.after(() => {
