@@ -46,20 +46,33 @@ export class CommitSync {
     if (!this.#whole) {
       const done = await Promise.allSettled([...this.#paths].map(fsyncPath));
       if (done.every((r) => r.status === 'fulfilled')) return;
+      // A write error (EIO, ENOSPC, EDQUOT) is the commit's failure: after a failed fsync the kernel has dropped the
+      // dirty pages, and a syncfs run now may not report it (another one may have taken the error first).
+      const failed = done.find((r): r is PromiseRejectedResult => r.status === 'rejected' && !(r.reason instanceof NotSyncableAlone));
+      if (failed !== undefined) throw failed.reason;
     }
     // A path that could not be synced alone (gone, or not a file or directory): the whole file system is.
     await this.#syncWhole(fsDir);
   }
 }
 
+/** A path that is not a regular file or directory any more (gone, replaced by a symlink or a device). */
+class NotSyncableAlone extends Error {}
+
+const goneCodes = new Set(['ENOENT', 'ENOTDIR', 'ELOOP']);
+
 /** fsync(2) of a regular file or directory, never through a symlink, never opening anything else (a device). */
 async function fsyncPath(abs: string): Promise<void> {
-  const before = await lstat(abs);
-  if (!before.isFile() && !before.isDirectory()) throw new Error(`${abs} is neither a regular file nor a directory`);
-  const fh = await open(abs, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK | fsc.O_NOCTTY);
+  const notAlone = (err: unknown): never => {
+    if (goneCodes.has((err as NodeJS.ErrnoException).code ?? '')) throw new NotSyncableAlone(`${abs}: ${(err as Error).message}`);
+    throw err;
+  };
+  const before = await lstat(abs).catch(notAlone);
+  if (!before.isFile() && !before.isDirectory()) throw new NotSyncableAlone(`${abs} is neither a regular file nor a directory`);
+  const fh = await open(abs, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK | fsc.O_NOCTTY).catch(notAlone);
   try {
     const st = await fh.stat();
-    if (!st.isFile() && !st.isDirectory()) throw new Error(`${abs} is neither a regular file nor a directory`);
+    if (!st.isFile() && !st.isDirectory()) throw new NotSyncableAlone(`${abs} is neither a regular file nor a directory`);
     await fh.sync();
   } finally {
     await fh.close();

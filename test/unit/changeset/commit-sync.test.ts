@@ -45,6 +45,15 @@ describe('CommitSync', () => {
     }
   });
 
+  it('fails with a path whose fsync fails, and does not fall back to syncing the file system', async () => {
+    // procfs refuses fsync (EINVAL) as a failing disk refuses it (EIO): after a failed fsync the kernel has dropped the
+    // dirty pages, and a syncfs now might not report it, so the commit must not be recorded.
+    const { calls, sync } = counting();
+    sync.add('/proc/self/status');
+    await assert.rejects(sync.sync(dir), (err: NodeJS.ErrnoException) => err.code === 'EINVAL');
+    assert.deepEqual(calls, []);
+  });
+
   it('syncs the whole file system when told to, and past its bound', async () => {
     const told = counting();
     told.sync.add(join(dir, 'etc'));
