@@ -58,7 +58,7 @@ function enableCompileCache() {
  *  daemons: a short command would pay a second Node start for nothing. */
 function youngGenerationCap() {
   const SEMI_SPACE_MB = 4;
-  const daemon = process.argv.slice(2).some((a) => a === 'agent' || a === 'push' || a === 'pull');
+  const daemon = ['agent', 'push', 'pull'].includes(commandOf(process.argv.slice(2)) ?? '');
   const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) => /^--max[-_]semi[-_]space[-_]size\b/.test(a));
   // The threshold is for this process's allocator, which read it at start: the tools it runs (tar, ctr) are not
   // given it.
@@ -81,4 +81,16 @@ function youngGenerationCap() {
   } catch {
     // The daemon runs with Node's default young generation.
   }
+}
+
+/** The command of a command line, as src/cli/args.ts finds it (the first argument that is not a flag), where a flag
+ *  written `--name value` is taken to own the word after it: `--config push` names no command. A switch before the
+ *  command (`--json agent`) hides it, and the daemon then runs without the cap, as before it. */
+function commandOf(args) {
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (!arg.startsWith('--')) return arg;
+    if (!arg.includes('=')) i++;
+  }
+  return undefined;
 }

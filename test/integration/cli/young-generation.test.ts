@@ -101,4 +101,9 @@ describe('the daemons\' young generation (CLI, no engine, no S3 server)', { time
     assert.deepEqual(argv.filter((a) => a.startsWith('--max-semi-space')), [], argv.join(' '));
     assert.equal(argv.at(-1), 'ls');
   });
+
+  it('only the command decides: an operand named like a daemon (`ls push`) is no daemon', async () => {
+    const { argv } = await cmdlineWhileStarting(['ls', 'push']);
+    assert.deepEqual(argv.filter((a) => a.startsWith('--max-semi-space')), [], argv.join(' '));
+  });
 });
