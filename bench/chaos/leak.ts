@@ -96,7 +96,7 @@ export interface RoleSwitch {
  */
 export function judgeLife(s: Series, bounds: LeakBounds, switches: readonly RoleSwitch[]): LeakVerdict {
   const end = s.samples.at(-1)?.t ?? s.startedAt;
-  const cuts = switches.filter((w) => (w.host === undefined || w.host === s.host) && w.to > s.startedAt && w.from < end).sort((x, y) => x.from - y.from);
+  const cuts = switches.filter((w) => (w.host === undefined || s.host === undefined || w.host === s.host) && w.to > s.startedAt && w.from < end).sort((x, y) => x.from - y.from);
   const stretches: { from: number; to: number }[] = [];
   let from = s.startedAt;
   for (const w of cuts) {
