@@ -186,6 +186,9 @@ export class ChunkSupply {
   static async prepare(o: SupplyOptions): Promise<ChunkSupply> {
     const s = new ChunkSupply(o.dir);
     try {
+      // A fresh dir: an assembly left by an earlier run may be hard-linked into a twin by now, and writing into it
+      // would change the twin's file before any check.
+      await rm(o.dir, { recursive: true, force: true });
       await mkdir(o.dir, { recursive: true, mode: 0o700 });
       await s.#prepare(o);
       return s;
