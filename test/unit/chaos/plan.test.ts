@@ -77,7 +77,7 @@ describe('chaos schedule', () => {
 });
 
 describe('leak criterion', () => {
-  const bounds = { warmUpMs: 10_000, minWindowMs: 60_000, rssGrowthMb: 48, rssGrowthFraction: 0.25, fdGrowth: 24 };
+  const bounds = { warmUpMs: 10_000, minWindowMs: 60_000, rssGrowthMb: 48, rssGrowthFraction: 0.25, fdGrowth: 24, rssAfterSwitch: true };
   const series = (f: (t: number) => { rssMb: number; fds: number }, lengthMs = 300_000): Series => ({
     name: 'p', pid: 1, startedAt: 0,
     samples: Array.from({ length: lengthMs / 5000 + 1 }, (_, i) => ({ t: i * 5000, ...f(i * 5000) })),
@@ -119,6 +119,15 @@ describe('leak criterion', () => {
     assert.equal(promoted.leak, false, promoted.note);
     const demoted = judgeLife({ ...flatLife, host: 'a' }, bounds, failover);
     assert.equal(demoted.judged, false, `the old primary's switch is its own: ${demoted.note}`);
+    // The quick soak judges a stretch begun at a switch by its heap level and descriptors, not its RSS: RSS climbing
+    // after a promotion (the allocator keeping the new role's bursts) is no leak when the heap stays level.
+    const climbing = series((t) => ({ rssMb: t < 68_000 ? 150 : 150 + (t - 68_000) / 1000, fds: 40 }));
+    const quickBounds = { ...bounds, rssAfterSwitch: false };
+    const rssClimb = judgeLife({ ...climbing, host: 'b' }, quickBounds, failover);
+    assert.equal(rssClimb.leak, false, rssClimb.note);
+    assert.equal(judgeLife({ ...climbing, host: 'b' }, bounds, failover).leak, true, 'judged in the full soak');
+    const fdClimb = judgeLife({ ...series((t) => ({ rssMb: 150, fds: 40 + Math.floor(Math.max(0, t - 68_000) / 5000) })), host: 'b' }, quickBounds, failover);
+    assert.equal(fdClimb.leak, true, `descriptors still judged: ${fdClimb.note}`);
     const unjudged = judgeLife(series((t) => ({ rssMb: 150 + t, fds: 40 })), bounds, [{ from: 50_000, to: 260_000 }]);
     assert.equal(unjudged.judged, false, 'no stretch long enough');
     assert.match(unjudged.note, /switch/);
