@@ -19,6 +19,8 @@ export interface Sample {
 export interface Series {
   name: string;
   pid: number;
+  /** The host whose agent this is (its role switches are its own). */
+  host?: string;
   /** ms since the soak started. */
   startedAt: number;
   samples: Sample[];
@@ -77,10 +79,13 @@ function median(xs: readonly number[]): number {
   return s.length % 2 === 1 ? (s[mid] ?? 0) : ((s[mid - 1] ?? 0) + (s[mid] ?? 0)) / 2;
 }
 
-/** A failover, from its start until the old primary is back as the standby (ms since the soak started). */
+/** A failover as one host lived it (ms since the soak started): from its start until that host's new role was
+ *  reached — the new primary's promotion over, the old primary back as the standby (a minute later in the quick
+ *  soak: its engine back, its rejoin, under faults). No host: both hosts. */
 export interface RoleSwitch {
   from: number;
   to: number;
+  host?: string;
 }
 
 /**
@@ -91,7 +96,7 @@ export interface RoleSwitch {
  */
 export function judgeLife(s: Series, bounds: LeakBounds, switches: readonly RoleSwitch[]): LeakVerdict {
   const end = s.samples.at(-1)?.t ?? s.startedAt;
-  const cuts = switches.filter((w) => w.to > s.startedAt && w.from < end).sort((x, y) => x.from - y.from);
+  const cuts = switches.filter((w) => (w.host === undefined || s.host === undefined || w.host === s.host) && w.to > s.startedAt && w.from < end).sort((x, y) => x.from - y.from);
   const stretches: { from: number; to: number }[] = [];
   let from = s.startedAt;
   for (const w of cuts) {
@@ -99,7 +104,7 @@ export function judgeLife(s: Series, bounds: LeakBounds, switches: readonly Role
     from = Math.max(from, w.to);
   }
   stretches.push({ from, to: Infinity });
-  const verdicts = stretches.map((x) => judgeSeries({ ...s, startedAt: x.from, samples: s.samples.filter((y) => y.t >= x.from && y.t < x.to) }, bounds));
+  const verdicts = stretches.map((x, i) => judgeSeries({ ...s, startedAt: x.from, samples: s.samples.filter((y) => y.t >= x.from && y.t < x.to) }, bounds, i === 0 || bounds.rssAfterSwitch));
   const judged = verdicts.filter((v) => v.judged);
   const worst = judged.find((v) => v.leak) ?? judged.sort((x, y) => y.windowMs - x.windowMs)[0];
   const fdsMax = Math.max(0, ...s.samples.map((x) => x.fds));
@@ -134,7 +139,7 @@ export function judgeLife(s: Series, bounds: LeakBounds, switches: readonly Role
  * - descriptors: the line grows by more than fdGrowth AND the last quarter never drops to the first quarter's
  *   maximum (a burst of connections that closes again is not a leak).
  */
-export function judgeSeries(s: Series, bounds: LeakBounds): LeakVerdict {
+export function judgeSeries(s: Series, bounds: LeakBounds, judgeRss = true): LeakVerdict {
   const from = s.startedAt + bounds.warmUpMs;
   const win = s.samples.filter((x) => x.t >= from);
   const base: LeakVerdict = {
@@ -153,7 +158,7 @@ export function judgeSeries(s: Series, bounds: LeakBounds): LeakVerdict {
   const rssGrowth = slope(win.map((x) => ({ t: x.t, y: x.rssMb }))) * windowMs;
   const fdGrowth = slope(win.map((x) => ({ t: x.t, y: x.fds }))) * windowMs;
   const rssBase = median(head.map((x) => x.rssMb));
-  const rssLeak = rssGrowth > bounds.rssGrowthMb && rssGrowth > bounds.rssGrowthFraction * rssBase;
+  const rssLeak = judgeRss && rssGrowth > bounds.rssGrowthMb && rssGrowth > bounds.rssGrowthFraction * rssBase;
   const fdLeak = fdGrowth > bounds.fdGrowth && Math.min(...tail.map((x) => x.fds)) > Math.max(...head.map((x) => x.fds));
   const r1 = (x: number): number => Math.round(x * 10) / 10;
   return {
@@ -161,6 +166,6 @@ export function judgeSeries(s: Series, bounds: LeakBounds): LeakVerdict {
     rssFirstMb: first.rssMb, rssLastMb: last.rssMb, rssFitGrowthMb: r1(rssGrowth),
     fdsFirst: first.fds, fdsLast: last.fds, fdFitGrowth: r1(fdGrowth),
     leak: rssLeak || fdLeak,
-    note: `${rssLeak ? `RSS grows ${r1(rssGrowth)} MB over ${Math.round(windowMs / 1000)} s (from ${rssBase} MB)` : ''}${rssLeak && fdLeak ? '; ' : ''}${fdLeak ? `descriptors grow ${r1(fdGrowth)} over ${Math.round(windowMs / 1000)} s` : ''}` || 'flat',
+    note: `${rssLeak ? `RSS grows ${r1(rssGrowth)} MB over ${Math.round(windowMs / 1000)} s (from ${rssBase} MB)` : ''}${rssLeak && fdLeak ? '; ' : ''}${fdLeak ? `descriptors grow ${r1(fdGrowth)} over ${Math.round(windowMs / 1000)} s` : ''}` || (judgeRss ? 'flat' : 'descriptors flat, RSS not judged after a role switch'),
   };
 }

@@ -223,7 +223,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
           await sleep(1000);
         }
       }
-      const s: Series = { name: `agent-${host}#${series.filter((x) => x.name.startsWith(`agent-${host}#`)).length + 1}`, pid: run.proc.pid, startedAt: now(), samples: [] };
+      const s: Series = { name: `agent-${host}#${series.filter((x) => x.name.startsWith(`agent-${host}#`)).length + 1}`, pid: run.proc.pid, host, startedAt: now(), samples: [] };
       series.push(s);
       const life = { run, series: s, killedByUs: false };
       lives.set(host, life);
@@ -497,7 +497,10 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
           throw new Fatal(`${what}: ${(err as Error).message}`);
         }
         failovers.push(r);
-        roleSwitches.push({ from: switchFrom, to: now() });
+        // Each host's switch ends when it reached its new role: the promoted one judged from its promotion on, not
+        // from the old primary's rejoin a minute later (the quick soak then had no stretch long enough to judge).
+        const promoted = r.triggerToBootedMs === null ? now() : Math.min(now(), switchFrom + r.triggerToBootedMs);
+        roleSwitches.push({ host: r.to, from: switchFrom, to: promoted }, { host: r.from, from: switchFrom, to: now() });
         for (const x of r.failures) fail(x);
         faults.end(f);
         if (kind !== 'final-kill') probe(f);
@@ -610,6 +613,16 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     if (!failoversDone && !stop.signal.aborted) fail(`the failovers due in the soak did not end within ${Math.round(overdueBoundMs / 1000)} s after it`);
     const overrunS = Math.round((now() - soakStart - plan.soakMs) / 1000);
     if (overrunS > 1) log(`soak extended by ${overrunS} s for the failovers still due`);
+    // The leak judge needs one stretch of a life in one role, a warm-up and a window long, and every failover
+    // switches both hosts: a failover that waited for a kill, an outage or a full disk to end can leave the primary
+    // too little of the soak after its promotion (CI: none judged). The writes go on until it has that much.
+    const primaryLife = lives.get(roles.primary);
+    const promotedAt = Math.max(primaryLife?.series.startedAt ?? 0, ...roleSwitches.filter((w) => w.host === undefined || w.host === roles.primary).map((w) => w.to));
+    const judgeableAt = promotedAt + plan.leak.warmUpMs + plan.leak.minWindowMs + 2 * plan.sampleMs;
+    if (!stop.signal.aborted && judgeableAt > now()) {
+      log(`soak extended by ${Math.round((judgeableAt - now()) / 1000)} s: the primary ${roles.primary} has been in its role since ${Math.round((promotedAt - soakStart) / 1000)} s, too short a stretch to judge for leaks`);
+      await sleep(judgeableAt - now(), stop.signal);
+    }
     writesOver = true;
     await writer;
     soakS = Math.round((now() - soakStart) / 1000);

@@ -40,6 +40,10 @@ describe('chaos schedule', () => {
         for (const f of fo) assert.ok(f.at >= plan.soakMs * 0.1 && f.at < plan.soakMs - plan.failoverRoomMs, `seed ${seed}, ${plan.mode}: failover at ${f.at} ms`);
       }
     }
+    // The last failover's new primary keeps its role to the end: room for its promotion (15 s at most here, under
+    // faults), the warm-up and a window, so a quick soak always has a life to judge.
+    const quick = quickPlan();
+    assert.ok(quick.failoverRoomMs >= 15_000 + quick.leak.warmUpMs + quick.leak.minWindowMs, `quick: ${quick.failoverRoomMs} ms of room`);
     assert.equal(fullPlan().failovers, 5);
     assert.equal(fullPlan().containers, 40);
   });
@@ -73,7 +77,7 @@ describe('chaos schedule', () => {
 });
 
 describe('leak criterion', () => {
-  const bounds = { warmUpMs: 10_000, minWindowMs: 60_000, rssGrowthMb: 48, rssGrowthFraction: 0.25, fdGrowth: 24 };
+  const bounds = { warmUpMs: 10_000, minWindowMs: 60_000, rssGrowthMb: 48, rssGrowthFraction: 0.25, fdGrowth: 24, rssAfterSwitch: true };
   const series = (f: (t: number) => { rssMb: number; fds: number }, lengthMs = 300_000): Series => ({
     name: 'p', pid: 1, startedAt: 0,
     samples: Array.from({ length: lengthMs / 5000 + 1 }, (_, i) => ({ t: i * 5000, ...f(i * 5000) })),
@@ -106,6 +110,24 @@ describe('leak criterion', () => {
     assert.equal(after.leak, true, `growth after the switch: ${after.note}`);
     const before = judgeLife(series((t) => ({ rssMb: t < 110_000 ? 150 + t / 1000 : 300, fds: 40 })), bounds, [{ from: 110_000, to: 140_000 }]);
     assert.equal(before.leak, true, `growth before the switch: ${before.note}`);
+    // A switch is each host's own: the promoted host is judged from its promotion on, while the old primary is still
+    // on its way back as the standby (a minute in the quick soak).
+    const flatLife = series(() => ({ rssMb: 150, fds: 40 }));
+    const failover = [{ host: 'b', from: 60_000, to: 68_000 }, { host: 'a', from: 60_000, to: 260_000 }];
+    const promoted = judgeLife({ ...flatLife, host: 'b' }, bounds, failover);
+    assert.equal(promoted.judged, true, promoted.note);
+    assert.equal(promoted.leak, false, promoted.note);
+    const demoted = judgeLife({ ...flatLife, host: 'a' }, bounds, failover);
+    assert.equal(demoted.judged, false, `the old primary's switch is its own: ${demoted.note}`);
+    // The quick soak judges a stretch begun at a switch by its heap level and descriptors, not its RSS: RSS climbing
+    // after a promotion (the allocator keeping the new role's bursts) is no leak when the heap stays level.
+    const climbing = series((t) => ({ rssMb: t < 68_000 ? 150 : 150 + (t - 68_000) / 1000, fds: 40 }));
+    const quickBounds = { ...bounds, rssAfterSwitch: false };
+    const rssClimb = judgeLife({ ...climbing, host: 'b' }, quickBounds, failover);
+    assert.equal(rssClimb.leak, false, rssClimb.note);
+    assert.equal(judgeLife({ ...climbing, host: 'b' }, bounds, failover).leak, true, 'judged in the full soak');
+    const fdClimb = judgeLife({ ...series((t) => ({ rssMb: 150, fds: 40 + Math.floor(Math.max(0, t - 68_000) / 5000) })), host: 'b' }, quickBounds, failover);
+    assert.equal(fdClimb.leak, true, `descriptors still judged: ${fdClimb.note}`);
     const unjudged = judgeLife(series((t) => ({ rssMb: 150 + t, fds: 40 })), bounds, [{ from: 50_000, to: 260_000 }]);
     assert.equal(unjudged.judged, false, 'no stretch long enough');
     assert.match(unjudged.note, /switch/);
