@@ -13,6 +13,9 @@ export interface Sample {
   heapMb?: number;
   /** When that GC ended (ms since the soak started). */
   heapAt?: number;
+  /** What the JavaScript side held at this sample, garbage included: V8's heap as committed (heapTotal) plus external
+   *  memory (Buffers), from the same status; absent when it did not answer. */
+  jsMb?: number;
 }
 
 /** One life of one process: a restarted agent is a new series. */
@@ -155,9 +158,17 @@ export function judgeSeries(s: Series, bounds: LeakBounds, judgeRss = true): Lea
   const q = Math.max(2, Math.floor(win.length / 4));
   const head = win.slice(0, q);
   const tail = win.slice(-q);
-  const rssGrowth = slope(win.map((x) => ({ t: x.t, y: x.rssMb }))) * windowMs;
+  // RSS counts the garbage a busy agent makes between two major GCs (its heap committed and its Buffers not yet
+  // freed: a primary's went 137 → 184 MB over 40 s with no major GC, heapUsed 36 → 69 MB, external 6 → 39 MB, and
+  // back at the next GC), which a one-minute fit reads as growth. What the program keeps of it is judged by the heap
+  // level each major GC leaves (judgeLife); RSS is judged for what the JavaScript side does not account for (native
+  // memory, what the allocator keeps) wherever the status gave the JavaScript side's size, raw otherwise.
+  const own = win.flatMap((x) => (x.jsMb === undefined ? [] : [{ t: x.t, y: x.rssMb - x.jsMb }]));
+  const outsideJs = own.length >= 8 && own.length * 2 >= win.length;
+  const rssPoints = outsideJs ? own : win.map((x) => ({ t: x.t, y: x.rssMb }));
+  const rssGrowth = slope(rssPoints) * windowMs;
   const fdGrowth = slope(win.map((x) => ({ t: x.t, y: x.fds }))) * windowMs;
-  const rssBase = median(head.map((x) => x.rssMb));
+  const rssBase = median(rssPoints.slice(0, Math.max(2, Math.floor(rssPoints.length / 4))).map((x) => x.y));
   const rssLeak = judgeRss && rssGrowth > bounds.rssGrowthMb && rssGrowth > bounds.rssGrowthFraction * rssBase;
   const fdLeak = fdGrowth > bounds.fdGrowth && Math.min(...tail.map((x) => x.fds)) > Math.max(...head.map((x) => x.fds));
   const r1 = (x: number): number => Math.round(x * 10) / 10;
@@ -166,6 +177,6 @@ export function judgeSeries(s: Series, bounds: LeakBounds, judgeRss = true): Lea
     rssFirstMb: first.rssMb, rssLastMb: last.rssMb, rssFitGrowthMb: r1(rssGrowth),
     fdsFirst: first.fds, fdsLast: last.fds, fdFitGrowth: r1(fdGrowth),
     leak: rssLeak || fdLeak,
-    note: `${rssLeak ? `RSS grows ${r1(rssGrowth)} MB over ${Math.round(windowMs / 1000)} s (from ${rssBase} MB)` : ''}${rssLeak && fdLeak ? '; ' : ''}${fdLeak ? `descriptors grow ${r1(fdGrowth)} over ${Math.round(windowMs / 1000)} s` : ''}` || (judgeRss ? 'flat' : 'descriptors flat, RSS not judged after a role switch'),
+    note: `${rssLeak ? `RSS${outsideJs ? ' outside the JavaScript heap' : ''} grows ${r1(rssGrowth)} MB over ${Math.round(windowMs / 1000)} s (from ${rssBase} MB)` : ''}${rssLeak && fdLeak ? '; ' : ''}${fdLeak ? `descriptors grow ${r1(fdGrowth)} over ${Math.round(windowMs / 1000)} s` : ''}` || (judgeRss ? 'flat' : 'descriptors flat, RSS not judged after a role switch'),
   };
 }

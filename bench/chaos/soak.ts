@@ -281,8 +281,13 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
         // status round trip).
         void Promise.all([sampleProcess(life.series.pid, now()), l.status(life.run.host)]).then(([x, st]) => {
           if (x === null) return;
-          const gc = st?.memory?.afterMajorGc;
-          life.series.samples.push(gc === undefined ? x : { ...x, heapMb: gc.heapMb, heapAt: Date.parse(gc.at) - t0 });
+          const memory = st?.memory;
+          const gc = memory?.afterMajorGc;
+          life.series.samples.push({
+            ...x,
+            ...(memory === undefined ? {} : { jsMb: Math.round((memory.heapTotalMb + memory.externalMb) * 10) / 10 }),
+            ...(gc === undefined ? {} : { heapMb: gc.heapMb, heapAt: Date.parse(gc.at) - t0 }),
+          });
         });
       }
     }, plan.sampleMs);

@@ -96,6 +96,22 @@ describe('leak criterion', () => {
     assert.match(fd.note, /descriptors grow/);
   });
 
+  it('judges RSS outside the JavaScript heap when the status gave its size: garbage between major GCs is not growth', () => {
+    // RSS climbing 100 MB as V8's committed heap and the Buffers not yet freed climb with it (no major GC yet).
+    const garbage = series((t) => ({ rssMb: 150 + t / 3000, fds: 40 }));
+    const withJs = (s: Series, js: (t: number) => number): Series => ({ ...s, samples: s.samples.map((x) => ({ ...x, jsMb: js(x.t) })) });
+    const v = judgeSeries(withJs(garbage, (t) => 60 + t / 3000), bounds);
+    assert.equal(v.judged, true, v.note);
+    assert.equal(v.leak, false, v.note);
+    // The same RSS with the JavaScript side level: native memory grows.
+    const native = judgeSeries(withJs(garbage, () => 60), bounds);
+    assert.equal(native.leak, true, native.note);
+    assert.match(native.note, /outside the JavaScript heap/);
+    // Without the status's figures in most samples, RSS is judged whole.
+    const sparse = { ...garbage, samples: garbage.samples.map((x, i) => (i % 3 === 0 ? { ...x, jsMb: 60 + x.t / 3000 } : x)) };
+    assert.equal(judgeSeries(sparse, bounds).leak, true, 'raw RSS judged');
+  });
+
   it('does not judge a life shorter than the window, nor its warm-up', () => {
     assert.equal(judgeSeries(series((t) => ({ rssMb: 100 + t, fds: 40 }), 50_000), bounds).judged, false);
     assert.equal(judgeSeries(series((t) => ({ rssMb: t < 10_000 ? 50 + t / 100 : 150, fds: 40 })), bounds).leak, false, 'growth in the warm-up is not judged');
