@@ -539,11 +539,15 @@ export class S3BlobStore implements BlobStore {
     const stream = bodyStream(out.Body, key);
     // A server that ignores Range answers 200 with the whole object; one whose object ends early answers less.
     const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(out.ContentRange ?? '');
-    if (range === null || Number(range[1]) !== start || Number(range[2]) > start + length - 1) {
+    const end = Number(range?.[2]);
+    const objectSize = range?.[3] === undefined || range[3] === '*' ? null : Number(range[3]);
+    // Each bound checked: an end before the start or past the object it names would be read as a negative or a
+    // made-up length.
+    if (range === null || Number(range[1]) !== start || end > start + length - 1 || end < start || (objectSize !== null && end >= objectSize)) {
       stream.destroy();
       throw new StoreRequestError(`the S3 server did not answer the range ${start}+${length} (Content-Range ${JSON.stringify(out.ContentRange ?? null)})`, { key, endpoint: this.endpoint });
     }
-    return { status: 'open', stream, end: Number(range[2]), objectSize: range[3] === undefined || range[3] === '*' ? null : Number(range[3]) };
+    return { status: 'open', stream, end, objectSize };
   }
 
   /** Streams a GET's body into `file`, written beside it and renamed (a half download never appears under `file`):
