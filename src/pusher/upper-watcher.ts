@@ -72,7 +72,8 @@ export async function watchUpper(opts: UpperWatchOptions): Promise<UpperWatch> {
   // A name made again may be watched under what it was before (see above): drop that watch and all its listeners
   // (the add right after lifts the ignore unwatch leaves), then add the name as it is now.
   const addAgain = (dir: string): void => {
-    if (watcher._closers.has(dir)) {
+    const closers: unknown = watcher._closers;
+    if (!(closers instanceof Map) || closers.has(dir)) {
       log.debug('watching a directory again: it was made anew under a watched name', { path: dir });
       watcher.unwatch(dir);
     }
