@@ -8,6 +8,11 @@
 // - so a directory that appears is added to the watch, and walked again shortly after (its subdirectories added,
 //   its path reported so the tracker compares the whole subtree): whatever was written before the new watch took
 //   hold is found by that walk, whatever comes after by events.
+// - chokidar watches a path by name a moment after it stat'ed it (once it has read the directory), and every later
+//   add of the name shares that watch: a directory replaced in between (overlayfs swaps a removed image dir for a
+//   whiteout, and a recreated one back, each by a rename) leaves the name watching the whiteout or a deleted
+//   directory, for good. So a name an event says was made or renamed into, and that is a directory now, is unwatched
+//   and added again: a watch made before that event is dropped, the new one is made after it.
 // - only directories are watched: inotify reports every change to an entry of a watched directory (create, write,
 //   attributes and xattrs, rename, delete) with its name, which the raw handler notes. chokidar's own watch of every
 //   file (an inotify watch, an FSWatcher and its path strings each, about 5 KB of heap) grew with every file the
@@ -64,6 +69,16 @@ export async function watchUpper(opts: UpperWatchOptions): Promise<UpperWatch> {
     const closers: unknown = watcher._closers;
     if (!(closers instanceof Map) || !closers.has(dir)) watcher.add(dir);
   };
+  // A name made again may be watched under what it was before (see above): drop that watch and all its listeners
+  // (the add right after lifts the ignore unwatch leaves), then add the name as it is now.
+  const addAgain = (dir: string): void => {
+    const closers: unknown = watcher._closers;
+    if (!(closers instanceof Map) || closers.has(dir)) {
+      log.debug('watching a directory again: it was made anew under a watched name', { path: dir });
+      watcher.unwatch(dir);
+    }
+    watcher.add(dir);
+  };
 
   const note = (path: string): void => {
     if (path === upper) onPath('');
@@ -80,10 +95,12 @@ export async function watchUpper(opts: UpperWatchOptions): Promise<UpperWatch> {
     }
   };
 
-  const onDirectoryAppeared = (path: string): void => {
+  /** `anew`: an event said the name was made or renamed into, so a watch it has may hold what was there before. */
+  const onDirectoryAppeared = (path: string, anew: boolean): void => {
     if (closed) return;
     log.debug('watching a directory that appeared', { path });
-    add(path);
+    if (anew) addAgain(path);
+    else add(path);
     note(path);
     for (const ms of FOLLOW_UP_MS) {
       const t = setTimeout(() => {
@@ -99,13 +116,13 @@ export async function watchUpper(opts: UpperWatchOptions): Promise<UpperWatch> {
 
   const checkDirectory = (path: string): void => {
     void lstat(path).then((st) => {
-      if (st.isDirectory()) onDirectoryAppeared(path);
+      if (st.isDirectory()) onDirectoryAppeared(path, true);
     }, () => undefined);
   };
 
   watcher.on('all', (event, path) => {
     note(path);
-    if (event === 'addDir') onDirectoryAppeared(path);
+    if (event === 'addDir') onDirectoryAppeared(path, false);
     else if (event === 'change') checkDirectory(path);
   });
   watcher.on('raw', (event, name, details) => {
