@@ -72,4 +72,10 @@ export class ContainerStates {
   values(): ContainerRuntimeState[] {
     return [...this.#map.values()];
   }
+
+  /** The containers in place, without the copy entries() makes: what every poll walks (200 containers, four polls a
+   *  second), where a copy of each a poll was garbage to collect. Not for a walk that awaits between steps. */
+  each(): IterableIterator<[string, ContainerRuntimeState]> {
+    return this.#map.entries();
+  }
 }

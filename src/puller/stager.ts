@@ -246,7 +246,7 @@ export class Stager {
     const onAbort = (): void => {
       for (const t of started) t.controller.abort();
     };
-    for (const [name, c] of this.#containers.entries()) {
+    for (const [name, c] of this.#containers.each()) {
       // Dockerd down: no staging starts until the keeper's next check finds it answering again.
       if (this.#frozen || signal.aborted || this.#keeper.engineDown) break;
       if (c.queue.length === 0 || c.refused !== null || c.restage || this.#tasks.has(name)) continue;

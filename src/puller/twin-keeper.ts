@@ -114,7 +114,8 @@ export class TwinKeeper {
 
   /** Between the full checks: the twins held for what this host lacked, checked again (no bucket request). */
   async recheckHeld(state: AppliedState, halted: Halted = never): Promise<void> {
-    const held = this.#containers.entries().filter(([, c]) => c.hostProblems.length > 0).map(([n]) => n);
+    const held: string[] = [];
+    for (const [n, c] of this.#containers.each()) if (c.hostProblems.length > 0) held.push(n);
     if (held.length > 0) await this.#ensure(state, held, false, halted);
   }
 

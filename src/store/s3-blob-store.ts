@@ -28,6 +28,7 @@ import { checkRange, defaultRetryPolicy, observed, type BlobStore, type BodyObse
 import { BucketMissingError, ObjectTooLargeError, StoreRequestError, StoreUnreachableError } from './errors.js';
 import { checkRetryPolicy, withRetries } from './retry.js';
 import { SmallGetter } from './s3-small-get.js';
+import { withAttemptTimeout } from './attempt-timeout.js';
 
 export interface S3BlobStoreOptions {
   bucket: string;
@@ -584,9 +585,9 @@ export class S3BlobStore implements BlobStore {
   ): Promise<{ status: 'missing' } | { status: 'unchanged' } | { status: 'ok'; body: Buffer; etag: string }> {
     return this.#request('get', key, async () => {
       this.#count('GET');
-      const got = await this.#small.get(key, etag, maxBytes, AbortSignal.timeout(this.#smallRequestTimeoutMs), (size) => {
+      const got = await withAttemptTimeout(this.#smallRequestTimeoutMs, (signal) => this.#small.get(key, etag, maxBytes, signal, (size) => {
         throw new ObjectTooLargeError(key, size, maxBytes);
-      });
+      }));
       if (got.status !== 'ok') return got;
       const { body, contentLength } = got;
       if (contentLength !== undefined && body.length !== contentLength) {
