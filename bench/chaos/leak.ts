@@ -13,9 +13,9 @@ export interface Sample {
   heapMb?: number;
   /** When that GC ended (ms since the soak started). */
   heapAt?: number;
-  /** What the JavaScript side held at this sample, garbage included: V8's heap as committed (heapTotal) plus external
-   *  memory (Buffers), from the same status; absent when it did not answer. */
-  jsMb?: number;
+  /** The agent's RSS less its garbage not yet collected (heap in use and external memory above the level its last
+   *  major GC left), from one reading of its status; absent when it did not answer or had had no major GC. */
+  rssLessGarbageMb?: number;
 }
 
 /** One life of one process: a restarted agent is a new series. */
@@ -38,8 +38,10 @@ export interface LeakVerdict {
   windowMs: number;
   rssFirstMb: number;
   rssLastMb: number;
-  /** Growth of the least-squares line of RSS over the judged window (MB). */
+  /** Growth of the least-squares line of RSS over the judged window (MB): of RSS less the garbage when lessGarbage. */
   rssFitGrowthMb: number;
+  /** RSS was judged less the garbage not yet collected (see judgeSeries). */
+  lessGarbage: boolean;
   fdsFirst: number;
   fdsLast: number;
   fdsMax: number;
@@ -146,7 +148,7 @@ export function judgeSeries(s: Series, bounds: LeakBounds, judgeRss = true): Lea
   const from = s.startedAt + bounds.warmUpMs;
   const win = s.samples.filter((x) => x.t >= from);
   const base: LeakVerdict = {
-    name: s.name, pid: s.pid, judged: false, note: '', windowMs: 0, rssFirstMb: 0, rssLastMb: 0, rssFitGrowthMb: 0,
+    name: s.name, pid: s.pid, judged: false, note: '', windowMs: 0, rssFirstMb: 0, rssLastMb: 0, rssFitGrowthMb: 0, lessGarbage: false,
     fdsFirst: 0, fdsLast: 0, fdsMax: Math.max(0, ...s.samples.map((x) => x.fds)), fdFitGrowth: 0, heapFitGrowthMb: null, leak: false,
   };
   const first = win[0];
@@ -158,25 +160,27 @@ export function judgeSeries(s: Series, bounds: LeakBounds, judgeRss = true): Lea
   const q = Math.max(2, Math.floor(win.length / 4));
   const head = win.slice(0, q);
   const tail = win.slice(-q);
-  // RSS counts the garbage a busy agent makes between two major GCs (its heap committed and its Buffers not yet
-  // freed: a primary's went 137 → 184 MB over 40 s with no major GC, heapUsed 36 → 69 MB, external 6 → 39 MB, and
-  // back at the next GC), which a one-minute fit reads as growth. What the program keeps of it is judged by the heap
-  // level each major GC leaves (judgeLife); RSS is judged for what the JavaScript side does not account for (native
-  // memory, what the allocator keeps) wherever the status gave the JavaScript side's size, raw otherwise.
-  const own = win.flatMap((x) => (x.jsMb === undefined ? [] : [{ t: x.t, y: x.rssMb - x.jsMb }]));
-  const outsideJs = own.length >= 8 && own.length * 2 >= win.length;
-  const rssPoints = outsideJs ? own : win.map((x) => ({ t: x.t, y: x.rssMb }));
-  const rssGrowth = slope(rssPoints) * windowMs;
+  // RSS counts the garbage a busy agent makes between two major GCs (its heap in use and its Buffers not yet freed:
+  // a primary's RSS went 137 → 184 MB over 40 s with no major GC, heapUsed 36 → 69 MB, external 6 → 39 MB, and back
+  // at the next GC), which a one-minute fit reads as growth. So RSS is judged less that garbage (above the level the
+  // last major GC left) where the agent's status gave it for at least half the window and all of its last quarter
+  // (an agent whose status stops answering as it grows is judged on raw RSS); native memory, what the allocator keeps
+  // and a heap that grows from GC to GC still count. What the program keeps is judged by the heap level each major
+  // GC leaves (judgeLife); a leak too slow to bring two major GCs in a stretch is not told from garbage there.
+  const rssPoints = win.map((x) => ({ t: x.t, y: x.rssMb }));
+  const lessGarbage = win.filter((x) => x.rssLessGarbageMb !== undefined).length * 2 >= win.length && tail.every((x) => x.rssLessGarbageMb !== undefined);
+  const fitted = lessGarbage ? win.flatMap((x) => (x.rssLessGarbageMb === undefined ? [] : [{ t: x.t, y: x.rssLessGarbageMb }])) : rssPoints;
+  const rssGrowth = slope(fitted) * windowMs;
   const fdGrowth = slope(win.map((x) => ({ t: x.t, y: x.fds }))) * windowMs;
-  const rssBase = median(rssPoints.slice(0, Math.max(2, Math.floor(rssPoints.length / 4))).map((x) => x.y));
+  const rssBase = median(head.map((x) => x.rssMb));
   const rssLeak = judgeRss && rssGrowth > bounds.rssGrowthMb && rssGrowth > bounds.rssGrowthFraction * rssBase;
   const fdLeak = fdGrowth > bounds.fdGrowth && Math.min(...tail.map((x) => x.fds)) > Math.max(...head.map((x) => x.fds));
   const r1 = (x: number): number => Math.round(x * 10) / 10;
   return {
     ...base, judged: true, windowMs,
-    rssFirstMb: first.rssMb, rssLastMb: last.rssMb, rssFitGrowthMb: r1(rssGrowth),
+    rssFirstMb: first.rssMb, rssLastMb: last.rssMb, rssFitGrowthMb: r1(rssGrowth), lessGarbage,
     fdsFirst: first.fds, fdsLast: last.fds, fdFitGrowth: r1(fdGrowth),
     leak: rssLeak || fdLeak,
-    note: `${rssLeak ? `RSS${outsideJs ? ' outside the JavaScript heap' : ''} grows ${r1(rssGrowth)} MB over ${Math.round(windowMs / 1000)} s (from ${rssBase} MB)` : ''}${rssLeak && fdLeak ? '; ' : ''}${fdLeak ? `descriptors grow ${r1(fdGrowth)} over ${Math.round(windowMs / 1000)} s` : ''}` || (judgeRss ? 'flat' : 'descriptors flat, RSS not judged after a role switch'),
+    note: `${rssLeak ? `RSS${lessGarbage ? ' less the garbage not yet collected' : ''} grows ${r1(rssGrowth)} MB over ${Math.round(windowMs / 1000)} s (from ${rssBase} MB)` : ''}${rssLeak && fdLeak ? '; ' : ''}${fdLeak ? `descriptors grow ${r1(fdGrowth)} over ${Math.round(windowMs / 1000)} s` : ''}` || (judgeRss ? 'flat' : 'descriptors flat, RSS not judged after a role switch'),
   };
 }

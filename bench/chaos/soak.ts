@@ -285,7 +285,9 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
           const gc = memory?.afterMajorGc;
           life.series.samples.push({
             ...x,
-            ...(memory === undefined ? {} : { jsMb: Math.round((memory.heapTotalMb + memory.externalMb) * 10) / 10 }),
+            // RSS less the garbage not yet collected (heap in use and external memory above what the last major GC
+            // left), all from one process.memoryUsage() of the agent.
+            ...(memory === undefined || gc === undefined ? {} : { rssLessGarbageMb: Math.round((memory.rssMb - Math.max(0, memory.heapUsedMb + memory.externalMb - gc.heapMb)) * 10) / 10 }),
             ...(gc === undefined ? {} : { heapMb: gc.heapMb, heapAt: Date.parse(gc.at) - t0 }),
           });
         });

@@ -96,20 +96,25 @@ describe('leak criterion', () => {
     assert.match(fd.note, /descriptors grow/);
   });
 
-  it('judges RSS outside the JavaScript heap when the status gave its size: garbage between major GCs is not growth', () => {
-    // RSS climbing 100 MB as V8's committed heap and the Buffers not yet freed climb with it (no major GC yet).
+  it('judges RSS less the garbage not yet collected where the status gave it: garbage between major GCs is not growth', () => {
+    // RSS climbing 100 MB as the garbage since the last major GC climbs with it.
     const garbage = series((t) => ({ rssMb: 150 + t / 3000, fds: 40 }));
-    const withJs = (s: Series, js: (t: number) => number): Series => ({ ...s, samples: s.samples.map((x) => ({ ...x, jsMb: js(x.t) })) });
-    const v = judgeSeries(withJs(garbage, (t) => 60 + t / 3000), bounds);
+    const lessBy = (s: Series, g: (t: number) => number, has: (i: number) => boolean = () => true): Series =>
+      ({ ...s, samples: s.samples.map((x, i) => (has(i) ? { ...x, rssLessGarbageMb: x.rssMb - g(x.t) } : x)) });
+    const v = judgeSeries(lessBy(garbage, (t) => t / 3000), bounds);
     assert.equal(v.judged, true, v.note);
     assert.equal(v.leak, false, v.note);
-    // The same RSS with the JavaScript side level: native memory grows.
-    const native = judgeSeries(withJs(garbage, () => 60), bounds);
+    assert.equal(v.lessGarbage, true);
+    // The same RSS with no garbage: native memory (or a heap growing from GC to GC) grows.
+    const native = judgeSeries(lessBy(garbage, () => 0), bounds);
     assert.equal(native.leak, true, native.note);
-    assert.match(native.note, /outside the JavaScript heap/);
-    // Without the status's figures in most samples, RSS is judged whole.
-    const sparse = { ...garbage, samples: garbage.samples.map((x, i) => (i % 3 === 0 ? { ...x, jsMb: 60 + x.t / 3000 } : x)) };
-    assert.equal(judgeSeries(sparse, bounds).leak, true, 'raw RSS judged');
+    assert.match(native.note, /less the garbage/);
+    // Without the status's figures in half the samples, or in the last quarter, RSS is judged whole.
+    assert.equal(judgeSeries(lessBy(garbage, (t) => t / 3000, (i) => i % 3 === 0), bounds).leak, true, 'sparse: raw RSS judged');
+    const n = garbage.samples.length;
+    const lastQuarterMissing = judgeSeries(lessBy(garbage, (t) => t / 3000, (i) => i < n * 0.7), bounds);
+    assert.equal(lastQuarterMissing.leak, true, `an agent whose status stopped answering is judged on raw RSS: ${lastQuarterMissing.note}`);
+    assert.equal(lastQuarterMissing.lessGarbage, false);
   });
 
   it('does not judge a life shorter than the window, nor its warm-up', () => {
