@@ -69,13 +69,20 @@ export async function watchUpper(opts: UpperWatchOptions): Promise<UpperWatch> {
     const closers: unknown = watcher._closers;
     if (!(closers instanceof Map) || !closers.has(dir)) watcher.add(dir);
   };
-  // A name made again may be watched under what it was before (see above): drop that watch and all its listeners
-  // (the add right after lifts the ignore unwatch leaves), then add the name as it is now.
+  // A name made again may be watched under what it was before (see above): drop that watch and all its listeners,
+  // and those of every name under it — they were the old directory's, and chokidar's unwatch closes only the name's
+  // own, so a subdirectory made again with it (`mkdir -p`) before the new watch took hold kept its stale watch and
+  // the follow-up walk's add skipped it. Then add the name as it is now; the follow-up walks add what is under it
+  // (an add lifts the ignore entry unwatch leaves).
   const addAgain = (dir: string): void => {
     const closers: unknown = watcher._closers;
-    if (!(closers instanceof Map) || closers.has(dir)) {
-      log.debug('watching a directory again: it was made anew under a watched name', { path: dir });
-      watcher.unwatch(dir);
+    if (!(closers instanceof Map)) watcher.unwatch(dir);
+    else {
+      const stale = [...closers.keys()].filter((k): k is string => typeof k === 'string' && (k === dir || k.startsWith(dir + '/')));
+      if (stale.length > 0) {
+        log.debug('watching a directory again: it was made anew under a watched name', { path: dir, names: stale.length });
+        watcher.unwatch(stale);
+      }
     }
     watcher.add(dir);
   };
@@ -143,9 +150,11 @@ export async function watchUpper(opts: UpperWatchOptions): Promise<UpperWatch> {
       await watcher.close();
     },
     size() {
+      const all: unknown = watcher._closers;
+      if (!(all instanceof Map)) return { paths: 0, listeners: 0 };
       let listeners = 0;
-      for (const closers of watcher._closers.values()) listeners += closers.length;
-      return { paths: watcher._closers.size, listeners };
+      for (const closers of all.values()) listeners += Array.isArray(closers) ? closers.length : 0;
+      return { paths: all.size, listeners };
     },
     settled() {
       return timers.size === 0 && walks === 0;
