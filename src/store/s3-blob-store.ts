@@ -543,8 +543,12 @@ export class S3BlobStore implements BlobStore {
     const end = Number(range?.[2]);
     const objectSize = range?.[3] === undefined || range[3] === '*' ? null : Number(range[3]);
     // Each bound checked: an end before the start or past the object it names would be read as a negative or a
-    // made-up length.
-    if (range === null || Number(range[1]) !== start || end > start + length - 1 || end < start || (objectSize !== null && end >= objectSize)) {
+    // made-up length, and an answer shorter than the range asked must end where the object it names ends.
+    const short = end < start + length - 1;
+    const bad = range === null || !Number.isSafeInteger(end) || (objectSize !== null && !Number.isSafeInteger(objectSize))
+      || Number(range[1]) !== start || end > start + length - 1 || end < start
+      || (objectSize !== null && (end >= objectSize || (short && end !== objectSize - 1)));
+    if (bad) {
       stream.destroy();
       throw new StoreRequestError(`the S3 server did not answer the range ${start}+${length} (Content-Range ${JSON.stringify(out.ContentRange ?? null)})`, { key, endpoint: this.endpoint });
     }

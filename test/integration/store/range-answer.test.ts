@@ -47,6 +47,8 @@ describe('a ranged GET whose Content-Range does not fit the range asked', () => 
     ['ends before it starts', 'bytes 100-50/1000'],
     ['ends past the object it names', 'bytes 100-199/150'],
     ['is missing', ''],
+    ['is short of the range while the object it names goes on', 'bytes 100-149/1000'],
+    ['names bounds past any safe integer', 'bytes 100-199/99999999999999999999'],
   ] as const) {
     it(`refuses one that ${what}, naming the key and the header`, async () => {
       await assert.rejects(read(contentRange, 100), (err: unknown) => {
