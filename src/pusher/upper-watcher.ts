@@ -77,7 +77,9 @@ export async function watchUpper(opts: UpperWatchOptions): Promise<UpperWatch> {
   const addAgain = (dir: string): void => {
     const closers: unknown = watcher._closers;
     if (!(closers instanceof Map)) watcher.unwatch(dir);
-    else {
+    else if (closers.has(dir)) {
+      // Only a name still watched can have stale watches under it (chokidar drops a removed dir's with its own); a
+      // new name skips the walk over every watched path, which a tree of thousands of new dirs would make quadratic.
       const stale = [...closers.keys()].filter((k): k is string => typeof k === 'string' && (k === dir || k.startsWith(dir + '/')));
       if (stale.length > 0) {
         log.debug('watching a directory again: it was made anew under a watched name', { path: dir, names: stale.length });
