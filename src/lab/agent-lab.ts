@@ -49,6 +49,8 @@ const statusSchema = z.looseObject({
     lastSeq: z.number().optional(),
     consecutiveFailures: z.number().optional(),
     lastError: z.string().nullable().optional(),
+    /** The standby's one reason the container is not as it should be (refused, held, blocked, failed). */
+    reason: z.string().optional(),
     lagMs: z.number().optional(),
     pendingSince: z.string().nullable().optional(),
   })),
@@ -462,7 +464,9 @@ export function standbyGapTo(s: AgentStatusView, head: HeadSeqs): string[] {
   const behind = Object.entries(head.containers).flatMap(([name, seq]) => {
     const c = s.containers.find((x) => x.name === name);
     if (c === undefined) return [`${name} absent`];
-    return (c.stagedSeq ?? 0) < seq || c.twin !== 'stopped' ? [`${name} staged ${String(c.stagedSeq ?? '?')} of ${seq}, twin ${c.twin ?? '?'}`] : [];
+    // The standby's reason for it, when it has one: a convergence timeout then says why, not only how far behind.
+    const why = c.reason === undefined ? '' : ` (${c.reason})`;
+    return (c.stagedSeq ?? 0) < seq || c.twin !== 'stopped' ? [`${name} staged ${String(c.stagedSeq ?? '?')} of ${seq}, twin ${c.twin ?? '?'}${why}`] : [];
   });
   if (behind.length > 0) parts.push(`${behind.length} container(s) not at the head: ${behind.slice(0, 8).join('; ')}${behind.length > 8 ? '; …' : ''}`);
   return parts;

@@ -64,10 +64,14 @@ export async function watchUpper(opts: UpperWatchOptions): Promise<UpperWatch> {
   // addDir, the follow-up walks of each), and again at every walk of an ancestor — the primary of the chaos soak
   // held a thousand more every few minutes. Only what chokidar does not watch is added; adds racing before chokidar
   // has stat'ed the path may still each go through (a listener or two more, dropped with the path).
-  const add = (dir: string): void => {
-    // `_closers` is chokidar 5's own (its types declare it); were it to go, every add goes through as before.
+  // `_closers` (path → its watches' closers) is chokidar 5's own (its types declare it); were it to go or change
+  // shape, this is null and every add goes through, every unwatch is of the name alone, as before.
+  const watches = (): Map<unknown, unknown> | null => {
     const closers: unknown = watcher._closers;
-    if (!(closers instanceof Map) || !closers.has(dir)) watcher.add(dir);
+    return closers instanceof Map ? closers : null;
+  };
+  const add = (dir: string): void => {
+    if (watches()?.has(dir) !== true) watcher.add(dir);
   };
   // A name made again may be watched under what it was before (see above): drop that watch and all its listeners,
   // and those of every name under it — they were the old directory's, and chokidar's unwatch closes only the name's
@@ -75,8 +79,8 @@ export async function watchUpper(opts: UpperWatchOptions): Promise<UpperWatch> {
   // the follow-up walk's add skipped it. Then add the name as it is now; the follow-up walks add what is under it
   // (an add lifts the ignore entry unwatch leaves).
   const addAgain = (dir: string): void => {
-    const closers: unknown = watcher._closers;
-    if (!(closers instanceof Map)) watcher.unwatch(dir);
+    const closers = watches();
+    if (closers === null) watcher.unwatch(dir);
     else if (closers.has(dir)) {
       // Only a name still watched can have stale watches under it (chokidar drops a removed dir's with its own); a
       // new name skips the walk over every watched path, which a tree of thousands of new dirs would make quadratic.
@@ -152,8 +156,8 @@ export async function watchUpper(opts: UpperWatchOptions): Promise<UpperWatch> {
       await watcher.close();
     },
     size() {
-      const all: unknown = watcher._closers;
-      if (!(all instanceof Map)) return { paths: 0, listeners: 0 };
+      const all = watches();
+      if (all === null) return { paths: 0, listeners: 0 };
       let listeners = 0;
       for (const closers of all.values()) listeners += Array.isArray(closers) ? closers.length : 0;
       return { paths: all.size, listeners };
