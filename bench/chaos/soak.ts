@@ -487,7 +487,10 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
         const longest = Math.max(0, ...plan.outagesMs, ...plan.diskFullsMs);
         await waitFor('no kill, outage or full disk in progress', longest + 120_000, () => Promise.resolve(faults.blocked() && !stop.signal.aborted ? undefined : true), 200);
         if (stop.signal.aborted && kind !== 'final-kill') return;
-        const f = faults.begin(kind === 'final-kill' ? 'failover-kill' : kind, `${roles.primary} → ${roles.standby}${keepVrrpStateFile ? ', VRRP state file kept' : ''}`);
+        // Named before the failover: it swaps the roles once the promotion is over, and a failure after that (the old
+        // primary's rejoin) was named the wrong way round.
+        const direction = `${roles.primary} → ${roles.standby}`;
+        const f = faults.begin(kind === 'final-kill' ? 'failover-kill' : kind, `${direction}${keepVrrpStateFile ? ', VRRP state file kept' : ''}`);
         if (kind !== 'final-kill') injected[kind]++;
         let r: FailoverResult;
         const switchFrom = now();
@@ -496,7 +499,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
             keepVrrpStateFile, exclusiveOver, unexplainedSince: (from) => now() - from - faults.blockedMs(from, now(), f.id),
           });
         } catch (err) {
-          const what = `failover ${failovers.length + 1} (${kind}, ${roles.primary} → ${roles.standby})`;
+          const what = `failover ${failovers.length + 1} (${kind}, ${direction})`;
           if (err instanceof FailoverAborted) {
             failovers.push(err.partial);
             for (const x of err.partial.failures) fail(x);
