@@ -654,6 +654,7 @@ export class Agent {
         position: { generation, head, opened: opened && head === null },
         includeTwins: true,
         beforePublish: () => fence.assertOwner(),
+        confirmOwnerSince: (since) => fence.assertOwnerSince(since),
         metrics: this.#o.metrics,
         gc: this.#o.gc,
         ...(this.#o.shipImages === undefined ? {} : { shipImages: this.#o.shipImages }),

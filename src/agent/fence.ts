@@ -101,6 +101,16 @@ export class Fence {
     this.#o.onFenced(successor);
   }
 
+  /** Fenced → FencedError, unless a check begun at or after `since` (epoch ms) found no successor; one is made when
+   *  none was. For a write that replaces what another generation's writer may have written (spec.json): the check
+   *  must follow the read its put is conditional on. */
+  async assertOwnerSince(since: number): Promise<void> {
+    // The first check may be one in flight that began before `since`; the second then begins after it.
+    for (let i = 0; i < 2 && this.#fencedBy === null && this.#lastOkAt < since; i++) await this.check();
+    if (this.#fencedBy !== null) throw new FencedError(this.#o.generation, this.#fencedBy);
+    if (this.#lastOkAt < since) throw new Error(`generation ${this.#o.generation}: no check of the bucket begun after ${new Date(since).toISOString()} answered`);
+  }
+
   /** Before each publish: fenced → FencedError; a confirmation older than the interval → a fresh check first. */
   async assertOwner(): Promise<void> {
     if (this.#fencedBy === null && Date.now() - this.#lastOkAt >= this.#o.intervalMs) await this.check();

@@ -39,6 +39,9 @@ export interface PusherOptions {
   includeTwins?: boolean;
   /** Runs before every record is published; rejecting stops the publish (the agent's self-fence). */
   beforePublish?: () => Promise<void>;
+  /** Runs between the read of a spec.json and its conditional put; rejects unless a look at the bucket begun at or
+   *  after `since` found this host still the owner (the agent's self-fence). Default: beforePublish. */
+  confirmOwnerSince?: (since: number) => Promise<void>;
   /** Regular files larger than this ship as content-defined chunks (src/changeset/chunker.ts). Default 1 MiB. */
   chunkThresholdBytes?: number;
   /** Where the replication lag, commit ages and failures of this primary are reported while it runs. */
@@ -217,9 +220,11 @@ export class Pusher {
     if ((spec.unreplicatedVolumes ?? []).length > 0) {
       log.warn('volumes not replicated (another driver, or driver options); a standby creates the twin without their data only if its policy allows', { container: container.name, volumes: spec.unreplicatedVolumes });
     }
-    // A fenced writer must not replace the group's specs either (the agent's fence; a no-op for `push`).
-    await this.#opts.beforePublish?.();
-    await bucket.putSpec(container.name, spec);
+    // A fenced writer must not replace the group's specs either (the agent's fence; a no-op for `push`), nor may its
+    // put land after the new owner's: the put is conditional on the spec read before the owner check (bucket.ts).
+    const { beforePublish, confirmOwnerSince } = this.#opts;
+    const confirmOwner = confirmOwnerSince !== undefined ? () => confirmOwnerSince(Date.now()) : beforePublish;
+    await bucket.putSpec(container.name, spec, confirmOwner === undefined ? {} : { confirmOwner });
     const digestOfSpec = asDigest(specDigest(spec));
     const recovered = await this.#recoverShipped(container.name, container.id, generation, journal, digestOfSpec);
     const { shipped, needFull } = forceFull ? { shipped: undefined, needFull: true } : recovered;

@@ -128,6 +128,10 @@ export const MAX_LISTED_TAILS = 1000;
 /** Spec names listSpecNames returns at most by default (protected containers of one group). */
 export const MAX_LISTED_SPECS = 10_000;
 
+/** spec.json reads and conditional puts in a row before putSpec gives up: each round's condition fails only when
+ *  another writer replaced the spec between its read and its put. */
+const SPEC_PUT_ROUNDS = 4;
+
 /** Keeps the first `max` items of a listing and counts the rest, listing at most MAX_LISTED_KEYS keys in all. */
 class Bounded<T> {
   readonly items: T[] = [];
@@ -837,9 +841,35 @@ export class Bucket {
 
   // ---- twin specs --------------------------------------------------------------------------------------------
 
-  async putSpec(name: string, spec: object): Promise<void> {
+  /**
+   * Puts the container's spec.json, the one object of the group every generation's writer replaces. Conditional on
+   * the object read right before (If-Match its ETag, If-None-Match when there is none), with `opts.confirmOwner` run
+   * between the read and the put: a writer fenced meanwhile stops there, and a put of a writer that was fenced after
+   * its read (held up in the network, or retried after a lost answer, past the new owner's own put) fails its
+   * condition instead of replacing the new owner's spec, which standbys would wait on for good (no commit of the
+   * new owner names it). A failed condition reads again, up to SPEC_PUT_ROUNDS times. The same bytes are not put
+   * again.
+   */
+  async putSpec(name: string, spec: object, opts: { confirmOwner?: () => Promise<void> } = {}): Promise<void> {
     const key = this.specKey(name);
-    await this.store.put(key, this.#encode('spec', key, spec));
+    const body = this.#encode('spec', key, spec);
+    for (let round = 1; round <= SPEC_PUT_ROUNDS; round++) {
+      let current: Awaited<ReturnType<BlobStore['getIfNoneMatch']>> | null;
+      try {
+        current = await this.store.getIfNoneMatch(key, undefined, MAX_SPEC_BYTES);
+      } catch (err) {
+        // Not a spec any writer of ours put (too large to be one): replaced unconditionally, by an owner.
+        if (!(err instanceof ObjectTooLargeError)) throw err;
+        current = null;
+      }
+      if (current?.status === 'ok' && current.body.equals(body)) return;
+      await opts.confirmOwner?.();
+      if (current === null) return this.store.put(key, body);
+      const put = current.status === 'ok' ? await this.store.putIfMatch(key, body, current.etag) : await this.store.putIfAbsent(key, body);
+      if (put) return;
+      this.#log.debug('spec.json changed between its read and the put; reading it again', { key, round });
+    }
+    throw new TwinlayerError('BUCKET_SPEC_CONTENDED', `spec.json changed between its read and the put ${SPEC_PUT_ROUNDS} times in a row: another writer keeps replacing it`, { key });
   }
 
   /**

@@ -261,6 +261,56 @@ describe('Bucket on s3rver', () => {
     await assert.rejects(b.getSpec('broken'), { code: 'SPEC_INVALID' });
   });
 
+  it('spec.json: a put held up past the new owner\'s is refused, the owner\'s put wins a race, the same bytes are not put again', async () => {
+    // Two writers of one group (two hosts' pushers): the old owner's put is conditional on what it read before its
+    // owner check, so one that lands after the new owner's put (held up in the network, retried after a lost answer)
+    // fails its condition; its next round's owner check then says it is fenced.
+    const group = `g${++groupNo}`;
+    const oldWrap = new WrappedStore(store);
+    const newWrap = new WrappedStore(store);
+    const oldOwner = new Bucket(oldWrap, { signatures: testSignatures(), prefix: 'tl/test', group });
+    const newOwner = new Bucket(newWrap, { signatures: testSignatures(), prefix: 'tl/test', group });
+    await oldOwner.putSpec('web', { name: 'web', from: 'old', v: 1 });
+    let oldChecks = 0;
+    const fenced = new Error('fenced: generation 2 owns the group');
+    await assert.rejects(oldOwner.putSpec('web', { name: 'web', from: 'old', v: 2 }, {
+      confirmOwner: async () => {
+        // The old owner's check passed before the successor claimed; the new owner's put lands before its own.
+        if (++oldChecks === 1) return newOwner.putSpec('web', { name: 'web', from: 'new' });
+        throw fenced;
+      },
+    }), (err) => err === fenced);
+    assert.equal(oldChecks, 2);
+    assert.deepEqual(await newOwner.getSpec('web'), { name: 'web', from: 'new' });
+    assert.deepEqual(oldWrap.puts, [oldOwner.specKey('web')], 'only the old owner\'s first put (from before the race) landed');
+
+    // The other order: a put of the old owner lands between the new owner's read and its put; the new owner reads
+    // again, checks again, and replaces it.
+    let newChecks = 0;
+    await newOwner.putSpec('web', { name: 'web', from: 'new', v: 2 }, {
+      confirmOwner: async () => {
+        if (++newChecks === 1) await store.put(oldOwner.specKey('web'), Buffer.from(JSON.stringify({ late: true })));
+      },
+    });
+    assert.equal(newChecks, 2);
+    assert.deepEqual(await oldOwner.getSpec('web'), { name: 'web', from: 'new', v: 2 });
+
+    // The same spec again (a restart of the pusher): read, not put, and no owner check is needed.
+    const puts = newWrap.puts.length;
+    await newOwner.putSpec('web', { name: 'web', from: 'new', v: 2 }, { confirmOwner: () => Promise.reject(new Error('not asked')) });
+    assert.equal(newWrap.puts.length, puts);
+
+    // A writer that replaces it on every round: a clear error naming the key, after a bounded number of rounds.
+    let rounds = 0;
+    await assert.rejects(newOwner.putSpec('web', { name: 'web', from: 'new', v: 3 }, {
+      confirmOwner: async () => {
+        rounds++;
+        await store.put(newOwner.specKey('web'), Buffer.from(JSON.stringify({ round: rounds })));
+      },
+    }), (err: Error) => /changed between its read and the put 4 times/.test(err.message) && err.message.includes(newOwner.specKey('web')));
+    assert.equal(rounds, 4);
+  });
+
   it('publishes concurrent commits in strict order: record N, head N, then record N+1', async () => {
     const wrap = new WrappedStore(store);
     const b = fresh({ wrap });
