@@ -401,10 +401,13 @@ export class Stager {
         }
       }
       if (room !== null) {
-        if (c.lastError !== room) this.#o.log.warn('staging waits for free disk space', { container: name, seq: record.seq, reason: room });
+        // Once per commit: the reason names the free bytes, which change at every try while the disk is full.
+        if (c.roomWaitSeq !== record.seq) this.#o.log.warn('staging waits for free disk space', { container: name, seq: record.seq, reason: room });
+        c.roomWaitSeq = record.seq;
         c.lastError = room;
         return staged;
       }
+      c.roomWaitSeq = null;
       const blob = join(this.#o.blobDir, `${record.digest}.${record.seq}`);
       const intent: StageIntent = { container: name, twinId: twin.id, generation: record.generation, seq: record.seq, digest: record.digest };
       let twinStarted = false;

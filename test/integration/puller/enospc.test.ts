@@ -226,6 +226,8 @@ describe('puller on a standby whose disk is full', { timeout: 240_000 }, () => {
         assert.equal(await appliedSeq(stateDir, group, name), 0);
         assert.ok(waits().some((l) => l.includes(`"seq":${huge}`) && /not enough either/.test(l)), 'waits: emptying would not make room');
         assert.deepEqual((await readdir(upper)).sort(), ['keep', 'old.bin'], 'nothing emptied when that would not make room');
+        await p.pollOnce();
+        assert.equal(waits().filter((l) => l.includes(`"seq":${huge}`)).length, 1, 'the wait is logged once per commit, not at every poll');
         const fitAgain = await publishFull(tarOf([tarFile('new.bin', next)]));
         assert.ok(fitAgain > fit);
         await p.pollOnce();
