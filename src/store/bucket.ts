@@ -865,7 +865,8 @@ export class Bucket {
       if (current?.status === 'ok' && current.body.equals(body)) return;
       await opts.confirmOwner?.();
       if (current === null) return this.store.put(key, body);
-      const put = current.status === 'ok' ? await this.store.putIfMatch(key, body, current.etag) : await this.store.putIfAbsent(key, body);
+      // ('unchanged' cannot be: the read named no ETag.)
+      const put = current.status === 'ok' ? await this.store.putIfMatch(key, body, current.etag) : current.status === 'missing' ? await this.store.putIfAbsent(key, body) : false;
       if (put) return;
       this.#log.debug('spec.json changed between its read and the put; reading it again', { key, round });
     }
