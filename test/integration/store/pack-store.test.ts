@@ -78,17 +78,19 @@ describe('pack store', () => {
     await withDir(async (dir) => {
       const store = new WrappedStore(new DirBlobStore(join(dir, 'bucket')));
       const ps = new PackStore(store, layout, { packBytes: 256 * 1024 });
-      // Random (framed as they are), text (deflated), one larger than a stored block, one empty.
-      const chunks = [randomBytes(70_000), Buffer.alloc(50_000, 'log line\n'), randomBytes(3), Buffer.alloc(0), randomBytes(140_000)];
+      // Random (framed as they are), text (deflated), one larger than a stored block, one empty, and last one larger
+      // than the chunker ever cuts (the pack's buffer, sized for packBytes plus one chunk, grows for it).
+      const chunks = [randomBytes(70_000), Buffer.alloc(50_000, 'log line\n'), randomBytes(3), Buffer.alloc(0), randomBytes(140_000), randomBytes(1_100_000)];
       const sink = ps.openSink();
       // Each chunk in three parts, as the chunker hands over a chunk that spans reads.
       for (const c of chunks) await sink.add(sha(c), [c.subarray(0, 1), c.subarray(1, c.length >> 1), c.subarray(c.length >> 1)]);
       const places = await sink.finish([fileOf(chunks)]);
       const pack = places.get(sha(chunks[0]!))!.pack;
-      const bytes = (await store.inner.getBuffer(layout.packKey(asDigest(pack)), 1 << 20))!;
+      const bytes = (await store.inner.getBuffer(layout.packKey(asDigest(pack)), 4 << 20))!;
       assert.equal(sha(bytes), pack, 'a pack is named by its sha256');
       assert.deepEqual(gunzipSync(bytes), Buffer.concat(chunks));
       assert.ok(places.get(sha(chunks[1]!))!.stored < 5_000, 'text is deflated');
+      assert.equal(new Set([...places.values()].map((p) => p.pack)).size, 1, 'one pack');
       for (const c of chunks) {
         const p = places.get(sha(c))!;
         assert.deepEqual(gunzipSync(bytes.subarray(p.offset, p.offset + p.stored)), c);
