@@ -18,13 +18,14 @@ import { createHash, randomBytes } from 'node:crypto';
 import { appendFile, mkdir, open, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { promisify } from 'node:util';
-import { deflateRawSync, gunzip as gunzipCb, gzip as gzipCb, gzipSync } from 'node:zlib';
+import { deflateRawSync, gunzip as gunzipCb, gzip as gzipCb } from 'node:zlib';
 import { z } from 'zod';
-import { maxStoredChunkBytes, type ChunkedFile, type ChunkOut, type ChunkPlace, type ChunkSink, type PackEntry, type PackRange } from '../changeset/index.js';
+import { maxChunkBytes, maxStoredChunkBytes, type ChunkedFile, type ChunkOut, type ChunkPlace, type ChunkSink, type PackEntry, type PackRange } from '../changeset/index.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import type { BlobStore, BodyObserver } from './blob-store.js';
 import type { DeleteGate } from './delete-gate.js';
 import { BlobDigestMismatchError, BlobMissingError } from './errors.js';
+import { readStoredMember, storedMemberBytes, writeStoredMember } from './gzip-stored.js';
 import type { KeyLayout } from './keys.js';
 import { asDigest } from './types.js';
 
@@ -64,12 +65,22 @@ export interface PackUploadStats {
   peakPacksInMemory: number;
 }
 
-/** Whether deflate is worth its time on `bytes`: a sample of 4 KiB from the middle shrinks by a tenth at level 1.
- *  Deflate at level 1 runs at about 40 MB/s on data that does not compress; level 0 only frames it. */
-function compresses(bytes: Buffer): boolean {
-  const n = Math.min(bytes.length, 4 * 1024);
-  const start = Math.floor((bytes.length - n) / 2);
-  return deflateRawSync(bytes.subarray(start, start + n), { level: 1 }).length < n * 0.9;
+/** Whether deflate is worth its time on a chunk (`bytes` long, in `parts`): a sample of 4 KiB from the middle shrinks
+ *  by a tenth at level 1. Deflate at level 1 runs at about 40 MB/s on data that does not compress. */
+function compresses(parts: readonly Buffer[], bytes: number): boolean {
+  const n = Math.min(bytes, 4 * 1024);
+  const start = Math.floor((bytes - n) / 2);
+  let sample: Buffer | undefined;
+  let at = 0;
+  for (const p of parts) {
+    if (start < at + p.length) {
+      // Within one part (nearly always): no copy; across parts: gathered.
+      sample = start + n <= at + p.length ? p.subarray(start - at, start - at + n) : Buffer.concat(parts, bytes).subarray(start, start + n);
+      break;
+    }
+    at += p.length;
+  }
+  return sample !== undefined && deflateRawSync(sample, { level: 1 }).length < n * 0.9;
 }
 
 const hex64 = /^[0-9a-f]{64}$/;
@@ -93,22 +104,47 @@ function deferred(): Deferred {
 }
 
 /** A pack being filled, in memory: at most packBytes plus a chunk, and at most maxPacksInMemory of them at once over
- *  every build. Written nowhere but the bucket: a pack on disk cost a write and a read of every byte. */
+ *  every build. Written nowhere but the bucket: a pack on disk cost a write and a read of every byte. Its chunks are
+ *  framed straight into one buffer of that size (pages only touched as it fills), not gathered and copied at the end. */
 class PackWriter {
   readonly entries: Array<readonly [digest: string, offset: number, stored: number]> = [];
-  readonly parts: Buffer[] = [];
   size = 0;
+  #buf: Buffer;
   readonly #hash = createHash('sha256');
 
-  add(digest: string, body: Buffer): void {
-    this.parts.push(body);
-    this.#hash.update(body);
-    this.entries.push([digest, this.size, body.length]);
-    this.size += body.length;
+  constructor(capacity: number) {
+    this.#buf = Buffer.allocUnsafe(capacity);
+  }
+
+  /** Room for `n` more bytes (a chunk larger than the pack was sized for: the buffer grows, once). */
+  #room(n: number): void {
+    if (this.size + n <= this.#buf.length) return;
+    const grown = Buffer.allocUnsafe(this.size + n);
+    this.#buf.copy(grown, 0, 0, this.size);
+    this.#buf = grown;
+  }
+
+  #added(digest: string, stored: number): void {
+    this.#hash.update(this.#buf.subarray(this.size, this.size + stored));
+    this.entries.push([digest, this.size, stored]);
+    this.size += stored;
+  }
+
+  /** A chunk as it is, as a gzip member of stored blocks (gzip-stored.ts). */
+  addStored(digest: string, parts: readonly Buffer[], bytes: number): void {
+    this.#room(storedMemberBytes(bytes));
+    this.#added(digest, writeStoredMember(parts, bytes, this.#buf, this.size));
+  }
+
+  /** A chunk already deflated (a gzip member). */
+  addBody(digest: string, body: Buffer): void {
+    this.#room(body.length);
+    body.copy(this.#buf, this.size);
+    this.#added(digest, body.length);
   }
 
   finish(): { digest: string; body: Buffer } {
-    return { digest: this.#hash.digest('hex'), body: Buffer.concat(this.parts, this.size) };
+    return { digest: this.#hash.digest('hex'), body: this.#buf.subarray(0, this.size) };
   }
 }
 
@@ -157,18 +193,20 @@ class PackSession implements ChunkSink {
     const claim = deferred();
     this.#claims.set(digest, claim);
     this.#s.inFlight.set(digest, claim.promise);
-    const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-    // One output buffer the size a stored chunk can reach: zlib's default 16 KiB costs a thread-pool round trip each,
-    // a larger fixed one is garbage the size of a megabyte per chunk. Level 0 only frames and sums the bytes: done
-    // here, it saves a round trip to the thread pool per chunk of data that does not compress.
-    const opts = { chunkSize: Math.max(64 * 1024, maxStoredChunkBytes(bytes.length)) };
-    const body = compresses(bytes) ? await gzip(bytes, { ...opts, level: 1 }) : gzipSync(bytes, { ...opts, level: 0 });
+    const bytes = parts.reduce((n, p) => n + p.length, 0);
+    // Data that does not compress is framed as it is, straight into the pack (gzip-stored.ts); the rest is deflated at
+    // level 1 into one output buffer the size a stored chunk can reach (zlib's default 16 KiB costs a thread-pool
+    // round trip each).
+    const body = compresses(parts, bytes)
+      ? await gzip(parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes), { chunkSize: Math.max(64 * 1024, maxStoredChunkBytes(bytes)), level: 1 })
+      : null;
     if (this.#pack === null) {
       // The memory of every build's packs together is bounded: a build waits here for a pack to go out.
       await this.#s.acquire();
-      this.#pack = new PackWriter();
+      this.#pack = new PackWriter(this.#s.packBytes + maxStoredChunkBytes(maxChunkBytes));
     }
-    this.#pack.add(digest, body);
+    if (body === null) this.#pack.addStored(digest, parts, bytes);
+    else this.#pack.addBody(digest, body);
     if (this.#pack.size >= this.#s.packBytes) await this.#seal();
   };
 
@@ -177,7 +215,6 @@ class PackSession implements ChunkSink {
     if (w === null) return;
     this.#pack = null;
     const { digest, body } = w.finish();
-    w.parts.length = 0;
     const up = this.#s.upload(w, digest, body).then(() => {
       for (const [d, offset, stored] of w.entries) this.#claims.get(d)?.resolve({ pack: digest, offset, stored });
     }, (err: unknown) => {
@@ -587,11 +624,15 @@ type Mismatch = { digest: string; size: number; got: { digest: string; size: num
 async function inflateEntry(stored: Buffer, bytesRead: number, e: PackEntry): Promise<Buffer | Mismatch> {
   const miss = (digest: string, size = -1): Mismatch => ({ digest: e.digest, size: e.size, got: { digest, size } });
   if (bytesRead !== e.stored) return miss(`(not computed: ${bytesRead} of ${e.stored} stored bytes)`);
-  let bytes: Buffer;
-  try {
-    bytes = await gunzip(stored, { maxOutputLength: e.size, chunkSize: Math.max(64 * 1024, e.size) });
-  } catch (err) {
-    return miss(`(not computed: ${(err as Error).message})`);
+  // A chunk the pusher stored as it is is unframed here (no thread-pool round trip, no deflate pass); any other form
+  // goes through gunzip, which refuses what is not gzip.
+  let bytes = readStoredMember(stored, e.size);
+  if (bytes === null) {
+    try {
+      bytes = await gunzip(stored, { maxOutputLength: e.size, chunkSize: Math.max(64 * 1024, e.size) });
+    } catch (err) {
+      return miss(`(not computed: ${(err as Error).message})`);
+    }
   }
   const actual = createHash('sha256').update(bytes).digest('hex');
   return bytes.length === e.size && actual === e.digest ? bytes : miss(actual, bytes.length);

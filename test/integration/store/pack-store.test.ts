@@ -74,6 +74,78 @@ describe('pack store', () => {
     });
   });
 
+  it('chunks in parts, stored and deflated ones mixed, read back whole and one by one through gunzip and fetchRange', async () => {
+    await withDir(async (dir) => {
+      const store = new WrappedStore(new DirBlobStore(join(dir, 'bucket')));
+      const ps = new PackStore(store, layout, { packBytes: 256 * 1024 });
+      // Random (framed as they are), text (deflated), one larger than a stored block, one empty, and last one larger
+      // than the chunker ever cuts (the pack's buffer, sized for packBytes plus one chunk, grows for it).
+      const chunks = [randomBytes(70_000), Buffer.alloc(50_000, 'log line\n'), randomBytes(3), Buffer.alloc(0), randomBytes(140_000), randomBytes(1_100_000)];
+      const sink = ps.openSink();
+      // Each chunk in three parts, as the chunker hands over a chunk that spans reads.
+      for (const c of chunks) await sink.add(sha(c), [c.subarray(0, 1), c.subarray(1, c.length >> 1), c.subarray(c.length >> 1)]);
+      const places = await sink.finish([fileOf(chunks)]);
+      const pack = places.get(sha(chunks[0]!))!.pack;
+      const bytes = (await store.inner.getBuffer(layout.packKey(asDigest(pack)), 4 << 20))!;
+      assert.equal(sha(bytes), pack, 'a pack is named by its sha256');
+      assert.deepEqual(gunzipSync(bytes), Buffer.concat(chunks));
+      assert.ok(places.get(sha(chunks[1]!))!.stored < 5_000, 'text is deflated');
+      assert.equal(new Set([...places.values()].map((p) => p.pack)).size, 1, 'one pack');
+      for (const c of chunks) {
+        const p = places.get(sha(c))!;
+        assert.deepEqual(gunzipSync(bytes.subarray(p.offset, p.offset + p.stored)), c);
+        const file = join(dir, `range-${sha(c)}`);
+        const got = await ps.fetchRange({ pack, start: p.offset, length: p.stored, entries: [{ digest: sha(c), size: c.length, offset: p.offset, stored: p.stored }] }, file);
+        assert.equal(got.status, 'ok');
+        assert.deepEqual(await readFile(file), c);
+      }
+    });
+  });
+
+  it('packs go up several at once; one PUT failing fails the build after the others ended, and the next build sends its chunks again', async () => {
+    await withDir(async (dir) => {
+      const store = new WrappedStore(new DirBlobStore(join(dir, 'bucket')));
+      const ps = new PackStore(store, layout, { packBytes: 16 * 1024, concurrency: 3 });
+      let inFlight = 0;
+      let most = 0;
+      let n = 0;
+      let failed: string | null = null;
+      // In flight from the PUT's start until it failed or the bytes are in the bucket.
+      store.beforePut = async (key) => {
+        most = Math.max(most, ++inFlight);
+        await new Promise((r) => setTimeout(r, 20));
+        if (++n === 2) {
+          failed = key;
+          inFlight--;
+          throw new Error('injected: PUT refused');
+        }
+      };
+      store.afterPut = () => void inFlight--;
+      const chunks = Array.from({ length: 24 }, () => randomBytes(6_000));
+      const sink = ps.openSink();
+      // As the replicator: the failure reaches the build at an add once the PUT failed (or at finish), and the build's
+      // sink is abandoned, which waits for the uploads still in flight.
+      const outcome = await (async () => {
+        for (const c of chunks) await sink.add(sha(c), [c]);
+        return sink.finish([fileOf(chunks)]);
+      })().then(() => null, async (err: unknown) => {
+        await sink.abandon();
+        return err;
+      });
+      assert.match(String(outcome), /injected: PUT refused/);
+      assert.ok(most >= 2, `${most} pack uploads at once`);
+      assert.ok(failed !== null);
+      assert.equal(inFlight, 0, 'no upload left running once the build is abandoned');
+      assert.equal(await store.exists(failed), false, 'the refused pack is not in the bucket');
+      store.beforePut = undefined;
+      const places = await build(ps, join(dir, 'again'), chunks);
+      for (const c of chunks) {
+        const p = places.get(sha(c))!;
+        assert.ok(await store.exists(layout.packKey(asDigest(p.pack))), 'every place names a pack in the bucket (the refused one sent again)');
+      }
+    });
+  });
+
   it('two builds adding the same chunks at once store them once; the second waits for the first', async () => {
     await withDir(async (dir) => {
       const store = new WrappedStore(new DirBlobStore(join(dir, 'bucket')));
