@@ -2,7 +2,7 @@
 // 13's targets alone, taken as `npm run bench` takes it — the recovery point of 40 containers of the 46 MB image
 // (bench/recovery.ts): push + pull until all 40 are staged (the pusher ships the image meanwhile), then the idle
 // windows of 30 s at the bench's 20 ms poll and at the default 250 ms, VmRSS of each process at each window's end.
-// Without the other workloads of the run (about 3 min instead of 15); `TWINLAYER_BENCH_BIN=OTHER/bin/twinlayer.js`
+// Without the other workloads of the run (about 1.5 min instead of 15); `TWINLAYER_BENCH_BIN=OTHER/bin/twinlayer.js`
 // measures another tree's build. Writes results/<date>-idle-rss[-T].json.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
