@@ -3,7 +3,8 @@
 // (KeyLayout.imageKey; the standby's loader reads that contract). Content-addressed: an image whose objects are all
 // in the bucket costs a HEAD each, a layer shared by images or generations goes up once.
 //
-// Never on the commit path: a commit does not wait for it. One image at a time, in the background: `docker save`,
+// Never on the commit path: a commit does not wait for it, and the pusher has the save read at a pace that gives way
+// to commits (commit-yield.ts). One image at a time, in the background: `docker save`,
 // each layer hashed and gzip'd into the state dir while it streams by (image-archive.ts), checked against the
 // identity the spec carries (nothing is uploaded from an archive that is not that image), then the missing objects
 // go up. A failure that would repeat (the archive is not the image, zstd layers) is logged once and not tried again
@@ -16,6 +17,7 @@ import { ImageArchiveError, readImageArchive, verifyArchive, type DockerRuntime,
 import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/index.js';
 import type { Bucket } from '../store/index.js';
+import type { CommitYield } from './commit-yield.js';
 
 export interface ImageShipperOptions {
   runtime: Pick<DockerRuntime, 'saveImage' | 'imageSize'>;
@@ -34,6 +36,8 @@ export interface ImageShipperOptions {
   reserveBytes?: number;
   /** Free bytes of the filesystem holding `dir` (statfs); tests pass their own. */
   freeBytes?: (dir: string) => Promise<number>;
+  /** The saved image is read at this pace: it gives way to commits (commit-yield.ts). Unset: as fast as it comes. */
+  pace?: CommitYield;
 }
 
 /** The wait after the `failures`-th failure in a row (1-based): base doubled each time, capped. */
@@ -214,7 +218,8 @@ export class ImageShipper {
     await rm(work, { recursive: true, force: true });
     await mkdir(work, { recursive: true, mode: 0o700 });
     try {
-      const saved = await readImageArchive(await this.#o.runtime.saveImage(imageId, { signal }), { dir: work, signal, imageId });
+      const save = await this.#o.runtime.saveImage(imageId, { signal });
+      const saved = await readImageArchive(this.#o.pace?.pace(save, signal) ?? save, { dir: work, signal, imageId });
       verifyArchive(saved, identity, { imageId });
       let uploaded = 0;
       let bytes = 0;

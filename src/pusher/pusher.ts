@@ -13,6 +13,7 @@ import { learnChunksFromBucket, type LearnBounds } from './bucket-chunks.js';
 import { BurstCollector } from './burst.js';
 import type { CheckpointPolicy } from './checkpoint-policy.js';
 import { chooseGeneration, type WriterPosition } from './generation.js';
+import { CommitYield } from './commit-yield.js';
 import { ImageShipper } from './image-shipper.js';
 import { ContainerReplicator, type ReplicatorStatus } from './replicator.js';
 import { ShippedStateStore, type ShippedFile } from './shipped-state.js';
@@ -126,7 +127,14 @@ export class Pusher {
       const dir = join(this.#opts.stateDir, 'push', 'images');
       // What a killed shipper left there is never resumed.
       await rm(dir, { recursive: true, force: true });
-      this.#images = new ImageShipper({ runtime, bucket, dir, log: log.child({ unit: 'images' }), metrics: this.#opts.metrics });
+      // The save is read only while no container has a change collected or a commit in flight (bounded: commit-yield.ts).
+      const pace = new CommitYield({
+        busy: () => {
+          for (const w of this.#watched.values()) if (w.collector.pending || w.replicator.busy) return true;
+          return false;
+        },
+      });
+      this.#images = new ImageShipper({ runtime, bucket, dir, log: log.child({ unit: 'images' }), metrics: this.#opts.metrics, pace });
     }
     await this.#learnFromBucket(position.opened ? null : head);
     await this.discover();

@@ -157,6 +157,11 @@ export class ContainerReplicator {
     this.#kick();
   }
 
+  /** Whether a ship is under way or waits (its backoff included). */
+  get busy(): boolean {
+    return this.#running !== null;
+  }
+
   /** Resolves when nothing is pending and nothing is in flight (or after the first failure, if failFast). */
   async idle(): Promise<void> {
     for (let i = 0; i < 1_000_000 && this.#running; i++) await this.#running;

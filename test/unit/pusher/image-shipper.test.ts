@@ -11,6 +11,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { create } from 'tar';
 import type { ImageIdentity } from '../../../src/docker/index.js';
 import { createLogger } from '../../../src/log/logger.js';
+import { CommitYield } from '../../../src/pusher/commit-yield.js';
 import { ImageShipper, shipBackoffMs } from '../../../src/pusher/image-shipper.js';
 import { Bucket, DirBlobStore } from '../../../src/store/index.js';
 import { testSignatures } from '../../support/signing.js';
@@ -51,7 +52,7 @@ describe('ImageShipper', () => {
   });
 
   let n = 0;
-  function make(runtime: { saveImage?: () => Promise<NodeJS.ReadableStream>; free?: number; onEngine?: (imageId: string) => boolean }): { shipper: ImageShipper; saves: () => number; saved: string[] } {
+  function make(runtime: { saveImage?: () => Promise<NodeJS.ReadableStream>; free?: number; onEngine?: (imageId: string) => boolean; pace?: CommitYield }): { shipper: ImageShipper; saves: () => number; saved: string[] } {
     let saves = 0;
     const saved: string[] = [];
     const shipper = new ImageShipper({
@@ -70,6 +71,7 @@ describe('ImageShipper', () => {
       baseBackoffMs: 20,
       maxBackoffMs: 40,
       freeBytes: () => Promise.resolve(runtime.free ?? Number.MAX_SAFE_INTEGER),
+      ...(runtime.pace === undefined ? {} : { pace: runtime.pace }),
     });
     return { shipper, saves: () => saves, saved };
   }
@@ -89,6 +91,21 @@ describe('ImageShipper', () => {
       const again = await shipper.ship('sha256:id', identity, signal);
       assert.deepEqual(again, { uploaded: 0, present: 2, bytes: 0 });
       assert.equal(saves(), 1, 'no docker save when every object is in the bucket');
+    } finally {
+      await shipper.stop();
+    }
+  });
+
+  it('reads the saved image only while no commit is under way', async () => {
+    let busy = true;
+    const { shipper, saves } = make({ pace: new CommitYield({ busy: () => busy, pollMs: 2, maxWaitMs: 60_000 }) });
+    try {
+      shipper.want('c1', 'sha256:id', identity);
+      await until('saved', () => saves() === 1);
+      await delay(150);
+      assert.equal(shipper.status()[0]?.state, 'shipping', 'held while a commit is under way');
+      busy = false;
+      await until('shipped once the commit is over', () => shipper.status()[0]?.state === 'shipped');
     } finally {
       await shipper.stop();
     }
