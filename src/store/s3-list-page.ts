@@ -42,50 +42,75 @@ function decodeText(raw: string): string {
   });
 }
 
-// A start tag (with attributes), an end tag, or a self-closing tag; text runs between tags.
-const TAG = /<(\/?)([A-Za-z_][\w.:-]*)((?:\s+[A-Za-z_][\w.:-]*\s*=\s*(?:"[^"<]*"|'[^'<]*'))*)\s*(\/?)>/y;
-const TEXT = /[^<]+/y;
 const DECLARATION = /^\uFEFF?<\?xml(?:\s+[a-z]+\s*=\s*(?:"[^"<>]*"|'[^'<>]*'))*\s*\?>/;
+const ATTRIBUTES = /^(?:\s+[A-Za-z_][\w.:-]*\s*=\s*(?:"[^"<>]*"|'[^'<>]*'))*\s*$/;
+
+/** XML names as S3 writes them: a letter or _, then letters, digits, _ . : - (checked by hand: a regex per tag was
+ *  most of a 200-key page's reading time). */
+function isName(s: string, from: number, to: number): boolean {
+  if (to <= from) return false;
+  for (let i = from; i < to; i++) {
+    const c = s.charCodeAt(i);
+    const letter = (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c === 95;
+    if (!letter && (i === from || !((c >= 48 && c <= 57) || c === 46 || c === 58 || c === 45))) return false;
+  }
+  return true;
+}
+
+const isSpace = (c: number): boolean => c === 32 || c === 9 || c === 10 || c === 13;
 
 /** The document's root element. Mixed content (text beside child elements) must be whitespace. */
 export function readXml(xml: string): XmlElement {
   let i = DECLARATION.exec(xml)?.[0].length ?? 0;
   const stack: XmlElement[] = [];
+  let top: XmlElement | undefined;
   let root: XmlElement | null = null;
-  while (i < xml.length) {
-    TEXT.lastIndex = i;
-    const text = TEXT.exec(xml);
-    if (text !== null) {
-      const top = stack[stack.length - 1];
+  const len = xml.length;
+  while (i < len) {
+    const lt = xml.indexOf('<', i);
+    if (lt !== i) {
+      const end = lt < 0 ? len : lt;
+      const text = xml.slice(i, end);
+      i = end;
       if (top === undefined) {
-        if (text[0].trim() !== '') throw new Malformed('text outside the root element');
+        if (text.trim() !== '') throw new Malformed('text outside the root element');
       } else {
-        top.text += decodeText(text[0]);
+        top.text += text.includes('&') ? decodeText(text) : text;
       }
-      i = TEXT.lastIndex;
       continue;
     }
-    TAG.lastIndex = i;
-    const tag = TAG.exec(xml);
-    if (tag === null) throw new Malformed(`no tag at offset ${i}: ${JSON.stringify(xml.slice(i, i + 40))}`);
-    i = TAG.lastIndex;
-    const [, close, name = '', , selfClose] = tag;
-    if (close === '/') {
-      if (selfClose === '/') throw new Malformed(`a malformed end tag </${name}/>`);
+    // A tag: <name attr="v">, </name> or <name/>. An attribute value holding '>' ends the tag early and is refused.
+    const gt = xml.indexOf('>', i);
+    if (gt < 0) throw new Malformed(`an unterminated tag at offset ${i}`);
+    const close = xml.charCodeAt(i + 1) === 47;
+    const selfClose = !close && xml.charCodeAt(gt - 1) === 47;
+    const from = close ? i + 2 : i + 1;
+    const innerEnd = selfClose ? gt - 1 : gt;
+    let nameEnd = from;
+    while (nameEnd < innerEnd && !isSpace(xml.charCodeAt(nameEnd))) nameEnd++;
+    const rest = nameEnd < innerEnd ? xml.slice(nameEnd, innerEnd) : '';
+    if (!isName(xml, from, nameEnd) || (rest !== '' && (close ? rest.trim() !== '' : !ATTRIBUTES.test(rest)))) {
+      throw new Malformed(`no tag at offset ${i}: ${JSON.stringify(xml.slice(i, Math.min(gt + 1, i + 40)))}`);
+    }
+    const name = xml.slice(from, nameEnd);
+    i = gt + 1;
+    if (close) {
       const open = stack.pop();
+      top = stack[stack.length - 1];
       if (open?.name !== name) throw new Malformed(`</${name}> closes ${open === undefined ? 'nothing' : `<${open.name}>`}`);
       if (open.children.length > 0 && open.text.trim() !== '') throw new Malformed(`<${name}> mixes text and elements`);
       continue;
     }
-    if (root !== null && stack.length === 0) throw new Malformed(`a second root element <${name}>`);
+    if (root !== null && top === undefined) throw new Malformed(`a second root element <${name}>`);
     const el: XmlElement = { name, children: [], text: '' };
-    if (stack.length === 0) root = el;
-    else stack[stack.length - 1]?.children.push(el);
-    if (selfClose === '/') continue;
+    if (top === undefined) root = el;
+    else top.children.push(el);
+    if (selfClose) continue;
     if (stack.length >= MAX_DEPTH) throw new Malformed(`elements nested deeper than ${MAX_DEPTH}`);
     stack.push(el);
+    top = el;
   }
-  if (stack.length > 0) throw new Malformed(`the answer ends inside <${stack[stack.length - 1]?.name ?? ''}>`);
+  if (top !== undefined) throw new Malformed(`the answer ends inside <${top.name}>`);
   if (root === null) throw new Malformed('no root element');
   return root;
 }
