@@ -6,7 +6,8 @@
 //   - per-change sync latency: one 4 KiB write in one container → staged in its twin's upper dir (write clock:
 //     inotify on the primary's upper dir, as bench/sync.ts), `--samples` writes spread over the containers, the
 //     puller polling every 20 ms (the bench poll); CPU of both processes over these writes;
-//   - a quiet minute (`--idle-seconds`) with the puller at its default 250 ms poll: bucket requests per minute of each
+//   - a quiet minute (`--idle-seconds`) with the puller at its default 250 ms poll, after the pusher's first bucket
+//     GC run (reported apart: its CPU ms): bucket requests per minute of each
 //     side (at the proxies), CPU % of a core (/proc/<pid>/stat utime + stime) and VmRSS of each process;
 //   - the inotify watches and instances the pusher holds;
 //   - MASTER posted to that idle puller's hook (primaries stopped) → every twin answering 200 with its latest
@@ -94,6 +95,9 @@ export interface ScalePoint {
     /** Requests answered over the window by method and key pattern (numbers and digests folded). */
     requestKinds: { primary: Record<string, number>; standby: Record<string, number> };
   };
+  /** The pusher's first bucket GC run, before the idle window: `spanCpuMs` its CPU from the idle puller's start to the
+   *  run's log line (`spanSeconds`), `cpuMs` that less the idle window's rate over the span. */
+  firstGc: { collected: boolean; spanSeconds: number; spanCpuMs: number; cpuMs: number };
   inotify: { watches: number; instances: number };
   master: {
     /** MASTER posted → every twin answered 200 with its latest content (ms); NaN when some never did. */
@@ -190,6 +194,17 @@ async function runPoint(c: Cluster, n: number, log: (line: string) => void): Pro
     procs.push(puller);
     await waitAllStaged(c, hookPort, names, 120_000);
     await sleep(5_000); // the new puller's first checks, anything in flight
+    // The pusher's first bucket GC run (GcLoop: a minute after its start, then hourly) is one-off work, not idling:
+    // the window starts after it, and the run is reported apart (the pusher's CPU from here to its log line, less
+    // what the idle window's rate gives for that span).
+    const gcMeter = new ProcMeter(pusher.child.pid!);
+    await gcMeter.begin();
+    const g0 = performance.now();
+    const gcLine = await pusher.waitForLine(/"msg":"bucket garbage collect(ed|ion failed|ion stopped)/, 180_000);
+    const gcSpanSeconds = (performance.now() - g0) / 1000;
+    const gcCpuSeconds = (await gcMeter.end()).cpuSeconds;
+    log(`  ${n}: first bucket GC run over (${gcLine.includes('"bucket garbage collected"') ? 'collected' : 'not collected'}) after ${Math.round(gcSpanSeconds)} s, ${Math.round(gcCpuSeconds * 1000)} ms CPU`);
+    await sleep(2_000);
     const idleMeters = { pusher: new ProcMeter(pusher.child.pid!), puller: new ProcMeter(puller.child.pid!) };
     for (const m of Object.values(idleMeters)) await m.begin();
     const p0 = proxies.pusher.stats.requests;
@@ -211,6 +226,10 @@ async function runPoint(c: Cluster, n: number, log: (line: string) => void): Pro
       pusher: await figures(idleMeters.pusher, idleSeconds), puller: await figures(idleMeters.puller, idleSeconds),
       requestKinds: { primary: Object.fromEntries(kinds.primary), standby: Object.fromEntries(kinds.standby) },
     };
+    const firstGc = {
+      collected: gcLine.includes('"bucket garbage collected"'), spanSeconds: Math.round(gcSpanSeconds * 10) / 10, spanCpuMs: Math.round(gcCpuSeconds * 1000),
+      cpuMs: Math.max(0, Math.round(gcCpuSeconds * 1000 - idle.pusher.cpuPercent * 10 * gcSpanSeconds)),
+    };
     log(`  ${n}: idle ${JSON.stringify(idle)}; inotify ${JSON.stringify(inotify)}`);
 
     // MASTER on the idle puller, the primaries stopped; then the floor.
@@ -230,7 +249,7 @@ async function runPoint(c: Cluster, n: number, log: (line: string) => void): Pro
       ratio: ratio(m.totalMs, f.totalMs),
     };
     log(`  ${n}: MASTER ${JSON.stringify(master)}`);
-    return { containers: n, stageAllMs, sync: summarize(syncSamples), syncSamples, underWrites, idle, inotify, master };
+    return { containers: n, stageAllMs, sync: summarize(syncSamples), syncSamples, underWrites, idle, firstGc, inotify, master };
   } catch (err) {
     for (const p of procs) log(`${p.lines.slice(-8).join('\n')}`);
     throw err;
@@ -248,11 +267,11 @@ async function runPoint(c: Cluster, n: number, log: (line: string) => void): Pro
 function render(points: ScalePoint[], meta: { date: string; load: string }): string {
   const ref = points.find((p) => p.containers === 1)?.sync.median ?? Number.NaN;
   const f = (x: number): string => (Number.isFinite(x) ? String(x) : '–');
-  const header = ['containers', 'all staged (s)', '4 KiB → twin, median (min–max) ms', '/ 1 container', 'standby idle requests/min', 'idle CPU % push / pull', 'idle RSS MB push / pull',
+  const header = ['containers', 'all staged (s)', '4 KiB → twin, median (min–max) ms', '/ 1 container', 'standby idle requests/min', 'idle CPU % push / pull', 'bucket GC run: CPU ms', 'idle RSS MB push / pull',
     'CPU % under writes push / pull', 'MASTER → all answering (ms)', 'Docker API floor (ms)', 'ratio', 'twins answering', 'hook: outcome, started', 'inotify watches (instances)'];
   const rows = points.map((p) => [
     String(p.containers), f(Math.round(p.stageAllMs / 100) / 10), `${p.sync.median} (${p.sync.min}–${p.sync.max})`, f(ratio(p.sync.median, ref)),
-    String(p.idle.standbyRequestsPerMinute), `${p.idle.pusher.cpuPercent} / ${p.idle.puller.cpuPercent}`, `${p.idle.pusher.rssMB} / ${p.idle.puller.rssMB}`,
+    String(p.idle.standbyRequestsPerMinute), `${p.idle.pusher.cpuPercent} / ${p.idle.puller.cpuPercent}`, `${p.firstGc.cpuMs}${p.firstGc.collected ? '' : ' (failed)'}`, `${p.idle.pusher.rssMB} / ${p.idle.puller.rssMB}`,
     `${p.underWrites.pusher.cpuPercent} / ${p.underWrites.puller.cpuPercent}`, f(p.master.totalMs), f(p.master.floorMs), f(p.master.ratio),
     `${p.master.answered} / ${p.containers}`, `${p.master.hookOutcome}${p.master.hookTimedOut ? ' (answered at the boot timeout)' : ''}, ${p.master.hookStarted}`,
     `${p.inotify.watches} (${p.inotify.instances})`,
@@ -264,6 +283,8 @@ function render(points: ScalePoint[], meta: { date: string; load: string }): str
     `Busybox httpd containers of a ${IMAGE_MB} MB image; sync samples with the puller polling every ${LATENCY_POLL_MS} ms, the idle window and MASTER at its default ${DEFAULT_POLL_MS} ms;`,
     'CPU as % of one core (utime + stime over the window), RSS = VmRSS at its end; the floor starts the same stopped containers through the Docker API',
     'at the puller\'s start concurrency (bench/recovery.ts); "twins answering": 200 with the latest content within 120 s.',
+    'The idle window starts 2 s after the pusher\'s first bucket GC run (a minute after its start) ended: "bucket GC run" is the pusher\'s CPU from',
+    'the idle puller\'s start to that run\'s log line, less the idle window\'s rate over that span.',
     '',
     `| ${header.join(' | ')} |`,
     `|${header.map(() => '---').join('|')}|`,

@@ -13,7 +13,6 @@ import {
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
-  ListObjectsCommand,
   PutObjectCommand,
   S3Client,
   type S3ClientConfig,
@@ -27,6 +26,7 @@ import type { BucketRequestKind, Metrics } from '../metrics/index.js';
 import { checkRange, defaultRetryPolicy, observed, type BlobStore, type BodyObserver, type DeleteManyOptions, type GetOptions, type ListedObject, type PutOptions, type RangeObserved, type RangeOptions, type RangeRead, type RetryPolicy } from './blob-store.js';
 import { BucketMissingError, ObjectTooLargeError, StoreRequestError, StoreUnreachableError } from './errors.js';
 import { checkRetryPolicy, withRetries } from './retry.js';
+import { parseListPage } from './s3-list-page.js';
 import { SmallGetter } from './s3-small-get.js';
 import { withAttemptTimeout } from './attempt-timeout.js';
 
@@ -59,6 +59,10 @@ export interface S3BlobStoreOptions {
 }
 
 const MIB = 1024 * 1024;
+/** Keys a listing page asks for (S3's most). */
+const LIST_PAGE_KEYS = 1000;
+/** A page of 1000 keys of at most 1024 bytes each, with their entities and fields, stays well below this. */
+const MAX_LIST_PAGE_BYTES = 8 * MIB;
 /** S3's smallest part (all but the last). */
 const MIN_PART_BYTES = 5 * MIB;
 
@@ -171,6 +175,7 @@ export class S3BlobStore implements BlobStore {
   readonly #retry: RetryPolicy;
   readonly #log: Logger;
   readonly #smallRequestTimeoutMs: number;
+  readonly #requestTimeoutMs: number;
   readonly #metrics: Metrics | undefined;
   readonly #multipartFromBytes: number;
   readonly #partBytes: number;
@@ -185,6 +190,7 @@ export class S3BlobStore implements BlobStore {
     this.#metrics = opts.metrics;
     const timeout = opts.requestTimeoutMs ?? 30_000;
     if (!Number.isInteger(timeout) || timeout < 1) throw new TypeError(`Expected \`requestTimeoutMs\` to be a positive integer, got ${String(timeout)}`);
+    this.#requestTimeoutMs = timeout;
     // s3rver (and a struggling server) can leave a GET racing a PUT of the same key unanswered until its socket
     // times out; a head poll must not wait that long when a retry answers at once.
     this.#smallRequestTimeoutMs = opts.smallRequestTimeoutMs ?? 2_000;
@@ -633,24 +639,25 @@ export class S3BlobStore implements BlobStore {
     });
   }
 
-  /** The pages of list(), with each object's size and LastModified. */
+  /** The pages of list(), with each object's size and LastModified: lean signed ListObjects pages (s3-small-get.ts),
+   *  each read by s3-list-page.ts, which refuses a page that is not what was asked for. */
   async *listObjects(prefix: string, startAfter?: string): AsyncIterable<ListedObject> {
     let marker = startAfter;
-    // Bounded by the bucket's size: every page moves the marker strictly forward or ends the listing.
+    const where = { endpoint: this.endpoint, bucket: this.bucket };
+    // Bounded by the bucket's size: every page moves the marker strictly forward (s3-list-page.ts checks) or ends it.
     for (;;) {
-      const page = await this.#request('list', prefix, () => {
+      const page = await this.#request('list', prefix, async () => {
         this.#count('LIST');
-        return this.#client.send(new ListObjectsCommand({ Bucket: this.bucket, Prefix: prefix, MaxKeys: 1000, ...(marker === undefined ? {} : { Marker: marker }) }));
+        // A whole page within the request timeout (the SDK bounded each socket read; 1000 keys are some hundreds of KB).
+        const xml = await withAttemptTimeout(this.#requestTimeoutMs, (signal) => this.#small.listPage(prefix, marker, LIST_PAGE_KEYS, MAX_LIST_PAGE_BYTES, signal, (size) => {
+          throw new ObjectTooLargeError(prefix, size, MAX_LIST_PAGE_BYTES);
+        }));
+        return parseListPage(xml.toString('utf8'), prefix, marker, Date.now(), where);
       });
-      let last: string | undefined;
-      for (const obj of page.Contents ?? []) {
-        if (obj.Key === undefined) continue;
-        last = obj.Key;
-        // A listing without a time is taken as written now: GC then leaves the object for its grace period.
-        yield { key: obj.Key, size: obj.Size ?? 0, lastModified: obj.LastModified?.getTime() ?? Date.now() };
-      }
-      if (page.IsTruncated !== true || last === undefined || last === marker) return;
-      marker = last;
+      for (const o of page.objects) yield o;
+      const last = page.objects[page.objects.length - 1];
+      if (!page.isTruncated || last === undefined) return;
+      marker = last.key;
     }
   }
 

@@ -4,6 +4,7 @@
 // 304 takes), over 1 % of a core for the head poll alone. The signature is @smithy/signature-v4's, the SDK's own
 // signer, with the credentials the S3 client resolves (same chain, same cache). Failures look like the SDK's
 // (`name` the S3 error code, `$metadata.httpStatusCode`), so the store's retry and error rules apply unchanged.
+// Listing pages go the same way (listPage): the standby lists its specs every 20 polls.
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 
@@ -129,21 +130,8 @@ export class SmallGetter {
    * the request, the body's read included, with the signal's reason.
    */
   async get(key: string, etag: string | undefined, maxBytes: number, signal: AbortSignal, tooLarge: (size: number) => never): Promise<SmallGetResult> {
-    signal.throwIfAborted();
-    const base = await this.#baseOf();
-    const { url } = base;
-    const path = `${url.pathname.replace(/\/+$/, '')}/${key.split('/').map(escapeSegment).join('/')}`;
-    const headers: Record<string, string> = { host: url.host, 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' };
-    if (etag !== undefined) headers['if-none-match'] = etag;
-    const offset = this.#clockOffsetMs();
-    const signed = await this.#signer.sign(
-      { method: 'GET', protocol: url.protocol, hostname: url.hostname, ...(url.port === '' ? {} : { port: Number(url.port) }), path, query: {}, headers },
-      { signingDate: new Date(Date.now() + offset) },
-    );
-    signal.throwIfAborted();
-    const res = await this.#send(base, path, signed.headers, signal);
+    const res = await this.#signedGet((base) => `${base.replace(/\/+$/, '')}/${key.split('/').map(escapeSegment).join('/')}`, {}, etag, signal);
     const status = res.statusCode ?? 0;
-    if (status >= 400) this.#noteServerClock(res.headers.date, offset);
     if (status === 304) {
       res.resume();
       return { status: 'unchanged' };
@@ -158,11 +146,53 @@ export class SmallGetter {
       const tag = res.headers.etag;
       return { status: 'ok', body, etag: typeof tag === 'string' && tag !== '' ? tag : undefined, contentLength: Number.isSafeInteger(announced) ? announced : undefined };
     }
-    // An error document is small; one that is not is cut (its first bytes still name the code).
-    const text = (await readBody(res, this.#maxErrorBodyBytes, signal, () => null)).toString('utf8');
-    const err = parseErrorBody(status, text);
+    const err = await this.#errorOf(res, status, signal);
     if (status === 404 && err.name !== 'NoSuchBucket') return { status: 'missing' };
     throw err;
+  }
+
+  /**
+   * One page of a ListObjects (v1) of `prefix` after `marker`, at most `maxKeys` keys: the answer's XML, whole up to
+   * `maxBytes` (past that `tooLarge` throws). No retry (the store retries); s3-list-page.ts reads the page. Version 1
+   * because its marker is the last key listed: s3rver makes version 2's continuation tokens with DES, which OpenSSL 3
+   * refuses (500), as the SDK's listing found before.
+   */
+  async listPage(prefix: string, marker: string | undefined, maxKeys: number, maxBytes: number, signal: AbortSignal, tooLarge: (size: number) => never): Promise<Buffer> {
+    const query: Record<string, string> = { 'max-keys': String(maxKeys), prefix };
+    if (marker !== undefined) query['marker'] = marker;
+    // The bucket itself: path style /bucket, virtual-host style /.
+    const res = await this.#signedGet((base) => base.replace(/\/+$/, '') || '/', query, undefined, signal);
+    const status = res.statusCode ?? 0;
+    if (status === 200) return readBody(res, maxBytes, signal, (bytes) => tooLarge(bytes));
+    throw await this.#errorOf(res, status, signal);
+  }
+
+  /** A signed GET of the path `pathOf` makes from the bucket's base path, with `query`; its answer's head. */
+  async #signedGet(pathOf: (basePath: string) => string, query: Record<string, string>, etag: string | undefined, signal: AbortSignal): Promise<IncomingMessage> {
+    signal.throwIfAborted();
+    const base = await this.#baseOf();
+    const { url } = base;
+    const path = pathOf(url.pathname);
+    const headers: Record<string, string> = { host: url.host, 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' };
+    if (etag !== undefined) headers['if-none-match'] = etag;
+    const offset = this.#clockOffsetMs();
+    const signed = await this.#signer.sign(
+      { method: 'GET', protocol: url.protocol, hostname: url.hostname, ...(url.port === '' ? {} : { port: Number(url.port) }), path, query, headers },
+      { signingDate: new Date(Date.now() + offset) },
+    );
+    signal.throwIfAborted();
+    // The query as the signer canonicalized it: RFC 3986 escaping of names and values, in name order.
+    const search = Object.keys(query).sort().map((k) => `${escapeSegment(k)}=${escapeSegment(query[k] ?? '')}`).join('&');
+    const res = await this.#send(base, search === '' ? path : `${path}?${search}`, signed.headers, signal);
+    if ((res.statusCode ?? 0) >= 400) this.#noteServerClock(res.headers.date, offset);
+    return res;
+  }
+
+  /** An error answer as the SDK shapes it; an error document is small, one that is not is cut (its first bytes still
+   *  name the code). */
+  async #errorOf(res: IncomingMessage, status: number, signal: AbortSignal): Promise<SmallGetHttpError> {
+    const text = (await readBody(res, this.#maxErrorBodyBytes, signal, () => null)).toString('utf8');
+    return parseErrorBody(status, text);
   }
 
   /** An error answer's Date far from the signing clock: the offset to sign with from now on. */
