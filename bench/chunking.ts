@@ -35,6 +35,7 @@ import { downloadValidated } from '../src/puller/validated-download.js';
 import { silentLogger } from '../src/log/logger.js';
 import { uploadChunks } from '../src/pusher/chunk-upload.js';
 import { S3RVER_CREDENTIALS } from '../src/s3server/index.js';
+import { fillRandom } from './lib/random-file.js';
 import { BUCKET, startS3Process } from './lib/s3.js';
 import {
   asDigest, Bucket, PackStore, S3BlobStore, Signatures, SigningKey, type BlobStore, type CommitRecord, type BodyObserver, type GetOptions, type RangeOptions,
@@ -88,19 +89,6 @@ class CountingStore implements BlobStore {
     let n = 0;
     for (const v of this.sizes.values()) n += v;
     return n;
-  }
-}
-
-/** Pseudo-random bytes, `size` of them, into `fh` at `pos` (AES-256-CTR of zeros keyed by `seed`). */
-async function fillRandom(path: string, size: number, seed: string, flags = 'w'): Promise<void> {
-  const key = Buffer.alloc(32, seed);
-  const cipher = createCipheriv('aes-256-ctr', key, Buffer.alloc(16));
-  const fh = await open(path, flags);
-  try {
-    const zeros = Buffer.alloc(4 * MiB);
-    for (let done = 0; done < size; done += zeros.length) await fh.write(cipher.update(zeros.subarray(0, Math.min(zeros.length, size - done))));
-  } finally {
-    await fh.close();
   }
 }
 

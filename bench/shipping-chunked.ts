@@ -11,8 +11,7 @@
 // during the run (sampled every 20 ms) and the pack store's peak packs in memory.
 // Usage: node --import tsx bench/shipping-chunked.ts [--runs=5] [--mb=206] [--tag=T]   (needs dist/: `npm run build`).
 // Prints a line per run and the medians; writes bench/results/<date>-shipping-chunked[-T].json.
-import { createCipheriv } from 'node:crypto';
-import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -22,6 +21,7 @@ import { uploadChunks } from '../src/pusher/chunk-upload.js';
 import { S3RVER_CREDENTIALS } from '../src/s3server/index.js';
 import { asDigest, Bucket, PackStore, S3BlobStore, Signatures, SigningKey } from '../src/store/index.js';
 import { BUCKET, S3Floors, startS3Process } from './lib/s3.js';
+import { fillRandom } from './lib/random-file.js';
 import { summarize, type Summary } from './lib/stats.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -30,18 +30,6 @@ const MiB = 1024 * 1024;
 const arg = (name: string): string | undefined => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const runs = Number(arg('runs') ?? 5);
 const fileMb = Number(arg('mb') ?? 206);
-
-/** Pseudo-random bytes (AES-256-CTR of zeros, keyed by `seed`): they do not compress, and differ per seed. */
-async function fillRandom(path: string, size: number, seed: string): Promise<void> {
-  const cipher = createCipheriv('aes-256-ctr', Buffer.alloc(32, seed), Buffer.alloc(16));
-  const fh = await open(path, 'w');
-  try {
-    const zeros = Buffer.alloc(4 * MiB);
-    for (let done = 0; done < size; done += zeros.length) await fh.write(cipher.update(zeros.subarray(0, Math.min(zeros.length, size - done))));
-  } finally {
-    await fh.close();
-  }
-}
 
 interface Parts { buildMs: number; finishMs: number; blobMs: number; totalMs: number; floorPutMs: number; peakRssMB: number; peakPacksInMemory: number; packs: number }
 

@@ -10,9 +10,8 @@
 // and the floor: one GetObject of the same 206 MB (one object) into a file. The chunk index is empty each run: every
 // chunk is fetched. Usage: node --import tsx bench/staging-chunked.ts [--runs=5] [--mb=206] [--tag=T]
 // (needs dist/: `npm run build`). Prints a table, writes bench/results/<date>-staging-chunked[-T].json.
-import { createCipheriv } from 'node:crypto';
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -27,6 +26,7 @@ import { uploadChunks } from '../src/pusher/chunk-upload.js';
 import { S3RVER_CREDENTIALS } from '../src/s3server/index.js';
 import { asDigest, Bucket, PackStore, S3BlobStore, Signatures, SigningKey, type CommitRecord } from '../src/store/index.js';
 import { BUCKET, startS3Process } from './lib/s3.js';
+import { fillRandom } from './lib/random-file.js';
 import { summarize, type Summary } from './lib/stats.js';
 
 const run = promisify(execFile);
@@ -36,18 +36,6 @@ const MiB = 1024 * 1024;
 const arg = (name: string): string | undefined => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const runs = Number(arg('runs') ?? 5);
 const fileMb = Number(arg('mb') ?? 206);
-
-/** Pseudo-random bytes (AES-256-CTR of zeros): they do not compress. */
-async function fillRandom(path: string, size: number): Promise<void> {
-  const cipher = createCipheriv('aes-256-ctr', Buffer.alloc(32, 'bulk'), Buffer.alloc(16));
-  const fh = await open(path, 'w');
-  try {
-    const zeros = Buffer.alloc(4 * MiB);
-    for (let done = 0; done < size; done += zeros.length) await fh.write(cipher.update(zeros.subarray(0, Math.min(zeros.length, size - done))));
-  } finally {
-    await fh.close();
-  }
-}
 
 interface Parts { listMs: number; blobMs: number; gatherMs: number; applyMs: number; totalMs: number; fetches: number; maxInFlight: number }
 
@@ -89,7 +77,7 @@ async function main(): Promise<void> {
     await stageChangeset(first.file, 'full', { upperDir: seedTwin, tmpDir: join(base, 'seed-twin', 'tmp') });
     await rm(first.file, { force: true });
     const bigFile = join(upper, 'data', 'big.bin');
-    await fillRandom(bigFile, fileMb * MB);
+    await fillRandom(bigFile, fileMb * MB, 'bulk');
     const { record, file } = await ship('reconcile');
     await rm(file, { force: true });
     // The floor's object: the same bytes as one object.
