@@ -108,7 +108,7 @@ export class Fence {
     // The first check may be one in flight that began before `since`; the second then begins after it.
     for (let i = 0; i < 2 && this.#fencedBy === null && this.#lastOkAt < since; i++) await this.check();
     if (this.#fencedBy !== null) throw new FencedError(this.#o.generation, this.#fencedBy);
-    if (this.#lastOkAt < since) throw new Error(`generation ${this.#o.generation}: no check of the bucket begun after ${new Date(since).toISOString()} answered`);
+    if (this.#lastOkAt < since) throw new TwinlayerError('FENCE_UNCONFIRMED', `generation ${this.#o.generation}: no check of the bucket begun after ${new Date(since).toISOString()} answered`, { generation: this.#o.generation });
   }
 
   /** Before each publish: fenced → FencedError; a confirmation older than the interval → a fresh check first. */

@@ -33,7 +33,7 @@ export interface ContainerRuntimeState {
    *  the twin is held as it is (kept with its staged data, none created), checked again every poll. */
   hostProblems: HostProblem[];
   /** The commit that waits for free disk space, as logged: once per commit (the free bytes change at every try). */
-  roomWaitSeq: number | null;
+  roomWait: { generation: number; seq: number } | null;
   /** Why its twin was not started at the last promotion (a bind source gone since it was created). */
   notStarted: string | null;
   /** When the newest record of this container read from the journal, and the newest full one, were published
@@ -57,7 +57,7 @@ export class ContainerStates {
   get(name: string): ContainerRuntimeState {
     let c = this.#map.get(name);
     if (!c) {
-      c = { queue: [], blocked: null, refused: null, spec: null, specTrusted: false, specStale: false, namedSpec: null, twin: 'absent', lastError: null, restage: false, gap: null, staging: false, refusedCommit: null, hostProblems: [], roomWaitSeq: null, notStarted: null, lastCommitAt: null, lastFullAt: null };
+      c = { queue: [], blocked: null, refused: null, spec: null, specTrusted: false, specStale: false, namedSpec: null, twin: 'absent', lastError: null, restage: false, gap: null, staging: false, refusedCommit: null, hostProblems: [], roomWait: null, notStarted: null, lastCommitAt: null, lastFullAt: null };
       this.#map.set(name, c);
     }
     return c;

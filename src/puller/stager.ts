@@ -402,12 +402,12 @@ export class Stager {
       }
       if (room !== null) {
         // Once per commit: the reason names the free bytes, which change at every try while the disk is full.
-        if (c.roomWaitSeq !== record.seq) this.#o.log.warn('staging waits for free disk space', { container: name, seq: record.seq, reason: room });
-        c.roomWaitSeq = record.seq;
+        if (c.roomWait?.seq !== record.seq || c.roomWait.generation !== record.generation) this.#o.log.warn('staging waits for free disk space', { container: name, generation: record.generation, seq: record.seq, reason: room });
+        c.roomWait = { generation: record.generation, seq: record.seq };
         c.lastError = room;
         return staged;
       }
-      c.roomWaitSeq = null;
+      c.roomWait = null;
       const blob = join(this.#o.blobDir, `${record.digest}.${record.seq}`);
       const intent: StageIntent = { container: name, twinId: twin.id, generation: record.generation, seq: record.seq, digest: record.digest };
       let twinStarted = false;

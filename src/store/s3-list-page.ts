@@ -2,9 +2,11 @@
 // parser: the standby lists its specs every 20 head polls, and the SDK's middleware and XML parsing of a 200-key page
 // cost ~45 ms of CPU a minute idle. Only what S3 sends is accepted — elements, attributes, text with the five named
 // and numeric character references; no comments, CDATA, DOCTYPE or processing instructions past the XML declaration —
-// and the page must make sense for the request: every key under the prefix, after the marker, in strictly ascending
-// order (so a server that repeats or reorders a page cannot loop the listing). Anything else is refused, with the
-// prefix named.
+// and the page must make sense for the request: every key under the prefix and after the marker in S3's order (UTF-8
+// bytes), so a server that repeats a page cannot loop the listing. The keys of a page need not be in order among
+// themselves: the embedded S3 server walks its directories and sends `web/spec.json` before `web-db/spec.json`, and
+// the SDK read such pages too. Anything else is refused, with the prefix named. A key with a control character comes
+// as a character reference (`&#x1;`) and is read as the SDK read it: the key layout, not the XML, passes it over.
 import { z } from 'zod';
 
 import { StoreRequestError } from './errors.js';
@@ -35,8 +37,9 @@ function decodeText(raw: string): string {
     if (named !== undefined) return named;
     const m = /^#(?:x([0-9A-Fa-f]{1,6})|([0-9]{1,7}))$/.exec(ref);
     const code = m === null ? Number.NaN : m[1] !== undefined ? Number.parseInt(m[1], 16) : Number(m[2]);
-    // A character XML 1.0 allows (#x9 | #xA | #xD | [#x20-#xD7FF] | [#xE000-#xFFFD] | [#x10000-#x10FFFF]).
-    const allowed = code === 0x9 || code === 0xa || code === 0xd || (code >= 0x20 && code <= 0xd7ff) || (code >= 0xe000 && code <= 0xfffd) || (code >= 0x10000 && code <= 0x10ffff);
+    // Any code point but NUL and the surrogates: S3 writes a key's control characters as references (XML 1.1's
+    // way), and a hostile key refused here would stop the whole listing, not just be passed over by the key layout.
+    const allowed = code >= 0x1 && code <= 0x10ffff && !(code >= 0xd800 && code <= 0xdfff);
     if (!allowed) throw new Malformed(`an unknown character reference ${JSON.stringify(whole)}`);
     return String.fromCodePoint(code);
   });
@@ -159,11 +162,10 @@ export function parseListPage(xml: string, prefix: string, marker: string | unde
     const parsed = pageShape.safeParse(shapeOf(readXml(xml)));
     if (!parsed.success) throw new Malformed(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
     const objects: ListedObject[] = [];
-    let last = marker;
+    const after = marker === undefined ? null : Buffer.from(marker);
     for (const c of parsed.data.contents) {
       if (!c.key.startsWith(prefix)) throw new Malformed(`key ${JSON.stringify(c.key)} is not under the prefix`);
-      if (last !== undefined && !(c.key > last)) throw new Malformed(`key ${JSON.stringify(c.key)} does not sort after ${JSON.stringify(last)}`);
-      last = c.key;
+      if (after !== null && Buffer.compare(Buffer.from(c.key), after) <= 0) throw new Malformed(`key ${JSON.stringify(c.key)} does not sort after the marker ${JSON.stringify(marker)}`);
       objects.push({ key: c.key, size: c.size ?? 0, lastModified: c.lastModified ?? now });
     }
     const isTruncated = parsed.data.isTruncated === 'true';

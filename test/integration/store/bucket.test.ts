@@ -252,11 +252,13 @@ describe('Bucket on s3rver', () => {
     const b = fresh();
     await b.putSpec('web', { image: 'nginx', env: ['A=1'] });
     await b.putSpec('b.c-1', { image: 'x' });
+    // A name that another one starts: the embedded server lists web/ before web-proxy/ (its directory order).
+    await b.putSpec('web-proxy', { image: 'y' });
     assert.deepEqual(await b.getSpec('web'), { image: 'nginx', env: ['A=1'] });
     assert.equal(await b.getSpec('none'), undefined);
     const sp = b.layout.specsPrefix;
     for (const k of ['-bad/spec.json', 'a/b/spec.json', 'x/spec.json.bak', 'y/other.json', '.hidden/spec.json']) await store.put(sp + k, Buffer.from('{}'));
-    assert.deepEqual(await b.listSpecNames(), ['b.c-1', 'web']);
+    assert.deepEqual(await b.listSpecNames(), ['b.c-1', 'web', 'web-proxy']);
     await store.put(b.specKey('broken'), Buffer.from('{'));
     await assert.rejects(b.getSpec('broken'), { code: 'SPEC_INVALID' });
   });

@@ -46,6 +46,7 @@ describe('parseListPage', () => {
       [page(item('tl/a &copy;')), /unknown character reference "&copy;"/],
       [page(item('tl/a & b')), /a bare & in text/],
       [page(item('tl/a&#0;')), /unknown character reference "&#0;"/],
+      [page(item('tl/a&#xD800;')), /unknown character reference "&#xD800;"/],
       [page(item('tl/a<!-- x -->')), /no tag at offset/],
       [page(item('tl/<![CDATA[a]]>')), /no tag at offset/],
       [`<!DOCTYPE x [<!ENTITY e "tl/a">]>${page('')}`, /no tag at offset 0/],
@@ -80,13 +81,24 @@ describe('parseListPage', () => {
     }
   });
 
-  it('refuses a page that does not answer the request: a key outside the prefix, not after the marker, out of order, a truncated page without keys', () => {
+  it('reads pages the SDK read: keys in the embedded server\'s directory order, keys after the marker in UTF-8 byte order, control characters', () => {
+    // s3rver walks its directories: web/ before web-db/ (as strings "web-" sorts before "web/").
+    const dirOrder = parseListPage(page(item('tl/web/spec.json') + item('tl/web-db/spec.json')), 'tl/', undefined, NOW, where);
+    assert.deepEqual(dirOrder.objects.map((o) => o.key), ['tl/web/spec.json', 'tl/web-db/spec.json']);
+    // S3 orders keys by their UTF-8 bytes: U+1F600 (F0 9F …) after U+FF01 (EF BC 81), though not in UTF-16.
+    const utf8 = parseListPage(page(item('tl/\u{1F600}'), 'true'), 'tl/', 'tl/\uFF01', NOW, where);
+    assert.deepEqual(utf8.objects.map((o) => o.key), ['tl/\u{1F600}']);
+    const control = parseListPage(page(item('tl/b&#x1;c')), 'tl/', undefined, NOW, where);
+    assert.deepEqual(control.objects.map((o) => o.key), ['tl/b\u0001c']);
+  });
+
+  it('refuses a page that does not answer the request: a key outside the prefix, not after the marker, a truncated page without keys', () => {
     const cases: Array<[string, string | undefined, RegExp]> = [
       [page(item('other/a')), undefined, /key "other\/a" is not under the prefix/],
-      [page(item('tl/a')), 'tl/a', /key "tl\/a" does not sort after "tl\/a"/],
-      [page(item('tl/a')), 'tl/b', /key "tl\/a" does not sort after "tl\/b"/],
-      [page(item('tl/b') + item('tl/a')), undefined, /key "tl\/a" does not sort after "tl\/b"/],
-      [page(item('tl/a') + item('tl/a')), undefined, /key "tl\/a" does not sort after "tl\/a"/],
+      [page(item('tl/a')), 'tl/a', /key "tl\/a" does not sort after the marker "tl\/a"/],
+      [page(item('tl/a')), 'tl/b', /key "tl\/a" does not sort after the marker "tl\/b"/],
+      [page(item('tl/c') + item('tl/a')), 'tl/b', /key "tl\/a" does not sort after the marker "tl\/b"/],
+      [page(item('tl/\uFF01')), 'tl/\u{1F600}', /does not sort after the marker/],
       [page('', 'true'), 'tl/a', /a truncated page without keys/],
     ];
     for (const [xml, marker, reason] of cases) {
