@@ -37,7 +37,8 @@ export class CommitYield {
     this.#pollMs = o.pollMs ?? 5;
     this.#maxWaitMs = o.maxWaitMs ?? 1000;
     this.#runMs = o.runMs ?? 250;
-    this.#now = o.now ?? Date.now;
+    // A monotonic clock: a step of the wall clock must not hold the ship for the step's length.
+    this.#now = o.now ?? (() => performance.now());
     this.#sleep = o.sleep ?? (async (ms, signal) => { await sleep(ms, undefined, signal === undefined ? {} : { signal }); });
     for (const [name, v] of Object.entries({ pollMs: this.#pollMs, maxWaitMs: this.#maxWaitMs, runMs: this.#runMs })) {
       if (!Number.isSafeInteger(v) || v < 1) throw new TypeError(`Expected \`${name}\` to be a positive integer, got ${String(v)}`);

@@ -116,7 +116,8 @@ class PackWriter {
     this.#buf = Buffer.allocUnsafe(capacity);
   }
 
-  /** Room for `n` more bytes (a chunk larger than the pack was sized for: the buffer grows, once). */
+  /** Room for `n` more bytes (a chunk larger than the pack was sized for: the buffer grows to fit it, copying what
+   *  it holds; the chunker cuts no chunk that large, so this is for a sink fed by other code). */
   #room(n: number): void {
     if (this.size + n <= this.#buf.length) return;
     const grown = Buffer.allocUnsafe(this.size + n);
