@@ -117,7 +117,7 @@ describe('listing pages without the SDK', () => {
     for (const [what, body, reason] of [
       ['a torn document', page(['tl/a'], false).replace('</ListBucketResult>', ''), /ends inside <ListBucketResult>/],
       ['a key outside the prefix', page(['tl/a', 'other/b'], false), /key "other\/b" is not under the prefix/],
-      ['the same truncated page again and again', page(['tl/a'], true), /key "tl\/a" does not sort after "tl\/a"/],
+      ['the same truncated page again and again', page(['tl/a'], true), /key "tl\/a" does not sort after the marker "tl\/a"/],
     ] as const) {
       it(`refuses ${what} with the prefix named, and does not retry it`, async () => {
         const crafted = testS3Store({ endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, bucket: 'b' });
