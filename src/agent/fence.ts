@@ -22,7 +22,9 @@ export interface FenceOptions {
 
 export class Fence {
   readonly #o: FenceOptions;
-  #lastOkAt = 0;
+  /** When the last check that found no successor began, on the monotonic clock (performance.now()): a step of the
+   *  wall clock must not make an older check count as one begun after a read. */
+  #lastOkAt = Number.NEGATIVE_INFINITY;
   #fencedBy: Ownership | null = null;
   #timer: NodeJS.Timeout | null = null;
   #checking: Promise<void> | null = null;
@@ -41,9 +43,9 @@ export class Fence {
     return this.#o.generation;
   }
 
-  /** The last time the bucket confirmed nobody took over (epoch ms; 0 never). */
+  /** When the last check that confirmed nobody took over began (performance.now() ms; 0 never). */
   get lastConfirmedAt(): number {
-    return this.#lastOkAt;
+    return Math.max(0, this.#lastOkAt);
   }
 
   start(): void {
@@ -89,7 +91,7 @@ export class Fence {
 
   async #checkOnce(): Promise<void> {
     if (this.#fencedBy !== null) return;
-    const startedAt = Date.now();
+    const startedAt = performance.now();
     const successor = await successorOf(this.#o.bucket, this.#o.generation);
     if (successor === null) {
       this.#lastOkAt = Math.max(this.#lastOkAt, startedAt);
@@ -101,19 +103,19 @@ export class Fence {
     this.#o.onFenced(successor);
   }
 
-  /** Fenced → FencedError, unless a check begun at or after `since` (epoch ms) found no successor; one is made when
+  /** Fenced → FencedError, unless a check begun at or after `since` (performance.now() ms) found no successor; one is made when
    *  none was. For a write that replaces what another generation's writer may have written (spec.json): the check
    *  must follow the read its put is conditional on. */
   async assertOwnerSince(since: number): Promise<void> {
     // The first check may be one in flight that began before `since`; the second then begins after it.
     for (let i = 0; i < 2 && this.#fencedBy === null && this.#lastOkAt < since; i++) await this.check();
     if (this.#fencedBy !== null) throw new FencedError(this.#o.generation, this.#fencedBy);
-    if (this.#lastOkAt < since) throw new TwinlayerError('FENCE_UNCONFIRMED', `generation ${this.#o.generation}: no check of the bucket begun after ${new Date(since).toISOString()} answered`, { generation: this.#o.generation });
+    if (this.#lastOkAt < since) throw new TwinlayerError('FENCE_UNCONFIRMED', `generation ${this.#o.generation}: no check of the bucket begun after ${new Date(performance.timeOrigin + since).toISOString()} answered`, { generation: this.#o.generation });
   }
 
   /** Before each publish: fenced → FencedError; a confirmation older than the interval → a fresh check first. */
   async assertOwner(): Promise<void> {
-    if (this.#fencedBy === null && Date.now() - this.#lastOkAt >= this.#o.intervalMs) await this.check();
+    if (this.#fencedBy === null && performance.now() - this.#lastOkAt >= this.#o.intervalMs) await this.check();
     if (this.#fencedBy !== null) throw new FencedError(this.#o.generation, this.#fencedBy);
   }
 }

@@ -41,7 +41,8 @@ export interface PusherOptions {
   /** Runs before every record is published; rejecting stops the publish (the agent's self-fence). */
   beforePublish?: () => Promise<void>;
   /** Runs between the read of a spec.json and its conditional put; rejects unless a look at the bucket begun at or
-   *  after `since` found this host still the owner (the agent's self-fence). Default: beforePublish. */
+   *  after `since` (performance.now() ms, the monotonic clock) found this host still the owner (the agent's self-fence).
+   *  Default: beforePublish. */
   confirmOwnerSince?: (since: number) => Promise<void>;
   /** Regular files larger than this ship as content-defined chunks (src/changeset/chunker.ts). Default 1 MiB. */
   chunkThresholdBytes?: number;
@@ -231,7 +232,7 @@ export class Pusher {
     // A fenced writer must not replace the group's specs either (the agent's fence; a no-op for `push`), nor may its
     // put land after the new owner's: the put is conditional on the spec read before the owner check (bucket.ts).
     const { beforePublish, confirmOwnerSince } = this.#opts;
-    const confirmOwner = confirmOwnerSince !== undefined ? () => confirmOwnerSince(Date.now()) : beforePublish;
+    const confirmOwner = confirmOwnerSince !== undefined ? () => confirmOwnerSince(performance.now()) : beforePublish;
     await bucket.putSpec(container.name, spec, confirmOwner === undefined ? {} : { confirmOwner });
     const digestOfSpec = asDigest(specDigest(spec));
     const recovered = await this.#recoverShipped(container.name, container.id, generation, journal, digestOfSpec);

@@ -36,9 +36,9 @@ describe('fence: assertOwnerSince looks at the bucket after the given time', { t
     const bucket = new Bucket(store, { prefix: 'twinlayer', group: 'since', signatures: testSignatures() });
     let fenced = 0;
     const fence = new Fence({ bucket, generation: 1 as Generation, intervalMs: 60_000, log: silentLogger, onFenced: () => (fenced += 1) });
-    await fence.assertOwnerSince(Date.now());
+    await fence.assertOwnerSince(performance.now());
     assert.ok(fence.lastConfirmedAt > 0);
-    const read = Date.now();
+    const read = performance.now();
     assert.deepEqual(await bucket.claimGeneration({ version: 1, generation: 2 as Generation, host: 'host-b', claimedAt: new Date().toISOString(), from: { generation: 1 as Generation, containers: {} } }), { won: true });
     // Within the interval a record's publish trusts the last confirmation (that is its bound)…
     await fence.assertOwner();
@@ -47,5 +47,21 @@ describe('fence: assertOwnerSince looks at the bucket after the given time', { t
     await assert.rejects(fence.assertOwnerSince(read), (err) => err instanceof FencedError && /host host-b owns generation 2/.test(err.message));
     assert.equal(fenced, 1);
     await assert.rejects(fence.assertOwner(), FencedError);
+  });
+  it('a step back of the wall clock does not make the last confirmation count as begun after a later read', async () => {
+    const bucket = new Bucket(store, { prefix: 'twinlayer', group: 'clock-step', signatures: testSignatures() });
+    const fence = new Fence({ bucket, generation: 1 as Generation, intervalMs: 60_000, log: silentLogger, onFenced: () => undefined });
+    await fence.assertOwnerSince(performance.now());
+    const wallNow = Date.now;
+    const hourAgo = wallNow() - 3_600_000;
+    // NTP steps the clock back an hour between the confirmation and the read.
+    Date.now = () => hourAgo;
+    try {
+      const read = performance.now();
+      assert.deepEqual(await bucket.claimGeneration({ version: 1, generation: 2 as Generation, host: 'host-b', claimedAt: new Date(wallNow()).toISOString(), from: { generation: 1 as Generation, containers: {} } }), { won: true });
+      await assert.rejects(fence.assertOwnerSince(read), FencedError);
+    } finally {
+      Date.now = wallNow;
+    }
   });
 });
