@@ -54,6 +54,8 @@ export interface SyncOptions {
   headPollMs: number;
   changes: ChangeKind[];
   log: (line: string) => void;
+  /** Given the pusher's and the puller's log lines at the end (sync-bulk.ts keeps them to see where a change went). */
+  keepLines?: (pusher: string[], puller: string[]) => void;
 }
 
 export function changeKinds(imageMB: number, samples: number, bulkSamples: number, lsyncdBulkSamples: number): ChangeKind[] {
@@ -219,6 +221,7 @@ export async function runSyncWorkload(c: Cluster, imageMB: number, o: SyncOption
     o.log(`sync ${imageMB} MB failed; pusher said:\n${pusher.lines.slice(-12).join('\n')}\npuller said:\n${puller.lines.slice(-12).join('\n')}`);
     throw err;
   } finally {
+    o.keepLines?.(pusher.lines, puller.lines);
     await watcher?.stop();
     for (const cl of clocks.values()) cl.close();
     shell.close();
