@@ -1,4 +1,4 @@
-// `node --import tsx bench/sync-bulk.ts [--mb=206] [--samples=5] [--tag=T]` (root; starts engines: heavy lock):
+// `node --import tsx bench/sync-bulk.ts [--mb=206] [--samples=5] [--tag=T] [--debug]` (root; starts engines: heavy lock):
 // issue 13's "206 MB write → staged" row alone, as `npm run bench` takes it (sync.ts's bulk change: the container's
 // shell writes the file from /dev/urandom; write returned → bucket → twin, then the PutObject/GetObject floors), in
 // about 2 min instead of a 10 min run. `TWINLAYER_BENCH_BIN=OTHER/bin/twinlayer.js` measures another tree's build.
@@ -33,7 +33,7 @@ try {
   const bulk = changeKinds(mb, 0, samples, 0).filter((c) => c.id === 'bulk');
   let lines: { pusher: string[]; puller: string[] } = { pusher: [], puller: [] };
   const [point] = await runSyncWorkload(cluster, mb, {
-    pollIntervalMs: 20, headPollMs: 5, changes: bulk, log,
+    pollIntervalMs: 20, headPollMs: 5, changes: bulk, log, ...(process.argv.includes('--debug') ? { logLevel: 'debug' as const } : {}),
     keepLines: (pusher, puller) => { lines = { pusher: [...pusher], puller: [...puller] }; },
   });
   if (!point) throw new Error('no sync point');
