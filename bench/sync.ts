@@ -31,6 +31,9 @@ export interface SyncSample {
   commits: number;
   /** The pusher's own lag (first event seen -> published) for the commits of this sample. */
   pusherLagMs: number[];
+  /** Wall-clock times (ms since the epoch) of the write's last event, the commit seen in the bucket and the twin
+   *  holding it, to lay beside the processes' log lines (absent in results before bulk4). */
+  at?: { write: number; bucket: number; twin: number };
 }
 
 export interface SyncPoint {
@@ -54,6 +57,10 @@ export interface SyncOptions {
   headPollMs: number;
   changes: ChangeKind[];
   log: (line: string) => void;
+  /** Given the pusher's and the puller's log lines at the end (sync-bulk.ts keeps them to see where a change went). */
+  keepLines?: (pusher: string[], puller: string[]) => void;
+  /** The pusher's and puller's log level (default info; debug logs each build with its torn paths, each staging). */
+  logLevel?: 'debug' | 'info';
 }
 
 export function changeKinds(imageMB: number, samples: number, bulkSamples: number, lsyncdBulkSamples: number): ChangeKind[] {
@@ -78,7 +85,7 @@ export async function runSyncWorkload(c: Cluster, imageMB: number, o: SyncOption
   const name = `svc${imageMB}`;
   const [svc] = await runServices(c, imageMB, `bench.${group}`, [name]);
   if (!svc) throw new Error('no service');
-  const g: GroupOptions = { group, label: `bench.${group}`, pollIntervalMs: o.pollIntervalMs, hookPort: await freePort() };
+  const g: GroupOptions = { group, label: `bench.${group}`, pollIntervalMs: o.pollIntervalMs, hookPort: await freePort(), ...(o.logLevel === undefined ? {} : { logLevel: o.logLevel }) };
   const pusher = spawnPusher(c, g);
   const puller = await spawnPuller(c, { ...g, hookPort: g.hookPort! });
   const shell = new ContainerShell(c.a, name);
@@ -143,7 +150,8 @@ export async function runSyncWorkload(c: Cluster, imageMB: number, o: SyncOption
       const tBucket = watcher!.firstSeenAtLeast(name, shippedAt);
       if (tWrite === undefined || tBucket === undefined) throw new Error(`sample ${ch.id}: no write event or no head`);
       const pusherLagMs = pusher.lines.slice(linesBefore).filter((l) => l.includes('"published"')).map((l) => (JSON.parse(l) as { lagMs: number }).lagMs);
-      return { bucketMs: tBucket - tWrite, twinMs: tTwin - tWrite, commits: seq - seqBefore, pusherLagMs };
+      const wall = (t: number): number => Math.round(performance.timeOrigin + t);
+      return { bucketMs: tBucket - tWrite, twinMs: tTwin - tWrite, commits: seq - seqBefore, pusherLagMs, at: { write: wall(tWrite), bucket: wall(tBucket), twin: wall(tTwin) } };
     };
 
     const results: SyncPoint[] = [];
@@ -219,6 +227,7 @@ export async function runSyncWorkload(c: Cluster, imageMB: number, o: SyncOption
     o.log(`sync ${imageMB} MB failed; pusher said:\n${pusher.lines.slice(-12).join('\n')}\npuller said:\n${puller.lines.slice(-12).join('\n')}`);
     throw err;
   } finally {
+    o.keepLines?.(pusher.lines, puller.lines);
     await watcher?.stop();
     for (const cl of clocks.values()) cl.close();
     shell.close();

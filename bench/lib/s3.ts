@@ -139,11 +139,16 @@ export class HeadWatcher {
     }
   }
 
-  /** The changed bytes a commit record counts, or null when it cannot be read. */
+  /** The changed bytes a commit record counts (files shipped whole and in chunks), or null when it cannot be read. */
   async recordBytes(seq: number): Promise<number | null> {
     const res = await plainGet(`${this.#journalUrl}${String(seq).padStart(16, '0')}.json`);
     if (res.status !== 200) return null;
-    return (JSON.parse(res.body) as { counts?: { bytes?: number } }).counts?.bytes ?? null;
+    // A file shipped in chunks counts in chunks.bytes, not counts.bytes (its tar entry is empty): without it a bulk
+    // change's delta (counts.bytes 0) was never taken for the commit that shipped the file, and the sample's bucket
+    // time fell back to the burst's last commit, the full checkpoint that follows a bulk delta (about 1.5 s later).
+    const record = JSON.parse(res.body) as { counts?: { bytes?: number }; chunks?: { bytes?: number } };
+    if (record.counts?.bytes === undefined) return null;
+    return record.counts.bytes + (record.chunks?.bytes ?? 0);
   }
 
   /** When a seq >= `seq` of `container` was first seen. */

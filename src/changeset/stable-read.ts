@@ -11,8 +11,14 @@ function sameStat(a: StatLike | null, b: StatLike): boolean {
   return a !== null && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
 }
 
+/** A file being read is stat'ed again after every read of this many bytes or more (see readFileStable). */
+export const recheckEveryBytes = 4 * 1024 * 1024;
+
 /** Streams the regular file `abs` to `onChunk` (after `onStart`); false when it is gone, a symlink now, or differs
- *  from `st` before, during or after the read — `onChunk` may then have seen part of it. */
+ *  from `st` before, during or after the read — `onChunk` may then have seen part of it. A large file is stat'ed
+ *  again every `recheckEveryBytes` while it is read, and the read gives up at the first difference: a file still
+ *  being written (a bulk write the burst's first flush found) cannot be shipped anyway, and reading, chunking and
+ *  uploading the rest of it only delays the build that will ship it once the writer is done. */
 export async function readFileStable(abs: string, st: StatLike, onStart: () => Promise<void>, onChunk: (chunk: Buffer) => Promise<void> | void): Promise<boolean> {
   let fh;
   try {
@@ -27,9 +33,15 @@ export async function readFileStable(abs: string, st: StatLike, onStart: () => P
     const size = Number(st.size);
     const buf = Buffer.allocUnsafe(Math.min(Math.max(size, 1), 1024 * 1024));
     let done = 0;
+    let checkedAt = 0;
     while (done < size) {
       const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, size - done), done);
       if (bytesRead === 0) break;
+      // Before the bytes are handed on: what a changed file read since the last check is not worth chunking.
+      if (done + bytesRead - checkedAt >= recheckEveryBytes && done + bytesRead < size) {
+        if (!sameStat(await fh.stat({ bigint: true }), st)) return false;
+        checkedAt = done + bytesRead;
+      }
       await onChunk(buf.subarray(0, bytesRead));
       done += bytesRead;
     }

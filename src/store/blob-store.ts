@@ -60,6 +60,10 @@ export interface BlobStore {
 /** Options of a request a caller may stop (put, exists). */
 export interface PutOptions {
   signal?: AbortSignal | undefined;
+  /** The sha256 (64 lowercase hex) of a Buffer body, when the caller has it already (a pack is named by it): an S3
+   *  store sends it as x-amz-content-sha256, so its request signer does not hash the body again, and the server
+   *  refuses a body that does not match it. */
+  sha256?: string | undefined;
 }
 
 export interface DeleteManyOptions {

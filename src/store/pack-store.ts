@@ -408,7 +408,8 @@ export class PackStore {
 
   async #upload(w: PackWriter, digest: string, body: Buffer): Promise<void> {
     await this.#gate?.beforeWrite(this.#layout.packKey(asDigest(digest)));
-    await this.#store.put(this.#layout.packKey(asDigest(digest)), body);
+    // The pack is named by the sha256 of its bytes: the signer takes it rather than hashing the pack again.
+    await this.#store.put(this.#layout.packKey(asDigest(digest)), body, { sha256: digest });
     this.#packs.set(digest, true);
     this.stats.packs++;
     this.stats.uploaded += w.entries.length;

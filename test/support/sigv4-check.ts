@@ -12,6 +12,8 @@ export interface SigV4Checked {
   path: string;
   ok: boolean;
   reason: string;
+  /** The request's x-amz-content-sha256. */
+  payloadHash?: string;
 }
 
 export interface SigV4Proxy {
@@ -89,6 +91,9 @@ export interface SigV4ProxyOptions {
   /** Answer a GET that passes the checks with these bytes instead of forwarding it: the S3 server behind checks
    *  request times against the host's own clock, so a server ahead of the host can only be this proxy. */
   answerGets?: Buffer;
+  /** Hash the body of a request that names its sha256 in x-amz-content-sha256 and refuse it, 400
+   *  XAmzContentSHA256Mismatch, when it differs, as S3 does (the body is held in memory: for tests' small objects). */
+  checkPayload?: boolean;
 }
 
 /** Starts the checking proxy on 127.0.0.1 in front of `target` (http://127.0.0.1:port). */
@@ -102,7 +107,8 @@ export async function startSigV4Proxy(target: string, credentials: { accessKeyId
     const serverNow = Date.now() + clockOffsetMs;
     const skewed = Math.abs(amzDateMs(req.headers['x-amz-date']) - serverNow) > MAX_SKEW_MS || Number.isNaN(amzDateMs(req.headers['x-amz-date']));
     const reason = skewed ? `x-amz-date ${String(req.headers['x-amz-date'])} more than 15 min from the server's clock` : sigV4Mismatch(method, url, req.headers, credentials, region);
-    checked.push({ method, path: url, ok: reason === '', reason });
+    const payloadHash = typeof req.headers['x-amz-content-sha256'] === 'string' ? req.headers['x-amz-content-sha256'] : undefined;
+    checked.push({ method, path: url, ok: reason === '', reason, ...(payloadHash === undefined ? {} : { payloadHash }) });
     if (skewed) {
       req.resume();
       res.writeHead(403, { 'content-type': 'application/xml', date: new Date(serverNow).toUTCString() });
@@ -121,12 +127,32 @@ export async function startSigV4Proxy(target: string, credentials: { accessKeyId
       res.end(opts.answerGets);
       return;
     }
-    const out = request({ host: upstream.hostname, port: upstream.port, method, path: url, headers: req.headers }, (up) => {
-      res.writeHead(up.statusCode ?? 502, up.headers);
-      up.pipe(res);
+    const forward = (body: Buffer | null): void => {
+      const out = request({ host: upstream.hostname, port: upstream.port, method, path: url, headers: req.headers }, (up) => {
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.pipe(res);
+      });
+      out.on('error', () => res.destroy());
+      if (body === null) req.pipe(out);
+      else out.end(body);
+    };
+    if (!opts.checkPayload || payloadHash === undefined || !/^[0-9a-f]{64}$/.test(payloadHash)) {
+      forward(null);
+      return;
+    }
+    // A signed payload: S3 hashes the body it received and refuses it when the hash differs from the header.
+    const parts: Buffer[] = [];
+    req.on('data', (b: Buffer) => parts.push(b));
+    req.on('end', () => {
+      const body = Buffer.concat(parts);
+      if (createHash('sha256').update(body).digest('hex') !== payloadHash) {
+        checked[checked.length - 1] = { method, path: url, ok: false, reason: 'x-amz-content-sha256 does not match the body', payloadHash };
+        res.writeHead(400, { 'content-type': 'application/xml' });
+        res.end(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>XAmzContentSHA256Mismatch</Code><Message>The provided 'x-amz-content-sha256' header does not match what was computed.</Message></Error>`);
+        return;
+      }
+      forward(body);
     });
-    out.on('error', () => res.destroy());
-    req.pipe(out);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
