@@ -1,17 +1,18 @@
 // A lean S3 GET for small objects (the head the standby polls four times a second, records, specs, claims): one
 // SigV4-signed request over a keep-alive agent, without the AWS SDK's middleware stack. Profiled idle, the SDK's
 // GetObject cost 2.6-3.2 ms of CPU a poll (its middleware, endpoint rules, response parsing and the error path a
-// 304 takes), over 1 % of a core for the head poll alone. The signature is @smithy/signature-v4's, the SDK's own
-// signer, with the credentials the S3 client resolves (same chain, same cache). Failures look like the SDK's
+// 304 takes), over 1 % of a core for the head poll alone. The signature is the SDK's (s3-sigv4-get.ts signs as
+// @smithy/signature-v4 does, with a cheaper cache of the signing key), with the credentials the S3 client resolves
+// (same chain, same cache). Failures look like the SDK's
 // (`name` the S3 error code, `$metadata.httpStatusCode`), so the store's retry and error rules apply unchanged.
 // Listing pages go the same way (listPage): the standby lists its specs every 20 polls.
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 
-import { Sha256 } from '@smithy/core/checksum';
-import { SignatureV4 } from '@smithy/signature-v4';
 import type { AwsCredentialIdentity } from '@smithy/types';
 import { z } from 'zod';
+
+import { escapeRfc3986, GetSigner } from './s3-sigv4-get.js';
 
 /** What one small GET found: the object, `unchanged` (304 to If-None-Match) or `missing` (404 NoSuchKey). */
 export type SmallGetResult =
@@ -70,11 +71,6 @@ export function parseErrorBody(status: number, body: string): SmallGetHttpError 
   return new SmallGetHttpError(status, fields.code, message);
 }
 
-/** RFC 3986 escaping of one path segment, as S3 signs it (SigV4 for S3 escapes the key once). */
-function escapeSegment(s: string): string {
-  return encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
-}
-
 /** How far apart (ms) the server's clock and the signing clock may be before the offset is learned again (the SDK's
  *  own threshold; S3 refuses signatures 15 min off). */
 const CLOCK_SKEW_MS = 5 * 60_000;
@@ -91,14 +87,16 @@ export class SmallGetter {
   readonly #resolveBase: () => Promise<URL>;
   #base: Promise<Base> | null = null;
   readonly #agents: HttpAgent[] = [];
-  readonly #signer: SignatureV4;
+  readonly #signer: GetSigner;
+  readonly #credentials: () => Promise<AwsCredentialIdentity>;
   readonly #clockOffsetMs: () => number;
   readonly #learnClockOffsetMs: (offsetMs: number) => void;
   readonly #maxErrorBodyBytes: number;
 
   constructor(o: SmallGetOptions) {
     this.#resolveBase = o.resolveBase;
-    this.#signer = new SignatureV4({ credentials: o.credentials, region: o.region, service: 's3', sha256: Sha256, uriEscapePath: false, applyChecksum: false });
+    this.#signer = new GetSigner(o.region);
+    this.#credentials = o.credentials;
     this.#clockOffsetMs = o.clockOffsetMs ?? (() => 0);
     this.#learnClockOffsetMs = o.learnClockOffsetMs ?? (() => undefined);
     this.#maxErrorBodyBytes = o.maxErrorBodyBytes ?? 64 * 1024;
@@ -130,7 +128,7 @@ export class SmallGetter {
    * the request, the body's read included, with the signal's reason.
    */
   async get(key: string, etag: string | undefined, maxBytes: number, signal: AbortSignal, tooLarge: (size: number) => never): Promise<SmallGetResult> {
-    const res = await this.#signedGet((base) => `${base.replace(/\/+$/, '')}/${key.split('/').map(escapeSegment).join('/')}`, {}, etag, signal);
+    const res = await this.#signedGet((base) => `${base.replace(/\/+$/, '')}/${key.split('/').map(escapeRfc3986).join('/')}`, {}, etag, signal);
     const status = res.statusCode ?? 0;
     if (status === 304) {
       res.resume();
@@ -176,14 +174,12 @@ export class SmallGetter {
     const headers: Record<string, string> = { host: url.host, 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' };
     if (etag !== undefined) headers['if-none-match'] = etag;
     const offset = this.#clockOffsetMs();
-    const signed = await this.#signer.sign(
-      { method: 'GET', protocol: url.protocol, hostname: url.hostname, ...(url.port === '' ? {} : { port: Number(url.port) }), path, query, headers },
-      { signingDate: new Date(Date.now() + offset) },
-    );
+    const credentials = await this.#credentials();
+    const signed = this.#signer.sign(credentials, new Date(Date.now() + offset), path, query, headers);
     signal.throwIfAborted();
     // The query as the signer canonicalized it: RFC 3986 escaping of names and values, in name order.
-    const search = Object.keys(query).sort().map((k) => `${escapeSegment(k)}=${escapeSegment(query[k] ?? '')}`).join('&');
-    const res = await this.#send(base, search === '' ? path : `${path}?${search}`, signed.headers, signal);
+    const search = Object.keys(query).sort().map((k) => `${escapeRfc3986(k)}=${escapeRfc3986(query[k] ?? '')}`).join('&');
+    const res = await this.#send(base, search === '' ? path : `${path}?${search}`, signed, signal);
     if ((res.statusCode ?? 0) >= 400) this.#noteServerClock(res.headers.date, offset);
     return res;
   }
