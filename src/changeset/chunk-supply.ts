@@ -54,9 +54,6 @@ export interface SupplyOptions {
   gapBytes?: number;
   /** Longest range. Default 8 MiB. */
   rangeBytes?: number;
-  /** Bytes written to a file being assembled between two write-backs started during the gather (WriteBack). Default
-   *  16 MiB. */
-  writeBackBytes?: number;
 }
 
 export interface SupplyStats {
@@ -68,8 +65,6 @@ export interface SupplyStats {
   /** Ranged GETs, and the pack bytes they read (stored bytes, gaps between chunks included). */
   ranges: number;
   rangeBytes: number;
-  /** Write-backs of files being assembled started during the gather. */
-  writeBacks: number;
 }
 
 /** A chunk's bytes: in a file of the twin (held open), or in a file being assembled in the chunk dir. */
@@ -204,65 +199,13 @@ async function copySparse(from: string, to: string, f: ListedFile): Promise<void
   }
 }
 
-/** Starts the write-back of the files being assembled while the gather goes on: every writeBackBytes written to a
- *  file, an fdatasync of it on the thread pool (through its own handle, one at a time per file, not awaited by the
- *  download), so the disk writes while the network reads, and the final fsync (take(), CommitSync) finds little
- *  left. Only temp files outside the twin's dirs are flushed: what the crash rules say of the twin is unchanged. */
-class WriteBack {
-  readonly #files = new Map<string, { fh: FileHandle | null; since: number; running: Promise<void> | null }>();
-  #error: unknown = null;
-  readonly #every: number;
-  /** How many were started (for tests). */
-  started = 0;
-
-  constructor(every: number) {
-    this.#every = every;
-  }
-
-  wrote(file: string, bytes: number): void {
-    let f = this.#files.get(file);
-    if (f === undefined) {
-      f = { fh: null, since: 0, running: null };
-      this.#files.set(file, f);
-    }
-    f.since += bytes;
-    if (f.since < this.#every || f.running !== null || this.#error !== null) return;
-    f.since = 0;
-    this.started++;
-    const one = f;
-    one.running = (async () => {
-      one.fh ??= await open(file, fsc.O_RDONLY | fsc.O_NOFOLLOW);
-      await one.fh.datasync();
-    })().catch((err: unknown) => {
-      this.#error ??= err;
-    }).finally(() => {
-      one.running = null;
-    });
-  }
-
-  /** Waits for the write-backs still running and closes their handles; throws the first one's failure (EIO, ENOSPC:
-   *  the commit fails before anything is written to the twin). */
-  async finish(): Promise<void> {
-    for (const [file, f] of this.#files) {
-      await f.running;
-      await f.fh?.close().catch(() => undefined);
-      this.#files.delete(file);
-    }
-    const err = this.#error;
-    this.#error = null;
-    if (err !== null) throw new Error(`writing back the chunks gathered failed: ${(err as Error).message}`, { cause: err });
-  }
-}
-
 export class ChunkSupply {
   readonly #sources = new Map<string, Source>();
   readonly #open: FileHandle[] = [];
   readonly #dir: string;
   /** The file assembled for each listed file. */
   #files = new Map<ListedFile, string>();
-  /** Run by close(): what prepare() may leave running when it throws. */
-  readonly #closing: Array<() => Promise<unknown>> = [];
-  readonly stats: SupplyStats = { local: 0, localBytes: 0, fetched: 0, fetchedBytes: 0, ranges: 0, rangeBytes: 0, writeBacks: 0 };
+  readonly stats: SupplyStats = { local: 0, localBytes: 0, fetched: 0, fetchedBytes: 0, ranges: 0, rangeBytes: 0 };
   /** The two buffers take() reads an assembled file back into (one is read while the other is hashed). */
   readonly #blocks: [Buffer, Buffer] = [Buffer.allocUnsafe(readBlockBytes), Buffer.allocUnsafe(readBlockBytes)];
 
@@ -342,8 +285,6 @@ export class ChunkSupply {
     this.#files = new Map(o.list.files.map((f, i) => [f, this.#assembly(i)]));
     let next = 0;
     let failed = false;
-    const flusher = new WriteBack(o.writeBackBytes ?? 16 * 1024 * 1024);
-    this.#closing.push(() => flusher.finish().catch(() => undefined));
     const worker = async (): Promise<void> => {
       // The range's chunks mostly belong to one file: its handle stays open while they come.
       const out: { file: string | null; fh: FileHandle | null } = { file: null, fh: null };
@@ -363,7 +304,6 @@ export class ChunkSupply {
               out.file = at.file;
             }
             await writeAt(out.fh!, bytes, at.offset);
-            flusher.wrote(at.file, bytes.length);
           });
           if (got.status === 'short') {
             throw new ChangesetRejectedError(`chunk list: chunks at bytes ${r.start}-${r.start + r.length - 1} of pack ${r.pack.slice(0, 12)}, which ${got.packSize === null ? 'ends before' : `holds ${got.packSize} bytes`}`, { entry: '<chunk list>' });
@@ -386,8 +326,6 @@ export class ChunkSupply {
       throw err;
     })));
     for (const r of settled) if (r.status === 'rejected') throw r.reason;
-    await flusher.finish();
-    this.stats.writeBacks = flusher.started;
   }
 
   #assembly(index: number): string {
@@ -474,7 +412,6 @@ export class ChunkSupply {
   }
 
   async close(): Promise<void> {
-    for (const f of this.#closing.splice(0)) await f();
     for (const fh of this.#open.splice(0)) await fh.close().catch(() => undefined);
     await rm(this.#dir, { recursive: true, force: true });
   }

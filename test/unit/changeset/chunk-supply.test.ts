@@ -41,7 +41,7 @@ function listOf(files: Buffer[][], digests: Array<string | undefined> = []): { l
 
 /** Prepares a supply for `files` (counting the chunks fetched), takes each file into `outDir`; returns their bytes,
  *  allocated blocks and inodes, and the supply's chunk dir's file inodes. */
-async function assemble(dir: string, files: Buffer[][], o: { digests?: Array<string | undefined>; outDir?: string; writeBackBytes?: number } = {}) {
+async function assemble(dir: string, files: Buffer[][], o: { digests?: Array<string | undefined>; outDir?: string } = {}) {
   const { list, bytes } = listOf(files, o.digests);
   const handed: string[] = [];
   const fetch = async (range: PackRange, out: ChunkOut): Promise<{ status: 'ok' }> => {
@@ -51,7 +51,7 @@ async function assemble(dir: string, files: Buffer[][], o: { digests?: Array<str
     }
     return { status: 'ok' };
   };
-  const supply = await ChunkSupply.prepare({ list, roots: new TreeRoots(join(dir, 'upper')), locate: () => undefined, packs: list.packs, fetch, dir: join(dir, 'chunks'), ...(o.writeBackBytes === undefined ? {} : { writeBackBytes: o.writeBackBytes }) });
+  const supply = await ChunkSupply.prepare({ list, roots: new TreeRoots(join(dir, 'upper')), locate: () => undefined, packs: list.packs, fetch, dir: join(dir, 'chunks') });
   const outs = list.files.map((f) => join(o.outDir ?? dir, `out-${f.path}-${randomBytes(4).toString('hex')}`));
   try {
     const got = [];
@@ -61,7 +61,7 @@ async function assemble(dir: string, files: Buffer[][], o: { digests?: Array<str
       const st = await stat(out);
       got.push({ content: await readFile(out), blocks: Number(st.blocks), ino: st.ino, dev: st.dev, assembled: (await stat(join(dir, 'chunks', `file-${i}`))).ino });
     }
-    return { files: got, handed, writeBacks: supply.stats.writeBacks };
+    return { files: got, handed };
   } finally {
     await supply.close();
     for (const out of outs) await rm(out, { force: true });
@@ -145,16 +145,13 @@ describe('ChunkSupply.take', () => {
     try {
       const [a, b, c, d] = [randomBytes(3 * MiB + 5), randomBytes(3 * MiB), randomBytes(2 * MiB + 1), randomBytes(5 * MiB - 3)];
       const parts = [a, b, a, c, Buffer.alloc(MiB), d, b];
-      // Write-backs started every MiB written while the chunks come (each chunk here is more: one per chunk but the
-      // one after a write-back still running).
-      const { files: [got], writeBacks } = await assemble(dir, [parts], { writeBackBytes: MiB });
-      assert.ok(got!.content.equals(Buffer.concat(parts)), 'the assembled file has the content of its chunks');
-      assert.ok(writeBacks >= 1, `${writeBacks} write-backs started during the gather`);
+      const got = (await assemble(dir, [parts])).files[0]!;
+      assert.ok(got.content.equals(Buffer.concat(parts)), 'the assembled file has the content of its chunks');
       // The write-back of the assembled file has begun when the digest is found wrong: the refusal still waits for it
       // and leaves nothing at the name (assemble's take throws before the link).
       const wrong = Buffer.concat(parts);
       wrong[wrong.length - 1]! ^= 1;
-      await assert.rejects(assemble(dir, [parts], { digests: [sha(wrong)], writeBackBytes: MiB }), ChangesetRejectedError);
+      await assert.rejects(assemble(dir, [parts], { digests: [sha(wrong)] }), ChangesetRejectedError);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
