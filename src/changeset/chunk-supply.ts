@@ -8,7 +8,7 @@
 // until it ends, so an entry of the same commit that replaces one cannot change what is read. Nothing is written to
 // the twin's dirs here; take() completes an assembled file, checks the whole file's digest, and only then links it
 // to the caller's temp name (which the caller renames in): the bytes fetched are written once and read once more.
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
 import { link, lstat, mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -146,6 +146,37 @@ async function writeAt(fh: FileHandle, buf: Buffer, pos: number): Promise<void> 
   while (off < buf.length) off += (await fh.write(buf, off, buf.length - off, pos + off)).bytesWritten;
 }
 
+/** Bytes take() reads back at once: 1600 reads of 128 KiB chunks (the chunker's average) cost a thread-pool round
+ *  trip and a fresh buffer each; 50 reads of 4 MiB into two buffers reused, the next read under way while one is
+ *  hashed, do not (206 MB: 190-310 ms → 140-235 ms, hashing alone 120 ms, on the 2-core lab machine). */
+const readBlockBytes = 4 * 1024 * 1024;
+
+/** Feeds bytes [start, start + length) of `fh` to `hash`, reading the next block while hashing the one before. */
+export async function hashSpan(fh: FileHandle, start: number, length: number, hash: Hash, blocks: [Buffer, Buffer]): Promise<void> {
+  const end = start + length;
+  const readBlock = async (at: number, buf: Buffer): Promise<Buffer> => {
+    const n = Math.min(buf.length, end - at);
+    let got = 0;
+    while (got < n) {
+      const { bytesRead } = await fh.read(buf, got, n - got, at + got);
+      if (bytesRead === 0) throw new Error(`the assembled file ends at byte ${at + got}, before ${end}`);
+      got += bytesRead;
+    }
+    return buf.subarray(0, n);
+  };
+  let i = 0;
+  let pos = start;
+  let pending = readBlock(pos, blocks[0]);
+  while (pos < end) {
+    const cur = await pending;
+    pos += cur.length;
+    i ^= 1;
+    // Always settled before the loop goes on or ends: a block read is never left running into a buffer reused.
+    if (pos < end) pending = readBlock(pos, blocks[i as 0 | 1]);
+    hash.update(cur);
+  }
+}
+
 /** Copies the assembled file `from` of `f` into `to` (created), a chunk at a time; chunks of zeros are left holes. */
 async function copySparse(from: string, to: string, f: ListedFile): Promise<void> {
   const src = await open(from, fsc.O_RDONLY | fsc.O_NOFOLLOW);
@@ -175,6 +206,8 @@ export class ChunkSupply {
   /** The file assembled for each listed file. */
   #files = new Map<ListedFile, string>();
   readonly stats: SupplyStats = { local: 0, localBytes: 0, fetched: 0, fetchedBytes: 0, ranges: 0, rangeBytes: 0 };
+  /** The two buffers take() reads an assembled file back into (one is read while the other is hashed). */
+  readonly #blocks: [Buffer, Buffer] = [Buffer.allocUnsafe(readBlockBytes), Buffer.allocUnsafe(readBlockBytes)];
 
   private constructor(dir: string) {
     this.#dir = dir;
@@ -312,19 +345,33 @@ export class ChunkSupply {
     const fh = await open(own, fsc.O_RDWR | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
     // Reads of chunks placed in another assembled file keep its handle open while they come from it.
     const other: { file: string | null; fh: FileHandle | null } = { file: null, fh: null };
+    // The write-back of what the gather wrote starts now, on a thread of the pool, while the file is read back and
+    // hashed below: the fsync before the commit is recorded (CommitSync) then finds little left to write. It only
+    // flushes a temp file outside the twin's dirs; the crash rules are unchanged (renamed in later, synced again,
+    // recorded after). Its failure (EIO, ENOSPC) fails the commit before anything is renamed in.
+    let flushing: Promise<unknown> | null = null;
     try {
       // Its full length first: a chunk left a hole at the end reads as zeros, not as the end of the file.
       await fh.truncate(f.size);
+      flushing = fh.datasync().then(() => null, (err: unknown) => err);
       let pos = 0;
+      // Chunks fetched to their own place in this file, back to back: read back in large blocks, not chunk by chunk.
+      let span = { start: 0, length: 0 };
       for (const [digest, size] of f.chunks) {
         const src = this.#sources.get(digest);
         if (src === undefined) throw new Error(`chunk ${digest} was not gathered`);
+        if (!('fh' in src) && src.file === own && src.offset === pos) {
+          if (span.length === 0) span = { start: pos, length: 0 };
+          span.length += size;
+          pos += size;
+          continue;
+        }
+        if (span.length > 0) await hashSpan(fh, span.start, span.length, whole, this.#blocks);
+        span = { start: 0, length: 0 };
         let buf: Buffer | null;
-        let placed = false;
         if ('fh' in src) {
           buf = await readAt(src.fh, size, src.offset);
         } else if (src.file === own) {
-          placed = src.offset === pos;
           buf = await readAt(fh, size, src.offset);
         } else {
           if (other.fh === null || other.file !== src.file) {
@@ -339,13 +386,19 @@ export class ChunkSupply {
         // the whole file's digest below checks them again at once.
         if (buf === null) throw new Error(`chunk ${digest} is shorter than ${size} bytes now`);
         whole.update(buf);
-        if (!placed && !isZeros(buf)) await writeAt(fh, buf, pos);
+        if (!isZeros(buf)) await writeAt(fh, buf, pos);
         pos += size;
       }
+      if (span.length > 0) await hashSpan(fh, span.start, span.length, whole, this.#blocks);
       const actual = whole.digest('hex');
       if (actual !== f.digest) throw new ChangesetRejectedError(`the file assembled from its chunks has sha256 ${actual}, the chunk list says ${f.digest}`, { entry: f.path });
       if (pos !== f.size) throw new ChangesetRejectedError(`the chunks of the file make ${pos} bytes, the chunk list says ${f.size}`, { entry: f.path });
+      const flushed = await flushing;
+      flushing = null;
+      if (flushed !== null) throw new Error(`${own}: writing back the assembled file failed: ${(flushed as Error).message}`, { cause: flushed });
     } finally {
+      // Never close the handle under a flush still running on it.
+      await flushing;
       await other.fh?.close();
       await fh.close();
     }

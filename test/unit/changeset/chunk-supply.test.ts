@@ -6,14 +6,15 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { access, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { access, mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ChangesetRejectedError, type ChunkList, type ListedFile } from '../../../src/changeset/index.js';
-import { ChunkSupply, isZeros, type ChunkOut, type PackRange } from '../../../src/changeset/chunk-supply.js';
+import { ChunkSupply, hashSpan, isZeros, type ChunkOut, type PackRange } from '../../../src/changeset/chunk-supply.js';
 import { TreeRoots } from '../../../src/changeset/tree-roots.js';
 
 const KiB = 1024;
+const MiB = 1024 * KiB;
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 const PACK = 'a'.repeat(64);
 
@@ -112,6 +113,45 @@ describe('ChunkSupply.take', () => {
         await supply.close();
       }
       await assert.rejects(access(join(dir, 'chunks')), { code: 'ENOENT' }, 'close() removes the chunk dir');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('hashSpan: any span, at any alignment with its blocks, hashes as its bytes; a span past the end is refused', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tl-supply-'));
+    try {
+      const data = randomBytes(100);
+      await writeFile(join(dir, 'f'), data);
+      const fh = await open(join(dir, 'f'));
+      try {
+        const blocks: [Buffer, Buffer] = [Buffer.alloc(7), Buffer.alloc(7)];
+        for (const [start, length] of [[0, 100], [3, 50], [99, 1], [0, 7], [0, 14], [7, 8], [93, 7]] as const) {
+          const h = createHash('sha256');
+          await hashSpan(fh, start, length, h, blocks);
+          assert.equal(h.digest('hex'), sha(data.subarray(start, start + length)), `bytes ${start}+${length}`);
+        }
+        await assert.rejects(hashSpan(fh, 90, 20, createHash('sha256'), blocks), /ends at byte 100, before 110/);
+      } finally {
+        await fh.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a file of many read blocks, its runs broken by a repeated chunk and by zeros: assembled whole, or refused with nothing at the name', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tl-supply-'));
+    try {
+      const [a, b, c, d] = [randomBytes(3 * MiB + 5), randomBytes(3 * MiB), randomBytes(2 * MiB + 1), randomBytes(5 * MiB - 3)];
+      const parts = [a, b, a, c, Buffer.alloc(MiB), d, b];
+      const got = (await assemble(dir, [parts])).files[0]!;
+      assert.ok(got.content.equals(Buffer.concat(parts)), 'the assembled file has the content of its chunks');
+      // The write-back of the assembled file has begun when the digest is found wrong: the refusal still waits for it
+      // and leaves nothing at the name (assemble's take throws before the link).
+      const wrong = Buffer.concat(parts);
+      wrong[wrong.length - 1]! ^= 1;
+      await assert.rejects(assemble(dir, [parts], { digests: [sha(wrong)] }), ChangesetRejectedError);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
