@@ -25,6 +25,9 @@ export class Fence {
   /** When the last check that found no successor began, on the monotonic clock (performance.now()): a step of the
    *  wall clock must not make an older check count as one begun after a read. */
   #lastOkAt = Number.NEGATIVE_INFINITY;
+  /** The same on the wall clock, which goes on while the host is suspended (or its VM paused), when the monotonic
+   *  clock stops: a publish checks again when either clock says the interval passed. */
+  #lastOkWallAt = Number.NEGATIVE_INFINITY;
   #fencedBy: Ownership | null = null;
   #timer: NodeJS.Timeout | null = null;
   #checking: Promise<void> | null = null;
@@ -92,9 +95,12 @@ export class Fence {
   async #checkOnce(): Promise<void> {
     if (this.#fencedBy !== null) return;
     const startedAt = performance.now();
+    const startedWallAt = Date.now();
     const successor = await successorOf(this.#o.bucket, this.#o.generation);
     if (successor === null) {
       this.#lastOkAt = Math.max(this.#lastOkAt, startedAt);
+      // Not max: after a step back of the wall clock, the interval counts from this check.
+      this.#lastOkWallAt = startedWallAt;
       return;
     }
     this.#fencedBy = successor;
@@ -115,7 +121,8 @@ export class Fence {
 
   /** Before each publish: fenced → FencedError; a confirmation older than the interval → a fresh check first. */
   async assertOwner(): Promise<void> {
-    if (this.#fencedBy === null && performance.now() - this.#lastOkAt >= this.#o.intervalMs) await this.check();
+    const due = performance.now() - this.#lastOkAt >= this.#o.intervalMs || Date.now() - this.#lastOkWallAt >= this.#o.intervalMs;
+    if (this.#fencedBy === null && due) await this.check();
     if (this.#fencedBy !== null) throw new FencedError(this.#o.generation, this.#fencedBy);
   }
 }

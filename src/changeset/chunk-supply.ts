@@ -152,14 +152,14 @@ async function writeAt(fh: FileHandle, buf: Buffer, pos: number): Promise<void> 
 const readBlockBytes = 4 * 1024 * 1024;
 
 /** Feeds bytes [start, start + length) of `fh` to `hash`, reading the next block while hashing the one before. */
-export async function hashSpan(fh: FileHandle, start: number, length: number, hash: Hash, blocks: [Buffer, Buffer]): Promise<void> {
+export async function hashSpan(fh: FileHandle, start: number, length: number, hash: Hash, blocks: [Buffer, Buffer], file = 'the assembled file'): Promise<void> {
   const end = start + length;
   const readBlock = async (at: number, buf: Buffer): Promise<Buffer> => {
     const n = Math.min(buf.length, end - at);
     let got = 0;
     while (got < n) {
       const { bytesRead } = await fh.read(buf, got, n - got, at + got);
-      if (bytesRead === 0) throw new Error(`the assembled file ends at byte ${at + got}, before ${end}`);
+      if (bytesRead === 0) throw new Error(`${file} ends at byte ${at + got}, before ${end}`);
       got += bytesRead;
     }
     return buf.subarray(0, n);
@@ -206,8 +206,6 @@ export class ChunkSupply {
   /** The file assembled for each listed file. */
   #files = new Map<ListedFile, string>();
   readonly stats: SupplyStats = { local: 0, localBytes: 0, fetched: 0, fetchedBytes: 0, ranges: 0, rangeBytes: 0 };
-  /** The two buffers take() reads an assembled file back into (one is read while the other is hashed). */
-  readonly #blocks: [Buffer, Buffer] = [Buffer.allocUnsafe(readBlockBytes), Buffer.allocUnsafe(readBlockBytes)];
 
   private constructor(dir: string) {
     this.#dir = dir;
@@ -342,6 +340,11 @@ export class ChunkSupply {
     const own = this.#files.get(f);
     if (own === undefined) throw new Error(`${f.path} is not a file of this chunk list`);
     const whole = createHash('sha256');
+    // The two buffers the file is read back into (one read while the other is hashed): this call's own, so two
+    // takes under way at once cannot fill each other's.
+    let blocks: [Buffer, Buffer] | null = null;
+    const spanHashed = (span: { start: number; length: number }): Promise<void> =>
+      hashSpan(fh, span.start, span.length, whole, blocks ??= [Buffer.allocUnsafe(readBlockBytes), Buffer.allocUnsafe(readBlockBytes)], `${own} (assembled for ${f.path})`);
     const fh = await open(own, fsc.O_RDWR | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
     // Reads of chunks placed in another assembled file keep its handle open while they come from it.
     const other: { file: string | null; fh: FileHandle | null } = { file: null, fh: null };
@@ -366,7 +369,7 @@ export class ChunkSupply {
           pos += size;
           continue;
         }
-        if (span.length > 0) await hashSpan(fh, span.start, span.length, whole, this.#blocks);
+        if (span.length > 0) await spanHashed(span);
         span = { start: 0, length: 0 };
         let buf: Buffer | null;
         if ('fh' in src) {
@@ -389,7 +392,7 @@ export class ChunkSupply {
         if (!isZeros(buf)) await writeAt(fh, buf, pos);
         pos += size;
       }
-      if (span.length > 0) await hashSpan(fh, span.start, span.length, whole, this.#blocks);
+      if (span.length > 0) await spanHashed(span);
       const actual = whole.digest('hex');
       if (actual !== f.digest) throw new ChangesetRejectedError(`the file assembled from its chunks has sha256 ${actual}, the chunk list says ${f.digest}`, { entry: f.path });
       if (pos !== f.size) throw new ChangesetRejectedError(`the chunks of the file make ${pos} bytes, the chunk list says ${f.size}`, { entry: f.path });

@@ -312,6 +312,8 @@ export class S3BlobStore implements BlobStore {
   async put(key: string, body: Buffer | { file: string }, opts: PutOptions = {}): Promise<void> {
     const { signal } = opts;
     const abortable = signal === undefined ? {} : { abortSignal: signal };
+    // A caller's bad digest is said as such, not as an unreachable endpoint (#request's errors are the bucket's).
+    if (opts.sha256 !== undefined && !SHA256_HEX.test(opts.sha256)) throw new TypeError(`put ${key}: Expected \`sha256\` to be 64 lowercase hex, got ${JSON.stringify(opts.sha256.slice(0, 80))}`);
     await this.#request('put', key, async () => {
       signal?.throwIfAborted();
       if (Buffer.isBuffer(body)) {
@@ -704,8 +706,9 @@ function describeSdkContent(c: unknown): string {
 
 /** Sets x-amz-content-sha256 on the request before it is signed: SigV4's signer takes a payload hash it finds there
  *  instead of hashing the body itself (@smithy/signature-v4 getPayloadHash), one pass over a pack's bytes fewer. */
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
 function withContentSha256(command: PutObjectCommand, sha256: string): void {
-  if (!/^[0-9a-f]{64}$/.test(sha256)) throw new TypeError(`Expected \`sha256\` to be 64 lowercase hex, got ${JSON.stringify(sha256.slice(0, 80))}`);
   command.middlewareStack.add((next) => async (args) => {
     // The build step's request is the SDK's HttpRequest (headers a plain record); typed unknown at this step.
     const request = args.request as { headers?: Record<string, string> };

@@ -64,4 +64,19 @@ describe('fence: assertOwnerSince looks at the bucket after the given time', { t
       Date.now = wallNow;
     }
   });
+  it('a suspend (the wall clock went on, the monotonic clock did not) makes the next publish check again', async () => {
+    const bucket = new Bucket(store, { prefix: 'twinlayer', group: 'suspend', signatures: testSignatures() });
+    const fence = new Fence({ bucket, generation: 1 as Generation, intervalMs: 60_000, log: silentLogger, onFenced: () => undefined });
+    await fence.assertOwner();
+    assert.deepEqual(await bucket.claimGeneration({ version: 1, generation: 2 as Generation, host: 'host-b', claimedAt: new Date().toISOString(), from: { generation: 1 as Generation, containers: {} } }), { won: true });
+    await fence.assertOwner();
+    const wallNow = Date.now;
+    // The host slept two intervals: performance.now() stood still meanwhile.
+    Date.now = () => wallNow() + 120_000;
+    try {
+      await assert.rejects(fence.assertOwner(), FencedError);
+    } finally {
+      Date.now = wallNow;
+    }
+  });
 });
