@@ -639,7 +639,9 @@ export class S3BlobStore implements BlobStore {
   async delete(key: string): Promise<void> {
     await this.#request('delete', key, async () => {
       this.#count('DELETE');
-      await this.#client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+      // A small request: a stalled one is retried after smallRequestTimeoutMs, not after the SDK's 30 s of socket
+      // inactivity (a primary restarted in a bucket outage waited 30 s for one DELETE of its release marker).
+      await withAttemptTimeout(this.#smallRequestTimeoutMs, (signal) => this.#client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal }));
     });
   }
 

@@ -82,6 +82,23 @@ describe('S3BlobStore under faults', () => {
     assert.equal(proxy.stats.faults.hang, 1);
   });
 
+  it('bounds a DELETE whose answer stalls, even when the socket timeout is long, and retries it', async () => {
+    const patient = testS3Store({ endpoint: proxy.endpoint, bucket: s3.bucket }, { requestTimeoutMs: 60_000, smallRequestTimeoutMs: 300 });
+    try {
+      await patient.put('f/released.json', Buffer.from('{}'));
+      const hangsBefore = proxy.stats.faults.hang;
+      proxy.fail('hang', 1);
+      const started = Date.now();
+      await patient.delete('f/released.json');
+      assert.equal(proxy.stats.faults.hang, hangsBefore + 1);
+      assert.equal(await patient.exists('f/released.json'), false);
+      // One bounded attempt plus a retry, far below the 60 s socket timeout.
+      assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
+    } finally {
+      patient.destroy();
+    }
+  });
+
   it('bounds a small GET whose answer stalls, even when the socket timeout is long, and retries it', async () => {
     const patient = testS3Store({ endpoint: proxy.endpoint, bucket: s3.bucket }, { requestTimeoutMs: 60_000, smallRequestTimeoutMs: 300 });
     try {
