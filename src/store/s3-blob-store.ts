@@ -706,10 +706,10 @@ function describeSdkContent(c: unknown): string {
   }
 }
 
-/** Sets x-amz-content-sha256 on the request before it is signed: SigV4's signer takes a payload hash it finds there
- *  instead of hashing the body itself (@smithy/signature-v4 getPayloadHash), one pass over a pack's bytes fewer. */
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 
+/** Sets x-amz-content-sha256 on the request before it is signed: SigV4's signer takes a payload hash it finds there
+ *  instead of hashing the body itself (@smithy/signature-v4 getPayloadHash), one pass over a pack's bytes fewer. */
 function withContentSha256(command: PutObjectCommand, sha256: string): void {
   command.middlewareStack.add((next) => async (args) => {
     // The build step's request is the SDK's HttpRequest (headers a plain record); typed unknown at this step.

@@ -13,6 +13,12 @@ export function escapeRfc3986(s: string): string {
   return encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
 }
 
+/** A query as SigV4 signs it: names and values escaped, in escaped-name order (the x-amz-signature of a presigned URL
+ *  is never in a query signed here). The request sends this same string, so what is sent is what was signed. */
+export function canonicalQuery(query: Readonly<Record<string, string>>): string {
+  return Object.entries(query).map(([k, v]) => [escapeRfc3986(k), escapeRfc3986(v)] as const).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([k, v]) => `${k}=${v}`).join('&');
+}
+
 /** Headers SigV4 leaves unsigned (the SDK's list): a proxy or the client may change them. */
 const UNSIGNED = new Set(['authorization', 'cache-control', 'connection', 'expect', 'from', 'keep-alive', 'max-forwards', 'pragma', 'referer', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'user-agent', 'x-amzn-trace-id']);
 
@@ -41,10 +47,8 @@ export class GetSigner {
     // A value's line breaks and runs of blanks become one space, one leading and trailing space goes (the SDK's).
     const canonicalHeaders = names.map((n) => `${n}:${(out[n] ?? '').replace(/[\r\n]/g, ' ').replace(/[ \t]+/g, ' ').replace(/^ | $/g, '')}\n`).join('');
     const signedHeaders = names.join(';');
-    // Escaped names in order (the x-amz-signature of a presigned URL is never in a query signed here).
-    const canonicalQuery = Object.entries(query).map(([k, v]) => [escapeRfc3986(k), escapeRfc3986(v)] as const).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([k, v]) => `${k}=${v}`).join('&');
     const payload = out['x-amz-content-sha256'] ?? 'UNSIGNED-PAYLOAD';
-    const canonical = `GET\n${path}\n${canonicalQuery}\n${canonicalHeaders}\n${signedHeaders}\n${payload}`;
+    const canonical = `GET\n${path}\n${canonicalQuery(query)}\n${canonicalHeaders}\n${signedHeaders}\n${payload}`;
     const scope = `${shortDate}/${this.#region}/${this.#service}/aws4_request`;
     const toSign = `AWS4-HMAC-SHA256\n${longDate}\n${scope}\n${createHash('sha256').update(canonical).digest('hex')}`;
     const signature = createHmac('sha256', this.#signingKey(credentials, shortDate)).update(toSign).digest('hex');

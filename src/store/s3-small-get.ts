@@ -12,7 +12,7 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { AwsCredentialIdentity } from '@smithy/types';
 import { z } from 'zod';
 
-import { escapeRfc3986, GetSigner } from './s3-sigv4-get.js';
+import { canonicalQuery, escapeRfc3986, GetSigner } from './s3-sigv4-get.js';
 
 /** What one small GET found: the object, `unchanged` (304 to If-None-Match) or `missing` (404 NoSuchKey). */
 export type SmallGetResult =
@@ -177,8 +177,7 @@ export class SmallGetter {
     const credentials = await this.#credentials();
     const signed = this.#signer.sign(credentials, new Date(Date.now() + offset), path, query, headers);
     signal.throwIfAborted();
-    // The query as the signer canonicalized it: RFC 3986 escaping of names and values, in name order.
-    const search = Object.keys(query).sort().map((k) => `${escapeRfc3986(k)}=${escapeRfc3986(query[k] ?? '')}`).join('&');
+    const search = canonicalQuery(query);
     const res = await this.#send(base, search === '' ? path : `${path}?${search}`, signed, signal);
     if ((res.statusCode ?? 0) >= 400) this.#noteServerClock(res.headers.date, offset);
     return res;
