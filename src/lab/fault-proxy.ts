@@ -1,12 +1,12 @@
 // Lives in the lab (not test/support) because the chaos soak (bench/chaos) drives it too.
 // An HTTP proxy on 127.0.0.1 in front of an S3 server whose behaviour a test flips per request:
 // pass through, reset the connection, hang (the client times out), answer 503 SlowDown or 500, truncate a
-// response body, lose the answer of a request the server did carry out, or refuse connections altogether
-// (nothing listening on the port).
+// response body, lose the answer of a request the server did carry out (a reset, or an answer that never comes), or
+// refuse connections altogether (nothing listening on the port).
 import http from 'node:http';
 import type { Socket } from 'node:net';
 
-export type Fault = 'reset' | 'hang' | 'slowdown' | 'error500' | 'truncate' | 'lose-answer';
+export type Fault = 'reset' | 'hang' | 'slowdown' | 'error500' | 'truncate' | 'lose-answer' | 'stall-answer';
 
 /** An answer of the server behind the proxy: by then it has carried the request out (`at`: epoch ms). */
 export interface ProxyAnswer { method: string; path: string; status: number; at: number }
@@ -20,7 +20,9 @@ export interface FaultProxy {
   /**
    * The next `count` requests (default 1; Infinity until pass()) get `fault`. `truncate` counts GET requests only:
    * it sends the real headers and half the body, then cuts the connection. `lose-answer` forwards the request,
-   * waits for the server's whole answer, then resets the client's connection instead of relaying it. `only`: the
+   * waits for the server's whole answer, then resets the client's connection instead of relaying it; `stall-answer`
+   * likewise, but leaves the connection open and silent (the client times out: `hang`, once the server has carried
+   * the request out). `only`: the
    * fault hits (and counts) only the requests of that method and/or whose path (less the query) matches; the others
    * pass.
    */
@@ -52,7 +54,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   let remaining = 0;
   let filter: FaultFilter | undefined;
   const listeners = new Set<(a: ProxyAnswer) => void>();
-  const stats = { requests: 0, bodyBytes: 0, faults: { reset: 0, hang: 0, slowdown: 0, error500: 0, truncate: 0, 'lose-answer': 0 } as Record<Fault, number> };
+  const stats = { requests: 0, bodyBytes: 0, faults: { reset: 0, hang: 0, slowdown: 0, error500: 0, truncate: 0, 'lose-answer': 0, 'stall-answer': 0 } as Record<Fault, number> };
 
   const take = (method: string, path: string): Fault | null => {
     if (fault === null || remaining <= 0) return null;
@@ -104,6 +106,11 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
         if (f === 'lose-answer') {
           upRes.resume();
           upRes.on('end', () => req.socket.resetAndDestroy());
+          return;
+        }
+        if (f === 'stall-answer') {
+          // Never answered; the socket is destroyed when the client gives up, or at close().
+          upRes.resume();
           return;
         }
         res.writeHead(upRes.statusCode ?? 502, upRes.headers);

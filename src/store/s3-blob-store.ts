@@ -43,7 +43,8 @@ export interface S3BlobStoreOptions {
   retry?: RetryPolicy;
   /** A request whose socket stays idle this long (no answer, a stalled body) fails and is retried. Default 30000. */
   requestTimeoutMs?: number;
-  /** Whole-attempt bound for small objects (head, records, specs); a stalled answer is retried. Default 2000. */
+  /** Whole-attempt bound of the small requests: GETs of small objects (heads, records, specs), PUTs of at most 64 KiB
+   *  (conditional ones included), HEADs and DELETEs; a stalled answer is retried. Default 2000. */
   smallRequestTimeoutMs?: number;
   log?: Logger;
   /** Where each request (by kind), the bytes moved and the requests that failed for good are counted. */
@@ -65,6 +66,10 @@ const LIST_PAGE_KEYS = 1000;
 const MAX_LIST_PAGE_BYTES = 8 * MIB;
 /** S3's smallest part (all but the last). */
 const MIN_PART_BYTES = 5 * MIB;
+/** A PUT of a body up to this size is a small request, each attempt bounded by smallRequestTimeoutMs: heads, journal
+ *  records, release markers, claims and specs are a few KB. 64 KiB goes in 2 s over a 256 kbit/s uplink; a larger
+ *  body (a blob, a pack) keeps the socket timeout alone, which a slow link sending it does not trip. */
+const SMALL_PUT_BYTES = 64 * 1024;
 
 type Metadata = { httpStatusCode?: number };
 const networkCodes = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ECONNABORTED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'ERR_STREAM_PREMATURE_CLOSE']);
@@ -296,6 +301,12 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
+  /** Runs one attempt of a small request within smallRequestTimeoutMs, the caller's `signal` (if any) stopping it
+   *  too: a stalled answer is retried after that, not after the SDK's socket inactivity timeout. */
+  #bounded<T>(send: (signal: AbortSignal) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return withAttemptTimeout(this.#smallRequestTimeoutMs, (bounded) => send(signal === undefined ? bounded : AbortSignal.any([signal, bounded])));
+  }
+
   /** Every attempt is a request the bucket answers (and bills), a retried one included. */
   #count(kind: BucketRequestKind): void {
     this.#metrics?.bucketRequest(kind);
@@ -320,7 +331,10 @@ export class S3BlobStore implements BlobStore {
         this.#count('PUT');
         const put = new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length });
         if (opts.sha256 !== undefined) withContentSha256(put, opts.sha256);
-        await this.#client.send(put, abortable);
+        // A stalled answer to a small PUT (a head, a record, a release marker) is retried after smallRequestTimeoutMs:
+        // an unconditional PUT of the same bytes again is harmless whether or not the first one landed.
+        if (body.length <= SMALL_PUT_BYTES) await this.#bounded((s) => this.#client.send(put, { abortSignal: s }), signal);
+        else await this.#client.send(put, abortable);
         this.#metrics?.bucketBytes('up', body.length);
         return;
       }
@@ -417,7 +431,10 @@ export class S3BlobStore implements BlobStore {
   /**
    * A conditional PUT: 412 (and 404, AWS's answer to If-Match on a missing key) means "condition failed" and is
    * not retried. Once an attempt has failed without a clear answer, its write may have happened; if a retry then
-   * fails the condition, the stored bytes tell whether that write was ours.
+   * fails the condition, the stored bytes tell whether that write was ours. An attempt cut short by
+   * smallRequestTimeoutMs is such an attempt: the server may have carried it out and only its answer stalled. (One
+   * carried out later still, after the retry, fails its own condition: the retry's write or another's changed the
+   * object, so it replaces nothing.)
    */
   async #conditionalPut(op: string, key: string, body: Buffer, condition: { IfNoneMatch: '*' } | { IfMatch: string }): Promise<boolean> {
     let mayHaveWritten = false;
@@ -427,7 +444,9 @@ export class S3BlobStore implements BlobStore {
       async () => {
         try {
           this.#count('PUT');
-          await this.#client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, ...condition }));
+          const put = new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, ...condition });
+          if (body.length <= SMALL_PUT_BYTES) await this.#bounded((s) => this.#client.send(put, { abortSignal: s }));
+          else await this.#client.send(put);
           this.#metrics?.bucketBytes('up', body.length);
           return true;
         } catch (err) {
@@ -619,7 +638,8 @@ export class S3BlobStore implements BlobStore {
       signal?.throwIfAborted();
       try {
         this.#count('HEAD');
-        await this.#client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), signal === undefined ? {} : { abortSignal: signal });
+        // No body either way: a small request whatever the object's size.
+        await this.#bounded((s) => this.#client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: s }), signal);
         return true;
       } catch (err) {
         if (isNotFound(err) && !isNoSuchBucket(err)) return false;
@@ -641,7 +661,7 @@ export class S3BlobStore implements BlobStore {
       this.#count('DELETE');
       // A small request: a stalled one is retried after smallRequestTimeoutMs, not after the SDK's 30 s of socket
       // inactivity (a primary restarted in a bucket outage waited 30 s for one DELETE of its release marker).
-      await withAttemptTimeout(this.#smallRequestTimeoutMs, (signal) => this.#client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal }));
+      await this.#bounded((signal) => this.#client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal }));
     });
   }
 

@@ -1,4 +1,5 @@
-// The S3 store through a fault proxy: resets, throttling, 5xx, hangs and torn bodies are retried and succeed;
+// The S3 store through a fault proxy: resets, throttling, 5xx, hangs and torn bodies are retried and succeed (a
+// stalled small request within the small bound, a conditional PUT whose stalled answer hid its write included);
 // other 4xx are not retried; an unreachable endpoint or a missing bucket gives a clear error; a head write that
 // fails after the last publish is retried by the journal writer until the head covers that publish.
 import assert from 'node:assert/strict';
@@ -53,6 +54,26 @@ describe('S3BlobStore under faults', () => {
     await rm(work, { recursive: true, force: true });
   });
 
+  /** A store whose socket timeout (60 s) is far above its small bound (300 ms): a stalled small request left to the
+   *  socket timeout would hold its test a minute. */
+  const patientStore = (): S3BlobStore => {
+    const patient = testS3Store({ endpoint: proxy.endpoint, bucket: s3.bucket }, { requestTimeoutMs: 60_000, smallRequestTimeoutMs: 300 });
+    others.push(patient);
+    return patient;
+  };
+  /** The statuses the server answered to PUTs of `key` while `run` ran, a stalled answer's included. */
+  const putAnswers = async <T>(key: string, run: () => Promise<T>): Promise<{ result: T; statuses: number[] }> => {
+    const statuses: number[] = [];
+    const off = proxy.onAnswer((a) => {
+      if (a.method === 'PUT' && a.path.split('?')[0]?.endsWith(`/${key}`)) statuses.push(a.status);
+    });
+    try {
+      return { result: await run(), statuses };
+    } finally {
+      off();
+    }
+  };
+
   it('retries connection resets on put and get', async () => {
     proxy.fail('reset', 2);
     await store.put('f/reset', Buffer.from('survives resets'));
@@ -83,37 +104,89 @@ describe('S3BlobStore under faults', () => {
   });
 
   it('bounds a DELETE whose answer stalls, even when the socket timeout is long, and retries it', async () => {
-    const patient = testS3Store({ endpoint: proxy.endpoint, bucket: s3.bucket }, { requestTimeoutMs: 60_000, smallRequestTimeoutMs: 300 });
-    try {
-      await patient.put('f/released.json', Buffer.from('{}'));
-      const hangsBefore = proxy.stats.faults.hang;
-      proxy.fail('hang', 1);
-      const started = Date.now();
-      await patient.delete('f/released.json');
-      assert.equal(proxy.stats.faults.hang, hangsBefore + 1);
-      assert.equal(await patient.exists('f/released.json'), false);
-      // One bounded attempt plus a retry, far below the 60 s socket timeout.
-      assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
-    } finally {
-      patient.destroy();
-    }
+    const patient = patientStore();
+    await patient.put('f/released.json', Buffer.from('{}'));
+    const hangsBefore = proxy.stats.faults.hang;
+    proxy.fail('hang', 1);
+    const started = Date.now();
+    await patient.delete('f/released.json');
+    assert.equal(proxy.stats.faults.hang, hangsBefore + 1);
+    assert.equal(await patient.exists('f/released.json'), false);
+    // One bounded attempt plus a retry, far below the 60 s socket timeout.
+    assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
   });
 
   it('bounds a small GET whose answer stalls, even when the socket timeout is long, and retries it', async () => {
-    const patient = testS3Store({ endpoint: proxy.endpoint, bucket: s3.bucket }, { requestTimeoutMs: 60_000, smallRequestTimeoutMs: 300 });
-    try {
-      await patient.put('f/head.json', Buffer.from('{"seq":1}'));
-      const hangsBefore = proxy.stats.faults.hang;
-      proxy.fail('hang', 1);
-      const started = Date.now();
-      const got = await patient.getIfNoneMatch('f/head.json', undefined, 1024);
-      assert.equal(got.status, 'ok');
-      assert.equal(proxy.stats.faults.hang, hangsBefore + 1);
-      // One bounded attempt plus a retry, far below the 60 s socket timeout.
-      assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
-    } finally {
-      patient.destroy();
-    }
+    const patient = patientStore();
+    await patient.put('f/head.json', Buffer.from('{"seq":1}'));
+    const hangsBefore = proxy.stats.faults.hang;
+    proxy.fail('hang', 1);
+    const started = Date.now();
+    const got = await patient.getIfNoneMatch('f/head.json', undefined, 1024);
+    assert.equal(got.status, 'ok');
+    assert.equal(proxy.stats.faults.hang, hangsBefore + 1);
+    // One bounded attempt plus a retry, far below the 60 s socket timeout.
+    assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
+  });
+
+  it('bounds a HEAD and a small PUT whose answers stall, even when the socket timeout is long, and retries them', async () => {
+    const patient = patientStore();
+    await patient.put('f/record.json', Buffer.from('{"seq":2}'));
+    const hangsBefore = proxy.stats.faults.hang;
+    const started = Date.now();
+    proxy.fail('hang', 1, { method: 'HEAD' });
+    assert.equal(await patient.exists('f/record.json'), true);
+    proxy.fail('hang', 1, { method: 'PUT' });
+    await patient.put('f/record.json', Buffer.from('{"seq":3}'));
+    assert.equal(proxy.stats.faults.hang, hangsBefore + 2);
+    // Two bounded attempts plus their retries, far below the 60 s socket timeout.
+    assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
+    assert.equal((await patient.getBuffer('f/record.json', 100))?.toString(), '{"seq":3}');
+  });
+
+  it('a conditional create cut short by the small bound after it landed is ours: the retry sees 412 and finds our bytes', async () => {
+    const patient = patientStore();
+    const stalledBefore = proxy.stats.faults['stall-answer'];
+    const started = Date.now();
+    proxy.fail('stall-answer', 1, { method: 'PUT' });
+    const created = await putAnswers('f/claim-stalled', () => patient.putIfAbsent('f/claim-stalled', Buffer.from('{"host":"a"}')));
+    assert.equal(created.result, true);
+    assert.deepEqual(created.statuses, [200, 412], 'the stalled attempt landed; its retry failed the condition on it');
+    // One stalled before reaching the server: its retry creates the object.
+    proxy.fail('hang', 1, { method: 'PUT' });
+    assert.equal(await patient.putIfAbsent('f/claim-hung', Buffer.from('{"host":"a"}')), true);
+    assert.equal(proxy.stats.faults['stall-answer'], stalledBefore + 1);
+    assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
+    assert.equal((await patient.getBuffer('f/claim-stalled', 100))?.toString(), '{"host":"a"}');
+    assert.equal((await patient.getBuffer('f/claim-hung', 100))?.toString(), '{"host":"a"}');
+  });
+
+  it('a conditional create whose stalled answer was a conflict is still a conflict', async () => {
+    const patient = patientStore();
+    await patient.put('f/claim-theirs', Buffer.from('{"host":"b"}'));
+    proxy.fail('stall-answer', 1, { method: 'PUT' });
+    const lost = await putAnswers('f/claim-theirs', () => patient.putIfAbsent('f/claim-theirs', Buffer.from('{"host":"a"}')));
+    assert.equal(lost.result, false);
+    assert.deepEqual(lost.statuses, [412, 412]);
+    assert.equal((await patient.getBuffer('f/claim-theirs', 100))?.toString(), '{"host":"b"}');
+  });
+
+  it('an If-Match replacement cut short after it landed is ours; one whose ETag was stale is still a conflict', async () => {
+    const patient = patientStore();
+    await patient.put('f/spec-stalled', Buffer.from('v1'));
+    const v1 = await patient.getIfNoneMatch('f/spec-stalled', undefined, 100);
+    assert.equal(v1.status, 'ok');
+    if (v1.status !== 'ok') return;
+    proxy.fail('stall-answer', 1, { method: 'PUT' });
+    const replaced = await putAnswers('f/spec-stalled', () => patient.putIfMatch('f/spec-stalled', Buffer.from('v2'), v1.etag));
+    assert.equal(replaced.result, true);
+    assert.deepEqual(replaced.statuses, [200, 412]);
+    // v1's ETag is another version's now: a stalled answer does not turn that into a success.
+    proxy.fail('stall-answer', 1, { method: 'PUT' });
+    const stale = await putAnswers('f/spec-stalled', () => patient.putIfMatch('f/spec-stalled', Buffer.from('v3'), v1.etag));
+    assert.equal(stale.result, false);
+    assert.deepEqual(stale.statuses, [412, 412]);
+    assert.equal((await patient.getBuffer('f/spec-stalled', 100))?.toString(), 'v2');
   });
 
   it('re-uploads a streamed file from its first byte after a reset', async () => {
