@@ -5,21 +5,19 @@
 // included) and the time its `image loaded` line reports (the bucket read, the restore, docker save of the base image,
 // the layer, docker load). Prints a table and writes bench/results/<date>-restore-image.json.
 //   node --import tsx bench/restore-image.ts [--runs=3] [--kind=overlay2|containerd]      (root: dockerd engines)
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { dockerCli, type EngineKind } from '../src/lab/engine.js';
 import { waitFor } from '../src/lab/wait.js';
 import { pusherCaughtUp, readPusherStatus } from '../test/support/pusher-status.js';
 import { freePort, spawnTwinlayer } from '../test/support/twinlayer.js';
-import { imageSize, imageTag, makeServiceImage, spawnPusher, startCluster, stopCluster, twinlayerEnv, type Cluster, type GroupOptions } from './lib/cluster.js';
+import { intOption, option, resultsDir, withCluster } from './lib/bench-cluster.js';
+import { imageSize, imageTag, makeServiceImage, spawnPusher, twinlayerEnv, type Cluster, type GroupOptions } from './lib/cluster.js';
 import { summarize, type Summary } from './lib/stats.js';
 
-const arg = (name: string): string | undefined => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
-const RUNS = Number(arg('runs') ?? '3');
-const KIND = (arg('kind') ?? 'overlay2') as EngineKind;
+const RUNS = intOption('runs', 3, 20);
+const KIND = (option('kind') ?? 'overlay2') as EngineKind;
 const MB = 206;
 const log = (line: string): void => void process.stderr.write(`${line}\n`);
 
@@ -68,19 +66,15 @@ async function measure(c: Cluster, o: GroupOptions, label: string, restoreTmp: s
   return { case: label, wallMs: summarize(wall), reportedMs: summarize(reported), layerBytes, phasesMs: Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, summarize(v).median])) };
 }
 
-const base = await mkdtemp(join(tmpdir(), 'twl-rimg-bench-'));
-let cluster: Cluster | null = null;
-try {
-  cluster = await startCluster(base, log, KIND);
-  const c = cluster;
+await withCluster({ prefix: 'twl-rimg-bench-', log, engineLog: log, kind: KIND }, async (c) => {
   await makeServiceImage(c, MB);
   const size = await imageSize(c, MB);
   log(`image ${imageTag(MB)} ready (${(size / 1e6).toFixed(1)} MB)`);
   const o: GroupOptions = { group: 'rimg', label: 'twinlayer.enable', pollIntervalMs: 50, hookPort: await freePort(), logLevel: 'info' };
   await dockerCli(c.a, ['run', '-d', '--name', 'web', '--label', 'twinlayer.enable=true', '--network', 'none', imageTag(MB), 'sh', '-c', 'while true; do sleep 1; done']);
   spawnPusher(c, o);
-  const stateDir = join(base, `state-${o.group}-a`);
-  const restoreTmp = join(base, 'restore-tmp');
+  const stateDir = join(c.base, `state-${o.group}-a`);
+  const restoreTmp = join(c.base, 'restore-tmp');
   await mkdir(restoreTmp);
   const cases: Case[] = [];
   let before = await lastSeq(stateDir, o.group);
@@ -102,10 +96,7 @@ try {
     ...rows,
     '',
   ].join('\n'));
-  const out = join(dirname(fileURLToPath(import.meta.url)), 'results', `${new Date().toISOString().slice(0, 10)}-restore-image${KIND === 'overlay2' ? '' : `-${KIND}`}.json`);
+  const out = join(resultsDir, `${new Date().toISOString().slice(0, 10)}-restore-image${KIND === 'overlay2' ? '' : `-${KIND}`}.json`);
   await writeFile(out, `${JSON.stringify({ when: new Date().toISOString(), kind: KIND, imageBytes: size, runs: RUNS, cases }, null, 2)}\n`);
   log(`wrote ${out}`);
-} finally {
-  if (cluster !== null) await stopCluster(cluster);
-  await rm(base, { recursive: true, force: true });
-}
+});

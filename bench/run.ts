@@ -6,13 +6,14 @@
 // Writes bench/results/<date>.json and .md (quick: <date>-quick.*) with the targets appended, <date>-months.*,
 // <date>-scale-bench.*, <date>-startup-bench.json and <date>[-quick]-targets.json; a full run also updates latest.md.
 import { execFile, spawn } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { cpus, tmpdir } from 'node:os';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
-import { imageSize, makeServiceImage, startCluster, stopCluster, type Cluster } from './lib/cluster.js';
+import { resultsDir, withCluster } from './lib/bench-cluster.js';
+import { imageSize, makeServiceImage, type Cluster } from './lib/cluster.js';
 import { profileBulk } from './profile.js';
 import { runRecoveryPoint } from './recovery.js';
 import { attemptPart } from './lib/attempt.js';
@@ -24,7 +25,6 @@ import { trixieDockerDir } from '../src/lab/engine.js';
 
 const execFileP = promisify(execFile);
 
-const resultsDir = join(dirname(fileURLToPath(import.meta.url)), 'results');
 
 interface Plan {
   mode: 'full' | 'quick';
@@ -132,18 +132,7 @@ async function clusterBench(plan: Plan, only: Set<string>, store: 'overlay2' | '
     process.stdout.write(`[${((performance.now() - started) / 1000).toFixed(0).padStart(4)} s] ${line}\n`);
   };
   log(`twinlayer bench, ${plan.mode} mode, ${store === 'overlay2' ? 'dockerd 20.10 on overlay2' : 'dockerd 26 on the containerd image store'}`);
-  const base = await mkdtemp(join(tmpdir(), 'tlb-'));
-  let cluster: Cluster | null = null;
-  let interrupted = false;
-  const onSignal = (): void => {
-    interrupted = true;
-    log('interrupted: cleaning up');
-    void (cluster ? stopCluster(cluster) : Promise.resolve()).finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  try {
-    cluster = await startCluster(base, () => undefined, store);
+  return withCluster({ prefix: 'tlb-', log, kind: store }, async (cluster) => {
     log('engines A and B and the S3 server up');
     const sizesNeeded = [...new Set([...plan.sizes, 46])];
     const images: Record<number, number> = {};
@@ -182,17 +171,17 @@ async function clusterBench(plan: Plan, only: Set<string>, store: 'overlay2' | '
     if (only.has('sync')) {
       for (const mb of plan.sizes) {
         await attempt(`sync ${mb} MB`, async () => {
-          await restartS3(cluster!, log);
+          await restartS3(cluster, log);
           const changes = changeKinds(mb, plan.samples, plan.bulkSamples[mb] ?? 3, plan.lsyncdBulkSamples);
-          const points = await runSyncWorkload(cluster!, mb, { pollIntervalMs: plan.pollIntervalMs, headPollMs: plan.headPollMs, changes, log });
+          const points = await runSyncWorkload(cluster, mb, { pollIntervalMs: plan.pollIntervalMs, headPollMs: plan.headPollMs, changes, log });
           result.sync.push(...points);
           for (const p of points) log(`  ${mb} MB ${p.change}: bucket ${p.bucket.median} ms, twin ${p.twin.median} ms, floor ${p.floorPut.median} ms, lsyncd ${p.lsyncd.median} ms`);
         });
       }
       await attempt('bulk profile', async () => {
-        await restartS3(cluster!, log);
+        await restartS3(cluster, log);
         for (const mb of plan.profileSizes) {
-          result.profile.push(await profileBulk(cluster!.s3.endpoint, base, mb * 1_000_000));
+          result.profile.push(await profileBulk(cluster.s3.endpoint, cluster.base, mb * 1_000_000));
           log(`  profile of a ${mb} MB change: ${JSON.stringify(result.profile.at(-1))}`);
         }
       });
@@ -202,8 +191,8 @@ async function clusterBench(plan: Plan, only: Set<string>, store: 'overlay2' | '
       const largest = Math.max(...plan.counts);
       for (const [mb, n] of points) {
         await attempt(`recovery ${n} x ${mb} MB`, async () => {
-          await restartS3(cluster!, log);
-          result.recovery.push(await runRecoveryPoint(cluster!, mb, n, {
+          await restartS3(cluster, log);
+          result.recovery.push(await runRecoveryPoint(cluster, mb, n, {
             runs: plan.recoveryRuns,
             pollIntervalMs: plan.pollIntervalMs,
             ...(n === largest ? { idleWindowMs: plan.idleWindowMs } : {}),
@@ -220,12 +209,7 @@ async function clusterBench(plan: Plan, only: Set<string>, store: 'overlay2' | '
     process.stdout.write('\n' + renderStdout(result) + '\n');
     log(`wrote bench/results/${stem}.json and .md in ${result.durationSeconds} s${result.errors.length > 0 ? `; ${result.errors.length} workload(s) FAILED` : ''}`);
     return { result, stem, md, latest, parts: [...only] };
-  } finally {
-    if (!interrupted) {
-      if (cluster) await stopCluster(cluster).catch((err: unknown) => log(`cleanup: ${String(err)}`));
-      await rm(base, { recursive: true, force: true });
-    }
-  }
+  });
 }
 
 await main();

@@ -18,18 +18,17 @@
 // writes: look at the idle minute in the timeline).
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import PQueue from 'p-queue';
 import { dockerCli } from '../src/lab/engine.js';
 import { startFaultProxy, type FaultProxy, type ProxyAnswer } from '../src/lab/fault-proxy.js';
 import { freePort, type TwinlayerProcess } from '../test/support/twinlayer.js';
+import { intOption, option, resultsDir, withCluster } from './lib/bench-cluster.js';
 import {
-  makeServiceImage, removeContainers, runServices, spawnPuller, spawnPusher, startCluster, stopCluster, upperDir, waitAllStaged,
+  makeServiceImage, removeContainers, runServices, spawnPuller, spawnPusher, upperDir, waitAllStaged,
   type Cluster, type GroupOptions, type Service,
 } from './lib/cluster.js';
 import { inotifyInstances, inotifyWatches, ProcMeter, rssMB } from './lib/proc-meter.js';
@@ -37,17 +36,6 @@ import { summarize, ratio, type Summary } from './lib/stats.js';
 import { ContainerShell, fileHolds, pollUntil, WriteClock, writeCommand } from './lib/writer.js';
 import { stopAll, timeFloor, timeMaster } from './recovery.js';
 
-const resultsDir = join(dirname(fileURLToPath(import.meta.url)), 'results');
-
-function option(name: string): string | undefined {
-  return process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
-}
-function intOption(name: string, dflt: number, max: number): number {
-  const raw = option(name);
-  const n = raw === undefined ? dflt : Number(raw);
-  if (!Number.isInteger(n) || n < 1 || n > max) throw new RangeError(`--${name}: an integer 1..${max}, got ${raw}`);
-  return n;
-}
 for (const a of process.argv.slice(2)) {
   if (!/^--(containers|samples|idle-seconds|tag|cpu-prof)=/.test(a)) throw new Error(`unknown argument ${a}; expected --containers=100,200 --samples=10 --idle-seconds=60 --tag=T --cpu-prof=DIR`);
 }
@@ -298,21 +286,7 @@ async function main(): Promise<void> {
   const log = (m: string): void => void process.stderr.write(`[${String(Math.round((Date.now() - started) / 1000)).padStart(4)} s] ${m}\n`);
   const { execFileSync } = await import('node:child_process');
   const load = execFileSync('uptime', { encoding: 'utf8' }).trim();
-  const base = await mkdtemp(join(tmpdir(), 'tl-scale-'));
-  let cluster: Cluster | null = null;
-  let interrupted = false;
-  const cleanup = async (): Promise<void> => {
-    if (cluster) await stopCluster(cluster).catch((err: unknown) => log(`cleanup: ${String(err)}`));
-    await rm(base, { recursive: true, force: true });
-  };
-  const onSignal = (): void => {
-    interrupted = true;
-    void cleanup().finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  try {
-    cluster = await startCluster(base, log);
+  await withCluster({ prefix: 'tl-scale-', log, engineLog: log }, async (cluster) => {
     await makeServiceImage(cluster, IMAGE_MB);
     const points: ScalePoint[] = [];
     for (const n of counts) {
@@ -328,9 +302,7 @@ async function main(): Promise<void> {
     await writeFile(`${stem}.json`, `${JSON.stringify({ date, load, node: process.version, samples, idleSeconds, imageMB: IMAGE_MB, latencyPollMs: LATENCY_POLL_MS, defaultPollMs: DEFAULT_POLL_MS, points }, null, 1)}\n`);
     await writeFile(`${stem}.md`, md);
     process.stdout.write(`\n${md}\nwrote ${stem}.json and .md in ${Math.round((Date.now() - started) / 1000)} s\n`);
-  } finally {
-    if (!interrupted) await cleanup();
-  }
+  });
 }
 
 await main();

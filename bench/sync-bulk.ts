@@ -3,32 +3,20 @@
 // shell writes the file from /dev/urandom; write returned → bucket → twin, then the PutObject/GetObject floors), in
 // about 2 min instead of a 10 min run. `TWINLAYER_BENCH_BIN=OTHER/bin/twinlayer.js` measures another tree's build.
 // Writes results/<date>-sync-bulk[-T].json with the samples and the pusher's and puller's log lines.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { makeServiceImage, startCluster, stopCluster, type Cluster } from './lib/cluster.js';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { option, resultsDir, tagOption, withCluster } from './lib/bench-cluster.js';
+import { makeServiceImage } from './lib/cluster.js';
 import { changeKinds, runSyncWorkload } from './sync.js';
 
-const arg = (name: string): string | undefined => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
-const tag = arg('tag')?.replace(/[^\w-]/g, '') ?? '';
-const mb = Number(arg('mb') ?? '206');
-const samples = Number(arg('samples') ?? '5');
+const tag = tagOption();
+const mb = Number(option('mb') ?? '206');
+const samples = Number(option('samples') ?? '5');
 if (![46, 107, 206].includes(mb)) throw new RangeError(`--mb: 46, 107 or 206, got ${mb}`);
 if (!Number.isInteger(samples) || samples < 1 || samples > 30) throw new RangeError(`--samples: 1..30, got ${samples}`);
-const resultsDir = join(dirname(fileURLToPath(import.meta.url)), 'results');
 const log = (line: string): void => { process.stdout.write(`${new Date().toISOString()} ${line}\n`); };
 
-const base = await mkdtemp(join(tmpdir(), 'tl-sync-bulk-'));
-let cluster: Cluster | null = null;
-const onSignal = (): void => {
-  log('interrupted: cleaning up');
-  void (cluster ? stopCluster(cluster) : Promise.resolve()).finally(() => rm(base, { recursive: true, force: true })).finally(() => process.exit(130));
-};
-process.once('SIGINT', onSignal);
-process.once('SIGTERM', onSignal);
-try {
-  cluster = await startCluster(base, () => undefined);
+await withCluster({ prefix: 'tl-sync-bulk-', log }, async (cluster) => {
   await makeServiceImage(cluster, mb);
   const bulk = changeKinds(mb, 0, samples, 0).filter((c) => c.id === 'bulk');
   let lines: { pusher: string[]; puller: string[] } = { pusher: [], puller: [] };
@@ -44,7 +32,4 @@ try {
   const out = join(resultsDir, `${new Date().toISOString().slice(0, 10)}-sync-bulk${tag ? `-${tag}` : ''}.json`);
   await writeFile(out, JSON.stringify({ date: new Date().toISOString(), bin: process.env['TWINLAYER_BENCH_BIN'] ?? null, point, lines }, null, 2) + '\n');
   log(`wrote ${out}`);
-} finally {
-  if (cluster) await stopCluster(cluster).catch((err: unknown) => log(`cleanup: ${String(err)}`));
-  await rm(base, { recursive: true, force: true });
-}
+});
