@@ -164,10 +164,12 @@ describe('S3BlobStore under faults', () => {
   it('a conditional create whose stalled answer was a conflict is still a conflict', async () => {
     const patient = patientStore();
     await patient.put('f/claim-theirs', Buffer.from('{"host":"b"}'));
+    const started = Date.now();
     proxy.fail('stall-answer', 1, { method: 'PUT' });
     const lost = await putAnswers('f/claim-theirs', () => patient.putIfAbsent('f/claim-theirs', Buffer.from('{"host":"a"}')));
     assert.equal(lost.result, false);
     assert.deepEqual(lost.statuses, [412, 412]);
+    assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
     assert.equal((await patient.getBuffer('f/claim-theirs', 100))?.toString(), '{"host":"b"}');
   });
 
@@ -177,6 +179,7 @@ describe('S3BlobStore under faults', () => {
     const v1 = await patient.getIfNoneMatch('f/spec-stalled', undefined, 100);
     assert.equal(v1.status, 'ok');
     if (v1.status !== 'ok') return;
+    const started = Date.now();
     proxy.fail('stall-answer', 1, { method: 'PUT' });
     const replaced = await putAnswers('f/spec-stalled', () => patient.putIfMatch('f/spec-stalled', Buffer.from('v2'), v1.etag));
     assert.equal(replaced.result, true);
@@ -186,6 +189,7 @@ describe('S3BlobStore under faults', () => {
     const stale = await putAnswers('f/spec-stalled', () => patient.putIfMatch('f/spec-stalled', Buffer.from('v3'), v1.etag));
     assert.equal(stale.result, false);
     assert.deepEqual(stale.statuses, [412, 412]);
+    assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
     assert.equal((await patient.getBuffer('f/spec-stalled', 100))?.toString(), 'v2');
   });
 
