@@ -332,7 +332,7 @@ export class S3BlobStore implements BlobStore {
         const put = new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length });
         if (opts.sha256 !== undefined) withContentSha256(put, opts.sha256);
         // A stalled answer to a small PUT (a head, a record, a release marker) is retried after smallRequestTimeoutMs:
-        // an unconditional PUT of the same bytes again is harmless whether or not the first one landed.
+        // sending the same bytes again is harmless whether or not the first one landed, as after a reset.
         if (body.length <= SMALL_PUT_BYTES) await this.#bounded((s) => this.#client.send(put, { abortSignal: s }), signal);
         else await this.#client.send(put, abortable);
         this.#metrics?.bucketBytes('up', body.length);
