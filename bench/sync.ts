@@ -61,6 +61,8 @@ export interface SyncOptions {
   keepLines?: (pusher: string[], puller: string[]) => void;
   /** The pusher's and puller's log level (default info; debug logs each build with its torn paths, each staging). */
   logLevel?: 'debug' | 'info';
+  /** More environment for the pusher and the puller (sync-bulk.ts --env=K=V: a config knob for an A/B). */
+  env?: Record<string, string>;
 }
 
 export function changeKinds(imageMB: number, samples: number, bulkSamples: number, lsyncdBulkSamples: number): ChangeKind[] {
@@ -85,7 +87,7 @@ export async function runSyncWorkload(c: Cluster, imageMB: number, o: SyncOption
   const name = `svc${imageMB}`;
   const [svc] = await runServices(c, imageMB, `bench.${group}`, [name]);
   if (!svc) throw new Error('no service');
-  const g: GroupOptions = { group, label: `bench.${group}`, pollIntervalMs: o.pollIntervalMs, hookPort: await freePort(), ...(o.logLevel === undefined ? {} : { logLevel: o.logLevel }) };
+  const g: GroupOptions = { group, label: `bench.${group}`, pollIntervalMs: o.pollIntervalMs, hookPort: await freePort(), ...(o.logLevel === undefined ? {} : { logLevel: o.logLevel }), ...(o.env === undefined ? {} : { env: o.env }) };
   const pusher = spawnPusher(c, g);
   const puller = await spawnPuller(c, { ...g, hookPort: g.hookPort! });
   const shell = new ContainerShell(c.a, name);

@@ -56,7 +56,7 @@ export function pushSettings(config: Config) {
     uploadConcurrency: config.uploadConcurrency,
     reconcileIntervalMs: config.reconcileIntervalMs,
     chunkThresholdBytes: config.chunkThresholdBytes,
-    checkpoints: { deltaShare: config.checkpointDeltaShare, maxAgeMs: config.checkpointMaxAgeMs },
+    checkpoints: { deltaShare: config.checkpointDeltaShare, maxAgeMs: config.checkpointMaxAgeMs, quietMs: config.checkpointQuietMs },
     gc: { intervalMs: config.gcIntervalMs, retentionMs: config.retentionMs, graceMs: config.gcGraceMs },
     shipImages: config.shipImages,
   };

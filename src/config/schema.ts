@@ -51,6 +51,9 @@ export const configSchema = z.strictObject({
    *  it, or once that one is older than checkpointMaxAgeMs (the defaults and why: src/pusher/checkpoint-policy.ts). */
   checkpointDeltaShare: z.coerce.number().positive().max(1000).default(0.5),
   checkpointMaxAgeMs: ms(6 * 60 * 60 * 1000, 1000),
+  /** A due checkpoint waits until no delta was queued or published for this long, a minute at most (0: right after
+   *  the delta that made it due); half of that minute at most, so the quiet period can end before the bound. */
+  checkpointQuietMs: z.coerce.number().int().min(0).max(30_000).default(5000),
   /** Paths (relative to the container root) never shipped; a trailing /** excludes a subtree. */
   excludes: z.union([z.array(z.string()), z.string().transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean))]).default([]),
   /** This host's Ed25519 private key (PEM, mode 0600, made by `twinlayer keygen`): signs every object it writes. */

@@ -10,7 +10,7 @@ import type { Metrics, ReplicationView } from '../metrics/index.js';
 import { asDigest, type Bucket, type CommitChunks, type Digest, type JournalWriter } from '../store/index.js';
 import { uploadChunks } from './chunk-upload.js';
 import { mergeScopes, type Burst, type BurstScope } from './burst.js';
-import { checkpointDue, deltaWeight, DEFAULT_CHECKPOINT_POLICY, shippedFileBytes, type CheckpointPolicy } from './checkpoint-policy.js';
+import { CHECKPOINT_MAX_DEFER_MS, checkpointDue, DEFAULT_CHECKPOINT_POLICY, DEFAULT_CHECKPOINT_QUIET_MS, deltaWeight, shippedFileBytes, type CheckpointPolicy } from './checkpoint-policy.js';
 import { racyPaths, sameShippedState } from './checkpoint-same.js';
 import { shippedText, type ShippedStateStore } from './shipped-state.js';
 
@@ -18,7 +18,8 @@ import { shippedText, type ShippedStateStore } from './shipped-state.js';
 const tornRebuildWaitsMs = [2, 4, 8, 16] as const;
 
 /** After a failed checkpoint the next one waits this long, doubling per failure up to checkpointRetryMaxMs; the
- *  deltas go on meanwhile (a checkpoint never holds them back). */
+ *  deltas go on meanwhile (a checkpoint never holds them back). One that failed on a file being written goes
+ *  earlier: in the quiet period after the next delta (the one that ships that file). */
 const checkpointRetryBaseMs = 10_000;
 const checkpointRetryMaxMs = 10 * 60_000;
 
@@ -30,6 +31,9 @@ const racySettleMs = 100;
 const tornRebuildMaxBytes = 1024 * 1024;
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A checkpoint left unpublished because a file changed while it was read. */
+class TornCheckpointError extends Error {}
 
 /** The files a build wrote (the changeset, its chunk list and spool), once shipped or given up. */
 async function removeBuiltFiles(built: BuiltChangeset): Promise<void> {
@@ -116,6 +120,15 @@ export class ContainerReplicator {
   readonly #startedAt: number;
   #checkpointFailures = 0;
   #checkpointRetryAt = 0;
+  /** When a checkpoint was first found due (clock), until one is published: the quiet wait is bounded from it. */
+  #checkpointDueSince: number | null = null;
+  /** When a delta was last queued (a burst with a change) or published (clock): the quiet period counts from it. */
+  #lastActivityAt: number;
+  /** Deltas published by this replicator; after a checkpoint failed on a torn file, the count it waits to pass. */
+  #deltasPublished = 0;
+  #checkpointAfterDelta: number | null = null;
+  /** Wakes the drain when the quiet period a due checkpoint waits for ends with nothing else pending. */
+  #quietTimer: NodeJS.Timeout | null = null;
   /** The paths shipped racily clean were settled for the checkpoint due now (once per checkpoint tried). */
   #settledForCheckpoint = false;
   #backoffTimer: NodeJS.Timeout | null = null;
@@ -132,6 +145,7 @@ export class ContainerReplicator {
     this.#containerBytes = deps.shipped === undefined ? 0 : shippedFileBytes(deps.shipped);
     this.#clock = deps.clock ?? Date.now;
     this.#startedAt = this.#clock();
+    this.#lastActivityAt = this.#startedAt;
   }
 
   /** The replication metrics of this container at `now`; `collecting` is when the first change of the burst not yet
@@ -154,6 +168,8 @@ export class ContainerReplicator {
     this.#pending = mergeScopes(this.#pending, burst.scope);
     this.#pendingSince = Math.min(this.#pendingSince ?? burst.firstEventAt, burst.firstEventAt);
     this.#pendingChangeSince = earliest(this.#pendingChangeSince, burst.firstChangeAt ?? null);
+    // A scheduled reconcile (no change seen) does not break a quiet period; what it finds and publishes does.
+    if (burst.firstChangeAt != null) this.#lastActivityAt = this.#clock();
     this.#kick();
   }
 
@@ -196,6 +212,8 @@ export class ContainerReplicator {
 
   async close(): Promise<void> {
     this.#closed = true;
+    if (this.#quietTimer !== null) clearTimeout(this.#quietTimer);
+    this.#quietTimer = null;
     this.wake();
     await this.idle();
   }
@@ -211,7 +229,19 @@ export class ContainerReplicator {
     /** The last ship of this drain published a delta: a checkpoint due now goes next, whatever is pending. */
     let afterDelta = false;
     while (!this.#closed) {
-      const due = this.#checkpointDue();
+      let due = this.#checkpointDue();
+      const now = this.#clock();
+      // A due checkpoint waits until the container is quiet (policy.quietMs with no delta queued or published): the
+      // deltas meanwhile go out as they come. Past CHECKPOINT_MAX_DEFER_MS from when it fell due it goes anyway.
+      const quietMs = this.#deps.checkpoints?.quietMs ?? DEFAULT_CHECKPOINT_QUIET_MS;
+      const quietIn = quietMs - (now - this.#lastActivityAt);
+      const forced = this.#checkpointDueSince !== null && now - this.#checkpointDueSince >= CHECKPOINT_MAX_DEFER_MS;
+      if (due !== null && quietIn > 0 && !forced) {
+        // Woken again when the quiet period or the bound ends, unless a write comes first (then that delta's drain
+        // looks again).
+        if (this.#pending === null) this.#wakeAt(Math.min(quietIn, this.#checkpointDueSince! + CHECKPOINT_MAX_DEFER_MS - now));
+        due = null;
+      }
       if (this.#pending === null && due === null) break;
       // A due checkpoint lets one delta go first (a write is not held back by a build of the whole container), then
       // it goes, taking along what came meanwhile (a full build ships the whole container): never starved by writes
@@ -240,10 +270,18 @@ export class ContainerReplicator {
         const ship = this.#shipOnce(scope, firstWriteAt, checkpoint);
         // What shipped() waits for; its failure is handled below.
         this.#ship = ship.then(() => undefined, () => undefined);
-        afterDelta = (await ship) === 'delta';
+        const kind = await ship;
+        afterDelta = kind === 'delta';
+        if (kind === 'delta') {
+          this.#deltasPublished++;
+          this.#lastActivityAt = this.#clock();
+        }
         this.#failures = 0;
         this.#lastError = null;
-        if (checkpoint !== null) this.#checkpointFailures = 0;
+        if (checkpoint !== null) {
+          this.#checkpointFailures = 0;
+          this.#checkpointAfterDelta = null;
+        }
       } catch (err) {
         if (scope !== null) {
           this.#pending = mergeScopes(this.#pending, scope);
@@ -257,7 +295,14 @@ export class ContainerReplicator {
           this.#checkpointFailures++;
           const waitMs = Math.min(checkpointRetryMaxMs, checkpointRetryBaseMs * 2 ** Math.min(this.#checkpointFailures - 1, 16));
           this.#checkpointRetryAt = this.#clock() + waitMs;
-          this.#deps.log.warn('checkpoint failed; deltas go on, the checkpoint is tried again later', { container: this.name, failures: this.#checkpointFailures, retryInMs: waitMs, err });
+          // One that found a file being written goes in the quiet period after the delta that ships that file (the
+          // burst collector has it again), not on a timer that may land on the next write. Not once the bound
+          // forced it: under writes that never stop, that would read the whole container after every delta.
+          const afterNextDelta = err instanceof TornCheckpointError && !forced;
+          this.#checkpointAfterDelta = afterNextDelta ? this.#deltasPublished : null;
+          this.#deps.log.warn('checkpoint failed; deltas go on, the checkpoint is tried again later', {
+            container: this.name, failures: this.#checkpointFailures, retryInMs: waitMs, ...(afterNextDelta ? { orAfter: 'the next delta and a quiet period' } : {}), err,
+          });
           continue;
         }
         this.#failures++;
@@ -274,14 +319,36 @@ export class ContainerReplicator {
 
   /** Why a full checkpoint is due now, or null (none due, a first full sync is due anyway, or one failed lately). */
   #checkpointDue(): string | null {
-    if (this.#needFull || this.#closed) return null;
+    if (this.#needFull || this.#closed) {
+      this.#checkpointDueSince = null;
+      return null;
+    }
     const now = this.#clock();
-    if (now < this.#checkpointRetryAt) return null;
     const verdict = checkpointDue(this.#deps.checkpoints ?? DEFAULT_CHECKPOINT_POLICY, {
       deltaBytesSinceFull: this.#sinceFull.bytes, deltasSinceFull: this.#sinceFull.deltas, containerBytes: this.#containerBytes,
       lastFullAt: this.#lastFullAt, since: this.#startedAt,
     }, now);
-    return verdict.due ? `${verdict.reason}: ${verdict.detail}` : null;
+    if (!verdict.due) {
+      this.#checkpointDueSince = null;
+      return null;
+    }
+    // Due from the first time it was found due, failures included: the quiet wait's bound does not start over.
+    this.#checkpointDueSince ??= now;
+    const retryOnDelta = this.#checkpointAfterDelta !== null && this.#deltasPublished > this.#checkpointAfterDelta;
+    if (now < this.#checkpointRetryAt && !retryOnDelta) return null;
+    return `${verdict.reason}: ${verdict.detail}`;
+  }
+
+  /** Runs the drain again in `ms` (replacing the wake asked for before: each drain asks for the one it needs). */
+  #wakeAt(ms: number): void {
+    if (this.#quietTimer !== null) clearTimeout(this.#quietTimer);
+    // A millisecond past the end: the drain then finds the period over, not 0 ms left of it.
+    this.#quietTimer = setTimeout(() => {
+      this.#quietTimer = null;
+      this.#kick();
+    }, Math.max(0, ms) + 1);
+    // Not what keeps a process alive: close() clears it, and a pusher that stops leaves the checkpoint to its next start.
+    this.#quietTimer.unref();
   }
 
   /** Builds and publishes one commit: `scope` (null: nothing pending), or a full one when the first full sync or
@@ -318,7 +385,7 @@ export class ContainerReplicator {
       // that file off the standby until a later delta. It fails instead (the deltas go on; it is tried again later).
       await removeBuiltFiles(built);
       this.#deps.retry(built.torn);
-      throw new Error(`checkpoint not published: ${built.torn.length} file(s) changed while being read (${built.torn.slice(0, 3).join(', ')})`);
+      throw new TornCheckpointError(`checkpoint not published: ${built.torn.length} file(s) changed while being read (${built.torn.slice(0, 3).join(', ')})`);
     }
     try {
       // Files that changed while being read go out in a later changeset, never torn.
@@ -375,7 +442,7 @@ export class ContainerReplicator {
       await shippedState.clearPending(this.name);
       log.info('published', {
         container: this.name, seq: record.seq, kind: built.kind, files: built.counts.files, deletions: built.counts.deletions,
-        bytes: built.counts.bytes, size: built.size, lagMs: this.#lastPublishedAt - firstWriteAt, ...(checkpoint === null || built.kind !== 'full' ? {} : { checkpoint }),
+        bytes: built.counts.bytes, size: built.size, lagMs: this.#lastPublishedAt - firstWriteAt, ...(checkpoint === null || built.kind !== 'full' ? {} : { checkpoint, waitedMs: this.#clock() - (this.#checkpointDueSince ?? this.#clock()) }),
         ...(record.sameAs === undefined ? {} : { sameAs: record.sameAs }),
       });
       return built.kind;

@@ -8,17 +8,23 @@
 // built while a file is being written is not published (staging a full removes what it does not name) and goes out
 // later with the file. The checkpoint's walk is timed by a hook around the real tracker's full build (a write just
 // before it, or one byte appended on every turn of the event loop during it).
+// A due checkpoint waits for a quiet period (quietMs with no delta queued or published): not among writes that keep
+// coming, but once they stop; at CHECKPOINT_MAX_DEFER_MS from when it fell due it goes under writes all the same (the
+// clock is moved past that bound); one that failed on a file being written goes in the quiet period after the delta
+// that ships the file, not on its retry timer.
 import assert from 'node:assert/strict';
 import { appendFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
 import PQueue from 'p-queue';
 
 import { defaultLimits, UpperTracker, type BuiltChangeset } from '../../../src/changeset/index.js';
 import { readChangeset } from '../../../src/changeset/tar-reader.js';
-import type { CheckpointPolicy } from '../../../src/pusher/checkpoint-policy.js';
+import { CHECKPOINT_MAX_DEFER_MS, type CheckpointPolicy } from '../../../src/pusher/checkpoint-policy.js';
+import { waitFor } from '../../../src/lab/wait.js';
 import { ContainerReplicator } from '../../../src/pusher/replicator.js';
 import { ShippedStateStore } from '../../../src/pusher/shipped-state.js';
 import { asDigest, Bucket, DirBlobStore, JournalWriter, type CommitRecord, type Generation } from '../../../src/store/index.js';
@@ -64,8 +70,10 @@ describe('checkpoints of one container replicator', () => {
     if (root !== '') await rm(root, { recursive: true, force: true });
   });
 
-  /** `clock.skew` moves the replicator's clock ahead of the real one (its checkpoints' age). */
-  async function setup(checkpoints: CheckpointPolicy) {
+  /** `clock.skew` moves the replicator's clock ahead of the real one (its checkpoints' age, the quiet wait's bound).
+   *  Without a quietMs a due checkpoint goes right after the delta that made it due (no quiet period). */
+  async function setup(policy: CheckpointPolicy) {
+    const checkpoints = { quietMs: 0, ...policy };
     const clock = { skew: 0 };
     const hooks: Hooks = {};
     const retried: string[] = [];
@@ -251,5 +259,90 @@ describe('checkpoints of one container replicator', () => {
     assert.equal(inFull.get('f'), now, 'the checkpoint holds f as it is');
     assert.equal(inFull.get('a'), '1');
     assert.equal(full.sameAs, delta.seq, 'f, shipped while still racy, was settled before the checkpoint');
+  });
+  /** One byte appended to `file` on every turn of the event loop while the checkpoint is built: `file` is torn. */
+  const appendDuringFullBuild = (upper: string, file: string) => async (build: () => Promise<BuiltChangeset | null>): Promise<BuiltChangeset | null> => {
+    let on = true;
+    const tick = (): void => {
+      if (!on) return;
+      appendFileSync(join(upper, file), 'y');
+      setImmediate(tick);
+    };
+    setImmediate(tick);
+    try {
+      return await build();
+    } finally {
+      on = false;
+    }
+  };
+
+  it('a due checkpoint waits while writes go on and goes once no delta came for the quiet period', async () => {
+    const quietMs = 2000;
+    const c = await setup({ deltaShare: 1000, maxAgeMs: 3_600_000, quietMs });
+    await c.commit('a', '1');
+    c.clock.skew = 3_600_001;
+    // A write every 100 ms for longer than the quiet period: the checkpoint is due from the first, never quiet.
+    const writesFor = Date.now() + 2 * quietMs;
+    let n = 0;
+    while (Date.now() < writesFor) {
+      await c.commit(`w${n % 3}`, `v${n}`);
+      n++;
+      await delay(100);
+    }
+    assert.equal(await c.kinds(), `Fd${'d'.repeat(n)}`, 'no checkpoint among the writes');
+    const full = await waitFor('the checkpoint after the writes', 30_000, async () => (await c.records()).find((r) => r.kind === 'full' && r.seq > 1));
+    const all = await c.records();
+    const last = all[all.length - 2];
+    assert.ok(last !== undefined && last.kind === 'delta' && full.seq === last.seq + 1, await c.kinds());
+    assert.ok(Date.parse(full.publishedAt) - Date.parse(last.publishedAt) >= quietMs, 'it went after the quiet period, not right after the delta');
+    assert.equal(full.sameAs, last.seq, 'nothing was written after the last delta: the checkpoint restates it');
+    const logged = c.lines.find((l) => l['msg'] === 'published' && l['kind'] === 'full' && l['seq'] === full.seq);
+    assert.ok(logged !== undefined && typeof logged['waitedMs'] === 'number' && logged['waitedMs'] >= 2 * quietMs, JSON.stringify(logged));
+  });
+
+  it('under writes that never stop, the checkpoint goes at the bound after the delta that finds it past it', async () => {
+    const c = await setup({ deltaShare: 1000, maxAgeMs: 3_600_000, quietMs: 30_000 });
+    await c.commit('a', '1');
+    c.clock.skew = 3_600_001;
+    for (let i = 0; i < 5; i++) await c.commit('w', `v${i}`);
+    assert.equal(await c.kinds(), 'Fdddddd', 'due, not quiet: deferred');
+    // The writes go on, the bound passes (the clock moves ahead of the quiet period's end): the next delta goes out,
+    // then the checkpoint, taking along what came meanwhile.
+    c.clock.skew += CHECKPOINT_MAX_DEFER_MS;
+    await c.commit('w', 'past the bound');
+    assert.equal(await c.kinds(), 'FdddddddF');
+    const logged = c.lines.find((l) => l['msg'] === 'published' && l['kind'] === 'full' && typeof l['checkpoint'] === 'string');
+    assert.ok(logged !== undefined && typeof logged['waitedMs'] === 'number' && logged['waitedMs'] >= CHECKPOINT_MAX_DEFER_MS, JSON.stringify(logged));
+    // Published, the next one (due at once: the moved clock makes that checkpoint old) waits afresh, not forced by
+    // the old bound.
+    await c.commit('w', 'after');
+    assert.equal(await c.kinds(), 'FdddddddFd');
+  });
+
+  it('a checkpoint that found a file being written goes in the quiet period after the delta that ships it, not on its retry timer', async () => {
+    const quietMs = 1000;
+    const c = await setup({ deltaShare: 1000, maxAgeMs: 3_600_000, quietMs });
+    await c.commit('a', '1');
+    await c.commit('f', 'x');
+    c.clock.skew = 3_600_001;
+    c.hooks.full = appendDuringFullBuild(c.upper, 'f');
+    // Quiet for longer than quietMs by the moved clock: the checkpoint goes now, and finds f torn.
+    await c.submit('reconcile');
+    c.hooks.full = undefined;
+    assert.equal(await c.kinds(), 'Fdd');
+    const failed = c.lines.find((l) => l['msg'] === 'checkpoint failed; deltas go on, the checkpoint is tried again later');
+    assert.ok(failed !== undefined && failed['retryInMs'] === 10_000 && typeof failed['orAfter'] === 'string', JSON.stringify(failed));
+    assert.ok(c.retried.includes('f'));
+    const failedAt = Date.now();
+    // The collector ships f again: a delta, and the checkpoint not right after it (the quiet period first).
+    await c.submit(new Set(['f']));
+    assert.equal(await c.kinds(), 'Fddd');
+    const full = await waitFor('the checkpoint after the delta of f', 9_000, async () => (await c.records()).find((r) => r.kind === 'full' && r.seq > 1));
+    assert.ok(Date.parse(full.publishedAt) - failedAt < 10_000, 'before the retry timer');
+    const delta = (await c.records())[3];
+    assert.ok(delta !== undefined && full.seq === delta.seq + 1);
+    assert.ok(Date.parse(full.publishedAt) - Date.parse(delta.publishedAt) >= quietMs, 'after the quiet period');
+    assert.equal((await c.filesOf(full)).get('f'), await readFile(join(c.upper, 'f'), 'utf8'), 'the checkpoint holds f as it is');
+    assert.equal(full.sameAs, delta.seq);
   });
 });

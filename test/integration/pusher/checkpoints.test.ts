@@ -20,7 +20,7 @@ import { dockerCli, startEngine, type Engine } from '../../../src/lab/engine.js'
 import { startFaultProxy, type FaultProxy } from '../../../src/lab/fault-proxy.js';
 import type { Puller } from '../../../src/puller/index.js';
 import { Pusher } from '../../../src/pusher/index.js';
-import type { CheckpointPolicy } from '../../../src/pusher/checkpoint-policy.js';
+import { DEFAULT_CHECKPOINT_POLICY, type CheckpointPolicy } from '../../../src/pusher/checkpoint-policy.js';
 import { type CommitRecord, type Generation, type S3BlobStore } from '../../../src/store/index.js';
 import { requireRoot } from '../../support/overlay.js';
 import { testS3Store, withS3, type TestS3 } from '../../support/s3.js';
@@ -84,7 +84,9 @@ describe('periodic full checkpoints', { timeout: 1_800_000 }, () => {
     const pusher = new Pusher({
       runtime: runtimeA, bucket, log, hostId: 'host-a', group, label, stateDir: join(base, `state-a-${name}`), excludes: [],
       debounceQuietMs: 5, debounceMaxMs: 20, uploadConcurrency: 2, reconcileIntervalMs: 600_000,
-      ...(checkpoints === undefined ? {} : { checkpoints }),
+      // The commits here come back to back: a checkpoint goes right after the delta that made it due, without the
+      // quiet period it waits for otherwise (checkpoint-replicator.test.ts tests that wait).
+      checkpoints: { ...DEFAULT_CHECKPOINT_POLICY, quietMs: 0, ...checkpoints },
     });
     pushers.push(pusher);
     await pusher.start();

@@ -122,6 +122,13 @@ describe('loadConfig', () => {
     rejects(() => loadConfig({ env: { TWINLAYER_BUCKET: 'twins', TWINLAYER_DEBOUNCE_QUIET_MS: '100', TWINLAYER_DEBOUNCE_MAX_MS: '50' } }), 'debounceMaxMs', /debounceMaxMs/);
   });
 
+  it('reads checkpointQuietMs (default 5 s, 0 allowed) and refuses one past half the checkpoint\'s one-minute bound, naming it', () => {
+    assert.equal(loadConfig({ env: { TWINLAYER_BUCKET: 'twins' } }).checkpointQuietMs, 5000);
+    assert.equal(loadConfig({ env: { TWINLAYER_BUCKET: 'twins', TWINLAYER_CHECKPOINT_QUIET_MS: '0' } }).checkpointQuietMs, 0);
+    rejects(() => loadConfig({ env: { TWINLAYER_BUCKET: 'twins', TWINLAYER_CHECKPOINT_QUIET_MS: '40000' } }), 'checkpointQuietMs', /checkpointQuietMs.*TWINLAYER_CHECKPOINT_QUIET_MS.*"40000"/);
+    rejects(() => loadConfig({ env: { TWINLAYER_BUCKET: 'twins', TWINLAYER_CHECKPOINT_QUIET_MS: '-1' } }), 'checkpointQuietMs', /checkpointQuietMs/);
+  });
+
   it('maps every key to a TWINLAYER_ variable', () => {
     for (const key of configKeys) assert.match(envName(key), /^TWINLAYER_[A-Z0-9_]+$/);
     assert.equal(envName('hookAllowNoToken'), 'TWINLAYER_HOOK_ALLOW_NO_TOKEN');

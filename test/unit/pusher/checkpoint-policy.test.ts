@@ -64,7 +64,7 @@ describe('checkpointDue', () => {
   });
 
   it('has defaults of half the container and six hours', () => {
-    assert.deepEqual(DEFAULT_CHECKPOINT_POLICY, { deltaShare: 0.5, maxAgeMs: 6 * HOUR });
+    assert.deepEqual(DEFAULT_CHECKPOINT_POLICY, { deltaShare: 0.5, maxAgeMs: 6 * HOUR, quietMs: 5000 });
   });
 });
 
