@@ -3,6 +3,7 @@
 // finalizes (a last bounded catch-up) and starts the twins.
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { DEFAULT_TWIN_POLICY, type TwinPolicy, type TwinSpec } from '../docker/index.js';
 import type { ReplicationView } from '../metrics/index.js';
 import { acquireStateLock, type StateLock } from '../state/lock.js';
@@ -14,6 +15,7 @@ import type { PollReport, PullerOptions } from './options.js';
 import type { ContainerStart, ContainerStatus, FinalizeReport, StartReport, StatusReport } from './reports.js';
 import { Stager } from './stager.js';
 import { TwinKeeper } from './twin-keeper.js';
+import { pollDelayMs } from './poll-schedule.js';
 
 /** Where the puller keeps each twin's chunk index (changeset/chunk-index.ts): a promoted host's pusher reads it. */
 export function chunkIndexDirOf(stateDir: string, group: string): string {
@@ -144,11 +146,12 @@ export class Puller {
 
   async #run(): Promise<void> {
     while (!this.#stopped) {
+      const startedAt = performance.now();
       // The loop does not wait for staging: a container's commits go on staging in its own task while the next polls
       // read the journal and start the others (one big or hostile blob holds back nobody else).
       if (!this.#paused) await this.#pollShared(new AbortController().signal, false);
       await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, this.#o.pollIntervalMs);
+        const t = setTimeout(resolve, pollDelayMs(this.#o.pollIntervalMs, performance.now() - startedAt));
         this.#wake = () => {
           clearTimeout(t);
           resolve();
@@ -196,10 +199,16 @@ export class Puller {
       }
       const headMoved = await this.#journal.readNew(state, pastHead);
       if (halted()) return this.#overtaken(started, signal);
+      // The daemon starts staging a container ready for it before the keeper's full check the moved head calls for
+      // (a listing of the specs and of the twins, 7-60 ms on the bench, all of it on a 4 KiB change's way to the
+      // twin): each commit checks its twin itself right before writing (state, mounts, id, image, spec), and the
+      // keeper leaves a twin being staged into for its next check. A container whose spec, twin or host is in doubt
+      // waits for the check, as does everything a finalize's poll (waitForStaging) stages.
+      if (daemon && headMoved) staged = await this.#stager.stageQueues(state, signal, false, (c) => this.#keeper.readyToStage(c));
       if (this.#keeper.due(headMoved || pastHead)) await this.#keeper.ensureTwins(state, halted);
       else await this.#keeper.recheckHeld(state, halted);
       if (halted()) return this.#overtaken(started, signal);
-      staged = await this.#stager.stageQueues(state, signal, waitForStaging);
+      staged += await this.#stager.stageQueues(state, signal, waitForStaging);
       this.#lastPollAt = Date.now();
       this.#lastError = null;
       return this.#report(started, true, staged, signal, null);
