@@ -199,13 +199,15 @@ export class Puller {
       }
       const headMoved = await this.#journal.readNew(state, pastHead);
       if (halted()) return this.#overtaken(started, signal);
-      // The daemon starts staging a container ready for it before the keeper's full check the moved head calls for
-      // (a listing of the specs and of the twins, 7-60 ms on the bench, all of it on a 4 KiB change's way to the
-      // twin): each commit checks its twin itself right before writing (state, mounts, id, image, spec), and the
-      // keeper leaves a twin being staged into for its next check. A container whose spec, twin or host is in doubt
-      // waits for the check, as does everything a finalize's poll (waitForStaging) stages.
-      if (daemon && headMoved) staged = await this.#stager.stageQueues(state, signal, false, (c) => this.#keeper.readyToStage(c));
-      if (this.#keeper.due(headMoved || pastHead)) await this.#keeper.ensureTwins(state, halted);
+      // For the daemon, a moved head calls for the keeper's full check (a listing of the specs and of the twins, 7-60
+      // ms on the bench, all of it on a 4 KiB change's way to the twin) only when it names a container not ready for
+      // staging (new, its spec stale, its twin absent or held): each commit checks its twin itself right before
+      // writing (state, mounts, id, image, spec), and the periodic check still finds a twin removed meanwhile. When
+      // one is in doubt, the others ready are started first; the keeper leaves a twin being staged into for its next
+      // check. A poll that waits for staging (pollOnce, a finalize) checks first, as before.
+      const checkCalledFor = headMoved && (!daemon || this.#headNamesUnready());
+      if (daemon && checkCalledFor) staged = await this.#stager.stageQueues(state, signal, false, (c) => this.#keeper.readyToStage(c));
+      if (this.#keeper.due(checkCalledFor || pastHead)) await this.#keeper.ensureTwins(state, halted);
       else await this.#keeper.recheckHeld(state, halted);
       if (halted()) return this.#overtaken(started, signal);
       staged += await this.#stager.stageQueues(state, signal, waitForStaging);
@@ -218,6 +220,15 @@ export class Puller {
       this.#o.log.warn('poll failed', { err });
       return this.#report(started, false, staged, signal, this.#lastError);
     }
+  }
+
+  /** Whether the head read last names a container this host has not got ready for staging, or one with commits
+   *  queued is not. */
+  #headNamesUnready(): boolean {
+    const known = new Set(this.#containers.names());
+    for (const name of this.#journal.headNames()) if (!known.has(name) || !this.#keeper.readyToStage(this.#containers.get(name))) return true;
+    for (const [, c] of this.#containers.each()) if (c.queue.length > 0 && !this.#keeper.readyToStage(c)) return true;
+    return false;
   }
 
   /** A poll a finalize overtook: it stops where it is. */

@@ -1,8 +1,9 @@
-// A change the daemon's poll reads is staged without waiting for the keeper's full check of the twins the moved head
-// calls for (a listing of the specs, then of the twins): that check stood between a 4 KiB commit in the bucket and
-// its twin (issue 13's ≤ 100 ms row). Here the check's spec listing hangs; the commit is staged all the same, and the
-// check still runs. A twin in doubt waits for the check: a commit naming another spec than the twin's is not staged
-// before the keeper has recreated it. Real dockerd twins, the embedded S3 server, the real Puller.
+// A change the daemon's poll reads is staged without waiting for the keeper's full check of the twins (a listing of
+// the specs, then of the twins), which stood between a 4 KiB commit in the bucket and its twin (issue 13's ≤ 100 ms
+// row): a head naming only containers ready for staging calls for no check, and one naming a new container has the
+// ready ones staged while the check runs. A twin in doubt waits for the check: a commit naming another spec than the
+// twin's is not staged before the keeper has recreated it. Here the check's spec listing hangs while a gate is
+// closed. Real dockerd twins, the embedded S3 server, the real Puller.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -20,7 +21,7 @@ function gatedStore(store: S3BlobStore): { store: S3BlobStore; close(): void; op
   let release = (): void => undefined;
   let held = 0;
   const list = async function* (prefix: string, startAfter?: string): AsyncGenerator<string> {
-    if (gate !== null && prefix.includes('specs')) {
+    if (gate !== null && prefix.endsWith('/containers/')) {
       held++;
       await gate;
     }
@@ -55,7 +56,7 @@ describe('the daemon stages before the keeper\'s check', { timeout: 300_000 }, (
 
   after(() => fx?.close());
 
-  it('stages a commit while the check the moved head called for is still listing the specs', async () => {
+  it('stages a commit of a ready container without the keeper\'s check', async () => {
     const group = 'stage-first';
     const name = 'sf-web';
     const stateDir = join(fx.base, group);
@@ -65,7 +66,7 @@ describe('the daemon stages before the keeper\'s check', { timeout: 300_000 }, (
     const gated = gatedStore(fx.store);
     fx.defer(() => gated.open());
     const { log, lines } = collectingLogger();
-    // No periodic check: the only one after the first polls is the one the moved head calls for.
+    // No periodic check meanwhile: the only one that could come is one the moved head calls for.
     const puller = await fx.openPuller({ bucket: bucketFor(gated.store, group), group, stateDir, log, twinCheckEvery: 1_000_000 });
     await puller.pollOnce();
     assert.equal(await appliedSeq(stateDir, group, name), 1, lines.slice(-5).join('\n'));
@@ -76,11 +77,44 @@ describe('the daemon stages before the keeper\'s check', { timeout: 300_000 }, (
       await web.commit((u) => writeFile(join(u, 'f'), 'two'));
       await waitFor('commit 2 staged', 30_000, async () => (await appliedSeq(stateDir, group, name)) === 2 || undefined, 10);
       assert.equal(await readFile(join(await fx.upperOf(name), 'f'), 'utf8'), 'two');
-      // The check did run, and was still waiting on the bucket while the commit was staged.
-      await waitFor('the keeper\'s spec listing', 10_000, () => Promise.resolve(gated.held() > 0 || undefined), 10);
+      assert.equal(gated.held(), 0, 'the moved head naming only a ready container had the specs listed');
     } finally {
       gated.open();
     }
+    await puller.stop();
+  });
+
+  it('stages a ready container\'s commit while the check a new container calls for is still listing the specs', async () => {
+    const group = 'stage-first-new';
+    const name = 'sf-old';
+    const stateDir = join(fx.base, group);
+    const primary = new Primary(bucketFor(fx.store, group), join(fx.base, 'primary-new'));
+    const old = await primary.container(name, fx.imageId);
+    await old.commit((u) => writeFile(join(u, 'f'), 'one'));
+    const gated = gatedStore(fx.store);
+    fx.defer(() => gated.open());
+    const { log, lines } = collectingLogger();
+    const puller = await fx.openPuller({ bucket: bucketFor(gated.store, group), group, stateDir, log, twinCheckEvery: 1_000_000 });
+    await puller.pollOnce();
+    assert.equal(await appliedSeq(stateDir, group, name), 1, lines.slice(-5).join('\n'));
+
+    gated.close();
+    try {
+      // Both in the bucket before the daemon's first poll reads the head: a new container and a commit of the old.
+      const added = await primary.container('sf-added', fx.imageId);
+      await added.commit((u) => writeFile(join(u, 'g'), 'new'));
+      await old.commit((u) => writeFile(join(u, 'f'), 'two'));
+      puller.start();
+      await waitFor('the old container\'s commit staged', 30_000, async () => (await appliedSeq(stateDir, group, name)) === 3 || undefined, 10);
+      assert.equal(await readFile(join(await fx.upperOf(name), 'f'), 'utf8'), 'two');
+      // The check the new container called for did run, and waits on the bucket: the new twin is not there yet.
+      await waitFor('the keeper\'s spec listing', 10_000, () => Promise.resolve(gated.held() > 0 || undefined), 10);
+      assert.equal(await appliedSeq(stateDir, group, 'sf-added'), 0);
+    } finally {
+      gated.open();
+    }
+    await waitFor('the new container staged once the check ran', 60_000, async () => (await appliedSeq(stateDir, group, 'sf-added')) === 2 || undefined, 20);
+    assert.equal(await readFile(join(await fx.upperOf('sf-added'), 'g'), 'utf8'), 'new');
     await puller.stop();
   });
 
