@@ -94,6 +94,11 @@ export class JournalFollower {
     return this.#head?.containers[name] ?? null;
   }
 
+  /** The containers the head read last names. */
+  headNames(): string[] {
+    return Object.keys(this.#head?.containers ?? {});
+  }
+
   /** When the head last read was written (epoch ms), or null. */
   headUpdatedAt(): number | null {
     return this.#head === null ? null : Date.parse(this.#head.updatedAt);

@@ -237,9 +237,10 @@ export class Stager {
    * Starts a task for every container that has commits to stage and none running. With `wait` (a poll that must
    * report what it staged, a finalize), resolves once every task, also those started earlier, is done, with the
    * number of commits staged meanwhile; without it (the daemon's polls), at once with 0. `signal` aborts the tasks it
-   * started. A commit that failed after its download waits out its backoff, except for a poll with `wait`.
+   * started. A commit that failed after its download waits out its backoff, except for a poll with `wait`. `only`
+   * limits the containers started to those it accepts.
    */
-  async stageQueues(state: AppliedState, signal: AbortSignal, wait = true): Promise<number> {
+  async stageQueues(state: AppliedState, signal: AbortSignal, wait = true, only?: (c: ContainerRuntimeState) => boolean): Promise<number> {
     // One listener on the caller's signal for all the tasks this call starts (one per task passed Node's limit of
     // ten listeners with more than ten containers staging), removed once they are all done.
     const started: Task[] = [];
@@ -250,6 +251,7 @@ export class Stager {
       // Dockerd down: no staging starts until the keeper's next check finds it answering again.
       if (this.#frozen || signal.aborted || this.#keeper.engineDown) break;
       if (c.queue.length === 0 || c.refused !== null || c.restage || this.#tasks.has(name)) continue;
+      if (only !== undefined && !only(c)) continue;
       const controller = new AbortController();
       c.staging = true;
       // Nobody may be waiting (the daemon's polls do not): a failure outside staging proper (Docker, statfs) is

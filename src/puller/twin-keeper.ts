@@ -85,6 +85,14 @@ export class TwinKeeper {
     return due;
   }
 
+  /** Whether `c` may be staged into before this poll's check: its last check passed (a stopped twin of the spec in
+   *  use, which no record since names another of, on a host that has what it needs) and nothing since put it in
+   *  doubt. Each commit checks its twin again right before writing; the check that follows leaves it be meanwhile. */
+  readyToStage(c: ContainerRuntimeState): boolean {
+    return !this.#engineDown && c.twin === 'stopped' && c.spec !== null && !c.specStale && c.refused === null && c.blocked === null
+      && c.hostProblems.length === 0 && !c.restage;
+  }
+
   /** Whether the engine did not answer at the last check: no staging starts until it does. */
   get engineDown(): boolean {
     return this.#engineDown;

@@ -181,6 +181,24 @@ for (const impl of impls) {
       assert.deepEqual((await readdir(work)).filter((f) => f.startsWith('seen')), []);
     });
 
+    it('streams a small object into a file within a small bound (the S3 store\'s lean GET), shown to an observer; too large is refused', async () => {
+      const body = randomBytes(4 * 1024 + 77);
+      await store.put('c/small', body);
+      let parts: Buffer[] = [];
+      let starts = 0;
+      const observe = { start: () => { starts++; parts = []; }, chunk: (b: Buffer) => void parts.push(Buffer.from(b)) };
+      const dest = join(work, 'small.bin');
+      assert.equal(await store.getToFile('c/small', dest, body.length, { observe }), true);
+      assert.ok((await readFile(dest)).equals(body));
+      assert.ok(Buffer.concat(parts).equals(body));
+      assert.equal(starts, 1);
+      await rm(dest);
+      assert.equal(await store.getToFile('c/small-missing', dest, 1024), false);
+      await assert.rejects(store.getToFile('c/small', dest, body.length - 1), ObjectTooLargeError);
+      await assert.rejects(store.getToFile('c/small', dest, body.length, { signal: AbortSignal.abort() }));
+      assert.deepEqual((await readdir(work)).filter((f) => f.startsWith('small')), [], 'no refused or missing read left a file or a temp file');
+    });
+
     it('answers conditional GETs: missing, ok with an ETag, unchanged, ok again after a change', async () => {
       assert.deepEqual(await store.getIfNoneMatch('c/head', undefined, 1024), { status: 'missing' });
       await store.put('c/head', Buffer.from('{"seq":1}'));

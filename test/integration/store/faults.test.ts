@@ -460,4 +460,31 @@ describe('S3BlobStore under faults', () => {
     await assert.rejects(missing.getBuffer('x', 10), BucketMissingError);
     await assert.rejects(missing.put('x', Buffer.from('x')), BucketMissingError);
   });
+
+  it('bounds the GET of a small blob into a file by the small request timeout, and retries a cut or stalled one from its first byte', async () => {
+    const patient = testS3Store({ endpoint: proxy.endpoint, bucket: s3.bucket }, { requestTimeoutMs: 60_000, smallRequestTimeoutMs: 300 });
+    try {
+      const body = randomBytes(5000);
+      await patient.put('f/small-blob', body);
+      const out = join(work, 'small-blob.bin');
+      let starts = 0;
+      const observe = { start: () => void starts++, chunk: () => undefined };
+      const truncated = proxy.stats.faults.truncate;
+      proxy.fail('truncate', 1);
+      assert.equal(await patient.getToFile('f/small-blob', out, body.length, { observe }), true);
+      assert.equal(proxy.stats.faults.truncate, truncated + 1);
+      assert.ok((await readFile(out)).equals(body));
+      assert.equal(starts, 1, 'a cut body is not shown: the lean GET reads it whole first');
+      const hangs = proxy.stats.faults.hang;
+      proxy.fail('hang', 1);
+      const started = Date.now();
+      assert.equal(await patient.getToFile('f/small-blob', out, body.length), true);
+      assert.equal(proxy.stats.faults.hang, hangs + 1);
+      // One bounded attempt plus a retry, far below the 60 s socket timeout.
+      assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
+      assert.ok((await readFile(out)).equals(body));
+    } finally {
+      patient.destroy();
+    }
+  });
 });
