@@ -152,7 +152,10 @@ export async function gzipLayer(source: AsyncIterable<Buffer>, file: string, con
     }
     const tar = hashTap();
     const gz = hashTap();
-    await pipeline(rest, tar, createGzip(), gz, createWriteStream(file), opts);
+    // Output in 1 MiB chunks, mapped on their own and unmapped when freed, not zlib's 16 KiB ones from the main heap:
+    // with the save's reads freed as they go (streams/read-release.ts) they were what was left spreading it
+    // (bench/results/2026-12-08-rss5-probe.md).
+    await pipeline(rest, tar, createGzip({ chunkSize: 1024 * 1024 }), gz, createWriteStream(file), opts);
     return { diffId: tar.digest(), gzBytes: gz.bytes(), tarBytes: tar.bytes(), compression: 'none' };
   } catch (err) {
     await rm(file, { force: true });

@@ -20,7 +20,8 @@ import { imageIdentitySchema, manifestForPlatform, parseContentDocument, sameIde
 import type { ImageIdentity } from './image-identity.js';
 import type { ContainerdEndpoint, ContainerdSettings } from './containerd-store.js';
 import { readFile } from 'node:fs/promises';
-import { pipeline as streamPipeline, Transform, type Readable } from 'node:stream';
+import { pipeline as streamPipeline, type Readable } from 'node:stream';
+import { readRelease } from '../streams/read-release.js';
 import * as path from 'node:path';
 import { imageInspectSchema, imageListSchema, inspectSchema, listSchema, networkInspectSchema } from './schemas.js';
 import type { ContainerInspect } from './schemas.js';
@@ -121,6 +122,9 @@ export interface EnsureTwinOptions {
 
 /** Checked right before a twin starts (startContainers' beforeStart): a reason not to start it, or null. */
 export type StartCheck = (name: string) => Promise<string | null>;
+
+/** A saved image's socket reads are freed each this many bytes (streams/read-release.ts). */
+const SAVE_RELEASE_BYTES = 1024 * 1024;
 
 // The bind sources of a container as its inspect shows them.
 const bindsOfInspect = z.looseObject({
@@ -797,13 +801,11 @@ export class DockerRuntime {
       clearTimeout(timer);
       throw new DockerApiError('save image', statusOf(cause), context, { cause: idle.signal.aborted ? idle.signal.reason : cause });
     }
-    // Bytes pass through a tap that restarts the idle timer; a failure of the response (abort included) fails it.
-    const tap = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        clearTimeout(timer);
-        timer = setTimeout(stalled, idleMs).unref();
-        cb(null, chunk);
-      },
+    // Bytes pass through a tap that restarts the idle timer and has the reads freed as it goes; a failure of the
+    // response (abort included) fails it.
+    const tap = readRelease(SAVE_RELEASE_BYTES, () => {
+      clearTimeout(timer);
+      timer = setTimeout(stalled, idleMs).unref();
     });
     const onAbort = (): void => {
       (res as Readable).destroy(idle.signal.aborted ? (idle.signal.reason as Error) : new DockerApiError('save image', undefined, context, { cause: signal.reason }));
