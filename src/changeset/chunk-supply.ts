@@ -72,6 +72,8 @@ export interface SupplyStats {
   workers: number;
   /** ms take() waited, once an assembled file was read back and hashed, for its write-back to reach the disk. */
   flushWaitMs: number;
+  /** Assembled files take() copied to their temp name because a link(2) there failed with EXDEV (another mount). */
+  copied: number;
 }
 
 /** A chunk's bytes: in a file of the twin (held open), or in a file being assembled in the chunk dir. */
@@ -212,7 +214,7 @@ export class ChunkSupply {
   readonly #dir: string;
   /** The file assembled for each listed file. */
   #files = new Map<ListedFile, string>();
-  readonly stats: SupplyStats = { local: 0, localBytes: 0, fetched: 0, fetchedBytes: 0, ranges: 0, rangeBytes: 0, localMs: 0, fetchMs: 0, workers: 0, flushWaitMs: 0 };
+  readonly stats: SupplyStats = { local: 0, localBytes: 0, fetched: 0, fetchedBytes: 0, ranges: 0, rangeBytes: 0, localMs: 0, fetchMs: 0, workers: 0, flushWaitMs: 0, copied: 0 };
 
   private constructor(dir: string) {
     this.#dir = dir;
@@ -424,6 +426,7 @@ export class ChunkSupply {
       await link(own, dest);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+      this.stats.copied++;
       await copySparse(own, dest, f);
     }
   }

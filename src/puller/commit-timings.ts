@@ -39,6 +39,8 @@ export interface CommitTimings {
    *  completed and checked) and syncMs (the fsyncs before the commit is recorded). */
   applyMs?: number;
   takeMs?: number;
+  /** Assembled files copied into the twin instead of linked (their chunk dir on another mount): 0 normally. */
+  copied?: number;
   /** Of takeMs: waiting, once read back and hashed, for the assembled files' write-back to reach the disk. */
   flushWaitMs?: number;
   syncMs?: number;
