@@ -74,7 +74,7 @@ export function stagePhases(r: StageResult): CommitTimings {
     recordMs: r.ms.record, discardMs: r.ms.discard,
     ...(c === undefined ? {} : {
       localMs: c.localMs, local: c.local, localBytes: c.localBytes, fetchMs: c.fetchMs, ranges: c.ranges, workers: c.workers,
-      fetchedBytes: c.fetchedBytes, rangeBytes: c.rangeBytes, flushWaitMs: c.flushWaitMs,
+      fetchedBytes: c.fetchedBytes, rangeBytes: c.rangeBytes, flushWaitMs: c.flushWaitMs, copied: c.copied,
     }),
   };
 }
