@@ -65,6 +65,15 @@ export interface SupplyStats {
   /** Ranged GETs, and the pack bytes they read (stored bytes, gaps between chunks included). */
   ranges: number;
   rangeBytes: number;
+  /** ms reading and checking the chunks found in the twin, then fetching the others (performance.now()). */
+  localMs: number;
+  fetchMs: number;
+  /** Ranged GETs run at once (the workers started: at most the concurrency, at most the ranges). */
+  workers: number;
+  /** ms take() waited, once an assembled file was read back and hashed, for its write-back to reach the disk. */
+  flushWaitMs: number;
+  /** Assembled files take() copied to their temp name because a link(2) there failed with EXDEV (another mount). */
+  copied: number;
 }
 
 /** A chunk's bytes: in a file of the twin (held open), or in a file being assembled in the chunk dir. */
@@ -205,7 +214,7 @@ export class ChunkSupply {
   readonly #dir: string;
   /** The file assembled for each listed file. */
   #files = new Map<ListedFile, string>();
-  readonly stats: SupplyStats = { local: 0, localBytes: 0, fetched: 0, fetchedBytes: 0, ranges: 0, rangeBytes: 0 };
+  readonly stats: SupplyStats = { local: 0, localBytes: 0, fetched: 0, fetchedBytes: 0, ranges: 0, rangeBytes: 0, localMs: 0, fetchMs: 0, workers: 0, flushWaitMs: 0, copied: 0 };
 
   private constructor(dir: string) {
     this.#dir = dir;
@@ -232,6 +241,7 @@ export class ChunkSupply {
   async #prepare(o: SupplyOptions): Promise<void> {
     const needed = new Map<string, { size: number; pack: number; offset: number; stored: number }>();
     for (const f of o.list.files) for (const [d, size, pack, offset, stored] of f.chunks) needed.set(d, { size, pack, offset, stored });
+    const localAt = performance.now();
     // Local candidates, grouped by file and read in offset order.
     const byPath = new Map<string, Array<{ digest: string; size: number; offset: number }>>();
     for (const [digest, { size }] of needed) {
@@ -256,6 +266,8 @@ export class ChunkSupply {
         this.stats.localBytes += c.size;
       }
     }
+    this.stats.localMs = Math.round(performance.now() - localAt);
+    const fetchAt = performance.now();
     // The rest from their packs: per pack in offset order, neighbours in one range.
     const byPack = new Map<number, PackEntry[]>();
     for (const [digest, n] of needed) {
@@ -319,10 +331,12 @@ export class ChunkSupply {
       }
     };
     // Every worker ends before this returns (or throws): close() must not race a download still writing.
-    const settled = await Promise.allSettled(Array.from({ length: Math.min(o.concurrency ?? 8, ranges.length) }, () => worker().catch((err: unknown) => {
+    this.stats.workers = Math.min(o.concurrency ?? 8, ranges.length);
+    const settled = await Promise.allSettled(Array.from({ length: this.stats.workers }, () => worker().catch((err: unknown) => {
       failed = true;
       throw err;
     })));
+    this.stats.fetchMs = Math.round(performance.now() - fetchAt);
     for (const r of settled) if (r.status === 'rejected') throw r.reason;
   }
 
@@ -396,8 +410,10 @@ export class ChunkSupply {
       const actual = whole.digest('hex');
       if (actual !== f.digest) throw new ChangesetRejectedError(`the file assembled from its chunks has sha256 ${actual}, the chunk list says ${f.digest}`, { entry: f.path });
       if (pos !== f.size) throw new ChangesetRejectedError(`the chunks of the file make ${pos} bytes, the chunk list says ${f.size}`, { entry: f.path });
+      const waitAt = performance.now();
       const flushed = await flushing;
       flushing = null;
+      this.stats.flushWaitMs += Math.round(performance.now() - waitAt);
       if (flushed !== null) throw new Error(`${own}: writing back the assembled file failed: ${(flushed as Error).message}`, { cause: flushed });
     } finally {
       // Never close the handle under a flush still running on it.
@@ -410,6 +426,7 @@ export class ChunkSupply {
       await link(own, dest);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+      this.stats.copied++;
       await copySparse(own, dest, f);
     }
   }

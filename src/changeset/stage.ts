@@ -33,7 +33,26 @@ export interface StageResult {
   entries: number; files: number; deletions: number; bytes: number;
   /** Chunks of chunked files taken from the twin's upper dir or volumes and fetched (when the commit has a chunk list). */
   chunks?: SupplyStats;
+  /** Where the call's time went (ms, performance.now()): for the standby's per-commit log line. */
+  ms: StagePhases;
 }
+
+/** The phases of one stageChangeset call, in ms. `apply` holds `take` (completing and checking assembled files) and
+ *  `sync` (making the commit durable); `record` is the caller's record(). */
+export interface StagePhases {
+  /** Validating the file (0 when a plan validated while downloading was given). */
+  validate: number;
+  /** Finding and fetching the chunks (ChunkSupply.prepare). */
+  gather: number;
+  apply: number;
+  take: number;
+  sync: number;
+  record: number;
+  /** Removing the undo log. */
+  discard: number;
+}
+
+const since = (t: number): number => Math.round(performance.now() - t);
 
 /** A commit's chunk list, parsed and bounded (chunk-list.ts), and where its chunks come from (chunk-supply.ts). */
 export interface StageChunks {
@@ -42,9 +61,15 @@ export interface StageChunks {
   locate: (digest: string) => ChunkLocation | undefined;
   /** Ranged reads of the packs the list names. */
   fetch: FetchRange;
-  /** Fetched chunks wait here until the commit is applied (created, then removed). */
-  dir: string;
+  /** Fetched chunks wait here until the commit is applied (created, then removed). Default: `.stage-chunks` in the
+   *  target's tmp dir, on the upper dir's mount, so take() links each assembled file into the twin instead of copying
+   *  it. Another mount (even of the same file system: dockerd bind-mounts its overlay2 dir onto itself) makes every
+   *  link(2) fail with EXDEV: the standby copied a 206 MB file again at every commit (0.8-1.8 s in the cluster). */
+  dir?: string;
 }
+
+/** The chunk dir's name in the tmp dir: a stray-temp prefix (staging-txn.ts), so recovery removes one a crash left. */
+const chunkDirName = '.stage-chunks';
 export interface StageOptions {
   limits?: Limits;
   log?: Logger;
@@ -88,20 +113,25 @@ export async function stageChangeset(blobFile: string, kind: ChangesetKind, targ
   await StagingTxn.assertNone(tmp);
   const v = opts.validated;
   if (v !== undefined && v.against !== validatedAgainst(kind, upper, roots)) throw new Error(`a plan validated against ${v.against} given for ${upper}`);
+  const ms: StagePhases = { validate: 0, gather: 0, apply: 0, take: 0, sync: 0, record: 0, discard: 0 };
+  let t = performance.now();
   const plan = v?.plan ?? await validateChangeset(blobFile, {
     kind, roots, tmpDir: tmp, limits,
     ...(opts.declared === undefined ? {} : { declared: opts.declared }),
     ...(opts.signal === undefined ? {} : { signal: opts.signal }),
     ...(opts.chunks === undefined ? {} : { chunks: opts.chunks.list }),
   });
+  ms.validate = since(t);
   opts.signal?.throwIfAborted();
   // Every chunk is at hand and checked before the first write (a missing or corrupt chunk changes nothing).
   const c = opts.chunks;
+  t = performance.now();
   const supply = c === undefined ? null : await ChunkSupply.prepare({
-    list: c.list, packs: c.list.packs, roots, locate: c.locate, fetch: c.fetch, dir: c.dir, ...(opts.signal === undefined ? {} : { signal: opts.signal }),
+    list: c.list, packs: c.list.packs, roots, locate: c.locate, fetch: c.fetch, dir: c.dir ?? join(tmp, chunkDirName), ...(opts.signal === undefined ? {} : { signal: opts.signal }),
   });
+  ms.gather = since(t);
   try {
-    return await applyAndRecord(blobFile, kind, roots, tmp, plan, limits, opts, supply);
+    return await applyAndRecord(blobFile, kind, roots, tmp, plan, limits, opts, supply, ms);
   } finally {
     await supply?.close();
   }
@@ -109,14 +139,17 @@ export async function stageChangeset(blobFile: string, kind: ChangesetKind, targ
 
 async function applyAndRecord(
   blobFile: string, kind: ChangesetKind, roots: TreeRoots, tmp: string, plan: StagePlan, limits: Limits, opts: StageOptions, supply: ChunkSupply | null,
+  ms: StagePhases,
 ): Promise<StageResult> {
   opts.signal?.throwIfAborted();
+  let t = performance.now();
   await opts.beforeWrite?.();
   opts.signal?.throwIfAborted();
   const txn = await StagingTxn.begin(roots, tmp, kind, opts.intent ?? null);
   try {
     const chunked = supply === null ? null : { supply, files: new Map((opts.chunks?.list.files ?? []).map((f) => [f.path, f])) };
-    await new Applier(roots, txn, plan, kind, opts.signal, chunked).run(blobFile, limits);
+    await new Applier(roots, txn, plan, kind, opts.signal, chunked, ms).run(blobFile, limits);
+    ms.apply = since(t);
   } catch (err) {
     let steps: number;
     try {
@@ -127,6 +160,7 @@ async function applyAndRecord(
     opts.log?.info('commit undone after a failure midway', { path: roots.upper, steps, reason: (err as Error).message });
     throw err;
   }
+  t = performance.now();
   try {
     await opts.record?.();
   } catch (err) {
@@ -134,9 +168,12 @@ async function applyAndRecord(
     await txn.leave();
     throw err;
   }
+  ms.record = since(t);
+  t = performance.now();
   await txn.discard();
+  ms.discard = since(t);
   opts.log?.debug('changeset staged', { path: roots.upper, entries: plan.entries, files: plan.files, deletions: plan.deletions, bytes: plan.bytes });
-  return { entries: plan.entries, files: plan.files, deletions: plan.deletions, bytes: plan.bytes, ...(supply === null ? {} : { chunks: supply.stats }) };
+  return { entries: plan.entries, files: plan.files, deletions: plan.deletions, bytes: plan.bytes, ...(supply === null ? {} : { chunks: supply.stats }), ms };
 }
 
 interface XattrItem {
@@ -160,11 +197,14 @@ class Applier {
   #xattrBytes = 0;
   /** What must be durable before the commit is recorded. */
   readonly #durable = new CommitSync();
+  /** Where take() and the sync are counted. */
+  readonly #ms: StagePhases;
 
   constructor(
     roots: TreeRoots, txn: StagingTxn, plan: StagePlan, kind: ChangesetKind, signal: AbortSignal | undefined,
-    chunked: { supply: ChunkSupply; files: ReadonlyMap<string, ListedFile> } | null,
+    chunked: { supply: ChunkSupply; files: ReadonlyMap<string, ListedFile> } | null, ms: StagePhases,
   ) {
+    this.#ms = ms;
     this.#chunked = chunked;
     this.#roots = roots;
     this.#txn = txn;
@@ -232,7 +272,9 @@ class Applier {
       await lutimes(this.#abs(rel), t, t);
       this.#durable.add(this.#abs(rel));
     }
+    const t = performance.now();
     await this.#durable.sync(this.#roots.upper);
+    this.#ms.sync = since(t);
   }
 
   /** `rel` was written, and its parent dir's entries changed (unless the parent is the reserved volumes dir, which
@@ -312,7 +354,9 @@ class Applier {
       // assembled (and checked) becomes the temp file.
       const f = this.#chunked?.files.get(e.path);
       if (f === undefined || this.#chunked === null) throw new ChangesetRejectedError('an entry shipped in chunks without its chunk list', { entry: e.path });
+      const t = performance.now();
       await this.#chunked.supply.take(f, tmp);
+      this.#ms.take += since(t);
       flags = fsc.O_WRONLY | fsc.O_NOFOLLOW;
     }
     const fh = await open(tmp, flags, 0o600);

@@ -19,7 +19,7 @@ export function declaredCommitProblem(record: CommitRecord, limits: Limits): str
 }
 
 /** Fetches and parses the chunk list of `record` (a refusal throws ChangesetRejectedError) and loads the twin's index.
- *  `blob` is the changeset's download path: the list and fetched chunks go beside it. */
+ *  `blob` is the changeset's download path: the list goes beside it (the chunks go to the twin's tmp dir: stage.ts). */
 export async function openChunkedCommit(
   o: { bucket: Bucket; packs: PackStore; limits: Limits; indexDir: string }, name: string, twinId: string, record: CommitRecord, blob: string,
 ): Promise<ChunkedCommit> {
@@ -45,7 +45,7 @@ export async function openChunkedCommit(
   if (list === null) return { stage: undefined, adopt };
   const l = list;
   return {
-    stage: { list: l, locate: index.locate, fetch: (range, out) => o.packs.fetchRangeInto(range, out), dir: `${blob}.chunks` },
+    stage: { list: l, locate: index.locate, fetch: (range, out) => o.packs.fetchRangeInto(range, out) },
     adopt,
   };
 }

@@ -59,8 +59,22 @@ function noteSpec(c: ContainerRuntimeState, record: CommitRecord): void {
   c.namedSpec = { digest: record.specDigest, seq: record.seq, generation: record.generation };
 }
 
+/** When a record was read, for the standby's per-commit timings (performance.now() ms). */
+export interface RecordReadTimes {
+  /** The head GET that announced it: its start and its answer. */
+  headAt: number;
+  headMs: number;
+  /** Its record (and any listing) read, after the head. */
+  recordMs: number;
+  /** This host's clock at the head's answer minus the record's publishedAt (the primary's clock): how long the
+   *  commit was in the bucket before this host saw it, as far as the two clocks agree. */
+  publishedToSeenMs: number;
+}
+
 export class JournalFollower {
   readonly #o: JournalFollowerOptions;
+  /** Each record queued by this process, when it was read (dropped with the record). */
+  readonly #readTimes = new WeakMap<CommitRecord, RecordReadTimes>();
   readonly #containers: ContainerStates;
   #head: Head | null = null;
   #etag: string | undefined;
@@ -136,7 +150,10 @@ export class JournalFollower {
       this.#shownWaits = true;
       for (const [name, why] of Object.entries(state.awaitFull ?? {})) this.#containers.get(name).blocked ??= why;
     }
+    const headAt = performance.now();
     const head = await this.#o.bucket.readHead(state.generation as Generation, this.#etag);
+    const headMs = performance.now() - headAt;
+    const seenAt = Date.now();
     if (head.status === 'ok') {
       this.#head = head.head;
       this.#etag = head.etag;
@@ -145,9 +162,19 @@ export class JournalFollower {
       await this.#planStart(state, this.#head);
       this.#planned = true;
     }
-    if (pastHead) await this.#readJournal(state, Number.MAX_SAFE_INTEGER);
-    else if (this.#head && this.#head.seq > this.#readSeq) await this.#readJournal(state, this.#head.seq);
+    const queued: CommitRecord[] = [];
+    if (pastHead) await this.#readJournal(state, Number.MAX_SAFE_INTEGER, queued);
+    else if (this.#head && this.#head.seq > this.#readSeq) await this.#readJournal(state, this.#head.seq, queued);
+    const recordMs = performance.now() - headAt - headMs;
+    for (const r of queued) {
+      this.#readTimes.set(r, { headAt, headMs: Math.round(headMs), recordMs: Math.round(recordMs), publishedToSeenMs: seenAt - Date.parse(r.publishedAt) });
+    }
     return head.status === 'ok';
+  }
+
+  /** When `record` was read by this process, or undefined (read before a restart, or not through readNew). */
+  readTimes(record: CommitRecord): RecordReadTimes | undefined {
+    return this.#readTimes.get(record);
   }
 
   /**
@@ -224,16 +251,16 @@ export class JournalFollower {
     return null;
   }
 
-  async #readJournal(state: AppliedState, headSeq: number): Promise<void> {
+  async #readJournal(state: AppliedState, headSeq: number, queued: CommitRecord[]): Promise<void> {
     const direct = await this.#readAnnounced(state, headSeq);
     if (direct !== null) {
-      for (const item of direct) this.#take(state, item);
+      for (const item of direct) this.#take(state, item, queued);
       return;
     }
     let read = 0;
     for await (const item of this.#o.bucket.listRecords(state.generation as Generation, this.#readSeq)) {
       if (item.seq > headSeq || read++ >= this.#o.maxRecordsPerPoll) break;
-      this.#take(state, item);
+      this.#take(state, item, queued);
     }
   }
 
@@ -262,7 +289,7 @@ export class JournalFollower {
 
   /** One journal item read past the read position, in seq order: queued for its container, passed over, or noted as
    *  a gap. */
-  #take(state: AppliedState, item: JournalItem): void {
+  #take(state: AppliedState, item: JournalItem, queued: CommitRecord[]): void {
     if ('error' in item) {
       const head = this.#head;
       if (item.missingTo !== undefined && head?.lastFull !== undefined) {
@@ -308,6 +335,7 @@ export class JournalFollower {
         return;
       }
       c.queue.push(item.record);
+      queued.push(item.record);
       this.#bound(state, name, c);
     }
     this.#readSeq = item.seq;

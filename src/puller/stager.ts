@@ -31,6 +31,7 @@ import type { Logger } from '../log/logger.js';
 import type { Metrics } from '../metrics/index.js';
 import { BlobDigestMismatchError, BlobMissingError, PackStore, type Bucket, type CommitRecord } from '../store/index.js';
 import { declaredCommitProblem, openChunkedCommit } from './chunked-commit.js';
+import { PhaseClock, stagePhases, type CommitTimings } from './commit-timings.js';
 import { downloadValidated } from './validated-download.js';
 import type { AppliedState, AppliedStateFile } from './applied-state.js';
 import type { ContainerRuntimeState, ContainerStates } from './container-state.js';
@@ -292,6 +293,7 @@ export class Stager {
      *  while a standby catches up). Only ever the read that ended the commit just staged. */
     let readAfterStaged: TwinState | null = null;
     while (c.queue.length > 0 && !signal.aborted && !this.#frozen) {
+      const taskAt = performance.now();
       const known = readAfterStaged;
       readAfterStaged = null;
       const record = c.queue[0]!;
@@ -411,6 +413,9 @@ export class Stager {
       }
       c.roomWait = null;
       const blob = join(this.#o.blobDir, `${record.digest}.${record.seq}`);
+      /** Where this commit's time went, for the 'staged' line (commitTimings). */
+      const seen = this.#journal.readTimes(record);
+      const timings: CommitTimings = seen === undefined ? {} : { publishedToSeenMs: seen.publishedToSeenMs, headMs: seen.headMs, recordGetMs: seen.recordMs };
       const intent: StageIntent = { container: name, twinId: twin.id, generation: record.generation, seq: record.seq, digest: record.digest };
       let twinStarted = false;
       /** Its layers were found mounted right before the first write: nothing was written. */
@@ -479,12 +484,17 @@ export class Stager {
           }
         }
         const slots = isSmallCommit(record) ? this.#smallSlots : this.#slots;
+        const slotAsked = performance.now();
         const ok = await slots.add(async () => {
           if (signal.aborted || this.#frozen) return false;
+          const phase = new PhaseClock();
+          timings.queueMs = Math.round(slotAsked - (seen === undefined ? taskAt : seen.headAt + seen.headMs + seen.recordMs));
+          timings.slotMs = Math.round(phase.at - slotAsked);
           // The chunk list first: the blob is validated against it as it downloads.
           const chunked = await openChunkedCommit({
             bucket: this.#o.bucket, packs: this.#packs, limits: this.#limits, indexDir: this.#o.chunkIndexDir ?? join(dirname(this.#o.blobDir), 'chunk-index'),
           }, name, twin.id, record, blob);
+          timings.chunkListMs = phase.lap();
           if (signal.aborted || this.#frozen) return false;
           const target = stageTargetOf(twin, c.spec ?? { volumes: [] });
           const log = this.#o.log.child({ container: name });
@@ -494,6 +504,9 @@ export class Stager {
             if (err instanceof ChangesetRejectedError || err instanceof ChangesetNoRoomError) downloaded = true;
             throw err;
           });
+          timings.blobMs = phase.lap();
+          timings.blobBytes = record.size;
+          timings.streamed = validated !== null;
           if (validated === undefined || signal.aborted || this.#frozen) return false;
           downloaded = true;
           const staging = stageChangeset(blob, record.kind, target, {
@@ -501,8 +514,11 @@ export class Stager {
             intent, record: recordStaged, beforeWrite, ...(chunked.stage === undefined ? {} : { chunks: chunked.stage }),
             ...(validated === null ? {} : { validated }),
           }).then(async (r) => {
+            Object.assign(timings, stagePhases(r));
+            phase.lap();
             // Only a hint for the next commits (every chunk read through it is checked): a failure costs downloads.
             if (!twinStarted) await chunked.adopt().catch((err: unknown) => this.#o.log.warn('cannot save the chunk index', { container: name, err }));
+            timings.adoptMs = phase.lap();
             return r;
           });
           this.#stagings.add(staging);
@@ -524,7 +540,8 @@ export class Stager {
         c.refusedCommit = null;
         this.#refused.staged(name, record.digest);
         staged++;
-        this.#o.log.debug('staged', { container: name, seq: record.seq, kind: record.kind });
+        timings.totalMs = Math.round(performance.now() - (seen === undefined ? taskAt : seen.headAt + seen.headMs));
+        this.#o.log.debug('staged', { container: name, seq: record.seq, kind: record.kind, timings });
         // The next commit checks this read (every check above runs on it again: state, mounts, volume users, image,
         // spec, twin id) instead of a second inspect: nothing of this host runs between the two but the bookkeeping
         // of this commit, while the window from any check to the write (a slot, the download, validation) was there

@@ -6,6 +6,7 @@
 // counted at the store. Hostile chunk lists and packs are refused with nothing written. Root only (overlayfs).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
 import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, truncate, unlink, writeFile } from 'node:fs/promises';
@@ -252,6 +253,39 @@ describe('large files in chunks, primary overlay to twin overlay through the buc
     assert.equal(pushPacks.stats.packs, 0, 'no pack uploaded');
     await stage(full.record);
     await assertEqual();
+  });
+
+  it('a twin whose layer dir is its own mount (dockerd bind-mounts overlay2 onto itself): the assembled file is linked in, not copied', async () => {
+    const big = randomBytes(3 * MiB);
+    await writeFile(at('big.bin'), big);
+    const s = await ship();
+    await stage(s.record);
+    await assertEqual();
+    // A second twin under a bind mount, the blob and state outside it, as the puller's state dir is.
+    const bound = join(base, 'bound');
+    await mkdir(bound, { recursive: true });
+    execFileSync('mount', ['--bind', bound, bound]);
+    try {
+      const t2 = await makeOverlayDirs(bound, 'b', twin.lower);
+      const target = { upperDir: t2.upper, tmpDir: join(bound, 'b', 'twinlayer-tmp') };
+      const blob = join(base, 'dl2', `${s.record.digest}.${s.record.seq}`);
+      await mkdir(join(base, 'dl2'), { recursive: true });
+      await pullBucket.downloadBlob(s.record.digest, s.record.size, blob);
+      const chunked = await openChunkedCommit({ bucket: pullBucket, packs: pullPacks, limits: defaultLimits, indexDir: join(base, 'index-2') }, 'web', 'twin-2', s.record, blob);
+      assert.ok(chunked.stage !== undefined, 'the commit ships in chunks');
+      const declared = { ...s.record.counts, size: s.record.size };
+      const r = await stageChangeset(blob, s.record.kind, target, { declared, chunks: chunked.stage });
+      assert.ok((r.chunks?.fetched ?? 0) > 0, 'the chunks were fetched');
+      assert.equal(r.chunks?.copied, 0, 'the assembled file was linked into the twin');
+      assert.deepEqual(await readFile(join(t2.upper, 'big.bin')), big);
+      assert.deepEqual(await readdir(target.tmpDir), [], 'the chunk dir is gone');
+      // The setup reproduces the mounts: chunks gathered beside the blob (outside the bind mount) cross it.
+      const outside = await stageChangeset(blob, s.record.kind, target, { declared, chunks: { ...chunked.stage, dir: join(base, 'dl2', 'chunks') } });
+      assert.equal(outside.chunks?.copied, 1, 'a link across the mounts fails (EXDEV): copied');
+      assert.deepEqual(await readFile(join(t2.upper, 'big.bin')), big);
+    } finally {
+      execFileSync('umount', [bound]);
+    }
   });
 
   describe('hostile chunk lists and packs are refused before anything is written', () => {
