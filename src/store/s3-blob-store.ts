@@ -61,18 +61,20 @@ export interface S3BlobStoreOptions {
 
 const MIB = 1024 * 1024;
 /** getToFile of at most this many bytes (a small change's blob) takes the lean GET: read whole within
- *  smallRequestTimeoutMs (2 s by default, so 32 KB/s at the least), then written. */
-const SMALL_GET_TO_FILE_BYTES = 64 * 1024;
+ *  smallRequestTimeoutMs (2 s by default), then written. 16 KiB: 0.5 s over a 256 kbit/s link, so a slow link still
+ *  gets it in time; a larger blob keeps the SDK's GET and its socket timeout. */
+const SMALL_GET_TO_FILE_BYTES = 16 * 1024;
 /** Keys a listing page asks for (S3's most). */
 const LIST_PAGE_KEYS = 1000;
 /** A page of 1000 keys of at most 1024 bytes each, with their entities and fields, stays well below this. */
 const MAX_LIST_PAGE_BYTES = 8 * MIB;
 /** S3's smallest part (all but the last). */
 const MIN_PART_BYTES = 5 * MIB;
-/** A PUT of a body up to this size is a small request, each attempt bounded by smallRequestTimeoutMs: heads, journal
- *  records, release markers, claims and specs are a few KB. 64 KiB goes in 2 s over a 256 kbit/s uplink; a larger
- *  body (a blob, a pack) keeps the socket timeout alone, which a slow link sending it does not trip. */
-const SMALL_PUT_BYTES = 64 * 1024;
+/** A conditional PUT (a claim, a spec) of a body up to this size is a small request, each attempt bounded by
+ *  smallRequestTimeoutMs: an attempt given up on that lands later fails its own condition, and its retry tells our
+ *  write from another's by the bytes stored. 16 KiB goes in 0.5 s over a 256 kbit/s uplink; a larger body keeps the
+ *  socket timeout alone, which a slow link sending it does not trip. Plain PUTs are never bounded (put()). */
+const SMALL_PUT_BYTES = 16 * 1024;
 
 type Metadata = { httpStatusCode?: number };
 const networkCodes = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ECONNABORTED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'ERR_STREAM_PREMATURE_CLOSE']);
@@ -334,10 +336,10 @@ export class S3BlobStore implements BlobStore {
         this.#count('PUT');
         const put = new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length });
         if (opts.sha256 !== undefined) withContentSha256(put, opts.sha256);
-        // A stalled answer to a small PUT (a head, a record, a release marker) is retried after smallRequestTimeoutMs:
-        // sending the same bytes again is harmless whether or not the first one landed, as after a reset.
-        if (body.length <= SMALL_PUT_BYTES) await this.#bounded((s) => this.#client.send(put, { abortSignal: s }), signal);
-        else await this.#client.send(put, abortable);
+        // Not bounded by smallRequestTimeoutMs, unlike a conditional PUT: an attempt given up on may still be carried
+        // out later, and an unconditional one would then land over whatever was written meanwhile (a journal record
+        // at a seq read back as free and reused, an older head over a newer one). Left to the socket timeout, as before.
+        await this.#client.send(put, abortable);
         this.#metrics?.bucketBytes('up', body.length);
         return;
       }

@@ -129,19 +129,32 @@ describe('S3BlobStore under faults', () => {
     assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
   });
 
-  it('bounds a HEAD and a small PUT whose answers stall, even when the socket timeout is long, and retries them', async () => {
+  it('bounds a HEAD whose answer stalls, even when the socket timeout is long, and retries it', async () => {
     const patient = patientStore();
     await patient.put('f/record.json', Buffer.from('{"seq":2}'));
     const hangsBefore = proxy.stats.faults.hang;
     const started = Date.now();
     proxy.fail('hang', 1, { method: 'HEAD' });
     assert.equal(await patient.exists('f/record.json'), true);
-    proxy.fail('hang', 1, { method: 'PUT' });
-    await patient.put('f/record.json', Buffer.from('{"seq":3}'));
-    assert.equal(proxy.stats.faults.hang, hangsBefore + 2);
-    // Two bounded attempts plus their retries, far below the 60 s socket timeout.
+    assert.equal(proxy.stats.faults.hang, hangsBefore + 1);
+    // One bounded attempt plus its retry, far below the 60 s socket timeout.
     assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
-    assert.equal((await patient.getBuffer('f/record.json', 100))?.toString(), '{"seq":3}');
+  });
+
+  it('leaves a plain PUT whose answer stalls to the socket timeout, not the small bound: one given up on could land later over a newer write', async () => {
+    // Small bound 300 ms, socket timeout 2 s: cut at the small bound, the retry would follow within a second.
+    const socketMs = 2000;
+    const bounded = testS3Store({ endpoint: proxy.endpoint, bucket: s3.bucket }, { requestTimeoutMs: socketMs, smallRequestTimeoutMs: 300 });
+    others.push(bounded);
+    const stalledBefore = proxy.stats.faults['stall-answer'];
+    proxy.fail('stall-answer', 1, { method: 'PUT' });
+    const started = Date.now();
+    const put = await putAnswers('f/head-stalled.json', () => bounded.put('f/head-stalled.json', Buffer.from('{"seq":4}')));
+    const took = Date.now() - started;
+    assert.equal(proxy.stats.faults['stall-answer'], stalledBefore + 1);
+    assert.ok(took >= socketMs - 100, `the stalled attempt was given up on after ${took} ms, before the ${socketMs} ms socket timeout`);
+    assert.deepEqual(put.statuses, [200, 200], 'the stalled attempt landed, and its retry wrote the same bytes');
+    assert.equal((await bounded.getBuffer('f/head-stalled.json', 100))?.toString(), '{"seq":4}');
   });
 
   it('a conditional create cut short by the small bound after it landed is ours: the retry sees 412 and finds our bytes', async () => {
