@@ -43,8 +43,9 @@ export interface S3BlobStoreOptions {
   retry?: RetryPolicy;
   /** A request whose socket stays idle this long (no answer, a stalled body) fails and is retried. Default 30000. */
   requestTimeoutMs?: number;
-  /** Whole-attempt bound of the small requests: GETs of small objects (heads, records, specs), PUTs of at most 64 KiB
-   *  (conditional ones included), HEADs and DELETEs; a stalled answer is retried. Default 2000. */
+  /** Whole-attempt bound of the small requests: GETs of small objects (heads, records, specs, blobs of at most 16
+   *  KiB), conditional PUTs of at most 16 KiB (claims, specs), HEADs and DELETEs; a stalled answer is retried. Plain PUTs
+   *  are left to the socket timeout (put()). Default 2000. */
   smallRequestTimeoutMs?: number;
   log?: Logger;
   /** Where each request (by kind), the bytes moved and the requests that failed for good are counted. */
