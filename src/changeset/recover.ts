@@ -45,8 +45,13 @@ export async function recoverStaging(
       log?.warn('a commit left half staged was undone; it is staged again by a later poll', { path: upper, steps, rebooted, ...(header.intent ?? {}) });
     }
   }
-  for (const name of await readdir(tmp)) if (isStrayTemp(name)) await rm(join(tmp, name), { recursive: true, force: true });
+  await removeStrayTemps(tmp);
   return outcome;
+}
+
+/** Removes what older runs, validation's probe or a crashed gather left in the tmp dir: never seen by a twin. */
+async function removeStrayTemps(tmp: string): Promise<void> {
+  for (const name of await readdir(tmp)) if (isStrayTemp(name)) await rm(join(tmp, name), { recursive: true, force: true });
 }
 
 /** Discards a commit left half staged without undoing it: for a twin that runs, whose container owns its upper dir.
@@ -54,6 +59,9 @@ export async function recoverStaging(
 export async function abandonStaging(target: StageTarget): Promise<boolean> {
   if ((await lstatOrNull(resolve(target.tmpDir))) === null) return false;
   const { tmp } = await checkTarget(target);
+  // Stray temps go too (the tmp dir is outside the container's view): a chunk dir a crash left holds files linked
+  // into the running twin's upper dir, whose space would stay taken, and counts against the next commit's room.
+  await removeStrayTemps(tmp);
   const dir = join(tmp, txnDirName);
   const st = await lstat(dir).catch(() => null);
   if (st === null) return false;

@@ -133,7 +133,9 @@ export async function stageChangeset(blobFile: string, kind: ChangesetKind, targ
   try {
     return await applyAndRecord(blobFile, kind, roots, tmp, plan, limits, opts, supply, ms);
   } finally {
-    await supply?.close();
+    // A failure to remove the chunk dir must not replace the outcome (a commit recorded, a refusal): the next prepare()
+    // or recovery removes it.
+    await supply?.close().catch((err: unknown) => opts.log?.warn('could not remove the chunk dir of a staged commit', { path: join(tmp, chunkDirName), err }));
   }
 }
 

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { recoverStaging, stageChangeset } from '../../../src/changeset/index.js';
+import { abandonStaging, recoverStaging, stageChangeset } from '../../../src/changeset/index.js';
 import { currentBootId } from '../../../src/changeset/staging-txn.js';
 import { requireRoot } from '../../support/overlay.js';
 import { diffStates, upperState, type UpperState } from '../../support/upper-state.js';
@@ -155,6 +155,20 @@ describe('undo log recovery', () => {
     await recoverStaging(target(), () => false);
     await stageChangeset(blob, 'delta', target());
     assert.deepEqual((await readdir(upper)).sort(), ['link', 'next', 'sub']);
+  });
+
+  it('abandoning a half-staged commit of a running twin also removes a chunk dir a crash left, and nothing in the upper dir', async () => {
+    await mkdir(join(tmp, '.stage-chunks'), { recursive: true });
+    await writeFile(join(tmp, '.stage-chunks', 'file-0'), 'an assembly linked into the twin before the crash');
+    await writeTxn([await header(), JSON.stringify({ o: 'C', p: 'created' })]);
+    const was = await upperState(upper);
+    assert.equal(await abandonStaging(target()), true);
+    assert.deepEqual((await readdir(tmp)).filter((n) => n === 'txn' || n.startsWith('.stage-')), []);
+    assert.deepEqual(diffStates(was, await upperState(upper), 0n), []);
+    // With no commit left half staged, the stray goes all the same.
+    await mkdir(join(tmp, '.stage-chunks'));
+    assert.equal(await abandonStaging(target()), false);
+    assert.deepEqual((await readdir(tmp)).filter((n) => n.startsWith('.stage-')), []);
   });
 
   it('does not follow a log that is a symlink', async () => {
