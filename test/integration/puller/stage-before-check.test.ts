@@ -56,20 +56,27 @@ describe('the daemon stages before the keeper\'s check', { timeout: 300_000 }, (
 
   after(() => fx?.close());
 
-  it('stages a commit of a ready container without the keeper\'s check', async () => {
-    const group = 'stage-first';
-    const name = 'sf-web';
+  /** A primary with container `name` at commit 1 (writing `f`), and a puller of `group` that staged it, reading the
+   *  bucket through a gate (closed: the keeper's spec listings hang); no periodic check. */
+  async function stagedBehindGate(group: string, name: string, primaryDir: string, first: string, spec?: TwinSpec) {
     const stateDir = join(fx.base, group);
-    const primary = new Primary(bucketFor(fx.store, group), join(fx.base, 'primary'));
-    const web = await primary.container(name, fx.imageId);
-    await web.commit((u) => writeFile(join(u, 'f'), 'one'));
+    const primary = new Primary(bucketFor(fx.store, group), join(fx.base, primaryDir));
+    const c = await primary.container(name, fx.imageId, ...(spec === undefined ? [] : [{ spec }]));
+    await c.commit((u) => writeFile(join(u, 'f'), first));
     const gated = gatedStore(fx.store);
     fx.defer(() => gated.open());
     const { log, lines } = collectingLogger();
-    // No periodic check meanwhile: the only one that could come is one the moved head calls for.
+    // No periodic check meanwhile: the only one that could come is one a moved head calls for.
     const puller = await fx.openPuller({ bucket: bucketFor(gated.store, group), group, stateDir, log, twinCheckEvery: 1_000_000 });
     await puller.pollOnce();
     assert.equal(await appliedSeq(stateDir, group, name), 1, lines.slice(-5).join('\n'));
+    return { stateDir, primary, container: c, gated, puller };
+  }
+
+  it('stages a commit of a ready container without the keeper\'s check', async () => {
+    const group = 'stage-first';
+    const name = 'sf-web';
+    const { stateDir, container: web, gated, puller } = await stagedBehindGate(group, name, 'primary', 'one');
 
     gated.close();
     try {
@@ -87,16 +94,7 @@ describe('the daemon stages before the keeper\'s check', { timeout: 300_000 }, (
   it('stages a ready container\'s commit while the check a new container calls for is still listing the specs', async () => {
     const group = 'stage-first-new';
     const name = 'sf-old';
-    const stateDir = join(fx.base, group);
-    const primary = new Primary(bucketFor(fx.store, group), join(fx.base, 'primary-new'));
-    const old = await primary.container(name, fx.imageId);
-    await old.commit((u) => writeFile(join(u, 'f'), 'one'));
-    const gated = gatedStore(fx.store);
-    fx.defer(() => gated.open());
-    const { log, lines } = collectingLogger();
-    const puller = await fx.openPuller({ bucket: bucketFor(gated.store, group), group, stateDir, log, twinCheckEvery: 1_000_000 });
-    await puller.pollOnce();
-    assert.equal(await appliedSeq(stateDir, group, name), 1, lines.slice(-5).join('\n'));
+    const { stateDir, primary, container: old, gated, puller } = await stagedBehindGate(group, name, 'primary-new', 'one');
 
     gated.close();
     try {
@@ -121,18 +119,9 @@ describe('the daemon stages before the keeper\'s check', { timeout: 300_000 }, (
   it('leaves a commit naming another spec than its twin\'s for after the check', async () => {
     const group = 'stage-first-spec';
     const name = 'sf-spec';
-    const stateDir = join(fx.base, group);
     const specA: TwinSpec = { ...twinSpec(name, fx.imageId), env: ['V=1'] };
     const specB: TwinSpec = { ...twinSpec(name, fx.imageId), env: ['V=2'] };
-    const primary = new Primary(bucketFor(fx.store, group), join(fx.base, 'primary-spec'));
-    const web = await primary.container(name, fx.imageId, { spec: specA });
-    await web.commit((u) => writeFile(join(u, 'f'), 'a1'));
-    const gated = gatedStore(fx.store);
-    fx.defer(() => gated.open());
-    const { log, lines } = collectingLogger();
-    const puller = await fx.openPuller({ bucket: bucketFor(gated.store, group), group, stateDir, log, twinCheckEvery: 1_000_000 });
-    await puller.pollOnce();
-    assert.equal(await appliedSeq(stateDir, group, name), 1, lines.slice(-5).join('\n'));
+    const { stateDir, container: web, gated, puller } = await stagedBehindGate(group, name, 'primary-spec', 'a1', specA);
 
     gated.close();
     try {
